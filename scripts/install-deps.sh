@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moemlora's build, tests and CI need (idempotent; run as root).
+set -euo pipefail
+pkgs=(cmake pkg-config gcc g++ clang libclang-rt-14-dev libsleef-dev libbenchmark-dev
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user valgrind binutils)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+arm_sleef=1
+dpkg -s libsleef-dev:arm64 >/dev/null 2>&1 || arm_sleef=0
+if [ ${#missing[@]} -eq 0 ] && [ $arm_sleef -eq 1 ]; then
+  echo "all build dependencies present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+if [ $arm_sleef -eq 0 ]; then
+  # SLEEF for arm64, so the NEON kernels link and run under qemu-aarch64
+  $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq libsleef-dev:arm64
+fi
+echo "dependencies installed"

@@ -1,0 +1,51 @@
+/* Minimal test harness shared by the test programs.
+ * CHECK(cond, fmt, ...) records a failure with file:line and keeps going;
+ * TEST_MAIN_END() prints "N passed, N failed" and returns the exit code. */
+#ifndef MML_TEST_H
+#define MML_TEST_H
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+static int mmlt_pass, mmlt_fail;
+static const char *mmlt_ctx = "";
+
+#define MMLT_SKIP 77
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (cond) {                                                             \
+            mmlt_pass++;                                                        \
+        } else {                                                                \
+            mmlt_fail++;                                                        \
+            if (mmlt_fail <= 50) {                                              \
+                fprintf(stderr, "FAIL %s:%d [%s] %s: ", __FILE__, __LINE__,     \
+                        mmlt_ctx, #cond);                                       \
+                fprintf(stderr, __VA_ARGS__);                                   \
+                fputc('\n', stderr);                                            \
+            }                                                                   \
+        }                                                                       \
+    } while (0)
+
+#define CHECK_OK(expr)                                                          \
+    do {                                                                        \
+        int mmlt_rc_ = (int)(expr);                                             \
+        CHECK(mmlt_rc_ == 0, "returned %d: %s", mmlt_rc_, mml_last_error());    \
+    } while (0)
+
+/* Prints the closing line that test runners read and returns the exit code. */
+static int mmlt_finish(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, mmlt_pass, mmlt_fail);
+    return mmlt_fail ? 1 : 0;
+}
+
+/* Relative closeness with an absolute floor. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static int mmlt_close(double a, double b, double rtol, double atol) {
+    double d = fabs(a - b);
+    return d <= atol + rtol * fmax(fabs(a), fabs(b));
+}
+#endif

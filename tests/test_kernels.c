@@ -1,0 +1,503 @@
+/* Every SIMD kernel against the scalar reference, for every ISA this CPU runs:
+ * odd sizes, pointers off 64-byte alignment by one float, leading dimensions
+ * larger than the widths, accumulate on/off, and guard zones that must stay
+ * untouched. Tolerances come from error bounds (docs/KERNELS.md); data movement
+ * and the dropout mask must match bit for bit. Also tests ISA dispatch. */
+#define _POSIX_C_SOURCE 200809L
+#define MOEMLORA_IMPLEMENTATION
+#include "../moemlora_simd.h"
+#include "mml_test.h"
+
+#include <float.h>
+#include <stdint.h>
+
+#define GUARD 37
+#define SENT (-7777.25f)
+
+/* A buffer of n floats that starts one float after a 64-byte boundary, with
+ * sentinel guard zones on both sides. */
+typedef struct { float *base, *p; int64_t n; } gbuf;
+
+static gbuf gb_new(int64_t n) {
+    gbuf b;
+    size_t total = (size_t)(n + 2 * GUARD + 16);
+    b.base = (float *)aligned_alloc(64, ((total * sizeof(float) + 63) / 64) * 64);
+    for (size_t i = 0; i < total; i++) b.base[i] = SENT;
+    b.p = b.base + 16 + 1;  /* 16 floats of front guard, then off by one float */
+    b.n = n;
+    return b;
+}
+static void gb_free(gbuf *b) { free(b->base); }
+static int gb_guard_ok(const gbuf *b) {
+    for (float *q = b->base; q < b->p; q++)
+        if (memcmp(q, &(float){SENT}, sizeof(float)) != 0) return 0;
+    for (int64_t i = 0; i < GUARD; i++)
+        if (b->p[b->n + i] != SENT) return 0;
+    return 1;
+}
+static gbuf gb_copy(const gbuf *src) {
+    gbuf b = gb_new(src->n);
+    for (int64_t i = 0; i < src->n; i++) b.p[i] = src->p[i];
+    return b;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+static double urand(void) { /* splitmix64 -> [0,1) */
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return (double)((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0);
+}
+static void fill(float *x, int64_t n, double lo, double hi) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
+}
+
+/* Distance in units in the last place between two finite floats. */
+static double ulp_diff(float a, float b) {
+    if (a == b) return 0.0;
+    if (isnan(a) || isnan(b)) return 1e30;
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    if (ia < 0) ia = INT32_MIN - ia;
+    if (ib < 0) ib = INT32_MIN - ib;
+    return fabs((double)ia - (double)ib);
+}
+
+static const mml_kernels_t *REF;
+static double max_ulp[32];  /* per elementwise transcendental kernel, for the docs */
+enum { U_SOFTMAX, U_SIGMOID, U_BCE_DZ, U_VEXP, U_VLOG, U_ADAM, U_BCE_SUM };
+static const char *ulp_names[] = {"softmax_rows", "sigmoid", "bce_logits dz", "vexp", "vlog",
+                                  "adam |dp|/lr", "bce_logits sum (rel)"};
+
+/* ---- gemm -------------------------------------------------------------- */
+typedef void (*gemm_fn)(int, int, int, const float *, int, const float *, int, float *, int, int);
+
+static void test_gemm_one(const mml_kernels_t *k, int op, int M, int N, int K, int acc) {
+    static const char *names[] = {"gemm_nn", "gemm_nt", "gemm_tn"};
+    gemm_fn f = op == 0 ? k->gemm_nn : op == 1 ? k->gemm_nt : k->gemm_tn;
+    gemm_fn g = op == 0 ? REF->gemm_nn : op == 1 ? REF->gemm_nt : REF->gemm_tn;
+    /* A: nn/nt [M,K] lda>=K; tn [K,M] lda>=M.  B: nn/tn [K,N] ldb>=N; nt [N,K]. */
+    int lda = (op == 2 ? M : K) + 3, ldb = (op == 1 ? K : N) + 5, ldc = N + 2;
+    int64_t arows = op == 2 ? K : M, brows = op == 1 ? N : K;
+    gbuf A = gb_new(arows * lda > 0 ? arows * lda : 1), B = gb_new(brows * ldb > 0 ? brows * ldb : 1);
+    fill(A.p, A.n, -1, 1);
+    fill(B.p, B.n, -1, 1);
+    gbuf C = gb_new((int64_t)M * ldc);
+    for (int64_t i = 0; i < C.n; i++) C.p[i] = (i % ldc) < N ? (float)(urand() * 2 - 1) : SENT;
+    gbuf R = gb_copy(&C), C0 = gb_copy(&C);
+    f(M, N, K, A.p, lda, B.p, ldb, C.p, ldc, acc);
+    g(M, N, K, A.p, lda, B.p, ldb, R.p, ldc, acc);
+    int bad = 0, badpad = 0;
+    double worst = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < ldc; j++) {
+            int64_t o = (int64_t)i * ldc + j;
+            if (j >= N) { badpad += C.p[o] != SENT; continue; }
+            double mag = acc ? fabs(C0.p[o]) : 0.0;
+            for (int kk = 0; kk < K; kk++) {
+                double a = op == 2 ? A.p[(int64_t)kk * lda + i] : A.p[(int64_t)i * lda + kk];
+                double b = op == 1 ? B.p[(int64_t)j * ldb + kk] : B.p[(int64_t)kk * ldb + j];
+                mag += fabs(a * b);
+            }
+            double tol = 2.0 * (K + 1) * FLT_EPSILON * mag + 1e-30;
+            double d = fabs((double)C.p[o] - (double)R.p[o]);
+            if (d > tol || isnan(C.p[o])) bad++;
+            if (mag > 0 && d / (mag * FLT_EPSILON) > worst) worst = d / (mag * FLT_EPSILON);
+        }
+    CHECK(bad == 0, "%s M=%d N=%d K=%d acc=%d: %d elements off (worst %.2f eps*sum|ab|)",
+          names[op], M, N, K, acc, bad, worst);
+    CHECK(badpad == 0 && gb_guard_ok(&C), "%s M=%d N=%d K=%d: wrote outside C", names[op], M, N, K);
+    CHECK(gb_guard_ok(&A) && gb_guard_ok(&B), "%s: inputs' guards touched", names[op]);
+    gb_free(&A); gb_free(&B); gb_free(&C); gb_free(&R); gb_free(&C0);
+}
+
+static void test_gemm(const mml_kernels_t *k) {
+    static const int shapes[][3] = {
+        {1, 1, 1}, {3, 7, 17}, {17, 3, 7}, {7, 17, 255}, {255, 17, 3}, {17, 255, 7},
+        {1023, 33, 17}, {13, 1023, 3}, {1023, 7, 1}, {255, 255, 255}, {17, 17, 1023},
+        {3, 300, 400}, {25, 16, 24}, {31, 8, 16}, {7, 1, 1023}, {1, 1023, 17}, {5, 4, 0}};
+    for (int op = 0; op < 3; op++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int acc = 0; acc < 2; acc++)
+                test_gemm_one(k, op, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+}
+
+/* ---- elementwise ---------------------------------------------------------- */
+static const int64_t LENS[] = {1, 3, 7, 17, 255, 1023, 4099};
+#define NLENS (sizeof LENS / sizeof LENS[0])
+
+static int bits_equal(const float *a, const float *b, int64_t n) {
+    return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+static void test_relu(const mml_kernels_t *k) {
+    for (size_t l = 0; l < NLENS; l++) {
+        int64_t n = LENS[l];
+        gbuf x = gb_new(n), y = gb_new(n), r = gb_new(n), dy = gb_new(n), dx = gb_new(n), dr = gb_new(n);
+        fill(x.p, n, -1, 1);
+        fill(dy.p, n, -1, 1);
+        k->relu_fwd(n, x.p, y.p);
+        REF->relu_fwd(n, x.p, r.p);
+        CHECK(bits_equal(y.p, r.p, n) && gb_guard_ok(&y), "relu_fwd n=%lld", (long long)n);
+        k->relu_bwd(n, y.p, dy.p, dx.p);
+        REF->relu_bwd(n, r.p, dy.p, dr.p);
+        CHECK(bits_equal(dx.p, dr.p, n) && gb_guard_ok(&dx), "relu_bwd n=%lld", (long long)n);
+        gbuf xa = gb_copy(&x);  /* in place */
+        k->relu_fwd(n, xa.p, xa.p);
+        CHECK(bits_equal(xa.p, r.p, n) && gb_guard_ok(&xa), "relu_fwd in place n=%lld", (long long)n);
+        k->relu_bwd(n, r.p, dy.p, dy.p);
+        CHECK(bits_equal(dy.p, dr.p, n) && gb_guard_ok(&dy), "relu_bwd in place n=%lld", (long long)n);
+        gb_free(&x); gb_free(&y); gb_free(&r); gb_free(&dy); gb_free(&dx); gb_free(&dr); gb_free(&xa);
+    }
+}
+
+static void test_dropout(const mml_kernels_t *k) {
+    static const uint64_t offsets[] = {0, 5, 4294967296ULL - 9, 0x123456789ULL};
+    static const float rates[] = {0.0f, 0.1f, 0.5f, 0.9f, 1.0f};
+    for (size_t l = 0; l < NLENS; l++)
+        for (size_t o = 0; o < 4; o++)
+            for (size_t q = 0; q < 5; q++) {
+                int64_t n = LENS[l];
+                gbuf x = gb_new(n), y = gb_new(n), r = gb_new(n);
+                fill(x.p, n, -1, 1);
+                uint64_t seed = 0xC0FFEEULL + l * 977 + o;
+                k->dropout(n, x.p, y.p, rates[q], seed, offsets[o]);
+                REF->dropout(n, x.p, r.p, rates[q], seed, offsets[o]);
+                CHECK(bits_equal(y.p, r.p, n) && gb_guard_ok(&y), "dropout n=%lld off=%llu rate=%g",
+                      (long long)n, (unsigned long long)offsets[o], rates[q]);
+                gb_free(&x); gb_free(&y); gb_free(&r);
+            }
+    /* offset semantics: a call at offset 100 equals the tail of a call at 0 */
+    int64_t n = 1000;
+    gbuf x = gb_new(n), a = gb_new(n), b = gb_new(n);
+    fill(x.p, n, 0.5, 1);
+    k->dropout(n, x.p, a.p, 0.5f, 42, 4294967296ULL - 500);
+    k->dropout(n - 100, x.p + 100, b.p, 0.5f, 42, 4294967296ULL - 400);
+    CHECK(bits_equal(a.p + 100, b.p, n - 100), "dropout offset is a pure index shift");
+    /* keep rate and scale */
+    int64_t big = 200000, kept = 0, kept2 = 0, same = 0;
+    gbuf ones = gb_new(big), d1 = gb_new(big), d2 = gb_new(big);
+    for (int64_t i = 0; i < big; i++) ones.p[i] = 1.0f;
+    k->dropout(big, ones.p, d1.p, 0.3f, 7, 0);
+    k->dropout(big, ones.p, d2.p, 0.3f, 8, 0);
+    int scale_ok = 1;
+    for (int64_t i = 0; i < big; i++) {
+        kept += d1.p[i] != 0.0f;
+        kept2 += d2.p[i] != 0.0f;
+        same += (d1.p[i] != 0.0f) == (d2.p[i] != 0.0f);
+        if (d1.p[i] != 0.0f && d1.p[i] != 1.0f / 0.7f) scale_ok = 0;
+    }
+    CHECK(fabs((double)kept / big - 0.7) < 0.005, "dropout keep fraction %.4f", (double)kept / big);
+    CHECK(fabs((double)same / big - (0.7 * 0.7 + 0.3 * 0.3)) < 0.005,
+          "dropout masks of two seeds look correlated (%.4f agree)", (double)same / big);
+    CHECK(scale_ok, "dropout kept values must be x/(1-rate)");
+    (void)kept2;
+    gb_free(&x); gb_free(&a); gb_free(&b); gb_free(&ones); gb_free(&d1); gb_free(&d2);
+}
+
+static void track_ulp(int which, const float *a, const float *b, int64_t n, double *worst_out) {
+    double w = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double u = ulp_diff(a[i], b[i]);
+        if (u > w) w = u;
+    }
+    if (w > max_ulp[which]) max_ulp[which] = w;
+    *worst_out = w;
+}
+
+static void test_transcendental(const mml_kernels_t *k) {
+    /* softmax: rows of E in 1..256 with lde > E */
+    static const int Es[] = {1, 2, 3, 7, 17, 64, 255, 256};
+    for (size_t e = 0; e < sizeof Es / sizeof Es[0]; e++) {
+        int E = Es[e], M = 37, ld = E + 3;
+        gbuf x = gb_new((int64_t)M * ld), y = gb_new((int64_t)M * ld), r = gb_new((int64_t)M * ld);
+        fill(x.p, x.n, -40, 40);
+        for (int64_t i = 0; i < y.n; i++) y.p[i] = r.p[i] = SENT;
+        k->softmax_rows(M, E, x.p, ld, y.p, ld);
+        REF->softmax_rows(M, E, x.p, ld, r.p, ld);
+        int ok = gb_guard_ok(&y);
+        double worst = 0, w;
+        for (int i = 0; i < M; i++) {
+            /* values below 2^-100 are flushed by exp's relative error budget; compare absolutely */
+            for (int j = 0; j < ld; j++) {
+                float a = y.p[(int64_t)i * ld + j], b = r.p[(int64_t)i * ld + j];
+                if (j >= E) { ok &= a == SENT; continue; }
+                if (fabsf(b) < 1e-30f) { ok &= fabsf(a - b) < 1e-36f; continue; }
+                track_ulp(U_SOFTMAX, &a, &b, 1, &w);
+                if (w > worst) worst = w;
+            }
+        }
+        /* 2 ulp per exp + the normalizer sum, whose rounding grows with E */
+        CHECK(ok && worst <= 4 + E / 4, "softmax_rows E=%d: %.0f ulp, guards %d", E, worst, ok);
+        gb_free(&x); gb_free(&y); gb_free(&r);
+    }
+    for (size_t l = 0; l < NLENS; l++) {
+        int64_t n = LENS[l];
+        gbuf x = gb_new(n), y = gb_new(n), r = gb_new(n), lab = gb_new(n), dz = gb_new(n), dr = gb_new(n);
+        double w;
+        fill(x.p, n, -30, 30);
+        for (int64_t i = 0; i < n; i++) lab.p[i] = urand() < 0.3 ? 1.0f : 0.0f;
+        k->sigmoid(n, x.p, y.p);
+        REF->sigmoid(n, x.p, r.p);
+        track_ulp(U_SIGMOID, y.p, r.p, n, &w);
+        CHECK(w <= 4 && gb_guard_ok(&y), "sigmoid n=%lld: %.0f ulp", (long long)n, w);
+
+        double s = k->bce_logits(n, x.p, lab.p, 0.25f, dz.p);
+        double sr = REF->bce_logits(n, x.p, lab.p, 0.25f, dr.p);
+        double rel = fabs(s - sr) / fmax(fabs(sr), 1e-30);
+        if (rel > max_ulp[U_BCE_SUM]) max_ulp[U_BCE_SUM] = rel;
+        CHECK(rel < 4e-6, "bce_logits n=%lld: sum %.9g vs %.9g", (long long)n, s, sr);
+        /* dz = scale*(sigmoid - y): cancellation near sigmoid ~ y, so absolute */
+        int dz_ok = gb_guard_ok(&dz);
+        for (int64_t i = 0; i < n; i++) dz_ok &= fabsf(dz.p[i] - dr.p[i]) <= 2e-7f;
+        track_ulp(U_BCE_DZ, dz.p, dr.p, n, &w);
+        CHECK(dz_ok, "bce_logits dz n=%lld", (long long)n);
+        CHECK(fabs(k->bce_logits(n, x.p, lab.p, 1.0f, NULL) - s) <= 1e-9 * fabs(s) + 1e-12,
+              "bce_logits without dz gives the same loss");
+
+        fill(x.p, n, -80, 80);
+        k->vexp(n, x.p, y.p);
+        REF->vexp(n, x.p, r.p);
+        track_ulp(U_VEXP, y.p, r.p, n, &w);
+        CHECK(w <= 2 && gb_guard_ok(&y), "vexp n=%lld: %.0f ulp", (long long)n, w);
+        for (int64_t i = 0; i < n; i++) x.p[i] = (float)exp(-60 + 120 * urand());
+        k->vlog(n, x.p, y.p);
+        REF->vlog(n, x.p, r.p);
+        track_ulp(U_VLOG, y.p, r.p, n, &w);
+        CHECK(w <= 2 && gb_guard_ok(&y), "vlog n=%lld: %.0f ulp", (long long)n, w);
+        gb_free(&x); gb_free(&y); gb_free(&r); gb_free(&lab); gb_free(&dz); gb_free(&dr);
+    }
+}
+
+/* Adam: compilers may contract b*m + c*g into an FMA (GNU C modes do), which
+ * changes m and v by a few ulp of their terms; p may then move by a small
+ * fraction of the step lr. */
+static int adam_close(float p, float pr, float m, float mr, float v, float vr, float lr) {
+    return mmlt_close(p, pr, 4 * FLT_EPSILON, 1e-4 * lr) && mmlt_close(m, mr, 1e-5, 1e-6) &&
+           mmlt_close(v, vr, 1e-5, 1e-9);
+}
+
+static void test_rows(const mml_kernels_t *k) {
+    static const int dims[] = {1, 3, 7, 8, 16, 17, 33, 128};
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        int dim = dims[d], rows = 50, n = 255, ldo = dim + 3;
+        gbuf table = gb_new((int64_t)rows * dim);
+        fill(table.p, table.n, -1, 1);
+        int32_t ids[255];
+        for (int i = 0; i < n; i++) ids[i] = (int32_t)(urand() * rows); /* many repeats */
+        gbuf out = gb_new((int64_t)n * ldo), ref = gb_new((int64_t)n * ldo);
+        k->gather_rows(n, ids, table.p, dim, out.p, ldo);
+        REF->gather_rows(n, ids, table.p, dim, ref.p, ldo);
+        CHECK(bits_equal(out.p, ref.p, out.n) && gb_guard_ok(&out), "gather_rows dim=%d", dim);
+
+        gbuf g = gb_new((int64_t)n * ldo), tg = gb_new((int64_t)rows * dim);
+        fill(g.p, g.n, -1, 1);
+        fill(tg.p, tg.n, -1, 1);
+        gbuf tr = gb_copy(&tg);
+        k->scatter_add_rows(n, ids, g.p, ldo, dim, tg.p);
+        REF->scatter_add_rows(n, ids, g.p, ldo, dim, tr.p);
+        CHECK(bits_equal(tg.p, tr.p, tg.n) && gb_guard_ok(&tg), "scatter_add_rows dim=%d", dim);
+
+        /* lazy Adam on unique rows */
+        int32_t uniq[20];
+        for (int i = 0; i < 20; i++) uniq[i] = (int32_t)((i * 7 + 3) % rows);
+        gbuf p = gb_copy(&table), m = gb_new(table.n), v = gb_new(table.n);
+        fill(m.p, m.n, -0.1, 0.1);
+        fill(v.p, v.n, 0, 0.01);
+        gbuf p2 = gb_copy(&p), m2 = gb_copy(&m), v2 = gb_copy(&v);
+        mml_adam_hp hp = {1e-3f, 0.9f, 0.999f, 1e-8f, 1 - 0.9f * 0.9f, 1 - 0.999f * 0.999f, 0.01f};
+        k->adam_rows(20, uniq, dim, p.p, tr.p, m.p, v.p, &hp);
+        REF->adam_rows(20, uniq, dim, p2.p, tr.p, m2.p, v2.p, &hp);
+        int ok = gb_guard_ok(&p) && gb_guard_ok(&m) && gb_guard_ok(&v);
+        for (int64_t i = 0; i < p.n; i++) {
+            ok &= adam_close(p.p[i], p2.p[i], m.p[i], m2.p[i], v.p[i], v2.p[i], hp.lr);
+        }
+        CHECK(ok, "adam_rows dim=%d", dim);
+        gb_free(&table); gb_free(&out); gb_free(&ref); gb_free(&g); gb_free(&tg); gb_free(&tr);
+        gb_free(&p); gb_free(&m); gb_free(&v); gb_free(&p2); gb_free(&m2); gb_free(&v2);
+    }
+}
+
+static void test_blocks(const mml_kernels_t *k) {
+    static const int cfg[][3] = {{1, 1, 1}, {17, 3, 4}, {255, 2, 16}, {7, 21, 8}, {33, 4, 17}, {3, 1, 64}};
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        int M = cfg[c][0], E = cfg[c][1], r = cfg[c][2];
+        int ldt = E * r + 3, ldw = E + 2, ldu = E * r + 1;
+        gbuf T = gb_new((int64_t)M * ldt), w = gb_new((int64_t)M * ldw);
+        fill(T.p, T.n, -1, 1);
+        fill(w.p, w.n, 0, 1);
+        gbuf U = gb_new((int64_t)M * ldu), R = gb_new((int64_t)M * ldu);
+        for (int64_t i = 0; i < U.n; i++) U.p[i] = R.p[i] = SENT;
+        k->block_scale(M, E, r, T.p, ldt, w.p, ldw, U.p, ldu);
+        REF->block_scale(M, E, r, T.p, ldt, w.p, ldw, R.p, ldu);
+        CHECK(bits_equal(U.p, R.p, U.n) && gb_guard_ok(&U), "block_scale M=%d E=%d r=%d", M, E, r);
+        for (int acc = 0; acc < 2; acc++) {
+            gbuf dw = gb_new((int64_t)M * ldw), dr;
+            fill(dw.p, dw.n, -1, 1);
+            dr = gb_copy(&dw);
+            gbuf d0 = gb_copy(&dw);
+            k->block_dot(M, E, r, U.p, ldu, T.p, ldt, dw.p, ldw, acc);
+            REF->block_dot(M, E, r, U.p, ldu, T.p, ldt, dr.p, ldw, acc);
+            int ok = gb_guard_ok(&dw);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < ldw; j++) {
+                    int64_t o = (int64_t)i * ldw + j;
+                    if (j >= E) { ok &= dw.p[o] == d0.p[o]; continue; }
+                    double mag = acc ? fabs(d0.p[o]) : 0;
+                    for (int q = 0; q < r; q++)
+                        mag += fabs((double)U.p[o / ldw * ldu + (int64_t)j * r + q] *
+                                    T.p[o / ldw * ldt + (int64_t)j * r + q]);
+                    ok &= fabs(dw.p[o] - dr.p[o]) <= 2.0 * (r + 1) * FLT_EPSILON * mag + 1e-30;
+                }
+            CHECK(ok, "block_dot M=%d E=%d r=%d acc=%d", M, E, r, acc);
+            gb_free(&dw); gb_free(&dr); gb_free(&d0);
+        }
+        gb_free(&T); gb_free(&w); gb_free(&U); gb_free(&R);
+    }
+}
+
+static void test_vec(const mml_kernels_t *k) {
+    for (size_t l = 0; l < NLENS; l++) {
+        int64_t n = LENS[l];
+        gbuf x = gb_new(n), y = gb_new(n);
+        fill(x.p, n, -1, 1);
+        fill(y.p, n, -1, 1);
+        gbuf y1 = gb_copy(&y), y2 = gb_copy(&y);
+        k->axpy(n, 0.37f, x.p, y1.p);
+        REF->axpy(n, 0.37f, x.p, y2.p);
+        int ok = gb_guard_ok(&y1);
+        for (int64_t i = 0; i < n; i++)
+            ok &= fabs(y1.p[i] - y2.p[i]) <= 2 * FLT_EPSILON * (fabs(y.p[i]) + fabs(0.37 * x.p[i]));
+        CHECK(ok, "axpy n=%lld", (long long)n);
+
+        double mag = 0;
+        for (int64_t i = 0; i < n; i++) mag += fabs((double)x.p[i] * y.p[i]);
+        float d1 = k->dot(n, x.p, y.p), d2 = REF->dot(n, x.p, y.p);
+        CHECK(fabs(d1 - d2) <= 2.0 * n * FLT_EPSILON * mag + 1e-30, "dot n=%lld: %g vs %g",
+              (long long)n, d1, d2);
+
+        gbuf s1 = gb_copy(&x), s2 = gb_copy(&x);
+        k->scale(n, -1.7f, s1.p);
+        REF->scale(n, -1.7f, s2.p);
+        CHECK(bits_equal(s1.p, s2.p, n) && gb_guard_ok(&s1), "scale n=%lld", (long long)n);
+
+        gbuf z1 = gb_new(n), z2 = gb_new(n);
+        k->mul(n, x.p, y.p, z1.p);
+        REF->mul(n, x.p, y.p, z2.p);
+        CHECK(bits_equal(z1.p, z2.p, n) && gb_guard_ok(&z1), "mul n=%lld", (long long)n);
+        gbuf xa = gb_copy(&x);
+        k->mul(n, xa.p, y.p, xa.p);
+        CHECK(bits_equal(xa.p, z2.p, n), "mul in place n=%lld", (long long)n);
+
+        /* Adam dense, a few steps */
+        gbuf p1 = gb_copy(&x), m1 = gb_new(n), v1 = gb_new(n);
+        for (int64_t i = 0; i < n; i++) m1.p[i] = v1.p[i] = 0.0f;
+        gbuf p2 = gb_copy(&p1), m2 = gb_copy(&m1), v2 = gb_copy(&v1);
+        double worst = 0;
+        for (int t = 1; t <= 3; t++) {
+            mml_adam_hp hp = {1e-2f, 0.9f, 0.999f, 1e-8f, 1 - powf(0.9f, (float)t),
+                              1 - powf(0.999f, (float)t), t == 2 ? 0.1f : 0.0f};
+            k->adam_dense(n, p1.p, y.p, m1.p, v1.p, &hp);
+            REF->adam_dense(n, p2.p, y.p, m2.p, v2.p, &hp);
+        }
+        ok = gb_guard_ok(&p1) && gb_guard_ok(&m1) && gb_guard_ok(&v1);
+        for (int64_t i = 0; i < n; i++) {
+            double rel = fabs(p1.p[i] - p2.p[i]) / 1e-2; /* in units of lr */
+            if (rel > worst) worst = rel;
+            ok &= adam_close(p1.p[i], p2.p[i], m1.p[i], m2.p[i], v1.p[i], v2.p[i], 1e-2f);
+        }
+        if (worst > max_ulp[U_ADAM]) max_ulp[U_ADAM] = worst;
+        CHECK(ok, "adam_dense n=%lld (worst rel %.2g)", (long long)n, worst);
+
+        /* add_bias / colsum_add on [M, N] with ld > N */
+        int M = 13, N = (int)(n > 300 ? 300 : n), ld = N + 4;
+        gbuf C = gb_new((int64_t)M * ld), bias = gb_new(N);
+        fill(C.p, C.n, -1, 1);
+        fill(bias.p, N, -1, 1);
+        gbuf C2 = gb_copy(&C);
+        k->add_bias(M, N, bias.p, C.p, ld);
+        REF->add_bias(M, N, bias.p, C2.p, ld);
+        CHECK(bits_equal(C.p, C2.p, C.n) && gb_guard_ok(&C), "add_bias N=%d", N);
+        gbuf o1 = gb_new(N);
+        fill(o1.p, N, -1, 1);
+        gbuf o2 = gb_copy(&o1);
+        k->colsum_add(M, N, C.p, ld, o1.p);
+        REF->colsum_add(M, N, C.p, ld, o2.p);
+        ok = gb_guard_ok(&o1);
+        for (int j = 0; j < N; j++) {
+            double mg = fabs(o2.p[j]);
+            for (int i = 0; i < M; i++) mg += fabs(C.p[(int64_t)i * ld + j]);
+            ok &= fabs(o1.p[j] - o2.p[j]) <= 2.0 * (M + 1) * FLT_EPSILON * mg;
+        }
+        CHECK(ok, "colsum_add N=%d", N);
+        gb_free(&x); gb_free(&y); gb_free(&y1); gb_free(&y2); gb_free(&s1); gb_free(&s2);
+        gb_free(&z1); gb_free(&z2); gb_free(&xa); gb_free(&p1); gb_free(&m1); gb_free(&v1);
+        gb_free(&p2); gb_free(&m2); gb_free(&v2); gb_free(&C); gb_free(&bias); gb_free(&C2);
+        gb_free(&o1); gb_free(&o2);
+    }
+}
+
+static void test_dispatch(void) {
+    mmlt_ctx = "dispatch";
+    mml_isa isa;
+    char err[256];
+    CHECK(mml_isa_from_name("avx512", &isa) == 0 && isa == MML_ISA_AVX512, "from_name avx512");
+    CHECK(mml_isa_from_name("scalar", &isa) == 0 && isa == MML_ISA_SCALAR, "from_name scalar");
+    CHECK(mml_isa_from_name("neon", &isa) == 0 && isa == MML_ISA_NEON, "from_name neon");
+    CHECK(mml_isa_from_name("AVX9", &isa) == -1, "from_name unknown");
+    CHECK(mml_isa_from_name(NULL, &isa) == -1, "from_name NULL");
+    CHECK(strcmp(mml_isa_name(MML_ISA_AVX2), "avx2") == 0, "isa_name");
+    CHECK(mml_simd_isa_supported(MML_ISA_SCALAR), "scalar always supported");
+    CHECK(mml_simd_kernels(MML_ISA_SCALAR) != NULL, "scalar table");
+    CHECK(mml_simd_isa_supported(mml_simd_best()), "best is supported");
+    CHECK(!mml_simd_isa_supported(MML_ISA_COUNT) && mml_simd_kernels(MML_ISA_COUNT) == NULL, "bad isa");
+
+    const char *saved = getenv("MOEMLORA_ISA");
+    char keep[64] = "";
+    if (saved) snprintf(keep, sizeof keep, "%s", saved);
+    setenv("MOEMLORA_ISA", "bogus", 1);
+    CHECK(mml_simd_resolve(&isa, err, sizeof err) == -1 && strstr(err, "bogus") != NULL,
+          "unknown name must fail with a message (got '%s')", err);
+    CHECK(strcmp(mml_simd_isa_name(), "?") == 0, "isa_name on error");
+    for (int i = 0; i < MML_ISA_COUNT; i++) {
+        setenv("MOEMLORA_ISA", mml_isa_name((mml_isa)i), 1);
+        int rc = mml_simd_resolve(&isa, err, sizeof err);
+        if (mml_simd_isa_supported((mml_isa)i)) {
+            CHECK(rc == 0 && isa == (mml_isa)i, "forcing %s", mml_isa_name((mml_isa)i));
+            CHECK(strcmp(mml_simd_isa_name(), mml_isa_name((mml_isa)i)) == 0, "isa_name %d", i);
+        } else {
+            CHECK(rc == -1 && strstr(err, "does not support") != NULL,
+                  "forcing unsupported %s must fail (got '%s')", mml_isa_name((mml_isa)i), err);
+            CHECK(mml_simd_kernels((mml_isa)i) == NULL, "no table for unsupported");
+        }
+    }
+    unsetenv("MOEMLORA_ISA");
+    CHECK(mml_simd_resolve(&isa, err, sizeof err) == 0 && isa == mml_simd_best(), "unset -> best");
+    if (saved) setenv("MOEMLORA_ISA", keep, 1);
+}
+
+int main(void) {
+    REF = mml_simd_kernels(MML_ISA_SCALAR);
+    test_dispatch();
+    printf("best ISA: %s\n", mml_isa_name(mml_simd_best()));
+    for (int i = 0; i < MML_ISA_COUNT; i++) {
+        const mml_kernels_t *k = mml_simd_kernels((mml_isa)i);
+        if (!k) continue;
+        mmlt_ctx = mml_isa_name((mml_isa)i);
+        memset(max_ulp, 0, sizeof max_ulp);
+        int before = mmlt_fail;
+        test_gemm(k);
+        test_relu(k);
+        test_dropout(k);
+        test_transcendental(k);
+        test_rows(k);
+        test_blocks(k);
+        test_vec(k);
+        printf("%-7s %s; max error vs scalar:", mmlt_ctx, mmlt_fail == before ? "ok" : "FAILED");
+        for (int u = 0; u <= U_BCE_SUM; u++)
+            printf(u >= U_ADAM ? " %s %.2g" : " %s %.0f ulp", ulp_names[u], max_ulp[u]);
+        printf("\n");
+    }
+    return mmlt_finish("test_kernels");
+}
