@@ -360,7 +360,9 @@ static void mml__shuffle_i64(int64_t *a, int64_t n, uint64_t *s) {
 #endif
 #include "parts/model_impl.h"
 #include "parts/model_fwd.h"
+#include "parts/model_par.h"
 #include "parts/train_impl.h"
+#include "parts/model_io.h"
 /* PARTS */
 
 #endif /* MOEMLORA_IMPLEMENTED */

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 typedef struct opts {
-    const char *data, *results, *save, *resume;
+    const char *data, *results, *save, *resume, *export_path;
     int quiet, tty;
     mml_config_t cfg;
     mml_fit_opts_t fit;
@@ -54,6 +54,10 @@ static void usage(FILE *f) {
         "  --threads N             worker threads (1)\n"
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
+        "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
+        "  --resume CKPT           continue the training saved in CKPT (same data; model flags\n"
+        "                          come from the checkpoint)\n"
+        "  --export FILE           write an inference-only model file at the end\n"
         "  --quiet                 no progress line\n"
         "  --help                  this text\n"
         "Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set.\n");
@@ -118,6 +122,9 @@ static int parse_args(int argc, char **argv, opts *o) {
     if (!strcmp(a, name)) { if (parse_float(a, v, lo, hi, &fv)) return -1; dst = (float)fv; continue; }
         if (!strcmp(a, "--data")) { o->data = v; continue; }
         if (!strcmp(a, "--results")) { o->results = v; continue; }
+        if (!strcmp(a, "--save")) { o->save = v; continue; }
+        if (!strcmp(a, "--resume")) { o->resume = v; continue; }
+        if (!strcmp(a, "--export")) { o->export_path = v; continue; }
         if (!strcmp(a, "--model")) {
             if (mml_model_kind_from_name(v, &o->cfg.model)) { fprintf(stderr, "moemlora-train: unknown model \"%s\"\n", v); return -1; }
             continue;
@@ -263,7 +270,12 @@ int main(int argc, char **argv) {
         o.cfg.emb_dim = data.pretrained_dim;
     }
     mml_model_t *m;
-    st = mml_model_create(&o.cfg, &m);
+    if (o.resume) {
+        st = mml_model_load(o.resume, &m);
+        if (!st) o.cfg = *mml_model_config(m);
+    } else {
+        st = mml_model_create(&o.cfg, &m);
+    }
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
         mml_data_free(&data);
@@ -277,6 +289,7 @@ int main(int argc, char **argv) {
                mml_model_kind_name(o.cfg.model), mml_adapter_name(o.cfg.adapter),
                (long long)mml_model_param_count(m, 0), mml_model_isa(m));
     o.fit.progress = on_progress;
+    o.fit.checkpoint_path = o.save;
     o.fit.user = &o;
     mml_metrics_t test;
     st = mml_fit(m, &data, &o.fit, &test);
@@ -289,6 +302,14 @@ int main(int argc, char **argv) {
         printf("\nfinal: %s + %s  mean AUC %.4f  weighted AUC %.4f  (%.1f s)\n", mml_model_kind_name(o.cfg.model),
                mml_adapter_name(o.cfg.adapter), test.mean_auc, test.weighted_auc, secs);
         if (o.results && write_results(&o, &test, secs, m)) rc = 1;
+        if (o.save && mml_model_save(m, o.save)) {
+            fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+            rc = 1;
+        }
+        if (o.export_path && mml_model_export(m, o.export_path)) {
+            fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+            rc = 1;
+        }
     }
     mml_model_free(m);
     mml_data_free(&data);

@@ -271,9 +271,14 @@ static const char *mml__parse_f32(const char *p, const char *e, float *out) {
 
 /* ---- hash map from raw ids (>= 0) to int64 values ---- */
 
+typedef struct mml__slot {
+    int64_t key; /* -1 = empty */
+    int64_t val;
+} mml__slot;
+
+/* Key and value share a slot so a lookup touches one cache line. */
 typedef struct mml__imap {
-    int64_t *keys; /* -1 = empty */
-    int64_t *vals;
+    mml__slot *s;
     uint64_t cap, n;
 } mml__imap;
 
@@ -287,8 +292,7 @@ static uint64_t mml__mix64(uint64_t x) {
 }
 
 static void mml__imap_free(mml__imap *m) {
-    mml__free(m->keys);
-    mml__free(m->vals);
+    mml__free(m->s);
     memset(m, 0, sizeof *m);
 }
 
@@ -296,13 +300,9 @@ static mml_status mml__imap_init(mml__imap *m, uint64_t expect) {
     uint64_t cap = 64, i;
     memset(m, 0, sizeof *m);
     while (cap < expect * 2) cap *= 2;
-    m->keys = (int64_t *)mml__alloc(cap * sizeof(int64_t));
-    m->vals = (int64_t *)mml__alloc(cap * sizeof(int64_t));
-    if (!m->keys || !m->vals) {
-        mml__imap_free(m);
-        return mml__fail(MML_ERR_NOMEM, "id map: cannot allocate %llu slots", (unsigned long long)cap);
-    }
-    for (i = 0; i < cap; i++) m->keys[i] = -1;
+    m->s = (mml__slot *)mml__alloc(cap * sizeof(mml__slot));
+    if (!m->s) return mml__fail(MML_ERR_NOMEM, "id map: cannot allocate %llu slots", (unsigned long long)cap);
+    for (i = 0; i < cap; i++) m->s[i].key = -1;
     m->cap = cap;
     return MML_OK;
 }
@@ -310,8 +310,8 @@ static mml_status mml__imap_init(mml__imap *m, uint64_t expect) {
 static int64_t mml__imap_get(const mml__imap *m, int64_t key) {
     uint64_t i = mml__mix64((uint64_t)key) & (m->cap - 1);
     for (;;) {
-        if (m->keys[i] == key) return m->vals[i];
-        if (m->keys[i] < 0) return -1;
+        if (m->s[i].key == key) return m->s[i].val;
+        if (m->s[i].key < 0) return -1;
         i = (i + 1) & (m->cap - 1);
     }
 }
@@ -325,26 +325,25 @@ static mml_status mml__imap_put(mml__imap *m, int64_t key, int64_t val, int64_t 
         mml_status st = mml__imap_init(&big, m->cap);
         if (st) return st;
         for (j = 0; j < m->cap; j++) {
-            if (m->keys[j] < 0) continue;
-            i = mml__mix64((uint64_t)m->keys[j]) & (big.cap - 1);
-            while (big.keys[i] >= 0) i = (i + 1) & (big.cap - 1);
-            big.keys[i] = m->keys[j];
-            big.vals[i] = m->vals[j];
+            if (m->s[j].key < 0) continue;
+            i = mml__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
+            while (big.s[i].key >= 0) i = (i + 1) & (big.cap - 1);
+            big.s[i] = m->s[j];
         }
         big.n = m->n;
         mml__imap_free(m);
         *m = big;
     }
     i = mml__mix64((uint64_t)key) & (m->cap - 1);
-    while (m->keys[i] >= 0) {
-        if (m->keys[i] == key) {
-            *old = m->vals[i];
+    while (m->s[i].key >= 0) {
+        if (m->s[i].key == key) {
+            *old = m->s[i].val;
             return MML_OK;
         }
         i = (i + 1) & (m->cap - 1);
     }
-    m->keys[i] = key;
-    m->vals[i] = val;
+    m->s[i].key = key;
+    m->s[i].val = val;
     m->n++;
     *old = -1;
     return MML_OK;
@@ -374,7 +373,7 @@ static mml_status mml__reindex(int64_t n, const int64_t *raw, int32_t *dense, in
         goto done;
     }
     for (i = 0; i < (int64_t)m.cap; i++)
-        if (m.keys[i] >= 0) keys[k++] = m.keys[i];
+        if (m.s[i].key >= 0) keys[k++] = m.s[i].key;
     qsort(keys, (size_t)k, sizeof(int64_t), mml__cmp_i64);
     mml__imap_free(&m);
     if ((st = mml__imap_init(&m, (uint64_t)k)) != MML_OK) goto done;
@@ -1706,9 +1705,9 @@ static mml_status mml__dense_rows(const mml__emb *m, const int32_t *row_of, int6
     }
     for (i = 0; i < n; i++) dense_of_row[row_of[i]] = 1;
     for (i = 0; i < (int64_t)m->map.cap; i++) {
-        if (m->map.keys[i] < 0 || !dense_of_row[m->map.vals[i]]) continue;
-        used[nu].raw = m->map.keys[i];
-        used[nu].row = m->map.vals[i];
+        if (m->map.s[i].key < 0 || !dense_of_row[m->map.s[i].val]) continue;
+        used[nu].raw = m->map.s[i].key;
+        used[nu].row = m->map.s[i].val;
         nu++;
     }
     qsort(used, (size_t)nu, sizeof *used, mml__cmp_rawrow);
@@ -1858,7 +1857,7 @@ static mml_status mml__select_themes(const mml__clicks *c, int n_themes, int32_t
         goto done;
     }
     for (i = 0; i < (int64_t)m.cap; i++)
-        if (m.keys[i] >= 0) keys[k++] = m.keys[i];
+        if (m.s[i].key >= 0) keys[k++] = m.s[i].key;
     qsort(keys, (size_t)k, sizeof(int64_t), mml__cmp_i64);
     if (n_themes > 0 && k > n_themes) k = n_themes;
     mml__imap_free(&m);

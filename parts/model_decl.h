@@ -86,6 +86,15 @@ MOEMLORA_API mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, flo
  * defined prediction. Any n: batches above max_batch are processed in chunks. */
 MOEMLORA_API mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
 
+/* Concurrent serving: mml_predict uses the model's own workspace (one caller
+ * at a time). A session owns a workspace for one thread; any number of
+ * sessions may predict concurrently on one model that is not being trained.
+ * Predicting allocates nothing. */
+typedef struct mml_session_t mml_session_t;
+MOEMLORA_API mml_status mml_session_create(const mml_model_t *m, mml_session_t **out);
+MOEMLORA_API void mml_session_free(mml_session_t *s);
+MOEMLORA_API mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *prob);
+
 /* // >>metrics ------------------------------------------------------------- */
 
 /* Exact ROC AUC (rank statistic, ties averaged). NaN if one class is absent. */
@@ -139,6 +148,7 @@ typedef struct mml_fit_opts_t {
     mml_progress_fn progress;
     void *user;
     double progress_every_s; /* min seconds between MML_EV_PROGRESS calls, 0.25 */
+    const char *checkpoint_path; /* if set: saved (atomically) after every epoch */
 } mml_fit_opts_t;
 
 MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
@@ -146,9 +156,23 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
 /* Runs the schedule of the model's adapter: base, MLoRA, or the three MoE
  * phases (backbone, each expert on its own domain, gate), each with early
  * stopping on validation AUC and the best parameters restored. *test receives
- * the final test metrics. */
+ * the final test metrics. A model loaded from a checkpoint written during a
+ * fit continues that fit where it stopped (same data and options give the
+ * same weights, bit for bit, as an uninterrupted run). */
 MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
                                 mml_metrics_t *test);
+
+/* // >>checkpoints --------------------------------------------------------- */
+
+/* Saves everything needed to resume training (parameters, Adam moments, the
+ * early-stopping snapshot, progress) atomically: a crash never loses the
+ * previous file at path. Format: docs/FORMAT.md. */
+MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
+/* Saves an inference-only file (config and parameters). */
+MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
+/* Loads either kind; every field is validated before use (clear errors for
+ * foreign, truncated, corrupt or inconsistent files). */
+MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
 
 /* // >>synthetic ----------------------------------------------------------- */
 

@@ -1,5 +1,8 @@
 // >>layers -----------------------------------------------------------------
 
+static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b);
+static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
+
 /* ids -> table rows; anything outside the vocab maps to the reserved OOV row. */
 static void mml__embed(mml_model_t *m, int n, const mml_batch_t *b) {
     const int32_t *src[3] = {b->uid, b->pid, b->dom};
@@ -146,7 +149,7 @@ static void mml__choose_adapter(mml_model_t *m, int n) {
     m->ad_mode = MML__AD_OFF;
     if (!E) return;
     if (m->cfg.adapter == MML_ADAPTER_MLORA) {
-        int same = 1;
+        int same = !m->force_mix;
         for (int i = 1; i < n && same; i++) same = dom[i] == dom[0];
         if (same) {
             if (dom[0] < m->cfg.n_domains) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = dom[0]; }
@@ -198,7 +201,7 @@ static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int
     K->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
     K->add_bias(n, dout, mml__p(m, L->b), z, dout);
     if (train && m->cfg.dropout > 0.0f)
-        K->dropout((int64_t)n * dout, z, z, m->cfg.dropout, mml__dropout_seed(m, l), 0);
+        K->dropout((int64_t)n * dout, z, z, m->cfg.dropout, mml__dropout_seed(m, l), (uint64_t)m->row0 * dout);
     if (m->ad_mode == MML__AD_SINGLE) {
         int e = m->ad_expert;
         K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, m->T[l], r, 0);
@@ -330,9 +333,10 @@ static void mml__embed_backward(mml_model_t *m, int n) {
 }
 
 /* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train). */
-static double mml__backward(mml_model_t *m, int n, const float *label) {
+/* Gradients of scale * (summed BCE of these n rows); returns the summed BCE. */
+static double mml__backward_scaled(mml_model_t *m, int n, const float *label, float scale) {
     const mml_kernels_t *K = m->K;
-    double loss = K->bce_logits(n, m->logit, label, 1.0f / (float)n, m->dlogit);
+    double loss = K->bce_logits(n, m->logit, label, scale, m->dlogit);
     int nl = m->n_layers, dl = m->layer[nl - 1].d_out;
     if (m->trainable[MML__G_OUT]) {
         K->gemm_tn(dl, 1, n, m->z[nl - 1], dl, m->dlogit, 1, mml__g(m, m->p_out), 1, 1);
@@ -356,7 +360,8 @@ static double mml__backward(mml_model_t *m, int n, const float *label) {
         K->relu_bwd((int64_t)n * L->d_out, m->z[l], dz, dz);
         int wrote = mml__adapter_backward(m, l, n, x, dz, dxl, need);
         if (m->cfg.dropout > 0.0f)
-            K->dropout((int64_t)n * L->d_out, dz, dz, m->cfg.dropout, mml__dropout_seed(m, l), 0);
+            K->dropout((int64_t)n * L->d_out, dz, dz, m->cfg.dropout, mml__dropout_seed(m, l),
+                       (uint64_t)m->row0 * L->d_out);
         if (m->trainable[MML__G_TOWER]) {
             K->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(m, L->W), L->d_out, 1);
             K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(m, L->b));
@@ -377,6 +382,11 @@ static double mml__backward(mml_model_t *m, int n, const float *label) {
     }
     if (m->trainable[MML__G_EMB]) mml__embed_backward(m, n);
     return loss;
+}
+
+/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train). */
+static double mml__backward(mml_model_t *m, int n, const float *label) {
+    return mml__backward_scaled(m, n, label, 1.0f / (float)n);
 }
 
 // >>optimizer --------------------------------------------------------------
@@ -466,8 +476,13 @@ static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, i
 mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     mml_status st = mml__check_batch(m, b, 1);
     if (st) return st;
-    mml__forward(m, b->n, b, 1);
-    double l = mml__backward(m, b->n, b->label);
+    double l;
+    if (m->pool && b->n >= 2 * m->cfg.threads) {
+        l = mml__parallel_train(m, b);
+    } else {
+        mml__forward(m, b->n, b, 1);
+        l = mml__backward(m, b->n, b->label);
+    }
     mml__optimizer_step(m);
     m->steps++;
     if (loss) *loss = (float)(l / b->n);
@@ -480,6 +495,10 @@ mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
     for (int s = 0; s < b->n; s += m->cfg.max_batch) {
         int n = b->n - s < m->cfg.max_batch ? b->n - s : m->cfg.max_batch;
         mml_batch_t c = {n, b->uid + s, b->pid + s, b->dom + s, NULL};
+        if (m->pool && n >= 64 * m->cfg.threads) {
+            mml__parallel_predict(m, &c, prob + s);
+            continue;
+        }
         mml__forward(m, n, &c, 0);
         memcpy(prob + s, m->prob, (size_t)n * sizeof(float));
     }

@@ -74,6 +74,16 @@ enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
 #define MML__CIN_LAYERS 2
 static const int mml__cin_sizes[MML__CIN_LAYERS] = {128, 128};
 
+/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+typedef struct mml__fit_state {
+    int32_t active;          /* a fit is in progress */
+    int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
+    int32_t epoch;           /* epochs completed in this stage */
+    int32_t bad;             /* epochs without improvement */
+    double best;             /* best validation score of this stage */
+    uint64_t rng;            /* epoch shuffle generator */
+} mml__fit_state;
+
 struct mml_model_t {
     mml_config_t cfg;
     const mml_kernels_t *K;
@@ -98,8 +108,13 @@ struct mml_model_t {
     int trainable[MML__G_COUNT];
     int64_t adam_t;
     uint64_t steps;
+    mml__fit_state fs;
     /* per-pass state */
     int ad_mode, ad_expert;
+    int row0;                /* first batch row of this pass (dropout masks) */
+    int force_mix;           /* MLoRA: treat the rows as a mixed-domain batch */
+    struct mml__pool *pool;  /* worker threads (threads > 1) */
+    struct mml_model_t *views; /* per-worker views: own activations and gradients */
     /* activations, sized for max_batch rows */
     int32_t *ids[3];
     float *E, *dE;                     /* field embeddings [B, F*k] (may alias x0) */
@@ -423,8 +438,12 @@ static mml_status mml__alloc_acts(mml_model_t *m) {
     return MML_OK;
 }
 
+static void mml__threads_free(mml_model_t *m);
+static mml_status mml__threads_init(mml_model_t *m);
+
 void mml_model_free(mml_model_t *m) {
     if (!m) return;
+    mml__threads_free(m);
     mml__free(m->P); mml__free(m->G); mml__free(m->M); mml__free(m->V); mml__free(m->best);
     mml__free(m->act_block);
     for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
@@ -463,6 +482,8 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     if (st) { mml_model_free(m); return st; }
     mml__init_params(m);
     mml_model_set_phase(m, c->adapter == MML_ADAPTER_MOE ? MML_PHASE_GATE : MML_PHASE_ALL, 0);
+    st = mml__threads_init(m);
+    if (st) { mml_model_free(m); return st; }
     *out = m;
     return MML_OK;
 }
@@ -497,13 +518,7 @@ mml_status mml_model_set_pretrained(mml_model_t *m, const float *user_emb, const
     return MML_OK;
 }
 
-mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
-    int moe = m->cfg.adapter == MML_ADAPTER_MOE;
-    if ((unsigned)p > MML_PHASE_GATE) return mml__fail(MML_ERR_ARG, "unknown phase %d", (int)p);
-    if (!moe && p != MML_PHASE_ALL)
-        return mml__fail(MML_ERR_STATE, "phase %d needs the MoE adapter", (int)p);
-    if (p == MML_PHASE_EXPERT && (expert < 0 || expert >= m->n_experts))
-        return mml__fail(MML_ERR_ARG, "expert %d outside 0..%d", expert, m->n_experts - 1);
+static void mml__phase_flags(mml_model_t *m, mml_phase p, int32_t expert) {
     m->phase = p;
     m->expert = p == MML_PHASE_EXPERT ? expert : -1;
     int backbone = p == MML_PHASE_ALL || p == MML_PHASE_BACKBONE;
@@ -511,6 +526,16 @@ mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
     m->trainable[MML__G_EXTRA] = m->trainable[MML__G_OUT] = backbone;
     m->trainable[MML__G_EXPERT] = p == MML_PHASE_ALL || p == MML_PHASE_EXPERT;
     m->trainable[MML__G_GATE] = p == MML_PHASE_ALL || p == MML_PHASE_GATE;
+}
+
+mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
+    int moe = m->cfg.adapter == MML_ADAPTER_MOE;
+    if ((unsigned)p > MML_PHASE_GATE) return mml__fail(MML_ERR_ARG, "unknown phase %d", (int)p);
+    if (!moe && p != MML_PHASE_ALL)
+        return mml__fail(MML_ERR_STATE, "phase %d needs the MoE adapter", (int)p);
+    if (p == MML_PHASE_EXPERT && (expert < 0 || expert >= m->n_experts))
+        return mml__fail(MML_ERR_ARG, "expert %d outside 0..%d", expert, m->n_experts - 1);
+    mml__phase_flags(m, p, expert);
     /* a fresh optimizer for every phase */
     memset(m->M, 0, (size_t)m->n_floats * sizeof(float));
     memset(m->V, 0, (size_t)m->n_floats * sizeof(float));

@@ -205,21 +205,57 @@ static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
     return st;
 }
 
-/* Trains one phase with early stopping; the best parameters are restored. */
-static mml_status mml__run_phase(mml__fit *f, const char *name, mml_phase phase, int expert, int only_domain) {
+/* The stages of the adapter's schedule: one phase, or MoE's backbone, one
+ * stage per expert and the gate. */
+static int mml__n_stages(const mml_model_t *m) {
+    return m->cfg.adapter == MML_ADAPTER_MOE ? m->n_experts + 2 : 1;
+}
+
+static void mml__stage_info(const mml_model_t *m, int s, const char **name, mml_phase *ph, int *expert) {
+    *expert = -1;
+    if (m->cfg.adapter != MML_ADAPTER_MOE) {
+        *name = m->cfg.adapter == MML_ADAPTER_NONE ? "base" : "mlora";
+        *ph = MML_PHASE_ALL;
+    } else if (s == 0) {
+        *name = "backbone";
+        *ph = MML_PHASE_BACKBONE;
+    } else if (s <= m->n_experts) {
+        *name = "expert";
+        *ph = MML_PHASE_EXPERT;
+        *expert = s - 1;
+    } else {
+        *name = "gate";
+        *ph = MML_PHASE_GATE;
+    }
+}
+
+/* Trains one stage with early stopping from wherever m->fs says it stands;
+ * the best parameters are restored at its end. */
+static mml_status mml__run_stage(mml__fit *f, int s) {
     mml_model_t *m = f->m;
-    mml_status st = mml_model_set_phase(m, phase, expert);
-    if (st) return st;
+    mml__fit_state *fs = &m->fs;
+    const char *name;
+    mml_phase phase;
+    int expert;
+    mml__stage_info(m, s, &name, &phase, &expert);
+    int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
     size_t bytes = (size_t)m->n_floats * sizeof(float);
-    memcpy(m->best, m->P, bytes);
-    double best = -1.0;
-    int bad = 0;
+    mml_status st;
+    if (fs->epoch == 0) {
+        st = mml_model_set_phase(m, phase, expert);
+        if (st) return st;
+        memcpy(m->best, m->P, bytes);
+        fs->best = -1.0;
+        fs->bad = 0;
+    } else {
+        mml__phase_flags(m, phase, expert); /* resumed: keep the optimizer state */
+    }
     mml_progress_t pr;
     memset(&pr, 0, sizeof pr);
     pr.phase_name = name;
-    pr.expert = phase == MML_PHASE_EXPERT ? expert : -1;
-    for (int ep = 1; ep <= f->o->max_epochs; ep++) {
-        pr.epoch = ep;
+    pr.expert = expert;
+    while (fs->epoch < f->o->max_epochs && fs->bad < f->o->patience) {
+        pr.epoch = fs->epoch + 1;
         st = mml__epoch(f, &pr, only_domain);
         if (st) return st;
         double v;
@@ -227,16 +263,21 @@ static mml_status mml__run_phase(mml__fit *f, const char *name, mml_phase phase,
         if (st) return st;
         pr.event = MML_EV_EPOCH_END;
         pr.val_auc = v;
-        pr.improved = v == v && v > best;
+        pr.improved = v == v && v > fs->best;
         if (pr.improved) {
-            best = v;
-            bad = 0;
+            fs->best = v;
+            fs->bad = 0;
             memcpy(m->best, m->P, bytes);
         } else {
-            bad++;
+            fs->bad++;
         }
+        fs->epoch++;
+        fs->rng = f->rng;
         mml__emit(f, &pr);
-        if (bad >= f->o->patience) break;
+        if (f->o->checkpoint_path) {
+            st = mml_model_save(m, f->o->checkpoint_path);
+            if (st) return st;
+        }
     }
     memcpy(m->P, m->best, bytes);
     return MML_OK;
@@ -279,7 +320,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
     }
     mml__fit f;
     memset(&f, 0, sizeof f);
-    f.m = m; f.d = d; f.o = o; f.rng = o->seed ^ 0x5EEDull;
+    f.m = m; f.d = d; f.o = o;
     int64_t maxdom = 0;
     const mml_split_t *tr = &d->split[MML_TRAIN];
     for (int k = 0; k < d->n_domains; k++)
@@ -294,24 +335,25 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
-    if (m->cfg.adapter != MML_ADAPTER_MOE) {
-        const char *nm = m->cfg.adapter == MML_ADAPTER_NONE ? "base" : "mlora";
-        st = mml__run_phase(&f, nm, MML_PHASE_ALL, 0, -1);
-        if (!st) st = mml__phase_end(&f, nm, test);
-        goto done;
+    if (!m->fs.active) {
+        memset(&m->fs, 0, sizeof m->fs);
+        m->fs.active = 1;
+        m->fs.rng = o->seed ^ 0x5EEDull;
     }
-    st = mml__run_phase(&f, "backbone", MML_PHASE_BACKBONE, 0, -1);
-    if (!st) st = mml__phase_end(&f, "backbone", test);
-    for (int e = 0; !st && e < m->n_experts; e++) {
-        int dom = e % d->n_domains;
-        if (tr->dom_start[dom + 1] == tr->dom_start[dom]) continue; /* no data: stays zero */
-        st = mml__run_phase(&f, "expert", MML_PHASE_EXPERT, e, dom);
+    f.rng = m->fs.rng;
+    for (int s = m->fs.stage; !st && s < mml__n_stages(m); s++) {
+        const char *name;
+        mml_phase ph;
+        int expert;
+        mml__stage_info(m, s, &name, &ph, &expert);
+        int skip = expert >= 0 && tr->dom_start[expert % d->n_domains + 1] == tr->dom_start[expert % d->n_domains];
+        if (!skip) st = mml__run_stage(&f, s); /* an expert without data stays zero */
+        if (st) break;
+        m->fs.stage = s + 1;
+        m->fs.epoch = 0;
+        if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
     }
-    if (!st) {
-        /* after phase 2 the experts are evaluated mixed by the untrained gate */
-        st = mml__run_phase(&f, "gate", MML_PHASE_GATE, 0, -1);
-        if (!st) st = mml__phase_end(&f, "gate", test);
-    }
+    if (!st) m->fs.active = 0;
 done:
     mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
     return st;

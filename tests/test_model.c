@@ -1,0 +1,869 @@
+/* The MLP model in every adapter mode, against finite differences and the
+ * documented phase / metric / API semantics:
+ *   - gradients of EVERY parameter tensor vs. central differences of the mean
+ *     BCE (sampled entries for big tensors, all entries of the embedding rows in
+ *     the batch), |fd - g| <= 1e-2 * max(|fd|,|g|) + 1e-4 (an entry that misses
+ *     is retried with h/10: a ReLU kink inside +-h breaks the difference);
+ *     parameters the phase does not train (and embedding rows outside the
+ *     batch, expert blocks not in use) must get exactly zero gradient;
+ *   - phase semantics: one train step per phase moves exactly the right
+ *     parameters (down to the expert block);
+ *   - exact AUC (hand cases, O(n^2) reference with ties), log loss;
+ *   - determinism of mml_fit, a full three-phase MoE fit and the restore of the
+ *     best gate-phase parameters;
+ *   - out-of-vocabulary ids, bad labels, oversize batches, bad configs.
+ * Runs on the ISA mml_simd_resolve picks (ctest forces scalar, avx2, avx512).
+ * MOEMLORA_TEST_QUICK=1 (valgrind) shrinks data and epochs. */
+#define MOEMLORA_IMPLEMENTATION
+#include "../moemlora.h"
+#include "mml_test.h"
+
+#include <stdint.h>
+#include <time.h>
+
+static int quick;
+
+/* ---- helpers (the same block opens test_models.c) ------------------------- */
+
+static uint64_t trng = 0x7E57C0DEull;
+static uint64_t tnext(void) {
+    uint64_t z = (trng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double turand(void) { return (double)(tnext() >> 11) * 0x1.0p-53; }
+static float tfrand(float a) { return (float)((2.0 * turand() - 1.0) * a); }
+
+static double now_s(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static mml_model_t *make_model(const mml_config_t *c) {
+    mml_model_t *m = NULL;
+    mml_status st = mml_model_create(c, &m);
+    if (st == MML_ERR_ISA) {
+        printf("skipped: %s\n", mml_last_error());
+        exit(MMLT_SKIP);
+    }
+    CHECK(st == MML_OK && m, "mml_model_create: %d %s", (int)st, mml_last_error());
+    if (!m) exit(1);
+    return m;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* Embeddings to O(1) values, adapters' B and c and all biases off zero, so
+ * every gradient path carries signal. Glorot-initialised tensors stay. */
+static void randomize_params(mml_model_t *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        float *w = m->P + p->off, a = 0.0f;
+        int64_t n = p->size;
+        if (p->row_table) {
+            a = strncmp(p->name, "linear.", 7) == 0 ? 0.2f : 0.5f;
+            n = (p->shape[0] - 1) * p->shape[1]; /* the OOV row stays as it is */
+        } else if (strstr(p->name, "lora_B") || strstr(p->name, "lora_c")) {
+            a = 0.3f;
+        } else if (ends_with(p->name, ".b")) {
+            a = 0.1f;
+        }
+        if (a > 0.0f)
+            for (int64_t j = 0; j < n; j++) w[j] = tfrand(a);
+    }
+}
+
+static void clear_marks(mml_model_t *m) {
+    for (int f = 0; f < 3; f++) {
+        memset(m->mark[f], 0, (size_t)m->params[m->p_emb[f]].shape[0]);
+        m->n_touched[f] = 0;
+    }
+}
+static void zero_grads_all(mml_model_t *m) {
+    memset(m->G, 0, (size_t)m->n_floats * sizeof(float));
+    clear_marks(m);
+}
+
+/* Mean BCE of a training-mode forward (same dropout masks as backward). */
+static double loss_at(mml_model_t *m, const mml_batch_t *b) {
+    mml__forward(m, b->n, b, 1);
+    return m->K->bce_logits(b->n, m->logit, b->label, 1.0f, NULL) / b->n;
+}
+
+static double central(mml_model_t *m, const mml_batch_t *b, float *p, float h) {
+    float x = *p, xp = x + h, xm = x - h;
+    *p = xp;
+    double lp = loss_at(m, b);
+    *p = xm;
+    double lm = loss_at(m, b);
+    *p = x;
+    return (lp - lm) / ((double)xp - (double)xm);
+}
+
+static int grad_close(double fd, double g) { return fabs(fd - g) <= 1e-2 * fmax(fabs(fd), fabs(g)) + 1e-4; }
+
+/* Which expert block entry j of an expert tensor belongs to. */
+static int64_t expert_block_of(const mml__param *p, int64_t j) {
+    if (p->xlayout == MML__XL_COLS) return (j % p->shape[1]) / p->xblock;
+    return j / p->xblock;
+}
+
+/* Adapter use the test expects (derived from the config, not from the model). */
+typedef struct exp_use { int mode, expert; } exp_use;
+
+static exp_use expected_use(const mml_model_t *m, const mml_batch_t *b) {
+    exp_use u = {MML__AD_OFF, -1};
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) {
+        int same = 1;
+        for (int i = 1; i < b->n; i++) same &= b->dom[i] == b->dom[0];
+        u.mode = same ? MML__AD_SINGLE : MML__AD_MIX;
+        u.expert = same ? b->dom[0] : -1;
+    } else if (m->cfg.adapter == MML_ADAPTER_MOE) {
+        if (m->phase == MML_PHASE_EXPERT) { u.mode = MML__AD_SINGLE; u.expert = m->expert; }
+        else if (m->phase != MML_PHASE_BACKBONE) u.mode = MML__AD_MIX;
+    }
+    return u;
+}
+
+/* Can entry j of parameter pi have a nonzero gradient in this pass? */
+static int entry_active(const mml_model_t *m, int pi, int64_t j, exp_use u) {
+    const mml__param *p = &m->params[pi];
+    if (!mml__param_trainable(m, pi)) return 0;
+    if (p->group == MML__G_EXPERT) {
+        if (u.mode == MML__AD_OFF) return 0;
+        if (u.mode == MML__AD_SINGLE) return expert_block_of(p, j) == u.expert;
+        return 1;
+    }
+    if (p->group == MML__G_GATE) return u.mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE;
+    return 1;
+}
+
+/* Field of a row table (embeddings, linear weights, the gate's domain table). */
+static int row_field(const mml_model_t *m, int pi) {
+    for (int f = 0; f < 3; f++)
+        if (pi == m->p_emb[f] || (m->has_linear && pi == m->p_lin[f])) return f;
+    return 2; /* gate.emb */
+}
+static int32_t batch_row(const mml_model_t *m, const mml_batch_t *b, int f, int i) {
+    const int32_t *ids = f == 0 ? b->uid : f == 1 ? b->pid : b->dom;
+    int32_t v = f == 0 ? m->cfg.n_users : f == 1 ? m->cfg.n_items : m->cfg.n_domains;
+    return ids[i] >= 0 && ids[i] < v ? ids[i] : v;
+}
+
+typedef struct gc_stats { long fd_checked, fd_failed, zero_checked, zero_failed, retried; } gc_stats;
+static gc_stats gc_total;
+
+/* The whole-model gradient check of one configuration. */
+static void check_gradients(mml_model_t *m, const mml_batch_t *b, const char *tag, float h) {
+    const char *oldctx = mmlt_ctx;
+    mmlt_ctx = tag;
+    exp_use u = expected_use(m, b);
+    zero_grads_all(m);
+    mml__forward(m, b->n, b, 1);
+    CHECK(m->ad_mode == u.mode, "adapter mode %d, expected %d", m->ad_mode, u.mode);
+    if (u.mode == MML__AD_SINGLE) CHECK(m->ad_expert == u.expert, "expert %d, expected %d", m->ad_expert, u.expert);
+    double lsum = mml__backward(m, b->n, b->label);
+    clear_marks(m);
+    double l0 = loss_at(m, b);
+    CHECK(mmlt_close(lsum / b->n, l0, 1e-6, 1e-7), "backward loss %.9g vs forward %.9g", lsum / b->n, l0);
+    float *g = (float *)malloc((size_t)m->n_floats * sizeof(float));
+    int64_t *cand = (int64_t *)malloc((size_t)m->n_floats * sizeof(int64_t));
+    if (!g || !cand) abort();
+    memcpy(g, m->G, (size_t)m->n_floats * sizeof(float));
+    gc_stats st = {0, 0, 0, 0, 0};
+    for (int pi = 0; pi < m->n_params; pi++) {
+        const mml__param *p = &m->params[pi];
+        const float *gp = g + p->off;
+        float *w = m->P + p->off;
+        int64_t nc = 0, nzbad = 0, nz = 0;
+        unsigned char present[4200];
+        if (p->row_table) {
+            int f = row_field(m, pi);
+            memset(present, 0, sizeof present);
+            for (int i = 0; i < b->n; i++) present[batch_row(m, b, f, i)] = 1;
+        }
+        for (int64_t j = 0; j < p->size; j++) {
+            int act = entry_active(m, pi, j, u);
+            if (act && p->row_table) act = present[j / p->shape[1]];
+            if (act) cand[nc++] = j;
+            else { nz++; nzbad += gp[j] != 0.0f; }
+        }
+        CHECK(nzbad == 0, "%s: %lld of %lld entries that must have zero gradient are nonzero", p->name,
+              (long long)nzbad, (long long)nz);
+        st.zero_checked += nz;
+        st.zero_failed += nzbad;
+        /* entries to difference: all if few, else random ones + the largest |g| */
+        int64_t sel[64], ns = 0;
+        int64_t *list = cand, nl = nc;
+        if (nc > 256 && !p->row_table) {
+            for (int s = 0; s < 24; s++) sel[ns++] = cand[tnext() % (uint64_t)nc];
+            for (int t = 0; t < 8; t++) {
+                int64_t best = -1;
+                for (int64_t c = 0; c < nc; c++) {
+                    int64_t j = cand[c], dup = 0;
+                    for (int64_t q = 0; q < ns; q++) dup |= sel[q] == j;
+                    if (!dup && (best < 0 || fabsf(gp[j]) > fabsf(gp[best]))) best = j;
+                }
+                if (best >= 0) sel[ns++] = best;
+            }
+            list = sel;
+            nl = ns;
+        }
+        int bad = 0;
+        double worst = 0.0;
+        for (int64_t c = 0; c < nl; c++) {
+            int64_t j = list[c];
+            double fd = central(m, b, w + j, h);
+            int ok = grad_close(fd, gp[j]);
+            if (!ok) {
+                st.retried++;
+                double fd2 = central(m, b, w + j, h / 10);
+                if (grad_close(fd2, gp[j])) { ok = 1; fd = fd2; }
+            }
+            double err = fabs(fd - gp[j]) / (1e-2 * fmax(fabs(fd), fabs(gp[j])) + 1e-4);
+            if (err > worst) worst = err;
+            if (!ok) {
+                bad++;
+                if (bad <= 3)
+                    fprintf(stderr, "  [%s] %s[%lld]: analytic %.7g, finite difference %.7g\n", tag, p->name,
+                            (long long)j, (double)gp[j], fd);
+            }
+        }
+        st.fd_checked += nl;
+        st.fd_failed += bad;
+        CHECK(bad == 0, "%s: %d of %lld entries off the finite difference", p->name, bad, (long long)nl);
+        CHECK(worst <= 1.0 || bad, "%s: worst error/tolerance %.3g", p->name, worst);
+    }
+    printf("  %-34s %5ld entries differenced (%ld retried, %ld failed), %6ld exact zeros (%ld failed)\n", tag,
+           st.fd_checked, st.retried, st.fd_failed, st.zero_checked, st.zero_failed);
+    gc_total.fd_checked += st.fd_checked;
+    gc_total.fd_failed += st.fd_failed;
+    gc_total.zero_checked += st.zero_checked;
+    gc_total.zero_failed += st.zero_failed;
+    gc_total.retried += st.retried;
+    free(g);
+    free(cand);
+    zero_grads_all(m);
+    mmlt_ctx = oldctx;
+}
+
+/* ---- the gradient-check configurations ------------------------------------ */
+
+#define GB 9
+static const int32_t g_uid[GB] = {0, 3, 3, 6, 1, 0, 5, 3, 2};
+static const int32_t g_pid[GB] = {4, 1, 1, 0, 2, 4, 3, 1, 0};
+static const int32_t g_dom_mixed[GB] = {0, 1, 2, 1, 0, 2, 2, 1, 0};
+static const int32_t g_dom_same[GB] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+static const float g_lab[GB] = {1, 0, 1, 0, 0, 1, 1, 0, 1};
+
+static void small_config(mml_config_t *c) {
+    mml_config_default(c);
+    c->n_users = 7;
+    c->n_items = 5;
+    c->n_domains = 3;
+    c->emb_dim = 4;
+    c->n_hidden = 2;
+    c->hidden[0] = 16;
+    c->hidden[1] = 8;
+    c->lora_r = 2;
+    c->dropout = 0.0f;
+    c->max_batch = 16;
+}
+
+typedef struct gcase {
+    const char *name;
+    mml_adapter adapter;
+    mml_gate_kind gate;
+    int epd;
+    mml_phase phase;
+    int expert;
+    float dropout;
+    int mixed;
+} gcase;
+
+static void test_gradients(void) {
+    static const gcase cases[] = {
+        {"none", MML_ADAPTER_NONE, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 1},
+        {"none dropout0.5", MML_ADAPTER_NONE, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.5f, 1},
+        {"mlora single-domain", MML_ADAPTER_MLORA, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 0},
+        {"mlora mixed", MML_ADAPTER_MLORA, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 1},
+        {"mlora mixed dropout0.5", MML_ADAPTER_MLORA, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.5f, 1},
+        {"moe backbone", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_BACKBONE, 0, 0.0f, 1},
+        {"moe expert1", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_EXPERT, 1, 0.0f, 0},
+        {"moe gate", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_GATE, 0, 0.0f, 1},
+        {"moe all", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 1},
+        {"moe input-gate gate", MML_ADAPTER_MOE, MML_GATE_INPUT, 1, MML_PHASE_GATE, 0, 0.0f, 1},
+        {"moe input-gate all", MML_ADAPTER_MOE, MML_GATE_INPUT, 1, MML_PHASE_ALL, 0, 0.0f, 1},
+        {"moe epd2 all", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_ALL, 0, 0.0f, 1},
+        {"moe epd2 all dropout0.5", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_ALL, 0, 0.5f, 1},
+        {"moe epd2 expert4", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_EXPERT, 4, 0.0f, 1},
+        {"moe epd2 gate", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_GATE, 0, 0.0f, 1},
+    };
+    printf("gradient checks (MLP, emb 4, tower 16-8, rank 2, batch %d)\n", GB);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const gcase *k = &cases[ci];
+        mml_config_t c;
+        small_config(&c);
+        c.adapter = k->adapter;
+        c.gate = k->gate;
+        c.experts_per_domain = k->epd;
+        c.dropout = k->dropout;
+        c.seed = 1000 + ci;
+        mml_model_t *m = make_model(&c);
+        randomize_params(m);
+        CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
+        m->steps = 3 + ci; /* any step: the masks only depend on it */
+        mml_batch_t b = {GB, g_uid, g_pid, k->mixed ? g_dom_mixed : g_dom_same, g_lab};
+        check_gradients(m, &b, k->name, 4e-3f);
+        if (k->dropout > 0.0f) {
+            /* the mask really is applied: a different step draws a different
+             * mask and changes the training loss; eval mode uses none */
+            double l1 = loss_at(m, &b);
+            m->steps++;
+            double l2 = loss_at(m, &b);
+            CHECK(l1 != l2, "dropout masks do not change with the step (%.9g)", l1);
+            mml__forward(m, GB, &b, 0);
+            double le = m->K->bce_logits(GB, m->logit, g_lab, 1.0f, NULL) / GB;
+            CHECK(le != l1 && le != l2, "eval forward equals a training forward");
+        }
+        mml_model_free(m);
+    }
+}
+
+/* ---- phase semantics -------------------------------------------------------- */
+
+/* Takes one train step from snapshot P0 in the given phase and checks that
+ * exactly the expected entries move: allowed(pi, j) says which may move; every
+ * tensor with must_move(pi) must move somewhere. */
+typedef int (*allow_fn)(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int arg);
+
+static int is_expert(const mml__param *p) { return p->group == MML__G_EXPERT; }
+static int is_gate(const mml__param *p) { return p->group == MML__G_GATE; }
+static int is_backbone(const mml__param *p) { return !is_expert(p) && !is_gate(p); }
+
+static int row_in_batch(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b) {
+    const mml__param *p = &m->params[pi];
+    if (!p->row_table) return 1;
+    int f = row_field(m, pi);
+    for (int i = 0; i < b->n; i++)
+        if (batch_row(m, b, f, i) == j / p->shape[1]) return 1;
+    return 0;
+}
+
+static int allow_backbone(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int arg) {
+    (void)arg;
+    return is_backbone(&m->params[pi]) && row_in_batch(m, pi, j, b);
+}
+static int allow_expert(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int e) {
+    (void)b;
+    const mml__param *p = &m->params[pi];
+    return is_expert(p) && expert_block_of(p, j) == e;
+}
+static int allow_gate(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int arg) {
+    (void)arg;
+    return is_gate(&m->params[pi]) && row_in_batch(m, pi, j, b);
+}
+static int allow_mlora(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int d) {
+    const mml__param *p = &m->params[pi];
+    if (is_expert(p)) return expert_block_of(p, j) == d;
+    return row_in_batch(m, pi, j, b);
+}
+
+static void phase_step(mml_model_t *m, const float *P0, mml_phase ph, int expert, const mml_batch_t *b,
+                       allow_fn allow, int arg, const char *tag) {
+    mmlt_ctx = tag;
+    size_t bytes = (size_t)m->n_floats * sizeof(float);
+    memcpy(m->P, P0, bytes);
+    CHECK_OK(mml_model_set_phase(m, ph, expert));
+    float loss = -1;
+    CHECK_OK(mml_train_step(m, b, &loss));
+    CHECK(loss > 0 && isfinite(loss), "loss %g", (double)loss);
+    long moved_bad = 0, moved_ok = 0;
+    for (int pi = 0; pi < m->n_params; pi++) {
+        const mml__param *p = &m->params[pi];
+        long bad = 0, ok = 0, allowed = 0;
+        for (int64_t j = 0; j < p->size; j++) {
+            int a = allow(m, pi, j, b, arg);
+            int moved = m->P[p->off + j] != P0[p->off + j];
+            allowed += a;
+            if (moved && !a) bad++;
+            if (moved && a) ok++;
+        }
+        CHECK(bad == 0, "%s: %ld entries moved that this phase must not touch", p->name, bad);
+        /* lora_c of an adapter gets a gradient from every row; A and B too
+         * (B, c were randomised); every allowed tensor must move */
+        if (allowed) CHECK(ok > 0, "%s: nothing moved (%ld entries allowed)", p->name, allowed);
+        moved_bad += bad;
+        moved_ok += ok;
+    }
+    printf("  %-28s %6ld entries moved, %ld outside the phase\n", tag, moved_ok, moved_bad);
+    mmlt_ctx = "";
+}
+
+static void test_phases(void) {
+    printf("phase semantics (one Adam step per phase)\n");
+    mml_config_t c;
+    small_config(&c);
+    c.adapter = MML_ADAPTER_MOE;
+    c.experts_per_domain = 2;
+    mml_model_t *m = make_model(&c);
+    randomize_params(m);
+    size_t bytes = (size_t)m->n_floats * sizeof(float);
+    float *P0 = (float *)malloc(bytes);
+    memcpy(P0, m->P, bytes);
+    mml_batch_t mixed = {GB, g_uid, g_pid, g_dom_mixed, g_lab};
+    mml_batch_t same = {GB, g_uid, g_pid, g_dom_same, g_lab};
+    phase_step(m, P0, MML_PHASE_BACKBONE, 0, &mixed, allow_backbone, 0, "moe backbone");
+    for (int e = 0; e < m->n_experts; e++) {
+        char tag[64];
+        snprintf(tag, sizeof tag, "moe expert %d", e);
+        /* an expert trains on its own domain's data */
+        int32_t dom[GB];
+        for (int i = 0; i < GB; i++) dom[i] = e % c.n_domains;
+        mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
+        phase_step(m, P0, MML_PHASE_EXPERT, e, &b, allow_expert, e, tag);
+    }
+    phase_step(m, P0, MML_PHASE_EXPERT, 4, &mixed, allow_expert, 4, "moe expert 4 (mixed batch)");
+    phase_step(m, P0, MML_PHASE_GATE, 0, &mixed, allow_gate, 0, "moe gate");
+    phase_step(m, P0, MML_PHASE_GATE, 0, &same, allow_gate, 0, "moe gate (one domain)");
+    CHECK(mml_model_set_phase(m, MML_PHASE_EXPERT, 6) == MML_ERR_ARG, "expert 6 of 6 accepted");
+    CHECK(mml_model_set_phase(m, MML_PHASE_EXPERT, -1) == MML_ERR_ARG, "expert -1 accepted");
+    CHECK(mml_model_set_phase(m, (mml_phase)7, 0) == MML_ERR_ARG, "phase 7 accepted");
+    /* trainable-parameter counts per phase */
+    CHECK_OK(mml_model_set_phase(m, MML_PHASE_EXPERT, 2));
+    int64_t nexp = 0, ngate = 0, nall = mml_model_param_count(m, 0);
+    for (int pi = 0; pi < m->n_params; pi++) {
+        if (is_expert(&m->params[pi])) nexp += m->params[pi].size;
+        if (is_gate(&m->params[pi])) ngate += m->params[pi].size;
+    }
+    CHECK(mml_model_param_count(m, 1) == nexp / 6, "expert phase trains %lld, expected %lld",
+          (long long)mml_model_param_count(m, 1), (long long)(nexp / 6));
+    CHECK_OK(mml_model_set_phase(m, MML_PHASE_GATE, 0));
+    CHECK(mml_model_param_count(m, 1) == ngate, "gate phase count");
+    CHECK_OK(mml_model_set_phase(m, MML_PHASE_BACKBONE, 0));
+    CHECK(mml_model_param_count(m, 1) == nall - nexp - ngate, "backbone phase count");
+    mml_model_free(m);
+    free(P0);
+
+    /* MLoRA: a domain-d batch moves adapter block d only */
+    small_config(&c);
+    c.adapter = MML_ADAPTER_MLORA;
+    m = make_model(&c);
+    randomize_params(m);
+    P0 = (float *)malloc((size_t)m->n_floats * sizeof(float));
+    memcpy(P0, m->P, (size_t)m->n_floats * sizeof(float));
+    for (int d = 0; d < 3; d++) {
+        int32_t dom[GB];
+        char tag[64];
+        for (int i = 0; i < GB; i++) dom[i] = d;
+        snprintf(tag, sizeof tag, "mlora domain %d", d);
+        mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
+        phase_step(m, P0, MML_PHASE_ALL, 0, &b, allow_mlora, d, tag);
+    }
+    CHECK(mml_model_set_phase(m, MML_PHASE_GATE, 0) == MML_ERR_STATE, "MLoRA accepted the gate phase");
+    mml_model_free(m);
+    free(P0);
+}
+
+/* ---- metrics ---------------------------------------------------------------- */
+
+static double auc_ref(int n, const float *s, const float *y) {
+    double num = 0.0, np = 0.0, nn = 0.0;
+    for (int i = 0; i < n; i++) {
+        if (y[i] > 0.5f) np++;
+        else nn++;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!(y[i] > 0.5f)) continue;
+        for (int j = 0; j < n; j++) {
+            if (y[j] > 0.5f) continue;
+            num += s[i] > s[j] ? 1.0 : s[i] == s[j] ? 0.5 : 0.0;
+        }
+    }
+    return num / (np * nn);
+}
+
+static void test_metrics(void) {
+    mmlt_ctx = "metrics";
+    const float y4[4] = {0, 0, 1, 1};
+    const float perfect[4] = {0.1f, 0.2f, 0.7f, 0.9f};
+    const float reversed[4] = {0.9f, 0.7f, 0.2f, 0.1f};
+    const float ties[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+    /* {0.1, 0.4, 0.4, 0.8} vs {0, 0, 1, 1}: positive/negative pairs
+     *   pos 0.4 vs neg 0.1 -> 1, pos 0.4 vs neg 0.4 -> 1/2,
+     *   pos 0.8 vs neg 0.1 -> 1, pos 0.8 vs neg 0.4 -> 1
+     * = 3.5 / 4 = 0.875 */
+    const float mixed[4] = {0.1f, 0.4f, 0.4f, 0.8f};
+    CHECK(mml_auc(4, perfect, y4) == 1.0, "perfect %g", mml_auc(4, perfect, y4));
+    CHECK(mml_auc(4, reversed, y4) == 0.0, "reversed %g", mml_auc(4, reversed, y4));
+    CHECK(mml_auc(4, ties, y4) == 0.5, "ties %g", mml_auc(4, ties, y4));
+    CHECK(mml_auc(4, mixed, y4) == 0.875, "tied pair across classes %g", mml_auc(4, mixed, y4));
+    /* unsorted input, labels interleaved: scores {3,1,2,2,5}, labels {1,0,1,0,0}
+     * pos 3 beats 1,2 (2 of 3), pos 2 beats 1, ties 2 -> 1.5 of 3; (2+1.5)/6 */
+    const float s5[5] = {3, 1, 2, 2, 5}, y5[5] = {1, 0, 1, 0, 0};
+    CHECK(fabs(mml_auc(5, s5, y5) - 3.5 / 6.0) < 1e-15, "5-row case %.17g", mml_auc(5, s5, y5));
+    const float one[3] = {0, 0, 0}, ones[3] = {1, 1, 1}, s3[3] = {0.1f, 0.5f, 0.9f};
+    CHECK(isnan(mml_auc(3, s3, one)), "all negatives -> NaN");
+    CHECK(isnan(mml_auc(3, s3, ones)), "all positives -> NaN");
+    CHECK(isnan(mml_auc(0, s3, ones)), "empty -> NaN");
+
+    int n = 2000;
+    float *s = (float *)malloc((size_t)n * 4), *y = (float *)malloc((size_t)n * 4);
+    for (int rep = 0; rep < 3; rep++) {
+        for (int i = 0; i < n; i++) {
+            y[i] = turand() < 0.3 ? 1.0f : 0.0f;
+            double u = turand() + (rep ? 0.3 * y[i] : 0.0);
+            s[i] = roundf((float)u * 100.0f) / 100.0f; /* many ties */
+        }
+        double a = mml_auc(n, s, y), r = auc_ref(n, s, y);
+        CHECK(fabs(a - r) <= 1e-12, "random case %d: %.15f vs reference %.15f", rep, a, r);
+    }
+    free(s);
+    free(y);
+
+    /* log loss: -(ln 0.9 + ln(1 - 0.2) + ln 0.6) / 3, and the clamp at 1e-7 */
+    const float p3[3] = {0.9f, 0.2f, 0.6f}, l3[3] = {1, 0, 1};
+    double want = -(log((double)0.9f) + log(1.0 - (double)0.2f) + log((double)0.6f)) / 3.0;
+    CHECK(fabs(mml_logloss(3, p3, l3) - want) < 1e-12, "logloss %.15g vs %.15g", mml_logloss(3, p3, l3), want);
+    const float p0[2] = {0.0f, 1.0f}, l0[2] = {1, 0};
+    CHECK(fabs(mml_logloss(2, p0, l0) - (-log(1e-7))) < 1e-6, "clamped logloss %.15g", mml_logloss(2, p0, l0));
+    CHECK(isfinite(mml_logloss(2, p0, l0)), "logloss of 0/1 probabilities must be finite");
+    mmlt_ctx = "";
+}
+
+/* ---- mml_fit ---------------------------------------------------------------- */
+
+typedef struct fit_rec {
+    double gate_best, last_val;
+    int gate_epochs, backbone_epochs, expert_epochs, phase_ends, in_order;
+    char last_phase[16];
+    mml_metrics_t gate_test;
+} fit_rec;
+
+static void on_progress(const mml_progress_t *p, void *user) {
+    fit_rec *r = (fit_rec *)user;
+    if (p->event == MML_EV_EPOCH_END) {
+        r->last_val = p->val_auc;
+        if (strcmp(p->phase_name, "gate") == 0) {
+            r->gate_epochs++;
+            if (p->val_auc == p->val_auc && p->val_auc > r->gate_best) r->gate_best = p->val_auc;
+        } else if (strcmp(p->phase_name, "backbone") == 0) {
+            r->backbone_epochs++;
+            if (r->expert_epochs || r->gate_epochs) r->in_order = 0;
+        } else if (strcmp(p->phase_name, "expert") == 0) {
+            r->expert_epochs++;
+            if (r->gate_epochs) r->in_order = 0;
+        }
+    } else if (p->event == MML_EV_PHASE_END) {
+        r->phase_ends++;
+        if (strcmp(p->phase_name, "gate") == 0 && p->test) r->gate_test = *p->test;
+    }
+}
+
+static void synth_small(mml_data_t *d, int64_t n) {
+    mml_synth_config_t sc;
+    mml_synth_default(&sc);
+    sc.n_domains = 3;
+    sc.n_users = 200;
+    sc.n_items = 100;
+    sc.n_samples = n;
+    CHECK_OK(mml_data_synthetic(&sc, d));
+}
+
+static void fit_config(mml_config_t *c, const mml_data_t *d, uint64_t seed) {
+    mml_config_default(c);
+    c->n_users = d->n_users;
+    c->n_items = d->n_items;
+    c->n_domains = d->n_domains;
+    c->emb_dim = 8;
+    c->n_hidden = 2;
+    c->hidden[0] = 32;
+    c->hidden[1] = 16;
+    c->lora_reduce = 8;
+    c->dropout = 0.2f;
+    c->lr = 1e-2f;
+    c->max_batch = 256;
+    c->seed = seed;
+}
+
+static void test_fit(void) {
+    printf("mml_fit: determinism, three-phase MoE-MLoRA, best-model restore\n");
+    mmlt_ctx = "fit";
+    mml_data_t d;
+    synth_small(&d, quick ? 3000 : 6000);
+    mml_fit_opts_t o;
+    mml_fit_opts_default(&o);
+    o.batch = 128;
+    o.max_epochs = quick ? 2 : 6;
+    o.patience = 2;
+    o.progress = on_progress;
+    mml_metrics_t t1, t2, t3;
+    mml_model_t *m[3];
+    fit_rec rec[3];
+    double t0 = now_s();
+    for (int r = 0; r < 3; r++) {
+        mml_config_t c;
+        fit_config(&c, &d, r == 2 ? 77 : 5);
+        m[r] = make_model(&c);
+        memset(&rec[r], 0, sizeof rec[r]);
+        rec[r].gate_best = -1.0;
+        rec[r].in_order = 1;
+        o.user = &rec[r];
+        CHECK_OK(mml_fit(m[r], &d, &o, r == 0 ? &t1 : r == 1 ? &t2 : &t3));
+    }
+    double el = now_s() - t0;
+    size_t bytes = (size_t)m[0]->n_floats * sizeof(float);
+    CHECK(memcmp(m[0]->P, m[1]->P, bytes) == 0, "two fits with the same seed differ");
+    CHECK(memcmp(m[0]->P, m[2]->P, bytes) != 0, "fits with different seeds are identical");
+    CHECK(t1.weighted_auc == t2.weighted_auc && t1.mean_auc == t2.mean_auc && t1.logloss_all == t2.logloss_all,
+          "metrics differ: %.17g vs %.17g", t1.weighted_auc, t2.weighted_auc);
+    for (int k = 0; k < 3; k++)
+        CHECK(t1.auc[k] == t2.auc[k] && t1.logloss[k] == t2.logloss[k] && t1.n[k] == t2.n[k], "domain %d metrics differ", k);
+    CHECK(rec[0].gate_epochs == rec[1].gate_epochs && rec[0].expert_epochs == rec[1].expert_epochs,
+          "epoch counts differ");
+    printf("  test WAUC %.4f, mean AUC %.4f, logloss %.4f (seed 77: WAUC %.4f); 3 fits in %.2f s\n", t1.weighted_auc,
+           t1.mean_auc, t1.logloss_all, t3.weighted_auc, el);
+    printf("  epochs: backbone %d, experts %d, gate %d\n", rec[0].backbone_epochs, rec[0].expert_epochs,
+           rec[0].gate_epochs);
+    CHECK(isfinite(t1.weighted_auc) && isfinite(t1.mean_auc) && isfinite(t1.logloss_all), "test metrics not finite");
+    for (int k = 0; k < 3; k++) CHECK(isfinite(t1.auc[k]) && isfinite(t1.logloss[k]), "domain %d metrics", k);
+    CHECK(t1.weighted_auc > 0.55, "weighted test AUC %.4f <= 0.55", t1.weighted_auc);
+    CHECK(t1.n_all == d.split[MML_TEST].n, "n_all %lld", (long long)t1.n_all);
+    CHECK(rec[0].backbone_epochs >= 1 && rec[0].expert_epochs >= 3 && rec[0].gate_epochs >= 1 && rec[0].in_order,
+          "phases ran out of order or not at all");
+    CHECK(rec[0].phase_ends == 2, "%d PHASE_END events, expected 2 (backbone, gate)", rec[0].phase_ends);
+    CHECK(rec[0].gate_test.weighted_auc == t1.weighted_auc, "PHASE_END test metrics differ from mml_fit's");
+    /* the model left by mml_fit is the best gate-phase model */
+    mml_metrics_t v;
+    CHECK_OK(mml_evaluate(m[0], &d.split[MML_VAL], d.n_domains, &v));
+    CHECK(fabs(v.mean_auc - rec[0].gate_best) <= 1e-9, "val mean AUC after fit %.12f, best gate epoch %.12f",
+          v.mean_auc, rec[0].gate_best);
+    CHECK(m[0]->phase == MML_PHASE_GATE, "phase after fit %d", (int)m[0]->phase);
+    /* mean/weighted AUC are what the per-domain numbers say */
+    double sw = 0, s = 0, w = 0;
+    for (int k = 0; k < 3; k++) { s += t1.auc[k]; sw += t1.auc[k] * (double)t1.n[k]; w += (double)t1.n[k]; }
+    CHECK(fabs(t1.mean_auc - s / 3) < 1e-12 && fabs(t1.weighted_auc - sw / w) < 1e-12, "summary metrics");
+
+    /* base and MLoRA schedules run too and restore their best epoch */
+    for (int a = 0; a < 2; a++) {
+        mml_config_t c;
+        fit_config(&c, &d, 9);
+        c.adapter = a ? MML_ADAPTER_MLORA : MML_ADAPTER_NONE;
+        mml_model_t *mm = make_model(&c);
+        fit_rec r;
+        memset(&r, 0, sizeof r);
+        o.user = &r;
+        o.progress = on_progress;
+        mml_metrics_t t;
+        CHECK_OK(mml_fit(mm, &d, &o, &t));
+        CHECK(t.weighted_auc > 0.55, "%s: weighted test AUC %.4f", a ? "mlora" : "base", t.weighted_auc);
+        printf("  %-5s test WAUC %.4f\n", a ? "mlora" : "base", t.weighted_auc);
+        mml_model_free(mm);
+    }
+    /* bad fit options and data */
+    o.batch = 257;
+    CHECK(mml_fit(m[0], &d, &o, &t3) == MML_ERR_ARG, "batch above max_batch accepted");
+    o.batch = 128;
+    o.max_epochs = 0;
+    CHECK(mml_fit(m[0], &d, &o, &t3) == MML_ERR_ARG, "max_epochs 0 accepted");
+    for (int r = 0; r < 3; r++) mml_model_free(m[r]);
+    mml_data_free(&d);
+    mmlt_ctx = "";
+}
+
+/* ---- out-of-vocabulary ids, bad batches ------------------------------------ */
+
+static void test_oov_and_batches(void) {
+    printf("out-of-vocabulary ids, bad labels, batch sizes\n");
+    for (int variant = 0; variant < 2; variant++) {
+        mmlt_ctx = variant ? "oov wdl-mlora" : "oov mlp-moe";
+        mml_config_t c;
+        small_config(&c);
+        c.model = variant ? MML_MODEL_WDL : MML_MODEL_MLP;
+        c.adapter = variant ? MML_ADAPTER_MLORA : MML_ADAPTER_MOE;
+        c.max_batch = 8;
+        mml_model_t *m = make_model(&c);
+        randomize_params(m);
+        size_t bytes = (size_t)m->n_floats * sizeof(float);
+        /* unknown users, items, domains: all map to one row per field */
+        const int32_t bu[6] = {-1, 7, 1000000, INT32_MIN, 2, 2};
+        const int32_t bp[6] = {1, 1, 1, 1, -3, 5};
+        const int32_t bd[6] = {0, 0, 0, 0, 0, 0};
+        float pr[6];
+        mml_batch_t b = {6, bu, bp, bd, NULL};
+        CHECK_OK(mml_predict(m, &b, pr));
+        for (int i = 0; i < 6; i++) CHECK(isfinite(pr[i]) && pr[i] > 0 && pr[i] < 1, "prob[%d] = %g", i, (double)pr[i]);
+        CHECK(pr[0] == pr[1] && pr[1] == pr[2] && pr[2] == pr[3], "unknown users differ: %g %g %g %g", (double)pr[0],
+              (double)pr[1], (double)pr[2], (double)pr[3]);
+        CHECK(pr[4] == pr[5], "unknown items differ: %g %g", (double)pr[4], (double)pr[5]);
+        /* it is the reserved row: make it a copy of user 2 / item 3 */
+        int tabs[2] = {m->p_emb[0], m->has_linear ? m->p_lin[0] : -1};
+        for (int t = 0; t < 2; t++) {
+            if (tabs[t] < 0) continue;
+            const mml__param *p = &m->params[tabs[t]];
+            float *w = m->P + p->off;
+            CHECK(p->shape[0] == c.n_users + 1, "%s has %lld rows", p->name, (long long)p->shape[0]);
+            memcpy(w + (int64_t)c.n_users * p->shape[1], w + 2 * p->shape[1], (size_t)p->shape[1] * sizeof(float));
+        }
+        const int32_t ku[2] = {-1, 2}, kp[2] = {1, 1}, kd[2] = {0, 0};
+        mml_batch_t kb = {2, ku, kp, kd, NULL};
+        float kpr[2];
+        CHECK_OK(mml_predict(m, &kb, kpr));
+        CHECK(kpr[0] == kpr[1], "OOV user with user 2's row: %g vs %g", (double)kpr[0], (double)kpr[1]);
+        /* an unknown domain predicts, finitely */
+        const int32_t dd[2] = {-1, 3};
+        mml_batch_t db = {2, kp, kp, dd, NULL};
+        CHECK_OK(mml_predict(m, &db, kpr));
+        CHECK(isfinite(kpr[0]) && kpr[0] == kpr[1], "unknown domains: %g %g", (double)kpr[0], (double)kpr[1]);
+
+        /* training rejects them, with a message, and changes nothing */
+        float *P0 = (float *)malloc(bytes);
+        memcpy(P0, m->P, bytes);
+        const float lab[6] = {1, 0, 1, 0, 1, 0};
+        const int32_t ok_u[6] = {0, 1, 2, 3, 4, 5}, ok_p[6] = {0, 1, 2, 3, 4, 0}, ok_d[6] = {0, 1, 2, 0, 1, 2};
+        struct { int32_t u, p, d; float y; const char *what; } bad[] = {
+            {-1, 0, 0, 1, "negative user"},   {7, 0, 0, 1, "user = n_users"},  {0, 5, 0, 1, "item = n_items"},
+            {0, -2, 0, 1, "negative item"},   {0, 0, 3, 1, "domain = n_domains"}, {0, 0, -1, 1, "negative domain"},
+            {0, 0, 0, 0.5f, "label 0.5"},     {0, 0, 0, 2.0f, "label 2"},       {0, 0, 0, NAN, "label NaN"},
+            {0, 0, 0, -1.0f, "label -1"},
+        };
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            int32_t u[6], p[6], dm[6];
+            float y[6];
+            memcpy(u, ok_u, sizeof u); memcpy(p, ok_p, sizeof p); memcpy(dm, ok_d, sizeof dm); memcpy(y, lab, sizeof y);
+            u[3] = bad[k].u; p[3] = bad[k].p; dm[3] = bad[k].d; y[3] = bad[k].y;
+            mml_batch_t tb = {6, u, p, dm, y};
+            mml__errbuf[0] = 0;
+            float loss = 0;
+            mml_status st = mml_train_step(m, &tb, &loss);
+            CHECK(st == MML_ERR_ARG, "%s: status %d", bad[k].what, (int)st);
+            CHECK(mml_last_error()[0] != 0, "%s: no message", bad[k].what);
+        }
+        CHECK(memcmp(P0, m->P, bytes) == 0, "a rejected step changed parameters");
+        CHECK(mml_predict(m, NULL, pr) == MML_ERR_ARG, "NULL batch accepted");
+        mml_batch_t e0 = {0, ok_u, ok_p, ok_d, lab};
+        CHECK(mml_train_step(m, &e0, NULL) == MML_ERR_ARG, "empty batch accepted");
+        mml_batch_t nl = {6, ok_u, ok_p, ok_d, NULL};
+        CHECK(mml_train_step(m, &nl, NULL) == MML_ERR_ARG, "training batch without labels accepted");
+
+        /* n > max_batch: train_step refuses, predict chunks */
+        enum { NB = 30 };
+        int32_t u[NB], p[NB], dm[NB];
+        float y[NB], big[NB], sep[NB], one;
+        for (int i = 0; i < NB; i++) {
+            u[i] = (int32_t)(tnext() % 7); p[i] = (int32_t)(tnext() % 5); dm[i] = (int32_t)(tnext() % 3);
+            y[i] = (float)(tnext() & 1);
+        }
+        mml_batch_t tb = {NB, u, p, dm, y};
+        mml__errbuf[0] = 0;
+        CHECK(mml_train_step(m, &tb, NULL) == MML_ERR_ARG, "batch of %d > max_batch 8 accepted", NB);
+        CHECK(mml_last_error()[0] != 0, "no message for the oversize batch");
+        CHECK(memcmp(P0, m->P, bytes) == 0, "the rejected oversize step changed parameters");
+        CHECK_OK(mml_predict(m, &tb, big));
+        for (int s = 0; s < NB; s += 8) {
+            mml_batch_t cb = {NB - s < 8 ? NB - s : 8, u + s, p + s, dm + s, NULL};
+            CHECK_OK(mml_predict(m, &cb, sep + s));
+        }
+        CHECK(memcmp(big, sep, sizeof big) == 0, "chunked predict differs from max_batch-sized calls");
+        int far = 0;
+        for (int i = 0; i < NB; i++) {
+            mml_batch_t ob = {1, u + i, p + i, dm + i, NULL};
+            CHECK_OK(mml_predict(m, &ob, &one));
+            far += !mmlt_close(one, big[i], 1e-5, 1e-6);
+        }
+        CHECK(far == 0, "%d rows predicted alone differ from the batch", far);
+        /* a valid step moves things and predictions stay finite */
+        mml_batch_t gb = {6, ok_u, ok_p, ok_d, lab};
+        float loss = 0;
+        CHECK_OK(mml_train_step(m, &gb, &loss));
+        CHECK(isfinite(loss) && loss > 0, "loss %g", (double)loss);
+        CHECK(memcmp(P0, m->P, bytes) != 0, "a valid step changed nothing");
+        /* OOV rows are never trained */
+        const mml__param *pu = &m->params[m->p_emb[0]];
+        CHECK(memcmp(m->P + pu->off + (int64_t)c.n_users * pu->shape[1], P0 + pu->off + (int64_t)c.n_users * pu->shape[1],
+                     (size_t)pu->shape[1] * sizeof(float)) == 0, "the OOV user row moved");
+        free(P0);
+        mml_model_free(m);
+    }
+    mmlt_ctx = "";
+}
+
+/* ---- config validation ------------------------------------------------------ */
+
+static void test_bad_configs(void) {
+    mmlt_ctx = "config";
+    enum { NBAD = 17 };
+    const char *what[NBAD] = {"n_users 0", "n_items 0", "n_domains 0", "n_users -5", "emb_dim 0", "n_hidden 0",
+                              "n_hidden 9", "hidden[1] 0", "experts 300 > 256", "experts_per_domain 0", "dropout 1.0",
+                              "dropout -0.1", "max_batch 0", "max_batch 2^21", "gate_dim 0", "lr 0", "adapter 7"};
+    for (int k = 0; k < NBAD; k++) {
+        mml_config_t c;
+        small_config(&c);
+        switch (k) {
+        case 0: c.n_users = 0; break;
+        case 1: c.n_items = 0; break;
+        case 2: c.n_domains = 0; break;
+        case 3: c.n_users = -5; break;
+        case 4: c.emb_dim = 0; break;
+        case 5: c.n_hidden = 0; break;
+        case 6: c.n_hidden = 9; break;
+        case 7: c.hidden[1] = 0; break;
+        case 8: c.experts_per_domain = 100; break;
+        case 9: c.experts_per_domain = 0; break;
+        case 10: c.dropout = 1.0f; break;
+        case 11: c.dropout = -0.1f; break;
+        case 12: c.max_batch = 0; break;
+        case 13: c.max_batch = 1 << 21; break;
+        case 14: c.gate_dim = 0; break;
+        case 15: c.lr = 0.0f; break;
+        case 16: c.adapter = (mml_adapter)7; break;
+        }
+        mml__errbuf[0] = 0;
+        mml_model_t *m = (mml_model_t *)(uintptr_t)1;
+        mml_status st = mml_model_create(&c, &m);
+        CHECK(st == MML_ERR_ARG, "%s: status %d", what[k], (int)st);
+        CHECK(m == NULL, "%s: *out not NULL", what[k]);
+        CHECK(mml_last_error()[0] != 0, "%s: no message", what[k]);
+        if (st == MML_OK) mml_model_free(m);
+    }
+    /* the edges just inside are fine */
+    mml_config_t c;
+    small_config(&c);
+    c.experts_per_domain = 85; /* 255 experts */
+    c.n_hidden = 1;
+    mml_model_t *m = NULL;
+    CHECK_OK(mml_model_create(&c, &m));
+    if (m) CHECK(mml_model_n_experts(m) == 255, "n_experts %d", mml_model_n_experts(m));
+    mml_model_free(m);
+    mmlt_ctx = "";
+}
+
+int main(void) {
+    const char *q = getenv("MOEMLORA_TEST_QUICK");
+    quick = q && *q && strcmp(q, "0") != 0;
+    char err[256];
+    mml_isa isa;
+    if (mml_simd_resolve(&isa, err, sizeof err) != 0) {
+        printf("skipped: %s\n", err);
+        return MMLT_SKIP;
+    }
+    printf("test_model on %s%s\n", mml_isa_name(isa), quick ? " (quick)" : "");
+    double t0 = now_s();
+    test_gradients();
+    printf("  total: %ld entries differenced, %ld failed; %ld exact zeros, %ld failed (%.2f s)\n", gc_total.fd_checked,
+           gc_total.fd_failed, gc_total.zero_checked, gc_total.zero_failed, now_s() - t0);
+    double t1 = now_s();
+    test_phases();
+    test_metrics();
+    test_oov_and_batches();
+    test_bad_configs();
+    printf("  phases/metrics/oov/configs: %.2f s\n", now_s() - t1);
+    test_fit();
+    printf("  total time %.2f s\n", now_s() - t0);
+    return mmlt_finish("test_model");
+}
