@@ -361,6 +361,7 @@ static void mml__shuffle_i64(int64_t *a, int64_t n, uint64_t *s) {
 #include "parts/model_impl.h"
 #include "parts/model_fwd.h"
 #include "parts/model_par.h"
+#include "parts/model_fold.h"
 #include "parts/train_impl.h"
 #include "parts/model_io.h"
 /* PARTS */

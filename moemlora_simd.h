@@ -1091,10 +1091,44 @@ MML__T512 static void mml__pack_b_avx512(int kc, int nc, const float *B, int64_t
     }
 }
 
+/* Few rows (batch-1 inference): stream row-major B once, no packing. */
+MML__T512 static void mml__gemm_smallm_avx512(int M, int N, int K, const float *A, int lda,
+                                              const float *B, int ldb, float *C, int ldc,
+                                              int accumulate) {
+    for (int i = 0; i < M; i++) {
+        const float *a = A + (int64_t)i * lda;
+        float *c = C + (int64_t)i * ldc;
+        for (int j = 0; j < N; j += 64) {
+            const __mmask16 m0 = mml__mask_avx512(N - j), m1 = mml__mask_avx512(N - j - 16),
+                            m2 = mml__mask_avx512(N - j - 32), m3 = mml__mask_avx512(N - j - 48);
+            __m512 c0 = accumulate ? _mm512_maskz_loadu_ps(m0, c + j) : _mm512_setzero_ps();
+            __m512 c1 = accumulate ? _mm512_maskz_loadu_ps(m1, c + j + 16) : _mm512_setzero_ps();
+            __m512 c2 = accumulate ? _mm512_maskz_loadu_ps(m2, c + j + 32) : _mm512_setzero_ps();
+            __m512 c3 = accumulate ? _mm512_maskz_loadu_ps(m3, c + j + 48) : _mm512_setzero_ps();
+            const float *b = B + j;
+            for (int k = 0; k < K; k++, b += ldb) {
+                const __m512 av = _mm512_set1_ps(a[k]);
+                c0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m0, b), c0);
+                c1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m1, b + 16), c1);
+                c2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m2, b + 32), c2);
+                c3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m3, b + 48), c3);
+            }
+            _mm512_mask_storeu_ps(c + j, m0, c0);
+            _mm512_mask_storeu_ps(c + j + 16, m1, c1);
+            _mm512_mask_storeu_ps(c + j + 32, m2, c2);
+            _mm512_mask_storeu_ps(c + j + 48, m3, c3);
+        }
+    }
+}
+
 MML__T512 static void mml__gemm_avx512(int M, int N, int K, const float *A, int lda, int a_trans,
                                        const float *B, int ldb, int b_trans, float *C, int ldc,
                                        int accumulate) {
     if (M <= 0 || N <= 0) return;
+    if (M <= 2 && !a_trans && !b_trans && K > 0) {
+        mml__gemm_smallm_avx512(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        return;
+    }
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));

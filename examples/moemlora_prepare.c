@@ -104,10 +104,10 @@ static void summary(const mml_data_t *d) {
 static int write_out(const mml_data_t *d, const char *out, int cache) {
     char p[2048];
     double t0 = now_s();
-    if (mml_data_save_dir(d, out)) return die(out);
+    if (mml_data_save_dir(d, out)) return die("write");
     if (cache) {
         snprintf(p, sizeof p, "%s/data.mmlc", out);
-        if (mml_data_save_cache(d, p)) return die(p);
+        if (mml_data_save_cache(d, p)) return die("write cache");
     }
     printf("wrote %s%s in %.2f s\n", out, cache ? " (CSV layout + data.mmlc)" : " (CSV layout)", now_s() - t0);
     return 0;
@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
                                                         : file_mb(raw, "ratings.no-timestamp.dat"))
                  : file_mb(raw, "u.user") + file_mb(raw, "u.data") + file_mb(raw, "u.occupation");
         t0 = now_s();
-        if (mml_movielens_load(raw, split, (uint64_t)seed, &d)) return die(raw);
+        if (mml_movielens_load(raw, split, (uint64_t)seed, &d)) return die(cmd);
     } else if (!strcmp(cmd, "taobao")) {
         if (themes < 0) {
             fprintf(stderr, "moemlora-prepare: taobao needs --themes N (0 = all)\n");
@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
         mb = file_mb(raw, "theme_click_log.csv") + file_mb(raw, "user_embedding.csv") +
              file_mb(raw, "item_embedding.csv");
         t0 = now_s();
-        if (mml_taobao_load(raw, (int)themes, (uint64_t)seed, &d)) return die(raw);
+        if (mml_taobao_load(raw, (int)themes, (uint64_t)seed, &d)) return die(cmd);
     } else {
         fprintf(stderr, "moemlora-prepare: unknown command \"%s\" (movielens, taobao, gen-taobao; see --help)\n", cmd);
         return 2;

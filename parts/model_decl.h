@@ -86,6 +86,11 @@ MOEMLORA_API mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, flo
  * defined prediction. Any n: batches above max_batch are processed in chunks. */
 MOEMLORA_API mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
 
+/* Folds each domain's adapters (MLoRA, or MoE-MLoRA with the domain gate) into
+ * per-domain dense layers, so inference costs what the base model costs.
+ * Predictions use the folded weights until the next training step. */
+MOEMLORA_API mml_status mml_model_fold(mml_model_t *m);
+
 /* Concurrent serving: mml_predict uses the model's own workspace (one caller
  * at a time). A session owns a workspace for one thread; any number of
  * sessions may predict concurrently on one model that is not being trained.

@@ -1,6 +1,7 @@
 // >>layers -----------------------------------------------------------------
 
 static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b);
+static void mml__folded_forward_tower(mml_model_t *m, int n);
 static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
 
 /* ids -> table rows; anything outside the vocab maps to the reserved OOV row. */
@@ -221,13 +222,18 @@ static void mml__forward(mml_model_t *m, int n, const mml_batch_t *b, int train)
     const mml_kernels_t *K = m->K;
     mml__embed(m, n, b);
     mml__input_forward(m, n);
-    mml__choose_adapter(m, n);
-    if (m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE) mml__gate_forward(m, n);
-    const float *x = m->x0;
-    for (int l = 0; l < m->n_layers; l++) {
-        mml__layer_forward(m, l, n, x, train);
-        x = m->z[l];
+    if (!train && m->fold_ok) {
+        mml__folded_forward_tower(m, n);
+    } else {
+        mml__choose_adapter(m, n);
+        if (m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE) mml__gate_forward(m, n);
+        const float *x = m->x0;
+        for (int l = 0; l < m->n_layers; l++) {
+            mml__layer_forward(m, l, n, x, train);
+            x = m->z[l];
+        }
     }
+    const float *x = m->z[m->n_layers - 1];
     mml__side_forward(m, n);
     int dl = m->layer[m->n_layers - 1].d_out;
     const float *w = mml__p(m, m->p_out), bias = *mml__p(m, m->p_out_b);
@@ -477,6 +483,7 @@ mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     mml_status st = mml__check_batch(m, b, 1);
     if (st) return st;
     double l;
+    m->fold_ok = 0;
     if (m->pool && b->n >= 2 * m->cfg.threads) {
         l = mml__parallel_train(m, b);
     } else {

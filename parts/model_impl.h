@@ -114,12 +114,15 @@ struct mml_model_t {
     int row0;                /* first batch row of this pass (dropout masks) */
     int force_mix;           /* MLoRA: treat the rows as a mixed-domain batch */
     struct mml__pool *pool;  /* worker threads (threads > 1) */
+    float *fold;             /* folded per-domain inference weights (mml_model_fold) */
+    int fold_ok;             /* fold matches the parameters */
     struct mml_model_t *views; /* per-worker views: own activations and gradients */
     /* activations, sized for max_batch rows */
     int32_t *ids[3];
     float *E, *dE;                     /* field embeddings [B, F*k] (may alias x0) */
     float *x0, *z[MML_MAX_HIDDEN], *T[MML_MAX_HIDDEN], *U[MML_MAX_HIDDEN];
     int32_t *ids_bf;                   /* [B, F] interleaved, for the linear part */
+    int32_t *ids_perm, *dom_count;     /* grouping rows by domain (folded inference) */
     float *lin_out, *fm_out, *cin_out, *part_act[4], *att_out[MML__ATT_LAYERS], *datt[2];
     float *att_act[MML__ATT_LAYERS], *se_out, *dV, *extra, *dextra, *ws;
     float *gw, *gin, *logit, *prob;
@@ -375,6 +378,8 @@ static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
     m->dT = mml__take(c, B * m->max_r);
     m->dU = mml__take(c, B * (m->max_r > m->cfg.gate_dim ? m->max_r : m->cfg.gate_dim));
     m->ids_bf = (int32_t *)(void *)mml__take(c, B * F);
+    m->ids_perm = (int32_t *)(void *)mml__take(c, B);
+    m->dom_count = (int32_t *)(void *)mml__take(c, (int64_t)m->cfg.n_domains + 2);
     size_t ws = 0, w;
     switch (mk) {
     case MML_MODEL_NFM: m->part_act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, k)); break;
@@ -446,6 +451,7 @@ void mml_model_free(mml_model_t *m) {
     mml__threads_free(m);
     mml__free(m->P); mml__free(m->G); mml__free(m->M); mml__free(m->V); mml__free(m->best);
     mml__free(m->act_block);
+    mml__free(m->fold);
     for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
     MOEMLORA_FREE(m);
 }
@@ -519,6 +525,7 @@ mml_status mml_model_set_pretrained(mml_model_t *m, const float *user_emb, const
 }
 
 static void mml__phase_flags(mml_model_t *m, mml_phase p, int32_t expert) {
+    m->fold_ok = 0;
     m->phase = p;
     m->expert = p == MML_PHASE_EXPERT ? expert : -1;
     int backbone = p == MML_PHASE_ALL || p == MML_PHASE_BACKBONE;

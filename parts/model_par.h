@@ -103,6 +103,8 @@ static mml_status mml__view_init(mml_model_t *v, const mml_model_t *m, int with_
     v->G = NULL;
     v->pool = NULL;
     v->views = NULL;
+    v->fold = NULL;
+    v->fold_ok = 0;
     for (int f = 0; f < 3; f++) v->ids[f] = v->touched[f] = NULL, v->mark[f] = NULL, v->n_touched[f] = 0;
     mml_status st = mml__alloc_acts(v);
     if (!st && with_grads) {
@@ -120,6 +122,8 @@ static void mml__view_sync(mml_model_t *v, const mml_model_t *m) {
     memcpy(v->trainable, m->trainable, sizeof v->trainable);
     v->steps = m->steps;
     v->force_mix = m->force_mix;
+    v->fold = m->fold;
+    v->fold_ok = m->fold_ok;
 }
 
 static void mml__threads_free(mml_model_t *m) {
