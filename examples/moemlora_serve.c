@@ -189,10 +189,13 @@ int main(int argc, char **argv) {
         if (len >= 0) {
             lineno++;
             if (len && line[len - 1] == '\n') line[len - 1] = 0;
+            char shown[64];
+            snprintf(shown, sizeof shown, "%s", line);
             const char *why = parse_line(line, &u[rows], &p[rows], &d[rows]);
             bad[n] = why != NULL;
             if (why) {
-                fprintf(stderr, "%s:%lld: %s\n", o.skip_bad ? "moemlora-serve: warning: stdin" : "stdin", lineno, why);
+                fprintf(stderr, "%s:%lld: %s: \"%s%s\"\n", o.skip_bad ? "moemlora-serve: warning: stdin" : "stdin", lineno,
+                        why, shown, strlen(line) >= sizeof shown ? "..." : "");
                 n_bad++;
                 if (!o.skip_bad) { rc = 1; stop = 1; }
             } else {

@@ -51,7 +51,7 @@ static void usage(FILE *f) {
         "  --epochs N              max epochs per phase (50)\n"
         "  --patience N            early stopping patience (3)\n"
         "  --seed N                model and shuffle seed (123)\n"
-        "  --threads N             worker threads (1)\n"
+        "  --threads N             worker threads (default: 2 when the machine has 2+ cores)\n"
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
@@ -251,6 +251,7 @@ int main(int argc, char **argv) {
     mml_config_default(&o.cfg);
     mml_fit_opts_default(&o.fit);
     mml_synth_default(&o.syn);
+    o.cfg.threads = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
     if (parse_args(argc, argv, &o)) return 2;
     o.tty = isatty(2);
 

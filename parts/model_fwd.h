@@ -397,6 +397,76 @@ static double mml__backward(mml_model_t *m, int n, const float *label) {
 
 // >>optimizer --------------------------------------------------------------
 
+/* Adam's hyper-parameters at step t (bias corrections of that step). */
+static void mml__adam_hp_at(const mml_model_t *m, int64_t t, mml_adam_hp *hp) {
+    const mml_config_t *c = &m->cfg;
+    hp->lr = c->lr;
+    hp->beta1 = c->beta1;
+    hp->beta2 = c->beta2;
+    hp->eps = c->eps;
+    hp->bc1 = (float)(1.0 - pow((double)c->beta1, (double)t));
+    hp->bc2 = (float)(1.0 - pow((double)c->beta2, (double)t));
+    hp->weight_decay = c->weight_decay;
+}
+
+/* Dense Adam (PyTorch semantics) moves every embedding row at every step,
+ * even rows whose gradient is zero. Doing that for a whole table costs a pass
+ * over it per step; instead a row records the last step it was updated at and
+ * replays the zero-gradient steps it missed, with the same kernel and the same
+ * per-step constants, just before anything reads it. The result is the same,
+ * bit for bit, as updating every row every step. */
+static int mml__deferred_rows(const mml_model_t *m, int f) {
+    /* short rows: one streaming pass per step is cheaper than replays */
+    return !m->cfg.lazy_adam && m->k >= m->defer_min_dim && mml__param_trainable(m, m->p_emb[f]);
+}
+
+static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
+    int64_t from = m->last[f][row];
+    if (from >= m->adam_t) return;
+    const mml__param *p = &m->params[m->p_emb[f]];
+    int64_t d = p->shape[1], o = p->off + (int64_t)row * d;
+    /* never moved since the optimizer started: zero moments, nothing to replay */
+    int moved = 0;
+    for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
+    if (moved || m->cfg.weight_decay != 0.0f) {
+        mml_adam_hp hp;
+        for (int64_t t = from + 1; t <= m->adam_t; t++) {
+            mml__adam_hp_at(m, t, &hp);
+            m->K->adam_dense(d, m->P + o, m->zero_row, m->M + o, m->V + o, &hp);
+        }
+    }
+    m->last[f][row] = m->adam_t;
+}
+
+/* Before a step: the rows this batch reads are brought up to date. */
+static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
+    const int32_t *src[3] = {b->uid, b->pid, b->dom};
+    for (int f = 0; f < 3; f++) {
+        if (!mml__deferred_rows(m, f)) continue;
+        for (int i = 0; i < b->n; i++) mml__catch_up_row(m, f, src[f][i]);
+    }
+}
+
+/* Before anything reads whole tables (predict, evaluate, save, snapshots). */
+static void mml__catch_up_all(mml_model_t *m) {
+    if (m->synced_t == m->adam_t) return;
+    m->synced_t = m->adam_t;
+    for (int f = 0; f < 3; f++) {
+        if (!mml__deferred_rows(m, f)) continue;
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        for (int64_t r = 0; r < rows; r++) mml__catch_up_row(m, f, (int32_t)r);
+    }
+}
+
+/* After parameters were replaced wholesale (restore, load): nothing to replay. */
+static void mml__rows_current(mml_model_t *m) {
+    m->synced_t = m->adam_t;
+    for (int f = 0; f < 3; f++) {
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        for (int64_t r = 0; r < rows; r++) m->last[f][r] = m->adam_t;
+    }
+}
+
 static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp) {
     const mml_kernels_t *K = m->K;
     mml__param *p = &m->params[i];
@@ -415,9 +485,12 @@ static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp) {
         }
         return;
     }
-    if (p->row_table && p->group == MML__G_EMB && m->cfg.lazy_adam) {
-        int f = i == m->p_emb[0] ? 0 : i == m->p_emb[1] ? 1 : 2;
+    int f = i == m->p_emb[0] ? 0 : i == m->p_emb[1] ? 1 : i == m->p_emb[2] ? 2 : -1;
+    if (f >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, f))) {
+        /* touched rows now; with dense semantics the others catch up when read */
         K->adam_rows(m->n_touched[f], m->touched[f], (int)p->shape[1], P, G, M, V, hp);
+        if (!m->cfg.lazy_adam)
+            for (int j = 0; j < m->n_touched[f]; j++) m->last[f][m->touched[f][j]] = m->adam_t;
         return;
     }
     K->adam_dense(p->size, P, G, M, V, hp);
@@ -445,13 +518,7 @@ static void mml__optimizer_step(mml_model_t *m) {
     const mml_config_t *c = &m->cfg;
     m->adam_t++;
     mml_adam_hp hp;
-    hp.lr = c->lr;
-    hp.beta1 = c->beta1;
-    hp.beta2 = c->beta2;
-    hp.eps = c->eps;
-    hp.bc1 = (float)(1.0 - pow((double)c->beta1, (double)m->adam_t));
-    hp.bc2 = (float)(1.0 - pow((double)c->beta2, (double)m->adam_t));
-    hp.weight_decay = c->weight_decay;
+    mml__adam_hp_at(m, m->adam_t, &hp);
     for (int i = 0; i < m->n_params; i++) {
         if (!mml__param_trainable(m, i)) continue;
         if (m->params[i].group == MML__G_EXPERT && m->ad_mode == MML__AD_OFF) continue;
@@ -484,6 +551,7 @@ mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     if (st) return st;
     double l;
     m->fold_ok = 0;
+    mml__catch_up_batch(m, b);
     if (m->pool && b->n >= 2 * m->cfg.threads) {
         l = mml__parallel_train(m, b);
     } else {
@@ -499,6 +567,7 @@ mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
 mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
     mml_status st = mml__check_batch(m, b, 0);
     if (st) return st;
+    mml__catch_up_all(m);
     for (int s = 0; s < b->n; s += m->cfg.max_batch) {
         int n = b->n - s < m->cfg.max_batch ? b->n - s : m->cfg.max_batch;
         mml_batch_t c = {n, b->uid + s, b->pid + s, b->dom + s, NULL};

@@ -129,6 +129,10 @@ struct mml_model_t {
     float *dz, *dx, *dT, *dU, *dw, *dx0, *dlogit;
     int32_t *touched[3];
     int n_touched[3];
+    int64_t *last[3];        /* step each embedding row was last updated at */
+    int64_t synced_t;        /* every row is up to date at this step */
+    int defer_min_dim;       /* deferred dense Adam from this row width on (32) */
+    float *zero_row;         /* a zero gradient row, emb_dim floats */
     uint8_t *mark[3];
     void *act_block;
 };
@@ -443,7 +447,19 @@ static mml_status mml__alloc_acts(mml_model_t *m) {
     return MML_OK;
 }
 
+/* Per-model (not per-view) optimizer bookkeeping. */
+static mml_status mml__alloc_rows_state(mml_model_t *m) {
+    for (int f = 0; f < 3; f++) {
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        m->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
+        if (!m->last[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
+    }
+    return MML_OK;
+}
+
 static void mml__threads_free(mml_model_t *m);
+static void mml__catch_up_all(mml_model_t *m);
+static void mml__rows_current(mml_model_t *m);
 static mml_status mml__threads_init(mml_model_t *m);
 
 void mml_model_free(mml_model_t *m) {
@@ -452,6 +468,8 @@ void mml_model_free(mml_model_t *m) {
     mml__free(m->P); mml__free(m->G); mml__free(m->M); mml__free(m->V); mml__free(m->best);
     mml__free(m->act_block);
     mml__free(m->fold);
+    mml__free(m->zero_row);
+    for (int f = 0; f < 3; f++) mml__free(m->last[f]);
     for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
     MOEMLORA_FREE(m);
 }
@@ -468,6 +486,7 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->isa = isa;
+    m->defer_min_dim = 32;
     m->K = mml_simd_kernels(isa);
     mml__build_layout(m);
     uint64_t bytes;
@@ -485,6 +504,9 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
         return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of parameters", (unsigned long long)bytes * 5);
     }
     st = mml__alloc_acts(m);
+    if (!st) st = mml__alloc_rows_state(m);
+    if (!st && !(m->zero_row = (float *)mml__alloc((size_t)m->k * sizeof(float))))
+        st = mml__fail(MML_ERR_NOMEM, "cannot allocate the model");
     if (st) { mml_model_free(m); return st; }
     mml__init_params(m);
     mml_model_set_phase(m, c->adapter == MML_ADAPTER_MOE ? MML_PHASE_GATE : MML_PHASE_ALL, 0);
@@ -542,11 +564,13 @@ mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
         return mml__fail(MML_ERR_STATE, "phase %d needs the MoE adapter", (int)p);
     if (p == MML_PHASE_EXPERT && (expert < 0 || expert >= m->n_experts))
         return mml__fail(MML_ERR_ARG, "expert %d outside 0..%d", expert, m->n_experts - 1);
+    mml__catch_up_all(m); /* finish the old optimizer's steps first */
     mml__phase_flags(m, p, expert);
     /* a fresh optimizer for every phase */
     memset(m->M, 0, (size_t)m->n_floats * sizeof(float));
     memset(m->V, 0, (size_t)m->n_floats * sizeof(float));
     memset(m->G, 0, (size_t)m->n_floats * sizeof(float));
     m->adam_t = 0;
+    mml__rows_current(m);
     return MML_OK;
 }

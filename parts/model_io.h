@@ -181,6 +181,7 @@ static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckp
 
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
     char conf[MML__TEXT_MAX], prog[1024];
+    mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
     if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
     int pn = snprintf(prog, sizeof prog,
                       "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\nbad=%d\n"
@@ -262,6 +263,7 @@ mml_status mml_model_load(const char *path, mml_model_t **out) {
         if (!st && m->phase == MML_PHASE_EXPERT && m->expert < 0)
             st = mml__fail(MML_ERR_FORMAT, "%s: expert phase without an expert", path);
         if (!st) mml__phase_flags(m, m->phase, m->expert);
+        if (!st) mml__rows_current(m);
     }
     mml__ckpt_close(ck);
     if (st) {

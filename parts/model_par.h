@@ -259,6 +259,7 @@ mml_status mml_session_create(const mml_model_t *m, mml_session_t **out) {
     *out = NULL;
     mml_session_t *s = (mml_session_t *)MOEMLORA_MALLOC(sizeof *s);
     if (!s) return mml__fail(MML_ERR_NOMEM, "cannot allocate a session");
+    mml__catch_up_all((mml_model_t *)m); /* sessions only read the parameters */
     mml_status st = mml__view_init(&s->view, m, 0);
     if (st) { MOEMLORA_FREE(s); return st; }
     s->view.cfg.threads = 1;

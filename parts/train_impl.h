@@ -244,6 +244,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     if (fs->epoch == 0) {
         st = mml_model_set_phase(m, phase, expert);
         if (st) return st;
+        mml__catch_up_all(m);
         memcpy(m->best, m->P, bytes);
         fs->best = -1.0;
         fs->bad = 0;
@@ -267,6 +268,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
         if (pr.improved) {
             fs->best = v;
             fs->bad = 0;
+            mml__catch_up_all(m);
             memcpy(m->best, m->P, bytes);
         } else {
             fs->bad++;
@@ -280,6 +282,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
         }
     }
     memcpy(m->P, m->best, bytes);
+    mml__rows_current(m);
     return MML_OK;
 }
 
@@ -364,9 +367,9 @@ done:
 void mml_synth_default(mml_synth_config_t *c) {
     memset(c, 0, sizeof *c);
     c->n_domains = 10;
-    c->n_users = 20000;
-    c->n_items = 4000;
-    c->n_samples = 400000;
+    c->n_users = 2000;
+    c->n_items = 800;
+    c->n_samples = 250000;
     c->ctr = 0.25f;
     c->domain_signal = 1.5f;
     c->noise = 0.3f;

@@ -407,14 +407,23 @@ static void test_checkpoint_and_export(void) {
 
 static int n_corrupt_cases;
 
-static void expect_load_fails(const char *path, mml_status want, const char *what) {
+/* The load must fail with status want, leave *out NULL, and say so naming the
+ * file once and (when given) the reason, e.g. the offending key. */
+static void expect_load_fails_why(const char *path, mml_status want, const char *what, const char *reason) {
     mml_model_t *m = (mml_model_t *)&m; /* must be reset to NULL */
     mml_status st = mml_model_load(path, &m);
     n_corrupt_cases++;
     CHECK(st == want, "%s: load returned %d (want %d): %s", what, (int)st, (int)want, mml_last_error());
     CHECK(m == NULL, "%s: *out not NULL on failure", what);
-    CHECK(strstr(mml_last_error(), path) != NULL, "%s: message does not name the file: %s", what, mml_last_error());
+    const char *msg = mml_last_error(), *at = strstr(msg, path);
+    CHECK(at != NULL, "%s: message does not name the file: %s", what, msg);
+    CHECK(!at || !strstr(at + 1, path), "%s: message names the file twice (garbled?): %s", what, msg);
+    CHECK(!reason || (at && strstr(at + strlen(path), reason)), "%s: message lacks \"%s\": %s", what, reason, msg);
+    if (getenv("MMLT_VERBOSE")) printf("  %-40s -> %s\n", what, msg);
     if (st == MML_OK) mml_model_free(m);
+}
+static void expect_load_fails(const char *path, mml_status want, const char *what) {
+    expect_load_fails_why(path, want, what, NULL);
 }
 
 typedef void (*tweak_fn)(mml__ckpt_tensor *parm, int np, char *conf, size_t cap, void *ctx);
@@ -569,35 +578,35 @@ static void test_corrupt_files(void) {
 
     /* CONF: unknown key, missing keys, duplicated key standing in for a
      * missing one, bad values */
-    static const char *const conf_cases[][3] = {
-        {"model=", "model=mlp\ncolour=blue\n", "unknown key"},
-        {"seed=", "", "missing seed"},
-        {"hidden=", "", "missing hidden"},
-        {"lr=", "", "missing lr"},
-        {"threads=", "lr=0x1p-10\n", "duplicated lr replacing threads"},
-        {"seed=", "seed=1\nseed=2\n", "seed given twice"},
-        {"emb_dim=", "emb_dim=abc\n", "emb_dim not a number"},
-        {"model=", "model=transformer\n", "unknown model"},
-        {"adapter=", "adapter=gpt\n", "unknown adapter"},
-        {"hidden=", "hidden=64,,32\n", "bad hidden"},
-        {"dropout=", "dropout=nan\n", "dropout nan"},
-        {"model=", "model\n", "line without ="},
+    static const char *const conf_cases[][4] = {
+        {"model=", "model=mlp\ncolour=blue\n", "unknown key", "colour"},
+        {"seed=", "", "missing seed", "seed"},
+        {"hidden=", "", "missing hidden", "hidden"},
+        {"lr=", "", "missing lr", "lr"},
+        {"threads=", "lr=0x1p-10\n", "duplicated lr replacing threads", "lr"},
+        {"seed=", "seed=1\nseed=2\n", "seed given twice", "seed"},
+        {"emb_dim=", "emb_dim=abc\n", "emb_dim not a number", "emb_dim=abc"},
+        {"model=", "model=transformer\n", "unknown model", "transformer"},
+        {"adapter=", "adapter=gpt\n", "unknown adapter", "gpt"},
+        {"hidden=", "hidden=64,,32\n", "bad hidden", "64,,32"},
+        {"dropout=", "dropout=nan\n", "dropout nan", "dropout"},
+        {"model=", "model\n", "line without =", "key=value"},
     };
     for (size_t i = 0; i < sizeof conf_cases / sizeof *conf_cases; i++) {
         save_tweaked(m, bad, tw_conf, (void *)conf_cases[i]);
-        expect_load_fails(bad, MML_ERR_FORMAT, conf_cases[i][2]);
+        expect_load_fails_why(bad, MML_ERR_FORMAT, conf_cases[i][2], conf_cases[i][3]);
     }
     /* values that parse but the model rejects */
-    static const char *const arg_cases[][3] = {
-        {"emb_dim=", "emb_dim=0\n", "emb_dim=0"},
-        {"n_users=", "n_users=-5\n", "n_users=-5"},
-        {"dropout=", "dropout=0x1p+0\n", "dropout=1"},
-        {"threads=", "threads=0\n", "threads=0"},
-        {"max_batch=", "max_batch=0\n", "max_batch=0"},
+    static const char *const arg_cases[][4] = {
+        {"emb_dim=", "emb_dim=0\n", "emb_dim=0", "emb_dim"},
+        {"n_users=", "n_users=-5\n", "n_users=-5", "users -5"},
+        {"dropout=", "dropout=0x1p+0\n", "dropout=1", "dropout"},
+        {"threads=", "threads=0\n", "threads=0", "threads"},
+        {"max_batch=", "max_batch=0\n", "max_batch=0", "max_batch"},
     };
     for (size_t i = 0; i < sizeof arg_cases / sizeof *arg_cases; i++) {
         save_tweaked(m, bad, tw_conf, (void *)arg_cases[i]);
-        expect_load_fails(bad, MML_ERR_ARG, arg_cases[i][2]);
+        expect_load_fails_why(bad, MML_ERR_ARG, arg_cases[i][2], arg_cases[i][3]);
     }
     /* a config that differs from the tensors: the shapes catch it */
     static const char *const mismatch[3] = {"emb_dim=", "emb_dim=9\n", "emb_dim differs from the tensors"};
@@ -727,6 +736,18 @@ typedef struct hot { mml_model_t *m; mml_session_t *s; mml_batch_t b; float *out
 static void hot_train(void *p) { hot *h = (hot *)p; CHECK_OK(mml_train_step(h->m, &h->b, NULL)); }
 static void hot_predict(void *p) { hot *h = (hot *)p; CHECK_OK(mml_predict(h->m, &h->b, h->out)); }
 static void hot_session(void *p) { hot *h = (hot *)p; CHECK_OK(mml_session_predict(h->s, &h->b, h->out)); }
+/* validation inside a fit: predictions between steps (the weights moved) */
+static void hot_train_predict(void *p) {
+    hot *h = (hot *)p;
+    mml_batch_t b = h->b;
+    b.n = 256;
+    CHECK_OK(mml_train_step(h->m, &b, NULL));
+    b.label = NULL;
+    for (int n = 1; n <= 1024; n *= 32) {
+        b.n = n;
+        CHECK_OK(mml_predict(h->m, &b, h->out));
+    }
+}
 
 static void test_allocations(void) {
     mmlt_ctx = "allocations";
@@ -762,6 +783,9 @@ static void test_allocations(void) {
                 CHECK(a == 0, "moe threads %d: train step (gate): %lld allocations", threads, a);
                 total += a;
             }
+            a = allocs_during(hot_train_predict, &h, reps);
+            CHECK(a == 0, "%s threads %d: train steps between predictions: %lld allocations", mml_adapter_name(c.adapter), threads, a);
+            total += a;
             u[3] = data.n_users + 100; /* predicting: an unknown id too */
             for (int bn = 1; bn <= N; bn = bn == 1 ? 100 : bn == 100 ? N : N + 1) {
                 h.b.n = bn;
@@ -781,7 +805,7 @@ static void test_allocations(void) {
             mml_model_free(m);
             u[3] = s->uid[3];
         }
-    printf("allocations after the first call: %lld (train step 1/2 threads, predict 1/100/1024 rows, sessions)\n",
+    printf("allocations after the first call: %lld (train step 1/2 threads, predict 1/100/1024 rows, both interleaved, sessions)\n",
            total);
 }
 
