@@ -136,13 +136,257 @@ MOEMLORA_API mml_status mml_data_split(int64_t n, const int32_t *uid, const int3
                                        int32_t n_users, int32_t n_items, int32_t n_domains,
                                        uint64_t seed, mml_data_t *out);
 
-#if defined(__has_include)
-#if __has_include("parts/data_decl.h")
-#include "parts/data_decl.h"
-#endif
-#endif
+/* Data chapter, public half.
+ *
+ * On-disk layout written by mml_data_save_dir (the MLoRA paper repo's layout
+ * plus a meta file):
+ *   DIR/meta.txt                        key=value lines (see docs/DATA.md)
+ *   DIR/domain_<k>/{train,val,test}.csv header "uid,pid,domain,label"
+ *   DIR/user_emb.bin, DIR/item_emb.bin  pretrained embeddings, when present
+ *   DIR/data.mmlc                       binary cache (mml_data_save_cache)
+ * mml_data_load prefers DIR/data.mmlc; mml_data_save_dir deletes a stale one.
+ *
+ * All functions fill *out only on success (it is zeroed on failure) and report
+ * the reason through mml_last_error(), naming file:line for malformed input. */
 
-#include "parts/model_decl.h"
+/* Writes the CSV layout of d into dir (created if missing). Every file is
+ * written atomically (temp + fsync + rename); meta.txt is written last. */
+MOEMLORA_API mml_status mml_data_save_dir(const mml_data_t *d, const char *dir);
+/* Loads only the CSV layout (ignores DIR/data.mmlc). Without meta.txt, reads
+ * the paper repo's layout: consecutive domain_0, domain_1, ... folders, vocab
+ * sizes inferred as max id + 1. */
+MOEMLORA_API mml_status mml_data_load_csv(const char *dir, mml_data_t *out);
+/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32. */
+MOEMLORA_API mml_status mml_data_save_cache(const mml_data_t *d, const char *path);
+MOEMLORA_API mml_status mml_data_load_cache(const char *path, mml_data_t *out);
+
+/* MovieLens-1M (users.dat + ratings.dat or ratings.no-timestamp.dat, "::",
+ * 3- or 4-field rating lines) or MovieLens-100K (u.user, u.occupation, u.data),
+ * detected from the files in raw_dir. domain_kind: "gender" (F=0, M=1),
+ * "age" (7 groups) or "occupation" (21). Label = (rating == 5). User and movie
+ * ids are re-indexed densely in ascending order of the raw id, over the ids
+ * that occur in the ratings. Then mml_data_split(seed) (the paper uses 123). */
+MOEMLORA_API mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind,
+                                           uint64_t seed, mml_data_t *out);
+
+/* Tianchi Taobao theme data: theme_click_log.csv, user_embedding.csv,
+ * item_embedding.csv in raw_dir. Domains = the first n_themes (0 = all) theme
+ * ids in ascending order among clicks whose user and item have embeddings;
+ * positives = distinct clicked (user, item) per theme; per theme a ctr_ratio
+ * uniform in [0.2, 0.5] and per user n_neg = round(n_pos / ctr_ratio)
+ * negatives from the theme's item pool minus the user's clicks (capped at what
+ * is left). Then mml_data_split(seed); pretrained embeddings attached. */
+MOEMLORA_API mml_status mml_taobao_load(const char *raw_dir, int n_themes, uint64_t seed,
+                                        mml_data_t *out);
+
+/* Writes a synthetic raw set in the Taobao theme format into dir (created if
+ * missing): n_users / n_items with embeddings of dim floats, n_clicks click
+ * lines over n_themes themes (a few users without embeddings, duplicates
+ * included, as in the real data). Deterministic for a seed. */
+MOEMLORA_API mml_status mml_taobao_write_synthetic(const char *dir, int64_t n_users,
+                                                   int64_t n_items, int32_t n_themes,
+                                                   int64_t n_clicks, int32_t dim,
+                                                   uint64_t seed);
+
+/* // >>model --------------------------------------------------------------- */
+
+typedef enum mml_adapter {
+    MML_ADAPTER_NONE = 0,   /* base model: shared tower only */
+    MML_ADAPTER_MLORA = 1,  /* one low-rank adapter per domain */
+    MML_ADAPTER_MOE = 2     /* experts mixed by a softmax gate */
+} mml_adapter;
+
+typedef enum mml_model_kind {
+    MML_MODEL_MLP = 0, MML_MODEL_WDL, MML_MODEL_DEEPFM, MML_MODEL_NFM, MML_MODEL_PNN,
+    MML_MODEL_DCN, MML_MODEL_XDEEPFM, MML_MODEL_AUTOINT, MML_MODEL_FIBINET,
+    MML_MODEL_COUNT
+} mml_model_kind;
+
+typedef enum mml_gate_kind {
+    MML_GATE_DOMAIN = 0,    /* the paper's gate: softmax over a domain embedding */
+    MML_GATE_INPUT = 1      /* input-aware gate on the tower input (extension) */
+} mml_gate_kind;
+
+#define MML_MAX_HIDDEN 8
+
+typedef struct mml_config_t {
+    mml_model_kind model;
+    mml_adapter adapter;
+    mml_gate_kind gate;
+    int32_t n_users, n_items, n_domains;  /* vocab sizes; ids 0..n-1 */
+    int32_t emb_dim;                      /* k; with pretrained embeddings their dim */
+    int32_t pretrained;                   /* 1: user/item embeddings are given and frozen */
+    int32_t n_hidden;
+    int32_t hidden[MML_MAX_HIDDEN];       /* tower units, default 256,128,64 */
+    int32_t lora_reduce;                  /* rank = max(d_out / lora_reduce, 1) */
+    int32_t lora_r;                       /* > 0: fixed rank instead */
+    int32_t experts_per_domain;           /* MoE: E = n_domains * experts_per_domain */
+    int32_t gate_dim;                     /* domain-gate embedding size (4) */
+    float dropout;                        /* on the base layers' output, training only */
+    float lr, beta1, beta2, eps, weight_decay;
+    int32_t lazy_adam;                    /* 1: embedding rows move only when touched */
+    int32_t max_batch;                    /* activations are sized for this */
+    int32_t threads;                      /* worker threads for train/predict (1 = none) */
+    uint64_t seed;
+} mml_config_t;
+
+/* Defaults: MLP, MoE-MLoRA, domain gate, emb 8, tower 256-128-64, lora_reduce 16,
+ * 1 expert per domain, gate_dim 4, dropout 0.5, Adam 1e-3 (0.9, 0.999, 1e-7),
+ * max_batch 1024, 1 thread, seed 123. Vocab sizes must be set by the caller. */
+MOEMLORA_API void mml_config_default(mml_config_t *c);
+MOEMLORA_API const char *mml_model_kind_name(mml_model_kind k);
+MOEMLORA_API int mml_model_kind_from_name(const char *s, mml_model_kind *out);
+MOEMLORA_API const char *mml_adapter_name(mml_adapter a);
+MOEMLORA_API int mml_adapter_from_name(const char *s, mml_adapter *out);
+
+typedef struct mml_model_t mml_model_t;
+
+MOEMLORA_API mml_status mml_model_create(const mml_config_t *c, mml_model_t **out);
+MOEMLORA_API void mml_model_free(mml_model_t *m);
+MOEMLORA_API const mml_config_t *mml_model_config(const mml_model_t *m);
+/* All parameters, or only those the current phase trains. */
+MOEMLORA_API int64_t mml_model_param_count(const mml_model_t *m, int trainable_only);
+MOEMLORA_API const char *mml_model_isa(const mml_model_t *m);
+/* Copies pretrained user/item embeddings ([n_users, dim], [n_items, dim]). */
+MOEMLORA_API mml_status mml_model_set_pretrained(mml_model_t *m, const float *user_emb,
+                                                 const float *item_emb, int32_t dim);
+
+/* What the next training steps update and what the forward pass uses. */
+typedef enum mml_phase {
+    MML_PHASE_ALL = 0,      /* base / MLoRA: everything (MLoRA: the batch domain's adapter) */
+    MML_PHASE_BACKBONE = 1, /* MoE phase 1: experts and gate unused and frozen */
+    MML_PHASE_EXPERT = 2,   /* MoE phase 2: one expert alone, everything else frozen */
+    MML_PHASE_GATE = 3      /* MoE phase 3 and inference: all experts mixed, gate trained */
+} mml_phase;
+/* Starting a phase also starts a fresh optimizer state (moments and step). */
+MOEMLORA_API mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert);
+/* Which expert belongs to which domain: expert e serves domain e % n_domains. */
+MOEMLORA_API int32_t mml_model_n_experts(const mml_model_t *m);
+
+typedef struct mml_batch_t {
+    int32_t n;
+    const int32_t *uid, *pid, *dom;
+    const float *label;      /* training only */
+} mml_batch_t;
+
+/* One step of Adam on the mean BCE of the batch (n <= max_batch). */
+MOEMLORA_API mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss);
+/* Click probabilities. Ids outside the vocab use a reserved out-of-vocabulary
+ * row (trained never, zero-initialised), so unknown users or items get a
+ * defined prediction. Any n: batches above max_batch are processed in chunks. */
+MOEMLORA_API mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
+
+/* Folds each domain's adapters (MLoRA, or MoE-MLoRA with the domain gate) into
+ * per-domain dense layers, so inference costs what the base model costs.
+ * Predictions use the folded weights until the next training step. */
+MOEMLORA_API mml_status mml_model_fold(mml_model_t *m);
+
+/* Concurrent serving: mml_predict uses the model's own workspace (one caller
+ * at a time). A session owns a workspace for one thread; any number of
+ * sessions may predict concurrently on one model that is not being trained.
+ * Predicting allocates nothing. */
+typedef struct mml_session_t mml_session_t;
+MOEMLORA_API mml_status mml_session_create(const mml_model_t *m, mml_session_t **out);
+MOEMLORA_API void mml_session_free(mml_session_t *s);
+MOEMLORA_API mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *prob);
+
+/* // >>metrics ------------------------------------------------------------- */
+
+/* Exact ROC AUC (rank statistic, ties averaged). NaN if one class is absent. */
+MOEMLORA_API double mml_auc(int64_t n, const float *score, const float *label);
+MOEMLORA_API double mml_logloss(int64_t n, const float *prob, const float *label);
+
+typedef struct mml_metrics_t {
+    int32_t n_domains;
+    int64_t n[64 + 1];          /* per domain (first min(n_domains,64)) */
+    double auc[64 + 1], logloss[64 + 1];
+    double mean_auc;            /* mean of per-domain AUCs (domains with both classes) */
+    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d */
+    double logloss_all;
+    int64_t n_all;
+} mml_metrics_t;
+#define MML_METRICS_MAX_DOMAINS 64
+
+MOEMLORA_API mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains,
+                                     mml_metrics_t *out);
+
+/* // >>schedules ----------------------------------------------------------- */
+
+typedef enum mml_event {
+    MML_EV_PROGRESS = 0,     /* inside an epoch */
+    MML_EV_EPOCH_END = 1,    /* val metric known */
+    MML_EV_PHASE_END = 2     /* test metrics of the restored best model */
+} mml_event;
+
+typedef struct mml_progress_t {
+    mml_event event;
+    const char *phase_name;  /* "base", "mlora", "backbone", "expert", "gate" */
+    int32_t expert;          /* phase 2: expert index, else -1 */
+    int32_t epoch;           /* 1-based */
+    int32_t domain;          /* domain of the current batch */
+    int64_t done, total;     /* samples this epoch */
+    double samples_per_s;
+    double eta_s;            /* this epoch */
+    double loss;             /* running mean training loss this epoch */
+    double val_auc;          /* EPOCH_END */
+    int32_t improved;        /* EPOCH_END: best so far */
+    const mml_metrics_t *test; /* PHASE_END */
+} mml_progress_t;
+
+typedef void (*mml_progress_fn)(const mml_progress_t *p, void *user);
+
+typedef struct mml_fit_opts_t {
+    int32_t batch;           /* 1024 */
+    int32_t max_epochs;      /* per phase (and per expert), 50 */
+    int32_t patience;        /* 3 */
+    uint64_t seed;           /* epoch shuffles */
+    mml_progress_fn progress;
+    void *user;
+    double progress_every_s; /* min seconds between MML_EV_PROGRESS calls, 0.25 */
+    const char *checkpoint_path; /* if set: saved (atomically) after every epoch */
+} mml_fit_opts_t;
+
+MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
+
+/* Runs the schedule of the model's adapter: base, MLoRA, or the three MoE
+ * phases (backbone, each expert on its own domain, gate), each with early
+ * stopping on validation AUC and the best parameters restored. *test receives
+ * the final test metrics. A model loaded from a checkpoint written during a
+ * fit continues that fit where it stopped (same data and options give the
+ * same weights, bit for bit, as an uninterrupted run). */
+MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
+                                mml_metrics_t *test);
+
+/* // >>checkpoints --------------------------------------------------------- */
+
+/* Saves everything needed to resume training (parameters, Adam moments, the
+ * early-stopping snapshot, progress) atomically: a crash never loses the
+ * previous file at path. Format: docs/FORMAT.md. */
+MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
+/* Saves an inference-only file (config and parameters). */
+MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
+/* Loads either kind; every field is validated before use (clear errors for
+ * foreign, truncated, corrupt or inconsistent files). */
+MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
+
+/* // >>synthetic ----------------------------------------------------------- */
+
+typedef struct mml_synth_config_t {
+    int32_t n_domains, n_users, n_items;
+    int64_t n_samples;
+    float ctr;               /* target mean click rate */
+    float domain_signal;     /* weight of the domain-specific part (0 = domains identical) */
+    float noise;             /* logit noise */
+    float item_zipf;         /* item popularity exponent (0 = uniform): sparsity */
+    float domain_skew;       /* domain sizes ~ (d+1)^-skew */
+    uint64_t seed;
+} mml_synth_config_t;
+
+MOEMLORA_API void mml_synth_default(mml_synth_config_t *c);
+/* Deterministic multi-domain data: each user belongs to one domain; the click
+ * logit is a shared user-item affinity plus a domain-specific one, so a shared
+ * model learns the common part and per-domain adapters the rest. */
+MOEMLORA_API mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out);
 
 /* // >>io ------------------------------------------------------------------ */
 
@@ -414,22 +658,5833 @@ static void mml__shuffle_i64(int64_t *a, int64_t n, uint64_t *s) {
     }
 }
 
-#if __has_include("parts/layers_impl.h")
-#include "parts/layers_impl.h"
+// >>layers -----------------------------------------------------------------
+/* Feature-interaction layers of the eight base CTR models (DeepCTR semantics).
+ *
+ * Included inside moemlora.h's implementation half after moemlora_simd.h; needs
+ * only that header and libc. Every layer is a forward/backward pair over flat,
+ * batch-major float arrays with the shapes in the comment above it:
+ *   - parameters are passed as pointers (the caller owns them in one arena);
+ *   - backward ACCUMULATES (+=) into every gradient it is given, parameter and
+ *     input gradients alike (callers zero them), so several consumers of the same
+ *     embeddings add up;
+ *   - forward saves what backward needs in a caller-provided activation buffer of
+ *     mml__<layer>_act_floats(...) floats, and uses scratch of
+ *     mml__<layer>_ws_floats(...) floats where it needs any; backward must get
+ *     the same act (and, where listed, the same forward inputs and outputs);
+ *   - no allocation; matmul-heavy parts run on the kernel table K.
+ * Pair order everywhere: (0,1), (0,2), ..., (0,F-1), (1,2), ..., (F-2,F-1), as
+ * itertools.combinations, so P = F(F-1)/2 pairs. */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MML__LAYER static __attribute__((unused))
+#else
+#define MML__LAYER static
 #endif
-#if __has_include("parts/data_impl.h")
-#include "parts/data_impl.h"
+
+#define MML__IX(a, b) ((int64_t)(a) * (int64_t)(b))
+
+MML__LAYER int mml__n_pairs(int F) { return F * (F - 1) / 2; }
+
+/* ---- linear (wide) logit ------------------------------------------------ */
+
+/* ids: [B, F] int32 (ids[b*F+f] indexes field f's table)  w[f]: [vocab_f]
+ * bias: [1]  -> out: [B] (the [B,1] logit, overwritten). No act, no ws. */
+MML__LAYER void mml__linear_forward(int B, int F, const int32_t *ids, const float *const *w,
+                                    const float *bias, float *out) {
+    for (int b = 0; b < B; b++) {
+        float s = bias ? bias[0] : 0.0f;
+        for (int f = 0; f < F; f++) s += w[f][ids[MML__IX(b, F) + f]];
+        out[b] = s;
+    }
+}
+
+/* dout: [B] -> dw[f][id] += (sparse, samples in order), dbias[0] += sum dout.
+ * dbias may be NULL (no bias). */
+MML__LAYER void mml__linear_backward(int B, int F, const int32_t *ids, const float *dout,
+                                     float *const *dw, float *dbias) {
+    float db = 0.0f;
+    for (int b = 0; b < B; b++) {
+        for (int f = 0; f < F; f++) dw[f][ids[MML__IX(b, F) + f]] += dout[b];
+        db += dout[b];
+    }
+    if (dbias) dbias[0] += db;
+}
+
+/* ---- FM second order and bi-interaction pooling -------------------------- */
+
+/* s[b, :] = sum_f emb[b, f, :] */
+MML__LAYER void mml__field_sum(int B, int F, int k, const float *emb, float *s) {
+    for (int b = 0; b < B; b++) {
+        float *sb = s + MML__IX(b, k);
+        const float *e = emb + MML__IX(b, F) * k;
+        for (int d = 0; d < k; d++) sb[d] = 0.0f;
+        for (int f = 0; f < F; f++)
+            for (int d = 0; d < k; d++) sb[d] += e[MML__IX(f, k) + d];
+    }
+}
+
+MML__LAYER size_t mml__bi_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
+MML__LAYER size_t mml__fm_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
+
+/* Bi-interaction pooling (NFM).
+ * emb: [B, F, k] -> out: [B, k], out[b,d] = 0.5*((sum_f e)^2 - sum_f e^2)
+ * act: [B, k] (field sums). */
+MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *out, float *act) {
+    mml__field_sum(B, F, k, emb, act);
+    for (int b = 0; b < B; b++) {
+        const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
+        float *o = out + MML__IX(b, k);
+        for (int d = 0; d < k; d++) o[d] = s[d] * s[d];
+        for (int f = 0; f < F; f++)
+            for (int d = 0; d < k; d++) o[d] -= e[MML__IX(f, k) + d] * e[MML__IX(f, k) + d];
+        for (int d = 0; d < k; d++) o[d] *= 0.5f;
+    }
+}
+
+/* dout: [B, k] -> demb: [B, F, k] +=  (d e_fd = dout_d * (s_d - e_fd)) */
+MML__LAYER void mml__bi_backward(int B, int F, int k, const float *emb, const float *act,
+                                 const float *dout, float *demb) {
+    for (int b = 0; b < B; b++) {
+        const float *s = act + MML__IX(b, k), *g = dout + MML__IX(b, k);
+        for (int f = 0; f < F; f++) {
+            const float *e = emb + (MML__IX(b, F) + f) * k;
+            float *de = demb + (MML__IX(b, F) + f) * k;
+            for (int d = 0; d < k; d++) de[d] += g[d] * (s[d] - e[d]);
+        }
+    }
+}
+
+/* FM second-order term (DeepFM).
+ * emb: [B, F, k] -> out: [B] (the [B,1] term) = sum_d of bi-interaction
+ * act: [B, k] (field sums). */
+MML__LAYER void mml__fm_forward(int B, int F, int k, const float *emb, float *out, float *act) {
+    mml__field_sum(B, F, k, emb, act);
+    for (int b = 0; b < B; b++) {
+        const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
+        float sq = 0.0f, q = 0.0f;
+        for (int d = 0; d < k; d++) sq += s[d] * s[d];
+        for (int i = 0; i < F * k; i++) q += e[i] * e[i];
+        out[b] = 0.5f * (sq - q);
+    }
+}
+
+/* dout: [B] -> demb: [B, F, k] += */
+MML__LAYER void mml__fm_backward(int B, int F, int k, const float *emb, const float *act,
+                                 const float *dout, float *demb) {
+    for (int b = 0; b < B; b++) {
+        const float *s = act + MML__IX(b, k);
+        for (int f = 0; f < F; f++) {
+            const float *e = emb + (MML__IX(b, F) + f) * k;
+            float *de = demb + (MML__IX(b, F) + f) * k;
+            for (int d = 0; d < k; d++) de[d] += dout[b] * (s[d] - e[d]);
+        }
+    }
+}
+
+/* ---- inner product layer (PNN) ------------------------------------------- */
+
+/* emb: [B, F, k] -> out: [B, P] with row stride ldo >= P (so the products can
+ * land right after the flattened embeddings in the tower input).
+ * out[b, p] = <e_i, e_j> for the p-th pair (i<j). No act, no ws. */
+MML__LAYER void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
+                                   float *out, int ldo) {
+    for (int b = 0; b < B; b++) {
+        const float *e = emb + MML__IX(b, F) * k;
+        int p = 0;
+        for (int i = 0; i < F - 1; i++)
+            for (int j = i + 1; j < F; j++, p++)
+                out[MML__IX(b, ldo) + p] = K->dot(k, e + MML__IX(i, k), e + MML__IX(j, k));
+    }
+}
+
+/* dout: [B, P] (row stride ldo) -> demb: [B, F, k] += */
+MML__LAYER void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
+                                    const float *dout, int ldo, float *demb) {
+    for (int b = 0; b < B; b++) {
+        const float *e = emb + MML__IX(b, F) * k;
+        float *de = demb + MML__IX(b, F) * k;
+        int p = 0;
+        for (int i = 0; i < F - 1; i++)
+            for (int j = i + 1; j < F; j++, p++) {
+                float g = dout[MML__IX(b, ldo) + p];
+                K->axpy(k, g, e + MML__IX(j, k), de + MML__IX(i, k));
+                K->axpy(k, g, e + MML__IX(i, k), de + MML__IX(j, k));
+            }
+    }
+}
+
+/* ---- cross network (DCN, vector parameterization) ------------------------ */
+
+/* act: x_1 .. x_{L-1} [L-1, B, D], then s_l = x_l . w_l [L, B] */
+MML__LAYER size_t mml__cross_act_floats(int B, int D, int L) {
+    return (size_t)(L - 1) * (size_t)B * (size_t)D + (size_t)L * (size_t)B;
+}
+MML__LAYER size_t mml__cross_ws_floats(int B, int D) { return (size_t)B * (size_t)D; }
+
+/* x0: [B, D]  w: [L, D]  bias: [L, D]  -> out: [B, D] = x_L, where
+ * x_{l+1} = x_0 * (x_l . w_l) + bias_l + x_l. L >= 1. No ws. */
+MML__LAYER void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
+                                   const float *w, const float *bias, float *out, float *act) {
+    float *s = act + MML__IX(L - 1, B) * D;
+    for (int l = 0; l < L; l++) {
+        const float *xl = l == 0 ? x0 : act + MML__IX(l - 1, B) * D;
+        float *xn = l == L - 1 ? out : act + MML__IX(l, B) * D;
+        const float *wl = w + MML__IX(l, D), *bl = bias + MML__IX(l, D);
+        for (int b = 0; b < B; b++) {
+            const float *xb = xl + MML__IX(b, D), *x0b = x0 + MML__IX(b, D);
+            float *xnb = xn + MML__IX(b, D);
+            float sb = K->dot(D, xb, wl);
+            s[MML__IX(l, B) + b] = sb;
+            for (int d = 0; d < D; d++) xnb[d] = x0b[d] * sb + bl[d] + xb[d];
+        }
+    }
+}
+
+/* dout: [B, D] -> dx0: [B, D] +=, dw: [L, D] +=, dbias: [L, D] +=
+ * ws: [B, D] (the running gradient of x_l). */
+MML__LAYER void mml__cross_backward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
+                                    const float *w, const float *act, const float *dout,
+                                    float *dx0, float *dw, float *dbias, float *ws) {
+    const float *s = act + MML__IX(L - 1, B) * D;
+    float *g = ws;
+    memcpy(g, dout, sizeof(float) * (size_t)B * (size_t)D);
+    for (int l = L - 1; l >= 0; l--) {
+        const float *xl = l == 0 ? x0 : act + MML__IX(l - 1, B) * D;
+        const float *wl = w + MML__IX(l, D);
+        K->colsum_add(B, D, g, D, dbias + MML__IX(l, D));
+        for (int b = 0; b < B; b++) {
+            float *gb = g + MML__IX(b, D);
+            float ds = K->dot(D, gb, x0 + MML__IX(b, D));
+            K->axpy(D, s[MML__IX(l, B) + b], gb, dx0 + MML__IX(b, D));
+            K->axpy(D, ds, xl + MML__IX(b, D), dw + MML__IX(l, D));
+            K->axpy(D, ds, wl, gb); /* the residual path keeps gb itself */
+        }
+    }
+    K->axpy(MML__IX(B, D), 1.0f, g, dx0);
+}
+
+/* ---- CIN (xDeepFM) ------------------------------------------------------- */
+/* Feature maps are kept as [B*k, H] matrices (row b*k+d, one column per map) so
+ * the 1x1 convolution over Z [B*k, H_prev*F] is one gemm. Z's column for
+ * (field j of X^0, map i of X^{h-1}) is j*H_prev + i, as DeepCTR's reshape.
+ * Parameters, one packed block: for each layer h, W_h [H_h, H_{h-1}*F] then
+ * bias_h [H_h]; then w_out [fmap_sum] (Dense(1, use_bias=False)); H_{-1} = F.
+ * split_half: every layer but the last passes maps [0, H_h/2) on and sends
+ * [H_h/2, H_h) to the output (H_h must be even there); the last sends all.
+ * Without split_half every layer passes all maps on and sends all. */
+
+typedef struct mml__cin_layer {
+    int hp;       /* maps coming in (H_{h-1}; F for h = 0) */
+    int h;        /* maps produced */
+    int n_next;   /* maps passed to the next layer: [0, n_next) */
+    int d0;       /* maps sent to the output: [d0, h) */
+    int64_t w_off, b_off, y_off, pool_off;
+} mml__cin_layer;
+
+/* Layer h's geometry: parameter offsets, its Y offset in act (after X0t) and
+ * its first column in the pooled output. */
+MML__LAYER mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *sizes,
+                                    int split_half, int h) {
+    mml__cin_layer g = {F, 0, 0, 0, 0, 0, MML__IX(B, k) * F, 0};
+    for (int i = 0;; i++) {
+        int last = i == L - 1;
+        g.h = sizes[i];
+        g.n_next = last ? 0 : split_half ? sizes[i] / 2 : sizes[i];
+        g.d0 = split_half && !last ? sizes[i] / 2 : 0;
+        g.b_off = g.w_off + MML__IX(g.h, g.hp) * F;
+        if (i == h) return g;
+        g.w_off = g.b_off + g.h;
+        g.y_off += MML__IX(B, k) * g.h;
+        g.pool_off += g.h - g.d0;
+        g.hp = g.n_next;
+    }
+}
+
+/* Width of the pooled output (64 + 128 = 192 for (128,128) split half). */
+MML__LAYER int mml__cin_fmap_sum(int L, const int *sizes, int split_half) {
+    mml__cin_layer g = mml__cin_geom(1, 1, 1, L, sizes, split_half, L - 1);
+    return (int)g.pool_off + g.h - g.d0;
+}
+/* Offset of W_h (bias_h follows it at + H_h*H_{h-1}*F) in the packed block;
+ * h = L gives the offset of w_out. */
+MML__LAYER size_t mml__cin_param_offset(int F, int L, const int *sizes, int split_half, int h) {
+    if (h >= L) {
+        mml__cin_layer g = mml__cin_geom(1, F, 1, L, sizes, split_half, L - 1);
+        return (size_t)(g.b_off + g.h);
+    }
+    return (size_t)mml__cin_geom(1, F, 1, L, sizes, split_half, h).w_off;
+}
+MML__LAYER size_t mml__cin_param_floats(int F, int L, const int *sizes, int split_half) {
+    return mml__cin_param_offset(F, L, sizes, split_half, L) +
+           (size_t)mml__cin_fmap_sum(L, sizes, split_half);
+}
+/* act: X0t [B*k, F], Y_h [B*k, H_h] for each layer (after ReLU), pooled [B, fmap_sum] */
+MML__LAYER size_t mml__cin_act_floats(int B, int F, int k, int L, const int *sizes,
+                                      int split_half) {
+    mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, L - 1);
+    return (size_t)(g.y_off + MML__IX(B, k) * g.h) +
+           (size_t)B * (size_t)mml__cin_fmap_sum(L, sizes, split_half);
+}
+/* ws: Z/dZ [B*k, max C], dY [B*k, max H], dH [B*k, max H], dX0t [B*k, F],
+ * dpooled [B, fmap_sum] (forward uses only Z). */
+MML__LAYER size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *sizes,
+                                     int split_half) {
+    int64_t cmax = 0, hmax = 0;
+    for (int h = 0; h < L; h++) {
+        mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, h);
+        if (MML__IX(g.hp, F) > cmax) cmax = MML__IX(g.hp, F);
+        if (g.h > hmax) hmax = g.h;
+    }
+    return (size_t)(MML__IX(B, k) * (cmax + 2 * hmax + F) +
+                    MML__IX(B, mml__cin_fmap_sum(L, sizes, split_half)));
+}
+
+/* Z[r, j*hp + i] = X0t[r, j] * Xp[r, i] for every row r of B*k. */
+MML__LAYER void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, const float *xp,
+                           int ldp, float *z) {
+    int64_t C = MML__IX(hp, F);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = x0t + r * F, *x = xp + r * ldp;
+        float *zr = z + r * C;
+        for (int j = 0; j < F; j++)
+            for (int i = 0; i < hp; i++) zr[MML__IX(j, hp) + i] = a[j] * x[i];
+    }
+}
+
+/* emb: [B, F, k]  params: packed (above) -> out: [B] (the CIN logit, [B,1])
+ * act: see mml__cin_act_floats; ws: see mml__cin_ws_floats. */
+MML__LAYER void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, int L,
+                                 const int *sizes, int split_half, const float *emb,
+                                 const float *params, float *out, float *act, float *ws) {
+    int64_t rows = MML__IX(B, k);
+    int fs = mml__cin_fmap_sum(L, sizes, split_half);
+    float *x0t = act, *pooled = act + mml__cin_act_floats(B, F, k, L, sizes, split_half) -
+                                MML__IX(B, fs);
+    for (int b = 0; b < B; b++)
+        for (int f = 0; f < F; f++)
+            for (int d = 0; d < k; d++)
+                x0t[(MML__IX(b, k) + d) * F + f] = emb[(MML__IX(b, F) + f) * k + d];
+    memset(pooled, 0, sizeof(float) * (size_t)MML__IX(B, fs));
+    const float *xp = x0t;
+    int ldp = F;
+    for (int h = 0; h < L; h++) {
+        mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, h);
+        int C = g.hp * F;
+        float *y = act + g.y_off;
+        mml__cin_outer(rows, F, g.hp, x0t, xp, ldp, ws);
+        K->gemm_nt((int)rows, g.h, C, ws, C, params + g.w_off, C, y, g.h, 0);
+        K->add_bias((int)rows, g.h, params + g.b_off, y, g.h);
+        K->relu_fwd(rows * g.h, y, y);
+        for (int b = 0; b < B; b++)
+            K->colsum_add(k, g.h - g.d0, y + MML__IX(b, k) * g.h + g.d0, g.h,
+                          pooled + MML__IX(b, fs) + g.pool_off);
+        xp = y;
+        ldp = g.h;
+    }
+    const float *w_out = params + mml__cin_param_offset(F, L, sizes, split_half, L);
+    for (int b = 0; b < B; b++) out[b] = K->dot(fs, pooled + MML__IX(b, fs), w_out);
+}
+
+/* dY of layer h before the ReLU: dH (from layer h+1) on the passed-on maps plus
+ * dpooled broadcast over k on the output maps, then masked by Y > 0. */
+MML__LAYER void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer g, int fs,
+                        const float *y, const float *dh, const float *dpooled, float *dy) {
+    int64_t rows = MML__IX(B, k);
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = dy + r * g.h;
+        const float *dp = dpooled + (r / k) * fs + g.pool_off; /* maps [d0, h) */
+        for (int m = 0; m < g.h; m++) o[m] = m >= g.d0 ? dp[m - g.d0] : 0.0f;
+        for (int m = 0; m < g.n_next; m++) o[m] += dh[r * g.n_next + m];
+    }
+    K->relu_bwd(rows * g.h, y, dy, dy);
+}
+
+/* dout: [B] -> demb: [B, F, k] +=, dparams (packed like params) += */
+MML__LAYER void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, int L,
+                                  const int *sizes, int split_half, const float *params,
+                                  const float *act, const float *dout, float *demb,
+                                  float *dparams, float *ws) {
+    int64_t rows = MML__IX(B, k), cmax = 0, hmax = 0;
+    int fs = mml__cin_fmap_sum(L, sizes, split_half);
+    for (int h = 0; h < L; h++) {
+        mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, h);
+        if (MML__IX(g.hp, F) > cmax) cmax = MML__IX(g.hp, F);
+        if (g.h > hmax) hmax = g.h;
+    }
+    float *z = ws, *dy = z + rows * cmax, *dh = dy + rows * hmax, *dx0t = dh + rows * hmax;
+    float *dpooled = dx0t + rows * F;
+    const float *x0t = act;
+    const float *pooled = act + mml__cin_act_floats(B, F, k, L, sizes, split_half) - MML__IX(B, fs);
+    size_t wo = mml__cin_param_offset(F, L, sizes, split_half, L);
+    for (int b = 0; b < B; b++) {
+        for (int m = 0; m < fs; m++) dpooled[MML__IX(b, fs) + m] = dout[b] * params[wo + m];
+        K->axpy(fs, dout[b], pooled + MML__IX(b, fs), dparams + wo);
+    }
+    memset(dx0t, 0, sizeof(float) * (size_t)(rows * F));
+    for (int h = L - 1; h >= 0; h--) {
+        mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, h);
+        int C = g.hp * F;
+        const float *y = act + g.y_off;
+        const float *xp =
+            h == 0 ? x0t : act + mml__cin_geom(B, F, k, L, sizes, split_half, h - 1).y_off;
+        int ldp = h == 0 ? F : sizes[h - 1];
+        mml__cin_dy(K, B, k, g, fs, y, dh, dpooled, dy);
+        K->colsum_add((int)rows, g.h, dy, g.h, dparams + g.b_off);
+        mml__cin_outer(rows, F, g.hp, x0t, xp, ldp, z);
+        K->gemm_tn(g.h, C, (int)rows, dy, g.h, z, C, dparams + g.w_off, C, 1);
+        K->gemm_nn((int)rows, C, g.h, dy, g.h, params + g.w_off, C, z, C, 0); /* z := dZ */
+        for (int64_t r = 0; r < rows; r++) {
+            const float *dz = z + r * C, *a = x0t + r * F, *x = xp + r * ldp;
+            float *da = dx0t + r * F, *dx = h == 0 ? dx0t + r * F : dh + r * g.hp;
+            if (h > 0)
+                for (int i = 0; i < g.hp; i++) dx[i] = 0.0f;
+            for (int j = 0; j < F; j++) {
+                const float *dzj = dz + MML__IX(j, g.hp);
+                da[j] += K->dot(g.hp, dzj, x);
+                for (int i = 0; i < g.hp; i++) dx[i] += dzj[i] * a[j];
+            }
+        }
+    }
+    for (int b = 0; b < B; b++)
+        for (int f = 0; f < F; f++)
+            for (int d = 0; d < k; d++)
+                demb[(MML__IX(b, F) + f) * k + d] += dx0t[(MML__IX(b, k) + d) * F + f];
+}
+
+/* ---- interacting layer (AutoInt) ----------------------------------------- */
+/* One layer of multi-head self-attention over the F fields, DeepCTR's
+ * InteractingLayer with use_res=True, scaling=False: per head h (columns
+ * [h*A, (h+1)*A) of Q, K, V), P = softmax_rows(Q_h K_h^T) over the keys,
+ * O_h = P V_h; out = relu(concat_h O_h + x Wr). HA = H*A. */
+
+/* act: Q, K, V [B*F, HA] each, then P [B, H, F, F] */
+MML__LAYER size_t mml__autoint_act_floats(int B, int F, int H, int A) {
+    return (size_t)(3 * MML__IX(B, F) * H * A + MML__IX(B, H) * F * F);
+}
+/* ws: forward: scores [B, H, F, F]; backward: dpre, dQ, dK, dV [B*F, HA], dP [F, F] */
+MML__LAYER size_t mml__autoint_ws_floats(int B, int F, int H, int A) {
+    int64_t fwd = MML__IX(B, H) * F * F, bwd = 4 * MML__IX(B, F) * H * A + F * F;
+    return (size_t)(fwd > bwd ? fwd : bwd);
+}
+
+/* x: [B, F, d_in]  Wq, Wk, Wv, Wr: [d_in, H*A] -> out: [B, F, H*A]
+ * (backward needs x and out unchanged). */
+MML__LAYER void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d_in, int H,
+                                     int A, const float *x, const float *Wq, const float *Wk,
+                                     const float *Wv, const float *Wr, float *out, float *act,
+                                     float *ws) {
+    int HA = H * A, BF = B * F;
+    float *q = act, *kk = q + MML__IX(BF, HA), *v = kk + MML__IX(BF, HA);
+    float *p = v + MML__IX(BF, HA);
+    K->gemm_nn(BF, HA, d_in, x, d_in, Wq, HA, q, HA, 0);
+    K->gemm_nn(BF, HA, d_in, x, d_in, Wk, HA, kk, HA, 0);
+    K->gemm_nn(BF, HA, d_in, x, d_in, Wv, HA, v, HA, 0);
+    K->gemm_nn(BF, HA, d_in, x, d_in, Wr, HA, out, HA, 0);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int64_t o = MML__IX(b, F) * HA + MML__IX(h, A);
+            K->gemm_nt(F, F, A, q + o, HA, kk + o, HA, ws + (MML__IX(b, H) + h) * F * F, F, 0);
+        }
+    K->softmax_rows(B * H * F, F, ws, F, p, F);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int64_t o = MML__IX(b, F) * HA + MML__IX(h, A);
+            K->gemm_nn(F, A, F, p + (MML__IX(b, H) + h) * F * F, F, v + o, HA, out + o, HA, 1);
+        }
+    K->relu_fwd(MML__IX(BF, HA), out, out);
+}
+
+/* dS = P ⊙ (dP - rowsum(P ⊙ dP)), in place over dP [F, F] */
+MML__LAYER void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
+    for (int i = 0; i < F; i++) {
+        const float *pi = p + MML__IX(i, F);
+        float *gi = dp + MML__IX(i, F), s = 0.0f;
+        for (int j = 0; j < F; j++) s += pi[j] * gi[j];
+        for (int j = 0; j < F; j++) gi[j] = pi[j] * (gi[j] - s);
+    }
+}
+
+/* dout: [B, F, H*A] -> dx: [B, F, d_in] +=, dWq, dWk, dWv, dWr: [d_in, H*A] += */
+MML__LAYER void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int d_in, int H,
+                                      int A, const float *x, const float *Wq, const float *Wk,
+                                      const float *Wv, const float *Wr, const float *out,
+                                      const float *act, const float *dout, float *dx,
+                                      float *dWq, float *dWk, float *dWv, float *dWr,
+                                      float *ws) {
+    int HA = H * A, BF = B * F;
+    int64_t n = MML__IX(BF, HA);
+    const float *q = act, *kk = q + n, *v = kk + n, *p = v + n;
+    float *dpre = ws, *dq = dpre + n, *dk = dq + n, *dv = dk + n, *dp = dv + n;
+    K->relu_bwd(n, out, dout, dpre);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int64_t o = MML__IX(b, F) * HA + MML__IX(h, A);
+            const float *ph = p + (MML__IX(b, H) + h) * F * F;
+            K->gemm_nt(F, F, A, dpre + o, HA, v + o, HA, dp, F, 0);
+            K->gemm_tn(F, A, F, ph, F, dpre + o, HA, dv + o, HA, 0);
+            mml__softmax_rows_bwd(F, ph, dp);
+            K->gemm_nn(F, A, F, dp, F, kk + o, HA, dq + o, HA, 0);
+            K->gemm_tn(F, A, F, dp, F, q + o, HA, dk + o, HA, 0);
+        }
+    const float *g[4] = {dq, dk, dv, dpre}, *W[4] = {Wq, Wk, Wv, Wr};
+    float *dW[4] = {dWq, dWk, dWv, dWr};
+    for (int t = 0; t < 4; t++) {
+        K->gemm_tn(d_in, HA, BF, x, d_in, g[t], HA, dW[t], HA, 1);
+        K->gemm_nt(BF, d_in, HA, g[t], HA, W[t], HA, dx, d_in, 1);
+    }
+}
+
+/* ---- SENET (FiBiNET) ----------------------------------------------------- */
+
+/* R = max(1, F / reduction_ratio) */
+MML__LAYER int mml__senet_r(int F, int ratio) {
+    int r = ratio > 0 ? F / ratio : F;
+    return r > 1 ? r : 1;
+}
+/* act: Z [B, F], A1 [B, R], A2 [B, F] */
+MML__LAYER size_t mml__senet_act_floats(int B, int F, int R) {
+    return (size_t)B * (size_t)(2 * F + R);
+}
+/* ws (backward): dA2 [B, F], dA1 [B, R], dZ [B, F] */
+MML__LAYER size_t mml__senet_ws_floats(int B, int F, int R) {
+    return (size_t)B * (size_t)(2 * F + R);
+}
+
+/* emb: [B, F, k]  W1: [F, R]  W2: [R, F] -> out: [B, F, k]
+ * Z = mean_k(emb); A1 = relu(Z W1); A2 = relu(A1 W2); out = emb * A2 per field. */
+MML__LAYER void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, int R,
+                                   const float *emb, const float *W1, const float *W2,
+                                   float *out, float *act) {
+    float *z = act, *a1 = z + MML__IX(B, F), *a2 = a1 + MML__IX(B, R);
+    float inv = 1.0f / (float)k;
+    for (int64_t bf = 0; bf < MML__IX(B, F); bf++) {
+        const float *e = emb + bf * k;
+        float s = 0.0f;
+        for (int d = 0; d < k; d++) s += e[d];
+        z[bf] = s * inv;
+    }
+    K->gemm_nn(B, R, F, z, F, W1, R, a1, R, 0);
+    K->relu_fwd(MML__IX(B, R), a1, a1);
+    K->gemm_nn(B, F, R, a1, R, W2, F, a2, F, 0);
+    K->relu_fwd(MML__IX(B, F), a2, a2);
+    for (int64_t bf = 0; bf < MML__IX(B, F); bf++)
+        for (int d = 0; d < k; d++) out[bf * k + d] = emb[bf * k + d] * a2[bf];
+}
+
+/* dout: [B, F, k] -> demb: [B, F, k] +=, dW1: [F, R] +=, dW2: [R, F] += */
+MML__LAYER void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k, int R,
+                                    const float *emb, const float *W1, const float *W2,
+                                    const float *act, const float *dout, float *demb,
+                                    float *dW1, float *dW2, float *ws) {
+    const float *z = act, *a1 = z + MML__IX(B, F), *a2 = a1 + MML__IX(B, R);
+    float *da2 = ws, *da1 = da2 + MML__IX(B, F), *dz = da1 + MML__IX(B, R);
+    for (int64_t bf = 0; bf < MML__IX(B, F); bf++) {
+        da2[bf] = a2[bf] > 0.0f ? K->dot(k, dout + bf * k, emb + bf * k) : 0.0f;
+        K->axpy(k, a2[bf], dout + bf * k, demb + bf * k);
+    }
+    K->gemm_tn(R, F, B, a1, R, da2, F, dW2, F, 1);
+    K->gemm_nt(B, R, F, da2, F, W2, F, da1, R, 0);
+    K->relu_bwd(MML__IX(B, R), a1, da1, da1);
+    K->gemm_tn(F, R, B, z, F, da1, R, dW1, R, 1);
+    K->gemm_nt(B, F, R, da1, R, W1, R, dz, F, 0);
+    float inv = 1.0f / (float)k;
+    for (int64_t bf = 0; bf < MML__IX(B, F); bf++)
+        for (int d = 0; d < k; d++) demb[bf * k + d] += dz[bf] * inv;
+}
+
+/* ---- bilinear interaction, type "interaction" (FiBiNET) ------------------ */
+
+/* act: T [B, P, k], T_p = e_i W_p */
+MML__LAYER size_t mml__bilinear_act_floats(int B, int F, int k) {
+    return (size_t)B * (size_t)mml__n_pairs(F) * (size_t)k;
+}
+/* ws (backward): dT [B, k] */
+MML__LAYER size_t mml__bilinear_ws_floats(int B, int k) { return (size_t)B * (size_t)k; }
+
+/* emb: [B, F, k]  W: [P, k, k] (one matrix per pair) -> out: [B, P, k] with row
+ * stride ldo >= P*k (FiBiNET's two branches write into one tower input),
+ * out[b, p, :] = (e_i W_p) ⊙ e_j. */
+MML__LAYER void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int k,
+                                      const float *emb, const float *W, float *out, int ldo,
+                                      float *act) {
+    int P = mml__n_pairs(F), Fk = F * k, Pk = P * k, p = 0;
+    for (int i = 0; i < F - 1; i++)
+        for (int j = i + 1; j < F; j++, p++) {
+            float *t = act + MML__IX(p, k);
+            K->gemm_nn(B, k, k, emb + MML__IX(i, k), Fk, W + MML__IX(p, k) * k, k, t, Pk, 0);
+            for (int b = 0; b < B; b++)
+                K->mul(k, t + MML__IX(b, Pk), emb + MML__IX(b, Fk) + MML__IX(j, k),
+                       out + MML__IX(b, ldo) + MML__IX(p, k));
+        }
+}
+
+/* dout: [B, P, k] (row stride ldo) -> demb: [B, F, k] +=, dW: [P, k, k] += */
+MML__LAYER void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int k,
+                                       const float *emb, const float *W, const float *act,
+                                       const float *dout, int ldo, float *demb, float *dW,
+                                       float *ws) {
+    int P = mml__n_pairs(F), Fk = F * k, Pk = P * k, p = 0;
+    for (int i = 0; i < F - 1; i++)
+        for (int j = i + 1; j < F; j++, p++) {
+            const float *t = act + MML__IX(p, k);
+            for (int b = 0; b < B; b++) {
+                const float *g = dout + MML__IX(b, ldo) + MML__IX(p, k);
+                const float *ej = emb + MML__IX(b, Fk) + MML__IX(j, k);
+                float *dej = demb + MML__IX(b, Fk) + MML__IX(j, k);
+                const float *tb = t + MML__IX(b, Pk);
+                K->mul(k, g, ej, ws + MML__IX(b, k));
+                for (int d = 0; d < k; d++) dej[d] += g[d] * tb[d];
+            }
+            const float *Wp = W + MML__IX(p, k) * k;
+            K->gemm_tn(k, k, B, emb + MML__IX(i, k), Fk, ws, k, dW + MML__IX(p, k) * k, k, 1);
+            K->gemm_nt(B, k, k, ws, k, Wp, k, demb + MML__IX(i, k), Fk, 1);
+        }
+}
+/* Data chapter, implementation.
+ * Contents: file and line helpers, an id hash map, mml_data_t memory, the
+ * stratified split, the CSV layout (meta.txt + domain_<k>/{train,val,test}.csv), the binary
+ * cache, MovieLens-100K/1M, Taobao theme data and its synthetic generator. */
+
+// >>data -------------------------------------------------------------------
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define MML__PATH_MAX 1024
+#define MML__CACHE_VERSION 1u
+#define MML__BOM 0x01020304u
+#define MML__META_FORMAT "moemlora-data-1"
+
+static const char *const mml__split_names[3] = {"train", "val", "test"};
+
+/* ---- files and paths ---- */
+
+typedef struct mml__buf {
+    char *p;   /* n bytes + a NUL */
+    size_t n;
+} mml__buf;
+
+static void mml__buf_free(mml__buf *b) {
+    if (b->p) MOEMLORA_FREE(b->p);
+    b->p = NULL;
+    b->n = 0;
+}
+
+/* Whole-file read: one fread into one buffer is the fastest way to feed the
+ * pointer-loop parsers below (files of a few GB fit in RAM on target boxes). */
+static mml_status mml__read_file(const char *path, mml__buf *b) {
+    struct stat st;
+    FILE *f;
+    size_t n, got;
+    b->p = NULL;
+    b->n = 0;
+    f = fopen(path, "rb");
+    if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
+    }
+    n = (size_t)st.st_size;
+    b->p = (char *)MOEMLORA_MALLOC(n + 1);
+    if (!b->p) {
+        fclose(f);
+        return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
+    }
+    got = n ? fread(b->p, 1, n, f) : 0;
+    fclose(f);
+    if (got != n) {
+        mml__buf_free(b);
+        return mml__fail(MML_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
+    }
+    b->p[n] = 0;
+    b->n = n;
+    return MML_OK;
+}
+
+static int mml__is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+static int mml__is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* out = a "/" b, refusing paths that do not fit the atomic writer's buffer. */
+static mml_status mml__join(char *out, const char *a, const char *b) {
+    int n = snprintf(out, MML__PATH_MAX, "%s/%s", a, b);
+    if (n < 0 || n >= MML__PATH_MAX) return mml__fail(MML_ERR_ARG, "%s/%s: path too long", a, b);
+    return MML_OK;
+}
+
+/* mkdir -p */
+static mml_status mml__mkdirs(const char *dir) {
+    char tmp[MML__PATH_MAX];
+    size_t n = strlen(dir), i;
+    if (n == 0 || n >= sizeof tmp) return mml__fail(MML_ERR_ARG, "bad directory name \"%s\"", dir);
+    memcpy(tmp, dir, n + 1);
+    for (i = 1; i <= n; i++) {
+        if (tmp[i] == '/' || tmp[i] == 0) {
+            char c = tmp[i];
+            tmp[i] = 0;
+            if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+                return mml__fail(MML_ERR_IO, "%s: cannot create directory: %s", tmp, strerror(errno));
+            tmp[i] = c;
+        }
+    }
+    if (!mml__is_dir(dir)) return mml__fail(MML_ERR_IO, "%s: not a directory", dir);
+    return MML_OK;
+}
+
+static int mml__host_le(void) {
+    uint32_t x = 1;
+    unsigned char c;
+    memcpy(&c, &x, 1);
+    return c == 1;
+}
+
+/* ---- lines and fields ---- */
+
+typedef struct mml__lines {
+    const char *p, *end;
+    const char *file;
+    long long line;
+    int last_unterminated; /* the line just returned had no '\n' */
+} mml__lines;
+
+static void mml__lines_init(mml__lines *L, const char *buf, size_t n, const char *file) {
+    L->p = buf;
+    L->end = buf + n;
+    L->file = file;
+    L->line = 0;
+    L->last_unterminated = 0;
+    /* A UTF-8 byte-order mark (spreadsheet exports) is not part of the header. */
+    if (n >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB &&
+        (unsigned char)buf[2] == 0xBF)
+        L->p += 3;
+}
+
+/* Next line as [*s, *e) without its "\n" / "\r\n"; 0 at the end of the buffer. */
+static int mml__next_line(mml__lines *L, const char **s, const char **e) {
+    const char *nl, *le;
+    if (L->p >= L->end) return 0;
+    nl = (const char *)memchr(L->p, '\n', (size_t)(L->end - L->p));
+    le = nl ? nl : L->end;
+    *s = L->p;
+    L->p = nl ? nl + 1 : L->end;
+    L->last_unterminated = nl == NULL;
+    if (le > *s && le[-1] == '\r') le--;
+    *e = le;
+    L->line++;
+    return 1;
+}
+
+static int64_t mml__count_lines(const char *buf, size_t n) {
+    int64_t c = 1;
+    const char *p = buf, *end = buf + n;
+    while (p < end && (p = (const char *)memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        c++;
+        p++;
+    }
+    return c;
+}
+
+/* Splits [s, e) at every sep (1 or 2 chars). Returns the number of fields;
+ * only the first max are stored. */
+static int mml__fields(const char *s, const char *e, const char *sep, int seplen,
+                       const char **fs, const char **fe, int max) {
+    int nf = 0;
+    for (;;) {
+        const char *q = s;
+        if (seplen == 1) {
+            q = (const char *)memchr(s, sep[0], (size_t)(e - s));
+            if (!q) q = e;
+        } else {
+            while (q + 1 < e && !(q[0] == sep[0] && q[1] == sep[1])) q++;
+            if (q + 1 >= e) q = e;
+        }
+        if (nf < max) {
+            fs[nf] = s;
+            fe[nf] = q;
+        }
+        nf++;
+        if (q == e) return nf;
+        s = q + seplen;
+    }
+}
+
+/* A field, quoted and shortened for error messages. */
+static const char *mml__q(const char *s, const char *e, char *buf, size_t cap) {
+    size_t i = 0;
+    buf[i++] = '"';
+    while (s < e && i + 5 < cap) {
+        unsigned char c = (unsigned char)*s++;
+        buf[i++] = (c >= 32 && c < 127 && c != '"') ? (char)c : '?';
+    }
+    if (s < e) {
+        buf[i++] = '.';
+        buf[i++] = '.';
+        buf[i++] = '.';
+    }
+    buf[i++] = '"';
+    buf[i] = 0;
+    return buf;
+}
+
+/* Whole field as a decimal integer with optional '-'; 0 if it is not one or
+ * has more than 18 digits. */
+static int mml__to_i64(const char *s, const char *e, int64_t *v) {
+    int neg = 0;
+    int64_t x = 0;
+    if (s < e && *s == '-') {
+        neg = 1;
+        s++;
+    }
+    if (s == e || e - s > 18) return 0;
+    for (; s < e; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (d > 9) return 0;
+        x = x * 10 + (int64_t)d;
+    }
+    *v = neg ? -x : x;
+    return 1;
+}
+
+/* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
+ * mantissa of up to 19 significant digits times an exact power of ten, then
+ * rounded to float: within 1 ulp of strtof, ~10x faster. */
+static const char *mml__parse_f32(const char *p, const char *e, float *out) {
+    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    int neg = 0, digits = 0, sig = 0;
+    int64_t ex = 0;
+    uint64_t m = 0;
+    double v;
+    if (p < e && (*p == '-' || *p == '+')) neg = *p++ == '-';
+    while (p < e && (unsigned)(*p - '0') <= 9) {
+        if (sig < 19) {
+            m = m * 10 + (uint64_t)(*p - '0');
+            if (m) sig++;
+        } else {
+            ex++;
+        }
+        digits++;
+        p++;
+    }
+    if (p < e && *p == '.') {
+        p++;
+        while (p < e && (unsigned)(*p - '0') <= 9) {
+            if (sig < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
+                if (m) sig++;
+                ex--;
+            }
+            digits++;
+            p++;
+        }
+    }
+    if (!digits) return NULL;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        int eneg = 0, ed = 0;
+        int64_t x = 0;
+        p++;
+        if (p < e && (*p == '-' || *p == '+')) eneg = *p++ == '-';
+        while (p < e && (unsigned)(*p - '0') <= 9) {
+            if (x < 100000) x = x * 10 + (*p - '0');
+            ed++;
+            p++;
+        }
+        if (!ed) return NULL;
+        ex += eneg ? -x : x;
+    }
+    v = (double)m;
+    if (m == 0) v = 0;
+    else if (ex >= 0 && ex <= 22) v *= p10[ex];
+    else if (ex < 0 && ex >= -22) v /= p10[-ex];
+    else v *= pow(10.0, (double)ex);
+    if (!(fabs(v) <= 3.4028234663852886e38)) return NULL; /* inf, overflow */
+    *out = (float)(neg ? -v : v);
+    return p;
+}
+
+/* ---- hash map from raw ids (>= 0) to int64 values ---- */
+
+typedef struct mml__slot {
+    int64_t key; /* -1 = empty */
+    int64_t val;
+} mml__slot;
+
+/* Key and value share a slot so a lookup touches one cache line. */
+typedef struct mml__imap {
+    mml__slot *s;
+    uint64_t cap, n;
+} mml__imap;
+
+static uint64_t mml__mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+static void mml__imap_free(mml__imap *m) {
+    mml__free(m->s);
+    memset(m, 0, sizeof *m);
+}
+
+static mml_status mml__imap_init(mml__imap *m, uint64_t expect) {
+    uint64_t cap = 64, i;
+    memset(m, 0, sizeof *m);
+    while (cap < expect * 2) cap *= 2;
+    m->s = (mml__slot *)mml__alloc(cap * sizeof(mml__slot));
+    if (!m->s) return mml__fail(MML_ERR_NOMEM, "id map: cannot allocate %llu slots", (unsigned long long)cap);
+    for (i = 0; i < cap; i++) m->s[i].key = -1;
+    m->cap = cap;
+    return MML_OK;
+}
+
+static int64_t mml__imap_get(const mml__imap *m, int64_t key) {
+    uint64_t i = mml__mix64((uint64_t)key) & (m->cap - 1);
+    for (;;) {
+        if (m->s[i].key == key) return m->s[i].val;
+        if (m->s[i].key < 0) return -1;
+        i = (i + 1) & (m->cap - 1);
+    }
+}
+
+/* Inserts key with val unless present; *old = the existing value or -1. */
+static mml_status mml__imap_put(mml__imap *m, int64_t key, int64_t val, int64_t *old) {
+    uint64_t i;
+    if ((m->n + 1) * 2 > m->cap) {
+        mml__imap big;
+        uint64_t j;
+        mml_status st = mml__imap_init(&big, m->cap);
+        if (st) return st;
+        for (j = 0; j < m->cap; j++) {
+            if (m->s[j].key < 0) continue;
+            i = mml__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
+            while (big.s[i].key >= 0) i = (i + 1) & (big.cap - 1);
+            big.s[i] = m->s[j];
+        }
+        big.n = m->n;
+        mml__imap_free(m);
+        *m = big;
+    }
+    i = mml__mix64((uint64_t)key) & (m->cap - 1);
+    while (m->s[i].key >= 0) {
+        if (m->s[i].key == key) {
+            *old = m->s[i].val;
+            return MML_OK;
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    m->s[i].key = key;
+    m->s[i].val = val;
+    m->n++;
+    *old = -1;
+    return MML_OK;
+}
+
+static int mml__cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Dense re-indexing in ascending order of the raw id: dense[i] = rank of
+ * raw[i] among the distinct values. */
+static mml_status mml__reindex(int64_t n, const int64_t *raw, int32_t *dense, int32_t *n_distinct) {
+    mml__imap m;
+    int64_t *keys = NULL, old, i, k = 0;
+    mml_status st = mml__imap_init(&m, 1024);
+    if (st) return st;
+    for (i = 0; i < n; i++)
+        if ((st = mml__imap_put(&m, raw[i], 0, &old)) != MML_OK) goto done;
+    if (m.n > (uint64_t)INT32_MAX) {
+        st = mml__fail(MML_ERR_ARG, "more than 2^31 distinct ids");
+        goto done;
+    }
+    keys = (int64_t *)mml__alloc((m.n + 1) * sizeof(int64_t));
+    if (!keys) {
+        st = mml__fail(MML_ERR_NOMEM, "reindex: out of memory");
+        goto done;
+    }
+    for (i = 0; i < (int64_t)m.cap; i++)
+        if (m.s[i].key >= 0) keys[k++] = m.s[i].key;
+    qsort(keys, (size_t)k, sizeof(int64_t), mml__cmp_i64);
+    mml__imap_free(&m);
+    if ((st = mml__imap_init(&m, (uint64_t)k)) != MML_OK) goto done;
+    for (i = 0; i < k; i++)
+        if ((st = mml__imap_put(&m, keys[i], i, &old)) != MML_OK) goto done;
+    for (i = 0; i < n; i++) dense[i] = (int32_t)mml__imap_get(&m, raw[i]);
+    *n_distinct = (int32_t)k;
+done:
+    mml__free(keys);
+    mml__imap_free(&m);
+    return st;
+}
+
+/* ---- mml_data_t memory and checks ---- */
+
+static void mml__split_free(mml_split_t *s) {
+    mml__free(s->uid);
+    mml__free(s->pid);
+    mml__free(s->dom);
+    mml__free(s->label);
+    mml__free(s->dom_start);
+    memset(s, 0, sizeof *s);
+}
+
+static mml_status mml__split_alloc(mml_split_t *s, int64_t n, int32_t n_domains) {
+    size_t rows = (size_t)(n > 0 ? n : 1);
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->uid = (int32_t *)mml__alloc(rows * sizeof(int32_t));
+    s->pid = (int32_t *)mml__alloc(rows * sizeof(int32_t));
+    s->dom = (int32_t *)mml__alloc(rows * sizeof(int32_t));
+    s->label = (float *)mml__alloc(rows * sizeof(float));
+    s->dom_start = (int64_t *)mml__alloc(((size_t)n_domains + 1) * sizeof(int64_t));
+    if (!s->uid || !s->pid || !s->dom || !s->label || !s->dom_start) {
+        mml__split_free(s);
+        return mml__fail(MML_ERR_NOMEM, "cannot allocate a split of %lld rows", (long long)n);
+    }
+    return MML_OK;
+}
+
+void mml_data_free(mml_data_t *d) {
+    int k;
+    if (!d) return;
+    if (d->domain_names) {
+        for (k = 0; k < d->n_domains; k++) mml__free(d->domain_names[k]);
+        mml__free(d->domain_names);
+    }
+    for (k = 0; k < 3; k++) mml__split_free(&d->split[k]);
+    mml__free(d->user_emb);
+    mml__free(d->item_emb);
+    memset(d, 0, sizeof *d);
+}
+
+static mml_status mml__set_name(mml_data_t *d, int32_t k, const char *s, size_t len) {
+    char *p;
+    if (!d->domain_names) {
+        d->domain_names = (char **)mml__alloc((size_t)d->n_domains * sizeof(char *));
+        if (!d->domain_names) return mml__fail(MML_ERR_NOMEM, "domain names: out of memory");
+    }
+    p = (char *)mml__alloc(len + 1);
+    if (!p) return mml__fail(MML_ERR_NOMEM, "domain names: out of memory");
+    memcpy(p, s, len);
+    mml__free(d->domain_names[k]);
+    d->domain_names[k] = p;
+    return MML_OK;
+}
+
+/* Every invariant the trainers rely on; what names the data for messages. */
+static mml_status mml__data_check(const mml_data_t *d, const char *what) {
+    int s;
+    int32_t k;
+    if (d->n_users < 1 || d->n_items < 1 || d->n_domains < 1 || d->pretrained_dim < 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: bad sizes (n_users=%d n_items=%d n_domains=%d dim=%d)",
+                         what, d->n_users, d->n_items, d->n_domains, d->pretrained_dim);
+    if (d->pretrained_dim > 0 && (!d->user_emb || !d->item_emb))
+        return mml__fail(MML_ERR_FORMAT, "%s: pretrained_dim=%d but embeddings missing", what,
+                         d->pretrained_dim);
+    for (s = 0; s < 3; s++) {
+        const mml_split_t *sp = &d->split[s];
+        if (sp->n < 0 || !sp->dom_start || (sp->n > 0 && (!sp->uid || !sp->pid || !sp->dom || !sp->label)))
+            return mml__fail(MML_ERR_FORMAT, "%s: %s split arrays missing", what, mml__split_names[s]);
+        if (sp->dom_start[0] != 0 || sp->dom_start[d->n_domains] != sp->n)
+            return mml__fail(MML_ERR_FORMAT, "%s: %s split: dom_start does not span 0..%lld", what,
+                             mml__split_names[s], (long long)sp->n);
+        for (k = 0; k < d->n_domains; k++) {
+            int64_t i, a = sp->dom_start[k], b = sp->dom_start[k + 1];
+            if (a > b)
+                return mml__fail(MML_ERR_FORMAT, "%s: %s split: dom_start decreases at domain %d", what,
+                                 mml__split_names[s], k);
+            for (i = a; i < b; i++) {
+                if (sp->dom[i] != k || sp->uid[i] < 0 || sp->uid[i] >= d->n_users || sp->pid[i] < 0 ||
+                    sp->pid[i] >= d->n_items || (sp->label[i] != 0.0f && sp->label[i] != 1.0f))
+                    return mml__fail(MML_ERR_FORMAT,
+                                     "%s: %s row %lld invalid (uid=%d pid=%d dom=%d in domain %d, label=%g)",
+                                     what, mml__split_names[s], (long long)i, sp->uid[i], sp->pid[i],
+                                     sp->dom[i], k, (double)sp->label[i]);
+            }
+        }
+    }
+    return MML_OK;
+}
+
+/* Re-reports the last error under another status (the message is copied
+ * first: it lives in the buffer that mml__fail writes). */
+static mml_status mml__recode(mml_status st) {
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", mml_last_error());
+    return mml__fail(st, "%s", tmp);
+}
+
+/* ---- stratified split ---- */
+
+/* Per domain and per label class: shuffle (splitmix64 from seed, buckets taken
+ * in order domain 0 class 0, domain 0 class 1, domain 1 class 0, ...), then the
+ * first floor(6n/10) go to train, the next floor(2n/10) to val, the rest to
+ * test. Within a (split, domain) the rows keep their input order. */
+mml_status mml_data_split(int64_t n, const int32_t *uid, const int32_t *pid, const int32_t *dom,
+                          const float *label, int32_t n_users, int32_t n_items, int32_t n_domains,
+                          uint64_t seed, mml_data_t *out) {
+    int64_t *bstart = NULL, *idx = NULL, *fill = NULL, i, b;
+    unsigned char *part = NULL;
+    int64_t cnt[3] = {0, 0, 0};
+    uint64_t rng = seed;
+    int s;
+    mml_status st = MML_OK;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_data_split: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (n < 0 || n_users < 1 || n_items < 1 || n_domains < 1)
+        return mml__fail(MML_ERR_ARG, "mml_data_split: bad sizes (n=%lld n_users=%d n_items=%d n_domains=%d)",
+                         (long long)n, n_users, n_items, n_domains);
+    if (n > 0 && (!uid || !pid || !dom || !label))
+        return mml__fail(MML_ERR_ARG, "mml_data_split: NULL input array");
+    for (i = 0; i < n; i++) {
+        if (uid[i] < 0 || uid[i] >= n_users)
+            return mml__fail(MML_ERR_ARG, "mml_data_split: row %lld: uid %d out of range [0,%d)",
+                             (long long)i, uid[i], n_users);
+        if (pid[i] < 0 || pid[i] >= n_items)
+            return mml__fail(MML_ERR_ARG, "mml_data_split: row %lld: pid %d out of range [0,%d)",
+                             (long long)i, pid[i], n_items);
+        if (dom[i] < 0 || dom[i] >= n_domains)
+            return mml__fail(MML_ERR_ARG, "mml_data_split: row %lld: domain %d out of range [0,%d)",
+                             (long long)i, dom[i], n_domains);
+        if (label[i] != 0.0f && label[i] != 1.0f)
+            return mml__fail(MML_ERR_ARG, "mml_data_split: row %lld: label %g is not 0 or 1",
+                             (long long)i, (double)label[i]);
+    }
+    /* bucket b = 2*domain + class, counting sort of row indices */
+    bstart = (int64_t *)mml__alloc(((size_t)n_domains * 2 + 1) * sizeof(int64_t));
+    fill = (int64_t *)mml__alloc(((size_t)n_domains * 6 + 1) * sizeof(int64_t));
+    idx = (int64_t *)mml__alloc((size_t)(n + 1) * sizeof(int64_t));
+    part = (unsigned char *)mml__alloc((size_t)(n + 1));
+    if (!bstart || !fill || !idx || !part) {
+        st = mml__fail(MML_ERR_NOMEM, "mml_data_split: out of memory (%lld rows)", (long long)n);
+        goto done;
+    }
+    for (i = 0; i < n; i++) bstart[2 * (int64_t)dom[i] + (label[i] != 0.0f) + 1]++;
+    for (b = 0; b < 2 * (int64_t)n_domains; b++) bstart[b + 1] += bstart[b];
+    for (i = 0; i < n; i++) {
+        int64_t bb = 2 * (int64_t)dom[i] + (label[i] != 0.0f);
+        idx[bstart[bb] + fill[bb]++] = i;
+    }
+    memset(fill, 0, ((size_t)n_domains * 6 + 1) * sizeof(int64_t));
+    for (b = 0; b < 2 * (int64_t)n_domains; b++) {
+        int64_t a = bstart[b], c = bstart[b + 1] - a;
+        int64_t ntr = c * 6 / 10, nva = c * 2 / 10, j;
+        mml__shuffle_i64(idx + a, c, &rng);
+        for (j = 0; j < c; j++) {
+            int p = j < ntr ? MML_TRAIN : (j < ntr + nva ? MML_VAL : MML_TEST);
+            part[idx[a + j]] = (unsigned char)p;
+            fill[(b / 2) * 3 + p]++; /* rows of split p in domain b/2 */
+        }
+    }
+    out->n_users = n_users;
+    out->n_items = n_items;
+    out->n_domains = n_domains;
+    for (i = 0; i < n; i++) cnt[part[i]]++;
+    for (s = 0; s < 3; s++) {
+        mml_split_t *sp = &out->split[s];
+        int32_t k;
+        if ((st = mml__split_alloc(sp, cnt[s], n_domains)) != MML_OK) goto done;
+        for (k = 0; k < n_domains; k++) sp->dom_start[k + 1] = sp->dom_start[k] + fill[k * 3 + s];
+    }
+    /* fill[] becomes the write cursor of each (domain, split) */
+    for (b = 0; b < n_domains; b++)
+        for (s = 0; s < 3; s++) fill[b * 3 + s] = out->split[s].dom_start[b];
+    for (i = 0; i < n; i++) {
+        mml_split_t *sp = &out->split[part[i]];
+        int64_t j = fill[(int64_t)dom[i] * 3 + part[i]]++;
+        sp->uid[j] = uid[i];
+        sp->pid[j] = pid[i];
+        sp->dom[j] = dom[i];
+        sp->label[j] = label[i];
+    }
+done:
+    mml__free(bstart);
+    mml__free(fill);
+    mml__free(idx);
+    mml__free(part);
+    if (st) mml_data_free(out);
+    return st;
+}
+
+/* ---- CSV layout: writer ---- */
+
+static char *mml__put_u64(char *p, uint64_t v) {
+    char t[20];
+    int n = 0;
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) *p++ = t[--n];
+    return p;
+}
+
+static mml_status mml__write_split_csv(const char *path, const mml_split_t *sp, int32_t k) {
+    enum { CAP = 1 << 20 };
+    mml__afile w;
+    char *buf = (char *)MOEMLORA_MALLOC(CAP), *p;
+    int64_t i;
+    mml_status st;
+    if (!buf) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    if ((st = mml__afile_open(&w, path)) != MML_OK) {
+        MOEMLORA_FREE(buf);
+        return st;
+    }
+    p = buf;
+    memcpy(p, "uid,pid,domain,label\n", 21);
+    p += 21;
+    for (i = sp->dom_start[k]; i < sp->dom_start[k + 1] && !st; i++) {
+        p = mml__put_u64(p, (uint64_t)sp->uid[i]);
+        *p++ = ',';
+        p = mml__put_u64(p, (uint64_t)sp->pid[i]);
+        *p++ = ',';
+        p = mml__put_u64(p, (uint64_t)k);
+        *p++ = ',';
+        *p++ = sp->label[i] != 0.0f ? '1' : '0';
+        *p++ = '\n';
+        if (p - buf > CAP - 80) {
+            st = mml__afile_write(&w, buf, (size_t)(p - buf));
+            p = buf;
+        }
+    }
+    if (!st && p > buf) st = mml__afile_write(&w, buf, (size_t)(p - buf));
+    MOEMLORA_FREE(buf);
+    if (st) {
+        mml__afile_abort(&w);
+        return st;
+    }
+    return mml__afile_commit(&w);
+}
+
+/* Embedding file: "MMLEMB01", u32 byte-order marker, u32 dim, u64 rows, then
+ * rows*dim float32 (little-endian; big-endian hosts are refused). */
+static mml_status mml__write_emb(const char *path, const float *emb, int64_t rows, int32_t dim) {
+    mml__afile w;
+    unsigned char hdr[24];
+    uint32_t bom = MML__BOM, d = (uint32_t)dim;
+    uint64_t r = (uint64_t)rows;
+    mml_status st;
+    memcpy(hdr, "MMLEMB01", 8);
+    memcpy(hdr + 8, &bom, 4);
+    memcpy(hdr + 12, &d, 4);
+    memcpy(hdr + 16, &r, 8);
+    if ((st = mml__afile_open(&w, path)) != MML_OK) return st;
+    st = mml__afile_write(&w, hdr, sizeof hdr);
+    if (!st) st = mml__afile_write(&w, emb, (size_t)rows * (size_t)dim * sizeof(float));
+    if (st) {
+        mml__afile_abort(&w);
+        return st;
+    }
+    return mml__afile_commit(&w);
+}
+
+static mml_status mml__write_meta(const char *path, const mml_data_t *d) {
+    mml__afile w;
+    int32_t k;
+    int s;
+    mml_status st;
+    if ((st = mml__afile_open(&w, path)) != MML_OK) return st;
+    mml__afile_printf(&w, "# moemlora prepared dataset; see docs/DATA.md\nformat=%s\n", MML__META_FORMAT);
+    mml__afile_printf(&w, "n_users=%d\nn_items=%d\nn_domains=%d\npretrained_dim=%d\n", d->n_users,
+                      d->n_items, d->n_domains, d->pretrained_dim);
+    for (k = 0; k < d->n_domains; k++)
+        mml__afile_printf(&w, "domain.%d=%s\n", k,
+                          d->domain_names && d->domain_names[k] ? d->domain_names[k] : "");
+    for (s = 0; s < 3; s++) {
+        const mml_split_t *sp = &d->split[s];
+        for (k = 0; k < d->n_domains; k++) {
+            int64_t a = sp->dom_start[k], b = sp->dom_start[k + 1], i;
+            double pos = 0;
+            for (i = a; i < b; i++) pos += sp->label[i];
+            mml__afile_printf(&w, "count.%s.%d=%lld\nctr.%s.%d=%.6f\n", mml__split_names[s], k,
+                              (long long)(b - a), mml__split_names[s], k, b > a ? pos / (double)(b - a) : 0.0);
+        }
+    }
+    return mml__afile_commit(&w);
+}
+
+static mml_status mml__check_names(const mml_data_t *d) {
+    int32_t k;
+    if (!d->domain_names) return MML_OK;
+    for (k = 0; k < d->n_domains; k++) {
+        const char *s = d->domain_names[k];
+        if (s && (strchr(s, '\n') || strchr(s, '\r') || strlen(s) > 1000))
+            return mml__fail(MML_ERR_ARG, "domain name %d contains a line break or is too long", k);
+    }
+    return MML_OK;
+}
+
+mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) {
+    char path[MML__PATH_MAX], sub[64];
+    int32_t k;
+    int s;
+    mml_status st;
+    if (!d || !dir) return mml__fail(MML_ERR_ARG, "mml_data_save_dir: NULL argument");
+    if ((st = mml__data_check(d, "mml_data_save_dir")) != MML_OK) return mml__recode(MML_ERR_ARG);
+    if ((st = mml__check_names(d)) != MML_OK) return st;
+    if (d->pretrained_dim > 0 && !mml__host_le())
+        return mml__fail(MML_ERR_ARG, "binary embedding files need a little-endian host");
+    if ((st = mml__mkdirs(dir)) != MML_OK) return st;
+    /* A cache left from an earlier dataset would shadow the new CSVs. */
+    if ((st = mml__join(path, dir, "data.mmlc")) != MML_OK) return st;
+    if (remove(path) != 0 && errno != ENOENT)
+        return mml__fail(MML_ERR_IO, "%s: cannot remove stale cache: %s", path, strerror(errno));
+    for (k = 0; k < d->n_domains; k++) {
+        snprintf(sub, sizeof sub, "domain_%d", k);
+        if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
+        if ((st = mml__mkdirs(path)) != MML_OK) return st;
+        for (s = 0; s < 3; s++) {
+            snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
+            if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
+            if ((st = mml__write_split_csv(path, &d->split[s], k)) != MML_OK) return st;
+        }
+    }
+    if (d->pretrained_dim > 0) {
+        if ((st = mml__join(path, dir, "user_emb.bin")) != MML_OK) return st;
+        if ((st = mml__write_emb(path, d->user_emb, d->n_users, d->pretrained_dim)) != MML_OK) return st;
+        if ((st = mml__join(path, dir, "item_emb.bin")) != MML_OK) return st;
+        if ((st = mml__write_emb(path, d->item_emb, d->n_items, d->pretrained_dim)) != MML_OK) return st;
+    }
+    if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
+    return mml__write_meta(path, d);
+}
+
+/* ---- CSV layout: reader ---- */
+
+/* Parsed meta.txt; -1 = not given. counts: [3][n_domains]. */
+typedef struct mml__meta {
+    int64_t n_users, n_items, n_domains, dim;
+    int64_t *counts;
+} mml__meta;
+
+static int mml__key_is(const char *s, const char *e, const char *key) {
+    size_t n = strlen(key);
+    return (size_t)(e - s) == n && memcmp(s, key, n) == 0;
+}
+
+/* Two passes over meta.txt: scalars first (so domain.<k> may come in any
+ * order), then names and counts. Unknown keys are ignored (forward compat). */
+static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, mml__meta *m,
+                                  mml_data_t *names_out) {
+    mml__lines L;
+    const char *s, *e, *eq;
+    char q[64];
+    int pass, have_format = 0;
+    m->n_users = m->n_items = m->n_domains = m->dim = -1;
+    m->counts = NULL;
+    for (pass = 0; pass < 2; pass++) {
+        mml__lines_init(&L, buf, n, fname);
+        while (mml__next_line(&L, &s, &e)) {
+            const char *ks, *ke, *vs = NULL, *ve = e;
+            int64_t v;
+            while (s < e && (*s == ' ' || *s == '\t')) s++;
+            if (s == e || *s == '#') continue;
+            eq = (const char *)memchr(s, '=', (size_t)(e - s));
+            if (!eq) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected key=value, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
+            ks = s;
+            ke = eq;
+            vs = eq + 1;
+            if (pass == 0) {
+                int64_t *slot = NULL;
+                if (mml__key_is(ks, ke, "format")) {
+                    if (!mml__key_is(vs, ve, MML__META_FORMAT))
+                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unsupported format %s (expected %s)", fname,
+                                         L.line, mml__q(vs, ve, q, sizeof q), MML__META_FORMAT);
+                    have_format = 1;
+                    continue;
+                }
+                if (mml__key_is(ks, ke, "n_users")) slot = &m->n_users;
+                else if (mml__key_is(ks, ke, "n_items")) slot = &m->n_items;
+                else if (mml__key_is(ks, ke, "n_domains")) slot = &m->n_domains;
+                else if (mml__key_is(ks, ke, "pretrained_dim")) slot = &m->dim;
+                if (!slot) continue;
+                if (!mml__to_i64(vs, ve, &v) || v < 0 || v > INT32_MAX ||
+                    (v == 0 && slot != &m->dim) || (slot == &m->n_domains && v > 1000000) ||
+                    (slot == &m->dim && v > 65536))
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad value %s for %.*s", fname, L.line,
+                                     mml__q(vs, ve, q, sizeof q), (int)(ke - ks), ks);
+                if (*slot >= 0)
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
+                *slot = v;
+            } else if (ke - ks > 7 && memcmp(ks, "domain.", 7) == 0) {
+                int64_t k;
+                if (!mml__to_i64(ks + 7, ke, &k) || k < 0 || k >= m->n_domains)
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s: domain index out of range [0,%lld)", fname,
+                                     L.line, (int)(ke - ks), ks, (long long)m->n_domains);
+                if (names_out->domain_names && names_out->domain_names[k])
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
+                if (mml__set_name(names_out, (int32_t)k, vs, (size_t)(ve - vs)) != MML_OK) return MML_ERR_NOMEM;
+            } else if (ke - ks > 6 && memcmp(ks, "count.", 6) == 0) {
+                const char *fs[4], *fe[4];
+                int nf = mml__fields(ks, ke, ".", 1, fs, fe, 4), sp = -1, j;
+                int64_t k;
+                for (j = 0; j < 3 && nf == 3; j++)
+                    if (mml__key_is(fs[1], fe[1], mml__split_names[j])) sp = j;
+                if (nf != 3 || sp < 0 || !mml__to_i64(fs[2], fe[2], &k) || k < 0 || k >= m->n_domains ||
+                    !mml__to_i64(vs, ve, &v) || v < 0)
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad count line %s", fname, L.line, mml__q(ks, ve, q, sizeof q));
+                m->counts[sp * m->n_domains + k] = v;
+            }
+        }
+        if (pass == 0) {
+            int64_t i;
+            if (!have_format) return mml__fail(MML_ERR_FORMAT, "%s: missing format=%s line", fname, MML__META_FORMAT);
+            if (m->n_domains < 1) return mml__fail(MML_ERR_FORMAT, "%s: missing n_domains", fname);
+            m->counts = (int64_t *)mml__alloc((size_t)m->n_domains * 3 * sizeof(int64_t));
+            if (!m->counts) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+            for (i = 0; i < m->n_domains * 3; i++) m->counts[i] = -1;
+            names_out->n_domains = (int32_t)m->n_domains;
+        }
+    }
+    return MML_OK;
+}
+
+/* Parses one domain_<k>/<split>.csv buffer into rows starting at *n_rows
+ * (capacity checked by the caller with mml__count_lines). n_users / n_items
+ * < 0: unknown, track the maximum id instead. */
+static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fname, int32_t domain,
+                                       int64_t n_users, int64_t n_items, mml_split_t *sp,
+                                       int64_t *max_uid, int64_t *max_pid) {
+    static const char *const col[4] = {"uid", "pid", "domain", "label"};
+    mml__lines L;
+    const char *s, *e, *fs[5], *fe[5];
+    char q[64];
+    int64_t r = sp->n;
+    if (n == 0) return mml__fail(MML_ERR_FORMAT, "%s:1: empty file (expected header uid,pid,domain,label)", fname);
+    mml__lines_init(&L, buf, n, fname);
+    if (!mml__next_line(&L, &s, &e))
+        return mml__fail(MML_ERR_FORMAT, "%s:1: empty file (expected header uid,pid,domain,label)", fname);
+    if (!mml__key_is(s, e, "uid,pid,domain,label"))
+        return mml__fail(MML_ERR_FORMAT, "%s:1: missing header: expected \"uid,pid,domain,label\", got %s", fname,
+                         mml__q(s, e, q, sizeof q));
+    while (mml__next_line(&L, &s, &e)) {
+        int64_t v[4];
+        int nf, j;
+        if (s == e)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: empty line", fname, L.line);
+        if (mml__key_is(s, e, "uid,pid,domain,label"))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: header repeated", fname, L.line);
+        nf = mml__fields(s, e, ",", 1, fs, fe, 5);
+        if (nf != 4)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s: expected 4 columns uid,pid,domain,label, got %d", fname,
+                             L.line, nf < 4 && L.last_unterminated ? "truncated last line" : (nf < 4 ? "missing columns" : "extra columns"), nf);
+        for (j = 0; j < 4; j++) {
+            if (j == 3 && !(fe[3] - fs[3] == 1 && (fs[3][0] == '0' || fs[3][0] == '1')))
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: label must be 0 or 1, got %s", fname, L.line,
+                                 mml__q(fs[3], fe[3], q, sizeof q));
+            if (!mml__to_i64(fs[j], fe[j], &v[j]))
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
+                                 mml__q(fs[j], fe[j], q, sizeof q));
+            if (v[j] < 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be >= 0, got %s", fname, L.line, col[j],
+                                 mml__q(fs[j], fe[j], q, sizeof q));
+        }
+        if (v[0] >= (n_users >= 0 ? n_users : (int64_t)INT32_MAX))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: uid %lld out of range (n_users=%lld)", fname, L.line,
+                             (long long)v[0], (long long)n_users);
+        if (v[1] >= (n_items >= 0 ? n_items : (int64_t)INT32_MAX))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: pid %lld out of range (n_items=%lld)", fname, L.line,
+                             (long long)v[1], (long long)n_items);
+        if (v[2] != domain)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %lld but the file is in domain_%d/", fname,
+                             L.line, (long long)v[2], domain);
+        if (v[0] > *max_uid) *max_uid = v[0];
+        if (v[1] > *max_pid) *max_pid = v[1];
+        sp->uid[r] = (int32_t)v[0];
+        sp->pid[r] = (int32_t)v[1];
+        sp->dom[r] = domain;
+        sp->label[r] = (float)v[3];
+        r++;
+    }
+    sp->n = r;
+    return MML_OK;
+}
+
+/* Reads domain_<k>/<split>.csv for every k into one split. */
+static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mml_split_t *sp,
+                                  int64_t *max_uid, int64_t *max_pid) {
+    int32_t nd = (int32_t)m->n_domains, k;
+    mml__buf *bufs = (mml__buf *)mml__alloc((size_t)nd * sizeof(mml__buf));
+    char path[MML__PATH_MAX], sub[64];
+    int64_t cap = 0;
+    mml_status st = MML_OK;
+    if (!bufs) return mml__fail(MML_ERR_NOMEM, "out of memory");
+    for (k = 0; k < nd && !st; k++) {
+        snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
+        if ((st = mml__join(path, dir, sub)) != MML_OK) break;
+        if ((st = mml__read_file(path, &bufs[k])) != MML_OK) break;
+        cap += mml__count_lines(bufs[k].p, bufs[k].n);
+    }
+    if (!st) st = mml__split_alloc(sp, cap, nd);
+    if (!st) sp->n = 0;
+    for (k = 0; k < nd && !st; k++) {
+        int64_t before = sp->n;
+        snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
+        mml__join(path, dir, sub);
+        st = mml__parse_split_csv(bufs[k].p, bufs[k].n, path, k, m->n_users, m->n_items, sp, max_uid, max_pid);
+        sp->dom_start[k + 1] = sp->n;
+        if (!st && m->counts && m->counts[s * nd + k] >= 0 && m->counts[s * nd + k] != sp->n - before)
+            st = mml__fail(MML_ERR_FORMAT, "%s: has %lld rows but meta.txt says count.%s.%d=%lld", path,
+                           (long long)(sp->n - before), mml__split_names[s], k, (long long)m->counts[s * nd + k]);
+    }
+    for (k = 0; k < nd; k++) mml__buf_free(&bufs[k]);
+    mml__free(bufs);
+    return st;
+}
+
+/* Reads an embedding file written by mml__write_emb, checking its shape. */
+static mml_status mml__read_emb(const char *path, int64_t rows, int32_t dim, float **out) {
+    mml__buf b;
+    uint32_t bom, d;
+    uint64_t r, bytes;
+    mml_status st = mml__read_file(path, &b);
+    *out = NULL;
+    if (st) return st;
+    if (b.n < 24 || memcmp(b.p, "MMLEMB01", 8) != 0) {
+        mml__buf_free(&b);
+        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora embedding file", path);
+    }
+    memcpy(&bom, b.p + 8, 4);
+    memcpy(&d, b.p + 12, 4);
+    memcpy(&r, b.p + 16, 8);
+    if (bom != MML__BOM || d != (uint32_t)dim || r != (uint64_t)rows ||
+        !mml__mul_ok(r, (uint64_t)d * 4, (uint64_t)b.n, &bytes) || bytes + 24 != b.n) {
+        mml__buf_free(&b);
+        return mml__fail(MML_ERR_FORMAT, "%s: shape/byte order mismatch (file %llu x %u, expected %lld x %d, %zu bytes)",
+                         path, (unsigned long long)r, d, (long long)rows, dim, b.n);
+    }
+    *out = (float *)mml__alloc((size_t)bytes + 1);
+    if (!*out) {
+        mml__buf_free(&b);
+        return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(*out, b.p + 24, (size_t)bytes);
+    mml__buf_free(&b);
+    return MML_OK;
+}
+
+mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
+    char path[MML__PATH_MAX], sub[64];
+    mml__meta m;
+    mml__buf mb;
+    int64_t max_uid = -1, max_pid = -1;
+    int s;
+    int32_t k;
+    mml_status st;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load_csv: out is NULL");
+    memset(out, 0, sizeof *out);
+    memset(&m, 0, sizeof m);
+    if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load_csv: dir is NULL");
+    if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
+    if (mml__is_file(path)) {
+        if ((st = mml__read_file(path, &mb)) != MML_OK) return st;
+        st = mml__parse_meta(mb.p, mb.n, path, &m, out);
+        mml__buf_free(&mb);
+        if (st) goto fail;
+    } else {
+        /* The paper repo's layout: domain_0, domain_1, ... and nothing else. */
+        m.n_users = m.n_items = m.dim = -1;
+        for (m.n_domains = 0; m.n_domains < 1000000; m.n_domains++) {
+            snprintf(sub, sizeof sub, "domain_%lld", (long long)m.n_domains);
+            if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
+            if (!mml__is_dir(path)) break;
+        }
+        if (m.n_domains == 0)
+            return mml__fail(MML_ERR_IO, "%s: neither meta.txt nor domain_0/ found", dir);
+        out->n_domains = (int32_t)m.n_domains;
+    }
+    for (s = 0; s < 3; s++)
+        if ((st = mml__load_split(dir, s, &m, &out->split[s], &max_uid, &max_pid)) != MML_OK) goto fail;
+    out->n_users = (int32_t)(m.n_users >= 0 ? m.n_users : max_uid + 1);
+    out->n_items = (int32_t)(m.n_items >= 0 ? m.n_items : max_pid + 1);
+    out->pretrained_dim = (int32_t)(m.dim > 0 ? m.dim : 0);
+    if (out->n_users < 1 || out->n_items < 1) {
+        st = mml__fail(MML_ERR_FORMAT, "%s: no rows and no n_users/n_items in meta.txt", dir);
+        goto fail;
+    }
+    for (k = 0; k < out->n_domains; k++) {
+        if (!out->domain_names || !out->domain_names[k]) {
+            snprintf(sub, sizeof sub, "domain_%d", k);
+            if ((st = mml__set_name(out, k, sub, strlen(sub))) != MML_OK) goto fail;
+        }
+    }
+    if (out->pretrained_dim > 0) {
+        if ((st = mml__join(path, dir, "user_emb.bin")) != MML_OK) goto fail;
+        if ((st = mml__read_emb(path, out->n_users, out->pretrained_dim, &out->user_emb)) != MML_OK) goto fail;
+        if ((st = mml__join(path, dir, "item_emb.bin")) != MML_OK) goto fail;
+        if ((st = mml__read_emb(path, out->n_items, out->pretrained_dim, &out->item_emb)) != MML_OK) goto fail;
+    }
+    mml__free(m.counts);
+    return MML_OK;
+fail:
+    mml__free(m.counts);
+    mml_data_free(out);
+    return st;
+}
+
+/* ---- binary cache ---- */
+
+/* Layout (little-endian, byte-order marker checked):
+ *   0  "MMLCACHE"      8  u32 version    12 u32 marker 0x01020304
+ *   16 i32 n_users, n_items, n_domains, pretrained_dim
+ *   32 i64 n[3]        56 u64 names_bytes                  (64-byte header)
+ *   names: per domain u32 length + bytes
+ *   per split: i64 dom_start[n_domains+1], i32 uid[n], i32 pid[n], i32 dom[n],
+ *              f32 label[n]
+ *   f32 user_emb[n_users*dim], f32 item_emb[n_items*dim]
+ *   u32 CRC32 (IEEE) of everything before it */
+
+typedef struct mml__crc {
+    uint32_t t[8][256];
+} mml__crc;
+
+static void mml__crc_init(mml__crc *c) {
+    uint32_t i, j, k;
+    for (i = 0; i < 256; i++) {
+        uint32_t x = i;
+        for (j = 0; j < 8; j++) x = (x >> 1) ^ (0xEDB88320u & (0u - (x & 1u)));
+        c->t[0][i] = x;
+    }
+    for (i = 0; i < 256; i++)
+        for (k = 1; k < 8; k++) c->t[k][i] = (c->t[k - 1][i] >> 8) ^ c->t[0][c->t[k - 1][i] & 255];
+}
+
+/* Slice-by-8 (little-endian hosts only, as the binary formats are). crc is the
+ * running value, starting from 0. */
+static uint32_t mml__crc_update(const mml__crc *c, uint32_t crc, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    crc = ~crc;
+    while (n >= 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + 4, 4);
+        a ^= crc;
+        crc = c->t[7][a & 255] ^ c->t[6][(a >> 8) & 255] ^ c->t[5][(a >> 16) & 255] ^ c->t[4][a >> 24] ^
+              c->t[3][b & 255] ^ c->t[2][(b >> 8) & 255] ^ c->t[1][(b >> 16) & 255] ^ c->t[0][b >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = c->t[0][(crc ^ *p++) & 255] ^ (crc >> 8);
+    return ~crc;
+}
+
+typedef struct mml__cw {
+    mml__afile w;
+    const mml__crc *c;
+    uint32_t crc;
+} mml__cw;
+
+static mml_status mml__cw_put(mml__cw *cw, const void *p, size_t n) {
+    cw->crc = mml__crc_update(cw->c, cw->crc, p, n);
+    return mml__afile_write(&cw->w, p, n);
+}
+
+mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
+    mml__cw cw;
+    mml__crc *crc;
+    unsigned char hdr[64];
+    uint32_t u;
+    int32_t i32[4], k;
+    int64_t n3[3];
+    uint64_t names_bytes = 0;
+    int s;
+    mml_status st;
+    if (!d || !path) return mml__fail(MML_ERR_ARG, "mml_data_save_cache: NULL argument");
+    if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
+    if ((st = mml__data_check(d, "mml_data_save_cache")) != MML_OK) return mml__recode(MML_ERR_ARG);
+    crc = (mml__crc *)mml__alloc(sizeof *crc);
+    if (!crc) return mml__fail(MML_ERR_NOMEM, "out of memory");
+    mml__crc_init(crc);
+    for (k = 0; k < d->n_domains; k++)
+        names_bytes += 4 + (d->domain_names && d->domain_names[k] ? strlen(d->domain_names[k]) : 0);
+    memset(hdr, 0, sizeof hdr);
+    memcpy(hdr, "MMLCACHE", 8);
+    u = MML__CACHE_VERSION;
+    memcpy(hdr + 8, &u, 4);
+    u = MML__BOM;
+    memcpy(hdr + 12, &u, 4);
+    i32[0] = d->n_users;
+    i32[1] = d->n_items;
+    i32[2] = d->n_domains;
+    i32[3] = d->pretrained_dim;
+    memcpy(hdr + 16, i32, 16);
+    for (s = 0; s < 3; s++) n3[s] = d->split[s].n;
+    memcpy(hdr + 32, n3, 24);
+    memcpy(hdr + 56, &names_bytes, 8);
+    if ((st = mml__afile_open(&cw.w, path)) != MML_OK) {
+        mml__free(crc);
+        return st;
+    }
+    cw.c = crc;
+    cw.crc = 0;
+    st = mml__cw_put(&cw, hdr, sizeof hdr);
+    for (k = 0; k < d->n_domains && !st; k++) {
+        const char *nm = d->domain_names && d->domain_names[k] ? d->domain_names[k] : "";
+        u = (uint32_t)strlen(nm);
+        st = mml__cw_put(&cw, &u, 4);
+        if (!st) st = mml__cw_put(&cw, nm, u);
+    }
+    for (s = 0; s < 3 && !st; s++) {
+        const mml_split_t *sp = &d->split[s];
+        size_t n = (size_t)sp->n;
+        st = mml__cw_put(&cw, sp->dom_start, ((size_t)d->n_domains + 1) * 8);
+        if (!st && n) st = mml__cw_put(&cw, sp->uid, n * 4);
+        if (!st && n) st = mml__cw_put(&cw, sp->pid, n * 4);
+        if (!st && n) st = mml__cw_put(&cw, sp->dom, n * 4);
+        if (!st && n) st = mml__cw_put(&cw, sp->label, n * 4);
+    }
+    if (!st && d->pretrained_dim > 0) {
+        st = mml__cw_put(&cw, d->user_emb, (size_t)d->n_users * (size_t)d->pretrained_dim * 4);
+        if (!st) st = mml__cw_put(&cw, d->item_emb, (size_t)d->n_items * (size_t)d->pretrained_dim * 4);
+    }
+    u = cw.crc;
+    if (!st) st = mml__afile_write(&cw.w, &u, 4);
+    mml__free(crc);
+    if (st) {
+        mml__afile_abort(&cw.w);
+        return st;
+    }
+    return mml__afile_commit(&cw.w);
+}
+
+/* Sizes first, each checked against the bytes actually present, then the CRC,
+ * then the content invariants; never reads past buf + len. */
+static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const char *fname, mml_data_t *out) {
+    uint32_t ver, bom, crc_file, crc_now;
+    int32_t i32[4], k;
+    int64_t n3[3];
+    uint64_t names_bytes, need, t, pos;
+    mml__crc *crc;
+    int s;
+    mml_status st = MML_OK;
+    memset(out, 0, sizeof *out);
+    if (len < 68 || memcmp(buf, "MMLCACHE", 8) != 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora cache (bad magic or shorter than a header)", fname);
+    memcpy(&ver, buf + 8, 4);
+    memcpy(&bom, buf + 12, 4);
+    if (bom != MML__BOM)
+        return mml__fail(MML_ERR_FORMAT, "%s: byte-order marker 0x%08x: written on a host of other byte order or corrupt",
+                         fname, bom);
+    if (ver != MML__CACHE_VERSION)
+        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (delete it to rebuild)", fname,
+                         ver, MML__CACHE_VERSION);
+    memcpy(i32, buf + 16, 16);
+    memcpy(n3, buf + 32, 24);
+    memcpy(&names_bytes, buf + 56, 8);
+    if (i32[0] < 1 || i32[1] < 1 || i32[2] < 1 || i32[3] < 0 || i32[3] > 65536)
+        return mml__fail(MML_ERR_FORMAT, "%s: bad sizes in header (n_users=%d n_items=%d n_domains=%d dim=%d)", fname,
+                         i32[0], i32[1], i32[2], i32[3]);
+    /* need = total file size implied by the header, overflow-checked against len */
+    need = 64 + 4;
+    if (names_bytes > len || need + names_bytes > len) goto short_file;
+    need += names_bytes;
+    for (s = 0; s < 3; s++) {
+        if (n3[s] < 0 || !mml__mul_ok((uint64_t)n3[s], 16, len, &t)) goto short_file;
+        need += t;
+        if (!mml__mul_ok((uint64_t)i32[2] + 1, 8, len, &t)) goto short_file;
+        need += t;
+        if (need > len) goto short_file;
+    }
+    if (i32[3] > 0) {
+        if (!mml__mul_ok((uint64_t)i32[0] + (uint64_t)i32[1], (uint64_t)i32[3] * 4, len, &t)) goto short_file;
+        need += t;
+    }
+    if (need != len)
+        return mml__fail(MML_ERR_FORMAT, "%s: size %zu bytes but the header implies %llu (truncated or corrupt)", fname,
+                         len, (unsigned long long)need);
+    crc = (mml__crc *)mml__alloc(sizeof *crc);
+    if (!crc) return mml__fail(MML_ERR_NOMEM, "out of memory");
+    mml__crc_init(crc);
+    crc_now = mml__crc_update(crc, 0, buf, len - 4);
+    mml__free(crc);
+    memcpy(&crc_file, buf + len - 4, 4);
+    if (crc_now != crc_file)
+        return mml__fail(MML_ERR_FORMAT, "%s: checksum mismatch (file corrupt)", fname);
+    out->n_users = i32[0];
+    out->n_items = i32[1];
+    out->n_domains = i32[2];
+    out->pretrained_dim = i32[3];
+    pos = 64;
+    for (k = 0; k < out->n_domains; k++) {
+        uint32_t nl;
+        if (pos + 4 > 64 + names_bytes) goto bad_names;
+        memcpy(&nl, buf + pos, 4);
+        pos += 4;
+        if (nl > 64 + names_bytes - pos || memchr(buf + pos, 0, nl) || memchr(buf + pos, '\n', nl)) goto bad_names;
+        if ((st = mml__set_name(out, k, (const char *)buf + pos, nl)) != MML_OK) goto fail;
+        pos += nl;
+    }
+    if (pos != 64 + names_bytes) goto bad_names;
+    for (s = 0; s < 3; s++) {
+        mml_split_t *sp = &out->split[s];
+        size_t n = (size_t)n3[s];
+        if ((st = mml__split_alloc(sp, n3[s], out->n_domains)) != MML_OK) goto fail;
+        memcpy(sp->dom_start, buf + pos, ((size_t)out->n_domains + 1) * 8);
+        pos += ((uint64_t)out->n_domains + 1) * 8;
+        memcpy(sp->uid, buf + pos, n * 4);
+        pos += n * 4;
+        memcpy(sp->pid, buf + pos, n * 4);
+        pos += n * 4;
+        memcpy(sp->dom, buf + pos, n * 4);
+        pos += n * 4;
+        memcpy(sp->label, buf + pos, n * 4);
+        pos += n * 4;
+    }
+    if (out->pretrained_dim > 0) {
+        size_t ub = (size_t)out->n_users * (size_t)out->pretrained_dim * 4;
+        size_t ib = (size_t)out->n_items * (size_t)out->pretrained_dim * 4;
+        out->user_emb = (float *)mml__alloc(ub);
+        out->item_emb = (float *)mml__alloc(ib);
+        if (!out->user_emb || !out->item_emb) {
+            st = mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+            goto fail;
+        }
+        memcpy(out->user_emb, buf + pos, ub);
+        memcpy(out->item_emb, buf + pos + ub, ib);
+    }
+    if ((st = mml__data_check(out, fname)) != MML_OK) goto fail;
+    return MML_OK;
+short_file:
+    return mml__fail(MML_ERR_FORMAT, "%s: truncated or corrupt: sizes in the header exceed the file (%zu bytes)", fname, len);
+bad_names:
+    st = mml__fail(MML_ERR_FORMAT, "%s: corrupt domain-name block", fname);
+fail:
+    mml_data_free(out);
+    return st;
+}
+
+mml_status mml_data_load_cache(const char *path, mml_data_t *out) {
+    mml__buf b;
+    mml_status st;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load_cache: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path) return mml__fail(MML_ERR_ARG, "mml_data_load_cache: path is NULL");
+    if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
+    if ((st = mml__read_file(path, &b)) != MML_OK) return st;
+    st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
+    mml__buf_free(&b);
+    return st;
+}
+
+mml_status mml_data_load(const char *dir, mml_data_t *out) {
+    char path[MML__PATH_MAX];
+    mml_status st;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load: dir is NULL");
+    if (!mml__is_dir(dir)) return mml__fail(MML_ERR_IO, "%s: no such directory", dir);
+    if ((st = mml__join(path, dir, "data.mmlc")) != MML_OK) return st;
+    if (mml__is_file(path)) return mml_data_load_cache(path, out);
+    return mml_data_load_csv(dir, out);
+}
+
+/* ---- MovieLens ---- */
+
+enum { MML__ML_GENDER = 0, MML__ML_AGE = 1, MML__ML_OCC = 2 };
+
+static const char *const mml__ml_age_names[7] = {"Under 18", "18-24", "25-34", "35-44",
+                                                 "45-49",    "50-55", "56+"};
+static const char *const mml__ml1m_occ_names[21] = {
+    "other",         "academic/educator",   "artist",         "clerical/admin",
+    "college/grad student", "customer service", "doctor/health care", "executive/managerial",
+    "farmer",        "homemaker",           "K-12 student",   "lawyer",
+    "programmer",    "retired",             "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed",
+    "writer"};
+
+typedef struct mml__ml_users {
+    mml__imap map;       /* raw user id -> index into dom[] */
+    int32_t *dom;        /* domain of each user for the chosen kind */
+    int64_t n;
+    int32_t n_domains;
+    char occ[21][48];    /* ML-100K occupation names, u.occupation order */
+    int n_occ;
+} mml__ml_users;
+
+static int mml__ml100k_age_group(int64_t age) {
+    return age < 18 ? 0 : age < 25 ? 1 : age < 35 ? 2 : age < 45 ? 3 : age < 50 ? 4 : age < 56 ? 5 : 6;
+}
+
+/* u.occupation: one name per line, in the order that numbers the domains. */
+static mml_status mml__ml_parse_occ(const char *buf, size_t n, const char *fname, mml__ml_users *u) {
+    mml__lines L;
+    const char *s, *e;
+    char q[64];
+    mml__lines_init(&L, buf, n, fname);
+    u->n_occ = 0;
+    while (mml__next_line(&L, &s, &e)) {
+        if (s == e) continue;
+        if (u->n_occ >= 21 || e - s >= 48)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: more than 21 occupations or name too long: %s", fname, L.line,
+                             mml__q(s, e, q, sizeof q));
+        memcpy(u->occ[u->n_occ], s, (size_t)(e - s));
+        u->occ[u->n_occ][e - s] = 0;
+        u->n_occ++;
+    }
+    if (u->n_occ == 0) return mml__fail(MML_ERR_FORMAT, "%s: no occupations", fname);
+    return MML_OK;
+}
+
+/* users.dat (UserID::Gender::Age::Occupation::Zip) or u.user
+ * (id|age|gender|occupation|zip): the domain of every user for kind. */
+static mml_status mml__ml_parse_users(const char *buf, size_t n, const char *fname, int is_1m, int kind,
+                                      mml__ml_users *u) {
+    mml__lines L;
+    const char *s, *e, *fs[6], *fe[6];
+    char q[64];
+    int64_t cap = mml__count_lines(buf, n), id, age, old, occ;
+    mml_status st;
+    int nf, g, j;
+    u->dom = (int32_t *)mml__alloc((size_t)cap * sizeof(int32_t));
+    if (!u->dom) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+    if ((st = mml__imap_init(&u->map, (uint64_t)cap)) != MML_OK) return st;
+    u->n = 0;
+    u->n_domains = kind == MML__ML_GENDER ? 2 : kind == MML__ML_AGE ? 7 : (is_1m ? 21 : u->n_occ);
+    mml__lines_init(&L, buf, n, fname);
+    while (mml__next_line(&L, &s, &e)) {
+        const char *gs, *ge, *as, *ae, *os, *oe;
+        int32_t d = 0;
+        if (s == e && L.p >= L.end) break; /* blank last line */
+        nf = mml__fields(s, e, is_1m ? "::" : "|", is_1m ? 2 : 1, fs, fe, 6);
+        if (nf != 5)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected 5 fields %s, got %d", fname, L.line,
+                             is_1m ? "UserID::Gender::Age::Occupation::Zip" : "id|age|gender|occupation|zip", nf);
+        gs = fs[is_1m ? 1 : 2], ge = fe[is_1m ? 1 : 2];
+        as = fs[is_1m ? 2 : 1], ae = fe[is_1m ? 2 : 1];
+        os = fs[3], oe = fe[3];
+        if (!mml__to_i64(fs[0], fe[0], &id) || id < 0 || id > INT32_MAX)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad user id %s", fname, L.line, mml__q(fs[0], fe[0], q, sizeof q));
+        g = (ge - gs == 1 && *gs == 'F') ? 0 : (ge - gs == 1 && *gs == 'M') ? 1 : -1;
+        if (g < 0)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: gender must be F or M, got %s", fname, L.line, mml__q(gs, ge, q, sizeof q));
+        if (!mml__to_i64(as, ae, &age) || age < 0 || age > 200)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad age %s", fname, L.line, mml__q(as, ae, q, sizeof q));
+        if (is_1m) {
+            static const int codes[7] = {1, 18, 25, 35, 45, 50, 56};
+            int a = -1;
+            for (j = 0; j < 7; j++)
+                if (codes[j] == age) a = j;
+            if (a < 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: age code must be one of 1,18,25,35,45,50,56, got %s", fname,
+                                 L.line, mml__q(as, ae, q, sizeof q));
+            if (!mml__to_i64(os, oe, &occ) || occ < 0 || occ > 20)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: occupation must be 0..20, got %s", fname, L.line,
+                                 mml__q(os, oe, q, sizeof q));
+            d = kind == MML__ML_GENDER ? g : kind == MML__ML_AGE ? a : (int32_t)occ;
+        } else {
+            occ = -1;
+            for (j = 0; j < u->n_occ; j++)
+                if (mml__key_is(os, oe, u->occ[j])) occ = j;
+            if (occ < 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: occupation %s is not listed in u.occupation", fname, L.line,
+                                 mml__q(os, oe, q, sizeof q));
+            d = kind == MML__ML_GENDER ? g : kind == MML__ML_AGE ? mml__ml100k_age_group(age) : (int32_t)occ;
+        }
+        if ((st = mml__imap_put(&u->map, id, u->n, &old)) != MML_OK) return st;
+        if (old >= 0) return mml__fail(MML_ERR_FORMAT, "%s:%lld: user %lld listed twice", fname, L.line, (long long)id);
+        u->dom[u->n++] = d;
+    }
+    if (u->n == 0) return mml__fail(MML_ERR_FORMAT, "%s: no users", fname);
+    return MML_OK;
+}
+
+typedef struct mml__raw {
+    int64_t n, cap;
+    int64_t *uraw, *iraw;
+    int32_t *dom;
+    float *label;
+} mml__raw;
+
+static void mml__raw_free(mml__raw *r) {
+    mml__free(r->uraw);
+    mml__free(r->iraw);
+    mml__free(r->dom);
+    mml__free(r->label);
+    memset(r, 0, sizeof *r);
+}
+
+static mml_status mml__raw_alloc(mml__raw *r, int64_t cap) {
+    size_t c = (size_t)(cap > 0 ? cap : 1);
+    memset(r, 0, sizeof *r);
+    r->cap = cap;
+    r->uraw = (int64_t *)mml__alloc(c * 8);
+    r->iraw = (int64_t *)mml__alloc(c * 8);
+    r->dom = (int32_t *)mml__alloc(c * 4);
+    r->label = (float *)mml__alloc(c * 4);
+    if (!r->uraw || !r->iraw || !r->dom || !r->label) {
+        mml__raw_free(r);
+        return mml__fail(MML_ERR_NOMEM, "out of memory for %lld samples", (long long)cap);
+    }
+    return MML_OK;
+}
+
+/* ratings.dat (UserID::MovieID::Rating[::Timestamp]) or u.data (tab-separated
+ * user item rating [timestamp]); label = rating == 5. */
+static mml_status mml__ml_parse_ratings(const char *buf, size_t n, const char *fname, int is_1m,
+                                        const mml__ml_users *u, mml__raw *r) {
+    mml__lines L;
+    const char *s, *e, *fs[5], *fe[5];
+    char q[64];
+    int64_t v[3], ui;
+    int nf, j;
+    mml_status st;
+    if ((st = mml__raw_alloc(r, mml__count_lines(buf, n))) != MML_OK) return st;
+    mml__lines_init(&L, buf, n, fname);
+    while (mml__next_line(&L, &s, &e)) {
+        if (s == e && L.p >= L.end) break;
+        nf = mml__fields(s, e, is_1m ? "::" : "\t", is_1m ? 2 : 1, fs, fe, 5);
+        if (nf != 3 && nf != 4)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected 3 or 4 fields user%sitem%srating[%stimestamp], got %d",
+                             fname, L.line, is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", nf);
+        for (j = 0; j < 3; j++)
+            if (!mml__to_i64(fs[j], fe[j], &v[j]) || v[j] < 0 || v[j] > INT32_MAX)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
+                                 j == 0 ? "user id" : j == 1 ? "item id" : "rating", mml__q(fs[j], fe[j], q, sizeof q));
+        if (v[2] < 1 || v[2] > 5)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: rating must be 1..5, got %lld", fname, L.line, (long long)v[2]);
+        if (nf == 4) {
+            int64_t ts;
+            if (!mml__to_i64(fs[3], fe[3], &ts))
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: timestamp is not an integer: %s", fname, L.line,
+                                 mml__q(fs[3], fe[3], q, sizeof q));
+        }
+        ui = mml__imap_get(&u->map, v[0]);
+        if (ui < 0)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: user %lld is not in the users file", fname, L.line, (long long)v[0]);
+        r->uraw[r->n] = v[0];
+        r->iraw[r->n] = v[1];
+        r->dom[r->n] = u->dom[ui];
+        r->label[r->n] = v[2] == 5 ? 1.0f : 0.0f;
+        r->n++;
+    }
+    if (r->n == 0) return mml__fail(MML_ERR_FORMAT, "%s: no ratings", fname);
+    return MML_OK;
+}
+
+/* Raw samples -> dense ids -> split -> names. */
+static mml_status mml__finish_raw(mml__raw *r, int32_t n_domains, uint64_t seed, mml_data_t *out) {
+    int32_t *u = (int32_t *)mml__alloc((size_t)r->n * 4 + 4), *it = (int32_t *)mml__alloc((size_t)r->n * 4 + 4);
+    int32_t nu = 0, ni = 0;
+    mml_status st;
+    if (!u || !it) st = mml__fail(MML_ERR_NOMEM, "out of memory");
+    else if ((st = mml__reindex(r->n, r->uraw, u, &nu)) == MML_OK &&
+             (st = mml__reindex(r->n, r->iraw, it, &ni)) == MML_OK)
+        st = mml_data_split(r->n, u, it, r->dom, r->label, nu, ni, n_domains, seed, out);
+    mml__free(u);
+    mml__free(it);
+    return st;
+}
+
+mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint64_t seed, mml_data_t *out) {
+    char upath[MML__PATH_MAX], rpath[MML__PATH_MAX], opath[MML__PATH_MAX];
+    mml__buf b;
+    mml__ml_users *u = NULL;
+    mml__raw r;
+    int is_1m, kind;
+    int32_t k;
+    mml_status st;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_movielens_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    memset(&r, 0, sizeof r);
+    if (!raw_dir || !domain_kind) return mml__fail(MML_ERR_ARG, "mml_movielens_load: NULL argument");
+    if (!strcmp(domain_kind, "gender")) kind = MML__ML_GENDER;
+    else if (!strcmp(domain_kind, "age")) kind = MML__ML_AGE;
+    else if (!strcmp(domain_kind, "occupation")) kind = MML__ML_OCC;
+    else return mml__fail(MML_ERR_ARG, "unknown MovieLens domain split \"%s\" (gender, age or occupation)", domain_kind);
+    if ((st = mml__join(upath, raw_dir, "users.dat")) != MML_OK) return st;
+    is_1m = mml__is_file(upath);
+    if (is_1m) {
+        mml__join(rpath, raw_dir, "ratings.dat");
+        if (!mml__is_file(rpath)) mml__join(rpath, raw_dir, "ratings.no-timestamp.dat");
+    } else {
+        mml__join(upath, raw_dir, "u.user");
+        mml__join(rpath, raw_dir, "u.data");
+        mml__join(opath, raw_dir, "u.occupation");
+        if (!mml__is_file(upath))
+            return mml__fail(MML_ERR_IO, "%s: neither MovieLens-1M (users.dat) nor MovieLens-100K (u.user) files found",
+                             raw_dir);
+    }
+    u = (mml__ml_users *)mml__alloc(sizeof *u);
+    if (!u) return mml__fail(MML_ERR_NOMEM, "out of memory");
+    if (!is_1m) {
+        if ((st = mml__read_file(opath, &b)) != MML_OK) goto done;
+        st = mml__ml_parse_occ(b.p, b.n, opath, u);
+        mml__buf_free(&b);
+        if (st) goto done;
+    }
+    if ((st = mml__read_file(upath, &b)) != MML_OK) goto done;
+    st = mml__ml_parse_users(b.p, b.n, upath, is_1m, kind, u);
+    mml__buf_free(&b);
+    if (st) goto done;
+    if ((st = mml__read_file(rpath, &b)) != MML_OK) goto done;
+    st = mml__ml_parse_ratings(b.p, b.n, rpath, is_1m, u, &r);
+    mml__buf_free(&b);
+    if (st) goto done;
+    if ((st = mml__finish_raw(&r, u->n_domains, seed, out)) != MML_OK) goto done;
+    for (k = 0; k < out->n_domains && !st; k++) {
+        const char *nm = kind == MML__ML_GENDER ? (k ? "M" : "F")
+                         : kind == MML__ML_AGE  ? mml__ml_age_names[k]
+                         : is_1m                ? mml__ml1m_occ_names[k]
+                                                : u->occ[k];
+        st = mml__set_name(out, k, nm, strlen(nm));
+    }
+done:
+    if (u) {
+        mml__imap_free(&u->map);
+        mml__free(u->dom);
+        mml__free(u);
+    }
+    mml__raw_free(&r);
+    if (st) mml_data_free(out);
+    return st;
+}
+
+/* ---- Taobao theme data ---- */
+
+typedef struct mml__emb {
+    mml__imap map;  /* raw id -> row */
+    float *v;       /* rows x dim */
+    int64_t rows;
+    int32_t dim;
+} mml__emb;
+
+static void mml__emb_free(mml__emb *m) {
+    mml__imap_free(&m->map);
+    mml__free(m->v);
+    memset(m, 0, sizeof *m);
+}
+
+/* "<header>\nid,f1,...,fD\n..." with D taken from the first data row. */
+static mml_status mml__parse_emb_csv(const char *buf, size_t n, const char *fname, mml__emb *m) {
+    mml__lines L;
+    const char *s, *e, *p, *c;
+    char q[64];
+    int64_t cap = mml__count_lines(buf, n), id, old;
+    long long dim_line = 0;
+    mml_status st;
+    memset(m, 0, sizeof *m);
+    if ((st = mml__imap_init(&m->map, (uint64_t)cap)) != MML_OK) return st;
+    mml__lines_init(&L, buf, n, fname);
+    while (mml__next_line(&L, &s, &e)) {
+        int32_t j = 0;
+        float *row;
+        if (L.line == 1 && (s == e || (unsigned)(*s - '0') > 9)) continue; /* header */
+        if (s == e && L.p >= L.end) break;
+        c = (const char *)memchr(s, ',', (size_t)(e - s));
+        if (!c) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected id,<floats>, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
+        if (!mml__to_i64(s, c, &id) || id < 0)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: id must be a non-negative integer, got %s", fname, L.line,
+                             mml__q(s, c, q, sizeof q));
+        if (m->dim == 0) {
+            int64_t d = 1;
+            for (p = c + 1; p < e; p++) d += *p == ',';
+            if (d > 65536) return mml__fail(MML_ERR_FORMAT, "%s:%lld: %lld values, more than 65536", fname, L.line, (long long)d);
+            m->dim = (int32_t)d;
+            dim_line = L.line;
+            m->v = (float *)mml__alloc((size_t)cap * (size_t)d * sizeof(float));
+            if (!m->v) return mml__fail(MML_ERR_NOMEM, "%s: out of memory for %lld x %lld floats", fname, (long long)cap, (long long)d);
+        }
+        row = m->v + (size_t)m->rows * (size_t)m->dim;
+        for (p = c + 1;;) {
+            float x;
+            const char *q2 = mml__parse_f32(p, e, &x);
+            if (!q2 || (q2 < e && *q2 != ',')) {
+                const char *fe2 = (const char *)memchr(p, ',', (size_t)(e - p));
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: value %d is not a finite number: %s", fname, L.line, j + 1,
+                                 mml__q(p, fe2 ? fe2 : e, q, sizeof q));
+            }
+            if (j < m->dim) row[j] = x;
+            j++;
+            if (q2 == e) break;
+            p = q2 + 1;
+        }
+        if (j != m->dim)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s values: expected %d (the dimension of line %lld)", fname, L.line,
+                             j < m->dim ? "too few" : "too many", m->dim, dim_line);
+        if ((st = mml__imap_put(&m->map, id, m->rows, &old)) != MML_OK) return st;
+        if (old >= 0) return mml__fail(MML_ERR_FORMAT, "%s:%lld: id %lld listed twice", fname, L.line, (long long)id);
+        m->rows++;
+    }
+    if (m->rows == 0) return mml__fail(MML_ERR_FORMAT, "%s: no embedding rows", fname);
+    return MML_OK;
+}
+
+/* Clicks whose user and item have embeddings: rows into the embedding tables. */
+typedef struct mml__clicks {
+    int64_t n;
+    int32_t *urow, *irow;
+    int64_t *theme;
+} mml__clicks;
+
+static void mml__clicks_free(mml__clicks *c) {
+    mml__free(c->urow);
+    mml__free(c->irow);
+    mml__free(c->theme);
+    memset(c, 0, sizeof *c);
+}
+
+static int mml__name_is(const char *s, const char *e, const char *name) {
+    size_t n = strlen(name), i;
+    while (s < e && (*s == ' ' || *s == '"')) s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '"')) e--;
+    if ((size_t)(e - s) != n) return 0;
+    for (i = 0; i < n; i++)
+        if ((s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]) != name[i]) return 0;
+    return 1;
+}
+
+static mml_status mml__parse_clicks(const char *buf, size_t n, const char *fname, const mml__emb *ue,
+                                    const mml__emb *ie, mml__clicks *c) {
+    enum { MAXC = 64 };
+    mml__lines L;
+    const char *s, *e, *fs[MAXC], *fe[MAXC];
+    char q[64];
+    int nf, ncol, j, cu = -1, ci = -1, ct = -1;
+    int64_t cap = mml__count_lines(buf, n), v[3], ur, ir;
+    memset(c, 0, sizeof *c);
+    mml__lines_init(&L, buf, n, fname);
+    if (!mml__next_line(&L, &s, &e)) return mml__fail(MML_ERR_FORMAT, "%s: empty file", fname);
+    ncol = mml__fields(s, e, ",", 1, fs, fe, MAXC);
+    for (j = 0; j < ncol && j < MAXC; j++) {
+        if (mml__name_is(fs[j], fe[j], "user_id")) cu = j;
+        else if (mml__name_is(fs[j], fe[j], "item_id")) ci = j;
+        else if (mml__name_is(fs[j], fe[j], "theme_id")) ct = j;
+    }
+    if (ncol > MAXC || cu < 0 || ci < 0 || ct < 0)
+        return mml__fail(MML_ERR_FORMAT, "%s:1: header must name user_id, item_id and theme_id columns, got %s", fname,
+                         mml__q(s, e, q, sizeof q));
+    c->urow = (int32_t *)mml__alloc((size_t)cap * 4);
+    c->irow = (int32_t *)mml__alloc((size_t)cap * 4);
+    c->theme = (int64_t *)mml__alloc((size_t)cap * 8);
+    if (!c->urow || !c->irow || !c->theme) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+    while (mml__next_line(&L, &s, &e)) {
+        if (s == e && L.p >= L.end) break;
+        nf = mml__fields(s, e, ",", 1, fs, fe, MAXC);
+        if (nf != ncol)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected %d columns as in the header, got %d%s", fname, L.line, ncol,
+                             nf, L.last_unterminated && nf < ncol ? " (truncated last line)" : "");
+        for (j = 0; j < 3; j++) {
+            int col = j == 0 ? cu : j == 1 ? ci : ct;
+            if (!mml__to_i64(fs[col], fe[col], &v[j]) || v[j] < 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
+                                 j == 0 ? "user_id" : j == 1 ? "item_id" : "theme_id",
+                                 mml__q(fs[col], fe[col], q, sizeof q));
+        }
+        ur = mml__imap_get(&ue->map, v[0]);
+        ir = mml__imap_get(&ie->map, v[1]);
+        if (ur < 0 || ir < 0) continue; /* no pretrained embedding: dropped, as in the paper */
+        c->urow[c->n] = (int32_t)ur;
+        c->irow[c->n] = (int32_t)ir;
+        c->theme[c->n] = v[2];
+        c->n++;
+    }
+    return MML_OK;
+}
+
+/* LSD radix sort of 64-bit keys over their low `bits` bits (11-bit digits). */
+static mml_status mml__radix_u64(uint64_t *a, int64_t n, int bits) {
+    uint64_t *tmp = (uint64_t *)mml__alloc((size_t)(n > 0 ? n : 1) * 8), *src = a, *dst = tmp;
+    int64_t *cnt = (int64_t *)mml__alloc(2048 * sizeof(int64_t)), i;
+    int shift;
+    if (!tmp || !cnt) {
+        mml__free(tmp);
+        mml__free(cnt);
+        return mml__fail(MML_ERR_NOMEM, "sort: out of memory");
+    }
+    for (shift = 0; shift < bits; shift += 11) {
+        int64_t sum = 0;
+        uint64_t *t;
+        memset(cnt, 0, 2048 * sizeof(int64_t));
+        for (i = 0; i < n; i++) cnt[(src[i] >> shift) & 2047]++;
+        for (i = 0; i < 2048; i++) {
+            int64_t x = cnt[i];
+            cnt[i] = sum;
+            sum += x;
+        }
+        for (i = 0; i < n; i++) dst[cnt[(src[i] >> shift) & 2047]++] = src[i];
+        t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * 8);
+    mml__free(tmp);
+    mml__free(cnt);
+    return MML_OK;
+}
+
+/* Dense ids for the embedding rows that are used, ascending by raw id;
+ * also copies those rows into a fresh [n_used, dim] table. */
+typedef struct mml__rawrow {
+    int64_t raw, row;
+} mml__rawrow;
+
+static int mml__cmp_rawrow(const void *a, const void *b) {
+    int64_t x = ((const mml__rawrow *)a)->raw, y = ((const mml__rawrow *)b)->raw;
+    return (x > y) - (x < y);
+}
+
+static mml_status mml__dense_rows(const mml__emb *m, const int32_t *row_of, int64_t n, int32_t *dense_out,
+                                  int32_t *n_used, float **table) {
+    int32_t *dense_of_row = (int32_t *)mml__alloc((size_t)m->rows * 4 + 4);
+    mml__rawrow *used = (mml__rawrow *)mml__alloc((size_t)m->rows * sizeof(mml__rawrow) + 16);
+    int64_t i, nu = 0;
+    mml_status st = MML_OK;
+    if (!dense_of_row || !used) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < n; i++) dense_of_row[row_of[i]] = 1;
+    for (i = 0; i < (int64_t)m->map.cap; i++) {
+        if (m->map.s[i].key < 0 || !dense_of_row[m->map.s[i].val]) continue;
+        used[nu].raw = m->map.s[i].key;
+        used[nu].row = m->map.s[i].val;
+        nu++;
+    }
+    qsort(used, (size_t)nu, sizeof *used, mml__cmp_rawrow);
+    *table = (float *)mml__alloc((size_t)nu * (size_t)m->dim * sizeof(float) + 4);
+    if (!*table) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < nu; i++) {
+        dense_of_row[used[i].row] = (int32_t)i;
+        memcpy(*table + (size_t)i * (size_t)m->dim, m->v + (size_t)used[i].row * (size_t)m->dim,
+               (size_t)m->dim * sizeof(float));
+    }
+    for (i = 0; i < n; i++) dense_out[i] = dense_of_row[row_of[i]];
+    *n_used = (int32_t)nu;
+done:
+    mml__free(dense_of_row);
+    mml__free(used);
+    return st;
+}
+
+/* Positives (sorted unique keys dom|user|item) -> positives + sampled
+ * negatives, appended to r (dom, label, and dense ids in uraw/iraw). */
+static mml_status mml__taobao_sample(const uint64_t *key, int64_t nk, int32_t nd, int32_t nu, int32_t ni,
+                                     uint64_t seed, mml__raw *r, double *ratio_out) {
+    int32_t *pool = (int32_t *)mml__alloc((size_t)nk * 4 + 4), *cand = NULL;
+    int64_t *pool_start = (int64_t *)mml__alloc(((size_t)nd + 1) * 8);
+    int32_t *mark = (int32_t *)mml__alloc((size_t)ni * 4);
+    int64_t *ustamp = (int64_t *)mml__alloc((size_t)ni * 8);
+    int64_t i, j, total = 0, token = 0, a, b;
+    uint64_t rng = seed ^ 0x7A0BA0D47A0BA0DBull;
+    int32_t d;
+    mml_status st = MML_OK;
+    (void)nu;
+    if (!pool || !pool_start || !mark || !ustamp) {
+        st = mml__fail(MML_ERR_NOMEM, "taobao: out of memory");
+        goto done;
+    }
+    for (i = 0; i < ni; i++) {
+        mark[i] = -1;
+        ustamp[i] = -1;
+    }
+    for (d = 0; d < nd; d++) ratio_out[d] = 0.2 + 0.3 * mml__rng_uniform(&rng);
+    /* pass 1: item pool of each theme (order of first appearance), sample count */
+    for (i = 0, d = 0; d < nd; d++) {
+        pool_start[d + 1] = pool_start[d];
+        for (a = i; i < nk && (int32_t)(key[i] / ((uint64_t)nu * (uint64_t)ni)) == d; i++) {
+            int32_t it = (int32_t)(key[i] % (uint64_t)ni);
+            if (mark[it] != d) {
+                mark[it] = d;
+                pool[pool_start[d + 1]++] = it;
+            }
+        }
+        for (j = a; j < i; j = b) {
+            uint64_t ukey = key[j] / (uint64_t)ni;
+            int64_t np, nn, avail;
+            for (b = j; b < i && key[b] / (uint64_t)ni == ukey; b++) {
+            }
+            np = b - j;
+            avail = (pool_start[d + 1] - pool_start[d]) - np;
+            nn = (int64_t)floor((double)np / ratio_out[d] + 0.5);
+            total += np + (nn < avail ? nn : avail);
+        }
+    }
+    if ((st = mml__raw_alloc(r, total)) != MML_OK) goto done;
+    cand = (int32_t *)mml__alloc((size_t)nk * 4 + 4);
+    if (!cand) {
+        st = mml__fail(MML_ERR_NOMEM, "taobao: out of memory");
+        goto done;
+    }
+    /* pass 2: emit positives, then negatives without replacement */
+    for (i = 0; i < nk; i = b) {
+        uint64_t ukey = key[i] / (uint64_t)ni;
+        int32_t u = (int32_t)(ukey % (uint64_t)nu);
+        const int32_t *pl;
+        int64_t np, nn, avail, pn;
+        d = (int32_t)(ukey / (uint64_t)nu);
+        pl = pool + pool_start[d];
+        pn = pool_start[d + 1] - pool_start[d];
+        token++;
+        for (b = i; b < nk && key[b] / (uint64_t)ni == ukey; b++) {
+            int32_t it = (int32_t)(key[b] % (uint64_t)ni);
+            ustamp[it] = token;
+            r->uraw[r->n] = u;
+            r->iraw[r->n] = it;
+            r->dom[r->n] = d;
+            r->label[r->n] = 1.0f;
+            r->n++;
+        }
+        np = b - i;
+        avail = pn - np;
+        nn = (int64_t)floor((double)np / ratio_out[d] + 0.5);
+        if (nn > avail) nn = avail;
+        if (nn * 2 <= avail) {
+            /* sparse: rejection sampling, at least half of the pool is free */
+            for (j = 0; j < nn;) {
+                int32_t it = pl[mml__rng_below(&rng, (uint64_t)pn)];
+                if (ustamp[it] == token) continue;
+                ustamp[it] = token;
+                r->uraw[r->n] = u;
+                r->iraw[r->n] = it;
+                r->dom[r->n] = d;
+                r->label[r->n] = 0.0f;
+                r->n++;
+                j++;
+            }
+        } else {
+            /* dense: partial Fisher-Yates over the free items */
+            int64_t nc = 0;
+            for (j = 0; j < pn; j++)
+                if (ustamp[pl[j]] != token) cand[nc++] = pl[j];
+            for (j = 0; j < nn; j++) {
+                int64_t x = j + (int64_t)mml__rng_below(&rng, (uint64_t)(nc - j));
+                int32_t t = cand[x];
+                cand[x] = cand[j];
+                cand[j] = t;
+                r->uraw[r->n] = u;
+                r->iraw[r->n] = t;
+                r->dom[r->n] = d;
+                r->label[r->n] = 0.0f;
+                r->n++;
+            }
+        }
+    }
+done:
+    mml__free(pool);
+    mml__free(cand);
+    mml__free(pool_start);
+    mml__free(mark);
+    mml__free(ustamp);
+    return st;
+}
+
+/* Themes: distinct ids ascending, first n_themes kept; clicks of other themes
+ * get dom -1. Returns the number of domains. */
+static mml_status mml__select_themes(const mml__clicks *c, int n_themes, int32_t *dom, int32_t *nd_out,
+                                     int64_t **theme_ids) {
+    mml__imap m;
+    int64_t *keys = NULL, i, k = 0, old;
+    mml_status st = mml__imap_init(&m, 1024);
+    if (st) return st;
+    for (i = 0; i < c->n; i++)
+        if ((st = mml__imap_put(&m, c->theme[i], 0, &old)) != MML_OK) goto done;
+    keys = (int64_t *)mml__alloc(m.n * 8 + 8);
+    if (!keys) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < (int64_t)m.cap; i++)
+        if (m.s[i].key >= 0) keys[k++] = m.s[i].key;
+    qsort(keys, (size_t)k, sizeof(int64_t), mml__cmp_i64);
+    if (n_themes > 0 && k > n_themes) k = n_themes;
+    mml__imap_free(&m);
+    if ((st = mml__imap_init(&m, (uint64_t)k)) != MML_OK) goto done;
+    for (i = 0; i < k; i++)
+        if ((st = mml__imap_put(&m, keys[i], i, &old)) != MML_OK) goto done;
+    for (i = 0; i < c->n; i++) dom[i] = (int32_t)mml__imap_get(&m, c->theme[i]);
+    *nd_out = (int32_t)k;
+    *theme_ids = keys;
+    keys = NULL;
+done:
+    mml__free(keys);
+    mml__imap_free(&m);
+    return st;
+}
+
+mml_status mml_taobao_load(const char *raw_dir, int n_themes, uint64_t seed, mml_data_t *out) {
+    char path[MML__PATH_MAX], name[64];
+    mml__buf b;
+    mml__emb ue, ie;
+    mml__clicks c;
+    mml__raw r;
+    int32_t *dom = NULL, *du = NULL, *di = NULL, *u32 = NULL, *i32 = NULL, nd = 0, nu = 0, ni = 0, k;
+    int64_t *theme_ids = NULL, i, nk = 0;
+    uint64_t *key = NULL, t;
+    float *utab = NULL, *itab = NULL;
+    double *ratio = NULL;
+    int bits = 0;
+    int32_t dim = 0;
+    mml_status st;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_taobao_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    memset(&ue, 0, sizeof ue);
+    memset(&ie, 0, sizeof ie);
+    memset(&c, 0, sizeof c);
+    memset(&r, 0, sizeof r);
+    if (!raw_dir || n_themes < 0) return mml__fail(MML_ERR_ARG, "mml_taobao_load: bad argument");
+    if ((st = mml__join(path, raw_dir, "user_embedding.csv")) != MML_OK) goto done;
+    if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
+    st = mml__parse_emb_csv(b.p, b.n, path, &ue);
+    mml__buf_free(&b);
+    if (st) goto done;
+    if ((st = mml__join(path, raw_dir, "item_embedding.csv")) != MML_OK) goto done;
+    if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
+    st = mml__parse_emb_csv(b.p, b.n, path, &ie);
+    mml__buf_free(&b);
+    if (st) goto done;
+    if (ue.dim != ie.dim) {
+        st = mml__fail(MML_ERR_FORMAT, "%s: item embeddings have dim %d but user embeddings %d", path, ie.dim, ue.dim);
+        goto done;
+    }
+    if ((st = mml__join(path, raw_dir, "theme_click_log.csv")) != MML_OK) goto done;
+    if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
+    st = mml__parse_clicks(b.p, b.n, path, &ue, &ie, &c);
+    mml__buf_free(&b);
+    if (st) goto done;
+    if (c.n == 0) {
+        st = mml__fail(MML_ERR_FORMAT, "%s: no click has both a user and an item embedding", path);
+        goto done;
+    }
+    dom = (int32_t *)mml__alloc((size_t)c.n * 4);
+    if (!dom) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = mml__select_themes(&c, n_themes, dom, &nd, &theme_ids)) != MML_OK) goto done;
+    /* keep the selected themes' clicks, compacting in place */
+    for (i = 0; i < c.n; i++) {
+        if (dom[i] < 0) continue;
+        c.urow[nk] = c.urow[i];
+        c.irow[nk] = c.irow[i];
+        dom[nk] = dom[i];
+        nk++;
+    }
+    du = (int32_t *)mml__alloc((size_t)nk * 4);
+    di = (int32_t *)mml__alloc((size_t)nk * 4);
+    key = (uint64_t *)mml__alloc((size_t)nk * 8);
+    if (!du || !di || !key) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    dim = ue.dim;
+    if ((st = mml__dense_rows(&ue, c.urow, nk, du, &nu, &utab)) != MML_OK) goto done;
+    if ((st = mml__dense_rows(&ie, c.irow, nk, di, &ni, &itab)) != MML_OK) goto done;
+    mml__emb_free(&ue);
+    mml__emb_free(&ie);
+    if (!mml__mul_ok((uint64_t)nd, (uint64_t)nu, UINT64_MAX, &t) || !mml__mul_ok(t, (uint64_t)ni, UINT64_MAX, &t)) {
+        st = mml__fail(MML_ERR_ARG, "taobao: themes x users x items exceeds 2^64");
+        goto done;
+    }
+    while (bits < 64 && (t - 1) >> bits) bits++;
+    for (i = 0; i < nk; i++) key[i] = ((uint64_t)dom[i] * (uint64_t)nu + (uint64_t)du[i]) * (uint64_t)ni + (uint64_t)di[i];
+    if ((st = mml__radix_u64(key, nk, bits)) != MML_OK) goto done;
+    {
+        int64_t w = 0;
+        for (i = 0; i < nk; i++)
+            if (w == 0 || key[i] != key[w - 1]) key[w++] = key[i];
+        nk = w;
+    }
+    ratio = (double *)mml__alloc((size_t)nd * sizeof(double));
+    if (!ratio) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = mml__taobao_sample(key, nk, nd, nu, ni, seed, &r, ratio)) != MML_OK) goto done;
+    u32 = (int32_t *)mml__alloc((size_t)r.n * 4 + 4);
+    i32 = (int32_t *)mml__alloc((size_t)r.n * 4 + 4);
+    if (!u32 || !i32) {
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < r.n; i++) {
+        u32[i] = (int32_t)r.uraw[i];
+        i32[i] = (int32_t)r.iraw[i];
+    }
+    if ((st = mml_data_split(r.n, u32, i32, r.dom, r.label, nu, ni, nd, seed, out)) != MML_OK) goto done;
+    for (k = 0; k < nd && !st; k++) {
+        snprintf(name, sizeof name, "theme_%lld", (long long)theme_ids[k]);
+        st = mml__set_name(out, k, name, strlen(name));
+    }
+    if (st) goto done;
+    out->pretrained_dim = dim;
+    out->user_emb = utab;
+    out->item_emb = itab;
+    utab = itab = NULL;
+done:
+    mml__emb_free(&ue);
+    mml__emb_free(&ie);
+    mml__clicks_free(&c);
+    mml__raw_free(&r);
+    mml__free(dom);
+    mml__free(du);
+    mml__free(di);
+    mml__free(u32);
+    mml__free(i32);
+    mml__free(key);
+    mml__free(theme_ids);
+    mml__free(utab);
+    mml__free(itab);
+    mml__free(ratio);
+    if (st) mml_data_free(out);
+    return st;
+}
+
+/* ---- synthetic Taobao-format raw set ---- */
+
+/* Fixed 6 decimals, |v| < 1e9 (embeddings are small). */
+static char *mml__put_f6(char *p, float v) {
+    uint64_t x;
+    int j;
+    char t[6];
+    if (v < 0) {
+        *p++ = '-';
+        v = -v;
+    }
+    x = (uint64_t)((double)v * 1e6 + 0.5);
+    p = mml__put_u64(p, x / 1000000);
+    *p++ = '.';
+    x %= 1000000;
+    for (j = 5; j >= 0; j--) {
+        t[j] = (char)('0' + x % 10);
+        x /= 10;
+    }
+    memcpy(p, t, 6);
+    return p + 6;
+}
+
+typedef struct mml__bw {
+    mml__afile w;
+    char *buf, *p;
+    mml_status st;
+} mml__bw;
+
+enum { MML__BW_CAP = 1 << 20 };
+
+static void mml__bw_flush(mml__bw *b, int force) {
+    if (b->st) return;
+    if (force || b->p - b->buf > MML__BW_CAP - 4096) {
+        b->st = mml__afile_write(&b->w, b->buf, (size_t)(b->p - b->buf));
+        b->p = b->buf;
+    }
+}
+
+static mml_status mml__bw_open(mml__bw *b, const char *path) {
+    memset(b, 0, sizeof *b);
+    b->buf = (char *)MOEMLORA_MALLOC(MML__BW_CAP);
+    if (!b->buf) return mml__fail(MML_ERR_NOMEM, "out of memory");
+    b->p = b->buf;
+    b->st = mml__afile_open(&b->w, path);
+    if (b->st) {
+        MOEMLORA_FREE(b->buf);
+        b->buf = NULL;
+    }
+    return b->st;
+}
+
+static mml_status mml__bw_close(mml__bw *b) {
+    mml_status st;
+    mml__bw_flush(b, 1);
+    MOEMLORA_FREE(b->buf);
+    b->buf = NULL;
+    if (b->st) {
+        mml__afile_abort(&b->w);
+        return b->st;
+    }
+    st = mml__afile_commit(&b->w);
+    return st;
+}
+
+static mml_status mml__gen_emb(const char *path, const char *idname, int64_t rows, int64_t base, int64_t step,
+                               int32_t dim, uint64_t *rng) {
+    mml__bw b;
+    int64_t i;
+    int32_t j;
+    if (mml__bw_open(&b, path)) return b.st;
+    b.p += snprintf(b.p, 64, "%.32s", idname);
+    for (j = 0; j < dim; j++) {
+        b.p += snprintf(b.p, 64, ",e%d", j);
+        mml__bw_flush(&b, 0);
+    }
+    *b.p++ = '\n';
+    for (i = 0; i < rows && !b.st; i++) {
+        b.p = mml__put_u64(b.p, (uint64_t)(base + step * i));
+        for (j = 0; j < dim; j++) {
+            *b.p++ = ',';
+            b.p = mml__put_f6(b.p, 0.1f * mml__rng_normal(rng));
+            if ((j & 63) == 63) mml__bw_flush(&b, 0);
+        }
+        *b.p++ = '\n';
+        mml__bw_flush(&b, 0);
+    }
+    return mml__bw_close(&b);
+}
+
+mml_status mml_taobao_write_synthetic(const char *dir, int64_t n_users, int64_t n_items, int32_t n_themes,
+                                      int64_t n_clicks, int32_t dim, uint64_t seed) {
+    char path[MML__PATH_MAX];
+    mml__bw b;
+    uint64_t rng = seed;
+    int64_t i, per;
+    mml_status st;
+    if (!dir || n_users < 1 || n_items < 1 || n_themes < 1 || n_clicks < 0 || dim < 1 || dim > 65536 ||
+        n_users > INT32_MAX / 4 || n_items > INT32_MAX / 4 || n_items < n_themes)
+        return mml__fail(MML_ERR_ARG, "mml_taobao_write_synthetic: bad sizes (users %lld items %lld themes %d dim %d)",
+                         (long long)n_users, (long long)n_items, n_themes, dim);
+    if ((st = mml__mkdirs(dir)) != MML_OK) return st;
+    /* sparse raw ids, so that the loader's re-indexing is exercised */
+    if ((st = mml__join(path, dir, "user_embedding.csv")) != MML_OK) return st;
+    if ((st = mml__gen_emb(path, "user_id", n_users, 100000, 3, dim, &rng)) != MML_OK) return st;
+    if ((st = mml__join(path, dir, "item_embedding.csv")) != MML_OK) return st;
+    if ((st = mml__gen_emb(path, "item_id", n_items, 5000000, 7, dim, &rng)) != MML_OK) return st;
+    if ((st = mml__join(path, dir, "theme_click_log.csv")) != MML_OK) return st;
+    if (mml__bw_open(&b, path)) return b.st;
+    b.p += snprintf(b.p, 64, "user_id,item_id,theme_id\n");
+    per = n_items / n_themes;
+    for (i = 0; i < n_clicks && !b.st; i++) {
+        /* 2% of users and items lack embeddings; items mostly from the theme's own slice */
+        int64_t t = (int64_t)mml__rng_below(&rng, (uint64_t)n_themes);
+        int64_t u = (int64_t)mml__rng_below(&rng, (uint64_t)(n_users + n_users / 50 + 1));
+        int64_t it = mml__rng_below(&rng, 100) < 90 ? t + n_themes * (int64_t)mml__rng_below(&rng, (uint64_t)per)
+                                                      : (int64_t)mml__rng_below(&rng, (uint64_t)(n_items + n_items / 50 + 1));
+        b.p = mml__put_u64(b.p, (uint64_t)(100000 + 3 * u));
+        *b.p++ = ',';
+        b.p = mml__put_u64(b.p, (uint64_t)(5000000 + 7 * it));
+        *b.p++ = ',';
+        b.p = mml__put_u64(b.p, (uint64_t)(1000 + 17 * t));
+        *b.p++ = '\n';
+        mml__bw_flush(&b, 0);
+    }
+    return mml__bw_close(&b);
+}
+/* Checkpoint container.
+ *
+ * A model-agnostic container of tagged sections, each either raw bytes or a
+ * list of named float32 tensors. The byte layout is specified in
+ * docs/FORMAT.md; the short version:
+ *
+ *   header   "MMLCKPT\0" | u32 version=1 | u32 0x01020304 | u32 nsec | u32 crc
+ *   section  tag[4] | u32 kind (0 bytes, 1 tensors) | u64 len | payload | u32 crc
+ *   tensors  u32 count, then per tensor: u16 name_len, name, u32 ndim,
+ *            u64 shape[ndim], zero padding to 64 (relative to the payload
+ *            start), float32 data
+ *
+ * All integers and floats are in the writer's byte order, guarded by the
+ * marker. The header CRC covers the 20 bytes before it; a section CRC covers
+ * its 16-byte section header and its payload, so every byte of a file is
+ * under some CRC32C.
+ *
+ * Saving goes through the atomic writer (mml__afile_*): on any failure the
+ * previous file at the path is untouched and no temporary is left. Opening
+ * reads the whole file into memory and validates every length, count, shape
+ * and CRC before anything is handed out: each length field is checked against
+ * the bytes that remain before it is used, and every allocation is bounded by
+ * the file size. */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MML__CKPT_FN static __attribute__((unused))
+#else
+#define MML__CKPT_FN static
 #endif
-#if __has_include("parts/ckpt_impl.h")
-#include "parts/ckpt_impl.h"
+
+#define MML__CKPT_VERSION 1u
+#define MML__CKPT_ENDIAN 0x01020304u
+#define MML__CKPT_ENDIAN_SWAPPED 0x04030201u
+#define MML__CKPT_HDR 24u          /* magic 8, version, endian, nsec, crc */
+#define MML__CKPT_SEC_HDR 16u      /* tag 4, kind 4, payload length 8 */
+#define MML__CKPT_SEC_MIN 20u      /* section header + crc, empty payload */
+#define MML__CKPT_MAX_SECTIONS 1024u
+#define MML__CKPT_MAX_NAME 255u
+#define MML__CKPT_MAX_DIM 2147483648ull /* 2^31 */
+#define MML__CKPT_ALIGN 64u
+/* u16 name length + 1 name byte + u32 ndim + one u64 dim */
+#define MML__CKPT_TENSOR_MIN 15u
+
+enum { MML__CKPT_BYTES = 0, MML__CKPT_TENSORS = 1 };
+
+static const char mml__ckpt_magic[8] = {'M', 'M', 'L', 'C', 'K', 'P', 'T', '\0'};
+
+/* One float32 tensor handed to mml__ckpt_save; data holds prod(shape) floats. */
+typedef struct mml__ckpt_tensor {
+    const char *name;   /* 1..255 printable ASCII bytes, unique in its section */
+    int32_t ndim;       /* 1..4 */
+    int64_t shape[4];   /* each 0..2^31 */
+    const float *data;
+} mml__ckpt_tensor;
+
+/* A tensor section has tensors != NULL (ntensors may be 0); otherwise it is a
+ * byte section of nbytes bytes. Tags are 4 printable ASCII bytes, unique. */
+typedef struct mml__ckpt_section {
+    char tag[4];
+    const void *bytes;
+    uint64_t nbytes;
+    const mml__ckpt_tensor *tensors;
+    int32_t ntensors;
+} mml__ckpt_section;
+
+/* A validated tensor of an open checkpoint. */
+typedef struct mml__ckpt_tinfo {
+    const char *name;   /* NUL-terminated, in the section's name pool */
+    uint64_t name_off;  /* offset of the name bytes in the image (during parse) */
+    uint32_t name_len;
+    int32_t ndim;
+    int64_t shape[4];
+    uint64_t nelem;
+    uint64_t data_off;  /* offset of the float data in the image */
+} mml__ckpt_tinfo;
+
+typedef struct mml__ckpt_sec {
+    char tag[4];
+    uint32_t kind;
+    uint64_t off, len;     /* payload within the image */
+    int32_t ntensors;      /* -1 for a byte section */
+    mml__ckpt_tinfo *t;    /* sorted by name */
+    char *names;
+} mml__ckpt_sec;
+
+typedef struct mml__ckpt {
+    char *label;           /* file path or caller's label, used in every error */
+    unsigned char *img;    /* the whole file */
+    size_t len;
+    uint32_t nsec;
+    mml__ckpt_sec *sec;
+} mml__ckpt;
+
+// >>checkpoints: CRC32C -------------------------------------------------------
+
+/* Castagnoli polynomial, reflected (0x82F63B78). */
+static const uint32_t mml__crc32c_table[256] = {
+    0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
+    0x26a1e7e8u, 0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu,
+    0x4d43cfd0u, 0xbf284cd3u, 0xac78bf27u, 0x5e133c24u, 0x105ec76fu, 0xe235446cu,
+    0xf165b798u, 0x030e349bu, 0xd7c45070u, 0x25afd373u, 0x36ff2087u, 0xc494a384u,
+    0x9a879fa0u, 0x68ec1ca3u, 0x7bbcef57u, 0x89d76c54u, 0x5d1d08bfu, 0xaf768bbcu,
+    0xbc267848u, 0x4e4dfb4bu, 0x20bd8edeu, 0xd2d60dddu, 0xc186fe29u, 0x33ed7d2au,
+    0xe72719c1u, 0x154c9ac2u, 0x061c6936u, 0xf477ea35u, 0xaa64d611u, 0x580f5512u,
+    0x4b5fa6e6u, 0xb93425e5u, 0x6dfe410eu, 0x9f95c20du, 0x8cc531f9u, 0x7eaeb2fau,
+    0x30e349b1u, 0xc288cab2u, 0xd1d83946u, 0x23b3ba45u, 0xf779deaeu, 0x05125dadu,
+    0x1642ae59u, 0xe4292d5au, 0xba3a117eu, 0x4851927du, 0x5b016189u, 0xa96ae28au,
+    0x7da08661u, 0x8fcb0562u, 0x9c9bf696u, 0x6ef07595u, 0x417b1dbcu, 0xb3109ebfu,
+    0xa0406d4bu, 0x522bee48u, 0x86e18aa3u, 0x748a09a0u, 0x67dafa54u, 0x95b17957u,
+    0xcba24573u, 0x39c9c670u, 0x2a993584u, 0xd8f2b687u, 0x0c38d26cu, 0xfe53516fu,
+    0xed03a29bu, 0x1f682198u, 0x5125dad3u, 0xa34e59d0u, 0xb01eaa24u, 0x42752927u,
+    0x96bf4dccu, 0x64d4cecfu, 0x77843d3bu, 0x85efbe38u, 0xdbfc821cu, 0x2997011fu,
+    0x3ac7f2ebu, 0xc8ac71e8u, 0x1c661503u, 0xee0d9600u, 0xfd5d65f4u, 0x0f36e6f7u,
+    0x61c69362u, 0x93ad1061u, 0x80fde395u, 0x72966096u, 0xa65c047du, 0x5437877eu,
+    0x4767748au, 0xb50cf789u, 0xeb1fcbadu, 0x197448aeu, 0x0a24bb5au, 0xf84f3859u,
+    0x2c855cb2u, 0xdeeedfb1u, 0xcdbe2c45u, 0x3fd5af46u, 0x7198540du, 0x83f3d70eu,
+    0x90a324fau, 0x62c8a7f9u, 0xb602c312u, 0x44694011u, 0x5739b3e5u, 0xa55230e6u,
+    0xfb410cc2u, 0x092a8fc1u, 0x1a7a7c35u, 0xe811ff36u, 0x3cdb9bddu, 0xceb018deu,
+    0xdde0eb2au, 0x2f8b6829u, 0x82f63b78u, 0x709db87bu, 0x63cd4b8fu, 0x91a6c88cu,
+    0x456cac67u, 0xb7072f64u, 0xa457dc90u, 0x563c5f93u, 0x082f63b7u, 0xfa44e0b4u,
+    0xe9141340u, 0x1b7f9043u, 0xcfb5f4a8u, 0x3dde77abu, 0x2e8e845fu, 0xdce5075cu,
+    0x92a8fc17u, 0x60c37f14u, 0x73938ce0u, 0x81f80fe3u, 0x55326b08u, 0xa759e80bu,
+    0xb4091bffu, 0x466298fcu, 0x1871a4d8u, 0xea1a27dbu, 0xf94ad42fu, 0x0b21572cu,
+    0xdfeb33c7u, 0x2d80b0c4u, 0x3ed04330u, 0xccbbc033u, 0xa24bb5a6u, 0x502036a5u,
+    0x4370c551u, 0xb11b4652u, 0x65d122b9u, 0x97baa1bau, 0x84ea524eu, 0x7681d14du,
+    0x2892ed69u, 0xdaf96e6au, 0xc9a99d9eu, 0x3bc21e9du, 0xef087a76u, 0x1d63f975u,
+    0x0e330a81u, 0xfc588982u, 0xb21572c9u, 0x407ef1cau, 0x532e023eu, 0xa145813du,
+    0x758fe5d6u, 0x87e466d5u, 0x94b49521u, 0x66df1622u, 0x38cc2a06u, 0xcaa7a905u,
+    0xd9f75af1u, 0x2b9cd9f2u, 0xff56bd19u, 0x0d3d3e1au, 0x1e6dcdeeu, 0xec064eedu,
+    0xc38d26c4u, 0x31e6a5c7u, 0x22b65633u, 0xd0ddd530u, 0x0417b1dbu, 0xf67c32d8u,
+    0xe52cc12cu, 0x1747422fu, 0x49547e0bu, 0xbb3ffd08u, 0xa86f0efcu, 0x5a048dffu,
+    0x8ecee914u, 0x7ca56a17u, 0x6ff599e3u, 0x9d9e1ae0u, 0xd3d3e1abu, 0x21b862a8u,
+    0x32e8915cu, 0xc083125fu, 0x144976b4u, 0xe622f5b7u, 0xf5720643u, 0x07198540u,
+    0x590ab964u, 0xab613a67u, 0xb831c993u, 0x4a5a4a90u, 0x9e902e7bu, 0x6cfbad78u,
+    0x7fab5e8cu, 0x8dc0dd8fu, 0xe330a81au, 0x115b2b19u, 0x020bd8edu, 0xf0605beeu,
+    0x24aa3f05u, 0xd6c1bc06u, 0xc5914ff2u, 0x37faccf1u, 0x69e9f0d5u, 0x9b8273d6u,
+    0x88d28022u, 0x7ab90321u, 0xae7367cau, 0x5c18e4c9u, 0x4f48173du, 0xbd23943eu,
+    0xf36e6f75u, 0x0105ec76u, 0x12551f82u, 0xe03e9c81u, 0x34f4f86au, 0xc69f7b69u,
+    0xd5cf889du, 0x27a40b9eu, 0x79b737bau, 0x8bdcb4b9u, 0x988c474du, 0x6ae7c44eu,
+    0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
+};
+
+/* Byte at a time: the portable path and the reference for the SSE4.2 one. */
+MML__CKPT_FN uint32_t mml__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
+    const unsigned char *p = (const unsigned char *)buf;
+    crc = ~crc;
+    while (n--) crc = mml__crc32c_table[(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MML__CRC32C_HW 1
+#include <cpuid.h>
+#include <nmmintrin.h>
+
+__attribute__((target("sse4.2"))) MML__CKPT_FN uint32_t mml__crc32c_hw(uint32_t crc,
+                                                                       const void *buf,
+                                                                       size_t n) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint64_t c = (uint32_t)~crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+        n--;
+    }
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+    }
+    while (n--) c = _mm_crc32_u8((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+/* 1 if the CPU has the SSE4.2 crc32 instruction; cpuid runs once (it is slow
+ * under virtualisation) and the answer is cached. */
+MML__CKPT_FN int mml__crc32c_have_hw(void) {
+    static int state; /* 0 unknown, 1 no, 2 yes */
+    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (!s) {
+        unsigned a, b, c, d;
+        s = (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2)) ? 2 : 1;
+        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+    }
+    return s == 2;
+}
+#else
+MML__CKPT_FN int mml__crc32c_have_hw(void) { return 0; }
 #endif
-#include "parts/model_impl.h"
-#include "parts/model_fwd.h"
-#include "parts/model_par.h"
-#include "parts/model_fold.h"
-#include "parts/train_impl.h"
-#include "parts/model_io.h"
-/* PARTS */
+
+/* CRC32C, chainable: mml__crc32c(mml__crc32c(0, a, n), b, m) is the CRC of a
+ * followed by b. crc32c("123456789") = 0xE3069283. */
+MML__CKPT_FN uint32_t mml__crc32c(uint32_t crc, const void *buf, size_t n) {
+#ifdef MML__CRC32C_HW
+    if (mml__crc32c_have_hw()) return mml__crc32c_hw(crc, buf, n);
+#endif
+    return mml__crc32c_sw(crc, buf, n);
+}
+
+// >>checkpoints: small helpers -------------------------------------------------
+
+static uint16_t mml__ckpt_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t mml__ckpt_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t mml__ckpt_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Zero bytes that bring offset q (from the payload start) to a multiple of 64. */
+static uint64_t mml__ckpt_pad(uint64_t q) { return (MML__CKPT_ALIGN - q % MML__CKPT_ALIGN) % MML__CKPT_ALIGN; }
+
+static int mml__ckpt_printable(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] > 0x7E) return 0;
+    return 1;
+}
+
+/* Copies up to 255 bytes of p into out as printable text ('?' for the rest),
+ * so messages about corrupt names and tags stay readable. */
+static const char *mml__ckpt_san(char out[256], const void *p, size_t n) {
+    const unsigned char *s = (const unsigned char *)p;
+    if (n > 255) n = 255;
+    for (size_t i = 0; i < n; i++) out[i] = (s[i] >= 0x20 && s[i] <= 0x7E) ? (char)s[i] : '?';
+    out[n] = 0;
+    return out;
+}
+
+/* "[3, 4]" */
+static const char *mml__ckpt_fmt_shape(char out[128], int32_t ndim, const int64_t *shape) {
+    size_t k = 0;
+    out[k++] = '[';
+    for (int32_t i = 0; i < ndim && i < 4; i++)
+        k += (size_t)snprintf(out + k, 128 - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    snprintf(out + k, 128 - k, "]");
+    return out;
+}
+
+/* A zero dim makes the tensor empty whatever the other dims are. */
+static int mml__ckpt_has_zero(int32_t ndim, const int64_t *shape) {
+    for (int32_t k = 0; k < ndim; k++)
+        if (shape[k] == 0) return 1;
+    return 0;
+}
+
+static int mml__ckpt_tcmp(const void *a, const void *b) {
+    return strcmp(((const mml__ckpt_tinfo *)a)->name, ((const mml__ckpt_tinfo *)b)->name);
+}
+
+// >>checkpoints: save ---------------------------------------------------------
+
+/* Bytes of a tensor's entry (name, shape, padding, data) that starts q bytes
+ * into its payload; the caller has validated the tensor. */
+static uint64_t mml__ckpt_tensor_entry(uint64_t q, const mml__ckpt_tensor *t, uint64_t nelem) {
+    uint64_t h = 2 + strlen(t->name) + 4 + 8 * (uint64_t)t->ndim;
+    return h + mml__ckpt_pad(q + h) + 4 * nelem;
+}
+
+/* Checks one tensor before anything is written; *nelem = its element count. */
+static mml_status mml__ckpt_check_tensor(const char *path, const char *tag,
+                                         const mml__ckpt_tensor *t, uint64_t *nelem) {
+    size_t nl = t->name ? strlen(t->name) : 0;
+    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable((const unsigned char *)t->name, nl))
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor name must be 1..255 printable ASCII bytes",
+                         path, tag);
+    if (t->ndim < 1 || t->ndim > 4)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': ndim %d out of range 1..4", path,
+                         tag, t->name, (int)t->ndim);
+    uint64_t n = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
+    for (int32_t k = 0; k < t->ndim; k++) {
+        if (t->shape[k] < 0 || (uint64_t)t->shape[k] > MML__CKPT_MAX_DIM ||
+            (n && !mml__mul_ok(n, (uint64_t)t->shape[k], SIZE_MAX / 8, &n)))
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': dim %d = %lld out of range",
+                             path, tag, t->name, (int)k, (long long)t->shape[k]);
+    }
+    if (n && !t->data)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': data is NULL", path, tag, t->name);
+    *nelem = n;
+    return MML_OK;
+}
+
+/* Validates a section and returns its payload length in *plen. */
+static mml_status mml__ckpt_check_section(const char *path, const mml__ckpt_section *s,
+                                          uint64_t *plen) {
+    const char *tag = s->tag;
+    if (!mml__ckpt_printable((const unsigned char *)tag, 4))
+        return mml__fail(MML_ERR_ARG, "%s: section tags must be 4 printable ASCII bytes", path);
+    if (!s->tensors) {
+        if (s->ntensors || (s->nbytes && !s->bytes) || s->nbytes > SIZE_MAX / 4)
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: bad byte section", path, tag);
+        *plen = s->nbytes;
+        return MML_OK;
+    }
+    if (s->bytes || s->nbytes || s->ntensors < 0)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: give either bytes or tensors", path, tag);
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors; i++) {
+        const mml__ckpt_tensor *t = &s->tensors[i];
+        uint64_t n = 0;
+        mml_status st = mml__ckpt_check_tensor(path, tag, t, &n);
+        if (st) return st;
+        for (int32_t j = 0; j < i; j++)
+            if (strcmp(s->tensors[j].name, t->name) == 0)
+                return mml__fail(MML_ERR_ARG, "%s: section %.4s: duplicate tensor name '%s'", path, tag,
+                                 t->name);
+        q += mml__ckpt_tensor_entry(q, t, n);
+        if (q > SIZE_MAX / 4)
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: too large", path, tag);
+    }
+    *plen = q;
+    return MML_OK;
+}
+
+static mml_status mml__ckpt_check_all(const char *path, const mml__ckpt_section *secs, int nsec) {
+    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint save: path is NULL");
+    if (nsec < 0 || (uint32_t)nsec > MML__CKPT_MAX_SECTIONS || (nsec && !secs))
+        return mml__fail(MML_ERR_ARG, "%s: section count %d out of range 0..%u", path, nsec,
+                         MML__CKPT_MAX_SECTIONS);
+    for (int i = 0; i < nsec; i++) {
+        uint64_t plen = 0;
+        mml_status st = mml__ckpt_check_section(path, &secs[i], &plen);
+        if (st) return st;
+        for (int j = 0; j < i; j++)
+            if (memcmp(secs[j].tag, secs[i].tag, 4) == 0)
+                return mml__fail(MML_ERR_ARG, "%s: duplicate section %.4s", path, secs[i].tag);
+    }
+    return MML_OK;
+}
+
+/* Payload length of a validated section. */
+static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
+    if (!s->tensors) return s->nbytes;
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors; i++) {
+        uint64_t n = 1;
+        for (int32_t k = 0; k < s->tensors[i].ndim; k++) n *= (uint64_t)s->tensors[i].shape[k];
+        q += mml__ckpt_tensor_entry(q, &s->tensors[i], n);
+    }
+    return q;
+}
+
+/* Writes n bytes and folds them into *crc. */
+static mml_status mml__ckpt_put(mml__afile *f, uint32_t *crc, const void *p, size_t n) {
+    *crc = mml__crc32c(*crc, p, n);
+    return mml__afile_write(f, p, n);
+}
+
+static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mml__ckpt_section *s) {
+    unsigned char h[2 + MML__CKPT_MAX_NAME + 4 + 32 + MML__CKPT_ALIGN];
+    uint32_t cnt = (uint32_t)s->ntensors;
+    mml_status st = mml__ckpt_put(f, crc, &cnt, 4);
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors && !st; i++) {
+        const mml__ckpt_tensor *t = &s->tensors[i];
+        uint16_t nl = (uint16_t)strlen(t->name);
+        uint32_t nd = (uint32_t)t->ndim;
+        uint64_t n = 1;
+        size_t k = 0;
+        memcpy(h + k, &nl, 2), k += 2;
+        memcpy(h + k, t->name, nl), k += nl;
+        memcpy(h + k, &nd, 4), k += 4;
+        for (uint32_t d = 0; d < nd; d++) {
+            uint64_t v = (uint64_t)t->shape[d];
+            memcpy(h + k, &v, 8), k += 8;
+            n *= v;
+        }
+        uint64_t pad = mml__ckpt_pad(q + k);
+        memset(h + k, 0, (size_t)pad), k += (size_t)pad;
+        q += k + 4 * n;
+        st = mml__ckpt_put(f, crc, h, k);
+        if (!st && n) st = mml__ckpt_put(f, crc, t->data, (size_t)(4 * n));
+    }
+    return st;
+}
+
+static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec) {
+    unsigned char h[MML__CKPT_HDR];
+    uint32_t v[3] = {MML__CKPT_VERSION, MML__CKPT_ENDIAN, (uint32_t)nsec};
+    memcpy(h, mml__ckpt_magic, 8);
+    memcpy(h + 8, v, 12);
+    uint32_t crc = mml__crc32c(0, h, 20);
+    memcpy(h + 20, &crc, 4);
+    mml_status st = mml__afile_write(f, h, sizeof h);
+    for (int i = 0; i < nsec && !st; i++) {
+        const mml__ckpt_section *s = &secs[i];
+        unsigned char sh[MML__CKPT_SEC_HDR];
+        uint32_t kind = s->tensors ? MML__CKPT_TENSORS : MML__CKPT_BYTES;
+        uint64_t plen = mml__ckpt_payload_len(s);
+        memcpy(sh, s->tag, 4);
+        memcpy(sh + 4, &kind, 4);
+        memcpy(sh + 8, &plen, 8);
+        crc = 0;
+        st = mml__ckpt_put(f, &crc, sh, sizeof sh);
+        if (st) break;
+        if (kind == MML__CKPT_TENSORS) st = mml__ckpt_write_tensors(f, &crc, s);
+        else if (s->nbytes) st = mml__ckpt_put(f, &crc, s->bytes, (size_t)s->nbytes);
+        if (!st) st = mml__afile_write(f, &crc, 4);
+    }
+    return st;
+}
+
+/* Rewords a write failure so the caller learns the old file is still there. */
+static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
+    char why[sizeof mml__errbuf];
+    snprintf(why, sizeof why, "%s", mml_last_error());
+    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, why);
+}
+
+/* Writes the sections to path atomically. */
+MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
+    mml_status st = mml__ckpt_check_all(path, secs, nsec);
+    if (st) return st;
+    /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
+    mml__afile *f = (mml__afile *)mml__alloc(sizeof *f);
+    if (!f) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    st = mml__afile_open(f, path);
+    if (!st) {
+        st = mml__ckpt_write_all(f, secs, nsec);
+        if (st) mml__afile_abort(f);
+        else st = mml__afile_commit(f);
+    }
+    mml__free(f);
+    return st ? mml__ckpt_save_failed(path, st) : MML_OK;
+}
+
+// >>checkpoints: open and validate ----------------------------------------------
+
+/* Checks magic, byte order, version and header CRC; *nsec = section count. */
+static mml_status mml__ckpt_parse_header(const mml__ckpt *c, const unsigned char *b, size_t len,
+                                         uint32_t *nsec) {
+    const char *L = c->label;
+    size_t m = len < 8 ? len : 8;
+    if (m && memcmp(b, mml__ckpt_magic, m) != 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora checkpoint (bad magic)", L);
+    if (len < MML__CKPT_HDR)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu (the file header is %u bytes)", L,
+                         len, MML__CKPT_HDR);
+    uint32_t version = mml__ckpt_u32(b + 8), endian = mml__ckpt_u32(b + 12);
+    if (endian == MML__CKPT_ENDIAN_SWAPPED)
+        return mml__fail(MML_ERR_FORMAT, "%s: written on a machine of other byte order", L);
+    if (endian != MML__CKPT_ENDIAN)
+        return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: byte-order marker 0x%08x", L,
+                         (unsigned)endian);
+    if (version > MML__CKPT_VERSION)
+        return mml__fail(MML_ERR_FORMAT, "%s: format version %u is newer than this library's %u", L,
+                         (unsigned)version, MML__CKPT_VERSION);
+    if (version == 0) return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: format version 0", L);
+    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml__crc32c(0, b, 20);
+    if (stored != crc)
+        return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
+                         (unsigned)stored, (unsigned)crc);
+    *nsec = mml__ckpt_u32(b + 16);
+    if (*nsec > MML__CKPT_MAX_SECTIONS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section count %u is absurd (at most %u)", L,
+                         (unsigned)*nsec, MML__CKPT_MAX_SECTIONS);
+    if (*nsec > (len - MML__CKPT_HDR) / MML__CKPT_SEC_MIN)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: the header declares %u sections, more than fit", L, len,
+                         (unsigned)*nsec);
+    return MML_OK;
+}
+
+/* Reads the fixed part of tensor i at payload offset *q (name, ndim, shape,
+ * padding); every length is checked against the n bytes of payload p. */
+static mml_status mml__ckpt_parse_thead(const mml__ckpt *c, const char *tag, const unsigned char *p,
+                                        uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
+    const char *L = c->label;
+    char nm[256];
+    if (n - *q < 2)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length past the end of the payload",
+                         L, tag, (unsigned)i);
+    uint32_t nl = mml__ckpt_u16(p + *q);
+    *q += 2;
+    if (nl > n - *q)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length %u runs past the end of the payload",
+                         L, tag, (unsigned)i, (unsigned)nl);
+    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable(p + *q, nl))
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: bad name '%s' (%u bytes)", L, tag,
+                         (unsigned)i, mml__ckpt_san(nm, p + *q, nl), (unsigned)nl);
+    mml__ckpt_san(nm, p + *q, nl);
+    t->name_off = *q;
+    t->name_len = nl;
+    *q += nl;
+    if (n - *q < 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim past the end of the payload",
+                         L, tag, nm);
+    uint32_t nd = mml__ckpt_u32(p + *q);
+    *q += 4;
+    if (nd < 1 || nd > 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim %u out of range 1..4", L, tag,
+                         nm, (unsigned)nd);
+    if (n - *q < 8 * (uint64_t)nd)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': shape past the end of the payload",
+                         L, tag, nm);
+    t->ndim = (int32_t)nd;
+    for (uint32_t k = 0; k < nd; k++, *q += 8) {
+        uint64_t d = mml__ckpt_u64(p + *q);
+        if (d > MML__CKPT_MAX_DIM)
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': dim %u = %llu exceeds 2^31", L,
+                             tag, nm, (unsigned)k, (unsigned long long)d);
+        t->shape[k] = (int64_t)d;
+    }
+    uint64_t pad = mml__ckpt_pad(*q);
+    if (n - *q < pad)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': padding past the end of the payload",
+                         L, tag, nm);
+    for (uint64_t k = 0; k < pad; k++)
+        if (p[*q + k])
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': nonzero padding", L, tag, nm);
+    *q += pad;
+    return MML_OK;
+}
+
+/* Tensor i: header, then an element count checked against what is left. */
+static mml_status mml__ckpt_parse_tensor(const mml__ckpt *c, const char *tag, const unsigned char *p,
+                                         uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
+    mml_status st = mml__ckpt_parse_thead(c, tag, p, n, q, i, t);
+    if (st) return st;
+    uint64_t limit = (n - *q) / 4, ne = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
+    for (int32_t k = 0; k < t->ndim && ne; k++) {
+        if (!mml__mul_ok(ne, (uint64_t)t->shape[k], limit, &ne)) {
+            char nm[256], sh[128];
+            return mml__fail(MML_ERR_FORMAT,
+                             "%s: section %s: tensor '%s': shape %s does not fit the %llu bytes left in the payload",
+                             c->label, tag, mml__ckpt_san(nm, p + t->name_off, t->name_len),
+                             mml__ckpt_fmt_shape(sh, t->ndim, t->shape), (unsigned long long)(n - *q));
+        }
+    }
+    t->nelem = ne;
+    t->data_off = *q;
+    *q += 4 * ne;
+    return MML_OK;
+}
+
+/* Parses a tensor section whose CRC has been checked: entries, exact fit,
+ * then a name pool, sorted by name for lookup, with duplicates rejected. */
+static mml_status mml__ckpt_parse_tensors(const mml__ckpt *c, const unsigned char *b, mml__ckpt_sec *s) {
+    char tag[256], nm[256];
+    const unsigned char *p = b + s->off;
+    uint64_t n = s->len, q = 4, pool = 0;
+    mml__ckpt_san(tag, s->tag, 4);
+    if (n < 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count past the end of the payload",
+                         c->label, tag);
+    uint32_t cnt = mml__ckpt_u32(p);
+    if (cnt > (n - 4) / MML__CKPT_TENSOR_MIN)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count %u does not fit the payload (%llu bytes)",
+                         c->label, tag, (unsigned)cnt, (unsigned long long)n);
+    s->t = (mml__ckpt_tinfo *)mml__alloc((size_t)cnt * sizeof *s->t);
+    if (!s->t) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
+    s->ntensors = (int32_t)cnt;
+    for (uint32_t i = 0; i < cnt; i++) {
+        mml_status st = mml__ckpt_parse_tensor(c, tag, p, n, &q, i, &s->t[i]);
+        if (st) return st;
+        pool += s->t[i].name_len + 1;
+        s->t[i].data_off += s->off;
+    }
+    if (q != n)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: %llu trailing bytes after the last tensor",
+                         c->label, tag, (unsigned long long)(n - q));
+    s->names = (char *)mml__alloc((size_t)pool);
+    if (!s->names) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
+    for (uint32_t i = 0, k = 0; i < cnt; k += s->t[i].name_len + 1, i++) {
+        memcpy(s->names + k, p + s->t[i].name_off, s->t[i].name_len);
+        s->t[i].name = s->names + k;
+    }
+    if (cnt > 1) qsort(s->t, cnt, sizeof *s->t, mml__ckpt_tcmp);
+    for (uint32_t i = 1; i < cnt; i++)
+        if (strcmp(s->t[i - 1].name, s->t[i].name) == 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: duplicate tensor name '%s'", c->label, tag,
+                             mml__ckpt_san(nm, s->t[i].name, s->t[i].name_len));
+    return MML_OK;
+}
+
+/* Section i at byte *pos: lengths against the file end, then CRC, then the
+ * contents (tag, kind, uniqueness, tensor entries). */
+static mml_status mml__ckpt_parse_section(mml__ckpt *c, const unsigned char *b, size_t len,
+                                          size_t *pos, uint32_t i) {
+    const char *L = c->label;
+    char tag[256];
+    mml__ckpt_sec *s = &c->sec[i];
+    size_t rem = len - *pos;
+    if (rem < MML__CKPT_SEC_HDR)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: section %u header incomplete", L, len,
+                         (unsigned)i);
+    const unsigned char *h = b + *pos;
+    uint64_t plen = mml__ckpt_u64(h + 8);
+    mml__ckpt_san(tag, h, 4);
+    if (plen > rem - MML__CKPT_SEC_HDR || rem - MML__CKPT_SEC_HDR - plen < 4)
+        return mml__fail(MML_ERR_FORMAT,
+                         "%s: truncated at byte %zu: section %s at byte %zu declares a %llu-byte payload", L,
+                         len, tag, *pos, (unsigned long long)plen);
+    uint32_t stored = mml__ckpt_u32(h + MML__CKPT_SEC_HDR + plen);
+    uint32_t crc = mml__crc32c(mml__crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
+    if (stored != crc)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
+                         tag, (unsigned)stored, (unsigned)crc);
+    memcpy(s->tag, h, 4);
+    s->kind = mml__ckpt_u32(h + 4);
+    s->off = *pos + MML__CKPT_SEC_HDR;
+    s->len = plen;
+    s->ntensors = -1;
+    if (!mml__ckpt_printable(h, 4))
+        return mml__fail(MML_ERR_FORMAT, "%s: section %u: tag '%s' is not printable ASCII", L, (unsigned)i, tag);
+    for (uint32_t j = 0; j < i; j++)
+        if (memcmp(c->sec[j].tag, s->tag, 4) == 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: duplicate section %s", L, tag);
+    if (s->kind != MML__CKPT_BYTES && s->kind != MML__CKPT_TENSORS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: unknown kind %u", L, tag, (unsigned)s->kind);
+    *pos += MML__CKPT_SEC_HDR + (size_t)plen + 4;
+    return s->kind == MML__CKPT_TENSORS ? mml__ckpt_parse_tensors(c, b, s) : MML_OK;
+}
+
+/* Validates the whole image b[0..len) into c (offsets only, so the caller may
+ * move the image afterwards). */
+/* Opaque to interprocedural optimisation: given a constant buffer, GCC 12
+ * would otherwise warn (-Warray-bounds) about reads on paths that the length
+ * checks have already ruled out. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noipa))
+#endif
+static mml_status mml__ckpt_parse(mml__ckpt *c, const unsigned char *b, size_t len) {
+    uint32_t nsec = 0;
+    mml_status st = mml__ckpt_parse_header(c, b, len, &nsec);
+    if (st) return st;
+    c->sec = (mml__ckpt_sec *)mml__alloc((size_t)nsec * sizeof *c->sec);
+    if (!c->sec) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", c->label);
+    c->nsec = nsec;
+    size_t pos = MML__CKPT_HDR;
+    for (uint32_t i = 0; i < nsec; i++)
+        if ((st = mml__ckpt_parse_section(c, b, len, &pos, i)) != MML_OK) return st;
+    if (pos != len)
+        return mml__fail(MML_ERR_FORMAT, "%s: %zu bytes of trailing garbage after the last section (at byte %zu)",
+                         c->label, len - pos, pos);
+    return MML_OK;
+}
+
+MML__CKPT_FN void mml__ckpt_close(mml__ckpt *c) {
+    if (!c) return;
+    for (uint32_t i = 0; c->sec && i < c->nsec; i++) {
+        mml__free(c->sec[i].t);
+        mml__free(c->sec[i].names);
+    }
+    mml__free(c->sec);
+    mml__free(c->img);
+    mml__free(c->label);
+    mml__free(c);
+}
+
+static mml__ckpt *mml__ckpt_new(const char *label) {
+    mml__ckpt *c = (mml__ckpt *)mml__alloc(sizeof *c);
+    size_t n = strlen(label);
+    if (c) c->label = (char *)mml__alloc(n + 1);
+    if (!c || !c->label) {
+        mml__ckpt_close(c);
+        mml__fail(MML_ERR_NOMEM, "%s: out of memory", label);
+        return NULL;
+    }
+    memcpy(c->label, label, n);
+    return c;
+}
+
+/* Validates len bytes at buf (label names them in errors) and keeps a copy.
+ * Parsing the caller's buffer in place keeps sanitizers' bounds exact. */
+MML__CKPT_FN mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
+                                           mml__ckpt **out) {
+    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
+    *out = NULL;
+    if (!label) label = "(memory)";
+    if (!buf && len) return mml__fail(MML_ERR_ARG, "%s: buffer is NULL", label);
+    mml__ckpt *c = mml__ckpt_new(label);
+    if (!c) return MML_ERR_NOMEM;
+    mml_status st = mml__ckpt_parse(c, (const unsigned char *)buf, len);
+    if (!st && !(c->img = (unsigned char *)mml__alloc(len)))
+        st = mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", label, len);
+    if (st) {
+        mml__ckpt_close(c);
+        return st;
+    }
+    if (len) memcpy(c->img, buf, len);
+    c->len = len;
+    *out = c;
+    return MML_OK;
+}
+
+/* Reads all of f (size bytes) into an aligned buffer. */
+static mml_status mml__ckpt_slurp(FILE *f, const char *path, unsigned char **img, size_t *len) {
+    long end;
+    if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        return mml__fail(MML_ERR_IO, "%s: cannot determine the file size: %s", path, strerror(errno));
+    *len = (size_t)end;
+    *img = (unsigned char *)mml__alloc(*len);
+    if (!*img) return mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, *len);
+    if (*len && fread(*img, 1, *len, f) != *len)
+        return mml__fail(MML_ERR_IO, "%s: read failed: %s", path, ferror(f) ? strerror(errno) : "file shrank");
+    return MML_OK;
+}
+
+/* Reads path into memory and validates it. */
+MML__CKPT_FN mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
+    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
+    *out = NULL;
+    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
+    FILE *f = fopen(path, "rb");
+    if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    mml__ckpt *c = mml__ckpt_new(path);
+    mml_status st = c ? mml__ckpt_slurp(f, path, &c->img, &c->len) : MML_ERR_NOMEM;
+    fclose(f);
+    if (!st) st = mml__ckpt_parse(c, c->img, c->len);
+    if (st) {
+        mml__ckpt_close(c);
+        return st;
+    }
+    *out = c;
+    return MML_OK;
+}
+
+// >>checkpoints: lookup ---------------------------------------------------------
+
+static const mml__ckpt_sec *mml__ckpt_find(const mml__ckpt *c, const char tag[4]) {
+    for (uint32_t i = 0; i < c->nsec; i++)
+        if (memcmp(c->sec[i].tag, tag, 4) == 0) return &c->sec[i];
+    return NULL;
+}
+
+static const mml__ckpt_tinfo *mml__ckpt_find_tensor(const mml__ckpt_sec *s, const char *name) {
+    mml__ckpt_tinfo key;
+    if (s->kind != MML__CKPT_TENSORS || s->ntensors <= 0) return NULL;
+    key.name = name;
+    return (const mml__ckpt_tinfo *)bsearch(&key, s->t, (size_t)s->ntensors, sizeof key, mml__ckpt_tcmp);
+}
+
+/* A byte section's payload; MML_ERR_FORMAT if it is missing or holds tensors. */
+MML__CKPT_FN mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
+                                        uint64_t *n) {
+    char t[256];
+    if (!c || !tag || !p || !n) return mml__fail(MML_ERR_ARG, "checkpoint bytes: NULL argument");
+    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
+    mml__ckpt_san(t, tag, 4);
+    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
+    if (s->kind != MML__CKPT_BYTES)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds tensors, not bytes", c->label, t);
+    *p = c->img + s->off;
+    *n = s->len;
+    return MML_OK;
+}
+
+MML__CKPT_FN int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
+    const mml__ckpt_sec *s = (c && tag && name) ? mml__ckpt_find(c, tag) : NULL;
+    return s && mml__ckpt_find_tensor(s, name) != NULL;
+}
+
+/* Copies tensor name of section tag into dst (prod(shape) floats) after
+ * checking that the stored ndim and shape equal the expected ones. */
+MML__CKPT_FN mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
+                                              int32_t ndim, const int64_t *shape, float *dst) {
+    char t[256], nm[256], want[128], got[128];
+    if (!c || !tag || !name || !shape || ndim < 1 || ndim > 4)
+        return mml__fail(MML_ERR_ARG, "checkpoint tensor read: bad argument");
+    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
+    mml__ckpt_san(t, tag, 4);
+    mml__ckpt_san(nm, name, strlen(name));
+    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
+    if (s->kind != MML__CKPT_TENSORS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds bytes, not tensors", c->label, t);
+    const mml__ckpt_tinfo *ti = mml__ckpt_find_tensor(s, name);
+    if (!ti) return mml__fail(MML_ERR_FORMAT, "%s: section %s: no tensor named '%s'", c->label, t, nm);
+    int same = ti->ndim == ndim;
+    for (int32_t k = 0; same && k < ndim; k++) same = ti->shape[k] == shape[k];
+    if (!same)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s' has shape %s in the file, expected %s",
+                         c->label, t, nm, mml__ckpt_fmt_shape(got, ti->ndim, ti->shape),
+                         mml__ckpt_fmt_shape(want, ndim, shape));
+    if (ti->nelem && !dst) return mml__fail(MML_ERR_ARG, "checkpoint tensor read: dst is NULL");
+    if (ti->nelem) memcpy(dst, c->img + ti->data_off, (size_t)(4 * ti->nelem));
+    return MML_OK;
+}
+
+/* Iteration, for tools and the fuzzer. */
+MML__CKPT_FN int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
+
+/* Section i's tag (4 bytes, no NUL) and
+ * its tensor count (-1 for a byte section); NULL if i is out of range. */
+MML__CKPT_FN const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
+    if (!c || i < 0 || (uint32_t)i >= c->nsec) return NULL;
+    if (ntensors) *ntensors = c->sec[i].ntensors;
+    return c->sec[i].tag;
+}
+
+/* Tensor i (in name order) of section tag: its name, ndim and shape; NULL if
+ * there is no such tensor. */
+MML__CKPT_FN const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
+                                             int32_t *ndim, int64_t shape[4]) {
+    const mml__ckpt_sec *s = (c && tag) ? mml__ckpt_find(c, tag) : NULL;
+    if (!s || i < 0 || i >= s->ntensors) return NULL;
+    if (ndim) *ndim = s->t[i].ndim;
+    if (shape) memcpy(shape, s->t[i].shape, sizeof s->t[i].shape);
+    return s->t[i].name;
+}
+// >>model ------------------------------------------------------------------
+
+static const char *const mml__model_names[MML_MODEL_COUNT] = {
+    "mlp", "wdl", "deepfm", "nfm", "pnn", "dcn", "xdeepfm", "autoint", "fibinet"};
+static const char *const mml__adapter_names[3] = {"none", "mlora", "moe"};
+
+const char *mml_model_kind_name(mml_model_kind k) {
+    return (unsigned)k < MML_MODEL_COUNT ? mml__model_names[k] : "?";
+}
+int mml_model_kind_from_name(const char *s, mml_model_kind *out) {
+    for (int i = 0; i < MML_MODEL_COUNT; i++)
+        if (strcmp(s, mml__model_names[i]) == 0) { *out = (mml_model_kind)i; return 0; }
+    return -1;
+}
+const char *mml_adapter_name(mml_adapter a) { return (unsigned)a < 3 ? mml__adapter_names[a] : "?"; }
+int mml_adapter_from_name(const char *s, mml_adapter *out) {
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, mml__adapter_names[i]) == 0) { *out = (mml_adapter)i; return 0; }
+    if (strcmp(s, "base") == 0) { *out = MML_ADAPTER_NONE; return 0; }
+    return -1;
+}
+
+void mml_config_default(mml_config_t *c) {
+    memset(c, 0, sizeof *c);
+    c->model = MML_MODEL_MLP;
+    c->adapter = MML_ADAPTER_MOE;
+    c->gate = MML_GATE_DOMAIN;
+    c->emb_dim = 8;
+    c->n_hidden = 3;
+    c->hidden[0] = 256; c->hidden[1] = 128; c->hidden[2] = 64;
+    c->lora_reduce = 16;
+    c->experts_per_domain = 1;
+    c->gate_dim = 4;
+    c->dropout = 0.5f;
+    c->lr = 1e-3f; c->beta1 = 0.9f; c->beta2 = 0.999f; c->eps = 1e-7f;
+    c->max_batch = 1024;
+    c->threads = 1;
+    c->seed = 123;
+}
+
+/* Parameter groups: freezing works on whole groups (experts also per expert). */
+enum { MML__G_EMB, MML__G_LINEAR, MML__G_TOWER, MML__G_EXTRA, MML__G_OUT, MML__G_EXPERT,
+       MML__G_GATE, MML__G_COUNT };
+
+/* How an expert parameter stacks its experts: A [d_in, E*r] in column blocks,
+ * B [E*r, d_out] in row blocks, C [E, d_out] in rows. */
+enum { MML__XL_NONE, MML__XL_COLS, MML__XL_ROWS };
+
+typedef struct mml__param {
+    char name[48];
+    int group;
+    int ndim;
+    int64_t shape[4];
+    int64_t off, size;       /* floats, in every arena */
+    int64_t fan_in, fan_out; /* Glorot init when > 0 */
+    int row_table;           /* embedding-like: rows touched per batch */
+    int xlayout;             /* MML__XL_*: expert stacking */
+    int64_t xblock;          /* floats per expert block (ROWS) or columns (COLS) */
+} mml__param;
+
+typedef struct mml__layer {
+    int d_in, d_out, r;
+    int W, b, A, B, C;       /* parameter indices, -1 when absent */
+} mml__layer;
+
+/* Adapter use in one forward pass. */
+enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
+
+#define MML__MAX_PARAMS 96
+#define MML__ATT_LAYERS 3
+#define MML__ATT_HEADS 2
+#define MML__ATT_SIZE 8
+#define MML__CROSS_LAYERS 2
+#define MML__CIN_LAYERS 2
+static const int mml__cin_sizes[MML__CIN_LAYERS] = {128, 128};
+
+/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+typedef struct mml__fit_state {
+    int32_t active;          /* a fit is in progress */
+    int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
+    int32_t epoch;           /* epochs completed in this stage */
+    int32_t bad;             /* epochs without improvement */
+    double best;             /* best validation score of this stage */
+    uint64_t rng;            /* epoch shuffle generator */
+} mml__fit_state;
+
+struct mml_model_t {
+    mml_config_t cfg;
+    const mml_kernels_t *K;
+    mml_isa isa;
+    int F, k, d0, n_experts, n_layers, max_r, max_d;
+    mml__layer layer[MML_MAX_HIDDEN];
+    int p_emb[3], p_gate_emb, p_gate_W, p_gate_b, p_out, p_out_b;
+    /* model-specific parts (-1 when absent) */
+    int has_linear, p_lin[3];
+    int p_cross_w, p_cross_b;          /* DCN */
+    int p_cin;                         /* xDeepFM, packed */
+    int p_att[MML__ATT_LAYERS][4];     /* AutoInt: Wq, Wk, Wv, Wres per layer */
+    int p_se1, p_se2, p_bil_se, p_bil; /* FiBiNET */
+    int n_pairs, se_r, de;             /* pairs, SENET width, extra final inputs */
+    mml__param params[MML__MAX_PARAMS];
+    int n_params;
+    int64_t n_floats;
+    float *P, *G, *M, *V, *best;
+    /* training state */
+    mml_phase phase;
+    int expert;
+    int trainable[MML__G_COUNT];
+    int64_t adam_t;
+    uint64_t steps;
+    mml__fit_state fs;
+    /* per-pass state */
+    int ad_mode, ad_expert;
+    int row0;                /* first batch row of this pass (dropout masks) */
+    int force_mix;           /* MLoRA: treat the rows as a mixed-domain batch */
+    struct mml__pool *pool;  /* worker threads (threads > 1) */
+    float *fold;             /* folded per-domain inference weights (mml_model_fold) */
+    int fold_ok;             /* fold matches the parameters */
+    struct mml_model_t *views; /* per-worker views: own activations and gradients */
+    /* activations, sized for max_batch rows */
+    int32_t *ids[3];
+    float *E, *dE;                     /* field embeddings [B, F*k] (may alias x0) */
+    float *x0, *z[MML_MAX_HIDDEN], *T[MML_MAX_HIDDEN], *U[MML_MAX_HIDDEN];
+    int32_t *ids_bf;                   /* [B, F] interleaved, for the linear part */
+    int32_t *ids_perm, *dom_count;     /* grouping rows by domain (folded inference) */
+    float *lin_out, *fm_out, *cin_out, *part_act[4], *att_out[MML__ATT_LAYERS], *datt[2];
+    float *att_act[MML__ATT_LAYERS], *se_out, *dV, *extra, *dextra, *ws;
+    float *gw, *gin, *logit, *prob;
+    float *dz, *dx, *dT, *dU, *dw, *dx0, *dlogit;
+    int32_t *touched[3];
+    int n_touched[3];
+    int64_t *last[3];        /* step each embedding row was last updated at */
+    int64_t synced_t;        /* every row is up to date at this step */
+    int defer_min_dim;       /* deferred dense Adam from this row width on (32) */
+    float *zero_row;         /* a zero gradient row, emb_dim floats */
+    uint8_t *mark[3];
+    void *act_block;
+};
+
+static float *mml__p(const mml_model_t *m, int i) { return m->P + m->params[i].off; }
+static float *mml__g(const mml_model_t *m, int i) { return m->G + m->params[i].off; }
+
+static int mml__add_param(mml_model_t *m, const char *name, int group, int ndim, int64_t d0,
+                          int64_t d1) {
+    mml__param *p = &m->params[m->n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->group = group;
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim > 1 ? d1 : 1;
+    p->size = d0 * p->shape[1];
+    p->off = m->n_floats;
+    m->n_floats += (p->size + 15) & ~(int64_t)15; /* 64-byte aligned tensors */
+    return m->n_params++;
+}
+
+/* Rank of the adapter on a layer with d_out units. */
+static int mml__rank(const mml_config_t *c, int d_out) {
+    if (c->lora_r > 0) return c->lora_r;
+    int r = d_out / (c->lora_reduce > 0 ? c->lora_reduce : 1);
+    return r < 1 ? 1 : r;
+}
+
+static mml_status mml__check_config(const mml_config_t *c) {
+    if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0)
+        return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
+                         c->n_users, c->n_items, c->n_domains);
+    if (c->n_users > (1 << 30) || c->n_items > (1 << 30) || c->n_domains > 4096)
+        return mml__fail(MML_ERR_ARG, "config: vocab size too large");
+    if (c->emb_dim < 1 || c->emb_dim > 1024)
+        return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
+    if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
+        return mml__fail(MML_ERR_ARG, "config: n_hidden %d outside 1..%d", c->n_hidden, MML_MAX_HIDDEN);
+    for (int i = 0; i < c->n_hidden; i++)
+        if (c->hidden[i] < 1 || c->hidden[i] > 8192)
+            return mml__fail(MML_ERR_ARG, "config: hidden[%d] = %d outside 1..8192", i, c->hidden[i]);
+    if ((unsigned)c->model >= MML_MODEL_COUNT) return mml__fail(MML_ERR_ARG, "config: unknown model %d", (int)c->model);
+    if ((unsigned)c->adapter > MML_ADAPTER_MOE) return mml__fail(MML_ERR_ARG, "config: unknown adapter %d", (int)c->adapter);
+    if ((unsigned)c->gate > MML_GATE_INPUT) return mml__fail(MML_ERR_ARG, "config: unknown gate %d", (int)c->gate);
+    if (c->experts_per_domain < 1 || (int64_t)c->experts_per_domain * c->n_domains > 256)
+        return mml__fail(MML_ERR_ARG, "config: experts (%d per domain x %d domains) must be 1..256",
+                         c->experts_per_domain, c->n_domains);
+    if (c->lora_r < 0 || c->lora_r > 1024 || c->lora_reduce < 0)
+        return mml__fail(MML_ERR_ARG, "config: bad lora_r %d / lora_reduce %d", c->lora_r, c->lora_reduce);
+    if (c->gate_dim < 1 || c->gate_dim > 256) return mml__fail(MML_ERR_ARG, "config: gate_dim %d outside 1..256", c->gate_dim);
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return mml__fail(MML_ERR_ARG, "config: dropout must be in [0,1)");
+    if (!(c->lr > 0.0f) || !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0))
+        return mml__fail(MML_ERR_ARG, "config: bad Adam hyper-parameters");
+    if (c->max_batch < 1 || c->max_batch > (1 << 20)) return mml__fail(MML_ERR_ARG, "config: max_batch %d outside 1..2^20", c->max_batch);
+    if (c->threads < 1 || c->threads > 256) return mml__fail(MML_ERR_ARG, "config: threads %d outside 1..256", c->threads);
+    return MML_OK;
+}
+
+/* Glorot uniform: the Keras default for dense kernels. */
+static void mml__init_glorot(float *w, int64_t n, int64_t fan_in, int64_t fan_out, uint64_t *rng) {
+    double lim = sqrt(6.0 / (double)(fan_in + fan_out));
+    for (int64_t i = 0; i < n; i++) w[i] = (float)((2.0 * mml__rng_uniform(rng) - 1.0) * lim);
+}
+
+static int mml__add_glorot(mml_model_t *m, const char *name, int group, int64_t d0, int64_t d1,
+                           int64_t fan_in, int64_t fan_out) {
+    int i = mml__add_param(m, name, group, 2, d0, d1);
+    m->params[i].fan_in = fan_in;
+    m->params[i].fan_out = fan_out;
+    return i;
+}
+
+/* Tower input width and the model-specific parameters around the tower. */
+static void mml__layout_parts(mml_model_t *m) {
+    const mml_config_t *c = &m->cfg;
+    int F = m->F, k = m->k, D = F * k;
+    mml_model_kind mk = c->model;
+    m->n_pairs = F * (F - 1) / 2;
+    m->p_cross_w = m->p_cross_b = m->p_cin = m->p_se1 = m->p_se2 = m->p_bil_se = m->p_bil = -1;
+    for (int l = 0; l < MML__ATT_LAYERS; l++)
+        for (int j = 0; j < 4; j++) m->p_att[l][j] = -1;
+    m->de = 0;
+    m->d0 = mk == MML_MODEL_NFM ? k : mk == MML_MODEL_PNN ? D + m->n_pairs : mk == MML_MODEL_FIBINET ? 2 * m->n_pairs * k : D;
+    m->has_linear = mk != MML_MODEL_MLP && mk != MML_MODEL_PNN;
+    static const char *const ln[3] = {"linear.user", "linear.item", "linear.domain"};
+    const int32_t vocab[3] = {c->n_users, c->n_items, c->n_domains};
+    for (int f = 0; f < 3; f++) {
+        m->p_lin[f] = -1;
+        if (!m->has_linear) continue;
+        m->p_lin[f] = mml__add_param(m, ln[f], MML__G_LINEAR, 2, vocab[f] + 1, 1);
+        m->params[m->p_lin[f]].row_table = 1;
+    }
+    if (mk == MML_MODEL_DCN) {
+        m->p_cross_w = mml__add_glorot(m, "cross.w", MML__G_EXTRA, MML__CROSS_LAYERS, D, D, 1);
+        m->p_cross_b = mml__add_param(m, "cross.b", MML__G_EXTRA, 2, MML__CROSS_LAYERS, D);
+        m->de = D;
+    } else if (mk == MML_MODEL_XDEEPFM) {
+        m->p_cin = mml__add_param(m, "cin.params", MML__G_EXTRA, 1,
+                                  (int64_t)mml__cin_param_floats(F, MML__CIN_LAYERS, mml__cin_sizes, 1), 1);
+    } else if (mk == MML_MODEL_AUTOINT) {
+        static const char *const an[4] = {"Wq", "Wk", "Wv", "Wres"};
+        int HA = MML__ATT_HEADS * MML__ATT_SIZE, din = k;
+        for (int l = 0; l < MML__ATT_LAYERS; l++) {
+            for (int j = 0; j < 4; j++) {
+                char nm[48];
+                snprintf(nm, sizeof nm, "att.%d.%s", l, an[j]);
+                m->p_att[l][j] = mml__add_glorot(m, nm, MML__G_EXTRA, din, HA, din, HA);
+            }
+            din = HA;
+        }
+        m->de = F * HA;
+    } else if (mk == MML_MODEL_FIBINET) {
+        m->se_r = mml__senet_r(F, 3);
+        m->p_se1 = mml__add_glorot(m, "senet.W1", MML__G_EXTRA, F, m->se_r, F, m->se_r);
+        m->p_se2 = mml__add_glorot(m, "senet.W2", MML__G_EXTRA, m->se_r, F, m->se_r, F);
+        m->p_bil_se = mml__add_glorot(m, "bilinear.senet", MML__G_EXTRA, (int64_t)m->n_pairs * k, k, k, k);
+        m->p_bil = mml__add_glorot(m, "bilinear.plain", MML__G_EXTRA, (int64_t)m->n_pairs * k, k, k, k);
+    }
+}
+
+static void mml__build_layout(mml_model_t *m) {
+    const mml_config_t *c = &m->cfg;
+    int vocab[3] = {c->n_users, c->n_items, c->n_domains};
+    static const char *const en[3] = {"emb.user", "emb.item", "emb.domain"};
+    m->F = 3;
+    m->k = c->emb_dim;
+    for (int f = 0; f < 3; f++) {
+        /* one extra row: the out-of-vocabulary id */
+        m->p_emb[f] = mml__add_param(m, en[f], MML__G_EMB, 2, vocab[f] + 1, m->k);
+        m->params[m->p_emb[f]].row_table = 1;
+    }
+    mml__layout_parts(m);
+    m->n_experts = c->adapter == MML_ADAPTER_MLORA ? c->n_domains
+                 : c->adapter == MML_ADAPTER_MOE ? c->n_domains * c->experts_per_domain : 0;
+    int E = m->n_experts, d_in = m->d0;
+    m->n_layers = c->n_hidden;
+    m->max_r = 1;
+    m->max_d = m->d0;
+    for (int l = 0; l < c->n_hidden; l++) {
+        mml__layer *L = &m->layer[l];
+        char nm[48];
+        L->d_in = d_in;
+        L->d_out = c->hidden[l];
+        L->r = E ? mml__rank(c, L->d_out) : 0;
+        snprintf(nm, sizeof nm, "tower.%d.W", l);
+        L->W = mml__add_glorot(m, nm, MML__G_TOWER, d_in, L->d_out, d_in, L->d_out);
+        snprintf(nm, sizeof nm, "tower.%d.b", l);
+        L->b = mml__add_param(m, nm, MML__G_TOWER, 1, L->d_out, 1);
+        L->A = L->B = L->C = -1;
+        if (E) {
+            snprintf(nm, sizeof nm, "tower.%d.lora_A", l);
+            L->A = mml__add_glorot(m, nm, MML__G_EXPERT, d_in, (int64_t)E * L->r, d_in, L->r);
+            m->params[L->A].xlayout = MML__XL_COLS;
+            m->params[L->A].xblock = L->r;
+            snprintf(nm, sizeof nm, "tower.%d.lora_B", l);
+            L->B = mml__add_param(m, nm, MML__G_EXPERT, 2, (int64_t)E * L->r, L->d_out);
+            m->params[L->B].xlayout = MML__XL_ROWS;
+            m->params[L->B].xblock = (int64_t)L->r * L->d_out;
+            snprintf(nm, sizeof nm, "tower.%d.lora_c", l);
+            L->C = mml__add_param(m, nm, MML__G_EXPERT, 2, E, L->d_out);
+            m->params[L->C].xlayout = MML__XL_ROWS;
+            m->params[L->C].xblock = L->d_out;
+            if (E * L->r > m->max_r) m->max_r = E * L->r;
+        }
+        if (L->d_out > m->max_d) m->max_d = L->d_out;
+        d_in = L->d_out;
+    }
+    m->p_gate_emb = m->p_gate_W = m->p_gate_b = -1;
+    if (c->adapter == MML_ADAPTER_MOE) {
+        int gin = c->gate == MML_GATE_DOMAIN ? c->gate_dim : m->d0;
+        if (c->gate == MML_GATE_DOMAIN) {
+            m->p_gate_emb = mml__add_param(m, "gate.emb", MML__G_GATE, 2, c->n_domains + 1, c->gate_dim);
+            m->params[m->p_gate_emb].row_table = 1;
+        }
+        m->p_gate_W = mml__add_glorot(m, "gate.W", MML__G_GATE, gin, E, gin, E);
+        m->p_gate_b = mml__add_param(m, "gate.b", MML__G_GATE, 1, E, 1);
+    }
+    m->p_out = mml__add_glorot(m, "out.W", MML__G_OUT, d_in + m->de, 1, d_in + m->de, 1);
+    m->p_out_b = mml__add_param(m, "out.b", MML__G_OUT, 1, 1, 1);
+}
+
+static void mml__init_params(mml_model_t *m) {
+    uint64_t rng = m->cfg.seed ^ 0x6D6F656D6C6F7261ull;
+    for (int i = 0; i < m->n_params; i++) {
+        mml__param *p = &m->params[i];
+        float *w = m->P + p->off;
+        if (p->row_table && p->group != MML__G_GATE) {
+            /* DeepCTR's embedding init: N(0, 1e-4); the OOV row stays zero */
+            for (int64_t j = 0; j < (p->shape[0] - 1) * p->shape[1]; j++) w[j] = 1e-4f * mml__rng_normal(&rng);
+        } else if (p->row_table) {
+            for (int64_t j = 0; j < (p->shape[0] - 1) * p->shape[1]; j++)
+                w[j] = (float)(0.1 * mml__rng_uniform(&rng) - 0.05); /* Keras Embedding default */
+        } else if (p->fan_in > 0) {
+            mml__init_glorot(w, p->size, p->fan_in, p->fan_out, &rng);
+        } else if (i == m->p_cin) {
+            int F = m->F, L = MML__CIN_LAYERS, hp = F;
+            const int *sz = mml__cin_sizes;
+            for (int h = 0; h < L; h++) {
+                size_t o = mml__cin_param_offset(F, L, sz, 1, h);
+                mml__init_glorot(w + o, (int64_t)sz[h] * hp * F, (int64_t)hp * F, sz[h], &rng);
+                hp = h < L - 1 ? sz[h] / 2 : 0;
+            }
+            size_t o = mml__cin_param_offset(F, L, sz, 1, L);
+            int fs = mml__cin_fmap_sum(L, sz, 1);
+            mml__init_glorot(w + o, fs, fs, 1, &rng);
+        }
+        /* everything else (biases, adapters' B and c) starts at zero */
+    }
+}
+
+/* Carves the activation block; a first pass with base == NULL only sizes it. */
+typedef struct mml__carve { float *base; int64_t used; } mml__carve;
+
+static float *mml__take(mml__carve *c, int64_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) & ~(int64_t)15;
+    return p;
+}
+
+static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
+    int64_t B = m->cfg.max_batch, E = m->n_experts > 0 ? m->n_experts : 1;
+    int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
+    mml_model_kind mk = m->cfg.model;
+    int alias = m->d0 == D && mk != MML_MODEL_PNN && mk != MML_MODEL_NFM && mk != MML_MODEL_FIBINET;
+    m->x0 = mml__take(c, B * m->d0);
+    m->dx0 = mml__take(c, B * m->d0);
+    m->E = alias ? m->x0 : mml__take(c, B * D);
+    m->dE = alias ? m->dx0 : mml__take(c, B * D);
+    for (int l = 0; l < m->n_layers; l++) {
+        int64_t er = m->layer[l].r ? (int64_t)m->n_experts * m->layer[l].r : 1;
+        m->z[l] = mml__take(c, B * m->layer[l].d_out);
+        m->T[l] = mml__take(c, B * er);
+        m->U[l] = mml__take(c, B * er);
+    }
+    m->gw = mml__take(c, B * E);
+    m->dw = mml__take(c, B * E);
+    m->gin = mml__take(c, B * (m->cfg.gate == MML_GATE_INPUT ? 1 : m->cfg.gate_dim));
+    m->logit = mml__take(c, B);
+    m->prob = mml__take(c, B);
+    m->dlogit = mml__take(c, B);
+    m->lin_out = mml__take(c, B);
+    m->fm_out = mml__take(c, B);
+    m->cin_out = mml__take(c, B);
+    m->dz = mml__take(c, B * m->max_d);
+    m->dx = mml__take(c, B * m->max_d);
+    m->dT = mml__take(c, B * m->max_r);
+    m->dU = mml__take(c, B * (m->max_r > m->cfg.gate_dim ? m->max_r : m->cfg.gate_dim));
+    m->ids_bf = (int32_t *)(void *)mml__take(c, B * F);
+    m->ids_perm = (int32_t *)(void *)mml__take(c, B);
+    m->dom_count = (int32_t *)(void *)mml__take(c, (int64_t)m->cfg.n_domains + 2);
+    size_t ws = 0, w;
+    switch (mk) {
+    case MML_MODEL_NFM: m->part_act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, k)); break;
+    case MML_MODEL_DEEPFM: m->part_act[0] = mml__take(c, (int64_t)mml__fm_act_floats((int)B, k)); break;
+    case MML_MODEL_DCN:
+        m->part_act[0] = mml__take(c, (int64_t)mml__cross_act_floats((int)B, D, MML__CROSS_LAYERS));
+        ws = mml__cross_ws_floats((int)B, D);
+        m->extra = mml__take(c, B * m->de);
+        m->dextra = mml__take(c, B * m->de);
+        break;
+    case MML_MODEL_XDEEPFM:
+        m->part_act[0] = mml__take(c, (int64_t)mml__cin_act_floats((int)B, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1));
+        ws = mml__cin_ws_floats((int)B, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1);
+        break;
+    case MML_MODEL_AUTOINT:
+        for (int l = 0; l < MML__ATT_LAYERS; l++) {
+            m->att_act[l] = mml__take(c, (int64_t)mml__autoint_act_floats((int)B, F, MML__ATT_HEADS, MML__ATT_SIZE));
+            m->att_out[l] = mml__take(c, B * F * HA);
+        }
+        m->datt[0] = mml__take(c, B * F * HA);
+        m->datt[1] = mml__take(c, B * F * HA);
+        ws = mml__autoint_ws_floats((int)B, F, MML__ATT_HEADS, MML__ATT_SIZE);
+        m->extra = m->att_out[MML__ATT_LAYERS - 1];
+        m->dextra = mml__take(c, B * m->de);
+        break;
+    case MML_MODEL_FIBINET:
+        m->part_act[0] = mml__take(c, (int64_t)mml__senet_act_floats((int)B, F, m->se_r));
+        m->part_act[1] = mml__take(c, (int64_t)mml__bilinear_act_floats((int)B, F, k));
+        m->part_act[2] = mml__take(c, (int64_t)mml__bilinear_act_floats((int)B, F, k));
+        m->se_out = mml__take(c, B * D);
+        m->dV = mml__take(c, B * D);
+        ws = mml__senet_ws_floats((int)B, F, m->se_r);
+        w = mml__bilinear_ws_floats((int)B, k);
+        if (w > ws) ws = w;
+        break;
+    default: break;
+    }
+    m->ws = mml__take(c, (int64_t)ws + 16);
+}
+
+static mml_status mml__alloc_acts(mml_model_t *m) {
+    mml__carve c = {NULL, 0};
+    mml__carve_acts(m, &c);
+    uint64_t bytes;
+    if (!mml__mul_ok((uint64_t)c.used, sizeof(float), (uint64_t)1 << 40, &bytes))
+        return mml__fail(MML_ERR_ARG, "config: activation size overflows");
+    float *a = (float *)mml__alloc((size_t)bytes);
+    if (!a) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of activations", (unsigned long long)bytes);
+    m->act_block = a;
+    c.base = a;
+    c.used = 0;
+    mml__carve_acts(m, &c);
+    int64_t B = m->cfg.max_batch;
+    for (int f = 0; f < 3; f++) {
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        m->ids[f] = (int32_t *)mml__alloc((size_t)B * sizeof(int32_t));
+        m->touched[f] = (int32_t *)mml__alloc((size_t)(B < rows ? B : rows) * sizeof(int32_t) + 4);
+        m->mark[f] = (uint8_t *)mml__alloc((size_t)rows);
+        if (!m->ids[f] || !m->touched[f] || !m->mark[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate id buffers");
+    }
+    return MML_OK;
+}
+
+/* Per-model (not per-view) optimizer bookkeeping. */
+static mml_status mml__alloc_rows_state(mml_model_t *m) {
+    for (int f = 0; f < 3; f++) {
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        m->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
+        if (!m->last[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
+    }
+    return MML_OK;
+}
+
+static void mml__threads_free(mml_model_t *m);
+static void mml__catch_up_all(mml_model_t *m);
+static void mml__rows_current(mml_model_t *m);
+static mml_status mml__threads_init(mml_model_t *m);
+
+void mml_model_free(mml_model_t *m) {
+    if (!m) return;
+    mml__threads_free(m);
+    mml__free(m->P); mml__free(m->G); mml__free(m->M); mml__free(m->V); mml__free(m->best);
+    mml__free(m->act_block);
+    mml__free(m->fold);
+    mml__free(m->zero_row);
+    for (int f = 0; f < 3; f++) mml__free(m->last[f]);
+    for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
+    MOEMLORA_FREE(m);
+}
+
+mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
+    *out = NULL;
+    mml_status st = mml__check_config(c);
+    if (st) return st;
+    char err[256];
+    mml_isa isa;
+    if (mml_simd_resolve(&isa, err, sizeof err) != 0) return mml__fail(MML_ERR_ISA, "%s", err);
+    mml_model_t *m = (mml_model_t *)MOEMLORA_MALLOC(sizeof *m);
+    if (!m) return mml__fail(MML_ERR_NOMEM, "cannot allocate the model");
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->isa = isa;
+    m->defer_min_dim = 32;
+    m->K = mml_simd_kernels(isa);
+    mml__build_layout(m);
+    uint64_t bytes;
+    if (!mml__mul_ok((uint64_t)m->n_floats, sizeof(float), (uint64_t)1 << 40, &bytes)) {
+        mml_model_free(m);
+        return mml__fail(MML_ERR_ARG, "config: parameter size overflows");
+    }
+    m->P = (float *)mml__alloc((size_t)bytes);
+    m->G = (float *)mml__alloc((size_t)bytes);
+    m->M = (float *)mml__alloc((size_t)bytes);
+    m->V = (float *)mml__alloc((size_t)bytes);
+    m->best = (float *)mml__alloc((size_t)bytes);
+    if (!m->P || !m->G || !m->M || !m->V || !m->best) {
+        mml_model_free(m);
+        return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of parameters", (unsigned long long)bytes * 5);
+    }
+    st = mml__alloc_acts(m);
+    if (!st) st = mml__alloc_rows_state(m);
+    if (!st && !(m->zero_row = (float *)mml__alloc((size_t)m->k * sizeof(float))))
+        st = mml__fail(MML_ERR_NOMEM, "cannot allocate the model");
+    if (st) { mml_model_free(m); return st; }
+    mml__init_params(m);
+    mml_model_set_phase(m, c->adapter == MML_ADAPTER_MOE ? MML_PHASE_GATE : MML_PHASE_ALL, 0);
+    st = mml__threads_init(m);
+    if (st) { mml_model_free(m); return st; }
+    *out = m;
+    return MML_OK;
+}
+
+const mml_config_t *mml_model_config(const mml_model_t *m) { return &m->cfg; }
+const char *mml_model_isa(const mml_model_t *m) { return mml_isa_name(m->isa); }
+int32_t mml_model_n_experts(const mml_model_t *m) { return m->n_experts; }
+
+static int mml__param_trainable(const mml_model_t *m, int i) {
+    const mml__param *p = &m->params[i];
+    if (!m->trainable[p->group]) return 0;
+    if (p->group == MML__G_EMB && m->cfg.pretrained && i != m->p_emb[2]) return 0;
+    return 1;
+}
+
+int64_t mml_model_param_count(const mml_model_t *m, int trainable_only) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        if (!trainable_only) { n += p->size; continue; }
+        if (!mml__param_trainable(m, i)) continue;
+        /* phase 2 trains one expert's block only */
+        n += (p->group == MML__G_EXPERT && m->phase == MML_PHASE_EXPERT) ? p->size / m->n_experts : p->size;
+    }
+    return n;
+}
+
+mml_status mml_model_set_pretrained(mml_model_t *m, const float *user_emb, const float *item_emb, int32_t dim) {
+    if (dim != m->k) return mml__fail(MML_ERR_ARG, "pretrained dim %d != model emb_dim %d", dim, m->k);
+    memcpy(mml__p(m, m->p_emb[0]), user_emb, (size_t)m->cfg.n_users * dim * sizeof(float));
+    memcpy(mml__p(m, m->p_emb[1]), item_emb, (size_t)m->cfg.n_items * dim * sizeof(float));
+    return MML_OK;
+}
+
+static void mml__phase_flags(mml_model_t *m, mml_phase p, int32_t expert) {
+    m->fold_ok = 0;
+    m->phase = p;
+    m->expert = p == MML_PHASE_EXPERT ? expert : -1;
+    int backbone = p == MML_PHASE_ALL || p == MML_PHASE_BACKBONE;
+    m->trainable[MML__G_EMB] = m->trainable[MML__G_LINEAR] = m->trainable[MML__G_TOWER] = backbone;
+    m->trainable[MML__G_EXTRA] = m->trainable[MML__G_OUT] = backbone;
+    m->trainable[MML__G_EXPERT] = p == MML_PHASE_ALL || p == MML_PHASE_EXPERT;
+    m->trainable[MML__G_GATE] = p == MML_PHASE_ALL || p == MML_PHASE_GATE;
+}
+
+mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
+    int moe = m->cfg.adapter == MML_ADAPTER_MOE;
+    if ((unsigned)p > MML_PHASE_GATE) return mml__fail(MML_ERR_ARG, "unknown phase %d", (int)p);
+    if (!moe && p != MML_PHASE_ALL)
+        return mml__fail(MML_ERR_STATE, "phase %d needs the MoE adapter", (int)p);
+    if (p == MML_PHASE_EXPERT && (expert < 0 || expert >= m->n_experts))
+        return mml__fail(MML_ERR_ARG, "expert %d outside 0..%d", expert, m->n_experts - 1);
+    mml__catch_up_all(m); /* finish the old optimizer's steps first */
+    mml__phase_flags(m, p, expert);
+    /* a fresh optimizer for every phase */
+    memset(m->M, 0, (size_t)m->n_floats * sizeof(float));
+    memset(m->V, 0, (size_t)m->n_floats * sizeof(float));
+    memset(m->G, 0, (size_t)m->n_floats * sizeof(float));
+    m->adam_t = 0;
+    mml__rows_current(m);
+    return MML_OK;
+}
+// >>layers -----------------------------------------------------------------
+
+static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b);
+static void mml__folded_forward_tower(mml_model_t *m, int n);
+static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
+
+/* ids -> table rows; anything outside the vocab maps to the reserved OOV row. */
+static void mml__embed(mml_model_t *m, int n, const mml_batch_t *b) {
+    const int32_t *src[3] = {b->uid, b->pid, b->dom};
+    const int32_t vocab[3] = {m->cfg.n_users, m->cfg.n_items, m->cfg.n_domains};
+    for (int f = 0; f < 3; f++) {
+        int32_t *dst = m->ids[f];
+        for (int i = 0; i < n; i++) {
+            int32_t id = src[f][i];
+            dst[i] = (id >= 0 && id < vocab[f]) ? id : vocab[f];
+        }
+        m->K->gather_rows(n, dst, mml__p(m, m->p_emb[f]), m->k, m->E + f * m->k, m->F * m->k);
+    }
+    if (m->has_linear)
+        for (int i = 0; i < n; i++)
+            for (int f = 0; f < 3; f++) m->ids_bf[i * 3 + f] = m->ids[f][i];
+}
+
+/* E: [n, F, k] -> x0: [n, d0], the tower input of the model (identity for most). */
+static void mml__input_forward(mml_model_t *m, int n) {
+    const mml_kernels_t *K = m->K;
+    int F = m->F, k = m->k, D = F * k, Pk = m->n_pairs * k;
+    switch (m->cfg.model) {
+    case MML_MODEL_NFM: mml__bi_forward(n, F, k, m->E, m->x0, m->part_act[0]); break;
+    case MML_MODEL_PNN:
+        for (int i = 0; i < n; i++) memcpy(m->x0 + (int64_t)i * m->d0, m->E + (int64_t)i * D, (size_t)D * sizeof(float));
+        mml__inner_forward(K, n, F, k, m->E, m->x0 + D, m->d0);
+        break;
+    case MML_MODEL_FIBINET:
+        mml__senet_forward(K, n, F, k, m->se_r, m->E, mml__p(m, m->p_se1), mml__p(m, m->p_se2), m->se_out, m->part_act[0]);
+        mml__bilinear_forward(K, n, F, k, m->se_out, mml__p(m, m->p_bil_se), m->x0, 2 * Pk, m->part_act[1]);
+        mml__bilinear_forward(K, n, F, k, m->E, mml__p(m, m->p_bil), m->x0 + Pk, 2 * Pk, m->part_act[2]);
+        break;
+    default: break;
+    }
+}
+
+/* dx0: [n, d0] -> dE: [n, F, k] += (dE is zeroed here unless it aliases dx0). */
+static void mml__input_backward(mml_model_t *m, int n, int have_dx0) {
+    const mml_kernels_t *K = m->K;
+    int F = m->F, k = m->k, D = F * k, Pk = m->n_pairs * k;
+    if (m->dE == m->dx0) {
+        if (!have_dx0) memset(m->dE, 0, (size_t)n * D * sizeof(float));
+        return;
+    }
+    memset(m->dE, 0, (size_t)n * D * sizeof(float));
+    if (!have_dx0) return;
+    switch (m->cfg.model) {
+    case MML_MODEL_NFM: mml__bi_backward(n, F, k, m->E, m->part_act[0], m->dx0, m->dE); break;
+    case MML_MODEL_PNN:
+        for (int i = 0; i < n; i++) K->axpy(D, 1.0f, m->dx0 + (int64_t)i * m->d0, m->dE + (int64_t)i * D);
+        mml__inner_backward(K, n, F, k, m->E, m->dx0 + D, m->d0, m->dE);
+        break;
+    case MML_MODEL_FIBINET:
+        memset(m->dV, 0, (size_t)n * D * sizeof(float));
+        mml__bilinear_backward(K, n, F, k, m->se_out, mml__p(m, m->p_bil_se), m->part_act[1], m->dx0, 2 * Pk, m->dV,
+                               mml__g(m, m->p_bil_se), m->ws);
+        mml__bilinear_backward(K, n, F, k, m->E, mml__p(m, m->p_bil), m->part_act[2], m->dx0 + Pk, 2 * Pk, m->dE,
+                               mml__g(m, m->p_bil), m->ws);
+        mml__senet_backward(K, n, F, k, m->se_r, m->E, mml__p(m, m->p_se1), mml__p(m, m->p_se2), m->part_act[0], m->dV,
+                            m->dE, mml__g(m, m->p_se1), mml__g(m, m->p_se2), m->ws);
+        break;
+    default: break;
+    }
+}
+
+/* Parts beside the tower: logit terms (linear, FM, CIN) into lin_out/fm_out/cin_out
+ * and the extra final-dense inputs (cross network, attention) into m->extra. */
+static void mml__side_forward(mml_model_t *m, int n) {
+    const mml_kernels_t *K = m->K;
+    int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
+    if (m->has_linear) {
+        const float *w[3] = {mml__p(m, m->p_lin[0]), mml__p(m, m->p_lin[1]), mml__p(m, m->p_lin[2])};
+        mml__linear_forward(n, 3, m->ids_bf, w, NULL, m->lin_out);
+    }
+    switch (m->cfg.model) {
+    case MML_MODEL_DEEPFM: mml__fm_forward(n, F, k, m->E, m->fm_out, m->part_act[0]); break;
+    case MML_MODEL_DCN:
+        mml__cross_forward(K, n, D, MML__CROSS_LAYERS, m->E, mml__p(m, m->p_cross_w), mml__p(m, m->p_cross_b), m->extra,
+                           m->part_act[0]);
+        break;
+    case MML_MODEL_XDEEPFM:
+        mml__cin_forward(K, n, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1, m->E, mml__p(m, m->p_cin), m->cin_out,
+                         m->part_act[0], m->ws);
+        break;
+    case MML_MODEL_AUTOINT: {
+        const float *x = m->E;
+        int din = k;
+        for (int l = 0; l < MML__ATT_LAYERS; l++) {
+            const int *pa = m->p_att[l];
+            mml__autoint_forward(K, n, F, din, MML__ATT_HEADS, MML__ATT_SIZE, x, mml__p(m, pa[0]), mml__p(m, pa[1]),
+                                 mml__p(m, pa[2]), mml__p(m, pa[3]), m->att_out[l], m->att_act[l], m->ws);
+            x = m->att_out[l];
+            din = HA;
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Backward of the side parts: dlogit -> their parameters and dE. */
+static void mml__side_backward(mml_model_t *m, int n) {
+    const mml_kernels_t *K = m->K;
+    int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
+    if (m->has_linear && m->trainable[MML__G_LINEAR]) {
+        float *dw[3] = {mml__g(m, m->p_lin[0]), mml__g(m, m->p_lin[1]), mml__g(m, m->p_lin[2])};
+        mml__linear_backward(n, 3, m->ids_bf, m->dlogit, dw, NULL);
+    }
+    if (!m->trainable[MML__G_EXTRA] && !m->trainable[MML__G_EMB]) return;
+    switch (m->cfg.model) {
+    case MML_MODEL_DEEPFM: mml__fm_backward(n, F, k, m->E, m->part_act[0], m->dlogit, m->dE); break;
+    case MML_MODEL_DCN:
+        mml__cross_backward(K, n, D, MML__CROSS_LAYERS, m->E, mml__p(m, m->p_cross_w), m->part_act[0], m->dextra, m->dE,
+                            mml__g(m, m->p_cross_w), mml__g(m, m->p_cross_b), m->ws);
+        break;
+    case MML_MODEL_XDEEPFM:
+        mml__cin_backward(K, n, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1, mml__p(m, m->p_cin), m->part_act[0], m->dlogit,
+                          m->dE, mml__g(m, m->p_cin), m->ws);
+        break;
+    case MML_MODEL_AUTOINT: {
+        const float *dout = m->dextra;
+        for (int l = MML__ATT_LAYERS - 1; l >= 0; l--) {
+            const int *pa = m->p_att[l];
+            const float *x = l ? m->att_out[l - 1] : m->E;
+            float *dxl = l ? m->datt[(l - 1) & 1] : m->dE;
+            if (l) memset(dxl, 0, (size_t)n * F * HA * sizeof(float));
+            mml__autoint_backward(K, n, F, l ? HA : k, MML__ATT_HEADS, MML__ATT_SIZE, x, mml__p(m, pa[0]),
+                                  mml__p(m, pa[1]), mml__p(m, pa[2]), mml__p(m, pa[3]), m->att_out[l], m->att_act[l],
+                                  dout, dxl, mml__g(m, pa[0]), mml__g(m, pa[1]), mml__g(m, pa[2]), mml__g(m, pa[3]),
+                                  m->ws);
+            dout = dxl;
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Which adapters this pass uses: none, one (MLoRA's batch domain, or the
+ * expert being trained), or all experts mixed by per-row weights in gw. */
+static void mml__choose_adapter(mml_model_t *m, int n) {
+    int E = m->n_experts;
+    const int32_t *dom = m->ids[2];
+    m->ad_mode = MML__AD_OFF;
+    if (!E) return;
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) {
+        int same = !m->force_mix;
+        for (int i = 1; i < n && same; i++) same = dom[i] == dom[0];
+        if (same) {
+            if (dom[0] < m->cfg.n_domains) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = dom[0]; }
+            return;
+        }
+        /* mixed batch: one-hot weights select each row's own domain adapter */
+        memset(m->gw, 0, (size_t)n * E * sizeof(float));
+        for (int i = 0; i < n; i++)
+            if (dom[i] < m->cfg.n_domains) m->gw[(int64_t)i * E + dom[i]] = 1.0f;
+        m->ad_mode = MML__AD_MIX;
+        return;
+    }
+    if (m->phase == MML_PHASE_BACKBONE) return;
+    if (m->phase == MML_PHASE_EXPERT) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = m->expert; return; }
+    m->ad_mode = MML__AD_MIX;
+}
+
+/* gin: [n, gdim] (domain-gate embeddings or x0)  G: [gdim, E]  -> gw = softmax(gin G + b): [n, E] */
+static void mml__gate_forward(mml_model_t *m, int n) {
+    const mml_kernels_t *K = m->K;
+    int E = m->n_experts, gd;
+    const float *gin;
+    if (m->cfg.gate == MML_GATE_DOMAIN) {
+        gd = m->cfg.gate_dim;
+        K->gather_rows(n, m->ids[2], mml__p(m, m->p_gate_emb), gd, m->gin, gd);
+        gin = m->gin;
+    } else {
+        gd = m->d0;
+        gin = m->x0;
+    }
+    float *lg = m->dw; /* scratch: dw is rebuilt in backward */
+    K->gemm_nn(n, E, gd, gin, gd, mml__p(m, m->p_gate_W), E, lg, E, 0);
+    K->add_bias(n, E, mml__p(m, m->p_gate_b), lg, E);
+    K->softmax_rows(n, E, lg, E, m->gw, E);
+}
+
+static uint64_t mml__dropout_seed(const mml_model_t *m, int layer) {
+    uint64_t s = m->cfg.seed * 0x9E3779B97F4A7C15ull + m->steps * 0x100000001B3ull + (uint64_t)layer;
+    return mml__rng_next(&s);
+}
+
+/* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
+ * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w */
+static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int train) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->layer[l];
+    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r;
+    float *z = m->z[l];
+    K->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
+    K->add_bias(n, dout, mml__p(m, L->b), z, dout);
+    if (train && m->cfg.dropout > 0.0f)
+        K->dropout((int64_t)n * dout, z, z, m->cfg.dropout, mml__dropout_seed(m, l), (uint64_t)m->row0 * dout);
+    if (m->ad_mode == MML__AD_SINGLE) {
+        int e = m->ad_expert;
+        K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, m->T[l], r, 0);
+        K->gemm_nn(n, dout, r, m->T[l], r, mml__p(m, L->B) + (int64_t)e * r * dout, dout, z, dout, 1);
+        K->add_bias(n, dout, mml__p(m, L->C) + (int64_t)e * dout, z, dout);
+    } else if (m->ad_mode == MML__AD_MIX) {
+        K->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, m->T[l], Er, 0);
+        K->block_scale(n, E, r, m->T[l], Er, m->gw, E, m->U[l], Er);
+        K->gemm_nn(n, dout, Er, m->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
+        K->gemm_nn(n, dout, E, m->gw, E, mml__p(m, L->C), dout, z, dout, 1);
+    }
+    K->relu_fwd((int64_t)n * dout, z, z);
+}
+
+/* Full forward: logits and probabilities for n rows. */
+static void mml__forward(mml_model_t *m, int n, const mml_batch_t *b, int train) {
+    const mml_kernels_t *K = m->K;
+    mml__embed(m, n, b);
+    mml__input_forward(m, n);
+    if (!train && m->fold_ok) {
+        mml__folded_forward_tower(m, n);
+    } else {
+        mml__choose_adapter(m, n);
+        if (m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE) mml__gate_forward(m, n);
+        const float *x = m->x0;
+        for (int l = 0; l < m->n_layers; l++) {
+            mml__layer_forward(m, l, n, x, train);
+            x = m->z[l];
+        }
+    }
+    const float *x = m->z[m->n_layers - 1];
+    mml__side_forward(m, n);
+    int dl = m->layer[m->n_layers - 1].d_out;
+    const float *w = mml__p(m, m->p_out), bias = *mml__p(m, m->p_out_b);
+    K->gemm_nn(n, 1, dl, x, dl, w, 1, m->logit, 1, 0);
+    if (m->de) K->gemm_nn(n, 1, m->de, m->extra, m->de, w + dl, 1, m->logit, 1, 1);
+    for (int i = 0; i < n; i++) {
+        float z = m->logit[i] + bias;
+        if (m->has_linear) z += m->lin_out[i];
+        if (m->cfg.model == MML_MODEL_DEEPFM) z += m->fm_out[i];
+        if (m->cfg.model == MML_MODEL_XDEEPFM) z += m->cin_out[i];
+        m->logit[i] = z;
+    }
+    K->sigmoid(n, m->logit, m->prob);
+}
+
+/* Does anything below layer l need the gradient of its input? */
+static int mml__need_dx(const mml_model_t *m, int l) {
+    if (l > 0)
+        return m->trainable[MML__G_TOWER] || (m->trainable[MML__G_EXPERT] && m->ad_mode != MML__AD_OFF) ||
+               (m->trainable[MML__G_GATE] && m->ad_mode == MML__AD_MIX);
+    int emb = m->trainable[MML__G_EMB] || (m->cfg.model == MML_MODEL_FIBINET && m->trainable[MML__G_EXTRA]);
+    int gate_in = m->cfg.gate == MML_GATE_INPUT && m->trainable[MML__G_GATE] && m->ad_mode == MML__AD_MIX &&
+                  m->cfg.adapter == MML_ADAPTER_MOE;
+    return emb || gate_in;
+}
+
+/* dz: [n, d_out] gradient at the adapter's output (before dropout of the base part)
+ * -> adapter parameter gradients, dw (mixture weights) and, if dx, dx = dz-part: [n, d_in].
+ * Returns 1 if it wrote dx. */
+static int mml__adapter_backward(mml_model_t *m, int l, int n, const float *x, const float *dz, float *dx,
+                                 int need_dx) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->layer[l];
+    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r;
+    int gx = m->trainable[MML__G_EXPERT];
+    if (m->ad_mode == MML__AD_SINGLE) {
+        if (!gx && !need_dx) return 0;
+        int e = m->ad_expert;
+        const float *Ae = mml__p(m, L->A) + (int64_t)e * r;
+        const float *Be = mml__p(m, L->B) + (int64_t)e * r * dout;
+        K->gemm_nt(n, r, dout, dz, dout, Be, dout, m->dT, r, 0);
+        if (gx) {
+            K->gemm_tn(r, dout, n, m->T[l], r, dz, dout, mml__g(m, L->B) + (int64_t)e * r * dout, dout, 1);
+            K->colsum_add(n, dout, dz, dout, mml__g(m, L->C) + (int64_t)e * dout);
+            K->gemm_tn(di, r, n, x, di, m->dT, r, mml__g(m, L->A) + (int64_t)e * r, Er, 1);
+        }
+        if (need_dx) K->gemm_nt(n, di, r, m->dT, r, Ae, Er, dx, di, 0);
+        return need_dx;
+    }
+    if (m->ad_mode != MML__AD_MIX) return 0;
+    int gg = m->trainable[MML__G_GATE] && m->cfg.adapter == MML_ADAPTER_MOE;
+    if (!gx && !need_dx && !gg) return 0;
+    K->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, m->dU, Er, 0);
+    if (gg) {
+        K->gemm_nt(n, E, dout, dz, dout, mml__p(m, L->C), dout, m->dw, E, 1);
+        K->block_dot(n, E, r, m->dU, Er, m->T[l], Er, m->dw, E, 1);
+    }
+    if (gx) {
+        K->gemm_tn(Er, dout, n, m->U[l], Er, dz, dout, mml__g(m, L->B), dout, 1);
+        K->gemm_tn(E, dout, n, m->gw, E, dz, dout, mml__g(m, L->C), dout, 1);
+    }
+    if (!gx && !need_dx) return 0;
+    K->block_scale(n, E, r, m->dU, Er, m->gw, E, m->dT, Er);
+    if (gx) K->gemm_tn(di, Er, n, x, di, m->dT, Er, mml__g(m, L->A), Er, 1);
+    if (need_dx) K->gemm_nt(n, di, Er, m->dT, Er, mml__p(m, L->A), Er, dx, di, 0);
+    return need_dx;
+}
+
+/* Softmax backward into the gate's parameters (and x0 for the input gate). */
+static void mml__gate_backward(mml_model_t *m, int n) {
+    const mml_kernels_t *K = m->K;
+    int E = m->n_experts;
+    float *dw = m->dw;
+    for (int i = 0; i < n; i++) {
+        const float *w = m->gw + (int64_t)i * E;
+        float *d = dw + (int64_t)i * E;
+        float s = K->dot(E, w, d);
+        for (int e = 0; e < E; e++) d[e] = w[e] * (d[e] - s);
+    }
+    int gd = m->cfg.gate == MML_GATE_DOMAIN ? m->cfg.gate_dim : m->d0;
+    const float *gin = m->cfg.gate == MML_GATE_DOMAIN ? m->gin : m->x0;
+    K->gemm_tn(gd, E, n, gin, gd, dw, E, mml__g(m, m->p_gate_W), E, 1);
+    K->colsum_add(n, E, dw, E, mml__g(m, m->p_gate_b));
+    if (m->cfg.gate == MML_GATE_DOMAIN) {
+        float *dg = m->dU; /* scratch [n, gate_dim] */
+        K->gemm_nt(n, gd, E, dw, E, mml__p(m, m->p_gate_W), E, dg, gd, 0);
+        K->scatter_add_rows(n, m->ids[2], dg, gd, gd, mml__g(m, m->p_gate_emb));
+    } else {
+        K->gemm_nt(n, m->d0, E, dw, E, mml__p(m, m->p_gate_W), E, m->dx0, m->d0, 1);
+    }
+}
+
+static void mml__embed_backward(mml_model_t *m, int n) {
+    for (int f = 0; f < 3; f++) {
+        int pi = m->p_emb[f];
+        if (!mml__param_trainable(m, pi)) continue;
+        m->K->scatter_add_rows(n, m->ids[f], m->dE + f * m->k, m->F * m->k, m->k, mml__g(m, pi));
+        for (int i = 0; i < n; i++) {
+            int32_t id = m->ids[f][i];
+            if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+        }
+    }
+}
+
+/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train). */
+/* Gradients of scale * (summed BCE of these n rows); returns the summed BCE. */
+static double mml__backward_scaled(mml_model_t *m, int n, const float *label, float scale) {
+    const mml_kernels_t *K = m->K;
+    double loss = K->bce_logits(n, m->logit, label, scale, m->dlogit);
+    int nl = m->n_layers, dl = m->layer[nl - 1].d_out;
+    if (m->trainable[MML__G_OUT]) {
+        K->gemm_tn(dl, 1, n, m->z[nl - 1], dl, m->dlogit, 1, mml__g(m, m->p_out), 1, 1);
+        if (m->de) K->gemm_tn(m->de, 1, n, m->extra, m->de, m->dlogit, 1, mml__g(m, m->p_out) + dl, 1, 1);
+        float s = 0.0f;
+        for (int i = 0; i < n; i++) s += m->dlogit[i];
+        *mml__g(m, m->p_out_b) += s;
+    }
+    if (m->de && (m->trainable[MML__G_EXTRA] || m->trainable[MML__G_EMB]))
+        K->gemm_nn(n, m->de, 1, m->dlogit, 1, mml__p(m, m->p_out) + dl, m->de, m->dextra, m->de, 0);
+    int mix_gate = m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE && m->trainable[MML__G_GATE];
+    if (mix_gate) memset(m->dw, 0, (size_t)n * m->n_experts * sizeof(float));
+    float *dz = m->dz, *dx = m->dx;
+    K->gemm_nn(n, dl, 1, m->dlogit, 1, mml__p(m, m->p_out), dl, dz, dl, 0);
+    int have_dx0 = 0;
+    for (int l = nl - 1; l >= 0; l--) {
+        const mml__layer *L = &m->layer[l];
+        const float *x = l ? m->z[l - 1] : m->x0;
+        float *dxl = l ? dx : m->dx0;
+        int need = mml__need_dx(m, l);
+        K->relu_bwd((int64_t)n * L->d_out, m->z[l], dz, dz);
+        int wrote = mml__adapter_backward(m, l, n, x, dz, dxl, need);
+        if (m->cfg.dropout > 0.0f)
+            K->dropout((int64_t)n * L->d_out, dz, dz, m->cfg.dropout, mml__dropout_seed(m, l),
+                       (uint64_t)m->row0 * L->d_out);
+        if (m->trainable[MML__G_TOWER]) {
+            K->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(m, L->W), L->d_out, 1);
+            K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(m, L->b));
+        }
+        if (!need) break;
+        K->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);
+        if (l == 0) have_dx0 = 1;
+        float *t = dz; dz = dx; dx = t;
+    }
+    if (mix_gate) {
+        if (!have_dx0) memset(m->dx0, 0, (size_t)n * m->d0 * sizeof(float));
+        mml__gate_backward(m, n);
+        have_dx0 = 1;
+    }
+    if (m->trainable[MML__G_EMB] || m->trainable[MML__G_EXTRA] || m->trainable[MML__G_LINEAR]) {
+        mml__input_backward(m, n, have_dx0);
+        mml__side_backward(m, n);
+    }
+    if (m->trainable[MML__G_EMB]) mml__embed_backward(m, n);
+    return loss;
+}
+
+/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train). */
+static double mml__backward(mml_model_t *m, int n, const float *label) {
+    return mml__backward_scaled(m, n, label, 1.0f / (float)n);
+}
+
+// >>optimizer --------------------------------------------------------------
+
+/* Adam's hyper-parameters at step t (bias corrections of that step). */
+static void mml__adam_hp_at(const mml_model_t *m, int64_t t, mml_adam_hp *hp) {
+    const mml_config_t *c = &m->cfg;
+    hp->lr = c->lr;
+    hp->beta1 = c->beta1;
+    hp->beta2 = c->beta2;
+    hp->eps = c->eps;
+    hp->bc1 = (float)(1.0 - pow((double)c->beta1, (double)t));
+    hp->bc2 = (float)(1.0 - pow((double)c->beta2, (double)t));
+    hp->weight_decay = c->weight_decay;
+}
+
+/* Dense Adam (PyTorch semantics) moves every embedding row at every step,
+ * even rows whose gradient is zero. Doing that for a whole table costs a pass
+ * over it per step; instead a row records the last step it was updated at and
+ * replays the zero-gradient steps it missed, with the same kernel and the same
+ * per-step constants, just before anything reads it. The result is the same,
+ * bit for bit, as updating every row every step. */
+static int mml__deferred_rows(const mml_model_t *m, int f) {
+    /* short rows: one streaming pass per step is cheaper than replays */
+    return !m->cfg.lazy_adam && m->k >= m->defer_min_dim && mml__param_trainable(m, m->p_emb[f]);
+}
+
+static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
+    int64_t from = m->last[f][row];
+    if (from >= m->adam_t) return;
+    const mml__param *p = &m->params[m->p_emb[f]];
+    int64_t d = p->shape[1], o = p->off + (int64_t)row * d;
+    /* never moved since the optimizer started: zero moments, nothing to replay */
+    int moved = 0;
+    for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
+    if (moved || m->cfg.weight_decay != 0.0f) {
+        mml_adam_hp hp;
+        for (int64_t t = from + 1; t <= m->adam_t; t++) {
+            mml__adam_hp_at(m, t, &hp);
+            m->K->adam_dense(d, m->P + o, m->zero_row, m->M + o, m->V + o, &hp);
+        }
+    }
+    m->last[f][row] = m->adam_t;
+}
+
+/* Before a step: the rows this batch reads are brought up to date. */
+static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
+    const int32_t *src[3] = {b->uid, b->pid, b->dom};
+    for (int f = 0; f < 3; f++) {
+        if (!mml__deferred_rows(m, f)) continue;
+        for (int i = 0; i < b->n; i++) mml__catch_up_row(m, f, src[f][i]);
+    }
+}
+
+/* Before anything reads whole tables (predict, evaluate, save, snapshots). */
+static void mml__catch_up_all(mml_model_t *m) {
+    if (m->synced_t == m->adam_t) return;
+    m->synced_t = m->adam_t;
+    for (int f = 0; f < 3; f++) {
+        if (!mml__deferred_rows(m, f)) continue;
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        for (int64_t r = 0; r < rows; r++) mml__catch_up_row(m, f, (int32_t)r);
+    }
+}
+
+/* After parameters were replaced wholesale (restore, load): nothing to replay. */
+static void mml__rows_current(mml_model_t *m) {
+    m->synced_t = m->adam_t;
+    for (int f = 0; f < 3; f++) {
+        int64_t rows = m->params[m->p_emb[f]].shape[0];
+        for (int64_t r = 0; r < rows; r++) m->last[f][r] = m->adam_t;
+    }
+}
+
+static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp) {
+    const mml_kernels_t *K = m->K;
+    mml__param *p = &m->params[i];
+    float *P = m->P + p->off, *G = m->G + p->off, *M = m->M + p->off, *V = m->V + p->off;
+    if (p->group == MML__G_EXPERT && m->ad_mode == MML__AD_SINGLE) {
+        int64_t e = m->ad_expert;
+        if (p->xlayout == MML__XL_COLS) {
+            int64_t w = p->shape[1], r = p->xblock;
+            for (int64_t row = 0; row < p->shape[0]; row++) {
+                int64_t o = row * w + e * r;
+                K->adam_dense(r, P + o, G + o, M + o, V + o, hp);
+            }
+        } else {
+            int64_t o = e * p->xblock;
+            K->adam_dense(p->xblock, P + o, G + o, M + o, V + o, hp);
+        }
+        return;
+    }
+    int f = i == m->p_emb[0] ? 0 : i == m->p_emb[1] ? 1 : i == m->p_emb[2] ? 2 : -1;
+    if (f >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, f))) {
+        /* touched rows now; with dense semantics the others catch up when read */
+        K->adam_rows(m->n_touched[f], m->touched[f], (int)p->shape[1], P, G, M, V, hp);
+        if (!m->cfg.lazy_adam)
+            for (int j = 0; j < m->n_touched[f]; j++) m->last[f][m->touched[f][j]] = m->adam_t;
+        return;
+    }
+    K->adam_dense(p->size, P, G, M, V, hp);
+}
+
+static void mml__zero_grads(mml_model_t *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        mml__param *p = &m->params[i];
+        if (p->row_table && p->group == MML__G_EMB) continue;
+        memset(m->G + p->off, 0, (size_t)p->size * sizeof(float));
+    }
+    for (int f = 0; f < 3; f++) {
+        mml__param *p = &m->params[m->p_emb[f]];
+        int64_t w = p->shape[1];
+        for (int j = 0; j < m->n_touched[f]; j++) {
+            int32_t id = m->touched[f][j];
+            memset(m->G + p->off + (int64_t)id * w, 0, (size_t)w * sizeof(float));
+            m->mark[f][id] = 0;
+        }
+        m->n_touched[f] = 0;
+    }
+}
+
+static void mml__optimizer_step(mml_model_t *m) {
+    const mml_config_t *c = &m->cfg;
+    m->adam_t++;
+    mml_adam_hp hp;
+    mml__adam_hp_at(m, m->adam_t, &hp);
+    for (int i = 0; i < m->n_params; i++) {
+        if (!mml__param_trainable(m, i)) continue;
+        if (m->params[i].group == MML__G_EXPERT && m->ad_mode == MML__AD_OFF) continue;
+        if (m->params[i].group == MML__G_GATE && !(m->ad_mode == MML__AD_MIX && c->adapter == MML_ADAPTER_MOE)) continue;
+        mml__adam_param(m, i, &hp);
+    }
+    mml__zero_grads(m);
+}
+
+static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, int need_label) {
+    if (!b || b->n < 1 || !b->uid || !b->pid || !b->dom || (need_label && !b->label))
+        return mml__fail(MML_ERR_ARG, "batch: empty or missing arrays");
+    if (need_label) {
+        if (b->n > m->cfg.max_batch)
+            return mml__fail(MML_ERR_ARG, "batch: %d rows exceed max_batch %d", b->n, m->cfg.max_batch);
+        for (int i = 0; i < b->n; i++) {
+            if (b->uid[i] < 0 || b->uid[i] >= m->cfg.n_users || b->pid[i] < 0 || b->pid[i] >= m->cfg.n_items ||
+                b->dom[i] < 0 || b->dom[i] >= m->cfg.n_domains)
+                return mml__fail(MML_ERR_ARG, "batch row %d: id out of range (uid %d, pid %d, domain %d)", i,
+                                 b->uid[i], b->pid[i], b->dom[i]);
+            if (b->label[i] != 0.0f && b->label[i] != 1.0f)
+                return mml__fail(MML_ERR_ARG, "batch row %d: label %g is not 0 or 1", i, (double)b->label[i]);
+        }
+    }
+    return MML_OK;
+}
+
+mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
+    mml_status st = mml__check_batch(m, b, 1);
+    if (st) return st;
+    double l;
+    m->fold_ok = 0;
+    mml__catch_up_batch(m, b);
+    if (m->pool && b->n >= 2 * m->cfg.threads) {
+        l = mml__parallel_train(m, b);
+    } else {
+        mml__forward(m, b->n, b, 1);
+        l = mml__backward(m, b->n, b->label);
+    }
+    mml__optimizer_step(m);
+    m->steps++;
+    if (loss) *loss = (float)(l / b->n);
+    return MML_OK;
+}
+
+mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
+    mml_status st = mml__check_batch(m, b, 0);
+    if (st) return st;
+    mml__catch_up_all(m);
+    for (int s = 0; s < b->n; s += m->cfg.max_batch) {
+        int n = b->n - s < m->cfg.max_batch ? b->n - s : m->cfg.max_batch;
+        mml_batch_t c = {n, b->uid + s, b->pid + s, b->dom + s, NULL};
+        if (m->pool && n >= 64 * m->cfg.threads) {
+            mml__parallel_predict(m, &c, prob + s);
+            continue;
+        }
+        mml__forward(m, n, &c, 0);
+        memcpy(prob + s, m->prob, (size_t)n * sizeof(float));
+    }
+    return MML_OK;
+}
+// >>threads ----------------------------------------------------------------
+
+/* Data parallelism inside one step: the batch is cut into contiguous row
+ * ranges, each worker runs forward and backward on its range in a view of the
+ * model (shared parameters, own activations and gradients), the gradients are
+ * summed in a fixed order and one Adam step follows. Results depend on the
+ * thread count only through that summation order, so a fixed thread count is
+ * deterministic. */
+
+#include <pthread.h>
+
+typedef struct mml__pool_arg { struct mml__pool *p; int idx; } mml__pool_arg;
+
+typedef struct mml__pool {
+    int n;                   /* worker threads (the caller is worker 0) */
+    mml__pool_arg args[255];
+    pthread_t th[255];
+    pthread_mutex_t mu;
+    pthread_cond_t start, done;
+    uint64_t gen;
+    int pending, stop;
+    void (*fn)(void *arg, int worker);
+    void *arg;
+} mml__pool;
+
+
+static void *mml__pool_main(void *a) {
+    mml__pool_arg *pa = (mml__pool_arg *)a;
+    mml__pool *p = pa->p;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->gen == seen && !p->stop) pthread_cond_wait(&p->start, &p->mu);
+        if (p->stop) { pthread_mutex_unlock(&p->mu); return NULL; }
+        seen = p->gen;
+        pthread_mutex_unlock(&p->mu);
+        p->fn(p->arg, pa->idx);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Runs fn(arg, i) for i = 0..n (0 on the calling thread) and waits for all. */
+static void mml__pool_run(mml__pool *p, void (*fn)(void *, int), void *arg) {
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->pending = p->n;
+    p->gen++;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+    fn(arg, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void mml__pool_free(mml__pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n; i++) pthread_join(p->th[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->start);
+    pthread_cond_destroy(&p->done);
+    MOEMLORA_FREE(p);
+}
+
+static mml__pool *mml__pool_new(int workers) {
+    mml__pool *p = (mml__pool *)MOEMLORA_MALLOC(sizeof *p);
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    for (int i = 0; i < workers; i++) {
+        p->args[i].p = p;
+        p->args[i].idx = i + 1;
+        if (pthread_create(&p->th[i], NULL, mml__pool_main, &p->args[i]) != 0) break;
+        p->n++;
+    }
+    if (p->n != workers) {
+        mml__pool_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* A view shares everything read-only with its parent and owns activations
+ * (and, for training workers, a gradient arena). */
+static void mml__view_free(mml_model_t *v) {
+    mml__free(v->act_block);
+    for (int f = 0; f < 3; f++) { mml__free(v->ids[f]); mml__free(v->touched[f]); mml__free(v->mark[f]); }
+    mml__free(v->G);
+}
+
+static mml_status mml__view_init(mml_model_t *v, const mml_model_t *m, int with_grads) {
+    memcpy(v, m, sizeof *v);
+    v->act_block = NULL;
+    v->G = NULL;
+    v->pool = NULL;
+    v->views = NULL;
+    v->fold = NULL;
+    v->fold_ok = 0;
+    for (int f = 0; f < 3; f++) v->ids[f] = v->touched[f] = NULL, v->mark[f] = NULL, v->n_touched[f] = 0;
+    mml_status st = mml__alloc_acts(v);
+    if (!st && with_grads) {
+        v->G = (float *)mml__alloc((size_t)m->n_floats * sizeof(float));
+        if (!v->G) st = mml__fail(MML_ERR_NOMEM, "cannot allocate worker gradients");
+    }
+    if (st) mml__view_free(v);
+    return st;
+}
+
+/* The state a pass depends on, copied from the parent before each use. */
+static void mml__view_sync(mml_model_t *v, const mml_model_t *m) {
+    v->phase = m->phase;
+    v->expert = m->expert;
+    memcpy(v->trainable, m->trainable, sizeof v->trainable);
+    v->steps = m->steps;
+    v->force_mix = m->force_mix;
+    v->fold = m->fold;
+    v->fold_ok = m->fold_ok;
+}
+
+static void mml__threads_free(mml_model_t *m) {
+    mml__pool_free(m->pool);
+    if (m->views) {
+        for (int i = 0; i < m->cfg.threads - 1; i++) mml__view_free(&m->views[i]);
+        MOEMLORA_FREE(m->views);
+    }
+    m->pool = NULL;
+    m->views = NULL;
+}
+
+static mml_status mml__threads_init(mml_model_t *m) {
+    int w = m->cfg.threads - 1;
+    if (w <= 0) return MML_OK;
+    m->views = (mml_model_t *)MOEMLORA_MALLOC(sizeof(mml_model_t) * (size_t)w);
+    if (!m->views) return mml__fail(MML_ERR_NOMEM, "cannot allocate thread views");
+    for (int i = 0; i < w; i++) {
+        mml_status st = mml__view_init(&m->views[i], m, 1);
+        if (st) {
+            for (int j = 0; j < i; j++) mml__view_free(&m->views[j]);
+            MOEMLORA_FREE(m->views);
+            m->views = NULL;
+            return st;
+        }
+    }
+    m->pool = mml__pool_new(w);
+    if (!m->pool) {
+        mml__threads_free(m);
+        return mml__fail(MML_ERR_NOMEM, "cannot start %d worker threads", w);
+    }
+    return MML_OK;
+}
+
+typedef struct mml__job {
+    mml_model_t *m;
+    const mml_batch_t *b;
+    float *prob;             /* predict */
+    int train;
+    double loss[256];
+} mml__job;
+
+static mml_model_t *mml__worker_model(mml_model_t *m, int i) { return i == 0 ? m : &m->views[i - 1]; }
+
+/* Rows [lo, hi) of worker i out of t: equal contiguous shares. */
+static void mml__share(int n, int t, int i, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * i / t);
+    *hi = (int)((int64_t)n * (i + 1) / t);
+}
+
+static void mml__job_run(void *arg, int i) {
+    mml__job *j = (mml__job *)arg;
+    mml_model_t *m = j->m, *w = mml__worker_model(m, i);
+    int lo, hi;
+    mml__share(j->b->n, m->cfg.threads, i, &lo, &hi);
+    j->loss[i] = 0.0;
+    if (hi <= lo) return;
+    if (w != m) mml__view_sync(w, m);
+    w->row0 = lo;
+    mml_batch_t c = {hi - lo, j->b->uid + lo, j->b->pid + lo, j->b->dom + lo, j->b->label ? j->b->label + lo : NULL};
+    mml__forward(w, c.n, &c, j->train);
+    if (j->train) j->loss[i] = mml__backward_scaled(w, c.n, c.label, 1.0f / (float)j->b->n);
+    else memcpy(j->prob + lo, w->prob, (size_t)c.n * sizeof(float));
+    w->row0 = 0;
+}
+
+/* Adds a worker's gradients into the parent's and clears the worker's. */
+static void mml__reduce_grads(mml_model_t *m, mml_model_t *w) {
+    const mml_kernels_t *K = m->K;
+    for (int i = 0; i < m->n_params; i++) {
+        mml__param *p = &m->params[i];
+        if (p->row_table && p->group == MML__G_EMB) continue;
+        if (!mml__param_trainable(m, i)) continue;
+        K->axpy(p->size, 1.0f, w->G + p->off, m->G + p->off);
+        memset(w->G + p->off, 0, (size_t)p->size * sizeof(float));
+    }
+    for (int f = 0; f < 3; f++) {
+        mml__param *p = &m->params[m->p_emb[f]];
+        int64_t d = p->shape[1];
+        for (int j = 0; j < w->n_touched[f]; j++) {
+            int32_t id = w->touched[f][j];
+            K->axpy(d, 1.0f, w->G + p->off + id * d, m->G + p->off + id * d);
+            memset(w->G + p->off + id * d, 0, (size_t)d * sizeof(float));
+            w->mark[f][id] = 0;
+            if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+        }
+        w->n_touched[f] = 0;
+    }
+}
+
+/* MLoRA: a batch that mixes domains must use the mixed path on every worker,
+ * even where a worker's rows happen to share one domain. */
+static int mml__batch_mixed(const mml_batch_t *b) {
+    for (int i = 1; i < b->n; i++)
+        if (b->dom[i] != b->dom[0]) return 1;
+    return 0;
+}
+
+static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b) {
+    mml__job j;
+    j.m = m;
+    j.b = b;
+    j.prob = NULL;
+    j.train = 1;
+    m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
+    mml__pool_run(m->pool, mml__job_run, &j);
+    double loss = 0.0;
+    for (int i = 0; i < m->cfg.threads; i++) loss += j.loss[i];
+    for (int i = 1; i < m->cfg.threads; i++) mml__reduce_grads(m, &m->views[i - 1]);
+    m->force_mix = 0;
+    return loss;
+}
+
+static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
+    mml__job j;
+    j.m = m;
+    j.b = b;
+    j.prob = prob;
+    j.train = 0;
+    m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
+    mml__pool_run(m->pool, mml__job_run, &j);
+    m->force_mix = 0;
+}
+
+// >>sessions ---------------------------------------------------------------
+
+struct mml_session_t {
+    mml_model_t view;
+    const mml_model_t *parent;
+};
+
+mml_status mml_session_create(const mml_model_t *m, mml_session_t **out) {
+    *out = NULL;
+    mml_session_t *s = (mml_session_t *)MOEMLORA_MALLOC(sizeof *s);
+    if (!s) return mml__fail(MML_ERR_NOMEM, "cannot allocate a session");
+    mml__catch_up_all((mml_model_t *)m); /* sessions only read the parameters */
+    mml_status st = mml__view_init(&s->view, m, 0);
+    if (st) { MOEMLORA_FREE(s); return st; }
+    s->view.cfg.threads = 1;
+    s->parent = m;
+    *out = s;
+    return MML_OK;
+}
+
+void mml_session_free(mml_session_t *s) {
+    if (!s) return;
+    mml__view_free(&s->view);
+    MOEMLORA_FREE(s);
+}
+
+mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *prob) {
+    mml_status st = mml__check_batch(&s->view, b, 0);
+    if (st) return st;
+    mml__view_sync(&s->view, s->parent);
+    mml_model_t *v = &s->view;
+    for (int i = 0; i < b->n; i += v->cfg.max_batch) {
+        int n = b->n - i < v->cfg.max_batch ? b->n - i : v->cfg.max_batch;
+        mml_batch_t c = {n, b->uid + i, b->pid + i, b->dom + i, NULL};
+        v->force_mix = v->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(&c);
+        mml__forward(v, n, &c, 0);
+        memcpy(prob + i, v->prob, (size_t)n * sizeof(float));
+    }
+    v->force_mix = 0;
+    return MML_OK;
+}
+// >>folding ----------------------------------------------------------------
+
+/* The paper's gate sees only the domain, so at inference each domain's mixture
+ * is a constant and its adapters fold into one dense layer:
+ *   W_d = W + sum_e w_e(d) A_e B_e,   b_d = b + sum_e w_e(d) c_e.
+ * One block per domain plus one for the out-of-vocabulary domain. */
+
+static int mml__can_fold(const mml_model_t *m) {
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) return m->phase == MML_PHASE_ALL;
+    if (m->cfg.adapter == MML_ADAPTER_MOE)
+        return m->cfg.gate == MML_GATE_DOMAIN && (m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL);
+    return 0;
+}
+
+static int64_t mml__fold_stride(const mml_model_t *m) {
+    int64_t s = 0;
+    for (int l = 0; l < m->n_layers; l++) s += ((int64_t)(m->layer[l].d_in + 1) * m->layer[l].d_out + 15) & ~(int64_t)15;
+    return s;
+}
+
+/* Mixture weights of domain d (d == n_domains: the OOV domain). */
+static void mml__domain_mixture(const mml_model_t *m, int d, float *w) {
+    int E = m->n_experts;
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) {
+        for (int e = 0; e < E; e++) w[e] = e == d ? 1.0f : 0.0f;
+        return;
+    }
+    int gd = m->cfg.gate_dim;
+    const float *g = mml__p(m, m->p_gate_emb) + (int64_t)d * gd, *G = mml__p(m, m->p_gate_W), *b = mml__p(m, m->p_gate_b);
+    float lg[256];
+    for (int e = 0; e < E; e++) {
+        double s = b[e];
+        for (int j = 0; j < gd; j++) s += (double)g[j] * G[(int64_t)j * E + e];
+        lg[e] = (float)s;
+    }
+    m->K->softmax_rows(1, E, lg, E, w, E);
+}
+
+mml_status mml_model_fold(mml_model_t *m) {
+    if (!mml__can_fold(m))
+        return mml__fail(MML_ERR_STATE, "fold: needs MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
+    const mml_kernels_t *K = m->K;
+    int D = m->cfg.n_domains, E = m->n_experts;
+    int64_t stride = mml__fold_stride(m);
+    if (!m->fold) {
+        uint64_t bytes;
+        if (!mml__mul_ok((uint64_t)stride * (uint64_t)(D + 1), sizeof(float), (uint64_t)1 << 40, &bytes))
+            return mml__fail(MML_ERR_ARG, "fold: size overflows");
+        m->fold = (float *)mml__alloc((size_t)bytes);
+        if (!m->fold) return mml__fail(MML_ERR_NOMEM, "fold: cannot allocate %llu bytes", (unsigned long long)bytes);
+    }
+    int64_t maxu = 0;
+    for (int l = 0; l < m->n_layers; l++) {
+        int64_t u = (int64_t)m->layer[l].d_in * E * m->layer[l].r;
+        if (u > maxu) maxu = u;
+    }
+    float *U = (float *)mml__alloc((size_t)maxu * sizeof(float)), w[256];
+    if (!U) return mml__fail(MML_ERR_NOMEM, "fold: out of memory");
+    for (int d = 0; d <= D; d++) {
+        mml__domain_mixture(m, d, w);
+        float *blk = m->fold + (int64_t)d * stride;
+        for (int l = 0; l < m->n_layers; l++) {
+            const mml__layer *L = &m->layer[l];
+            int di = L->d_in, dout = L->d_out, Er = E * L->r;
+            float *Wd = blk, *bd = blk + (int64_t)di * dout;
+            memcpy(Wd, mml__p(m, L->W), (size_t)di * dout * sizeof(float));
+            memcpy(bd, mml__p(m, L->b), (size_t)dout * sizeof(float));
+            /* U = A with expert block e scaled by w_e; W_d += U B; b_d += w C */
+            const float *A = mml__p(m, L->A);
+            for (int i = 0; i < di; i++) K->block_scale(1, E, L->r, A + (int64_t)i * Er, Er, w, E, U + (int64_t)i * Er, Er);
+            K->gemm_nn(di, dout, Er, U, Er, mml__p(m, L->B), dout, Wd, dout, 1);
+            K->gemm_nn(1, dout, E, w, E, mml__p(m, L->C), dout, bd, dout, 1);
+            blk += ((int64_t)(di + 1) * dout + 15) & ~(int64_t)15;
+        }
+    }
+    mml__free(U);
+    m->fold_ok = 1;
+    return MML_OK;
+}
+
+/* Inference tower on folded weights for rows [a, b) that share domain d. */
+static void mml__folded_tower(mml_model_t *m, int a, int n, int d) {
+    const mml_kernels_t *K = m->K;
+    const float *blk = m->fold + (int64_t)d * mml__fold_stride(m);
+    const float *x = m->x0 + (int64_t)a * m->d0;
+    for (int l = 0; l < m->n_layers; l++) {
+        const mml__layer *L = &m->layer[l];
+        float *z = m->z[l] + (int64_t)a * L->d_out;
+        K->gemm_nn(n, L->d_out, L->d_in, x, L->d_in, blk, L->d_out, z, L->d_out, 0);
+        K->add_bias(n, L->d_out, blk + (int64_t)L->d_in * L->d_out, z, L->d_out);
+        K->relu_fwd((int64_t)n * L->d_out, z, z);
+        blk += ((int64_t)(L->d_in + 1) * L->d_out + 15) & ~(int64_t)15;
+        x = z;
+    }
+}
+
+/* Rows go through their domain's folded weights: in place for long runs of
+ * one domain, else grouped by domain (counting sort) and scattered back. */
+static void mml__folded_forward_tower(mml_model_t *m, int n) {
+    const int32_t *dom = m->ids[2];
+    int runs = 1;
+    for (int i = 1; i < n; i++) runs += dom[i] != dom[i - 1];
+    if (runs * 8 <= n || runs <= 2) {
+        for (int a = 0; a < n;) {
+            int b = a + 1;
+            while (b < n && dom[b] == dom[a]) b++;
+            mml__folded_tower(m, a, b - a, dom[a]);
+            a = b;
+        }
+        return;
+    }
+    int D = m->cfg.n_domains, d0 = m->d0, dl = m->layer[m->n_layers - 1].d_out;
+    int32_t *order = m->ids_perm, *start = m->dom_count;
+    memset(start, 0, sizeof(int32_t) * (size_t)(D + 2));
+    for (int i = 0; i < n; i++) start[dom[i] + 1]++;
+    for (int d = 0; d <= D; d++) start[d + 1] += start[d];
+    for (int i = 0; i < n; i++) order[start[dom[i]]++] = i;
+    for (int d = D; d > 0; d--) start[d] = start[d - 1];
+    start[0] = 0;
+    /* x0 rows in domain order into the (inference-idle) gradient buffer */
+    float *x0 = m->x0, *xs = m->dx0;
+    for (int i = 0; i < n; i++) memcpy(xs + (int64_t)i * d0, x0 + (int64_t)order[i] * d0, (size_t)d0 * sizeof(float));
+    m->x0 = xs;
+    for (int d = 0; d <= D; d++)
+        if (start[d + 1] > start[d]) mml__folded_tower(m, start[d], start[d + 1] - start[d], d);
+    m->x0 = x0;
+    float *zl = m->z[m->n_layers - 1], *tmp = m->dz;
+    memcpy(tmp, zl, (size_t)n * dl * sizeof(float));
+    for (int i = 0; i < n; i++) memcpy(zl + (int64_t)order[i] * dl, tmp + (int64_t)i * dl, (size_t)dl * sizeof(float));
+}
+// >>metrics ----------------------------------------------------------------
+
+typedef struct mml__scored { float s, y; } mml__scored;
+
+static int mml__cmp_scored(const void *a, const void *b) {
+    float x = ((const mml__scored *)a)->s, y = ((const mml__scored *)b)->s;
+    return (x > y) - (x < y);
+}
+
+double mml_auc(int64_t n, const float *score, const float *label) {
+    if (n <= 0) return NAN;
+    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
+    if (!v) return NAN;
+    int64_t npos = 0;
+    for (int64_t i = 0; i < n; i++) {
+        v[i].s = score[i] != score[i] ? 0.0f : score[i]; /* NaN scores rank as 0 */
+        v[i].y = label[i];
+        npos += label[i] > 0.5f;
+    }
+    int64_t nneg = n - npos;
+    if (npos == 0 || nneg == 0) { mml__free(v); return NAN; }
+    qsort(v, (size_t)n, sizeof *v, mml__cmp_scored);
+    /* Mann-Whitney U: sum of the (1-based, tie-averaged) ranks of positives */
+    double rank_sum = 0.0;
+    for (int64_t i = 0; i < n;) {
+        int64_t j = i;
+        int64_t pos = 0;
+        while (j < n && v[j].s == v[i].s) { pos += v[j].y > 0.5f; j++; }
+        double avg_rank = 0.5 * (double)(i + 1 + j); /* mean of ranks i+1..j */
+        rank_sum += avg_rank * (double)pos;
+        i = j;
+    }
+    mml__free(v);
+    return (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+}
+
+double mml_logloss(int64_t n, const float *prob, const float *label) {
+    if (n <= 0) return NAN;
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double p = prob[i];
+        if (p < 1e-7) p = 1e-7;
+        if (p > 1.0 - 1e-7) p = 1.0 - 1e-7;
+        s -= label[i] > 0.5f ? log(p) : log(1.0 - p);
+    }
+    return s / (double)n;
+}
+
+/* Mean and weighted AUC over the domains whose AUC is defined. */
+static void mml__metrics_summarize(mml_metrics_t *mt) {
+    double sum = 0.0, wsum = 0.0, w = 0.0;
+    int cnt = 0;
+    int nd = mt->n_domains < MML_METRICS_MAX_DOMAINS ? mt->n_domains : MML_METRICS_MAX_DOMAINS;
+    for (int d = 0; d < nd; d++) {
+        if (mt->auc[d] != mt->auc[d]) continue;
+        sum += mt->auc[d];
+        cnt++;
+        wsum += (double)mt->n[d] * mt->auc[d];
+        w += (double)mt->n[d];
+    }
+    mt->mean_auc = cnt ? sum / cnt : NAN;
+    mt->weighted_auc = w > 0 ? wsum / w : NAN;
+}
+
+/* Predicts rows [a, b) of a split into prob (batches stay domain-homogeneous). */
+static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_t a, int64_t b, float *prob) {
+    for (int64_t i = a; i < b; i += m->cfg.max_batch) {
+        int n = (int)(b - i < m->cfg.max_batch ? b - i : m->cfg.max_batch);
+        mml_batch_t c = {n, s->uid + i, s->pid + i, s->dom + i, NULL};
+        mml_status st = mml_predict(m, &c, prob + (i - a));
+        if (st) return st;
+    }
+    return MML_OK;
+}
+
+mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
+    memset(out, 0, sizeof *out);
+    out->n_domains = n_domains;
+    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
+    float *prob = (float *)mml__alloc((size_t)s->n * sizeof(float));
+    if (!prob) return mml__fail(MML_ERR_NOMEM, "evaluate: out of memory");
+    double ll = 0.0;
+    for (int d = 0; d < n_domains; d++) {
+        int64_t a = s->dom_start[d], b = s->dom_start[d + 1];
+        double auc = NAN, l = NAN;
+        if (b > a) {
+            mml_status st = mml__predict_rows(m, s, a, b, prob + a);
+            if (st) { mml__free(prob); return st; }
+            auc = mml_auc(b - a, prob + a, s->label + a);
+            l = mml_logloss(b - a, prob + a, s->label + a);
+            ll += l * (double)(b - a);
+        }
+        if (d < MML_METRICS_MAX_DOMAINS) { out->n[d] = b - a; out->auc[d] = auc; out->logloss[d] = l; }
+    }
+    out->n_all = s->n;
+    out->logloss_all = ll / (double)s->n;
+    mml__free(prob);
+    mml__metrics_summarize(out);
+    return MML_OK;
+}
+
+// >>schedules --------------------------------------------------------------
+
+void mml_fit_opts_default(mml_fit_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 1024;
+    o->max_epochs = 50;
+    o->patience = 3;
+    o->seed = 123;
+    o->progress_every_s = 0.25;
+}
+
+static double mml__now(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct mml__fit {
+    mml_model_t *m;
+    const mml_data_t *d;
+    const mml_fit_opts_t *o;
+    uint64_t rng;
+    int64_t *perm;
+    int32_t *bu, *bp, *bd;
+    float *bl;
+    int32_t *dorder;
+} mml__fit;
+
+static void mml__emit(const mml__fit *f, mml_progress_t *p) {
+    if (f->o->progress) f->o->progress(p, f->o->user);
+}
+
+/* One shuffled pass: domains in random order, each domain's rows shuffled,
+ * domain-homogeneous batches. only_domain >= 0 restricts to one domain. */
+static mml_status mml__epoch(mml__fit *f, mml_progress_t *pr, int only_domain) {
+    const mml_split_t *s = &f->d->split[MML_TRAIN];
+    int nd = f->d->n_domains;
+    int64_t total = 0;
+    for (int d = 0; d < nd; d++) {
+        f->dorder[d] = d;
+        if (only_domain < 0 || d == only_domain) total += s->dom_start[d + 1] - s->dom_start[d];
+    }
+    for (int d = nd - 1; d > 0; d--) {
+        int j = (int)mml__rng_below(&f->rng, (uint64_t)d + 1);
+        int32_t t = f->dorder[d]; f->dorder[d] = f->dorder[j]; f->dorder[j] = t;
+    }
+    double t0 = mml__now(), last = t0, loss_sum = 0.0;
+    int64_t done = 0;
+    pr->event = MML_EV_PROGRESS;
+    pr->total = total;
+    for (int di = 0; di < nd; di++) {
+        int d = f->dorder[di];
+        if (only_domain >= 0 && d != only_domain) continue;
+        int64_t a = s->dom_start[d], n = s->dom_start[d + 1] - a;
+        for (int64_t i = 0; i < n; i++) f->perm[i] = a + i;
+        mml__shuffle_i64(f->perm, n, &f->rng);
+        for (int64_t i = 0; i < n; i += f->o->batch) {
+            int bn = (int)(n - i < f->o->batch ? n - i : f->o->batch);
+            for (int j = 0; j < bn; j++) {
+                int64_t r = f->perm[i + j];
+                f->bu[j] = s->uid[r]; f->bp[j] = s->pid[r]; f->bd[j] = s->dom[r]; f->bl[j] = s->label[r];
+            }
+            mml_batch_t b = {bn, f->bu, f->bp, f->bd, f->bl};
+            float loss;
+            mml_status st = mml_train_step(f->m, &b, &loss);
+            if (st) return st;
+            loss_sum += (double)loss * bn;
+            done += bn;
+            double now = mml__now();
+            if (f->o->progress && now - last >= f->o->progress_every_s) {
+                last = now;
+                pr->domain = d;
+                pr->done = done;
+                pr->samples_per_s = done / (now - t0);
+                pr->eta_s = (double)(total - done) / (pr->samples_per_s > 0 ? pr->samples_per_s : 1);
+                pr->loss = loss_sum / (double)done;
+                mml__emit(f, pr);
+            }
+        }
+    }
+    double el = mml__now() - t0;
+    pr->done = done;
+    pr->samples_per_s = el > 0 ? done / el : 0;
+    pr->loss = done ? loss_sum / (double)done : NAN;
+    return MML_OK;
+}
+
+static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
+    mml_metrics_t mt;
+    mml_status st;
+    if (only_domain >= 0) {
+        const mml_split_t *s = &f->d->split[MML_VAL];
+        int64_t a = s->dom_start[only_domain], b = s->dom_start[only_domain + 1];
+        if (b <= a) { *score = NAN; return MML_OK; }
+        float *prob = (float *)mml__alloc((size_t)(b - a) * sizeof(float));
+        if (!prob) return mml__fail(MML_ERR_NOMEM, "out of memory");
+        st = mml__predict_rows(f->m, s, a, b, prob);
+        *score = st ? NAN : mml_auc(b - a, prob, s->label + a);
+        mml__free(prob);
+        return st;
+    }
+    st = mml_evaluate(f->m, &f->d->split[MML_VAL], f->d->n_domains, &mt);
+    *score = mt.mean_auc;
+    return st;
+}
+
+/* The stages of the adapter's schedule: one phase, or MoE's backbone, one
+ * stage per expert and the gate. */
+static int mml__n_stages(const mml_model_t *m) {
+    return m->cfg.adapter == MML_ADAPTER_MOE ? m->n_experts + 2 : 1;
+}
+
+static void mml__stage_info(const mml_model_t *m, int s, const char **name, mml_phase *ph, int *expert) {
+    *expert = -1;
+    if (m->cfg.adapter != MML_ADAPTER_MOE) {
+        *name = m->cfg.adapter == MML_ADAPTER_NONE ? "base" : "mlora";
+        *ph = MML_PHASE_ALL;
+    } else if (s == 0) {
+        *name = "backbone";
+        *ph = MML_PHASE_BACKBONE;
+    } else if (s <= m->n_experts) {
+        *name = "expert";
+        *ph = MML_PHASE_EXPERT;
+        *expert = s - 1;
+    } else {
+        *name = "gate";
+        *ph = MML_PHASE_GATE;
+    }
+}
+
+/* Trains one stage with early stopping from wherever m->fs says it stands;
+ * the best parameters are restored at its end. */
+static mml_status mml__run_stage(mml__fit *f, int s) {
+    mml_model_t *m = f->m;
+    mml__fit_state *fs = &m->fs;
+    const char *name;
+    mml_phase phase;
+    int expert;
+    mml__stage_info(m, s, &name, &phase, &expert);
+    int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
+    size_t bytes = (size_t)m->n_floats * sizeof(float);
+    mml_status st;
+    if (fs->epoch == 0) {
+        st = mml_model_set_phase(m, phase, expert);
+        if (st) return st;
+        mml__catch_up_all(m);
+        memcpy(m->best, m->P, bytes);
+        fs->best = -1.0;
+        fs->bad = 0;
+    } else {
+        mml__phase_flags(m, phase, expert); /* resumed: keep the optimizer state */
+    }
+    mml_progress_t pr;
+    memset(&pr, 0, sizeof pr);
+    pr.phase_name = name;
+    pr.expert = expert;
+    while (fs->epoch < f->o->max_epochs && fs->bad < f->o->patience) {
+        pr.epoch = fs->epoch + 1;
+        st = mml__epoch(f, &pr, only_domain);
+        if (st) return st;
+        double v;
+        st = mml__val_score(f, only_domain, &v);
+        if (st) return st;
+        pr.event = MML_EV_EPOCH_END;
+        pr.val_auc = v;
+        pr.improved = v == v && v > fs->best;
+        if (pr.improved) {
+            fs->best = v;
+            fs->bad = 0;
+            mml__catch_up_all(m);
+            memcpy(m->best, m->P, bytes);
+        } else {
+            fs->bad++;
+        }
+        fs->epoch++;
+        fs->rng = f->rng;
+        mml__emit(f, &pr);
+        if (f->o->checkpoint_path) {
+            st = mml_model_save(m, f->o->checkpoint_path);
+            if (st) return st;
+        }
+    }
+    memcpy(m->P, m->best, bytes);
+    mml__rows_current(m);
+    return MML_OK;
+}
+
+static mml_status mml__phase_end(mml__fit *f, const char *name, mml_metrics_t *test) {
+    mml_status st = mml_evaluate(f->m, &f->d->split[MML_TEST], f->d->n_domains, test);
+    if (st) return st;
+    mml_progress_t pr;
+    memset(&pr, 0, sizeof pr);
+    pr.event = MML_EV_PHASE_END;
+    pr.phase_name = name;
+    pr.expert = -1;
+    pr.test = test;
+    mml__emit(f, &pr);
+    return MML_OK;
+}
+
+static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
+    const mml_config_t *c = &m->cfg;
+    if (d->n_users > c->n_users || d->n_items > c->n_items || d->n_domains != c->n_domains)
+        return mml__fail(MML_ERR_ARG, "data (users %d, items %d, domains %d) does not fit the model (%d, %d, %d)",
+                         d->n_users, d->n_items, d->n_domains, c->n_users, c->n_items, c->n_domains);
+    for (int k = 0; k < 3; k++)
+        if (d->split[k].n <= 0)
+            return mml__fail(MML_ERR_ARG, "data: the %s split is empty", k == 0 ? "train" : k == 1 ? "val" : "test");
+    return MML_OK;
+}
+
+mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
+    mml_status st = mml__check_data(m, d);
+    if (st) return st;
+    if (o->batch < 1 || o->batch > m->cfg.max_batch)
+        return mml__fail(MML_ERR_ARG, "fit: batch %d outside 1..max_batch %d", o->batch, m->cfg.max_batch);
+    if (o->max_epochs < 1 || o->patience < 1) return mml__fail(MML_ERR_ARG, "fit: max_epochs and patience must be >= 1");
+    if (m->cfg.pretrained) {
+        if (!d->user_emb || !d->item_emb) return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
+        st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
+        if (st) return st;
+    }
+    mml__fit f;
+    memset(&f, 0, sizeof f);
+    f.m = m; f.d = d; f.o = o;
+    int64_t maxdom = 0;
+    const mml_split_t *tr = &d->split[MML_TRAIN];
+    for (int k = 0; k < d->n_domains; k++)
+        if (tr->dom_start[k + 1] - tr->dom_start[k] > maxdom) maxdom = tr->dom_start[k + 1] - tr->dom_start[k];
+    f.perm = (int64_t *)mml__alloc((size_t)(maxdom + 1) * sizeof(int64_t));
+    f.bu = (int32_t *)mml__alloc((size_t)o->batch * 4);
+    f.bp = (int32_t *)mml__alloc((size_t)o->batch * 4);
+    f.bd = (int32_t *)mml__alloc((size_t)o->batch * 4);
+    f.bl = (float *)mml__alloc((size_t)o->batch * 4);
+    f.dorder = (int32_t *)mml__alloc((size_t)d->n_domains * 4);
+    if (!f.perm || !f.bu || !f.bp || !f.bd || !f.bl || !f.dorder) {
+        st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
+        goto done;
+    }
+    if (!m->fs.active) {
+        memset(&m->fs, 0, sizeof m->fs);
+        m->fs.active = 1;
+        m->fs.rng = o->seed ^ 0x5EEDull;
+    }
+    f.rng = m->fs.rng;
+    for (int s = m->fs.stage; !st && s < mml__n_stages(m); s++) {
+        const char *name;
+        mml_phase ph;
+        int expert;
+        mml__stage_info(m, s, &name, &ph, &expert);
+        int skip = expert >= 0 && tr->dom_start[expert % d->n_domains + 1] == tr->dom_start[expert % d->n_domains];
+        if (!skip) st = mml__run_stage(&f, s); /* an expert without data stays zero */
+        if (st) break;
+        m->fs.stage = s + 1;
+        m->fs.epoch = 0;
+        if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
+    }
+    if (!st) m->fs.active = 0;
+done:
+    mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
+    return st;
+}
+
+// >>synthetic --------------------------------------------------------------
+
+void mml_synth_default(mml_synth_config_t *c) {
+    memset(c, 0, sizeof *c);
+    c->n_domains = 10;
+    c->n_users = 2000;
+    c->n_items = 800;
+    c->n_samples = 250000;
+    c->ctr = 0.25f;
+    c->domain_signal = 1.5f;
+    c->noise = 0.3f;
+    c->item_zipf = 0.8f;
+    c->domain_skew = 0.7f;
+    c->seed = 2025;
+}
+
+#define MML__SYN_H 8
+
+mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
+    memset(out, 0, sizeof *out);
+    if (c->n_domains < 1 || c->n_domains > 4096 || c->n_users < c->n_domains || c->n_items < 2 ||
+        c->n_samples < 10 * (int64_t)c->n_domains || c->n_samples > ((int64_t)1 << 33) ||
+        !(c->ctr > 0.0f && c->ctr < 1.0f))
+        return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",
+                         c->n_domains, c->n_users, c->n_items, (long long)c->n_samples, (double)c->ctr);
+    const int H = MML__SYN_H;
+    int nd = c->n_domains, nu = c->n_users, ni = c->n_items;
+    int64_t n = c->n_samples;
+    uint64_t rng = c->seed;
+    float *U = (float *)mml__alloc((size_t)nu * H * 4), *V = (float *)mml__alloc((size_t)ni * H * 4);
+    float *Q = (float *)mml__alloc((size_t)nd * H * H * 4), *dq = (float *)mml__alloc((size_t)nd * H * 4);
+    double *pop = (double *)mml__alloc((size_t)ni * 8);
+    int32_t *udom = (int32_t *)mml__alloc((size_t)nu * 4);
+    int32_t *uid = (int32_t *)mml__alloc((size_t)n * 4), *pid = (int32_t *)mml__alloc((size_t)n * 4);
+    int32_t *dom = (int32_t *)mml__alloc((size_t)n * 4);
+    float *lab = (float *)mml__alloc((size_t)n * 4), *lg = (float *)mml__alloc((size_t)n * 4);
+    mml_status st = MML_OK;
+    if (!U || !V || !Q || !dq || !pop || !udom || !uid || !pid || !dom || !lab || !lg) {
+        st = mml__fail(MML_ERR_NOMEM, "synthetic: out of memory");
+        goto done;
+    }
+    {
+        const float sc = 1.0f / sqrtf((float)H);
+        for (int64_t i = 0; i < (int64_t)nu * H; i++) U[i] = mml__rng_normal(&rng);
+        for (int64_t i = 0; i < (int64_t)ni * H; i++) V[i] = mml__rng_normal(&rng);
+        for (int64_t i = 0; i < (int64_t)nd * H * H; i++) Q[i] = mml__rng_normal(&rng) * sc;
+        for (int64_t i = 0; i < (int64_t)nd * H; i++) dq[i] = mml__rng_normal(&rng);
+        /* users to domains with sizes ~ (d+1)^-skew */
+        double wsum = 0.0;
+        for (int d = 0; d < nd; d++) wsum += pow(d + 1.0, -c->domain_skew);
+        for (int u = 0; u < nu; u++) {
+            if (u < nd) { udom[u] = u; continue; } /* every domain has a user */
+            double x = mml__rng_uniform(&rng) * wsum, acc = 0.0;
+            int d = 0;
+            for (; d < nd - 1; d++) { acc += pow(d + 1.0, -c->domain_skew); if (x < acc) break; }
+            udom[u] = d;
+        }
+        /* Zipf item popularity, cumulative for sampling */
+        double ps = 0.0;
+        for (int i = 0; i < ni; i++) { ps += pow(i + 1.0, -c->item_zipf); pop[i] = ps; }
+        for (int64_t s = 0; s < n; s++) {
+            int u = (int)mml__rng_below(&rng, (uint64_t)nu);
+            double x = mml__rng_uniform(&rng) * ps;
+            int lo = 0, hi = ni - 1;
+            while (lo < hi) { int mid = (lo + hi) / 2; if (pop[mid] < x) lo = mid + 1; else hi = mid; }
+            int it = (int)(((int64_t)lo * 7919) % ni); /* popularity unrelated to item id */
+            int d = udom[u];
+            const float *uu = U + (int64_t)u * H, *vv = V + (int64_t)it * H, *q = Q + (int64_t)d * H * H;
+            double shared = 0.0, spec = 0.0, pref = 0.0;
+            for (int a = 0; a < H; a++) {
+                shared += uu[a] * vv[a];
+                double qv = 0.0;
+                for (int b2 = 0; b2 < H; b2++) qv += q[a * H + b2] * vv[b2];
+                spec += uu[a] * qv;
+                pref += dq[(int64_t)d * H + a] * vv[a];
+            }
+            /* shared affinity + domain-specific affinity and item taste of the domain */
+            double z = shared / sqrt((double)H) + c->domain_signal * (0.5 * spec / sqrt((double)H) + pref / sqrt((double)H)) +
+                       c->noise * mml__rng_normal(&rng);
+            uid[s] = u; pid[s] = it; dom[s] = d; lg[s] = (float)z;
+        }
+        /* calibrate the intercept to the target CTR, then draw labels */
+        double lo = -20, hi = 20;
+        for (int itn = 0; itn < 50; itn++) {
+            double mid = 0.5 * (lo + hi), sum = 0.0;
+            for (int64_t s = 0; s < n; s += 7) sum += 1.0 / (1.0 + exp(-(lg[s] + mid)));
+            double mean = sum / (double)((n + 6) / 7);
+            if (mean < c->ctr) lo = mid; else hi = mid;
+        }
+        double b0 = 0.5 * (lo + hi);
+        for (int64_t s = 0; s < n; s++) lab[s] = mml__rng_uniform(&rng) < 1.0 / (1.0 + exp(-(lg[s] + b0))) ? 1.0f : 0.0f;
+        st = mml_data_split(n, uid, pid, dom, lab, nu, ni, nd, c->seed + 1, out);
+        if (!st && !out->domain_names) {
+            out->domain_names = (char **)mml__alloc((size_t)nd * sizeof(char *));
+            for (int d = 0; out->domain_names && d < nd; d++) {
+                out->domain_names[d] = (char *)mml__alloc(16);
+                if (out->domain_names[d]) snprintf(out->domain_names[d], 16, "syn%d", d);
+            }
+        }
+    }
+done:
+    mml__free(U); mml__free(V); mml__free(Q); mml__free(dq); mml__free(pop); mml__free(udom);
+    mml__free(uid); mml__free(pid); mml__free(dom); mml__free(lab); mml__free(lg);
+    return st;
+}
+// >>checkpoints ------------------------------------------------------------
+
+/* A model checkpoint is the container of docs/FORMAT.md with sections:
+ *   CONF  the model config as "key=value" lines
+ *   PARM  one tensor per parameter, named as in mml__build_layout
+ *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
+ *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
+ *   PROG  training progress as "key=value" lines   (training checkpoints)
+ * Floats in text sections are C99 hex floats, so they round-trip exactly. */
+
+#define MML__TEXT_MAX 4096
+
+static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
+    int n = snprintf(buf, cap,
+                     "model=%s\nadapter=%s\ngate=%s\nn_users=%d\nn_items=%d\nn_domains=%d\nemb_dim=%d\n"
+                     "pretrained=%d\nlora_reduce=%d\nlora_r=%d\nexperts_per_domain=%d\ngate_dim=%d\n"
+                     "dropout=%a\nlr=%a\nbeta1=%a\nbeta2=%a\neps=%a\nweight_decay=%a\nlazy_adam=%d\n"
+                     "max_batch=%d\nthreads=%d\nseed=%llu\nhidden=",
+                     mml_model_kind_name(c->model), mml_adapter_name(c->adapter),
+                     c->gate == MML_GATE_DOMAIN ? "domain" : "input", c->n_users, c->n_items, c->n_domains,
+                     c->emb_dim, c->pretrained, c->lora_reduce, c->lora_r, c->experts_per_domain, c->gate_dim,
+                     (double)c->dropout, (double)c->lr, (double)c->beta1, (double)c->beta2, (double)c->eps,
+                     (double)c->weight_decay, c->lazy_adam, c->max_batch, c->threads,
+                     (unsigned long long)c->seed);
+    for (int i = 0; i < c->n_hidden && n > 0 && (size_t)n < cap; i++)
+        n += snprintf(buf + n, cap - (size_t)n, i ? ",%d" : "%d", c->hidden[i]);
+    if (n > 0 && (size_t)n < cap) n += snprintf(buf + n, cap - (size_t)n, "\n");
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
+/* Calls fn(key, value) for each "key=value" line of a text section. */
+static mml_status mml__kv_each(const char *path, const char *tag, const void *p, uint64_t n,
+                               mml_status (*fn)(void *ctx, const char *k, const char *v), void *ctx) {
+    const char *s = (const char *)p, *end = s + n;
+    int line = 0;
+    while (s < end) {
+        const char *nl = (const char *)memchr(s, '\n', (size_t)(end - s));
+        if (!nl) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d has no newline", path, tag, line + 1);
+        line++;
+        char buf[256];
+        size_t len = (size_t)(nl - s);
+        if (len >= sizeof buf) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d too long", path, tag, line);
+        memcpy(buf, s, len);
+        buf[len] = 0;
+        char *eq = strchr(buf, '=');
+        if (!eq) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d is not key=value", path, tag, line);
+        *eq = 0;
+        mml_status st = fn(ctx, buf, eq + 1);
+        if (st) return mml__fail(st, "%s: section %s: line %d: %s", path, tag, line, mml_last_error());
+        s = nl + 1;
+    }
+    return MML_OK;
+}
+
+static int mml__parse_i64(const char *v, int64_t lo, int64_t hi, int64_t *out) {
+    char *e;
+    errno = 0;
+    long long x = strtoll(v, &e, 10);
+    if (!*v || *e || errno || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+static int mml__parse_dbl(const char *v, double *out) {
+    char *e;
+    double x = strtod(v, &e);
+    if (!*v || *e || x != x) return -1;
+    *out = x;
+    return 0;
+}
+
+typedef struct mml__confp { mml_config_t *c; unsigned seen; } mml__confp;
+
+static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
+    mml__confp *cp = (mml__confp *)ctx;
+    mml_config_t *c = cp->c;
+    int64_t i;
+    double d;
+    static const char *const ints[] = {"n_users", "n_items", "n_domains", "emb_dim", "pretrained", "lora_reduce",
+                                       "lora_r", "experts_per_domain", "gate_dim", "lazy_adam", "max_batch", "threads"};
+    int32_t *const dst[] = {&c->n_users, &c->n_items, &c->n_domains, &c->emb_dim, &c->pretrained, &c->lora_reduce,
+                            &c->lora_r, &c->experts_per_domain, &c->gate_dim, &c->lazy_adam, &c->max_batch, &c->threads};
+    for (size_t j = 0; j < sizeof ints / sizeof *ints; j++)
+        if (!strcmp(k, ints[j])) {
+            if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
+            *dst[j] = (int32_t)i;
+            cp->seen++;
+            return MML_OK;
+        }
+    static const char *const flts[] = {"dropout", "lr", "beta1", "beta2", "eps", "weight_decay"};
+    float *const fd[] = {&c->dropout, &c->lr, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
+    for (size_t j = 0; j < sizeof flts / sizeof *flts; j++)
+        if (!strcmp(k, flts[j])) {
+            if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
+            *fd[j] = (float)d;
+            cp->seen++;
+            return MML_OK;
+        }
+    cp->seen++;
+    if (!strcmp(k, "model")) {
+        if (mml_model_kind_from_name(v, &c->model)) return mml__fail(MML_ERR_FORMAT, "unknown model \"%s\"", v);
+    } else if (!strcmp(k, "adapter")) {
+        if (mml_adapter_from_name(v, &c->adapter)) return mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v);
+    } else if (!strcmp(k, "gate")) {
+        if (!strcmp(v, "domain")) c->gate = MML_GATE_DOMAIN;
+        else if (!strcmp(v, "input")) c->gate = MML_GATE_INPUT;
+        else return mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v);
+    } else if (!strcmp(k, "seed")) {
+        char *e;
+        errno = 0;
+        unsigned long long x = strtoull(v, &e, 10);
+        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad seed \"%s\"", v);
+        c->seed = x;
+    } else if (!strcmp(k, "hidden")) {
+        int n = 0;
+        const char *p = v;
+        while (*p) {
+            char *e;
+            long x = strtol(p, &e, 10);
+            if (e == p || n >= MML_MAX_HIDDEN || x < 1 || x > 8192) return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
+            c->hidden[n++] = (int32_t)x;
+            p = *e == ',' ? e + 1 : e;
+            if (*e && *e != ',') return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
+        }
+        c->n_hidden = n;
+    } else {
+        return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    }
+    return MML_OK;
+}
+
+typedef struct mml__progp { mml_model_t *m; } mml__progp;
+
+static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
+    mml_model_t *m = ((mml__progp *)ctx)->m;
+    int64_t i;
+    double d;
+    if (!strcmp(k, "best")) {
+        if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
+        m->fs.best = d;
+        return MML_OK;
+    }
+    if (!strcmp(k, "steps") || !strcmp(k, "rng")) {
+        char *e;
+        errno = 0;
+        unsigned long long x = strtoull(v, &e, 10);
+        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+        if (k[0] == 's') m->steps = x; else m->fs.rng = x;
+        return MML_OK;
+    }
+    if (mml__parse_i64(v, -1, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
+    if (!strcmp(k, "phase")) {
+        if (i < 0 || i > MML_PHASE_GATE) return mml__fail(MML_ERR_FORMAT, "bad phase %lld", (long long)i);
+        m->phase = (mml_phase)i;
+    } else if (!strcmp(k, "expert")) {
+        if (i < -1 || i >= (m->n_experts ? m->n_experts : 1)) return mml__fail(MML_ERR_FORMAT, "bad expert %lld", (long long)i);
+        m->expert = (int)i;
+    } else if (!strcmp(k, "adam_t")) m->adam_t = i;
+    else if (!strcmp(k, "fit_active")) m->fs.active = i != 0;
+    else if (!strcmp(k, "stage")) {
+        if (i > m->n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
+        m->fs.stage = (int32_t)i;
+    } else if (!strcmp(k, "epoch")) m->fs.epoch = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
+    else if (!strcmp(k, "bad")) m->fs.bad = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
+    else return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    return MML_OK;
+}
+
+/* Tensor views of one arena (P, M, V or best) under the parameter names. */
+static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckpt_tensor *t, char (*names)[56],
+                              const char *prefix) {
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        snprintf(names[i], 56, "%s%s", prefix, p->name);
+        t[i].name = names[i];
+        t[i].ndim = p->ndim;
+        for (int j = 0; j < 4; j++) t[i].shape[j] = j < p->ndim ? p->shape[j] : 0;
+        t[i].data = arena + p->off;
+    }
+}
+
+static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
+    char conf[MML__TEXT_MAX], prog[1024];
+    mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
+    if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
+    int pn = snprintf(prog, sizeof prog,
+                      "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\nbad=%d\n"
+                      "best=%a\nrng=%llu\n",
+                      (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps, m->fs.active,
+                      m->fs.stage, m->fs.epoch, m->fs.bad, m->fs.best, (unsigned long long)m->fs.rng);
+    int np = m->n_params;
+    mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
+    char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
+    if (!t || !names) {
+        mml__free(t);
+        mml__free(names);
+        return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    }
+    mml__tensor_views(m, m->P, t, names, "");
+    mml__tensor_views(m, m->M, t + np, names + np, "m.");
+    mml__tensor_views(m, m->V, t + 2 * np, names + 2 * np, "v.");
+    mml__tensor_views(m, m->best, t + 3 * np, names + 3 * np, "");
+    /* the ADAM section holds m.* and v.* together */
+    mml__ckpt_section secs[5];
+    memset(secs, 0, sizeof secs);
+    memcpy(secs[0].tag, "CONF", 4); secs[0].bytes = conf; secs[0].nbytes = strlen(conf);
+    memcpy(secs[1].tag, "PARM", 4); secs[1].tensors = t; secs[1].ntensors = np;
+    memcpy(secs[2].tag, "PROG", 4); secs[2].bytes = prog; secs[2].nbytes = (uint64_t)pn;
+    memcpy(secs[3].tag, "ADAM", 4); secs[3].tensors = t + np; secs[3].ntensors = 2 * np;
+    memcpy(secs[4].tag, "BEST", 4); secs[4].tensors = t + 3 * np; secs[4].ntensors = np;
+    mml_status st = mml__ckpt_save(path, secs, training ? 5 : 2);
+    mml__free(t);
+    mml__free(names);
+    return st;
+}
+
+mml_status mml_model_save(const mml_model_t *m, const char *path) { return mml__model_save(m, path, 1); }
+mml_status mml_model_export(const mml_model_t *m, const char *path) { return mml__model_save(m, path, 0); }
+
+static mml_status mml__read_arena(const mml__ckpt *ck, const char *path, const char *tag, const char *prefix,
+                                  mml_model_t *m, float *arena) {
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s%s", prefix, p->name);
+        mml_status st = mml__ckpt_tensor_read(ck, tag, nm, p->ndim, p->shape, arena + p->off);
+        if (st) return st;
+        /* a NaN or Inf weight would silently poison every prediction */
+        for (int64_t j = 0; j < p->size; j++)
+            if (!(arena[p->off + j] - arena[p->off + j] == 0.0f))
+                return mml__fail(MML_ERR_FORMAT, "%s: tensor %s%s holds a non-finite value", path, prefix, p->name);
+    }
+    return MML_OK;
+}
+
+mml_status mml_model_load(const char *path, mml_model_t **out) {
+    *out = NULL;
+    mml__ckpt *ck = NULL;
+    mml_status st = mml__ckpt_open(path, &ck);
+    if (st) return st;
+    const void *bytes;
+    uint64_t n;
+    mml_config_t c;
+    mml_config_default(&c);
+    mml__confp cp = {&c, 0};
+    mml_model_t *m = NULL;
+    st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
+    if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
+    if (!st && cp.seen < 23) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks keys (%u of 23)", path, cp.seen);
+    if (!st) {
+        st = mml_model_create(&c, &m);
+        if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
+    }
+    if (!st) st = mml__read_arena(ck, path, "PARM", "", m, m->P);
+    if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
+        mml__progp pp = {m};
+        st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
+        if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->M);
+        if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->V);
+        if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->best);
+        if (!st && m->phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
+            st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->phase);
+        if (!st && m->phase == MML_PHASE_EXPERT && m->expert < 0)
+            st = mml__fail(MML_ERR_FORMAT, "%s: expert phase without an expert", path);
+        if (!st) mml__phase_flags(m, m->phase, m->expert);
+        if (!st) mml__rows_current(m);
+    }
+    mml__ckpt_close(ck);
+    if (st) {
+        mml_model_free(m);
+        return st;
+    }
+    *out = m;
+    return MML_OK;
+}
 
 #endif /* MOEMLORA_IMPLEMENTED */
 #endif /* MOEMLORA_IMPLEMENTATION */

@@ -1,4 +1,4 @@
-/* Feature-interaction layers (parts/layers_impl.h) against double-precision
+/* Feature-interaction layers (the >>layers chapter of moemlora.h) against double-precision
  * reference forwards written here from the DeepCTR definitions:
  *   - forward: float layer output vs. the double reference on the same inputs,
  *     |a - b| <= 2e-4 * max(|a|,|b|) + 1e-5 * max|ref| (float accumulation error
@@ -12,12 +12,11 @@
  * Runs on the ISA mml_simd_resolve picks (MOEMLORA_ISA forces one; ctest runs
  * scalar, avx2 and avx512). */
 #define MOEMLORA_IMPLEMENTATION
-#include "../moemlora_simd.h"
+#include "../moemlora.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../parts/layers_impl.h"
 #include "mml_test.h"
 
 /* ---- small helpers ---------------------------------------------------- */
