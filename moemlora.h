@@ -454,10 +454,13 @@ static mml_status mml__fail(mml_status st, const char *fmt, ...)
 #endif
     ;
 static mml_status mml__fail(mml_status st, const char *fmt, ...) {
+    /* formatted aside first: the arguments may quote the previous message */
+    char buf[sizeof mml__errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(mml__errbuf, sizeof mml__errbuf, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(mml__errbuf, buf, sizeof buf);
     return st;
 }
 
@@ -3767,9 +3770,7 @@ static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *se
 
 /* Rewords a write failure so the caller learns the old file is still there. */
 static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
-    char why[sizeof mml__errbuf];
-    snprintf(why, sizeof why, "%s", mml_last_error());
-    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, why);
+    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, mml_last_error());
 }
 
 /* Writes the sections to path atomically. */
@@ -6258,7 +6259,9 @@ static mml_status mml__kv_each(const char *path, const char *tag, const void *p,
         if (!eq) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d is not key=value", path, tag, line);
         *eq = 0;
         mml_status st = fn(ctx, buf, eq + 1);
-        if (st) return mml__fail(st, "%s: section %s: line %d: %s", path, tag, line, mml_last_error());
+        if (st) {
+            return mml__fail(st, "%s: section %s: line %d: %s", path, tag, line, mml_last_error());
+        }
         s = nl + 1;
     }
     return MML_OK;
@@ -6281,62 +6284,64 @@ static int mml__parse_dbl(const char *v, double *out) {
     return 0;
 }
 
-typedef struct mml__confp { mml_config_t *c; unsigned seen; } mml__confp;
+/* CONF keys; each must appear exactly once. */
+static const char *const mml__conf_keys[] = {
+    "n_users", "n_items", "n_domains", "emb_dim", "pretrained", "lora_reduce", "lora_r", "experts_per_domain",
+    "gate_dim", "lazy_adam", "max_batch", "threads",                    /* 0..11: integers */
+    "dropout", "lr", "beta1", "beta2", "eps", "weight_decay",           /* 12..17: numbers */
+    "model", "adapter", "gate", "seed", "hidden"};                      /* 18..22 */
+#define MML__CONF_NKEYS 23
+
+typedef struct mml__confp { mml_config_t *c; uint32_t seen; } mml__confp;
 
 static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
     mml__confp *cp = (mml__confp *)ctx;
     mml_config_t *c = cp->c;
+    int key = -1;
+    for (int j = 0; j < MML__CONF_NKEYS; j++)
+        if (!strcmp(k, mml__conf_keys[j])) key = j;
+    if (key < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    if (cp->seen & (1u << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
+    cp->seen |= 1u << key;
     int64_t i;
     double d;
-    static const char *const ints[] = {"n_users", "n_items", "n_domains", "emb_dim", "pretrained", "lora_reduce",
-                                       "lora_r", "experts_per_domain", "gate_dim", "lazy_adam", "max_batch", "threads"};
-    int32_t *const dst[] = {&c->n_users, &c->n_items, &c->n_domains, &c->emb_dim, &c->pretrained, &c->lora_reduce,
-                            &c->lora_r, &c->experts_per_domain, &c->gate_dim, &c->lazy_adam, &c->max_batch, &c->threads};
-    for (size_t j = 0; j < sizeof ints / sizeof *ints; j++)
-        if (!strcmp(k, ints[j])) {
-            if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
-            *dst[j] = (int32_t)i;
-            cp->seen++;
-            return MML_OK;
-        }
-    static const char *const flts[] = {"dropout", "lr", "beta1", "beta2", "eps", "weight_decay"};
-    float *const fd[] = {&c->dropout, &c->lr, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
-    for (size_t j = 0; j < sizeof flts / sizeof *flts; j++)
-        if (!strcmp(k, flts[j])) {
-            if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
-            *fd[j] = (float)d;
-            cp->seen++;
-            return MML_OK;
-        }
-    cp->seen++;
-    if (!strcmp(k, "model")) {
+    int32_t *const ints[12] = {&c->n_users, &c->n_items, &c->n_domains, &c->emb_dim, &c->pretrained, &c->lora_reduce,
+                               &c->lora_r, &c->experts_per_domain, &c->gate_dim, &c->lazy_adam, &c->max_batch,
+                               &c->threads};
+    float *const flts[6] = {&c->dropout, &c->lr, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
+    if (key < 12) {
+        if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
+        *ints[key] = (int32_t)i;
+    } else if (key < 18) {
+        if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
+        *flts[key - 12] = (float)d;
+    } else if (key == 18) {
         if (mml_model_kind_from_name(v, &c->model)) return mml__fail(MML_ERR_FORMAT, "unknown model \"%s\"", v);
-    } else if (!strcmp(k, "adapter")) {
+    } else if (key == 19) {
         if (mml_adapter_from_name(v, &c->adapter)) return mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v);
-    } else if (!strcmp(k, "gate")) {
+    } else if (key == 20) {
         if (!strcmp(v, "domain")) c->gate = MML_GATE_DOMAIN;
         else if (!strcmp(v, "input")) c->gate = MML_GATE_INPUT;
         else return mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v);
-    } else if (!strcmp(k, "seed")) {
+    } else if (key == 21) {
         char *e;
         errno = 0;
         unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad seed \"%s\"", v);
+        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad seed \"%s\"", v);
         c->seed = x;
-    } else if (!strcmp(k, "hidden")) {
+    } else {
         int n = 0;
         const char *p = v;
         while (*p) {
             char *e;
             long x = strtol(p, &e, 10);
-            if (e == p || n >= MML_MAX_HIDDEN || x < 1 || x > 8192) return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
+            if (e == p || n >= MML_MAX_HIDDEN || x < 1 || x > 8192 || (*e && *e != ','))
+                return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
             c->hidden[n++] = (int32_t)x;
             p = *e == ',' ? e + 1 : e;
-            if (*e && *e != ',') return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
         }
+        if (!n) return mml__fail(MML_ERR_FORMAT, "empty hidden");
         c->n_hidden = n;
-    } else {
-        return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
     }
     return MML_OK;
 }
@@ -6458,7 +6463,8 @@ mml_status mml_model_load(const char *path, mml_model_t **out) {
     mml_model_t *m = NULL;
     st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
     if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
-    if (!st && cp.seen < 23) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks keys (%u of 23)", path, cp.seen);
+    for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
+        if (!(cp.seen & (1u << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
     if (!st) {
         st = mml_model_create(&c, &m);
         if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
