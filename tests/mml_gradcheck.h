@@ -1,0 +1,304 @@
+/* Gradient-check helpers shared by test_model.c and test_models.c: finite
+ * differences of the mean BCE against the model's backward pass, with kink
+ * retries, and exact-zero checks for frozen parameters. Include after
+ * moemlora.h (implementation) and mml_test.h. */
+#ifndef MML_GRADCHECK_H
+#define MML_GRADCHECK_H
+
+static uint64_t trng = 0x7E57C0DEull;
+static uint64_t tnext(void) {
+    uint64_t z = (trng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double turand(void) { return (double)(tnext() >> 11) * 0x1.0p-53; }
+static float tfrand(float a) { return (float)((2.0 * turand() - 1.0) * a); }
+
+static double now_s(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static mml_model_t *make_model(const mml_config_t *c) {
+    mml_model_t *m = NULL;
+    mml_status st = mml_model_create(c, &m);
+    if (st == MML_ERR_ISA) {
+        printf("skipped: %s\n", mml_last_error());
+        exit(MMLT_SKIP);
+    }
+    CHECK(st == MML_OK && m, "mml_model_create: %d %s", (int)st, mml_last_error());
+    if (!m) exit(1);
+    return m;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* Embeddings to O(1) values, adapters' B and c and all biases off zero, so
+ * every gradient path carries signal. Glorot-initialised tensors stay. */
+static void randomize_params(mml_model_t *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        float *w = m->P + p->off, a = 0.0f;
+        int64_t n = p->size;
+        if (p->row_table) {
+            a = strncmp(p->name, "linear.", 7) == 0 ? 0.2f : 0.5f;
+            n = (p->shape[0] - 1) * p->shape[1]; /* the OOV row stays as it is */
+        } else if (strstr(p->name, "lora_B") || strstr(p->name, "lora_c")) {
+            a = 0.3f;
+        } else if (ends_with(p->name, ".b")) {
+            a = 0.1f;
+        }
+        if (a > 0.0f)
+            for (int64_t j = 0; j < n; j++) w[j] = tfrand(a);
+    }
+}
+
+static void clear_marks(mml_model_t *m) {
+    for (int f = 0; f < 3; f++) {
+        memset(m->mark[f], 0, (size_t)m->params[m->p_emb[f]].shape[0]);
+        m->n_touched[f] = 0;
+    }
+}
+static void zero_grads_all(mml_model_t *m) {
+    memset(m->G, 0, (size_t)m->n_floats * sizeof(float));
+    clear_marks(m);
+}
+
+/* Mean BCE of a training-mode forward (same dropout masks as backward). */
+static double loss_at(mml_model_t *m, const mml_batch_t *b) {
+    mml__forward(m, b->n, b, 1);
+    return m->K->bce_logits(b->n, m->logit, b->label, 1.0f, NULL) / b->n;
+}
+
+static double central(mml_model_t *m, const mml_batch_t *b, float *p, float h) {
+    float x = *p, xp = x + h, xm = x - h;
+    *p = xp;
+    double lp = loss_at(m, b);
+    *p = xm;
+    double lm = loss_at(m, b);
+    *p = x;
+    return (lp - lm) / ((double)xp - (double)xm);
+}
+
+static int grad_close(double fd, double g) { return fabs(fd - g) <= 1e-2 * fmax(fabs(fd), fabs(g)) + 1e-4; }
+
+/* One-sided difference (dir +1 or -1) over step h. */
+static double one_sided(mml_model_t *m, const mml_batch_t *b, float *p, float h, int dir) {
+    float x = *p, x1 = dir > 0 ? x + h : x - h;
+    double l0 = loss_at(m, b);
+    *p = x1;
+    double l1 = loss_at(m, b);
+    *p = x;
+    return (l1 - l0) / ((double)x1 - (double)x);
+}
+
+/* Finite difference of entry p against analytic g: central with h, then h/10;
+ * an entry that still misses sits on a ReLU kink inside +-h (a pre-activation
+ * within h * sensitivity of zero): then the analytic value must be one of the
+ * two one-sided derivatives (the loss is smooth on each side of the kink),
+ * within twice the tolerance (one-sided differences are first order).
+ * Returns 0 (central), 1 (central h/10), 2 (kink: central h/40 or one-sided)
+ * or -1 (mismatch). */
+static int fd_entry(mml_model_t *m, const mml_batch_t *b, float *p, double g, float h, double *fd) {
+    *fd = central(m, b, p, h);
+    if (grad_close(*fd, g)) return 0;
+    double f2 = central(m, b, p, h / 10);
+    if (grad_close(f2, g)) { *fd = f2; return 1; }
+    /* xDeepFM's CIN puts hundreds of ReLUs behind one embedding entry: kinks
+     * can be denser than h/10, so a last, smaller central step (float noise
+     * ~1e-7 / h makes its tolerance twice as wide) */
+    double f3 = central(m, b, p, h / 40);
+    if (fabs(f3 - g) <= 2e-2 * fmax(fabs(f3), fabs(g)) + 2e-4) { *fd = f3; return 2; }
+    for (int k = 0; k < 2; k++) {
+        float hs = k ? h : h / 10;
+        for (int dir = -1; dir <= 1; dir += 2) {
+            double f = one_sided(m, b, p, hs, dir);
+            if (fabs(f - g) <= 2e-2 * fmax(fabs(f), fabs(g)) + 2e-4) { *fd = f; return 2; }
+        }
+    }
+    return -1;
+}
+
+/* Which expert block entry j of an expert tensor belongs to. */
+static int64_t expert_block_of(const mml__param *p, int64_t j) {
+    if (p->xlayout == MML__XL_COLS) return (j % p->shape[1]) / p->xblock;
+    return j / p->xblock;
+}
+
+/* Adapter use the test expects (derived from the config, not from the model). */
+typedef struct exp_use { int mode, expert; } exp_use;
+
+static exp_use expected_use(const mml_model_t *m, const mml_batch_t *b) {
+    exp_use u = {MML__AD_OFF, -1};
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) {
+        int same = 1;
+        for (int i = 1; i < b->n; i++) same &= b->dom[i] == b->dom[0];
+        u.mode = same ? MML__AD_SINGLE : MML__AD_MIX;
+        u.expert = same ? b->dom[0] : -1;
+    } else if (m->cfg.adapter == MML_ADAPTER_MOE) {
+        if (m->phase == MML_PHASE_EXPERT) { u.mode = MML__AD_SINGLE; u.expert = m->expert; }
+        else if (m->phase != MML_PHASE_BACKBONE) u.mode = MML__AD_MIX;
+    }
+    return u;
+}
+
+/* Can entry j of parameter pi have a nonzero gradient in this pass? */
+static int entry_active(const mml_model_t *m, int pi, int64_t j, exp_use u) {
+    const mml__param *p = &m->params[pi];
+    if (!mml__param_trainable(m, pi)) return 0;
+    if (p->group == MML__G_EXPERT) {
+        if (u.mode == MML__AD_OFF) return 0;
+        if (u.mode == MML__AD_SINGLE) return expert_block_of(p, j) == u.expert;
+        return 1;
+    }
+    if (p->group == MML__G_GATE) return u.mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE;
+    return 1;
+}
+
+/* Field of a row table (embeddings, linear weights, the gate's domain table). */
+static int row_field(const mml_model_t *m, int pi) {
+    for (int f = 0; f < 3; f++)
+        if (pi == m->p_emb[f] || (m->has_linear && pi == m->p_lin[f])) return f;
+    return 2; /* gate.emb */
+}
+static int32_t batch_row(const mml_model_t *m, const mml_batch_t *b, int f, int i) {
+    const int32_t *ids = f == 0 ? b->uid : f == 1 ? b->pid : b->dom;
+    int32_t v = f == 0 ? m->cfg.n_users : f == 1 ? m->cfg.n_items : m->cfg.n_domains;
+    return ids[i] >= 0 && ids[i] < v ? ids[i] : v;
+}
+
+/* Segments of a packed tensor, sampled separately so that a small part (CIN's
+ * biases, its output weights) is not drowned by a big one. bounds[0..n]. */
+static int tensor_segments(const mml_model_t *m, int pi, int64_t *bounds) {
+    int n = 0;
+    bounds[n++] = 0;
+    if (pi == m->p_cin) {
+        int F = m->F, L = MML__CIN_LAYERS;
+        for (int h = 0; h < L; h++) {
+            mml__cin_layer g = mml__cin_geom(1, F, 1, L, mml__cin_sizes, 1, h);
+            if (g.w_off) bounds[n++] = g.w_off;
+            bounds[n++] = g.b_off;
+        }
+        bounds[n++] = (int64_t)mml__cin_param_offset(F, L, mml__cin_sizes, 1, L);
+    }
+    bounds[n] = m->params[pi].size;
+    return n;
+}
+
+typedef struct gc_stats { long fd_checked, fd_failed, zero_checked, zero_failed, retried, kinks; } gc_stats;
+static gc_stats gc_total;
+
+/* The whole-model gradient check of one configuration. */
+static void check_gradients(mml_model_t *m, const mml_batch_t *b, const char *tag, float h) {
+    const char *oldctx = mmlt_ctx;
+    mmlt_ctx = tag;
+    exp_use u = expected_use(m, b);
+    zero_grads_all(m);
+    mml__forward(m, b->n, b, 1);
+    CHECK(m->ad_mode == u.mode, "adapter mode %d, expected %d", m->ad_mode, u.mode);
+    if (u.mode == MML__AD_SINGLE) CHECK(m->ad_expert == u.expert, "expert %d, expected %d", m->ad_expert, u.expert);
+    double lsum = mml__backward(m, b->n, b->label);
+    clear_marks(m);
+    double l0 = loss_at(m, b);
+    CHECK(mmlt_close(lsum / b->n, l0, 1e-6, 1e-7), "backward loss %.9g vs forward %.9g", lsum / b->n, l0);
+    float *g = (float *)malloc((size_t)m->n_floats * sizeof(float));
+    int64_t *cand = (int64_t *)malloc((size_t)m->n_floats * sizeof(int64_t));
+    if (!g || !cand) abort();
+    memcpy(g, m->G, (size_t)m->n_floats * sizeof(float));
+    gc_stats st = {0, 0, 0, 0, 0, 0};
+    for (int pi = 0; pi < m->n_params; pi++) {
+        const mml__param *p = &m->params[pi];
+        const float *gp = g + p->off;
+        float *w = m->P + p->off;
+        int64_t nc = 0, nzbad = 0, nz = 0;
+        unsigned char present[4200];
+        if (p->row_table) {
+            int f = row_field(m, pi);
+            memset(present, 0, sizeof present);
+            for (int i = 0; i < b->n; i++) present[batch_row(m, b, f, i)] = 1;
+        }
+        for (int64_t j = 0; j < p->size; j++) {
+            int act = entry_active(m, pi, j, u);
+            if (act && p->row_table) act = present[j / p->shape[1]];
+            if (act) cand[nc++] = j;
+            else { nz++; nzbad += gp[j] != 0.0f; }
+        }
+        CHECK(nzbad == 0, "%s: %lld of %lld entries that must have zero gradient are nonzero", p->name,
+              (long long)nzbad, (long long)nz);
+        st.zero_checked += nz;
+        st.zero_failed += nzbad;
+        /* entries to difference: all if few, else per segment random ones +
+         * the largest |g| */
+        int64_t sel[192], ns = 0;
+        int64_t *list = cand, nl = nc;
+        if (nc > 256 && !p->row_table) {
+            int64_t bounds[16];
+            int nseg = tensor_segments(m, pi, bounds);
+            int nrand = nseg > 1 ? 16 : 24, ntop = nseg > 1 ? 6 : 8;
+            int64_t c0 = 0;
+            for (int sg = 0; sg < nseg; sg++) {
+                int64_t c1 = c0;
+                while (c1 < nc && cand[c1] < bounds[sg + 1]) c1++;
+                int64_t cn = c1 - c0;
+                if (cn <= nrand + ntop) {
+                    for (int64_t c = c0; c < c1; c++) sel[ns++] = cand[c];
+                } else {
+                    int64_t s0 = ns;
+                    for (int s = 0; s < nrand; s++) sel[ns++] = cand[c0 + (int64_t)(tnext() % (uint64_t)cn)];
+                    for (int t = 0; t < ntop; t++) {
+                        int64_t best = -1;
+                        for (int64_t c = c0; c < c1; c++) {
+                            int64_t j = cand[c], dup = 0;
+                            for (int64_t q = s0; q < ns; q++) dup |= sel[q] == j;
+                            if (!dup && (best < 0 || fabsf(gp[j]) > fabsf(gp[best]))) best = j;
+                        }
+                        if (best >= 0) sel[ns++] = best;
+                    }
+                }
+                c0 = c1;
+            }
+            list = sel;
+            nl = ns;
+        }
+        int bad = 0;
+        double worst = 0.0;
+        for (int64_t c = 0; c < nl; c++) {
+            int64_t j = list[c];
+            double fd;
+            int how = fd_entry(m, b, w + j, gp[j], h, &fd), ok = how >= 0;
+            st.retried += how == 1;
+            st.kinks += how == 2;
+            double err = fabs(fd - gp[j]) / (1e-2 * fmax(fabs(fd), fabs(gp[j])) + 1e-4);
+            if (how < 2 && err > worst) worst = err;
+            if (!ok) {
+                bad++;
+                if (bad <= 3)
+                    fprintf(stderr, "  [%s] %s[%lld]: analytic %.7g, finite difference %.7g\n", tag, p->name,
+                            (long long)j, (double)gp[j], fd);
+            }
+        }
+        st.fd_checked += nl;
+        st.fd_failed += bad;
+        CHECK(bad == 0, "%s: %d of %lld entries off the finite difference", p->name, bad, (long long)nl);
+        CHECK(worst <= 1.0 || bad, "%s: worst error/tolerance %.3g", p->name, worst);
+    }
+    printf("  %-26s %5ld differenced (%3ld at h/10, %2ld on kinks, %ld failed), %5ld exact zeros (%ld failed)\n", tag,
+           st.fd_checked, st.retried, st.kinks, st.fd_failed, st.zero_checked, st.zero_failed);
+    gc_total.fd_checked += st.fd_checked;
+    gc_total.fd_failed += st.fd_failed;
+    gc_total.zero_checked += st.zero_checked;
+    gc_total.zero_failed += st.zero_failed;
+    gc_total.retried += st.retried;
+    gc_total.kinks += st.kinks;
+    free(g);
+    free(cand);
+    zero_grads_all(m);
+    mmlt_ctx = oldctx;
+}
+
+#endif
