@@ -417,6 +417,8 @@ MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -507,15 +509,47 @@ typedef struct mml__afile {
     unsigned char buf[1 << 16];
 } mml__afile;
 
+/* Temporary files are "<path>.tmp.<pid>.<n>". A writer killed mid-write
+ * leaves one behind; the next writer of the same path removes those whose
+ * process is gone. */
+static void mml__remove_stale_tmps(const char *path) {
+    char dir[1024];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    size_t dn = slash ? (size_t)(slash - path) : 0;
+    if (dn >= sizeof dir) return;
+    if (slash) { memcpy(dir, path, dn); dir[dn] = 0; }
+    else strcpy(dir, ".");
+    if (slash && dn == 0) strcpy(dir, "/");
+    DIR *dh = opendir(dir);
+    if (!dh) return;
+    size_t bn = strlen(base);
+    struct dirent *e;
+    while ((e = readdir(dh)) != NULL) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bn) != 0 || strncmp(n + bn, ".tmp.", 5) != 0) continue;
+        char *end;
+        long pid = strtol(n + bn + 5, &end, 10);
+        if (end == n + bn + 5 || pid <= 0 || (*end && *end != '.')) continue;
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char full[2300];
+        snprintf(full, sizeof full, "%s/%s", dir, n);
+        unlink(full);
+    }
+    closedir(dh);
+}
+
 static mml_status mml__afile_open(mml__afile *w, const char *path) {
+    static unsigned mml__tmp_counter;
     w->fd = -1;
     w->failed = 0;
     w->used = 0;
     w->tmp[0] = 0;
     if (strlen(path) >= sizeof w->path) return mml__fail(MML_ERR_ARG, "%s: path too long", path);
     strcpy(w->path, path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    mml__remove_stale_tmps(path);
+    unsigned n = __atomic_fetch_add(&mml__tmp_counter, 1u, __ATOMIC_RELAXED);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld.%u", path, (long)getpid(), n);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (w->fd < 0) {
         w->tmp[0] = 0;
         return mml__fail(MML_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
@@ -6400,11 +6434,14 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
     char conf[MML__TEXT_MAX], prog[1024];
     mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
     if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
-    int pn = snprintf(prog, sizeof prog,
-                      "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\nbad=%d\n"
-                      "best=%a\nrng=%llu\n",
-                      (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps, m->fs.active,
-                      m->fs.stage, m->fs.epoch, m->fs.bad, m->fs.best, (unsigned long long)m->fs.rng);
+    /* an inference export keeps the phase: it decides which adapters predict */
+    int pn = training ? snprintf(prog, sizeof prog,
+                                 "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\n"
+                                 "bad=%d\nbest=%a\nrng=%llu\n",
+                                 (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps,
+                                 m->fs.active, m->fs.stage, m->fs.epoch, m->fs.bad, m->fs.best,
+                                 (unsigned long long)m->fs.rng)
+                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->phase, m->expert);
     int np = m->n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
     char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
@@ -6425,7 +6462,7 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
     memcpy(secs[2].tag, "PROG", 4); secs[2].bytes = prog; secs[2].nbytes = (uint64_t)pn;
     memcpy(secs[3].tag, "ADAM", 4); secs[3].tensors = t + np; secs[3].ntensors = 2 * np;
     memcpy(secs[4].tag, "BEST", 4); secs[4].tensors = t + 3 * np; secs[4].ntensors = np;
-    mml_status st = mml__ckpt_save(path, secs, training ? 5 : 2);
+    mml_status st = mml__ckpt_save(path, secs, training ? 5 : 3);
     mml__free(t);
     mml__free(names);
     return st;
@@ -6473,9 +6510,13 @@ mml_status mml_model_load(const char *path, mml_model_t **out) {
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
         mml__progp pp = {m};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
-        if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->M);
-        if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->V);
-        if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->best);
+        char first[64];
+        snprintf(first, sizeof first, "m.%s", m->params[0].name);
+        if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
+            if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->M);
+            if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->V);
+            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->best);
+        }
         if (!st && m->phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
             st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->phase);
         if (!st && m->phase == MML_PHASE_EXPERT && m->expert < 0)

@@ -58,7 +58,7 @@ static void usage(FILE *f) {
         "  --resume CKPT           continue the training saved in CKPT (same data; model flags\n"
         "                          come from the checkpoint)\n"
         "  --export FILE           write an inference-only model file at the end\n"
-        "  --quiet                 no progress line\n"
+        "  --quiet                 no progress line and no per-phase tables: only the final line\n"
         "  --help                  this text\n"
         "Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set.\n");
 }
@@ -198,7 +198,8 @@ static void on_progress(const mml_progress_t *p, void *user) {
     opts *o = (opts *)user;
     char title[96];
     if (p->event == MML_EV_PHASE_END) {
-        if (o->tty && !o->quiet) fprintf(stderr, "\r\033[K");
+        if (o->quiet) return;
+        if (o->tty) fprintf(stderr, "\r\033[K");
         snprintf(title, sizeof title, "test metrics after phase '%s':", p->phase_name);
         print_table(title, p->test);
         return;

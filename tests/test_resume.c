@@ -809,6 +809,35 @@ static void test_allocations(void) {
            total);
 }
 
+/* An inference export keeps the phase: a MoE model exported while one expert
+ * is in use reloads with that expert in use and predicts the same. */
+static void test_export_keeps_phase(void) {
+    mmlt_ctx = "export phase";
+    mml_config_t c;
+    base_config(&c, MML_ADAPTER_MOE);
+    mml_model_t *m = make_model(&c);
+    /* give expert 1 something to say, then select it alone */
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].group == MML__G_EXPERT)
+            for (int64_t j = 0; j < m->params[i].size; j++) m->P[m->params[i].off + j] = 0.01f * (float)((j * 7) % 13);
+    CHECK_OK(mml_model_set_phase(m, MML_PHASE_EXPERT, 1));
+    char path[1200];
+    snprintf(path, sizeof path, "%s/phase.mml", tmpdir);
+    CHECK_OK(mml_model_export(m, path));
+    mml_model_t *l = NULL;
+    CHECK_OK(mml_model_load(path, &l));
+    if (l) {
+        CHECK(l->phase == MML_PHASE_EXPERT && l->expert == 1, "reloaded phase %d expert %d", (int)l->phase, l->expert);
+        float a[8], b[8];
+        mml_batch_t bt = {8, eval_rows.u, eval_rows.p, eval_rows.d, NULL};
+        CHECK_OK(mml_predict(m, &bt, a));
+        CHECK_OK(mml_predict(l, &bt, b));
+        CHECK(memcmp(a, b, sizeof a) == 0, "export in the expert phase predicts differently after reload");
+        mml_model_free(l);
+    }
+    mml_model_free(m);
+}
+
 int main(void) {
     const char *q = getenv("MOEMLORA_TEST_QUICK");
     quick = q && *q && strcmp(q, "0") != 0;
@@ -837,6 +866,7 @@ int main(void) {
     if (!quick) test_resume_adapter(MML_ADAPTER_MOE, 2, "moe-t2"); /* workers: same bits after a resume */
     double t1 = now_s();
     test_checkpoint_and_export();
+    test_export_keeps_phase();
     test_corrupt_files();
     double t2 = now_s();
     test_full_disk();
