@@ -78,16 +78,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The kernel API (mml_isa, mml_kernels_t) and the MOEMLORA_API linkage macro. */
+#include "moemlora_simd.h"
+
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#ifndef MOEMLORA_API
-#ifdef MOEMLORA_STATIC
-#define MOEMLORA_API static
-#else
-#define MOEMLORA_API extern
-#endif
 #endif
 
 /* // >>errors ------------------------------------------------------------- */

@@ -48,4 +48,27 @@ static int mmlt_close(double a, double b, double rtol, double atol) {
     double d = fabs(a - b);
     return d <= atol + rtol * fmax(fabs(a), fabs(b));
 }
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Removes a directory tree made by a test (no links followed). */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_rm_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[2048];
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) mmlt_rm_tree(p);
+        else unlink(p);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+}
 #endif

@@ -27,12 +27,6 @@ static char *mkdir_tmp(void) {
     return p;
 }
 
-static void rm_rf(const char *dir) {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
-}
-
 static void put_file(const char *dir, const char *name, const char *text) {
     char p[1024];
     FILE *f;
@@ -239,7 +233,7 @@ static void test_roundtrip(void) {
     mml_data_free(&a);
     mml_data_free(&b);
     free_raw(&r);
-    rm_rf(dir);
+    mmlt_rm_tree(dir);
     free(dir);
 }
 
@@ -273,7 +267,7 @@ static void test_atomic(void) {
     CHECK(n == 0, "no files (and no temporaries) left behind, found %d", n);
     mml_data_free(&a);
     free_raw(&r);
-    rm_rf(dir);
+    mmlt_rm_tree(dir);
     free(dir);
 }
 
@@ -320,7 +314,7 @@ static void test_csv_ok(void) {
     CHECK_OK(mml_data_load(dir, &d));
     CHECK(d.split[2].dom_start[2] - d.split[2].dom_start[1] == 0, "empty test split of domain 1");
     mml_data_free(&d);
-    rm_rf(dir);
+    mmlt_rm_tree(dir);
     free(dir);
 }
 
@@ -377,7 +371,7 @@ static void test_csv_bad(void) {
         CHECK(mml_data_load(dir, &d) == MML_ERR_IO && has(mml_last_error(), "domain_0/val.csv"), "missing file: %s",
               mml_last_error());
     }
-    rm_rf(dir);
+    mmlt_rm_tree(dir);
     free(dir);
 }
 
@@ -433,7 +427,7 @@ static void test_cache_bad(void) {
     free(buf);
     mml_data_free(&a);
     free_raw(&r);
-    rm_rf(dir);
+    mmlt_rm_tree(dir);
     free(dir);
 }
 
@@ -503,9 +497,9 @@ static void test_movielens_small(void) {
     put_file(dk, "u.user", "1|24|M|pilot|85711\n");
     CHECK(mml_movielens_load(dk, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "u.user:1: occupation \"pilot\""),
           "unknown occupation: %s", mml_last_error());
-    rm_rf(d3);
-    rm_rf(d4);
-    rm_rf(dk);
+    mmlt_rm_tree(d3);
+    mmlt_rm_tree(d4);
+    mmlt_rm_tree(dk);
     free(d3);
     free(d4);
     free(dk);
@@ -631,8 +625,8 @@ static void test_taobao(void) {
     put_file(d2, "theme_click_log.csv", "theme,item_id,user_id\n3,7,10\n");
     CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:1: header"),
           "header: %s", mml_last_error());
-    rm_rf(dir);
-    rm_rf(d2);
+    mmlt_rm_tree(dir);
+    mmlt_rm_tree(d2);
     free(dir);
     free(d2);
 }

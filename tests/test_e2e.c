@@ -15,12 +15,6 @@
 
 static int quick;
 
-static void rm_rf(const char *dir) {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
-}
-
 static double fit_wauc(const mml_data_t *d, mml_adapter a, int epochs, int pretrained) {
     mml_config_t c;
     mml_config_default(&c);
@@ -79,7 +73,7 @@ static void test_movielens(void) {
         }
         mml_data_free(&raw_d);
         mml_data_free(&d);
-        rm_rf(dir);
+        mmlt_rm_tree(dir);
     }
 }
 
@@ -96,7 +90,7 @@ static void test_taobao(void) {
     printf("taobao-shaped  moe   weighted AUC %.4f\n", w);
     CHECK(w == w && w > 0.0 && w < 1.0, "taobao: weighted AUC %.4f not defined", w);
     mml_data_free(&d);
-    rm_rf(dir);
+    mmlt_rm_tree(dir);
 }
 
 int main(void) {

@@ -106,19 +106,6 @@ static int remove_temporaries(void) {
     return n;
 }
 
-static void rm_dir(void) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
-
 static void print_log(const char *log) {
     FILE *f = fopen(log, "r");
     char line[512];
@@ -307,6 +294,6 @@ int main(int argc, char **argv) {
     test_resume_killed();
     test_kill_resume_identical();
     printf("total %.1f s\n", now_s() - t0);
-    rm_dir();
+    mmlt_rm_tree(dir);
     return mmlt_finish("test_kill");
 }

@@ -85,19 +85,6 @@ static int write_all(const char *path, const void *b, size_t n) {
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
-static void rm_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
-
 /* Files in tmpdir whose name holds ".tmp." (the atomic writer's temporaries). */
 static int count_temporaries(void) {
     DIR *d = opendir(tmpdir);
@@ -854,9 +841,9 @@ int main(void) {
     sc.n_items = 100;
     sc.n_samples = quick ? 2000 : 8000;
     mml_status st = mml_data_synthetic(&sc, &data);
-    if (st == MML_ERR_ISA) { printf("skipped: %s\n", mml_last_error()); rm_dir(tmpdir); return MMLT_SKIP; }
+    if (st == MML_ERR_ISA) { printf("skipped: %s\n", mml_last_error()); mmlt_rm_tree(tmpdir); return MMLT_SKIP; }
     CHECK_OK(st);
-    if (st) { rm_dir(tmpdir); return mmlt_finish("test_resume"); }
+    if (st) { mmlt_rm_tree(tmpdir); return mmlt_finish("test_resume"); }
     make_eval_rows();
 
     double t0 = now_s();
@@ -879,6 +866,6 @@ int main(void) {
     free(eval_rows.p);
     free(eval_rows.d);
     mml_data_free(&data);
-    rm_dir(tmpdir);
+    mmlt_rm_tree(tmpdir);
     return mmlt_finish("test_resume");
 }

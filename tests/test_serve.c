@@ -64,19 +64,6 @@ static char *slurp(const char *path) {
     return b;
 }
 
-static void rm_dir(void) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
-
 enum { N_ROWS = 2000 };
 static int32_t U[N_ROWS], P[N_ROWS], D[N_ROWS];
 
@@ -243,6 +230,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     test_serve();
-    rm_dir();
+    mmlt_rm_tree(dir);
     return mmlt_finish("test_serve");
 }
