@@ -6482,21 +6482,54 @@ static mml_status mml__read_arena(const mml__ckpt *ck, const char *path, const c
     return MML_OK;
 }
 
-mml_status mml_model_load(const char *path, mml_model_t **out) {
-    *out = NULL;
-    mml__ckpt *ck = NULL;
-    mml_status st = mml__ckpt_open(path, &ck);
-    if (st) return st;
+/* The parameter floats a config implies, without allocating anything. */
+static int64_t mml__config_floats(const mml_config_t *c) {
+    mml_model_t *t = (mml_model_t *)MOEMLORA_MALLOC(sizeof *t);
+    if (!t) return -1;
+    memset(t, 0, sizeof *t);
+    t->cfg = *c;
+    mml__build_layout(t);
+    int64_t n = 0;
+    for (int i = 0; i < t->n_params; i++) n += t->params[i].size;
+    MOEMLORA_FREE(t);
+    return n;
+}
+
+/* Builds a model from an opened, validated container; label names it in errors. */
+static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mml_model_t **out) {
     const void *bytes;
     uint64_t n;
     mml_config_t c;
     mml_config_default(&c);
     mml__confp cp = {&c, 0};
     mml_model_t *m = NULL;
-    st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
+    mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
     if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
         if (!(cp.seen & (1u << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
+    if (!st && mml__check_config(&c)) st = mml__fail(MML_ERR_ARG, "%s: %s", path, mml_last_error());
+    if (!st) {
+        /* the config must describe the tensors the file holds before anything
+         * is allocated for it: a corrupt size cannot ask for gigabytes */
+        int64_t want = mml__config_floats(&c), have = 0;
+        int32_t nt = 0, nd;
+        int64_t sh[4];
+        for (int i = 0; i < mml__ckpt_nsections(ck); i++) {
+            char tag[5] = {0};
+            const char *tg = mml__ckpt_section_at(ck, i, &nt);
+            if (!tg || memcmp(tg, "PARM", 4)) continue;
+            memcpy(tag, tg, 4);
+            for (int32_t k = 0; k < nt; k++) {
+                if (!mml__ckpt_tensor_at(ck, tag, k, &nd, sh)) continue;
+                int64_t e = 1;
+                for (int32_t q = 0; q < nd; q++) e *= sh[q];
+                have += e;
+            }
+        }
+        if (want < 0 || have != want)
+            st = mml__fail(MML_ERR_FORMAT, "%s: the config asks for %lld parameters but the file holds %lld",
+                           path, (long long)want, (long long)have);
+    }
     if (!st) {
         st = mml_model_create(&c, &m);
         if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
@@ -6519,13 +6552,22 @@ mml_status mml_model_load(const char *path, mml_model_t **out) {
         if (!st) mml__phase_flags(m, m->phase, m->expert);
         if (!st) mml__rows_current(m);
     }
-    mml__ckpt_close(ck);
     if (st) {
         mml_model_free(m);
         return st;
     }
     *out = m;
     return MML_OK;
+}
+
+mml_status mml_model_load(const char *path, mml_model_t **out) {
+    *out = NULL;
+    mml__ckpt *ck = NULL;
+    mml_status st = mml__ckpt_open(path, &ck);
+    if (st) return st;
+    st = mml__model_from_ckpt(ck, path, out);
+    mml__ckpt_close(ck);
+    return st;
 }
 
 #endif /* MOEMLORA_IMPLEMENTED */

@@ -1,7 +1,7 @@
 /* libFuzzer target for the checkpoint reader: any input is either rejected
  * with an error or fully readable through the lookup functions, without an
  * out-of-bounds access (ASan) or undefined behaviour (UBSan).
- * Run: tests/run_fuzz_ckpt.sh BUILD_DIR SECONDS */
+ * Run: tests/run_fuzz.sh BUILD_DIR SECONDS (all fuzzers) */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"

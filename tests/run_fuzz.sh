@@ -3,13 +3,13 @@
 # its seed corpus (tests/corpus/<fuzzer>/) so the repository stays untouched.
 #   tests/run_fuzz.sh BUILD_DIR [SECONDS]   (build with -DMOEMLORA_BUILD_FUZZ=ON, clang)
 set -eu
-build=${1:?usage: run_fuzz.sh BUILD_DIR [SECONDS]}
+build=$(cd "${1:?usage: run_fuzz.sh BUILD_DIR [SECONDS]}" && pwd)
 secs=${2:-20}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mml_fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 status=0
-for f in fuzz_csv fuzz_movielens fuzz_taobao; do
+for f in fuzz_csv fuzz_movielens fuzz_taobao fuzz_ckpt fuzz_model; do
   bin=$(find "$build" -type f -name "$f" -perm -u+x | head -n 1)
   if [ -z "$bin" ]; then
     echo "run_fuzz: $f not built in $build (configure with -DMOEMLORA_BUILD_FUZZ=ON and clang)" >&2
