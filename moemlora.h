@@ -5208,12 +5208,42 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     m->last[f][row] = m->adam_t;
 }
 
-/* Before a step: the rows this batch reads are brought up to date. */
+/* [lo, hi) of n items for worker w of t, chunks rounded up to `align`. */
+static void mml__slice(int64_t n, int w, int t, int64_t align, int64_t *lo, int64_t *hi) {
+    int64_t chunk = (n + t - 1) / t;
+    chunk = (chunk + align - 1) / align * align;
+    *lo = (int64_t)w * chunk < n ? (int64_t)w * chunk : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
+}
+
+/* Before a step: the rows this batch reads are brought up to date, shared
+ * among the workers (each row once: the list is made unique first). */
+typedef struct mml__catch_job { mml_model_t *m; int f; int32_t *rows; int n; } mml__catch_job;
+
+static void mml__catch_run(void *arg, int w) {
+    mml__catch_job *j = (mml__catch_job *)arg;
+    int64_t lo, hi;
+    mml__slice(j->n, w, j->m->pool ? j->m->cfg.threads : 1, 1, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) mml__catch_up_row(j->m, j->f, j->rows[i]);
+}
+
+static void mml__pool_run(struct mml__pool *p, void (*fn)(void *, int), void *arg);
+
 static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
     const int32_t *src[3] = {b->uid, b->pid, b->dom};
     for (int f = 0; f < 3; f++) {
         if (!mml__deferred_rows(m, f)) continue;
-        for (int i = 0; i < b->n; i++) mml__catch_up_row(m, f, src[f][i]);
+        /* the touched list is empty between steps: borrow it for the unique rows */
+        int32_t *rows = m->touched[f];
+        int n = 0;
+        for (int i = 0; i < b->n; i++) {
+            int32_t id = src[f][i];
+            if (m->last[f][id] < m->adam_t && !m->mark[f][id]) { m->mark[f][id] = 1; rows[n++] = id; }
+        }
+        for (int i = 0; i < n; i++) m->mark[f][rows[i]] = 0;
+        mml__catch_job j = {m, f, rows, n};
+        if (m->pool && n >= 64) mml__pool_run(m->pool, mml__catch_run, &j);
+        else mml__catch_run(&j, 0);
     }
 }
 
@@ -5237,33 +5267,39 @@ static void mml__rows_current(mml_model_t *m) {
     }
 }
 
-static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp) {
+/* Worker w's share (of t) of the Adam update of parameter i. */
+static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w, int t) {
     const mml_kernels_t *K = m->K;
     mml__param *p = &m->params[i];
     float *P = m->P + p->off, *G = m->G + p->off, *M = m->M + p->off, *V = m->V + p->off;
+    int64_t lo, hi;
     if (p->group == MML__G_EXPERT && m->ad_mode == MML__AD_SINGLE) {
         int64_t e = m->ad_expert;
         if (p->xlayout == MML__XL_COLS) {
-            int64_t w = p->shape[1], r = p->xblock;
-            for (int64_t row = 0; row < p->shape[0]; row++) {
-                int64_t o = row * w + e * r;
+            int64_t wd = p->shape[1], r = p->xblock;
+            mml__slice(p->shape[0], w, t, 1, &lo, &hi);
+            for (int64_t row = lo; row < hi; row++) {
+                int64_t o = row * wd + e * r;
                 K->adam_dense(r, P + o, G + o, M + o, V + o, hp);
             }
         } else {
             int64_t o = e * p->xblock;
-            K->adam_dense(p->xblock, P + o, G + o, M + o, V + o, hp);
+            mml__slice(p->xblock, w, t, 16, &lo, &hi);
+            K->adam_dense(hi - lo, P + o + lo, G + o + lo, M + o + lo, V + o + lo, hp);
         }
         return;
     }
     int f = i == m->p_emb[0] ? 0 : i == m->p_emb[1] ? 1 : i == m->p_emb[2] ? 2 : -1;
     if (f >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, f))) {
         /* touched rows now; with dense semantics the others catch up when read */
-        K->adam_rows(m->n_touched[f], m->touched[f], (int)p->shape[1], P, G, M, V, hp);
+        mml__slice(m->n_touched[f], w, t, 1, &lo, &hi);
+        K->adam_rows((int)(hi - lo), m->touched[f] + lo, (int)p->shape[1], P, G, M, V, hp);
         if (!m->cfg.lazy_adam)
-            for (int j = 0; j < m->n_touched[f]; j++) m->last[f][m->touched[f][j]] = m->adam_t;
+            for (int64_t j = lo; j < hi; j++) m->last[f][m->touched[f][j]] = m->adam_t;
         return;
     }
-    K->adam_dense(p->size, P, G, M, V, hp);
+    mml__slice(p->size, w, t, 16, &lo, &hi);
+    K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
 }
 
 static void mml__zero_grads(mml_model_t *m) {
@@ -5284,17 +5320,33 @@ static void mml__zero_grads(mml_model_t *m) {
     }
 }
 
+/* Is parameter i updated by this step? */
+static int mml__param_stepped(const mml_model_t *m, int i) {
+    if (!mml__param_trainable(m, i)) return 0;
+    if (m->params[i].group == MML__G_EXPERT && m->ad_mode == MML__AD_OFF) return 0;
+    if (m->params[i].group == MML__G_GATE && !(m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE))
+        return 0;
+    return 1;
+}
+
+typedef struct mml__adam_job { mml_model_t *m; mml_adam_hp hp; } mml__adam_job;
+
+static void mml__adam_run(void *arg, int w) {
+    mml__adam_job *j = (mml__adam_job *)arg;
+    mml_model_t *m = j->m;
+    int t = m->pool ? m->cfg.threads : 1;
+    for (int i = 0; i < m->n_params; i++)
+        if (mml__param_stepped(m, i)) mml__adam_param(m, i, &j->hp, w, t);
+}
+
+
 static void mml__optimizer_step(mml_model_t *m) {
-    const mml_config_t *c = &m->cfg;
     m->adam_t++;
-    mml_adam_hp hp;
-    mml__adam_hp_at(m, m->adam_t, &hp);
-    for (int i = 0; i < m->n_params; i++) {
-        if (!mml__param_trainable(m, i)) continue;
-        if (m->params[i].group == MML__G_EXPERT && m->ad_mode == MML__AD_OFF) continue;
-        if (m->params[i].group == MML__G_GATE && !(m->ad_mode == MML__AD_MIX && c->adapter == MML_ADAPTER_MOE)) continue;
-        mml__adam_param(m, i, &hp);
-    }
+    mml__adam_job j;
+    j.m = m;
+    mml__adam_hp_at(m, m->adam_t, &j.hp);
+    if (m->pool) mml__pool_run(m->pool, mml__adam_run, &j);
+    else mml__adam_run(&j, 0);
     mml__zero_grads(m);
 }
 
@@ -5542,16 +5594,27 @@ static void mml__job_run(void *arg, int i) {
     w->row0 = 0;
 }
 
-/* Adds a worker's gradients into the parent's and clears the worker's. */
-static void mml__reduce_grads(mml_model_t *m, mml_model_t *w) {
-    const mml_kernels_t *K = m->K;
+/* Worker w's share of summing every view's dense gradients into the parent's
+ * (in view order, so the result does not depend on timing). */
+static void mml__reduce_dense(void *arg, int w) {
+    mml_model_t *m = (mml_model_t *)arg;
+    int t = m->cfg.threads;
     for (int i = 0; i < m->n_params; i++) {
         mml__param *p = &m->params[i];
-        if (p->row_table && p->group == MML__G_EMB) continue;
-        if (!mml__param_trainable(m, i)) continue;
-        K->axpy(p->size, 1.0f, w->G + p->off, m->G + p->off);
-        memset(w->G + p->off, 0, (size_t)p->size * sizeof(float));
+        if ((p->row_table && p->group == MML__G_EMB) || !mml__param_trainable(m, i)) continue;
+        int64_t lo, hi;
+        mml__slice(p->size, w, t, 16, &lo, &hi);
+        for (int v = 0; v < t - 1; v++) {
+            float *g = m->views[v].G + p->off + lo;
+            m->K->axpy(hi - lo, 1.0f, g, m->G + p->off + lo);
+            memset(g, 0, (size_t)(hi - lo) * sizeof(float));
+        }
     }
+}
+
+/* Embedding rows: a worker's touched rows join the parent's list. */
+static void mml__reduce_rows(mml_model_t *m, mml_model_t *w) {
+    const mml_kernels_t *K = m->K;
     for (int f = 0; f < 3; f++) {
         mml__param *p = &m->params[m->p_emb[f]];
         int64_t d = p->shape[1];
@@ -5584,7 +5647,8 @@ static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b) {
     mml__pool_run(m->pool, mml__job_run, &j);
     double loss = 0.0;
     for (int i = 0; i < m->cfg.threads; i++) loss += j.loss[i];
-    for (int i = 1; i < m->cfg.threads; i++) mml__reduce_grads(m, &m->views[i - 1]);
+    mml__pool_run(m->pool, mml__reduce_dense, m);
+    for (int i = 1; i < m->cfg.threads; i++) mml__reduce_rows(m, &m->views[i - 1]);
     m->force_mix = 0;
     return loss;
 }
