@@ -2,7 +2,11 @@
 # Measures moemlora and its peers side by side in one run: the FMA peak of one
 # core, the PyTorch peer (CPU, 1 thread, OpenBLAS SkylakeX kernel) and
 # moemlora-bench, on the peer's model configurations; prints a markdown table
-# with the ratios.   bench/run_peers.sh BUILD_DIR [SECONDS]
+# with the ratios; then the dense GEMM against OpenBLAS sgemm at the model's
+# shapes, in the same run.   bench/run_peers.sh BUILD_DIR [SECONDS]
+# The peer needs python3-torch and, for its fast BLAS, libopenblas0-pthread
+# (apt-get install -y python3-torch libopenblas0-pthread); without OpenBLAS,
+# torch falls back to the reference BLAS and the peer looks far slower.
 set -euo pipefail
 build=${1:-build}
 secs=${2:-3}
@@ -28,6 +32,23 @@ for cfg in "none 8" "mlora 8" "moe 8" "moe 128"; do
   fi
 done
 "$build/bench/moemlora-bench" --seconds "$secs" --emb-list 8,128 --threads-list 1,2 --json > "$out/ours.txt"
+if [ -x "$build/bench/bench_kernels" ]; then
+  "$build/bench/bench_kernels" --benchmark_filter='gemm_nn/avx512/M1024_K(24_N256|256_N128|128_N64|384_N256)$' \
+    --benchmark_min_time=0.5 2>/dev/null | awk '/^gemm_nn/ {for (i = 1; i <= NF; i++) if ($i ~ /^GFLOP\/s=/) print $1, $i}' > "$out/gemm.txt" || true
+fi
+if [ $have_torch -eq 1 ]; then
+  OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 - > "$out/blas.txt" <<'PY'
+import time, torch
+torch.set_num_threads(1)
+for K, N in [(24, 256), (256, 128), (128, 64), (384, 256)]:
+    a, b = torch.rand(1024, K), torch.rand(K, N)
+    for _ in range(20): a @ b
+    t, n = time.perf_counter(), 0
+    while time.perf_counter() - t < 1.0:
+        a @ b; n += 1
+    print(K, N, 2 * 1024 * K * N * n / (time.perf_counter() - t) / 1e9)
+PY
+fi
 grep '^{' "$out/ours.txt" > "$out/ours.json"
 python3 - "$out" "$peak" <<'PY'
 import json, sys, os
@@ -48,6 +69,26 @@ for r in ours:
     print(f"| {r['adapter']} | {r['emb']} | {r['threads']} | {r['train_samples_per_s']:,.0f} | {tr} | "
           f"{r['train_lazy_samples_per_s']:,.0f} | {r['infer_samples_per_s']:,.0f} | {inf} | "
           f"{r['batch1_latency_us']:.1f} / {r['batch1_p99_us']:.1f} | {pl} | {r['train_gflops']:.0f} ({100*r['train_gflops']/pk:.0f}%) |")
+gemm = {}
+if os.path.exists(os.path.join(out, "gemm.txt")):
+    for line in open(os.path.join(out, "gemm.txt")):
+        name, val = line.split()
+        k = name.split("_K")[1]
+        gemm[(int(k.split("_N")[0]), int(k.split("_N")[1]))] = float(val.replace("G/s", "").replace("GFLOP/s=", ""))
+blas = {}
+if os.path.exists(os.path.join(out, "blas.txt")):
+    for line in open(os.path.join(out, "blas.txt")):
+        k, n, v = line.split()
+        blas[(int(k), int(n))] = float(v)
+if gemm:
+    print("\nDense GEMM C[1024,N] = A[1024,K] B[K,N], one core, GFLOP/s (same run):\n")
+    print("| (K,N) | moemlora gemm_nn (AVX-512) | OpenBLAS sgemm (SkylakeX, via torch) | ratio | % of FMA peak |")
+    print("|---|---|---|---|---|")
+    for kn in [(24, 256), (256, 128), (128, 64), (384, 256)]:
+        g = gemm.get(kn)
+        b = blas.get(kn)
+        pk = float(peak) if peak not in ("n/a", "") else 0
+        print(f"| {kn} | {g:.0f} | {b:.0f} | {g/b:.2f}x | {100*g/pk:.0f}% |" if g and b and pk else f"| {kn} | {g} | {b} | - | - |")
 print("\nPeer (PyTorch CPU, 1 thread, same run):")
 for a, e in (("none", 8), ("mlora", 8), ("moe", 8), ("moe", 128)):
     p = peer(a, e)
