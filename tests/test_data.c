@@ -538,6 +538,11 @@ static void check_real(const char *sub, const char *probe, int64_t n_ratings, in
 static void test_movielens_real(void) {
     mmlt_ctx = "movielens-real";
     check_real("ml-100k", "u.data", 100000, 21201, 943, 1682);
+    const char *q = getenv("MOEMLORA_TEST_QUICK");
+    if (q && *q && strcmp(q, "0") != 0) {
+        printf("ml-1m: skipped in quick mode (MOEMLORA_TEST_QUICK)\n");
+        return;
+    }
     check_real("ml-1m", "ratings.no-timestamp.dat", 1000209, 226310, 6040, 3706);
 }
 

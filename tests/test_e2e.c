@@ -66,7 +66,7 @@ static void test_movielens(void) {
         CHECK_OK(mml_data_save_dir(&raw_d, dir));
         CHECK_OK(mml_data_load(dir, &d));
         CHECK(d.split[0].n == raw_d.split[0].n && d.n_domains == raw_d.n_domains, "reloaded split differs");
-        for (int a = 0; a < 3; a++) {
+        for (int a = quick ? 2 : 0; a < 3; a++) {
             double w = fit_wauc(&d, ads[a], quick ? 1 : 3, 0);
             printf("ml-100k %-10s %-5s weighted AUC %.4f\n", kinds[k], mml_adapter_name(ads[a]), w);
             CHECK(w > (quick ? 0.55 : 0.6), "%s: weighted AUC %.4f too low", mml_adapter_name(ads[a]), w);
