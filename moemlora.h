@@ -59,9 +59,13 @@
  * update; each phase keeps its own best validation score and checkpoint;
  * domain ids are dense; AUC is exact (rank statistic with tied ranks averaged).
  *
- * CHAPTERS (grep the banners; same order in both halves)
- *     >>errors >>data >>model >>metrics >>schedules >>checkpoints >>synthetic
- *     >>io >>memory >>rng >>layers >>optimizer >>threads >>sessions >>folding
+ * CHAPTERS (grep the banners "// >>name")
+ *     declarations: >>errors >>data >>model >>metrics >>schedules >>checkpoints
+ *                   >>synthetic >>io
+ *     implementation: >>errors >>memory >>io >>rng >>layers (CTR model parts)
+ *                   >>data >>checkpoints (container) >>model >>forward
+ *                   (forward/backward) >>optimizer >>threads >>sessions >>folding
+ *                   >>metrics >>schedules >>synthetic >>checkpoints (models)
  *
  * VERSION HISTORY
  *     0.1.0  first release: kernels, nine models x three adapters, three-phase
@@ -4768,7 +4772,7 @@ mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
     mml__rows_current(m);
     return MML_OK;
 }
-// >>layers -----------------------------------------------------------------
+// >>forward ----------------------------------------------------------------
 
 static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b);
 static void mml__folded_forward_tower(mml_model_t *m, int n);
