@@ -40,6 +40,15 @@ static int mmlt_finish(const char *name) {
     return mmlt_fail ? 1 : 0;
 }
 
+/* MOEMLORA_TEST_QUICK=1 (valgrind runs) asks for smaller sizes. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static int mmlt_quick(void) {
+    const char *q = getenv("MOEMLORA_TEST_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
+
 /* Relative closeness with an absolute floor. */
 #if defined(__GNUC__)
 __attribute__((unused))

@@ -538,8 +538,7 @@ static void check_real(const char *sub, const char *probe, int64_t n_ratings, in
 static void test_movielens_real(void) {
     mmlt_ctx = "movielens-real";
     check_real("ml-100k", "u.data", 100000, 21201, 943, 1682);
-    const char *q = getenv("MOEMLORA_TEST_QUICK");
-    if (q && *q && strcmp(q, "0") != 0) {
+    if (mmlt_quick()) {
         printf("ml-1m: skipped in quick mode (MOEMLORA_TEST_QUICK)\n");
         return;
     }

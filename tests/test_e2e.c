@@ -94,8 +94,7 @@ static void test_taobao(void) {
 }
 
 int main(void) {
-    const char *q = getenv("MOEMLORA_TEST_QUICK");
-    quick = q && *q && strcmp(q, "0") != 0;
+    quick = mmlt_quick();
     test_movielens();
     test_taobao();
     return mmlt_finish("test_e2e");

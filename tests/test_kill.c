@@ -273,8 +273,7 @@ static void test_kill_resume_identical(void) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    const char *q = getenv("MOEMLORA_TEST_QUICK");
-    int quick = q && *q && strcmp(q, "0") != 0;
+    int quick = mmlt_quick();
     /* the trainer sits in BUILD/examples, the tests in BUILD/tests */
     const char *slash = strrchr(argv[0], '/');
     int dn = slash ? (int)(slash - argv[0]) : 1;

@@ -682,8 +682,7 @@ static void test_deferred_dense_adam(void) {
 }
 
 int main(void) {
-    const char *q = getenv("MOEMLORA_TEST_QUICK");
-    quick = q && *q && strcmp(q, "0") != 0;
+    quick = mmlt_quick();
     char err[256];
     mml_isa isa;
     if (mml_simd_resolve(&isa, err, sizeof err) != 0) {

@@ -826,8 +826,7 @@ static void test_export_keeps_phase(void) {
 }
 
 int main(void) {
-    const char *q = getenv("MOEMLORA_TEST_QUICK");
-    quick = q && *q && strcmp(q, "0") != 0;
+    quick = mmlt_quick();
     const char *td = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/mml_resume_XXXXXX", td && *td ? td : "/tmp");
     if (!mkdtemp(tmpdir)) {
