@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Installs the Debian packages moemlora's build, tests and CI need (idempotent; run as root).
+# Installs the Debian packages moemlora needs (idempotent; as root, or through sudo).
+#   scripts/install-deps.sh               everything CI uses (clang, qemu, arm64 SLEEF, valgrind, ...)
+#   scripts/install-deps.sh --build-only  just what building the library and programs needs
 set -euo pipefail
-pkgs=(cmake pkg-config gcc g++ clang libclang-rt-14-dev libsleef-dev libbenchmark-dev
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user valgrind binutils)
+build_only=0
+[ "${1:-}" = "--build-only" ] && build_only=1
+pkgs=(cmake pkg-config gcc g++ libsleef-dev)
+if [ $build_only -eq 0 ]; then
+  pkgs+=(clang libclang-rt-14-dev libbenchmark-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+         qemu-user valgrind binutils)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 arm_sleef=1
-dpkg -s libsleef-dev:arm64 >/dev/null 2>&1 || arm_sleef=0
+[ $build_only -eq 1 ] || dpkg -s libsleef-dev:arm64 >/dev/null 2>&1 || arm_sleef=0
 if [ ${#missing[@]} -eq 0 ] && [ $arm_sleef -eq 1 ]; then
   echo "all build dependencies present"
   exit 0
