@@ -10,9 +10,11 @@ if [ $build_only -eq 0 ]; then
   pkgs+=(clang libclang-rt-14-dev libbenchmark-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
          qemu-user valgrind binutils)
 fi
+# "name" or, where several architectures are installed, "name:arch"
+installed() { dpkg -s "$1" >/dev/null 2>&1 || dpkg -s "$1:$(dpkg --print-architecture)" >/dev/null 2>&1; }
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 arm_sleef=1
 [ $build_only -eq 1 ] || dpkg -s libsleef-dev:arm64 >/dev/null 2>&1 || arm_sleef=0
