@@ -62,6 +62,25 @@ static int mmlt_close(double a, double b, double rtol, double atol) {
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* A whole file, NUL-terminated (*len excludes the NUL; len may be NULL);
+ * NULL if it cannot be read. The caller frees it. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static unsigned char *mmlt_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = n >= 0 ? (unsigned char *)malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    fclose(f);
+    if (b) b[n] = 0;
+    if (len) *len = b ? (size_t)n : 0;
+    return b;
+}
+
 /* Removes a directory tree made by a test (no links followed). */
 #if defined(__GNUC__)
 __attribute__((unused))

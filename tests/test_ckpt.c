@@ -76,18 +76,6 @@ static tbuf tb_file1(const char *tag, uint32_t kind, const tbuf *p) {
 
 /* ---- files --------------------------------------------------------------- */
 
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long e = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = (unsigned char *)malloc((size_t)e + 1);
-    *n = fread(b, 1, (size_t)e, f);
-    fclose(f);
-    return b;
-}
-
 /* Number of entries in tdir whose name contains ".tmp.". */
 static int count_tmp(void) {
     DIR *d = opendir(tdir);
@@ -267,7 +255,7 @@ static void test_roundtrip(void) {
 
     /* The in-memory reader sees the same thing. */
     size_t len;
-    unsigned char *img = read_all(path, &len);
+    unsigned char *img = mmlt_read_file(path, &len);
     c = NULL;
     CHECK_OK(mml__ckpt_open_mem(img, len, "mem", &c));
     if (c) check_sample(c, 1);
@@ -452,7 +440,7 @@ static void test_flips_and_truncations(void) {
     mml__ckpt_section s[2] = {{{'P', 'R', 'O', 'G'}, &step, 8, NULL, 0}, {{'P', 'A', 'R', 'M'}, NULL, 0, t, 2}};
     CHECK_OK(mml__ckpt_save(path, s, 2));
     size_t len;
-    unsigned char *img = read_all(path, &len), *b = (unsigned char *)malloc(len);
+    unsigned char *img = mmlt_read_file(path, &len), *b = (unsigned char *)malloc(len);
     int bad_flip = 0, bad_trunc = 0;
     static const unsigned char masks[] = {0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0xFF};
     for (size_t i = 0; i < len; i++)
@@ -519,13 +507,13 @@ static void test_enospc(void) {
     build_sections();
     CHECK_OK(mml__ckpt_save(path, secs, 5));
     size_t len1, len2;
-    unsigned char *v1 = read_all(path, &len1);
+    unsigned char *v1 = mmlt_read_file(path, &len1);
     /* The new checkpoint (other values) would take len2 bytes. */
     char p2[320];
     snprintf(p2, sizeof p2, "%s/v2.ckpt", tdir);
     fill(2);
     CHECK_OK(mml__ckpt_save(p2, secs, 5));
-    free(read_all(p2, &len2));
+    free(mmlt_read_file(p2, &len2));
     remove(p2);
     int bad = 0;
     for (size_t n = 0; n < len2; n++) {
@@ -539,7 +527,7 @@ static void test_enospc(void) {
                  strstr(mml_last_error(), "previous file is untouched");
         if (!ok && bad++ < 5) CHECK(ok, "budget %zu: status %d: %s", n, st, mml_last_error());
         size_t l;
-        unsigned char *now = read_all(path, &l);
+        unsigned char *now = mmlt_read_file(path, &l);
         ok = now && l == len1 && memcmp(now, v1, l) == 0 && count_tmp() == 0;
         if (!ok && bad++ < 5) CHECK(ok, "budget %zu: old file changed or temp left", n);
         free(now);
@@ -580,7 +568,7 @@ static void test_enospc_large(void) {
     mml__ckpt_section s = {{'P', 'A', 'R', 'M'}, NULL, 0, &t, 1};
     CHECK_OK(mml__ckpt_save(path, &s, 1));
     size_t len;
-    unsigned char *v1 = read_all(path, &len);
+    unsigned char *v1 = mmlt_read_file(path, &len);
     t.data = b;
     size_t budgets[] = {0, 1, 23, 24, 4000, 65535, 65536, 65537, 131071, 131072, 131073, 300000, len - 1};
     int bad = 0;
@@ -590,7 +578,7 @@ static void test_enospc_large(void) {
         int st = mml__ckpt_save(path, &s, 1);
         mml_set_write_hook(NULL, NULL);
         size_t l;
-        unsigned char *now = read_all(path, &l);
+        unsigned char *now = mmlt_read_file(path, &l);
         int ok = st == MML_ERR_IO && strstr(mml_last_error(), "No space left on device") && now && l == len &&
                  memcmp(now, v1, l) == 0 && count_tmp() == 0;
         if (!ok && bad++ < 5) CHECK(ok, "budget %zu: status %d: %s", budgets[i], st, mml_last_error());

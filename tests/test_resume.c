@@ -65,19 +65,6 @@ static int copy_file(const char *src, const char *dst) {
     return ok ? 0 : -1;
 }
 
-static unsigned char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = (unsigned char *)malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static int write_all(const char *path, const void *b, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -511,7 +498,7 @@ static void test_corrupt_files(void) {
     mml_model_free(l);
 
     size_t len = 0;
-    unsigned char *img = read_all(good, &len);
+    unsigned char *img = mmlt_read_file(good, &len);
     CHECK(img && len > 1000, "read %s", good);
     if (!img) return;
 

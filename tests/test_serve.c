@@ -51,19 +51,6 @@ static int run(const char *prog, const char *const *args, const char *in, const 
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = (char *)malloc((size_t)n + 1);
-    size_t k = b ? fread(b, 1, (size_t)n, f) : 0;
-    if (b) b[k] = 0;
-    fclose(f);
-    return b;
-}
-
 enum { N_ROWS = 2000 };
 static int32_t U[N_ROWS], P[N_ROWS], D[N_ROWS];
 
@@ -90,7 +77,7 @@ static void write_requests(const char *path, const mml_config_t *c) {
 
 /* Compares the program's lines with the in-process predictions. */
 static void compare_output(const char *out, const float *want, const char *what) {
-    char *text = slurp(out);
+    char *text = (char *)mmlt_read_file(out, NULL);
     CHECK(text != NULL, "%s: no output", what);
     if (!text) return;
     int n = 0, bad = 0;
@@ -123,7 +110,7 @@ static void test_serve(void) {
                            "--save", ck, "--export", exp, NULL};
     int rc = run("moemlora-train", targs, NULL, NULL, err);
     CHECK(rc == 0, "moemlora-train exit %d", rc);
-    if (rc) { char *e = slurp(err); fprintf(stderr, "%s\n", e ? e : ""); free(e); return; }
+    if (rc) { char *e = (char *)mmlt_read_file(err, NULL); fprintf(stderr, "%s\n", e ? e : ""); free(e); return; }
 
     mml_model_t *m = NULL;
     CHECK_OK(mml_model_load(exp, &m));
@@ -149,7 +136,7 @@ static void test_serve(void) {
 
     /* a malformed line 1234: the lines before it are answered, then exit 1 */
     mmlt_ctx = "malformed";
-    char *text = slurp(req);
+    char *text = (char *)mmlt_read_file(req, NULL);
     char *p = text;
     for (int i = 1; p && i < 1234; i++) p = strchr(p, '\n') + 1;
     FILE *f = fopen(req, "w");
@@ -159,7 +146,7 @@ static void test_serve(void) {
     fclose(f);
     free(text);
     rc = run("moemlora-serve", a2, req, out, err);
-    char *msg = slurp(err), *o = slurp(out);
+    char *msg = (char *)mmlt_read_file(err, NULL), *o = (char *)mmlt_read_file(out, NULL);
     CHECK(rc != 0, "malformed line: exit %d", rc);
     CHECK(msg && strstr(msg, "stdin:1234:"), "malformed line: message \"%s\"", msg ? msg : "");
     int lines = 0;
@@ -170,7 +157,7 @@ static void test_serve(void) {
     free(o);
     const char *askip[] = {exp, "--skip-bad", "--threads", "2", NULL};
     rc = run("moemlora-serve", askip, req, out, err);
-    o = slurp(out);
+    o = (char *)mmlt_read_file(out, NULL);
     CHECK(rc == 0, "--skip-bad: exit %d", rc);
     lines = 0;
     char *nanline = NULL;
@@ -195,7 +182,7 @@ static void test_serve(void) {
     snprintf(row, sizeof row, "%d,%d,%d", U[0], P[0], D[0]);
     const char *acpp[] = {exp, row, NULL};
     rc = run("serve-cpp", acpp, NULL, out, err);
-    o = slurp(out);
+    o = (char *)mmlt_read_file(out, NULL);
     char expect[64];
     snprintf(expect, sizeof expect, "-> %.6f", want[0]);
     CHECK(rc == 0 && o && strstr(o, expect), "serve-cpp: exit %d, output \"%s\", expected \"%s\"", rc, o ? o : "",
@@ -203,7 +190,7 @@ static void test_serve(void) {
     free(o);
     const char *acppbad[] = {"/nonexistent/model.mml", NULL};
     rc = run("serve-cpp", acppbad, NULL, NULL, err);
-    msg = slurp(err);
+    msg = (char *)mmlt_read_file(err, NULL);
     CHECK(rc == 1 && msg && strstr(msg, "cannot open"), "serve-cpp missing model: exit %d, \"%s\"", rc, msg ? msg : "");
     free(msg);
     mml_model_free(m);
