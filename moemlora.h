@@ -4259,6 +4259,7 @@ typedef struct mml__param {
 typedef struct mml__layer {
     int d_in, d_out, r;
     int W, b, A, B, C;       /* parameter indices, -1 when absent */
+    int tf;                  /* has buffers for domain-folded training (see >>forward) */
 } mml__layer;
 
 /* Adapter use in one forward pass. */
@@ -4311,6 +4312,9 @@ struct mml_model_t {
     int ad_mode, ad_expert;
     int row0;                /* first batch row of this pass (dropout masks) */
     int force_mix;           /* MLoRA: treat the rows as a mixed-domain batch */
+    int tf_force;            /* domain-folded training: 0 by cost, 1 wherever possible, -1 never */
+    int tf_on[MML_MAX_HIDDEN]; /* this pass folds layer l's adapters per domain */
+    int tf_nruns;            /* domain runs of this pass's rows */
     struct mml__pool *pool;  /* worker threads (threads > 1) */
     float *fold;             /* folded per-domain inference weights (mml_model_fold) */
     int fold_ok;             /* fold matches the parameters */
@@ -4321,6 +4325,12 @@ struct mml_model_t {
     float *x0, *z[MML_MAX_HIDDEN], *T[MML_MAX_HIDDEN], *U[MML_MAX_HIDDEN];
     int32_t *ids_bf;                   /* [B, F] interleaved, for the linear part */
     int32_t *ids_perm, *dom_count;     /* grouping rows by domain (folded inference) */
+    int32_t *tf_run, *sort_ids;        /* domain runs [D+2]; a batch sorted by domain [3B] */
+    float *sort_label;                 /* its labels [B] */
+    float *tf_wd, *tf_db, *tf_dw;      /* per run: mixture [D+1, E], bias grad [D+1, d], dw [D+1, E] */
+    float *tf_P[MML_MAX_HIDDEN];       /* per expert A_e B_e [E, d_in*d_out], then M_e in backward */
+    float *tf_W[MML_MAX_HIDDEN];       /* per run folded adapter [D+1, d_in*d_out], then its gradient */
+    float *tf_c[MML_MAX_HIDDEN];       /* per run folded bias [D+1, d_out] */
     float *lin_out, *fm_out, *cin_out, *part_act[4], *att_out[MML__ATT_LAYERS], *datt[2];
     float *att_act[MML__ATT_LAYERS], *se_out, *dV, *extra, *dextra, *ws;
     float *gw, *gin, *logit, *prob;
@@ -4452,6 +4462,46 @@ static void mml__layout_parts(mml_model_t *m) {
     }
 }
 
+/* Domain-folded training. When each row's expert mixture is a function of its
+ * domain alone (MoE-MLoRA with the domain gate, MLoRA), a pass over rows
+ * sorted by domain can fold, per domain run d, the adapters of layer l into
+ * one dense matrix and bias,
+ *   dW_d = sum_e w_e(d) P_e  with  P_e = A_e B_e,   c_d = sum_e w_e(d) c_e,
+ * and apply x dW_d + c_d instead of the low-rank path over all experts. The
+ * backward pass gets the run's gradient G_d = X_d^T dz_d and maps it back:
+ *   M_e = sum_d w_e(d) G_d,  dA_e = M_e B_e^T,  dB_e = A_e^T M_e,
+ *   dw_e(d) = <G_d, P_e> + <colsum dz_d, c_e>.
+ * Same function, same gradients (up to rounding); the cost per row drops
+ * from E r (d_in + d_out) to d_in d_out multiply-adds, which pays where d_in
+ * is small next to E r (the first layer of a narrow-embedding model). The
+ * dropout on the base part stays where it is: the base product is separate. */
+static int mml__tf_config(const mml_config_t *c) {
+    return c->adapter == MML_ADAPTER_MLORA || (c->adapter == MML_ADAPTER_MOE && c->gate == MML_GATE_DOMAIN);
+}
+
+/* Does folding layer L pay for n rows in nr domain runs? (multiply-adds of
+ * forward + backward, with a margin for the smaller matrix products) */
+static int mml__tf_pays(const mml__layer *L, int E, int64_t n, int64_t nr) {
+    double K = (double)L->d_in * L->d_out, Er = (double)E * L->r;
+    double low = 3.0 * (double)n * Er * (L->d_in + L->d_out);
+    double fold = 3.0 * (double)n * K + 3.0 * Er * K + 3.0 * (double)nr * E * K;
+    return fold < 0.8 * low;
+}
+
+static void mml__tf_layout(mml_model_t *m) {
+    const mml_config_t *c = &m->cfg;
+    int64_t n = c->max_batch / c->threads, nr = (int64_t)c->n_domains + 1;
+    if (n < 1) n = 1;
+    if (nr > n) nr = n;
+    for (int l = 0; l < m->n_layers; l++) {
+        mml__layer *L = &m->layer[l];
+        double fl = ((double)m->n_experts + c->n_domains + 1) * L->d_in * L->d_out;
+        /* small layers always carry the buffers (tests force the path) */
+        L->tf = m->n_experts > 0 && mml__tf_config(c) && fl <= 4e6 &&
+                (fl <= 65536 || mml__tf_pays(L, m->n_experts, n, nr));
+    }
+}
+
 static void mml__build_layout(mml_model_t *m) {
     const mml_config_t *c = &m->cfg;
     int vocab[3] = {c->n_users, c->n_items, c->n_domains};
@@ -4511,6 +4561,7 @@ static void mml__build_layout(mml_model_t *m) {
     }
     m->p_out = mml__add_glorot(m, "out.W", MML__G_OUT, d_in + m->de, 1, d_in + m->de, 1);
     m->p_out_b = mml__add_param(m, "out.b", MML__G_OUT, 1, 1, 1);
+    mml__tf_layout(m);
 }
 
 static void mml__init_params(mml_model_t *m) {
@@ -4582,6 +4633,26 @@ static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
     m->ids_bf = (int32_t *)(void *)mml__take(c, B * F);
     m->ids_perm = (int32_t *)(void *)mml__take(c, B);
     m->dom_count = (int32_t *)(void *)mml__take(c, (int64_t)m->cfg.n_domains + 2);
+    int64_t nr = (int64_t)m->cfg.n_domains + 1, any = 0;
+    for (int l = 0; l < m->n_layers; l++) {
+        const mml__layer *L = &m->layer[l];
+        m->tf_P[l] = m->tf_W[l] = m->tf_c[l] = NULL;
+        if (!L->tf) continue;
+        any = 1;
+        m->tf_P[l] = mml__take(c, E * L->d_in * L->d_out);
+        m->tf_W[l] = mml__take(c, nr * L->d_in * L->d_out);
+        m->tf_c[l] = mml__take(c, nr * L->d_out);
+    }
+    m->tf_run = m->sort_ids = NULL;
+    m->tf_wd = m->tf_db = m->tf_dw = m->sort_label = NULL;
+    if (any) {
+        m->tf_run = (int32_t *)(void *)mml__take(c, nr + 1);
+        m->tf_wd = mml__take(c, nr * E);
+        m->tf_db = mml__take(c, nr * m->max_d);
+        m->tf_dw = mml__take(c, nr * E);
+        m->sort_ids = (int32_t *)(void *)mml__take(c, 3 * B);
+        m->sort_label = mml__take(c, B);
+    }
     size_t ws = 0, w;
     switch (mk) {
     case MML_MODEL_NFM: m->part_act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, k)); break;
@@ -4966,6 +5037,98 @@ static uint64_t mml__dropout_seed(const mml_model_t *m, int layer) {
     return mml__rng_next(&s);
 }
 
+/* Rows whose mixture weights depend on the domain alone? (see mml__tf_config) */
+static int mml__tf_mode(const mml_model_t *m) {
+    if (m->ad_mode != MML__AD_MIX || !mml__tf_config(&m->cfg)) return 0;
+    return m->cfg.adapter == MML_ADAPTER_MLORA || m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL;
+}
+
+/* Which layers this training pass folds: needs the rows in runs of one domain
+ * (at most D+1 runs: a batch sorted by domain), the layer's buffers and,
+ * unless forced, a lower cost than the low-rank path. */
+static void mml__tf_plan(mml_model_t *m, int n, int train) {
+    memset(m->tf_on, 0, sizeof m->tf_on);
+    m->tf_nruns = 0;
+    if (!train || m->tf_force < 0 || !m->tf_run || !mml__tf_mode(m)) return;
+    const int32_t *dom = m->ids[2];
+    int nr = 0, E = m->n_experts, D = m->cfg.n_domains;
+    for (int i = 0; i < n; i++) {
+        if (i && dom[i] == dom[i - 1]) continue;
+        if (nr == D + 1) return; /* not grouped by domain */
+        m->tf_run[nr++] = i;
+    }
+    m->tf_run[nr] = n;
+    int any = 0;
+    for (int l = 0; l < m->n_layers; l++) {
+        const mml__layer *L = &m->layer[l];
+        m->tf_on[l] = L->tf && (m->tf_force > 0 || mml__tf_pays(L, E, n, nr));
+        any |= m->tf_on[l];
+    }
+    if (!any) return;
+    m->tf_nruns = nr;
+    for (int g = 0; g < nr; g++)
+        memcpy(m->tf_wd + (int64_t)g * E, m->gw + (int64_t)m->tf_run[g] * E, (size_t)E * sizeof(float));
+}
+
+/* z += x dW_d + c_d per domain run (z holds the base part). */
+static void mml__tf_forward(mml_model_t *m, int l, const float *x, float *z) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->layer[l];
+    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r, nr = m->tf_nruns;
+    int64_t kk = (int64_t)di * dout;
+    float *P = m->tf_P[l], *W = m->tf_W[l], *cd = m->tf_c[l];
+    const float *A = mml__p(m, L->A), *B = mml__p(m, L->B);
+    for (int e = 0; e < E; e++)
+        K->gemm_nn(di, dout, r, A + (int64_t)e * r, Er, B + (int64_t)e * r * dout, dout, P + e * kk, dout, 0);
+    K->gemm_nn(nr, (int)kk, E, m->tf_wd, E, P, (int)kk, W, (int)kk, 0);
+    K->gemm_nn(nr, dout, E, m->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
+    for (int g = 0; g < nr; g++) {
+        int a = m->tf_run[g], ng = m->tf_run[g + 1] - a;
+        K->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout, 1);
+        K->add_bias(ng, dout, cd + (int64_t)g * dout, z + (int64_t)a * dout, dout);
+    }
+}
+
+/* Backward of mml__tf_forward: dx = dz dW_d^T per run (if need_dx), the
+ * adapters' gradients and the runs' dw (added to each run's first row). */
+static int mml__tf_backward(mml_model_t *m, int l, const float *x, const float *dz, float *dx, int need_dx, int gx,
+                            int gg) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->layer[l];
+    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r, nr = m->tf_nruns;
+    int64_t kk = (int64_t)di * dout;
+    float *P = m->tf_P[l], *W = m->tf_W[l], *db = m->tf_db;
+    for (int g = 0; g < nr && need_dx; g++) {
+        int a = m->tf_run[g], ng = m->tf_run[g + 1] - a;
+        K->gemm_nt(ng, di, dout, dz + (int64_t)a * dout, dout, W + g * kk, dout, dx + (int64_t)a * di, di, 0);
+    }
+    if (!gx && !gg) return need_dx;
+    for (int g = 0; g < nr; g++) { /* W becomes the runs' gradients G_d */
+        int a = m->tf_run[g], ng = m->tf_run[g + 1] - a;
+        K->gemm_tn(di, dout, ng, x + (int64_t)a * di, di, dz + (int64_t)a * dout, dout, W + g * kk, dout, 0);
+        memset(db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
+        K->colsum_add(ng, dout, dz + (int64_t)a * dout, dout, db + (int64_t)g * dout);
+    }
+    const float *C = mml__p(m, L->C);
+    if (gg) {
+        K->gemm_nt(nr, E, (int)kk, W, (int)kk, P, (int)kk, m->tf_dw, E, 0);
+        K->gemm_nt(nr, E, dout, db, dout, C, dout, m->tf_dw, E, 1);
+        for (int g = 0; g < nr; g++)
+            K->axpy(E, 1.0f, m->tf_dw + (int64_t)g * E, m->dw + (int64_t)m->tf_run[g] * E);
+    }
+    if (gx) { /* P becomes M */
+        const float *A = mml__p(m, L->A), *B = mml__p(m, L->B);
+        float *gA = mml__g(m, L->A), *gB = mml__g(m, L->B);
+        K->gemm_tn(E, (int)kk, nr, m->tf_wd, E, W, (int)kk, P, (int)kk, 0);
+        for (int e = 0; e < E; e++) {
+            K->gemm_nt(di, r, dout, P + e * kk, dout, B + (int64_t)e * r * dout, dout, gA + (int64_t)e * r, Er, 1);
+            K->gemm_tn(r, dout, di, A + (int64_t)e * r, Er, P + e * kk, dout, gB + (int64_t)e * r * dout, dout, 1);
+        }
+        K->gemm_tn(E, dout, nr, m->tf_wd, E, db, dout, mml__g(m, L->C), dout, 1);
+    }
+    return need_dx;
+}
+
 /* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
  * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w */
 static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int train) {
@@ -4982,6 +5145,8 @@ static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int
         K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, m->T[l], r, 0);
         K->gemm_nn(n, dout, r, m->T[l], r, mml__p(m, L->B) + (int64_t)e * r * dout, dout, z, dout, 1);
         K->add_bias(n, dout, mml__p(m, L->C) + (int64_t)e * dout, z, dout);
+    } else if (m->ad_mode == MML__AD_MIX && m->tf_on[l]) {
+        mml__tf_forward(m, l, x, z);
     } else if (m->ad_mode == MML__AD_MIX) {
         K->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, m->T[l], Er, 0);
         K->block_scale(n, E, r, m->T[l], Er, m->gw, E, m->U[l], Er);
@@ -5001,6 +5166,7 @@ static void mml__forward(mml_model_t *m, int n, const mml_batch_t *b, int train)
     } else {
         mml__choose_adapter(m, n);
         if (m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE) mml__gate_forward(m, n);
+        mml__tf_plan(m, n, train);
         const float *x = m->x0;
         for (int l = 0; l < m->n_layers; l++) {
             mml__layer_forward(m, l, n, x, train);
@@ -5060,6 +5226,7 @@ static int mml__adapter_backward(mml_model_t *m, int l, int n, const float *x, c
     if (m->ad_mode != MML__AD_MIX) return 0;
     int gg = m->trainable[MML__G_GATE] && m->cfg.adapter == MML_ADAPTER_MOE;
     if (!gx && !need_dx && !gg) return 0;
+    if (m->tf_on[l]) return mml__tf_backward(m, l, x, dz, dx, need_dx, gx, gg);
     K->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, m->dU, Er, 0);
     if (gg) {
         K->gemm_nt(n, E, dout, dz, dout, mml__p(m, L->C), dout, m->dw, E, 1);
@@ -5372,11 +5539,42 @@ static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, i
     return MML_OK;
 }
 
+/* Domain-folded training needs the rows grouped by domain: a stable counting
+ * sort of the batch into the model's buffers (the loss is a sum over rows). */
+static const mml_batch_t *mml__tf_sort(mml_model_t *m, const mml_batch_t *b, mml_batch_t *out) {
+    const mml_config_t *c = &m->cfg;
+    if (!m->sort_ids || m->tf_force < 0) return b;
+    int moe = c->adapter == MML_ADAPTER_MOE && (m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL);
+    if (!moe && c->adapter != MML_ADAPTER_MLORA) return b;
+    int D = c->n_domains, n = b->n, runs = 1;
+    for (int i = 1; i < n; i++) runs += b->dom[i] != b->dom[i - 1];
+    if (runs <= D || runs == 1) return b; /* grouped already (or MLoRA's one-domain batch) */
+    int32_t *start = m->dom_count, *ids = m->sort_ids;
+    memset(start, 0, sizeof(int32_t) * (size_t)(D + 1));
+    for (int i = 0; i < n; i++) start[b->dom[i] + 1]++;
+    for (int d = 0; d < D; d++) start[d + 1] += start[d];
+    for (int i = 0; i < n; i++) {
+        int j = start[b->dom[i]]++;
+        ids[j] = b->uid[i];
+        ids[n + j] = b->pid[i];
+        ids[2 * n + j] = b->dom[i];
+        m->sort_label[j] = b->label[i];
+    }
+    out->n = n;
+    out->uid = ids;
+    out->pid = ids + n;
+    out->dom = ids + 2 * n;
+    out->label = m->sort_label;
+    return out;
+}
+
 mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     mml_status st = mml__check_batch(m, b, 1);
     if (st) return st;
     double l;
     m->fold_ok = 0;
+    mml_batch_t sorted;
+    b = mml__tf_sort(m, b, &sorted);
     mml__catch_up_batch(m, b);
     if (m->pool && b->n >= 2 * m->cfg.threads) {
         l = mml__parallel_train(m, b);
@@ -5514,6 +5712,8 @@ static mml_status mml__view_init(mml_model_t *v, const mml_model_t *m, int with_
     v->fold = NULL;
     v->fold_ok = 0;
     for (int f = 0; f < 3; f++) v->ids[f] = v->touched[f] = NULL, v->mark[f] = NULL, v->n_touched[f] = 0;
+    if (!with_grads)
+        for (int l = 0; l < v->n_layers; l++) v->layer[l].tf = 0; /* inference only */
     mml_status st = mml__alloc_acts(v);
     if (!st && with_grads) {
         v->G = (float *)mml__alloc((size_t)m->n_floats * sizeof(float));
@@ -5530,6 +5730,7 @@ static void mml__view_sync(mml_model_t *v, const mml_model_t *m) {
     memcpy(v->trainable, m->trainable, sizeof v->trainable);
     v->steps = m->steps;
     v->force_mix = m->force_mix;
+    v->tf_force = m->tf_force;
     v->fold = m->fold;
     v->fold_ok = m->fold_ok;
 }

@@ -32,6 +32,7 @@ static const int32_t g_uid[GB] = {0, 3, 3, 6, 1, 0, 5, 3, 2};
 static const int32_t g_pid[GB] = {4, 1, 1, 0, 2, 4, 3, 1, 0};
 static const int32_t g_dom_mixed[GB] = {0, 1, 2, 1, 0, 2, 2, 1, 0};
 static const int32_t g_dom_same[GB] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int32_t g_dom_sorted[GB] = {0, 0, 0, 1, 1, 2, 2, 2, 2}; /* runs of one domain */
 static const float g_lab[GB] = {1, 0, 1, 0, 0, 1, 1, 0, 1};
 
 static void small_config(mml_config_t *c) {
@@ -56,7 +57,7 @@ typedef struct gcase {
     mml_phase phase;
     int expert;
     float dropout;
-    int mixed;
+    int mixed; /* 0: one domain, 1: interleaved domains, 2: domain runs, folded */
 } gcase;
 
 static void test_gradients(void) {
@@ -76,6 +77,12 @@ static void test_gradients(void) {
         {"moe epd2 all dropout0.5", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_ALL, 0, 0.5f, 1},
         {"moe epd2 expert4", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_EXPERT, 4, 0.0f, 1},
         {"moe epd2 gate", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_GATE, 0, 0.0f, 1},
+        {"mlora folded", MML_ADAPTER_MLORA, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 2},
+        {"mlora folded dropout0.5", MML_ADAPTER_MLORA, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.5f, 2},
+        {"moe gate folded", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_GATE, 0, 0.0f, 2},
+        {"moe all folded", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 2},
+        {"moe epd2 all folded dropout0.5", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_ALL, 0, 0.5f, 2},
+        {"moe epd2 gate folded", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_GATE, 0, 0.0f, 2},
     };
     printf("gradient checks (MLP, emb 4, tower 16-8, rank 2, batch %d)\n", GB);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -91,8 +98,14 @@ static void test_gradients(void) {
         randomize_params(m);
         CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
         m->steps = 3 + ci; /* any step: the masks only depend on it */
-        mml_batch_t b = {GB, g_uid, g_pid, k->mixed ? g_dom_mixed : g_dom_same, g_lab};
+        const int32_t *dom = k->mixed == 2 ? g_dom_sorted : k->mixed ? g_dom_mixed : g_dom_same;
+        mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
+        m->tf_force = k->mixed == 2 ? 1 : 0;
         check_gradients(m, &b, k->name, 4e-3f);
+        int folded = 0;
+        for (int l = 0; l < m->n_layers; l++) folded += m->tf_on[l];
+        CHECK(folded == (k->mixed == 2 ? m->n_layers : 0), "%s: %d layers took the domain-folded path", k->name,
+              folded);
         if (k->dropout > 0.0f) {
             /* the mask really is applied: a different step draws a different
              * mask and changes the training loss; eval mode uses none */
@@ -106,6 +119,82 @@ static void test_gradients(void) {
         }
         mml_model_free(m);
     }
+}
+
+/* Domain-folded training computes the same loss and gradients as the
+ * low-rank path over all experts, on the same rows (same dropout masks). */
+static void test_folded_training(void) {
+    static const gcase cases[] = {
+        {"mlora", MML_ADAPTER_MLORA, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.5f, 2},
+        {"moe all", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.5f, 2},
+        {"moe gate", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 1, MML_PHASE_GATE, 0, 0.0f, 2},
+        {"moe epd2 all", MML_ADAPTER_MOE, MML_GATE_DOMAIN, 2, MML_PHASE_ALL, 0, 0.5f, 2},
+    };
+    printf("domain-folded training against the low-rank path\n");
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const gcase *k = &cases[ci];
+        mmlt_ctx = k->name;
+        mml_config_t c;
+        small_config(&c);
+        c.adapter = k->adapter;
+        c.experts_per_domain = k->epd;
+        c.dropout = k->dropout;
+        c.seed = 77 + ci;
+        mml_model_t *m = make_model(&c);
+        randomize_params(m);
+        CHECK_OK(mml_model_set_phase(m, k->phase, 0));
+        mml_batch_t b = {GB, g_uid, g_pid, g_dom_sorted, g_lab};
+        double loss[2];
+        float *g[2];
+        for (int v = 0; v < 2; v++) {
+            m->tf_force = v ? 1 : -1;
+            zero_grads_all(m);
+            mml__forward(m, GB, &b, 1);
+            CHECK(m->tf_on[0] == v, "layer 0 folded: %d, expected %d", m->tf_on[0], v);
+            loss[v] = mml__backward(m, GB, g_lab);
+            g[v] = (float *)malloc((size_t)m->n_floats * sizeof(float));
+            if (!g[v]) abort();
+            memcpy(g[v], m->G, (size_t)m->n_floats * sizeof(float));
+        }
+        CHECK(mmlt_close(loss[0], loss[1], 1e-6, 1e-7), "loss %.9g (low-rank) vs %.9g (folded)", loss[0], loss[1]);
+        long bad = 0, nonzero = 0;
+        for (int pi = 0; pi < m->n_params; pi++) {
+            const mml__param *p = &m->params[pi];
+            double mx = 0.0;
+            for (int64_t j = 0; j < p->size; j++) mx = fmax(mx, fabs(g[0][p->off + j]));
+            for (int64_t j = 0; j < p->size; j++) {
+                float a = g[0][p->off + j], f = g[1][p->off + j];
+                nonzero += a != 0.0f;
+                if (fabs((double)a - f) > 2e-5 * mx + 1e-9) {
+                    if (bad++ < 4) CHECK(0, "%s[%lld]: low-rank %.9g, folded %.9g", p->name, (long long)j, a, f);
+                }
+            }
+        }
+        CHECK(bad == 0 && nonzero > (k->phase == MML_PHASE_GATE ? 20 : 100), "%ld gradient entries differ (%ld nonzero)", bad, nonzero);
+        printf("  %-14s loss %.7f vs %.7f, %ld nonzero gradient entries agree\n", k->name, loss[0], loss[1], nonzero);
+        /* train_step sorts an interleaved batch into domain runs: without
+         * dropout the loss it reports is the same */
+        if (k->dropout == 0.0f) {
+            mml_batch_t bm = {GB, g_uid, g_pid, g_dom_mixed, g_lab};
+            float l2[2];
+            float *P0 = (float *)malloc((size_t)m->n_floats * sizeof(float));
+            if (!P0) abort();
+            memcpy(P0, m->P, (size_t)m->n_floats * sizeof(float));
+            for (int v = 0; v < 2; v++) {
+                memcpy(m->P, P0, (size_t)m->n_floats * sizeof(float));
+                m->tf_force = v ? 1 : -1;
+                CHECK_OK(mml_train_step(m, &bm, &l2[v]));
+                CHECK(m->tf_on[0] == v, "train_step: layer 0 folded: %d, expected %d", m->tf_on[0], v);
+                CHECK(v == 0 || (m->ids[2][0] == 0 && m->ids[2][GB - 1] == 2), "train_step did not sort the rows");
+            }
+            CHECK(mmlt_close(l2[0], l2[1], 1e-6, 1e-7), "train_step loss %.9g vs %.9g", l2[0], l2[1]);
+            free(P0);
+        }
+        free(g[0]);
+        free(g[1]);
+        mml_model_free(m);
+    }
+    mmlt_ctx = "";
 }
 
 /* ---- phase semantics -------------------------------------------------------- */
@@ -695,6 +784,7 @@ int main(void) {
     printf("  total: %ld entries differenced, %ld failed; %ld exact zeros, %ld failed (%.2f s)\n", gc_total.fd_checked,
            gc_total.fd_failed, gc_total.zero_checked, gc_total.zero_failed, now_s() - t0);
     double t1 = now_s();
+    test_folded_training();
     test_phases();
     test_metrics();
     test_oov_and_batches();
