@@ -4315,6 +4315,7 @@ struct mml_model_t {
     int tf_force;            /* domain-folded training: 0 by cost, 1 wherever possible, -1 never */
     int tf_on[MML_MAX_HIDDEN]; /* this pass folds layer l's adapters per domain */
     int tf_nruns;            /* domain runs of this pass's rows */
+    int x0_is_emb;           /* the tower input is the field embeddings (aliased) */
     struct mml__pool *pool;  /* worker threads (threads > 1) */
     float *fold;             /* folded per-domain inference weights (mml_model_fold) */
     int fold_ok;             /* fold matches the parameters */
@@ -4326,7 +4327,7 @@ struct mml_model_t {
     int32_t *ids_bf;                   /* [B, F] interleaved, for the linear part */
     int32_t *ids_perm, *dom_count;     /* grouping rows by domain (folded inference) */
     int32_t *tf_run, *sort_ids;        /* domain runs [D+2]; a batch sorted by domain [3B] */
-    float *sort_label;                 /* its labels [B] */
+    float *sort_label;                 /* its labels [B]; ids_perm: its rows' batch rows */
     float *tf_wd, *tf_db, *tf_dw;      /* per run: mixture [D+1, E], bias grad [D+1, d], dw [D+1, E] */
     float *tf_P[MML_MAX_HIDDEN];       /* per expert A_e B_e [E, d_in*d_out], then M_e in backward */
     float *tf_W[MML_MAX_HIDDEN];       /* per run folded adapter [D+1, d_in*d_out], then its gradient */
@@ -4607,6 +4608,7 @@ static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
     int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
     mml_model_kind mk = m->cfg.model;
     int alias = m->d0 == D && mk != MML_MODEL_PNN && mk != MML_MODEL_NFM && mk != MML_MODEL_FIBINET;
+    m->x0_is_emb = alias;
     m->x0 = mml__take(c, B * m->d0);
     m->dx0 = mml__take(c, B * m->d0);
     m->E = alias ? m->x0 : mml__take(c, B * D);
@@ -4643,16 +4645,16 @@ static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
         m->tf_W[l] = mml__take(c, nr * L->d_in * L->d_out);
         m->tf_c[l] = mml__take(c, nr * L->d_out);
     }
-    m->tf_run = m->sort_ids = NULL;
-    m->tf_wd = m->tf_db = m->tf_dw = m->sort_label = NULL;
+    m->tf_run = NULL;
+    m->tf_wd = m->tf_db = m->tf_dw = NULL;
     if (any) {
         m->tf_run = (int32_t *)(void *)mml__take(c, nr + 1);
         m->tf_wd = mml__take(c, nr * E);
         m->tf_db = mml__take(c, nr * m->max_d);
         m->tf_dw = mml__take(c, nr * E);
-        m->sort_ids = (int32_t *)(void *)mml__take(c, 3 * B);
-        m->sort_label = mml__take(c, B);
     }
+    m->sort_ids = (int32_t *)(void *)mml__take(c, 3 * B);
+    m->sort_label = mml__take(c, B);
     size_t ws = 0, w;
     switch (mk) {
     case MML_MODEL_NFM: m->part_act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, k)); break;
@@ -5156,9 +5158,44 @@ static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int
     K->relu_fwd((int64_t)n * dout, z, z);
 }
 
+static int mml__domain_runs(const mml_batch_t *b) {
+    int runs = 1;
+    for (int i = 1; i < b->n; i++) runs += b->dom[i] != b->dom[i - 1];
+    return runs;
+}
+
+/* The batch's rows grouped by domain (a stable counting sort into the
+ * model's buffers; ids outside the vocabulary count as the OOV domain);
+ * ids_perm[j] is the batch row of sorted row j. */
+static const mml_batch_t *mml__sort_by_domain(mml_model_t *m, const mml_batch_t *b, mml_batch_t *out) {
+    int D = m->cfg.n_domains, n = b->n;
+    int32_t *start = m->dom_count, *ids = m->sort_ids, *order = m->ids_perm;
+    memset(start, 0, sizeof(int32_t) * (size_t)(D + 2));
+    for (int i = 0; i < n; i++) start[(b->dom[i] >= 0 && b->dom[i] < D ? b->dom[i] : D) + 1]++;
+    for (int d = 0; d <= D; d++) start[d + 1] += start[d];
+    for (int i = 0; i < n; i++) {
+        int j = start[b->dom[i] >= 0 && b->dom[i] < D ? b->dom[i] : D]++;
+        ids[j] = b->uid[i];
+        ids[n + j] = b->pid[i];
+        ids[2 * n + j] = b->dom[i];
+        order[j] = i;
+        if (b->label) m->sort_label[j] = b->label[i];
+    }
+    out->n = n;
+    out->uid = ids;
+    out->pid = ids + n;
+    out->dom = ids + 2 * n;
+    out->label = b->label ? m->sort_label : NULL;
+    return out;
+}
+
 /* Full forward: logits and probabilities for n rows. */
 static void mml__forward(mml_model_t *m, int n, const mml_batch_t *b, int train) {
     const mml_kernels_t *K = m->K;
+    /* folded inference runs domain groups: sort rows that are not in long runs */
+    mml_batch_t sorted;
+    int runs = !train && m->fold_ok ? mml__domain_runs(b) : 1, perm = runs * 8 > n && runs > 2;
+    if (perm) b = mml__sort_by_domain(m, b, &sorted);
     mml__embed(m, n, b);
     mml__input_forward(m, n);
     if (!train && m->fold_ok) {
@@ -5187,6 +5224,13 @@ static void mml__forward(mml_model_t *m, int n, const mml_batch_t *b, int train)
         m->logit[i] = z;
     }
     K->sigmoid(n, m->logit, m->prob);
+    if (perm) { /* back to the batch's row order */
+        float *out[2] = {m->logit, m->prob}, *tmp = m->dlogit;
+        for (int v = 0; v < 2; v++) {
+            memcpy(tmp, out[v], (size_t)n * sizeof(float));
+            for (int j = 0; j < n; j++) out[v][m->ids_perm[j]] = tmp[j];
+        }
+    }
 }
 
 /* Does anything below layer l need the gradient of its input? */
@@ -5539,33 +5583,16 @@ static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, i
     return MML_OK;
 }
 
-/* Domain-folded training needs the rows grouped by domain: a stable counting
- * sort of the batch into the model's buffers (the loss is a sum over rows). */
+/* Domain-folded training needs the rows grouped by domain (the loss is a sum
+ * over rows, so their order is free). */
 static const mml_batch_t *mml__tf_sort(mml_model_t *m, const mml_batch_t *b, mml_batch_t *out) {
     const mml_config_t *c = &m->cfg;
-    if (!m->sort_ids || m->tf_force < 0) return b;
+    if (!m->tf_run || m->tf_force < 0) return b;
     int moe = c->adapter == MML_ADAPTER_MOE && (m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL);
     if (!moe && c->adapter != MML_ADAPTER_MLORA) return b;
-    int D = c->n_domains, n = b->n, runs = 1;
-    for (int i = 1; i < n; i++) runs += b->dom[i] != b->dom[i - 1];
-    if (runs <= D || runs == 1) return b; /* grouped already (or MLoRA's one-domain batch) */
-    int32_t *start = m->dom_count, *ids = m->sort_ids;
-    memset(start, 0, sizeof(int32_t) * (size_t)(D + 1));
-    for (int i = 0; i < n; i++) start[b->dom[i] + 1]++;
-    for (int d = 0; d < D; d++) start[d + 1] += start[d];
-    for (int i = 0; i < n; i++) {
-        int j = start[b->dom[i]]++;
-        ids[j] = b->uid[i];
-        ids[n + j] = b->pid[i];
-        ids[2 * n + j] = b->dom[i];
-        m->sort_label[j] = b->label[i];
-    }
-    out->n = n;
-    out->uid = ids;
-    out->pid = ids + n;
-    out->dom = ids + 2 * n;
-    out->label = m->sort_label;
-    return out;
+    int runs = mml__domain_runs(b);
+    if (runs <= c->n_domains || runs == 1) return b; /* grouped already (or MLoRA's one-domain batch) */
+    return mml__sort_by_domain(m, b, out);
 }
 
 mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
@@ -5924,9 +5951,23 @@ static int mml__can_fold(const mml_model_t *m) {
     return 0;
 }
 
+/* Rows of layer l's folded weights the tower reads. In the first layer of a
+ * model whose tower input is the field embeddings [user | item | domain], the
+ * domain's part is one constant row per domain: it goes into the bias, and
+ * the product reads only the user and item columns. */
+static int mml__fold_rows(const mml_model_t *m, int l) {
+    return l == 0 && m->x0_is_emb && m->F == 3 ? 2 * m->k : m->layer[l].d_in;
+}
+
+/* Floats of layer l's block: the packed weights, then the bias. */
+static int64_t mml__fold_layer_floats(const mml_model_t *m, int l) {
+    int64_t s = m->K->gemm_pack_size(mml__fold_rows(m, l), m->layer[l].d_out) + m->layer[l].d_out;
+    return (s + 15) & ~(int64_t)15;
+}
+
 static int64_t mml__fold_stride(const mml_model_t *m) {
     int64_t s = 0;
-    for (int l = 0; l < m->n_layers; l++) s += ((int64_t)(m->layer[l].d_in + 1) * m->layer[l].d_out + 15) & ~(int64_t)15;
+    for (int l = 0; l < m->n_layers; l++) s += mml__fold_layer_floats(m, l);
     return s;
 }
 
@@ -5961,20 +6002,26 @@ mml_status mml_model_fold(mml_model_t *m) {
         m->fold = (float *)mml__alloc((size_t)bytes);
         if (!m->fold) return mml__fail(MML_ERR_NOMEM, "fold: cannot allocate %llu bytes", (unsigned long long)bytes);
     }
-    int64_t maxu = 0;
+    int64_t maxu = 0, maxw = 0;
     for (int l = 0; l < m->n_layers; l++) {
-        int64_t u = (int64_t)m->layer[l].d_in * E * m->layer[l].r;
+        int64_t u = (int64_t)m->layer[l].d_in * E * m->layer[l].r, wd = (int64_t)m->layer[l].d_in * m->layer[l].d_out;
         if (u > maxu) maxu = u;
+        if (wd > maxw) maxw = wd;
     }
     float *U = (float *)mml__alloc((size_t)maxu * sizeof(float)), w[256];
-    if (!U) return mml__fail(MML_ERR_NOMEM, "fold: out of memory");
+    float *Wd = (float *)mml__alloc((size_t)maxw * sizeof(float));
+    if (!U || !Wd) {
+        mml__free(U);
+        mml__free(Wd);
+        return mml__fail(MML_ERR_NOMEM, "fold: out of memory");
+    }
     for (int d = 0; d <= D; d++) {
         mml__domain_mixture(m, d, w);
         float *blk = m->fold + (int64_t)d * stride;
         for (int l = 0; l < m->n_layers; l++) {
             const mml__layer *L = &m->layer[l];
-            int di = L->d_in, dout = L->d_out, Er = E * L->r;
-            float *Wd = blk, *bd = blk + (int64_t)di * dout;
+            int di = L->d_in, dout = L->d_out, Er = E * L->r, rows = mml__fold_rows(m, l);
+            float *bd = blk + K->gemm_pack_size(rows, dout);
             memcpy(Wd, mml__p(m, L->W), (size_t)di * dout * sizeof(float));
             memcpy(bd, mml__p(m, L->b), (size_t)dout * sizeof(float));
             /* U = A with expert block e scaled by w_e; W_d += U B; b_d += w C */
@@ -5982,10 +6029,15 @@ mml_status mml_model_fold(mml_model_t *m) {
             for (int i = 0; i < di; i++) K->block_scale(1, E, L->r, A + (int64_t)i * Er, Er, w, E, U + (int64_t)i * Er, Er);
             K->gemm_nn(di, dout, Er, U, Er, mml__p(m, L->B), dout, Wd, dout, 1);
             K->gemm_nn(1, dout, E, w, E, mml__p(m, L->C), dout, bd, dout, 1);
-            blk += ((int64_t)(di + 1) * dout + 15) & ~(int64_t)15;
+            if (rows < di) /* b_d += e_d W_d[rows:, :], e_d = domain d's embedding */
+                K->gemm_nn(1, dout, di - rows, mml__p(m, m->p_emb[2]) + (int64_t)d * m->k, di - rows,
+                           Wd + (int64_t)rows * dout, dout, bd, dout, 1);
+            K->gemm_pack_b(rows, dout, Wd, dout, blk);
+            blk += mml__fold_layer_floats(m, l);
         }
     }
     mml__free(U);
+    mml__free(Wd);
     m->fold_ok = 1;
     return MML_OK;
 }
@@ -5998,47 +6050,23 @@ static void mml__folded_tower(mml_model_t *m, int a, int n, int d) {
     for (int l = 0; l < m->n_layers; l++) {
         const mml__layer *L = &m->layer[l];
         float *z = m->z[l] + (int64_t)a * L->d_out;
-        K->gemm_nn(n, L->d_out, L->d_in, x, L->d_in, blk, L->d_out, z, L->d_out, 0);
-        K->add_bias(n, L->d_out, blk + (int64_t)L->d_in * L->d_out, z, L->d_out);
-        K->relu_fwd((int64_t)n * L->d_out, z, z);
-        blk += ((int64_t)(L->d_in + 1) * L->d_out + 15) & ~(int64_t)15;
+        int rows = mml__fold_rows(m, l);
+        K->gemm_packed(n, L->d_out, rows, x, L->d_in, blk, z, L->d_out, blk + K->gemm_pack_size(rows, L->d_out), 1);
+        blk += mml__fold_layer_floats(m, l);
         x = z;
     }
 }
 
-/* Rows go through their domain's folded weights: in place for long runs of
- * one domain, else grouped by domain (counting sort) and scattered back. */
+/* Rows go through their domain's folded weights, one run of a domain at a
+ * time (mml__forward sorted rows that were not in long runs). */
 static void mml__folded_forward_tower(mml_model_t *m, int n) {
     const int32_t *dom = m->ids[2];
-    int runs = 1;
-    for (int i = 1; i < n; i++) runs += dom[i] != dom[i - 1];
-    if (runs * 8 <= n || runs <= 2) {
-        for (int a = 0; a < n;) {
-            int b = a + 1;
-            while (b < n && dom[b] == dom[a]) b++;
-            mml__folded_tower(m, a, b - a, dom[a]);
-            a = b;
-        }
-        return;
+    for (int a = 0; a < n;) {
+        int b = a + 1;
+        while (b < n && dom[b] == dom[a]) b++;
+        mml__folded_tower(m, a, b - a, dom[a]);
+        a = b;
     }
-    int D = m->cfg.n_domains, d0 = m->d0, dl = m->layer[m->n_layers - 1].d_out;
-    int32_t *order = m->ids_perm, *start = m->dom_count;
-    memset(start, 0, sizeof(int32_t) * (size_t)(D + 2));
-    for (int i = 0; i < n; i++) start[dom[i] + 1]++;
-    for (int d = 0; d <= D; d++) start[d + 1] += start[d];
-    for (int i = 0; i < n; i++) order[start[dom[i]]++] = i;
-    for (int d = D; d > 0; d--) start[d] = start[d - 1];
-    start[0] = 0;
-    /* x0 rows in domain order into the (inference-idle) gradient buffer */
-    float *x0 = m->x0, *xs = m->dx0;
-    for (int i = 0; i < n; i++) memcpy(xs + (int64_t)i * d0, x0 + (int64_t)order[i] * d0, (size_t)d0 * sizeof(float));
-    m->x0 = xs;
-    for (int d = 0; d <= D; d++)
-        if (start[d + 1] > start[d]) mml__folded_tower(m, start[d], start[d + 1] - start[d], d);
-    m->x0 = x0;
-    float *zl = m->z[m->n_layers - 1], *tmp = m->dz;
-    memcpy(tmp, zl, (size_t)n * dl * sizeof(float));
-    for (int i = 0; i < n; i++) memcpy(zl + (int64_t)order[i] * dl, tmp + (int64_t)i * dl, (size_t)dl * sizeof(float));
 }
 // >>metrics ----------------------------------------------------------------
 

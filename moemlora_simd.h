@@ -80,6 +80,10 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  gemm_nt   C[M,N] (+)= A[M,K] . B[N,K]^T          (dX = dY . W^T)
  *  gemm_tn   C[M,N] (+)= A[K,M]^T . B[K,N]          (dW += X^T . dY)
  *            "(+)=" : accumulate ? C + ... : ...; K may be 0.
+ *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
+ *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
+ *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
+ *            B packed once by gemm_pack_b (weights reused over many calls)
  *  add_bias  C[i,j] += bias[j]
  *  colsum_add out[j] += sum_i A[i,j]
  *  relu_fwd  y = max(x, 0) (y may alias x)
@@ -108,6 +112,12 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, gemm_tn, (int M, int N, int K, const float *MML_RESTRICT A, int lda,    \
                       const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,  \
                       int ldc, int accumulate))                                     \
+    X(int64_t, gemm_pack_size, (int K, int N))                                      \
+    X(void, gemm_pack_b, (int K, int N, const float *MML_RESTRICT B, int ldb,       \
+                          float *MML_RESTRICT Bp))                                  \
+    X(void, gemm_packed, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                          const float *MML_RESTRICT Bp, float *MML_RESTRICT C,      \
+                          int ldc, const float *bias, int relu))                    \
     X(void, add_bias, (int M, int N, const float *bias, float *C, int ldc))         \
     X(void, colsum_add, (int M, int N, const float *A, int lda, float *out))        \
     X(void, relu_fwd, (int64_t n, const float *x, float *y))                        \
@@ -197,6 +207,29 @@ extern "C" {
 #endif
 
 // >>kernels-scalar ----------------------------------------------------------
+
+/* Packed GEMM where an ISA has no layout of its own: Bp is B row-major (ld N)
+ * and gemm_packed is that ISA's gemm_nn, add_bias and relu_fwd in turn. */
+#define MML__PACKED_PLAIN(SFX, ATTR)                                                  \
+    ATTR static int64_t mml__gemm_pack_size_##SFX(int K, int N) {                      \
+        return K > 0 && N > 0 ? (int64_t)K * N : 0;                                   \
+    }                                                                                 \
+    ATTR static void mml__gemm_pack_b_##SFX(int K, int N, const float *MML_RESTRICT B, \
+                                            int ldb, float *MML_RESTRICT Bp) {         \
+        for (int k = 0; k < K && N > 0; k++)                                          \
+            memcpy(Bp + (int64_t)k * N, B + (int64_t)k * ldb, (size_t)N * sizeof(float)); \
+    }                                                                                 \
+    ATTR static void mml__gemm_packed_##SFX(int M, int N, int K, const float *MML_RESTRICT A, \
+                                            int lda, const float *MML_RESTRICT Bp,     \
+                                            float *MML_RESTRICT C, int ldc,            \
+                                            const float *bias, int relu) {             \
+        if (M <= 0 || N <= 0) return;                                                 \
+        mml__gemm_nn_##SFX(M, N, K, A, lda, Bp, N, C, ldc, 0);                        \
+        if (bias) mml__add_bias_##SFX(M, N, bias, C, ldc);                            \
+        if (relu)                                                                     \
+            for (int i = 0; i < M; i++)                                               \
+                mml__relu_fwd_##SFX(N, C + (int64_t)i * ldc, C + (int64_t)i * ldc);   \
+    }
 
 static void mml__gemm_nn_scalar(int M, int N, int K, const float *MML_RESTRICT A, int lda,
                                 const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,
@@ -457,6 +490,8 @@ static void mml__vexp_scalar(int64_t n, const float *x, float *y) {
 static void mml__vlog_scalar(int64_t n, const float *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
 }
+
+MML__PACKED_PLAIN(scalar, )
 
 #if defined(__x86_64__) || defined(_M_X64)
 // >>kernels-avx2 ------------------------------------------------------------
@@ -950,6 +985,8 @@ MML__T256 static void mml__vlog_avx2(int64_t n, const float *x, float *y) {
     }
 }
 
+MML__PACKED_PLAIN(avx2, MML__T256)
+
 // >>kernels-avx512 ----------------------------------------------------------
 #define MML__T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 /* GCC 12 in C++ mode warns inside its own AVX-512 headers (_mm512_undefined_ps,
@@ -1004,7 +1041,8 @@ MML__T512 static inline double mml__hsum_pd_avx512(__m512d v) {
 
 
 typedef void (*mml__uk512_fn)(int kc, const float *a, int64_t lda, const float *b, float *c,
-                              int64_t ldc, __mmask16 m0, __mmask16 m1, int load_c);
+                              int64_t ldc, __mmask16 m0, __mmask16 m1, int load_c,
+                              const float *bias, int relu);
 
 #define MML__R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define MML__Z512_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
@@ -1019,28 +1057,36 @@ typedef void (*mml__uk512_fn)(int kc, const float *a, int64_t lda, const float *
     if (MR_ > r) {                                                                     \
         float *cr = c + r * ldc;                                                      \
         if (load_c) c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m0, cr));  \
+        if (bias) c##r##0 = _mm512_add_ps(c##r##0, bv0);                              \
+        if (relu) c##r##0 = _mm512_max_ps(c##r##0, zero);                             \
         _mm512_mask_storeu_ps(cr, m0, c##r##0);                                       \
         if (NV_ > 1) {                                                                 \
             if (load_c)                                                               \
                 c##r##1 = _mm512_add_ps(c##r##1, _mm512_maskz_loadu_ps(m1, cr + 16)); \
+            if (bias) c##r##1 = _mm512_add_ps(c##r##1, bv1);                          \
+            if (relu) c##r##1 = _mm512_max_ps(c##r##1, zero);                         \
             _mm512_mask_storeu_ps(cr + 16, m1, c##r##1);                              \
         }                                                                             \
     }
 #define MML__UK512(MR, NV, ROWMODE)                                                   \
     MML__T512 static void mml__uk_##MR##_##NV##_##ROWMODE##_avx512(                         \
         int kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,   \
-        __mmask16 m0, __mmask16 m1, int load_c) {                                     \
+        __mmask16 m0, __mmask16 m1, int load_c, const float *bias, int relu) {        \
         enum { MR_ = MR, NV_ = NV, RM_ = ROWMODE };                                   \
         MML__R12(MML__Z512_DECL)                                                      \
         const float *ap = a;                                                          \
         for (int k = 0; k < kc; k++) {                                                \
-            __m512 b0 = _mm512_load_ps(b);                                            \
-            __m512 b1 = NV > 1 ? _mm512_load_ps(b + 16) : b0;                         \
+            __m512 b0 = _mm512_loadu_ps(b);                                           \
+            __m512 b1 = NV > 1 ? _mm512_loadu_ps(b + 16) : b0;                        \
             (void)b1;                                                                 \
             MML__R12(MML__Z512_FMA)                                                   \
             b += 16 * NV;                                                             \
             ap += ROWMODE ? 1 : lda;                                                  \
         }                                                                             \
+        const __m512 zero = _mm512_setzero_ps();                                      \
+        const __m512 bv0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : zero;             \
+        const __m512 bv1 = bias && NV_ > 1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : zero; \
+        (void)bv1;                                                                    \
         MML__R12(MML__Z512_STORE)                                                     \
     }
 #define MML__UK512_ALL(NV, RM)                                                        \
@@ -1073,8 +1119,8 @@ MML__T512 static void mml__pack_b_avx512(int kc, int nc, const float *B, int64_t
             const __mmask16 m0 = mml__mask_avx512(w), m1 = mml__mask_avx512(w - 16);
             for (int k = 0; k < kc; k++) {
                 const float *src = B + (int64_t)k * ldb + j0;
-                _mm512_store_ps(pb + k * nr, _mm512_maskz_loadu_ps(m0, src));
-                if (nr == 32) _mm512_store_ps(pb + k * nr + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+                _mm512_storeu_ps(pb + k * nr, _mm512_maskz_loadu_ps(m0, src));
+                if (nr == 32) _mm512_storeu_ps(pb + k * nr + 16, _mm512_maskz_loadu_ps(m1, src + 16));
             }
         } else {
             for (int jj = 0; jj < nr; jj++) {
@@ -1162,7 +1208,7 @@ MML__T512 static void mml__gemm_avx512(int M, int N, int K, const float *A, int 
                     const int nv = w > 16 ? 2 : 1;
                     mml__uk512_tab[rowmode][nv - 1][mr - 1](
                         kc, a, la, pb, C + (int64_t)ic * ldc + jc + j0, ldc,
-                        mml__mask_avx512(w), mml__mask_avx512(w - 16), load_c);
+                        mml__mask_avx512(w), mml__mask_avx512(w - 16), load_c, NULL, 0);
                     pb += (int64_t)kc * 16 * nv;
                 }
             }
@@ -1184,6 +1230,77 @@ MML__T512 static void mml__gemm_tn_avx512(int M, int N, int K, const float *MML_
                                           int lda, const float *MML_RESTRICT B, int ldb,
                                           float *MML_RESTRICT C, int ldc, int accumulate) {
     mml__gemm_avx512(M, N, K, A, lda, 1, B, ldb, 0, C, ldc, accumulate);
+}
+
+/* Packed B: the panels mml__gemm_avx512 would pack, for every column block and
+ * k block in its loop order, stored once. */
+static inline int64_t mml__panel_width512(int nc) {
+    int full = nc / 32 * 32, rem = nc - full;
+    return full + (rem == 0 ? 0 : rem > 16 ? 32 : 16);
+}
+
+MML__T512 static int64_t mml__gemm_pack_size_avx512(int K, int N) {
+    if (K <= 0 || N <= 0) return 0;
+    int64_t s = 0;
+    for (int jc = 0; jc < N; jc += MML__GEMM_NC)
+        s += (int64_t)K * mml__panel_width512(N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC);
+    return s;
+}
+
+MML__T512 static void mml__gemm_pack_b_avx512(int K, int N, const float *MML_RESTRICT B, int ldb,
+                                              float *MML_RESTRICT Bp) {
+    if (K <= 0 || N <= 0) return;
+    const int kcb = mml__gemm_kc(K);
+    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
+        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
+        for (int pc = 0; pc < K; pc += kcb) {
+            const int kc = K - pc < kcb ? K - pc : kcb;
+            mml__pack_b_avx512(kc, nc, B + (int64_t)pc * ldb + jc, ldb, 0, Bp);
+            Bp += kc * mml__panel_width512(nc);
+        }
+    }
+}
+
+/* C = A Bp (+ bias) (relu): the blocked loop of mml__gemm_avx512 on panels
+ * packed beforehand; bias and relu are applied as the last k block is stored. */
+MML__T512 static void mml__gemm_packed_avx512(int M, int N, int K, const float *MML_RESTRICT A,
+                                              int lda, const float *MML_RESTRICT Bp,
+                                              float *MML_RESTRICT C, int ldc, const float *bias,
+                                              int relu) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        const __m512 zero = _mm512_setzero_ps();
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j += 16) {
+                const __mmask16 m = mml__mask_avx512(N - j);
+                __m512 v = bias ? _mm512_maskz_loadu_ps(m, bias + j) : zero;
+                if (relu) v = _mm512_max_ps(v, zero);
+                _mm512_mask_storeu_ps(C + (int64_t)i * ldc + j, m, v);
+            }
+        return;
+    }
+    const int kcb = mml__gemm_kc(K);
+    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
+        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
+        const int64_t pw = mml__panel_width512(nc);
+        for (int pc = 0; pc < K; pc += kcb) {
+            const int kc = K - pc < kcb ? K - pc : kcb, last = pc + kc == K;
+            for (int ic = 0; ic < M; ic += 12) {
+                const int mr = M - ic < 12 ? M - ic : 12;
+                const float *pb = Bp;
+                for (int j0 = 0; j0 < nc; j0 += 32) {
+                    const int w = nc - j0 < 32 ? nc - j0 : 32;
+                    const int nv = w > 16 ? 2 : 1;
+                    mml__uk512_tab[1][nv - 1][mr - 1](
+                        kc, A + (int64_t)ic * lda + pc, lda, pb, C + (int64_t)ic * ldc + jc + j0, ldc,
+                        mml__mask_avx512(w), mml__mask_avx512(w - 16), pc > 0,
+                        last && bias ? bias + jc + j0 : NULL, last && relu);
+                    pb += (int64_t)kc * 16 * nv;
+                }
+            }
+            Bp += kc * pw;
+        }
+    }
 }
 
 MML__T512 static void mml__add_bias_avx512(int M, int N, const float *bias, float *C, int ldc) {
@@ -1875,6 +1992,7 @@ static void mml__vlog_neon(int64_t n, const float *x, float *y) {
 /* Kernels left scalar on NEON (pure data movement, memcpy/compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
 #define mml__block_scale_neon mml__block_scale_scalar
+MML__PACKED_PLAIN(neon, )
 #endif /* aarch64 */
 
 // >>dispatch ----------------------------------------------------------------

@@ -197,6 +197,74 @@ static void test_folded_training(void) {
     mmlt_ctx = "";
 }
 
+/* Folded inference (mml_model_fold) predicts what the unfolded model does:
+ * models whose tower reads the embeddings (MLP, DCN: the domain part moves
+ * into the bias) and ones that do not (PNN, FiBiNET); interleaved domains
+ * (sorted and put back), long runs, one domain, out-of-vocabulary domains,
+ * batch 1, two threads and a session. */
+static void test_fold_inference(void) {
+    static const mml_model_kind kinds[] = {MML_MODEL_MLP, MML_MODEL_DCN, MML_MODEL_PNN, MML_MODEL_FIBINET};
+    static const struct { mml_adapter a; int epd; } ads[] = {{MML_ADAPTER_MLORA, 1}, {MML_ADAPTER_MOE, 1}, {MML_ADAPTER_MOE, 2}};
+    enum { NB = 300 };
+    int32_t uid[NB], pid[NB], dom[5][NB];
+    for (int i = 0; i < NB; i++) {
+        uid[i] = (int32_t)((i * 7 + 3) % 9) - (i % 97 == 5); /* a few -1: OOV users */
+        pid[i] = (int32_t)((i * 5 + 1) % 6);
+        dom[0][i] = i % 3;                           /* interleaved */
+        dom[1][i] = i * 3 / NB;                      /* three long runs */
+        dom[2][i] = 2;                               /* one domain */
+        dom[3][i] = i % 11 == 4 ? 3 : i % 3;         /* with the OOV domain */
+        dom[4][i] = (i / 7) % 3;                     /* short runs */
+    }
+    printf("folded inference against the unfolded model\n");
+    double worst = 0.0;
+    long cmp = 0;
+    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++)
+        for (size_t ai = 0; ai < sizeof ads / sizeof ads[0]; ai++)
+            for (int threads = 1; threads <= 2; threads++) {
+                mml_config_t c;
+                small_config(&c);
+                c.n_users = 9;
+                c.n_items = 6;
+                c.model = kinds[ki];
+                c.adapter = ads[ai].a;
+                c.experts_per_domain = ads[ai].epd;
+                c.max_batch = NB;
+                c.threads = threads;
+                c.seed = 500 + ki * 10 + ai;
+                mml_model_t *m = make_model(&c);
+                randomize_params(m);
+                CHECK_OK(mml_model_set_phase(m, MML_PHASE_ALL, 0));
+                float p0[NB], p1[NB], p2[NB];
+                for (int v = 0; v < 5; v++) {
+                    mmlt_ctx = mml_model_kind_name(kinds[ki]);
+                    for (int n = 1; n <= NB; n += NB - 1) {
+                        mml_batch_t b = {n, uid, pid, dom[v], NULL};
+                        m->fold_ok = 0;
+                        CHECK_OK(mml_predict(m, &b, p0));
+                        CHECK_OK(mml_model_fold(m));
+                        CHECK_OK(mml_predict(m, &b, p1));
+                        mml_session_t *ss = NULL;
+                        CHECK_OK(mml_session_create(m, &ss));
+                        CHECK_OK(mml_session_predict(ss, &b, p2));
+                        mml_session_free(ss);
+                        int bad = 0;
+                        for (int i = 0; i < n; i++) {
+                            double d = fmax(fabs((double)p1[i] - p0[i]), fabs((double)p2[i] - p0[i]));
+                            if (d > worst) worst = d;
+                            bad += !(d <= 2e-6);
+                            cmp++;
+                        }
+                        CHECK(bad == 0, "%s adapter %d epd %d threads %d batch %d (domains %d): %d of %d predictions differ",
+                              mml_model_kind_name(kinds[ki]), (int)ads[ai].a, ads[ai].epd, threads, v, n, bad, n);
+                    }
+                }
+                mml_model_free(m);
+            }
+    mmlt_ctx = "";
+    printf("  %ld predictions, largest difference %.2g\n", cmp, worst);
+}
+
 /* ---- phase semantics -------------------------------------------------------- */
 
 /* Takes one train step from snapshot P0 in the given phase and checks that
@@ -785,6 +853,7 @@ int main(void) {
            gc_total.fd_failed, gc_total.zero_checked, gc_total.zero_failed, now_s() - t0);
     double t1 = now_s();
     test_folded_training();
+    test_fold_inference();
     test_phases();
     test_metrics();
     test_oov_and_batches();
