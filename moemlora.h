@@ -5513,6 +5513,27 @@ static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w,
             for (int64_t j = lo; j < hi; j++) m->last[f][m->touched[f][j]] = m->adam_t;
         return;
     }
+    if (f >= 0) { /* dense pass over a table: untouched rows read a zero gradient kept in L1 */
+        static const float zeros[2048];
+        int64_t d = p->shape[1];
+        const uint8_t *mk = m->mark[f];
+        mml__slice(p->shape[0], w, t, 1, &lo, &hi);
+        for (int64_t r = lo; r < hi;) {
+            int64_t r0 = r;
+            if (mk[r]) {
+                while (r < hi && mk[r]) r++;
+                K->adam_dense((r - r0) * d, P + r0 * d, G + r0 * d, M + r0 * d, V + r0 * d, hp);
+                continue;
+            }
+            while (r < hi && !mk[r] && (r - r0 + 1) * d <= 2048) r++;
+            if (r == r0) r++; /* rows wider than the zero block */
+            for (int64_t o = r0 * d; o < r * d; o += 2048) {
+                int64_t c = r * d - o < 2048 ? r * d - o : 2048;
+                K->adam_dense(c, P + o, zeros, M + o, V + o, hp);
+            }
+        }
+        return;
+    }
     mml__slice(p->size, w, t, 16, &lo, &hi);
     K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
 }

@@ -49,6 +49,16 @@ static int mmlt_quick(void) {
     return q && *q && strcmp(q, "0") != 0;
 }
 
+/* MOEMLORA_TEST_ONE_THREAD=1: skip the parts that start worker threads
+ * (qemu-user, used for the NEON runs, can hang in pthread_create). */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static int mmlt_max_threads(void) {
+    const char *q = getenv("MOEMLORA_TEST_ONE_THREAD");
+    return q && *q && strcmp(q, "0") != 0 ? 1 : 2;
+}
+
 /* Relative closeness with an absolute floor. */
 #if defined(__GNUC__)
 __attribute__((unused))

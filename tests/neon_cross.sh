@@ -19,6 +19,6 @@ run() { # name, extra environment
 run test_kernels
 grep -q '^neon ' "$out/test_kernels_aarch64.log" || { echo "neon_cross: NEON table was not tested" >&2; exit 1; }
 run test_layers MOEMLORA_ISA=neon
-run test_model MOEMLORA_ISA=neon MOEMLORA_TEST_QUICK=1
-run test_models MOEMLORA_ISA=neon MOEMLORA_TEST_QUICK=1
+run test_model MOEMLORA_ISA=neon MOEMLORA_TEST_QUICK=1 MOEMLORA_TEST_ONE_THREAD=1
+run test_models MOEMLORA_ISA=neon MOEMLORA_TEST_QUICK=1 MOEMLORA_TEST_ONE_THREAD=1
 echo "neon_cross: ok"

@@ -221,7 +221,7 @@ static void test_fold_inference(void) {
     long cmp = 0;
     for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++)
         for (size_t ai = 0; ai < sizeof ads / sizeof ads[0]; ai++)
-            for (int threads = 1; threads <= 2; threads++) {
+            for (int threads = 1; threads <= mmlt_max_threads(); threads++) {
                 mml_config_t c;
                 small_config(&c);
                 c.n_users = 9;
