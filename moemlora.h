@@ -4266,6 +4266,7 @@ typedef struct mml__layer {
 enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
 
 #define MML__MAX_PARAMS 96
+#define MML__HP_RING 4096 /* steps of Adam constants kept for replays (power of 2) */
 #define MML__ATT_LAYERS 3
 #define MML__ATT_HEADS 2
 #define MML__ATT_SIZE 8
@@ -4339,9 +4340,10 @@ struct mml_model_t {
     int32_t *touched[3];
     int n_touched[3];
     int64_t *last[3];        /* step each embedding row was last updated at */
+    mml_adam_hp *hp_ring;    /* Adam's constants of recent steps (for replays) */
+    int64_t *hp_tag;         /* the step each ring entry holds (-1: none) */
     int64_t synced_t;        /* every row is up to date at this step */
     int defer_min_dim;       /* deferred dense Adam from this row width on (32) */
-    float *zero_row;         /* a zero gradient row, emb_dim floats */
     uint8_t *mark[3];
     void *act_block;
 };
@@ -4725,6 +4727,10 @@ static mml_status mml__alloc_rows_state(mml_model_t *m) {
         m->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
         if (!m->last[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
     }
+    m->hp_ring = (mml_adam_hp *)mml__alloc(MML__HP_RING * sizeof(mml_adam_hp));
+    m->hp_tag = (int64_t *)mml__alloc(MML__HP_RING * sizeof(int64_t));
+    if (!m->hp_ring || !m->hp_tag) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
+    for (int i = 0; i < MML__HP_RING; i++) m->hp_tag[i] = -1;
     return MML_OK;
 }
 
@@ -4739,8 +4745,9 @@ void mml_model_free(mml_model_t *m) {
     mml__free(m->P); mml__free(m->G); mml__free(m->M); mml__free(m->V); mml__free(m->best);
     mml__free(m->act_block);
     mml__free(m->fold);
-    mml__free(m->zero_row);
     for (int f = 0; f < 3; f++) mml__free(m->last[f]);
+    mml__free(m->hp_ring);
+    mml__free(m->hp_tag);
     for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
     MOEMLORA_FREE(m);
 }
@@ -4776,8 +4783,6 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     }
     st = mml__alloc_acts(m);
     if (!st) st = mml__alloc_rows_state(m);
-    if (!st && !(m->zero_row = (float *)mml__alloc((size_t)m->k * sizeof(float))))
-        st = mml__fail(MML_ERR_NOMEM, "cannot allocate the model");
     if (st) { mml_model_free(m); return st; }
     mml__init_params(m);
     mml_model_set_phase(m, c->adapter == MML_ADAPTER_MOE ? MML_PHASE_GATE : MML_PHASE_ALL, 0);
@@ -5405,6 +5410,13 @@ static int mml__deferred_rows(const mml_model_t *m, int f) {
     return !m->cfg.lazy_adam && m->k >= m->defer_min_dim && mml__param_trainable(m, m->p_emb[f]);
 }
 
+/* mml__adam_hp_at, from the ring of recent steps when it holds step t. */
+static void mml__adam_hp_cached(const mml_model_t *m, int64_t t, mml_adam_hp *hp) {
+    int64_t s = t & (MML__HP_RING - 1);
+    if (m->hp_tag && m->hp_tag[s] == t) *hp = m->hp_ring[s];
+    else mml__adam_hp_at(m, t, hp);
+}
+
 static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     int64_t from = m->last[f][row];
     if (from >= m->adam_t) return;
@@ -5414,10 +5426,11 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     int moved = 0;
     for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
     if (moved || m->cfg.weight_decay != 0.0f) {
-        mml_adam_hp hp;
-        for (int64_t t = from + 1; t <= m->adam_t; t++) {
-            mml__adam_hp_at(m, t, &hp);
-            m->K->adam_dense(d, m->P + o, m->zero_row, m->M + o, m->V + o, &hp);
+        mml_adam_hp hp[64];
+        for (int64_t t = from + 1; t <= m->adam_t;) {
+            int c = 0;
+            for (; c < 64 && t <= m->adam_t; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
+            m->K->adam_steps(d, m->P + o, m->M + o, m->V + o, hp, c);
         }
     }
     m->last[f][row] = m->adam_t;
@@ -5514,7 +5527,7 @@ static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w,
         return;
     }
     if (f >= 0) { /* dense pass over a table: untouched rows read a zero gradient kept in L1 */
-        static const float zeros[2048];
+        static const float zeros[2048] = {0.0f};
         int64_t d = p->shape[1];
         const uint8_t *mk = m->mark[f];
         mml__slice(p->shape[0], w, t, 1, &lo, &hi);
@@ -5581,6 +5594,10 @@ static void mml__optimizer_step(mml_model_t *m) {
     mml__adam_job j;
     j.m = m;
     mml__adam_hp_at(m, m->adam_t, &j.hp);
+    if (m->hp_tag) {
+        m->hp_ring[m->adam_t & (MML__HP_RING - 1)] = j.hp;
+        m->hp_tag[m->adam_t & (MML__HP_RING - 1)] = m->adam_t;
+    }
     if (m->pool) mml__pool_run(m->pool, mml__adam_run, &j);
     else mml__adam_run(&j, 0);
     mml__zero_grads(m);

@@ -456,6 +456,32 @@ static void test_vec(const mml_kernels_t *k) {
         if (worst > max_ulp[U_ADAM]) max_ulp[U_ADAM] = worst;
         CHECK(ok, "adam_dense n=%lld (worst rel %.2g)", (long long)n, worst);
 
+        /* adam_steps: several zero-gradient steps, bit for bit what as many
+         * adam_dense calls on zeros give (the deferred replays rely on it),
+         * and close to the scalar reference */
+        {
+            mml_adam_hp hs[5];
+            for (int t = 0; t < 5; t++) {
+                hs[t] = (mml_adam_hp){1e-2f, 0.9f, 0.999f, 1e-8f, 1 - powf(0.9f, (float)(t + 4)),
+                                      1 - powf(0.999f, (float)(t + 4)), t == 3 ? 0.05f : 0.0f};
+            }
+            gbuf z = gb_new(n), p3 = gb_copy(&p1), m3 = gb_copy(&m1), v3 = gb_copy(&v1);
+            gbuf p4 = gb_copy(&p1), m4 = gb_copy(&m1), v4 = gb_copy(&v1);
+            for (int64_t i = 0; i < n; i++) z.p[i] = 0.0f;
+            k->adam_steps(n, p3.p, m3.p, v3.p, hs, 5);
+            for (int t = 0; t < 5; t++) {
+                k->adam_dense(n, p1.p, z.p, m1.p, v1.p, &hs[t]);
+                REF->adam_dense(n, p4.p, z.p, m4.p, v4.p, &hs[t]);
+            }
+            CHECK(bits_equal(p3.p, p1.p, n) && bits_equal(m3.p, m1.p, n) && bits_equal(v3.p, v1.p, n),
+                  "adam_steps n=%lld differs from adam_dense on zeros", (long long)n);
+            CHECK(gb_guard_ok(&p3) && gb_guard_ok(&m3) && gb_guard_ok(&v3), "adam_steps n=%lld: guards", (long long)n);
+            int close = 1;
+            for (int64_t i = 0; i < n; i++) close &= adam_close(p3.p[i], p4.p[i], m3.p[i], m4.p[i], v3.p[i], v4.p[i], 1e-2f);
+            CHECK(close, "adam_steps n=%lld against the scalar reference", (long long)n);
+            gb_free(&z); gb_free(&p3); gb_free(&m3); gb_free(&v3); gb_free(&p4); gb_free(&m4); gb_free(&v4);
+        }
+
         /* add_bias / colsum_add on [M, N] with ld > N */
         int M = 13, N = (int)(n > 300 ? 300 : n), ld = N + 4;
         gbuf C = gb_new((int64_t)M * ld), bias = gb_new(N);
