@@ -4267,6 +4267,7 @@ enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
 
 #define MML__MAX_PARAMS 96
 #define MML__HP_RING 4096 /* steps of Adam constants kept for replays (power of 2) */
+#define MML__AGE_BUCKETS 1024 /* replays sort rows by age up to this many steps */
 #define MML__ATT_LAYERS 3
 #define MML__ATT_HEADS 2
 #define MML__ATT_SIZE 8
@@ -4341,9 +4342,11 @@ struct mml_model_t {
     int n_touched[3];
     int64_t *last[3];        /* step each embedding row was last updated at */
     mml_adam_hp *hp_ring;    /* Adam's constants of recent steps (for replays) */
+    int32_t *catch_tmp, *catch_all; /* row lists for replays: [max_batch], [2 * largest table] */
+    int64_t *catch_count;    /* [MML__AGE_BUCKETS + 1] */
     int64_t *hp_tag;         /* the step each ring entry holds (-1: none) */
     int64_t synced_t;        /* every row is up to date at this step */
-    int defer_min_dim;       /* deferred dense Adam from this row width on (32) */
+    int defer_min_dim;       /* deferred dense Adam from this row width on (1: always) */
     uint8_t *mark[3];
     void *act_block;
 };
@@ -4727,6 +4730,14 @@ static mml_status mml__alloc_rows_state(mml_model_t *m) {
         m->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
         if (!m->last[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
     }
+    int64_t most = 0;
+    for (int f = 0; f < 3; f++)
+        if (m->params[m->p_emb[f]].shape[0] > most) most = m->params[m->p_emb[f]].shape[0];
+    m->catch_tmp = (int32_t *)mml__alloc((size_t)m->cfg.max_batch * sizeof(int32_t));
+    m->catch_all = (int32_t *)mml__alloc((size_t)(2 * most) * sizeof(int32_t));
+    m->catch_count = (int64_t *)mml__alloc((MML__AGE_BUCKETS + 1) * sizeof(int64_t));
+    if (!m->catch_tmp || !m->catch_all || !m->catch_count)
+        return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
     m->hp_ring = (mml_adam_hp *)mml__alloc(MML__HP_RING * sizeof(mml_adam_hp));
     m->hp_tag = (int64_t *)mml__alloc(MML__HP_RING * sizeof(int64_t));
     if (!m->hp_ring || !m->hp_tag) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
@@ -4748,6 +4759,9 @@ void mml_model_free(mml_model_t *m) {
     for (int f = 0; f < 3; f++) mml__free(m->last[f]);
     mml__free(m->hp_ring);
     mml__free(m->hp_tag);
+    mml__free(m->catch_tmp);
+    mml__free(m->catch_all);
+    mml__free(m->catch_count);
     for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
     MOEMLORA_FREE(m);
 }
@@ -4764,7 +4778,7 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->isa = isa;
-    m->defer_min_dim = 32;
+    m->defer_min_dim = 1;
     m->K = mml_simd_kernels(isa);
     mml__build_layout(m);
     uint64_t bytes;
@@ -5430,10 +5444,80 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
         for (int64_t t = from + 1; t <= m->adam_t;) {
             int c = 0;
             for (; c < 64 && t <= m->adam_t; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
-            m->K->adam_steps(d, m->P + o, m->M + o, m->V + o, hp, c);
+            m->K->adam_steps(d, m->P + o, m->M + o, m->V + o, hp, c, NULL);
         }
     }
     m->last[f][row] = m->adam_t;
+}
+
+/* Rows rows[0..n), sorted by age (steps since their last update). Narrow
+ * rows of similar age are replayed together: up to 128 floats gathered into
+ * one block whose steps run over several independent vectors; a row joins in
+ * at its own first missed step (the kernel's per-element first step). */
+static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n) {
+    const mml__param *p = &m->params[m->p_emb[f]];
+    int64_t d = p->shape[1], T = m->adam_t;
+    int64_t *last = m->last[f];
+    float bp[128], bm[128], bv[128];
+    int32_t g[128], first[128], fw[128];
+    int64_t gfrom[128];
+    mml_adam_hp hp[64];
+    for (int i = 0; i < n;) {
+        if (d > 64) { mml__catch_up_row(m, f, rows[i++]); continue; }
+        int ng = 0;
+        int64_t amin = -1, amax = 0;
+        for (; i < n && (ng + 1) * d <= 128; i++) {
+            int32_t r = rows[i];
+            int64_t from = last[r], age = T - from, o = p->off + (int64_t)r * d;
+            if (from >= T) continue;
+            if (ng && age > amin + amin / 4 + 16) break; /* too many idle lanes: next block */
+            int moved = m->cfg.weight_decay != 0.0f; /* else zero moments: nothing to replay */
+            for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
+            last[r] = T;
+            if (!moved) continue;
+            if (amin < 0) amin = age;
+            if (age > amax) amax = age;
+            memcpy(bp + ng * d, m->P + o, (size_t)d * sizeof(float));
+            memcpy(bm + ng * d, m->M + o, (size_t)d * sizeof(float));
+            memcpy(bv + ng * d, m->V + o, (size_t)d * sizeof(float));
+            g[ng] = r;
+            gfrom[ng++] = from;
+        }
+        if (!ng) continue;
+        int64_t s0 = T - amax + 1; /* the block's first step */
+        for (int k = 0; k < ng; k++)
+            for (int64_t j = 0; j < d; j++) first[k * d + j] = (int32_t)(gfrom[k] + 1 - s0);
+        for (int64_t t = s0; t <= T;) {
+            int c = 0;
+            for (int64_t q = 0; q < ng * d; q++) fw[q] = first[q] - (int32_t)(t - s0);
+            for (; c < 64 && t <= T; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
+            m->K->adam_steps(ng * d, bp, bm, bv, hp, c, fw);
+        }
+        for (int k = 0; k < ng; k++) {
+            int64_t o = p->off + (int64_t)g[k] * d;
+            memcpy(m->P + o, bp + k * d, (size_t)d * sizeof(float));
+            memcpy(m->M + o, bm + k * d, (size_t)d * sizeof(float));
+            memcpy(m->V + o, bv + k * d, (size_t)d * sizeof(float));
+        }
+    }
+}
+
+/* Sorts rows[0..n) by last update step: a counting sort on the age (ages of
+ * MML__AGE_BUCKETS and more share the last bucket, where rows stay unsorted
+ * and mostly replay one by one). tmp: n ints, count: MML__AGE_BUCKETS + 1. */
+static void mml__sort_by_age(const mml_model_t *m, int f, int32_t *rows, int64_t n, int32_t *tmp, int64_t *count) {
+    memset(count, 0, (MML__AGE_BUCKETS + 1) * sizeof(int64_t));
+    const int64_t *last = m->last[f];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = m->adam_t - last[rows[i]];
+        count[(a < MML__AGE_BUCKETS ? a : MML__AGE_BUCKETS - 1) + 1]++;
+    }
+    for (int b = 0; b < MML__AGE_BUCKETS; b++) count[b + 1] += count[b];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = m->adam_t - last[rows[i]];
+        tmp[count[a < MML__AGE_BUCKETS ? a : MML__AGE_BUCKETS - 1]++] = rows[i];
+    }
+    memcpy(rows, tmp, (size_t)n * sizeof(int32_t));
 }
 
 /* [lo, hi) of n items for worker w of t, chunks rounded up to `align`. */
@@ -5446,16 +5530,24 @@ static void mml__slice(int64_t n, int w, int t, int64_t align, int64_t *lo, int6
 
 /* Before a step: the rows this batch reads are brought up to date, shared
  * among the workers (each row once: the list is made unique first). */
-typedef struct mml__catch_job { mml_model_t *m; int f; int32_t *rows; int n; } mml__catch_job;
+typedef struct mml__catch_job { mml_model_t *m; int f; int32_t *rows; int n, workers; } mml__catch_job;
 
 static void mml__catch_run(void *arg, int w) {
     mml__catch_job *j = (mml__catch_job *)arg;
     int64_t lo, hi;
-    mml__slice(j->n, w, j->m->pool ? j->m->cfg.threads : 1, 1, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) mml__catch_up_row(j->m, j->f, j->rows[i]);
+    mml__slice(j->n, w, j->workers, 1, &lo, &hi);
+    mml__catch_up_rows(j->m, j->f, j->rows + lo, (int)(hi - lo));
 }
 
 static void mml__pool_run(struct mml__pool *p, void (*fn)(void *, int), void *arg);
+
+/* Replays rows[0..n) (sorted by age): shared among the workers when there
+ * are enough of them, else all on this thread. */
+static void mml__catch_rows(mml_model_t *m, int f, int32_t *rows, int n) {
+    mml__catch_job j = {m, f, rows, n, m->pool && n >= 64 ? m->cfg.threads : 1};
+    if (j.workers > 1) mml__pool_run(m->pool, mml__catch_run, &j);
+    else mml__catch_run(&j, 0);
+}
 
 static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
     const int32_t *src[3] = {b->uid, b->pid, b->dom};
@@ -5469,9 +5561,8 @@ static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
             if (m->last[f][id] < m->adam_t && !m->mark[f][id]) { m->mark[f][id] = 1; rows[n++] = id; }
         }
         for (int i = 0; i < n; i++) m->mark[f][rows[i]] = 0;
-        mml__catch_job j = {m, f, rows, n};
-        if (m->pool && n >= 64) mml__pool_run(m->pool, mml__catch_run, &j);
-        else mml__catch_run(&j, 0);
+        mml__sort_by_age(m, f, rows, n, m->catch_tmp, m->catch_count);
+        mml__catch_rows(m, f, rows, n);
     }
 }
 
@@ -5481,8 +5572,12 @@ static void mml__catch_up_all(mml_model_t *m) {
     m->synced_t = m->adam_t;
     for (int f = 0; f < 3; f++) {
         if (!mml__deferred_rows(m, f)) continue;
-        int64_t rows = m->params[m->p_emb[f]].shape[0];
-        for (int64_t r = 0; r < rows; r++) mml__catch_up_row(m, f, (int32_t)r);
+        int64_t rows = m->params[m->p_emb[f]].shape[0], n = 0;
+        int32_t *list = m->catch_all;
+        for (int64_t r = 0; r < rows; r++)
+            if (m->last[f][r] < m->adam_t) list[n++] = (int32_t)r;
+        mml__sort_by_age(m, f, list, n, m->catch_all + rows, m->catch_count);
+        mml__catch_rows(m, f, list, (int)n);
     }
 }
 

@@ -98,8 +98,9 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  scatter_add_rows  table_grad[ids[i]*dim+j] += g[i*ldg+j], i in order
  *  adam_dense / adam_rows  Adam update (see mml_adam_hp); adam_rows only for the
  *            listed unique rows of [*, dim] tables (g is the full gradient table)
- *  adam_steps  `steps` Adam updates with a zero gradient, step s with hp[s]; the
- *            same bits as that many adam_dense calls on a zero g
+ *  adam_steps  `steps` Adam updates with a zero gradient, step s with hp[s]; if
+ *            first is not NULL, element i takes only steps s >= first[i]; the
+ *            same bits as the matching adam_dense calls on a zero g
  *  block_scale  U[i, e*r+j] = w[i*ldw+e] * T[i, e*r+j]
  *  block_dot    dw[i*ldw+e] (+)= sum_j dU[i,e*r+j] * T[i,e*r+j]
  *  axpy y += a*x;  dot;  scale x *= a;  mul z = x*y (z may alias);
@@ -139,7 +140,7 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, adam_rows, (int nrows, const int32_t *rows, int dim, float *p,          \
                         const float *g, float *m, float *v, const mml_adam_hp *hp)) \
     X(void, adam_steps, (int64_t n, float *p, float *m, float *v,                   \
-                         const mml_adam_hp *hp, int steps))                         \
+                         const mml_adam_hp *hp, int steps, const int32_t *first))   \
     X(void, block_scale, (int M, int E, int r, const float *T, int ldt,             \
                           const float *w, int ldw, float *U, int ldu))              \
     X(void, block_dot, (int M, int E, int r, const float *dU, int ldu,              \
@@ -216,12 +217,16 @@ extern "C" {
 /* adam_steps as adam_dense calls on a block of zeros (bit-identical to them). */
 #define MML__ADAM_STEPS_PLAIN(SFX, ATTR)                                              \
     ATTR static void mml__adam_steps_##SFX(int64_t n, float *p, float *m, float *v,   \
-                                           const mml_adam_hp *hp, int steps) {        \
+                                           const mml_adam_hp *hp, int steps,          \
+                                           const int32_t *first) {                    \
         static const float zeros[256] = {0.0f};                                       \
-        for (int64_t o = 0; o < n; o += 256) {                                        \
-            int64_t c = n - o < 256 ? n - o : 256;                                    \
-            for (int s = 0; s < steps; s++)                                           \
+        for (int64_t o = 0; o < n;) { /* runs of one first step, <= 256 long */       \
+            int64_t c = 1;                                                            \
+            int s0 = first ? first[o] : 0;                                            \
+            while (o + c < n && c < 256 && (!first || first[o + c] == s0)) c++;       \
+            for (int s = s0 < 0 ? 0 : s0; s < steps; s++)                             \
                 mml__adam_dense_##SFX(c, p + o, zeros, m + o, v + o, hp + s);         \
+            o += c;                                                                   \
         }                                                                             \
     }
 
@@ -1562,12 +1567,14 @@ MML__T512 static void mml__adam_dense_avx512(int64_t n, float *p, const float *g
     }
 }
 
-/* Rows of up to 128 floats stay in registers across the steps. */
+/* Blocks of up to 128 floats stay in registers across the steps; with
+ * first, a lane keeps its values until its first step. */
 MML__T512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, float *v,
-                                             const mml_adam_hp *hp, int steps) {
+                                             const mml_adam_hp *hp, int steps, const int32_t *first) {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t o = 0; o < n; o += 128) {
         __m512 pv[8], mv[8], vv[8];
+        __m512i fv[8];
         __mmask16 k[8];
         for (int j = 0; j < 8; j++) {
             int64_t i = o + 16 * j;
@@ -1575,10 +1582,23 @@ MML__T512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, floa
             pv[j] = _mm512_maskz_loadu_ps(k[j], p + i);
             mv[j] = _mm512_maskz_loadu_ps(k[j], m + i);
             vv[j] = _mm512_maskz_loadu_ps(k[j], v + i);
+            fv[j] = first ? _mm512_maskz_loadu_epi32(k[j], first + i) : _mm512_setzero_si512();
         }
         for (int s = 0; s < steps; s++) {
             const mml__adam512 c = mml__adam512_consts(hp + s);
-            for (int j = 0; j < 8; j++) mml__adam512_step(&c, zero, &pv[j], &mv[j], &vv[j]);
+            if (!first) {
+                for (int j = 0; j < 8; j++) mml__adam512_step(&c, zero, &pv[j], &mv[j], &vv[j]);
+                continue;
+            }
+            const __m512i sv = _mm512_set1_epi32(s);
+            for (int j = 0; j < 8; j++) {
+                __m512 p1 = pv[j], m1 = mv[j], v1 = vv[j];
+                mml__adam512_step(&c, zero, &p1, &m1, &v1);
+                __mmask16 on = _mm512_cmple_epi32_mask(fv[j], sv);
+                pv[j] = _mm512_mask_mov_ps(pv[j], on, p1);
+                mv[j] = _mm512_mask_mov_ps(mv[j], on, m1);
+                vv[j] = _mm512_mask_mov_ps(vv[j], on, v1);
+            }
         }
         for (int j = 0; j < 8; j++) {
             int64_t i = o + 16 * j;

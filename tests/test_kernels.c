@@ -468,7 +468,7 @@ static void test_vec(const mml_kernels_t *k) {
             gbuf z = gb_new(n), p3 = gb_copy(&p1), m3 = gb_copy(&m1), v3 = gb_copy(&v1);
             gbuf p4 = gb_copy(&p1), m4 = gb_copy(&m1), v4 = gb_copy(&v1);
             for (int64_t i = 0; i < n; i++) z.p[i] = 0.0f;
-            k->adam_steps(n, p3.p, m3.p, v3.p, hs, 5);
+            k->adam_steps(n, p3.p, m3.p, v3.p, hs, 5, NULL);
             for (int t = 0; t < 5; t++) {
                 k->adam_dense(n, p1.p, z.p, m1.p, v1.p, &hs[t]);
                 REF->adam_dense(n, p4.p, z.p, m4.p, v4.p, &hs[t]);
@@ -479,6 +479,21 @@ static void test_vec(const mml_kernels_t *k) {
             int close = 1;
             for (int64_t i = 0; i < n; i++) close &= adam_close(p3.p[i], p4.p[i], m3.p[i], m4.p[i], v3.p[i], v4.p[i], 1e-2f);
             CHECK(close, "adam_steps n=%lld against the scalar reference", (long long)n);
+            /* per-element first steps (rows of 3 joining at steps 0..4, some never) */
+            int32_t *first = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+            if (!first) abort();
+            for (int64_t i = 0; i < n; i++) first[i] = (int32_t)((i / 3) % 7) - 1; /* -1..5 */
+            gbuf p5 = gb_copy(&p4), m5 = gb_copy(&m4), v5 = gb_copy(&v4);
+            gbuf p6 = gb_copy(&p4), m6 = gb_copy(&m4), v6 = gb_copy(&v4);
+            k->adam_steps(n, p5.p, m5.p, v5.p, hs, 5, first);
+            for (int64_t i = 0; i < n; i++)
+                for (int t = first[i] < 0 ? 0 : first[i]; t < 5; t++)
+                    k->adam_dense(1, p6.p + i, z.p, m6.p + i, v6.p + i, &hs[t]);
+            CHECK(bits_equal(p5.p, p6.p, n) && bits_equal(m5.p, m6.p, n) && bits_equal(v5.p, v6.p, n),
+                  "adam_steps n=%lld with first steps differs from adam_dense per element", (long long)n);
+            CHECK(gb_guard_ok(&p5) && gb_guard_ok(&m5) && gb_guard_ok(&v5), "adam_steps first n=%lld: guards", (long long)n);
+            free(first);
+            gb_free(&p5); gb_free(&m5); gb_free(&v5); gb_free(&p6); gb_free(&m6); gb_free(&v6);
             gb_free(&z); gb_free(&p3); gb_free(&m3); gb_free(&v3); gb_free(&p4); gb_free(&m4); gb_free(&v4);
         }
 

@@ -796,43 +796,59 @@ static void test_bad_configs(void) {
     mmlt_ctx = "";
 }
 
-/* Dense Adam moves every embedding row every step; for wide rows the library
- * replays a row's missed zero-gradient steps when the row is next read. The
- * replay must give exactly the parameters of a full pass per step. */
+/* Dense Adam moves every embedding row every step; the library replays a
+ * row's missed zero-gradient steps when the row is next read (narrow rows in
+ * blocks of rows of similar age). The replay must give exactly the parameters
+ * of a full pass per step: narrow, medium and wide rows, with and without
+ * weight decay, a full catch-up in the middle, ages beyond the sorted range. */
 static void test_deferred_dense_adam(void) {
     mmlt_ctx = "deferred dense adam";
-    for (int lazy = 0; lazy < 2; lazy++) {
+    for (int var = 0; var < 11; var++) {
+        int lazy = var == 7, dims[3] = {8, 32, 128};
         mml_config_t c;
         mml_config_default(&c);
         c.adapter = MML_ADAPTER_NONE;
-        c.n_users = 50; c.n_items = 40; c.n_domains = 3;
-        c.emb_dim = 32;
+        c.n_users = var == 6 ? 3000 : 50; c.n_items = 40; c.n_domains = 3;
+        c.emb_dim = dims[var % 3];
+        c.weight_decay = var >= 3 && var < 6 ? 1e-3f : 0.0f;
+        if (var >= 8) { /* two workers share the replays (or not: few rows to replay) */
+            if (mmlt_max_threads() < 2) continue;
+            c.threads = 2;
+            c.n_users = var == 10 ? 50 : 3000;
+        }
         c.hidden[0] = 16; c.hidden[1] = 8; c.n_hidden = 2;
-        c.max_batch = 16;
+        c.max_batch = 256;
         c.lazy_adam = lazy;
         mml_model_t *a, *b;
         CHECK_OK(mml_model_create(&c, &a));
         CHECK_OK(mml_model_create(&c, &b));
         b->defer_min_dim = 1 << 30; /* reference: a full pass over each table every step */
-        CHECK(a->defer_min_dim <= 32, "emb 32 should use the deferred path");
+        CHECK(a->defer_min_dim <= c.emb_dim, "emb %d should use the deferred path", c.emb_dim);
         uint64_t s = 99;
-        int32_t u[16], p[16], d[16];
-        float y[16];
-        for (int step = 0; step < 40; step++) {
-            for (int i = 0; i < 16; i++) {
-                u[i] = (int32_t)(mml__rng_next(&s) % 50);
+        int32_t u[256], p[256], d[256];
+        float y[256];
+        int nb = var == 8 || var == 9 ? 256 : 16;
+        int steps = var == 6 ? 1300 : var >= 8 ? 300 : 40; /* 3000 users: rows older than the age buckets */
+        for (int step = 0; step < steps; step++) {
+            if (step == 20) {
+                mml__catch_up_all(a);
+                CHECK(memcmp(a->P, b->P, (size_t)a->n_floats * sizeof(float)) == 0, "var %d: differ at step 20", var);
+            }
+            for (int i = 0; i < nb; i++) {
+                u[i] = (int32_t)(mml__rng_next(&s) % (uint64_t)c.n_users);
                 p[i] = (int32_t)(mml__rng_next(&s) % 40);
                 d[i] = (int32_t)(mml__rng_next(&s) % 3);
                 y[i] = (float)(mml__rng_next(&s) & 1);
             }
-            mml_batch_t bt = {16, u, p, d, y};
+            mml_batch_t bt = {nb, u, p, d, y};
             CHECK_OK(mml_train_step(a, &bt, NULL));
             CHECK_OK(mml_train_step(b, &bt, NULL));
         }
         mml__catch_up_all(a);
         CHECK(memcmp(a->P, b->P, (size_t)a->n_floats * sizeof(float)) == 0,
-              "lazy=%d: deferred rows differ from the per-step pass", lazy);
-        CHECK(memcmp(a->M, b->M, (size_t)a->n_floats * sizeof(float)) == 0, "lazy=%d: moments differ", lazy);
+              "var %d (emb %d, lazy %d): deferred rows differ from the per-step pass", var, c.emb_dim, lazy);
+        CHECK(memcmp(a->M, b->M, (size_t)a->n_floats * sizeof(float)) == 0, "var %d: moments differ", var);
+        CHECK(memcmp(a->V, b->V, (size_t)a->n_floats * sizeof(float)) == 0, "var %d: second moments differ", var);
         mml_model_free(a);
         mml_model_free(b);
     }
