@@ -5530,13 +5530,11 @@ static void mml__slice(int64_t n, int w, int t, int64_t align, int64_t *lo, int6
 
 /* Before a step: the rows this batch reads are brought up to date, shared
  * among the workers (each row once: the list is made unique first). */
-typedef struct mml__catch_job { mml_model_t *m; int f; int32_t *rows; int n, workers; } mml__catch_job;
+typedef struct mml__catch_job { mml_model_t *m; int f; int32_t *rows; int n, workers; int bound[257]; } mml__catch_job;
 
 static void mml__catch_run(void *arg, int w) {
     mml__catch_job *j = (mml__catch_job *)arg;
-    int64_t lo, hi;
-    mml__slice(j->n, w, j->workers, 1, &lo, &hi);
-    mml__catch_up_rows(j->m, j->f, j->rows + lo, (int)(hi - lo));
+    mml__catch_up_rows(j->m, j->f, j->rows + j->bound[w], j->bound[w + 1] - j->bound[w]);
 }
 
 static void mml__pool_run(struct mml__pool *p, void (*fn)(void *, int), void *arg);
@@ -5544,9 +5542,27 @@ static void mml__pool_run(struct mml__pool *p, void (*fn)(void *, int), void *ar
 /* Replays rows[0..n) (sorted by age): shared among the workers when there
  * are enough of them, else all on this thread. */
 static void mml__catch_rows(mml_model_t *m, int f, int32_t *rows, int n) {
-    mml__catch_job j = {m, f, rows, n, m->pool && n >= 64 ? m->cfg.threads : 1};
-    if (j.workers > 1) mml__pool_run(m->pool, mml__catch_run, &j);
-    else mml__catch_run(&j, 0);
+    mml__catch_job j;
+    j.m = m;
+    j.f = f;
+    j.rows = rows;
+    j.n = n;
+    j.workers = m->pool && n >= 64 ? m->cfg.threads : 1;
+    j.bound[0] = 0;
+    j.bound[j.workers] = n;
+    if (j.workers > 1) { /* equal shares of replayed steps (a row costs its age) */
+        double total = 0.0, acc = 0.0;
+        for (int i = 0; i < n; i++) total += (double)(m->adam_t - m->last[f][rows[i]]) + 1.0;
+        int w = 1;
+        for (int i = 0; i < n && w < j.workers; i++) {
+            acc += (double)(m->adam_t - m->last[f][rows[i]]) + 1.0;
+            while (w < j.workers && acc >= total * w / j.workers) j.bound[w++] = i + 1;
+        }
+        while (w < j.workers) j.bound[w++] = n;
+        mml__pool_run(m->pool, mml__catch_run, &j);
+    } else {
+        mml__catch_run(&j, 0);
+    }
 }
 
 static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {

@@ -1146,6 +1146,19 @@ MML__T512 static void mml__pack_b_avx512(int kc, int nc, const float *B, int64_t
                 _mm512_storeu_ps(pb + k * nr, _mm512_maskz_loadu_ps(m0, src));
                 if (nr == 32) _mm512_storeu_ps(pb + k * nr + 16, _mm512_maskz_loadu_ps(m1, src + 16));
             }
+        } else if ((int64_t)ldb * 32 < ((int64_t)1 << 31)) {
+            /* column jj of the panel is row j0+jj of B: one gather per k and 16 columns */
+            const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                   _mm512_set1_epi32((int)ldb));
+            const __m512i idx16 = _mm512_add_epi32(idx, _mm512_set1_epi32((int)(16 * ldb)));
+            const __mmask16 m0 = mml__mask_avx512(w), m1 = mml__mask_avx512(w - 16);
+            const float *src = B + (int64_t)j0 * ldb;
+            for (int k = 0; k < kc; k++) {
+                _mm512_storeu_ps(pb + k * nr, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, src + k, 4));
+                if (nr == 32)
+                    _mm512_storeu_ps(pb + k * nr + 16,
+                                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx16, src + k, 4));
+            }
         } else {
             for (int jj = 0; jj < nr; jj++) {
                 float *dst = pb + jj;
