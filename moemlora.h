@@ -4334,6 +4334,7 @@ struct mml_model_t {
     float *tf_P[MML_MAX_HIDDEN];       /* per expert A_e B_e [E, d_in*d_out], then M_e in backward */
     float *tf_W[MML_MAX_HIDDEN];       /* per run folded adapter [D+1, d_in*d_out], then its gradient */
     float *tf_c[MML_MAX_HIDDEN];       /* per run folded bias [D+1, d_out] */
+    uint8_t *dkeep[MML_MAX_HIDDEN];    /* dropout masks of the pass [B, d_out] (training) */
     float *lin_out, *fm_out, *cin_out, *part_act[4], *att_out[MML__ATT_LAYERS], *datt[2];
     float *att_act[MML__ATT_LAYERS], *se_out, *dV, *extra, *dextra, *ws;
     float *gw, *gin, *logit, *prob;
@@ -4621,6 +4622,7 @@ static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
     for (int l = 0; l < m->n_layers; l++) {
         int64_t er = m->layer[l].r ? (int64_t)m->n_experts * m->layer[l].r : 1;
         m->z[l] = mml__take(c, B * m->layer[l].d_out);
+        m->dkeep[l] = m->cfg.dropout > 0.0f ? (uint8_t *)(void *)mml__take(c, (B * m->layer[l].d_out + 3) / 4) : NULL;
         m->T[l] = mml__take(c, B * er);
         m->U[l] = mml__take(c, B * er);
     }
@@ -5159,8 +5161,11 @@ static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int
     float *z = m->z[l];
     K->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
     K->add_bias(n, dout, mml__p(m, L->b), z, dout);
-    if (train && m->cfg.dropout > 0.0f)
-        K->dropout((int64_t)n * dout, z, z, m->cfg.dropout, mml__dropout_seed(m, l), (uint64_t)m->row0 * dout);
+    if (train && m->cfg.dropout > 0.0f) { /* the mask is kept for the backward pass */
+        K->dropout_keep((int64_t)n * dout, m->cfg.dropout, mml__dropout_seed(m, l), (uint64_t)m->row0 * dout,
+                        m->dkeep[l]);
+        K->mask_scale((int64_t)n * dout, m->dkeep[l], z, z, 1.0f / (1.0f - m->cfg.dropout));
+    }
     if (m->ad_mode == MML__AD_SINGLE) {
         int e = m->ad_expert;
         K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, m->T[l], r, 0);
@@ -5370,8 +5375,7 @@ static double mml__backward_scaled(mml_model_t *m, int n, const float *label, fl
         K->relu_bwd((int64_t)n * L->d_out, m->z[l], dz, dz);
         int wrote = mml__adapter_backward(m, l, n, x, dz, dxl, need);
         if (m->cfg.dropout > 0.0f)
-            K->dropout((int64_t)n * L->d_out, dz, dz, m->cfg.dropout, mml__dropout_seed(m, l),
-                       (uint64_t)m->row0 * L->d_out);
+            K->mask_scale((int64_t)n * L->d_out, m->dkeep[l], dz, dz, 1.0f / (1.0f - m->cfg.dropout));
         if (m->trainable[MML__G_TOWER]) {
             K->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(m, L->W), L->d_out, 1);
             K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(m, L->b));

@@ -90,6 +90,9 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  relu_bwd  dx = y > 0 ? dy : 0 (dx may alias dy)
  *  dropout   y[i] = keep(seed, offset+i) ? x[i] * (1/(1-rate)) : 0, same mask on
  *            every ISA (hash in the dropout section); rate <= 0 copies.
+ *  dropout_keep  keep[i] = keep(seed, offset+i) (1 or 0), the mask dropout applies
+ *  mask_scale    y[i] = keep[i] ? x[i] * scale : 0 (y may alias x); with dropout_keep
+ *            and scale = 1/(1-rate) it gives dropout's bits, reusable in backward
  *  softmax_rows  row-wise stable softmax, E in 1..256
  *  sigmoid   y = 1/(1+exp(-x)) (stable form)
  *  bce_logits  returns sum_i max(z,0) - z*y + log1p(exp(-|z|)) (double sum);
@@ -127,6 +130,10 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, relu_bwd, (int64_t n, const float *y, const float *dy, float *dx))      \
     X(void, dropout, (int64_t n, const float *x, float *y, float rate,              \
                       uint64_t seed, uint64_t offset))                              \
+    X(void, dropout_keep, (int64_t n, float rate, uint64_t seed, uint64_t offset,   \
+                           uint8_t *keep))                                          \
+    X(void, mask_scale, (int64_t n, const uint8_t *keep, const float *x, float *y,  \
+                         float scale))                                              \
     X(void, softmax_rows, (int M, int E, const float *x, int ldx, float *y, int ldy)) \
     X(void, sigmoid, (int64_t n, const float *x, float *y))                         \
     X(double, bce_logits, (int64_t n, const float *z, const float *label,           \
@@ -383,6 +390,29 @@ static void mml__dropout_scalar(int64_t n, const float *x, float *y, float rate,
         return;
     }
     MML__DROPOUT_RUNS(mml__dropout_run_scalar, n, x, y, rate, seed, offset);
+}
+
+/* dropout_keep: the runs get keep for both pointers (x is unused). */
+static void mml__keep_run_scalar(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
+                                 const mml__drop_keys *dk) {
+    (void)unused;
+    for (int64_t i = 0; i < n; i++)
+        keep[i] = (uint8_t)((mml__lowbias32(mml__lowbias32((lo + (uint32_t)i) ^ key1) ^ dk->k2) >> 8) >= dk->thr);
+}
+
+#define MML__DROPOUT_KEEP(SFX, ATTR)                                                  \
+    ATTR static void mml__dropout_keep_##SFX(int64_t n, float rate, uint64_t seed,      \
+                                             uint64_t offset, uint8_t *keep) {         \
+        if (!(rate > 0.0f)) {                                                         \
+            if (n > 0) memset(keep, 1, (size_t)n);                                    \
+            return;                                                                   \
+        }                                                                             \
+        MML__DROPOUT_RUNS(mml__keep_run_##SFX, n, keep, keep, rate, seed, offset);    \
+    }
+MML__DROPOUT_KEEP(scalar, )
+
+static void mml__mask_scale_scalar(int64_t n, const uint8_t *keep, const float *x, float *y, float scale) {
+    for (int64_t i = 0; i < n; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
 }
 
 static void mml__softmax_rows_scalar(int M, int E, const float *x, int ldx, float *y, int ldy) {
@@ -793,6 +823,35 @@ MML__T256 static void mml__dropout_avx2(int64_t n, const float *x, float *y, flo
         return;
     }
     MML__DROPOUT_RUNS(mml__dropout_run_avx2, n, x, y, rate, seed, offset);
+}
+
+MML__T256 static void mml__keep_run_avx2(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
+                                         uint32_t key1, const mml__drop_keys *dk) {
+    (void)unused;
+    const __m256i k1 = _mm256_set1_epi32((int)key1), k2 = _mm256_set1_epi32((int)dk->k2);
+    const __m256i thr1 = _mm256_set1_epi32((int)dk->thr - 1), step = _mm256_set1_epi32(8);
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256i h = mml__lowbias32_avx2(_mm256_xor_si256(idx, k1));
+        h = mml__lowbias32_avx2(_mm256_xor_si256(h, k2));
+        int bits = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_srli_epi32(h, 8), thr1)));
+        int64_t c = n - i < 8 ? n - i : 8;
+        for (int64_t j = 0; j < c; j++) keep[i + j] = (uint8_t)((bits >> j) & 1);
+        idx = _mm256_add_epi32(idx, step);
+    }
+}
+MML__DROPOUT_KEEP(avx2, MML__T256)
+
+MML__T256 static void mml__mask_scale_avx2(int64_t n, const uint8_t *keep, const float *x, float *y,
+                                           float scale) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(keep + i)));
+        __m256 on = _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, _mm256_setzero_si256()));
+        _mm256_storeu_ps(y + i, _mm256_and_ps(on, _mm256_mul_ps(_mm256_loadu_ps(x + i), sc)));
+    }
+    for (; i < n; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
 }
 
 MML__T256 static void mml__softmax_rows_avx2(int M, int E, const float *x, int ldx, float *y,
@@ -1431,6 +1490,35 @@ MML__T512 static void mml__dropout_avx512(int64_t n, const float *x, float *y, f
     MML__DROPOUT_RUNS(mml__dropout_run_avx512, n, x, y, rate, seed, offset);
 }
 
+MML__T512 static void mml__keep_run_avx512(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
+                                           uint32_t key1, const mml__drop_keys *dk) {
+    (void)unused;
+    const __m512i k1 = _mm512_set1_epi32((int)key1), k2 = _mm512_set1_epi32((int)dk->k2);
+    const __m512i thr = _mm512_set1_epi32((int)dk->thr), step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)lo),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mml__mask_avx512(n - i);
+        __m512i h = mml__lowbias32_avx512(_mm512_xor_si512(idx, k1));
+        h = mml__lowbias32_avx512(_mm512_xor_si512(h, k2));
+        __mmask16 kp = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(h, 8), thr);
+        _mm_mask_storeu_epi8(keep + i, m, _mm_maskz_set1_epi8(kp, 1));
+        idx = _mm512_add_epi32(idx, step);
+    }
+}
+MML__DROPOUT_KEEP(avx512, MML__T512)
+
+MML__T512 static void mml__mask_scale_avx512(int64_t n, const uint8_t *keep, const float *x, float *y,
+                                             float scale) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mml__mask_avx512(n - i);
+        __m128i kb = _mm_maskz_loadu_epi8(m, keep + i);
+        __mmask16 on = _mm_test_epi8_mask(kb, kb);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_mul_ps(on, _mm512_maskz_loadu_ps(m, x + i), sc));
+    }
+}
+
 MML__T512 static void mml__softmax_rows_avx512(int M, int E, const float *x, int ldx, float *y,
                                                int ldy) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
@@ -1927,6 +2015,25 @@ static void mml__dropout_neon(int64_t n, const float *x, float *y, float rate, u
     }
     MML__DROPOUT_RUNS(mml__dropout_run_neon, n, x, y, rate, seed, offset);
 }
+
+static void mml__keep_run_neon(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
+                               const mml__drop_keys *dk) {
+    (void)unused;
+    const uint32x4_t k1 = vdupq_n_u32(key1), k2 = vdupq_n_u32(dk->k2), thr = vdupq_n_u32(dk->thr);
+    const uint32_t init[4] = {0, 1, 2, 3};
+    uint32x4_t idx = vaddq_u32(vdupq_n_u32(lo), vld1q_u32(init));
+    for (int64_t i = 0; i < n; i += 4) {
+        uint32x4_t h = mml__lowbias32_neon(veorq_u32(idx, k1));
+        h = mml__lowbias32_neon(veorq_u32(h, k2));
+        uint32_t kv[4];
+        vst1q_u32(kv, vcgeq_u32(vshrq_n_u32(h, 8), thr));
+        int64_t c = n - i < 4 ? n - i : 4;
+        for (int64_t j = 0; j < c; j++) keep[i + j] = (uint8_t)(kv[j] & 1);
+        idx = vaddq_u32(idx, vdupq_n_u32(4));
+    }
+}
+MML__DROPOUT_KEEP(neon, )
+#define mml__mask_scale_neon mml__mask_scale_scalar
 
 static void mml__softmax_rows_neon(int M, int E, const float *x, int ldx, float *y, int ldy) {
     for (int i = 0; i < M; i++) {

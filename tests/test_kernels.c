@@ -212,6 +212,26 @@ static void test_dropout(const mml_kernels_t *k) {
                 REF->dropout(n, x.p, r.p, rates[q], seed, offsets[o]);
                 CHECK(bits_equal(y.p, r.p, n) && gb_guard_ok(&y), "dropout n=%lld off=%llu rate=%g",
                       (long long)n, (unsigned long long)offsets[o], rates[q]);
+                /* the same mask as bytes, applied by mask_scale (also in place) */
+                if (rates[q] > 0.0f && rates[q] < 1.0f) {
+                    uint8_t *kp = (uint8_t *)malloc((size_t)n + 64), *kr = (uint8_t *)malloc((size_t)n + 64);
+                    if (!kp || !kr) abort();
+                    memset(kp, 0xAB, (size_t)n + 64);
+                    k->dropout_keep(n, rates[q], seed, offsets[o], kp);
+                    REF->dropout_keep(n, rates[q], seed, offsets[o], kr);
+                    int kok = memcmp(kp, kr, (size_t)n) == 0 && kp[n] == 0xAB;
+                    for (int64_t i = 0; i < n; i++) kok &= kp[i] <= 1;
+                    CHECK(kok, "dropout_keep n=%lld off=%llu rate=%g", (long long)n, (unsigned long long)offsets[o],
+                          rates[q]);
+                    gbuf z = gb_new(n), zi = gb_copy(&x);
+                    float sc = 1.0f / (1.0f - rates[q]);
+                    k->mask_scale(n, kp, x.p, z.p, sc);
+                    k->mask_scale(n, kp, zi.p, zi.p, sc);
+                    CHECK(bits_equal(z.p, r.p, n) && bits_equal(zi.p, r.p, n) && gb_guard_ok(&z) && gb_guard_ok(&zi),
+                          "mask_scale(dropout_keep) differs from dropout n=%lld rate=%g", (long long)n, rates[q]);
+                    free(kp); free(kr);
+                    gb_free(&z); gb_free(&zi);
+                }
                 gb_free(&x); gb_free(&y); gb_free(&r);
             }
     /* offset semantics: a call at offset 100 equals the tail of a call at 0 */
