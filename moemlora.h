@@ -5481,9 +5481,11 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
             if (!moved) continue;
             if (amin < 0) amin = age;
             if (age > amax) amax = age;
-            memcpy(bp + ng * d, m->P + o, (size_t)d * sizeof(float));
-            memcpy(bm + ng * d, m->M + o, (size_t)d * sizeof(float));
-            memcpy(bv + ng * d, m->V + o, (size_t)d * sizeof(float));
+            for (int64_t j = 0; j < d; j++) { /* short rows: plain loops beat memcpy calls */
+                bp[ng * d + j] = m->P[o + j];
+                bm[ng * d + j] = m->M[o + j];
+                bv[ng * d + j] = m->V[o + j];
+            }
             g[ng] = r;
             gfrom[ng++] = from;
         }
@@ -5499,9 +5501,11 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
         }
         for (int k = 0; k < ng; k++) {
             int64_t o = p->off + (int64_t)g[k] * d;
-            memcpy(m->P + o, bp + k * d, (size_t)d * sizeof(float));
-            memcpy(m->M + o, bm + k * d, (size_t)d * sizeof(float));
-            memcpy(m->V + o, bv + k * d, (size_t)d * sizeof(float));
+            for (int64_t j = 0; j < d; j++) {
+                m->P[o + j] = bp[k * d + j];
+                m->M[o + j] = bm[k * d + j];
+                m->V[o + j] = bv[k * d + j];
+            }
         }
     }
 }
