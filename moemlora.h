@@ -4642,12 +4642,11 @@ static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
     m->ids_bf = (int32_t *)(void *)mml__take(c, B * F);
     m->ids_perm = (int32_t *)(void *)mml__take(c, B);
     m->dom_count = (int32_t *)(void *)mml__take(c, (int64_t)m->cfg.n_domains + 2);
-    int64_t nr = (int64_t)m->cfg.n_domains + 1, any = 0;
+    int64_t nr = (int64_t)m->cfg.n_domains + 1, any = m->n_experts > 0 && mml__tf_config(&m->cfg);
     for (int l = 0; l < m->n_layers; l++) {
         const mml__layer *L = &m->layer[l];
         m->tf_P[l] = m->tf_W[l] = m->tf_c[l] = NULL;
         if (!L->tf) continue;
-        any = 1;
         m->tf_P[l] = mml__take(c, E * L->d_in * L->d_out);
         m->tf_W[l] = mml__take(c, nr * L->d_in * L->d_out);
         m->tf_c[l] = mml__take(c, nr * L->d_out);
@@ -5081,14 +5080,11 @@ static void mml__tf_plan(mml_model_t *m, int n, int train) {
         m->tf_run[nr++] = i;
     }
     m->tf_run[nr] = n;
-    int any = 0;
     for (int l = 0; l < m->n_layers; l++) {
         const mml__layer *L = &m->layer[l];
         m->tf_on[l] = L->tf && (m->tf_force > 0 || mml__tf_pays(L, E, n, nr));
-        any |= m->tf_on[l];
     }
-    if (!any) return;
-    m->tf_nruns = nr;
+    m->tf_nruns = nr; /* the low-rank layers use the runs for their bias mixtures */
     for (int g = 0; g < nr; g++)
         memcpy(m->tf_wd + (int64_t)g * E, m->gw + (int64_t)m->tf_run[g] * E, (size_t)E * sizeof(float));
 }
@@ -5177,7 +5173,15 @@ static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int
         K->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, m->T[l], Er, 0);
         K->block_scale(n, E, r, m->T[l], Er, m->gw, E, m->U[l], Er);
         K->gemm_nn(n, dout, Er, m->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
-        K->gemm_nn(n, dout, E, m->gw, E, mml__p(m, L->C), dout, z, dout, 1);
+        if (m->tf_nruns) { /* rows in domain runs: one bias mixture per run */
+            float *cd = m->tf_db;
+            K->gemm_nn(m->tf_nruns, dout, E, m->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
+            for (int g = 0; g < m->tf_nruns; g++)
+                K->add_bias(m->tf_run[g + 1] - m->tf_run[g], dout, cd + (int64_t)g * dout,
+                            z + (int64_t)m->tf_run[g] * dout, dout);
+        } else {
+            K->gemm_nn(n, dout, E, m->gw, E, mml__p(m, L->C), dout, z, dout, 1);
+        }
     }
     K->relu_fwd((int64_t)n * dout, z, z);
 }
@@ -5296,13 +5300,28 @@ static int mml__adapter_backward(mml_model_t *m, int l, int n, const float *x, c
     if (!gx && !need_dx && !gg) return 0;
     if (m->tf_on[l]) return mml__tf_backward(m, l, x, dz, dx, need_dx, gx, gg);
     K->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, m->dU, Er, 0);
+    int nr = m->tf_nruns;
+    if (nr && (gg || gx)) { /* rows in domain runs: the bias mixture's gradients per run */
+        for (int g = 0; g < nr; g++) {
+            memset(m->tf_db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
+            K->colsum_add(m->tf_run[g + 1] - m->tf_run[g], dout, dz + (int64_t)m->tf_run[g] * dout, dout,
+                          m->tf_db + (int64_t)g * dout);
+        }
+    }
     if (gg) {
-        K->gemm_nt(n, E, dout, dz, dout, mml__p(m, L->C), dout, m->dw, E, 1);
+        if (nr) {
+            K->gemm_nt(nr, E, dout, m->tf_db, dout, mml__p(m, L->C), dout, m->tf_dw, E, 0);
+            for (int g = 0; g < nr; g++)
+                K->axpy(E, 1.0f, m->tf_dw + (int64_t)g * E, m->dw + (int64_t)m->tf_run[g] * E);
+        } else {
+            K->gemm_nt(n, E, dout, dz, dout, mml__p(m, L->C), dout, m->dw, E, 1);
+        }
         K->block_dot(n, E, r, m->dU, Er, m->T[l], Er, m->dw, E, 1);
     }
     if (gx) {
         K->gemm_tn(Er, dout, n, m->U[l], Er, dz, dout, mml__g(m, L->B), dout, 1);
-        K->gemm_tn(E, dout, n, m->gw, E, dz, dout, mml__g(m, L->C), dout, 1);
+        if (nr) K->gemm_tn(E, dout, nr, m->tf_wd, E, m->tf_db, dout, mml__g(m, L->C), dout, 1);
+        else K->gemm_tn(E, dout, n, m->gw, E, dz, dout, mml__g(m, L->C), dout, 1);
     }
     if (!gx && !need_dx) return 0;
     K->block_scale(n, E, r, m->dU, Er, m->gw, E, m->dT, Er);

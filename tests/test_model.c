@@ -144,34 +144,42 @@ static void test_folded_training(void) {
         randomize_params(m);
         CHECK_OK(mml_model_set_phase(m, k->phase, 0));
         mml_batch_t b = {GB, g_uid, g_pid, g_dom_sorted, g_lab};
-        double loss[2];
-        float *g[2];
-        for (int v = 0; v < 2; v++) {
-            m->tf_force = v ? 1 : -1;
+        /* v = 0: per-row path; 1: domain runs (bias mixtures per run), no
+         * folding (the cost model declines at 9 rows); 2: folded */
+        double loss[3];
+        float *g[3];
+        for (int v = 0; v < 3; v++) {
+            m->tf_force = v - 1;
             zero_grads_all(m);
             mml__forward(m, GB, &b, 1);
-            CHECK(m->tf_on[0] == v, "layer 0 folded: %d, expected %d", m->tf_on[0], v);
+            CHECK(m->tf_on[0] == (v == 2), "variant %d: layer 0 folded: %d", v, m->tf_on[0]);
+            CHECK((m->tf_nruns > 0) == (v > 0), "variant %d: %d domain runs", v, m->tf_nruns);
             loss[v] = mml__backward(m, GB, g_lab);
             g[v] = (float *)malloc((size_t)m->n_floats * sizeof(float));
             if (!g[v]) abort();
             memcpy(g[v], m->G, (size_t)m->n_floats * sizeof(float));
         }
-        CHECK(mmlt_close(loss[0], loss[1], 1e-6, 1e-7), "loss %.9g (low-rank) vs %.9g (folded)", loss[0], loss[1]);
+        CHECK(mmlt_close(loss[0], loss[2], 1e-6, 1e-7) && mmlt_close(loss[0], loss[1], 1e-6, 1e-7),
+              "loss %.9g (per row) vs %.9g (runs) vs %.9g (folded)", loss[0], loss[1], loss[2]);
         long bad = 0, nonzero = 0;
         for (int pi = 0; pi < m->n_params; pi++) {
             const mml__param *p = &m->params[pi];
             double mx = 0.0;
             for (int64_t j = 0; j < p->size; j++) mx = fmax(mx, fabs(g[0][p->off + j]));
             for (int64_t j = 0; j < p->size; j++) {
-                float a = g[0][p->off + j], f = g[1][p->off + j];
+                float a = g[0][p->off + j];
                 nonzero += a != 0.0f;
-                if (fabs((double)a - f) > 2e-5 * mx + 1e-9) {
-                    if (bad++ < 4) CHECK(0, "%s[%lld]: low-rank %.9g, folded %.9g", p->name, (long long)j, a, f);
+                for (int v = 1; v < 3; v++) {
+                    float f = g[v][p->off + j];
+                    if (fabs((double)a - f) > 2e-5 * mx + 1e-9) {
+                        if (bad++ < 4) CHECK(0, "%s[%lld]: per row %.9g, variant %d %.9g", p->name, (long long)j, a, v, f);
+                    }
                 }
             }
         }
         CHECK(bad == 0 && nonzero > (k->phase == MML_PHASE_GATE ? 20 : 100), "%ld gradient entries differ (%ld nonzero)", bad, nonzero);
-        printf("  %-14s loss %.7f vs %.7f, %ld nonzero gradient entries agree\n", k->name, loss[0], loss[1], nonzero);
+        printf("  %-14s loss %.7f / %.7f / %.7f, %ld nonzero gradient entries agree\n", k->name, loss[0], loss[1], loss[2],
+               nonzero);
         /* train_step sorts an interleaved batch into domain runs: without
          * dropout the loss it reports is the same */
         if (k->dropout == 0.0f) {
@@ -190,8 +198,7 @@ static void test_folded_training(void) {
             CHECK(mmlt_close(l2[0], l2[1], 1e-6, 1e-7), "train_step loss %.9g vs %.9g", l2[0], l2[1]);
             free(P0);
         }
-        free(g[0]);
-        free(g[1]);
+        for (int v = 0; v < 3; v++) free(g[v]);
         mml_model_free(m);
     }
     mmlt_ctx = "";
