@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.1.0. License: MIT (see LICENSE).
+ * Version 0.2.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -45,6 +45,16 @@
  * THREADING. A model is used by one thread at a time (its training step may
  * itself use cfg.threads workers; fixed thread count = deterministic results).
  * For concurrent serving, give each thread an mml_session_t on one model.
+ * Workers spin about 0.1 ms after a job before they sleep.
+ *
+ * SPEED NOTES. When a row's expert mixture depends on its domain alone (MLoRA,
+ * MoE-MLoRA with the domain gate), a training step sorts the batch by domain
+ * and, in layers where it costs less (a narrow input next to E*r), folds each
+ * domain's adapters into one dense matrix for the step; the loss and the
+ * gradients are the same up to rounding. Dense Adam (PyTorch semantics) moves
+ * every embedding row every step; rows are brought up to date when next read,
+ * replaying the missed zero-gradient steps bit for bit. mml_model_fold packs
+ * the folded weights once for the GEMM.
  *
  * MEMORY. Parameters, gradients, Adam state and activations (sized for
  * cfg.max_batch) are allocated once at creation, 64-byte aligned. Training
@@ -68,6 +78,11 @@
  *                   >>metrics >>schedules >>synthetic >>checkpoints (models)
  *
  * VERSION HISTORY
+ *     0.2.0  domain-folded training; packed GEMM with a bias/ReLU epilogue for
+ *            folded inference; deferred dense Adam for every row width with
+ *            block replays (adam_steps); dropout masks kept for backward;
+ *            spinning thread pool; fix: replays run without the pool covered
+ *            only part of the rows when cfg.threads > 1.
  *     0.1.0  first release: kernels, nine models x three adapters, three-phase
  *            training, data preparation, checkpoints, serving, benchmarks.
  */
