@@ -1463,21 +1463,34 @@ MML__T512 static inline __m512i mml__lowbias32_avx512(__m512i x) {
     return x;
 }
 
+/* The dropout stream of 16 lanes: keys, thresholds and the running index. */
+typedef struct mml__keep512 { __m512i k1, k2, thr, idx; } mml__keep512;
+
+MML__T512 static inline mml__keep512 mml__keep512_init(uint32_t lo, uint32_t key1, const mml__drop_keys *dk) {
+    mml__keep512 s;
+    s.k1 = _mm512_set1_epi32((int)key1);
+    s.k2 = _mm512_set1_epi32((int)dk->k2);
+    s.thr = _mm512_set1_epi32((int)dk->thr);
+    s.idx = _mm512_add_epi32(_mm512_set1_epi32((int)lo),
+                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    return s;
+}
+
+/* Keep mask of the next 16 indices (then advances). */
+MML__T512 static inline __mmask16 mml__keep512_next(mml__keep512 *s) {
+    __m512i h = mml__lowbias32_avx512(_mm512_xor_si512(s->idx, s->k1));
+    h = mml__lowbias32_avx512(_mm512_xor_si512(h, s->k2));
+    s->idx = _mm512_add_epi32(s->idx, _mm512_set1_epi32(16));
+    return _mm512_cmpge_epu32_mask(_mm512_srli_epi32(h, 8), s->thr);
+}
+
 MML__T512 static void mml__dropout_run_avx512(const float *x, float *y, int64_t n, uint32_t lo,
                                               uint32_t key1, const mml__drop_keys *dk) {
-    const __m512i k1 = _mm512_set1_epi32((int)key1), k2 = _mm512_set1_epi32((int)dk->k2);
-    const __m512i thr = _mm512_set1_epi32((int)dk->thr), step = _mm512_set1_epi32(16);
+    mml__keep512 st = mml__keep512_init(lo, key1, dk);
     const __m512 sc = _mm512_set1_ps(dk->scale);
-    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)lo),
-                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        __m512i h = mml__lowbias32_avx512(_mm512_xor_si512(idx, k1));
-        h = mml__lowbias32_avx512(_mm512_xor_si512(h, k2));
-        __mmask16 keep = _mm512_mask_cmpge_epu32_mask(m, _mm512_srli_epi32(h, 8), thr);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_mul_ps(keep, v, sc));
-        idx = _mm512_add_epi32(idx, step);
+        __mmask16 m = mml__mask_avx512(n - i), keep = mml__keep512_next(&st) & m;
+        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + i), sc));
     }
 }
 
@@ -1493,18 +1506,9 @@ MML__T512 static void mml__dropout_avx512(int64_t n, const float *x, float *y, f
 MML__T512 static void mml__keep_run_avx512(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
                                            uint32_t key1, const mml__drop_keys *dk) {
     (void)unused;
-    const __m512i k1 = _mm512_set1_epi32((int)key1), k2 = _mm512_set1_epi32((int)dk->k2);
-    const __m512i thr = _mm512_set1_epi32((int)dk->thr), step = _mm512_set1_epi32(16);
-    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)lo),
-                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        __m512i h = mml__lowbias32_avx512(_mm512_xor_si512(idx, k1));
-        h = mml__lowbias32_avx512(_mm512_xor_si512(h, k2));
-        __mmask16 kp = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(h, 8), thr);
-        _mm_mask_storeu_epi8(keep + i, m, _mm_maskz_set1_epi8(kp, 1));
-        idx = _mm512_add_epi32(idx, step);
-    }
+    mml__keep512 st = mml__keep512_init(lo, key1, dk);
+    for (int64_t i = 0; i < n; i += 16)
+        _mm_mask_storeu_epi8(keep + i, mml__mask_avx512(n - i), _mm_maskz_set1_epi8(mml__keep512_next(&st), 1));
 }
 MML__DROPOUT_KEEP(avx512, MML__T512)
 
