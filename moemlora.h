@@ -5388,8 +5388,9 @@ static double mml__backward_scaled(mml_model_t *m, int n, const float *label, fl
     double loss = K->bce_logits(n, m->logit, label, scale, m->dlogit);
     int nl = m->n_layers, dl = m->layer[nl - 1].d_out;
     if (m->trainable[MML__G_OUT]) {
-        K->gemm_tn(dl, 1, n, m->z[nl - 1], dl, m->dlogit, 1, mml__g(m, m->p_out), 1, 1);
-        if (m->de) K->gemm_tn(m->de, 1, n, m->extra, m->de, m->dlogit, 1, mml__g(m, m->p_out) + dl, 1, 1);
+        /* dW_out += z^T dlogit, as the row dlogit^T z (one pass over z) */
+        K->gemm_nn(1, dl, n, m->dlogit, n, m->z[nl - 1], dl, mml__g(m, m->p_out), dl, 1);
+        if (m->de) K->gemm_nn(1, m->de, n, m->dlogit, n, m->extra, m->de, mml__g(m, m->p_out) + dl, m->de, 1);
         float s = 0.0f;
         for (int i = 0; i < n; i++) s += m->dlogit[i];
         *mml__g(m, m->p_out_b) += s;
