@@ -5074,10 +5074,16 @@ static uint64_t mml__dropout_seed(const mml_model_t *m, int layer) {
     return mml__rng_next(&s);
 }
 
-/* Rows whose mixture weights depend on the domain alone? (see mml__tf_config) */
-static int mml__tf_mode(const mml_model_t *m) {
-    if (m->ad_mode != MML__AD_MIX || !mml__tf_config(&m->cfg)) return 0;
+/* Do this phase's mixtures depend on the domain alone? (MLoRA; MoE-MLoRA with
+ * the domain gate in the phases that mix experts) */
+static int mml__mix_by_domain(const mml_model_t *m) {
+    if (!mml__tf_config(&m->cfg)) return 0;
     return m->cfg.adapter == MML_ADAPTER_MLORA || m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL;
+}
+
+/* Does this pass mix adapters with weights that depend on the domain alone? */
+static int mml__tf_mode(const mml_model_t *m) {
+    return m->ad_mode == MML__AD_MIX && mml__mix_by_domain(m);
 }
 
 /* Which layers this training pass folds: needs the rows in runs of one domain
@@ -5470,22 +5476,34 @@ static void mml__adam_hp_cached(const mml_model_t *m, int64_t t, mml_adam_hp *hp
     else mml__adam_hp_at(m, t, hp);
 }
 
+/* Does the row at offset o (d floats) change under zero-gradient steps? Not
+ * when it never moved since the optimizer started (zero moments, no decay). */
+static int mml__row_moves(const mml_model_t *m, int64_t o, int64_t d) {
+    int moved = m->cfg.weight_decay != 0.0f;
+    for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
+    return moved;
+}
+
+/* Zero-gradient steps s0..adam_t on n floats (p, moments mo, v); with first
+ * (n <= 128), element i joins at step s0 + first[i]. */
+static void mml__replay(mml_model_t *m, int64_t s0, int64_t n, float *p, float *mo, float *v, const int32_t *first) {
+    mml_adam_hp hp[64];
+    int32_t fw[128];
+    for (int64_t t = s0; t <= m->adam_t;) {
+        int c = 0;
+        if (first)
+            for (int64_t q = 0; q < n; q++) fw[q] = first[q] - (int32_t)(t - s0);
+        for (; c < 64 && t <= m->adam_t; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
+        m->K->adam_steps(n, p, mo, v, hp, c, first ? fw : NULL);
+    }
+}
+
 static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     int64_t from = m->last[f][row];
     if (from >= m->adam_t) return;
     const mml__param *p = &m->params[m->p_emb[f]];
     int64_t d = p->shape[1], o = p->off + (int64_t)row * d;
-    /* never moved since the optimizer started: zero moments, nothing to replay */
-    int moved = 0;
-    for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
-    if (moved || m->cfg.weight_decay != 0.0f) {
-        mml_adam_hp hp[64];
-        for (int64_t t = from + 1; t <= m->adam_t;) {
-            int c = 0;
-            for (; c < 64 && t <= m->adam_t; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
-            m->K->adam_steps(d, m->P + o, m->M + o, m->V + o, hp, c, NULL);
-        }
-    }
+    if (mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, m->P + o, m->M + o, m->V + o, NULL);
     m->last[f][row] = m->adam_t;
 }
 
@@ -5498,9 +5516,8 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
     int64_t d = p->shape[1], T = m->adam_t;
     int64_t *last = m->last[f];
     float bp[128], bm[128], bv[128];
-    int32_t g[128], first[128], fw[128];
+    int32_t g[128], first[128];
     int64_t gfrom[128];
-    mml_adam_hp hp[64];
     for (int i = 0; i < n;) {
         if (d > 64) { mml__catch_up_row(m, f, rows[i++]); continue; }
         int ng = 0;
@@ -5510,10 +5527,8 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
             int64_t from = last[r], age = T - from, o = p->off + (int64_t)r * d;
             if (from >= T) continue;
             if (ng && age > amin + amin / 4 + 16) break; /* too many idle lanes: next block */
-            int moved = m->cfg.weight_decay != 0.0f; /* else zero moments: nothing to replay */
-            for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
             last[r] = T;
-            if (!moved) continue;
+            if (!mml__row_moves(m, o, d)) continue;
             if (amin < 0) amin = age;
             if (age > amax) amax = age;
             for (int64_t j = 0; j < d; j++) { /* short rows: plain loops beat memcpy calls */
@@ -5528,12 +5543,7 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
         int64_t s0 = T - amax + 1; /* the block's first step */
         for (int k = 0; k < ng; k++)
             for (int64_t j = 0; j < d; j++) first[k * d + j] = (int32_t)(gfrom[k] + 1 - s0);
-        for (int64_t t = s0; t <= T;) {
-            int c = 0;
-            for (int64_t q = 0; q < ng * d; q++) fw[q] = first[q] - (int32_t)(t - s0);
-            for (; c < 64 && t <= T; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
-            m->K->adam_steps(ng * d, bp, bm, bv, hp, c, fw);
-        }
+        mml__replay(m, s0, ng * d, bp, bm, bv, first);
         for (int k = 0; k < ng; k++) {
             int64_t o = p->off + (int64_t)g[k] * d;
             for (int64_t j = 0; j < d; j++) {
@@ -5778,12 +5788,9 @@ static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, i
 /* Domain-folded training needs the rows grouped by domain (the loss is a sum
  * over rows, so their order is free). */
 static const mml_batch_t *mml__tf_sort(mml_model_t *m, const mml_batch_t *b, mml_batch_t *out) {
-    const mml_config_t *c = &m->cfg;
-    if (!m->tf_run || m->tf_force < 0) return b;
-    int moe = c->adapter == MML_ADAPTER_MOE && (m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL);
-    if (!moe && c->adapter != MML_ADAPTER_MLORA) return b;
+    if (!m->tf_run || m->tf_force < 0 || !mml__mix_by_domain(m)) return b;
     int runs = mml__domain_runs(b);
-    if (runs <= c->n_domains || runs == 1) return b; /* grouped already (or MLoRA's one-domain batch) */
+    if (runs <= m->cfg.n_domains || runs == 1) return b; /* grouped already (or MLoRA's one-domain batch) */
     return mml__sort_by_domain(m, b, out);
 }
 
