@@ -4328,6 +4328,7 @@ struct mml_model_t {
     /* per-pass state */
     int ad_mode, ad_expert;
     int row0;                /* first batch row of this pass (dropout masks) */
+    int defer_scatter;       /* parallel training: embedding gradients stay in dE (mml__scatter_owned) */
     int force_mix;           /* MLoRA: treat the rows as a mixed-domain batch */
     int tf_force;            /* domain-folded training: 0 by cost, 1 wherever possible, -1 never */
     int tf_on[MML_MAX_HIDDEN]; /* this pass folds layer l's adapters per domain */
@@ -5379,7 +5380,7 @@ static void mml__embed_backward(mml_model_t *m, int n) {
     for (int f = 0; f < 3; f++) {
         int pi = m->p_emb[f];
         if (!mml__param_trainable(m, pi)) continue;
-        m->K->scatter_add_rows(n, m->ids[f], m->dE + f * m->k, m->F * m->k, m->k, mml__g(m, pi));
+        if (!m->defer_scatter) m->K->scatter_add_rows(n, m->ids[f], m->dE + f * m->k, m->F * m->k, m->k, mml__g(m, pi));
         for (int i = 0; i < n; i++) {
             int32_t id = m->ids[f][i];
             if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
@@ -5507,6 +5508,20 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     m->last[f][row] = m->adam_t;
 }
 
+/* Asks for the lines of row r's parameters and moments: rows to replay are
+ * scattered over tables far larger than the caches. */
+static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
+#if defined(__GNUC__)
+    for (int64_t j = 0; j < d; j += 16) {
+        __builtin_prefetch(m->P + o + j, 1);
+        __builtin_prefetch(m->M + o + j, 1);
+        __builtin_prefetch(m->V + o + j, 1);
+    }
+#else
+    (void)m, (void)o, (void)d;
+#endif
+}
+
 /* Rows rows[0..n), sorted by age (steps since their last update). Narrow
  * rows of similar age are replayed together: up to 128 floats gathered into
  * one block whose steps run over several independent vectors; a row joins in
@@ -5519,6 +5534,7 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
     int32_t g[128], first[128];
     int64_t gfrom[128];
     for (int i = 0; i < n;) {
+        if (i + 2 < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + 2] * d, d);
         if (d > 64) { mml__catch_up_row(m, f, rows[i++]); continue; }
         int ng = 0;
         int64_t amin = -1, amax = 0;
@@ -5581,45 +5597,61 @@ static void mml__slice(int64_t n, int w, int t, int64_t align, int64_t *lo, int6
     *hi = *lo + chunk < n ? *lo + chunk : n;
 }
 
-/* Before a step: the rows this batch reads are brought up to date, shared
- * among the workers (each row once: the list is made unique first). */
-typedef struct mml__catch_job { mml_model_t *m; int f; int32_t *rows; int n, workers; int bound[257]; } mml__catch_job;
+/* Replays of several row lists (one per field), shared among the workers in
+ * chunks taken from a common counter, oldest rows first: a row costs about
+ * its age plus a fixed part (its three loads), so static shares of either
+ * leave one worker idle. Which worker replays a row does not change its bits. */
+typedef struct mml__catch_job {
+    mml_model_t *m;
+    int nf, f[3], n[3], chunk[3], first_chunk[4];
+    int32_t *rows[3];
+    int next;
+} mml__catch_job;
 
 static void mml__catch_run(void *arg, int w) {
+    (void)w;
     mml__catch_job *j = (mml__catch_job *)arg;
-    mml__catch_up_rows(j->m, j->f, j->rows + j->bound[w], j->bound[w + 1] - j->bound[w]);
+    for (;;) {
+        int k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED), i = 0;
+        if (k >= j->first_chunk[j->nf]) return;
+        while (k >= j->first_chunk[i + 1]) i++;
+        int c = j->first_chunk[i + 1] - 1 - k; /* lists are sorted young to old: take the old end first */
+        int lo = c * j->chunk[i], hi = lo + j->chunk[i] < j->n[i] ? lo + j->chunk[i] : j->n[i];
+        mml__catch_up_rows(j->m, j->f[i], j->rows[i] + lo, hi - lo);
+    }
 }
 
 static void mml__pool_run(struct mml__pool *p, void (*fn)(void *, int), void *arg);
 
-/* Replays rows[0..n) (sorted by age): shared among the workers when there
- * are enough of them, else all on this thread. */
-static void mml__catch_rows(mml_model_t *m, int f, int32_t *rows, int n) {
+/* Replays rows[i][0..n[i]) of field f[i] for i < nf (each sorted by age), on
+ * the workers when there are enough rows, else on this thread. */
+static void mml__catch_rows(mml_model_t *m, int nf, const int *f, int32_t *const *rows, const int *n) {
     mml__catch_job j;
+    int total = 0;
     j.m = m;
-    j.f = f;
-    j.rows = rows;
-    j.n = n;
-    j.workers = m->pool && n >= 64 ? m->cfg.threads : 1;
-    j.bound[0] = 0;
-    j.bound[j.workers] = n;
-    if (j.workers > 1) { /* equal shares of replayed steps (a row costs its age) */
-        double total = 0.0, acc = 0.0;
-        for (int i = 0; i < n; i++) total += (double)(m->adam_t - m->last[f][rows[i]]) + 1.0;
-        int w = 1;
-        for (int i = 0; i < n && w < j.workers; i++) {
-            acc += (double)(m->adam_t - m->last[f][rows[i]]) + 1.0;
-            while (w < j.workers && acc >= total * w / j.workers) j.bound[w++] = i + 1;
-        }
-        while (w < j.workers) j.bound[w++] = n;
-        mml__pool_run(m->pool, mml__catch_run, &j);
-    } else {
-        mml__catch_run(&j, 0);
+    j.nf = nf;
+    j.next = 0;
+    j.first_chunk[0] = 0;
+    for (int i = 0; i < nf; i++) total += n[i];
+    int t = m->pool && total >= 64 ? m->cfg.threads : 1;
+    for (int i = 0; i < nf; i++) {
+        j.f[i] = f[i];
+        j.rows[i] = rows[i];
+        j.n[i] = n[i];
+        j.chunk[i] = t == 1 ? (n[i] > 0 ? n[i] : 1) : (n[i] + 8 * t - 1) / (8 * t);
+        if (j.chunk[i] < 16) j.chunk[i] = 16;
+        j.first_chunk[i + 1] = j.first_chunk[i] + (n[i] + j.chunk[i] - 1) / j.chunk[i];
     }
+    if (t > 1) mml__pool_run(m->pool, mml__catch_run, &j);
+    else mml__catch_run(&j, 0);
 }
 
+/* Before a step: the rows this batch reads are brought up to date (each row
+ * once: the lists are made unique first). */
 static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
     const int32_t *src[3] = {b->uid, b->pid, b->dom};
+    int nf = 0, fs[3], ns[3];
+    int32_t *lists[3];
     for (int f = 0; f < 3; f++) {
         if (!mml__deferred_rows(m, f)) continue;
         /* the touched list is empty between steps: borrow it for the unique rows */
@@ -5631,8 +5663,11 @@ static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
         }
         for (int i = 0; i < n; i++) m->mark[f][rows[i]] = 0;
         mml__sort_by_age(m, f, rows, n, m->catch_tmp, m->catch_count);
-        mml__catch_rows(m, f, rows, n);
+        fs[nf] = f;
+        lists[nf] = rows;
+        ns[nf++] = n;
     }
+    mml__catch_rows(m, nf, fs, lists, ns);
 }
 
 /* Before anything reads whole tables (predict, evaluate, save, snapshots). */
@@ -5646,7 +5681,8 @@ static void mml__catch_up_all(mml_model_t *m) {
         for (int64_t r = 0; r < rows; r++)
             if (m->last[f][r] < m->adam_t) list[n++] = (int32_t)r;
         mml__sort_by_age(m, f, list, n, m->catch_all + rows, m->catch_count);
-        mml__catch_rows(m, f, list, (int)n);
+        int ni = (int)n;
+        mml__catch_rows(m, 1, &f, &list, &ni);
     }
 }
 
@@ -5715,20 +5751,31 @@ static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w,
     K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
 }
 
-static void mml__zero_grads(mml_model_t *m) {
+/* Worker w's share (of t) of clearing the gradients: every dense parameter,
+ * and the touched rows of the embedding tables. */
+static void mml__zero_share(void *arg, int w) {
+    mml_model_t *m = (mml_model_t *)arg;
+    int t = m->pool ? m->cfg.threads : 1;
+    int64_t lo, hi;
     for (int i = 0; i < m->n_params; i++) {
         mml__param *p = &m->params[i];
         if (p->row_table && p->group == MML__G_EMB) continue;
-        memset(m->G + p->off, 0, (size_t)p->size * sizeof(float));
+        mml__slice(p->size, w, t, 16, &lo, &hi);
+        memset(m->G + p->off + lo, 0, (size_t)(hi - lo) * sizeof(float));
     }
     for (int f = 0; f < 3; f++) {
         mml__param *p = &m->params[m->p_emb[f]];
-        int64_t w = p->shape[1];
-        for (int j = 0; j < m->n_touched[f]; j++) {
-            int32_t id = m->touched[f][j];
-            memset(m->G + p->off + (int64_t)id * w, 0, (size_t)w * sizeof(float));
-            m->mark[f][id] = 0;
-        }
+        int64_t d = p->shape[1];
+        mml__slice(m->n_touched[f], w, t, 1, &lo, &hi);
+        for (int64_t j = lo; j < hi; j++) memset(m->G + p->off + (int64_t)m->touched[f][j] * d, 0, (size_t)d * sizeof(float));
+    }
+}
+
+static void mml__zero_grads(mml_model_t *m) {
+    if (m->pool) mml__pool_run(m->pool, mml__zero_share, m);
+    else mml__zero_share(m, 0);
+    for (int f = 0; f < 3; f++) {
+        for (int j = 0; j < m->n_touched[f]; j++) m->mark[f][m->touched[f][j]] = 0;
         m->n_touched[f] = 0;
     }
 }
@@ -5794,20 +5841,21 @@ static const mml_batch_t *mml__tf_sort(mml_model_t *m, const mml_batch_t *b, mml
     return mml__sort_by_domain(m, b, out);
 }
 
-mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
-    mml_status st = mml__check_batch(m, b, 1);
-    if (st) return st;
-    double l;
-    m->fold_ok = 0;
+/* A checked batch's summed loss; its mean-loss gradients in m->G. */
+static double mml__step_gradients(mml_model_t *m, const mml_batch_t *b) {
     mml_batch_t sorted;
     b = mml__tf_sort(m, b, &sorted);
     mml__catch_up_batch(m, b);
-    if (m->pool && b->n >= 2 * m->cfg.threads) {
-        l = mml__parallel_train(m, b);
-    } else {
-        mml__forward(m, b->n, b, 1);
-        l = mml__backward(m, b->n, b->label);
-    }
+    if (m->pool && b->n >= 2 * m->cfg.threads) return mml__parallel_train(m, b);
+    mml__forward(m, b->n, b, 1);
+    return mml__backward(m, b->n, b->label);
+}
+
+mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
+    mml_status st = mml__check_batch(m, b, 1);
+    if (st) return st;
+    m->fold_ok = 0;
+    double l = mml__step_gradients(m, b);
     mml__optimizer_step(m);
     m->steps++;
     if (loss) *loss = (float)(l / b->n);
@@ -6039,22 +6087,90 @@ static void mml__job_run(void *arg, int i) {
     if (hi <= lo) return;
     if (w != m) mml__view_sync(w, m);
     w->row0 = lo;
+    w->defer_scatter = j->train;
     mml_batch_t c = {hi - lo, j->b->uid + lo, j->b->pid + lo, j->b->dom + lo, j->b->label ? j->b->label + lo : NULL};
     mml__forward(w, c.n, &c, j->train);
     if (j->train) j->loss[i] = mml__backward_scaled(w, c.n, c.label, 1.0f / (float)j->b->n);
     else memcpy(j->prob + lo, w->prob, (size_t)c.n * sizeof(float));
     w->row0 = 0;
+    w->defer_scatter = 0;
 }
 
-/* Worker w's share of summing every view's dense gradients into the parent's
- * (in view order, so the result does not depend on timing). */
-static void mml__reduce_dense(void *arg, int w) {
-    mml_model_t *m = (mml_model_t *)arg;
+/* Linear-logit table f's gradient rows are those of embedding table f when
+ * that table keeps a touched list (it is trainable). */
+static int mml__linear_sparse(const mml_model_t *m, int f) {
+    return m->has_linear && mml__param_trainable(m, m->p_emb[f]);
+}
+
+/* Every view's touched rows join the parent's list (view order). */
+static void mml__merge_touched(mml_model_t *m) {
+    for (int v = 0; v < m->cfg.threads - 1; v++) {
+        const mml_model_t *w = &m->views[v];
+        for (int f = 0; f < 3; f++)
+            for (int j = 0; j < w->n_touched[f]; j++) {
+                int32_t id = w->touched[f][j];
+                if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+            }
+    }
+}
+
+/* Rows ids[0..n) of field f: the views' linear-table gradients (where view v
+ * touched the row: its marks) join the parent's and are cleared there; the
+ * views' marks are cleared. */
+static void mml__reduce_rows(mml_model_t *m, int f, const int32_t *ids, int64_t n) {
+    int lin = mml__linear_sparse(m, f) && mml__param_trainable(m, m->p_lin[f]);
+    int64_t off = lin ? m->params[m->p_lin[f]].off : 0;
+    for (int64_t j = 0; j < n; j++)
+        for (int v = 0; v < m->cfg.threads - 1; v++) {
+            mml_model_t *w = &m->views[v];
+            if (!w->mark[f][ids[j]]) continue;
+            w->mark[f][ids[j]] = 0;
+            if (lin) {
+                m->G[off + ids[j]] += w->G[off + ids[j]];
+                w->G[off + ids[j]] = 0.0f;
+            }
+        }
+}
+
+/* Embedding gradients of the whole batch, left in each worker's dE: worker w
+ * adds the rows of the ids it owns, in batch order, so a row sums its
+ * contributions in the order one thread would. Rows narrower than a cache line
+ * are owned by line (tables start on 64-byte boundaries), so no two workers
+ * write one line. */
+static void mml__scatter_owned(mml_model_t *m, int w, int n_batch) {
+    int t = m->cfg.threads, F = m->F, k = m->k, per_line = k < 16 ? 16 / k : 1;
+    for (int f = 0; f < 3; f++) {
+        if (!mml__param_trainable(m, m->p_emb[f])) continue;
+        float *g = mml__g(m, m->p_emb[f]);
+        for (int u = 0; u < t; u++) {
+            const mml_model_t *U = mml__worker_model(m, u);
+            int lo, hi;
+            mml__share(n_batch, t, u, &lo, &hi);
+            for (int i = 0; i < hi - lo; i++) {
+                int32_t id = U->ids[f][i];
+                if (id / per_line % t == w) m->K->axpy(k, 1.0f, U->dE + (int64_t)i * F * k + f * k, g + (int64_t)id * k);
+            }
+        }
+    }
+}
+
+/* Worker w's share of summing every view's gradients into the parent's, in
+ * view order (so the result does not depend on timing): slices of the dense
+ * parameters, slices of the parent's touched-row lists, the embedding rows it
+ * owns. */
+typedef struct mml__reduce_job { mml_model_t *m; int n_batch; } mml__reduce_job;
+
+static void mml__reduce_share(void *arg, int w) {
+    mml__reduce_job *j = (mml__reduce_job *)arg;
+    mml_model_t *m = j->m;
     int t = m->cfg.threads;
+    int64_t lo, hi;
     for (int i = 0; i < m->n_params; i++) {
         mml__param *p = &m->params[i];
         if ((p->row_table && p->group == MML__G_EMB) || !mml__param_trainable(m, i)) continue;
-        int64_t lo, hi;
+        int f = -1;
+        for (int k = 0; k < 3; k++) f = m->has_linear && i == m->p_lin[k] ? k : f;
+        if (f >= 0 && mml__linear_sparse(m, f)) continue;
         mml__slice(p->size, w, t, 16, &lo, &hi);
         for (int v = 0; v < t - 1; v++) {
             float *g = m->views[v].G + p->off + lo;
@@ -6062,23 +6178,11 @@ static void mml__reduce_dense(void *arg, int w) {
             memset(g, 0, (size_t)(hi - lo) * sizeof(float));
         }
     }
-}
-
-/* Embedding rows: a worker's touched rows join the parent's list. */
-static void mml__reduce_rows(mml_model_t *m, mml_model_t *w) {
-    const mml_kernels_t *K = m->K;
     for (int f = 0; f < 3; f++) {
-        mml__param *p = &m->params[m->p_emb[f]];
-        int64_t d = p->shape[1];
-        for (int j = 0; j < w->n_touched[f]; j++) {
-            int32_t id = w->touched[f][j];
-            K->axpy(d, 1.0f, w->G + p->off + id * d, m->G + p->off + id * d);
-            memset(w->G + p->off + id * d, 0, (size_t)d * sizeof(float));
-            w->mark[f][id] = 0;
-            if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
-        }
-        w->n_touched[f] = 0;
+        mml__slice(m->n_touched[f], w, t, 1, &lo, &hi);
+        mml__reduce_rows(m, f, m->touched[f] + lo, hi - lo);
     }
+    mml__scatter_owned(m, w, j->n_batch);
 }
 
 /* MLoRA: a batch that mixes domains must use the mixed path on every worker,
@@ -6099,8 +6203,11 @@ static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b) {
     mml__pool_run(m->pool, mml__job_run, &j);
     double loss = 0.0;
     for (int i = 0; i < m->cfg.threads; i++) loss += j.loss[i];
-    mml__pool_run(m->pool, mml__reduce_dense, m);
-    for (int i = 1; i < m->cfg.threads; i++) mml__reduce_rows(m, &m->views[i - 1]);
+    mml__merge_touched(m);
+    mml__reduce_job r = {m, b->n};
+    mml__pool_run(m->pool, mml__reduce_share, &r);
+    for (int v = 0; v < m->cfg.threads - 1; v++)
+        for (int f = 0; f < 3; f++) m->views[v].n_touched[f] = 0;
     m->force_mix = 0;
     return loss;
 }

@@ -6,6 +6,13 @@
  *     entries of big ones such as xDeepFM's CIN), the same tolerance and kink
  *     handling as test_model.c; parameters the phase does not train and rows
  *     outside the batch must get exactly zero gradient;
+ *   - worker threads: the gradients of a step with 2 and 3 threads match the
+ *     one-thread gradients (every tensor, within rounding of its largest
+ *     entry; embedding rows bit for bit at the first step), over several
+ *     steps, every model and
+ *     phase, frozen pretrained embeddings, lazy Adam; the workers' own
+ *     gradients and row marks are left clear, and every gradient and mark is
+ *     clear after the optimizer step;
  *   - a short mml_fit (3 epochs per phase) per model, base and MoE-MLoRA, on
  *     small synthetic data with a strong signal: weighted test AUC > 0.55.
  * Runs on the ISA mml_simd_resolve picks (ctest forces scalar, avx2, avx512).
@@ -86,6 +93,119 @@ static void test_gradients(void) {
     }
 }
 
+/* ---- worker threads ------------------------------------------------------------ */
+
+/* Are all of w's gradients zero and its row marks clear? */
+static int view_clear(const mml_model_t *w) {
+    for (int64_t j = 0; j < w->n_floats; j++)
+        if (w->G[j] != 0.0f) return 0;
+    for (int f = 0; f < 3; f++) {
+        if (w->n_touched[f]) return 0;
+        for (int64_t r = 0; r < w->params[w->p_emb[f]].shape[0]; r++)
+            if (w->mark[f][r]) return 0;
+    }
+    return 1;
+}
+
+/* Tensor by tensor: |a - b| <= 1e-4 * max|a| + 1e-7 (a sum of ~100 terms of
+ * 1e-3 may cancel: out.b); with exact_rows, embedding rows bit for bit. A
+ * worker's lost or doubled share moves entries by their own size, 1e-3. */
+static int grads_match(const mml_model_t *a, const mml_model_t *b, int exact_rows, char *why, size_t len) {
+    for (int i = 0; i < a->n_params; i++) {
+        const mml__param *p = &a->params[i];
+        const float *ga = a->G + p->off, *gb = b->G + p->off;
+        double top = 0.0, worst = 0.0;
+        for (int64_t j = 0; j < p->size; j++) top = fmax(top, fabs(ga[j]));
+        for (int64_t j = 0; j < p->size; j++) worst = fmax(worst, fabs((double)ga[j] - gb[j]));
+        int exact = exact_rows && p->row_table && p->group == MML__G_EMB;
+        if (exact ? worst != 0.0 : worst > 1e-4 * top + 1e-7) {
+            snprintf(why, len, "%s: largest difference %.3g (largest entry %.3g)", p->name, worst, top);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void test_thread_gradients(void) {
+    if (mmlt_max_threads() < 2) return;
+    printf("worker threads: gradients with 2 and 3 threads against 1\n");
+    typedef struct tcase { mml_adapter a; mml_phase phase; int expert, lazy, pretrained; } tcase;
+    static const tcase cases[] = {
+        {MML_ADAPTER_NONE, MML_PHASE_ALL, 0, 0, 0},     {MML_ADAPTER_MLORA, MML_PHASE_ALL, 0, 0, 0},
+        {MML_ADAPTER_MOE, MML_PHASE_ALL, 0, 0, 0},      {MML_ADAPTER_MOE, MML_PHASE_BACKBONE, 0, 1, 0},
+        {MML_ADAPTER_MOE, MML_PHASE_EXPERT, 4, 0, 0},   {MML_ADAPTER_MOE, MML_PHASE_GATE, 0, 0, 0},
+        {MML_ADAPTER_MOE, MML_PHASE_BACKBONE, 0, 0, 1},
+    };
+    enum { TB = 96, STEPS = 3 };
+    int32_t uid[TB], pid[TB], dom[TB];
+    float lab[TB];
+    int checked = 0;
+    for (int mk = 0; mk < MML_MODEL_COUNT; mk++)
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            const tcase *tc = &cases[ci];
+            if (quick && (mk != MML_MODEL_WDL || tc->phase != MML_PHASE_ALL)) continue;
+            mml_config_t c;
+            mml_config_default(&c);
+            c.model = (mml_model_kind)mk;
+            c.adapter = tc->a;
+            c.n_users = 40;
+            c.n_items = 30;
+            c.n_domains = 3;
+            c.emb_dim = mk == MML_MODEL_DCN ? 16 : 4;
+            c.n_hidden = 2;
+            c.hidden[0] = 16;
+            c.hidden[1] = 8;
+            c.lora_reduce = 4;
+            c.experts_per_domain = 2;
+            c.dropout = 0.2f;
+            c.lazy_adam = tc->lazy;
+            c.pretrained = tc->pretrained;
+            c.max_batch = TB;
+            c.seed = 900 + (uint64_t)mk;
+            mml_model_t *m[3];
+            for (int t = 0; t < 3; t++) {
+                c.threads = t + 1;
+                m[t] = make_model(&c);
+                CHECK_OK(mml_model_set_phase(m[t], tc->phase, tc->expert));
+            }
+            char tag[96];
+            snprintf(tag, sizeof tag, "%s/%s phase %d%s%s", mml_model_kind_name(c.model), mml_adapter_name(c.adapter),
+                     (int)tc->phase, tc->lazy ? " lazy" : "", tc->pretrained ? " pretrained" : "");
+            mmlt_ctx = tag;
+            for (int step = 0; step < STEPS; step++) {
+                for (int i = 0; i < TB; i++) { /* repeated ids, mixed domains */
+                    uid[i] = (int32_t)(tnext() % 40);
+                    pid[i] = (int32_t)(tnext() % 30);
+                    dom[i] = tc->phase == MML_PHASE_EXPERT ? tc->expert % 3 : (int32_t)(tnext() % 3);
+                    lab[i] = (float)(tnext() & 1);
+                }
+                mml_batch_t b = {TB, uid, pid, dom, lab};
+                double loss[3];
+                for (int t = 0; t < 3; t++) loss[t] = mml__step_gradients(m[t], &b);
+                for (int t = 1; t < 3; t++) {
+                    char why[160] = "";
+                    CHECK(mmlt_close(loss[t], loss[0], 1e-5, 0.0), "step %d, %d threads: loss %.9g vs %.9g", step,
+                          t + 1, loss[t], loss[0]);
+                    /* one summation order for embedding rows: exact while the parameters are equal */
+                    CHECK(grads_match(m[0], m[t], step == 0, why, sizeof why), "step %d, %d threads: %s", step, t + 1,
+                          why);
+                    for (int v = 0; v < t; v++)
+                        CHECK(view_clear(&m[t]->views[v]), "step %d, %d threads: worker %d kept gradients or marks",
+                              step, t + 1, v + 1);
+                    checked++;
+                }
+                for (int t = 0; t < 3; t++) {
+                    mml__optimizer_step(m[t]);
+                    m[t]->steps++;
+                    CHECK(view_clear(m[t]), "step %d, %d threads: gradients or marks left after the step", step, t + 1);
+                }
+            }
+            for (int t = 0; t < 3; t++) mml_model_free(m[t]);
+        }
+    mmlt_ctx = "";
+    printf("  %d steps compared\n", checked);
+}
+
 /* ---- short training runs ------------------------------------------------------ */
 
 static void test_training(void) {
@@ -161,6 +281,7 @@ int main(void) {
            "(%.2f s)\n",
            gc_total.fd_checked, gc_total.retried, gc_total.kinks, gc_total.fd_failed, gc_total.zero_checked,
            gc_total.zero_failed, now_s() - t0);
+    test_thread_gradients();
     double t1 = now_s();
     test_training();
     printf("  training: %.2f s; total %.2f s\n", now_s() - t1, now_s() - t0);
