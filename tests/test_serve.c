@@ -3,7 +3,9 @@
  * included) through moemlora-serve --threads 2, compared with mml_predict in
  * this process within 1e-6 (the output has 6 decimals); a malformed line
  * stops it with a non-zero exit and "stdin:LINE:", --skip-bad answers it with
- * nan; serve-cpp scores a row. Skips (77) if the programs are not built. */
+ * nan; serve-cpp scores a row; moemlora-train --paper sets the paper's
+ * per-model adapter reduction unless --lora-reduce is given. Skips (77) if the
+ * programs are not built. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
@@ -196,6 +198,37 @@ static void test_serve(void) {
     mml_model_free(m);
 }
 
+/* moemlora-train --paper: the model saved carries the paper's lora_reduce. */
+static void test_paper(void) {
+    mmlt_ctx = "train --paper";
+    static const struct { const char *model, *paper, *reduce; int want; } cases[] = {
+        {"deepfm", "movielens", NULL, 32}, {"deepfm", "taobao", NULL, 256}, {"nfm", "movielens", NULL, 4},
+        {"xdeepfm", "taobao", NULL, 16},   {"mlp", "movielens", NULL, 16},  {"deepfm", "movielens", "8", 8},
+    };
+    char exp[1024], err[1024];
+    dpath(exp, sizeof exp, "paper.mml");
+    dpath(err, sizeof err, "err.txt");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *a[32] = {"--syn-samples", "3000", "--syn-users", "100", "--syn-items", "50", "--syn-domains", "2",
+                             "--model", cases[i].model, "--paper", cases[i].paper, "--hidden", "32,16",
+                             "--epochs", "1", "--quiet", "--export", exp};
+        int n = 19;
+        if (cases[i].reduce) { a[n++] = "--lora-reduce"; a[n++] = cases[i].reduce; }
+        a[n] = NULL;
+        int rc = run("moemlora-train", a, NULL, NULL, err);
+        CHECK(rc == 0, "%s --paper %s: exit %d", cases[i].model, cases[i].paper, rc);
+        mml_model_t *m = NULL;
+        if (rc == 0) CHECK_OK(mml_model_load(exp, &m));
+        if (!m) continue;
+        CHECK(mml_model_config(m)->lora_reduce == cases[i].want, "%s --paper %s%s%s: lora_reduce %d, expected %d",
+              cases[i].model, cases[i].paper, cases[i].reduce ? " --lora-reduce " : "",
+              cases[i].reduce ? cases[i].reduce : "", mml_model_config(m)->lora_reduce, cases[i].want);
+        mml_model_free(m);
+    }
+    const char *bad[] = {"--paper", "criteo", NULL};
+    CHECK(run("moemlora-train", bad, NULL, NULL, NULL) == 2, "--paper criteo: exit 2");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     const char *slash = strrchr(argv[0], '/');
@@ -217,6 +250,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     test_serve();
+    test_paper();
     mmlt_rm_tree(dir);
     return mmlt_finish("test_serve");
 }
