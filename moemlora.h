@@ -482,18 +482,21 @@ static mml_status mml__fail(mml_status st, const char *fmt, ...) {
 
 // >>memory -----------------------------------------------------------------
 
-/* 64-byte aligned, zeroed; sizes checked for overflow by the caller via
- * mml__mul_ok. The original pointer sits just before the aligned block. */
-static void *mml__alloc(size_t bytes) {
+/* 64-byte aligned, zeroed from byte zero_from on (the bytes before it are
+ * left as the allocator gives them: never touched, they cost no memory where
+ * large blocks come from the OS on demand); sizes checked for overflow by the
+ * caller via mml__mul_ok. The original pointer sits just before the block. */
+static void *mml__alloc_from(size_t bytes, size_t zero_from) {
     size_t total = bytes + 64 + sizeof(void *);
     if (total < bytes) return NULL;
     unsigned char *raw = (unsigned char *)MOEMLORA_MALLOC(total);
     if (!raw) return NULL;
     uintptr_t a = ((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63;
     ((void **)a)[-1] = raw;
-    memset((void *)a, 0, bytes);
+    if (zero_from < bytes) memset((unsigned char *)a + zero_from, 0, bytes - zero_from);
     return (void *)a;
 }
+static void *mml__alloc(size_t bytes) { return mml__alloc_from(bytes, 0); }
 static void mml__free(void *p) {
     if (p) MOEMLORA_FREE(((void **)p)[-1]);
 }
@@ -5990,6 +5993,18 @@ static mml__pool *mml__pool_new(int workers) {
     return p;
 }
 
+/* Workers leave their embedding gradients in dE (mml__scatter_owned), so
+ * their gradient arenas use nothing below the first offset of any other
+ * tensor (the embedding tables come first). */
+static int64_t mml__worker_grads_from(const mml_model_t *m) {
+    int64_t from = m->n_floats;
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        if (!(p->row_table && p->group == MML__G_EMB) && p->off < from) from = p->off;
+    }
+    return from;
+}
+
 /* A view shares everything read-only with its parent and owns activations
  * (and, for training workers, a gradient arena). */
 static void mml__view_free(mml_model_t *v) {
@@ -6011,7 +6026,8 @@ static mml_status mml__view_init(mml_model_t *v, const mml_model_t *m, int with_
         for (int l = 0; l < v->n_layers; l++) v->layer[l].tf = 0; /* inference only */
     mml_status st = mml__alloc_acts(v);
     if (!st && with_grads) {
-        v->G = (float *)mml__alloc((size_t)m->n_floats * sizeof(float));
+        v->G = (float *)mml__alloc_from((size_t)m->n_floats * sizeof(float),
+                                        (size_t)mml__worker_grads_from(m) * sizeof(float));
         if (!v->G) st = mml__fail(MML_ERR_NOMEM, "cannot allocate worker gradients");
     }
     if (st) mml__view_free(v);

@@ -27,8 +27,19 @@ static double now_s(void) {
 typedef struct run {
     const char *adapter;
     int emb, threads, lazy;
-    double train_sps, train_lazy_sps, infer_sps, lat_med_us, lat_p99_us, flops;
+    double train_sps, train_lazy_sps, infer_sps, lat_med_us, lat_p99_us, flops, rss_mb;
 } run;
+
+/* Resident memory of this process in MiB (Linux; 0 elsewhere). */
+static double rss_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0.0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atof(line + 6);
+    if (f) fclose(f);
+    return kb / 1024.0;
+}
 
 enum { USERS = 100000, ITEMS = 50000, DOMAINS = 10, BATCH = 1024, NB = 64 };
 
@@ -200,8 +211,8 @@ int main(int argc, char **argv) {
     double peak = mml_simd_isa_supported(MML_ISA_AVX512) ? peak_avx512() : 0.0;
     printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement\n", mml_simd_isa_name(), peak,
            seconds);
-    printf("%-7s %4s %3s | %12s %12s %12s | %9s %9s | %8s %6s\n", "adapter", "emb", "thr", "train/s", "train-lazy/s",
-           "infer/s", "lat50 us", "lat99 us", "GFLOP/s", "%peak");
+    printf("%-7s %4s %3s | %12s %12s %12s | %9s %9s | %8s %6s | %7s\n", "adapter", "emb", "thr", "train/s",
+           "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "GFLOP/s", "%peak", "RSS MiB");
     for (int a = 0; a < na; a++)
         for (int e = 0; e < ne; e++)
             for (int t = 0; t < nt; t++) {
@@ -212,6 +223,7 @@ int main(int argc, char **argv) {
                 r.threads = threads[t];
                 mml_model_t *m = make_model(adapters[a], embs[e], threads[t], 0);
                 r.train_sps = train_rate(m, seconds);
+                r.rss_mb = rss_mb(); /* one model, trained: the only one alive */
                 if (strcmp(adapters[a], "none")) mml_model_fold(m);
                 infer_rates(m, seconds, &r);
                 mml_model_free(m);
@@ -222,15 +234,15 @@ int main(int argc, char **argv) {
                 mml_adapter_from_name(adapters[a], &ad);
                 r.flops = fwd_flops(embs[e], ad);
                 double gf = 3.0 * r.flops * r.train_sps / 1e9;
-                printf("%-7s %4d %3d | %12.0f %12.0f %12.0f | %9.2f %9.2f | %8.1f %5.1f%%\n", r.adapter, r.emb, r.threads,
-                       r.train_sps, r.train_lazy_sps, r.infer_sps, r.lat_med_us, r.lat_p99_us, gf,
-                       peak > 0 ? 100.0 * gf / (peak * r.threads) : 0.0);
+                printf("%-7s %4d %3d | %12.0f %12.0f %12.0f | %9.2f %9.2f | %8.1f %5.1f%% | %7.0f\n", r.adapter, r.emb,
+                       r.threads, r.train_sps, r.train_lazy_sps, r.infer_sps, r.lat_med_us, r.lat_p99_us, gf,
+                       peak > 0 ? 100.0 * gf / (peak * r.threads) : 0.0, r.rss_mb);
                 if (json)
                     printf("{\"adapter\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
                            "\"train_lazy_samples_per_s\":%.0f,\"infer_samples_per_s\":%.0f,\"batch1_latency_us\":%.2f,"
-                           "\"batch1_p99_us\":%.2f,\"train_gflops\":%.2f,\"peak_gflops\":%.1f}\n",
+                           "\"batch1_p99_us\":%.2f,\"train_gflops\":%.2f,\"peak_gflops\":%.1f,\"rss_mb\":%.1f}\n",
                            r.adapter, r.emb, r.threads, r.train_sps, r.train_lazy_sps, r.infer_sps, r.lat_med_us,
-                           r.lat_p99_us, gf, peak);
+                           r.lat_p99_us, gf, peak, r.rss_mb);
                 fflush(stdout);
             }
     return 0;
