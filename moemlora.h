@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.2.0. License: MIT (see LICENSE).
+ * Version 0.3.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -47,6 +47,12 @@
  * For concurrent serving, give each thread an mml_session_t on one model.
  * Workers spin about 0.1 ms after a job before they sleep.
  *
+ * PROCESSES. mml_model_set_distributed makes training data-parallel over
+ * processes (MPI, or any transport that can sum a float buffer): every
+ * process computes its share of each batch and the gradients are summed every
+ * step, so the run follows the one-process schedule. examples/moemlora_train.c
+ * shows it with MPI (moemlora-train-mpi).
+ *
  * SPEED NOTES. When a row's expert mixture depends on its domain alone (MLoRA,
  * MoE-MLoRA with the domain gate), a training step sorts the batch by domain
  * and, in layers where it costs less (a narrow input next to E*r), folds each
@@ -74,10 +80,17 @@
  *                   >>synthetic >>io
  *     implementation: >>errors >>memory >>io >>rng >>layers (CTR model parts)
  *                   >>data >>checkpoints (container) >>model >>forward
- *                   (forward/backward) >>optimizer >>threads >>sessions >>folding
+ *                   (forward/backward) >>optimizer >>threads >>distributed
+ *                   >>sessions >>folding
  *                   >>metrics >>schedules >>synthetic >>checkpoints (models)
  *
  * VERSION HISTORY
+ *     0.3.0  data-parallel training over processes (mml_model_set_distributed,
+ *            moemlora-train-mpi); worker threads: embedding rows scattered by
+ *            owner in batch order (the same sums as one thread), replays in
+ *            chunks oldest first, gradients cleared in parallel, worker
+ *            gradient arenas without the embedding tables; Adam prefetches;
+ *            cheaper zero-gradient replays; moemlora-train --paper.
  *     0.2.0  domain-folded training; packed GEMM with a bias/ReLU epilogue for
  *            folded inference; deferred dense Adam for every row width with
  *            block replays (adam_steps); dropout masks kept for backward;
@@ -294,6 +307,22 @@ MOEMLORA_API mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float 
  * per-domain dense layers, so inference costs what the base model costs.
  * Predictions use the folded weights until the next training step. */
 MOEMLORA_API mml_status mml_model_fold(mml_model_t *m);
+
+/* Data-parallel training across processes (MPI or any other transport).
+ * Every process holds the same model (same config and seed, same data) and
+ * makes the same calls; each computes the gradients of its share of every
+ * batch, and sum() adds a float buffer over all processes in place (with MPI:
+ * MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, comm), in pieces
+ * of at most INT_MAX). The sum must give every process the same bits, as
+ * MPI's reductions do, so the replicas stay equal. Once set, mml_train_step,
+ * mml_evaluate and mml_fit are collective (every process calls them with the
+ * same arguments; a process whose batch differs gets an error); mml_fit
+ * writes its checkpoint from rank 0 only. mml_predict stays local. Training
+ * is the single-process schedule (same batches, dropout masks and steps) up
+ * to the rounding of the sums. world 1 turns it off. */
+typedef mml_status (*mml_allreduce_fn)(float *buf, int64_t n, void *user);
+MOEMLORA_API mml_status mml_model_set_distributed(mml_model_t *m, int32_t rank, int32_t world,
+                                                  mml_allreduce_fn sum, void *user);
 
 /* Concurrent serving: mml_predict uses the model's own workspace (one caller
  * at a time). A session owns a workspace for one thread; any number of
@@ -4360,6 +4389,11 @@ struct mml_model_t {
     float *dz, *dx, *dT, *dU, *dw, *dx0, *dlogit;
     int32_t *touched[3];
     int n_touched[3];
+    /* data parallel across processes (mml_model_set_distributed) */
+    int32_t dist_rank, dist_world;
+    mml_allreduce_fn dist_sum;
+    void *dist_user;
+    float *dist_buf;             /* gradients of one step, packed */
     int64_t *last[3];        /* step each embedding row was last updated at */
     mml_adam_hp *hp_ring;    /* Adam's constants of recent steps (for replays) */
     int32_t *catch_tmp, *catch_all; /* row lists for replays: [max_batch], [2 * largest table] */
@@ -4782,6 +4816,7 @@ void mml_model_free(mml_model_t *m) {
     mml__free(m->catch_tmp);
     mml__free(m->catch_all);
     mml__free(m->catch_count);
+    mml__free(m->dist_buf);
     for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
     MOEMLORA_FREE(m);
 }
@@ -4886,7 +4921,7 @@ mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
 }
 // >>forward ----------------------------------------------------------------
 
-static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b);
+static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b, int row_base, float scale);
 static void mml__folded_forward_tower(mml_model_t *m, int n);
 static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
 
@@ -5028,30 +5063,34 @@ static void mml__side_backward(mml_model_t *m, int n) {
     }
 }
 
-/* Which adapters this pass uses: none, one (MLoRA's batch domain, or the
- * expert being trained), or all experts mixed by per-row weights in gw. */
-static void mml__choose_adapter(mml_model_t *m, int n) {
-    int E = m->n_experts;
-    const int32_t *dom = m->ids[2];
+/* Which adapters rows with domains dom[0..n) use: none, one (MLoRA's batch
+ * domain, or the expert being trained), or all experts mixed by per-row
+ * weights. The optimizer steps what this chose. */
+static void mml__adapter_mode(mml_model_t *m, int n, const int32_t *dom) {
     m->ad_mode = MML__AD_OFF;
-    if (!E) return;
+    if (!m->n_experts) return;
     if (m->cfg.adapter == MML_ADAPTER_MLORA) {
         int same = !m->force_mix;
         for (int i = 1; i < n && same; i++) same = dom[i] == dom[0];
-        if (same) {
-            if (dom[0] < m->cfg.n_domains) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = dom[0]; }
-            return;
-        }
-        /* mixed batch: one-hot weights select each row's own domain adapter */
-        memset(m->gw, 0, (size_t)n * E * sizeof(float));
-        for (int i = 0; i < n; i++)
-            if (dom[i] < m->cfg.n_domains) m->gw[(int64_t)i * E + dom[i]] = 1.0f;
-        m->ad_mode = MML__AD_MIX;
+        if (!same) m->ad_mode = MML__AD_MIX;
+        else if (dom[0] < m->cfg.n_domains) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = dom[0]; }
         return;
     }
     if (m->phase == MML_PHASE_BACKBONE) return;
     if (m->phase == MML_PHASE_EXPERT) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = m->expert; return; }
     m->ad_mode = MML__AD_MIX;
+}
+
+/* mml__adapter_mode for this pass's rows; MLoRA's mixed batches select each
+ * row's own domain adapter by one-hot weights in gw. */
+static void mml__choose_adapter(mml_model_t *m, int n) {
+    const int32_t *dom = m->ids[2];
+    mml__adapter_mode(m, n, dom);
+    if (m->cfg.adapter != MML_ADAPTER_MLORA || m->ad_mode != MML__AD_MIX) return;
+    int E = m->n_experts;
+    memset(m->gw, 0, (size_t)n * E * sizeof(float));
+    for (int i = 0; i < n; i++)
+        if (dom[i] < m->cfg.n_domains) m->gw[(int64_t)i * E + dom[i]] = 1.0f;
 }
 
 /* gin: [n, gdim] (domain-gate embeddings or x0)  G: [gdim, E]  -> gw = softmax(gin G + b): [n, E] */
@@ -5391,8 +5430,8 @@ static void mml__embed_backward(mml_model_t *m, int n) {
     }
 }
 
-/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train). */
-/* Gradients of scale * (summed BCE of these n rows); returns the summed BCE. */
+/* Gradients of scale * (summed BCE of these n rows) accumulate into m->G;
+ * returns the summed BCE. Needs a forward(train) of the same rows. */
 static double mml__backward_scaled(mml_model_t *m, int n, const float *label, float scale) {
     const mml_kernels_t *K = m->K;
     double loss = K->bce_logits(n, m->logit, label, scale, m->dlogit);
@@ -5443,8 +5482,9 @@ static double mml__backward_scaled(mml_model_t *m, int n, const float *label, fl
     return loss;
 }
 
-/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train). */
-static double mml__backward(mml_model_t *m, int n, const float *label) {
+/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train).
+ * (The gradient checks' entry point.) */
+static MML__UNUSED double mml__backward(mml_model_t *m, int n, const float *label) {
     return mml__backward_scaled(m, n, label, 1.0f / (float)n);
 }
 
@@ -5844,21 +5884,52 @@ static const mml_batch_t *mml__tf_sort(mml_model_t *m, const mml_batch_t *b, mml
     return mml__sort_by_domain(m, b, out);
 }
 
-/* A checked batch's summed loss; its mean-loss gradients in m->G. */
-static double mml__step_gradients(mml_model_t *m, const mml_batch_t *b) {
+static int mml__batch_mixed(const mml_batch_t *b);
+static mml_status mml__dist_reduce(mml_model_t *m, const mml_batch_t *b, double *loss);
+
+/* A checked batch: its summed loss and the gradients of its mean loss in
+ * m->G (distributed: of this process's rows, then summed over processes). */
+static mml_status mml__step_gradients(mml_model_t *m, const mml_batch_t *b, double *loss) {
     mml_batch_t sorted;
     b = mml__tf_sort(m, b, &sorted);
     mml__catch_up_batch(m, b);
-    if (m->pool && b->n >= 2 * m->cfg.threads) return mml__parallel_train(m, b);
-    mml__forward(m, b->n, b, 1);
-    return mml__backward(m, b->n, b->label);
+    int lo = 0, hi = b->n;
+    if (m->dist_world > 1) {
+        lo = (int)((int64_t)b->n * m->dist_rank / m->dist_world);
+        hi = (int)((int64_t)b->n * (m->dist_rank + 1) / m->dist_world);
+    }
+    mml_batch_t c = {hi - lo, b->uid + lo, b->pid + lo, b->dom + lo, b->label + lo};
+    float scale = 1.0f / (float)b->n;
+    /* MLoRA: a mixed batch takes the mixed path in every share of it */
+    m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
+    *loss = 0.0;
+    if (m->pool && c.n >= 2 * m->cfg.threads) {
+        *loss = mml__parallel_train(m, &c, lo, scale);
+    } else if (c.n > 0) {
+        m->row0 = lo;
+        mml__forward(m, c.n, &c, 1);
+        *loss = mml__backward_scaled(m, c.n, c.label, scale);
+        m->row0 = 0;
+    }
+    mml_status st = MML_OK;
+    if (m->dist_world > 1) {
+        mml__adapter_mode(m, b->n, b->dom); /* what every process steps, whatever its share */
+        st = mml__dist_reduce(m, b, loss);
+    }
+    m->force_mix = 0;
+    return st;
 }
 
 mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     mml_status st = mml__check_batch(m, b, 1);
     if (st) return st;
     m->fold_ok = 0;
-    double l = mml__step_gradients(m, b);
+    double l;
+    st = mml__step_gradients(m, b, &l);
+    if (st) {
+        mml__zero_grads(m); /* the model stays as it was before the step */
+        return st;
+    }
     mml__optimizer_step(m);
     m->steps++;
     if (loss) *loss = (float)(l / b->n);
@@ -6021,6 +6092,8 @@ static mml_status mml__view_init(mml_model_t *v, const mml_model_t *m, int with_
     v->views = NULL;
     v->fold = NULL;
     v->fold_ok = 0;
+    v->dist_buf = NULL;
+    v->dist_world = 1;
     for (int f = 0; f < 3; f++) v->ids[f] = v->touched[f] = NULL, v->mark[f] = NULL, v->n_touched[f] = 0;
     if (!with_grads)
         for (int l = 0; l < v->n_layers; l++) v->layer[l].tf = 0; /* inference only */
@@ -6083,6 +6156,8 @@ typedef struct mml__job {
     const mml_batch_t *b;
     float *prob;             /* predict */
     int train;
+    int row_base;            /* train: b's first row in the whole batch (dropout masks) */
+    float scale;             /* train: 1 / rows of the whole batch */
     double loss[256];
 } mml__job;
 
@@ -6102,11 +6177,11 @@ static void mml__job_run(void *arg, int i) {
     j->loss[i] = 0.0;
     if (hi <= lo) return;
     if (w != m) mml__view_sync(w, m);
-    w->row0 = lo;
+    w->row0 = j->row_base + lo;
     w->defer_scatter = j->train;
     mml_batch_t c = {hi - lo, j->b->uid + lo, j->b->pid + lo, j->b->dom + lo, j->b->label ? j->b->label + lo : NULL};
     mml__forward(w, c.n, &c, j->train);
-    if (j->train) j->loss[i] = mml__backward_scaled(w, c.n, c.label, 1.0f / (float)j->b->n);
+    if (j->train) j->loss[i] = mml__backward_scaled(w, c.n, c.label, j->scale);
     else memcpy(j->prob + lo, w->prob, (size_t)c.n * sizeof(float));
     w->row0 = 0;
     w->defer_scatter = 0;
@@ -6209,13 +6284,16 @@ static int mml__batch_mixed(const mml_batch_t *b) {
     return 0;
 }
 
-static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b) {
+/* Rows b (from row row_base of the whole batch) on the workers: their summed
+ * loss, the gradients of scale * that sum in m->G. m->force_mix is set. */
+static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b, int row_base, float scale) {
     mml__job j;
     j.m = m;
     j.b = b;
     j.prob = NULL;
     j.train = 1;
-    m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
+    j.row_base = row_base;
+    j.scale = scale;
     mml__pool_run(m->pool, mml__job_run, &j);
     double loss = 0.0;
     for (int i = 0; i < m->cfg.threads; i++) loss += j.loss[i];
@@ -6224,7 +6302,6 @@ static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b) {
     mml__pool_run(m->pool, mml__reduce_share, &r);
     for (int v = 0; v < m->cfg.threads - 1; v++)
         for (int f = 0; f < 3; f++) m->views[v].n_touched[f] = 0;
-    m->force_mix = 0;
     return loss;
 }
 
@@ -6234,9 +6311,181 @@ static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *p
     j.b = b;
     j.prob = prob;
     j.train = 0;
+    j.row_base = 0;
+    j.scale = 1.0f;
     m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
     mml__pool_run(m->pool, mml__job_run, &j);
     m->force_mix = 0;
+}
+
+// >>distributed ------------------------------------------------------------
+
+/* Check words: 8 nibbles of a hash and their squares. Summed over the
+ * processes, world * sum(w^2) == sum(w)^2 for every nibble exactly when all
+ * processes hashed the same thing, and every process sees the same sums, so
+ * all of them take the same decision (the sums are exact in floats). */
+#define MML__DIST_WORDS 16
+static void mml__dist_words(uint64_t h, float *w) {
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
+    for (int j = 0; j < 8; j++) {
+        w[j] = (float)((h >> (4 * j)) & 15);
+        w[8 + j] = w[j] * w[j];
+    }
+}
+static int mml__dist_agree(const mml_model_t *m, const float *sum) {
+    for (int j = 0; j < 8; j++)
+        if ((double)m->dist_world * sum[8 + j] != (double)sum[j] * sum[j]) return 0;
+    return 1;
+}
+static uint64_t mml__hash_mix(uint64_t h, uint64_t x) { return (h ^ x) * 0x100000001B3ull; }
+
+/* Gradient tables reduced by rows: embedding table f (when trainable: its
+ * touched list is kept) and, alongside, linear-logit table f. -1 otherwise. */
+static int mml__dist_row_field(const mml_model_t *m, int i) {
+    for (int f = 0; f < 3; f++) {
+        if (i == m->p_emb[f]) return f;
+        if (m->has_linear && i == m->p_lin[f] && mml__linear_sparse(m, f)) return f;
+    }
+    return -1;
+}
+
+/* Floats of one step's packed gradients, at most: every tensor whole, or for
+ * the tables reduced by rows, room for a full batch of rows; the loss and the
+ * check words. */
+static int64_t mml__dist_capacity(const mml_model_t *m) {
+    int64_t n = 1 + MML__DIST_WORDS;
+    for (int i = 0; i < m->n_params; i++) {
+        const mml__param *p = &m->params[i];
+        int64_t rows = p->group == MML__G_EMB || p->group == MML__G_LINEAR ? (int64_t)m->cfg.max_batch * p->shape[1] : 0;
+        n += p->group == MML__G_EMB ? rows : rows > p->size ? rows : p->size;
+    }
+    return n;
+}
+
+mml_status mml_model_set_distributed(mml_model_t *m, int32_t rank, int32_t world, mml_allreduce_fn sum, void *user) {
+    if (world < 1 || world > 4096 || rank < 0 || rank >= world)
+        return mml__fail(MML_ERR_ARG, "distributed: rank %d of world %d (world 1..4096, rank 0..world-1)", rank, world);
+    if (world > 1 && !sum) return mml__fail(MML_ERR_ARG, "distributed: world %d needs a sum function", world);
+    float *buf = NULL;
+    if (world > 1) {
+        uint64_t bytes;
+        if (!mml__mul_ok((uint64_t)mml__dist_capacity(m), sizeof(float), (uint64_t)1 << 40, &bytes) ||
+            !(buf = (float *)mml__alloc((size_t)bytes)))
+            return mml__fail(MML_ERR_NOMEM, "distributed: cannot allocate the gradient buffer");
+    }
+    mml__free(m->dist_buf);
+    m->dist_buf = buf;
+    m->dist_rank = world > 1 ? rank : 0;
+    m->dist_world = world;
+    m->dist_sum = world > 1 ? sum : NULL;
+    m->dist_user = world > 1 ? user : NULL;
+    return MML_OK;
+}
+
+/* Sums n floats over the processes; an error of the transport stops the
+ * call with a message. */
+static mml_status mml__dist_sum(mml_model_t *m, float *buf, int64_t n, const char *what) {
+    mml_status st = m->dist_sum(buf, n, m->dist_user);
+    if (st) return mml__fail(st, "distributed: the sum of %s failed (status %d)", what, (int)st);
+    return MML_OK;
+}
+
+static uint64_t mml__batch_hash(const mml_batch_t *b) {
+    uint64_t h = mml__hash_mix(0x9E3779B97F4A7C15ull, (uint64_t)b->n);
+    for (int i = 0; i < b->n; i++) {
+        h = mml__hash_mix(h, (uint32_t)b->uid[i]);
+        h = mml__hash_mix(h, (uint32_t)b->pid[i]);
+        h = mml__hash_mix(h, (uint32_t)b->dom[i] ^ (b->label[i] > 0.5f ? 0x80000000u : 0u));
+    }
+    return h;
+}
+
+/* Copies the step's gradients into buf (to_buf) or back: the tensors this
+ * step updates, whole, then for each field the rows of the batch's ids in
+ * m->touched (the same list on every process), in room for a full batch, so
+ * the size depends only on the phase. Returns the floats of the layout. */
+static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
+    int64_t n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < m->n_params; i++) {
+            const mml__param *p = &m->params[i];
+            int f = mml__dist_row_field(m, i);
+            if (!mml__param_stepped(m, i) || (pass == 0) != (f < 0)) continue;
+            if (f < 0) {
+                float *g = m->G + p->off;
+                if (to_buf) memcpy(buf + n, g, (size_t)p->size * sizeof(float));
+                else memcpy(g, buf + n, (size_t)p->size * sizeof(float));
+                n += p->size;
+                continue;
+            }
+            int64_t d = p->shape[1], room = (int64_t)m->cfg.max_batch * d;
+            for (int j = 0; j < m->n_touched[f]; j++) {
+                float *g = m->G + p->off + (int64_t)m->touched[f][j] * d;
+                if (to_buf) memcpy(buf + n + j * d, g, (size_t)d * sizeof(float));
+                else memcpy(g, buf + n + j * d, (size_t)d * sizeof(float));
+            }
+            if (to_buf) memset(buf + n + m->n_touched[f] * d, 0, (size_t)(room - m->n_touched[f] * d) * sizeof(float));
+            n += room;
+        }
+    return n;
+}
+
+/* mml_fit's first collective: every process must hold the same data and
+ * options (else the processes would make different calls and wait on each
+ * other forever). */
+static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o) {
+    uint64_t h = mml__hash_mix(0x6D6D6C66ull, (uint64_t)d->n_users);
+    h = mml__hash_mix(mml__hash_mix(h, (uint64_t)d->n_items), (uint64_t)d->n_domains);
+    h = mml__hash_mix(mml__hash_mix(mml__hash_mix(h, (uint64_t)o->batch), (uint64_t)o->max_epochs),
+                      (uint64_t)o->patience);
+    h = mml__hash_mix(h, o->seed);
+    for (int k = 0; k < 3; k++) {
+        const mml_split_t *s = &d->split[k];
+        h = mml__hash_mix(h, (uint64_t)s->n);
+        for (int64_t i = 0; i < s->n; i++)
+            h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
+                              (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
+    }
+    float w[MML__DIST_WORDS];
+    mml__dist_words(h, w);
+    mml_status st = mml__dist_sum(m, w, MML__DIST_WORDS, "the data check");
+    if (st) return st;
+    if (!mml__dist_agree(m, w))
+        return mml__fail(MML_ERR_STATE, "distributed: the processes were given different data or fit options "
+                         "(process %d of %d)", m->dist_rank, m->dist_world);
+    return MML_OK;
+}
+
+/* After each process's share of a batch: the touched rows become the whole
+ * batch's (in order of first occurrence), and the gradients, the loss and the
+ * batch check words are summed over the processes in one buffer. Every
+ * process then holds the same gradients, so the same Adam step keeps the
+ * replicas equal. */
+static mml_status mml__dist_reduce(mml_model_t *m, const mml_batch_t *b, double *loss) {
+    const int32_t *src[3] = {b->uid, b->pid, b->dom};
+    for (int f = 0; f < 3; f++) {
+        for (int j = 0; j < m->n_touched[f]; j++) m->mark[f][m->touched[f][j]] = 0;
+        m->n_touched[f] = 0;
+        if (!mml__param_trainable(m, m->p_emb[f])) continue;
+        for (int i = 0; i < b->n; i++) {
+            int32_t id = src[f][i];
+            if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+        }
+    }
+    float *buf = m->dist_buf;
+    int64_t n = mml__dist_pack(m, buf, 1);
+    buf[n] = (float)*loss;
+    mml__dist_words(mml__batch_hash(b), buf + n + 1);
+    mml_status st = mml__dist_sum(m, buf, n + 1 + MML__DIST_WORDS, "the gradients");
+    if (st) return st;
+    if (!mml__dist_agree(m, buf + n + 1))
+        return mml__fail(MML_ERR_STATE, "distributed: the processes were given batches that differ (process %d of %d: "
+                         "%d rows)", m->dist_rank, m->dist_world, b->n);
+    mml__dist_pack(m, buf, 0);
+    *loss = buf[n];
+    return MML_OK;
 }
 
 // >>sessions ---------------------------------------------------------------
@@ -6476,14 +6725,23 @@ static void mml__metrics_summarize(mml_metrics_t *mt) {
 }
 
 /* Predicts rows [a, b) of a split into prob (batches stay domain-homogeneous). */
+/* Probabilities of rows [a, b) of a split into prob (distributed: each
+ * process predicts its share, the rest stays zero, and the sum gives every
+ * process every row, exactly). */
 static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_t a, int64_t b, float *prob) {
-    for (int64_t i = a; i < b; i += m->cfg.max_batch) {
-        int n = (int)(b - i < m->cfg.max_batch ? b - i : m->cfg.max_batch);
+    int64_t lo = a, hi = b;
+    if (m->dist_world > 1) {
+        lo = a + (b - a) * m->dist_rank / m->dist_world;
+        hi = a + (b - a) * (m->dist_rank + 1) / m->dist_world;
+        memset(prob, 0, (size_t)(b - a) * sizeof(float));
+    }
+    for (int64_t i = lo; i < hi; i += m->cfg.max_batch) {
+        int n = (int)(hi - i < m->cfg.max_batch ? hi - i : m->cfg.max_batch);
         mml_batch_t c = {n, s->uid + i, s->pid + i, s->dom + i, NULL};
         mml_status st = mml_predict(m, &c, prob + (i - a));
         if (st) return st;
     }
-    return MML_OK;
+    return m->dist_world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
 }
 
 mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
@@ -6689,7 +6947,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
         fs->epoch++;
         fs->rng = f->rng;
         mml__emit(f, &pr);
-        if (f->o->checkpoint_path) {
+        if (f->o->checkpoint_path && m->dist_rank == 0) {
             st = mml_model_save(m, f->o->checkpoint_path);
             if (st) return st;
         }
@@ -6734,6 +6992,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
         if (st) return st;
     }
+    if (m->dist_world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;

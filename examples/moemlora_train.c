@@ -5,9 +5,19 @@
  *   moemlora-train                       # MoE-MLoRA on synthetic data
  *   moemlora-train --adapter mlora       # MLoRA
  *   moemlora-train --data DIR --model deepfm --adapter moe --results out.json
+ *
+ * Built with MOEMLORA_TRAIN_MPI (CMake makes moemlora-train-mpi when it finds
+ * MPI), it trains data-parallel over the processes of mpirun: every process
+ * loads the same data and computes its share of every batch; rank 0 prints
+ * and writes the files.
+ *   mpirun -np 2 moemlora-train-mpi --data DIR --adapter moe
  */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
+#ifdef MOEMLORA_TRAIN_MPI
+#include <limits.h>
+#include <mpi.h>
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +27,8 @@
 
 typedef struct opts {
     const char *data, *results, *save, *resume, *export_path, *paper;
-    int quiet, tty, set_reduce, set_patience;
+    int quiet, tty, set_reduce, set_patience, set_threads;
+    int rank, world;         /* MPI: this process, all of them (1 without MPI) */
     mml_config_t cfg;
     mml_fit_opts_t fit;
     mml_synth_config_t syn;
@@ -53,7 +64,8 @@ static void usage(FILE *f) {
         "  --epochs N              max epochs per phase (50)\n"
         "  --patience N            early stopping patience (3)\n"
         "  --seed N                model and shuffle seed (123)\n"
-        "  --threads N             worker threads (default: 2 when the machine has 2+ cores)\n"
+        "  --threads N             worker threads (default: the cores, shared among the MPI\n"
+        "                          processes of moemlora-train-mpi, at most 2)\n"
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
@@ -129,7 +141,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         const char *a = argv[i];
         long iv;
         double fv;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 1; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
         if (!strcmp(a, "--lazy-adam")) { o->cfg.lazy_adam = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "moemlora-train: unknown option or missing value: %s\n", a); return -1; }
@@ -152,6 +164,7 @@ static int parse_args(int argc, char **argv, opts *o) {
             continue;
         }
         if (!strcmp(a, "--lora-reduce")) o->set_reduce = 1;
+        if (!strcmp(a, "--threads")) o->set_threads = 1;
         if (!strcmp(a, "--patience")) o->set_patience = 1;
         if (!strcmp(a, "--model")) {
             if (mml_model_kind_from_name(v, &o->cfg.model)) { fprintf(stderr, "moemlora-train: unknown model \"%s\"\n", v); return -1; }
@@ -191,6 +204,32 @@ static int parse_args(int argc, char **argv, opts *o) {
     if (o->fit.batch > o->cfg.max_batch) o->cfg.max_batch = o->fit.batch;
     if (o->paper) apply_paper(o);
     return 0;
+}
+
+/* ---- MPI ---- */
+
+#ifdef MOEMLORA_TRAIN_MPI
+/* The library's gradient and prediction sums, over MPI_COMM_WORLD. */
+static mml_status mpi_sum(float *buf, int64_t n, void *user) {
+    (void)user;
+    for (int64_t i = 0; i < n; i += INT_MAX / 2) {
+        int c = (int)(n - i < INT_MAX / 2 ? n - i : INT_MAX / 2);
+        if (MPI_Allreduce(MPI_IN_PLACE, buf + i, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return MML_ERR_IO;
+    }
+    return MML_OK;
+}
+#endif
+
+/* Ends the run with code rc; with several MPI processes a failure ends them
+ * all (the others would wait in a collective forever). */
+static int finish(const opts *o, int rc) {
+#ifdef MOEMLORA_TRAIN_MPI
+    if (rc && o->world > 1) MPI_Abort(MPI_COMM_WORLD, rc);
+    MPI_Finalize();
+#else
+    (void)o;
+#endif
+    return rc;
 }
 
 /* ---- output ---- */
@@ -278,11 +317,26 @@ static int write_results(const opts *o, const mml_metrics_t *t, double seconds, 
 int main(int argc, char **argv) {
     opts o;
     memset(&o, 0, sizeof o);
+    o.world = 1;
+#ifdef MOEMLORA_TRAIN_MPI
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &o.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &o.world);
+#endif
     mml_config_default(&o.cfg);
     mml_fit_opts_default(&o.fit);
     mml_synth_default(&o.syn);
-    o.cfg.threads = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
-    if (parse_args(argc, argv, &o)) return 2;
+    int pa = parse_args(argc, argv, &o); /* 1: --help, -1: bad arguments */
+    if (pa) return finish(&o, pa > 0 ? 0 : 2);
+    if (!o.set_threads) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN) / o.world;
+        o.cfg.threads = cores >= 2 ? 2 : 1;
+    }
+    if (o.rank > 0) { /* rank 0 speaks and writes for all */
+        o.quiet = 1;
+        o.results = o.save = o.export_path = NULL;
+        if (!freopen("/dev/null", "w", stdout)) return finish(&o, 1);
+    }
     o.tty = isatty(2);
 
     mml_data_t data;
@@ -290,7 +344,7 @@ int main(int argc, char **argv) {
     mml_status st = o.data ? mml_data_load(o.data, &data) : mml_data_synthetic(&o.syn, &data);
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
-        return 1;
+        return finish(&o, 1);
     }
     g_data = &data;
     o.cfg.n_users = data.n_users;
@@ -307,22 +361,28 @@ int main(int argc, char **argv) {
     } else {
         st = mml_model_create(&o.cfg, &m);
     }
+#ifdef MOEMLORA_TRAIN_MPI
+    if (!st && o.world > 1) st = mml_model_set_distributed(m, o.rank, o.world, mpi_sum, NULL);
+#endif
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
         mml_data_free(&data);
-        return 1;
+        return finish(&o, 1);
     }
     if (!o.quiet) {
         char rank[48] = "";
         if (o.cfg.adapter != MML_ADAPTER_NONE)
             snprintf(rank, sizeof rank, o.cfg.lora_r > 0 ? " (rank %d)" : " (lora_reduce %d)",
                      o.cfg.lora_r > 0 ? o.cfg.lora_r : o.cfg.lora_reduce);
+        char procs[48] = "";
+        if (o.world > 1) snprintf(procs, sizeof procs, " | %d processes", o.world);
         printf("data: %s | %d users, %d items, %d domains | train %lld, val %lld, test %lld\n"
-               "model: %s + %s%s | %lld parameters | kernels: %s\n",
+               "model: %s + %s%s | %lld parameters | kernels: %s | %d thread%s%s\n",
                o.data ? o.data : "synthetic", data.n_users, data.n_items, data.n_domains,
                (long long)data.split[0].n, (long long)data.split[1].n, (long long)data.split[2].n,
                mml_model_kind_name(o.cfg.model), mml_adapter_name(o.cfg.adapter), rank,
-               (long long)mml_model_param_count(m, 0), mml_model_isa(m));
+               (long long)mml_model_param_count(m, 0), mml_model_isa(m), o.cfg.threads,
+               o.cfg.threads > 1 ? "s" : "", procs);
     }
     o.fit.progress = on_progress;
     o.fit.checkpoint_path = o.save;
@@ -349,5 +409,5 @@ int main(int argc, char **argv) {
     }
     mml_model_free(m);
     mml_data_free(&data);
-    return rc;
+    return finish(&o, rc);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moemlora needs (idempotent; as root, or through sudo).
-#   scripts/install-deps.sh               everything CI uses (clang, qemu, arm64 SLEEF, valgrind, ...)
+#   scripts/install-deps.sh               everything CI uses (clang, qemu, arm64 SLEEF, valgrind, Open MPI, ...)
 #   scripts/install-deps.sh --build-only  just what building the library and programs needs
 set -euo pipefail
 build_only=0
@@ -8,7 +8,7 @@ build_only=0
 pkgs=(cmake pkg-config gcc g++ libsleef-dev)
 if [ $build_only -eq 0 ]; then
   pkgs+=(clang libclang-rt-14-dev libbenchmark-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-         qemu-user valgrind binutils)
+         qemu-user valgrind binutils libopenmpi-dev openmpi-bin)
 fi
 # "name" or, where several architectures are installed, "name:arch"
 installed() { dpkg -s "$1" >/dev/null 2>&1 || dpkg -s "$1:$(dpkg --print-architecture)" >/dev/null 2>&1; }

@@ -182,7 +182,7 @@ static void test_thread_gradients(void) {
                 }
                 mml_batch_t b = {TB, uid, pid, dom, lab};
                 double loss[3];
-                for (int t = 0; t < 3; t++) loss[t] = mml__step_gradients(m[t], &b);
+                for (int t = 0; t < 3; t++) CHECK_OK(mml__step_gradients(m[t], &b, &loss[t]));
                 for (int t = 1; t < 3; t++) {
                     char why[160] = "";
                     CHECK(mmlt_close(loss[t], loss[0], 1e-5, 0.0), "step %d, %d threads: loss %.9g vs %.9g", step,
