@@ -21,18 +21,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static mml_model_t *make_model(const mml_config_t *c) {
-    mml_model_t *m = NULL;
-    mml_status st = mml_model_create(c, &m);
-    if (st == MML_ERR_ISA) {
-        printf("skipped: %s\n", mml_last_error());
-        exit(MMLT_SKIP);
-    }
-    CHECK(st == MML_OK && m, "mml_model_create: %d %s", (int)st, mml_last_error());
-    if (!m) exit(1);
-    return m;
-}
-
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && strcmp(s + a - b, suf) == 0;

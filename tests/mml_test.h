@@ -109,4 +109,38 @@ static void mmlt_rm_tree(const char *dir) {
     if (d) closedir(d);
     rmdir(dir);
 }
+#ifdef MOEMLORA_H
+/* A model for the config, or the program ends: exit 77 (skipped) when the
+ * forced ISA is missing here, 1 on any other failure. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static mml_model_t *make_model(const mml_config_t *c) {
+    mml_model_t *m = NULL;
+    mml_status st = mml_model_create(c, &m);
+    if (st == MML_ERR_ISA) {
+        printf("skipped: %s\n", mml_last_error());
+        exit(MMLT_SKIP);
+    }
+    CHECK(st == MML_OK && m, "mml_model_create: %d %s", (int)st, mml_last_error());
+    if (!m) exit(1);
+    return m;
+}
+#endif
+
+#ifdef MOEMLORA_SOURCE_DIR
+/* The real data set ../shared/data/SUB (next to the project) when it holds
+ * PROBE: its path in raw and 1; else a SKIP line saying what is skipped, 0. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static int mmlt_real_data(const char *sub, const char *probe, const char *what, char *raw, size_t n) {
+    char path[2048];
+    snprintf(raw, n, "%s/../shared/data/%s", MOEMLORA_SOURCE_DIR, sub);
+    snprintf(path, sizeof path, "%s/%s", raw, probe);
+    if (access(path, R_OK) == 0) return 1;
+    printf("SKIP: ../shared/data/%s not found: %s is skipped\n", sub, what);
+    return 0;
+}
+#endif
 #endif

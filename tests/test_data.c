@@ -509,14 +509,9 @@ static void check_real(const char *sub, const char *probe, int64_t n_ratings, in
                        int32_t n_items) {
     static const char *kinds[3] = {"gender", "age", "occupation"};
     static const int ndom[3] = {2, 7, 21};
-    char raw[1024], probe_path[1200];
+    char raw[1024];
     int k, s;
-    snprintf(raw, sizeof raw, "%s/../shared/data/%s", MOEMLORA_SOURCE_DIR, sub);
-    snprintf(probe_path, sizeof probe_path, "%s/%s", raw, probe);
-    if (access(probe_path, R_OK) != 0) {
-        printf("SKIP: ../shared/data/%s not found\n", sub);
-        return;
-    }
+    if (!mmlt_real_data(sub, probe, "its loader check", raw, sizeof raw)) return;
     for (k = 0; k < 3; k++) {
         mml_data_t d;
         int64_t n = 0, pos = 0, i;

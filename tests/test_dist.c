@@ -83,20 +83,6 @@ static void run_ranks(int world, rank_fn fn, void *arg) {
     for (int r = 0; r < world; r++) pthread_join(th[r], NULL);
 }
 
-static mml_model_t *make_model(const mml_config_t *c) {
-    mml_model_t *m = NULL;
-    mml_status st = mml_model_create(c, &m);
-    if (st == MML_ERR_ISA) {
-        printf("skipped: %s\n", mml_last_error());
-        exit(MMLT_SKIP);
-    }
-    if (st) {
-        fprintf(stderr, "mml_model_create: %s\n", mml_last_error());
-        exit(1);
-    }
-    return m;
-}
-
 static float max_diff(const float *a, const float *b, int64_t n) {
     float w = 0.0f;
     for (int64_t i = 0; i < n; i++) w = fmaxf(w, fabsf(a[i] - b[i]));

@@ -52,13 +52,8 @@ static double fit_wauc(const mml_data_t *d, mml_adapter a, int epochs, int pretr
 }
 
 static void test_movielens(void) {
-    char raw[1100], probe[1200];
-    snprintf(raw, sizeof raw, "%s/../shared/data/ml-100k", MOEMLORA_SOURCE_DIR);
-    snprintf(probe, sizeof probe, "%s/u.data", raw);
-    if (access(probe, R_OK) != 0) {
-        printf("SKIP: ../shared/data/ml-100k not found: the MovieLens-100K end-to-end run is skipped\n");
-        return;
-    }
+    char raw[1100];
+    if (!mmlt_real_data("ml-100k", "u.data", "the MovieLens-100K end-to-end run", raw, sizeof raw)) return;
     static const char *kinds[3] = {"gender", "age", "occupation"};
     static const mml_adapter ads[3] = {MML_ADAPTER_NONE, MML_ADAPTER_MLORA, MML_ADAPTER_MOE};
     for (int k = 0; k < (quick ? 1 : 3); k++) {
@@ -82,13 +77,8 @@ static void test_movielens(void) {
 }
 
 static void test_movielens_1m(void) {
-    char raw[1100], probe[1200];
-    snprintf(raw, sizeof raw, "%s/../shared/data/ml-1m", MOEMLORA_SOURCE_DIR);
-    snprintf(probe, sizeof probe, "%s/users.dat", raw);
-    if (access(probe, R_OK) != 0) {
-        printf("SKIP: ../shared/data/ml-1m not found: the MovieLens-1M end-to-end run is skipped\n");
-        return;
-    }
+    char raw[1100];
+    if (!mmlt_real_data("ml-1m", "users.dat", "the MovieLens-1M end-to-end run", raw, sizeof raw)) return;
     if (quick) {
         printf("SKIP: MovieLens-1M end-to-end run in quick mode (MOEMLORA_TEST_QUICK)\n");
         return;

@@ -83,14 +83,6 @@ static int count_temporaries(void) {
     return n;
 }
 
-static mml_model_t *make_model(const mml_config_t *c) {
-    mml_model_t *m = NULL;
-    mml_status st = mml_model_create(c, &m);
-    CHECK(st == MML_OK && m, "mml_model_create: %d %s", (int)st, mml_last_error());
-    if (!m) exit(1);
-    return m;
-}
-
 static void base_config(mml_config_t *c, mml_adapter a) {
     mml_config_default(c);
     c->adapter = a;
