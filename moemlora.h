@@ -4834,6 +4834,7 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     m->cfg = *c;
     m->isa = isa;
     m->defer_min_dim = 1;
+    m->dist_world = 1;
     m->K = mml_simd_kernels(isa);
     mml__build_layout(m);
     uint64_t bytes;

@@ -967,6 +967,7 @@ MML__T256 static void mml__adam_dense_avx2(int64_t n, float *p, const float *g, 
     const __m256 ibc1 = _mm256_set1_ps(1.0f / hp->bc1), ibc2 = _mm256_set1_ps(1.0f / hp->bc2);
     for (int64_t i = 0; i < n; i += 8) {
         __m256i k = mml__mask_avx2(n - i);
+        if (!(i & 15) && i + MML__ADAM_PREFETCH < n) mml__adam_prefetch(p, g, m, v, i + MML__ADAM_PREFETCH);
         __m256 pv = mml__ld_avx2(k, p + i);
         __m256 gv = _mm256_add_ps(mml__ld_avx2(k, g + i), _mm256_mul_ps(wd, pv));
         __m256 mv = _mm256_add_ps(_mm256_mul_ps(b1, mml__ld_avx2(k, m + i)), _mm256_mul_ps(c1, gv));
@@ -984,6 +985,8 @@ MML__T256 static void mml__adam_rows_avx2(int nrows, const int32_t *rows, int di
                                           const float *g, float *m, float *v, const mml_adam_hp *hp) {
     for (int r = 0; r < nrows; r++) {
         int64_t o = (int64_t)rows[r] * dim;
+        if (r + 4 < nrows)
+            for (int64_t j = 0, q = (int64_t)rows[r + 4] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
         mml__adam_dense_avx2(dim, p + o, g + o, m + o, v + o, hp);
     }
 }
