@@ -5529,17 +5529,28 @@ static int mml__row_moves(const mml_model_t *m, int64_t o, int64_t d) {
     return moved;
 }
 
+/* Adam's constants of steps t..t+c-1 (all <= adam_t): straight from the
+ * ring when it holds them in one run (every step of the phase writes its
+ * slot, so a slot still tagged t holds step t, and the slots after it the
+ * steps after it), else copied into buf. */
+static const mml_adam_hp *mml__hp_window(const mml_model_t *m, int64_t t, int c, mml_adam_hp *buf) {
+    int64_t s = t & (MML__HP_RING - 1);
+    if (m->hp_tag && s + c <= MML__HP_RING && m->hp_tag[s] == t) return m->hp_ring + s;
+    for (int j = 0; j < c; j++) mml__adam_hp_cached(m, t + j, &buf[j]);
+    return buf;
+}
+
 /* Zero-gradient steps s0..adam_t on n floats (p, moments mo, v); with first
  * (n <= 128), element i joins at step s0 + first[i]. */
 static void mml__replay(mml_model_t *m, int64_t s0, int64_t n, float *p, float *mo, float *v, const int32_t *first) {
     mml_adam_hp hp[64];
     int32_t fw[128];
     for (int64_t t = s0; t <= m->adam_t;) {
-        int c = 0;
+        int c = m->adam_t - t + 1 < 64 ? (int)(m->adam_t - t + 1) : 64;
         if (first)
             for (int64_t q = 0; q < n; q++) fw[q] = first[q] - (int32_t)(t - s0);
-        for (; c < 64 && t <= m->adam_t; c++, t++) mml__adam_hp_cached(m, t, &hp[c]);
-        m->K->adam_steps(n, p, mo, v, hp, c, first ? fw : NULL);
+        m->K->adam_steps(n, p, mo, v, mml__hp_window(m, t, c, hp), c, first ? fw : NULL);
+        t += c;
     }
 }
 
