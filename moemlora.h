@@ -45,7 +45,7 @@
  * THREADING. A model is used by one thread at a time (its training step may
  * itself use cfg.threads workers; fixed thread count = deterministic results).
  * For concurrent serving, give each thread an mml_session_t on one model.
- * Workers spin about 0.1 ms after a job before they sleep.
+ * Workers spin 0.5 ms after a job before they sleep.
  *
  * PROCESSES. mml_model_set_distributed makes training data-parallel over
  * processes (MPI, or any transport that can sum a float buffer): every
@@ -5991,9 +5991,12 @@ typedef struct mml__pool {
 
 
 /* A step runs several jobs back to back, microseconds apart, while waking a
- * thread that sleeps on a condition variable takes tens of microseconds. So
- * both sides spin for a while (about 0.1 ms) before they sleep. */
-#define MML__SPINS 4000
+ * thread that sleeps on a condition variable takes tens of microseconds (more
+ * in a virtual machine), and a worker that finished its share early may wait
+ * as long as the imbalance. So both sides spin for a while (0.5 ms, by the
+ * clock: a pause instruction lasts 20 to 150 cycles depending on the CPU)
+ * before they sleep. */
+#define MML__SPIN_NS 500000
 
 static void mml__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -6003,14 +6006,46 @@ static void mml__cpu_relax(void) {
 #endif
 }
 
+static int64_t mml__mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct mml__pool;
+/* A worker's wait: a new job (gen moved past seen) or stop. */
+static int mml__pool_has_job(const struct mml__pool *p, uint64_t seen);
+/* The caller's wait: every worker done. */
+static int mml__pool_all_done(const struct mml__pool *p, uint64_t seen);
+
+/* Spins until ready(p, seen) or MML__SPIN_NS passed; returns ready's value. */
+static int mml__spin(int (*ready)(const struct mml__pool *, uint64_t), const struct mml__pool *p, uint64_t seen) {
+    int64_t end = 0;
+    for (int s = 0;; s++) {
+        if (ready(p, seen)) return 1;
+        if ((s & 255) == 0) {
+            int64_t t = mml__mono_ns();
+            if (!end) end = t + MML__SPIN_NS;
+            else if (t >= end) return 0;
+        }
+        mml__cpu_relax();
+    }
+}
+
+static int mml__pool_has_job(const mml__pool *p, uint64_t seen) {
+    return __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) != seen || __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE);
+}
+static int mml__pool_all_done(const mml__pool *p, uint64_t seen) {
+    (void)seen;
+    return __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) == 0;
+}
+
 static void *mml__pool_main(void *a) {
     mml__pool_arg *pa = (mml__pool_arg *)a;
     mml__pool *p = pa->p;
     uint64_t seen = 0;
     for (;;) {
-        for (int s = 0; s < MML__SPINS && __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == seen &&
-                        !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE); s++)
-            mml__cpu_relax();
+        mml__spin(mml__pool_has_job, p, seen);
         pthread_mutex_lock(&p->mu);
         while (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == seen && !p->stop) pthread_cond_wait(&p->start, &p->mu);
         if (p->stop) { pthread_mutex_unlock(&p->mu); return NULL; }
@@ -6035,7 +6070,7 @@ static void mml__pool_run(mml__pool *p, void (*fn)(void *, int), void *arg) {
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0);
-    for (int s = 0; s < MML__SPINS && __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; s++) mml__cpu_relax();
+    mml__spin(mml__pool_all_done, p, 0);
     if (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) {
         pthread_mutex_lock(&p->mu);
         while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&p->done, &p->mu);
