@@ -1208,6 +1208,33 @@ static const mml__uk512_fn mml__uk512_tab[2][2][12] = {
 
 /* Packs B (b_trans=0: B[k*ldb+j]; 1: B[j*ldb+k]) rows [0,kc) cols [0,nc) into
  * panels of 32 columns (the last of 16 if 16 or fewer remain), zero-padded. */
+/* In-register transpose of 16 x 16 floats: r[i][j] -> r[j][i]. */
+MML__T512 static inline void mml__transpose16_avx512(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+
+/* B[kc, nc] (or, transposed, B[nc, kc]) -> k-major panels of 32 columns (the
+ * last one 16 when it fits), zero-padded. Transposed: 16 x 16 tiles of B's
+ * rows, turned in registers (rows past nc read as zero, k tails masked). */
 MML__T512 static void mml__pack_b_avx512(int kc, int nc, const float *B, int64_t ldb,
                                          int b_trans, float *pb) {
     for (int j0 = 0; j0 < nc; j0 += 32) {
@@ -1220,27 +1247,17 @@ MML__T512 static void mml__pack_b_avx512(int kc, int nc, const float *B, int64_t
                 _mm512_storeu_ps(pb + k * nr, _mm512_maskz_loadu_ps(m0, src));
                 if (nr == 32) _mm512_storeu_ps(pb + k * nr + 16, _mm512_maskz_loadu_ps(m1, src + 16));
             }
-        } else if ((int64_t)ldb * 32 < ((int64_t)1 << 31)) {
-            /* column jj of the panel is row j0+jj of B: one gather per k and 16 columns */
-            const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                   _mm512_set1_epi32((int)ldb));
-            const __m512i idx16 = _mm512_add_epi32(idx, _mm512_set1_epi32((int)(16 * ldb)));
-            const __mmask16 m0 = mml__mask_avx512(w), m1 = mml__mask_avx512(w - 16);
-            const float *src = B + (int64_t)j0 * ldb;
-            for (int k = 0; k < kc; k++) {
-                _mm512_storeu_ps(pb + k * nr, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, src + k, 4));
-                if (nr == 32)
-                    _mm512_storeu_ps(pb + k * nr + 16,
-                                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx16, src + k, 4));
-            }
         } else {
-            for (int jj = 0; jj < nr; jj++) {
-                float *dst = pb + jj;
-                if (jj < w) {
-                    const float *src = B + (int64_t)(j0 + jj) * ldb;
-                    for (int k = 0; k < kc; k++) dst[k * nr] = src[k];
-                } else {
-                    for (int k = 0; k < kc; k++) dst[k * nr] = 0.0f;
+            for (int k0 = 0; k0 < kc; k0 += 16) {
+                const int kk = kc - k0 < 16 ? kc - k0 : 16;
+                const __mmask16 mk = mml__mask_avx512(kk);
+                for (int h = 0; h < nr; h += 16) {
+                    __m512 r[16];
+                    for (int i = 0; i < 16; i++)
+                        r[i] = h + i < w ? _mm512_maskz_loadu_ps(mk, B + (int64_t)(j0 + h + i) * ldb + k0)
+                                         : _mm512_setzero_ps();
+                    mml__transpose16_avx512(r);
+                    for (int c = 0; c < kk; c++) _mm512_storeu_ps(pb + (int64_t)(k0 + c) * nr + h, r[c]);
                 }
             }
         }
