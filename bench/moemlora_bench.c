@@ -3,13 +3,13 @@
  * 100k users, 50k items, 10 domains, tower 256-128-64, batch 1024, ids and
  * domains drawn uniformly per sample (mixed-domain batches, as the peer).
  *
- *   moemlora-bench [--seconds S] [--threads-list 1,2] [--emb-list 8,128]
- *                  [--adapters none,mlora,moe] [--json]
+ *   moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]
+ *                  [--emb-list 8,128] [--adapters none,mlora,moe] [--json]
  *
- * Each rate is the best of three windows of S/3 seconds (a shared machine's
- * noise only ever slows a window down); run_peers.sh gives the peer the same
- * best-of-three. Prints a table and, with --json, one JSON line per
- * configuration. */
+ * Each rate is the best of W windows of S/W seconds (default 3: a shared
+ * machine's noise only ever slows a window down); run_peers.sh runs one
+ * window, as the peer measures, and repeats both. Prints a table and, with
+ * --json, one JSON line per configuration. */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
 
@@ -91,7 +91,7 @@ static mml_model_t *make_model(const char *adapter, int emb, int threads, int la
     return m;
 }
 
-enum { WINDOWS = 3 };
+static int g_windows = 3;
 
 static double train_rate(mml_model_t *m, double seconds) {
     mml_batch_t b;
@@ -101,7 +101,7 @@ static double train_rate(mml_model_t *m, double seconds) {
     }
     double best = 0.0;
     long n = 0;
-    for (int w = 0; w < WINDOWS; w++) {
+    for (int w = 0; w < g_windows; w++) {
         double t0 = now_s(), t;
         long n0 = n;
         do {
@@ -110,7 +110,7 @@ static double train_rate(mml_model_t *m, double seconds) {
             if (mml_train_step(m, &b, NULL)) { fprintf(stderr, "%s\n", mml_last_error()); exit(1); }
             n++;
             t = now_s() - t0;
-        } while (t < seconds / WINDOWS);
+        } while (t < seconds / g_windows);
         double rate = (double)(n - n0) * BATCH / t;
         if (rate > best) best = rate;
     }
@@ -127,7 +127,7 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
     mml_batch_t b;
     long n = 0;
     r->infer_sps = 0.0;
-    for (int w = 0; w < WINDOWS; w++) {
+    for (int w = 0; w < g_windows; w++) {
         double t0 = now_s(), t;
         long n0 = n;
         do {
@@ -136,7 +136,7 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
             mml_predict(m, &b, prob);
             n++;
             t = now_s() - t0;
-        } while (t < seconds / WINDOWS);
+        } while (t < seconds / g_windows);
         double rate = (double)(n - n0) * BATCH / t;
         if (rate > r->infer_sps) r->infer_sps = rate;
     }
@@ -193,6 +193,7 @@ int main(int argc, char **argv) {
     int na = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--windows") && i + 1 < argc && atoi(argv[i + 1]) >= 1) g_windows = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads-list") && i + 1 < argc) nt = parse_list(argv[++i], threads, 4);
         else if (!strcmp(argv[i], "--emb-list") && i + 1 < argc) ne = parse_list(argv[++i], embs, 4);
         else if (!strcmp(argv[i], "--adapters") && i + 1 < argc) {
@@ -202,8 +203,8 @@ int main(int argc, char **argv) {
             for (char *t = strtok(buf, ","); t && na < 3; t = strtok(NULL, ",")) adapters[na++] = t;
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else {
-            printf("usage: moemlora-bench [--seconds S] [--threads-list 1,2] [--emb-list 8,128]\n"
-                   "                      [--adapters none,mlora,moe] [--json]\n");
+            printf("usage: moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]\n"
+                   "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Measures moemlora and its peers side by side in one run: the FMA peak of one
-# core, the PyTorch peer (CPU, 1 thread, OpenBLAS SkylakeX kernel) and
-# moemlora-bench, on the peer's model configurations; prints a markdown table
-# with the ratios; then the dense GEMM against OpenBLAS sgemm at the model's
-# shapes, in the same run.   bench/run_peers.sh BUILD_DIR [SECONDS]
+# Measures moemlora and its peers side by side: the FMA peak of one core, the
+# PyTorch peer (CPU, 1 thread, OpenBLAS SkylakeX kernel) and moemlora-bench on
+# the peer's model configurations, then the dense GEMM against OpenBLAS sgemm
+# at the model's shapes. A shared machine's speed drifts over minutes (both
+# sides move by up to 2x), so the whole comparison is repeated REPS times:
+# each repetition runs every peer configuration once and moemlora-bench once
+# (one window of SECONDS, as the peer measures), and the tables give the
+# median of each figure and the range of each ratio over the repetitions
+# (a ratio is taken within one repetition, never across).
+#   bench/run_peers.sh BUILD_DIR [SECONDS] [REPS]
 # The peer needs python3-torch and, for its fast BLAS, libopenblas0-pthread
 # (apt-get install -y python3-torch libopenblas0-pthread); without OpenBLAS,
 # torch falls back to the reference BLAS and the peer looks far slower.
 set -euo pipefail
 build=${1:-build}
 secs=${2:-3}
+reps=${3:-3}
 peers=${PEERS:-$(dirname "$0")/../../shared/peers}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -24,29 +30,18 @@ echo "FMA peak (AVX-512, 1 core): $peak GFLOP/s" >&2
 
 have_torch=0
 if [ -f "$peers/torch_moemlora.py" ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; then have_torch=1; fi
-# the peer: best of three runs of S/3 seconds each (moemlora-bench takes the
-# best of three windows of S/3 seconds)
-win=$(python3 -c "print($secs / 3)")
-for cfg in "none 8" "mlora 8" "moe 8" "moe 128"; do
-  set -- $cfg
-  if [ $have_torch -eq 1 ]; then
-    for rep in 1 2 3; do
+for rep in $(seq "$reps"); do
+  echo "repetition $rep of $reps" >&2
+  for cfg in "none 8" "mlora 8" "moe 8" "moe 128"; do
+    set -- $cfg
+    if [ $have_torch -eq 1 ]; then
       OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 "$peers/torch_moemlora.py" bench --adapter "$1" --emb "$2" \
-        --domains 10 --threads 1 --seconds "$win" > "$out/peer_$1_$2.$rep.json"
-    done
-    python3 - "$out" "$1" "$2" <<'PY'
-import json, sys
-out, a, e = sys.argv[1:]
-runs = [json.load(open(f"{out}/peer_{a}_{e}.{r}.json")) for r in (1, 2, 3)]
-best = dict(runs[0])
-best["train_samples_per_s"] = max(r["train_samples_per_s"] for r in runs)
-best["infer_samples_per_s"] = max(r["infer_samples_per_s"] for r in runs)
-best["batch1_latency_us"] = min(r["batch1_latency_us"] for r in runs)
-json.dump(best, open(f"{out}/peer_{a}_{e}.json", "w"))
-PY
-  fi
+        --domains 10 --threads 1 --seconds "$secs" > "$out/peer_$1_$2.$rep.json"
+    fi
+  done
+  "$build/bench/moemlora-bench" --seconds "$secs" --windows 1 --emb-list 8,128 --threads-list 1,2 --json \
+    | grep '^{' > "$out/ours.$rep.json"
 done
-"$build/bench/moemlora-bench" --seconds "$secs" --emb-list 8,128 --threads-list 1,2 --json > "$out/ours.txt"
 if [ -x "$build/bench/bench_kernels" ]; then
   "$build/bench/bench_kernels" --benchmark_filter='gemm_nn/avx512/M1024_K(24_N256|256_N128|128_N64|384_N256)$' \
     --benchmark_min_time=0.5 2>/dev/null | awk '/^gemm_nn/ {for (i = 1; i <= NF; i++) if ($i ~ /^GFLOP\/s=/) print $1, $i}' > "$out/gemm.txt" || true
@@ -64,26 +59,38 @@ for K, N in [(24, 256), (256, 128), (128, 64), (384, 256)]:
     print(K, N, 2 * 1024 * K * N * n / (time.perf_counter() - t) / 1e9)
 PY
 fi
-grep '^{' "$out/ours.txt" > "$out/ours.json"
-python3 - "$out" "$peak" <<'PY'
-import json, sys, os
-out, peak = sys.argv[1], sys.argv[2]
-ours = [json.loads(l) for l in open(os.path.join(out, "ours.json"))]
-def peer(a, e):
-    p = os.path.join(out, f"peer_{a}_{e}.json")
+python3 - "$out" "$peak" "$reps" <<'PY'
+import json, sys, os, statistics
+out, peak, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+med = statistics.median
+ours = [[json.loads(l) for l in open(os.path.join(out, f"ours.{r}.json"))] for r in range(1, reps + 1)]
+def peer(a, e, r):
+    p = os.path.join(out, f"peer_{a}_{e}.{r}.json")
     return json.load(open(p)) if os.path.exists(p) else None
+def span(xs, fmt):
+    return fmt(med(xs)) + (f" ({fmt(min(xs))}-{fmt(max(xs))})" if len(xs) > 1 else "")
+x = lambda v: f"{v:.1f}x"
 print(f"FMA peak of one core (AVX-512, measured in this run): {peak} GFLOP/s\n")
-print("| adapter | emb | threads | train samples/s (dense Adam) | vs peer | train, lazy Adam | inference samples/s (batch 1024) | vs peer | batch-1 latency median / p99 (us) | peer latency (us) | train GFLOP/s (% of peak) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for r in ours:
-    p = peer(r["adapter"], r["emb"])
-    tr = f"{r['train_samples_per_s']/p['train_samples_per_s']:.1f}x" if p else "-"
-    inf = f"{r['infer_samples_per_s']/p['infer_samples_per_s']:.1f}x" if p else "-"
-    pl = f"{p['batch1_latency_us']:.0f}" if p else "-"
-    pk = float(peak) * r["threads"] if peak not in ("n/a", "") else r["peak_gflops"] * r["threads"]
-    print(f"| {r['adapter']} | {r['emb']} | {r['threads']} | {r['train_samples_per_s']:,.0f} | {tr} | "
-          f"{r['train_lazy_samples_per_s']:,.0f} | {r['infer_samples_per_s']:,.0f} | {inf} | "
-          f"{r['batch1_latency_us']:.1f} / {r['batch1_p99_us']:.1f} | {pl} | {r['train_gflops']:.0f} ({100*r['train_gflops']/pk:.0f}%) |")
+print(f"Medians over {reps} repetitions; ratios: median (lowest-highest), each taken within one repetition.\n")
+print("| adapter | emb | threads | train samples/s (dense Adam) | vs peer | train, lazy Adam | inference samples/s (batch 1024) | vs peer | batch-1 latency median / p99 (us) | peer latency (us) | train GFLOP/s (% of peak) | 2 threads / 1 |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for i, r0 in enumerate(ours[0]):
+    rs = [o[i] for o in ours]
+    a, e, t = r0["adapter"], r0["emb"], r0["threads"]
+    ps = [peer(a, e, k + 1) for k in range(reps)]
+    tr = span([r["train_samples_per_s"] / p["train_samples_per_s"] for r, p in zip(rs, ps)], x) if ps[0] else "-"
+    inf = span([r["infer_samples_per_s"] / p["infer_samples_per_s"] for r, p in zip(rs, ps)], x) if ps[0] else "-"
+    pl = f"{med([p['batch1_latency_us'] for p in ps]):.0f}" if ps[0] else "-"
+    gf = med([r["train_gflops"] for r in rs])
+    pk = float(peak) * t if peak not in ("n/a", "") else med([r["peak_gflops"] for r in rs]) * t
+    scale = "-"
+    if t > 1:
+        one = [[q for q in o if q["adapter"] == a and q["emb"] == e and q["threads"] == 1][0] for o in ours]
+        scale = span([r["train_samples_per_s"] / q["train_samples_per_s"] for r, q in zip(rs, one)], lambda v: f"{v:.2f}x")
+    print(f"| {a} | {e} | {t} | {med([r['train_samples_per_s'] for r in rs]):,.0f} | {tr} | "
+          f"{med([r['train_lazy_samples_per_s'] for r in rs]):,.0f} | {med([r['infer_samples_per_s'] for r in rs]):,.0f} | {inf} | "
+          f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} | "
+          f"{gf:.0f} ({100*gf/pk:.0f}%) | {scale} |")
 gemm = {}
 if os.path.exists(os.path.join(out, "gemm.txt")):
     for line in open(os.path.join(out, "gemm.txt")):
@@ -104,9 +111,12 @@ if gemm:
         b = blas.get(kn)
         pk = float(peak) if peak not in ("n/a", "") else 0
         print(f"| {kn} | {g:.0f} | {b:.0f} | {g/b:.2f}x | {100*g/pk:.0f}% |" if g and b and pk else f"| {kn} | {g} | {b} | - | - |")
-print("\nPeer (PyTorch CPU, 1 thread, same run):")
+print("\nPeer (PyTorch CPU, 1 thread, same run), median (lowest-highest) over the repetitions:")
 for a, e in (("none", 8), ("mlora", 8), ("moe", 8), ("moe", 128)):
-    p = peer(a, e)
-    if p:
-        print(f"- {a}, emb {e}: train {p['train_samples_per_s']:,} samples/s, inference {p['infer_samples_per_s']:,} samples/s, batch-1 {p['batch1_latency_us']} us")
+    ps = [peer(a, e, k + 1) for k in range(reps)]
+    if ps[0]:
+        n = lambda v: f"{v:,.0f}"
+        print(f"- {a}, emb {e}: train {span([p['train_samples_per_s'] for p in ps], n)} samples/s, "
+              f"inference {span([p['infer_samples_per_s'] for p in ps], n)} samples/s, "
+              f"batch-1 {med([p['batch1_latency_us'] for p in ps]):.1f} us")
 PY
