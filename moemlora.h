@@ -5563,18 +5563,21 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     m->last[f][row] = m->adam_t;
 }
 
-/* Asks for the lines of row r's parameters and moments: rows to replay are
- * scattered over tables far larger than the caches. */
-static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
+/* Asks for the lines of x[0..d), about to be written: rows addressed by id
+ * lie scattered over tables far larger than the caches. */
+static void mml__prefetch_floats(const float *x, int64_t d) {
 #if defined(__GNUC__)
-    for (int64_t j = 0; j < d; j += 16) {
-        __builtin_prefetch(m->P + o + j, 1);
-        __builtin_prefetch(m->M + o + j, 1);
-        __builtin_prefetch(m->V + o + j, 1);
-    }
+    for (int64_t j = 0; j < d; j += 16) __builtin_prefetch(x + j, 1);
 #else
-    (void)m, (void)o, (void)d;
+    (void)x, (void)d;
 #endif
+}
+
+/* The same for row r's parameters and moments (rows to replay). */
+static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
+    mml__prefetch_floats(m->P + o, d);
+    mml__prefetch_floats(m->M + o, d);
+    mml__prefetch_floats(m->V + o, d);
 }
 
 /* Rows rows[0..n), sorted by age (steps since their last update). Narrow
@@ -6286,6 +6289,8 @@ static void mml__scatter_owned(mml_model_t *m, int w, int n_batch) {
             mml__share(n_batch, t, u, &lo, &hi);
             for (int i = 0; i < hi - lo; i++) {
                 int32_t id = U->ids[f][i];
+                if (i + 4 < hi - lo && U->ids[f][i + 4] / per_line % t == w)
+                    mml__prefetch_floats(g + (int64_t)U->ids[f][i + 4] * k, k);
                 if (id / per_line % t == w) m->K->axpy(k, 1.0f, U->dE + (int64_t)i * F * k + f * k, g + (int64_t)id * k);
             }
         }

@@ -562,6 +562,14 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
     _mm_prefetch((const char *)(v + i), _MM_HINT_T0);
 }
 
+/* Rows addressed by id (scatters, gathers) land anywhere in tables far larger
+ * than the caches: the row MML__ROW_AHEAD ids on is asked for while this one
+ * is worked on. */
+#define MML__ROW_AHEAD 4
+static inline void mml__row_prefetch(const float *row, int dim) {
+    for (int j = 0; j < dim; j += 16) _mm_prefetch((const char *)(row + j), _MM_HINT_T0);
+}
+
 MML__T256 __m256 Sleef_expf8_u10avx2(__m256);
 MML__T256 __m256 Sleef_logf8_u10avx2(__m256);
 MML__T256 __m256 Sleef_log1pf8_u10avx2(__m256);
@@ -949,6 +957,7 @@ MML__T256 static void mml__gather_rows_avx2(int n, const int32_t *ids, const flo
 MML__T256 static void mml__scatter_add_rows_avx2(int n, const int32_t *ids, const float *g, int ldg,
                                                  int dim, float *table_grad) {
     for (int i = 0; i < n; i++) {
+        if (i + MML__ROW_AHEAD < n) mml__row_prefetch(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
         float *t = table_grad + (int64_t)ids[i] * dim;
         const float *gi = g + (int64_t)i * ldg;
         for (int j = 0; j < dim; j += 8) {
@@ -1642,6 +1651,7 @@ MML__T512 static void mml__axpy_avx512(int64_t n, float a, const float *x, float
 MML__T512 static void mml__scatter_add_rows_avx512(int n, const int32_t *ids, const float *g,
                                                    int ldg, int dim, float *table_grad) {
     for (int i = 0; i < n; i++) {
+        if (i + MML__ROW_AHEAD < n) mml__row_prefetch(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
         float *t = table_grad + (int64_t)ids[i] * dim;
         const float *gi = g + (int64_t)i * ldg;
         for (int j = 0; j < dim; j += 16) {
