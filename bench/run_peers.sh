@@ -72,8 +72,8 @@ def span(xs, fmt):
 x = lambda v: f"{v:.1f}x"
 print(f"FMA peak of one core (AVX-512, measured in this run): {peak} GFLOP/s\n")
 print(f"Medians over {reps} repetitions; ratios: median (lowest-highest), each taken within one repetition.\n")
-print("| adapter | emb | threads | train samples/s (dense Adam) | vs peer | train, lazy Adam | inference samples/s (batch 1024) | vs peer | batch-1 latency median / p99 (us) | peer latency (us) | train GFLOP/s (% of peak) | 2 threads / 1 |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| adapter | emb | threads | train samples/s (dense Adam) | vs peer | train, lazy Adam | inference samples/s (batch 1024) | vs peer | batch-1 latency median / p99 (us) | peer latency (us) | train GFLOP/s (% of peak) | inference GFLOP/s (% of peak) | 2 threads / 1 |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for i, r0 in enumerate(ours[0]):
     rs = [o[i] for o in ours]
     a, e, t = r0["adapter"], r0["emb"], r0["threads"]
@@ -82,6 +82,7 @@ for i, r0 in enumerate(ours[0]):
     inf = span([r["infer_samples_per_s"] / p["infer_samples_per_s"] for r, p in zip(rs, ps)], x) if ps[0] else "-"
     pl = f"{med([p['batch1_latency_us'] for p in ps]):.0f}" if ps[0] else "-"
     gf = med([r["train_gflops"] for r in rs])
+    gi = med([r["infer_gflops"] for r in rs])
     pk = float(peak) * t if peak not in ("n/a", "") else med([r["peak_gflops"] for r in rs]) * t
     scale = "-"
     if t > 1:
@@ -90,7 +91,7 @@ for i, r0 in enumerate(ours[0]):
     print(f"| {a} | {e} | {t} | {med([r['train_samples_per_s'] for r in rs]):,.0f} | {tr} | "
           f"{med([r['train_lazy_samples_per_s'] for r in rs]):,.0f} | {med([r['infer_samples_per_s'] for r in rs]):,.0f} | {inf} | "
           f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} | "
-          f"{gf:.0f} ({100*gf/pk:.0f}%) | {scale} |")
+          f"{gf:.0f} ({100*gf/pk:.0f}%) | {gi:.0f} ({100*gi/pk:.0f}%) | {scale} |")
 gemm = {}
 if os.path.exists(os.path.join(out, "gemm.txt")):
     for line in open(os.path.join(out, "gemm.txt")):
