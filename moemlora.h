@@ -5563,17 +5563,9 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
     m->last[f][row] = m->adam_t;
 }
 
-/* Asks for the lines of x[0..d), about to be written: rows addressed by id
- * lie scattered over tables far larger than the caches. */
-static void mml__prefetch_floats(const float *x, int64_t d) {
-#if defined(__GNUC__)
-    for (int64_t j = 0; j < d; j += 16) __builtin_prefetch(x + j, 1);
-#else
-    (void)x, (void)d;
-#endif
-}
-
-/* The same for row r's parameters and moments (rows to replay). */
+/* Asks for the lines of the parameters and moments of the row at offset o:
+ * the replays ask two rows ahead (a replay runs long enough to cover the
+ * latency). */
 static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
     mml__prefetch_floats(m->P + o, d);
     mml__prefetch_floats(m->M + o, d);
@@ -6287,11 +6279,12 @@ static void mml__scatter_owned(mml_model_t *m, int w, int n_batch) {
             const mml_model_t *U = mml__worker_model(m, u);
             int lo, hi;
             mml__share(n_batch, t, u, &lo, &hi);
+            const int32_t *ids = U->ids[f];
             for (int i = 0; i < hi - lo; i++) {
-                int32_t id = U->ids[f][i];
-                if (i + 4 < hi - lo && U->ids[f][i + 4] / per_line % t == w)
-                    mml__prefetch_floats(g + (int64_t)U->ids[f][i + 4] * k, k);
-                if (id / per_line % t == w) m->K->axpy(k, 1.0f, U->dE + (int64_t)i * F * k + f * k, g + (int64_t)id * k);
+                int32_t ahead = i + MML__ROW_AHEAD < hi - lo ? ids[i + MML__ROW_AHEAD] : -1;
+                if (ahead >= 0 && ahead / per_line % t == w) mml__prefetch_floats(g + (int64_t)ahead * k, k);
+                if (ids[i] / per_line % t == w)
+                    m->K->axpy(k, 1.0f, U->dE + (int64_t)i * F * k + f * k, g + (int64_t)ids[i] * k);
             }
         }
     }

@@ -219,6 +219,18 @@ extern "C" {
 #define MML__ALIGN64
 #endif
 
+/* Rows addressed by id (scatters, Adam over a batch's rows) land
+ * anywhere in tables far larger than the caches: loops over such rows ask for
+ * the lines of the row MML__ROW_AHEAD ids on while they work on this one. */
+#define MML__ROW_AHEAD 4
+static inline void mml__prefetch_floats(const float *x, int64_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(x + j, 1);
+#else
+    (void)x, (void)n;
+#endif
+}
+
 // >>kernels-scalar ----------------------------------------------------------
 
 /* adam_steps as adam_dense calls on a block of zeros (bit-identical to them). */
@@ -560,14 +572,6 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
     _mm_prefetch((const char *)(g + i), _MM_HINT_T0);
     _mm_prefetch((const char *)(m + i), _MM_HINT_T0);
     _mm_prefetch((const char *)(v + i), _MM_HINT_T0);
-}
-
-/* Rows addressed by id (scatters, gathers) land anywhere in tables far larger
- * than the caches: the row MML__ROW_AHEAD ids on is asked for while this one
- * is worked on. */
-#define MML__ROW_AHEAD 4
-static inline void mml__row_prefetch(const float *row, int dim) {
-    for (int j = 0; j < dim; j += 16) _mm_prefetch((const char *)(row + j), _MM_HINT_T0);
 }
 
 MML__T256 __m256 Sleef_expf8_u10avx2(__m256);
@@ -957,7 +961,7 @@ MML__T256 static void mml__gather_rows_avx2(int n, const int32_t *ids, const flo
 MML__T256 static void mml__scatter_add_rows_avx2(int n, const int32_t *ids, const float *g, int ldg,
                                                  int dim, float *table_grad) {
     for (int i = 0; i < n; i++) {
-        if (i + MML__ROW_AHEAD < n) mml__row_prefetch(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
+        if (i + MML__ROW_AHEAD < n) mml__prefetch_floats(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
         float *t = table_grad + (int64_t)ids[i] * dim;
         const float *gi = g + (int64_t)i * ldg;
         for (int j = 0; j < dim; j += 8) {
@@ -994,8 +998,8 @@ MML__T256 static void mml__adam_rows_avx2(int nrows, const int32_t *rows, int di
                                           const float *g, float *m, float *v, const mml_adam_hp *hp) {
     for (int r = 0; r < nrows; r++) {
         int64_t o = (int64_t)rows[r] * dim;
-        if (r + 4 < nrows)
-            for (int64_t j = 0, q = (int64_t)rows[r + 4] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
+        if (r + MML__ROW_AHEAD < nrows)
+            for (int64_t j = 0, q = (int64_t)rows[r + MML__ROW_AHEAD] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
         mml__adam_dense_avx2(dim, p + o, g + o, m + o, v + o, hp);
     }
 }
@@ -1651,7 +1655,7 @@ MML__T512 static void mml__axpy_avx512(int64_t n, float a, const float *x, float
 MML__T512 static void mml__scatter_add_rows_avx512(int n, const int32_t *ids, const float *g,
                                                    int ldg, int dim, float *table_grad) {
     for (int i = 0; i < n; i++) {
-        if (i + MML__ROW_AHEAD < n) mml__row_prefetch(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
+        if (i + MML__ROW_AHEAD < n) mml__prefetch_floats(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
         float *t = table_grad + (int64_t)ids[i] * dim;
         const float *gi = g + (int64_t)i * ldg;
         for (int j = 0; j < dim; j += 16) {
@@ -1784,8 +1788,8 @@ MML__T512 static void mml__adam_rows_avx512(int nrows, const int32_t *rows, int 
                                             const mml_adam_hp *hp) {
     for (int r = 0; r < nrows; r++) {
         int64_t o = (int64_t)rows[r] * dim;
-        if (r + 4 < nrows)
-            for (int64_t j = 0, q = (int64_t)rows[r + 4] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
+        if (r + MML__ROW_AHEAD < nrows)
+            for (int64_t j = 0, q = (int64_t)rows[r + MML__ROW_AHEAD] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
         mml__adam_dense_avx512(dim, p + o, g + o, m + o, v + o, hp);
     }
 }
