@@ -70,14 +70,15 @@ ours = [[json.loads(l) for l in open(os.path.join(out, f"ours.{r}.json"))] for r
 peaks = [q["peak_gflops"] for o in ours for q in o if q.get("peak_gflops", 0) > 0]
 if os.path.exists(os.path.join(out, "peak.txt")):
     peaks += [float(v) for v in open(os.path.join(out, "peak.txt")).read().split()]
-peak = f"{max(peaks):.1f}" if peaks else "n/a"
+peak = max(peaks) if peaks else 0.0  # 0: no AVX-512 here, no peak columns
+pct = lambda v, p: f"{v:.0f} ({100 * v / p:.0f}%)" if p > 0 else f"{v:.0f}"
 def peer(a, e, r):
     p = os.path.join(out, f"peer_{a}_{e}.{r}.json")
     return json.load(open(p)) if os.path.exists(p) else None
 def span(xs, fmt):
     return fmt(med(xs)) + (f" ({fmt(min(xs))}-{fmt(max(xs))})" if len(xs) > 1 else "")
 x = lambda v: f"{v:.1f}x"
-print(f"FMA peak of one core (AVX-512, highest of {len(peaks)} readings in this run): {peak} GFLOP/s\n")
+print(f"FMA peak of one core (AVX-512, highest of {len(peaks)} readings in this run): {peak:.1f} GFLOP/s\n")
 print(f"Medians over {reps} repetitions; ratios: median (lowest-highest), each taken within one repetition.\n")
 print("| adapter | emb | threads | train samples/s (dense Adam) | vs peer | train, lazy Adam | inference samples/s (batch 1024) | vs peer | batch-1 latency median / p99 (us) | peer latency (us) | train GFLOP/s (% of peak) | inference GFLOP/s (% of peak) | 2 threads / 1 |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -90,7 +91,6 @@ for i, r0 in enumerate(ours[0]):
     pl = f"{med([p['batch1_latency_us'] for p in ps]):.0f}" if ps[0] else "-"
     gf = med([r["train_gflops"] for r in rs])
     gi = med([r["infer_gflops"] for r in rs])
-    pk = float(peak) * t if peak not in ("n/a", "") else med([r["peak_gflops"] for r in rs]) * t
     scale = "-"
     if t > 1:
         one = [[q for q in o if q["adapter"] == a and q["emb"] == e and q["threads"] == 1][0] for o in ours]
@@ -98,7 +98,7 @@ for i, r0 in enumerate(ours[0]):
     print(f"| {a} | {e} | {t} | {med([r['train_samples_per_s'] for r in rs]):,.0f} | {tr} | "
           f"{med([r['train_lazy_samples_per_s'] for r in rs]):,.0f} | {med([r['infer_samples_per_s'] for r in rs]):,.0f} | {inf} | "
           f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} | "
-          f"{gf:.0f} ({100*gf/pk:.0f}%) | {gi:.0f} ({100*gi/pk:.0f}%) | {scale} |")
+          f"{pct(gf, peak * t)} | {pct(gi, peak * t)} | {scale} |")
 gemm = {}
 if os.path.exists(os.path.join(out, "gemm.txt")):
     for line in open(os.path.join(out, "gemm.txt")):
@@ -117,8 +117,7 @@ if gemm:
     for kn in [(24, 256), (256, 128), (128, 64), (384, 256)]:
         g = gemm.get(kn)
         b = blas.get(kn)
-        pk = float(peak) if peak not in ("n/a", "") else 0
-        print(f"| {kn} | {g:.0f} | {b:.0f} | {g/b:.2f}x | {100*g/pk:.0f}% |" if g and b and pk else f"| {kn} | {g} | {b} | - | - |")
+        print(f"| {kn} | {g:.0f} | {b:.0f} | {g/b:.2f}x | {100*g/peak:.0f}% |" if g and b and peak else f"| {kn} | {g} | {b} | - | - |")
 print("\nPeer (PyTorch CPU, 1 thread, same run), median (lowest-highest) over the repetitions:")
 for a, e in (("none", 8), ("mlora", 8), ("moe", 8), ("moe", 128)):
     ps = [peer(a, e, k + 1) for k in range(reps)]
