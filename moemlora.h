@@ -771,24 +771,24 @@ MML__LAYER int mml__n_pairs(int F) { return F * (F - 1) / 2; }
 
 /* ---- linear (wide) logit ------------------------------------------------ */
 
-/* ids: [B, F] int32 (ids[b*F+f] indexes field f's table)  w[f]: [vocab_f]
+/* ids[f]: [B] int32 (field f's ids, indexing its table w[f]: [vocab_f])
  * bias: [1]  -> out: [B] (the [B,1] logit, overwritten). No act, no ws. */
-MML__LAYER void mml__linear_forward(int B, int F, const int32_t *ids, const float *const *w,
+MML__LAYER void mml__linear_forward(int B, int F, const int32_t *const *ids, const float *const *w,
                                     const float *bias, float *out) {
     for (int b = 0; b < B; b++) {
         float s = bias ? bias[0] : 0.0f;
-        for (int f = 0; f < F; f++) s += w[f][ids[MML__IX(b, F) + f]];
+        for (int f = 0; f < F; f++) s += w[f][ids[f][b]];
         out[b] = s;
     }
 }
 
 /* dout: [B] -> dw[f][id] += (sparse, samples in order), dbias[0] += sum dout.
  * dbias may be NULL (no bias). */
-MML__LAYER void mml__linear_backward(int B, int F, const int32_t *ids, const float *dout,
+MML__LAYER void mml__linear_backward(int B, int F, const int32_t *const *ids, const float *dout,
                                      float *const *dw, float *dbias) {
     float db = 0.0f;
     for (int b = 0; b < B; b++) {
-        for (int f = 0; f < F; f++) dw[f][ids[MML__IX(b, F) + f]] += dout[b];
+        for (int f = 0; f < F; f++) dw[f][ids[f][b]] += dout[b];
         db += dout[b];
     }
     if (dbias) dbias[0] += db;
@@ -4244,19 +4244,546 @@ MML__CKPT_FN const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[
     return s->t[i].name;
 }
 // >>model ------------------------------------------------------------------
+/* A model is made of parts, each with one job:
+ *   arch    what the config implies, fixed at creation: the fields, the tower
+ *           layers, the tensor table and the model kind's operations;
+ *   P       the parameter values, one arena laid out by the tensor table;
+ *   grads   the gradients of a step (the same layout) with the embedding rows
+ *           they touch; each training worker has its own;
+ *   opt     Adam: moments, its step, the rows still owed deferred steps;
+ *   phase   what the current phase trains and which adapters it uses;
+ *   fit     where a running mml_fit stands, and its early-stopping snapshot;
+ *   fold    the folded per-domain inference weights;
+ *   pass    activations and decisions for one batch (the caller's own);
+ *   rt      worker threads (a pass and gradients each) and processes.
+ * Forward and backward read the model and write a pass and its gradients; only
+ * the optimizer writes parameters. A pass carries everything a batch needs, so
+ * worker threads and serving sessions are passes over the same model. */
 
-static const char *const mml__model_names[MML_MODEL_COUNT] = {
-    "mlp", "wdl", "deepfm", "nfm", "pnn", "dcn", "xdeepfm", "autoint", "fibinet"};
-static const char *const mml__adapter_names[3] = {"none", "mlora", "moe"};
+/* Parameter groups: freezing works on whole groups (experts also per expert). */
+enum { MML__G_EMB, MML__G_LINEAR, MML__G_TOWER, MML__G_EXTRA, MML__G_OUT, MML__G_EXPERT,
+       MML__G_GATE, MML__G_COUNT };
+
+/* How an expert parameter stacks its experts: A [d_in, E*r] in column blocks,
+ * B [E*r, d_out] in row blocks, C [E, d_out] in rows. */
+enum { MML__XL_NONE, MML__XL_COLS, MML__XL_ROWS };
+
+/* How a tensor starts: zero (biases, adapters' B and c), Glorot uniform,
+ * embedding rows (N(0, 1e-4), DeepCTR), gate rows (Keras' U(-0.05, 0.05)), or
+ * by its model kind (init of mml__kind). The OOV row of a table stays zero. */
+enum { MML__INIT_ZERO, MML__INIT_GLOROT, MML__INIT_EMB, MML__INIT_GATE_EMB, MML__INIT_KIND };
+
+typedef struct mml__param {
+    char name[48];
+    int group;
+    int ndim;
+    int64_t shape[4];
+    int64_t off, size;       /* floats, in every arena */
+    int init;                /* MML__INIT_* */
+    int64_t fan_in, fan_out; /* Glorot */
+    int row_table;           /* embedding-like: rows touched per batch */
+    int xlayout;             /* MML__XL_*: expert stacking */
+    int64_t xblock;          /* floats per expert block (ROWS) or columns (COLS) */
+} mml__param;
+
+typedef struct mml__layer {
+    int d_in, d_out, r;
+    int W, b, A, B, C;       /* tensor indices, -1 when absent */
+    int tf;                  /* has buffers for domain-folded training (see >>forward) */
+} mml__layer;
+
+/* One input field: an id per row looked up in its embedding table. */
+typedef struct mml__field {
+    int32_t vocab;           /* ids 0..vocab-1; row vocab is the out-of-vocabulary row */
+    int emb, lin;            /* its embedding and linear-logit tables (-1: none) */
+    int frozen;              /* pretrained embeddings: never updated */
+} mml__field;
+
+/* Adapter use in one forward pass. */
+enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
+
+#define MML__MAX_PARAMS 96
+#define MML__MAX_FIELDS 3
+#define MML__HP_RING 4096 /* steps of Adam constants kept for replays (power of 2) */
+#define MML__AGE_BUCKETS 1024 /* replays sort rows by age up to this many steps */
+#define MML__ATT_LAYERS 3
+#define MML__ATT_HEADS 2
+#define MML__ATT_SIZE 8
+#define MML__CROSS_LAYERS 2
+#define MML__CIN_LAYERS 2
+static const int mml__cin_sizes[MML__CIN_LAYERS] = {128, 128};
+
+typedef struct mml__pass mml__pass;
+typedef struct mml__carve mml__carve;
+
+/* A model kind: the parts beside the shared tower (see >>kinds). Each entry
+ * adds its tensors, sizes its buffers and runs its parts; NULL means "none". */
+typedef struct mml__kind {
+    const char *name;
+    int linear;              /* has the wide part: a linear-logit table per field */
+    int logit_term;          /* side_fwd writes a logit term into side_logit */
+    int input_params;        /* the tower input transform has tensors of its own */
+    /* d0 (tower input width), de (extra inputs of the final dense layer) and
+     * the kind's tensors, into m->a.part */
+    void (*build)(mml_model_t *m);
+    /* tensors with MML__INIT_KIND */
+    void (*init)(const mml_model_t *m, int i, float *w, uint64_t *rng);
+    /* the kind's buffers for up to B rows; returns the scratch (ws) floats it needs */
+    int64_t (*carve)(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B);
+    /* field embeddings E [n, F*k] -> tower input x0 [n, d0]; NULL: x0 is E */
+    void (*input_fwd)(const mml_model_t *m, mml__pass *ps);
+    /* dx0 -> dE += (dE zeroed by the caller) */
+    void (*input_bwd)(const mml_model_t *m, mml__pass *ps);
+    /* parts beside the tower: side_logit and/or extra (inputs of the final dense) */
+    void (*side_fwd)(const mml_model_t *m, mml__pass *ps);
+    /* their backward: dlogit / dextra -> the kind's gradients and dE */
+    void (*side_bwd)(const mml_model_t *m, mml__pass *ps);
+} mml__kind;
+
+/* What the config implies. */
+typedef struct mml__arch {
+    const mml__kind *kind;
+    int F, k, D;             /* fields, embedding width, F*k */
+    int dom_field;           /* the field holding the domain */
+    int d0, de;              /* tower input width; extra inputs of the final dense */
+    int n_pairs, se_r;       /* field pairs; SENET width (FiBiNET) */
+    int n_experts, n_layers, max_r, max_d;
+    mml__field field[MML__MAX_FIELDS];
+    mml__layer layer[MML_MAX_HIDDEN];
+    int gate_emb, gate_W, gate_b, out_W, out_b;   /* -1 when absent */
+    int part[16];            /* the kind's tensors, in the order its build adds them */
+    mml__param t[MML__MAX_PARAMS];
+    int n_params;
+    int64_t n_floats;
+} mml__arch;
+
+/* Gradients in the tensor table's layout, and the embedding rows they touch
+ * (first-seen order; mark[f][row] says a row is listed). */
+typedef struct mml__grads {
+    float *G;
+    int32_t *touched[MML__MAX_FIELDS];
+    int n_touched[MML__MAX_FIELDS];
+    uint8_t *mark[MML__MAX_FIELDS];
+} mml__grads;
+
+/* Adam. Dense Adam defers the zero-gradient steps of embedding rows no batch
+ * touched: last[f][row] is the step a row is current at (see >>optimizer). */
+typedef struct mml__optim {
+    float *M, *V;
+    int64_t t;               /* steps of this phase's optimizer */
+    uint64_t steps;          /* training steps of the model (dropout masks) */
+    int64_t *last[MML__MAX_FIELDS];
+    int64_t synced_t;        /* every row is current at this step */
+    mml_adam_hp *hp_ring;    /* Adam's constants of recent steps (for replays) */
+    int64_t *hp_tag;         /* the step each ring entry holds (-1: none) */
+    int32_t *uniq[MML__MAX_FIELDS]; /* a batch's unique rows per field [max_batch] */
+    int32_t *catch_tmp, *catch_all; /* row lists for replays: [max_batch], [2 * largest table] */
+    int64_t *catch_count;    /* [MML__AGE_BUCKETS + 1] */
+} mml__optim;
+
+/* What the phase trains and uses. */
+typedef struct mml__phase_state {
+    mml_phase phase;
+    int expert;              /* MML_PHASE_EXPERT: the expert trained, else -1 */
+    int trainable[MML__G_COUNT];
+} mml__phase_state;
+
+/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+typedef struct mml__fit_state {
+    int32_t active;          /* a fit is in progress */
+    int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
+    int32_t epoch;           /* epochs completed in this stage */
+    int32_t bad;             /* epochs without improvement */
+    double best;             /* best validation score of this stage */
+    uint64_t rng;            /* epoch shuffle generator */
+    float *snapshot;         /* the parameters of the best epoch */
+} mml__fit_state;
+
+/* The decisions of one forward/backward, taken once for the whole batch and
+ * shared by every worker's share of it. */
+typedef struct mml__plan {
+    int train;
+    int ad_mode, ad_expert;  /* adapters: none, one (MLoRA's domain or the expert), all mixed */
+    int folded;              /* inference through the folded weights */
+    uint64_t step;           /* dropout masks */
+    int defer_scatter;       /* workers leave embedding gradients in dE (mml__scatter_owned) */
+} mml__plan;
+
+/* The parts of a pass that belong to its model kind (see >>kinds). */
+typedef struct mml__kind_bufs {
+    float *act[4];                       /* layer activations saved for backward */
+    float *att_act[MML__ATT_LAYERS], *att_out[MML__ATT_LAYERS], *datt[2]; /* AutoInt */
+    float *se_out, *dV;                  /* FiBiNET: SENET output and its gradient */
+} mml__kind_bufs;
+
+/* Rows of a batch as a pass sees them: ids in range (an unknown id is its
+ * field's OOV row), field-major; row0 is the first row's index in the whole
+ * step (dropout masks). */
+typedef struct mml__rows {
+    int n, row0;
+    const int32_t *ids[MML__MAX_FIELDS];
+    const float *label;
+} mml__rows;
+
+/* Activations and decisions for one batch of at most max_batch rows. */
+struct mml__pass {
+    mml__rows r;             /* the rows this pass runs (a share of `loaded` for workers) */
+    mml__plan plan;
+    /* a batch loaded into this pass (grouped by domain when sorted) */
+    mml__rows loaded;
+    int sorted;
+    int32_t *ids_buf[MML__MAX_FIELDS];
+    float *label_buf;
+    int32_t *perm;           /* sorted: the batch row of each loaded row */
+    int32_t *dom_count;      /* [D + 2], counting sort */
+    /* domain runs of these rows: domain-folded training and bias mixtures */
+    int tf_on[MML_MAX_HIDDEN], tf_nruns;
+    int32_t *tf_run;         /* [D + 2] */
+    float *tf_wd, *tf_db, *tf_dw;      /* per run: mixture [D+1, E], bias grad [D+1, d], dw [D+1, E] */
+    float *tf_P[MML_MAX_HIDDEN];       /* per expert A_e B_e [E, d_in*d_out], then M_e in backward */
+    float *tf_W[MML_MAX_HIDDEN];       /* per run folded adapter [D+1, d_in*d_out], then its gradient */
+    float *tf_c[MML_MAX_HIDDEN];       /* per run folded bias [D+1, d_out] */
+    /* where backward writes */
+    mml__grads *g;
+    /* activations */
+    float *E, *dE;                     /* field embeddings [B, F*k] (E aliases x0 when the kind has no input transform) */
+    float *x0, *dx0;
+    float *z[MML_MAX_HIDDEN], *T[MML_MAX_HIDDEN], *U[MML_MAX_HIDDEN];
+    uint8_t *dkeep[MML_MAX_HIDDEN];    /* dropout masks [B, d_out] (training) */
+    float *gw, *glogit, *dw, *gin;     /* gate: weights, logits, their gradient [B, E]; gate input */
+    float *logit, *prob, *dlogit, *unperm;
+    float *lin_out, *side_logit;       /* the wide part's logit; the kind's logit term */
+    float *dz, *dx, *dT, *dU;
+    float *extra, *dextra;             /* the kind's inputs of the final dense layer */
+    mml__kind_bufs kb;
+    float *ws;                         /* the kind's scratch */
+    void *block;
+};
+
+struct mml__pool;
+
+/* A training worker thread: its pass over its share of a batch, its gradients. */
+typedef struct mml__worker {
+    mml__pass pass;
+    mml__grads grads;
+} mml__worker;
+
+/* Threads inside a step, processes across steps. */
+typedef struct mml__runtime {
+    struct mml__pool *pool;  /* worker threads (threads > 1); the caller is worker 0 */
+    mml__worker *workers;    /* threads - 1 */
+    int32_t rank, world;     /* data-parallel processes (mml_model_set_distributed) */
+    mml_allreduce_fn sum;
+    void *sum_user;
+    float *dist_buf;         /* one step's gradients, packed */
+} mml__runtime;
+
+struct mml_model_t {
+    mml_config_t cfg;
+    const mml_kernels_t *K;
+    mml_isa isa;
+    mml__arch a;
+    float *P;
+    mml__grads grads;
+    mml__optim opt;
+    mml__phase_state ph;
+    mml__fit_state fit;
+    struct { float *w; int ok; } fold;
+    mml__pass pass;
+    mml__runtime rt;
+};
+
+/* Knobs the tests turn; production code never changes them. */
+static struct {
+    int tf_force;            /* domain-folded training: 0 by cost, 1 wherever possible, -1 never */
+    int defer_min_dim;       /* deferred dense Adam from this row width on (0: always) */
+} mml__knobs;
+
+static float *mml__p(const mml_model_t *m, int i) { return m->P + m->a.t[i].off; }
+static float *mml__g(const mml__grads *g, const mml_model_t *m, int i) { return g->G + m->a.t[i].off; }
+
+/* ---- the tensor table ---- */
+
+static int mml__add_param(mml_model_t *m, const char *name, int group, int ndim, int64_t d0, int64_t d1) {
+    mml__param *p = &m->a.t[m->a.n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->group = group;
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim > 1 ? d1 : 1;
+    p->size = d0 * p->shape[1];
+    p->off = m->a.n_floats;
+    m->a.n_floats += (p->size + 15) & ~(int64_t)15; /* 64-byte aligned tensors */
+    return m->a.n_params++;
+}
+
+static int mml__add_glorot(mml_model_t *m, const char *name, int group, int64_t d0, int64_t d1, int64_t fan_in,
+                           int64_t fan_out) {
+    int i = mml__add_param(m, name, group, 2, d0, d1);
+    m->a.t[i].init = MML__INIT_GLOROT;
+    m->a.t[i].fan_in = fan_in;
+    m->a.t[i].fan_out = fan_out;
+    return i;
+}
+
+/* Glorot uniform: the Keras default for dense kernels. */
+static void mml__init_glorot(float *w, int64_t n, int64_t fan_in, int64_t fan_out, uint64_t *rng) {
+    double lim = sqrt(6.0 / (double)(fan_in + fan_out));
+    for (int64_t i = 0; i < n; i++) w[i] = (float)((2.0 * mml__rng_uniform(rng) - 1.0) * lim);
+}
+
+/* Carves a pass's buffers from one block; a first pass with base == NULL only
+ * sizes it. */
+struct mml__carve { float *base; int64_t used; };
+
+static float *mml__take(mml__carve *c, int64_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) & ~(int64_t)15;
+    return p;
+}
+
+// >>kinds ------------------------------------------------------------------
+/* The eight CTR models and the plain MLP differ only in the parts beside the
+ * shared tower; each is one entry of mml__kinds (a model kind adds nothing
+ * anywhere else). Tensor indices live in m->a.part in the order build adds
+ * them; buffers in the pass's kb. Layers themselves are in >>layers. */
+
+static void mml__tower_on_fields(mml_model_t *m) { m->a.d0 = m->a.D; }
+
+/* ---- DeepFM: FM second-order term over the field embeddings ---- */
+
+static int64_t mml__fm_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
+    ps->kb.act[0] = mml__take(c, (int64_t)mml__fm_act_floats((int)B, m->a.k));
+    return 0;
+}
+static void mml__fm_side_fwd(const mml_model_t *m, mml__pass *ps) {
+    mml__fm_forward(ps->r.n, m->a.F, m->a.k, ps->E, ps->side_logit, ps->kb.act[0]);
+}
+static void mml__fm_side_bwd(const mml_model_t *m, mml__pass *ps) {
+    mml__fm_backward(ps->r.n, m->a.F, m->a.k, ps->E, ps->kb.act[0], ps->dlogit, ps->dE);
+}
+
+/* ---- NFM: bi-interaction pooling as the tower input ---- */
+
+static void mml__nfm_build(mml_model_t *m) { m->a.d0 = m->a.k; }
+static int64_t mml__nfm_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
+    ps->kb.act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, m->a.k));
+    return 0;
+}
+static void mml__nfm_input_fwd(const mml_model_t *m, mml__pass *ps) {
+    mml__bi_forward(ps->r.n, m->a.F, m->a.k, ps->E, ps->x0, ps->kb.act[0]);
+}
+static void mml__nfm_input_bwd(const mml_model_t *m, mml__pass *ps) {
+    mml__bi_backward(ps->r.n, m->a.F, m->a.k, ps->E, ps->kb.act[0], ps->dx0, ps->dE);
+}
+
+/* ---- PNN (inner product): the embeddings and their pairwise products ---- */
+
+static void mml__pnn_build(mml_model_t *m) { m->a.d0 = m->a.D + m->a.n_pairs; }
+static void mml__pnn_input_fwd(const mml_model_t *m, mml__pass *ps) {
+    int D = m->a.D, n = ps->r.n;
+    for (int i = 0; i < n; i++) memcpy(ps->x0 + (int64_t)i * m->a.d0, ps->E + (int64_t)i * D, (size_t)D * sizeof(float));
+    mml__inner_forward(m->K, n, m->a.F, m->a.k, ps->E, ps->x0 + D, m->a.d0);
+}
+static void mml__pnn_input_bwd(const mml_model_t *m, mml__pass *ps) {
+    int D = m->a.D, n = ps->r.n;
+    for (int i = 0; i < n; i++) m->K->axpy(D, 1.0f, ps->dx0 + (int64_t)i * m->a.d0, ps->dE + (int64_t)i * D);
+    mml__inner_backward(m->K, n, m->a.F, m->a.k, ps->E, ps->dx0 + D, m->a.d0, ps->dE);
+}
+
+/* ---- DCN: a cross network beside the tower; part 0 cross.w, part 1 cross.b ---- */
+
+static void mml__dcn_build(mml_model_t *m) {
+    int D = m->a.D;
+    m->a.d0 = D;
+    m->a.part[0] = mml__add_glorot(m, "cross.w", MML__G_EXTRA, MML__CROSS_LAYERS, D, D, 1);
+    m->a.part[1] = mml__add_param(m, "cross.b", MML__G_EXTRA, 2, MML__CROSS_LAYERS, D);
+    m->a.de = D;
+}
+static int64_t mml__dcn_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
+    int D = m->a.D;
+    ps->kb.act[0] = mml__take(c, (int64_t)mml__cross_act_floats((int)B, D, MML__CROSS_LAYERS));
+    ps->extra = mml__take(c, B * m->a.de);
+    ps->dextra = mml__take(c, B * m->a.de);
+    return (int64_t)mml__cross_ws_floats((int)B, D);
+}
+static void mml__dcn_side_fwd(const mml_model_t *m, mml__pass *ps) {
+    mml__cross_forward(m->K, ps->r.n, m->a.D, MML__CROSS_LAYERS, ps->E, mml__p(m, m->a.part[0]),
+                       mml__p(m, m->a.part[1]), ps->extra, ps->kb.act[0]);
+}
+static void mml__dcn_side_bwd(const mml_model_t *m, mml__pass *ps) {
+    mml__cross_backward(m->K, ps->r.n, m->a.D, MML__CROSS_LAYERS, ps->E, mml__p(m, m->a.part[0]), ps->kb.act[0],
+                        ps->dextra, ps->dE, mml__g(ps->g, m, m->a.part[0]), mml__g(ps->g, m, m->a.part[1]), ps->ws);
+}
+
+/* ---- xDeepFM: CIN with its own logit; part 0 the packed CIN tensor ---- */
+
+static void mml__xdeepfm_build(mml_model_t *m) {
+    m->a.d0 = m->a.D;
+    m->a.part[0] = mml__add_param(m, "cin.params", MML__G_EXTRA, 1,
+                                  (int64_t)mml__cin_param_floats(m->a.F, MML__CIN_LAYERS, mml__cin_sizes, 1), 1);
+    m->a.t[m->a.part[0]].init = MML__INIT_KIND;
+}
+/* Glorot per layer block and for the output weights, as DeepCTR's Conv1D and Dense. */
+static void mml__xdeepfm_init(const mml_model_t *m, int i, float *w, uint64_t *rng) {
+    (void)i;
+    int F = m->a.F, L = MML__CIN_LAYERS, hp = F;
+    const int *sz = mml__cin_sizes;
+    for (int h = 0; h < L; h++) {
+        size_t o = mml__cin_param_offset(F, L, sz, 1, h);
+        mml__init_glorot(w + o, (int64_t)sz[h] * hp * F, (int64_t)hp * F, sz[h], rng);
+        hp = h < L - 1 ? sz[h] / 2 : 0;
+    }
+    size_t o = mml__cin_param_offset(F, L, sz, 1, L);
+    int fs = mml__cin_fmap_sum(L, sz, 1);
+    mml__init_glorot(w + o, fs, fs, 1, rng);
+}
+static int64_t mml__xdeepfm_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
+    int F = m->a.F, k = m->a.k;
+    ps->kb.act[0] = mml__take(c, (int64_t)mml__cin_act_floats((int)B, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1));
+    return (int64_t)mml__cin_ws_floats((int)B, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1);
+}
+static void mml__xdeepfm_side_fwd(const mml_model_t *m, mml__pass *ps) {
+    mml__cin_forward(m->K, ps->r.n, m->a.F, m->a.k, MML__CIN_LAYERS, mml__cin_sizes, 1, ps->E, mml__p(m, m->a.part[0]),
+                     ps->side_logit, ps->kb.act[0], ps->ws);
+}
+static void mml__xdeepfm_side_bwd(const mml_model_t *m, mml__pass *ps) {
+    mml__cin_backward(m->K, ps->r.n, m->a.F, m->a.k, MML__CIN_LAYERS, mml__cin_sizes, 1, mml__p(m, m->a.part[0]),
+                      ps->kb.act[0], ps->dlogit, ps->dE, mml__g(ps->g, m, m->a.part[0]), ps->ws);
+}
+
+/* ---- AutoInt: interacting layers beside the tower; part 4l+j: layer l's
+ * Wq, Wk, Wv, Wres ---- */
+
+static void mml__autoint_build(mml_model_t *m) {
+    static const char *const an[4] = {"Wq", "Wk", "Wv", "Wres"};
+    int HA = MML__ATT_HEADS * MML__ATT_SIZE, din = m->a.k;
+    m->a.d0 = m->a.D;
+    for (int l = 0; l < MML__ATT_LAYERS; l++) {
+        for (int j = 0; j < 4; j++) {
+            char nm[48];
+            snprintf(nm, sizeof nm, "att.%d.%s", l, an[j]);
+            m->a.part[4 * l + j] = mml__add_glorot(m, nm, MML__G_EXTRA, din, HA, din, HA);
+        }
+        din = HA;
+    }
+    m->a.de = m->a.F * HA;
+}
+static int64_t mml__autoint_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
+    int F = m->a.F, HA = MML__ATT_HEADS * MML__ATT_SIZE;
+    for (int l = 0; l < MML__ATT_LAYERS; l++) {
+        ps->kb.att_act[l] = mml__take(c, (int64_t)mml__autoint_act_floats((int)B, F, MML__ATT_HEADS, MML__ATT_SIZE));
+        ps->kb.att_out[l] = mml__take(c, B * F * HA);
+    }
+    ps->kb.datt[0] = mml__take(c, B * F * HA);
+    ps->kb.datt[1] = mml__take(c, B * F * HA);
+    ps->extra = ps->kb.att_out[MML__ATT_LAYERS - 1];
+    ps->dextra = mml__take(c, B * m->a.de);
+    return (int64_t)mml__autoint_ws_floats((int)B, F, MML__ATT_HEADS, MML__ATT_SIZE);
+}
+static void mml__autoint_side_fwd(const mml_model_t *m, mml__pass *ps) {
+    const float *x = ps->E;
+    int din = m->a.k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
+    for (int l = 0; l < MML__ATT_LAYERS; l++) {
+        const int *pa = m->a.part + 4 * l;
+        mml__autoint_forward(m->K, ps->r.n, m->a.F, din, MML__ATT_HEADS, MML__ATT_SIZE, x, mml__p(m, pa[0]),
+                             mml__p(m, pa[1]), mml__p(m, pa[2]), mml__p(m, pa[3]), ps->kb.att_out[l],
+                             ps->kb.att_act[l], ps->ws);
+        x = ps->kb.att_out[l];
+        din = HA;
+    }
+}
+static void mml__autoint_side_bwd(const mml_model_t *m, mml__pass *ps) {
+    int n = ps->r.n, F = m->a.F, HA = MML__ATT_HEADS * MML__ATT_SIZE;
+    const float *dout = ps->dextra;
+    for (int l = MML__ATT_LAYERS - 1; l >= 0; l--) {
+        const int *pa = m->a.part + 4 * l;
+        const float *x = l ? ps->kb.att_out[l - 1] : ps->E;
+        float *dxl = l ? ps->kb.datt[(l - 1) & 1] : ps->dE;
+        if (l) memset(dxl, 0, (size_t)n * F * HA * sizeof(float));
+        mml__autoint_backward(m->K, n, F, l ? HA : m->a.k, MML__ATT_HEADS, MML__ATT_SIZE, x, mml__p(m, pa[0]),
+                              mml__p(m, pa[1]), mml__p(m, pa[2]), mml__p(m, pa[3]), ps->kb.att_out[l],
+                              ps->kb.att_act[l], dout, dxl, mml__g(ps->g, m, pa[0]), mml__g(ps->g, m, pa[1]),
+                              mml__g(ps->g, m, pa[2]), mml__g(ps->g, m, pa[3]), ps->ws);
+        dout = dxl;
+    }
+}
+
+/* ---- FiBiNET: bilinear interactions of SENET-weighted and plain embeddings
+ * as the tower input; parts 0-3: senet.W1, senet.W2, bilinear.senet,
+ * bilinear.plain ---- */
+
+static void mml__fibinet_build(mml_model_t *m) {
+    int F = m->a.F, k = m->a.k;
+    m->a.d0 = 2 * m->a.n_pairs * k;
+    m->a.se_r = mml__senet_r(F, 3);
+    m->a.part[0] = mml__add_glorot(m, "senet.W1", MML__G_EXTRA, F, m->a.se_r, F, m->a.se_r);
+    m->a.part[1] = mml__add_glorot(m, "senet.W2", MML__G_EXTRA, m->a.se_r, F, m->a.se_r, F);
+    m->a.part[2] = mml__add_glorot(m, "bilinear.senet", MML__G_EXTRA, (int64_t)m->a.n_pairs * k, k, k, k);
+    m->a.part[3] = mml__add_glorot(m, "bilinear.plain", MML__G_EXTRA, (int64_t)m->a.n_pairs * k, k, k, k);
+}
+static int64_t mml__fibinet_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
+    int F = m->a.F, k = m->a.k;
+    ps->kb.act[0] = mml__take(c, (int64_t)mml__senet_act_floats((int)B, F, m->a.se_r));
+    ps->kb.act[1] = mml__take(c, (int64_t)mml__bilinear_act_floats((int)B, F, k));
+    ps->kb.act[2] = mml__take(c, (int64_t)mml__bilinear_act_floats((int)B, F, k));
+    ps->kb.se_out = mml__take(c, B * m->a.D);
+    ps->kb.dV = mml__take(c, B * m->a.D);
+    int64_t ws = (int64_t)mml__senet_ws_floats((int)B, F, m->a.se_r), w = (int64_t)mml__bilinear_ws_floats((int)B, k);
+    return w > ws ? w : ws;
+}
+static void mml__fibinet_input_fwd(const mml_model_t *m, mml__pass *ps) {
+    const mml_kernels_t *K = m->K;
+    int n = ps->r.n, F = m->a.F, k = m->a.k, Pk = m->a.n_pairs * k;
+    const int *pt = m->a.part;
+    mml__senet_forward(K, n, F, k, m->a.se_r, ps->E, mml__p(m, pt[0]), mml__p(m, pt[1]), ps->kb.se_out, ps->kb.act[0]);
+    mml__bilinear_forward(K, n, F, k, ps->kb.se_out, mml__p(m, pt[2]), ps->x0, 2 * Pk, ps->kb.act[1]);
+    mml__bilinear_forward(K, n, F, k, ps->E, mml__p(m, pt[3]), ps->x0 + Pk, 2 * Pk, ps->kb.act[2]);
+}
+static void mml__fibinet_input_bwd(const mml_model_t *m, mml__pass *ps) {
+    const mml_kernels_t *K = m->K;
+    int n = ps->r.n, F = m->a.F, k = m->a.k, Pk = m->a.n_pairs * k;
+    const int *pt = m->a.part;
+    const mml__grads *g = ps->g;
+    memset(ps->kb.dV, 0, (size_t)n * m->a.D * sizeof(float));
+    mml__bilinear_backward(K, n, F, k, ps->kb.se_out, mml__p(m, pt[2]), ps->kb.act[1], ps->dx0, 2 * Pk, ps->kb.dV,
+                           mml__g(g, m, pt[2]), ps->ws);
+    mml__bilinear_backward(K, n, F, k, ps->E, mml__p(m, pt[3]), ps->kb.act[2], ps->dx0 + Pk, 2 * Pk, ps->dE,
+                           mml__g(g, m, pt[3]), ps->ws);
+    mml__senet_backward(K, n, F, k, m->a.se_r, ps->E, mml__p(m, pt[0]), mml__p(m, pt[1]), ps->kb.act[0], ps->kb.dV,
+                        ps->dE, mml__g(g, m, pt[0]), mml__g(g, m, pt[1]), ps->ws);
+}
+
+/* name, linear, logit_term, input_params, build, init, carve, input_fwd, input_bwd, side_fwd, side_bwd */
+static const mml__kind mml__kinds[MML_MODEL_COUNT] = {
+    {"mlp", 0, 0, 0, mml__tower_on_fields, NULL, NULL, NULL, NULL, NULL, NULL},
+    {"wdl", 1, 0, 0, mml__tower_on_fields, NULL, NULL, NULL, NULL, NULL, NULL},
+    {"deepfm", 1, 1, 0, mml__tower_on_fields, NULL, mml__fm_carve, NULL, NULL, mml__fm_side_fwd, mml__fm_side_bwd},
+    {"nfm", 1, 0, 0, mml__nfm_build, NULL, mml__nfm_carve, mml__nfm_input_fwd, mml__nfm_input_bwd, NULL, NULL},
+    {"pnn", 0, 0, 0, mml__pnn_build, NULL, NULL, mml__pnn_input_fwd, mml__pnn_input_bwd, NULL, NULL},
+    {"dcn", 1, 0, 0, mml__dcn_build, NULL, mml__dcn_carve, NULL, NULL, mml__dcn_side_fwd, mml__dcn_side_bwd},
+    {"xdeepfm", 1, 1, 0, mml__xdeepfm_build, mml__xdeepfm_init, mml__xdeepfm_carve, NULL, NULL, mml__xdeepfm_side_fwd,
+     mml__xdeepfm_side_bwd},
+    {"autoint", 1, 0, 0, mml__autoint_build, NULL, mml__autoint_carve, NULL, NULL, mml__autoint_side_fwd,
+     mml__autoint_side_bwd},
+    {"fibinet", 1, 0, 1, mml__fibinet_build, NULL, mml__fibinet_carve, mml__fibinet_input_fwd, mml__fibinet_input_bwd,
+     NULL, NULL},
+};
 
 const char *mml_model_kind_name(mml_model_kind k) {
-    return (unsigned)k < MML_MODEL_COUNT ? mml__model_names[k] : "?";
+    return (unsigned)k < MML_MODEL_COUNT ? mml__kinds[k].name : "?";
 }
 int mml_model_kind_from_name(const char *s, mml_model_kind *out) {
     for (int i = 0; i < MML_MODEL_COUNT; i++)
-        if (strcmp(s, mml__model_names[i]) == 0) { *out = (mml_model_kind)i; return 0; }
+        if (strcmp(s, mml__kinds[i].name) == 0) { *out = (mml_model_kind)i; return 0; }
     return -1;
 }
+
+/* ---- config ---- */
+
+static const char *const mml__adapter_names[3] = {"none", "mlora", "moe"};
+
 const char *mml_adapter_name(mml_adapter a) { return (unsigned)a < 3 ? mml__adapter_names[a] : "?"; }
 int mml_adapter_from_name(const char *s, mml_adapter *out) {
     for (int i = 0; i < 3; i++)
@@ -4281,146 +4808,6 @@ void mml_config_default(mml_config_t *c) {
     c->max_batch = 1024;
     c->threads = 1;
     c->seed = 123;
-}
-
-/* Parameter groups: freezing works on whole groups (experts also per expert). */
-enum { MML__G_EMB, MML__G_LINEAR, MML__G_TOWER, MML__G_EXTRA, MML__G_OUT, MML__G_EXPERT,
-       MML__G_GATE, MML__G_COUNT };
-
-/* How an expert parameter stacks its experts: A [d_in, E*r] in column blocks,
- * B [E*r, d_out] in row blocks, C [E, d_out] in rows. */
-enum { MML__XL_NONE, MML__XL_COLS, MML__XL_ROWS };
-
-typedef struct mml__param {
-    char name[48];
-    int group;
-    int ndim;
-    int64_t shape[4];
-    int64_t off, size;       /* floats, in every arena */
-    int64_t fan_in, fan_out; /* Glorot init when > 0 */
-    int row_table;           /* embedding-like: rows touched per batch */
-    int xlayout;             /* MML__XL_*: expert stacking */
-    int64_t xblock;          /* floats per expert block (ROWS) or columns (COLS) */
-} mml__param;
-
-typedef struct mml__layer {
-    int d_in, d_out, r;
-    int W, b, A, B, C;       /* parameter indices, -1 when absent */
-    int tf;                  /* has buffers for domain-folded training (see >>forward) */
-} mml__layer;
-
-/* Adapter use in one forward pass. */
-enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
-
-#define MML__MAX_PARAMS 96
-#define MML__HP_RING 4096 /* steps of Adam constants kept for replays (power of 2) */
-#define MML__AGE_BUCKETS 1024 /* replays sort rows by age up to this many steps */
-#define MML__ATT_LAYERS 3
-#define MML__ATT_HEADS 2
-#define MML__ATT_SIZE 8
-#define MML__CROSS_LAYERS 2
-#define MML__CIN_LAYERS 2
-static const int mml__cin_sizes[MML__CIN_LAYERS] = {128, 128};
-
-/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
-typedef struct mml__fit_state {
-    int32_t active;          /* a fit is in progress */
-    int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
-    int32_t epoch;           /* epochs completed in this stage */
-    int32_t bad;             /* epochs without improvement */
-    double best;             /* best validation score of this stage */
-    uint64_t rng;            /* epoch shuffle generator */
-} mml__fit_state;
-
-struct mml_model_t {
-    mml_config_t cfg;
-    const mml_kernels_t *K;
-    mml_isa isa;
-    int F, k, d0, n_experts, n_layers, max_r, max_d;
-    mml__layer layer[MML_MAX_HIDDEN];
-    int p_emb[3], p_gate_emb, p_gate_W, p_gate_b, p_out, p_out_b;
-    /* model-specific parts (-1 when absent) */
-    int has_linear, p_lin[3];
-    int p_cross_w, p_cross_b;          /* DCN */
-    int p_cin;                         /* xDeepFM, packed */
-    int p_att[MML__ATT_LAYERS][4];     /* AutoInt: Wq, Wk, Wv, Wres per layer */
-    int p_se1, p_se2, p_bil_se, p_bil; /* FiBiNET */
-    int n_pairs, se_r, de;             /* pairs, SENET width, extra final inputs */
-    mml__param params[MML__MAX_PARAMS];
-    int n_params;
-    int64_t n_floats;
-    float *P, *G, *M, *V, *best;
-    /* training state */
-    mml_phase phase;
-    int expert;
-    int trainable[MML__G_COUNT];
-    int64_t adam_t;
-    uint64_t steps;
-    mml__fit_state fs;
-    /* per-pass state */
-    int ad_mode, ad_expert;
-    int row0;                /* first batch row of this pass (dropout masks) */
-    int defer_scatter;       /* parallel training: embedding gradients stay in dE (mml__scatter_owned) */
-    int force_mix;           /* MLoRA: treat the rows as a mixed-domain batch */
-    int tf_force;            /* domain-folded training: 0 by cost, 1 wherever possible, -1 never */
-    int tf_on[MML_MAX_HIDDEN]; /* this pass folds layer l's adapters per domain */
-    int tf_nruns;            /* domain runs of this pass's rows */
-    int x0_is_emb;           /* the tower input is the field embeddings (aliased) */
-    struct mml__pool *pool;  /* worker threads (threads > 1) */
-    float *fold;             /* folded per-domain inference weights (mml_model_fold) */
-    int fold_ok;             /* fold matches the parameters */
-    struct mml_model_t *views; /* per-worker views: own activations and gradients */
-    /* activations, sized for max_batch rows */
-    int32_t *ids[3];
-    float *E, *dE;                     /* field embeddings [B, F*k] (may alias x0) */
-    float *x0, *z[MML_MAX_HIDDEN], *T[MML_MAX_HIDDEN], *U[MML_MAX_HIDDEN];
-    int32_t *ids_bf;                   /* [B, F] interleaved, for the linear part */
-    int32_t *ids_perm, *dom_count;     /* grouping rows by domain (folded inference) */
-    int32_t *tf_run, *sort_ids;        /* domain runs [D+2]; a batch sorted by domain [3B] */
-    float *sort_label;                 /* its labels [B]; ids_perm: its rows' batch rows */
-    float *tf_wd, *tf_db, *tf_dw;      /* per run: mixture [D+1, E], bias grad [D+1, d], dw [D+1, E] */
-    float *tf_P[MML_MAX_HIDDEN];       /* per expert A_e B_e [E, d_in*d_out], then M_e in backward */
-    float *tf_W[MML_MAX_HIDDEN];       /* per run folded adapter [D+1, d_in*d_out], then its gradient */
-    float *tf_c[MML_MAX_HIDDEN];       /* per run folded bias [D+1, d_out] */
-    uint8_t *dkeep[MML_MAX_HIDDEN];    /* dropout masks of the pass [B, d_out] (training) */
-    float *lin_out, *fm_out, *cin_out, *part_act[4], *att_out[MML__ATT_LAYERS], *datt[2];
-    float *att_act[MML__ATT_LAYERS], *se_out, *dV, *extra, *dextra, *ws;
-    float *gw, *gin, *logit, *prob;
-    float *dz, *dx, *dT, *dU, *dw, *dx0, *dlogit;
-    int32_t *touched[3];
-    int n_touched[3];
-    /* data parallel across processes (mml_model_set_distributed) */
-    int32_t dist_rank, dist_world;
-    mml_allreduce_fn dist_sum;
-    void *dist_user;
-    float *dist_buf;             /* gradients of one step, packed */
-    int64_t *last[3];        /* step each embedding row was last updated at */
-    mml_adam_hp *hp_ring;    /* Adam's constants of recent steps (for replays) */
-    int32_t *catch_tmp, *catch_all; /* row lists for replays: [max_batch], [2 * largest table] */
-    int64_t *catch_count;    /* [MML__AGE_BUCKETS + 1] */
-    int64_t *hp_tag;         /* the step each ring entry holds (-1: none) */
-    int64_t synced_t;        /* every row is up to date at this step */
-    int defer_min_dim;       /* deferred dense Adam from this row width on (1: always) */
-    uint8_t *mark[3];
-    void *act_block;
-};
-
-static float *mml__p(const mml_model_t *m, int i) { return m->P + m->params[i].off; }
-static float *mml__g(const mml_model_t *m, int i) { return m->G + m->params[i].off; }
-
-static int mml__add_param(mml_model_t *m, const char *name, int group, int ndim, int64_t d0,
-                          int64_t d1) {
-    mml__param *p = &m->params[m->n_params];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
-    p->group = group;
-    p->ndim = ndim;
-    p->shape[0] = d0;
-    p->shape[1] = ndim > 1 ? d1 : 1;
-    p->size = d0 * p->shape[1];
-    p->off = m->n_floats;
-    m->n_floats += (p->size + 15) & ~(int64_t)15; /* 64-byte aligned tensors */
-    return m->n_params++;
 }
 
 /* Rank of the adapter on a layer with d_out units. */
@@ -4460,67 +4847,7 @@ static mml_status mml__check_config(const mml_config_t *c) {
     return MML_OK;
 }
 
-/* Glorot uniform: the Keras default for dense kernels. */
-static void mml__init_glorot(float *w, int64_t n, int64_t fan_in, int64_t fan_out, uint64_t *rng) {
-    double lim = sqrt(6.0 / (double)(fan_in + fan_out));
-    for (int64_t i = 0; i < n; i++) w[i] = (float)((2.0 * mml__rng_uniform(rng) - 1.0) * lim);
-}
-
-static int mml__add_glorot(mml_model_t *m, const char *name, int group, int64_t d0, int64_t d1,
-                           int64_t fan_in, int64_t fan_out) {
-    int i = mml__add_param(m, name, group, 2, d0, d1);
-    m->params[i].fan_in = fan_in;
-    m->params[i].fan_out = fan_out;
-    return i;
-}
-
-/* Tower input width and the model-specific parameters around the tower. */
-static void mml__layout_parts(mml_model_t *m) {
-    const mml_config_t *c = &m->cfg;
-    int F = m->F, k = m->k, D = F * k;
-    mml_model_kind mk = c->model;
-    m->n_pairs = F * (F - 1) / 2;
-    m->p_cross_w = m->p_cross_b = m->p_cin = m->p_se1 = m->p_se2 = m->p_bil_se = m->p_bil = -1;
-    for (int l = 0; l < MML__ATT_LAYERS; l++)
-        for (int j = 0; j < 4; j++) m->p_att[l][j] = -1;
-    m->de = 0;
-    m->d0 = mk == MML_MODEL_NFM ? k : mk == MML_MODEL_PNN ? D + m->n_pairs : mk == MML_MODEL_FIBINET ? 2 * m->n_pairs * k : D;
-    m->has_linear = mk != MML_MODEL_MLP && mk != MML_MODEL_PNN;
-    static const char *const ln[3] = {"linear.user", "linear.item", "linear.domain"};
-    const int32_t vocab[3] = {c->n_users, c->n_items, c->n_domains};
-    for (int f = 0; f < 3; f++) {
-        m->p_lin[f] = -1;
-        if (!m->has_linear) continue;
-        m->p_lin[f] = mml__add_param(m, ln[f], MML__G_LINEAR, 2, vocab[f] + 1, 1);
-        m->params[m->p_lin[f]].row_table = 1;
-    }
-    if (mk == MML_MODEL_DCN) {
-        m->p_cross_w = mml__add_glorot(m, "cross.w", MML__G_EXTRA, MML__CROSS_LAYERS, D, D, 1);
-        m->p_cross_b = mml__add_param(m, "cross.b", MML__G_EXTRA, 2, MML__CROSS_LAYERS, D);
-        m->de = D;
-    } else if (mk == MML_MODEL_XDEEPFM) {
-        m->p_cin = mml__add_param(m, "cin.params", MML__G_EXTRA, 1,
-                                  (int64_t)mml__cin_param_floats(F, MML__CIN_LAYERS, mml__cin_sizes, 1), 1);
-    } else if (mk == MML_MODEL_AUTOINT) {
-        static const char *const an[4] = {"Wq", "Wk", "Wv", "Wres"};
-        int HA = MML__ATT_HEADS * MML__ATT_SIZE, din = k;
-        for (int l = 0; l < MML__ATT_LAYERS; l++) {
-            for (int j = 0; j < 4; j++) {
-                char nm[48];
-                snprintf(nm, sizeof nm, "att.%d.%s", l, an[j]);
-                m->p_att[l][j] = mml__add_glorot(m, nm, MML__G_EXTRA, din, HA, din, HA);
-            }
-            din = HA;
-        }
-        m->de = F * HA;
-    } else if (mk == MML_MODEL_FIBINET) {
-        m->se_r = mml__senet_r(F, 3);
-        m->p_se1 = mml__add_glorot(m, "senet.W1", MML__G_EXTRA, F, m->se_r, F, m->se_r);
-        m->p_se2 = mml__add_glorot(m, "senet.W2", MML__G_EXTRA, m->se_r, F, m->se_r, F);
-        m->p_bil_se = mml__add_glorot(m, "bilinear.senet", MML__G_EXTRA, (int64_t)m->n_pairs * k, k, k, k);
-        m->p_bil = mml__add_glorot(m, "bilinear.plain", MML__G_EXTRA, (int64_t)m->n_pairs * k, k, k, k);
-    }
-}
+/* ---- the architecture ---- */
 
 /* Domain-folded training. When each row's expert mixture is a function of its
  * domain alone (MoE-MLoRA with the domain gate, MLoRA), a pass over rows
@@ -4553,35 +4880,56 @@ static void mml__tf_layout(mml_model_t *m) {
     int64_t n = c->max_batch / c->threads, nr = (int64_t)c->n_domains + 1;
     if (n < 1) n = 1;
     if (nr > n) nr = n;
-    for (int l = 0; l < m->n_layers; l++) {
-        mml__layer *L = &m->layer[l];
-        double fl = ((double)m->n_experts + c->n_domains + 1) * L->d_in * L->d_out;
+    for (int l = 0; l < m->a.n_layers; l++) {
+        mml__layer *L = &m->a.layer[l];
+        double fl = ((double)m->a.n_experts + c->n_domains + 1) * L->d_in * L->d_out;
         /* small layers always carry the buffers (tests force the path) */
-        L->tf = m->n_experts > 0 && mml__tf_config(c) && fl <= 4e6 &&
-                (fl <= 65536 || mml__tf_pays(L, m->n_experts, n, nr));
+        L->tf = m->a.n_experts > 0 && mml__tf_config(c) && fl <= 4e6 &&
+                (fl <= 65536 || mml__tf_pays(L, m->a.n_experts, n, nr));
     }
 }
 
-static void mml__build_layout(mml_model_t *m) {
-    const mml_config_t *c = &m->cfg;
-    int vocab[3] = {c->n_users, c->n_items, c->n_domains};
+/* The fields of the paper's layout: user, item, domain. */
+static void mml__build_fields(mml_model_t *m) {
     static const char *const en[3] = {"emb.user", "emb.item", "emb.domain"};
-    m->F = 3;
-    m->k = c->emb_dim;
-    for (int f = 0; f < 3; f++) {
+    static const char *const ln[3] = {"linear.user", "linear.item", "linear.domain"};
+    const mml_config_t *c = &m->cfg;
+    const int32_t vocab[3] = {c->n_users, c->n_items, c->n_domains};
+    mml__arch *a = &m->a;
+    a->F = 3;
+    a->dom_field = 2;
+    a->k = c->emb_dim;
+    a->D = a->F * a->k;
+    a->n_pairs = a->F * (a->F - 1) / 2;
+    for (int f = 0; f < a->F; f++) {
+        mml__field *fd = &a->field[f];
+        fd->vocab = vocab[f];
+        fd->frozen = c->pretrained && f != a->dom_field;
         /* one extra row: the out-of-vocabulary id */
-        m->p_emb[f] = mml__add_param(m, en[f], MML__G_EMB, 2, vocab[f] + 1, m->k);
-        m->params[m->p_emb[f]].row_table = 1;
+        fd->emb = mml__add_param(m, en[f], MML__G_EMB, 2, vocab[f] + 1, a->k);
+        a->t[fd->emb].row_table = 1;
+        a->t[fd->emb].init = MML__INIT_EMB;
     }
-    mml__layout_parts(m);
-    m->n_experts = c->adapter == MML_ADAPTER_MLORA ? c->n_domains
-                 : c->adapter == MML_ADAPTER_MOE ? c->n_domains * c->experts_per_domain : 0;
-    int E = m->n_experts, d_in = m->d0;
-    m->n_layers = c->n_hidden;
-    m->max_r = 1;
-    m->max_d = m->d0;
+    for (int f = 0; f < a->F; f++) {
+        mml__field *fd = &a->field[f];
+        fd->lin = -1;
+        if (!a->kind->linear) continue;
+        fd->lin = mml__add_param(m, ln[f], MML__G_LINEAR, 2, vocab[f] + 1, 1);
+        a->t[fd->lin].row_table = 1;
+        a->t[fd->lin].init = MML__INIT_EMB;
+    }
+}
+
+/* The tower's layers with their adapters (E experts of rank r per layer). */
+static void mml__build_tower(mml_model_t *m) {
+    const mml_config_t *c = &m->cfg;
+    mml__arch *a = &m->a;
+    int E = a->n_experts, d_in = a->d0;
+    a->n_layers = c->n_hidden;
+    a->max_r = 1;
+    a->max_d = a->d0;
     for (int l = 0; l < c->n_hidden; l++) {
-        mml__layer *L = &m->layer[l];
+        mml__layer *L = &a->layer[l];
         char nm[48];
         L->d_in = d_in;
         L->d_out = c->hidden[l];
@@ -4594,210 +4942,212 @@ static void mml__build_layout(mml_model_t *m) {
         if (E) {
             snprintf(nm, sizeof nm, "tower.%d.lora_A", l);
             L->A = mml__add_glorot(m, nm, MML__G_EXPERT, d_in, (int64_t)E * L->r, d_in, L->r);
-            m->params[L->A].xlayout = MML__XL_COLS;
-            m->params[L->A].xblock = L->r;
+            a->t[L->A].xlayout = MML__XL_COLS;
+            a->t[L->A].xblock = L->r;
             snprintf(nm, sizeof nm, "tower.%d.lora_B", l);
             L->B = mml__add_param(m, nm, MML__G_EXPERT, 2, (int64_t)E * L->r, L->d_out);
-            m->params[L->B].xlayout = MML__XL_ROWS;
-            m->params[L->B].xblock = (int64_t)L->r * L->d_out;
+            a->t[L->B].xlayout = MML__XL_ROWS;
+            a->t[L->B].xblock = (int64_t)L->r * L->d_out;
             snprintf(nm, sizeof nm, "tower.%d.lora_c", l);
             L->C = mml__add_param(m, nm, MML__G_EXPERT, 2, E, L->d_out);
-            m->params[L->C].xlayout = MML__XL_ROWS;
-            m->params[L->C].xblock = L->d_out;
-            if (E * L->r > m->max_r) m->max_r = E * L->r;
+            a->t[L->C].xlayout = MML__XL_ROWS;
+            a->t[L->C].xblock = L->d_out;
+            if (E * L->r > a->max_r) a->max_r = E * L->r;
         }
-        if (L->d_out > m->max_d) m->max_d = L->d_out;
+        if (L->d_out > a->max_d) a->max_d = L->d_out;
         d_in = L->d_out;
     }
-    m->p_gate_emb = m->p_gate_W = m->p_gate_b = -1;
+}
+
+/* The tensor table and every size the config implies (nothing allocated). */
+static void mml__build_arch(mml_model_t *m) {
+    const mml_config_t *c = &m->cfg;
+    mml__arch *a = &m->a;
+    a->kind = &mml__kinds[c->model];
+    for (int i = 0; i < (int)(sizeof a->part / sizeof a->part[0]); i++) a->part[i] = -1;
+    mml__build_fields(m);
+    a->de = 0;
+    a->kind->build(m);
+    a->n_experts = c->adapter == MML_ADAPTER_MLORA ? c->n_domains
+                 : c->adapter == MML_ADAPTER_MOE ? c->n_domains * c->experts_per_domain : 0;
+    mml__build_tower(m);
+    int E = a->n_experts, d_in = a->layer[a->n_layers - 1].d_out;
+    a->gate_emb = a->gate_W = a->gate_b = -1;
     if (c->adapter == MML_ADAPTER_MOE) {
-        int gin = c->gate == MML_GATE_DOMAIN ? c->gate_dim : m->d0;
+        int gin = c->gate == MML_GATE_DOMAIN ? c->gate_dim : a->d0;
         if (c->gate == MML_GATE_DOMAIN) {
-            m->p_gate_emb = mml__add_param(m, "gate.emb", MML__G_GATE, 2, c->n_domains + 1, c->gate_dim);
-            m->params[m->p_gate_emb].row_table = 1;
+            a->gate_emb = mml__add_param(m, "gate.emb", MML__G_GATE, 2, c->n_domains + 1, c->gate_dim);
+            a->t[a->gate_emb].row_table = 1;
+            a->t[a->gate_emb].init = MML__INIT_GATE_EMB;
         }
-        m->p_gate_W = mml__add_glorot(m, "gate.W", MML__G_GATE, gin, E, gin, E);
-        m->p_gate_b = mml__add_param(m, "gate.b", MML__G_GATE, 1, E, 1);
+        a->gate_W = mml__add_glorot(m, "gate.W", MML__G_GATE, gin, E, gin, E);
+        a->gate_b = mml__add_param(m, "gate.b", MML__G_GATE, 1, E, 1);
     }
-    m->p_out = mml__add_glorot(m, "out.W", MML__G_OUT, d_in + m->de, 1, d_in + m->de, 1);
-    m->p_out_b = mml__add_param(m, "out.b", MML__G_OUT, 1, 1, 1);
+    a->out_W = mml__add_glorot(m, "out.W", MML__G_OUT, d_in + a->de, 1, d_in + a->de, 1);
+    a->out_b = mml__add_param(m, "out.b", MML__G_OUT, 1, 1, 1);
     mml__tf_layout(m);
 }
 
+/* One random stream in tensor order (the order fixes every initial value). */
 static void mml__init_params(mml_model_t *m) {
     uint64_t rng = m->cfg.seed ^ 0x6D6F656D6C6F7261ull;
-    for (int i = 0; i < m->n_params; i++) {
-        mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         float *w = m->P + p->off;
-        if (p->row_table && p->group != MML__G_GATE) {
-            /* DeepCTR's embedding init: N(0, 1e-4); the OOV row stays zero */
-            for (int64_t j = 0; j < (p->shape[0] - 1) * p->shape[1]; j++) w[j] = 1e-4f * mml__rng_normal(&rng);
-        } else if (p->row_table) {
-            for (int64_t j = 0; j < (p->shape[0] - 1) * p->shape[1]; j++)
-                w[j] = (float)(0.1 * mml__rng_uniform(&rng) - 0.05); /* Keras Embedding default */
-        } else if (p->fan_in > 0) {
-            mml__init_glorot(w, p->size, p->fan_in, p->fan_out, &rng);
-        } else if (i == m->p_cin) {
-            int F = m->F, L = MML__CIN_LAYERS, hp = F;
-            const int *sz = mml__cin_sizes;
-            for (int h = 0; h < L; h++) {
-                size_t o = mml__cin_param_offset(F, L, sz, 1, h);
-                mml__init_glorot(w + o, (int64_t)sz[h] * hp * F, (int64_t)hp * F, sz[h], &rng);
-                hp = h < L - 1 ? sz[h] / 2 : 0;
-            }
-            size_t o = mml__cin_param_offset(F, L, sz, 1, L);
-            int fs = mml__cin_fmap_sum(L, sz, 1);
-            mml__init_glorot(w + o, fs, fs, 1, &rng);
+        int64_t rows = (p->shape[0] - 1) * p->shape[1]; /* a table's OOV row stays zero */
+        switch (p->init) {
+        case MML__INIT_EMB:
+            for (int64_t j = 0; j < rows; j++) w[j] = 1e-4f * mml__rng_normal(&rng);
+            break;
+        case MML__INIT_GATE_EMB:
+            for (int64_t j = 0; j < rows; j++) w[j] = (float)(0.1 * mml__rng_uniform(&rng) - 0.05);
+            break;
+        case MML__INIT_GLOROT: mml__init_glorot(w, p->size, p->fan_in, p->fan_out, &rng); break;
+        case MML__INIT_KIND: m->a.kind->init(m, i, w, &rng); break;
+        default: break; /* zero */
         }
-        /* everything else (biases, adapters' B and c) starts at zero */
     }
 }
 
-/* Carves the activation block; a first pass with base == NULL only sizes it. */
-typedef struct mml__carve { float *base; int64_t used; } mml__carve;
+/* ---- passes, gradients, the optimizer's memory ---- */
 
-static float *mml__take(mml__carve *c, int64_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(int64_t)15;
-    return p;
+enum { MML__PASS_TRAIN = 1, MML__PASS_LOAD = 2 };
+
+/* A pass's buffers for max_batch rows: with TRAIN, what backward and
+ * domain-folded training need beyond inference; with LOAD, room to load a
+ * batch (worker passes view the model pass's). */
+static void mml__carve_pass(const mml_model_t *m, mml__pass *ps, mml__carve *c, int what) {
+    const mml__arch *a = &m->a;
+    int64_t B = m->cfg.max_batch, E = a->n_experts > 0 ? a->n_experts : 1, nd = m->cfg.n_domains;
+    ps->x0 = mml__take(c, B * a->d0);
+    ps->dx0 = mml__take(c, B * a->d0);
+    ps->E = a->kind->input_fwd ? mml__take(c, B * a->D) : ps->x0;
+    ps->dE = a->kind->input_fwd ? mml__take(c, B * a->D) : ps->dx0;
+    for (int l = 0; l < a->n_layers; l++) {
+        const mml__layer *L = &a->layer[l];
+        int64_t er = L->r ? (int64_t)a->n_experts * L->r : 1;
+        ps->z[l] = mml__take(c, B * L->d_out);
+        ps->dkeep[l] = (what & MML__PASS_TRAIN) && m->cfg.dropout > 0.0f
+                           ? (uint8_t *)(void *)mml__take(c, (B * L->d_out + 3) / 4) : NULL;
+        ps->T[l] = mml__take(c, B * er);
+        ps->U[l] = mml__take(c, B * er);
+        ps->tf_P[l] = ps->tf_W[l] = ps->tf_c[l] = NULL;
+        if (!(what & MML__PASS_TRAIN) || !L->tf) continue;
+        ps->tf_P[l] = mml__take(c, E * L->d_in * L->d_out);
+        ps->tf_W[l] = mml__take(c, (nd + 1) * L->d_in * L->d_out);
+        ps->tf_c[l] = mml__take(c, (nd + 1) * L->d_out);
+    }
+    ps->gw = mml__take(c, B * E);
+    ps->glogit = mml__take(c, B * E);
+    ps->dw = mml__take(c, B * E);
+    ps->gin = mml__take(c, B * (m->cfg.gate == MML_GATE_INPUT ? 1 : m->cfg.gate_dim));
+    ps->logit = mml__take(c, B);
+    ps->prob = mml__take(c, B);
+    ps->dlogit = mml__take(c, B);
+    ps->lin_out = mml__take(c, B);
+    ps->side_logit = mml__take(c, B);
+    ps->dz = mml__take(c, B * a->max_d);
+    ps->dx = mml__take(c, B * a->max_d);
+    ps->dT = mml__take(c, B * a->max_r);
+    ps->dU = mml__take(c, B * (a->max_r > m->cfg.gate_dim ? a->max_r : m->cfg.gate_dim));
+    ps->tf_run = NULL;
+    ps->tf_wd = ps->tf_db = ps->tf_dw = NULL;
+    if ((what & MML__PASS_TRAIN) && a->n_experts > 0 && mml__tf_config(&m->cfg)) {
+        ps->tf_run = (int32_t *)(void *)mml__take(c, nd + 2);
+        ps->tf_wd = mml__take(c, (nd + 1) * E);
+        ps->tf_db = mml__take(c, (nd + 1) * a->max_d);
+        ps->tf_dw = mml__take(c, (nd + 1) * E);
+    }
+    for (int f = 0; f < MML__MAX_FIELDS; f++) ps->ids_buf[f] = NULL;
+    ps->label_buf = ps->unperm = NULL;
+    ps->perm = ps->dom_count = NULL;
+    if (what & MML__PASS_LOAD) {
+        for (int f = 0; f < a->F; f++) ps->ids_buf[f] = (int32_t *)(void *)mml__take(c, B);
+        ps->label_buf = mml__take(c, B);
+        ps->perm = (int32_t *)(void *)mml__take(c, B);
+        ps->dom_count = (int32_t *)(void *)mml__take(c, nd + 2);
+        ps->unperm = mml__take(c, B);
+    }
+    ps->extra = ps->dextra = NULL;
+    memset(&ps->kb, 0, sizeof ps->kb);
+    int64_t ws = a->kind->carve ? a->kind->carve(m, ps, c, B) : 0;
+    ps->ws = mml__take(c, ws + 16);
 }
 
-static void mml__carve_acts(mml_model_t *m, mml__carve *c) {
-    int64_t B = m->cfg.max_batch, E = m->n_experts > 0 ? m->n_experts : 1;
-    int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
-    mml_model_kind mk = m->cfg.model;
-    int alias = m->d0 == D && mk != MML_MODEL_PNN && mk != MML_MODEL_NFM && mk != MML_MODEL_FIBINET;
-    m->x0_is_emb = alias;
-    m->x0 = mml__take(c, B * m->d0);
-    m->dx0 = mml__take(c, B * m->d0);
-    m->E = alias ? m->x0 : mml__take(c, B * D);
-    m->dE = alias ? m->dx0 : mml__take(c, B * D);
-    for (int l = 0; l < m->n_layers; l++) {
-        int64_t er = m->layer[l].r ? (int64_t)m->n_experts * m->layer[l].r : 1;
-        m->z[l] = mml__take(c, B * m->layer[l].d_out);
-        m->dkeep[l] = m->cfg.dropout > 0.0f ? (uint8_t *)(void *)mml__take(c, (B * m->layer[l].d_out + 3) / 4) : NULL;
-        m->T[l] = mml__take(c, B * er);
-        m->U[l] = mml__take(c, B * er);
-    }
-    m->gw = mml__take(c, B * E);
-    m->dw = mml__take(c, B * E);
-    m->gin = mml__take(c, B * (m->cfg.gate == MML_GATE_INPUT ? 1 : m->cfg.gate_dim));
-    m->logit = mml__take(c, B);
-    m->prob = mml__take(c, B);
-    m->dlogit = mml__take(c, B);
-    m->lin_out = mml__take(c, B);
-    m->fm_out = mml__take(c, B);
-    m->cin_out = mml__take(c, B);
-    m->dz = mml__take(c, B * m->max_d);
-    m->dx = mml__take(c, B * m->max_d);
-    m->dT = mml__take(c, B * m->max_r);
-    m->dU = mml__take(c, B * (m->max_r > m->cfg.gate_dim ? m->max_r : m->cfg.gate_dim));
-    m->ids_bf = (int32_t *)(void *)mml__take(c, B * F);
-    m->ids_perm = (int32_t *)(void *)mml__take(c, B);
-    m->dom_count = (int32_t *)(void *)mml__take(c, (int64_t)m->cfg.n_domains + 2);
-    int64_t nr = (int64_t)m->cfg.n_domains + 1, any = m->n_experts > 0 && mml__tf_config(&m->cfg);
-    for (int l = 0; l < m->n_layers; l++) {
-        const mml__layer *L = &m->layer[l];
-        m->tf_P[l] = m->tf_W[l] = m->tf_c[l] = NULL;
-        if (!L->tf) continue;
-        m->tf_P[l] = mml__take(c, E * L->d_in * L->d_out);
-        m->tf_W[l] = mml__take(c, nr * L->d_in * L->d_out);
-        m->tf_c[l] = mml__take(c, nr * L->d_out);
-    }
-    m->tf_run = NULL;
-    m->tf_wd = m->tf_db = m->tf_dw = NULL;
-    if (any) {
-        m->tf_run = (int32_t *)(void *)mml__take(c, nr + 1);
-        m->tf_wd = mml__take(c, nr * E);
-        m->tf_db = mml__take(c, nr * m->max_d);
-        m->tf_dw = mml__take(c, nr * E);
-    }
-    m->sort_ids = (int32_t *)(void *)mml__take(c, 3 * B);
-    m->sort_label = mml__take(c, B);
-    size_t ws = 0, w;
-    switch (mk) {
-    case MML_MODEL_NFM: m->part_act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, k)); break;
-    case MML_MODEL_DEEPFM: m->part_act[0] = mml__take(c, (int64_t)mml__fm_act_floats((int)B, k)); break;
-    case MML_MODEL_DCN:
-        m->part_act[0] = mml__take(c, (int64_t)mml__cross_act_floats((int)B, D, MML__CROSS_LAYERS));
-        ws = mml__cross_ws_floats((int)B, D);
-        m->extra = mml__take(c, B * m->de);
-        m->dextra = mml__take(c, B * m->de);
-        break;
-    case MML_MODEL_XDEEPFM:
-        m->part_act[0] = mml__take(c, (int64_t)mml__cin_act_floats((int)B, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1));
-        ws = mml__cin_ws_floats((int)B, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1);
-        break;
-    case MML_MODEL_AUTOINT:
-        for (int l = 0; l < MML__ATT_LAYERS; l++) {
-            m->att_act[l] = mml__take(c, (int64_t)mml__autoint_act_floats((int)B, F, MML__ATT_HEADS, MML__ATT_SIZE));
-            m->att_out[l] = mml__take(c, B * F * HA);
-        }
-        m->datt[0] = mml__take(c, B * F * HA);
-        m->datt[1] = mml__take(c, B * F * HA);
-        ws = mml__autoint_ws_floats((int)B, F, MML__ATT_HEADS, MML__ATT_SIZE);
-        m->extra = m->att_out[MML__ATT_LAYERS - 1];
-        m->dextra = mml__take(c, B * m->de);
-        break;
-    case MML_MODEL_FIBINET:
-        m->part_act[0] = mml__take(c, (int64_t)mml__senet_act_floats((int)B, F, m->se_r));
-        m->part_act[1] = mml__take(c, (int64_t)mml__bilinear_act_floats((int)B, F, k));
-        m->part_act[2] = mml__take(c, (int64_t)mml__bilinear_act_floats((int)B, F, k));
-        m->se_out = mml__take(c, B * D);
-        m->dV = mml__take(c, B * D);
-        ws = mml__senet_ws_floats((int)B, F, m->se_r);
-        w = mml__bilinear_ws_floats((int)B, k);
-        if (w > ws) ws = w;
-        break;
-    default: break;
-    }
-    m->ws = mml__take(c, (int64_t)ws + 16);
+static void mml__pass_free(mml__pass *ps) {
+    mml__free(ps->block);
+    ps->block = NULL;
 }
 
-static mml_status mml__alloc_acts(mml_model_t *m) {
+static mml_status mml__pass_init(const mml_model_t *m, mml__pass *ps, int what) {
+    memset(ps, 0, sizeof *ps);
     mml__carve c = {NULL, 0};
-    mml__carve_acts(m, &c);
+    mml__carve_pass(m, ps, &c, what);
     uint64_t bytes;
     if (!mml__mul_ok((uint64_t)c.used, sizeof(float), (uint64_t)1 << 40, &bytes))
         return mml__fail(MML_ERR_ARG, "config: activation size overflows");
-    float *a = (float *)mml__alloc((size_t)bytes);
-    if (!a) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of activations", (unsigned long long)bytes);
-    m->act_block = a;
-    c.base = a;
+    float *blk = (float *)mml__alloc((size_t)bytes);
+    if (!blk) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of activations", (unsigned long long)bytes);
+    c.base = blk;
     c.used = 0;
-    mml__carve_acts(m, &c);
+    mml__carve_pass(m, ps, &c, what);
+    ps->block = blk;
+    return MML_OK;
+}
+
+static void mml__grads_free(const mml_model_t *m, mml__grads *g) {
+    mml__free(g->G);
+    for (int f = 0; f < m->a.F; f++) { mml__free(g->touched[f]); mml__free(g->mark[f]); }
+    memset(g, 0, sizeof *g);
+}
+
+/* A gradient arena whose floats below zero_from are never written (workers
+ * leave their embedding gradients in dE), and the touched-row lists. */
+static mml_status mml__grads_init(const mml_model_t *m, mml__grads *g, int64_t zero_from) {
+    memset(g, 0, sizeof *g);
     int64_t B = m->cfg.max_batch;
-    for (int f = 0; f < 3; f++) {
-        int64_t rows = m->params[m->p_emb[f]].shape[0];
-        m->ids[f] = (int32_t *)mml__alloc((size_t)B * sizeof(int32_t));
-        m->touched[f] = (int32_t *)mml__alloc((size_t)(B < rows ? B : rows) * sizeof(int32_t) + 4);
-        m->mark[f] = (uint8_t *)mml__alloc((size_t)rows);
-        if (!m->ids[f] || !m->touched[f] || !m->mark[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate id buffers");
+    g->G = (float *)mml__alloc_from((size_t)m->a.n_floats * sizeof(float), (size_t)zero_from * sizeof(float));
+    if (!g->G) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of gradients",
+                                (unsigned long long)m->a.n_floats * sizeof(float));
+    for (int f = 0; f < m->a.F; f++) {
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
+        g->touched[f] = (int32_t *)mml__alloc((size_t)(B < rows ? B : rows) * sizeof(int32_t) + 4);
+        g->mark[f] = (uint8_t *)mml__alloc((size_t)rows);
+        if (!g->touched[f] || !g->mark[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate id buffers");
     }
     return MML_OK;
 }
 
-/* Per-model (not per-view) optimizer bookkeeping. */
-static mml_status mml__alloc_rows_state(mml_model_t *m) {
-    for (int f = 0; f < 3; f++) {
-        int64_t rows = m->params[m->p_emb[f]].shape[0];
-        m->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
-        if (!m->last[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
+static void mml__optim_free(const mml_model_t *m, mml__optim *o) {
+    mml__free(o->M); mml__free(o->V);
+    for (int f = 0; f < m->a.F; f++) { mml__free(o->last[f]); mml__free(o->uniq[f]); }
+    mml__free(o->hp_ring); mml__free(o->hp_tag);
+    mml__free(o->catch_tmp); mml__free(o->catch_all); mml__free(o->catch_count);
+}
+
+static mml_status mml__optim_init(const mml_model_t *m, mml__optim *o, size_t arena_bytes) {
+    int64_t most = 0, B = m->cfg.max_batch;
+    o->M = (float *)mml__alloc(arena_bytes);
+    o->V = (float *)mml__alloc(arena_bytes);
+    for (int f = 0; f < m->a.F; f++) {
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
+        o->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
+        o->uniq[f] = (int32_t *)mml__alloc((size_t)B * sizeof(int32_t));
+        if (!o->last[f] || !o->uniq[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
+        if (rows > most) most = rows;
     }
-    int64_t most = 0;
-    for (int f = 0; f < 3; f++)
-        if (m->params[m->p_emb[f]].shape[0] > most) most = m->params[m->p_emb[f]].shape[0];
-    m->catch_tmp = (int32_t *)mml__alloc((size_t)m->cfg.max_batch * sizeof(int32_t));
-    m->catch_all = (int32_t *)mml__alloc((size_t)(2 * most) * sizeof(int32_t));
-    m->catch_count = (int64_t *)mml__alloc((MML__AGE_BUCKETS + 1) * sizeof(int64_t));
-    if (!m->catch_tmp || !m->catch_all || !m->catch_count)
-        return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
-    m->hp_ring = (mml_adam_hp *)mml__alloc(MML__HP_RING * sizeof(mml_adam_hp));
-    m->hp_tag = (int64_t *)mml__alloc(MML__HP_RING * sizeof(int64_t));
-    if (!m->hp_ring || !m->hp_tag) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
-    for (int i = 0; i < MML__HP_RING; i++) m->hp_tag[i] = -1;
+    o->catch_tmp = (int32_t *)mml__alloc((size_t)B * sizeof(int32_t));
+    o->catch_all = (int32_t *)mml__alloc((size_t)(2 * most) * sizeof(int32_t));
+    o->catch_count = (int64_t *)mml__alloc((MML__AGE_BUCKETS + 1) * sizeof(int64_t));
+    o->hp_ring = (mml_adam_hp *)mml__alloc(MML__HP_RING * sizeof(mml_adam_hp));
+    o->hp_tag = (int64_t *)mml__alloc(MML__HP_RING * sizeof(int64_t));
+    if (!o->M || !o->V || !o->catch_tmp || !o->catch_all || !o->catch_count || !o->hp_ring || !o->hp_tag)
+        return mml__fail(MML_ERR_NOMEM, "cannot allocate the optimizer state");
+    for (int i = 0; i < MML__HP_RING; i++) o->hp_tag[i] = -1;
     return MML_OK;
 }
+
+/* ---- lifecycle ---- */
 
 static void mml__threads_free(mml_model_t *m);
 static void mml__catch_up_all(mml_model_t *m);
@@ -4807,17 +5157,13 @@ static mml_status mml__threads_init(mml_model_t *m);
 void mml_model_free(mml_model_t *m) {
     if (!m) return;
     mml__threads_free(m);
-    mml__free(m->P); mml__free(m->G); mml__free(m->M); mml__free(m->V); mml__free(m->best);
-    mml__free(m->act_block);
-    mml__free(m->fold);
-    for (int f = 0; f < 3; f++) mml__free(m->last[f]);
-    mml__free(m->hp_ring);
-    mml__free(m->hp_tag);
-    mml__free(m->catch_tmp);
-    mml__free(m->catch_all);
-    mml__free(m->catch_count);
-    mml__free(m->dist_buf);
-    for (int f = 0; f < 3; f++) { mml__free(m->ids[f]); mml__free(m->touched[f]); mml__free(m->mark[f]); }
+    mml__free(m->P);
+    mml__free(m->fit.snapshot);
+    mml__free(m->fold.w);
+    mml__free(m->rt.dist_buf);
+    mml__grads_free(m, &m->grads);
+    mml__optim_free(m, &m->opt);
+    mml__pass_free(&m->pass);
     MOEMLORA_FREE(m);
 }
 
@@ -4833,26 +5179,24 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->isa = isa;
-    m->defer_min_dim = 1;
-    m->dist_world = 1;
+    m->rt.world = 1;
     m->K = mml_simd_kernels(isa);
-    mml__build_layout(m);
+    mml__build_arch(m);
     uint64_t bytes;
-    if (!mml__mul_ok((uint64_t)m->n_floats, sizeof(float), (uint64_t)1 << 40, &bytes)) {
+    if (!mml__mul_ok((uint64_t)m->a.n_floats, sizeof(float), (uint64_t)1 << 40, &bytes)) {
         mml_model_free(m);
         return mml__fail(MML_ERR_ARG, "config: parameter size overflows");
     }
     m->P = (float *)mml__alloc((size_t)bytes);
-    m->G = (float *)mml__alloc((size_t)bytes);
-    m->M = (float *)mml__alloc((size_t)bytes);
-    m->V = (float *)mml__alloc((size_t)bytes);
-    m->best = (float *)mml__alloc((size_t)bytes);
-    if (!m->P || !m->G || !m->M || !m->V || !m->best) {
+    m->fit.snapshot = (float *)mml__alloc((size_t)bytes);
+    if (!m->P || !m->fit.snapshot) {
         mml_model_free(m);
         return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of parameters", (unsigned long long)bytes * 5);
     }
-    st = mml__alloc_acts(m);
-    if (!st) st = mml__alloc_rows_state(m);
+    st = mml__grads_init(m, &m->grads, 0);
+    if (!st) st = mml__optim_init(m, &m->opt, (size_t)bytes);
+    if (!st) st = mml__pass_init(m, &m->pass, MML__PASS_TRAIN | MML__PASS_LOAD);
+    if (!st) m->pass.g = &m->grads;
     if (st) { mml_model_free(m); return st; }
     mml__init_params(m);
     mml_model_set_phase(m, c->adapter == MML_ADAPTER_MOE ? MML_PHASE_GATE : MML_PHASE_ALL, 0);
@@ -4864,43 +5208,46 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
 
 const mml_config_t *mml_model_config(const mml_model_t *m) { return &m->cfg; }
 const char *mml_model_isa(const mml_model_t *m) { return mml_isa_name(m->isa); }
-int32_t mml_model_n_experts(const mml_model_t *m) { return m->n_experts; }
+int32_t mml_model_n_experts(const mml_model_t *m) { return m->a.n_experts; }
 
+/* Does the phase train tensor i? */
 static int mml__param_trainable(const mml_model_t *m, int i) {
-    const mml__param *p = &m->params[i];
-    if (!m->trainable[p->group]) return 0;
-    if (p->group == MML__G_EMB && m->cfg.pretrained && i != m->p_emb[2]) return 0;
+    const mml__param *p = &m->a.t[i];
+    if (!m->ph.trainable[p->group]) return 0;
+    for (int f = 0; f < m->a.F; f++)
+        if (i == m->a.field[f].emb) return !m->a.field[f].frozen;
     return 1;
 }
 
 int64_t mml_model_param_count(const mml_model_t *m, int trainable_only) {
     int64_t n = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         if (!trainable_only) { n += p->size; continue; }
         if (!mml__param_trainable(m, i)) continue;
         /* phase 2 trains one expert's block only */
-        n += (p->group == MML__G_EXPERT && m->phase == MML_PHASE_EXPERT) ? p->size / m->n_experts : p->size;
+        n += (p->group == MML__G_EXPERT && m->ph.phase == MML_PHASE_EXPERT) ? p->size / m->a.n_experts : p->size;
     }
     return n;
 }
 
 mml_status mml_model_set_pretrained(mml_model_t *m, const float *user_emb, const float *item_emb, int32_t dim) {
-    if (dim != m->k) return mml__fail(MML_ERR_ARG, "pretrained dim %d != model emb_dim %d", dim, m->k);
-    memcpy(mml__p(m, m->p_emb[0]), user_emb, (size_t)m->cfg.n_users * dim * sizeof(float));
-    memcpy(mml__p(m, m->p_emb[1]), item_emb, (size_t)m->cfg.n_items * dim * sizeof(float));
+    if (dim != m->a.k) return mml__fail(MML_ERR_ARG, "pretrained dim %d != model emb_dim %d", dim, m->a.k);
+    memcpy(mml__p(m, m->a.field[0].emb), user_emb, (size_t)m->cfg.n_users * dim * sizeof(float));
+    memcpy(mml__p(m, m->a.field[1].emb), item_emb, (size_t)m->cfg.n_items * dim * sizeof(float));
     return MML_OK;
 }
 
 static void mml__phase_flags(mml_model_t *m, mml_phase p, int32_t expert) {
-    m->fold_ok = 0;
-    m->phase = p;
-    m->expert = p == MML_PHASE_EXPERT ? expert : -1;
+    m->fold.ok = 0;
+    m->ph.phase = p;
+    m->ph.expert = p == MML_PHASE_EXPERT ? expert : -1;
     int backbone = p == MML_PHASE_ALL || p == MML_PHASE_BACKBONE;
-    m->trainable[MML__G_EMB] = m->trainable[MML__G_LINEAR] = m->trainable[MML__G_TOWER] = backbone;
-    m->trainable[MML__G_EXTRA] = m->trainable[MML__G_OUT] = backbone;
-    m->trainable[MML__G_EXPERT] = p == MML_PHASE_ALL || p == MML_PHASE_EXPERT;
-    m->trainable[MML__G_GATE] = p == MML_PHASE_ALL || p == MML_PHASE_GATE;
+    int *tr = m->ph.trainable;
+    tr[MML__G_EMB] = tr[MML__G_LINEAR] = tr[MML__G_TOWER] = backbone;
+    tr[MML__G_EXTRA] = tr[MML__G_OUT] = backbone;
+    tr[MML__G_EXPERT] = p == MML_PHASE_ALL || p == MML_PHASE_EXPERT;
+    tr[MML__G_GATE] = p == MML_PHASE_ALL || p == MML_PHASE_GATE;
 }
 
 mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
@@ -4908,348 +5255,26 @@ mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
     if ((unsigned)p > MML_PHASE_GATE) return mml__fail(MML_ERR_ARG, "unknown phase %d", (int)p);
     if (!moe && p != MML_PHASE_ALL)
         return mml__fail(MML_ERR_STATE, "phase %d needs the MoE adapter", (int)p);
-    if (p == MML_PHASE_EXPERT && (expert < 0 || expert >= m->n_experts))
-        return mml__fail(MML_ERR_ARG, "expert %d outside 0..%d", expert, m->n_experts - 1);
+    if (p == MML_PHASE_EXPERT && (expert < 0 || expert >= m->a.n_experts))
+        return mml__fail(MML_ERR_ARG, "expert %d outside 0..%d", expert, m->a.n_experts - 1);
     mml__catch_up_all(m); /* finish the old optimizer's steps first */
     mml__phase_flags(m, p, expert);
     /* a fresh optimizer for every phase */
-    memset(m->M, 0, (size_t)m->n_floats * sizeof(float));
-    memset(m->V, 0, (size_t)m->n_floats * sizeof(float));
-    memset(m->G, 0, (size_t)m->n_floats * sizeof(float));
-    m->adam_t = 0;
+    size_t bytes = (size_t)m->a.n_floats * sizeof(float);
+    memset(m->opt.M, 0, bytes);
+    memset(m->opt.V, 0, bytes);
+    memset(m->grads.G, 0, bytes);
+    m->opt.t = 0;
     mml__rows_current(m);
     return MML_OK;
 }
 // >>forward ----------------------------------------------------------------
+/* The path of a batch: mml__pass_load (ids into the pass, once, grouped by
+ * domain where that pays), mml__plan_for (the decisions for the whole batch),
+ * then mml__forward and mml__backward on the pass's rows, which may be one
+ * worker's share of the loaded batch. */
 
-static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b, int row_base, float scale);
-static void mml__folded_forward_tower(mml_model_t *m, int n);
-static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
-
-/* ids -> table rows; anything outside the vocab maps to the reserved OOV row. */
-static void mml__embed(mml_model_t *m, int n, const mml_batch_t *b) {
-    const int32_t *src[3] = {b->uid, b->pid, b->dom};
-    const int32_t vocab[3] = {m->cfg.n_users, m->cfg.n_items, m->cfg.n_domains};
-    for (int f = 0; f < 3; f++) {
-        int32_t *dst = m->ids[f];
-        for (int i = 0; i < n; i++) {
-            int32_t id = src[f][i];
-            dst[i] = (id >= 0 && id < vocab[f]) ? id : vocab[f];
-        }
-        m->K->gather_rows(n, dst, mml__p(m, m->p_emb[f]), m->k, m->E + f * m->k, m->F * m->k);
-    }
-    if (m->has_linear)
-        for (int i = 0; i < n; i++)
-            for (int f = 0; f < 3; f++) m->ids_bf[i * 3 + f] = m->ids[f][i];
-}
-
-/* E: [n, F, k] -> x0: [n, d0], the tower input of the model (identity for most). */
-static void mml__input_forward(mml_model_t *m, int n) {
-    const mml_kernels_t *K = m->K;
-    int F = m->F, k = m->k, D = F * k, Pk = m->n_pairs * k;
-    switch (m->cfg.model) {
-    case MML_MODEL_NFM: mml__bi_forward(n, F, k, m->E, m->x0, m->part_act[0]); break;
-    case MML_MODEL_PNN:
-        for (int i = 0; i < n; i++) memcpy(m->x0 + (int64_t)i * m->d0, m->E + (int64_t)i * D, (size_t)D * sizeof(float));
-        mml__inner_forward(K, n, F, k, m->E, m->x0 + D, m->d0);
-        break;
-    case MML_MODEL_FIBINET:
-        mml__senet_forward(K, n, F, k, m->se_r, m->E, mml__p(m, m->p_se1), mml__p(m, m->p_se2), m->se_out, m->part_act[0]);
-        mml__bilinear_forward(K, n, F, k, m->se_out, mml__p(m, m->p_bil_se), m->x0, 2 * Pk, m->part_act[1]);
-        mml__bilinear_forward(K, n, F, k, m->E, mml__p(m, m->p_bil), m->x0 + Pk, 2 * Pk, m->part_act[2]);
-        break;
-    default: break;
-    }
-}
-
-/* dx0: [n, d0] -> dE: [n, F, k] += (dE is zeroed here unless it aliases dx0). */
-static void mml__input_backward(mml_model_t *m, int n, int have_dx0) {
-    const mml_kernels_t *K = m->K;
-    int F = m->F, k = m->k, D = F * k, Pk = m->n_pairs * k;
-    if (m->dE == m->dx0) {
-        if (!have_dx0) memset(m->dE, 0, (size_t)n * D * sizeof(float));
-        return;
-    }
-    memset(m->dE, 0, (size_t)n * D * sizeof(float));
-    if (!have_dx0) return;
-    switch (m->cfg.model) {
-    case MML_MODEL_NFM: mml__bi_backward(n, F, k, m->E, m->part_act[0], m->dx0, m->dE); break;
-    case MML_MODEL_PNN:
-        for (int i = 0; i < n; i++) K->axpy(D, 1.0f, m->dx0 + (int64_t)i * m->d0, m->dE + (int64_t)i * D);
-        mml__inner_backward(K, n, F, k, m->E, m->dx0 + D, m->d0, m->dE);
-        break;
-    case MML_MODEL_FIBINET:
-        memset(m->dV, 0, (size_t)n * D * sizeof(float));
-        mml__bilinear_backward(K, n, F, k, m->se_out, mml__p(m, m->p_bil_se), m->part_act[1], m->dx0, 2 * Pk, m->dV,
-                               mml__g(m, m->p_bil_se), m->ws);
-        mml__bilinear_backward(K, n, F, k, m->E, mml__p(m, m->p_bil), m->part_act[2], m->dx0 + Pk, 2 * Pk, m->dE,
-                               mml__g(m, m->p_bil), m->ws);
-        mml__senet_backward(K, n, F, k, m->se_r, m->E, mml__p(m, m->p_se1), mml__p(m, m->p_se2), m->part_act[0], m->dV,
-                            m->dE, mml__g(m, m->p_se1), mml__g(m, m->p_se2), m->ws);
-        break;
-    default: break;
-    }
-}
-
-/* Parts beside the tower: logit terms (linear, FM, CIN) into lin_out/fm_out/cin_out
- * and the extra final-dense inputs (cross network, attention) into m->extra. */
-static void mml__side_forward(mml_model_t *m, int n) {
-    const mml_kernels_t *K = m->K;
-    int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
-    if (m->has_linear) {
-        const float *w[3] = {mml__p(m, m->p_lin[0]), mml__p(m, m->p_lin[1]), mml__p(m, m->p_lin[2])};
-        mml__linear_forward(n, 3, m->ids_bf, w, NULL, m->lin_out);
-    }
-    switch (m->cfg.model) {
-    case MML_MODEL_DEEPFM: mml__fm_forward(n, F, k, m->E, m->fm_out, m->part_act[0]); break;
-    case MML_MODEL_DCN:
-        mml__cross_forward(K, n, D, MML__CROSS_LAYERS, m->E, mml__p(m, m->p_cross_w), mml__p(m, m->p_cross_b), m->extra,
-                           m->part_act[0]);
-        break;
-    case MML_MODEL_XDEEPFM:
-        mml__cin_forward(K, n, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1, m->E, mml__p(m, m->p_cin), m->cin_out,
-                         m->part_act[0], m->ws);
-        break;
-    case MML_MODEL_AUTOINT: {
-        const float *x = m->E;
-        int din = k;
-        for (int l = 0; l < MML__ATT_LAYERS; l++) {
-            const int *pa = m->p_att[l];
-            mml__autoint_forward(K, n, F, din, MML__ATT_HEADS, MML__ATT_SIZE, x, mml__p(m, pa[0]), mml__p(m, pa[1]),
-                                 mml__p(m, pa[2]), mml__p(m, pa[3]), m->att_out[l], m->att_act[l], m->ws);
-            x = m->att_out[l];
-            din = HA;
-        }
-        break;
-    }
-    default: break;
-    }
-}
-
-/* Backward of the side parts: dlogit -> their parameters and dE. */
-static void mml__side_backward(mml_model_t *m, int n) {
-    const mml_kernels_t *K = m->K;
-    int F = m->F, k = m->k, D = F * k, HA = MML__ATT_HEADS * MML__ATT_SIZE;
-    if (m->has_linear && m->trainable[MML__G_LINEAR]) {
-        float *dw[3] = {mml__g(m, m->p_lin[0]), mml__g(m, m->p_lin[1]), mml__g(m, m->p_lin[2])};
-        mml__linear_backward(n, 3, m->ids_bf, m->dlogit, dw, NULL);
-    }
-    if (!m->trainable[MML__G_EXTRA] && !m->trainable[MML__G_EMB]) return;
-    switch (m->cfg.model) {
-    case MML_MODEL_DEEPFM: mml__fm_backward(n, F, k, m->E, m->part_act[0], m->dlogit, m->dE); break;
-    case MML_MODEL_DCN:
-        mml__cross_backward(K, n, D, MML__CROSS_LAYERS, m->E, mml__p(m, m->p_cross_w), m->part_act[0], m->dextra, m->dE,
-                            mml__g(m, m->p_cross_w), mml__g(m, m->p_cross_b), m->ws);
-        break;
-    case MML_MODEL_XDEEPFM:
-        mml__cin_backward(K, n, F, k, MML__CIN_LAYERS, mml__cin_sizes, 1, mml__p(m, m->p_cin), m->part_act[0], m->dlogit,
-                          m->dE, mml__g(m, m->p_cin), m->ws);
-        break;
-    case MML_MODEL_AUTOINT: {
-        const float *dout = m->dextra;
-        for (int l = MML__ATT_LAYERS - 1; l >= 0; l--) {
-            const int *pa = m->p_att[l];
-            const float *x = l ? m->att_out[l - 1] : m->E;
-            float *dxl = l ? m->datt[(l - 1) & 1] : m->dE;
-            if (l) memset(dxl, 0, (size_t)n * F * HA * sizeof(float));
-            mml__autoint_backward(K, n, F, l ? HA : k, MML__ATT_HEADS, MML__ATT_SIZE, x, mml__p(m, pa[0]),
-                                  mml__p(m, pa[1]), mml__p(m, pa[2]), mml__p(m, pa[3]), m->att_out[l], m->att_act[l],
-                                  dout, dxl, mml__g(m, pa[0]), mml__g(m, pa[1]), mml__g(m, pa[2]), mml__g(m, pa[3]),
-                                  m->ws);
-            dout = dxl;
-        }
-        break;
-    }
-    default: break;
-    }
-}
-
-/* Which adapters rows with domains dom[0..n) use: none, one (MLoRA's batch
- * domain, or the expert being trained), or all experts mixed by per-row
- * weights. The optimizer steps what this chose. */
-static void mml__adapter_mode(mml_model_t *m, int n, const int32_t *dom) {
-    m->ad_mode = MML__AD_OFF;
-    if (!m->n_experts) return;
-    if (m->cfg.adapter == MML_ADAPTER_MLORA) {
-        int same = !m->force_mix;
-        for (int i = 1; i < n && same; i++) same = dom[i] == dom[0];
-        if (!same) m->ad_mode = MML__AD_MIX;
-        else if (dom[0] < m->cfg.n_domains) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = dom[0]; }
-        return;
-    }
-    if (m->phase == MML_PHASE_BACKBONE) return;
-    if (m->phase == MML_PHASE_EXPERT) { m->ad_mode = MML__AD_SINGLE; m->ad_expert = m->expert; return; }
-    m->ad_mode = MML__AD_MIX;
-}
-
-/* mml__adapter_mode for this pass's rows; MLoRA's mixed batches select each
- * row's own domain adapter by one-hot weights in gw. */
-static void mml__choose_adapter(mml_model_t *m, int n) {
-    const int32_t *dom = m->ids[2];
-    mml__adapter_mode(m, n, dom);
-    if (m->cfg.adapter != MML_ADAPTER_MLORA || m->ad_mode != MML__AD_MIX) return;
-    int E = m->n_experts;
-    memset(m->gw, 0, (size_t)n * E * sizeof(float));
-    for (int i = 0; i < n; i++)
-        if (dom[i] < m->cfg.n_domains) m->gw[(int64_t)i * E + dom[i]] = 1.0f;
-}
-
-/* gin: [n, gdim] (domain-gate embeddings or x0)  G: [gdim, E]  -> gw = softmax(gin G + b): [n, E] */
-static void mml__gate_forward(mml_model_t *m, int n) {
-    const mml_kernels_t *K = m->K;
-    int E = m->n_experts, gd;
-    const float *gin;
-    if (m->cfg.gate == MML_GATE_DOMAIN) {
-        gd = m->cfg.gate_dim;
-        K->gather_rows(n, m->ids[2], mml__p(m, m->p_gate_emb), gd, m->gin, gd);
-        gin = m->gin;
-    } else {
-        gd = m->d0;
-        gin = m->x0;
-    }
-    float *lg = m->dw; /* scratch: dw is rebuilt in backward */
-    K->gemm_nn(n, E, gd, gin, gd, mml__p(m, m->p_gate_W), E, lg, E, 0);
-    K->add_bias(n, E, mml__p(m, m->p_gate_b), lg, E);
-    K->softmax_rows(n, E, lg, E, m->gw, E);
-}
-
-static uint64_t mml__dropout_seed(const mml_model_t *m, int layer) {
-    uint64_t s = m->cfg.seed * 0x9E3779B97F4A7C15ull + m->steps * 0x100000001B3ull + (uint64_t)layer;
-    return mml__rng_next(&s);
-}
-
-/* Do this phase's mixtures depend on the domain alone? (MLoRA; MoE-MLoRA with
- * the domain gate in the phases that mix experts) */
-static int mml__mix_by_domain(const mml_model_t *m) {
-    if (!mml__tf_config(&m->cfg)) return 0;
-    return m->cfg.adapter == MML_ADAPTER_MLORA || m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL;
-}
-
-/* Does this pass mix adapters with weights that depend on the domain alone? */
-static int mml__tf_mode(const mml_model_t *m) {
-    return m->ad_mode == MML__AD_MIX && mml__mix_by_domain(m);
-}
-
-/* Which layers this training pass folds: needs the rows in runs of one domain
- * (at most D+1 runs: a batch sorted by domain), the layer's buffers and,
- * unless forced, a lower cost than the low-rank path. */
-static void mml__tf_plan(mml_model_t *m, int n, int train) {
-    memset(m->tf_on, 0, sizeof m->tf_on);
-    m->tf_nruns = 0;
-    if (!train || m->tf_force < 0 || !m->tf_run || !mml__tf_mode(m)) return;
-    const int32_t *dom = m->ids[2];
-    int nr = 0, E = m->n_experts, D = m->cfg.n_domains;
-    for (int i = 0; i < n; i++) {
-        if (i && dom[i] == dom[i - 1]) continue;
-        if (nr == D + 1) return; /* not grouped by domain */
-        m->tf_run[nr++] = i;
-    }
-    m->tf_run[nr] = n;
-    for (int l = 0; l < m->n_layers; l++) {
-        const mml__layer *L = &m->layer[l];
-        m->tf_on[l] = L->tf && (m->tf_force > 0 || mml__tf_pays(L, E, n, nr));
-    }
-    m->tf_nruns = nr; /* the low-rank layers use the runs for their bias mixtures */
-    for (int g = 0; g < nr; g++)
-        memcpy(m->tf_wd + (int64_t)g * E, m->gw + (int64_t)m->tf_run[g] * E, (size_t)E * sizeof(float));
-}
-
-/* z += x dW_d + c_d per domain run (z holds the base part). */
-static void mml__tf_forward(mml_model_t *m, int l, const float *x, float *z) {
-    const mml_kernels_t *K = m->K;
-    const mml__layer *L = &m->layer[l];
-    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r, nr = m->tf_nruns;
-    int64_t kk = (int64_t)di * dout;
-    float *P = m->tf_P[l], *W = m->tf_W[l], *cd = m->tf_c[l];
-    const float *A = mml__p(m, L->A), *B = mml__p(m, L->B);
-    for (int e = 0; e < E; e++)
-        K->gemm_nn(di, dout, r, A + (int64_t)e * r, Er, B + (int64_t)e * r * dout, dout, P + e * kk, dout, 0);
-    K->gemm_nn(nr, (int)kk, E, m->tf_wd, E, P, (int)kk, W, (int)kk, 0);
-    K->gemm_nn(nr, dout, E, m->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
-    for (int g = 0; g < nr; g++) {
-        int a = m->tf_run[g], ng = m->tf_run[g + 1] - a;
-        K->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout, 1);
-        K->add_bias(ng, dout, cd + (int64_t)g * dout, z + (int64_t)a * dout, dout);
-    }
-}
-
-/* Backward of mml__tf_forward: dx = dz dW_d^T per run (if need_dx), the
- * adapters' gradients and the runs' dw (added to each run's first row). */
-static int mml__tf_backward(mml_model_t *m, int l, const float *x, const float *dz, float *dx, int need_dx, int gx,
-                            int gg) {
-    const mml_kernels_t *K = m->K;
-    const mml__layer *L = &m->layer[l];
-    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r, nr = m->tf_nruns;
-    int64_t kk = (int64_t)di * dout;
-    float *P = m->tf_P[l], *W = m->tf_W[l], *db = m->tf_db;
-    for (int g = 0; g < nr && need_dx; g++) {
-        int a = m->tf_run[g], ng = m->tf_run[g + 1] - a;
-        K->gemm_nt(ng, di, dout, dz + (int64_t)a * dout, dout, W + g * kk, dout, dx + (int64_t)a * di, di, 0);
-    }
-    if (!gx && !gg) return need_dx;
-    for (int g = 0; g < nr; g++) { /* W becomes the runs' gradients G_d */
-        int a = m->tf_run[g], ng = m->tf_run[g + 1] - a;
-        K->gemm_tn(di, dout, ng, x + (int64_t)a * di, di, dz + (int64_t)a * dout, dout, W + g * kk, dout, 0);
-        memset(db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
-        K->colsum_add(ng, dout, dz + (int64_t)a * dout, dout, db + (int64_t)g * dout);
-    }
-    const float *C = mml__p(m, L->C);
-    if (gg) {
-        K->gemm_nt(nr, E, (int)kk, W, (int)kk, P, (int)kk, m->tf_dw, E, 0);
-        K->gemm_nt(nr, E, dout, db, dout, C, dout, m->tf_dw, E, 1);
-        for (int g = 0; g < nr; g++)
-            K->axpy(E, 1.0f, m->tf_dw + (int64_t)g * E, m->dw + (int64_t)m->tf_run[g] * E);
-    }
-    if (gx) { /* P becomes M */
-        const float *A = mml__p(m, L->A), *B = mml__p(m, L->B);
-        float *gA = mml__g(m, L->A), *gB = mml__g(m, L->B);
-        K->gemm_tn(E, (int)kk, nr, m->tf_wd, E, W, (int)kk, P, (int)kk, 0);
-        for (int e = 0; e < E; e++) {
-            K->gemm_nt(di, r, dout, P + e * kk, dout, B + (int64_t)e * r * dout, dout, gA + (int64_t)e * r, Er, 1);
-            K->gemm_tn(r, dout, di, A + (int64_t)e * r, Er, P + e * kk, dout, gB + (int64_t)e * r * dout, dout, 1);
-        }
-        K->gemm_tn(E, dout, nr, m->tf_wd, E, db, dout, mml__g(m, L->C), dout, 1);
-    }
-    return need_dx;
-}
-
-/* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
- * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w */
-static void mml__layer_forward(mml_model_t *m, int l, int n, const float *x, int train) {
-    const mml_kernels_t *K = m->K;
-    const mml__layer *L = &m->layer[l];
-    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r;
-    float *z = m->z[l];
-    K->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
-    K->add_bias(n, dout, mml__p(m, L->b), z, dout);
-    if (train && m->cfg.dropout > 0.0f) { /* the mask is kept for the backward pass */
-        K->dropout_keep((int64_t)n * dout, m->cfg.dropout, mml__dropout_seed(m, l), (uint64_t)m->row0 * dout,
-                        m->dkeep[l]);
-        K->mask_scale((int64_t)n * dout, m->dkeep[l], z, z, 1.0f / (1.0f - m->cfg.dropout));
-    }
-    if (m->ad_mode == MML__AD_SINGLE) {
-        int e = m->ad_expert;
-        K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, m->T[l], r, 0);
-        K->gemm_nn(n, dout, r, m->T[l], r, mml__p(m, L->B) + (int64_t)e * r * dout, dout, z, dout, 1);
-        K->add_bias(n, dout, mml__p(m, L->C) + (int64_t)e * dout, z, dout);
-    } else if (m->ad_mode == MML__AD_MIX && m->tf_on[l]) {
-        mml__tf_forward(m, l, x, z);
-    } else if (m->ad_mode == MML__AD_MIX) {
-        K->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, m->T[l], Er, 0);
-        K->block_scale(n, E, r, m->T[l], Er, m->gw, E, m->U[l], Er);
-        K->gemm_nn(n, dout, Er, m->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
-        if (m->tf_nruns) { /* rows in domain runs: one bias mixture per run */
-            float *cd = m->tf_db;
-            K->gemm_nn(m->tf_nruns, dout, E, m->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
-            for (int g = 0; g < m->tf_nruns; g++)
-                K->add_bias(m->tf_run[g + 1] - m->tf_run[g], dout, cd + (int64_t)g * dout,
-                            z + (int64_t)m->tf_run[g] * dout, dout);
-        } else {
-            K->gemm_nn(n, dout, E, m->gw, E, mml__p(m, L->C), dout, z, dout, 1);
-        }
-    }
-    K->relu_fwd((int64_t)n * dout, z, z);
-}
+static void mml__folded_forward_tower(const mml_model_t *m, mml__pass *ps);
 
 static int mml__domain_runs(const mml_batch_t *b) {
     int runs = 1;
@@ -5257,82 +5282,323 @@ static int mml__domain_runs(const mml_batch_t *b) {
     return runs;
 }
 
-/* The batch's rows grouped by domain (a stable counting sort into the
- * model's buffers; ids outside the vocabulary count as the OOV domain);
- * ids_perm[j] is the batch row of sorted row j. */
-static const mml_batch_t *mml__sort_by_domain(mml_model_t *m, const mml_batch_t *b, mml_batch_t *out) {
-    int D = m->cfg.n_domains, n = b->n;
-    int32_t *start = m->dom_count, *ids = m->sort_ids, *order = m->ids_perm;
-    memset(start, 0, sizeof(int32_t) * (size_t)(D + 2));
-    for (int i = 0; i < n; i++) start[(b->dom[i] >= 0 && b->dom[i] < D ? b->dom[i] : D) + 1]++;
-    for (int d = 0; d <= D; d++) start[d + 1] += start[d];
-    for (int i = 0; i < n; i++) {
-        int j = start[b->dom[i] >= 0 && b->dom[i] < D ? b->dom[i] : D]++;
-        ids[j] = b->uid[i];
-        ids[n + j] = b->pid[i];
-        ids[2 * n + j] = b->dom[i];
-        order[j] = i;
-        if (b->label) m->sort_label[j] = b->label[i];
+/* Loads the rows of b into the pass: ids clamped to the vocabulary (an
+ * unknown id reads its field's OOV row) and, with sort, grouped by domain (a
+ * stable counting sort; perm[j] is the batch row of loaded row j). The pass's
+ * rows become the whole batch. */
+static void mml__pass_load(const mml_model_t *m, mml__pass *ps, const mml_batch_t *b, int sort) {
+    const int32_t *src[3] = {b->uid, b->pid, b->dom};
+    int n = b->n, F = m->a.F, df = m->a.dom_field, D = m->a.field[df].vocab;
+    ps->sorted = sort;
+    if (sort) {
+        int32_t *start = ps->dom_count;
+        memset(start, 0, sizeof(int32_t) * (size_t)(D + 2));
+        for (int i = 0; i < n; i++) start[(src[df][i] >= 0 && src[df][i] < D ? src[df][i] : D) + 1]++;
+        for (int d = 0; d <= D; d++) start[d + 1] += start[d];
+        for (int i = 0; i < n; i++) ps->perm[start[src[df][i] >= 0 && src[df][i] < D ? src[df][i] : D]++] = i;
     }
-    out->n = n;
-    out->uid = ids;
-    out->pid = ids + n;
-    out->dom = ids + 2 * n;
-    out->label = b->label ? m->sort_label : NULL;
-    return out;
+    for (int f = 0; f < F; f++) {
+        int32_t *dst = ps->ids_buf[f], V = m->a.field[f].vocab;
+        for (int j = 0; j < n; j++) {
+            int32_t id = src[f][sort ? ps->perm[j] : j];
+            dst[j] = (id >= 0 && id < V) ? id : V;
+        }
+        ps->loaded.ids[f] = dst;
+    }
+    ps->loaded.label = b->label;
+    if (b->label && sort) {
+        for (int j = 0; j < n; j++) ps->label_buf[j] = b->label[ps->perm[j]];
+        ps->loaded.label = ps->label_buf;
+    }
+    ps->loaded.n = n;
+    ps->loaded.row0 = 0;
+    ps->r = ps->loaded;
 }
 
-/* Full forward: logits and probabilities for n rows. */
-static void mml__forward(mml_model_t *m, int n, const mml_batch_t *b, int train) {
+/* Rows [lo, hi) of rows r, as a worker's share. */
+static mml__rows mml__rows_slice(const mml__rows *r, int F, int lo, int hi) {
+    mml__rows s = *r;
+    s.n = hi - lo;
+    s.row0 = r->row0 + lo;
+    for (int f = 0; f < F; f++) s.ids[f] = r->ids[f] + lo;
+    if (r->label) s.label = r->label + lo;
+    return s;
+}
+
+/* Which adapters the rows use: none, one (MLoRA's domain when every row is of
+ * one domain, or the expert being trained), or all experts mixed by per-row
+ * weights. Taken on the whole batch, so every worker's share and every
+ * process's share use the same path, and the optimizer steps what it chose. */
+static void mml__plan_for(const mml_model_t *m, mml__pass *ps, int train) {
+    mml__plan *pl = &ps->plan;
+    pl->train = train;
+    pl->folded = !train && m->fold.ok;
+    pl->step = m->opt.steps;
+    pl->defer_scatter = 0;
+    pl->ad_mode = MML__AD_OFF;
+    pl->ad_expert = 0;
+    if (!m->a.n_experts) return;
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) {
+        const int32_t *dom = ps->loaded.ids[m->a.dom_field];
+        int n = ps->loaded.n, same = 1;
+        for (int i = 1; i < n && same; i++) same = dom[i] == dom[0];
+        if (!same) pl->ad_mode = MML__AD_MIX;
+        else if (dom[0] < m->cfg.n_domains) { pl->ad_mode = MML__AD_SINGLE; pl->ad_expert = dom[0]; }
+        return;
+    }
+    if (m->ph.phase == MML_PHASE_BACKBONE) return;
+    if (m->ph.phase == MML_PHASE_EXPERT) { pl->ad_mode = MML__AD_SINGLE; pl->ad_expert = m->ph.expert; return; }
+    pl->ad_mode = MML__AD_MIX;
+}
+
+/* Field embeddings of the rows: E [n, F, k]. */
+static void mml__embed(const mml_model_t *m, mml__pass *ps) {
+    int F = m->a.F, k = m->a.k;
+    for (int f = 0; f < F; f++)
+        m->K->gather_rows(ps->r.n, ps->r.ids[f], mml__p(m, m->a.field[f].emb), k, ps->E + f * k, F * k);
+}
+
+/* dx0: [n, d0] -> dE: [n, F, k] += (dE is zeroed here unless it aliases dx0). */
+static void mml__input_backward(const mml_model_t *m, mml__pass *ps, int have_dx0) {
+    size_t bytes = (size_t)ps->r.n * m->a.D * sizeof(float);
+    if (ps->dE == ps->dx0) {
+        if (!have_dx0) memset(ps->dE, 0, bytes);
+        return;
+    }
+    memset(ps->dE, 0, bytes);
+    if (have_dx0) m->a.kind->input_bwd(m, ps);
+}
+
+/* Parts beside the tower: the wide part's logit, then the kind's logit term
+ * and extra inputs of the final dense layer. */
+static void mml__side_forward(const mml_model_t *m, mml__pass *ps) {
+    if (m->a.kind->linear) {
+        const float *w[MML__MAX_FIELDS];
+        for (int f = 0; f < m->a.F; f++) w[f] = mml__p(m, m->a.field[f].lin);
+        mml__linear_forward(ps->r.n, m->a.F, ps->r.ids, w, NULL, ps->lin_out);
+    }
+    if (m->a.kind->side_fwd) m->a.kind->side_fwd(m, ps);
+}
+
+/* Backward of the side parts: dlogit -> their parameters and dE. */
+static void mml__side_backward(const mml_model_t *m, mml__pass *ps) {
+    const int *tr = m->ph.trainable;
+    if (m->a.kind->linear && tr[MML__G_LINEAR]) {
+        float *dw[MML__MAX_FIELDS];
+        for (int f = 0; f < m->a.F; f++) dw[f] = mml__g(ps->g, m, m->a.field[f].lin);
+        mml__linear_backward(ps->r.n, m->a.F, ps->r.ids, ps->dlogit, dw, NULL);
+    }
+    if (!tr[MML__G_EXTRA] && !tr[MML__G_EMB]) return;
+    if (m->a.kind->side_bwd) m->a.kind->side_bwd(m, ps);
+}
+
+/* MLoRA's mixed rows select each row's own domain adapter by one-hot weights. */
+static void mml__mlora_weights(const mml_model_t *m, mml__pass *ps) {
+    const int32_t *dom = ps->r.ids[m->a.dom_field];
+    int E = m->a.n_experts, n = ps->r.n;
+    memset(ps->gw, 0, (size_t)n * E * sizeof(float));
+    for (int i = 0; i < n; i++)
+        if (dom[i] < m->cfg.n_domains) ps->gw[(int64_t)i * E + dom[i]] = 1.0f;
+}
+
+/* gin: [n, gdim] (domain-gate embeddings or x0)  G: [gdim, E]  -> gw = softmax(gin G + b): [n, E] */
+static void mml__gate_forward(const mml_model_t *m, mml__pass *ps) {
     const mml_kernels_t *K = m->K;
-    /* folded inference runs domain groups: sort rows that are not in long runs */
-    mml_batch_t sorted;
-    int runs = !train && m->fold_ok ? mml__domain_runs(b) : 1, perm = runs * 8 > n && runs > 2;
-    if (perm) b = mml__sort_by_domain(m, b, &sorted);
-    mml__embed(m, n, b);
-    mml__input_forward(m, n);
-    if (!train && m->fold_ok) {
-        mml__folded_forward_tower(m, n);
+    int E = m->a.n_experts, n = ps->r.n, gd;
+    const float *gin;
+    if (m->cfg.gate == MML_GATE_DOMAIN) {
+        gd = m->cfg.gate_dim;
+        K->gather_rows(n, ps->r.ids[m->a.dom_field], mml__p(m, m->a.gate_emb), gd, ps->gin, gd);
+        gin = ps->gin;
     } else {
-        mml__choose_adapter(m, n);
-        if (m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE) mml__gate_forward(m, n);
-        mml__tf_plan(m, n, train);
-        const float *x = m->x0;
-        for (int l = 0; l < m->n_layers; l++) {
-            mml__layer_forward(m, l, n, x, train);
-            x = m->z[l];
-        }
+        gd = m->a.d0;
+        gin = ps->x0;
     }
-    const float *x = m->z[m->n_layers - 1];
-    mml__side_forward(m, n);
-    int dl = m->layer[m->n_layers - 1].d_out;
-    const float *w = mml__p(m, m->p_out), bias = *mml__p(m, m->p_out_b);
-    K->gemm_nn(n, 1, dl, x, dl, w, 1, m->logit, 1, 0);
-    if (m->de) K->gemm_nn(n, 1, m->de, m->extra, m->de, w + dl, 1, m->logit, 1, 1);
+    K->gemm_nn(n, E, gd, gin, gd, mml__p(m, m->a.gate_W), E, ps->glogit, E, 0);
+    K->add_bias(n, E, mml__p(m, m->a.gate_b), ps->glogit, E);
+    K->softmax_rows(n, E, ps->glogit, E, ps->gw, E);
+}
+
+static uint64_t mml__dropout_seed(const mml_model_t *m, const mml__pass *ps, int layer) {
+    uint64_t s = m->cfg.seed * 0x9E3779B97F4A7C15ull + ps->plan.step * 0x100000001B3ull + (uint64_t)layer;
+    return mml__rng_next(&s);
+}
+
+/* Do this phase's mixtures depend on the domain alone? (MLoRA; MoE-MLoRA with
+ * the domain gate in the phases that mix experts) */
+static int mml__mix_by_domain(const mml_model_t *m) {
+    if (!mml__tf_config(&m->cfg)) return 0;
+    return m->cfg.adapter == MML_ADAPTER_MLORA || m->ph.phase == MML_PHASE_GATE || m->ph.phase == MML_PHASE_ALL;
+}
+
+/* Which layers this training pass folds: needs the rows in runs of one domain
+ * (at most D+1 runs: a batch sorted by domain), the layer's buffers and,
+ * unless forced, a lower cost than the low-rank path. */
+static void mml__tf_plan(const mml_model_t *m, mml__pass *ps) {
+    memset(ps->tf_on, 0, sizeof ps->tf_on);
+    ps->tf_nruns = 0;
+    if (!ps->plan.train || mml__knobs.tf_force < 0 || !ps->tf_run || ps->plan.ad_mode != MML__AD_MIX ||
+        !mml__mix_by_domain(m))
+        return;
+    const int32_t *dom = ps->r.ids[m->a.dom_field];
+    int n = ps->r.n, nr = 0, E = m->a.n_experts, D = m->cfg.n_domains;
     for (int i = 0; i < n; i++) {
-        float z = m->logit[i] + bias;
-        if (m->has_linear) z += m->lin_out[i];
-        if (m->cfg.model == MML_MODEL_DEEPFM) z += m->fm_out[i];
-        if (m->cfg.model == MML_MODEL_XDEEPFM) z += m->cin_out[i];
-        m->logit[i] = z;
+        if (i && dom[i] == dom[i - 1]) continue;
+        if (nr == D + 1) return; /* not grouped by domain */
+        ps->tf_run[nr++] = i;
     }
-    K->sigmoid(n, m->logit, m->prob);
-    if (perm) { /* back to the batch's row order */
-        float *out[2] = {m->logit, m->prob}, *tmp = m->dlogit;
-        for (int v = 0; v < 2; v++) {
-            memcpy(tmp, out[v], (size_t)n * sizeof(float));
-            for (int j = 0; j < n; j++) out[v][m->ids_perm[j]] = tmp[j];
+    ps->tf_run[nr] = n;
+    for (int l = 0; l < m->a.n_layers; l++) {
+        const mml__layer *L = &m->a.layer[l];
+        ps->tf_on[l] = L->tf && (mml__knobs.tf_force > 0 || mml__tf_pays(L, E, n, nr));
+    }
+    ps->tf_nruns = nr; /* the low-rank layers use the runs for their bias mixtures */
+    for (int g = 0; g < nr; g++)
+        memcpy(ps->tf_wd + (int64_t)g * E, ps->gw + (int64_t)ps->tf_run[g] * E, (size_t)E * sizeof(float));
+}
+
+/* z += x dW_d + c_d per domain run (z holds the base part). */
+static void mml__tf_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->a.layer[l];
+    int di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r, nr = ps->tf_nruns;
+    int64_t kk = (int64_t)di * dout;
+    float *P = ps->tf_P[l], *W = ps->tf_W[l], *cd = ps->tf_c[l];
+    const float *A = mml__p(m, L->A), *B = mml__p(m, L->B);
+    for (int e = 0; e < E; e++)
+        K->gemm_nn(di, dout, r, A + (int64_t)e * r, Er, B + (int64_t)e * r * dout, dout, P + e * kk, dout, 0);
+    K->gemm_nn(nr, (int)kk, E, ps->tf_wd, E, P, (int)kk, W, (int)kk, 0);
+    K->gemm_nn(nr, dout, E, ps->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
+    for (int g = 0; g < nr; g++) {
+        int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
+        K->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout, 1);
+        K->add_bias(ng, dout, cd + (int64_t)g * dout, z + (int64_t)a * dout, dout);
+    }
+}
+
+/* Backward of mml__tf_forward: dx = dz dW_d^T per run (if need_dx), the
+ * adapters' gradients and the runs' dw (added to each run's first row). */
+static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const float *x, const float *dz, float *dx,
+                            int need_dx, int gx, int gg) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->a.layer[l];
+    int di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r, nr = ps->tf_nruns;
+    int64_t kk = (int64_t)di * dout;
+    float *P = ps->tf_P[l], *W = ps->tf_W[l], *db = ps->tf_db;
+    for (int g = 0; g < nr && need_dx; g++) {
+        int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
+        K->gemm_nt(ng, di, dout, dz + (int64_t)a * dout, dout, W + g * kk, dout, dx + (int64_t)a * di, di, 0);
+    }
+    if (!gx && !gg) return need_dx;
+    for (int g = 0; g < nr; g++) { /* W becomes the runs' gradients G_d */
+        int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
+        K->gemm_tn(di, dout, ng, x + (int64_t)a * di, di, dz + (int64_t)a * dout, dout, W + g * kk, dout, 0);
+        memset(db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
+        K->colsum_add(ng, dout, dz + (int64_t)a * dout, dout, db + (int64_t)g * dout);
+    }
+    const float *C = mml__p(m, L->C);
+    if (gg) {
+        K->gemm_nt(nr, E, (int)kk, W, (int)kk, P, (int)kk, ps->tf_dw, E, 0);
+        K->gemm_nt(nr, E, dout, db, dout, C, dout, ps->tf_dw, E, 1);
+        for (int g = 0; g < nr; g++)
+            K->axpy(E, 1.0f, ps->tf_dw + (int64_t)g * E, ps->dw + (int64_t)ps->tf_run[g] * E);
+    }
+    if (gx) { /* P becomes M */
+        const float *A = mml__p(m, L->A), *B = mml__p(m, L->B);
+        float *gA = mml__g(ps->g, m, L->A), *gB = mml__g(ps->g, m, L->B);
+        K->gemm_tn(E, (int)kk, nr, ps->tf_wd, E, W, (int)kk, P, (int)kk, 0);
+        for (int e = 0; e < E; e++) {
+            K->gemm_nt(di, r, dout, P + e * kk, dout, B + (int64_t)e * r * dout, dout, gA + (int64_t)e * r, Er, 1);
+            K->gemm_tn(r, dout, di, A + (int64_t)e * r, Er, P + e * kk, dout, gB + (int64_t)e * r * dout, dout, 1);
+        }
+        K->gemm_tn(E, dout, nr, ps->tf_wd, E, db, dout, mml__g(ps->g, m, L->C), dout, 1);
+    }
+    return need_dx;
+}
+
+/* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
+ * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w */
+static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x) {
+    const mml_kernels_t *K = m->K;
+    const mml__layer *L = &m->a.layer[l];
+    int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
+    int mode = ps->plan.ad_mode;
+    float *z = ps->z[l];
+    K->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
+    K->add_bias(n, dout, mml__p(m, L->b), z, dout);
+    if (ps->plan.train && m->cfg.dropout > 0.0f) { /* the mask is kept for the backward pass */
+        K->dropout_keep((int64_t)n * dout, m->cfg.dropout, mml__dropout_seed(m, ps, l), (uint64_t)ps->r.row0 * dout,
+                        ps->dkeep[l]);
+        K->mask_scale((int64_t)n * dout, ps->dkeep[l], z, z, 1.0f / (1.0f - m->cfg.dropout));
+    }
+    if (mode == MML__AD_SINGLE) {
+        int e = ps->plan.ad_expert;
+        K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, ps->T[l], r, 0);
+        K->gemm_nn(n, dout, r, ps->T[l], r, mml__p(m, L->B) + (int64_t)e * r * dout, dout, z, dout, 1);
+        K->add_bias(n, dout, mml__p(m, L->C) + (int64_t)e * dout, z, dout);
+    } else if (mode == MML__AD_MIX && ps->tf_on[l]) {
+        mml__tf_forward(m, ps, l, x, z);
+    } else if (mode == MML__AD_MIX) {
+        K->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, ps->T[l], Er, 0);
+        K->block_scale(n, E, r, ps->T[l], Er, ps->gw, E, ps->U[l], Er);
+        K->gemm_nn(n, dout, Er, ps->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
+        if (ps->tf_nruns) { /* rows in domain runs: one bias mixture per run */
+            float *cd = ps->tf_db;
+            K->gemm_nn(ps->tf_nruns, dout, E, ps->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
+            for (int g = 0; g < ps->tf_nruns; g++)
+                K->add_bias(ps->tf_run[g + 1] - ps->tf_run[g], dout, cd + (int64_t)g * dout,
+                            z + (int64_t)ps->tf_run[g] * dout, dout);
+        } else {
+            K->gemm_nn(n, dout, E, ps->gw, E, mml__p(m, L->C), dout, z, dout, 1);
         }
     }
+    K->relu_fwd((int64_t)n * dout, z, z);
+}
+
+/* Full forward of the pass's rows: logits and probabilities. */
+static void mml__forward(const mml_model_t *m, mml__pass *ps) {
+    const mml_kernels_t *K = m->K;
+    const mml__arch *a = &m->a;
+    int n = ps->r.n;
+    mml__embed(m, ps);
+    if (a->kind->input_fwd) a->kind->input_fwd(m, ps);
+    if (ps->plan.folded) {
+        mml__folded_forward_tower(m, ps);
+    } else {
+        if (ps->plan.ad_mode == MML__AD_MIX) {
+            if (m->cfg.adapter == MML_ADAPTER_MLORA) mml__mlora_weights(m, ps);
+            else mml__gate_forward(m, ps);
+        }
+        mml__tf_plan(m, ps);
+        const float *x = ps->x0;
+        for (int l = 0; l < a->n_layers; l++) {
+            mml__layer_forward(m, ps, l, x);
+            x = ps->z[l];
+        }
+    }
+    const float *x = ps->z[a->n_layers - 1];
+    mml__side_forward(m, ps);
+    int dl = a->layer[a->n_layers - 1].d_out;
+    const float *w = mml__p(m, a->out_W), bias = *mml__p(m, a->out_b);
+    K->gemm_nn(n, 1, dl, x, dl, w, 1, ps->logit, 1, 0);
+    if (a->de) K->gemm_nn(n, 1, a->de, ps->extra, a->de, w + dl, 1, ps->logit, 1, 1);
+    for (int i = 0; i < n; i++) {
+        float z = ps->logit[i] + bias;
+        if (a->kind->linear) z += ps->lin_out[i];
+        if (a->kind->logit_term) z += ps->side_logit[i];
+        ps->logit[i] = z;
+    }
+    K->sigmoid(n, ps->logit, ps->prob);
 }
 
 /* Does anything below layer l need the gradient of its input? */
-static int mml__need_dx(const mml_model_t *m, int l) {
+static int mml__need_dx(const mml_model_t *m, const mml__pass *ps, int l) {
+    const int *tr = m->ph.trainable;
+    int mode = ps->plan.ad_mode;
     if (l > 0)
-        return m->trainable[MML__G_TOWER] || (m->trainable[MML__G_EXPERT] && m->ad_mode != MML__AD_OFF) ||
-               (m->trainable[MML__G_GATE] && m->ad_mode == MML__AD_MIX);
-    int emb = m->trainable[MML__G_EMB] || (m->cfg.model == MML_MODEL_FIBINET && m->trainable[MML__G_EXTRA]);
-    int gate_in = m->cfg.gate == MML_GATE_INPUT && m->trainable[MML__G_GATE] && m->ad_mode == MML__AD_MIX &&
+        return tr[MML__G_TOWER] || (tr[MML__G_EXPERT] && mode != MML__AD_OFF) || (tr[MML__G_GATE] && mode == MML__AD_MIX);
+    int emb = tr[MML__G_EMB] || (m->a.kind->input_params && tr[MML__G_EXTRA]);
+    int gate_in = m->cfg.gate == MML_GATE_INPUT && tr[MML__G_GATE] && mode == MML__AD_MIX &&
                   m->cfg.adapter == MML_ADAPTER_MOE;
     return emb || gate_in;
 }
@@ -5340,130 +5606,141 @@ static int mml__need_dx(const mml_model_t *m, int l) {
 /* dz: [n, d_out] gradient at the adapter's output (before dropout of the base part)
  * -> adapter parameter gradients, dw (mixture weights) and, if dx, dx = dz-part: [n, d_in].
  * Returns 1 if it wrote dx. */
-static int mml__adapter_backward(mml_model_t *m, int l, int n, const float *x, const float *dz, float *dx,
-                                 int need_dx) {
+static int mml__adapter_backward(const mml_model_t *m, mml__pass *ps, int l, const float *x, const float *dz,
+                                 float *dx, int need_dx) {
     const mml_kernels_t *K = m->K;
-    const mml__layer *L = &m->layer[l];
-    int di = L->d_in, dout = L->d_out, r = L->r, E = m->n_experts, Er = E * r;
-    int gx = m->trainable[MML__G_EXPERT];
-    if (m->ad_mode == MML__AD_SINGLE) {
+    const mml__layer *L = &m->a.layer[l];
+    const mml__grads *g = ps->g;
+    int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
+    int gx = m->ph.trainable[MML__G_EXPERT];
+    if (ps->plan.ad_mode == MML__AD_SINGLE) {
         if (!gx && !need_dx) return 0;
-        int e = m->ad_expert;
+        int e = ps->plan.ad_expert;
         const float *Ae = mml__p(m, L->A) + (int64_t)e * r;
         const float *Be = mml__p(m, L->B) + (int64_t)e * r * dout;
-        K->gemm_nt(n, r, dout, dz, dout, Be, dout, m->dT, r, 0);
+        K->gemm_nt(n, r, dout, dz, dout, Be, dout, ps->dT, r, 0);
         if (gx) {
-            K->gemm_tn(r, dout, n, m->T[l], r, dz, dout, mml__g(m, L->B) + (int64_t)e * r * dout, dout, 1);
-            K->colsum_add(n, dout, dz, dout, mml__g(m, L->C) + (int64_t)e * dout);
-            K->gemm_tn(di, r, n, x, di, m->dT, r, mml__g(m, L->A) + (int64_t)e * r, Er, 1);
+            K->gemm_tn(r, dout, n, ps->T[l], r, dz, dout, mml__g(g, m, L->B) + (int64_t)e * r * dout, dout, 1);
+            K->colsum_add(n, dout, dz, dout, mml__g(g, m, L->C) + (int64_t)e * dout);
+            K->gemm_tn(di, r, n, x, di, ps->dT, r, mml__g(g, m, L->A) + (int64_t)e * r, Er, 1);
         }
-        if (need_dx) K->gemm_nt(n, di, r, m->dT, r, Ae, Er, dx, di, 0);
+        if (need_dx) K->gemm_nt(n, di, r, ps->dT, r, Ae, Er, dx, di, 0);
         return need_dx;
     }
-    if (m->ad_mode != MML__AD_MIX) return 0;
-    int gg = m->trainable[MML__G_GATE] && m->cfg.adapter == MML_ADAPTER_MOE;
+    if (ps->plan.ad_mode != MML__AD_MIX) return 0;
+    int gg = m->ph.trainable[MML__G_GATE] && m->cfg.adapter == MML_ADAPTER_MOE;
     if (!gx && !need_dx && !gg) return 0;
-    if (m->tf_on[l]) return mml__tf_backward(m, l, x, dz, dx, need_dx, gx, gg);
-    K->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, m->dU, Er, 0);
-    int nr = m->tf_nruns;
+    if (ps->tf_on[l]) return mml__tf_backward(m, ps, l, x, dz, dx, need_dx, gx, gg);
+    K->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, ps->dU, Er, 0);
+    int nr = ps->tf_nruns;
     if (nr && (gg || gx)) { /* rows in domain runs: the bias mixture's gradients per run */
-        for (int g = 0; g < nr; g++) {
-            memset(m->tf_db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
-            K->colsum_add(m->tf_run[g + 1] - m->tf_run[g], dout, dz + (int64_t)m->tf_run[g] * dout, dout,
-                          m->tf_db + (int64_t)g * dout);
+        for (int q = 0; q < nr; q++) {
+            memset(ps->tf_db + (int64_t)q * dout, 0, (size_t)dout * sizeof(float));
+            K->colsum_add(ps->tf_run[q + 1] - ps->tf_run[q], dout, dz + (int64_t)ps->tf_run[q] * dout, dout,
+                          ps->tf_db + (int64_t)q * dout);
         }
     }
     if (gg) {
         if (nr) {
-            K->gemm_nt(nr, E, dout, m->tf_db, dout, mml__p(m, L->C), dout, m->tf_dw, E, 0);
-            for (int g = 0; g < nr; g++)
-                K->axpy(E, 1.0f, m->tf_dw + (int64_t)g * E, m->dw + (int64_t)m->tf_run[g] * E);
+            K->gemm_nt(nr, E, dout, ps->tf_db, dout, mml__p(m, L->C), dout, ps->tf_dw, E, 0);
+            for (int q = 0; q < nr; q++)
+                K->axpy(E, 1.0f, ps->tf_dw + (int64_t)q * E, ps->dw + (int64_t)ps->tf_run[q] * E);
         } else {
-            K->gemm_nt(n, E, dout, dz, dout, mml__p(m, L->C), dout, m->dw, E, 1);
+            K->gemm_nt(n, E, dout, dz, dout, mml__p(m, L->C), dout, ps->dw, E, 1);
         }
-        K->block_dot(n, E, r, m->dU, Er, m->T[l], Er, m->dw, E, 1);
+        K->block_dot(n, E, r, ps->dU, Er, ps->T[l], Er, ps->dw, E, 1);
     }
     if (gx) {
-        K->gemm_tn(Er, dout, n, m->U[l], Er, dz, dout, mml__g(m, L->B), dout, 1);
-        if (nr) K->gemm_tn(E, dout, nr, m->tf_wd, E, m->tf_db, dout, mml__g(m, L->C), dout, 1);
-        else K->gemm_tn(E, dout, n, m->gw, E, dz, dout, mml__g(m, L->C), dout, 1);
+        K->gemm_tn(Er, dout, n, ps->U[l], Er, dz, dout, mml__g(g, m, L->B), dout, 1);
+        if (nr) K->gemm_tn(E, dout, nr, ps->tf_wd, E, ps->tf_db, dout, mml__g(g, m, L->C), dout, 1);
+        else K->gemm_tn(E, dout, n, ps->gw, E, dz, dout, mml__g(g, m, L->C), dout, 1);
     }
     if (!gx && !need_dx) return 0;
-    K->block_scale(n, E, r, m->dU, Er, m->gw, E, m->dT, Er);
-    if (gx) K->gemm_tn(di, Er, n, x, di, m->dT, Er, mml__g(m, L->A), Er, 1);
-    if (need_dx) K->gemm_nt(n, di, Er, m->dT, Er, mml__p(m, L->A), Er, dx, di, 0);
+    K->block_scale(n, E, r, ps->dU, Er, ps->gw, E, ps->dT, Er);
+    if (gx) K->gemm_tn(di, Er, n, x, di, ps->dT, Er, mml__g(g, m, L->A), Er, 1);
+    if (need_dx) K->gemm_nt(n, di, Er, ps->dT, Er, mml__p(m, L->A), Er, dx, di, 0);
     return need_dx;
 }
 
 /* Softmax backward into the gate's parameters (and x0 for the input gate). */
-static void mml__gate_backward(mml_model_t *m, int n) {
+static void mml__gate_backward(const mml_model_t *m, mml__pass *ps) {
     const mml_kernels_t *K = m->K;
-    int E = m->n_experts;
-    float *dw = m->dw;
+    const mml__grads *g = ps->g;
+    int n = ps->r.n, E = m->a.n_experts;
+    float *dw = ps->dw;
     for (int i = 0; i < n; i++) {
-        const float *w = m->gw + (int64_t)i * E;
+        const float *w = ps->gw + (int64_t)i * E;
         float *d = dw + (int64_t)i * E;
         float s = K->dot(E, w, d);
         for (int e = 0; e < E; e++) d[e] = w[e] * (d[e] - s);
     }
-    int gd = m->cfg.gate == MML_GATE_DOMAIN ? m->cfg.gate_dim : m->d0;
-    const float *gin = m->cfg.gate == MML_GATE_DOMAIN ? m->gin : m->x0;
-    K->gemm_tn(gd, E, n, gin, gd, dw, E, mml__g(m, m->p_gate_W), E, 1);
-    K->colsum_add(n, E, dw, E, mml__g(m, m->p_gate_b));
+    int gd = m->cfg.gate == MML_GATE_DOMAIN ? m->cfg.gate_dim : m->a.d0;
+    const float *gin = m->cfg.gate == MML_GATE_DOMAIN ? ps->gin : ps->x0;
+    K->gemm_tn(gd, E, n, gin, gd, dw, E, mml__g(g, m, m->a.gate_W), E, 1);
+    K->colsum_add(n, E, dw, E, mml__g(g, m, m->a.gate_b));
     if (m->cfg.gate == MML_GATE_DOMAIN) {
-        float *dg = m->dU; /* scratch [n, gate_dim] */
-        K->gemm_nt(n, gd, E, dw, E, mml__p(m, m->p_gate_W), E, dg, gd, 0);
-        K->scatter_add_rows(n, m->ids[2], dg, gd, gd, mml__g(m, m->p_gate_emb));
+        float *dg = ps->dU; /* [n, gate_dim] */
+        K->gemm_nt(n, gd, E, dw, E, mml__p(m, m->a.gate_W), E, dg, gd, 0);
+        K->scatter_add_rows(n, ps->r.ids[m->a.dom_field], dg, gd, gd, mml__g(g, m, m->a.gate_emb));
     } else {
-        K->gemm_nt(n, m->d0, E, dw, E, mml__p(m, m->p_gate_W), E, m->dx0, m->d0, 1);
+        K->gemm_nt(n, m->a.d0, E, dw, E, mml__p(m, m->a.gate_W), E, ps->dx0, m->a.d0, 1);
     }
 }
 
-static void mml__embed_backward(mml_model_t *m, int n) {
-    for (int f = 0; f < 3; f++) {
-        int pi = m->p_emb[f];
+/* Embedding gradients (unless the workers' owned scatter adds them later) and
+ * the rows they touch. */
+static void mml__embed_backward(const mml_model_t *m, mml__pass *ps) {
+    mml__grads *g = ps->g;
+    int F = m->a.F, k = m->a.k, n = ps->r.n;
+    for (int f = 0; f < F; f++) {
+        int pi = m->a.field[f].emb;
         if (!mml__param_trainable(m, pi)) continue;
-        if (!m->defer_scatter) m->K->scatter_add_rows(n, m->ids[f], m->dE + f * m->k, m->F * m->k, m->k, mml__g(m, pi));
+        const int32_t *ids = ps->r.ids[f];
+        if (!ps->plan.defer_scatter) m->K->scatter_add_rows(n, ids, ps->dE + f * k, F * k, k, mml__g(g, m, pi));
         for (int i = 0; i < n; i++) {
-            int32_t id = m->ids[f][i];
-            if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+            int32_t id = ids[i];
+            if (!g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
         }
     }
 }
 
-/* Gradients of scale * (summed BCE of these n rows) accumulate into m->G;
- * returns the summed BCE. Needs a forward(train) of the same rows. */
-static double mml__backward_scaled(mml_model_t *m, int n, const float *label, float scale) {
+/* Gradients of scale * (summed BCE of the rows) accumulate into the pass's
+ * gradients; returns the summed BCE. Needs mml__forward of the same rows. */
+static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
     const mml_kernels_t *K = m->K;
-    double loss = K->bce_logits(n, m->logit, label, scale, m->dlogit);
-    int nl = m->n_layers, dl = m->layer[nl - 1].d_out;
-    if (m->trainable[MML__G_OUT]) {
+    const mml__arch *a = &m->a;
+    const int *tr = m->ph.trainable;
+    mml__grads *g = ps->g;
+    int n = ps->r.n;
+    double loss = K->bce_logits(n, ps->logit, ps->r.label, scale, ps->dlogit);
+    int nl = a->n_layers, dl = a->layer[nl - 1].d_out;
+    if (tr[MML__G_OUT]) {
         /* dW_out += z^T dlogit, as the row dlogit^T z (one pass over z) */
-        K->gemm_nn(1, dl, n, m->dlogit, n, m->z[nl - 1], dl, mml__g(m, m->p_out), dl, 1);
-        if (m->de) K->gemm_nn(1, m->de, n, m->dlogit, n, m->extra, m->de, mml__g(m, m->p_out) + dl, m->de, 1);
+        K->gemm_nn(1, dl, n, ps->dlogit, n, ps->z[nl - 1], dl, mml__g(g, m, a->out_W), dl, 1);
+        if (a->de) K->gemm_nn(1, a->de, n, ps->dlogit, n, ps->extra, a->de, mml__g(g, m, a->out_W) + dl, a->de, 1);
         float s = 0.0f;
-        for (int i = 0; i < n; i++) s += m->dlogit[i];
-        *mml__g(m, m->p_out_b) += s;
+        for (int i = 0; i < n; i++) s += ps->dlogit[i];
+        *mml__g(g, m, a->out_b) += s;
     }
-    if (m->de && (m->trainable[MML__G_EXTRA] || m->trainable[MML__G_EMB]))
-        K->gemm_nn(n, m->de, 1, m->dlogit, 1, mml__p(m, m->p_out) + dl, m->de, m->dextra, m->de, 0);
-    int mix_gate = m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE && m->trainable[MML__G_GATE];
-    if (mix_gate) memset(m->dw, 0, (size_t)n * m->n_experts * sizeof(float));
-    float *dz = m->dz, *dx = m->dx;
-    K->gemm_nn(n, dl, 1, m->dlogit, 1, mml__p(m, m->p_out), dl, dz, dl, 0);
+    if (a->de && (tr[MML__G_EXTRA] || tr[MML__G_EMB]))
+        K->gemm_nn(n, a->de, 1, ps->dlogit, 1, mml__p(m, a->out_W) + dl, a->de, ps->dextra, a->de, 0);
+    int mix_gate = ps->plan.ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE && tr[MML__G_GATE];
+    if (mix_gate) memset(ps->dw, 0, (size_t)n * a->n_experts * sizeof(float));
+    float *dz = ps->dz, *dx = ps->dx;
+    K->gemm_nn(n, dl, 1, ps->dlogit, 1, mml__p(m, a->out_W), dl, dz, dl, 0);
     int have_dx0 = 0;
     for (int l = nl - 1; l >= 0; l--) {
-        const mml__layer *L = &m->layer[l];
-        const float *x = l ? m->z[l - 1] : m->x0;
-        float *dxl = l ? dx : m->dx0;
-        int need = mml__need_dx(m, l);
-        K->relu_bwd((int64_t)n * L->d_out, m->z[l], dz, dz);
-        int wrote = mml__adapter_backward(m, l, n, x, dz, dxl, need);
+        const mml__layer *L = &a->layer[l];
+        const float *x = l ? ps->z[l - 1] : ps->x0;
+        float *dxl = l ? dx : ps->dx0;
+        int need = mml__need_dx(m, ps, l);
+        K->relu_bwd((int64_t)n * L->d_out, ps->z[l], dz, dz);
+        int wrote = mml__adapter_backward(m, ps, l, x, dz, dxl, need);
         if (m->cfg.dropout > 0.0f)
-            K->mask_scale((int64_t)n * L->d_out, m->dkeep[l], dz, dz, 1.0f / (1.0f - m->cfg.dropout));
-        if (m->trainable[MML__G_TOWER]) {
-            K->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(m, L->W), L->d_out, 1);
-            K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(m, L->b));
+            K->mask_scale((int64_t)n * L->d_out, ps->dkeep[l], dz, dz, 1.0f / (1.0f - m->cfg.dropout));
+        if (tr[MML__G_TOWER]) {
+            K->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
+            K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(g, m, L->b));
         }
         if (!need) break;
         K->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);
@@ -5471,22 +5748,26 @@ static double mml__backward_scaled(mml_model_t *m, int n, const float *label, fl
         float *t = dz; dz = dx; dx = t;
     }
     if (mix_gate) {
-        if (!have_dx0) memset(m->dx0, 0, (size_t)n * m->d0 * sizeof(float));
-        mml__gate_backward(m, n);
+        if (!have_dx0) memset(ps->dx0, 0, (size_t)n * a->d0 * sizeof(float));
+        mml__gate_backward(m, ps);
         have_dx0 = 1;
     }
-    if (m->trainable[MML__G_EMB] || m->trainable[MML__G_EXTRA] || m->trainable[MML__G_LINEAR]) {
-        mml__input_backward(m, n, have_dx0);
-        mml__side_backward(m, n);
+    if (tr[MML__G_EMB] || tr[MML__G_EXTRA] || tr[MML__G_LINEAR]) {
+        mml__input_backward(m, ps, have_dx0);
+        mml__side_backward(m, ps);
     }
-    if (m->trainable[MML__G_EMB]) mml__embed_backward(m, n);
+    if (tr[MML__G_EMB]) mml__embed_backward(m, ps);
     return loss;
 }
 
-/* Mean BCE over n rows; gradients accumulate into m->G. Needs a forward(train).
- * (The gradient checks' entry point.) */
-static MML__UNUSED double mml__backward(mml_model_t *m, int n, const float *label) {
-    return mml__backward_scaled(m, n, label, 1.0f / (float)n);
+/* A training forward of b, unsorted, in the model's own pass (the gradient
+ * checks' entry point; mml__backward follows). */
+static MML__UNUSED mml__pass *mml__train_forward(mml_model_t *m, const mml_batch_t *b) {
+    mml__pass *ps = &m->pass;
+    mml__pass_load(m, ps, b, 0);
+    mml__plan_for(m, ps, 1);
+    mml__forward(m, ps);
+    return ps;
 }
 
 // >>optimizer --------------------------------------------------------------
@@ -5510,14 +5791,13 @@ static void mml__adam_hp_at(const mml_model_t *m, int64_t t, mml_adam_hp *hp) {
  * per-step constants, just before anything reads it. The result is the same,
  * bit for bit, as updating every row every step. */
 static int mml__deferred_rows(const mml_model_t *m, int f) {
-    /* short rows: one streaming pass per step is cheaper than replays */
-    return !m->cfg.lazy_adam && m->k >= m->defer_min_dim && mml__param_trainable(m, m->p_emb[f]);
+    return !m->cfg.lazy_adam && m->a.k >= mml__knobs.defer_min_dim && mml__param_trainable(m, m->a.field[f].emb);
 }
 
 /* mml__adam_hp_at, from the ring of recent steps when it holds step t. */
 static void mml__adam_hp_cached(const mml_model_t *m, int64_t t, mml_adam_hp *hp) {
     int64_t s = t & (MML__HP_RING - 1);
-    if (m->hp_tag && m->hp_tag[s] == t) *hp = m->hp_ring[s];
+    if (m->opt.hp_tag[s] == t) *hp = m->opt.hp_ring[s];
     else mml__adam_hp_at(m, t, hp);
 }
 
@@ -5525,28 +5805,29 @@ static void mml__adam_hp_cached(const mml_model_t *m, int64_t t, mml_adam_hp *hp
  * when it never moved since the optimizer started (zero moments, no decay). */
 static int mml__row_moves(const mml_model_t *m, int64_t o, int64_t d) {
     int moved = m->cfg.weight_decay != 0.0f;
-    for (int64_t j = 0; j < d && !moved; j++) moved = m->M[o + j] != 0.0f || m->V[o + j] != 0.0f;
+    for (int64_t j = 0; j < d && !moved; j++) moved = m->opt.M[o + j] != 0.0f || m->opt.V[o + j] != 0.0f;
     return moved;
 }
 
-/* Adam's constants of steps t..t+c-1 (all <= adam_t): straight from the
- * ring when it holds them in one run (every step of the phase writes its
- * slot, so a slot still tagged t holds step t, and the slots after it the
- * steps after it), else copied into buf. */
+/* Adam's constants of steps t..t+c-1 (all <= opt.t): straight from the ring
+ * when it holds them in one run (every step of the phase writes its slot, so
+ * a slot still tagged t holds step t, and the slots after it the steps after
+ * it), else copied into buf. */
 static const mml_adam_hp *mml__hp_window(const mml_model_t *m, int64_t t, int c, mml_adam_hp *buf) {
     int64_t s = t & (MML__HP_RING - 1);
-    if (m->hp_tag && s + c <= MML__HP_RING && m->hp_tag[s] == t) return m->hp_ring + s;
+    if (s + c <= MML__HP_RING && m->opt.hp_tag[s] == t) return m->opt.hp_ring + s;
     for (int j = 0; j < c; j++) mml__adam_hp_cached(m, t + j, &buf[j]);
     return buf;
 }
 
-/* Zero-gradient steps s0..adam_t on n floats (p, moments mo, v); with first
+/* Zero-gradient steps s0..opt.t on n floats (p, moments mo, v); with first
  * (n <= 128), element i joins at step s0 + first[i]. */
-static void mml__replay(mml_model_t *m, int64_t s0, int64_t n, float *p, float *mo, float *v, const int32_t *first) {
+static void mml__replay(const mml_model_t *m, int64_t s0, int64_t n, float *p, float *mo, float *v,
+                        const int32_t *first) {
     mml_adam_hp hp[64];
     int32_t fw[128];
-    for (int64_t t = s0; t <= m->adam_t;) {
-        int c = m->adam_t - t + 1 < 64 ? (int)(m->adam_t - t + 1) : 64;
+    for (int64_t t = s0; t <= m->opt.t;) {
+        int c = m->opt.t - t + 1 < 64 ? (int)(m->opt.t - t + 1) : 64;
         if (first)
             for (int64_t q = 0; q < n; q++) fw[q] = first[q] - (int32_t)(t - s0);
         m->K->adam_steps(n, p, mo, v, mml__hp_window(m, t, c, hp), c, first ? fw : NULL);
@@ -5555,12 +5836,12 @@ static void mml__replay(mml_model_t *m, int64_t s0, int64_t n, float *p, float *
 }
 
 static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
-    int64_t from = m->last[f][row];
-    if (from >= m->adam_t) return;
-    const mml__param *p = &m->params[m->p_emb[f]];
+    int64_t from = m->opt.last[f][row];
+    if (from >= m->opt.t) return;
+    const mml__param *p = &m->a.t[m->a.field[f].emb];
     int64_t d = p->shape[1], o = p->off + (int64_t)row * d;
-    if (mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, m->P + o, m->M + o, m->V + o, NULL);
-    m->last[f][row] = m->adam_t;
+    if (mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, m->P + o, m->opt.M + o, m->opt.V + o, NULL);
+    m->opt.last[f][row] = m->opt.t;
 }
 
 /* Asks for the lines of the parameters and moments of the row at offset o:
@@ -5568,8 +5849,8 @@ static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
  * latency). */
 static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
     mml__prefetch_floats(m->P + o, d);
-    mml__prefetch_floats(m->M + o, d);
-    mml__prefetch_floats(m->V + o, d);
+    mml__prefetch_floats(m->opt.M + o, d);
+    mml__prefetch_floats(m->opt.V + o, d);
 }
 
 /* Rows rows[0..n), sorted by age (steps since their last update). Narrow
@@ -5577,9 +5858,10 @@ static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
  * one block whose steps run over several independent vectors; a row joins in
  * at its own first missed step (the kernel's per-element first step). */
 static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n) {
-    const mml__param *p = &m->params[m->p_emb[f]];
-    int64_t d = p->shape[1], T = m->adam_t;
-    int64_t *last = m->last[f];
+    const mml__param *p = &m->a.t[m->a.field[f].emb];
+    float *P = m->P, *M = m->opt.M, *V = m->opt.V;
+    int64_t d = p->shape[1], T = m->opt.t;
+    int64_t *last = m->opt.last[f];
     float bp[128], bm[128], bv[128];
     int32_t g[128], first[128];
     int64_t gfrom[128];
@@ -5598,9 +5880,9 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
             if (amin < 0) amin = age;
             if (age > amax) amax = age;
             for (int64_t j = 0; j < d; j++) { /* short rows: plain loops beat memcpy calls */
-                bp[ng * d + j] = m->P[o + j];
-                bm[ng * d + j] = m->M[o + j];
-                bv[ng * d + j] = m->V[o + j];
+                bp[ng * d + j] = P[o + j];
+                bm[ng * d + j] = M[o + j];
+                bv[ng * d + j] = V[o + j];
             }
             g[ng] = r;
             gfrom[ng++] = from;
@@ -5613,9 +5895,9 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
         for (int k = 0; k < ng; k++) {
             int64_t o = p->off + (int64_t)g[k] * d;
             for (int64_t j = 0; j < d; j++) {
-                m->P[o + j] = bp[k * d + j];
-                m->M[o + j] = bm[k * d + j];
-                m->V[o + j] = bv[k * d + j];
+                P[o + j] = bp[k * d + j];
+                M[o + j] = bm[k * d + j];
+                V[o + j] = bv[k * d + j];
             }
         }
     }
@@ -5626,14 +5908,14 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
  * and mostly replay one by one). tmp: n ints, count: MML__AGE_BUCKETS + 1. */
 static void mml__sort_by_age(const mml_model_t *m, int f, int32_t *rows, int64_t n, int32_t *tmp, int64_t *count) {
     memset(count, 0, (MML__AGE_BUCKETS + 1) * sizeof(int64_t));
-    const int64_t *last = m->last[f];
+    const int64_t *last = m->opt.last[f];
     for (int64_t i = 0; i < n; i++) {
-        int64_t a = m->adam_t - last[rows[i]];
+        int64_t a = m->opt.t - last[rows[i]];
         count[(a < MML__AGE_BUCKETS ? a : MML__AGE_BUCKETS - 1) + 1]++;
     }
     for (int b = 0; b < MML__AGE_BUCKETS; b++) count[b + 1] += count[b];
     for (int64_t i = 0; i < n; i++) {
-        int64_t a = m->adam_t - last[rows[i]];
+        int64_t a = m->opt.t - last[rows[i]];
         tmp[count[a < MML__AGE_BUCKETS ? a : MML__AGE_BUCKETS - 1]++] = rows[i];
     }
     memcpy(rows, tmp, (size_t)n * sizeof(int32_t));
@@ -5653,8 +5935,8 @@ static void mml__slice(int64_t n, int w, int t, int64_t align, int64_t *lo, int6
  * leave one worker idle. Which worker replays a row does not change its bits. */
 typedef struct mml__catch_job {
     mml_model_t *m;
-    int nf, f[3], n[3], chunk[3], first_chunk[4];
-    int32_t *rows[3];
+    int nf, f[MML__MAX_FIELDS], n[MML__MAX_FIELDS], chunk[MML__MAX_FIELDS], first_chunk[MML__MAX_FIELDS + 1];
+    int32_t *rows[MML__MAX_FIELDS];
     int next;
 } mml__catch_job;
 
@@ -5683,7 +5965,7 @@ static void mml__catch_rows(mml_model_t *m, int nf, const int *f, int32_t *const
     j.next = 0;
     j.first_chunk[0] = 0;
     for (int i = 0; i < nf; i++) total += n[i];
-    int t = m->pool && total >= 64 ? m->cfg.threads : 1;
+    int t = m->rt.pool && total >= 64 ? m->cfg.threads : 1;
     for (int i = 0; i < nf; i++) {
         j.f[i] = f[i];
         j.rows[i] = rows[i];
@@ -5692,27 +5974,26 @@ static void mml__catch_rows(mml_model_t *m, int nf, const int *f, int32_t *const
         if (j.chunk[i] < 16) j.chunk[i] = 16;
         j.first_chunk[i + 1] = j.first_chunk[i] + (n[i] + j.chunk[i] - 1) / j.chunk[i];
     }
-    if (t > 1) mml__pool_run(m->pool, mml__catch_run, &j);
+    if (t > 1) mml__pool_run(m->rt.pool, mml__catch_run, &j);
     else mml__catch_run(&j, 0);
 }
 
-/* Before a step: the rows this batch reads are brought up to date (each row
+/* Before a step: the rows the batch reads are brought up to date (each row
  * once: the lists are made unique first). */
-static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
-    const int32_t *src[3] = {b->uid, b->pid, b->dom};
-    int nf = 0, fs[3], ns[3];
-    int32_t *lists[3];
-    for (int f = 0; f < 3; f++) {
+static void mml__catch_up_batch(mml_model_t *m, const mml__rows *r) {
+    int nf = 0, fs[MML__MAX_FIELDS], ns[MML__MAX_FIELDS];
+    int32_t *lists[MML__MAX_FIELDS];
+    for (int f = 0; f < m->a.F; f++) {
         if (!mml__deferred_rows(m, f)) continue;
-        /* the touched list is empty between steps: borrow it for the unique rows */
-        int32_t *rows = m->touched[f];
+        int32_t *rows = m->opt.uniq[f];
+        uint8_t *mark = m->grads.mark[f]; /* clear between steps: borrowed to make the list unique */
         int n = 0;
-        for (int i = 0; i < b->n; i++) {
-            int32_t id = src[f][i];
-            if (m->last[f][id] < m->adam_t && !m->mark[f][id]) { m->mark[f][id] = 1; rows[n++] = id; }
+        for (int i = 0; i < r->n; i++) {
+            int32_t id = r->ids[f][i];
+            if (m->opt.last[f][id] < m->opt.t && !mark[id]) { mark[id] = 1; rows[n++] = id; }
         }
-        for (int i = 0; i < n; i++) m->mark[f][rows[i]] = 0;
-        mml__sort_by_age(m, f, rows, n, m->catch_tmp, m->catch_count);
+        for (int i = 0; i < n; i++) mark[rows[i]] = 0;
+        mml__sort_by_age(m, f, rows, n, m->opt.catch_tmp, m->opt.catch_count);
         fs[nf] = f;
         lists[nf] = rows;
         ns[nf++] = n;
@@ -5722,15 +6003,15 @@ static void mml__catch_up_batch(mml_model_t *m, const mml_batch_t *b) {
 
 /* Before anything reads whole tables (predict, evaluate, save, snapshots). */
 static void mml__catch_up_all(mml_model_t *m) {
-    if (m->synced_t == m->adam_t) return;
-    m->synced_t = m->adam_t;
-    for (int f = 0; f < 3; f++) {
+    if (m->opt.synced_t == m->opt.t) return;
+    m->opt.synced_t = m->opt.t;
+    for (int f = 0; f < m->a.F; f++) {
         if (!mml__deferred_rows(m, f)) continue;
-        int64_t rows = m->params[m->p_emb[f]].shape[0], n = 0;
-        int32_t *list = m->catch_all;
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0], n = 0;
+        int32_t *list = m->opt.catch_all;
         for (int64_t r = 0; r < rows; r++)
-            if (m->last[f][r] < m->adam_t) list[n++] = (int32_t)r;
-        mml__sort_by_age(m, f, list, n, m->catch_all + rows, m->catch_count);
+            if (m->opt.last[f][r] < m->opt.t) list[n++] = (int32_t)r;
+        mml__sort_by_age(m, f, list, n, m->opt.catch_all + rows, m->opt.catch_count);
         int ni = (int)n;
         mml__catch_rows(m, 1, &f, &list, &ni);
     }
@@ -5738,21 +6019,28 @@ static void mml__catch_up_all(mml_model_t *m) {
 
 /* After parameters were replaced wholesale (restore, load): nothing to replay. */
 static void mml__rows_current(mml_model_t *m) {
-    m->synced_t = m->adam_t;
-    for (int f = 0; f < 3; f++) {
-        int64_t rows = m->params[m->p_emb[f]].shape[0];
-        for (int64_t r = 0; r < rows; r++) m->last[f][r] = m->adam_t;
+    m->opt.synced_t = m->opt.t;
+    for (int f = 0; f < m->a.F; f++) {
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
+        for (int64_t r = 0; r < rows; r++) m->opt.last[f][r] = m->opt.t;
     }
 }
 
-/* Worker w's share (of t) of the Adam update of parameter i. */
-static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w, int t) {
+/* The field whose embedding table tensor i is, or -1. */
+static int mml__emb_field(const mml_model_t *m, int i) {
+    for (int f = 0; f < m->a.F; f++)
+        if (i == m->a.field[f].emb) return f;
+    return -1;
+}
+
+/* Worker w's share (of t) of the Adam update of tensor i. */
+static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mml_adam_hp *hp, int w, int t) {
     const mml_kernels_t *K = m->K;
-    mml__param *p = &m->params[i];
-    float *P = m->P + p->off, *G = m->G + p->off, *M = m->M + p->off, *V = m->V + p->off;
+    const mml__param *p = &m->a.t[i];
+    float *P = m->P + p->off, *G = m->grads.G + p->off, *M = m->opt.M + p->off, *V = m->opt.V + p->off;
     int64_t lo, hi;
-    if (p->group == MML__G_EXPERT && m->ad_mode == MML__AD_SINGLE) {
-        int64_t e = m->ad_expert;
+    if (p->group == MML__G_EXPERT && pl->ad_mode == MML__AD_SINGLE) {
+        int64_t e = pl->ad_expert;
         if (p->xlayout == MML__XL_COLS) {
             int64_t wd = p->shape[1], r = p->xblock;
             mml__slice(p->shape[0], w, t, 1, &lo, &hi);
@@ -5767,19 +6055,20 @@ static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w,
         }
         return;
     }
-    int f = i == m->p_emb[0] ? 0 : i == m->p_emb[1] ? 1 : i == m->p_emb[2] ? 2 : -1;
+    int f = mml__emb_field(m, i);
+    const mml__grads *g = &m->grads;
     if (f >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, f))) {
         /* touched rows now; with dense semantics the others catch up when read */
-        mml__slice(m->n_touched[f], w, t, 1, &lo, &hi);
-        K->adam_rows((int)(hi - lo), m->touched[f] + lo, (int)p->shape[1], P, G, M, V, hp);
+        mml__slice(g->n_touched[f], w, t, 1, &lo, &hi);
+        K->adam_rows((int)(hi - lo), g->touched[f] + lo, (int)p->shape[1], P, G, M, V, hp);
         if (!m->cfg.lazy_adam)
-            for (int64_t j = lo; j < hi; j++) m->last[f][m->touched[f][j]] = m->adam_t;
+            for (int64_t j = lo; j < hi; j++) m->opt.last[f][g->touched[f][j]] = m->opt.t;
         return;
     }
     if (f >= 0) { /* dense pass over a table: untouched rows read a zero gradient kept in L1 */
         static const float zeros[2048] = {0.0f};
         int64_t d = p->shape[1];
-        const uint8_t *mk = m->mark[f];
+        const uint8_t *mk = g->mark[f];
         mml__slice(p->shape[0], w, t, 1, &lo, &hi);
         for (int64_t r = lo; r < hi;) {
             int64_t r0 = r;
@@ -5801,68 +6090,75 @@ static void mml__adam_param(mml_model_t *m, int i, const mml_adam_hp *hp, int w,
     K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
 }
 
-/* Worker w's share (of t) of clearing the gradients: every dense parameter,
- * and the touched rows of the embedding tables. */
+/* Worker w's share (of t) of clearing the gradients: every dense tensor, and
+ * the touched rows of the embedding tables. */
 static void mml__zero_share(void *arg, int w) {
     mml_model_t *m = (mml_model_t *)arg;
-    int t = m->pool ? m->cfg.threads : 1;
+    const mml__grads *g = &m->grads;
+    int t = m->rt.pool ? m->cfg.threads : 1;
     int64_t lo, hi;
-    for (int i = 0; i < m->n_params; i++) {
-        mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         if (p->row_table && p->group == MML__G_EMB) continue;
         mml__slice(p->size, w, t, 16, &lo, &hi);
-        memset(m->G + p->off + lo, 0, (size_t)(hi - lo) * sizeof(float));
+        memset(g->G + p->off + lo, 0, (size_t)(hi - lo) * sizeof(float));
     }
-    for (int f = 0; f < 3; f++) {
-        mml__param *p = &m->params[m->p_emb[f]];
+    for (int f = 0; f < m->a.F; f++) {
+        const mml__param *p = &m->a.t[m->a.field[f].emb];
         int64_t d = p->shape[1];
-        mml__slice(m->n_touched[f], w, t, 1, &lo, &hi);
-        for (int64_t j = lo; j < hi; j++) memset(m->G + p->off + (int64_t)m->touched[f][j] * d, 0, (size_t)d * sizeof(float));
+        mml__slice(g->n_touched[f], w, t, 1, &lo, &hi);
+        for (int64_t j = lo; j < hi; j++) memset(g->G + p->off + (int64_t)g->touched[f][j] * d, 0, (size_t)d * sizeof(float));
     }
 }
 
 static void mml__zero_grads(mml_model_t *m) {
-    if (m->pool) mml__pool_run(m->pool, mml__zero_share, m);
+    if (m->rt.pool) mml__pool_run(m->rt.pool, mml__zero_share, m);
     else mml__zero_share(m, 0);
-    for (int f = 0; f < 3; f++) {
-        for (int j = 0; j < m->n_touched[f]; j++) m->mark[f][m->touched[f][j]] = 0;
-        m->n_touched[f] = 0;
+    mml__grads *g = &m->grads;
+    for (int f = 0; f < m->a.F; f++) {
+        for (int j = 0; j < g->n_touched[f]; j++) g->mark[f][g->touched[f][j]] = 0;
+        g->n_touched[f] = 0;
     }
 }
 
-/* Is parameter i updated by this step? */
-static int mml__param_stepped(const mml_model_t *m, int i) {
+/* Is tensor i updated by a step with plan pl? */
+static int mml__param_stepped(const mml_model_t *m, const mml__plan *pl, int i) {
     if (!mml__param_trainable(m, i)) return 0;
-    if (m->params[i].group == MML__G_EXPERT && m->ad_mode == MML__AD_OFF) return 0;
-    if (m->params[i].group == MML__G_GATE && !(m->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE))
+    if (m->a.t[i].group == MML__G_EXPERT && pl->ad_mode == MML__AD_OFF) return 0;
+    if (m->a.t[i].group == MML__G_GATE && !(pl->ad_mode == MML__AD_MIX && m->cfg.adapter == MML_ADAPTER_MOE))
         return 0;
     return 1;
 }
 
-typedef struct mml__adam_job { mml_model_t *m; mml_adam_hp hp; } mml__adam_job;
+typedef struct mml__adam_job { mml_model_t *m; const mml__plan *pl; mml_adam_hp hp; } mml__adam_job;
 
 static void mml__adam_run(void *arg, int w) {
     mml__adam_job *j = (mml__adam_job *)arg;
     mml_model_t *m = j->m;
-    int t = m->pool ? m->cfg.threads : 1;
-    for (int i = 0; i < m->n_params; i++)
-        if (mml__param_stepped(m, i)) mml__adam_param(m, i, &j->hp, w, t);
+    int t = m->rt.pool ? m->cfg.threads : 1;
+    for (int i = 0; i < m->a.n_params; i++)
+        if (mml__param_stepped(m, j->pl, i)) mml__adam_param(m, j->pl, i, &j->hp, w, t);
 }
 
-
-static void mml__optimizer_step(mml_model_t *m) {
-    m->adam_t++;
+/* One Adam step on the gradients of a step with plan pl, then the gradients
+ * are cleared. */
+static void mml__optimizer_step(mml_model_t *m, const mml__plan *pl) {
+    m->opt.t++;
     mml__adam_job j;
     j.m = m;
-    mml__adam_hp_at(m, m->adam_t, &j.hp);
-    if (m->hp_tag) {
-        m->hp_ring[m->adam_t & (MML__HP_RING - 1)] = j.hp;
-        m->hp_tag[m->adam_t & (MML__HP_RING - 1)] = m->adam_t;
-    }
-    if (m->pool) mml__pool_run(m->pool, mml__adam_run, &j);
+    j.pl = pl;
+    mml__adam_hp_at(m, m->opt.t, &j.hp);
+    m->opt.hp_ring[m->opt.t & (MML__HP_RING - 1)] = j.hp;
+    m->opt.hp_tag[m->opt.t & (MML__HP_RING - 1)] = m->opt.t;
+    if (m->rt.pool) mml__pool_run(m->rt.pool, mml__adam_run, &j);
     else mml__adam_run(&j, 0);
     mml__zero_grads(m);
 }
+
+// >>steps ------------------------------------------------------------------
+/* mml_train_step and mml_predict: a batch is checked, loaded into the model's
+ * pass once, planned, then run on this thread, on the workers (>>threads) or
+ * as this process's share (>>distributed). */
 
 static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, int need_label) {
     if (!b || b->n < 1 || !b->uid || !b->pid || !b->dom || (need_label && !b->label))
@@ -5884,63 +6180,75 @@ static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, i
 
 /* Domain-folded training needs the rows grouped by domain (the loss is a sum
  * over rows, so their order is free). */
-static const mml_batch_t *mml__tf_sort(mml_model_t *m, const mml_batch_t *b, mml_batch_t *out) {
-    if (!m->tf_run || m->tf_force < 0 || !mml__mix_by_domain(m)) return b;
+static int mml__train_sort(const mml_model_t *m, const mml_batch_t *b) {
+    if (!m->pass.tf_run || mml__knobs.tf_force < 0 || !mml__mix_by_domain(m)) return 0;
     int runs = mml__domain_runs(b);
-    if (runs <= m->cfg.n_domains || runs == 1) return b; /* grouped already (or MLoRA's one-domain batch) */
-    return mml__sort_by_domain(m, b, out);
+    return runs > m->cfg.n_domains && runs != 1; /* else grouped already (or MLoRA's one-domain batch) */
 }
 
-static int mml__batch_mixed(const mml_batch_t *b);
-static mml_status mml__dist_reduce(mml_model_t *m, const mml_batch_t *b, double *loss);
+/* Folded inference runs the rows of a domain together: sort rows that are
+ * not in long runs. */
+static int mml__predict_sort(const mml_model_t *m, const mml_batch_t *b) {
+    if (!m->fold.ok) return 0;
+    int runs = mml__domain_runs(b);
+    return runs * 8 > b->n && runs > 2;
+}
+
+static double mml__parallel_train(mml_model_t *m, float scale);
+static void mml__parallel_predict(mml_model_t *m, mml__pass *ps);
+static mml_status mml__dist_reduce(mml_model_t *m, double *loss);
 
 /* A checked batch: its summed loss and the gradients of its mean loss in
- * m->G (distributed: of this process's rows, then summed over processes). */
+ * m->grads (distributed: of this process's rows, then summed over processes). */
 static mml_status mml__step_gradients(mml_model_t *m, const mml_batch_t *b, double *loss) {
-    mml_batch_t sorted;
-    b = mml__tf_sort(m, b, &sorted);
-    mml__catch_up_batch(m, b);
+    mml__pass *ps = &m->pass;
+    mml__pass_load(m, ps, b, mml__train_sort(m, b));
+    mml__plan_for(m, ps, 1);
+    mml__catch_up_batch(m, &ps->loaded);
     int lo = 0, hi = b->n;
-    if (m->dist_world > 1) {
-        lo = (int)((int64_t)b->n * m->dist_rank / m->dist_world);
-        hi = (int)((int64_t)b->n * (m->dist_rank + 1) / m->dist_world);
+    if (m->rt.world > 1) {
+        lo = (int)((int64_t)b->n * m->rt.rank / m->rt.world);
+        hi = (int)((int64_t)b->n * (m->rt.rank + 1) / m->rt.world);
     }
-    mml_batch_t c = {hi - lo, b->uid + lo, b->pid + lo, b->dom + lo, b->label + lo};
+    ps->r = mml__rows_slice(&ps->loaded, m->a.F, lo, hi);
     float scale = 1.0f / (float)b->n;
-    /* MLoRA: a mixed batch takes the mixed path in every share of it */
-    m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
     *loss = 0.0;
-    if (m->pool && c.n >= 2 * m->cfg.threads) {
-        *loss = mml__parallel_train(m, &c, lo, scale);
-    } else if (c.n > 0) {
-        m->row0 = lo;
-        mml__forward(m, c.n, &c, 1);
-        *loss = mml__backward_scaled(m, c.n, c.label, scale);
-        m->row0 = 0;
+    if (m->rt.pool && ps->r.n >= 2 * m->cfg.threads) *loss = mml__parallel_train(m, scale);
+    else if (ps->r.n > 0) {
+        mml__forward(m, ps);
+        *loss = mml__backward(m, ps, scale);
     }
-    mml_status st = MML_OK;
-    if (m->dist_world > 1) {
-        mml__adapter_mode(m, b->n, b->dom); /* what every process steps, whatever its share */
-        st = mml__dist_reduce(m, b, loss);
-    }
-    m->force_mix = 0;
-    return st;
+    return m->rt.world > 1 ? mml__dist_reduce(m, loss) : MML_OK;
 }
 
 mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     mml_status st = mml__check_batch(m, b, 1);
     if (st) return st;
-    m->fold_ok = 0;
+    m->fold.ok = 0;
     double l;
     st = mml__step_gradients(m, b, &l);
     if (st) {
         mml__zero_grads(m); /* the model stays as it was before the step */
         return st;
     }
-    mml__optimizer_step(m);
-    m->steps++;
+    mml__optimizer_step(m, &m->pass.plan);
+    m->opt.steps++;
     if (loss) *loss = (float)(l / b->n);
     return MML_OK;
+}
+
+/* Probabilities of a batch of at most max_batch rows through a pass, in the
+ * batch's row order; workers when there are enough rows. */
+static void mml__predict_batch(const mml_model_t *m, mml__pass *ps, const mml_batch_t *b, float *prob, int parallel) {
+    mml__pass_load(m, ps, b, mml__predict_sort(m, b));
+    mml__plan_for(m, ps, 0);
+    if (parallel) mml__parallel_predict((mml_model_t *)m, ps);
+    else mml__forward(m, ps);
+    if (!ps->sorted) {
+        memcpy(prob, ps->prob, (size_t)b->n * sizeof(float));
+        return;
+    }
+    for (int j = 0; j < b->n; j++) prob[ps->perm[j]] = ps->prob[j];
 }
 
 mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
@@ -5950,20 +6258,16 @@ mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
     for (int s = 0; s < b->n; s += m->cfg.max_batch) {
         int n = b->n - s < m->cfg.max_batch ? b->n - s : m->cfg.max_batch;
         mml_batch_t c = {n, b->uid + s, b->pid + s, b->dom + s, NULL};
-        if (m->pool && n >= 64 * m->cfg.threads) {
-            mml__parallel_predict(m, &c, prob + s);
-            continue;
-        }
-        mml__forward(m, n, &c, 0);
-        memcpy(prob + s, m->prob, (size_t)n * sizeof(float));
+        mml__predict_batch(m, &m->pass, &c, prob + s, m->rt.pool && n >= 64 * m->cfg.threads);
     }
     return MML_OK;
 }
+
 // >>threads ----------------------------------------------------------------
 
 /* Data parallelism inside one step: the batch is cut into contiguous row
- * ranges, each worker runs forward and backward on its range in a view of the
- * model (shared parameters, own activations and gradients), the gradients are
+ * ranges, each worker runs forward and backward on its range in a pass of its
+ * own (the model's parameters, its own activations and gradients), the gradients are
  * summed in a fixed order and one Adam step follows. Results depend on the
  * thread count only through that summation order, so a fixed thread count is
  * deterministic. */
@@ -6110,83 +6414,46 @@ static mml__pool *mml__pool_new(int workers) {
  * their gradient arenas use nothing below the first offset of any other
  * tensor (the embedding tables come first). */
 static int64_t mml__worker_grads_from(const mml_model_t *m) {
-    int64_t from = m->n_floats;
-    for (int i = 0; i < m->n_params; i++) {
-        const mml__param *p = &m->params[i];
+    int64_t from = m->a.n_floats;
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         if (!(p->row_table && p->group == MML__G_EMB) && p->off < from) from = p->off;
     }
     return from;
 }
 
-/* A view shares everything read-only with its parent and owns activations
- * (and, for training workers, a gradient arena). */
-static void mml__view_free(mml_model_t *v) {
-    mml__free(v->act_block);
-    for (int f = 0; f < 3; f++) { mml__free(v->ids[f]); mml__free(v->touched[f]); mml__free(v->mark[f]); }
-    mml__free(v->G);
-}
-
-static mml_status mml__view_init(mml_model_t *v, const mml_model_t *m, int with_grads) {
-    memcpy(v, m, sizeof *v);
-    v->act_block = NULL;
-    v->G = NULL;
-    v->pool = NULL;
-    v->views = NULL;
-    v->fold = NULL;
-    v->fold_ok = 0;
-    v->dist_buf = NULL;
-    v->dist_world = 1;
-    for (int f = 0; f < 3; f++) v->ids[f] = v->touched[f] = NULL, v->mark[f] = NULL, v->n_touched[f] = 0;
-    if (!with_grads)
-        for (int l = 0; l < v->n_layers; l++) v->layer[l].tf = 0; /* inference only */
-    mml_status st = mml__alloc_acts(v);
-    if (!st && with_grads) {
-        v->G = (float *)mml__alloc_from((size_t)m->n_floats * sizeof(float),
-                                        (size_t)mml__worker_grads_from(m) * sizeof(float));
-        if (!v->G) st = mml__fail(MML_ERR_NOMEM, "cannot allocate worker gradients");
-    }
-    if (st) mml__view_free(v);
-    return st;
-}
-
-/* The state a pass depends on, copied from the parent before each use. */
-static void mml__view_sync(mml_model_t *v, const mml_model_t *m) {
-    v->phase = m->phase;
-    v->expert = m->expert;
-    memcpy(v->trainable, m->trainable, sizeof v->trainable);
-    v->steps = m->steps;
-    v->force_mix = m->force_mix;
-    v->tf_force = m->tf_force;
-    v->fold = m->fold;
-    v->fold_ok = m->fold_ok;
-}
+static mml__worker *mml__worker_at(mml_model_t *m, int i) { return &m->rt.workers[i - 1]; }
+/* Worker i's pass: the model's own for i = 0 (the calling thread). */
+static mml__pass *mml__worker_pass(mml_model_t *m, int i) { return i == 0 ? &m->pass : &mml__worker_at(m, i)->pass; }
 
 static void mml__threads_free(mml_model_t *m) {
-    mml__pool_free(m->pool);
-    if (m->views) {
-        for (int i = 0; i < m->cfg.threads - 1; i++) mml__view_free(&m->views[i]);
-        MOEMLORA_FREE(m->views);
+    mml__pool_free(m->rt.pool);
+    if (m->rt.workers) {
+        for (int i = 1; i < m->cfg.threads; i++) {
+            mml__pass_free(&mml__worker_at(m, i)->pass);
+            mml__grads_free(m, &mml__worker_at(m, i)->grads);
+        }
+        MOEMLORA_FREE(m->rt.workers);
     }
-    m->pool = NULL;
-    m->views = NULL;
+    m->rt.pool = NULL;
+    m->rt.workers = NULL;
 }
 
 static mml_status mml__threads_init(mml_model_t *m) {
     int w = m->cfg.threads - 1;
     if (w <= 0) return MML_OK;
-    m->views = (mml_model_t *)MOEMLORA_MALLOC(sizeof(mml_model_t) * (size_t)w);
-    if (!m->views) return mml__fail(MML_ERR_NOMEM, "cannot allocate thread views");
-    for (int i = 0; i < w; i++) {
-        mml_status st = mml__view_init(&m->views[i], m, 1);
-        if (st) {
-            for (int j = 0; j < i; j++) mml__view_free(&m->views[j]);
-            MOEMLORA_FREE(m->views);
-            m->views = NULL;
-            return st;
-        }
+    m->rt.workers = (mml__worker *)MOEMLORA_MALLOC(sizeof(mml__worker) * (size_t)w);
+    if (!m->rt.workers) return mml__fail(MML_ERR_NOMEM, "cannot allocate thread workers");
+    memset(m->rt.workers, 0, sizeof(mml__worker) * (size_t)w);
+    for (int i = 1; i <= w; i++) {
+        mml__worker *wk = mml__worker_at(m, i);
+        mml_status st = mml__pass_init(m, &wk->pass, MML__PASS_TRAIN);
+        if (!st) st = mml__grads_init(m, &wk->grads, mml__worker_grads_from(m));
+        wk->pass.g = &wk->grads;
+        if (st) { mml__threads_free(m); return st; }
     }
-    m->pool = mml__pool_new(w);
-    if (!m->pool) {
+    m->rt.pool = mml__pool_new(w);
+    if (!m->rt.pool) {
         mml__threads_free(m);
         return mml__fail(MML_ERR_NOMEM, "cannot start %d worker threads", w);
     }
@@ -6195,15 +6462,10 @@ static mml_status mml__threads_init(mml_model_t *m) {
 
 typedef struct mml__job {
     mml_model_t *m;
-    const mml_batch_t *b;
-    float *prob;             /* predict */
-    int train;
-    int row_base;            /* train: b's first row in the whole batch (dropout masks) */
+    mml__rows all;           /* the rows shared out */
     float scale;             /* train: 1 / rows of the whole batch */
     double loss[256];
 } mml__job;
-
-static mml_model_t *mml__worker_model(mml_model_t *m, int i) { return i == 0 ? m : &m->views[i - 1]; }
 
 /* Rows [lo, hi) of worker i out of t: equal contiguous shares. */
 static void mml__share(int n, int t, int i, int *lo, int *hi) {
@@ -6211,55 +6473,54 @@ static void mml__share(int n, int t, int i, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (i + 1) / t);
 }
 
+/* Worker i's share: forward (and backward) of its rows in its pass, with
+ * the model pass's plan. */
 static void mml__job_run(void *arg, int i) {
     mml__job *j = (mml__job *)arg;
-    mml_model_t *m = j->m, *w = mml__worker_model(m, i);
+    mml_model_t *m = j->m;
+    mml__pass *ps = mml__worker_pass(m, i);
     int lo, hi;
-    mml__share(j->b->n, m->cfg.threads, i, &lo, &hi);
+    mml__share(j->all.n, m->cfg.threads, i, &lo, &hi);
     j->loss[i] = 0.0;
+    ps->plan = m->pass.plan;
+    ps->r = mml__rows_slice(&j->all, m->a.F, lo, hi);
     if (hi <= lo) return;
-    if (w != m) mml__view_sync(w, m);
-    w->row0 = j->row_base + lo;
-    w->defer_scatter = j->train;
-    mml_batch_t c = {hi - lo, j->b->uid + lo, j->b->pid + lo, j->b->dom + lo, j->b->label ? j->b->label + lo : NULL};
-    mml__forward(w, c.n, &c, j->train);
-    if (j->train) j->loss[i] = mml__backward_scaled(w, c.n, c.label, j->scale);
-    else memcpy(j->prob + lo, w->prob, (size_t)c.n * sizeof(float));
-    w->row0 = 0;
-    w->defer_scatter = 0;
+    mml__forward(m, ps);
+    if (ps->plan.train) j->loss[i] = mml__backward(m, ps, j->scale);
 }
 
 /* Linear-logit table f's gradient rows are those of embedding table f when
  * that table keeps a touched list (it is trainable). */
 static int mml__linear_sparse(const mml_model_t *m, int f) {
-    return m->has_linear && mml__param_trainable(m, m->p_emb[f]);
+    return m->a.kind->linear && mml__param_trainable(m, m->a.field[f].emb);
 }
 
-/* Every view's touched rows join the parent's list (view order). */
+/* Every worker's touched rows join the model's list (worker order). */
 static void mml__merge_touched(mml_model_t *m) {
-    for (int v = 0; v < m->cfg.threads - 1; v++) {
-        const mml_model_t *w = &m->views[v];
-        for (int f = 0; f < 3; f++)
+    mml__grads *g = &m->grads;
+    for (int v = 1; v < m->cfg.threads; v++) {
+        const mml__grads *w = &mml__worker_at(m, v)->grads;
+        for (int f = 0; f < m->a.F; f++)
             for (int j = 0; j < w->n_touched[f]; j++) {
                 int32_t id = w->touched[f][j];
-                if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+                if (!g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
             }
     }
 }
 
-/* Rows ids[0..n) of field f: the views' linear-table gradients (where view v
- * touched the row: its marks) join the parent's and are cleared there; the
- * views' marks are cleared. */
+/* Rows ids[0..n) of field f: the workers' linear-table gradients (where
+ * worker v touched the row: its marks) join the model's and are cleared
+ * there; the workers' marks are cleared. */
 static void mml__reduce_rows(mml_model_t *m, int f, const int32_t *ids, int64_t n) {
-    int lin = mml__linear_sparse(m, f) && mml__param_trainable(m, m->p_lin[f]);
-    int64_t off = lin ? m->params[m->p_lin[f]].off : 0;
+    int lin = mml__linear_sparse(m, f) && mml__param_trainable(m, m->a.field[f].lin);
+    int64_t off = lin ? m->a.t[m->a.field[f].lin].off : 0;
     for (int64_t j = 0; j < n; j++)
-        for (int v = 0; v < m->cfg.threads - 1; v++) {
-            mml_model_t *w = &m->views[v];
+        for (int v = 1; v < m->cfg.threads; v++) {
+            mml__grads *w = &mml__worker_at(m, v)->grads;
             if (!w->mark[f][ids[j]]) continue;
             w->mark[f][ids[j]] = 0;
             if (lin) {
-                m->G[off + ids[j]] += w->G[off + ids[j]];
+                m->grads.G[off + ids[j]] += w->G[off + ids[j]];
                 w->G[off + ids[j]] = 0.0f;
             }
         }
@@ -6270,18 +6531,17 @@ static void mml__reduce_rows(mml_model_t *m, int f, const int32_t *ids, int64_t 
  * contributions in the order one thread would. Rows narrower than a cache line
  * are owned by line (tables start on 64-byte boundaries), so no two workers
  * write one line. */
-static void mml__scatter_owned(mml_model_t *m, int w, int n_batch) {
-    int t = m->cfg.threads, F = m->F, k = m->k, per_line = k < 16 ? 16 / k : 1;
-    for (int f = 0; f < 3; f++) {
-        if (!mml__param_trainable(m, m->p_emb[f])) continue;
-        float *g = mml__g(m, m->p_emb[f]);
+static void mml__scatter_owned(mml_model_t *m, int w) {
+    int t = m->cfg.threads, F = m->a.F, k = m->a.k, per_line = k < 16 ? 16 / k : 1;
+    for (int f = 0; f < F; f++) {
+        if (!mml__param_trainable(m, m->a.field[f].emb)) continue;
+        float *g = mml__g(&m->grads, m, m->a.field[f].emb);
         for (int u = 0; u < t; u++) {
-            const mml_model_t *U = mml__worker_model(m, u);
-            int lo, hi;
-            mml__share(n_batch, t, u, &lo, &hi);
-            const int32_t *ids = U->ids[f];
-            for (int i = 0; i < hi - lo; i++) {
-                int32_t ahead = i + MML__ROW_AHEAD < hi - lo ? ids[i + MML__ROW_AHEAD] : -1;
+            const mml__pass *U = mml__worker_pass(m, u);
+            const int32_t *ids = U->r.ids[f];
+            int n = U->r.n;
+            for (int i = 0; i < n; i++) {
+                int32_t ahead = i + MML__ROW_AHEAD < n ? ids[i + MML__ROW_AHEAD] : -1;
                 if (ahead >= 0 && ahead / per_line % t == w) mml__prefetch_floats(g + (int64_t)ahead * k, k);
                 if (ids[i] / per_line % t == w)
                     m->K->axpy(k, 1.0f, U->dE + (int64_t)i * F * k + f * k, g + (int64_t)ids[i] * k);
@@ -6290,77 +6550,66 @@ static void mml__scatter_owned(mml_model_t *m, int w, int n_batch) {
     }
 }
 
-/* Worker w's share of summing every view's gradients into the parent's, in
- * view order (so the result does not depend on timing): slices of the dense
- * parameters, slices of the parent's touched-row lists, the embedding rows it
- * owns. */
-typedef struct mml__reduce_job { mml_model_t *m; int n_batch; } mml__reduce_job;
-
+/* Worker w's share of summing every worker's gradients into the model's, in
+ * worker order (so the result does not depend on timing): slices of the
+ * dense tensors, slices of the model's touched-row lists, the embedding rows
+ * it owns. */
 static void mml__reduce_share(void *arg, int w) {
-    mml__reduce_job *j = (mml__reduce_job *)arg;
-    mml_model_t *m = j->m;
+    mml_model_t *m = (mml_model_t *)arg;
     int t = m->cfg.threads;
     int64_t lo, hi;
-    for (int i = 0; i < m->n_params; i++) {
-        mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         if ((p->row_table && p->group == MML__G_EMB) || !mml__param_trainable(m, i)) continue;
         int f = -1;
-        for (int k = 0; k < 3; k++) f = m->has_linear && i == m->p_lin[k] ? k : f;
+        for (int k = 0; k < m->a.F; k++) f = m->a.kind->linear && i == m->a.field[k].lin ? k : f;
         if (f >= 0 && mml__linear_sparse(m, f)) continue;
         mml__slice(p->size, w, t, 16, &lo, &hi);
-        for (int v = 0; v < t - 1; v++) {
-            float *g = m->views[v].G + p->off + lo;
-            m->K->axpy(hi - lo, 1.0f, g, m->G + p->off + lo);
+        for (int v = 1; v < t; v++) {
+            float *g = mml__worker_at(m, v)->grads.G + p->off + lo;
+            m->K->axpy(hi - lo, 1.0f, g, m->grads.G + p->off + lo);
             memset(g, 0, (size_t)(hi - lo) * sizeof(float));
         }
     }
-    for (int f = 0; f < 3; f++) {
-        mml__slice(m->n_touched[f], w, t, 1, &lo, &hi);
-        mml__reduce_rows(m, f, m->touched[f] + lo, hi - lo);
+    for (int f = 0; f < m->a.F; f++) {
+        mml__slice(m->grads.n_touched[f], w, t, 1, &lo, &hi);
+        mml__reduce_rows(m, f, m->grads.touched[f] + lo, hi - lo);
     }
-    mml__scatter_owned(m, w, j->n_batch);
+    mml__scatter_owned(m, w);
 }
 
-/* MLoRA: a batch that mixes domains must use the mixed path on every worker,
- * even where a worker's rows happen to share one domain. */
-static int mml__batch_mixed(const mml_batch_t *b) {
-    for (int i = 1; i < b->n; i++)
-        if (b->dom[i] != b->dom[0]) return 1;
-    return 0;
-}
-
-/* Rows b (from row row_base of the whole batch) on the workers: their summed
- * loss, the gradients of scale * that sum in m->G. m->force_mix is set. */
-static double mml__parallel_train(mml_model_t *m, const mml_batch_t *b, int row_base, float scale) {
+/* The model pass's rows on the workers: their summed loss, the gradients of
+ * scale * that sum in m->grads. */
+static double mml__parallel_train(mml_model_t *m, float scale) {
     mml__job j;
     j.m = m;
-    j.b = b;
-    j.prob = NULL;
-    j.train = 1;
-    j.row_base = row_base;
+    j.all = m->pass.r;
     j.scale = scale;
-    mml__pool_run(m->pool, mml__job_run, &j);
+    m->pass.plan.defer_scatter = 1;
+    mml__pool_run(m->rt.pool, mml__job_run, &j);
+    m->pass.plan.defer_scatter = 0;
     double loss = 0.0;
     for (int i = 0; i < m->cfg.threads; i++) loss += j.loss[i];
     mml__merge_touched(m);
-    mml__reduce_job r = {m, b->n};
-    mml__pool_run(m->pool, mml__reduce_share, &r);
-    for (int v = 0; v < m->cfg.threads - 1; v++)
-        for (int f = 0; f < 3; f++) m->views[v].n_touched[f] = 0;
+    mml__pool_run(m->rt.pool, mml__reduce_share, m);
+    for (int v = 1; v < m->cfg.threads; v++)
+        for (int f = 0; f < m->a.F; f++) mml__worker_at(m, v)->grads.n_touched[f] = 0;
+    m->pass.r = j.all;
     return loss;
 }
 
-static void mml__parallel_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
+/* Predictions of the pass's rows on the workers, gathered into its prob. */
+static void mml__parallel_predict(mml_model_t *m, mml__pass *ps) {
     mml__job j;
     j.m = m;
-    j.b = b;
-    j.prob = prob;
-    j.train = 0;
-    j.row_base = 0;
+    j.all = ps->r;
     j.scale = 1.0f;
-    m->force_mix = m->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(b);
-    mml__pool_run(m->pool, mml__job_run, &j);
-    m->force_mix = 0;
+    mml__pool_run(m->rt.pool, mml__job_run, &j);
+    for (int i = 1; i < m->cfg.threads; i++) {
+        const mml__pass *w = mml__worker_pass(m, i);
+        memcpy(ps->prob + (w->r.row0 - j.all.row0), w->prob, (size_t)w->r.n * sizeof(float));
+    }
+    ps->r = j.all;
 }
 
 // >>distributed ------------------------------------------------------------
@@ -6381,7 +6630,7 @@ static void mml__dist_words(uint64_t h, float *w) {
 }
 static int mml__dist_agree(const mml_model_t *m, const float *sum) {
     for (int j = 0; j < 8; j++)
-        if ((double)m->dist_world * sum[8 + j] != (double)sum[j] * sum[j]) return 0;
+        if ((double)m->rt.world * sum[8 + j] != (double)sum[j] * sum[j]) return 0;
     return 1;
 }
 static uint64_t mml__hash_mix(uint64_t h, uint64_t x) { return (h ^ x) * 0x100000001B3ull; }
@@ -6389,9 +6638,9 @@ static uint64_t mml__hash_mix(uint64_t h, uint64_t x) { return (h ^ x) * 0x10000
 /* Gradient tables reduced by rows: embedding table f (when trainable: its
  * touched list is kept) and, alongside, linear-logit table f. -1 otherwise. */
 static int mml__dist_row_field(const mml_model_t *m, int i) {
-    for (int f = 0; f < 3; f++) {
-        if (i == m->p_emb[f]) return f;
-        if (m->has_linear && i == m->p_lin[f] && mml__linear_sparse(m, f)) return f;
+    for (int f = 0; f < m->a.F; f++) {
+        if (i == m->a.field[f].emb) return f;
+        if (m->a.kind->linear && i == m->a.field[f].lin && mml__linear_sparse(m, f)) return f;
     }
     return -1;
 }
@@ -6401,8 +6650,8 @@ static int mml__dist_row_field(const mml_model_t *m, int i) {
  * check words. */
 static int64_t mml__dist_capacity(const mml_model_t *m) {
     int64_t n = 1 + MML__DIST_WORDS;
-    for (int i = 0; i < m->n_params; i++) {
-        const mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         int64_t rows = p->group == MML__G_EMB || p->group == MML__G_LINEAR ? (int64_t)m->cfg.max_batch * p->shape[1] : 0;
         n += p->group == MML__G_EMB ? rows : rows > p->size ? rows : p->size;
     }
@@ -6420,58 +6669,60 @@ mml_status mml_model_set_distributed(mml_model_t *m, int32_t rank, int32_t world
             !(buf = (float *)mml__alloc((size_t)bytes)))
             return mml__fail(MML_ERR_NOMEM, "distributed: cannot allocate the gradient buffer");
     }
-    mml__free(m->dist_buf);
-    m->dist_buf = buf;
-    m->dist_rank = world > 1 ? rank : 0;
-    m->dist_world = world;
-    m->dist_sum = world > 1 ? sum : NULL;
-    m->dist_user = world > 1 ? user : NULL;
+    mml__free(m->rt.dist_buf);
+    m->rt.dist_buf = buf;
+    m->rt.rank = world > 1 ? rank : 0;
+    m->rt.world = world;
+    m->rt.sum = world > 1 ? sum : NULL;
+    m->rt.sum_user = world > 1 ? user : NULL;
     return MML_OK;
 }
 
 /* Sums n floats over the processes; an error of the transport stops the
  * call with a message. */
 static mml_status mml__dist_sum(mml_model_t *m, float *buf, int64_t n, const char *what) {
-    mml_status st = m->dist_sum(buf, n, m->dist_user);
+    mml_status st = m->rt.sum(buf, n, m->rt.sum_user);
     if (st) return mml__fail(st, "distributed: the sum of %s failed (status %d)", what, (int)st);
     return MML_OK;
 }
 
-static uint64_t mml__batch_hash(const mml_batch_t *b) {
+/* The hash of a batch's rows (ids of the paper's three fields and labels). */
+static uint64_t mml__batch_hash(const mml__rows *b) {
     uint64_t h = mml__hash_mix(0x9E3779B97F4A7C15ull, (uint64_t)b->n);
     for (int i = 0; i < b->n; i++) {
-        h = mml__hash_mix(h, (uint32_t)b->uid[i]);
-        h = mml__hash_mix(h, (uint32_t)b->pid[i]);
-        h = mml__hash_mix(h, (uint32_t)b->dom[i] ^ (b->label[i] > 0.5f ? 0x80000000u : 0u));
+        h = mml__hash_mix(h, (uint32_t)b->ids[0][i]);
+        h = mml__hash_mix(h, (uint32_t)b->ids[1][i]);
+        h = mml__hash_mix(h, (uint32_t)b->ids[2][i] ^ (b->label[i] > 0.5f ? 0x80000000u : 0u));
     }
     return h;
 }
 
 /* Copies the step's gradients into buf (to_buf) or back: the tensors this
  * step updates, whole, then for each field the rows of the batch's ids in
- * m->touched (the same list on every process), in room for a full batch, so
+ * m->grads.touched (the same list on every process), in room for a full batch, so
  * the size depends only on the phase. Returns the floats of the layout. */
 static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
+    const mml__grads *gr = &m->grads;
     int64_t n = 0;
     for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < m->n_params; i++) {
-            const mml__param *p = &m->params[i];
+        for (int i = 0; i < m->a.n_params; i++) {
+            const mml__param *p = &m->a.t[i];
             int f = mml__dist_row_field(m, i);
-            if (!mml__param_stepped(m, i) || (pass == 0) != (f < 0)) continue;
+            if (!mml__param_stepped(m, &m->pass.plan, i) || (pass == 0) != (f < 0)) continue;
             if (f < 0) {
-                float *g = m->G + p->off;
+                float *g = gr->G + p->off;
                 if (to_buf) memcpy(buf + n, g, (size_t)p->size * sizeof(float));
                 else memcpy(g, buf + n, (size_t)p->size * sizeof(float));
                 n += p->size;
                 continue;
             }
             int64_t d = p->shape[1], room = (int64_t)m->cfg.max_batch * d;
-            for (int j = 0; j < m->n_touched[f]; j++) {
-                float *g = m->G + p->off + (int64_t)m->touched[f][j] * d;
+            for (int j = 0; j < gr->n_touched[f]; j++) {
+                float *g = gr->G + p->off + (int64_t)gr->touched[f][j] * d;
                 if (to_buf) memcpy(buf + n + j * d, g, (size_t)d * sizeof(float));
                 else memcpy(g, buf + n + j * d, (size_t)d * sizeof(float));
             }
-            if (to_buf) memset(buf + n + m->n_touched[f] * d, 0, (size_t)(room - m->n_touched[f] * d) * sizeof(float));
+            if (to_buf) memset(buf + n + gr->n_touched[f] * d, 0, (size_t)(room - gr->n_touched[f] * d) * sizeof(float));
             n += room;
         }
     return n;
@@ -6499,7 +6750,7 @@ static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const
     if (st) return st;
     if (!mml__dist_agree(m, w))
         return mml__fail(MML_ERR_STATE, "distributed: the processes were given different data or fit options "
-                         "(process %d of %d)", m->dist_rank, m->dist_world);
+                         "(process %d of %d)", m->rt.rank, m->rt.world);
     return MML_OK;
 }
 
@@ -6508,18 +6759,19 @@ static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const
  * batch check words are summed over the processes in one buffer. Every
  * process then holds the same gradients, so the same Adam step keeps the
  * replicas equal. */
-static mml_status mml__dist_reduce(mml_model_t *m, const mml_batch_t *b, double *loss) {
-    const int32_t *src[3] = {b->uid, b->pid, b->dom};
-    for (int f = 0; f < 3; f++) {
-        for (int j = 0; j < m->n_touched[f]; j++) m->mark[f][m->touched[f][j]] = 0;
-        m->n_touched[f] = 0;
-        if (!mml__param_trainable(m, m->p_emb[f])) continue;
+static mml_status mml__dist_reduce(mml_model_t *m, double *loss) {
+    const mml__rows *b = &m->pass.loaded;
+    mml__grads *g = &m->grads;
+    for (int f = 0; f < m->a.F; f++) {
+        for (int j = 0; j < g->n_touched[f]; j++) g->mark[f][g->touched[f][j]] = 0;
+        g->n_touched[f] = 0;
+        if (!mml__param_trainable(m, m->a.field[f].emb)) continue;
         for (int i = 0; i < b->n; i++) {
-            int32_t id = src[f][i];
-            if (!m->mark[f][id]) { m->mark[f][id] = 1; m->touched[f][m->n_touched[f]++] = id; }
+            int32_t id = b->ids[f][i];
+            if (!g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
         }
     }
-    float *buf = m->dist_buf;
+    float *buf = m->rt.dist_buf;
     int64_t n = mml__dist_pack(m, buf, 1);
     buf[n] = (float)*loss;
     mml__dist_words(mml__batch_hash(b), buf + n + 1);
@@ -6527,7 +6779,7 @@ static mml_status mml__dist_reduce(mml_model_t *m, const mml_batch_t *b, double 
     if (st) return st;
     if (!mml__dist_agree(m, buf + n + 1))
         return mml__fail(MML_ERR_STATE, "distributed: the processes were given batches that differ (process %d of %d: "
-                         "%d rows)", m->dist_rank, m->dist_world, b->n);
+                         "%d rows)", m->rt.rank, m->rt.world, b->n);
     mml__dist_pack(m, buf, 0);
     *loss = buf[n];
     return MML_OK;
@@ -6535,9 +6787,10 @@ static mml_status mml__dist_reduce(mml_model_t *m, const mml_batch_t *b, double 
 
 // >>sessions ---------------------------------------------------------------
 
+/* A session is a pass of its own over a model that is not being trained. */
 struct mml_session_t {
-    mml_model_t view;
-    const mml_model_t *parent;
+    const mml_model_t *m;
+    mml__pass pass;
 };
 
 mml_status mml_session_create(const mml_model_t *m, mml_session_t **out) {
@@ -6545,33 +6798,28 @@ mml_status mml_session_create(const mml_model_t *m, mml_session_t **out) {
     mml_session_t *s = (mml_session_t *)MOEMLORA_MALLOC(sizeof *s);
     if (!s) return mml__fail(MML_ERR_NOMEM, "cannot allocate a session");
     mml__catch_up_all((mml_model_t *)m); /* sessions only read the parameters */
-    mml_status st = mml__view_init(&s->view, m, 0);
+    mml_status st = mml__pass_init(m, &s->pass, MML__PASS_LOAD);
     if (st) { MOEMLORA_FREE(s); return st; }
-    s->view.cfg.threads = 1;
-    s->parent = m;
+    s->m = m;
     *out = s;
     return MML_OK;
 }
 
 void mml_session_free(mml_session_t *s) {
     if (!s) return;
-    mml__view_free(&s->view);
+    mml__pass_free(&s->pass);
     MOEMLORA_FREE(s);
 }
 
 mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *prob) {
-    mml_status st = mml__check_batch(&s->view, b, 0);
+    const mml_model_t *m = s->m;
+    mml_status st = mml__check_batch(m, b, 0);
     if (st) return st;
-    mml__view_sync(&s->view, s->parent);
-    mml_model_t *v = &s->view;
-    for (int i = 0; i < b->n; i += v->cfg.max_batch) {
-        int n = b->n - i < v->cfg.max_batch ? b->n - i : v->cfg.max_batch;
+    for (int i = 0; i < b->n; i += m->cfg.max_batch) {
+        int n = b->n - i < m->cfg.max_batch ? b->n - i : m->cfg.max_batch;
         mml_batch_t c = {n, b->uid + i, b->pid + i, b->dom + i, NULL};
-        v->force_mix = v->cfg.adapter == MML_ADAPTER_MLORA && mml__batch_mixed(&c);
-        mml__forward(v, n, &c, 0);
-        memcpy(prob + i, v->prob, (size_t)n * sizeof(float));
+        mml__predict_batch(m, &s->pass, &c, prob + i, 0);
     }
-    v->force_mix = 0;
     return MML_OK;
 }
 // >>folding ----------------------------------------------------------------
@@ -6582,9 +6830,9 @@ mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *pr
  * One block per domain plus one for the out-of-vocabulary domain. */
 
 static int mml__can_fold(const mml_model_t *m) {
-    if (m->cfg.adapter == MML_ADAPTER_MLORA) return m->phase == MML_PHASE_ALL;
+    if (m->cfg.adapter == MML_ADAPTER_MLORA) return m->ph.phase == MML_PHASE_ALL;
     if (m->cfg.adapter == MML_ADAPTER_MOE)
-        return m->cfg.gate == MML_GATE_DOMAIN && (m->phase == MML_PHASE_GATE || m->phase == MML_PHASE_ALL);
+        return m->cfg.gate == MML_GATE_DOMAIN && (m->ph.phase == MML_PHASE_GATE || m->ph.phase == MML_PHASE_ALL);
     return 0;
 }
 
@@ -6593,30 +6841,30 @@ static int mml__can_fold(const mml_model_t *m) {
  * domain's part is one constant row per domain: it goes into the bias, and
  * the product reads only the user and item columns. */
 static int mml__fold_rows(const mml_model_t *m, int l) {
-    return l == 0 && m->x0_is_emb && m->F == 3 ? 2 * m->k : m->layer[l].d_in;
+    return l == 0 && !m->a.kind->input_fwd && m->a.dom_field == m->a.F - 1 ? m->a.D - m->a.k : m->a.layer[l].d_in;
 }
 
 /* Floats of layer l's block: the packed weights, then the bias. */
 static int64_t mml__fold_layer_floats(const mml_model_t *m, int l) {
-    int64_t s = m->K->gemm_pack_size(mml__fold_rows(m, l), m->layer[l].d_out) + m->layer[l].d_out;
+    int64_t s = m->K->gemm_pack_size(mml__fold_rows(m, l), m->a.layer[l].d_out) + m->a.layer[l].d_out;
     return (s + 15) & ~(int64_t)15;
 }
 
 static int64_t mml__fold_stride(const mml_model_t *m) {
     int64_t s = 0;
-    for (int l = 0; l < m->n_layers; l++) s += mml__fold_layer_floats(m, l);
+    for (int l = 0; l < m->a.n_layers; l++) s += mml__fold_layer_floats(m, l);
     return s;
 }
 
 /* Mixture weights of domain d (d == n_domains: the OOV domain). */
 static void mml__domain_mixture(const mml_model_t *m, int d, float *w) {
-    int E = m->n_experts;
+    int E = m->a.n_experts;
     if (m->cfg.adapter == MML_ADAPTER_MLORA) {
         for (int e = 0; e < E; e++) w[e] = e == d ? 1.0f : 0.0f;
         return;
     }
     int gd = m->cfg.gate_dim;
-    const float *g = mml__p(m, m->p_gate_emb) + (int64_t)d * gd, *G = mml__p(m, m->p_gate_W), *b = mml__p(m, m->p_gate_b);
+    const float *g = mml__p(m, m->a.gate_emb) + (int64_t)d * gd, *G = mml__p(m, m->a.gate_W), *b = mml__p(m, m->a.gate_b);
     float lg[256];
     for (int e = 0; e < E; e++) {
         double s = b[e];
@@ -6630,18 +6878,18 @@ mml_status mml_model_fold(mml_model_t *m) {
     if (!mml__can_fold(m))
         return mml__fail(MML_ERR_STATE, "fold: needs MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
     const mml_kernels_t *K = m->K;
-    int D = m->cfg.n_domains, E = m->n_experts;
+    int D = m->cfg.n_domains, E = m->a.n_experts;
     int64_t stride = mml__fold_stride(m);
-    if (!m->fold) {
+    if (!m->fold.w) {
         uint64_t bytes;
         if (!mml__mul_ok((uint64_t)stride * (uint64_t)(D + 1), sizeof(float), (uint64_t)1 << 40, &bytes))
             return mml__fail(MML_ERR_ARG, "fold: size overflows");
-        m->fold = (float *)mml__alloc((size_t)bytes);
-        if (!m->fold) return mml__fail(MML_ERR_NOMEM, "fold: cannot allocate %llu bytes", (unsigned long long)bytes);
+        m->fold.w = (float *)mml__alloc((size_t)bytes);
+        if (!m->fold.w) return mml__fail(MML_ERR_NOMEM, "fold: cannot allocate %llu bytes", (unsigned long long)bytes);
     }
     int64_t maxu = 0, maxw = 0;
-    for (int l = 0; l < m->n_layers; l++) {
-        int64_t u = (int64_t)m->layer[l].d_in * E * m->layer[l].r, wd = (int64_t)m->layer[l].d_in * m->layer[l].d_out;
+    for (int l = 0; l < m->a.n_layers; l++) {
+        int64_t u = (int64_t)m->a.layer[l].d_in * E * m->a.layer[l].r, wd = (int64_t)m->a.layer[l].d_in * m->a.layer[l].d_out;
         if (u > maxu) maxu = u;
         if (wd > maxw) maxw = wd;
     }
@@ -6654,9 +6902,9 @@ mml_status mml_model_fold(mml_model_t *m) {
     }
     for (int d = 0; d <= D; d++) {
         mml__domain_mixture(m, d, w);
-        float *blk = m->fold + (int64_t)d * stride;
-        for (int l = 0; l < m->n_layers; l++) {
-            const mml__layer *L = &m->layer[l];
+        float *blk = m->fold.w + (int64_t)d * stride;
+        for (int l = 0; l < m->a.n_layers; l++) {
+            const mml__layer *L = &m->a.layer[l];
             int di = L->d_in, dout = L->d_out, Er = E * L->r, rows = mml__fold_rows(m, l);
             float *bd = blk + K->gemm_pack_size(rows, dout);
             memcpy(Wd, mml__p(m, L->W), (size_t)di * dout * sizeof(float));
@@ -6667,7 +6915,7 @@ mml_status mml_model_fold(mml_model_t *m) {
             K->gemm_nn(di, dout, Er, U, Er, mml__p(m, L->B), dout, Wd, dout, 1);
             K->gemm_nn(1, dout, E, w, E, mml__p(m, L->C), dout, bd, dout, 1);
             if (rows < di) /* b_d += e_d W_d[rows:, :], e_d = domain d's embedding */
-                K->gemm_nn(1, dout, di - rows, mml__p(m, m->p_emb[2]) + (int64_t)d * m->k, di - rows,
+                K->gemm_nn(1, dout, di - rows, mml__p(m, m->a.field[m->a.dom_field].emb) + (int64_t)d * m->a.k, di - rows,
                            Wd + (int64_t)rows * dout, dout, bd, dout, 1);
             K->gemm_pack_b(rows, dout, Wd, dout, blk);
             blk += mml__fold_layer_floats(m, l);
@@ -6675,18 +6923,18 @@ mml_status mml_model_fold(mml_model_t *m) {
     }
     mml__free(U);
     mml__free(Wd);
-    m->fold_ok = 1;
+    m->fold.ok = 1;
     return MML_OK;
 }
 
-/* Inference tower on folded weights for rows [a, b) that share domain d. */
-static void mml__folded_tower(mml_model_t *m, int a, int n, int d) {
+/* Inference tower on folded weights for rows [a, a + n) that share domain d. */
+static void mml__folded_tower(const mml_model_t *m, mml__pass *ps, int a, int n, int d) {
     const mml_kernels_t *K = m->K;
-    const float *blk = m->fold + (int64_t)d * mml__fold_stride(m);
-    const float *x = m->x0 + (int64_t)a * m->d0;
-    for (int l = 0; l < m->n_layers; l++) {
-        const mml__layer *L = &m->layer[l];
-        float *z = m->z[l] + (int64_t)a * L->d_out;
+    const float *blk = m->fold.w + (int64_t)d * mml__fold_stride(m);
+    const float *x = ps->x0 + (int64_t)a * m->a.d0;
+    for (int l = 0; l < m->a.n_layers; l++) {
+        const mml__layer *L = &m->a.layer[l];
+        float *z = ps->z[l] + (int64_t)a * L->d_out;
         int rows = mml__fold_rows(m, l);
         K->gemm_packed(n, L->d_out, rows, x, L->d_in, blk, z, L->d_out, blk + K->gemm_pack_size(rows, L->d_out), 1);
         blk += mml__fold_layer_floats(m, l);
@@ -6695,13 +6943,14 @@ static void mml__folded_tower(mml_model_t *m, int a, int n, int d) {
 }
 
 /* Rows go through their domain's folded weights, one run of a domain at a
- * time (mml__forward sorted rows that were not in long runs). */
-static void mml__folded_forward_tower(mml_model_t *m, int n) {
-    const int32_t *dom = m->ids[2];
+ * time (mml__pass_load grouped rows that were not in long runs). */
+static void mml__folded_forward_tower(const mml_model_t *m, mml__pass *ps) {
+    const int32_t *dom = ps->r.ids[m->a.dom_field];
+    int n = ps->r.n;
     for (int a = 0; a < n;) {
         int b = a + 1;
         while (b < n && dom[b] == dom[a]) b++;
-        mml__folded_tower(m, a, b - a, dom[a]);
+        mml__folded_tower(m, ps, a, b - a, dom[a]);
         a = b;
     }
 }
@@ -6775,9 +7024,9 @@ static void mml__metrics_summarize(mml_metrics_t *mt) {
  * process every row, exactly). */
 static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_t a, int64_t b, float *prob) {
     int64_t lo = a, hi = b;
-    if (m->dist_world > 1) {
-        lo = a + (b - a) * m->dist_rank / m->dist_world;
-        hi = a + (b - a) * (m->dist_rank + 1) / m->dist_world;
+    if (m->rt.world > 1) {
+        lo = a + (b - a) * m->rt.rank / m->rt.world;
+        hi = a + (b - a) * (m->rt.rank + 1) / m->rt.world;
         memset(prob, 0, (size_t)(b - a) * sizeof(float));
     }
     for (int64_t i = lo; i < hi; i += m->cfg.max_batch) {
@@ -6786,7 +7035,7 @@ static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_
         mml_status st = mml_predict(m, &c, prob + (i - a));
         if (st) return st;
     }
-    return m->dist_world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
+    return m->rt.world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
 }
 
 mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
@@ -6924,7 +7173,7 @@ static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
 /* The stages of the adapter's schedule: one phase, or MoE's backbone, one
  * stage per expert and the gate. */
 static int mml__n_stages(const mml_model_t *m) {
-    return m->cfg.adapter == MML_ADAPTER_MOE ? m->n_experts + 2 : 1;
+    return m->cfg.adapter == MML_ADAPTER_MOE ? m->a.n_experts + 2 : 1;
 }
 
 static void mml__stage_info(const mml_model_t *m, int s, const char **name, mml_phase *ph, int *expert) {
@@ -6935,7 +7184,7 @@ static void mml__stage_info(const mml_model_t *m, int s, const char **name, mml_
     } else if (s == 0) {
         *name = "backbone";
         *ph = MML_PHASE_BACKBONE;
-    } else if (s <= m->n_experts) {
+    } else if (s <= m->a.n_experts) {
         *name = "expert";
         *ph = MML_PHASE_EXPERT;
         *expert = s - 1;
@@ -6945,23 +7194,23 @@ static void mml__stage_info(const mml_model_t *m, int s, const char **name, mml_
     }
 }
 
-/* Trains one stage with early stopping from wherever m->fs says it stands;
+/* Trains one stage with early stopping from wherever m->fit says it stands;
  * the best parameters are restored at its end. */
 static mml_status mml__run_stage(mml__fit *f, int s) {
     mml_model_t *m = f->m;
-    mml__fit_state *fs = &m->fs;
+    mml__fit_state *fs = &m->fit;
     const char *name;
     mml_phase phase;
     int expert;
     mml__stage_info(m, s, &name, &phase, &expert);
     int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
-    size_t bytes = (size_t)m->n_floats * sizeof(float);
+    size_t bytes = (size_t)m->a.n_floats * sizeof(float);
     mml_status st;
     if (fs->epoch == 0) {
         st = mml_model_set_phase(m, phase, expert);
         if (st) return st;
         mml__catch_up_all(m);
-        memcpy(m->best, m->P, bytes);
+        memcpy(m->fit.snapshot, m->P, bytes);
         fs->best = -1.0;
         fs->bad = 0;
     } else {
@@ -6985,19 +7234,19 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
             fs->best = v;
             fs->bad = 0;
             mml__catch_up_all(m);
-            memcpy(m->best, m->P, bytes);
+            memcpy(m->fit.snapshot, m->P, bytes);
         } else {
             fs->bad++;
         }
         fs->epoch++;
         fs->rng = f->rng;
         mml__emit(f, &pr);
-        if (f->o->checkpoint_path && m->dist_rank == 0) {
+        if (f->o->checkpoint_path && m->rt.rank == 0) {
             st = mml_model_save(m, f->o->checkpoint_path);
             if (st) return st;
         }
     }
-    memcpy(m->P, m->best, bytes);
+    memcpy(m->P, m->fit.snapshot, bytes);
     mml__rows_current(m);
     return MML_OK;
 }
@@ -7037,7 +7286,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
         if (st) return st;
     }
-    if (m->dist_world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
+    if (m->rt.world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
@@ -7055,13 +7304,12 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
-    if (!m->fs.active) {
-        memset(&m->fs, 0, sizeof m->fs);
-        m->fs.active = 1;
-        m->fs.rng = o->seed ^ 0x5EEDull;
+    if (!m->fit.active) {
+        mml__fit_state fresh = {1, 0, 0, 0, 0.0, o->seed ^ 0x5EEDull, m->fit.snapshot};
+        m->fit = fresh;
     }
-    f.rng = m->fs.rng;
-    for (int s = m->fs.stage; !st && s < mml__n_stages(m); s++) {
+    f.rng = m->fit.rng;
+    for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
         const char *name;
         mml_phase ph;
         int expert;
@@ -7069,11 +7317,11 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         int skip = expert >= 0 && tr->dom_start[expert % d->n_domains + 1] == tr->dom_start[expert % d->n_domains];
         if (!skip) st = mml__run_stage(&f, s); /* an expert without data stays zero */
         if (st) break;
-        m->fs.stage = s + 1;
-        m->fs.epoch = 0;
+        m->fit.stage = s + 1;
+        m->fit.epoch = 0;
         if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
     }
-    if (!st) m->fs.active = 0;
+    if (!st) m->fit.active = 0;
 done:
     mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
     return st;
@@ -7188,7 +7436,7 @@ done:
 
 /* A model checkpoint is the container of docs/FORMAT.md with sections:
  *   CONF  the model config as "key=value" lines
- *   PARM  one tensor per parameter, named as in mml__build_layout
+ *   PARM  one tensor per parameter, named as in mml__build_arch
  *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
  *   PROG  training progress as "key=value" lines   (training checkpoints)
@@ -7327,7 +7575,7 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
     double d;
     if (!strcmp(k, "best")) {
         if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
-        m->fs.best = d;
+        m->fit.best = d;
         return MML_OK;
     }
     if (!strcmp(k, "steps") || !strcmp(k, "rng")) {
@@ -7335,23 +7583,23 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
         errno = 0;
         unsigned long long x = strtoull(v, &e, 10);
         if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
-        if (k[0] == 's') m->steps = x; else m->fs.rng = x;
+        if (k[0] == 's') m->opt.steps = x; else m->fit.rng = x;
         return MML_OK;
     }
     if (mml__parse_i64(v, -1, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
     if (!strcmp(k, "phase")) {
         if (i < 0 || i > MML_PHASE_GATE) return mml__fail(MML_ERR_FORMAT, "bad phase %lld", (long long)i);
-        m->phase = (mml_phase)i;
+        m->ph.phase = (mml_phase)i;
     } else if (!strcmp(k, "expert")) {
-        if (i < -1 || i >= (m->n_experts ? m->n_experts : 1)) return mml__fail(MML_ERR_FORMAT, "bad expert %lld", (long long)i);
-        m->expert = (int)i;
-    } else if (!strcmp(k, "adam_t")) m->adam_t = i;
-    else if (!strcmp(k, "fit_active")) m->fs.active = i != 0;
+        if (i < -1 || i >= (m->a.n_experts ? m->a.n_experts : 1)) return mml__fail(MML_ERR_FORMAT, "bad expert %lld", (long long)i);
+        m->ph.expert = (int)i;
+    } else if (!strcmp(k, "adam_t")) m->opt.t = i;
+    else if (!strcmp(k, "fit_active")) m->fit.active = i != 0;
     else if (!strcmp(k, "stage")) {
-        if (i > m->n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
-        m->fs.stage = (int32_t)i;
-    } else if (!strcmp(k, "epoch")) m->fs.epoch = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
-    else if (!strcmp(k, "bad")) m->fs.bad = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
+        if (i > m->a.n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
+        m->fit.stage = (int32_t)i;
+    } else if (!strcmp(k, "epoch")) m->fit.epoch = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
+    else if (!strcmp(k, "bad")) m->fit.bad = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
     return MML_OK;
 }
@@ -7359,8 +7607,8 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
 /* Tensor views of one arena (P, M, V or best) under the parameter names. */
 static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckpt_tensor *t, char (*names)[56],
                               const char *prefix) {
-    for (int i = 0; i < m->n_params; i++) {
-        const mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         snprintf(names[i], 56, "%s%s", prefix, p->name);
         t[i].name = names[i];
         t[i].ndim = p->ndim;
@@ -7377,11 +7625,11 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
     int pn = training ? snprintf(prog, sizeof prog,
                                  "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\n"
                                  "bad=%d\nbest=%a\nrng=%llu\n",
-                                 (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps,
-                                 m->fs.active, m->fs.stage, m->fs.epoch, m->fs.bad, m->fs.best,
-                                 (unsigned long long)m->fs.rng)
-                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->phase, m->expert);
-    int np = m->n_params;
+                                 (int)m->ph.phase, m->ph.expert, (long long)m->opt.t, (unsigned long long)m->opt.steps,
+                                 m->fit.active, m->fit.stage, m->fit.epoch, m->fit.bad, m->fit.best,
+                                 (unsigned long long)m->fit.rng)
+                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->ph.phase, m->ph.expert);
+    int np = m->a.n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
     char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
     if (!t || !names) {
@@ -7390,9 +7638,9 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
         return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
     }
     mml__tensor_views(m, m->P, t, names, "");
-    mml__tensor_views(m, m->M, t + np, names + np, "m.");
-    mml__tensor_views(m, m->V, t + 2 * np, names + 2 * np, "v.");
-    mml__tensor_views(m, m->best, t + 3 * np, names + 3 * np, "");
+    mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
+    mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
+    mml__tensor_views(m, m->fit.snapshot, t + 3 * np, names + 3 * np, "");
     /* the ADAM section holds m.* and v.* together */
     mml__ckpt_section secs[5];
     memset(secs, 0, sizeof secs);
@@ -7412,8 +7660,8 @@ mml_status mml_model_export(const mml_model_t *m, const char *path) { return mml
 
 static mml_status mml__read_arena(const mml__ckpt *ck, const char *path, const char *tag, const char *prefix,
                                   mml_model_t *m, float *arena) {
-    for (int i = 0; i < m->n_params; i++) {
-        const mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         char nm[64];
         snprintf(nm, sizeof nm, "%s%s", prefix, p->name);
         mml_status st = mml__ckpt_tensor_read(ck, tag, nm, p->ndim, p->shape, arena + p->off);
@@ -7432,9 +7680,9 @@ static int64_t mml__config_floats(const mml_config_t *c) {
     if (!t) return -1;
     memset(t, 0, sizeof *t);
     t->cfg = *c;
-    mml__build_layout(t);
+    mml__build_arch(t);
     int64_t n = 0;
-    for (int i = 0; i < t->n_params; i++) n += t->params[i].size;
+    for (int i = 0; i < t->a.n_params; i++) n += t->a.t[i].size;
     MOEMLORA_FREE(t);
     return n;
 }
@@ -7483,17 +7731,17 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
         mml__progp pp = {m};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[64];
-        snprintf(first, sizeof first, "m.%s", m->params[0].name);
+        snprintf(first, sizeof first, "m.%s", m->a.t[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
-            if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->M);
-            if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->V);
-            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->best);
+            if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->opt.M);
+            if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->opt.V);
+            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->fit.snapshot);
         }
-        if (!st && m->phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
-            st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->phase);
-        if (!st && m->phase == MML_PHASE_EXPERT && m->expert < 0)
+        if (!st && m->ph.phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
+            st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->ph.phase);
+        if (!st && m->ph.phase == MML_PHASE_EXPERT && m->ph.expert < 0)
             st = mml__fail(MML_ERR_FORMAT, "%s: expert phase without an expert", path);
-        if (!st) mml__phase_flags(m, m->phase, m->expert);
+        if (!st) mml__phase_flags(m, m->ph.phase, m->ph.expert);
         if (!st) mml__rows_current(m);
     }
     if (st) {

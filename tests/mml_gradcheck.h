@@ -29,8 +29,8 @@ static int ends_with(const char *s, const char *suf) {
 /* Embeddings to O(1) values, adapters' B and c and all biases off zero, so
  * every gradient path carries signal. Glorot-initialised tensors stay. */
 static void randomize_params(mml_model_t *m) {
-    for (int i = 0; i < m->n_params; i++) {
-        const mml__param *p = &m->params[i];
+    for (int i = 0; i < m->a.n_params; i++) {
+        const mml__param *p = &m->a.t[i];
         float *w = m->P + p->off, a = 0.0f;
         int64_t n = p->size;
         if (p->row_table) {
@@ -48,19 +48,19 @@ static void randomize_params(mml_model_t *m) {
 
 static void clear_marks(mml_model_t *m) {
     for (int f = 0; f < 3; f++) {
-        memset(m->mark[f], 0, (size_t)m->params[m->p_emb[f]].shape[0]);
-        m->n_touched[f] = 0;
+        memset(m->grads.mark[f], 0, (size_t)m->a.t[m->a.field[f].emb].shape[0]);
+        m->grads.n_touched[f] = 0;
     }
 }
 static void zero_grads_all(mml_model_t *m) {
-    memset(m->G, 0, (size_t)m->n_floats * sizeof(float));
+    memset(m->grads.G, 0, (size_t)m->a.n_floats * sizeof(float));
     clear_marks(m);
 }
 
 /* Mean BCE of a training-mode forward (same dropout masks as backward). */
 static double loss_at(mml_model_t *m, const mml_batch_t *b) {
-    mml__forward(m, b->n, b, 1);
-    return m->K->bce_logits(b->n, m->logit, b->label, 1.0f, NULL) / b->n;
+    mml__pass *ps = mml__train_forward(m, b);
+    return m->K->bce_logits(b->n, ps->logit, b->label, 1.0f, NULL) / b->n;
 }
 
 static double central(mml_model_t *m, const mml_batch_t *b, float *p, float h) {
@@ -129,15 +129,15 @@ static exp_use expected_use(const mml_model_t *m, const mml_batch_t *b) {
         u.mode = same ? MML__AD_SINGLE : MML__AD_MIX;
         u.expert = same ? b->dom[0] : -1;
     } else if (m->cfg.adapter == MML_ADAPTER_MOE) {
-        if (m->phase == MML_PHASE_EXPERT) { u.mode = MML__AD_SINGLE; u.expert = m->expert; }
-        else if (m->phase != MML_PHASE_BACKBONE) u.mode = MML__AD_MIX;
+        if (m->ph.phase == MML_PHASE_EXPERT) { u.mode = MML__AD_SINGLE; u.expert = m->ph.expert; }
+        else if (m->ph.phase != MML_PHASE_BACKBONE) u.mode = MML__AD_MIX;
     }
     return u;
 }
 
 /* Can entry j of parameter pi have a nonzero gradient in this pass? */
 static int entry_active(const mml_model_t *m, int pi, int64_t j, exp_use u) {
-    const mml__param *p = &m->params[pi];
+    const mml__param *p = &m->a.t[pi];
     if (!mml__param_trainable(m, pi)) return 0;
     if (p->group == MML__G_EXPERT) {
         if (u.mode == MML__AD_OFF) return 0;
@@ -151,7 +151,7 @@ static int entry_active(const mml_model_t *m, int pi, int64_t j, exp_use u) {
 /* Field of a row table (embeddings, linear weights, the gate's domain table). */
 static int row_field(const mml_model_t *m, int pi) {
     for (int f = 0; f < 3; f++)
-        if (pi == m->p_emb[f] || (m->has_linear && pi == m->p_lin[f])) return f;
+        if (pi == m->a.field[f].emb || (m->a.kind->linear && pi == m->a.field[f].lin)) return f;
     return 2; /* gate.emb */
 }
 static int32_t batch_row(const mml_model_t *m, const mml_batch_t *b, int f, int i) {
@@ -165,8 +165,8 @@ static int32_t batch_row(const mml_model_t *m, const mml_batch_t *b, int f, int 
 static int tensor_segments(const mml_model_t *m, int pi, int64_t *bounds) {
     int n = 0;
     bounds[n++] = 0;
-    if (pi == m->p_cin) {
-        int F = m->F, L = MML__CIN_LAYERS;
+    if (pi == m->a.part[0]) {
+        int F = m->a.F, L = MML__CIN_LAYERS;
         for (int h = 0; h < L; h++) {
             mml__cin_layer g = mml__cin_geom(1, F, 1, L, mml__cin_sizes, 1, h);
             if (g.w_off) bounds[n++] = g.w_off;
@@ -174,7 +174,7 @@ static int tensor_segments(const mml_model_t *m, int pi, int64_t *bounds) {
         }
         bounds[n++] = (int64_t)mml__cin_param_offset(F, L, mml__cin_sizes, 1, L);
     }
-    bounds[n] = m->params[pi].size;
+    bounds[n] = m->a.t[pi].size;
     return n;
 }
 
@@ -187,20 +187,20 @@ static void check_gradients(mml_model_t *m, const mml_batch_t *b, const char *ta
     mmlt_ctx = tag;
     exp_use u = expected_use(m, b);
     zero_grads_all(m);
-    mml__forward(m, b->n, b, 1);
-    CHECK(m->ad_mode == u.mode, "adapter mode %d, expected %d", m->ad_mode, u.mode);
-    if (u.mode == MML__AD_SINGLE) CHECK(m->ad_expert == u.expert, "expert %d, expected %d", m->ad_expert, u.expert);
-    double lsum = mml__backward(m, b->n, b->label);
+    mml__train_forward(m, b);
+    CHECK(m->pass.plan.ad_mode == u.mode, "adapter mode %d, expected %d", m->pass.plan.ad_mode, u.mode);
+    if (u.mode == MML__AD_SINGLE) CHECK(m->pass.plan.ad_expert == u.expert, "expert %d, expected %d", m->pass.plan.ad_expert, u.expert);
+    double lsum = mml__backward(m, &m->pass, 1.0f / (float)b->n);
     clear_marks(m);
     double l0 = loss_at(m, b);
     CHECK(mmlt_close(lsum / b->n, l0, 1e-6, 1e-7), "backward loss %.9g vs forward %.9g", lsum / b->n, l0);
-    float *g = (float *)malloc((size_t)m->n_floats * sizeof(float));
-    int64_t *cand = (int64_t *)malloc((size_t)m->n_floats * sizeof(int64_t));
+    float *g = (float *)malloc((size_t)m->a.n_floats * sizeof(float));
+    int64_t *cand = (int64_t *)malloc((size_t)m->a.n_floats * sizeof(int64_t));
     if (!g || !cand) abort();
-    memcpy(g, m->G, (size_t)m->n_floats * sizeof(float));
+    memcpy(g, m->grads.G, (size_t)m->a.n_floats * sizeof(float));
     gc_stats st = {0, 0, 0, 0, 0, 0};
-    for (int pi = 0; pi < m->n_params; pi++) {
-        const mml__param *p = &m->params[pi];
+    for (int pi = 0; pi < m->a.n_params; pi++) {
+        const mml__param *p = &m->a.t[pi];
         const float *gp = g + p->off;
         float *w = m->P + p->off;
         int64_t nc = 0, nzbad = 0, nz = 0;

@@ -203,12 +203,12 @@ static void test_steps(void) {
             for (int r = 0; r < world; r++) {
                 mml__catch_up_all(s->m[r]);
                 mml__catch_up_all(ref);
-                size_t bytes = (size_t)ref->n_floats * sizeof(float);
+                size_t bytes = (size_t)ref->a.n_floats * sizeof(float);
                 if (r > 0)
-                    CHECK(!memcmp(s->m[r]->P, s->m[0]->P, bytes) && !memcmp(s->m[r]->M, s->m[0]->M, bytes) &&
-                              !memcmp(s->m[r]->V, s->m[0]->V, bytes),
+                    CHECK(!memcmp(s->m[r]->P, s->m[0]->P, bytes) && !memcmp(s->m[r]->opt.M, s->m[0]->opt.M, bytes) &&
+                              !memcmp(s->m[r]->opt.V, s->m[0]->opt.V, bytes),
                           "rank %d differs from rank 0", r);
-                float d = max_diff(s->m[r]->P, ref->P, ref->n_floats);
+                float d = max_diff(s->m[r]->P, ref->P, ref->a.n_floats);
                 CHECK(d <= 2e-5f, "rank %d: parameters %.3g from one process", r, (double)d);
             }
             compared++;
@@ -253,8 +253,8 @@ static void test_errors(void) {
         for (int r = 0; r < 2; r++) {
             s->m[r] = make_model(&c);
             s->ep[r] = (endpoint){&s->t, r};
-            s->P0[r] = (float *)malloc((size_t)s->m[r]->n_floats * sizeof(float));
-            memcpy(s->P0[r], s->m[r]->P, (size_t)s->m[r]->n_floats * sizeof(float));
+            s->P0[r] = (float *)malloc((size_t)s->m[r]->a.n_floats * sizeof(float));
+            memcpy(s->P0[r], s->m[r]->P, (size_t)s->m[r]->a.n_floats * sizeof(float));
         }
         transport_init(&s->t, 2, mml__dist_capacity(s->m[0]) + 16);
         for (int r = 0; r < 2; r++) CHECK_OK(mml_model_set_distributed(s->m[r], r, 2, sum_floats, &s->ep[r]));
@@ -278,10 +278,10 @@ static void test_errors(void) {
         }
         for (int r = 0; r < 2; r++) {
             if (s->st[r] == MML_OK) continue;
-            CHECK(!memcmp(s->m[r]->P, s->P0[r], (size_t)s->m[r]->n_floats * sizeof(float)),
+            CHECK(!memcmp(s->m[r]->P, s->P0[r], (size_t)s->m[r]->a.n_floats * sizeof(float)),
                   "rank %d: a failed step changed the parameters", r);
             int64_t nz = 0;
-            for (int64_t j = 0; j < s->m[r]->n_floats; j++) nz += s->m[r]->G[j] != 0.0f;
+            for (int64_t j = 0; j < s->m[r]->a.n_floats; j++) nz += s->m[r]->grads.G[j] != 0.0f;
             CHECK(nz == 0, "rank %d: a failed step left %lld gradient entries", r, (long long)nz);
         }
         if (what == 0) printf("  different batches: \"%s\"\n", s->msg[0]);
@@ -381,7 +381,7 @@ static void test_fit(void) {
     CHECK(fabs(s->val[0].weighted_auc - val_ref.weighted_auc) < 1e-6, "evaluate: %.7f, one process %.7f",
           s->val[0].weighted_auc, val_ref.weighted_auc);
     CHECK(!memcmp(&s->test[0], &s->test[1], sizeof s->test[0]), "fit: the ranks' test metrics differ");
-    CHECK(!memcmp(s->m[0]->P, s->m[1]->P, (size_t)ref->n_floats * sizeof(float)), "fit: the replicas differ");
+    CHECK(!memcmp(s->m[0]->P, s->m[1]->P, (size_t)ref->a.n_floats * sizeof(float)), "fit: the replicas differ");
     CHECK(fabs(s->test[0].weighted_auc - test_ref.weighted_auc) < 5e-3, "fit: weighted AUC %.4f, one process %.4f",
           s->test[0].weighted_auc, test_ref.weighted_auc);
     CHECK(access(s->ckpt[0], R_OK) == 0, "rank 0 wrote no checkpoint");

@@ -41,7 +41,7 @@ static double fit_wauc(const mml_data_t *d, mml_adapter a, int epochs, int pretr
     o.max_epochs = epochs;
     CHECK_OK(mml_fit(m, d, &o, &t));
     if (pretrained) {
-        const float *u = m->P + m->params[m->p_emb[0]].off, *it = m->P + m->params[m->p_emb[1]].off;
+        const float *u = m->P + m->a.t[m->a.field[0].emb].off, *it = m->P + m->a.t[m->a.field[1].emb].off;
         CHECK(memcmp(u, d->user_emb, (size_t)d->n_users * d->pretrained_dim * sizeof(float)) == 0,
               "pretrained user embeddings changed during training");
         CHECK(memcmp(it, d->item_emb, (size_t)d->n_items * d->pretrained_dim * sizeof(float)) == 0,

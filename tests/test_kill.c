@@ -220,7 +220,7 @@ static void test_resume_killed(void) {
     checkpoint_usable(fin, "export after resume");
     mml_model_t *m = NULL;
     if (mml_model_load(ck, &m) == MML_OK) {
-        CHECK(m->fs.active == 0, "the final checkpoint still says a fit is running");
+        CHECK(m->fit.active == 0, "the final checkpoint still says a fit is running");
         mml_model_free(m);
     }
     printf("resume of a killed checkpoint: exit %d in %.1f s\n", ok ? 0 : status, now_s() - t0);

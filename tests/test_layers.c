@@ -214,8 +214,14 @@ static void test_linear(const mml_kernels_t *K, int B, int F) {
     add_seg(&c, "bias", bias, 1);
     c.outf = buf((size_t)B);
     c.R = rbuf((size_t)B, 1.0f);
-    mml__linear_forward(B, F, ids, w, bias, c.outf);
-    mml__linear_backward(B, F, ids, c.R, dw, c.gf[F]);
+    int32_t fids[5][17];
+    const int32_t *fp[5];
+    for (int f = 0; f < F; f++) {
+        for (int b = 0; b < B; b++) fids[f][b] = ids[b * F + f];
+        fp[f] = fids[f];
+    }
+    mml__linear_forward(B, F, fp, w, bias, c.outf);
+    mml__linear_backward(B, F, fp, c.R, dw, c.gf[F]);
     check_case("linear", &c);
     end_case();
 }

@@ -97,24 +97,27 @@ static void test_gradients(void) {
         mml_model_t *m = make_model(&c);
         randomize_params(m);
         CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
-        m->steps = 3 + ci; /* any step: the masks only depend on it */
+        m->opt.steps = 3 + ci; /* any step: the masks only depend on it */
         const int32_t *dom = k->mixed == 2 ? g_dom_sorted : k->mixed ? g_dom_mixed : g_dom_same;
         mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
-        m->tf_force = k->mixed == 2 ? 1 : 0;
+        mml__knobs.tf_force = k->mixed == 2 ? 1 : 0;
         check_gradients(m, &b, k->name, 4e-3f);
         int folded = 0;
-        for (int l = 0; l < m->n_layers; l++) folded += m->tf_on[l];
-        CHECK(folded == (k->mixed == 2 ? m->n_layers : 0), "%s: %d layers took the domain-folded path", k->name,
+        for (int l = 0; l < m->a.n_layers; l++) folded += m->pass.tf_on[l];
+        CHECK(folded == (k->mixed == 2 ? m->a.n_layers : 0), "%s: %d layers took the domain-folded path", k->name,
               folded);
         if (k->dropout > 0.0f) {
             /* the mask really is applied: a different step draws a different
              * mask and changes the training loss; eval mode uses none */
             double l1 = loss_at(m, &b);
-            m->steps++;
+            m->opt.steps++;
             double l2 = loss_at(m, &b);
             CHECK(l1 != l2, "dropout masks do not change with the step (%.9g)", l1);
-            mml__forward(m, GB, &b, 0);
-            double le = m->K->bce_logits(GB, m->logit, g_lab, 1.0f, NULL) / GB;
+            mml__pass *ps = &m->pass;
+            mml__pass_load(m, ps, &b, 0);
+            mml__plan_for(m, ps, 0);
+            mml__forward(m, ps);
+            double le = m->K->bce_logits(GB, ps->logit, g_lab, 1.0f, NULL) / GB;
             CHECK(le != l1 && le != l2, "eval forward equals a training forward");
         }
         mml_model_free(m);
@@ -149,21 +152,21 @@ static void test_folded_training(void) {
         double loss[3];
         float *g[3];
         for (int v = 0; v < 3; v++) {
-            m->tf_force = v - 1;
+            mml__knobs.tf_force = v - 1;
             zero_grads_all(m);
-            mml__forward(m, GB, &b, 1);
-            CHECK(m->tf_on[0] == (v == 2), "variant %d: layer 0 folded: %d", v, m->tf_on[0]);
-            CHECK((m->tf_nruns > 0) == (v > 0), "variant %d: %d domain runs", v, m->tf_nruns);
-            loss[v] = mml__backward(m, GB, g_lab);
-            g[v] = (float *)malloc((size_t)m->n_floats * sizeof(float));
+            mml__train_forward(m, &b);
+            CHECK(m->pass.tf_on[0] == (v == 2), "variant %d: layer 0 folded: %d", v, m->pass.tf_on[0]);
+            CHECK((m->pass.tf_nruns > 0) == (v > 0), "variant %d: %d domain runs", v, m->pass.tf_nruns);
+            loss[v] = mml__backward(m, &m->pass, 1.0f / GB);
+            g[v] = (float *)malloc((size_t)m->a.n_floats * sizeof(float));
             if (!g[v]) abort();
-            memcpy(g[v], m->G, (size_t)m->n_floats * sizeof(float));
+            memcpy(g[v], m->grads.G, (size_t)m->a.n_floats * sizeof(float));
         }
         CHECK(mmlt_close(loss[0], loss[2], 1e-6, 1e-7) && mmlt_close(loss[0], loss[1], 1e-6, 1e-7),
               "loss %.9g (per row) vs %.9g (runs) vs %.9g (folded)", loss[0], loss[1], loss[2]);
         long bad = 0, nonzero = 0;
-        for (int pi = 0; pi < m->n_params; pi++) {
-            const mml__param *p = &m->params[pi];
+        for (int pi = 0; pi < m->a.n_params; pi++) {
+            const mml__param *p = &m->a.t[pi];
             double mx = 0.0;
             for (int64_t j = 0; j < p->size; j++) mx = fmax(mx, fabs(g[0][p->off + j]));
             for (int64_t j = 0; j < p->size; j++) {
@@ -185,15 +188,15 @@ static void test_folded_training(void) {
         if (k->dropout == 0.0f) {
             mml_batch_t bm = {GB, g_uid, g_pid, g_dom_mixed, g_lab};
             float l2[2];
-            float *P0 = (float *)malloc((size_t)m->n_floats * sizeof(float));
+            float *P0 = (float *)malloc((size_t)m->a.n_floats * sizeof(float));
             if (!P0) abort();
-            memcpy(P0, m->P, (size_t)m->n_floats * sizeof(float));
+            memcpy(P0, m->P, (size_t)m->a.n_floats * sizeof(float));
             for (int v = 0; v < 2; v++) {
-                memcpy(m->P, P0, (size_t)m->n_floats * sizeof(float));
-                m->tf_force = v ? 1 : -1;
+                memcpy(m->P, P0, (size_t)m->a.n_floats * sizeof(float));
+                mml__knobs.tf_force = v ? 1 : -1;
                 CHECK_OK(mml_train_step(m, &bm, &l2[v]));
-                CHECK(m->tf_on[0] == v, "train_step: layer 0 folded: %d, expected %d", m->tf_on[0], v);
-                CHECK(v == 0 || (m->ids[2][0] == 0 && m->ids[2][GB - 1] == 2), "train_step did not sort the rows");
+                CHECK(m->pass.tf_on[0] == v, "train_step: layer 0 folded: %d, expected %d", m->pass.tf_on[0], v);
+                CHECK(v == 0 || (m->pass.loaded.ids[2][0] == 0 && m->pass.loaded.ids[2][GB - 1] == 2), "train_step did not sort the rows");
             }
             CHECK(mmlt_close(l2[0], l2[1], 1e-6, 1e-7), "train_step loss %.9g vs %.9g", l2[0], l2[1]);
             free(P0);
@@ -247,7 +250,7 @@ static void test_fold_inference(void) {
                     mmlt_ctx = mml_model_kind_name(kinds[ki]);
                     for (int n = 1; n <= NB; n += NB - 1) {
                         mml_batch_t b = {n, uid, pid, dom[v], NULL};
-                        m->fold_ok = 0;
+                        m->fold.ok = 0;
                         CHECK_OK(mml_predict(m, &b, p0));
                         CHECK_OK(mml_model_fold(m));
                         CHECK_OK(mml_predict(m, &b, p1));
@@ -289,7 +292,7 @@ static int is_backbone(const mml__param *p) { return !is_expert(p) && !is_gate(p
 static int phase_wd;
 
 static int row_in_batch(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b) {
-    const mml__param *p = &m->params[pi];
+    const mml__param *p = &m->a.t[pi];
     if (!p->row_table) return 1;
     if (phase_wd && p->group != MML__G_EMB) return 1;
     int f = row_field(m, pi);
@@ -300,19 +303,19 @@ static int row_in_batch(const mml_model_t *m, int pi, int64_t j, const mml_batch
 
 static int allow_backbone(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int arg) {
     (void)arg;
-    return is_backbone(&m->params[pi]) && row_in_batch(m, pi, j, b);
+    return is_backbone(&m->a.t[pi]) && row_in_batch(m, pi, j, b);
 }
 static int allow_expert(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int e) {
     (void)b;
-    const mml__param *p = &m->params[pi];
+    const mml__param *p = &m->a.t[pi];
     return is_expert(p) && expert_block_of(p, j) == e;
 }
 static int allow_gate(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int arg) {
     (void)arg;
-    return is_gate(&m->params[pi]) && row_in_batch(m, pi, j, b);
+    return is_gate(&m->a.t[pi]) && row_in_batch(m, pi, j, b);
 }
 static int allow_mlora(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b, int d) {
-    const mml__param *p = &m->params[pi];
+    const mml__param *p = &m->a.t[pi];
     if (is_expert(p)) return expert_block_of(p, j) == d;
     return row_in_batch(m, pi, j, b);
 }
@@ -320,15 +323,15 @@ static int allow_mlora(const mml_model_t *m, int pi, int64_t j, const mml_batch_
 static void phase_step(mml_model_t *m, const float *P0, mml_phase ph, int expert, const mml_batch_t *b,
                        allow_fn allow, int arg, const char *tag) {
     mmlt_ctx = tag;
-    size_t bytes = (size_t)m->n_floats * sizeof(float);
+    size_t bytes = (size_t)m->a.n_floats * sizeof(float);
     memcpy(m->P, P0, bytes);
     CHECK_OK(mml_model_set_phase(m, ph, expert));
     float loss = -1;
     CHECK_OK(mml_train_step(m, b, &loss));
     CHECK(loss > 0 && isfinite(loss), "loss %g", (double)loss);
     long moved_bad = 0, moved_ok = 0;
-    for (int pi = 0; pi < m->n_params; pi++) {
-        const mml__param *p = &m->params[pi];
+    for (int pi = 0; pi < m->a.n_params; pi++) {
+        const mml__param *p = &m->a.t[pi];
         long bad = 0, ok = 0, allowed = 0, stuck = 0;
         for (int64_t j = 0; j < p->size; j++) {
             int a = allow(m, pi, j, b, arg);
@@ -361,13 +364,13 @@ static void test_phases(void) {
     c.experts_per_domain = 2;
     mml_model_t *m = make_model(&c);
     randomize_params(m);
-    size_t bytes = (size_t)m->n_floats * sizeof(float);
+    size_t bytes = (size_t)m->a.n_floats * sizeof(float);
     float *P0 = (float *)malloc(bytes);
     memcpy(P0, m->P, bytes);
     mml_batch_t mixed = {GB, g_uid, g_pid, g_dom_mixed, g_lab};
     mml_batch_t same = {GB, g_uid, g_pid, g_dom_same, g_lab};
     phase_step(m, P0, MML_PHASE_BACKBONE, 0, &mixed, allow_backbone, 0, "moe backbone");
-    for (int e = 0; e < m->n_experts; e++) {
+    for (int e = 0; e < m->a.n_experts; e++) {
         char tag[64];
         snprintf(tag, sizeof tag, "moe expert %d", e);
         /* an expert trains on its own domain's data */
@@ -385,9 +388,9 @@ static void test_phases(void) {
     /* trainable-parameter counts per phase */
     CHECK_OK(mml_model_set_phase(m, MML_PHASE_EXPERT, 2));
     int64_t nexp = 0, ngate = 0, nall = mml_model_param_count(m, 0);
-    for (int pi = 0; pi < m->n_params; pi++) {
-        if (is_expert(&m->params[pi])) nexp += m->params[pi].size;
-        if (is_gate(&m->params[pi])) ngate += m->params[pi].size;
+    for (int pi = 0; pi < m->a.n_params; pi++) {
+        if (is_expert(&m->a.t[pi])) nexp += m->a.t[pi].size;
+        if (is_gate(&m->a.t[pi])) ngate += m->a.t[pi].size;
     }
     CHECK(mml_model_param_count(m, 1) == nexp / 6, "expert phase trains %lld, expected %lld",
           (long long)mml_model_param_count(m, 1), (long long)(nexp / 6));
@@ -405,8 +408,8 @@ static void test_phases(void) {
     c.adapter = MML_ADAPTER_MLORA;
     m = make_model(&c);
     randomize_params(m);
-    P0 = (float *)malloc((size_t)m->n_floats * sizeof(float));
-    memcpy(P0, m->P, (size_t)m->n_floats * sizeof(float));
+    P0 = (float *)malloc((size_t)m->a.n_floats * sizeof(float));
+    memcpy(P0, m->P, (size_t)m->a.n_floats * sizeof(float));
     for (int d = 0; d < 3; d++) {
         int32_t dom[GB];
         char tag[64];
@@ -570,7 +573,7 @@ static void test_fit(void) {
         CHECK_OK(mml_fit(m[r], &d, &o, r == 0 ? &t1 : r == 1 ? &t2 : &t3));
     }
     double el = now_s() - t0;
-    size_t bytes = (size_t)m[0]->n_floats * sizeof(float);
+    size_t bytes = (size_t)m[0]->a.n_floats * sizeof(float);
     CHECK(memcmp(m[0]->P, m[1]->P, bytes) == 0, "two fits with the same seed differ");
     CHECK(memcmp(m[0]->P, m[2]->P, bytes) != 0, "fits with different seeds are identical");
     CHECK(t1.weighted_auc == t2.weighted_auc && t1.mean_auc == t2.mean_auc && t1.logloss_all == t2.logloss_all,
@@ -598,7 +601,7 @@ static void test_fit(void) {
     CHECK_OK(mml_evaluate(m[0], &d.split[MML_VAL], d.n_domains, &v));
     CHECK(fabs(v.mean_auc - rec[0].gate_best) <= 1e-9, "val mean AUC after fit %.12f, best gate epoch %.12f",
           v.mean_auc, rec[0].gate_best);
-    CHECK(m[0]->phase == MML_PHASE_GATE, "phase after fit %d", (int)m[0]->phase);
+    CHECK(m[0]->ph.phase == MML_PHASE_GATE, "phase after fit %d", (int)m[0]->ph.phase);
     /* the check above means something only if the gate phase did not end on
      * its best epoch (with these data and seeds it peaks at epoch 1) */
     if (!quick)
@@ -649,7 +652,7 @@ static void test_oov_and_batches(void) {
         c.max_batch = 8;
         mml_model_t *m = make_model(&c);
         randomize_params(m);
-        size_t bytes = (size_t)m->n_floats * sizeof(float);
+        size_t bytes = (size_t)m->a.n_floats * sizeof(float);
         /* unknown users, items, domains: all map to one row per field */
         const int32_t bu[6] = {-1, 7, 1000000, INT32_MIN, 2, 2};
         const int32_t bp[6] = {1, 1, 1, 1, -3, 5};
@@ -662,10 +665,10 @@ static void test_oov_and_batches(void) {
               (double)pr[1], (double)pr[2], (double)pr[3]);
         CHECK(pr[4] == pr[5], "unknown items differ: %g %g", (double)pr[4], (double)pr[5]);
         /* it is the reserved row: make it a copy of user 2 / item 3 */
-        int tabs[2] = {m->p_emb[0], m->has_linear ? m->p_lin[0] : -1};
+        int tabs[2] = {m->a.field[0].emb, m->a.kind->linear ? m->a.field[0].lin : -1};
         for (int t = 0; t < 2; t++) {
             if (tabs[t] < 0) continue;
-            const mml__param *p = &m->params[tabs[t]];
+            const mml__param *p = &m->a.t[tabs[t]];
             float *w = m->P + p->off;
             CHECK(p->shape[0] == c.n_users + 1, "%s has %lld rows", p->name, (long long)p->shape[0]);
             memcpy(w + (int64_t)c.n_users * p->shape[1], w + 2 * p->shape[1], (size_t)p->shape[1] * sizeof(float));
@@ -744,7 +747,7 @@ static void test_oov_and_batches(void) {
         CHECK(isfinite(loss) && loss > 0, "loss %g", (double)loss);
         CHECK(memcmp(P0, m->P, bytes) != 0, "a valid step changed nothing");
         /* OOV rows are never trained */
-        const mml__param *pu = &m->params[m->p_emb[0]];
+        const mml__param *pu = &m->a.t[m->a.field[0].emb];
         CHECK(memcmp(m->P + pu->off + (int64_t)c.n_users * pu->shape[1], P0 + pu->off + (int64_t)c.n_users * pu->shape[1],
                      (size_t)pu->shape[1] * sizeof(float)) == 0, "the OOV user row moved");
         free(P0);
@@ -829,8 +832,9 @@ static void test_deferred_dense_adam(void) {
         mml_model_t *a, *b;
         CHECK_OK(mml_model_create(&c, &a));
         CHECK_OK(mml_model_create(&c, &b));
-        b->defer_min_dim = 1 << 30; /* reference: a full pass over each table every step */
-        CHECK(a->defer_min_dim <= c.emb_dim, "emb %d should use the deferred path", c.emb_dim);
+        /* b is the reference: a full pass over each table every step (the
+         * knob is set around b's calls only) */
+        CHECK(mml__knobs.defer_min_dim <= c.emb_dim, "emb %d should use the deferred path", c.emb_dim);
         uint64_t s = 99;
         int32_t u[256], p[256], d[256];
         float y[256];
@@ -842,7 +846,7 @@ static void test_deferred_dense_adam(void) {
         for (int step = 0; step < steps; step++) {
             if (step == 20) {
                 mml__catch_up_all(a);
-                CHECK(memcmp(a->P, b->P, (size_t)a->n_floats * sizeof(float)) == 0, "var %d: differ at step 20", var);
+                CHECK(memcmp(a->P, b->P, (size_t)a->a.n_floats * sizeof(float)) == 0, "var %d: differ at step 20", var);
             }
             for (int i = 0; i < nb; i++) {
                 u[i] = (int32_t)(mml__rng_next(&s) % (uint64_t)(var == 11 && step >= 150 ? c.n_users / 2 : c.n_users));
@@ -852,13 +856,15 @@ static void test_deferred_dense_adam(void) {
             }
             mml_batch_t bt = {nb, u, p, d, y};
             CHECK_OK(mml_train_step(a, &bt, NULL));
+            mml__knobs.defer_min_dim = 1 << 30;
             CHECK_OK(mml_train_step(b, &bt, NULL));
+            mml__knobs.defer_min_dim = 0;
         }
         mml__catch_up_all(a);
-        CHECK(memcmp(a->P, b->P, (size_t)a->n_floats * sizeof(float)) == 0,
+        CHECK(memcmp(a->P, b->P, (size_t)a->a.n_floats * sizeof(float)) == 0,
               "var %d (emb %d, lazy %d): deferred rows differ from the per-step pass", var, c.emb_dim, lazy);
-        CHECK(memcmp(a->M, b->M, (size_t)a->n_floats * sizeof(float)) == 0, "var %d: moments differ", var);
-        CHECK(memcmp(a->V, b->V, (size_t)a->n_floats * sizeof(float)) == 0, "var %d: second moments differ", var);
+        CHECK(memcmp(a->opt.M, b->opt.M, (size_t)a->a.n_floats * sizeof(float)) == 0, "var %d: moments differ", var);
+        CHECK(memcmp(a->opt.V, b->opt.V, (size_t)a->a.n_floats * sizeof(float)) == 0, "var %d: second moments differ", var);
         mml_model_free(a);
         mml_model_free(b);
     }

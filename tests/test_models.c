@@ -49,8 +49,8 @@ static const acase adapters[] = {
  * biases sits within a finite-difference step of a ReLU kink; O(1) weights
  * keep the kinks rare without changing what is computed. */
 static void randomize_cin(mml_model_t *m) {
-    float *w = m->P + m->params[m->p_cin].off;
-    int F = m->F, L = MML__CIN_LAYERS;
+    float *w = m->P + m->a.t[m->a.part[0]].off;
+    int F = m->a.F, L = MML__CIN_LAYERS;
     for (int h = 0; h < L; h++) {
         mml__cin_layer g = mml__cin_geom(1, F, 1, L, mml__cin_sizes, 1, h);
         for (int64_t j = g.w_off; j < g.b_off; j++) w[j] = tfrand(0.8f);
@@ -95,15 +95,15 @@ static void test_gradients(void) {
 
 /* ---- worker threads ------------------------------------------------------------ */
 
-/* Are all of w's gradients zero (of a worker: the part it uses) and its row
+/* Are all of g's gradients zero (of a worker: the part it uses) and its row
  * marks clear? */
-static int grads_clear(const mml_model_t *w, int worker) {
-    for (int64_t j = worker ? mml__worker_grads_from(w) : 0; j < w->n_floats; j++)
-        if (w->G[j] != 0.0f) return 0;
-    for (int f = 0; f < 3; f++) {
-        if (w->n_touched[f]) return 0;
-        for (int64_t r = 0; r < w->params[w->p_emb[f]].shape[0]; r++)
-            if (w->mark[f][r]) return 0;
+static int grads_clear(const mml_model_t *m, const mml__grads *g, int worker) {
+    for (int64_t j = worker ? mml__worker_grads_from(m) : 0; j < m->a.n_floats; j++)
+        if (g->G[j] != 0.0f) return 0;
+    for (int f = 0; f < m->a.F; f++) {
+        if (g->n_touched[f]) return 0;
+        for (int64_t r = 0; r < m->a.t[m->a.field[f].emb].shape[0]; r++)
+            if (g->mark[f][r]) return 0;
     }
     return 1;
 }
@@ -112,9 +112,9 @@ static int grads_clear(const mml_model_t *w, int worker) {
  * 1e-3 may cancel: out.b); with exact_rows, embedding rows bit for bit. A
  * worker's lost or doubled share moves entries by their own size, 1e-3. */
 static int grads_match(const mml_model_t *a, const mml_model_t *b, int exact_rows, char *why, size_t len) {
-    for (int i = 0; i < a->n_params; i++) {
-        const mml__param *p = &a->params[i];
-        const float *ga = a->G + p->off, *gb = b->G + p->off;
+    for (int i = 0; i < a->a.n_params; i++) {
+        const mml__param *p = &a->a.t[i];
+        const float *ga = a->grads.G + p->off, *gb = b->grads.G + p->off;
         double top = 0.0, worst = 0.0;
         for (int64_t j = 0; j < p->size; j++) top = fmax(top, fabs(ga[j]));
         for (int64_t j = 0; j < p->size; j++) worst = fmax(worst, fabs((double)ga[j] - gb[j]));
@@ -191,14 +191,15 @@ static void test_thread_gradients(void) {
                     CHECK(grads_match(m[0], m[t], step == 0, why, sizeof why), "step %d, %d threads: %s", step, t + 1,
                           why);
                     for (int v = 0; v < t; v++)
-                        CHECK(grads_clear(&m[t]->views[v], 1), "step %d, %d threads: worker %d kept gradients or marks",
+                        CHECK(grads_clear(m[t], &m[t]->rt.workers[v].grads, 1),
+                              "step %d, %d threads: worker %d kept gradients or marks",
                               step, t + 1, v + 1);
                     checked++;
                 }
                 for (int t = 0; t < 3; t++) {
-                    mml__optimizer_step(m[t]);
-                    m[t]->steps++;
-                    CHECK(grads_clear(m[t], 0), "step %d, %d threads: gradients or marks left after the step", step, t + 1);
+                    mml__optimizer_step(m[t], &m[t]->pass.plan);
+                    m[t]->opt.steps++;
+                    CHECK(grads_clear(m[t], &m[t]->grads, 0), "step %d, %d threads: gradients or marks left after the step", step, t + 1);
                 }
             }
             for (int t = 0; t < 3; t++) mml_model_free(m[t]);

@@ -226,7 +226,7 @@ static void test_resume_adapter(mml_adapter a, int threads, const char *tag) {
     oc.user = &r;
     mml_model_t *rec = make_model(&c);
     CHECK_OK(mml_fit(rec, &data, &oc, &t));
-    CHECK(same_arena(ref->P, rec->P, ref->n_floats), "checkpointing changed the fit");
+    CHECK(same_arena(ref->P, rec->P, ref->a.n_floats), "checkpointing changed the fit");
     CHECK(r.copy_failed == 0, "%d checkpoint copies failed", r.copy_failed);
     CHECK(r.n_epochs >= 2 && r.n_epochs < MAX_EPOCHS_TOTAL, "%d epochs", r.n_epochs);
     char last[1024];
@@ -243,14 +243,14 @@ static void test_resume_adapter(mml_adapter a, int threads, const char *tag) {
         mml_status st = mml_model_load(path, &m);
         CHECK(st == MML_OK, "load %s: %s", path, mml_last_error());
         if (st) continue;
-        CHECK(m->fs.active == 1, "epoch %d: checkpoint is not marked mid-fit", k);
+        CHECK(m->fit.active == 1, "epoch %d: checkpoint is not marked mid-fit", k);
         /* resuming with checkpointing on, as the trainer does */
         mml_fit_opts_t orr = o;
         char ck2[1024];
         tpath(ck2, sizeof ck2, "resumed.mml");
         orr.checkpoint_path = ck2;
         CHECK_OK(mml_fit(m, &data, &orr, &t));
-        int same = same_arena(ref->P, m->P, ref->n_floats);
+        int same = same_arena(ref->P, m->P, ref->a.n_floats);
         CHECK(same, "%s: resume after epoch %d (%s%s%d) differs from the straight run", tag, k, r.stage_of[k],
               r.expert_of[k] >= 0 ? " expert " : "", r.expert_of[k] >= 0 ? r.expert_of[k] : 0);
         CHECK(memcmp(&t, &t_straight, sizeof t) == 0, "%s: epoch %d: test metrics differ", tag, k);
@@ -304,13 +304,13 @@ static void check_saved_state(mml_model_t *m, const char *what) {
     mml_status st = mml_model_load(path, &l);
     CHECK(st == MML_OK, "%s: load: %s", what, mml_last_error());
     if (st) return;
-    int64_t nf = m->n_floats;
-    CHECK(same_arena(m->P, l->P, nf) && same_arena(m->M, l->M, nf) && same_arena(m->V, l->V, nf) &&
-              same_arena(m->best, l->best, nf), "%s: arenas differ after load", what);
-    CHECK(l->phase == m->phase && l->expert == m->expert && l->adam_t == m->adam_t && l->steps == m->steps,
-          "%s: phase %d/%d expert %d/%d adam_t %lld/%lld steps %llu/%llu", what, (int)l->phase, (int)m->phase,
-          l->expert, m->expert, (long long)l->adam_t, (long long)m->adam_t, (unsigned long long)l->steps,
-          (unsigned long long)m->steps);
+    int64_t nf = m->a.n_floats;
+    CHECK(same_arena(m->P, l->P, nf) && same_arena(m->opt.M, l->opt.M, nf) && same_arena(m->opt.V, l->opt.V, nf) &&
+              same_arena(m->fit.snapshot, l->fit.snapshot, nf), "%s: arenas differ after load", what);
+    CHECK(l->ph.phase == m->ph.phase && l->ph.expert == m->ph.expert && l->opt.t == m->opt.t && l->opt.steps == m->opt.steps,
+          "%s: phase %d/%d expert %d/%d adam_t %lld/%lld steps %llu/%llu", what, (int)l->ph.phase, (int)m->ph.phase,
+          l->ph.expert, m->ph.expert, (long long)l->opt.t, (long long)m->opt.t, (unsigned long long)l->opt.steps,
+          (unsigned long long)m->opt.steps);
     CHECK(same_predictions(m, l), "%s: the loaded checkpoint predicts differently", what);
     /* the optimizer state came along: the next steps agree too */
     train_steps(m, 3, 5);
@@ -342,13 +342,13 @@ static void test_checkpoint_and_export(void) {
     mml_model_t *l = NULL;
     CHECK_OK(mml_model_load(path, &l));
     if (l) {
-        CHECK(same_arena(m->P, l->P, m->n_floats), "export: parameters differ");
+        CHECK(same_arena(m->P, l->P, m->a.n_floats), "export: parameters differ");
         CHECK(same_predictions(m, l), "export: predictions differ");
         float *a = predict_all(m), *b = session_predict_all(l);
         CHECK(memcmp(a, b, (size_t)eval_rows.n * 4) == 0, "export: session predictions differ from mml_predict");
         free(a);
         free(b);
-        CHECK(l->fs.active == 0, "an export must not resume a fit");
+        CHECK(l->fit.active == 0, "an export must not resume a fit");
         mml_model_free(l);
     }
     mml_model_free(m);
@@ -399,13 +399,13 @@ typedef void (*tweak_fn)(mml__ckpt_tensor *parm, int np, char *conf, size_t cap,
 static void save_tweaked(const mml_model_t *m, const char *path, tweak_fn tweak, void *ctx) {
     char conf[MML__TEXT_MAX];
     CHECK(mml__conf_text(&m->cfg, conf, sizeof conf) > 0, "conf text");
-    int np = m->n_params;
+    int np = m->a.n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)calloc((size_t)np * 4, sizeof *t);
     char(*names)[56] = (char(*)[56])calloc((size_t)np * 4, 56);
     mml__tensor_views(m, m->P, t, names, "");
-    mml__tensor_views(m, m->M, t + np, names + np, "m.");
-    mml__tensor_views(m, m->V, t + 2 * np, names + 2 * np, "v.");
-    mml__tensor_views(m, m->best, t + 3 * np, names + 3 * np, "");
+    mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
+    mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
+    mml__tensor_views(m, m->fit.snapshot, t + 3 * np, names + 3 * np, "");
     tweak(t, np, conf, sizeof conf, ctx);
     const char *prog = "phase=3\nexpert=0\nadam_t=0\nsteps=0\nfit_active=0\nstage=0\nepoch=0\nbad=0\nbest=0x0p+0\nrng=0\n";
     mml__ckpt_section secs[5];
@@ -534,10 +534,10 @@ static void test_corrupt_files(void) {
     free(img);
 
     /* a PARM tensor of the wrong shape: first, one in the middle, last */
-    int which[3] = {0, m->n_params / 2, m->n_params - 1};
+    int which[3] = {0, m->a.n_params / 2, m->a.n_params - 1};
     for (int i = 0; i < 3; i++) {
         char what[96];
-        snprintf(what, sizeof what, "wrong shape of %s", m->params[which[i]].name);
+        snprintf(what, sizeof what, "wrong shape of %s", m->a.t[which[i]].name);
         save_tweaked(m, bad, tw_shape, &which[i]);
         expect_load_fails(bad, MML_ERR_FORMAT, what);
     }
@@ -584,11 +584,11 @@ static void test_corrupt_files(void) {
     const char *secname[4] = {"PARM", "ADAM m", "ADAM v", "BEST"};
     for (int s = 0; s < 4; s++)
         for (int v = 0; v < 3; v++) {
-            poison p = {(s * 3 + v * 7) % m->n_params, s, 5 + 13 * v, nonfinite[v], NULL};
+            poison p = {(s * 3 + v * 7) % m->a.n_params, s, 5 + 13 * v, nonfinite[v], NULL};
             save_tweaked(m, bad, tw_poison, &p);
             free(p.copy);
             char what[96];
-            snprintf(what, sizeof what, "%g in %s %s", (double)nonfinite[v], secname[s], m->params[p.tensor].name);
+            snprintf(what, sizeof what, "%g in %s %s", (double)nonfinite[v], secname[s], m->a.t[p.tensor].name);
             expect_load_fails(bad, MML_ERR_FORMAT, what);
         }
 
@@ -658,7 +658,7 @@ static void test_full_disk(void) {
         st = mml_model_load(path, &l);
         CHECK(st == MML_OK, "limit %zu: the previous checkpoint no longer loads: %s", limit, mml_last_error());
         if (l) {
-            int same = same_predictions(saved, l) && same_arena(saved->P, l->P, l->n_floats);
+            int same = same_predictions(saved, l) && same_arena(saved->P, l->P, l->a.n_floats);
             CHECK(same, "limit %zu: the previous checkpoint changed", limit);
             n_ok += same;
             mml_model_free(l);
@@ -783,9 +783,9 @@ static void test_export_keeps_phase(void) {
     base_config(&c, MML_ADAPTER_MOE);
     mml_model_t *m = make_model(&c);
     /* give expert 1 something to say, then select it alone */
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].group == MML__G_EXPERT)
-            for (int64_t j = 0; j < m->params[i].size; j++) m->P[m->params[i].off + j] = 0.01f * (float)((j * 7) % 13);
+    for (int i = 0; i < m->a.n_params; i++)
+        if (m->a.t[i].group == MML__G_EXPERT)
+            for (int64_t j = 0; j < m->a.t[i].size; j++) m->P[m->a.t[i].off + j] = 0.01f * (float)((j * 7) % 13);
     CHECK_OK(mml_model_set_phase(m, MML_PHASE_EXPERT, 1));
     char path[1200];
     snprintf(path, sizeof path, "%s/phase.mml", tmpdir);
@@ -793,7 +793,7 @@ static void test_export_keeps_phase(void) {
     mml_model_t *l = NULL;
     CHECK_OK(mml_model_load(path, &l));
     if (l) {
-        CHECK(l->phase == MML_PHASE_EXPERT && l->expert == 1, "reloaded phase %d expert %d", (int)l->phase, l->expert);
+        CHECK(l->ph.phase == MML_PHASE_EXPERT && l->ph.expert == 1, "reloaded phase %d expert %d", (int)l->ph.phase, l->ph.expert);
         float a[8], b[8];
         mml_batch_t bt = {8, eval_rows.u, eval_rows.p, eval_rows.d, NULL};
         CHECK_OK(mml_predict(m, &bt, a));
