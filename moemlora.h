@@ -132,6 +132,60 @@ typedef enum mml_status {
 /* The reason for the last failing call on this thread ("" if none). */
 MOEMLORA_API const char *mml_last_error(void);
 
+/* // >>schema -------------------------------------------------------------- */
+
+/* A feature schema: the input fields of every row, of three kinds.
+ *   categorical  one id per row, 0..vocab-1 (any other id reads the field's
+ *                out-of-vocabulary row), embedded in dim floats; optionally a
+ *                pretrained table, frozen;
+ *   multi-hot    up to max_len ids per row (a list, padded with -1), their
+ *                embeddings pooled by mean or sum (genres, tags);
+ *   numeric      a float; the model reads (x - shift) * scale, with shift and
+ *                scale set from the training split (min-max, z-score or none).
+ * One categorical field is the domain. Embedded fields meet in the feature
+ * interactions (FM, CIN, attention, ...) and, flattened, in the tower; numeric
+ * fields join the tower input and the linear (wide) part, as DeepCTR feeds
+ * dense features. Interaction models need one dim for every embedded field;
+ * MLP, WDL and DCN take a dim per field. */
+typedef enum mml_field_kind {
+    MML_FIELD_CATEGORICAL = 0,
+    MML_FIELD_MULTI_HOT = 1,
+    MML_FIELD_NUMERIC = 2
+} mml_field_kind;
+
+typedef enum mml_pooling { MML_POOL_MEAN = 0, MML_POOL_SUM = 1 } mml_pooling;
+typedef enum mml_norm { MML_NORM_NONE = 0, MML_NORM_MINMAX = 1, MML_NORM_ZSCORE = 2 } mml_norm;
+
+#define MML_MAX_FIELDS 128
+#define MML_FIELD_NAME_MAX 48
+
+typedef struct mml_field_t {
+    char name[MML_FIELD_NAME_MAX];  /* [A-Za-z0-9_.-]+, unique in the schema */
+    mml_field_kind kind;
+    int32_t vocab;          /* categorical, multi-hot: ids 0..vocab-1 */
+    int32_t dim;            /* embedding dim; 0: the config's emb_dim */
+    int32_t max_len;        /* multi-hot: ids per row at most */
+    mml_pooling pooling;    /* multi-hot */
+    int32_t hash_buckets;   /* > 0: raw ids were hashed into vocab == hash_buckets buckets */
+    int32_t frozen;         /* categorical: pretrained embeddings, never trained */
+    mml_norm norm;          /* numeric: how shift and scale were set */
+    float shift, scale;     /* numeric: the model reads (x - shift) * scale */
+} mml_field_t;
+
+typedef struct mml_schema_t {
+    int32_t n_fields;
+    int32_t domain;                   /* index of the categorical field holding the domain */
+    mml_field_t field[MML_MAX_FIELDS];
+} mml_schema_t;
+
+/* The paper's layout: categorical user (n_users), item (n_items) and domain
+ * (n_domains), in that order. */
+MOEMLORA_API void mml_schema_paper(mml_schema_t *s, int32_t n_users, int32_t n_items, int32_t n_domains);
+/* Checks names, kinds, sizes and the domain field; 0 or MML_ERR_ARG with a message. */
+MOEMLORA_API mml_status mml_schema_check(const mml_schema_t *s);
+/* Index of the field named name, or -1. */
+MOEMLORA_API int32_t mml_schema_find(const mml_schema_t *s, const char *name);
+
 /* // >>data ---------------------------------------------------------------- */
 
 enum { MML_TRAIN = 0, MML_VAL = 1, MML_TEST = 2 };
@@ -140,12 +194,15 @@ enum { MML_TRAIN = 0, MML_VAL = 1, MML_TEST = 2 };
  * [dom_start[d], dom_start[d+1]). */
 typedef struct mml_split_t {
     int64_t n;
-    int32_t *uid, *pid, *dom;
+    int32_t *uid, *pid, *dom;  /* the paper's layout; with a schema, dom is its domain column */
     float *label;          /* 0 or 1 */
     int64_t *dom_start;    /* n_domains + 1 entries */
+    int32_t **ids;         /* with a schema: per field, as in mml_batch_t (NULL: the paper's layout) */
+    float **values;
 } mml_split_t;
 
 typedef struct mml_data_t {
+    mml_schema_t *schema;                  /* the fields (NULL: the paper's layout) */
     int32_t n_users, n_items, n_domains;   /* vocab sizes (ids are 0..n-1) */
     char **domain_names;                   /* n_domains strings (may be NULL) */
     mml_split_t split[3];                  /* MML_TRAIN, MML_VAL, MML_TEST */
@@ -236,11 +293,13 @@ typedef enum mml_gate_kind {
 
 #define MML_MAX_HIDDEN 8
 
+
 typedef struct mml_config_t {
     mml_model_kind model;
     mml_adapter adapter;
     mml_gate_kind gate;
-    int32_t n_users, n_items, n_domains;  /* vocab sizes; ids 0..n-1 */
+    const mml_schema_t *schema;           /* the input fields; NULL: the paper's layout from */
+    int32_t n_users, n_items, n_domains;  /* these vocab sizes (ids 0..n-1) */
     int32_t emb_dim;                      /* k; with pretrained embeddings their dim */
     int32_t pretrained;                   /* 1: user/item embeddings are given and frozen */
     int32_t n_hidden;
@@ -290,11 +349,22 @@ MOEMLORA_API mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t
 /* Which expert belongs to which domain: expert e serves domain e % n_domains. */
 MOEMLORA_API int32_t mml_model_n_experts(const mml_model_t *m);
 
+/* A batch. Any schema hands its columns field-major, in the schema's order:
+ * ids[f] for categorical fields ([n]) and multi-hot fields ([n * max_len],
+ * each row's list padded with -1), values[f] for numeric fields ([n], as read:
+ * the model normalises), NULL for the other kind. With ids == NULL the batch
+ * is in the paper's layout: uid, pid, dom. */
 typedef struct mml_batch_t {
     int32_t n;
     const int32_t *uid, *pid, *dom;
-    const float *label;      /* training only */
+    const float *label;                /* training only */
+    const int32_t *const *ids;
+    const float *const *values;
 } mml_batch_t;
+
+/* A batch in the paper's layout (the three-field convenience). */
+MOEMLORA_API mml_batch_t mml_batch_paper(int32_t n, const int32_t *uid, const int32_t *pid, const int32_t *dom,
+                                         const float *label);
 
 /* One step of Adam on the mean BCE of the batch (n <= max_batch). */
 MOEMLORA_API mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss);
@@ -771,24 +841,60 @@ MML__LAYER int mml__n_pairs(int F) { return F * (F - 1) / 2; }
 
 /* ---- linear (wide) logit ------------------------------------------------ */
 
-/* ids[f]: [B] int32 (field f's ids, indexing its table w[f]: [vocab_f])
- * bias: [1]  -> out: [B] (the [B,1] logit, overwritten). No act, no ws. */
-MML__LAYER void mml__linear_forward(int B, int F, const int32_t *const *ids, const float *const *w,
+/* The wide part over F id fields and J numeric inputs.
+ * ids[f]: [B, len[f]] int32 (field f's ids into its table w[f]: [vocab_f];
+ * len[f] > 1: a multi-hot list, negative ids are empty slots, pooled by sum,
+ * or by mean where mean[f])  num: [B, J]  wn: [J]  bias: [1] (NULL: none)
+ * -> out: [B] (the [B,1] logit, overwritten). No act, no ws. */
+typedef struct mml__wide {
+    int F, J;
+    const int32_t *const *ids;
+    const int *len, *mean;
+    const float *num;
+} mml__wide;
+
+/* Sum of the weights of row b's valid ids in a list of n, and their count. */
+MML__LAYER float mml__list_sum(const int32_t *ids, int n, const float *w, int *count) {
+    float s = 0.0f;
+    int c = 0;
+    for (int j = 0; j < n; j++)
+        if (ids[j] >= 0) { s += w[ids[j]]; c++; }
+    *count = c;
+    return s;
+}
+
+MML__LAYER void mml__linear_forward(int B, const mml__wide *in, const float *const *w, const float *wn,
                                     const float *bias, float *out) {
     for (int b = 0; b < B; b++) {
         float s = bias ? bias[0] : 0.0f;
-        for (int f = 0; f < F; f++) s += w[f][ids[f][b]];
+        for (int f = 0; f < in->F; f++) {
+            int n = in->len[f], c;
+            if (n == 1) { s += w[f][in->ids[f][b]]; continue; }
+            float t = mml__list_sum(in->ids[f] + MML__IX(b, n), n, w[f], &c);
+            s += in->mean[f] && c ? t / (float)c : t;
+        }
+        for (int j = 0; j < in->J; j++) s += in->num[MML__IX(b, in->J) + j] * wn[j];
         out[b] = s;
     }
 }
 
-/* dout: [B] -> dw[f][id] += (sparse, samples in order), dbias[0] += sum dout.
- * dbias may be NULL (no bias). */
-MML__LAYER void mml__linear_backward(int B, int F, const int32_t *const *ids, const float *dout,
-                                     float *const *dw, float *dbias) {
+/* dout: [B] -> dw[f][id] += (sparse, samples in order), dwn +=, dbias[0] +=
+ * sum dout. dwn and dbias may be NULL (not trained / no bias). */
+MML__LAYER void mml__linear_backward(int B, const mml__wide *in, const float *dout, float *const *dw, float *dwn,
+                                     float *dbias) {
     float db = 0.0f;
     for (int b = 0; b < B; b++) {
-        for (int f = 0; f < F; f++) dw[f][ids[f][b]] += dout[b];
+        for (int f = 0; f < in->F; f++) {
+            int n = in->len[f], c = 0;
+            const int32_t *ids = in->ids[f] + MML__IX(b, n);
+            if (n == 1) { dw[f][ids[0]] += dout[b]; continue; }
+            for (int j = 0; j < n; j++) c += ids[j] >= 0;
+            float g = in->mean[f] && c ? dout[b] / (float)c : dout[b];
+            for (int j = 0; j < n; j++)
+                if (ids[j] >= 0) dw[f][ids[j]] += g;
+        }
+        if (dwn)
+            for (int j = 0; j < in->J; j++) dwn[j] += in->num[MML__IX(b, in->J) + j] * dout[b];
         db += dout[b];
     }
     if (dbias) dbias[0] += db;
@@ -811,13 +917,14 @@ MML__LAYER size_t mml__bi_act_floats(int B, int k) { return (size_t)B * (size_t)
 MML__LAYER size_t mml__fm_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
 
 /* Bi-interaction pooling (NFM).
- * emb: [B, F, k] -> out: [B, k], out[b,d] = 0.5*((sum_f e)^2 - sum_f e^2)
+ * emb: [B, F, k] -> out: [B, k] with row stride ldo >= k (the tower input may
+ * hold more after it), out[b,d] = 0.5*((sum_f e)^2 - sum_f e^2)
  * act: [B, k] (field sums). */
-MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *out, float *act) {
+MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *out, int ldo, float *act) {
     mml__field_sum(B, F, k, emb, act);
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
-        float *o = out + MML__IX(b, k);
+        float *o = out + MML__IX(b, ldo);
         for (int d = 0; d < k; d++) o[d] = s[d] * s[d];
         for (int f = 0; f < F; f++)
             for (int d = 0; d < k; d++) o[d] -= e[MML__IX(f, k) + d] * e[MML__IX(f, k) + d];
@@ -825,11 +932,11 @@ MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *ou
     }
 }
 
-/* dout: [B, k] -> demb: [B, F, k] +=  (d e_fd = dout_d * (s_d - e_fd)) */
+/* dout: [B, k] (row stride ldo) -> demb: [B, F, k] +=  (d e_fd = dout_d * (s_d - e_fd)) */
 MML__LAYER void mml__bi_backward(int B, int F, int k, const float *emb, const float *act,
-                                 const float *dout, float *demb) {
+                                 const float *dout, int ldo, float *demb) {
     for (int b = 0; b < B; b++) {
-        const float *s = act + MML__IX(b, k), *g = dout + MML__IX(b, k);
+        const float *s = act + MML__IX(b, k), *g = dout + MML__IX(b, ldo);
         for (int f = 0; f < F; f++) {
             const float *e = emb + (MML__IX(b, F) + f) * k;
             float *de = demb + (MML__IX(b, F) + f) * k;
@@ -4274,7 +4381,7 @@ enum { MML__XL_NONE, MML__XL_COLS, MML__XL_ROWS };
 enum { MML__INIT_ZERO, MML__INIT_GLOROT, MML__INIT_EMB, MML__INIT_GATE_EMB, MML__INIT_KIND };
 
 typedef struct mml__param {
-    char name[48];
+    char name[64];
     int group;
     int ndim;
     int64_t shape[4];
@@ -4293,17 +4400,28 @@ typedef struct mml__layer {
 } mml__layer;
 
 /* One input field: an id per row looked up in its embedding table. */
+/* An embedded field (categorical or multi-hot): ids looked up in its table. */
 typedef struct mml__field {
+    int src;                 /* its index in the schema */
     int32_t vocab;           /* ids 0..vocab-1; row vocab is the out-of-vocabulary row */
+    int dim, e_off;          /* its width and first column in a row of E */
+    int len;                 /* ids per row: 1, or a multi-hot field's max_len (-1 pads) */
+    int mean;                /* multi-hot: mean pooling (else sum) */
     int emb, lin;            /* its embedding and linear-logit tables (-1: none) */
     int frozen;              /* pretrained embeddings: never updated */
 } mml__field;
 
+/* A numeric field: the model reads (x - shift) * scale. */
+typedef struct mml__numeric {
+    int src;                 /* its index in the schema */
+    float shift, scale;
+} mml__numeric;
+
 /* Adapter use in one forward pass. */
 enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
 
-#define MML__MAX_PARAMS 96
-#define MML__MAX_FIELDS 3
+#define MML__MAX_FIELDS MML_MAX_FIELDS
+#define MML__MAX_PARAMS (2 * MML__MAX_FIELDS + 96)
 #define MML__HP_RING 4096 /* steps of Adam constants kept for replays (power of 2) */
 #define MML__AGE_BUCKETS 1024 /* replays sort rows by age up to this many steps */
 #define MML__ATT_LAYERS 3
@@ -4323,8 +4441,11 @@ typedef struct mml__kind {
     int linear;              /* has the wide part: a linear-logit table per field */
     int logit_term;          /* side_fwd writes a logit term into side_logit */
     int input_params;        /* the tower input transform has tensors of its own */
-    /* d0 (tower input width), de (extra inputs of the final dense layer) and
-     * the kind's tensors, into m->a.part */
+    int equal_dims;          /* its interactions need one dim for every embedded field */
+    int side_on_x0;          /* its side parts read the tower input x0 (else E) */
+    /* dk and d0 (the kind's part of the tower input; all of it, set to E
+     * and E + numeric before build), de (extra inputs of the final dense
+     * layer) and the kind's tensors, into m->a.part */
     void (*build)(mml_model_t *m);
     /* tensors with MML__INIT_KIND */
     void (*init)(const mml_model_t *m, int i, float *w, uint64_t *rng);
@@ -4341,14 +4462,22 @@ typedef struct mml__kind {
 } mml__kind;
 
 /* What the config implies. */
+/* What the config implies. The embedded fields are in E's column order: the
+ * schema's order with the domain field last, so that a tower input made of
+ * E ends with the domain's columns (folded inference moves them into the
+ * bias). */
 typedef struct mml__arch {
     const mml__kind *kind;
-    int F, k, D;             /* fields, embedding width, F*k */
-    int dom_field;           /* the field holding the domain */
-    int d0, de;              /* tower input width; extra inputs of the final dense */
+    mml_schema_t *schema;    /* the model's own copy */
+    int F, k, D;             /* embedded fields, their common dim (0: dims differ), E's width */
+    int dom_field;           /* the embedded field holding the domain (F - 1) */
+    int n_num;               /* numeric fields */
+    int dk, d0, de;          /* tower input: the kind's part, all of it (+ numeric); extra inputs of the final dense */
     int n_pairs, se_r;       /* field pairs; SENET width (FiBiNET) */
     int n_experts, n_layers, max_r, max_d;
     mml__field field[MML__MAX_FIELDS];
+    mml__numeric num[MML__MAX_FIELDS];
+    int lin_num;             /* the wide part's weights of the numeric fields (-1: none) */
     mml__layer layer[MML_MAX_HIDDEN];
     int gate_emb, gate_W, gate_b, out_W, out_b;   /* -1 when absent */
     int part[16];            /* the kind's tensors, in the order its build adds them */
@@ -4417,11 +4546,13 @@ typedef struct mml__kind_bufs {
 } mml__kind_bufs;
 
 /* Rows of a batch as a pass sees them: ids in range (an unknown id is its
- * field's OOV row), field-major; row0 is the first row's index in the whole
- * step (dropout masks). */
+ * field's OOV row, a multi-hot list's empty slots -1), field-major in E's
+ * order; numeric values normalised; row0 is the first row's index in the
+ * whole step (dropout masks). */
 typedef struct mml__rows {
     int n, row0;
-    const int32_t *ids[MML__MAX_FIELDS];
+    const int32_t *ids[MML__MAX_FIELDS];  /* per embedded field: [n * len] */
+    const float *num;                     /* numeric fields, normalised: [n, n_num] */
     const float *label;
 } mml__rows;
 
@@ -4433,7 +4564,7 @@ struct mml__pass {
     mml__rows loaded;
     int sorted;
     int32_t *ids_buf[MML__MAX_FIELDS];
-    float *label_buf;
+    float *num_buf, *label_buf;
     int32_t *perm;           /* sorted: the batch row of each loaded row */
     int32_t *dom_count;      /* [D + 2], counting sort */
     /* domain runs of these rows: domain-folded training and bias mixtures */
@@ -4549,8 +4680,6 @@ static float *mml__take(mml__carve *c, int64_t n) {
  * anywhere else). Tensor indices live in m->a.part in the order build adds
  * them; buffers in the pass's kb. Layers themselves are in >>layers. */
 
-static void mml__tower_on_fields(mml_model_t *m) { m->a.d0 = m->a.D; }
-
 /* ---- DeepFM: FM second-order term over the field embeddings ---- */
 
 static int64_t mml__fm_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
@@ -4566,21 +4695,27 @@ static void mml__fm_side_bwd(const mml_model_t *m, mml__pass *ps) {
 
 /* ---- NFM: bi-interaction pooling as the tower input ---- */
 
-static void mml__nfm_build(mml_model_t *m) { m->a.d0 = m->a.k; }
+static void mml__nfm_build(mml_model_t *m) {
+    m->a.dk = m->a.k;
+    m->a.d0 = m->a.dk + m->a.n_num;
+}
 static int64_t mml__nfm_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
     ps->kb.act[0] = mml__take(c, (int64_t)mml__bi_act_floats((int)B, m->a.k));
     return 0;
 }
 static void mml__nfm_input_fwd(const mml_model_t *m, mml__pass *ps) {
-    mml__bi_forward(ps->r.n, m->a.F, m->a.k, ps->E, ps->x0, ps->kb.act[0]);
+    mml__bi_forward(ps->r.n, m->a.F, m->a.k, ps->E, ps->x0, m->a.d0, ps->kb.act[0]);
 }
 static void mml__nfm_input_bwd(const mml_model_t *m, mml__pass *ps) {
-    mml__bi_backward(ps->r.n, m->a.F, m->a.k, ps->E, ps->kb.act[0], ps->dx0, ps->dE);
+    mml__bi_backward(ps->r.n, m->a.F, m->a.k, ps->E, ps->kb.act[0], ps->dx0, m->a.d0, ps->dE);
 }
 
 /* ---- PNN (inner product): the embeddings and their pairwise products ---- */
 
-static void mml__pnn_build(mml_model_t *m) { m->a.d0 = m->a.D + m->a.n_pairs; }
+static void mml__pnn_build(mml_model_t *m) {
+    m->a.dk = m->a.D + m->a.n_pairs;
+    m->a.d0 = m->a.dk + m->a.n_num;
+}
 static void mml__pnn_input_fwd(const mml_model_t *m, mml__pass *ps) {
     int D = m->a.D, n = ps->r.n;
     for (int i = 0; i < n; i++) memcpy(ps->x0 + (int64_t)i * m->a.d0, ps->E + (int64_t)i * D, (size_t)D * sizeof(float));
@@ -4592,35 +4727,34 @@ static void mml__pnn_input_bwd(const mml_model_t *m, mml__pass *ps) {
     mml__inner_backward(m->K, n, m->a.F, m->a.k, ps->E, ps->dx0 + D, m->a.d0, ps->dE);
 }
 
-/* ---- DCN: a cross network beside the tower; part 0 cross.w, part 1 cross.b ---- */
+/* ---- DCN: a cross network on the tower input beside the tower; part 0
+ * cross.w, part 1 cross.b ---- */
 
 static void mml__dcn_build(mml_model_t *m) {
-    int D = m->a.D;
-    m->a.d0 = D;
-    m->a.part[0] = mml__add_glorot(m, "cross.w", MML__G_EXTRA, MML__CROSS_LAYERS, D, D, 1);
-    m->a.part[1] = mml__add_param(m, "cross.b", MML__G_EXTRA, 2, MML__CROSS_LAYERS, D);
-    m->a.de = D;
+    int d0 = m->a.d0;
+    m->a.part[0] = mml__add_glorot(m, "cross.w", MML__G_EXTRA, MML__CROSS_LAYERS, d0, d0, 1);
+    m->a.part[1] = mml__add_param(m, "cross.b", MML__G_EXTRA, 2, MML__CROSS_LAYERS, d0);
+    m->a.de = d0;
 }
 static int64_t mml__dcn_carve(const mml_model_t *m, mml__pass *ps, mml__carve *c, int64_t B) {
-    int D = m->a.D;
-    ps->kb.act[0] = mml__take(c, (int64_t)mml__cross_act_floats((int)B, D, MML__CROSS_LAYERS));
+    int d0 = m->a.d0;
+    ps->kb.act[0] = mml__take(c, (int64_t)mml__cross_act_floats((int)B, d0, MML__CROSS_LAYERS));
     ps->extra = mml__take(c, B * m->a.de);
     ps->dextra = mml__take(c, B * m->a.de);
-    return (int64_t)mml__cross_ws_floats((int)B, D);
+    return (int64_t)mml__cross_ws_floats((int)B, d0);
 }
 static void mml__dcn_side_fwd(const mml_model_t *m, mml__pass *ps) {
-    mml__cross_forward(m->K, ps->r.n, m->a.D, MML__CROSS_LAYERS, ps->E, mml__p(m, m->a.part[0]),
+    mml__cross_forward(m->K, ps->r.n, m->a.d0, MML__CROSS_LAYERS, ps->x0, mml__p(m, m->a.part[0]),
                        mml__p(m, m->a.part[1]), ps->extra, ps->kb.act[0]);
 }
 static void mml__dcn_side_bwd(const mml_model_t *m, mml__pass *ps) {
-    mml__cross_backward(m->K, ps->r.n, m->a.D, MML__CROSS_LAYERS, ps->E, mml__p(m, m->a.part[0]), ps->kb.act[0],
-                        ps->dextra, ps->dE, mml__g(ps->g, m, m->a.part[0]), mml__g(ps->g, m, m->a.part[1]), ps->ws);
+    mml__cross_backward(m->K, ps->r.n, m->a.d0, MML__CROSS_LAYERS, ps->x0, mml__p(m, m->a.part[0]), ps->kb.act[0],
+                        ps->dextra, ps->dx0, mml__g(ps->g, m, m->a.part[0]), mml__g(ps->g, m, m->a.part[1]), ps->ws);
 }
 
 /* ---- xDeepFM: CIN with its own logit; part 0 the packed CIN tensor ---- */
 
 static void mml__xdeepfm_build(mml_model_t *m) {
-    m->a.d0 = m->a.D;
     m->a.part[0] = mml__add_param(m, "cin.params", MML__G_EXTRA, 1,
                                   (int64_t)mml__cin_param_floats(m->a.F, MML__CIN_LAYERS, mml__cin_sizes, 1), 1);
     m->a.t[m->a.part[0]].init = MML__INIT_KIND;
@@ -4659,7 +4793,6 @@ static void mml__xdeepfm_side_bwd(const mml_model_t *m, mml__pass *ps) {
 static void mml__autoint_build(mml_model_t *m) {
     static const char *const an[4] = {"Wq", "Wk", "Wv", "Wres"};
     int HA = MML__ATT_HEADS * MML__ATT_SIZE, din = m->a.k;
-    m->a.d0 = m->a.D;
     for (int l = 0; l < MML__ATT_LAYERS; l++) {
         for (int j = 0; j < 4; j++) {
             char nm[48];
@@ -4716,7 +4849,8 @@ static void mml__autoint_side_bwd(const mml_model_t *m, mml__pass *ps) {
 
 static void mml__fibinet_build(mml_model_t *m) {
     int F = m->a.F, k = m->a.k;
-    m->a.d0 = 2 * m->a.n_pairs * k;
+    m->a.dk = 2 * m->a.n_pairs * k;
+    m->a.d0 = m->a.dk + m->a.n_num;
     m->a.se_r = mml__senet_r(F, 3);
     m->a.part[0] = mml__add_glorot(m, "senet.W1", MML__G_EXTRA, F, m->a.se_r, F, m->a.se_r);
     m->a.part[1] = mml__add_glorot(m, "senet.W2", MML__G_EXTRA, m->a.se_r, F, m->a.se_r, F);
@@ -4738,8 +4872,8 @@ static void mml__fibinet_input_fwd(const mml_model_t *m, mml__pass *ps) {
     int n = ps->r.n, F = m->a.F, k = m->a.k, Pk = m->a.n_pairs * k;
     const int *pt = m->a.part;
     mml__senet_forward(K, n, F, k, m->a.se_r, ps->E, mml__p(m, pt[0]), mml__p(m, pt[1]), ps->kb.se_out, ps->kb.act[0]);
-    mml__bilinear_forward(K, n, F, k, ps->kb.se_out, mml__p(m, pt[2]), ps->x0, 2 * Pk, ps->kb.act[1]);
-    mml__bilinear_forward(K, n, F, k, ps->E, mml__p(m, pt[3]), ps->x0 + Pk, 2 * Pk, ps->kb.act[2]);
+    mml__bilinear_forward(K, n, F, k, ps->kb.se_out, mml__p(m, pt[2]), ps->x0, m->a.d0, ps->kb.act[1]);
+    mml__bilinear_forward(K, n, F, k, ps->E, mml__p(m, pt[3]), ps->x0 + Pk, m->a.d0, ps->kb.act[2]);
 }
 static void mml__fibinet_input_bwd(const mml_model_t *m, mml__pass *ps) {
     const mml_kernels_t *K = m->K;
@@ -4747,28 +4881,29 @@ static void mml__fibinet_input_bwd(const mml_model_t *m, mml__pass *ps) {
     const int *pt = m->a.part;
     const mml__grads *g = ps->g;
     memset(ps->kb.dV, 0, (size_t)n * m->a.D * sizeof(float));
-    mml__bilinear_backward(K, n, F, k, ps->kb.se_out, mml__p(m, pt[2]), ps->kb.act[1], ps->dx0, 2 * Pk, ps->kb.dV,
+    mml__bilinear_backward(K, n, F, k, ps->kb.se_out, mml__p(m, pt[2]), ps->kb.act[1], ps->dx0, m->a.d0, ps->kb.dV,
                            mml__g(g, m, pt[2]), ps->ws);
-    mml__bilinear_backward(K, n, F, k, ps->E, mml__p(m, pt[3]), ps->kb.act[2], ps->dx0 + Pk, 2 * Pk, ps->dE,
+    mml__bilinear_backward(K, n, F, k, ps->E, mml__p(m, pt[3]), ps->kb.act[2], ps->dx0 + Pk, m->a.d0, ps->dE,
                            mml__g(g, m, pt[3]), ps->ws);
     mml__senet_backward(K, n, F, k, m->a.se_r, ps->E, mml__p(m, pt[0]), mml__p(m, pt[1]), ps->kb.act[0], ps->kb.dV,
                         ps->dE, mml__g(g, m, pt[0]), mml__g(g, m, pt[1]), ps->ws);
 }
 
-/* name, linear, logit_term, input_params, build, init, carve, input_fwd, input_bwd, side_fwd, side_bwd */
+/* name, linear, logit_term, input_params, equal_dims, side_on_x0,
+ * build, init, carve, input_fwd, input_bwd, side_fwd, side_bwd */
 static const mml__kind mml__kinds[MML_MODEL_COUNT] = {
-    {"mlp", 0, 0, 0, mml__tower_on_fields, NULL, NULL, NULL, NULL, NULL, NULL},
-    {"wdl", 1, 0, 0, mml__tower_on_fields, NULL, NULL, NULL, NULL, NULL, NULL},
-    {"deepfm", 1, 1, 0, mml__tower_on_fields, NULL, mml__fm_carve, NULL, NULL, mml__fm_side_fwd, mml__fm_side_bwd},
-    {"nfm", 1, 0, 0, mml__nfm_build, NULL, mml__nfm_carve, mml__nfm_input_fwd, mml__nfm_input_bwd, NULL, NULL},
-    {"pnn", 0, 0, 0, mml__pnn_build, NULL, NULL, mml__pnn_input_fwd, mml__pnn_input_bwd, NULL, NULL},
-    {"dcn", 1, 0, 0, mml__dcn_build, NULL, mml__dcn_carve, NULL, NULL, mml__dcn_side_fwd, mml__dcn_side_bwd},
-    {"xdeepfm", 1, 1, 0, mml__xdeepfm_build, mml__xdeepfm_init, mml__xdeepfm_carve, NULL, NULL, mml__xdeepfm_side_fwd,
-     mml__xdeepfm_side_bwd},
-    {"autoint", 1, 0, 0, mml__autoint_build, NULL, mml__autoint_carve, NULL, NULL, mml__autoint_side_fwd,
+    {"mlp", 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    {"wdl", 1, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    {"deepfm", 1, 1, 0, 1, 0, NULL, NULL, mml__fm_carve, NULL, NULL, mml__fm_side_fwd, mml__fm_side_bwd},
+    {"nfm", 1, 0, 0, 1, 0, mml__nfm_build, NULL, mml__nfm_carve, mml__nfm_input_fwd, mml__nfm_input_bwd, NULL, NULL},
+    {"pnn", 0, 0, 0, 1, 0, mml__pnn_build, NULL, NULL, mml__pnn_input_fwd, mml__pnn_input_bwd, NULL, NULL},
+    {"dcn", 1, 0, 0, 0, 1, mml__dcn_build, NULL, mml__dcn_carve, NULL, NULL, mml__dcn_side_fwd, mml__dcn_side_bwd},
+    {"xdeepfm", 1, 1, 0, 1, 0, mml__xdeepfm_build, mml__xdeepfm_init, mml__xdeepfm_carve, NULL, NULL,
+     mml__xdeepfm_side_fwd, mml__xdeepfm_side_bwd},
+    {"autoint", 1, 0, 0, 1, 0, mml__autoint_build, NULL, mml__autoint_carve, NULL, NULL, mml__autoint_side_fwd,
      mml__autoint_side_bwd},
-    {"fibinet", 1, 0, 1, mml__fibinet_build, NULL, mml__fibinet_carve, mml__fibinet_input_fwd, mml__fibinet_input_bwd,
-     NULL, NULL},
+    {"fibinet", 1, 0, 1, 1, 0, mml__fibinet_build, NULL, mml__fibinet_carve, mml__fibinet_input_fwd,
+     mml__fibinet_input_bwd, NULL, NULL},
 };
 
 const char *mml_model_kind_name(mml_model_kind k) {
@@ -4817,12 +4952,43 @@ static int mml__rank(const mml_config_t *c, int d_out) {
     return r < 1 ? 1 : r;
 }
 
+/* The domains of a config: its schema's domain field, or n_domains. */
+static int32_t mml__config_domains(const mml_config_t *c) {
+    return c->schema ? c->schema->field[c->schema->domain].vocab : c->n_domains;
+}
+
+/* Interaction models need one dim for every embedded field. */
+static mml_status mml__check_dims(const mml_config_t *c) {
+    const mml_schema_t *s = c->schema;
+    int first = -1;
+    for (int f = 0; f < s->n_fields; f++) {
+        const mml_field_t *fd = &s->field[f];
+        if (fd->kind == MML_FIELD_NUMERIC) continue;
+        int dim = fd->dim > 0 ? fd->dim : c->emb_dim;
+        if (first < 0) first = f;
+        int d0 = s->field[first].dim > 0 ? s->field[first].dim : c->emb_dim;
+        if (dim != d0)
+            return mml__fail(MML_ERR_ARG, "config: %s needs one embedding dim for every field (%s has %d, %s has %d)",
+                             mml_model_kind_name(c->model), s->field[first].name, d0, fd->name, dim);
+    }
+    return MML_OK;
+}
+
 static mml_status mml__check_config(const mml_config_t *c) {
-    if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0)
+    if (c->schema) {
+        mml_status st = mml_schema_check(c->schema);
+        if (st) return st;
+        if ((unsigned)c->model < MML_MODEL_COUNT && mml__kinds[c->model].equal_dims && (st = mml__check_dims(c)))
+            return st;
+        if (c->pretrained) return mml__fail(MML_ERR_ARG, "config: with a schema, mark pretrained fields frozen instead");
+    } else if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0) {
         return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
                          c->n_users, c->n_items, c->n_domains);
-    if (c->n_users > (1 << 30) || c->n_items > (1 << 30) || c->n_domains > 4096)
+    } else if (c->n_users > (1 << 30) || c->n_items > (1 << 30)) {
         return mml__fail(MML_ERR_ARG, "config: vocab size too large");
+    }
+    int32_t nd = mml__config_domains(c);
+    if (nd > 4096) return mml__fail(MML_ERR_ARG, "config: %d domains (at most 4096)", nd);
     if (c->emb_dim < 1 || c->emb_dim > 1024)
         return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
     if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
@@ -4833,9 +4999,9 @@ static mml_status mml__check_config(const mml_config_t *c) {
     if ((unsigned)c->model >= MML_MODEL_COUNT) return mml__fail(MML_ERR_ARG, "config: unknown model %d", (int)c->model);
     if ((unsigned)c->adapter > MML_ADAPTER_MOE) return mml__fail(MML_ERR_ARG, "config: unknown adapter %d", (int)c->adapter);
     if ((unsigned)c->gate > MML_GATE_INPUT) return mml__fail(MML_ERR_ARG, "config: unknown gate %d", (int)c->gate);
-    if (c->experts_per_domain < 1 || (int64_t)c->experts_per_domain * c->n_domains > 256)
+    if (c->experts_per_domain < 1 || (int64_t)c->experts_per_domain * nd > 256)
         return mml__fail(MML_ERR_ARG, "config: experts (%d per domain x %d domains) must be 1..256",
-                         c->experts_per_domain, c->n_domains);
+                         c->experts_per_domain, nd);
     if (c->lora_r < 0 || c->lora_r > 1024 || c->lora_reduce < 0)
         return mml__fail(MML_ERR_ARG, "config: bad lora_r %d / lora_reduce %d", c->lora_r, c->lora_reduce);
     if (c->gate_dim < 1 || c->gate_dim > 256) return mml__fail(MML_ERR_ARG, "config: gate_dim %d outside 1..256", c->gate_dim);
@@ -4889,35 +5055,137 @@ static void mml__tf_layout(mml_model_t *m) {
     }
 }
 
-/* The fields of the paper's layout: user, item, domain. */
+/* ---- schemas ---- */
+
+void mml_schema_paper(mml_schema_t *s, int32_t n_users, int32_t n_items, int32_t n_domains) {
+    static const char *const names[3] = {"user", "item", "domain"};
+    const int32_t vocab[3] = {n_users, n_items, n_domains};
+    memset(s, 0, sizeof *s);
+    s->n_fields = 3;
+    s->domain = 2;
+    for (int f = 0; f < 3; f++) {
+        snprintf(s->field[f].name, sizeof s->field[f].name, "%s", names[f]);
+        s->field[f].kind = MML_FIELD_CATEGORICAL;
+        s->field[f].vocab = vocab[f];
+    }
+}
+
+int32_t mml_schema_find(const mml_schema_t *s, const char *name) {
+    for (int32_t f = 0; f < s->n_fields; f++)
+        if (!strcmp(s->field[f].name, name)) return f;
+    return -1;
+}
+
+static int mml__name_ok(const char *s) {
+    size_t n = strnlen(s, MML_FIELD_NAME_MAX);
+    if (n == 0 || n == MML_FIELD_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+mml_status mml_schema_check(const mml_schema_t *s) {
+    if (!s || s->n_fields < 1 || s->n_fields > MML_MAX_FIELDS)
+        return mml__fail(MML_ERR_ARG, "schema: %d fields (1..%d)", s ? s->n_fields : 0, MML_MAX_FIELDS);
+    int embedded = 0;
+    for (int f = 0; f < s->n_fields; f++) {
+        const mml_field_t *fd = &s->field[f];
+        if (!mml__name_ok(fd->name))
+            return mml__fail(MML_ERR_ARG, "schema: field %d: bad name (1..%d of A-Za-z0-9_.-)", f, MML_FIELD_NAME_MAX - 1);
+        for (int g = 0; g < f; g++)
+            if (!strcmp(s->field[g].name, fd->name))
+                return mml__fail(MML_ERR_ARG, "schema: field name \"%s\" given twice", fd->name);
+        if ((unsigned)fd->kind > MML_FIELD_NUMERIC)
+            return mml__fail(MML_ERR_ARG, "schema: field %s: unknown kind %d", fd->name, (int)fd->kind);
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            if (!(fd->scale == fd->scale) || !(fd->shift == fd->shift) || fabsf(fd->scale) > 3e38f || fabsf(fd->shift) > 3e38f)
+                return mml__fail(MML_ERR_ARG, "schema: field %s: shift and scale must be finite", fd->name);
+            continue;
+        }
+        embedded++;
+        if (fd->vocab < 1 || fd->vocab > (1 << 30))
+            return mml__fail(MML_ERR_ARG, "schema: field %s: vocab %d outside 1..2^30", fd->name, fd->vocab);
+        if (fd->dim < 0 || fd->dim > 1024)
+            return mml__fail(MML_ERR_ARG, "schema: field %s: dim %d outside 0..1024", fd->name, fd->dim);
+        if (fd->hash_buckets < 0 || (fd->hash_buckets > 0 && fd->hash_buckets != fd->vocab))
+            return mml__fail(MML_ERR_ARG, "schema: field %s: hash_buckets %d must be 0 or the vocab (%d)", fd->name,
+                             fd->hash_buckets, fd->vocab);
+        if (fd->kind == MML_FIELD_MULTI_HOT) {
+            if (fd->max_len < 1 || fd->max_len > 4096)
+                return mml__fail(MML_ERR_ARG, "schema: field %s: max_len %d outside 1..4096", fd->name, fd->max_len);
+            if ((unsigned)fd->pooling > MML_POOL_SUM)
+                return mml__fail(MML_ERR_ARG, "schema: field %s: unknown pooling %d", fd->name, (int)fd->pooling);
+            if (fd->frozen) return mml__fail(MML_ERR_ARG, "schema: field %s: only categorical fields can be frozen", fd->name);
+        }
+    }
+    if (s->domain < 0 || s->domain >= s->n_fields || s->field[s->domain].kind != MML_FIELD_CATEGORICAL)
+        return mml__fail(MML_ERR_ARG, "schema: the domain must be a categorical field (domain = %d)", s->domain);
+    if (s->field[s->domain].frozen) return mml__fail(MML_ERR_ARG, "schema: the domain field cannot be frozen");
+    if (embedded < 1) return mml__fail(MML_ERR_ARG, "schema: no embedded field");
+    return MML_OK;
+}
+
+/* ---- the architecture ---- */
+
+/* The embedded fields in E's order (the schema's, the domain last), their
+ * tables and the wide part's; the numeric fields. */
 static void mml__build_fields(mml_model_t *m) {
-    static const char *const en[3] = {"emb.user", "emb.item", "emb.domain"};
-    static const char *const ln[3] = {"linear.user", "linear.item", "linear.domain"};
     const mml_config_t *c = &m->cfg;
-    const int32_t vocab[3] = {c->n_users, c->n_items, c->n_domains};
+    const mml_schema_t *s = m->a.schema;
     mml__arch *a = &m->a;
-    a->F = 3;
-    a->dom_field = 2;
-    a->k = c->emb_dim;
-    a->D = a->F * a->k;
+    a->F = a->n_num = a->D = 0;
+    a->k = -1;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < s->n_fields; i++) {
+            const mml_field_t *sf = &s->field[i];
+            if (sf->kind == MML_FIELD_NUMERIC || (i == s->domain) != pass) continue;
+            mml__field *fd = &a->field[a->F++];
+            memset(fd, 0, sizeof *fd);
+            fd->src = i;
+            fd->vocab = sf->vocab;
+            fd->dim = sf->dim > 0 ? sf->dim : c->emb_dim;
+            fd->e_off = a->D;
+            fd->len = sf->kind == MML_FIELD_MULTI_HOT ? sf->max_len : 1;
+            fd->mean = sf->kind == MML_FIELD_MULTI_HOT && sf->pooling == MML_POOL_MEAN;
+            fd->frozen = sf->frozen;
+            a->D += fd->dim;
+            a->k = a->k < 0 || a->k == fd->dim ? fd->dim : 0;
+        }
+    a->dom_field = a->F - 1;
+    for (int i = 0; i < s->n_fields; i++) {
+        if (s->field[i].kind != MML_FIELD_NUMERIC) continue;
+        mml__numeric *nm = &a->num[a->n_num++];
+        nm->src = i;
+        nm->shift = s->field[i].shift;
+        nm->scale = s->field[i].scale;
+    }
     a->n_pairs = a->F * (a->F - 1) / 2;
     for (int f = 0; f < a->F; f++) {
         mml__field *fd = &a->field[f];
-        fd->vocab = vocab[f];
-        fd->frozen = c->pretrained && f != a->dom_field;
+        char nm[64];
+        snprintf(nm, sizeof nm, "emb.%s", s->field[fd->src].name);
         /* one extra row: the out-of-vocabulary id */
-        fd->emb = mml__add_param(m, en[f], MML__G_EMB, 2, vocab[f] + 1, a->k);
+        fd->emb = mml__add_param(m, nm, MML__G_EMB, 2, fd->vocab + 1, fd->dim);
         a->t[fd->emb].row_table = 1;
         a->t[fd->emb].init = MML__INIT_EMB;
     }
     for (int f = 0; f < a->F; f++) {
         mml__field *fd = &a->field[f];
+        char nm[64];
         fd->lin = -1;
         if (!a->kind->linear) continue;
-        fd->lin = mml__add_param(m, ln[f], MML__G_LINEAR, 2, vocab[f] + 1, 1);
+        snprintf(nm, sizeof nm, "linear.%s", s->field[fd->src].name);
+        fd->lin = mml__add_param(m, nm, MML__G_LINEAR, 2, fd->vocab + 1, 1);
         a->t[fd->lin].row_table = 1;
         a->t[fd->lin].init = MML__INIT_EMB;
     }
+    a->lin_num = a->kind->linear && a->n_num ? mml__add_param(m, "linear.numeric", MML__G_LINEAR, 1, a->n_num, 1) : -1;
+    a->dk = a->D;
+    a->d0 = a->D + a->n_num;
 }
 
 /* The tower's layers with their adapters (E experts of rank r per layer). */
@@ -4959,15 +5227,27 @@ static void mml__build_tower(mml_model_t *m) {
     }
 }
 
-/* The tensor table and every size the config implies (nothing allocated). */
-static void mml__build_arch(mml_model_t *m) {
-    const mml_config_t *c = &m->cfg;
+/* The tensor table and every size the config implies (nothing allocated
+ * but the model's copy of the schema). */
+static mml_status mml__build_arch(mml_model_t *m, const mml_config_t *cfg) {
     mml__arch *a = &m->a;
+    a->schema = (mml_schema_t *)mml__alloc(sizeof *a->schema);
+    if (!a->schema) return mml__fail(MML_ERR_NOMEM, "cannot allocate the schema");
+    m->cfg = *cfg;
+    if (cfg->schema) {
+        *a->schema = *cfg->schema;
+        m->cfg.n_domains = mml__config_domains(cfg);
+    } else {
+        mml_schema_paper(a->schema, cfg->n_users, cfg->n_items, cfg->n_domains);
+        a->schema->field[0].frozen = a->schema->field[1].frozen = cfg->pretrained;
+    }
+    m->cfg.schema = a->schema;
+    const mml_config_t *c = &m->cfg;
     a->kind = &mml__kinds[c->model];
     for (int i = 0; i < (int)(sizeof a->part / sizeof a->part[0]); i++) a->part[i] = -1;
     mml__build_fields(m);
     a->de = 0;
-    a->kind->build(m);
+    if (a->kind->build) a->kind->build(m);
     a->n_experts = c->adapter == MML_ADAPTER_MLORA ? c->n_domains
                  : c->adapter == MML_ADAPTER_MOE ? c->n_domains * c->experts_per_domain : 0;
     mml__build_tower(m);
@@ -4986,6 +5266,7 @@ static void mml__build_arch(mml_model_t *m) {
     a->out_W = mml__add_glorot(m, "out.W", MML__G_OUT, d_in + a->de, 1, d_in + a->de, 1);
     a->out_b = mml__add_param(m, "out.b", MML__G_OUT, 1, 1, 1);
     mml__tf_layout(m);
+    return MML_OK;
 }
 
 /* One random stream in tensor order (the order fixes every initial value). */
@@ -5021,8 +5302,9 @@ static void mml__carve_pass(const mml_model_t *m, mml__pass *ps, mml__carve *c, 
     int64_t B = m->cfg.max_batch, E = a->n_experts > 0 ? a->n_experts : 1, nd = m->cfg.n_domains;
     ps->x0 = mml__take(c, B * a->d0);
     ps->dx0 = mml__take(c, B * a->d0);
-    ps->E = a->kind->input_fwd ? mml__take(c, B * a->D) : ps->x0;
-    ps->dE = a->kind->input_fwd ? mml__take(c, B * a->D) : ps->dx0;
+    int alias = !a->kind->input_fwd && !a->n_num; /* the tower input is E itself */
+    ps->E = alias ? ps->x0 : mml__take(c, B * a->D);
+    ps->dE = alias ? ps->dx0 : mml__take(c, B * a->D);
     for (int l = 0; l < a->n_layers; l++) {
         const mml__layer *L = &a->layer[l];
         int64_t er = L->r ? (int64_t)a->n_experts * L->r : 1;
@@ -5059,10 +5341,11 @@ static void mml__carve_pass(const mml_model_t *m, mml__pass *ps, mml__carve *c, 
         ps->tf_dw = mml__take(c, (nd + 1) * E);
     }
     for (int f = 0; f < MML__MAX_FIELDS; f++) ps->ids_buf[f] = NULL;
-    ps->label_buf = ps->unperm = NULL;
+    ps->num_buf = ps->label_buf = ps->unperm = NULL;
     ps->perm = ps->dom_count = NULL;
     if (what & MML__PASS_LOAD) {
-        for (int f = 0; f < a->F; f++) ps->ids_buf[f] = (int32_t *)(void *)mml__take(c, B);
+        for (int f = 0; f < a->F; f++) ps->ids_buf[f] = (int32_t *)(void *)mml__take(c, B * a->field[f].len);
+        ps->num_buf = mml__take(c, B * a->n_num);
         ps->label_buf = mml__take(c, B);
         ps->perm = (int32_t *)(void *)mml__take(c, B);
         ps->dom_count = (int32_t *)(void *)mml__take(c, nd + 2);
@@ -5110,8 +5393,8 @@ static mml_status mml__grads_init(const mml_model_t *m, mml__grads *g, int64_t z
     if (!g->G) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of gradients",
                                 (unsigned long long)m->a.n_floats * sizeof(float));
     for (int f = 0; f < m->a.F; f++) {
-        int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
-        g->touched[f] = (int32_t *)mml__alloc((size_t)(B < rows ? B : rows) * sizeof(int32_t) + 4);
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0], ids = B * m->a.field[f].len;
+        g->touched[f] = (int32_t *)mml__alloc((size_t)(ids < rows ? ids : rows) * sizeof(int32_t) + 4);
         g->mark[f] = (uint8_t *)mml__alloc((size_t)rows);
         if (!g->touched[f] || !g->mark[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate id buffers");
     }
@@ -5126,17 +5409,18 @@ static void mml__optim_free(const mml_model_t *m, mml__optim *o) {
 }
 
 static mml_status mml__optim_init(const mml_model_t *m, mml__optim *o, size_t arena_bytes) {
-    int64_t most = 0, B = m->cfg.max_batch;
+    int64_t most = 0, B = m->cfg.max_batch, ids = B;
     o->M = (float *)mml__alloc(arena_bytes);
     o->V = (float *)mml__alloc(arena_bytes);
     for (int f = 0; f < m->a.F; f++) {
         int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
         o->last[f] = (int64_t *)mml__alloc((size_t)rows * sizeof(int64_t));
-        o->uniq[f] = (int32_t *)mml__alloc((size_t)B * sizeof(int32_t));
+        o->uniq[f] = (int32_t *)mml__alloc((size_t)B * m->a.field[f].len * sizeof(int32_t));
         if (!o->last[f] || !o->uniq[f]) return mml__fail(MML_ERR_NOMEM, "cannot allocate optimizer row state");
         if (rows > most) most = rows;
+        if (B * m->a.field[f].len > ids) ids = B * m->a.field[f].len;
     }
-    o->catch_tmp = (int32_t *)mml__alloc((size_t)B * sizeof(int32_t));
+    o->catch_tmp = (int32_t *)mml__alloc((size_t)ids * sizeof(int32_t));
     o->catch_all = (int32_t *)mml__alloc((size_t)(2 * most) * sizeof(int32_t));
     o->catch_count = (int64_t *)mml__alloc((MML__AGE_BUCKETS + 1) * sizeof(int64_t));
     o->hp_ring = (mml_adam_hp *)mml__alloc(MML__HP_RING * sizeof(mml_adam_hp));
@@ -5164,6 +5448,7 @@ void mml_model_free(mml_model_t *m) {
     mml__grads_free(m, &m->grads);
     mml__optim_free(m, &m->opt);
     mml__pass_free(&m->pass);
+    mml__free(m->a.schema);
     MOEMLORA_FREE(m);
 }
 
@@ -5177,11 +5462,13 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     mml_model_t *m = (mml_model_t *)MOEMLORA_MALLOC(sizeof *m);
     if (!m) return mml__fail(MML_ERR_NOMEM, "cannot allocate the model");
     memset(m, 0, sizeof *m);
-    m->cfg = *c;
     m->isa = isa;
     m->rt.world = 1;
     m->K = mml_simd_kernels(isa);
-    mml__build_arch(m);
+    if ((st = mml__build_arch(m, c)) != MML_OK) {
+        mml_model_free(m);
+        return st;
+    }
     uint64_t bytes;
     if (!mml__mul_ok((uint64_t)m->a.n_floats, sizeof(float), (uint64_t)1 << 40, &bytes)) {
         mml_model_free(m);
@@ -5276,35 +5563,56 @@ mml_status mml_model_set_phase(mml_model_t *m, mml_phase p, int32_t expert) {
 
 static void mml__folded_forward_tower(const mml_model_t *m, mml__pass *ps);
 
-static int mml__domain_runs(const mml_batch_t *b) {
+/* Schema field src's column of a batch (the paper's layout: uid, pid, dom). */
+static const int32_t *mml__batch_ids(const mml_batch_t *b, int src) {
+    if (b->ids) return b->ids[src];
+    return src == 0 ? b->uid : src == 1 ? b->pid : b->dom;
+}
+
+static int mml__domain_runs(const mml_model_t *m, const mml_batch_t *b) {
+    const int32_t *dom = mml__batch_ids(b, m->a.field[m->a.dom_field].src);
     int runs = 1;
-    for (int i = 1; i < b->n; i++) runs += b->dom[i] != b->dom[i - 1];
+    for (int i = 1; i < b->n; i++) runs += dom[i] != dom[i - 1];
     return runs;
 }
 
 /* Loads the rows of b into the pass: ids clamped to the vocabulary (an
- * unknown id reads its field's OOV row) and, with sort, grouped by domain (a
- * stable counting sort; perm[j] is the batch row of loaded row j). The pass's
- * rows become the whole batch. */
+ * unknown id reads its field's OOV row; a list's empty slots become -1),
+ * numeric values normalised and, with sort, rows grouped by domain (a
+ * stable counting sort; perm[j] is the batch row of loaded row j). The
+ * pass's rows become the whole batch. */
 static void mml__pass_load(const mml_model_t *m, mml__pass *ps, const mml_batch_t *b, int sort) {
-    const int32_t *src[3] = {b->uid, b->pid, b->dom};
-    int n = b->n, F = m->a.F, df = m->a.dom_field, D = m->a.field[df].vocab;
+    const mml__arch *a = &m->a;
+    int n = b->n, df = a->dom_field, D = a->field[df].vocab, J = a->n_num;
+    const int32_t *dom = mml__batch_ids(b, a->field[df].src);
     ps->sorted = sort;
     if (sort) {
         int32_t *start = ps->dom_count;
         memset(start, 0, sizeof(int32_t) * (size_t)(D + 2));
-        for (int i = 0; i < n; i++) start[(src[df][i] >= 0 && src[df][i] < D ? src[df][i] : D) + 1]++;
+        for (int i = 0; i < n; i++) start[(dom[i] >= 0 && dom[i] < D ? dom[i] : D) + 1]++;
         for (int d = 0; d <= D; d++) start[d + 1] += start[d];
-        for (int i = 0; i < n; i++) ps->perm[start[src[df][i] >= 0 && src[df][i] < D ? src[df][i] : D]++] = i;
+        for (int i = 0; i < n; i++) ps->perm[start[dom[i] >= 0 && dom[i] < D ? dom[i] : D]++] = i;
     }
-    for (int f = 0; f < F; f++) {
-        int32_t *dst = ps->ids_buf[f], V = m->a.field[f].vocab;
+    for (int f = 0; f < a->F; f++) {
+        const int32_t *src = mml__batch_ids(b, a->field[f].src);
+        int32_t *dst = ps->ids_buf[f], V = a->field[f].vocab;
+        int len = a->field[f].len;
         for (int j = 0; j < n; j++) {
-            int32_t id = src[f][sort ? ps->perm[j] : j];
-            dst[j] = (id >= 0 && id < V) ? id : V;
+            const int32_t *row = src + (int64_t)(sort ? ps->perm[j] : j) * len;
+            int32_t *out = dst + (int64_t)j * len;
+            for (int q = 0; q < len; q++) {
+                int32_t id = row[q];
+                out[q] = id >= 0 && id < V ? id : len > 1 && id < 0 ? -1 : V;
+            }
         }
         ps->loaded.ids[f] = dst;
     }
+    for (int q = 0; q < J; q++) {
+        const float *src = b->values[a->num[q].src];
+        float sh = a->num[q].shift, sc = a->num[q].scale;
+        for (int j = 0; j < n; j++) ps->num_buf[(int64_t)j * J + q] = (src[sort ? ps->perm[j] : j] - sh) * sc;
+    }
+    ps->loaded.num = ps->num_buf;
     ps->loaded.label = b->label;
     if (b->label && sort) {
         for (int j = 0; j < n; j++) ps->label_buf[j] = b->label[ps->perm[j]];
@@ -5316,15 +5624,15 @@ static void mml__pass_load(const mml_model_t *m, mml__pass *ps, const mml_batch_
 }
 
 /* Rows [lo, hi) of rows r, as a worker's share. */
-static mml__rows mml__rows_slice(const mml__rows *r, int F, int lo, int hi) {
+static mml__rows mml__rows_slice(const mml_model_t *m, const mml__rows *r, int lo, int hi) {
     mml__rows s = *r;
     s.n = hi - lo;
     s.row0 = r->row0 + lo;
-    for (int f = 0; f < F; f++) s.ids[f] = r->ids[f] + lo;
+    for (int f = 0; f < m->a.F; f++) s.ids[f] = r->ids[f] + (int64_t)lo * m->a.field[f].len;
+    if (r->num) s.num = r->num + (int64_t)lo * m->a.n_num;
     if (r->label) s.label = r->label + lo;
     return s;
 }
-
 /* Which adapters the rows use: none, one (MLoRA's domain when every row is of
  * one domain, or the expert being trained), or all experts mixed by per-row
  * weights. Taken on the whole batch, so every worker's share and every
@@ -5351,22 +5659,91 @@ static void mml__plan_for(const mml_model_t *m, mml__pass *ps, int train) {
     pl->ad_mode = MML__AD_MIX;
 }
 
-/* Field embeddings of the rows: E [n, F, k]. */
-static void mml__embed(const mml_model_t *m, mml__pass *ps) {
-    int F = m->a.F, k = m->a.k;
-    for (int f = 0; f < F; f++)
-        m->K->gather_rows(ps->r.n, ps->r.ids[f], mml__p(m, m->a.field[f].emb), k, ps->E + f * k, F * k);
+/* A multi-hot row's weight per id: 1/count for mean pooling (0 for an empty
+ * list), else 1. */
+static float mml__list_weight(const mml__field *fd, const int32_t *ids) {
+    if (!fd->mean) return 1.0f;
+    int c = 0;
+    for (int q = 0; q < fd->len; q++) c += ids[q] >= 0;
+    return c ? 1.0f / (float)c : 0.0f;
 }
 
-/* dx0: [n, d0] -> dE: [n, F, k] += (dE is zeroed here unless it aliases dx0). */
+/* Field embeddings of the rows: E [n, D], field f in columns [e_off, e_off + dim). */
+static void mml__embed(const mml_model_t *m, mml__pass *ps) {
+    const mml__arch *a = &m->a;
+    for (int f = 0; f < a->F; f++) {
+        const mml__field *fd = &a->field[f];
+        const float *tab = mml__p(m, fd->emb);
+        if (fd->len == 1) {
+            m->K->gather_rows(ps->r.n, ps->r.ids[f], tab, fd->dim, ps->E + fd->e_off, a->D);
+            continue;
+        }
+        for (int i = 0; i < ps->r.n; i++) { /* pooled lists */
+            const int32_t *ids = ps->r.ids[f] + (int64_t)i * fd->len;
+            float *e = ps->E + (int64_t)i * a->D + fd->e_off, w = mml__list_weight(fd, ids);
+            memset(e, 0, (size_t)fd->dim * sizeof(float));
+            for (int q = 0; q < fd->len; q++)
+                if (ids[q] >= 0) m->K->axpy(fd->dim, w, tab + (int64_t)ids[q] * fd->dim, e);
+        }
+    }
+}
+
+/* Where a tower input made of E puts the domain's columns: after the other
+ * fields and the numeric inputs, so folded inference can move them into the
+ * bias. De: E's columns before the domain's. */
+static int mml__x0_dom_at(const mml_model_t *m) { return m->a.d0 - m->a.field[m->a.dom_field].dim; }
+
+/* E (and the numeric inputs) -> x0: [n, d0], the kind's part then the
+ * numeric values; E itself when the kind has no transform and there is
+ * nothing numeric. */
+static void mml__input_forward(const mml_model_t *m, mml__pass *ps) {
+    const mml__arch *a = &m->a;
+    int n = ps->r.n, J = a->n_num, kd = a->field[a->dom_field].dim, De = a->D - kd;
+    if (a->kind->input_fwd) a->kind->input_fwd(m, ps);
+    if (!J) return;
+    int at = a->kind->input_fwd ? a->dk : De;
+    for (int i = 0; i < n; i++) {
+        float *x = ps->x0 + (int64_t)i * a->d0;
+        const float *e = ps->E + (int64_t)i * a->D;
+        if (!a->kind->input_fwd) {
+            memcpy(x, e, (size_t)De * sizeof(float));
+            memcpy(x + mml__x0_dom_at(m), e + De, (size_t)kd * sizeof(float));
+        }
+        memcpy(x + at, ps->r.num + (int64_t)i * J, (size_t)J * sizeof(float));
+    }
+}
+
+/* dx0: [n, d0] -> dE: [n, D] += (dE is zeroed here unless it aliases dx0). */
 static void mml__input_backward(const mml_model_t *m, mml__pass *ps, int have_dx0) {
-    size_t bytes = (size_t)ps->r.n * m->a.D * sizeof(float);
+    const mml__arch *a = &m->a;
+    size_t bytes = (size_t)ps->r.n * a->D * sizeof(float);
     if (ps->dE == ps->dx0) {
         if (!have_dx0) memset(ps->dE, 0, bytes);
         return;
     }
     memset(ps->dE, 0, bytes);
-    if (have_dx0) m->a.kind->input_bwd(m, ps);
+    if (!have_dx0) return;
+    if (a->kind->input_bwd) {
+        a->kind->input_bwd(m, ps);
+        return;
+    }
+    int kd = a->field[a->dom_field].dim, De = a->D - kd; /* E was copied into x0 around the numeric inputs */
+    for (int i = 0; i < ps->r.n; i++) {
+        const float *dx = ps->dx0 + (int64_t)i * a->d0;
+        float *de = ps->dE + (int64_t)i * a->D;
+        memcpy(de, dx, (size_t)De * sizeof(float));
+        memcpy(de + De, dx + mml__x0_dom_at(m), (size_t)kd * sizeof(float));
+    }
+}
+
+/* The wide part's inputs: the embedded fields' ids and the numeric values. */
+static mml__wide mml__wide_of(const mml_model_t *m, const mml__pass *ps, int *len, int *mean) {
+    mml__wide w = {m->a.F, m->a.n_num, ps->r.ids, len, mean, ps->r.num};
+    for (int f = 0; f < m->a.F; f++) {
+        len[f] = m->a.field[f].len;
+        mean[f] = m->a.field[f].mean;
+    }
+    return w;
 }
 
 /* Parts beside the tower: the wide part's logit, then the kind's logit term
@@ -5374,8 +5751,10 @@ static void mml__input_backward(const mml_model_t *m, mml__pass *ps, int have_dx
 static void mml__side_forward(const mml_model_t *m, mml__pass *ps) {
     if (m->a.kind->linear) {
         const float *w[MML__MAX_FIELDS];
+        int len[MML__MAX_FIELDS], mean[MML__MAX_FIELDS];
+        mml__wide in = mml__wide_of(m, ps, len, mean);
         for (int f = 0; f < m->a.F; f++) w[f] = mml__p(m, m->a.field[f].lin);
-        mml__linear_forward(ps->r.n, m->a.F, ps->r.ids, w, NULL, ps->lin_out);
+        mml__linear_forward(ps->r.n, &in, w, m->a.lin_num >= 0 ? mml__p(m, m->a.lin_num) : NULL, NULL, ps->lin_out);
     }
     if (m->a.kind->side_fwd) m->a.kind->side_fwd(m, ps);
 }
@@ -5385,8 +5764,11 @@ static void mml__side_backward(const mml_model_t *m, mml__pass *ps) {
     const int *tr = m->ph.trainable;
     if (m->a.kind->linear && tr[MML__G_LINEAR]) {
         float *dw[MML__MAX_FIELDS];
+        int len[MML__MAX_FIELDS], mean[MML__MAX_FIELDS];
+        mml__wide in = mml__wide_of(m, ps, len, mean);
         for (int f = 0; f < m->a.F; f++) dw[f] = mml__g(ps->g, m, m->a.field[f].lin);
-        mml__linear_backward(ps->r.n, m->a.F, ps->r.ids, ps->dlogit, dw, NULL);
+        mml__linear_backward(ps->r.n, &in, ps->dlogit, dw, m->a.lin_num >= 0 ? mml__g(ps->g, m, m->a.lin_num) : NULL,
+                             NULL);
     }
     if (!tr[MML__G_EXTRA] && !tr[MML__G_EMB]) return;
     if (m->a.kind->side_bwd) m->a.kind->side_bwd(m, ps);
@@ -5561,7 +5943,7 @@ static void mml__forward(const mml_model_t *m, mml__pass *ps) {
     const mml__arch *a = &m->a;
     int n = ps->r.n;
     mml__embed(m, ps);
-    if (a->kind->input_fwd) a->kind->input_fwd(m, ps);
+    mml__input_forward(m, ps);
     if (ps->plan.folded) {
         mml__folded_forward_tower(m, ps);
     } else {
@@ -5690,16 +6072,27 @@ static void mml__gate_backward(const mml_model_t *m, mml__pass *ps) {
 /* Embedding gradients (unless the workers' owned scatter adds them later) and
  * the rows they touch. */
 static void mml__embed_backward(const mml_model_t *m, mml__pass *ps) {
+    const mml__arch *a = &m->a;
     mml__grads *g = ps->g;
-    int F = m->a.F, k = m->a.k, n = ps->r.n;
-    for (int f = 0; f < F; f++) {
-        int pi = m->a.field[f].emb;
-        if (!mml__param_trainable(m, pi)) continue;
+    int n = ps->r.n;
+    for (int f = 0; f < a->F; f++) {
+        const mml__field *fd = &a->field[f];
+        if (!mml__param_trainable(m, fd->emb)) continue;
         const int32_t *ids = ps->r.ids[f];
-        if (!ps->plan.defer_scatter) m->K->scatter_add_rows(n, ids, ps->dE + f * k, F * k, k, mml__g(g, m, pi));
-        for (int i = 0; i < n; i++) {
+        float *G = mml__g(g, m, fd->emb);
+        if (!ps->plan.defer_scatter && fd->len == 1)
+            m->K->scatter_add_rows(n, ids, ps->dE + fd->e_off, a->D, fd->dim, G);
+        else if (!ps->plan.defer_scatter)
+            for (int i = 0; i < n; i++) {
+                const int32_t *row = ids + (int64_t)i * fd->len;
+                const float *de = ps->dE + (int64_t)i * a->D + fd->e_off;
+                float w = mml__list_weight(fd, row);
+                for (int q = 0; q < fd->len; q++)
+                    if (row[q] >= 0) m->K->axpy(fd->dim, w, de, G + (int64_t)row[q] * fd->dim);
+            }
+        for (int64_t i = 0; i < (int64_t)n * fd->len; i++) {
             int32_t id = ids[i];
-            if (!g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
+            if (id >= 0 && !g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
         }
     }
 }
@@ -5753,8 +6146,15 @@ static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
         have_dx0 = 1;
     }
     if (tr[MML__G_EMB] || tr[MML__G_EXTRA] || tr[MML__G_LINEAR]) {
-        mml__input_backward(m, ps, have_dx0);
-        mml__side_backward(m, ps);
+        if (a->kind->side_on_x0) { /* its gradient joins dx0 before dx0 reaches E */
+            if (!have_dx0) memset(ps->dx0, 0, (size_t)n * a->d0 * sizeof(float));
+            have_dx0 = 1;
+            mml__side_backward(m, ps);
+            mml__input_backward(m, ps, have_dx0);
+        } else {
+            mml__input_backward(m, ps, have_dx0);
+            mml__side_backward(m, ps);
+        }
     }
     if (tr[MML__G_EMB]) mml__embed_backward(m, ps);
     return loss;
@@ -5988,9 +6388,9 @@ static void mml__catch_up_batch(mml_model_t *m, const mml__rows *r) {
         int32_t *rows = m->opt.uniq[f];
         uint8_t *mark = m->grads.mark[f]; /* clear between steps: borrowed to make the list unique */
         int n = 0;
-        for (int i = 0; i < r->n; i++) {
+        for (int64_t i = 0; i < (int64_t)r->n * m->a.field[f].len; i++) {
             int32_t id = r->ids[f][i];
-            if (m->opt.last[f][id] < m->opt.t && !mark[id]) { mark[id] = 1; rows[n++] = id; }
+            if (id >= 0 && m->opt.last[f][id] < m->opt.t && !mark[id]) { mark[id] = 1; rows[n++] = id; }
         }
         for (int i = 0; i < n; i++) mark[rows[i]] = 0;
         mml__sort_by_age(m, f, rows, n, m->opt.catch_tmp, m->opt.catch_count);
@@ -6160,29 +6560,85 @@ static void mml__optimizer_step(mml_model_t *m, const mml__plan *pl) {
  * pass once, planned, then run on this thread, on the workers (>>threads) or
  * as this process's share (>>distributed). */
 
+/* Every column the schema needs is there; training batches also hold ids in
+ * range (a list's empty slots -1), finite values and 0/1 labels. */
 static mml_status mml__check_batch(const mml_model_t *m, const mml_batch_t *b, int need_label) {
-    if (!b || b->n < 1 || !b->uid || !b->pid || !b->dom || (need_label && !b->label))
-        return mml__fail(MML_ERR_ARG, "batch: empty or missing arrays");
-    if (need_label) {
-        if (b->n > m->cfg.max_batch)
-            return mml__fail(MML_ERR_ARG, "batch: %d rows exceed max_batch %d", b->n, m->cfg.max_batch);
-        for (int i = 0; i < b->n; i++) {
-            if (b->uid[i] < 0 || b->uid[i] >= m->cfg.n_users || b->pid[i] < 0 || b->pid[i] >= m->cfg.n_items ||
-                b->dom[i] < 0 || b->dom[i] >= m->cfg.n_domains)
-                return mml__fail(MML_ERR_ARG, "batch row %d: id out of range (uid %d, pid %d, domain %d)", i,
-                                 b->uid[i], b->pid[i], b->dom[i]);
-            if (b->label[i] != 0.0f && b->label[i] != 1.0f)
-                return mml__fail(MML_ERR_ARG, "batch row %d: label %g is not 0 or 1", i, (double)b->label[i]);
-        }
+    const mml_schema_t *s = m->a.schema;
+    if (!b || b->n < 1 || (need_label && !b->label)) return mml__fail(MML_ERR_ARG, "batch: empty or missing arrays");
+    if (!b->ids && (s->n_fields != 3 || m->a.n_num || !b->uid || !b->pid || !b->dom))
+        return mml__fail(MML_ERR_ARG, "batch: %s", s->n_fields != 3 || m->a.n_num
+                         ? "this model's schema needs the columns in ids/values" : "empty or missing arrays");
+    for (int f = 0; b->ids && f < s->n_fields; f++) {
+        int num = s->field[f].kind == MML_FIELD_NUMERIC;
+        if (num ? !b->values || !b->values[f] : !b->ids[f])
+            return mml__fail(MML_ERR_ARG, "batch: no column for field %s", s->field[f].name);
     }
+    if (!need_label) return MML_OK;
+    if (b->n > m->cfg.max_batch) return mml__fail(MML_ERR_ARG, "batch: %d rows exceed max_batch %d", b->n, m->cfg.max_batch);
+    for (int f = 0; f < m->a.F; f++) {
+        const mml__field *fd = &m->a.field[f];
+        const int32_t *ids = mml__batch_ids(b, fd->src);
+        for (int64_t i = 0; i < (int64_t)b->n * fd->len; i++)
+            if (ids[i] >= fd->vocab || ids[i] < (fd->len > 1 ? -1 : 0))
+                return mml__fail(MML_ERR_ARG, "batch row %lld: field %s: id %d out of range [0,%d)",
+                                 (long long)(i / fd->len), s->field[fd->src].name, ids[i], fd->vocab);
+    }
+    for (int q = 0; q < m->a.n_num; q++) {
+        const float *v = b->values[m->a.num[q].src];
+        for (int i = 0; i < b->n; i++)
+            if (!(v[i] - v[i] == 0.0f))
+                return mml__fail(MML_ERR_ARG, "batch row %d: field %s: value %g is not finite", i,
+                                 s->field[m->a.num[q].src].name, (double)v[i]);
+    }
+    for (int i = 0; i < b->n; i++)
+        if (b->label[i] != 0.0f && b->label[i] != 1.0f)
+            return mml__fail(MML_ERR_ARG, "batch row %d: label %g is not 0 or 1", i, (double)b->label[i]);
     return MML_OK;
+}
+
+mml_batch_t mml_batch_paper(int32_t n, const int32_t *uid, const int32_t *pid, const int32_t *dom, const float *label) {
+    mml_batch_t b = {n, uid, pid, dom, label, NULL, NULL};
+    return b;
+}
+
+/* A batch's column pointers for a schema: ids or values per field. */
+typedef struct mml__cols {
+    const int32_t *ids[MML__MAX_FIELDS];
+    const float *values[MML__MAX_FIELDS];
+} mml__cols;
+
+/* Rows [s, s + n) of batch b as a batch; c holds its column pointers. */
+static mml_batch_t mml__batch_part(const mml_schema_t *sc, const mml_batch_t *b, int64_t s, int n, mml__cols *c) {
+    mml_batch_t o = {n, NULL, NULL, NULL, b->label ? b->label + s : NULL, NULL, NULL};
+    if (!b->ids) {
+        o.uid = b->uid + s;
+        o.pid = b->pid + s;
+        o.dom = b->dom + s;
+        return o;
+    }
+    for (int f = 0; f < sc->n_fields; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        int64_t len = fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1;
+        c->ids[f] = fd->kind == MML_FIELD_NUMERIC ? NULL : b->ids[f] + s * len;
+        c->values[f] = fd->kind == MML_FIELD_NUMERIC ? b->values[f] + s : NULL;
+    }
+    o.ids = c->ids;
+    o.values = c->values;
+    return o;
+}
+
+/* A split as one batch (its rows must fit an int). */
+static mml_batch_t mml__split_batch(const mml_split_t *sp) {
+    mml_batch_t b = {(int32_t)(sp->n < INT32_MAX ? sp->n : INT32_MAX), sp->uid, sp->pid, sp->dom, sp->label,
+                     (const int32_t *const *)sp->ids, (const float *const *)sp->values};
+    return b;
 }
 
 /* Domain-folded training needs the rows grouped by domain (the loss is a sum
  * over rows, so their order is free). */
 static int mml__train_sort(const mml_model_t *m, const mml_batch_t *b) {
     if (!m->pass.tf_run || mml__knobs.tf_force < 0 || !mml__mix_by_domain(m)) return 0;
-    int runs = mml__domain_runs(b);
+    int runs = mml__domain_runs(m, b);
     return runs > m->cfg.n_domains && runs != 1; /* else grouped already (or MLoRA's one-domain batch) */
 }
 
@@ -6190,7 +6646,7 @@ static int mml__train_sort(const mml_model_t *m, const mml_batch_t *b) {
  * not in long runs. */
 static int mml__predict_sort(const mml_model_t *m, const mml_batch_t *b) {
     if (!m->fold.ok) return 0;
-    int runs = mml__domain_runs(b);
+    int runs = mml__domain_runs(m, b);
     return runs * 8 > b->n && runs > 2;
 }
 
@@ -6210,7 +6666,7 @@ static mml_status mml__step_gradients(mml_model_t *m, const mml_batch_t *b, doub
         lo = (int)((int64_t)b->n * m->rt.rank / m->rt.world);
         hi = (int)((int64_t)b->n * (m->rt.rank + 1) / m->rt.world);
     }
-    ps->r = mml__rows_slice(&ps->loaded, m->a.F, lo, hi);
+    ps->r = mml__rows_slice(m, &ps->loaded, lo, hi);
     float scale = 1.0f / (float)b->n;
     *loss = 0.0;
     if (m->rt.pool && ps->r.n >= 2 * m->cfg.threads) *loss = mml__parallel_train(m, scale);
@@ -6255,9 +6711,10 @@ mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
     mml_status st = mml__check_batch(m, b, 0);
     if (st) return st;
     mml__catch_up_all(m);
+    mml__cols cols;
     for (int s = 0; s < b->n; s += m->cfg.max_batch) {
         int n = b->n - s < m->cfg.max_batch ? b->n - s : m->cfg.max_batch;
-        mml_batch_t c = {n, b->uid + s, b->pid + s, b->dom + s, NULL};
+        mml_batch_t c = mml__batch_part(m->a.schema, b, s, n, &cols);
         mml__predict_batch(m, &m->pass, &c, prob + s, m->rt.pool && n >= 64 * m->cfg.threads);
     }
     return MML_OK;
@@ -6483,7 +6940,7 @@ static void mml__job_run(void *arg, int i) {
     mml__share(j->all.n, m->cfg.threads, i, &lo, &hi);
     j->loss[i] = 0.0;
     ps->plan = m->pass.plan;
-    ps->r = mml__rows_slice(&j->all, m->a.F, lo, hi);
+    ps->r = mml__rows_slice(m, &j->all, lo, hi);
     if (hi <= lo) return;
     mml__forward(m, ps);
     if (ps->plan.train) j->loss[i] = mml__backward(m, ps, j->scale);
@@ -6532,19 +6989,24 @@ static void mml__reduce_rows(mml_model_t *m, int f, const int32_t *ids, int64_t 
  * are owned by line (tables start on 64-byte boundaries), so no two workers
  * write one line. */
 static void mml__scatter_owned(mml_model_t *m, int w) {
-    int t = m->cfg.threads, F = m->a.F, k = m->a.k, per_line = k < 16 ? 16 / k : 1;
-    for (int f = 0; f < F; f++) {
-        if (!mml__param_trainable(m, m->a.field[f].emb)) continue;
-        float *g = mml__g(&m->grads, m, m->a.field[f].emb);
+    const mml__arch *a = &m->a;
+    int t = m->cfg.threads;
+    for (int f = 0; f < a->F; f++) {
+        const mml__field *fd = &a->field[f];
+        if (!mml__param_trainable(m, fd->emb)) continue;
+        int k = fd->dim, len = fd->len, per_line = k < 16 ? 16 / k : 1;
+        float *g = mml__g(&m->grads, m, fd->emb);
         for (int u = 0; u < t; u++) {
             const mml__pass *U = mml__worker_pass(m, u);
             const int32_t *ids = U->r.ids[f];
-            int n = U->r.n;
-            for (int i = 0; i < n; i++) {
+            int64_t n = (int64_t)U->r.n * len;
+            for (int64_t i = 0; i < n; i++) {
                 int32_t ahead = i + MML__ROW_AHEAD < n ? ids[i + MML__ROW_AHEAD] : -1;
                 if (ahead >= 0 && ahead / per_line % t == w) mml__prefetch_floats(g + (int64_t)ahead * k, k);
-                if (ids[i] / per_line % t == w)
-                    m->K->axpy(k, 1.0f, U->dE + (int64_t)i * F * k + f * k, g + (int64_t)ids[i] * k);
+                if (ids[i] < 0 || ids[i] / per_line % t != w) continue;
+                const float *de = U->dE + (i / len) * a->D + fd->e_off;
+                float wt = len == 1 ? 1.0f : mml__list_weight(fd, ids + i / len * len);
+                m->K->axpy(k, wt, de, g + (int64_t)ids[i] * k);
             }
         }
     }
@@ -6648,12 +7110,20 @@ static int mml__dist_row_field(const mml_model_t *m, int i) {
 /* Floats of one step's packed gradients, at most: every tensor whole, or for
  * the tables reduced by rows, room for a full batch of rows; the loss and the
  * check words. */
+/* Floats of a full batch's rows of tensor i when it is reduced by rows
+ * (field f's tables: every id of every row), else 0. */
+static int64_t mml__dist_room(const mml_model_t *m, int i) {
+    for (int f = 0; f < m->a.F; f++)
+        if (i == m->a.field[f].emb || i == m->a.field[f].lin)
+            return (int64_t)m->cfg.max_batch * m->a.field[f].len * m->a.t[i].shape[1];
+    return 0;
+}
+
 static int64_t mml__dist_capacity(const mml_model_t *m) {
     int64_t n = 1 + MML__DIST_WORDS;
     for (int i = 0; i < m->a.n_params; i++) {
-        const mml__param *p = &m->a.t[i];
-        int64_t rows = p->group == MML__G_EMB || p->group == MML__G_LINEAR ? (int64_t)m->cfg.max_batch * p->shape[1] : 0;
-        n += p->group == MML__G_EMB ? rows : rows > p->size ? rows : p->size;
+        int64_t rows = mml__dist_room(m, i), size = m->a.t[i].size;
+        n += m->a.t[i].group == MML__G_EMB ? rows : rows > size ? rows : size;
     }
     return n;
 }
@@ -6686,14 +7156,17 @@ static mml_status mml__dist_sum(mml_model_t *m, float *buf, int64_t n, const cha
     return MML_OK;
 }
 
-/* The hash of a batch's rows (ids of the paper's three fields and labels). */
-static uint64_t mml__batch_hash(const mml__rows *b) {
+/* The hash of a batch's rows: every field's ids, the numeric values, the labels. */
+static uint64_t mml__batch_hash(const mml_model_t *m, const mml__rows *b) {
     uint64_t h = mml__hash_mix(0x9E3779B97F4A7C15ull, (uint64_t)b->n);
-    for (int i = 0; i < b->n; i++) {
-        h = mml__hash_mix(h, (uint32_t)b->ids[0][i]);
-        h = mml__hash_mix(h, (uint32_t)b->ids[1][i]);
-        h = mml__hash_mix(h, (uint32_t)b->ids[2][i] ^ (b->label[i] > 0.5f ? 0x80000000u : 0u));
+    for (int f = 0; f < m->a.F; f++)
+        for (int64_t i = 0; i < (int64_t)b->n * m->a.field[f].len; i++) h = mml__hash_mix(h, (uint32_t)b->ids[f][i]);
+    for (int64_t i = 0; i < (int64_t)b->n * m->a.n_num; i++) {
+        uint32_t u;
+        memcpy(&u, &b->num[i], 4);
+        h = mml__hash_mix(h, u);
     }
+    for (int i = 0; i < b->n; i++) h = mml__hash_mix(h, b->label[i] > 0.5f);
     return h;
 }
 
@@ -6716,7 +7189,7 @@ static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
                 n += p->size;
                 continue;
             }
-            int64_t d = p->shape[1], room = (int64_t)m->cfg.max_batch * d;
+            int64_t d = p->shape[1], room = mml__dist_room(m, i);
             for (int j = 0; j < gr->n_touched[f]; j++) {
                 float *g = gr->G + p->off + (int64_t)gr->touched[f][j] * d;
                 if (to_buf) memcpy(buf + n + j * d, g, (size_t)d * sizeof(float));
@@ -6766,15 +7239,15 @@ static mml_status mml__dist_reduce(mml_model_t *m, double *loss) {
         for (int j = 0; j < g->n_touched[f]; j++) g->mark[f][g->touched[f][j]] = 0;
         g->n_touched[f] = 0;
         if (!mml__param_trainable(m, m->a.field[f].emb)) continue;
-        for (int i = 0; i < b->n; i++) {
+        for (int64_t i = 0; i < (int64_t)b->n * m->a.field[f].len; i++) {
             int32_t id = b->ids[f][i];
-            if (!g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
+            if (id >= 0 && !g->mark[f][id]) { g->mark[f][id] = 1; g->touched[f][g->n_touched[f]++] = id; }
         }
     }
     float *buf = m->rt.dist_buf;
     int64_t n = mml__dist_pack(m, buf, 1);
     buf[n] = (float)*loss;
-    mml__dist_words(mml__batch_hash(b), buf + n + 1);
+    mml__dist_words(mml__batch_hash(m, b), buf + n + 1);
     mml_status st = mml__dist_sum(m, buf, n + 1 + MML__DIST_WORDS, "the gradients");
     if (st) return st;
     if (!mml__dist_agree(m, buf + n + 1))
@@ -6815,9 +7288,10 @@ mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *pr
     const mml_model_t *m = s->m;
     mml_status st = mml__check_batch(m, b, 0);
     if (st) return st;
+    mml__cols cols;
     for (int i = 0; i < b->n; i += m->cfg.max_batch) {
         int n = b->n - i < m->cfg.max_batch ? b->n - i : m->cfg.max_batch;
-        mml_batch_t c = {n, b->uid + i, b->pid + i, b->dom + i, NULL};
+        mml_batch_t c = mml__batch_part(m->a.schema, b, i, n, &cols);
         mml__predict_batch(m, &s->pass, &c, prob + i, 0);
     }
     return MML_OK;
@@ -6841,7 +7315,7 @@ static int mml__can_fold(const mml_model_t *m) {
  * domain's part is one constant row per domain: it goes into the bias, and
  * the product reads only the user and item columns. */
 static int mml__fold_rows(const mml_model_t *m, int l) {
-    return l == 0 && !m->a.kind->input_fwd && m->a.dom_field == m->a.F - 1 ? m->a.D - m->a.k : m->a.layer[l].d_in;
+    return l == 0 && !m->a.kind->input_fwd ? mml__x0_dom_at(m) : m->a.layer[l].d_in;
 }
 
 /* Floats of layer l's block: the packed weights, then the bias. */
@@ -7029,9 +7503,12 @@ static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_
         hi = a + (b - a) * (m->rt.rank + 1) / m->rt.world;
         memset(prob, 0, (size_t)(b - a) * sizeof(float));
     }
+    mml_batch_t all = mml__split_batch(s);
+    mml__cols cols;
+    all.label = NULL;
     for (int64_t i = lo; i < hi; i += m->cfg.max_batch) {
         int n = (int)(hi - i < m->cfg.max_batch ? hi - i : m->cfg.max_batch);
-        mml_batch_t c = {n, s->uid + i, s->pid + i, s->dom + i, NULL};
+        mml_batch_t c = mml__batch_part(m->a.schema, &all, i, n, &cols);
         mml_status st = mml_predict(m, &c, prob + (i - a));
         if (st) return st;
     }
@@ -7087,13 +7564,32 @@ typedef struct mml__fit {
     const mml_fit_opts_t *o;
     uint64_t rng;
     int64_t *perm;
-    int32_t *bu, *bp, *bd;
-    float *bl;
+    mml__cols src;           /* the training split's columns, per schema field */
+    int32_t *ids[MML__MAX_FIELDS];  /* a batch's columns, gathered */
+    float *values[MML__MAX_FIELDS], *label;
     int32_t *dorder;
 } mml__fit;
 
 static void mml__emit(const mml__fit *f, mml_progress_t *p) {
     if (f->o->progress) f->o->progress(p, f->o->user);
+}
+
+/* Rows rows[0..n) of a split as a batch in the fit's buffers. */
+static mml_batch_t mml__gather(mml__fit *f, const mml_split_t *s, const int64_t *rows, int n) {
+    const mml_schema_t *sc = f->m->a.schema;
+    for (int c = 0; c < sc->n_fields; c++) {
+        const mml_field_t *fd = &sc->field[c];
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            for (int j = 0; j < n; j++) f->values[c][j] = f->src.values[c][rows[j]];
+            continue;
+        }
+        int64_t len = fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1;
+        for (int j = 0; j < n; j++)
+            for (int64_t q = 0; q < len; q++) f->ids[c][j * len + q] = f->src.ids[c][rows[j] * len + q];
+    }
+    for (int j = 0; j < n; j++) f->label[j] = s->label[rows[j]];
+    mml_batch_t b = {n, NULL, NULL, NULL, f->label, (const int32_t *const *)f->ids, (const float *const *)f->values};
+    return b;
 }
 
 /* One shuffled pass: domains in random order, each domain's rows shuffled,
@@ -7122,11 +7618,7 @@ static mml_status mml__epoch(mml__fit *f, mml_progress_t *pr, int only_domain) {
         mml__shuffle_i64(f->perm, n, &f->rng);
         for (int64_t i = 0; i < n; i += f->o->batch) {
             int bn = (int)(n - i < f->o->batch ? n - i : f->o->batch);
-            for (int j = 0; j < bn; j++) {
-                int64_t r = f->perm[i + j];
-                f->bu[j] = s->uid[r]; f->bp[j] = s->pid[r]; f->bd[j] = s->dom[r]; f->bl[j] = s->label[r];
-            }
-            mml_batch_t b = {bn, f->bu, f->bp, f->bd, f->bl};
+            mml_batch_t b = mml__gather(f, s, f->perm + i, bn);
             float loss;
             mml_status st = mml_train_step(f->m, &b, &loss);
             if (st) return st;
@@ -7224,7 +7716,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
         pr.epoch = fs->epoch + 1;
         st = mml__epoch(f, &pr, only_domain);
         if (st) return st;
-        double v;
+        double v = NAN;
         st = mml__val_score(f, only_domain, &v);
         if (st) return st;
         pr.event = MML_EV_EPOCH_END;
@@ -7264,11 +7756,24 @@ static mml_status mml__phase_end(mml__fit *f, const char *name, mml_metrics_t *t
     return MML_OK;
 }
 
+/* The data's fields are the model's (the same kinds and lists; vocabularies
+ * at most the model's). */
 static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
     const mml_config_t *c = &m->cfg;
-    if (d->n_users > c->n_users || d->n_items > c->n_items || d->n_domains != c->n_domains)
+    const mml_schema_t *ms = m->a.schema, *ds = d->schema;
+    if (!ds && (ms->n_fields != 3 || ms->field[0].kind || ms->field[1].kind || ms->domain != 2 ||
+                d->n_users > ms->field[0].vocab || d->n_items > ms->field[1].vocab || d->n_domains != c->n_domains))
         return mml__fail(MML_ERR_ARG, "data (users %d, items %d, domains %d) does not fit the model (%d, %d, %d)",
                          d->n_users, d->n_items, d->n_domains, c->n_users, c->n_items, c->n_domains);
+    if (ds && (ds->n_fields != ms->n_fields || ds->domain != ms->domain || d->n_domains != c->n_domains))
+        return mml__fail(MML_ERR_ARG, "data (%d fields, domain field %d, %d domains) does not fit the model (%d, %d, %d)",
+                         ds->n_fields, ds->domain, d->n_domains, ms->n_fields, ms->domain, c->n_domains);
+    for (int f = 0; ds && f < ds->n_fields; f++) {
+        const mml_field_t *a = &ds->field[f], *b = &ms->field[f];
+        if (a->kind != b->kind || (a->kind != MML_FIELD_NUMERIC && a->vocab > b->vocab) ||
+            (a->kind == MML_FIELD_MULTI_HOT && a->max_len != b->max_len))
+            return mml__fail(MML_ERR_ARG, "data field %d (%s) does not fit the model's (%s)", f, a->name, b->name);
+    }
     for (int k = 0; k < 3; k++)
         if (d->split[k].n <= 0)
             return mml__fail(MML_ERR_ARG, "data: the %s split is empty", k == 0 ? "train" : k == 1 ? "val" : "test");
@@ -7295,12 +7800,21 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
     for (int k = 0; k < d->n_domains; k++)
         if (tr->dom_start[k + 1] - tr->dom_start[k] > maxdom) maxdom = tr->dom_start[k + 1] - tr->dom_start[k];
     f.perm = (int64_t *)mml__alloc((size_t)(maxdom + 1) * sizeof(int64_t));
-    f.bu = (int32_t *)mml__alloc((size_t)o->batch * 4);
-    f.bp = (int32_t *)mml__alloc((size_t)o->batch * 4);
-    f.bd = (int32_t *)mml__alloc((size_t)o->batch * 4);
-    f.bl = (float *)mml__alloc((size_t)o->batch * 4);
+    f.label = (float *)mml__alloc((size_t)o->batch * 4);
     f.dorder = (int32_t *)mml__alloc((size_t)d->n_domains * 4);
-    if (!f.perm || !f.bu || !f.bp || !f.bd || !f.bl || !f.dorder) {
+    int ok = f.perm && f.label && f.dorder;
+    const mml_schema_t *sc = m->a.schema;
+    for (int c = 0; c < sc->n_fields && ok; c++) {
+        const mml_field_t *fd = &sc->field[c];
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            f.src.values[c] = tr->values[c];
+            ok = (f.values[c] = (float *)mml__alloc((size_t)o->batch * 4)) != NULL;
+        } else {
+            f.src.ids[c] = tr->ids ? tr->ids[c] : c == 0 ? tr->uid : c == 1 ? tr->pid : tr->dom;
+            ok = (f.ids[c] = (int32_t *)mml__alloc((size_t)o->batch * 4 * (fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1))) != NULL;
+        }
+    }
+    if (!ok) {
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
@@ -7323,7 +7837,8 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
     }
     if (!st) m->fit.active = 0;
 done:
-    mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
+    for (int c = 0; c < MML__MAX_FIELDS; c++) { mml__free(f.ids[c]); mml__free(f.values[c]); }
+    mml__free(f.perm); mml__free(f.label); mml__free(f.dorder);
     return st;
 }
 
@@ -7604,12 +8119,14 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
     return MML_OK;
 }
 
+#define MML__NAME_VIEW 72 /* a tensor name with a "m." / "v." prefix */
+
 /* Tensor views of one arena (P, M, V or best) under the parameter names. */
-static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckpt_tensor *t, char (*names)[56],
+static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckpt_tensor *t, char (*names)[MML__NAME_VIEW],
                               const char *prefix) {
     for (int i = 0; i < m->a.n_params; i++) {
         const mml__param *p = &m->a.t[i];
-        snprintf(names[i], 56, "%s%s", prefix, p->name);
+        snprintf(names[i], MML__NAME_VIEW, "%s%s", prefix, p->name);
         t[i].name = names[i];
         t[i].ndim = p->ndim;
         for (int j = 0; j < 4; j++) t[i].shape[j] = j < p->ndim ? p->shape[j] : 0;
@@ -7631,7 +8148,7 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
                       : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->ph.phase, m->ph.expert);
     int np = m->a.n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
-    char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
+    char (*names)[MML__NAME_VIEW] = (char (*)[MML__NAME_VIEW])mml__alloc((size_t)np * 4 * MML__NAME_VIEW);
     if (!t || !names) {
         mml__free(t);
         mml__free(names);
@@ -7662,7 +8179,7 @@ static mml_status mml__read_arena(const mml__ckpt *ck, const char *path, const c
                                   mml_model_t *m, float *arena) {
     for (int i = 0; i < m->a.n_params; i++) {
         const mml__param *p = &m->a.t[i];
-        char nm[64];
+        char nm[MML__NAME_VIEW];
         snprintf(nm, sizeof nm, "%s%s", prefix, p->name);
         mml_status st = mml__ckpt_tensor_read(ck, tag, nm, p->ndim, p->shape, arena + p->off);
         if (st) return st;
@@ -7679,10 +8196,10 @@ static int64_t mml__config_floats(const mml_config_t *c) {
     mml_model_t *t = (mml_model_t *)MOEMLORA_MALLOC(sizeof *t);
     if (!t) return -1;
     memset(t, 0, sizeof *t);
-    t->cfg = *c;
-    mml__build_arch(t);
-    int64_t n = 0;
-    for (int i = 0; i < t->a.n_params; i++) n += t->a.t[i].size;
+    int64_t n = -1;
+    if (mml__build_arch(t, c) == MML_OK)
+        for (int i = n = 0; i < t->a.n_params; i++) n += t->a.t[i].size;
+    mml__free(t->a.schema);
     MOEMLORA_FREE(t);
     return n;
 }
@@ -7730,7 +8247,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
         mml__progp pp = {m};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
-        char first[64];
+        char first[MML__NAME_VIEW];
         snprintf(first, sizeof first, "m.%s", m->a.t[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
             if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->opt.M);

@@ -96,7 +96,7 @@ static int g_windows = 3;
 static double train_rate(mml_model_t *m, double seconds) {
     mml_batch_t b;
     for (int k = 0; k < 3; k++) {
-        b = (mml_batch_t){BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, g_lab + k * BATCH};
+        b = mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, g_lab + k * BATCH);
         mml_train_step(m, &b, NULL);
     }
     double best = 0.0;
@@ -106,7 +106,7 @@ static double train_rate(mml_model_t *m, double seconds) {
         long n0 = n;
         do {
             int k = (int)(n % NB);
-            b = (mml_batch_t){BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, g_lab + k * BATCH};
+            b = mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, g_lab + k * BATCH);
             if (mml_train_step(m, &b, NULL)) { fprintf(stderr, "%s\n", mml_last_error()); exit(1); }
             n++;
             t = now_s() - t0;
@@ -132,7 +132,7 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
         long n0 = n;
         do {
             int k = (int)(n % NB);
-            b = (mml_batch_t){BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, NULL};
+            b = mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, NULL);
             mml_predict(m, &b, prob);
             n++;
             t = now_s() - t0;
@@ -144,7 +144,7 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
     static double lat[NL];
     for (int i = 0; i < NL; i++) {
         int k = i % (BATCH * NB);
-        b = (mml_batch_t){1, g_uid + k, g_pid + k, g_dom + k, NULL};
+        b = mml_batch_paper(1, g_uid + k, g_pid + k, g_dom + k, NULL);
         double a = now_s();
         mml_predict(m, &b, prob);
         lat[i] = (now_s() - a) * 1e6;

@@ -125,7 +125,7 @@ static int score(worker *w, int nw, int n, const int32_t *u, const int32_t *p, c
     int started[256] = {0};
     for (int t = 0; t < use; t++) {
         int a = (int)((int64_t)n * t / use), b = (int)((int64_t)n * (t + 1) / use);
-        w[t].b = (mml_batch_t){b - a, u + a, p + a, d + a, NULL};
+        w[t].b = mml_batch_paper(b - a, u + a, p + a, d + a, NULL);
         w[t].prob = prob + a;
         if (t > 0) started[t] = pthread_create(&tid[t], NULL, score_slice, &w[t]) == 0;
         if (t > 0 && !started[t]) score_slice(&w[t]); /* no thread: do it here */

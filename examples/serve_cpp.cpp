@@ -48,7 +48,7 @@ inline std::vector<float> predict(const session &s, const std::vector<row> &rows
     std::vector<int32_t> u, p, d;
     for (const row &r : rows) { u.push_back(r.uid); p.push_back(r.pid); d.push_back(r.domain); }
     std::vector<float> prob(rows.size());
-    mml_batch_t b{static_cast<int32_t>(rows.size()), u.data(), p.data(), d.data(), nullptr};
+    mml_batch_t b = mml_batch_paper(static_cast<int32_t>(rows.size()), u.data(), p.data(), d.data(), nullptr);
     check(mml_session_predict(s.get(), &b, prob.data()));
     return prob;
 }

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     if (mml__model_from_ckpt(ck, "fuzz.mml", &m) == MML_OK) {
         int32_t u = 0, p = 0, d = 0;
         float prob;
-        mml_batch_t b = {1, &u, &p, &d, NULL};
+        mml_batch_t b = mml_batch_paper(1, &u, &p, &d, NULL);
         if (mml_predict(m, &b, &prob) != MML_OK || !(prob >= 0.0f && prob <= 1.0f)) abort();
         mml_model_free(m);
     }

@@ -114,7 +114,7 @@ typedef struct step_run {
 static void steps_rank(void *arg, int r) {
     step_run *s = (step_run *)arg;
     for (int k = 0; k < STEPS; k++) {
-        mml_batch_t b = {s->tc->rows, s->uid[k], s->pid[k], s->dom[k], s->lab[k]};
+        mml_batch_t b = mml_batch_paper(s->tc->rows, s->uid[k], s->pid[k], s->dom[k], s->lab[k]);
         s->st[r][k] = mml_train_step(s->m[r], &b, &s->loss[r][k]);
     }
 }
@@ -191,7 +191,7 @@ static void test_steps(void) {
                 }
             run_ranks(world, steps_rank, s);
             for (int k = 0; k < STEPS; k++) {
-                mml_batch_t b = {tc->rows, s->uid[k], s->pid[k], s->dom[k], s->lab[k]};
+                mml_batch_t b = mml_batch_paper(tc->rows, s->uid[k], s->pid[k], s->dom[k], s->lab[k]);
                 float lref;
                 CHECK_OK(mml_train_step(ref, &b, &lref));
                 for (int r = 0; r < world; r++) {
@@ -237,7 +237,7 @@ typedef struct err_run {
 
 static void err_rank(void *arg, int r) {
     err_run *s = (err_run *)arg;
-    mml_batch_t b = {TB, s->uid[r], s->pid, s->dom, s->lab};
+    mml_batch_t b = mml_batch_paper(TB, s->uid[r], s->pid, s->dom, s->lab);
     s->st[r] = mml_train_step(s->m[r], &b, NULL);
     snprintf(s->msg[r], sizeof s->msg[r], "%s", mml_last_error());
 }

@@ -129,7 +129,7 @@ static int checkpoint_usable(const char *path, const char *what) {
         p[i] = i < 6 ? (i * 11) % c->n_items : -i;
         d[i] = i % c->n_domains;
     }
-    mml_batch_t b = {8, u, p, d, NULL};
+    mml_batch_t b = mml_batch_paper(8, u, p, d, NULL);
     int ok = mml_predict(m, &b, prob) == MML_OK;
     for (int i = 0; ok && i < 8; i++) ok = prob[i] >= 0.0f && prob[i] <= 1.0f;
     CHECK(ok, "%s: %s predicts non-finite or out-of-range values", what, path);

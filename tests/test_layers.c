@@ -185,10 +185,25 @@ static int n_pairs(int F) { return F * (F - 1) / 2; }
 
 /* ---- linear ----------------------------------------------------------- */
 
+/* Field f < F is a list of LEN ids (mean pooling when f is odd, else sum)
+ * where f >= 1; field 0 is one id. Then J numeric inputs. Segments: w0..w(F-1),
+ * wn, bias. */
+#define LEN 3
+#define J 2
+static const float *ref_num;
 static void ref_linear(const tcase *c, double *const *x, double *out) {
     for (int b = 0; b < c->B; b++) {
-        double s = x[c->F][0];
-        for (int f = 0; f < c->F; f++) s += x[f][c->ids[b * c->F + f]];
+        double s = x[c->F + 1][0];
+        for (int f = 0; f < c->F; f++) {
+            int len = f ? LEN : 1, cnt = 0;
+            double t = 0.0;
+            for (int q = 0; q < len; q++) {
+                int32_t id = c->ids[(f * c->B + b) * LEN + q];
+                if (id >= 0) { t += x[f][id]; cnt++; }
+            }
+            s += (f & 1) && cnt ? t / cnt : t;
+        }
+        for (int j = 0; j < J; j++) s += (double)ref_num[b * J + j] * x[c->F][j];
         out[b] = s;
     }
 }
@@ -198,7 +213,10 @@ static void test_linear(const mml_kernels_t *K, int B, int F) {
     static const char *names[] = {"w0", "w1", "w2", "w3", "w4"};
     tcase c = {0};
     c.B = B, c.F = F, c.maxper = 1000, c.ref = ref_linear, c.nout = (size_t)B;
-    int32_t ids[17 * 5];
+    static int32_t ids[5 * 17 * LEN]; /* [f][b][LEN]; field f's rows have stride len(f) in the layer */
+    int32_t packed[5][17 * LEN];
+    const int32_t *fp[5];
+    int len[5], mean[5];
     const float *w[5];
     float *dw[5];
     for (int f = 0; f < F; f++) {
@@ -207,24 +225,34 @@ static void test_linear(const mml_kernels_t *K, int B, int F) {
         add_seg(&c, names[f], t, (size_t)vocab);
         w[f] = t;
         dw[f] = c.gf[f];
-        for (int b = 0; b < B; b++) ids[b * F + f] = (int32_t)(urand() * vocab);
+        len[f] = f ? LEN : 1;
+        mean[f] = f & 1;
+        for (int b = 0; b < B; b++)
+            for (int q = 0; q < LEN; q++) {
+                /* lists: empty slots, and now and then an empty row */
+                int32_t id = (int32_t)(urand() * vocab);
+                if (f && (q == LEN - 1 || b % 5 == 4) && urand() < 0.6) id = -1;
+                ids[(f * B + b) * LEN + q] = q < len[f] ? id : -1;
+                if (q < len[f]) packed[f][b * len[f] + q] = ids[(f * B + b) * LEN + q];
+            }
+        fp[f] = packed[f];
     }
     c.ids = ids;
+    float *num = rbuf((size_t)B * J, 1.0f), *wn = rbuf(J, 0.5f);
+    ref_num = num;
+    add_seg(&c, "wn", wn, J);
     float *bias = rbuf(1, 0.5f);
     add_seg(&c, "bias", bias, 1);
     c.outf = buf((size_t)B);
     c.R = rbuf((size_t)B, 1.0f);
-    int32_t fids[5][17];
-    const int32_t *fp[5];
-    for (int f = 0; f < F; f++) {
-        for (int b = 0; b < B; b++) fids[f][b] = ids[b * F + f];
-        fp[f] = fids[f];
-    }
-    mml__linear_forward(B, F, fp, w, bias, c.outf);
-    mml__linear_backward(B, F, fp, c.R, dw, c.gf[F]);
+    mml__wide in = {F, J, fp, len, mean, num};
+    mml__linear_forward(B, &in, w, wn, bias, c.outf);
+    mml__linear_backward(B, &in, c.R, dw, c.gf[F], c.gf[F + 1]);
     check_case("linear", &c);
     end_case();
 }
+#undef LEN
+#undef J
 
 /* ---- FM and bi-interaction -------------------------------------------- */
 
@@ -259,8 +287,8 @@ static void test_fm_bi(const mml_kernels_t *K, int B, int F, int k) {
         c.R = rbuf(c.nout, 1.0f);
         if (bi) {
             float *act = buf(mml__bi_act_floats(B, k));
-            mml__bi_forward(B, F, k, emb, c.outf, act);
-            mml__bi_backward(B, F, k, emb, act, c.R, c.gf[0]);
+            mml__bi_forward(B, F, k, emb, c.outf, k, act);
+            mml__bi_backward(B, F, k, emb, act, c.R, k, c.gf[0]);
         } else {
             float *act = buf(mml__fm_act_floats(B, k));
             mml__fm_forward(B, F, k, emb, c.outf, act);

@@ -99,7 +99,7 @@ static void test_gradients(void) {
         CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
         m->opt.steps = 3 + ci; /* any step: the masks only depend on it */
         const int32_t *dom = k->mixed == 2 ? g_dom_sorted : k->mixed ? g_dom_mixed : g_dom_same;
-        mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
+        mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, dom, g_lab);
         mml__knobs.tf_force = k->mixed == 2 ? 1 : 0;
         check_gradients(m, &b, k->name, 4e-3f);
         int folded = 0;
@@ -146,7 +146,7 @@ static void test_folded_training(void) {
         mml_model_t *m = make_model(&c);
         randomize_params(m);
         CHECK_OK(mml_model_set_phase(m, k->phase, 0));
-        mml_batch_t b = {GB, g_uid, g_pid, g_dom_sorted, g_lab};
+        mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, g_dom_sorted, g_lab);
         /* v = 0: per-row path; 1: domain runs (bias mixtures per run), no
          * folding (the cost model declines at 9 rows); 2: folded */
         double loss[3];
@@ -186,7 +186,7 @@ static void test_folded_training(void) {
         /* train_step sorts an interleaved batch into domain runs: without
          * dropout the loss it reports is the same */
         if (k->dropout == 0.0f) {
-            mml_batch_t bm = {GB, g_uid, g_pid, g_dom_mixed, g_lab};
+            mml_batch_t bm = mml_batch_paper(GB, g_uid, g_pid, g_dom_mixed, g_lab);
             float l2[2];
             float *P0 = (float *)malloc((size_t)m->a.n_floats * sizeof(float));
             if (!P0) abort();
@@ -249,7 +249,7 @@ static void test_fold_inference(void) {
                 for (int v = 0; v < 5; v++) {
                     mmlt_ctx = mml_model_kind_name(kinds[ki]);
                     for (int n = 1; n <= NB; n += NB - 1) {
-                        mml_batch_t b = {n, uid, pid, dom[v], NULL};
+                        mml_batch_t b = mml_batch_paper(n, uid, pid, dom[v], NULL);
                         m->fold.ok = 0;
                         CHECK_OK(mml_predict(m, &b, p0));
                         CHECK_OK(mml_model_fold(m));
@@ -367,8 +367,8 @@ static void test_phases(void) {
     size_t bytes = (size_t)m->a.n_floats * sizeof(float);
     float *P0 = (float *)malloc(bytes);
     memcpy(P0, m->P, bytes);
-    mml_batch_t mixed = {GB, g_uid, g_pid, g_dom_mixed, g_lab};
-    mml_batch_t same = {GB, g_uid, g_pid, g_dom_same, g_lab};
+    mml_batch_t mixed = mml_batch_paper(GB, g_uid, g_pid, g_dom_mixed, g_lab);
+    mml_batch_t same = mml_batch_paper(GB, g_uid, g_pid, g_dom_same, g_lab);
     phase_step(m, P0, MML_PHASE_BACKBONE, 0, &mixed, allow_backbone, 0, "moe backbone");
     for (int e = 0; e < m->a.n_experts; e++) {
         char tag[64];
@@ -376,7 +376,7 @@ static void test_phases(void) {
         /* an expert trains on its own domain's data */
         int32_t dom[GB];
         for (int i = 0; i < GB; i++) dom[i] = e % c.n_domains;
-        mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
+        mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, dom, g_lab);
         phase_step(m, P0, MML_PHASE_EXPERT, e, &b, allow_expert, e, tag);
     }
     phase_step(m, P0, MML_PHASE_EXPERT, 4, &mixed, allow_expert, 4, "moe expert 4 (mixed batch)");
@@ -415,7 +415,7 @@ static void test_phases(void) {
         char tag[64];
         for (int i = 0; i < GB; i++) dom[i] = d;
         snprintf(tag, sizeof tag, "mlora domain %d", d);
-        mml_batch_t b = {GB, g_uid, g_pid, dom, g_lab};
+        mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, dom, g_lab);
         phase_step(m, P0, MML_PHASE_ALL, 0, &b, allow_mlora, d, tag);
     }
     CHECK(mml_model_set_phase(m, MML_PHASE_GATE, 0) == MML_ERR_STATE, "MLoRA accepted the gate phase");
@@ -658,7 +658,7 @@ static void test_oov_and_batches(void) {
         const int32_t bp[6] = {1, 1, 1, 1, -3, 5};
         const int32_t bd[6] = {0, 0, 0, 0, 0, 0};
         float pr[6];
-        mml_batch_t b = {6, bu, bp, bd, NULL};
+        mml_batch_t b = mml_batch_paper(6, bu, bp, bd, NULL);
         CHECK_OK(mml_predict(m, &b, pr));
         for (int i = 0; i < 6; i++) CHECK(isfinite(pr[i]) && pr[i] > 0 && pr[i] < 1, "prob[%d] = %g", i, (double)pr[i]);
         CHECK(pr[0] == pr[1] && pr[1] == pr[2] && pr[2] == pr[3], "unknown users differ: %g %g %g %g", (double)pr[0],
@@ -674,13 +674,13 @@ static void test_oov_and_batches(void) {
             memcpy(w + (int64_t)c.n_users * p->shape[1], w + 2 * p->shape[1], (size_t)p->shape[1] * sizeof(float));
         }
         const int32_t ku[2] = {-1, 2}, kp[2] = {1, 1}, kd[2] = {0, 0};
-        mml_batch_t kb = {2, ku, kp, kd, NULL};
+        mml_batch_t kb = mml_batch_paper(2, ku, kp, kd, NULL);
         float kpr[2];
         CHECK_OK(mml_predict(m, &kb, kpr));
         CHECK(kpr[0] == kpr[1], "OOV user with user 2's row: %g vs %g", (double)kpr[0], (double)kpr[1]);
         /* an unknown domain predicts, finitely */
         const int32_t dd[2] = {-1, 3};
-        mml_batch_t db = {2, kp, kp, dd, NULL};
+        mml_batch_t db = mml_batch_paper(2, kp, kp, dd, NULL);
         CHECK_OK(mml_predict(m, &db, kpr));
         CHECK(isfinite(kpr[0]) && kpr[0] == kpr[1], "unknown domains: %g %g", (double)kpr[0], (double)kpr[1]);
 
@@ -700,7 +700,7 @@ static void test_oov_and_batches(void) {
             float y[6];
             memcpy(u, ok_u, sizeof u); memcpy(p, ok_p, sizeof p); memcpy(dm, ok_d, sizeof dm); memcpy(y, lab, sizeof y);
             u[3] = bad[k].u; p[3] = bad[k].p; dm[3] = bad[k].d; y[3] = bad[k].y;
-            mml_batch_t tb = {6, u, p, dm, y};
+            mml_batch_t tb = mml_batch_paper(6, u, p, dm, y);
             mml__errbuf[0] = 0;
             float loss = 0;
             mml_status st = mml_train_step(m, &tb, &loss);
@@ -709,9 +709,9 @@ static void test_oov_and_batches(void) {
         }
         CHECK(memcmp(P0, m->P, bytes) == 0, "a rejected step changed parameters");
         CHECK(mml_predict(m, NULL, pr) == MML_ERR_ARG, "NULL batch accepted");
-        mml_batch_t e0 = {0, ok_u, ok_p, ok_d, lab};
+        mml_batch_t e0 = mml_batch_paper(0, ok_u, ok_p, ok_d, lab);
         CHECK(mml_train_step(m, &e0, NULL) == MML_ERR_ARG, "empty batch accepted");
-        mml_batch_t nl = {6, ok_u, ok_p, ok_d, NULL};
+        mml_batch_t nl = mml_batch_paper(6, ok_u, ok_p, ok_d, NULL);
         CHECK(mml_train_step(m, &nl, NULL) == MML_ERR_ARG, "training batch without labels accepted");
 
         /* n > max_batch: train_step refuses, predict chunks */
@@ -722,26 +722,26 @@ static void test_oov_and_batches(void) {
             u[i] = (int32_t)(tnext() % 7); p[i] = (int32_t)(tnext() % 5); dm[i] = (int32_t)(tnext() % 3);
             y[i] = (float)(tnext() & 1);
         }
-        mml_batch_t tb = {NB, u, p, dm, y};
+        mml_batch_t tb = mml_batch_paper(NB, u, p, dm, y);
         mml__errbuf[0] = 0;
         CHECK(mml_train_step(m, &tb, NULL) == MML_ERR_ARG, "batch of %d > max_batch 8 accepted", NB);
         CHECK(mml_last_error()[0] != 0, "no message for the oversize batch");
         CHECK(memcmp(P0, m->P, bytes) == 0, "the rejected oversize step changed parameters");
         CHECK_OK(mml_predict(m, &tb, big));
         for (int s = 0; s < NB; s += 8) {
-            mml_batch_t cb = {NB - s < 8 ? NB - s : 8, u + s, p + s, dm + s, NULL};
+            mml_batch_t cb = mml_batch_paper(NB - s < 8 ? NB - s : 8, u + s, p + s, dm + s, NULL);
             CHECK_OK(mml_predict(m, &cb, sep + s));
         }
         CHECK(memcmp(big, sep, sizeof big) == 0, "chunked predict differs from max_batch-sized calls");
         int far = 0;
         for (int i = 0; i < NB; i++) {
-            mml_batch_t ob = {1, u + i, p + i, dm + i, NULL};
+            mml_batch_t ob = mml_batch_paper(1, u + i, p + i, dm + i, NULL);
             CHECK_OK(mml_predict(m, &ob, &one));
             far += !mmlt_close(one, big[i], 1e-5, 1e-6);
         }
         CHECK(far == 0, "%d rows predicted alone differ from the batch", far);
         /* a valid step moves things and predictions stay finite */
-        mml_batch_t gb = {6, ok_u, ok_p, ok_d, lab};
+        mml_batch_t gb = mml_batch_paper(6, ok_u, ok_p, ok_d, lab);
         float loss = 0;
         CHECK_OK(mml_train_step(m, &gb, &loss));
         CHECK(isfinite(loss) && loss > 0, "loss %g", (double)loss);
@@ -854,7 +854,7 @@ static void test_deferred_dense_adam(void) {
                 d[i] = (int32_t)(mml__rng_next(&s) % 3);
                 y[i] = (float)(mml__rng_next(&s) & 1);
             }
-            mml_batch_t bt = {nb, u, p, d, y};
+            mml_batch_t bt = mml_batch_paper(nb, u, p, d, y);
             CHECK_OK(mml_train_step(a, &bt, NULL));
             mml__knobs.defer_min_dim = 1 << 30;
             CHECK_OK(mml_train_step(b, &bt, NULL));

@@ -86,7 +86,7 @@ static void test_gradients(void) {
             CHECK_OK(mml_model_set_phase(m, adapters[a].phase, 0));
             char tag[64];
             snprintf(tag, sizeof tag, "%s/%s", mml_model_kind_name(c.model), adapters[a].name);
-            mml_batch_t b = {GB, g_uid, g_pid, g_dom, g_lab};
+            mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, g_dom, g_lab);
             check_gradients(m, &b, tag, 4e-3f);
             mml_model_free(m);
         }
@@ -180,7 +180,7 @@ static void test_thread_gradients(void) {
                     dom[i] = tc->phase == MML_PHASE_EXPERT ? tc->expert % 3 : (int32_t)(tnext() % 3);
                     lab[i] = (float)(tnext() & 1);
                 }
-                mml_batch_t b = {TB, uid, pid, dom, lab};
+                mml_batch_t b = mml_batch_paper(TB, uid, pid, dom, lab);
                 double loss[3];
                 for (int t = 0; t < 3; t++) CHECK_OK(mml__step_gradients(m[t], &b, &loss[t]));
                 for (int t = 1; t < 3; t++) {

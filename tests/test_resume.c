@@ -123,7 +123,7 @@ static void make_eval_rows(void) {
 
 static float *predict_all(mml_model_t *m) {
     float *p = (float *)malloc((size_t)eval_rows.n * sizeof(float));
-    mml_batch_t b = {eval_rows.n, eval_rows.u, eval_rows.p, eval_rows.d, NULL};
+    mml_batch_t b = mml_batch_paper(eval_rows.n, eval_rows.u, eval_rows.p, eval_rows.d, NULL);
     CHECK_OK(mml_predict(m, &b, p));
     return p;
 }
@@ -132,7 +132,7 @@ static float *session_predict_all(mml_model_t *m) {
     float *p = (float *)malloc((size_t)eval_rows.n * sizeof(float));
     mml_session_t *s = NULL;
     CHECK_OK(mml_session_create(m, &s));
-    mml_batch_t b = {eval_rows.n, eval_rows.u, eval_rows.p, eval_rows.d, NULL};
+    mml_batch_t b = mml_batch_paper(eval_rows.n, eval_rows.u, eval_rows.p, eval_rows.d, NULL);
     if (s) CHECK_OK(mml_session_predict(s, &b, p));
     mml_session_free(s);
     return p;
@@ -291,7 +291,7 @@ static void train_steps(mml_model_t *m, int steps, uint64_t seed) {
             int64_t r = a + (int64_t)((seed * 7919 + (uint64_t)k * 131 + (uint64_t)i * 17) % (uint64_t)n);
             u[i] = s->uid[r]; p[i] = s->pid[r]; d[i] = s->dom[r]; l[i] = s->label[r];
         }
-        mml_batch_t b = {64, u, p, d, l};
+        mml_batch_t b = mml_batch_paper(64, u, p, d, l);
         CHECK_OK(mml_train_step(m, &b, NULL));
     }
 }
@@ -401,7 +401,7 @@ static void save_tweaked(const mml_model_t *m, const char *path, tweak_fn tweak,
     CHECK(mml__conf_text(&m->cfg, conf, sizeof conf) > 0, "conf text");
     int np = m->a.n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)calloc((size_t)np * 4, sizeof *t);
-    char(*names)[56] = (char(*)[56])calloc((size_t)np * 4, 56);
+    char(*names)[MML__NAME_VIEW] = (char(*)[MML__NAME_VIEW])calloc((size_t)np * 4, MML__NAME_VIEW);
     mml__tensor_views(m, m->P, t, names, "");
     mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
     mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
@@ -733,7 +733,7 @@ static void test_allocations(void) {
             base_config(&c, (mml_adapter)ad);
             c.threads = threads;
             mml_model_t *m = make_model(&c);
-            hot h = {m, NULL, {256, u, p, d, lab}, out};
+            hot h = {m, NULL, mml_batch_paper(256, u, p, d, lab), out};
             long long a;
             if (ad == MML_ADAPTER_MOE) CHECK_OK(mml_model_set_phase(m, MML_PHASE_BACKBONE, -1));
             a = allocs_during(hot_train, &h, reps);
@@ -795,7 +795,7 @@ static void test_export_keeps_phase(void) {
     if (l) {
         CHECK(l->ph.phase == MML_PHASE_EXPERT && l->ph.expert == 1, "reloaded phase %d expert %d", (int)l->ph.phase, l->ph.expert);
         float a[8], b[8];
-        mml_batch_t bt = {8, eval_rows.u, eval_rows.p, eval_rows.d, NULL};
+        mml_batch_t bt = mml_batch_paper(8, eval_rows.u, eval_rows.p, eval_rows.d, NULL);
         CHECK_OK(mml_predict(m, &bt, a));
         CHECK_OK(mml_predict(l, &bt, b));
         CHECK(memcmp(a, b, sizeof a) == 0, "export in the expert phase predicts differently after reload");

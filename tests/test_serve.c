@@ -119,7 +119,7 @@ static void test_serve(void) {
     if (!m) return;
     write_requests(req, mml_model_config(m));
     static float want[N_ROWS];
-    mml_batch_t b = {N_ROWS, U, P, D, NULL};
+    mml_batch_t b = mml_batch_paper(N_ROWS, U, P, D, NULL);
     CHECK_OK(mml_predict(m, &b, want));
 
     mmlt_ctx = "serve";
