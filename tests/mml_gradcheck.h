@@ -47,7 +47,7 @@ static void randomize_params(mml_model_t *m) {
 }
 
 static void clear_marks(mml_model_t *m) {
-    for (int f = 0; f < 3; f++) {
+    for (int f = 0; f < m->a.F; f++) {
         memset(m->grads.mark[f], 0, (size_t)m->a.t[m->a.field[f].emb].shape[0]);
         m->grads.n_touched[f] = 0;
     }
@@ -124,10 +124,11 @@ typedef struct exp_use { int mode, expert; } exp_use;
 static exp_use expected_use(const mml_model_t *m, const mml_batch_t *b) {
     exp_use u = {MML__AD_OFF, -1};
     if (m->cfg.adapter == MML_ADAPTER_MLORA) {
+        const int32_t *dom = b->ids ? b->ids[m->a.schema->domain] : b->dom;
         int same = 1;
-        for (int i = 1; i < b->n; i++) same &= b->dom[i] == b->dom[0];
+        for (int i = 1; i < b->n; i++) same &= dom[i] == dom[0];
         u.mode = same ? MML__AD_SINGLE : MML__AD_MIX;
-        u.expert = same ? b->dom[0] : -1;
+        u.expert = same ? dom[0] : -1;
     } else if (m->cfg.adapter == MML_ADAPTER_MOE) {
         if (m->ph.phase == MML_PHASE_EXPERT) { u.mode = MML__AD_SINGLE; u.expert = m->ph.expert; }
         else if (m->ph.phase != MML_PHASE_BACKBONE) u.mode = MML__AD_MIX;
@@ -148,16 +149,11 @@ static int entry_active(const mml_model_t *m, int pi, int64_t j, exp_use u) {
     return 1;
 }
 
-/* Field of a row table (embeddings, linear weights, the gate's domain table). */
+/* Embedded field of a row table (embeddings, linear weights, the gate's domain table). */
 static int row_field(const mml_model_t *m, int pi) {
-    for (int f = 0; f < 3; f++)
+    for (int f = 0; f < m->a.F; f++)
         if (pi == m->a.field[f].emb || (m->a.kind->linear && pi == m->a.field[f].lin)) return f;
-    return 2; /* gate.emb */
-}
-static int32_t batch_row(const mml_model_t *m, const mml_batch_t *b, int f, int i) {
-    const int32_t *ids = f == 0 ? b->uid : f == 1 ? b->pid : b->dom;
-    int32_t v = f == 0 ? m->cfg.n_users : f == 1 ? m->cfg.n_items : m->cfg.n_domains;
-    return ids[i] >= 0 && ids[i] < v ? ids[i] : v;
+    return m->a.dom_field; /* gate.emb */
 }
 
 /* Segments of a packed tensor, sampled separately so that a small part (CIN's
@@ -187,7 +183,7 @@ static void check_gradients(mml_model_t *m, const mml_batch_t *b, const char *ta
     mmlt_ctx = tag;
     exp_use u = expected_use(m, b);
     zero_grads_all(m);
-    mml__train_forward(m, b);
+    mml__train_forward(m, b); /* the pass keeps the batch's ids (used below) */
     CHECK(m->pass.plan.ad_mode == u.mode, "adapter mode %d, expected %d", m->pass.plan.ad_mode, u.mode);
     if (u.mode == MML__AD_SINGLE) CHECK(m->pass.plan.ad_expert == u.expert, "expert %d, expected %d", m->pass.plan.ad_expert, u.expert);
     double lsum = mml__backward(m, &m->pass, 1.0f / (float)b->n);
@@ -205,10 +201,12 @@ static void check_gradients(mml_model_t *m, const mml_batch_t *b, const char *ta
         float *w = m->P + p->off;
         int64_t nc = 0, nzbad = 0, nz = 0;
         unsigned char present[4200];
-        if (p->row_table) {
+        if (p->row_table) { /* the rows the batch reads (its ids as the pass loaded them) */
             int f = row_field(m, pi);
+            const int32_t *ids = m->pass.loaded.ids[f];
             memset(present, 0, sizeof present);
-            for (int i = 0; i < b->n; i++) present[batch_row(m, b, f, i)] = 1;
+            for (int64_t i = 0; i < (int64_t)b->n * m->a.field[f].len; i++)
+                if (ids[i] >= 0) present[ids[i]] = 1;
         }
         for (int64_t j = 0; j < p->size; j++) {
             int act = entry_active(m, pi, j, u);

@@ -93,6 +93,90 @@ static void test_gradients(void) {
     }
 }
 
+/* ---- a mixed schema ---------------------------------------------------------- */
+
+/* Two categorical fields and the domain, a multi-hot list and two numeric
+ * fields, interleaved (the domain in the middle): every model kind over all
+ * of them. The flattening models also get a field of another dim. */
+enum { SF = 6 };
+static void mixed_schema(mml_schema_t *s, int other_dim) {
+    memset(s, 0, sizeof *s);
+    static const char *const names[SF] = {"c1", "n1", "tags", "dom", "c2", "n2"};
+    static const mml_field_kind kinds[SF] = {MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC, MML_FIELD_MULTI_HOT,
+                                             MML_FIELD_CATEGORICAL, MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC};
+    static const int vocab[SF] = {7, 0, 6, 3, 5, 0};
+    s->n_fields = SF;
+    s->domain = 3;
+    for (int f = 0; f < SF; f++) {
+        mml_field_t *fd = &s->field[f];
+        snprintf(fd->name, sizeof fd->name, "%s", names[f]);
+        fd->kind = kinds[f];
+        fd->vocab = vocab[f];
+        fd->scale = 1.0f;
+    }
+    s->field[2].max_len = 3;
+    s->field[2].pooling = MML_POOL_MEAN;
+    s->field[1].shift = 0.5f;
+    s->field[5].scale = 0.25f;
+    if (other_dim) s->field[4].dim = 6;
+}
+
+static const int32_t s_c1[GB] = {0, 3, 3, 6, 1}, s_c2[GB] = {4, 1, 1, 0, 2};
+static const int32_t s_tags[GB * 3] = {1, 4, -1, 0, -1, -1, 5, 5, 2, -1, -1, -1, 3, 2, 1};
+static const float s_n1[GB] = {0.1f, 1.5f, -0.7f, 0.3f, 2.0f}, s_n2[GB] = {3.0f, -1.0f, 0.5f, 8.0f, -4.0f};
+
+static void test_schema_gradients(void) {
+    printf("gradient checks, mixed schema (2 categorical + domain, 1 multi-hot, 2 numeric)\n");
+    const int32_t *ids[SF] = {s_c1, NULL, s_tags, g_dom, s_c2, NULL};
+    const float *vals[SF] = {NULL, s_n1, NULL, NULL, NULL, s_n2};
+    mml_batch_t b = {GB, NULL, NULL, NULL, g_lab, ids, vals};
+    for (int mk = 0; mk < MML_MODEL_COUNT; mk++)
+        for (size_t a = 0; a < sizeof adapters / sizeof adapters[0]; a++)
+            for (int od = 0; od < 2; od++) {
+                if (quick && a != 2) continue;
+                if (od && mml__kinds[mk].equal_dims) continue;
+                mml_schema_t s;
+                mixed_schema(&s, od);
+                mml_config_t c;
+                mml_config_default(&c);
+                c.schema = &s;
+                c.model = (mml_model_kind)mk;
+                c.adapter = adapters[a].adapter;
+                c.emb_dim = 4;
+                c.n_hidden = 2;
+                c.hidden[0] = 8;
+                c.hidden[1] = 4;
+                c.lora_reduce = 4;
+                c.dropout = 0.0f;
+                c.max_batch = 8;
+                c.seed = 900 + (uint64_t)mk * 10 + a;
+                mml_model_t *m = make_model(&c);
+                randomize_params(m);
+                if (c.model == MML_MODEL_XDEEPFM) randomize_cin(m);
+                if (m->a.lin_num >= 0)
+                    for (int j = 0; j < 2; j++) m->P[m->a.t[m->a.lin_num].off + j] = tfrand(0.3f);
+                CHECK_OK(mml_model_set_phase(m, adapters[a].phase, 0));
+                CHECK(m->a.F == 4 && m->a.n_num == 2 && m->a.field[m->a.dom_field].src == 3,
+                      "%s: %d embedded, %d numeric fields", mml_model_kind_name(c.model), m->a.F, m->a.n_num);
+                char tag[64];
+                snprintf(tag, sizeof tag, "schema %s/%s%s", mml_model_kind_name(c.model), adapters[a].name,
+                         od ? " dims 4,6" : "");
+                check_gradients(m, &b, tag, 4e-3f);
+                mml_model_free(m);
+            }
+    /* interaction models refuse fields of several dims */
+    mml_schema_t s;
+    mixed_schema(&s, 1);
+    mml_config_t c;
+    mml_config_default(&c);
+    c.schema = &s;
+    c.model = MML_MODEL_DEEPFM;
+    mml_model_t *m = NULL;
+    CHECK(mml_model_create(&c, &m) == MML_ERR_ARG && strstr(mml_last_error(), "one embedding dim"),
+          "deepfm with dims 4 and 6: %s", mml_last_error());
+    mml_model_free(m);
+}
+
 /* ---- worker threads ------------------------------------------------------------ */
 
 /* Are all of g's gradients zero (of a worker: the part it uses) and its row
@@ -138,15 +222,27 @@ static void test_thread_gradients(void) {
         {MML_ADAPTER_MOE, MML_PHASE_BACKBONE, 0, 0, 1},
     };
     enum { TB = 96, STEPS = 3 };
-    int32_t uid[TB], pid[TB], dom[TB];
-    float lab[TB];
+    int32_t uid[TB], pid[TB], dom[TB], tags[TB * 3];
+    float lab[TB], n1[TB], n2[TB];
     int checked = 0;
+    mml_schema_t sch;
+    mixed_schema(&sch, 0);
+    sch.field[0].vocab = 40;
+    sch.field[4].vocab = 30;
+    sch.field[2].vocab = 25;
+    /* with the mixed schema (a list, numeric inputs, the domain in the middle) */
+    const int32_t *ids[SF] = {uid, NULL, tags, dom, pid, NULL};
+    const float *vals[SF] = {NULL, n1, NULL, NULL, NULL, n2};
+    for (int schema = 0; schema < 2; schema++)
     for (int mk = 0; mk < MML_MODEL_COUNT; mk++)
         for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
             const tcase *tc = &cases[ci];
             if (quick && (mk != MML_MODEL_WDL || tc->phase != MML_PHASE_ALL)) continue;
+            if (schema && (tc->pretrained || (mk != MML_MODEL_WDL && mk != MML_MODEL_DCN && mk != MML_MODEL_FIBINET)))
+                continue;
             mml_config_t c;
             mml_config_default(&c);
+            c.schema = schema ? &sch : NULL;
             c.model = (mml_model_kind)mk;
             c.adapter = tc->a;
             c.n_users = 40;
@@ -170,8 +266,9 @@ static void test_thread_gradients(void) {
                 CHECK_OK(mml_model_set_phase(m[t], tc->phase, tc->expert));
             }
             char tag[96];
-            snprintf(tag, sizeof tag, "%s/%s phase %d%s%s", mml_model_kind_name(c.model), mml_adapter_name(c.adapter),
-                     (int)tc->phase, tc->lazy ? " lazy" : "", tc->pretrained ? " pretrained" : "");
+            snprintf(tag, sizeof tag, "%s%s/%s phase %d%s%s", schema ? "schema " : "", mml_model_kind_name(c.model),
+                     mml_adapter_name(c.adapter), (int)tc->phase, tc->lazy ? " lazy" : "",
+                     tc->pretrained ? " pretrained" : "");
             mmlt_ctx = tag;
             for (int step = 0; step < STEPS; step++) {
                 for (int i = 0; i < TB; i++) { /* repeated ids, mixed domains */
@@ -179,8 +276,15 @@ static void test_thread_gradients(void) {
                     pid[i] = (int32_t)(tnext() % 30);
                     dom[i] = tc->phase == MML_PHASE_EXPERT ? tc->expert % 3 : (int32_t)(tnext() % 3);
                     lab[i] = (float)(tnext() & 1);
+                    n1[i] = (float)(tnext() % 100) * 0.02f;
+                    n2[i] = (float)(tnext() % 100) * -0.05f;
+                    for (int q = 0; q < 3; q++) tags[i * 3 + q] = q && (tnext() & 1) ? -1 : (int32_t)(tnext() % 25);
                 }
                 mml_batch_t b = mml_batch_paper(TB, uid, pid, dom, lab);
+                if (schema) {
+                    b.ids = ids;
+                    b.values = vals;
+                }
                 double loss[3];
                 for (int t = 0; t < 3; t++) CHECK_OK(mml__step_gradients(m[t], &b, &loss[t]));
                 for (int t = 1; t < 3; t++) {
@@ -279,6 +383,7 @@ int main(void) {
     printf("test_models on %s%s\n", mml_isa_name(isa), quick ? " (quick)" : "");
     double t0 = now_s();
     test_gradients();
+    test_schema_gradients();
     printf("  total: %ld entries differenced (%ld at h/10, %ld on kinks), %ld failed; %ld exact zeros, %ld failed "
            "(%.2f s)\n",
            gc_total.fd_checked, gc_total.retried, gc_total.kinks, gc_total.fd_failed, gc_total.zero_checked,
