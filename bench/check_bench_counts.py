@@ -38,7 +38,7 @@ def main():
         sys.exit(__doc__)
     rows = []
     for adapters, emb in (("none,mlora,moe", "8"), ("none,moe", "128")):
-        cmd = [sys.argv[1], "--seconds", "0.1", "--windows", "1", "--adapters", adapters, "--emb-list", emb,
+        cmd = [sys.argv[1], "--seconds", "0.05", "--windows", "1", "--adapters", adapters, "--emb-list", emb,
                "--threads-list", "1,2", "--json"]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows += [json.loads(l) for l in out.splitlines() if l.startswith("{")]
