@@ -67,7 +67,7 @@ static void make_data(void) {
 /* ---- Executed FLOPs ------------------------------------------------------
  * Counted, not derived from a formula: a copy of the kernel table whose
  * matrix kernels add what they compute to a counter, then call the real
- * kernel, is swapped into the model (and its worker views) for a few
+ * kernel, is swapped into the model (its workers use the model's) for a few
  * untimed steps or predictions. Counted: the matrix products (gemm_nn,
  * gemm_nt, gemm_tn, gemm_packed: 2 M N K, 2 FLOPs per multiply-add) and the
  * MoE mixing (block_dot: 2 per multiply-add, block_scale: 1 per multiply).
@@ -118,11 +118,8 @@ static void count_block_dot(int M, int E, int r, const float *dU, int ldu, const
     g_real->block_dot(M, E, r, dU, ldu, T, ldt, dw, ldw, accumulate);
 }
 
-/* Every worker of m runs with kernel table K. */
-static void use_kernels(mml_model_t *m, const mml_kernels_t *K) {
-    m->K = K;
-    for (int i = 0; m->views && i < m->cfg.threads - 1; i++) m->views[i].K = K;
-}
+/* Every worker of m runs with kernel table K (workers use the model's). */
+static void use_kernels(mml_model_t *m, const mml_kernels_t *K) { m->K = K; }
 
 static void count_begin(mml_model_t *m) {
     g_real = m->K;
@@ -203,10 +200,10 @@ static double infer_flops(mml_model_t *m) {
 /* Embedding rows still owed dense-Adam steps (replayed when next read). */
 static long rows_owed(const mml_model_t *m) {
     long n = 0;
-    for (int f = 0; f < 3; f++) {
+    for (int f = 0; f < m->a.F; f++) {
         if (!mml__deferred_rows(m, f)) continue;
-        int64_t rows = m->params[m->p_emb[f]].shape[0];
-        for (int64_t r = 0; r < rows; r++) n += m->last[f][r] < m->adam_t;
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
+        for (int64_t r = 0; r < rows; r++) n += m->opt.last[f][r] < m->opt.t;
     }
     return n;
 }
