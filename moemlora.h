@@ -102,7 +102,10 @@
 #ifndef MOEMLORA_H
 #define MOEMLORA_H
 
-/* The implementation uses POSIX file calls (open, fsync, rename). */
+/* The implementation uses POSIX calls (open, fsync, rename, kill,
+ * clock_gettime). This define is enough when moemlora.h comes first; after
+ * another header under -std=c11 it is too late, and the implementation
+ * declares what glibc left out (below its #includes). */
 #if defined(MOEMLORA_IMPLEMENTATION) && !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -537,6 +540,34 @@ MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size
 #include <unistd.h>
 
 #include "moemlora_simd.h"
+
+/* Strict ISO modes (-std=c11, -std=c17) hide the POSIX declarations unless a
+ * feature macro precedes the first system header, so the _POSIX_C_SOURCE at
+ * the top of this file comes too late when the including file put <stdio.h>
+ * first. glibc records what it left out in its __USE_* macros: for that case
+ * alone, here are the POSIX prototypes of the hidden calls used below. A C
+ * library that hides them another way stops at the #error. */
+#if defined(__GLIBC__)
+#ifdef __cplusplus
+extern "C" {
+#endif
+#if !defined(__USE_POSIX)
+int kill(pid_t pid, int sig);
+#endif
+#if !defined(__USE_POSIX199309) && !defined(__USE_TIME_BITS64)
+int clock_gettime(clockid_t clock_id, struct timespec *tp);
+#define MML__CLOCK_MONOTONIC 1 /* glibc's CLOCK_MONOTONIC on every target */
+#endif
+#ifdef __cplusplus
+}
+#endif
+#endif
+#if !defined(MML__CLOCK_MONOTONIC) && defined(CLOCK_MONOTONIC)
+#define MML__CLOCK_MONOTONIC CLOCK_MONOTONIC
+#endif
+#ifndef MML__CLOCK_MONOTONIC
+#error "moemlora.h: <time.h> hides clock_gettime in this mode: define _POSIX_C_SOURCE 200809L before the first #include"
+#endif
 
 #ifdef __cplusplus
 #define MML_THREAD_LOCAL thread_local
@@ -1461,28 +1492,32 @@ static void mml__buf_free(mml__buf *b) {
     b->n = 0;
 }
 
-/* Whole-file read: one fread into one buffer is the fastest way to feed the
+/* Whole-file read: reading into one buffer is the fastest way to feed the
  * pointer-loop parsers below (files of a few GB fit in RAM on target boxes). */
 static mml_status mml__read_file(const char *path, mml__buf *b) {
     struct stat st;
-    FILE *f;
-    size_t n, got;
+    size_t n, got = 0;
     b->p = NULL;
     b->n = 0;
-    f = fopen(path, "rb");
-    if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    int fd = open(path, O_RDONLY); /* not fopen: fileno is hidden in strict ISO modes */
+    if (fd < 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
     }
     n = (size_t)st.st_size;
     b->p = (char *)MOEMLORA_MALLOC(n + 1);
     if (!b->p) {
-        fclose(f);
+        close(fd);
         return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
     }
-    got = n ? fread(b->p, 1, n, f) : 0;
-    fclose(f);
+    while (got < n) {
+        ssize_t k = read(fd, b->p + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    close(fd);
     if (got != n) {
         mml__buf_free(b);
         return mml__fail(MML_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
@@ -6764,7 +6799,7 @@ static void mml__cpu_relax(void) {
 
 static int64_t mml__mono_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(MML__CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 

@@ -8,11 +8,16 @@
  *
  * Each rate is the best of W windows of S/W seconds (default 3: a shared
  * machine's noise only ever slows a window down); run_peers.sh runs one
- * window, as the peer measures, and repeats both. Prints a table and, with
- * --json, one JSON line per configuration. */
+ * window, as the peer measures, and repeats both. A dense-Adam window ends by
+ * bringing every deferred embedding row up to date, so its rate pays for all
+ * the Adam steps of its batches (the catch-up's share of the window is
+ * reported). GFLOP/s are executed FLOPs: an untimed pass counts the
+ * multiply-adds the kernels run (see "Executed FLOPs" below). Prints a table
+ * and, with --json, one JSON line per configuration. */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +31,11 @@ static double now_s(void) {
 
 typedef struct run {
     const char *adapter;
-    int emb, threads, lazy;
-    double train_sps, train_lazy_sps, infer_sps, lat_med_us, lat_p99_us, flops, rss_mb;
+    int emb, threads;
+    double train_sps, train_lazy_sps, infer_sps, lat_med_us, lat_p99_us, rss_mb;
+    double train_flops, infer_flops; /* executed, per sample */
+    double catch_share;              /* of the dense-Adam window: the final catch-up */
+    long rows_owed;                  /* after the dense-Adam rate: 0 */
 } run;
 
 /* Resident memory of this process in MiB (Linux; 0 elsewhere). */
@@ -56,17 +64,80 @@ static void make_data(void) {
     }
 }
 
-/* Forward FLOPs per sample as the peer counts them (dense_flops). */
-static double fwd_flops(int emb, mml_adapter a) {
-    int dims[4] = {3 * emb, 256, 128, 64};
-    double f = 0;
-    for (int i = 0; i < 3; i++) {
-        f += 2.0 * dims[i] * dims[i + 1];
-        int r = dims[i + 1] / 16 > 1 ? dims[i + 1] / 16 : 1;
-        if (a == MML_ADAPTER_MLORA) f += 2.0 * (dims[i] * r + r * dims[i + 1]);
-        if (a == MML_ADAPTER_MOE) f += DOMAINS * 2.0 * (dims[i] * r + r * dims[i + 1]);
-    }
-    return f + 2.0 * 64;
+/* ---- Executed FLOPs ------------------------------------------------------
+ * Counted, not derived from a formula: a copy of the kernel table whose
+ * matrix kernels add what they compute to a counter, then call the real
+ * kernel, is swapped into the model (its workers use the model's) for a few
+ * untimed steps or predictions. Counted: the matrix products (gemm_nn,
+ * gemm_nt, gemm_tn, gemm_packed: 2 M N K, 2 FLOPs per multiply-add) and the
+ * MoE mixing (block_dot: 2 per multiply-add, block_scale: 1 per multiply).
+ * Left out: bias adds and column sums, ReLU, dropout, softmax, sigmoid and
+ * the loss, the gate's per-row dot, the adds (axpy with a = 1) that sum the
+ * workers' gradients and scatter embedding rows, gathers, and Adam (the
+ * batch's rows, the dense parameters, the replays of deferred rows): that
+ * work streams memory, and its cost shows in the rates, not in the count. */
+static const mml_kernels_t *g_real;
+static mml_kernels_t g_counting;
+static atomic_llong g_flops;
+
+static void add_flops(long long f) { atomic_fetch_add_explicit(&g_flops, f, memory_order_relaxed); }
+
+static void count_gemm_nn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
+                          int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
+    add_flops(2LL * M * N * K);
+    g_real->gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+static void count_gemm_nt(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
+                          int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
+    add_flops(2LL * M * N * K);
+    g_real->gemm_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+static void count_gemm_tn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
+                          int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
+    add_flops(2LL * M * N * K);
+    g_real->gemm_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+static void count_gemm_packed(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp,
+                              float *MML_RESTRICT C, int ldc, const float *bias, int relu) {
+    add_flops(2LL * M * N * K);
+    g_real->gemm_packed(M, N, K, A, lda, Bp, C, ldc, bias, relu);
+}
+
+static void count_block_scale(int M, int E, int r, const float *T, int ldt, const float *w, int ldw, float *U,
+                              int ldu) {
+    add_flops((long long)M * E * r);
+    g_real->block_scale(M, E, r, T, ldt, w, ldw, U, ldu);
+}
+
+static void count_block_dot(int M, int E, int r, const float *dU, int ldu, const float *T, int ldt, float *dw, int ldw,
+                            int accumulate) {
+    add_flops(2LL * M * E * r);
+    g_real->block_dot(M, E, r, dU, ldu, T, ldt, dw, ldw, accumulate);
+}
+
+/* Every worker of m runs with kernel table K (workers use the model's). */
+static void use_kernels(mml_model_t *m, const mml_kernels_t *K) { m->K = K; }
+
+static void count_begin(mml_model_t *m) {
+    g_real = m->K;
+    g_counting = *g_real;
+    g_counting.gemm_nn = count_gemm_nn;
+    g_counting.gemm_nt = count_gemm_nt;
+    g_counting.gemm_tn = count_gemm_tn;
+    g_counting.gemm_packed = count_gemm_packed;
+    g_counting.block_scale = count_block_scale;
+    g_counting.block_dot = count_block_dot;
+    atomic_store(&g_flops, 0);
+    use_kernels(m, &g_counting);
+}
+
+/* FLOPs counted since count_begin, per sample of `samples`. */
+static double count_end(mml_model_t *m, long samples) {
+    use_kernels(m, g_real);
+    return (double)atomic_load(&g_flops) / (double)samples;
 }
 
 static mml_model_t *make_model(const char *adapter, int emb, int threads, int lazy) {
@@ -93,28 +164,78 @@ static mml_model_t *make_model(const char *adapter, int emb, int threads, int la
 
 static int g_windows = 3;
 
-static double train_rate(mml_model_t *m, double seconds) {
-    mml_batch_t b;
-    for (int k = 0; k < 3; k++) {
-        b = mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, g_lab + k * BATCH);
-        mml_train_step(m, &b, NULL);
+enum { COUNT_BATCHES = 4 }; /* batches of a counting pass */
+
+static mml_batch_t batch_at(long n, int labels) {
+    int k = (int)(n % NB);
+    return mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, labels ? g_lab + k * BATCH : NULL);
+}
+
+static void train_batch(mml_model_t *m, long n) {
+    mml_batch_t b = batch_at(n, 1);
+    if (mml_train_step(m, &b, NULL)) {
+        fprintf(stderr, "moemlora-bench: %s\n", mml_last_error());
+        exit(1);
     }
+}
+
+/* Executed training FLOPs per sample, over a few untimed steps. */
+static double train_flops(mml_model_t *m) {
+    count_begin(m);
+    for (int k = 0; k < COUNT_BATCHES; k++) train_batch(m, k);
+    return count_end(m, (long)COUNT_BATCHES * BATCH);
+}
+
+/* Executed inference FLOPs per sample, over a few untimed batches. */
+static double infer_flops(mml_model_t *m) {
+    static float prob[BATCH];
+    count_begin(m);
+    for (int k = 0; k < COUNT_BATCHES; k++) {
+        mml_batch_t b = batch_at(k, 0);
+        mml_predict(m, &b, prob);
+    }
+    return count_end(m, (long)COUNT_BATCHES * BATCH);
+}
+
+/* Embedding rows still owed dense-Adam steps (replayed when next read). */
+static long rows_owed(const mml_model_t *m) {
+    long n = 0;
+    for (int f = 0; f < m->a.F; f++) {
+        if (!mml__deferred_rows(m, f)) continue;
+        int64_t rows = m->a.t[m->a.field[f].emb].shape[0];
+        for (int64_t r = 0; r < rows; r++) n += m->opt.last[f][r] < m->opt.t;
+    }
+    return n;
+}
+
+/* Samples/s of the best window; *catch_share: that window's share spent
+ * bringing deferred rows up to date after its last step. With dense Adam
+ * (PyTorch's semantics) every row takes every step's update; the rows a
+ * batch does not touch are replayed when next read, so a window that ended
+ * with rows owed would leave part of its steps' work to whoever reads next. */
+static double train_rate(mml_model_t *m, double seconds, double *catch_share) {
     double best = 0.0;
     long n = 0;
+    *catch_share = 0.0;
     for (int w = 0; w < g_windows; w++) {
-        double t0 = now_s(), t;
+        mml__catch_up_all(m); /* untimed: a window pays for its own steps only */
+        double t0 = now_s();
         long n0 = n;
-        do {
-            int k = (int)(n % NB);
-            b = mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, g_lab + k * BATCH);
-            if (mml_train_step(m, &b, NULL)) { fprintf(stderr, "%s\n", mml_last_error()); exit(1); }
-            n++;
-            t = now_s() - t0;
-        } while (t < seconds / g_windows);
-        double rate = (double)(n - n0) * BATCH / t;
-        if (rate > best) best = rate;
+        do train_batch(m, n++);
+        while (now_s() - t0 < seconds / g_windows);
+        double t1 = now_s();
+        mml__catch_up_all(m);
+        double t = now_s() - t0, rate = (double)(n - n0) * BATCH / t;
+        if (rate > best) {
+            best = rate;
+            *catch_share = (t - (t1 - t0)) / t;
+        }
     }
     return best;
+}
+
+static void warm_up(mml_model_t *m) {
+    for (int k = 0; k < 3; k++) train_batch(m, k);
 }
 
 static int cmp_dbl(const void *a, const void *b) {
@@ -131,8 +252,7 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
         double t0 = now_s(), t;
         long n0 = n;
         do {
-            int k = (int)(n % NB);
-            b = mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, NULL);
+            b = batch_at(n, 0);
             mml_predict(m, &b, prob);
             n++;
             t = now_s() - t0;
@@ -186,6 +306,45 @@ static int parse_list(const char *s, int *out, int max) {
     return n;
 }
 
+/* One configuration: dense-Adam training (its FLOPs counted first), then
+ * inference on the folded model, then lazy-Adam training on a fresh model. */
+static void measure(run *r, double seconds) {
+    mml_model_t *m = make_model(r->adapter, r->emb, r->threads, 0);
+    warm_up(m);
+    r->train_flops = train_flops(m);
+    r->train_sps = train_rate(m, seconds, &r->catch_share);
+    r->rows_owed = rows_owed(m);
+    r->rss_mb = rss_mb(); /* one model, trained: the only one alive */
+    if (strcmp(r->adapter, "none")) mml_model_fold(m);
+    r->infer_flops = infer_flops(m);
+    infer_rates(m, seconds, r);
+    mml_model_free(m);
+    double unused;
+    m = make_model(r->adapter, r->emb, r->threads, 1);
+    warm_up(m);
+    r->train_lazy_sps = train_rate(m, seconds, &unused);
+    mml_model_free(m);
+}
+
+static void print_run(const run *r, double peak, int json) {
+    double gf = r->train_flops * r->train_sps / 1e9, gfl = r->train_flops * r->train_lazy_sps / 1e9;
+    double gfi = r->infer_flops * r->infer_sps / 1e9, pk = peak * r->threads;
+    printf("%-7s %4d %3d | %12.0f %5.1f%% %12.0f %12.0f | %9.2f %9.2f | %8.0f %8.1f %5.1f%% | %8.0f %8.1f %5.1f%% | %7.0f\n",
+           r->adapter, r->emb, r->threads, r->train_sps, 100.0 * r->catch_share, r->train_lazy_sps, r->infer_sps,
+           r->lat_med_us, r->lat_p99_us, r->train_flops, gf, pk > 0 ? 100.0 * gf / pk : 0.0, r->infer_flops, gfi,
+           pk > 0 ? 100.0 * gfi / pk : 0.0, r->rss_mb);
+    if (json)
+        printf("{\"adapter\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
+               "\"train_catchup_share\":%.4f,\"train_rows_owed\":%ld,\"train_lazy_samples_per_s\":%.0f,"
+               "\"infer_samples_per_s\":%.0f,\"batch1_latency_us\":%.2f,\"batch1_p99_us\":%.2f,"
+               "\"train_flops_per_sample\":%.1f,\"infer_flops_per_sample\":%.1f,\"train_gflops\":%.3f,"
+               "\"train_lazy_gflops\":%.3f,\"infer_gflops\":%.3f,\"peak_gflops\":%.1f,\"rss_mb\":%.1f}\n",
+               r->adapter, r->emb, r->threads, r->train_sps, r->catch_share, r->rows_owed, r->train_lazy_sps,
+               r->infer_sps, r->lat_med_us, r->lat_p99_us, r->train_flops, r->infer_flops, gf, gfl, gfi, peak,
+               r->rss_mb);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv) {
     double seconds = 3.0;
     int threads[4] = {1, 2}, nt = 2, embs[4] = {8, 128}, ne = 2, json = 0;
@@ -212,9 +371,9 @@ int main(int argc, char **argv) {
     double peak = mml_simd_isa_supported(MML_ISA_AVX512) ? peak_avx512() : 0.0;
     printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement\n", mml_simd_isa_name(), peak,
            seconds);
-    printf("%-7s %4s %3s | %12s %12s %12s | %9s %9s | %8s %6s | %8s %6s | %7s\n", "adapter", "emb", "thr",
-           "train/s", "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "train GF", "%peak", "infer GF", "%peak",
-           "RSS MiB");
+    printf("%-7s %4s %3s | %12s %6s %12s %12s | %9s %9s | %8s %8s %6s | %8s %8s %6s | %7s\n", "adapter", "emb", "thr",
+           "train/s", "catch", "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "train F", "GFLOP/s", "%peak",
+           "infer F", "GFLOP/s", "%peak", "RSS MiB");
     for (int a = 0; a < na; a++)
         for (int e = 0; e < ne; e++)
             for (int t = 0; t < nt; t++) {
@@ -223,33 +382,8 @@ int main(int argc, char **argv) {
                 r.adapter = adapters[a];
                 r.emb = embs[e];
                 r.threads = threads[t];
-                mml_model_t *m = make_model(adapters[a], embs[e], threads[t], 0);
-                r.train_sps = train_rate(m, seconds);
-                r.rss_mb = rss_mb(); /* one model, trained: the only one alive */
-                if (strcmp(adapters[a], "none")) mml_model_fold(m);
-                infer_rates(m, seconds, &r);
-                mml_model_free(m);
-                m = make_model(adapters[a], embs[e], threads[t], 1);
-                r.train_lazy_sps = train_rate(m, seconds);
-                mml_model_free(m);
-                mml_adapter ad = MML_ADAPTER_NONE;
-                mml_adapter_from_name(adapters[a], &ad);
-                r.flops = fwd_flops(embs[e], ad);
-                double gf = 3.0 * r.flops * r.train_sps / 1e9;
-                /* inference runs the folded tower: the base model's FLOPs */
-                double gfi = fwd_flops(embs[e], MML_ADAPTER_NONE) * r.infer_sps / 1e9;
-                double pk = peak > 0 ? peak * r.threads : 0.0;
-                printf("%-7s %4d %3d | %12.0f %12.0f %12.0f | %9.2f %9.2f | %8.1f %5.1f%% | %8.1f %5.1f%% | %7.0f\n",
-                       r.adapter, r.emb, r.threads, r.train_sps, r.train_lazy_sps, r.infer_sps, r.lat_med_us,
-                       r.lat_p99_us, gf, pk > 0 ? 100.0 * gf / pk : 0.0, gfi, pk > 0 ? 100.0 * gfi / pk : 0.0, r.rss_mb);
-                if (json)
-                    printf("{\"adapter\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
-                           "\"train_lazy_samples_per_s\":%.0f,\"infer_samples_per_s\":%.0f,\"batch1_latency_us\":%.2f,"
-                           "\"batch1_p99_us\":%.2f,\"train_gflops\":%.2f,\"infer_gflops\":%.2f,\"peak_gflops\":%.1f,"
-                           "\"rss_mb\":%.1f}\n",
-                           r.adapter, r.emb, r.threads, r.train_sps, r.train_lazy_sps, r.infer_sps, r.lat_med_us,
-                           r.lat_p99_us, gf, gfi, peak, r.rss_mb);
-                fflush(stdout);
+                measure(&r, seconds);
+                print_run(&r, peak, json);
             }
     return 0;
 }

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Measures moemlora and its peers side by side: the FMA peak of one core, the
-# PyTorch peer (CPU, 1 thread, OpenBLAS SkylakeX kernel) and moemlora-bench on
-# the peer's model configurations, then the dense GEMM against OpenBLAS sgemm
-# at the model's shapes. A shared machine's speed drifts over minutes (both
-# sides move by up to 2x), so the whole comparison is repeated REPS times:
-# each repetition runs every peer configuration once and moemlora-bench once
-# (one window of SECONDS, as the peer measures), and the tables give the
-# median of each figure and the range of each ratio over the repetitions
-# (a ratio is taken within one repetition, never across).
+# Measures moemlora and its peer side by side: the FMA peak of one core, the
+# PyTorch peer (torch_moemlora.py, OpenBLAS SkylakeX kernel) and
+# moemlora-bench on the peer's model configurations, then the dense GEMM
+# against OpenBLAS sgemm at the model's shapes; prints markdown tables ready
+# for the README's Performance section.
+#
+# Each of our rows is compared with the strongest peer configuration of the
+# same semantics at no more threads than ours: our dense Adam with the peer's
+# `--impl fused` (all experts as two GEMMs per layer, torch.optim.Adam), our
+# lazy Adam with `--impl fused --sparse-emb` (SparseAdam on the embeddings),
+# our inference with the faster of the two. The peer runs at 1 and 2 threads
+# (PyTorch at 2 threads can be far slower than at 1), and the tables name the
+# configuration each ratio used. PEER_BF16=1 adds the peer's bfloat16
+# autocast variants as candidates (PyTorch's own mixed precision; off by
+# default: it doubles the peer's time and was slower than fp32 where tried).
+#
+# A shared machine's speed drifts over minutes (both sides move by up to 2x),
+# so the whole comparison is repeated REPS times: each repetition runs every
+# peer configuration once and moemlora-bench once (one window of SECONDS, as
+# the peer measures), and the tables give the median of each figure and the
+# range of each ratio over the repetitions (a ratio is taken within one
+# repetition, never across; there the peer's fastest candidate counts).
 #   bench/run_peers.sh BUILD_DIR [SECONDS] [REPS]
 # The peer needs python3-torch and, for its fast BLAS, libopenblas0-pthread
 # (apt-get install -y python3-torch libopenblas0-pthread); without OpenBLAS,
@@ -21,29 +34,48 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 [ -x "$build/bench/moemlora-bench" ] || { echo "run_peers.sh: build $build/bench/moemlora-bench first" >&2; exit 1; }
 
+# Rows: adapter and embedding width (the base model at emb 128 included).
+rows=("none 8" "mlora 8" "moe 8" "none 128" "moe 128")
+peer_threads=(1 2)
+peer_modes=("" "--sparse-emb")
+peer_prec=("")
+if [ "${PEER_BF16:-0}" = 1 ]; then peer_prec+=("--bf16"); fi
+
 # The FMA peak is an upper bound that a slow moment can only understate: it
 # is measured in every repetition (and by moemlora-bench), and the highest
 # reading is the peak.
-have_peak=0
-if [ -f "$peers/peak_fma.c" ]; then
-  gcc -O2 "$peers/peak_fma.c" -o "$out/peak_fma"
-  have_peak=1
-fi
+if [ -f "$peers/peak_fma.c" ]; then gcc -O2 "$peers/peak_fma.c" -o "$out/peak_fma"; fi
+grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' > "$out/cpu.txt" || true
 
 have_torch=0
 if [ -f "$peers/torch_moemlora.py" ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; then have_torch=1; fi
+run_peer() { # adapter emb threads mode prec rep
+  local f="$out/peer_$1_$2_$3${4:+_sparse}${5:+_bf16}.$6.json"
+  # shellcheck disable=SC2086
+  if ! OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 "$peers/torch_moemlora.py" bench --impl fused $4 $5 \
+      --adapter "$1" --emb "$2" --domains 10 --threads "$3" --seconds "$secs" > "$f"; then
+    echo "run_peers.sh: peer $* failed" >&2
+    rm -f "$f"
+  fi
+}
 for rep in $(seq "$reps"); do
   echo "repetition $rep of $reps" >&2
-  if [ $have_peak -eq 1 ]; then "$out/peak_fma" | awk '{print $2}' | sort -n | tail -1 >> "$out/peak.txt"; fi
-  for cfg in "none 8" "mlora 8" "moe 8" "moe 128"; do
-    set -- $cfg
-    if [ $have_torch -eq 1 ]; then
-      OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 "$peers/torch_moemlora.py" bench --adapter "$1" --emb "$2" \
-        --domains 10 --threads 1 --seconds "$secs" > "$out/peer_$1_$2.$rep.json"
-    fi
+  if [ -x "$out/peak_fma" ]; then "$out/peak_fma" | awk '{print $2}' | sort -n | tail -1 >> "$out/peak.txt"; fi
+  if [ $have_torch -eq 1 ]; then
+    for row in "${rows[@]}"; do
+      read -r adapter emb <<<"$row"
+      for t in "${peer_threads[@]}"; do
+        for mode in "${peer_modes[@]}"; do
+          for prec in "${peer_prec[@]}"; do run_peer "$adapter" "$emb" "$t" "$mode" "$prec" "$rep"; done
+        done
+      done
+    done
+  fi
+  for sel in "none,mlora,moe 8" "none,moe 128"; do
+    read -r adapters emb <<<"$sel"
+    "$build/bench/moemlora-bench" --seconds "$secs" --windows 1 --adapters "$adapters" --emb-list "$emb" --threads-list 1,2 \
+      --json | grep '^{' >> "$out/ours.$rep.json"
   done
-  "$build/bench/moemlora-bench" --seconds "$secs" --windows 1 --emb-list 8,128 --threads-list 1,2 --json \
-    | grep '^{' > "$out/ours.$rep.json"
 done
 if [ -x "$build/bench/bench_kernels" ]; then
   "$build/bench/bench_kernels" --benchmark_filter='gemm_nn/avx512/M1024_K(24_N256|256_N128|128_N64|384_N256)$' \
@@ -62,50 +94,100 @@ for K, N in [(24, 256), (256, 128), (128, 64), (384, 256)]:
     print(K, N, 2 * 1024 * K * N * n / (time.perf_counter() - t) / 1e9)
 PY
 fi
-python3 - "$out" "$reps" <<'PY'
-import json, sys, os, statistics
-out, reps = sys.argv[1], int(sys.argv[2])
+python3 - "$out" "$reps" "$secs" <<'PY'
+import collections, glob, json, os, re, statistics, sys
+out, reps, secs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 med = statistics.median
 ours = [[json.loads(l) for l in open(os.path.join(out, f"ours.{r}.json"))] for r in range(1, reps + 1)]
 peaks = [q["peak_gflops"] for o in ours for q in o if q.get("peak_gflops", 0) > 0]
 if os.path.exists(os.path.join(out, "peak.txt")):
     peaks += [float(v) for v in open(os.path.join(out, "peak.txt")).read().split()]
 peak = max(peaks) if peaks else 0.0  # 0: no AVX-512 here, no peak columns
-pct = lambda v, p: f"{v:.0f} ({100 * v / p:.0f}%)" if p > 0 else f"{v:.0f}"
-def peer(a, e, r):
-    p = os.path.join(out, f"peer_{a}_{e}.{r}.json")
-    return json.load(open(p)) if os.path.exists(p) else None
+cpu = open(os.path.join(out, "cpu.txt")).read().strip() if os.path.exists(os.path.join(out, "cpu.txt")) else ""
+peer_runs = collections.defaultdict(list)  # (adapter, emb, rep) -> the peer's runs
+for f in glob.glob(os.path.join(out, "peer_*.json")):
+    p = json.load(open(f))
+    peer_runs[(p["adapter"], p["emb"], int(re.search(r"\.(\d+)\.json$", f).group(1)))].append(p)
+
+def name(p):
+    return (f"fused, {'sparse' if p['sparse_emb'] else 'dense'}{', bf16' if p.get('bf16') else ''}, "
+            f"{p['threads']} thread{'s' if p['threads'] > 1 else ''}")
+
+def fastest(a, e, r, t, key, sparse=None):
+    """The peer's fastest run of repetition r at no more than t threads (sparse: its Adam; None: either)."""
+    c = [p for p in peer_runs[(a, e, r)] if p["threads"] <= t and (sparse is None or p["sparse_emb"] == sparse)]
+    return max(c, key=lambda p: p[key]) if c else None
+
+def lowest_latency(a, e, r, t):
+    c = [p["batch1_latency_us"] for p in peer_runs[(a, e, r)] if p["threads"] <= t]
+    return min(c) if c else None
+
 def span(xs, fmt):
     return fmt(med(xs)) + (f" ({fmt(min(xs))}-{fmt(max(xs))})" if len(xs) > 1 else "")
-x = lambda v: f"{v:.1f}x"
-print(f"FMA peak of one core (AVX-512, highest of {len(peaks)} readings in this run): {peak:.1f} GFLOP/s\n")
-print(f"Medians over {reps} repetitions; ratios: median (lowest-highest), each taken within one repetition.\n")
-print("| adapter | emb | threads | train samples/s (dense Adam) | vs peer | train, lazy Adam | inference samples/s (batch 1024) | vs peer | batch-1 latency median / p99 (us) | peer latency (us) | train GFLOP/s (% of peak) | inference GFLOP/s (% of peak) | 2 threads / 1 |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-for i, r0 in enumerate(ours[0]):
-    rs = [o[i] for o in ours]
-    a, e, t = r0["adapter"], r0["emb"], r0["threads"]
-    ps = [peer(a, e, k + 1) for k in range(reps)]
-    tr = span([r["train_samples_per_s"] / p["train_samples_per_s"] for r, p in zip(rs, ps)], x) if ps[0] else "-"
-    inf = span([r["infer_samples_per_s"] / p["infer_samples_per_s"] for r, p in zip(rs, ps)], x) if ps[0] else "-"
-    pl = f"{med([p['batch1_latency_us'] for p in ps]):.0f}" if ps[0] else "-"
-    gf = med([r["train_gflops"] for r in rs])
-    gi = med([r["infer_gflops"] for r in rs])
+
+def which(ps):
+    """The configuration the ratios used; with the share of repetitions when the fastest changed."""
+    n = collections.Counter(name(p) for p in ps).most_common()
+    return n[0][0] if len(n) == 1 else "; ".join(f"{k} ({c}/{len(ps)})" for k, c in n)
+
+def versus(rs, a, e, t, ours_key, peer_key, sparse):
+    """'ratio (range)', 'peer configuration' of our rows rs (one per repetition)."""
+    ps = [fastest(a, e, k + 1, t, peer_key, sparse) for k in range(len(rs))]
+    if not all(ps):
+        return "-", "-"
+    return span([r[ours_key] / p[peer_key] for r, p in zip(rs, ps)], lambda v: f"{v:.1f}x"), which(ps)
+
+pct = lambda v, p: f"{v:.0f} ({100 * v / p:.0f}%)" if p > 0 else f"{v:.0f}"
+n0 = lambda v: f"{v:,.0f}"
+keys = [(r["adapter"], r["emb"], r["threads"]) for r in ours[0]]
+table = {k: [[q for q in o if (q["adapter"], q["emb"], q["threads"]) == k][0] for o in ours] for k in keys}
+
+print(f"CPU: {cpu or 'unknown'}; FMA peak of one core (AVX-512, highest of {len(peaks)} readings in this run): "
+      f"{peak:.1f} GFLOP/s\n")
+print(f"Medians over {reps} repetitions of {secs} s windows. Ratios: median (lowest-highest), each taken within one "
+      "repetition against the peer's fastest configuration of the same semantics at no more threads than ours "
+      "(named; with the share of repetitions where the fastest changed).\n")
+print("| adapter | emb | threads | train samples/s, dense Adam | of it, catch-up | vs peer | peer (dense Adam) "
+      "| train samples/s, lazy Adam | vs peer | peer (lazy Adam) | 2 threads / 1 (dense) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for (a, e, t), rs in table.items():
+    vd, nd = versus(rs, a, e, t, "train_samples_per_s", "train_samples_per_s", False)
+    vl, nl = versus(rs, a, e, t, "train_lazy_samples_per_s", "train_samples_per_s", True)
     scale = "-"
-    if t > 1:
-        one = [[q for q in o if q["adapter"] == a and q["emb"] == e and q["threads"] == 1][0] for o in ours]
-        scale = span([r["train_samples_per_s"] / q["train_samples_per_s"] for r, q in zip(rs, one)], lambda v: f"{v:.2f}x")
-    print(f"| {a} | {e} | {t} | {med([r['train_samples_per_s'] for r in rs]):,.0f} | {tr} | "
-          f"{med([r['train_lazy_samples_per_s'] for r in rs]):,.0f} | {med([r['infer_samples_per_s'] for r in rs]):,.0f} | {inf} | "
-          f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} | "
-          f"{pct(gf, peak * t)} | {pct(gi, peak * t)} | {scale} |")
-gemm = {}
+    if t > 1 and (a, e, 1) in table:
+        scale = span([r["train_samples_per_s"] / q["train_samples_per_s"] for r, q in zip(rs, table[(a, e, 1)])],
+                     lambda v: f"{v:.2f}x")
+    print(f"| {a} | {e} | {t} | {n0(med([r['train_samples_per_s'] for r in rs]))} | "
+          f"{100 * med([r['train_catchup_share'] for r in rs]):.0f}% | {vd} | {nd} | "
+          f"{n0(med([r['train_lazy_samples_per_s'] for r in rs]))} | {vl} | {nl} | {scale} |")
+
+print("\n| adapter | emb | threads | inference samples/s (batch 1024) | vs peer | peer | batch-1 latency median / p99 (us) "
+      "| peer batch-1 latency (us) |")
+print("|---|---|---|---|---|---|---|---|")
+for (a, e, t), rs in table.items():
+    vi, ni = versus(rs, a, e, t, "infer_samples_per_s", "infer_samples_per_s", None)
+    pl = [lowest_latency(a, e, k + 1, t) for k in range(reps)]
+    pl = f"{med(pl):.0f}" if None not in pl else "-"
+    print(f"| {a} | {e} | {t} | {n0(med([r['infer_samples_per_s'] for r in rs]))} | {vi} | {ni} | "
+          f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} |")
+
+print("\nExecuted FLOPs per sample (counted, see moemlora_bench.c) and the rates they give, % of the FMA peak of "
+      "the threads used:\n")
+print("| adapter | emb | threads | train FLOPs/sample | train GFLOP/s, dense Adam | train GFLOP/s, lazy Adam "
+      "| inference FLOPs/sample | inference GFLOP/s |")
+print("|---|---|---|---|---|---|---|---|")
+for (a, e, t), rs in table.items():
+    g = lambda k: med([r[k] for r in rs])
+    print(f"| {a} | {e} | {t} | {n0(g('train_flops_per_sample'))} | {pct(g('train_gflops'), peak * t)} | "
+          f"{pct(g('train_lazy_gflops'), peak * t)} | {n0(g('infer_flops_per_sample'))} | "
+          f"{pct(g('infer_gflops'), peak * t)} |")
+
+gemm, blas = {}, {}
 if os.path.exists(os.path.join(out, "gemm.txt")):
     for line in open(os.path.join(out, "gemm.txt")):
-        name, val = line.split()
-        k = name.split("_K")[1]
+        nm, val = line.split()
+        k = nm.split("_K")[1]
         gemm[(int(k.split("_N")[0]), int(k.split("_N")[1]))] = float(val.replace("G/s", "").replace("GFLOP/s=", ""))
-blas = {}
 if os.path.exists(os.path.join(out, "blas.txt")):
     for line in open(os.path.join(out, "blas.txt")):
         k, n, v = line.split()
@@ -115,15 +197,21 @@ if gemm:
     print("| (K,N) | moemlora gemm_nn (AVX-512) | OpenBLAS sgemm (SkylakeX, via torch) | ratio | % of FMA peak |")
     print("|---|---|---|---|---|")
     for kn in [(24, 256), (256, 128), (128, 64), (384, 256)]:
-        g = gemm.get(kn)
-        b = blas.get(kn)
+        g, b = gemm.get(kn), blas.get(kn)
         print(f"| {kn} | {g:.0f} | {b:.0f} | {g/b:.2f}x | {100*g/peak:.0f}% |" if g and b and peak else f"| {kn} | {g} | {b} | - | - |")
-print("\nPeer (PyTorch CPU, 1 thread, same run), median (lowest-highest) over the repetitions:")
-for a, e in (("none", 8), ("mlora", 8), ("moe", 8), ("moe", 128)):
-    ps = [peer(a, e, k + 1) for k in range(reps)]
-    if ps[0]:
-        n = lambda v: f"{v:,.0f}"
-        print(f"- {a}, emb {e}: train {span([p['train_samples_per_s'] for p in ps], n)} samples/s, "
-              f"inference {span([p['infer_samples_per_s'] for p in ps], n)} samples/s, "
-              f"batch-1 {med([p['batch1_latency_us'] for p in ps]):.1f} us")
+
+if any(peer_runs.values()):
+    print("\nPeer (PyTorch CPU, `torch_moemlora.py bench --impl fused`, same run), median (lowest-highest) over the "
+          "repetitions:\n")
+    print("| adapter | emb | configuration | train samples/s | inference samples/s | batch-1 latency (us) |")
+    print("|---|---|---|---|---|---|")
+    for a, e in dict.fromkeys((a, e) for a, e, _ in keys):
+        runs = collections.defaultdict(list)
+        for k in range(reps):
+            for p in peer_runs[(a, e, k + 1)]:
+                runs[name(p)].append(p)
+        for nm, ps in sorted(runs.items(), key=lambda kv: (kv[1][0]["threads"], kv[0])):
+            print(f"| {a} | {e} | {nm} | {span([p['train_samples_per_s'] for p in ps], n0)} | "
+                  f"{span([p['infer_samples_per_s'] for p in ps], n0)} | "
+                  f"{med([p['batch1_latency_us'] for p in ps]):.0f} |")
 PY

@@ -155,6 +155,12 @@ static int row_field(const mml_model_t *m, int pi) {
         if (pi == m->a.field[f].emb || (m->a.kind->linear && pi == m->a.field[f].lin)) return f;
     return m->a.dom_field; /* gate.emb */
 }
+/* The table row row i of a one-id field f reads. */
+static MML__UNUSED int32_t batch_row(const mml_model_t *m, const mml_batch_t *b, int f, int i) {
+    const mml__field *fd = &m->a.field[f];
+    int32_t id = mml__batch_ids(b, fd->src)[i];
+    return id >= 0 && id < fd->vocab ? id : fd->vocab;
+}
 
 /* Segments of a packed tensor, sampled separately so that a small part (CIN's
  * biases, its output weights) is not drowned by a big one. bounds[0..n]. */

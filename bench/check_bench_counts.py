@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Checks what moemlora-bench counts, not how fast anything runs.
+
+  check_bench_counts.py MOEMLORA_BENCH
+
+Runs moemlora-bench briefly and checks, per row of its JSON:
+- inference FLOPs per sample are those of the tower that runs: the folded
+  tower reads only the user and item columns in its first layer (2 emb wide;
+  the domain's part is in the bias), the base model all three (3 emb);
+- training FLOPs per sample are exactly 3x the forward for the base model
+  (forward, input and weight gradients), at least that with adapters, and
+  below the unfolded all-experts count where domain folding runs fewer
+  (MoE-MLoRA, emb 8, first layer);
+- one and two threads count the same inference work (every worker counted);
+- the GFLOP/s figures are those counts times the rates;
+- no dense-Adam row is still owed its catch-up when the training rate ends.
+"""
+import json, subprocess, sys
+
+HID = (256, 128, 64)
+
+
+def tower(d_in):
+    dims = (d_in,) + HID
+    return sum(2 * dims[i] * dims[i + 1] for i in range(3)) + 2 * HID[-1]
+
+
+def unfolded_all_experts(emb, experts, reduce=16):
+    """Forward FLOPs per sample as the peer's analytic count has them."""
+    dims = (3 * emb,) + HID
+    ad = sum(2 * experts * (dims[i] * max(dims[i + 1] // reduce, 1) + max(dims[i + 1] // reduce, 1) * dims[i + 1])
+             for i in range(3))
+    return tower(3 * emb) + ad
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    rows = []
+    for adapters, emb in (("none,mlora,moe", "8"), ("none,moe", "128")):
+        cmd = [sys.argv[1], "--seconds", "0.05", "--windows", "1", "--adapters", adapters, "--emb-list", emb,
+               "--threads-list", "1,2", "--json"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows += [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    bad = []
+
+    def expect(ok, what):
+        if not ok:
+            bad.append(what)
+
+    for r in rows:
+        a, e, t = r["adapter"], r["emb"], r["threads"]
+        tag = f"{a} emb {e} threads {t}"
+        want_inf = tower(3 * e if a == "none" else 2 * e)
+        # figures derived from the rates where the bench does not report its counts
+        inf = r.get("infer_flops_per_sample", r["infer_gflops"] * 1e9 / r["infer_samples_per_s"])
+        tr = r.get("train_flops_per_sample", r["train_gflops"] * 1e9 / r["train_samples_per_s"])
+        expect(abs(inf - want_inf) <= 1e-3 * want_inf, f"{tag}: inference {inf:.0f} FLOPs/sample, the tower runs {want_inf}")
+        if a == "none":
+            expect(abs(tr - 3 * inf) <= 1e-3 * tr, f"{tag}: training {tr:.0f} FLOPs/sample, not 3x the forward {inf:.0f}")
+        else:
+            expect(tr > 3 * want_inf, f"{tag}: training {tr:.0f} FLOPs/sample, below 3x the folded forward {want_inf}")
+        if a == "moe" and e == 8:
+            full = 3 * unfolded_all_experts(e, 10)
+            expect(tr < 0.9 * full, f"{tag}: training {tr:.0f} FLOPs/sample credits every expert unfolded ({full})")
+        for k, sps in (("train_gflops", "train_samples_per_s"), ("infer_gflops", "infer_samples_per_s")):
+            per = "train_flops_per_sample" if k == "train_gflops" else "infer_flops_per_sample"
+            if per in r:
+                g = r[per] * r[sps] / 1e9
+                expect(abs(r[k] - g) <= 0.01 * g + 0.01, f"{tag}: {k} {r[k]} is not {per} x {sps} ({g:.3f})")
+        expect(r.get("train_rows_owed", -1) == 0, f"{tag}: dense-Adam rows still owed their catch-up after the "
+               f"training rate: {r.get('train_rows_owed', 'not reported')}")
+        share = r.get("train_catchup_share", -1.0)
+        expect(0.0 <= share < 1.0, f"{tag}: catch-up share {share} (not reported, or not a share)")
+    for a, e in (("none", 8), ("mlora", 8), ("moe", 8), ("none", 128), ("moe", 128)):
+        inf = {r["threads"]: r.get("infer_flops_per_sample") for r in rows if r["adapter"] == a and r["emb"] == e}
+        expect(inf.get(1) is not None and inf.get(1) == inf.get(2), f"{a} emb {e}: inference FLOPs by threads {inf}")
+    expect(len(rows) == 10, f"{len(rows)} rows, expected 10")
+    for b in bad:
+        print("FAIL", b)
+    print(f"{len(rows)} rows, {len(bad)} failures")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
