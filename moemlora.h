@@ -5112,8 +5112,9 @@ int32_t mml_schema_find(const mml_schema_t *s, const char *name) {
 }
 
 static int mml__name_ok(const char *s) {
-    size_t n = strnlen(s, MML_FIELD_NAME_MAX);
-    if (n == 0 || n == MML_FIELD_NAME_MAX) return 0;
+    const char *end = (const char *)memchr(s, 0, MML_FIELD_NAME_MAX);
+    size_t n = end ? (size_t)(end - s) : 0;
+    if (n == 0) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
