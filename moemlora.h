@@ -126,7 +126,8 @@ typedef enum mml_status {
     MML_ERR_IO = 3,       /* open/read/write/rename failed */
     MML_ERR_FORMAT = 4,   /* malformed input file (error names file:line) */
     MML_ERR_ISA = 5,      /* forced ISA not supported by this CPU */
-    MML_ERR_STATE = 6     /* call not valid in the current state */
+    MML_ERR_STATE = 6,    /* call not valid in the current state */
+    MML_ERR_FINISHED = 7  /* mml_fit: the model's fit has already run to its end */
 } mml_status;
 
 /* The reason for the last failing call on this thread ("" if none). */
@@ -235,6 +236,8 @@ typedef enum mml_gate_kind {
 } mml_gate_kind;
 
 #define MML_MAX_HIDDEN 8
+/* Most domains a config, a data set (synthetic or split) or a metrics record holds. */
+#define MML_MAX_DOMAINS 1024
 
 typedef struct mml_config_t {
     mml_model_kind model;
@@ -341,15 +344,19 @@ MOEMLORA_API double mml_logloss(int64_t n, const float *prob, const float *label
 
 typedef struct mml_metrics_t {
     int32_t n_domains;
-    int64_t n[64 + 1];          /* per domain (first min(n_domains,64)) */
-    double auc[64 + 1], logloss[64 + 1];
+    int64_t n[MML_MAX_DOMAINS];  /* per domain: rows, AUC (NaN: one class), log loss (NaN: no rows) */
+    double auc[MML_MAX_DOMAINS], logloss[MML_MAX_DOMAINS];
     double mean_auc;            /* mean of per-domain AUCs (domains with both classes) */
-    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d */
+    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d over the same domains */
     double logloss_all;
     int64_t n_all;
 } mml_metrics_t;
-#define MML_METRICS_MAX_DOMAINS 64
+#define MML_METRICS_MAX_DOMAINS MML_MAX_DOMAINS /* the former name */
 
+/* Metrics of the model on a split of n_domains (1..MML_MAX_DOMAINS) domains;
+ * MML_ERR_ARG for a split whose dom_start is not 0 = dom_start[0] <= ... <=
+ * dom_start[n_domains] = s->n, MML_ERR_NOMEM when the AUC of a domain cannot
+ * get its sort buffer (never a silently missing domain). */
 MOEMLORA_API mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains,
                                      mml_metrics_t *out);
 
@@ -371,7 +378,13 @@ typedef struct mml_progress_t {
     double samples_per_s;
     double eta_s;            /* this epoch */
     double loss;             /* running mean training loss this epoch */
-    double val_auc;          /* EPOCH_END */
+    /* EPOCH_END: the stage's early-stopping criterion, chosen once per stage:
+     * "auc", the mean validation AUC over the domains (an expert: its own
+     * domain) where it is defined, when one of them has both classes; else
+     * "logloss", the validation log loss of the same rows (lower is better). */
+    const char *val_metric;
+    double val_score;        /* EPOCH_END: the criterion's value */
+    double val_auc;          /* EPOCH_END: the mean validation AUC (NaN if undefined) */
     int32_t improved;        /* EPOCH_END: best so far */
     const mml_metrics_t *test; /* PHASE_END */
 } mml_progress_t;
@@ -393,12 +406,31 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
 
 /* Runs the schedule of the model's adapter: base, MLoRA, or the three MoE
  * phases (backbone, each expert on its own domain, gate), each with early
- * stopping on validation AUC and the best parameters restored. *test receives
- * the final test metrics. A model loaded from a checkpoint written during a
- * fit continues that fit where it stopped (same data and options give the
- * same weights, bit for bit, as an uninterrupted run). */
+ * stopping on its validation criterion (mml_progress_t.val_metric) and the
+ * best parameters restored. *test receives the final test metrics.
+ * A model loaded from a checkpoint written during a fit continues that fit
+ * where it stopped (same data and options give the same weights, bit for bit,
+ * as an uninterrupted run). The checkpoint holds a fingerprint of the data
+ * (sizes and every row of the three splits) and the run options: other data,
+ * or another batch or seed, is MML_ERR_STATE naming the difference;
+ * max_epochs and patience may change (the stage in progress ends by the new
+ * ones). After a fit has run to its end, mml_fit on the model (or on a model
+ * loaded from its final checkpoint) is MML_ERR_FINISHED "already finished".
+ * Checkpoints written before 0.4 carry no fingerprint and resume unchecked. */
 MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
                                 mml_metrics_t *test);
+
+typedef enum mml_fit_state {
+    MML_FIT_NONE = 0,      /* no fit recorded: a new model, or saved outside mml_fit */
+    MML_FIT_STOPPED = 1,   /* a fit stopped midway (a checkpoint written by mml_fit) */
+    MML_FIT_FINISHED = 2,  /* a fit ran to its end */
+    MML_FIT_EXPORT = 3     /* loaded from an inference-only export: no training state */
+} mml_fit_state;
+
+/* What the model holds of mml_fit. For STOPPED and FINISHED, *opts (if not
+ * NULL) receives the defaults overwritten by the fit's batch, max_epochs,
+ * patience and seed (each 0 when a checkpoint written before 0.4 lacks it). */
+MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
 /* // >>checkpoints --------------------------------------------------------- */
 
@@ -4434,8 +4466,10 @@ static mml_status mml__check_config(const mml_config_t *c) {
     if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0)
         return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
                          c->n_users, c->n_items, c->n_domains);
-    if (c->n_users > (1 << 30) || c->n_items > (1 << 30) || c->n_domains > 4096)
+    if (c->n_users > (1 << 30) || c->n_items > (1 << 30))
         return mml__fail(MML_ERR_ARG, "config: vocab size too large");
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "config: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
     if (c->emb_dim < 1 || c->emb_dim > 1024)
         return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
     if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
@@ -6714,18 +6748,21 @@ static int mml__cmp_scored(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double mml_auc(int64_t n, const float *score, const float *label) {
-    if (n <= 0) return NAN;
-    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
-    if (!v) return NAN;
+/* The exact AUC into *auc, NaN when a class is absent; MML_ERR_NOMEM (and
+ * *auc NaN) when the sort buffer cannot be had, which callers that summarise
+ * must not mistake for "undefined". */
+static mml_status mml__auc(int64_t n, const float *score, const float *label, double *auc) {
+    *auc = NAN;
     int64_t npos = 0;
+    for (int64_t i = 0; i < n; i++) npos += label[i] > 0.5f;
+    int64_t nneg = n - npos;
+    if (n <= 0 || npos == 0 || nneg == 0) return MML_OK;
+    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
+    if (!v) return MML_ERR_NOMEM;
     for (int64_t i = 0; i < n; i++) {
         v[i].s = score[i] != score[i] ? 0.0f : score[i]; /* NaN scores rank as 0 */
         v[i].y = label[i];
-        npos += label[i] > 0.5f;
     }
-    int64_t nneg = n - npos;
-    if (npos == 0 || nneg == 0) { mml__free(v); return NAN; }
     qsort(v, (size_t)n, sizeof *v, mml__cmp_scored);
     /* Mann-Whitney U: sum of the (1-based, tie-averaged) ranks of positives */
     double rank_sum = 0.0;
@@ -6738,7 +6775,13 @@ double mml_auc(int64_t n, const float *score, const float *label) {
         i = j;
     }
     mml__free(v);
-    return (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    *auc = (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    return MML_OK;
+}
+
+double mml_auc(int64_t n, const float *score, const float *label) {
+    double a;
+    return mml__auc(n, score, label, &a) ? NAN : a;
 }
 
 double mml_logloss(int64_t n, const float *prob, const float *label) {
@@ -6757,8 +6800,7 @@ double mml_logloss(int64_t n, const float *prob, const float *label) {
 static void mml__metrics_summarize(mml_metrics_t *mt) {
     double sum = 0.0, wsum = 0.0, w = 0.0;
     int cnt = 0;
-    int nd = mt->n_domains < MML_METRICS_MAX_DOMAINS ? mt->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < mt->n_domains; d++) {
         if (mt->auc[d] != mt->auc[d]) continue;
         sum += mt->auc[d];
         cnt++;
@@ -6789,28 +6831,50 @@ static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_
     return m->dist_world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
 }
 
+/* A split mml_evaluate can read: every row in exactly one domain. */
+static mml_status mml__check_split(const mml_split_t *s, int32_t n_domains) {
+    if (n_domains < 1 || n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "evaluate: n_domains %d outside 1..%d", n_domains, MML_MAX_DOMAINS);
+    if (!s->dom_start) return mml__fail(MML_ERR_ARG, "evaluate: the split has no dom_start");
+    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
+    if (!s->uid || !s->pid || !s->dom || !s->label)
+        return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid, dom or label array");
+    if (s->dom_start[0] != 0 || s->dom_start[n_domains] != s->n)
+        return mml__fail(MML_ERR_ARG, "evaluate: dom_start[0] = %lld and dom_start[%d] = %lld must be 0 and the "
+                         "split's %lld rows", (long long)s->dom_start[0], n_domains,
+                         (long long)s->dom_start[n_domains], (long long)s->n);
+    for (int d = 0; d < n_domains; d++)
+        if (s->dom_start[d + 1] < s->dom_start[d])
+            return mml__fail(MML_ERR_ARG, "evaluate: dom_start decreases at domain %d (%lld after %lld)", d,
+                             (long long)s->dom_start[d + 1], (long long)s->dom_start[d]);
+    return MML_OK;
+}
+
 mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
     memset(out, 0, sizeof *out);
+    if (!m || !s) return mml__fail(MML_ERR_ARG, "evaluate: no model or no split");
+    mml_status st = mml__check_split(s, n_domains);
+    if (st) return st;
     out->n_domains = n_domains;
-    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
     float *prob = (float *)mml__alloc((size_t)s->n * sizeof(float));
     if (!prob) return mml__fail(MML_ERR_NOMEM, "evaluate: out of memory");
     double ll = 0.0;
-    for (int d = 0; d < n_domains; d++) {
+    int nomem = -1; /* distributed: the predictions are collective, so a failing AUC stops only after them */
+    for (int d = 0; d < n_domains && !st; d++) {
         int64_t a = s->dom_start[d], b = s->dom_start[d + 1];
-        double auc = NAN, l = NAN;
-        if (b > a) {
-            mml_status st = mml__predict_rows(m, s, a, b, prob + a);
-            if (st) { mml__free(prob); return st; }
-            auc = mml_auc(b - a, prob + a, s->label + a);
-            l = mml_logloss(b - a, prob + a, s->label + a);
-            ll += l * (double)(b - a);
-        }
-        if (d < MML_METRICS_MAX_DOMAINS) { out->n[d] = b - a; out->auc[d] = auc; out->logloss[d] = l; }
+        out->n[d] = b - a;
+        out->auc[d] = out->logloss[d] = NAN;
+        if (b == a) continue;
+        st = mml__predict_rows(m, s, a, b, prob + a);
+        if (!st && mml__auc(b - a, prob + a, s->label + a, &out->auc[d]) && nomem < 0) nomem = d;
+        out->logloss[d] = mml_logloss(b - a, prob + a, s->label + a);
+        ll += out->logloss[d] * (double)(b - a);
     }
+    mml__free(prob);
+    if (!st && nomem >= 0) st = mml__fail(MML_ERR_NOMEM, "evaluate: out of memory computing the AUC of domain %d", nomem);
+    if (st) return st;
     out->n_all = s->n;
     out->logloss_all = ll / (double)s->n;
-    mml__free(prob);
     mml__metrics_summarize(out);
     return MML_OK;
 }
@@ -6902,23 +6966,45 @@ static mml_status mml__epoch(mml__fit *f, mml_progress_t *pr, int only_domain) {
     return MML_OK;
 }
 
-static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
-    mml_metrics_t mt;
+/* The stage's early-stopping criterion, chosen once per stage: the AUC when
+ * one of the stage's domains (an expert: its own) has validation rows of both
+ * classes, else the log loss. An undefined AUC never improves, so stopping on
+ * it would hand back the stage's initial parameters. */
+static int mml__stage_uses_auc(const mml__fit *f, int only_domain) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
+    for (int d = 0; d < f->d->n_domains; d++) {
+        if (only_domain >= 0 && d != only_domain) continue;
+        int seen = 0; /* bit 0: a positive, bit 1: a negative */
+        for (int64_t i = s->dom_start[d]; i < s->dom_start[d + 1] && seen != 3; i++) seen |= s->label[i] > 0.5f ? 1 : 2;
+        if (seen == 3) return 1;
+    }
+    return 0;
+}
+
+/* The validation criterion, higher is better (the mean AUC, or minus the log
+ * loss), and the mean AUC (NaN where undefined). */
+static mml_status mml__val_score(mml__fit *f, int only_domain, int use_auc, double *score, double *auc) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
     mml_status st;
+    *score = *auc = NAN;
     if (only_domain >= 0) {
-        const mml_split_t *s = &f->d->split[MML_VAL];
         int64_t a = s->dom_start[only_domain], b = s->dom_start[only_domain + 1];
-        if (b <= a) { *score = NAN; return MML_OK; }
+        if (b <= a) return MML_OK;
         float *prob = (float *)mml__alloc((size_t)(b - a) * sizeof(float));
-        if (!prob) return mml__fail(MML_ERR_NOMEM, "out of memory");
+        if (!prob) return mml__fail(MML_ERR_NOMEM, "fit: out of memory validating domain %d", only_domain);
         st = mml__predict_rows(f->m, s, a, b, prob);
-        *score = st ? NAN : mml_auc(b - a, prob, s->label + a);
+        if (!st && mml__auc(b - a, prob, s->label + a, auc))
+            st = mml__fail(MML_ERR_NOMEM, "fit: out of memory computing the validation AUC of domain %d", only_domain);
+        if (!st) *score = use_auc ? *auc : -mml_logloss(b - a, prob, s->label + a);
         mml__free(prob);
         return st;
     }
-    st = mml_evaluate(f->m, &f->d->split[MML_VAL], f->d->n_domains, &mt);
-    *score = mt.mean_auc;
-    return st;
+    mml_metrics_t mt;
+    st = mml_evaluate(f->m, s, f->d->n_domains, &mt);
+    if (st) return st;
+    *auc = mt.mean_auc;
+    *score = use_auc ? mt.mean_auc : -mt.logloss_all;
+    return MML_OK;
 }
 
 /* The stages of the adapter's schedule: one phase, or MoE's backbone, one
@@ -6955,6 +7041,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     int expert;
     mml__stage_info(m, s, &name, &phase, &expert);
     int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
+    int use_auc = mml__stage_uses_auc(f, only_domain);
     size_t bytes = (size_t)m->n_floats * sizeof(float);
     mml_status st;
     if (fs->epoch == 0) {
@@ -6962,7 +7049,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
         if (st) return st;
         mml__catch_up_all(m);
         memcpy(m->best, m->P, bytes);
-        fs->best = -1.0;
+        fs->best = -INFINITY; /* the first epoch always counts */
         fs->bad = 0;
     } else {
         mml__phase_flags(m, phase, expert); /* resumed: keep the optimizer state */
@@ -6971,15 +7058,16 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     memset(&pr, 0, sizeof pr);
     pr.phase_name = name;
     pr.expert = expert;
+    pr.val_metric = use_auc ? "auc" : "logloss";
     while (fs->epoch < f->o->max_epochs && fs->bad < f->o->patience) {
         pr.epoch = fs->epoch + 1;
         st = mml__epoch(f, &pr, only_domain);
         if (st) return st;
         double v;
-        st = mml__val_score(f, only_domain, &v);
+        st = mml__val_score(f, only_domain, use_auc, &v, &pr.val_auc);
         if (st) return st;
         pr.event = MML_EV_EPOCH_END;
-        pr.val_auc = v;
+        pr.val_score = use_auc ? v : -v;
         pr.improved = v == v && v > fs->best;
         if (pr.improved) {
             fs->best = v;
@@ -7079,6 +7167,11 @@ done:
     return st;
 }
 
+mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
+    if (opts) mml_fit_opts_default(opts);
+    return m->fs.active ? MML_FIT_STOPPED : MML_FIT_NONE;
+}
+
 // >>synthetic --------------------------------------------------------------
 
 void mml_synth_default(mml_synth_config_t *c) {
@@ -7099,7 +7192,9 @@ void mml_synth_default(mml_synth_config_t *c) {
 
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
-    if (c->n_domains < 1 || c->n_domains > 4096 || c->n_users < c->n_domains || c->n_items < 2 ||
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "synthetic: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
+    if (c->n_domains < 1 || c->n_users < c->n_domains || c->n_items < 2 ||
         c->n_samples < 10 * (int64_t)c->n_domains || c->n_samples > ((int64_t)1 << 33) ||
         !(c->ctr > 0.0f && c->ctr < 1.0f))
         return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",

@@ -29,6 +29,7 @@ typedef struct opts {
     const char *data, *results, *save, *resume, *export_path, *paper;
     int quiet, tty, set_reduce, set_patience, set_threads;
     int rank, world;         /* MPI: this process, all of them (1 without MPI) */
+    char warned[48];         /* the last stage warned about its validation criterion */
     mml_config_t cfg;
     mml_fit_opts_t fit;
     mml_synth_config_t syn;
@@ -181,7 +182,7 @@ static int parse_args(int argc, char **argv, opts *o) {
             continue;
         }
         if (!strcmp(a, "--hidden")) { if (parse_hidden(v, &o->cfg)) return -1; continue; }
-        INT_OPT("--syn-domains", 1, 4096, o->syn.n_domains)
+        INT_OPT("--syn-domains", 1, MML_MAX_DOMAINS, o->syn.n_domains)
         INT_OPT("--syn-users", 1, 100000000, o->syn.n_users)
         INT_OPT("--syn-items", 2, 100000000, o->syn.n_items)
         INT_OPT("--syn-samples", 10, 2000000000, o->syn.n_samples)
@@ -245,8 +246,7 @@ static double now_s(void) {
 static void print_table(const char *title, const mml_metrics_t *t) {
     printf("\n%s\n", title);
     printf("  %-16s %9s %8s %9s\n", "domain", "n_test", "AUC", "logloss");
-    int nd = t->n_domains < MML_METRICS_MAX_DOMAINS ? t->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < t->n_domains; d++) {
         char name[32];
         if (g_data->domain_names && g_data->domain_names[d]) snprintf(name, sizeof name, "%s", g_data->domain_names[d]);
         else snprintf(name, sizeof name, "%d", d);
@@ -262,9 +262,33 @@ static void fmt_count(double x, char *buf, size_t n) {
     else snprintf(buf, n, "%.0f", x);
 }
 
+/* Once per stage, on stderr: why a stage stops on the validation log loss
+ * instead of the AUC. */
+static void warn_criterion(opts *o, const mml_progress_t *p) {
+    char stage[48];
+    snprintf(stage, sizeof stage, p->expert >= 0 ? "%s %d" : "%s", p->phase_name, p->expert);
+    if (strcmp(p->val_metric, "logloss") || o->rank > 0 || !strcmp(o->warned, stage)) return;
+    snprintf(o->warned, sizeof o->warned, "%s", stage);
+    if (o->tty) fprintf(stderr, "\r\033[K");
+    const mml_split_t *v = &g_data->split[MML_VAL];
+    if (p->expert < 0) {
+        fprintf(stderr, "moemlora-train: warning: stage '%s': the validation labels of every domain are of one class: "
+                "early stopping on validation log loss\n", stage);
+        return;
+    }
+    int d = p->expert % g_data->n_domains;
+    if (v->dom_start[d + 1] == v->dom_start[d])
+        fprintf(stderr, "moemlora-train: warning: stage '%s': domain %d has no validation rows: nothing to stop on\n",
+                stage, d);
+    else
+        fprintf(stderr, "moemlora-train: warning: stage '%s': validation labels of domain %d are all %d: early stopping "
+                "on validation log loss\n", stage, d, v->label[v->dom_start[d]] > 0.5f);
+}
+
 static void on_progress(const mml_progress_t *p, void *user) {
     opts *o = (opts *)user;
     char title[96];
+    if (p->event == MML_EV_EPOCH_END) warn_criterion(o, p);
     if (p->event == MML_EV_PHASE_END) {
         if (o->quiet) return;
         if (o->tty) fprintf(stderr, "\r\033[K");
@@ -283,8 +307,9 @@ static void on_progress(const mml_progress_t *p, void *user) {
         fprintf(stderr, "\r\033[K%s%s | epoch %d | domain %d | %s/%s | %s samples/s | loss %.4f | ETA %.1fs",
                 p->phase_name, who, p->epoch, p->domain, done, tot, rate, p->loss, p->eta_s);
     } else {
-        fprintf(stderr, "\r\033[K%s%s | epoch %d | loss %.4f | val AUC %.4f%s | %.0f samples/s\n", p->phase_name, who,
-                p->epoch, p->loss, p->val_auc, p->improved ? " *" : "", p->samples_per_s);
+        fprintf(stderr, "\r\033[K%s%s | epoch %d | loss %.4f | val %s %.4f%s | %.0f samples/s\n", p->phase_name, who,
+                p->epoch, p->loss, strcmp(p->val_metric, "auc") ? "logloss" : "AUC", p->val_score,
+                p->improved ? " *" : "", p->samples_per_s);
     }
 }
 
@@ -298,7 +323,7 @@ static int write_results(const opts *o, const mml_metrics_t *t, double seconds, 
         mml_model_isa(m), (long long)mml_model_param_count(m, 0));
     OUT("  \"seconds\": %.3f,\n  \"mean_auc\": %.6f,\n  \"weighted_auc\": %.6f,\n  \"logloss\": %.6f,\n  \"domains\": [\n",
         seconds, t->mean_auc, t->weighted_auc, t->logloss_all);
-    int nd = t->n_domains < MML_METRICS_MAX_DOMAINS ? t->n_domains : MML_METRICS_MAX_DOMAINS;
+    int nd = t->n_domains;
     for (int d = 0; d < nd; d++)
         OUT("    {\"domain\": %d, \"n_test\": %lld, \"auc\": %.6f, \"logloss\": %.6f}%s\n", d, (long long)t->n[d],
             t->auc[d] == t->auc[d] ? t->auc[d] : -1.0, t->logloss[d] == t->logloss[d] ? t->logloss[d] : -1.0,
