@@ -4354,14 +4354,23 @@ enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
 #define MML__CIN_LAYERS 2
 static const int mml__cin_sizes[MML__CIN_LAYERS] = {128, 128};
 
-/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+/* Where a running mml_fit is, so a checkpoint can resume it exactly, and
+ * what it runs on, so a checkpoint resumes nothing else. */
 typedef struct mml__fit_state {
     int32_t active;          /* a fit is in progress */
+    int32_t done;            /* a fit ran to its end */
+    int32_t from_export;     /* loaded from an inference-only export */
     int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
     int32_t epoch;           /* epochs completed in this stage */
     int32_t bad;             /* epochs without improvement */
     double best;             /* best validation score of this stage */
     uint64_t rng;            /* epoch shuffle generator */
+    /* the fit's data and run options (checkpoints before 0.4 lack them) */
+    int32_t has_data, has_opts;
+    int64_t data_size[6];    /* users, items, domains, train, val, test rows */
+    uint64_t data_hash;      /* mml__data_hash */
+    int32_t batch, max_epochs, patience;
+    uint64_t seed;
 } mml__fit_state;
 
 struct mml_model_t {
@@ -6511,15 +6520,12 @@ static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
     return n;
 }
 
-/* mml_fit's first collective: every process must hold the same data and
- * options (else the processes would make different calls and wait on each
- * other forever). */
-static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o) {
+/* A fingerprint of a data set: its sizes and every row of the three splits.
+ * Each step is a bijection of h for a given word, so data that differ in
+ * one word always hash differently. */
+static uint64_t mml__data_hash(const mml_data_t *d) {
     uint64_t h = mml__hash_mix(0x6D6D6C66ull, (uint64_t)d->n_users);
     h = mml__hash_mix(mml__hash_mix(h, (uint64_t)d->n_items), (uint64_t)d->n_domains);
-    h = mml__hash_mix(mml__hash_mix(mml__hash_mix(h, (uint64_t)o->batch), (uint64_t)o->max_epochs),
-                      (uint64_t)o->patience);
-    h = mml__hash_mix(h, o->seed);
     for (int k = 0; k < 3; k++) {
         const mml_split_t *s = &d->split[k];
         h = mml__hash_mix(h, (uint64_t)s->n);
@@ -6527,6 +6533,16 @@ static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const
             h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
                               (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
     }
+    return h;
+}
+
+/* mml_fit's first collective: every process must hold the same data (hashed
+ * by mml__data_hash) and options (else the processes would make different
+ * calls and wait on each other forever). */
+static mml_status mml__dist_check_fit(mml_model_t *m, uint64_t data_hash, const mml_fit_opts_t *o) {
+    uint64_t h = mml__hash_mix(mml__hash_mix(mml__hash_mix(data_hash, (uint64_t)o->batch), (uint64_t)o->max_epochs),
+                               (uint64_t)o->patience);
+    h = mml__hash_mix(h, o->seed);
     float w[MML__DIST_WORDS];
     mml__dist_words(h, w);
     mml_status st = mml__dist_sum(m, w, MML__DIST_WORDS, "the data check");
@@ -7114,18 +7130,89 @@ static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
     return MML_OK;
 }
 
+static void mml__data_sizes(const mml_data_t *d, int64_t size[6]) {
+    size[0] = d->n_users;
+    size[1] = d->n_items;
+    size[2] = d->n_domains;
+    for (int k = 0; k < 3; k++) size[3 + k] = d->split[k].n;
+}
+
+/* A model holding a fit, stopped or finished, runs only on the data and with
+ * the batch and seed the fit began with: anything else would mix two runs in
+ * one set of weights. max_epochs and patience may change (they only decide
+ * where stages end). */
+static mml_status mml__check_resume(const mml_model_t *m, const mml_data_t *d, uint64_t data_hash,
+                                    const mml_fit_opts_t *o) {
+    const mml__fit_state *fs = &m->fs;
+    if (!fs->active && !fs->done) return MML_OK;
+    int64_t z[6];
+    mml__data_sizes(d, z);
+    const int64_t *w = fs->data_size;
+    if (fs->has_data && memcmp(z, w, sizeof z))
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: sizes differ (checkpoint: "
+                         "%lld users, %lld items, %lld domains, %lld/%lld/%lld train/val/test rows; given: %lld, %lld, "
+                         "%lld, %lld/%lld/%lld)", (long long)w[0], (long long)w[1], (long long)w[2], (long long)w[3],
+                         (long long)w[4], (long long)w[5], (long long)z[0], (long long)z[1], (long long)z[2],
+                         (long long)z[3], (long long)z[4], (long long)z[5]);
+    if (fs->has_data && data_hash != fs->data_hash)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: rows differ (same sizes)");
+    if (fs->done) return mml__fail(MML_ERR_FINISHED, "fit: already finished: the model's fit ran to its end");
+    if (fs->has_opts && o->batch != fs->batch)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has batch %d, given %d: the batch and the seed must "
+                         "stay the same to resume", fs->batch, o->batch);
+    if (fs->has_opts && o->seed != fs->seed)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has seed %llu, given %llu: the batch and the seed "
+                         "must stay the same to resume", (unsigned long long)fs->seed, (unsigned long long)o->seed);
+    return MML_OK;
+}
+
+/* Starts a fit, or takes over a stopped one: from here on its checkpoints
+ * carry the data and the options it runs with. */
+static void mml__fit_begin(mml_model_t *m, const mml_data_t *d, uint64_t data_hash, const mml_fit_opts_t *o) {
+    mml__fit_state *fs = &m->fs;
+    if (!fs->active) {
+        memset(fs, 0, sizeof *fs);
+        fs->active = 1;
+        fs->rng = o->seed ^ 0x5EEDull;
+    }
+    fs->has_data = fs->has_opts = 1;
+    mml__data_sizes(d, fs->data_size);
+    fs->data_hash = data_hash;
+    fs->batch = o->batch;
+    fs->max_epochs = o->max_epochs;
+    fs->patience = o->patience;
+    fs->seed = o->seed;
+}
+
+mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
+    const mml__fit_state *fs = &m->fs;
+    mml_fit_state s = fs->active ? MML_FIT_STOPPED : fs->done ? MML_FIT_FINISHED
+                    : fs->from_export ? MML_FIT_EXPORT : MML_FIT_NONE;
+    if (!opts) return s;
+    mml_fit_opts_default(opts);
+    if (s == MML_FIT_STOPPED || s == MML_FIT_FINISHED) {
+        opts->batch = fs->has_opts ? fs->batch : 0;
+        opts->max_epochs = fs->has_opts ? fs->max_epochs : 0;
+        opts->patience = fs->has_opts ? fs->patience : 0;
+        opts->seed = fs->has_opts ? fs->seed : 0;
+    }
+    return s;
+}
+
 mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
     mml_status st = mml__check_data(m, d);
     if (st) return st;
     if (o->batch < 1 || o->batch > m->cfg.max_batch)
         return mml__fail(MML_ERR_ARG, "fit: batch %d outside 1..max_batch %d", o->batch, m->cfg.max_batch);
     if (o->max_epochs < 1 || o->patience < 1) return mml__fail(MML_ERR_ARG, "fit: max_epochs and patience must be >= 1");
-    if (m->cfg.pretrained) {
-        if (!d->user_emb || !d->item_emb) return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
-        st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
-        if (st) return st;
-    }
-    if (m->dist_world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (!d->user_emb || !d->item_emb))
+        return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
+    uint64_t data_hash = mml__data_hash(d);
+    /* collective first: every process then decides the checks below alike */
+    if (m->dist_world > 1 && (st = mml__dist_check_fit(m, data_hash, o)) != MML_OK) return st;
+    if ((st = mml__check_resume(m, d, data_hash, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim)) != MML_OK)
+        return st;
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
@@ -7143,11 +7230,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
-    if (!m->fs.active) {
-        memset(&m->fs, 0, sizeof m->fs);
-        m->fs.active = 1;
-        m->fs.rng = o->seed ^ 0x5EEDull;
-    }
+    mml__fit_begin(m, d, data_hash, o);
     f.rng = m->fs.rng;
     for (int s = m->fs.stage; !st && s < mml__n_stages(m); s++) {
         const char *name;
@@ -7161,15 +7244,13 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         m->fs.epoch = 0;
         if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
     }
-    if (!st) m->fs.active = 0;
+    if (!st) {
+        m->fs.active = 0;
+        m->fs.done = 1;
+    }
 done:
     mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
     return st;
-}
-
-mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
-    if (opts) mml_fit_opts_default(opts);
-    return m->fs.active ? MML_FIT_STOPPED : MML_FIT_NONE;
 }
 
 // >>synthetic --------------------------------------------------------------
@@ -7286,7 +7367,12 @@ done:
  *   PARM  one tensor per parameter, named as in mml__build_layout
  *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
- *   PROG  training progress as "key=value" lines   (training checkpoints)
+ *   PROG  "key=value" lines: the phase and expert; training checkpoints add
+ *         the optimizer's and the fit's progress, and, once a fit has begun
+ *         (not in files from 0.3 and earlier), what it runs on:
+ *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
+ *         data_items, data_domains, data_train, data_val, data_test,
+ *         data_hash (mml__data_hash), each group whole or absent
  * Floats in text sections are C99 hex floats, so they round-trip exactly. */
 
 #define MML__TEXT_MAX 4096
@@ -7414,23 +7500,57 @@ static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
     return MML_OK;
 }
 
-typedef struct mml__progp { mml_model_t *m; } mml__progp;
+typedef struct mml__progp { mml_model_t *m; int n_opts, n_data; } mml__progp;
+
+/* The PROG keys of what a fit runs on: options (4) and data (7). */
+static mml_status mml__prog_fit_kv(mml__progp *pp, const char *k, const char *v, int *known) {
+    static const char *const opt_keys[] = {"fit_batch", "fit_epochs", "fit_patience"};
+    static const char *const data_keys[] = {"data_users", "data_items", "data_domains", "data_train", "data_val",
+                                            "data_test"};
+    mml__fit_state *fs = &pp->m->fs;
+    int32_t *const opts[] = {&fs->batch, &fs->max_epochs, &fs->patience};
+    int64_t i;
+    *known = 1;
+    for (int j = 0; j < 3; j++)
+        if (!strcmp(k, opt_keys[j])) {
+            if (mml__parse_i64(v, 1, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            *opts[j] = (int32_t)i;
+            pp->n_opts++;
+            return MML_OK;
+        }
+    for (int j = 0; j < 6; j++)
+        if (!strcmp(k, data_keys[j])) {
+            if (mml__parse_i64(v, 0, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            fs->data_size[j] = i;
+            pp->n_data++;
+            return MML_OK;
+        }
+    *known = 0;
+    return MML_OK;
+}
 
 static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
-    mml_model_t *m = ((mml__progp *)ctx)->m;
+    mml__progp *pp = (mml__progp *)ctx;
+    mml_model_t *m = pp->m;
     int64_t i;
     double d;
+    int known;
+    mml_status st = mml__prog_fit_kv(pp, k, v, &known);
+    if (st || known) return st;
     if (!strcmp(k, "best")) {
         if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
         m->fs.best = d;
         return MML_OK;
     }
-    if (!strcmp(k, "steps") || !strcmp(k, "rng")) {
+    if (!strcmp(k, "steps") || !strcmp(k, "rng") || !strcmp(k, "fit_seed") || !strcmp(k, "data_hash")) {
         char *e;
         errno = 0;
         unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
-        if (k[0] == 's') m->steps = x; else m->fs.rng = x;
+        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+        if (!strcmp(k, "steps")) m->steps = x;
+        else if (!strcmp(k, "rng")) m->fs.rng = x;
+        else if (!strcmp(k, "fit_seed")) { m->fs.seed = x; pp->n_opts++; }
+        else { m->fs.data_hash = x; pp->n_data++; }
         return MML_OK;
     }
     if (mml__parse_i64(v, -1, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
@@ -7442,12 +7562,26 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
         m->expert = (int)i;
     } else if (!strcmp(k, "adam_t")) m->adam_t = i;
     else if (!strcmp(k, "fit_active")) m->fs.active = i != 0;
+    else if (!strcmp(k, "fit_done")) m->fs.done = i != 0;
     else if (!strcmp(k, "stage")) {
         if (i > m->n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
         m->fs.stage = (int32_t)i;
     } else if (!strcmp(k, "epoch")) m->fs.epoch = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else if (!strcmp(k, "bad")) m->fs.bad = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    return MML_OK;
+}
+
+/* What PROG says of the fit must hang together. */
+static mml_status mml__prog_check(mml__progp *pp, const char *path) {
+    mml__fit_state *fs = &pp->m->fs;
+    if ((pp->n_opts != 0 && pp->n_opts != 4) || (pp->n_data != 0 && pp->n_data != 7))
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG has only some of the fit_* or data_* keys", path);
+    if (fs->active && fs->done) return mml__fail(MML_ERR_FORMAT, "%s: section PROG says the fit runs and has finished", path);
+    if ((fs->active || fs->done) && fs->from_export)
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG records a fit but the file has no optimizer state", path);
+    fs->has_opts = pp->n_opts == 4;
+    fs->has_data = pp->n_data == 7;
     return MML_OK;
 }
 
@@ -7464,18 +7598,35 @@ static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckp
     }
 }
 
+/* The PROG section; an inference export keeps only the phase (it decides
+ * which adapters predict). */
+static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t cap) {
+    const mml__fit_state *fs = &m->fs;
+    if (!training) return snprintf(buf, cap, "phase=%d\nexpert=%d\n", (int)m->phase, m->expert);
+    int n = snprintf(buf, cap,
+                     "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nfit_done=%d\nstage=%d\nepoch=%d\n"
+                     "bad=%d\nbest=%a\nrng=%llu\n",
+                     (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps, fs->active,
+                     fs->done, fs->stage, fs->epoch, fs->bad, fs->best, (unsigned long long)fs->rng);
+    if (n > 0 && (size_t)n < cap && fs->has_opts)
+        n += snprintf(buf + n, cap - (size_t)n, "fit_batch=%d\nfit_epochs=%d\nfit_patience=%d\nfit_seed=%llu\n",
+                      fs->batch, fs->max_epochs, fs->patience, (unsigned long long)fs->seed);
+    if (n > 0 && (size_t)n < cap && fs->has_data)
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "data_users=%lld\ndata_items=%lld\ndata_domains=%lld\ndata_train=%lld\ndata_val=%lld\n"
+                      "data_test=%lld\ndata_hash=%llu\n",
+                      (long long)fs->data_size[0], (long long)fs->data_size[1], (long long)fs->data_size[2],
+                      (long long)fs->data_size[3], (long long)fs->data_size[4], (long long)fs->data_size[5],
+                      (unsigned long long)fs->data_hash);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
-    char conf[MML__TEXT_MAX], prog[1024];
+    char conf[MML__TEXT_MAX], prog[MML__TEXT_MAX];
     mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
     if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
-    /* an inference export keeps the phase: it decides which adapters predict */
-    int pn = training ? snprintf(prog, sizeof prog,
-                                 "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\n"
-                                 "bad=%d\nbest=%a\nrng=%llu\n",
-                                 (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps,
-                                 m->fs.active, m->fs.stage, m->fs.epoch, m->fs.bad, m->fs.best,
-                                 (unsigned long long)m->fs.rng)
-                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->phase, m->expert);
+    int pn = mml__prog_text(m, training, prog, sizeof prog);
+    if (pn < 0) return mml__fail(MML_ERR_ARG, "%s: progress too long", path);
     int np = m->n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
     char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
@@ -7574,16 +7725,19 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
         if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
     }
     if (!st) st = mml__read_arena(ck, path, "PARM", "", m, m->P);
+    if (m) m->fs.from_export = 1;
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
-        mml__progp pp = {m};
+        mml__progp pp = {m, 0, 0};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[64];
         snprintf(first, sizeof first, "m.%s", m->params[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
+            m->fs.from_export = 0;
             if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->M);
             if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->V);
             if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->best);
         }
+        if (!st) st = mml__prog_check(&pp, path);
         if (!st && m->phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
             st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->phase);
         if (!st && m->phase == MML_PHASE_EXPERT && m->expert < 0)
