@@ -416,7 +416,7 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
  * max_epochs and patience may change (the stage in progress ends by the new
  * ones). After a fit has run to its end, mml_fit on the model (or on a model
  * loaded from its final checkpoint) is MML_ERR_FINISHED "already finished".
- * Checkpoints written before 0.4 carry no fingerprint and resume unchecked. */
+ * Older checkpoints, written before the fingerprint, resume unchecked. */
 MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
                                 mml_metrics_t *test);
 
@@ -429,7 +429,7 @@ typedef enum mml_fit_state {
 
 /* What the model holds of mml_fit. For STOPPED and FINISHED, *opts (if not
  * NULL) receives the defaults overwritten by the fit's batch, max_epochs,
- * patience and seed (each 0 when a checkpoint written before 0.4 lacks it). */
+ * patience and seed (each 0 for an older checkpoint, which lacks them). */
 MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
 /* // >>checkpoints --------------------------------------------------------- */
@@ -4365,7 +4365,7 @@ typedef struct mml__fit_state {
     int32_t bad;             /* epochs without improvement */
     double best;             /* best validation score of this stage */
     uint64_t rng;            /* epoch shuffle generator */
-    /* the fit's data and run options (checkpoints before 0.4 lack them) */
+    /* the fit's data and run options (older checkpoints lack them) */
     int32_t has_data, has_opts;
     int64_t data_size[6];    /* users, items, domains, train, val, test rows */
     uint64_t data_hash;      /* mml__data_hash */
@@ -7369,7 +7369,7 @@ done:
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
  *   PROG  "key=value" lines: the phase and expert; training checkpoints add
  *         the optimizer's and the fit's progress, and, once a fit has begun
- *         (not in files from 0.3 and earlier), what it runs on:
+ *         (not in older files), what it runs on:
  *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
  *         data_items, data_domains, data_train, data_val, data_test,
  *         data_hash (mml__data_hash), each group whole or absent

@@ -82,13 +82,14 @@ static void usage(FILE *f) {
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
         "  --resume CKPT           continue the run saved in CKPT (a --save checkpoint) on the\n"
-        "                          same data (other data is refused). The model flags come\n"
+        "                          same data (other data is refused). The model flags (the\n"
+        "                          model: section, --lr, --lazy-adam, --seed, --threads) come\n"
         "                          from the checkpoint: one given beside --resume must have\n"
-        "                          the checkpoint's value (--paper is refused). --batch and\n"
-        "                          --seed must match the run's; --epochs and --patience may\n"
-        "                          change (said on stderr); omitted, they are the run's. A\n"
-        "                          finished run trains no more: \"already finished\", its\n"
-        "                          test metrics and the outputs asked for, exit 0\n"
+        "                          the checkpoint's value (--paper is refused). --batch must\n"
+        "                          match the run's; --epochs and --patience may change (said\n"
+        "                          on stderr); omitted, they are the run's. A finished run\n"
+        "                          trains no more: \"already finished\", its test metrics and\n"
+        "                          the outputs asked for, exit 0\n"
         "  --export FILE           write an inference-only model file at the end\n"
         "  --quiet                 no progress line and no per-phase tables: only the final line\n"
         "  --help                  this text\n"
@@ -347,7 +348,7 @@ static int check_model_flags(const opts *o, const mml_config_t *ck) {
 /* The run options of a resumed run: the checkpoint's unless given; --batch
  * must stay, --epochs and --patience may change (and are said to). */
 static int take_run_options(opts *o, const mml_fit_opts_t *run) {
-    if (run->batch == 0) return 0; /* a checkpoint of 0.3 or earlier: the command line's */
+    if (run->batch == 0) return 0; /* an older checkpoint, without them: the command line's */
     if (o->set_batch && o->fit.batch != run->batch) {
         fprintf(stderr, "moemlora-train: --batch %d differs from the run in %s (batch %d): the batch cannot change on "
                 "resume; drop --batch\n", o->fit.batch, o->resume, run->batch);
@@ -382,8 +383,8 @@ static int open_resume(opts *o, mml_model_t **out) {
         fprintf(stderr, "moemlora-train: %s is an inference-only export, not a training checkpoint\n", o->resume);
         rc = 2;
     } else if (state == MML_FIT_NONE) {
-        fprintf(stderr, "moemlora-train: %s holds no run to resume (saved outside a fit, or a finished run of "
-                "version 0.3 or earlier)\n", o->resume);
+        fprintf(stderr, "moemlora-train: %s holds no run to resume (saved outside a fit, or a finished run of an "
+                "older version)\n", o->resume);
         rc = 2;
     } else if (check_model_flags(o, mml_model_config(m)) | take_run_options(o, &run)) { /* say every refusal */
         rc = 2;

@@ -377,6 +377,8 @@ static void test_checkpoint_and_export(void) {
 
 /* ---- (g) what a checkpoint resumes ---------------------------------------- */
 
+static void expect_load_fails_why(const char *path, mml_status want, const char *what, const char *reason);
+
 /* Copies the checkpoint aside at the second EPOCH_END: the file then holds
  * the state after the first epoch, a fit stopped midway. */
 typedef struct first_epoch { const char *ckpt, *copy; int seen; } first_epoch;
@@ -523,6 +525,14 @@ static void test_resume_checks(void) {
               so.batch);
         if (l) CHECK_OK(mml_fit(l, &other, &o, &t));
         mml_model_free(l);
+    }
+    /* a file that says the fit runs and has finished is refused */
+    CHECK_OK(mml_model_load(mid, &l));
+    if (l) {
+        l->fs.done = 1;
+        CHECK_OK(mml_model_save(l, old));
+        mml_model_free(l);
+        expect_load_fails_why(old, MML_ERR_FORMAT, "running and finished", "runs and has finished");
     }
     mml_data_free(&other);
     mml_data_free(&fewer);
