@@ -129,7 +129,8 @@ typedef enum mml_status {
     MML_ERR_IO = 3,       /* open/read/write/rename failed */
     MML_ERR_FORMAT = 4,   /* malformed input file (error names file:line) */
     MML_ERR_ISA = 5,      /* forced ISA not supported by this CPU */
-    MML_ERR_STATE = 6     /* call not valid in the current state */
+    MML_ERR_STATE = 6,    /* call not valid in the current state */
+    MML_ERR_FINISHED = 7  /* mml_fit: the model's fit has already run to its end */
 } mml_status;
 
 /* The reason for the last failing call on this thread ("" if none). */
@@ -238,6 +239,8 @@ typedef enum mml_gate_kind {
 } mml_gate_kind;
 
 #define MML_MAX_HIDDEN 8
+/* Most domains a config, a data set (synthetic or split) or a metrics record holds. */
+#define MML_MAX_DOMAINS 1024
 
 typedef struct mml_config_t {
     mml_model_kind model;
@@ -344,15 +347,19 @@ MOEMLORA_API double mml_logloss(int64_t n, const float *prob, const float *label
 
 typedef struct mml_metrics_t {
     int32_t n_domains;
-    int64_t n[64 + 1];          /* per domain (first min(n_domains,64)) */
-    double auc[64 + 1], logloss[64 + 1];
+    int64_t n[MML_MAX_DOMAINS];  /* per domain: rows, AUC (NaN: one class), log loss (NaN: no rows) */
+    double auc[MML_MAX_DOMAINS], logloss[MML_MAX_DOMAINS];
     double mean_auc;            /* mean of per-domain AUCs (domains with both classes) */
-    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d */
+    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d over the same domains */
     double logloss_all;
     int64_t n_all;
 } mml_metrics_t;
-#define MML_METRICS_MAX_DOMAINS 64
+#define MML_METRICS_MAX_DOMAINS MML_MAX_DOMAINS /* the former name */
 
+/* Metrics of the model on a split of n_domains (1..MML_MAX_DOMAINS) domains;
+ * MML_ERR_ARG for a split whose dom_start is not 0 = dom_start[0] <= ... <=
+ * dom_start[n_domains] = s->n, MML_ERR_NOMEM when the AUC of a domain cannot
+ * get its sort buffer (never a silently missing domain). */
 MOEMLORA_API mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains,
                                      mml_metrics_t *out);
 
@@ -374,7 +381,13 @@ typedef struct mml_progress_t {
     double samples_per_s;
     double eta_s;            /* this epoch */
     double loss;             /* running mean training loss this epoch */
-    double val_auc;          /* EPOCH_END */
+    /* EPOCH_END: the stage's early-stopping criterion, chosen once per stage:
+     * "auc", the mean validation AUC over the domains (an expert: its own
+     * domain) where it is defined, when one of them has both classes; else
+     * "logloss", the validation log loss of the same rows (lower is better). */
+    const char *val_metric;
+    double val_score;        /* EPOCH_END: the criterion's value */
+    double val_auc;          /* EPOCH_END: the mean validation AUC (NaN if undefined) */
     int32_t improved;        /* EPOCH_END: best so far */
     const mml_metrics_t *test; /* PHASE_END */
 } mml_progress_t;
@@ -396,12 +409,31 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
 
 /* Runs the schedule of the model's adapter: base, MLoRA, or the three MoE
  * phases (backbone, each expert on its own domain, gate), each with early
- * stopping on validation AUC and the best parameters restored. *test receives
- * the final test metrics. A model loaded from a checkpoint written during a
- * fit continues that fit where it stopped (same data and options give the
- * same weights, bit for bit, as an uninterrupted run). */
+ * stopping on its validation criterion (mml_progress_t.val_metric) and the
+ * best parameters restored. *test receives the final test metrics.
+ * A model loaded from a checkpoint written during a fit continues that fit
+ * where it stopped (same data and options give the same weights, bit for bit,
+ * as an uninterrupted run). The checkpoint holds a fingerprint of the data
+ * (sizes and every row of the three splits) and the run options: other data,
+ * or another batch or seed, is MML_ERR_STATE naming the difference;
+ * max_epochs and patience may change (the stage in progress ends by the new
+ * ones). After a fit has run to its end, mml_fit on the model (or on a model
+ * loaded from its final checkpoint) is MML_ERR_FINISHED "already finished".
+ * Older checkpoints, written before the fingerprint, resume unchecked. */
 MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
                                 mml_metrics_t *test);
+
+typedef enum mml_fit_state {
+    MML_FIT_NONE = 0,      /* no fit recorded: a new model, or saved outside mml_fit */
+    MML_FIT_STOPPED = 1,   /* a fit stopped midway (a checkpoint written by mml_fit) */
+    MML_FIT_FINISHED = 2,  /* a fit ran to its end */
+    MML_FIT_EXPORT = 3     /* loaded from an inference-only export: no training state */
+} mml_fit_state;
+
+/* What the model holds of mml_fit. For STOPPED and FINISHED, *opts (if not
+ * NULL) receives the defaults overwritten by the fit's batch, max_epochs,
+ * patience and seed (each 0 for an older checkpoint, which lacks them). */
+MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
 /* // >>checkpoints --------------------------------------------------------- */
 
@@ -4357,14 +4389,23 @@ enum { MML__AD_OFF, MML__AD_SINGLE, MML__AD_MIX };
 #define MML__CIN_LAYERS 2
 static const int mml__cin_sizes[MML__CIN_LAYERS] = {128, 128};
 
-/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+/* Where a running mml_fit is, so a checkpoint can resume it exactly, and
+ * what it runs on, so a checkpoint resumes nothing else. */
 typedef struct mml__fit_state {
     int32_t active;          /* a fit is in progress */
+    int32_t done;            /* a fit ran to its end */
+    int32_t from_export;     /* loaded from an inference-only export */
     int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
     int32_t epoch;           /* epochs completed in this stage */
     int32_t bad;             /* epochs without improvement */
     double best;             /* best validation score of this stage */
     uint64_t rng;            /* epoch shuffle generator */
+    /* the fit's data and run options (older checkpoints lack them) */
+    int32_t has_data, has_opts;
+    int64_t data_size[6];    /* users, items, domains, train, val, test rows */
+    uint64_t data_hash;      /* mml__data_hash */
+    int32_t batch, max_epochs, patience;
+    uint64_t seed;
 } mml__fit_state;
 
 struct mml_model_t {
@@ -4469,8 +4510,10 @@ static mml_status mml__check_config(const mml_config_t *c) {
     if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0)
         return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
                          c->n_users, c->n_items, c->n_domains);
-    if (c->n_users > (1 << 30) || c->n_items > (1 << 30) || c->n_domains > 4096)
+    if (c->n_users > (1 << 30) || c->n_items > (1 << 30))
         return mml__fail(MML_ERR_ARG, "config: vocab size too large");
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "config: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
     if (c->emb_dim < 1 || c->emb_dim > 1024)
         return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
     if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
@@ -6512,15 +6555,12 @@ static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
     return n;
 }
 
-/* mml_fit's first collective: every process must hold the same data and
- * options (else the processes would make different calls and wait on each
- * other forever). */
-static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o) {
+/* A fingerprint of a data set: its sizes and every row of the three splits.
+ * Each step is a bijection of h for a given word, so data that differ in
+ * one word always hash differently. */
+static uint64_t mml__data_hash(const mml_data_t *d) {
     uint64_t h = mml__hash_mix(0x6D6D6C66ull, (uint64_t)d->n_users);
     h = mml__hash_mix(mml__hash_mix(h, (uint64_t)d->n_items), (uint64_t)d->n_domains);
-    h = mml__hash_mix(mml__hash_mix(mml__hash_mix(h, (uint64_t)o->batch), (uint64_t)o->max_epochs),
-                      (uint64_t)o->patience);
-    h = mml__hash_mix(h, o->seed);
     for (int k = 0; k < 3; k++) {
         const mml_split_t *s = &d->split[k];
         h = mml__hash_mix(h, (uint64_t)s->n);
@@ -6528,6 +6568,16 @@ static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const
             h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
                               (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
     }
+    return h;
+}
+
+/* mml_fit's first collective: every process must hold the same data (hashed
+ * by mml__data_hash) and options (else the processes would make different
+ * calls and wait on each other forever). */
+static mml_status mml__dist_check_fit(mml_model_t *m, uint64_t data_hash, const mml_fit_opts_t *o) {
+    uint64_t h = mml__hash_mix(mml__hash_mix(mml__hash_mix(data_hash, (uint64_t)o->batch), (uint64_t)o->max_epochs),
+                               (uint64_t)o->patience);
+    h = mml__hash_mix(h, o->seed);
     float w[MML__DIST_WORDS];
     mml__dist_words(h, w);
     mml_status st = mml__dist_sum(m, w, MML__DIST_WORDS, "the data check");
@@ -6749,18 +6799,21 @@ static int mml__cmp_scored(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double mml_auc(int64_t n, const float *score, const float *label) {
-    if (n <= 0) return NAN;
-    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
-    if (!v) return NAN;
+/* The exact AUC into *auc, NaN when a class is absent; MML_ERR_NOMEM (and
+ * *auc NaN) when the sort buffer cannot be had, which callers that summarise
+ * must not mistake for "undefined". */
+static mml_status mml__auc(int64_t n, const float *score, const float *label, double *auc) {
+    *auc = NAN;
     int64_t npos = 0;
+    for (int64_t i = 0; i < n; i++) npos += label[i] > 0.5f;
+    int64_t nneg = n - npos;
+    if (n <= 0 || npos == 0 || nneg == 0) return MML_OK;
+    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
+    if (!v) return MML_ERR_NOMEM;
     for (int64_t i = 0; i < n; i++) {
         v[i].s = score[i] != score[i] ? 0.0f : score[i]; /* NaN scores rank as 0 */
         v[i].y = label[i];
-        npos += label[i] > 0.5f;
     }
-    int64_t nneg = n - npos;
-    if (npos == 0 || nneg == 0) { mml__free(v); return NAN; }
     qsort(v, (size_t)n, sizeof *v, mml__cmp_scored);
     /* Mann-Whitney U: sum of the (1-based, tie-averaged) ranks of positives */
     double rank_sum = 0.0;
@@ -6773,7 +6826,13 @@ double mml_auc(int64_t n, const float *score, const float *label) {
         i = j;
     }
     mml__free(v);
-    return (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    *auc = (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    return MML_OK;
+}
+
+double mml_auc(int64_t n, const float *score, const float *label) {
+    double a;
+    return mml__auc(n, score, label, &a) ? NAN : a;
 }
 
 double mml_logloss(int64_t n, const float *prob, const float *label) {
@@ -6792,8 +6851,7 @@ double mml_logloss(int64_t n, const float *prob, const float *label) {
 static void mml__metrics_summarize(mml_metrics_t *mt) {
     double sum = 0.0, wsum = 0.0, w = 0.0;
     int cnt = 0;
-    int nd = mt->n_domains < MML_METRICS_MAX_DOMAINS ? mt->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < mt->n_domains; d++) {
         if (mt->auc[d] != mt->auc[d]) continue;
         sum += mt->auc[d];
         cnt++;
@@ -6824,28 +6882,50 @@ static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_
     return m->dist_world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
 }
 
+/* A split mml_evaluate can read: every row in exactly one domain. */
+static mml_status mml__check_split(const mml_split_t *s, int32_t n_domains) {
+    if (n_domains < 1 || n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "evaluate: n_domains %d outside 1..%d", n_domains, MML_MAX_DOMAINS);
+    if (!s->dom_start) return mml__fail(MML_ERR_ARG, "evaluate: the split has no dom_start");
+    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
+    if (!s->uid || !s->pid || !s->dom || !s->label)
+        return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid, dom or label array");
+    if (s->dom_start[0] != 0 || s->dom_start[n_domains] != s->n)
+        return mml__fail(MML_ERR_ARG, "evaluate: dom_start[0] = %lld and dom_start[%d] = %lld must be 0 and the "
+                         "split's %lld rows", (long long)s->dom_start[0], n_domains,
+                         (long long)s->dom_start[n_domains], (long long)s->n);
+    for (int d = 0; d < n_domains; d++)
+        if (s->dom_start[d + 1] < s->dom_start[d])
+            return mml__fail(MML_ERR_ARG, "evaluate: dom_start decreases at domain %d (%lld after %lld)", d,
+                             (long long)s->dom_start[d + 1], (long long)s->dom_start[d]);
+    return MML_OK;
+}
+
 mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
     memset(out, 0, sizeof *out);
+    if (!m || !s) return mml__fail(MML_ERR_ARG, "evaluate: no model or no split");
+    mml_status st = mml__check_split(s, n_domains);
+    if (st) return st;
     out->n_domains = n_domains;
-    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
     float *prob = (float *)mml__alloc((size_t)s->n * sizeof(float));
     if (!prob) return mml__fail(MML_ERR_NOMEM, "evaluate: out of memory");
     double ll = 0.0;
-    for (int d = 0; d < n_domains; d++) {
+    int nomem = -1; /* distributed: the predictions are collective, so a failing AUC stops only after them */
+    for (int d = 0; d < n_domains && !st; d++) {
         int64_t a = s->dom_start[d], b = s->dom_start[d + 1];
-        double auc = NAN, l = NAN;
-        if (b > a) {
-            mml_status st = mml__predict_rows(m, s, a, b, prob + a);
-            if (st) { mml__free(prob); return st; }
-            auc = mml_auc(b - a, prob + a, s->label + a);
-            l = mml_logloss(b - a, prob + a, s->label + a);
-            ll += l * (double)(b - a);
-        }
-        if (d < MML_METRICS_MAX_DOMAINS) { out->n[d] = b - a; out->auc[d] = auc; out->logloss[d] = l; }
+        out->n[d] = b - a;
+        out->auc[d] = out->logloss[d] = NAN;
+        if (b == a) continue;
+        st = mml__predict_rows(m, s, a, b, prob + a);
+        if (!st && mml__auc(b - a, prob + a, s->label + a, &out->auc[d]) && nomem < 0) nomem = d;
+        out->logloss[d] = mml_logloss(b - a, prob + a, s->label + a);
+        ll += out->logloss[d] * (double)(b - a);
     }
+    mml__free(prob);
+    if (!st && nomem >= 0) st = mml__fail(MML_ERR_NOMEM, "evaluate: out of memory computing the AUC of domain %d", nomem);
+    if (st) return st;
     out->n_all = s->n;
     out->logloss_all = ll / (double)s->n;
-    mml__free(prob);
     mml__metrics_summarize(out);
     return MML_OK;
 }
@@ -6937,23 +7017,45 @@ static mml_status mml__epoch(mml__fit *f, mml_progress_t *pr, int only_domain) {
     return MML_OK;
 }
 
-static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
-    mml_metrics_t mt;
+/* The stage's early-stopping criterion, chosen once per stage: the AUC when
+ * one of the stage's domains (an expert: its own) has validation rows of both
+ * classes, else the log loss. An undefined AUC never improves, so stopping on
+ * it would hand back the stage's initial parameters. */
+static int mml__stage_uses_auc(const mml__fit *f, int only_domain) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
+    for (int d = 0; d < f->d->n_domains; d++) {
+        if (only_domain >= 0 && d != only_domain) continue;
+        int seen = 0; /* bit 0: a positive, bit 1: a negative */
+        for (int64_t i = s->dom_start[d]; i < s->dom_start[d + 1] && seen != 3; i++) seen |= s->label[i] > 0.5f ? 1 : 2;
+        if (seen == 3) return 1;
+    }
+    return 0;
+}
+
+/* The validation criterion, higher is better (the mean AUC, or minus the log
+ * loss), and the mean AUC (NaN where undefined). */
+static mml_status mml__val_score(mml__fit *f, int only_domain, int use_auc, double *score, double *auc) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
     mml_status st;
+    *score = *auc = NAN;
     if (only_domain >= 0) {
-        const mml_split_t *s = &f->d->split[MML_VAL];
         int64_t a = s->dom_start[only_domain], b = s->dom_start[only_domain + 1];
-        if (b <= a) { *score = NAN; return MML_OK; }
+        if (b <= a) return MML_OK;
         float *prob = (float *)mml__alloc((size_t)(b - a) * sizeof(float));
-        if (!prob) return mml__fail(MML_ERR_NOMEM, "out of memory");
+        if (!prob) return mml__fail(MML_ERR_NOMEM, "fit: out of memory validating domain %d", only_domain);
         st = mml__predict_rows(f->m, s, a, b, prob);
-        *score = st ? NAN : mml_auc(b - a, prob, s->label + a);
+        if (!st && mml__auc(b - a, prob, s->label + a, auc))
+            st = mml__fail(MML_ERR_NOMEM, "fit: out of memory computing the validation AUC of domain %d", only_domain);
+        if (!st) *score = use_auc ? *auc : -mml_logloss(b - a, prob, s->label + a);
         mml__free(prob);
         return st;
     }
-    st = mml_evaluate(f->m, &f->d->split[MML_VAL], f->d->n_domains, &mt);
-    *score = mt.mean_auc;
-    return st;
+    mml_metrics_t mt;
+    st = mml_evaluate(f->m, s, f->d->n_domains, &mt);
+    if (st) return st;
+    *auc = mt.mean_auc;
+    *score = use_auc ? mt.mean_auc : -mt.logloss_all;
+    return MML_OK;
 }
 
 /* The stages of the adapter's schedule: one phase, or MoE's backbone, one
@@ -6990,6 +7092,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     int expert;
     mml__stage_info(m, s, &name, &phase, &expert);
     int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
+    int use_auc = mml__stage_uses_auc(f, only_domain);
     size_t bytes = (size_t)m->n_floats * sizeof(float);
     mml_status st;
     if (fs->epoch == 0) {
@@ -6997,7 +7100,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
         if (st) return st;
         mml__catch_up_all(m);
         memcpy(m->best, m->P, bytes);
-        fs->best = -1.0;
+        fs->best = -INFINITY; /* the first epoch always counts */
         fs->bad = 0;
     } else {
         mml__phase_flags(m, phase, expert); /* resumed: keep the optimizer state */
@@ -7006,15 +7109,16 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     memset(&pr, 0, sizeof pr);
     pr.phase_name = name;
     pr.expert = expert;
+    pr.val_metric = use_auc ? "auc" : "logloss";
     while (fs->epoch < f->o->max_epochs && fs->bad < f->o->patience) {
         pr.epoch = fs->epoch + 1;
         st = mml__epoch(f, &pr, only_domain);
         if (st) return st;
         double v;
-        st = mml__val_score(f, only_domain, &v);
+        st = mml__val_score(f, only_domain, use_auc, &v, &pr.val_auc);
         if (st) return st;
         pr.event = MML_EV_EPOCH_END;
-        pr.val_auc = v;
+        pr.val_score = use_auc ? v : -v;
         pr.improved = v == v && v > fs->best;
         if (pr.improved) {
             fs->best = v;
@@ -7061,18 +7165,89 @@ static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
     return MML_OK;
 }
 
+static void mml__data_sizes(const mml_data_t *d, int64_t size[6]) {
+    size[0] = d->n_users;
+    size[1] = d->n_items;
+    size[2] = d->n_domains;
+    for (int k = 0; k < 3; k++) size[3 + k] = d->split[k].n;
+}
+
+/* A model holding a fit, stopped or finished, runs only on the data and with
+ * the batch and seed the fit began with: anything else would mix two runs in
+ * one set of weights. max_epochs and patience may change (they only decide
+ * where stages end). */
+static mml_status mml__check_resume(const mml_model_t *m, const mml_data_t *d, uint64_t data_hash,
+                                    const mml_fit_opts_t *o) {
+    const mml__fit_state *fs = &m->fs;
+    if (!fs->active && !fs->done) return MML_OK;
+    int64_t z[6];
+    mml__data_sizes(d, z);
+    const int64_t *w = fs->data_size;
+    if (fs->has_data && memcmp(z, w, sizeof z))
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: sizes differ (checkpoint: "
+                         "%lld users, %lld items, %lld domains, %lld/%lld/%lld train/val/test rows; given: %lld, %lld, "
+                         "%lld, %lld/%lld/%lld)", (long long)w[0], (long long)w[1], (long long)w[2], (long long)w[3],
+                         (long long)w[4], (long long)w[5], (long long)z[0], (long long)z[1], (long long)z[2],
+                         (long long)z[3], (long long)z[4], (long long)z[5]);
+    if (fs->has_data && data_hash != fs->data_hash)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: rows differ (same sizes)");
+    if (fs->done) return mml__fail(MML_ERR_FINISHED, "fit: already finished: the model's fit ran to its end");
+    if (fs->has_opts && o->batch != fs->batch)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has batch %d, given %d: the batch and the seed must "
+                         "stay the same to resume", fs->batch, o->batch);
+    if (fs->has_opts && o->seed != fs->seed)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has seed %llu, given %llu: the batch and the seed "
+                         "must stay the same to resume", (unsigned long long)fs->seed, (unsigned long long)o->seed);
+    return MML_OK;
+}
+
+/* Starts a fit, or takes over a stopped one: from here on its checkpoints
+ * carry the data and the options it runs with. */
+static void mml__fit_begin(mml_model_t *m, const mml_data_t *d, uint64_t data_hash, const mml_fit_opts_t *o) {
+    mml__fit_state *fs = &m->fs;
+    if (!fs->active) {
+        memset(fs, 0, sizeof *fs);
+        fs->active = 1;
+        fs->rng = o->seed ^ 0x5EEDull;
+    }
+    fs->has_data = fs->has_opts = 1;
+    mml__data_sizes(d, fs->data_size);
+    fs->data_hash = data_hash;
+    fs->batch = o->batch;
+    fs->max_epochs = o->max_epochs;
+    fs->patience = o->patience;
+    fs->seed = o->seed;
+}
+
+mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
+    const mml__fit_state *fs = &m->fs;
+    mml_fit_state s = fs->active ? MML_FIT_STOPPED : fs->done ? MML_FIT_FINISHED
+                    : fs->from_export ? MML_FIT_EXPORT : MML_FIT_NONE;
+    if (!opts) return s;
+    mml_fit_opts_default(opts);
+    if (s == MML_FIT_STOPPED || s == MML_FIT_FINISHED) {
+        opts->batch = fs->has_opts ? fs->batch : 0;
+        opts->max_epochs = fs->has_opts ? fs->max_epochs : 0;
+        opts->patience = fs->has_opts ? fs->patience : 0;
+        opts->seed = fs->has_opts ? fs->seed : 0;
+    }
+    return s;
+}
+
 mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
     mml_status st = mml__check_data(m, d);
     if (st) return st;
     if (o->batch < 1 || o->batch > m->cfg.max_batch)
         return mml__fail(MML_ERR_ARG, "fit: batch %d outside 1..max_batch %d", o->batch, m->cfg.max_batch);
     if (o->max_epochs < 1 || o->patience < 1) return mml__fail(MML_ERR_ARG, "fit: max_epochs and patience must be >= 1");
-    if (m->cfg.pretrained) {
-        if (!d->user_emb || !d->item_emb) return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
-        st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
-        if (st) return st;
-    }
-    if (m->dist_world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (!d->user_emb || !d->item_emb))
+        return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
+    uint64_t data_hash = mml__data_hash(d);
+    /* collective first: every process then decides the checks below alike */
+    if (m->dist_world > 1 && (st = mml__dist_check_fit(m, data_hash, o)) != MML_OK) return st;
+    if ((st = mml__check_resume(m, d, data_hash, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim)) != MML_OK)
+        return st;
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
@@ -7090,11 +7265,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
-    if (!m->fs.active) {
-        memset(&m->fs, 0, sizeof m->fs);
-        m->fs.active = 1;
-        m->fs.rng = o->seed ^ 0x5EEDull;
-    }
+    mml__fit_begin(m, d, data_hash, o);
     f.rng = m->fs.rng;
     for (int s = m->fs.stage; !st && s < mml__n_stages(m); s++) {
         const char *name;
@@ -7108,7 +7279,10 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         m->fs.epoch = 0;
         if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
     }
-    if (!st) m->fs.active = 0;
+    if (!st) {
+        m->fs.active = 0;
+        m->fs.done = 1;
+    }
 done:
     mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
     return st;
@@ -7134,7 +7308,9 @@ void mml_synth_default(mml_synth_config_t *c) {
 
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
-    if (c->n_domains < 1 || c->n_domains > 4096 || c->n_users < c->n_domains || c->n_items < 2 ||
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "synthetic: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
+    if (c->n_domains < 1 || c->n_users < c->n_domains || c->n_items < 2 ||
         c->n_samples < 10 * (int64_t)c->n_domains || c->n_samples > ((int64_t)1 << 33) ||
         !(c->ctr > 0.0f && c->ctr < 1.0f))
         return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",
@@ -7226,7 +7402,12 @@ done:
  *   PARM  one tensor per parameter, named as in mml__build_layout
  *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
- *   PROG  training progress as "key=value" lines   (training checkpoints)
+ *   PROG  "key=value" lines: the phase and expert; training checkpoints add
+ *         the optimizer's and the fit's progress, and, once a fit has begun
+ *         (not in older files), what it runs on:
+ *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
+ *         data_items, data_domains, data_train, data_val, data_test,
+ *         data_hash (mml__data_hash), each group whole or absent
  * Floats in text sections are C99 hex floats, so they round-trip exactly. */
 
 #define MML__TEXT_MAX 4096
@@ -7354,23 +7535,57 @@ static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
     return MML_OK;
 }
 
-typedef struct mml__progp { mml_model_t *m; } mml__progp;
+typedef struct mml__progp { mml_model_t *m; int n_opts, n_data; } mml__progp;
+
+/* The PROG keys of what a fit runs on: options (4) and data (7). */
+static mml_status mml__prog_fit_kv(mml__progp *pp, const char *k, const char *v, int *known) {
+    static const char *const opt_keys[] = {"fit_batch", "fit_epochs", "fit_patience"};
+    static const char *const data_keys[] = {"data_users", "data_items", "data_domains", "data_train", "data_val",
+                                            "data_test"};
+    mml__fit_state *fs = &pp->m->fs;
+    int32_t *const opts[] = {&fs->batch, &fs->max_epochs, &fs->patience};
+    int64_t i;
+    *known = 1;
+    for (int j = 0; j < 3; j++)
+        if (!strcmp(k, opt_keys[j])) {
+            if (mml__parse_i64(v, 1, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            *opts[j] = (int32_t)i;
+            pp->n_opts++;
+            return MML_OK;
+        }
+    for (int j = 0; j < 6; j++)
+        if (!strcmp(k, data_keys[j])) {
+            if (mml__parse_i64(v, 0, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            fs->data_size[j] = i;
+            pp->n_data++;
+            return MML_OK;
+        }
+    *known = 0;
+    return MML_OK;
+}
 
 static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
-    mml_model_t *m = ((mml__progp *)ctx)->m;
+    mml__progp *pp = (mml__progp *)ctx;
+    mml_model_t *m = pp->m;
     int64_t i;
     double d;
+    int known;
+    mml_status st = mml__prog_fit_kv(pp, k, v, &known);
+    if (st || known) return st;
     if (!strcmp(k, "best")) {
         if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
         m->fs.best = d;
         return MML_OK;
     }
-    if (!strcmp(k, "steps") || !strcmp(k, "rng")) {
+    if (!strcmp(k, "steps") || !strcmp(k, "rng") || !strcmp(k, "fit_seed") || !strcmp(k, "data_hash")) {
         char *e;
         errno = 0;
         unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
-        if (k[0] == 's') m->steps = x; else m->fs.rng = x;
+        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+        if (!strcmp(k, "steps")) m->steps = x;
+        else if (!strcmp(k, "rng")) m->fs.rng = x;
+        else if (!strcmp(k, "fit_seed")) { m->fs.seed = x; pp->n_opts++; }
+        else { m->fs.data_hash = x; pp->n_data++; }
         return MML_OK;
     }
     if (mml__parse_i64(v, -1, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
@@ -7382,12 +7597,26 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
         m->expert = (int)i;
     } else if (!strcmp(k, "adam_t")) m->adam_t = i;
     else if (!strcmp(k, "fit_active")) m->fs.active = i != 0;
+    else if (!strcmp(k, "fit_done")) m->fs.done = i != 0;
     else if (!strcmp(k, "stage")) {
         if (i > m->n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
         m->fs.stage = (int32_t)i;
     } else if (!strcmp(k, "epoch")) m->fs.epoch = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else if (!strcmp(k, "bad")) m->fs.bad = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    return MML_OK;
+}
+
+/* What PROG says of the fit must hang together. */
+static mml_status mml__prog_check(mml__progp *pp, const char *path) {
+    mml__fit_state *fs = &pp->m->fs;
+    if ((pp->n_opts != 0 && pp->n_opts != 4) || (pp->n_data != 0 && pp->n_data != 7))
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG has only some of the fit_* or data_* keys", path);
+    if (fs->active && fs->done) return mml__fail(MML_ERR_FORMAT, "%s: section PROG says the fit runs and has finished", path);
+    if ((fs->active || fs->done) && fs->from_export)
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG records a fit but the file has no optimizer state", path);
+    fs->has_opts = pp->n_opts == 4;
+    fs->has_data = pp->n_data == 7;
     return MML_OK;
 }
 
@@ -7404,18 +7633,35 @@ static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckp
     }
 }
 
+/* The PROG section; an inference export keeps only the phase (it decides
+ * which adapters predict). */
+static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t cap) {
+    const mml__fit_state *fs = &m->fs;
+    if (!training) return snprintf(buf, cap, "phase=%d\nexpert=%d\n", (int)m->phase, m->expert);
+    int n = snprintf(buf, cap,
+                     "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nfit_done=%d\nstage=%d\nepoch=%d\n"
+                     "bad=%d\nbest=%a\nrng=%llu\n",
+                     (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps, fs->active,
+                     fs->done, fs->stage, fs->epoch, fs->bad, fs->best, (unsigned long long)fs->rng);
+    if (n > 0 && (size_t)n < cap && fs->has_opts)
+        n += snprintf(buf + n, cap - (size_t)n, "fit_batch=%d\nfit_epochs=%d\nfit_patience=%d\nfit_seed=%llu\n",
+                      fs->batch, fs->max_epochs, fs->patience, (unsigned long long)fs->seed);
+    if (n > 0 && (size_t)n < cap && fs->has_data)
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "data_users=%lld\ndata_items=%lld\ndata_domains=%lld\ndata_train=%lld\ndata_val=%lld\n"
+                      "data_test=%lld\ndata_hash=%llu\n",
+                      (long long)fs->data_size[0], (long long)fs->data_size[1], (long long)fs->data_size[2],
+                      (long long)fs->data_size[3], (long long)fs->data_size[4], (long long)fs->data_size[5],
+                      (unsigned long long)fs->data_hash);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
-    char conf[MML__TEXT_MAX], prog[1024];
+    char conf[MML__TEXT_MAX], prog[MML__TEXT_MAX];
     mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
     if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
-    /* an inference export keeps the phase: it decides which adapters predict */
-    int pn = training ? snprintf(prog, sizeof prog,
-                                 "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\n"
-                                 "bad=%d\nbest=%a\nrng=%llu\n",
-                                 (int)m->phase, m->expert, (long long)m->adam_t, (unsigned long long)m->steps,
-                                 m->fs.active, m->fs.stage, m->fs.epoch, m->fs.bad, m->fs.best,
-                                 (unsigned long long)m->fs.rng)
-                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->phase, m->expert);
+    int pn = mml__prog_text(m, training, prog, sizeof prog);
+    if (pn < 0) return mml__fail(MML_ERR_ARG, "%s: progress too long", path);
     int np = m->n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
     char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
@@ -7514,16 +7760,19 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
         if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
     }
     if (!st) st = mml__read_arena(ck, path, "PARM", "", m, m->P);
+    if (m) m->fs.from_export = 1;
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
-        mml__progp pp = {m};
+        mml__progp pp = {m, 0, 0};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[64];
         snprintf(first, sizeof first, "m.%s", m->params[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
+            m->fs.from_export = 0;
             if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->M);
             if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->V);
             if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->best);
         }
+        if (!st) st = mml__prog_check(&pp, path);
         if (!st && m->phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
             st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->phase);
         if (!st && m->phase == MML_PHASE_EXPERT && m->expert < 0)
