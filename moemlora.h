@@ -1355,13 +1355,18 @@ static void mml__buf_free(mml__buf *b) {
 }
 
 /* Whole-file read: one fread into one buffer is the fastest way to feed the
- * pointer-loop parsers below (files of a few GB fit in RAM on target boxes). */
-static mml_status mml__read_file(const char *path, mml__buf *b) {
+ * pointer-loop parsers below (files of a few GB fit in RAM on target boxes).
+ * The type is checked before opening (opening a FIFO would wait for a
+ * writer); *st_out (may be NULL) gets the file's status as of the read. */
+static mml_status mml__read_file_st(const char *path, mml__buf *b, struct stat *st_out) {
     struct stat st;
     FILE *f;
     size_t n, got;
     b->p = NULL;
     b->n = 0;
+    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: is a directory, not a file", path);
+    if (!S_ISREG(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
     f = fopen(path, "rb");
     if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -1382,8 +1387,10 @@ static mml_status mml__read_file(const char *path, mml__buf *b) {
     }
     b->p[n] = 0;
     b->n = n;
+    if (st_out) *st_out = st;
     return MML_OK;
 }
+static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, b, NULL); }
 
 static int mml__is_file(const char *path) {
     struct stat st;
@@ -1533,6 +1540,37 @@ static int mml__to_i64(const char *s, const char *e, int64_t *v) {
     *v = neg ? -x : x;
     return 1;
 }
+
+static int mml__all_digits(const char *s, const char *e) {
+    if (s == e) return 0;
+    for (; s < e; s++)
+        if ((unsigned)(*s - '0') > 9) return 0;
+    return 1;
+}
+
+/* A number as it stands in the file, shortened for messages. */
+static const char *mml__num(const char *s, const char *e, char *buf, size_t cap) {
+    int n = (int)(e - s) < 30 ? (int)(e - s) : 30;
+    snprintf(buf, cap, "%.*s%s", n, s, e - s > 30 ? "..." : "");
+    return buf;
+}
+
+/* Field [s, e) of line L as an id in [0, max]; else the reason, naming a
+ * number too large for an id as out of range rather than as no number. */
+static mml_status mml__field_id(const mml__lines *L, const char *what, const char *s, const char *e, int64_t max,
+                                int64_t *v) {
+    char q[64];
+    if (!mml__all_digits(s, e))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", L->file, L->line,
+                         what, mml__q(s, e, q, sizeof q));
+    if (!mml__to_i64(s, e, v) || *v > max)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (at most %lld)", L->file, L->line, what,
+                         mml__num(s, e, q, sizeof q), (long long)max);
+    return MML_OK;
+}
+
+/* Raw ids that are only keys (re-indexed densely): any 18-digit number. */
+#define MML__RAW_ID_MAX 999999999999999999ll
 
 /* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
  * mantissa of up to 19 significant digits times an exact power of ten, then
@@ -2165,22 +2203,29 @@ static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fn
             if (j == 3 && !(fe[3] - fs[3] == 1 && (fs[3][0] == '0' || fs[3][0] == '1')))
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: label must be 0 or 1, got %s", fname, L.line,
                                  mml__q(fs[3], fe[3], q, sizeof q));
-            if (!mml__to_i64(fs[j], fe[j], &v[j]))
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
-                                 mml__q(fs[j], fe[j], q, sizeof q));
+            if (!mml__to_i64(fs[j], fe[j], &v[j])) {
+                if (!mml__all_digits(fs[j], fe[j]))
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
+                                     mml__q(fs[j], fe[j], q, sizeof q));
+                v[j] = INT64_MAX; /* more digits than any id: out of range below */
+            }
             if (v[j] < 0)
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be >= 0, got %s", fname, L.line, col[j],
                                  mml__q(fs[j], fe[j], q, sizeof q));
         }
-        if (v[0] >= (n_users >= 0 ? n_users : (int64_t)INT32_MAX))
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: uid %lld out of range (n_users=%lld)", fname, L.line,
-                             (long long)v[0], (long long)n_users);
-        if (v[1] >= (n_items >= 0 ? n_items : (int64_t)INT32_MAX))
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: pid %lld out of range (n_items=%lld)", fname, L.line,
-                             (long long)v[1], (long long)n_items);
+        for (j = 0; j < 2; j++) {
+            /* without meta.txt the largest id + 1 becomes a vocab size */
+            int64_t known = j ? n_items : n_users, max = known >= 0 ? known - 1 : (int64_t)INT32_MAX - 1;
+            if (v[j] <= max) continue;
+            if (known >= 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (%s=%lld)", fname, L.line, col[j],
+                                 mml__num(fs[j], fe[j], q, sizeof q), j ? "n_items" : "n_users", (long long)known);
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (at most %lld)", fname, L.line, col[j],
+                             mml__num(fs[j], fe[j], q, sizeof q), (long long)max);
+        }
         if (v[2] != domain)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %lld but the file is in domain_%d/", fname,
-                             L.line, (long long)v[2], domain);
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %s but the file is in domain_%d/", fname,
+                             L.line, mml__num(fs[2], fe[2], q, sizeof q), domain);
         if (v[0] > *max_uid) *max_uid = v[0];
         if (v[1] > *max_pid) *max_pid = v[1];
         sp->uid[r] = (int32_t)v[0];
@@ -2571,6 +2616,24 @@ mml_status mml_data_load(const char *dir, mml_data_t *out) {
     return mml_data_load_csv(dir, out);
 }
 
+/* ---- raw data sets ---- */
+
+/* A raw data folder that cannot be read says why, before its absent files
+ * could be taken for another data set's. */
+static mml_status mml__raw_dir_ok(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a folder", dir);
+    return MML_OK;
+}
+
+/* 1: a regular file; 0: nothing there; -1: cannot tell (errno says why). */
+static int mml__probe_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0) return S_ISREG(st.st_mode);
+    return errno == ENOENT ? 0 : -1;
+}
+
 /* ---- MovieLens ---- */
 
 enum { MML__ML_GENDER = 0, MML__ML_AGE = 1, MML__ML_OCC = 2 };
@@ -2645,8 +2708,7 @@ static mml_status mml__ml_parse_users(const char *buf, size_t n, const char *fna
         gs = fs[is_1m ? 1 : 2], ge = fe[is_1m ? 1 : 2];
         as = fs[is_1m ? 2 : 1], ae = fe[is_1m ? 2 : 1];
         os = fs[3], oe = fe[3];
-        if (!mml__to_i64(fs[0], fe[0], &id) || id < 0 || id > INT32_MAX)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad user id %s", fname, L.line, mml__q(fs[0], fe[0], q, sizeof q));
+        if ((st = mml__field_id(&L, "user id", fs[0], fe[0], INT32_MAX, &id)) != MML_OK) return st;
         g = (ge - gs == 1 && *gs == 'F') ? 0 : (ge - gs == 1 && *gs == 'M') ? 1 : -1;
         if (g < 0)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: gender must be F or M, got %s", fname, L.line, mml__q(gs, ge, q, sizeof q));
@@ -2729,12 +2791,12 @@ static mml_status mml__ml_parse_ratings(const char *buf, size_t n, const char *f
         if (nf != 3 && nf != 4)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected 3 or 4 fields user%sitem%srating[%stimestamp], got %d",
                              fname, L.line, is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", nf);
-        for (j = 0; j < 3; j++)
-            if (!mml__to_i64(fs[j], fe[j], &v[j]) || v[j] < 0 || v[j] > INT32_MAX)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
-                                 j == 0 ? "user id" : j == 1 ? "item id" : "rating", mml__q(fs[j], fe[j], q, sizeof q));
-        if (v[2] < 1 || v[2] > 5)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: rating must be 1..5, got %lld", fname, L.line, (long long)v[2]);
+        for (j = 0; j < 2; j++)
+            if ((st = mml__field_id(&L, j ? "item id" : "user id", fs[j], fe[j], INT32_MAX, &v[j])) != MML_OK)
+                return st;
+        if (!mml__to_i64(fs[2], fe[2], &v[2]) || v[2] < 1 || v[2] > 5)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: rating must be 1..5, got %s", fname, L.line,
+                             mml__q(fs[2], fe[2], q, sizeof q));
         if (nf == 4) {
             int64_t ts;
             if (!mml__to_i64(fs[3], fe[3], &ts))
@@ -2773,7 +2835,7 @@ mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint
     mml__buf b;
     mml__ml_users *u = NULL;
     mml__raw r;
-    int is_1m, kind;
+    int is_1m, kind, found;
     int32_t k;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_movielens_load: out is NULL");
@@ -2784,8 +2846,9 @@ mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint
     else if (!strcmp(domain_kind, "age")) kind = MML__ML_AGE;
     else if (!strcmp(domain_kind, "occupation")) kind = MML__ML_OCC;
     else return mml__fail(MML_ERR_ARG, "unknown MovieLens domain split \"%s\" (gender, age or occupation)", domain_kind);
+    if ((st = mml__raw_dir_ok(raw_dir)) != MML_OK) return st;
     if ((st = mml__join(upath, raw_dir, "users.dat")) != MML_OK) return st;
-    is_1m = mml__is_file(upath);
+    if ((is_1m = mml__probe_file(upath)) < 0) return mml__fail(MML_ERR_IO, "%s: cannot read: %s", upath, strerror(errno));
     if (is_1m) {
         mml__join(rpath, raw_dir, "ratings.dat");
         if (!mml__is_file(rpath)) mml__join(rpath, raw_dir, "ratings.no-timestamp.dat");
@@ -2793,7 +2856,9 @@ mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint
         mml__join(upath, raw_dir, "u.user");
         mml__join(rpath, raw_dir, "u.data");
         mml__join(opath, raw_dir, "u.occupation");
-        if (!mml__is_file(upath))
+        if ((found = mml__probe_file(upath)) < 0)
+            return mml__fail(MML_ERR_IO, "%s: cannot read: %s", upath, strerror(errno));
+        if (!found)
             return mml__fail(MML_ERR_IO, "%s: neither MovieLens-1M (users.dat) nor MovieLens-100K (u.user) files found",
                              raw_dir);
     }
@@ -2865,9 +2930,7 @@ static mml_status mml__parse_emb_csv(const char *buf, size_t n, const char *fnam
         if (s == e && L.p >= L.end) break;
         c = (const char *)memchr(s, ',', (size_t)(e - s));
         if (!c) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected id,<floats>, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
-        if (!mml__to_i64(s, c, &id) || id < 0)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: id must be a non-negative integer, got %s", fname, L.line,
-                             mml__q(s, c, q, sizeof q));
+        if ((st = mml__field_id(&L, "id", s, c, MML__RAW_ID_MAX, &id)) != MML_OK) return st;
         if (m->dim == 0) {
             int64_t d = 1;
             for (p = c + 1; p < e; p++) d += *p == ',';
@@ -2958,10 +3021,9 @@ static mml_status mml__parse_clicks(const char *buf, size_t n, const char *fname
                              nf, L.last_unterminated && nf < ncol ? " (truncated last line)" : "");
         for (j = 0; j < 3; j++) {
             int col = j == 0 ? cu : j == 1 ? ci : ct;
-            if (!mml__to_i64(fs[col], fe[col], &v[j]) || v[j] < 0)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
-                                 j == 0 ? "user_id" : j == 1 ? "item_id" : "theme_id",
-                                 mml__q(fs[col], fe[col], q, sizeof q));
+            mml_status st = mml__field_id(&L, j == 0 ? "user_id" : j == 1 ? "item_id" : "theme_id", fs[col], fe[col],
+                                          MML__RAW_ID_MAX, &v[j]);
+            if (st) return st;
         }
         ur = mml__imap_get(&ue->map, v[0]);
         ir = mml__imap_get(&ie->map, v[1]);
@@ -3218,6 +3280,7 @@ mml_status mml_taobao_load(const char *raw_dir, int n_themes, uint64_t seed, mml
     memset(&c, 0, sizeof c);
     memset(&r, 0, sizeof r);
     if (!raw_dir || n_themes < 0) return mml__fail(MML_ERR_ARG, "mml_taobao_load: bad argument");
+    if ((st = mml__raw_dir_ok(raw_dir)) != MML_OK) return st;
     if ((st = mml__join(path, raw_dir, "user_embedding.csv")) != MML_OK) goto done;
     if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
     st = mml__parse_emb_csv(b.p, b.n, path, &ue);
@@ -4147,6 +4210,12 @@ MML__CKPT_FN mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
     if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
     *out = NULL;
     if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
+    /* Checked before opening: a directory opens and "seeks" to a size of
+     * 2^63, and opening a FIFO waits for a writer. */
+    struct stat st0;
+    if (stat(path, &st0) == 0 && !S_ISREG(st0.st_mode))
+        return mml__fail(MML_ERR_IO, "%s: %s, not a checkpoint file", path,
+                         S_ISDIR(st0.st_mode) ? "is a directory" : "is not a regular file");
     FILE *f = fopen(path, "rb");
     if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     mml__ckpt *c = mml__ckpt_new(path);

@@ -6,6 +6,7 @@
 #include "../moemlora.h"
 #include "mml_test.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -330,8 +331,8 @@ static void test_csv_bad(void) {
         {"domain_1/train.csv", "uid,pid,domain,label\n1,x2,1,0\n", "train.csv:2: pid is not an integer: \"x2\"", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,\n", "train.csv:2: label must be 0 or 1, got \"\"", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n-1,2,1,0\n", "train.csv:2: uid must be >= 0", MML_ERR_FORMAT},
-        {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n10,2,1,0\n", "train.csv:3: uid 10 out of range", MML_ERR_FORMAT},
-        {"domain_1/train.csv", "uid,pid,domain,label\n1,10,1,0\n", "train.csv:2: pid 10 out of range", MML_ERR_FORMAT},
+        {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n10,2,1,0\n", "train.csv:3: uid 10 is out of range (n_users=10)", MML_ERR_FORMAT},
+        {"domain_1/train.csv", "uid,pid,domain,label\n1,10,1,0\n", "train.csv:2: pid 10 is out of range (n_items=10)", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,0,0\n", "train.csv:2: domain column is 0", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\r\n1,2,1,2\r\n", "train.csv:2: label must be 0 or 1, got \"2\"", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,1.0\n", "train.csv:2: label must be 0 or 1", MML_ERR_FORMAT},
@@ -340,7 +341,7 @@ static void test_csv_bad(void) {
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n3,4", "train.csv:3: truncated last line", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n\n3,4,1,0\n", "train.csv:3: empty line", MML_ERR_FORMAT},
         {"domain_1/train.csv", "", "train.csv:1: empty file", MML_ERR_FORMAT},
-        {"domain_1/train.csv", "uid,pid,domain,label\n99999999999999999999,2,1,0\n", "train.csv:2: uid is not an integer", MML_ERR_FORMAT},
+        {"domain_1/train.csv", "uid,pid,domain,label\n99999999999999999999,2,1,0\n", "train.csv:2: uid 99999999999999999999 is out of range", MML_ERR_FORMAT},
         {"meta.txt", "format=moemlora-data-1\nn_domains=abc\n", "meta.txt:2: bad value \"abc\" for n_domains", MML_ERR_FORMAT},
         {"meta.txt", "format=moemlora-data-9\nn_domains=2\n", "meta.txt:1: unsupported format", MML_ERR_FORMAT},
         {"meta.txt", "format=moemlora-data-1\nn_domains=2\nhello\n", "meta.txt:3: expected key=value", MML_ERR_FORMAT},
@@ -630,6 +631,88 @@ static void test_taobao(void) {
     free(d2);
 }
 
+/* ---- messages ---- */
+
+/* Ids beyond what the format can hold say so, with file:line. */
+static void test_id_range(void) {
+    char *dir = mkdir_tmp(), *ml = mkdir_tmp(), *tb = mkdir_tmp();
+    mml_data_t d;
+    mmlt_ctx = "id-range";
+    /* the paper repo's layout (no meta.txt): ids become vocab sizes */
+    {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/domain_0", dir);
+        mkdir(p, 0777);
+    }
+    put_file(dir, "domain_0/train.csv", "uid,pid,domain,label\n1,2,0,1\n3000000000,1,0,1\n");
+    put_file(dir, "domain_0/val.csv", "uid,pid,domain,label\n1,2,0,1\n");
+    put_file(dir, "domain_0/test.csv", "uid,pid,domain,label\n1,2,0,1\n");
+    CHECK(mml_data_load(dir, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "domain_0/train.csv:3: uid 3000000000 is out of range (at most 2147483646)"),
+          "prepared uid: %s", mml_last_error());
+    put_file(dir, "domain_0/train.csv", "uid,pid,domain,label\n1,12345678901234567890,0,1\n");
+    CHECK(mml_data_load(dir, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "domain_0/train.csv:2: pid 12345678901234567890 is out of range (at most 2147483646)"),
+          "prepared pid, 20 digits: %s", mml_last_error());
+    /* MovieLens */
+    put_file(ml, "users.dat", "1::F::1::10::48067\n");
+    put_file(ml, "ratings.dat", "1::1193::5::978300760\n1::3000000000::5::978300760\n");
+    CHECK(mml_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "ratings.dat:2: item id 3000000000 is out of range (at most 2147483647)"),
+          "MovieLens item: %s", mml_last_error());
+    put_file(ml, "users.dat", "1::F::1::10::48067\n3000000000::M::1::10::48067\n");
+    CHECK(mml_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "users.dat:2: user id 3000000000 is out of range (at most 2147483647)"),
+          "MovieLens user: %s", mml_last_error());
+    /* Taobao raw ids are only keys: anything up to 18 digits */
+    put_file(tb, "user_embedding.csv", "user_id,emb\n10,0.5,1\n1234567890123456789,1,2\n");
+    put_file(tb, "item_embedding.csv", "item_id,emb\n7,1,2\n");
+    put_file(tb, "theme_click_log.csv", "user_id,item_id,theme_id\n10,7,3\n");
+    CHECK(mml_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "user_embedding.csv:3: id 1234567890123456789 is out of range (at most 999999999999999999)"),
+          "Taobao embedding id: %s", mml_last_error());
+    put_file(tb, "user_embedding.csv", "user_id,emb\n10,0.5,1\n3000000000,1,2\n");
+    put_file(tb, "theme_click_log.csv", "user_id,item_id,theme_id\n3000000000,7,3\n10,7,99999999999999999999\n");
+    CHECK(mml_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "theme_click_log.csv:3: theme_id 99999999999999999999 is out of range (at most 999999999999999999)"),
+          "Taobao theme id: %s", mml_last_error());
+    mmlt_rm_tree(dir);
+    mmlt_rm_tree(ml);
+    mmlt_rm_tree(tb);
+    free(dir);
+    free(ml);
+    free(tb);
+}
+
+/* A raw folder that cannot be read says why, not "no data set found". */
+static void test_raw_unreadable(void) {
+    char *root = mkdir_tmp(), loop[1024], none[1024];
+    mml_data_t d;
+    mmlt_ctx = "raw-unreadable";
+    snprintf(loop, sizeof loop, "%s/loop", root);
+    CHECK(symlink("loop", loop) == 0, "symlink");
+    CHECK(mml_movielens_load(loop, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), "cannot read") &&
+              has(mml_last_error(), strerror(ELOOP)),
+          "symlink loop: %s", mml_last_error());
+    snprintf(none, sizeof none, "%s/none", root);
+    CHECK(mml_movielens_load(none, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(ENOENT)),
+          "missing folder: %s", mml_last_error());
+    if (geteuid() != 0) {
+        char locked[1024];
+        snprintf(locked, sizeof locked, "%s/locked", root);
+        mkdir(locked, 0777);
+        put_file(locked, "users.dat", ML1M_USERS);
+        chmod(locked, 0);
+        CHECK(mml_movielens_load(locked, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(EACCES)),
+              "folder without permission: %s", mml_last_error());
+        chmod(locked, 0700);
+    } else {
+        printf("raw-unreadable: running as root, the permission case is covered by the symlink loop only\n");
+    }
+    mmlt_rm_tree(root);
+    free(root);
+}
+
 static const char *parse_whole(const char *s) {
     float f;
     return mml__parse_f32(s, s + strlen(s), &f);
@@ -657,6 +740,8 @@ int main(void) {
     test_csv_ok();
     test_csv_bad();
     test_cache_bad();
+    test_id_range();
+    test_raw_unreadable();
     test_float_parse();
     test_movielens_small();
     test_movielens_real();
