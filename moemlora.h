@@ -4029,24 +4029,69 @@ static mml_status mml__gen_emb(const char *path, const char *idname, int64_t row
     return mml__bw_close(&b);
 }
 
+/* One size argument within [lo, hi]. */
+static mml_status mml__size_arg(const char *name, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo) return mml__fail(MML_ERR_ARG, "%s %lld is too small (at least %lld)", name, (long long)v, (long long)lo);
+    if (v > hi) return mml__fail(MML_ERR_ARG, "%s %lld is too large (at most %lld)", name, (long long)v, (long long)hi);
+    return MML_OK;
+}
+
+/* Bytes of the synthetic set: each file's rows times a row's largest width
+ * (embedding values print as "-0.123456", 9 characters and a comma). */
+static void mml__synthetic_bytes(int64_t n_users, int64_t n_items, int32_t n_themes, int64_t n_clicks, int32_t dim,
+                                 double bytes[3]) {
+    double val = 10.0 * dim + 2;
+    bytes[0] = 16.0 * dim + (double)n_users * (mml__digits(100000 + 4 * (uint64_t)n_users) + val);
+    bytes[1] = 16.0 * dim + (double)n_items * (mml__digits(5000000 + 8 * (uint64_t)n_items) + val);
+    bytes[2] = 32.0 + (double)n_clicks * (mml__digits(100000 + 4 * (uint64_t)n_users) +
+                                          mml__digits(5000000 + 8 * (uint64_t)n_items) +
+                                          mml__digits(1000 + 17 * (uint64_t)n_themes) + 3);
+}
+
+/* The three files replace any at their paths one at a time, so the space
+ * needed is the largest running total of new bytes less those replaced. */
+static mml_status mml__synthetic_space(const char *dir, const char *const names[3], const double bytes[3]) {
+    char path[MML__PATH_MAX];
+    struct stat st;
+    double net = 0, peak = 0;
+    int i;
+    for (i = 0; i < 3; i++) {
+        if (mml__join(path, dir, names[i]) != MML_OK) return MML_ERR_ARG;
+        net += bytes[i] + 4096;
+        if (net > peak) peak = net;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) net -= (double)st.st_size;
+    }
+    return mml__check_space(dir, peak);
+}
+
 mml_status mml_taobao_write_synthetic(const char *dir, int64_t n_users, int64_t n_items, int32_t n_themes,
                                       int64_t n_clicks, int32_t dim, uint64_t seed) {
+    static const char *const names[3] = {"user_embedding.csv", "item_embedding.csv", "theme_click_log.csv"};
     char path[MML__PATH_MAX];
+    double bytes[3];
     mml__bw b;
     uint64_t rng = seed;
     int64_t i, per;
     mml_status st;
-    if (!dir || n_users < 1 || n_items < 1 || n_themes < 1 || n_clicks < 0 || dim < 1 || dim > 65536 ||
-        n_users > INT32_MAX / 4 || n_items > INT32_MAX / 4 || n_items < n_themes)
-        return mml__fail(MML_ERR_ARG, "mml_taobao_write_synthetic: bad sizes (users %lld items %lld themes %d dim %d)",
-                         (long long)n_users, (long long)n_items, n_themes, dim);
+    if (!dir) return mml__fail(MML_ERR_ARG, "mml_taobao_write_synthetic: dir is NULL");
+    if ((st = mml__size_arg("n_users", n_users, 1, INT32_MAX / 4)) != MML_OK ||
+        (st = mml__size_arg("n_items", n_items, 1, INT32_MAX / 4)) != MML_OK ||
+        (st = mml__size_arg("n_themes", n_themes, 1, 1000000)) != MML_OK ||
+        (st = mml__size_arg("n_clicks", n_clicks, 0, INT32_MAX)) != MML_OK ||
+        (st = mml__size_arg("dim", dim, 1, 65536)) != MML_OK)
+        return st;
+    if (n_items < n_themes)
+        return mml__fail(MML_ERR_ARG, "n_items %lld is fewer than n_themes %d (each theme needs an item)",
+                         (long long)n_items, n_themes);
+    mml__synthetic_bytes(n_users, n_items, n_themes, n_clicks, dim, bytes);
+    if ((st = mml__synthetic_space(dir, names, bytes)) != MML_OK) return st;
     if ((st = mml__mkdirs(dir)) != MML_OK) return st;
     /* sparse raw ids, so that the loader's re-indexing is exercised */
-    if ((st = mml__join(path, dir, "user_embedding.csv")) != MML_OK) return st;
+    if ((st = mml__join(path, dir, names[0])) != MML_OK) return st;
     if ((st = mml__gen_emb(path, "user_id", n_users, 100000, 3, dim, &rng)) != MML_OK) return st;
-    if ((st = mml__join(path, dir, "item_embedding.csv")) != MML_OK) return st;
+    if ((st = mml__join(path, dir, names[1])) != MML_OK) return st;
     if ((st = mml__gen_emb(path, "item_id", n_items, 5000000, 7, dim, &rng)) != MML_OK) return st;
-    if ((st = mml__join(path, dir, "theme_click_log.csv")) != MML_OK) return st;
+    if ((st = mml__join(path, dir, names[2])) != MML_OK) return st;
     if (mml__bw_open(&b, path)) return b.st;
     b.p += snprintf(b.p, 64, "user_id,item_id,theme_id\n");
     per = n_items / n_themes;

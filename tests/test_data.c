@@ -1031,7 +1031,34 @@ static void test_swap_refusals(void) {
     free(root);
 }
 
-/* ---- messages ---- */
+/* ---- sizes and messages ---- */
+
+/* Absurd sizes are refused before anything is written; so is a set that
+ * cannot fit the free space. A disk of 64 KB guards against a writer that
+ * would start anyway. */
+static void test_sizes(void) {
+    char *root = mkdir_tmp(), out[1024];
+    size_t left = 65536;
+    mmlt_ctx = "sizes";
+    snprintf(out, sizeof out, "%s/gen", root);
+    mml_set_write_hook(budget_hook, &left);
+    CHECK(mml_taobao_write_synthetic(out, 100, 100, 2, 99999999999999LL, 4, 1) == MML_ERR_ARG &&
+              has(mml_last_error(), "n_clicks 99999999999999 is too large (at most 2147483647)"),
+          "clicks: %s", mml_last_error());
+    CHECK(mml_taobao_write_synthetic(out, 100, 100, 2000000, 10, 4, 1) == MML_ERR_ARG &&
+              has(mml_last_error(), "n_themes 2000000 is too large (at most 1000000)"),
+          "themes: %s", mml_last_error());
+    CHECK(mml_taobao_write_synthetic(out, 600000000, 100, 2, 10, 4, 1) == MML_ERR_ARG &&
+              has(mml_last_error(), "n_users 600000000 is too large (at most 536870911)"),
+          "users: %s", mml_last_error());
+    CHECK(mml_taobao_write_synthetic(out, 500000000, 500000000, 10, 2000000000, 65536, 1) == MML_ERR_IO &&
+              has(mml_last_error(), "needs about") && has(mml_last_error(), "GB free on"),
+          "free space: %s", mml_last_error());
+    mml_set_write_hook(NULL, NULL);
+    CHECK(!file_exists(root, "gen"), "nothing written");
+    mmlt_rm_tree(root);
+    free(root);
+}
 
 /* Ids beyond what the format can hold say so, with file:line. */
 static void test_id_range(void) {
@@ -1144,6 +1171,7 @@ int main(void) {
     test_swap_full_disk();
     test_swap_kill();
     test_swap_refusals();
+    test_sizes();
     test_id_range();
     test_raw_unreadable();
     test_float_parse();
