@@ -1,6 +1,8 @@
 /* Tests of the data chapter: split semantics, CSV layout round trip and error
- * reporting, binary cache, MovieLens (synthetic + real when present), Taobao
- * (synthetic raw set through the real loader). */
+ * reporting, binary cache and when it is used (stale caches rebuilt), a new
+ * set replacing an old one whole (a full disk, SIGKILL at many points, user
+ * files refused), size limits and messages, MovieLens (synthetic + real when
+ * present), Taobao (synthetic raw set through the real loader). */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
