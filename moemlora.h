@@ -509,9 +509,14 @@ MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #include "moemlora_simd.h"
 
@@ -532,9 +537,30 @@ int kill(pid_t pid, int sig);
 int clock_gettime(clockid_t clock_id, struct timespec *tp);
 #define MML__CLOCK_MONOTONIC 1 /* glibc's CLOCK_MONOTONIC on every target */
 #endif
+#if !defined(__USE_XOPEN_EXTENDED) && !defined(__USE_XOPEN2K)
+int lstat(const char *path, struct stat *st);
+ssize_t readlink(const char *path, char *buf, size_t n);
+#endif
+#if !defined(__USE_MISC)
+long syscall(long number, ...);
+#endif
 #ifdef __cplusplus
 }
 #endif
+#endif
+/* A file's modification time (struct stat spells it per system and mode). */
+#if defined(__APPLE__)
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtimespec.tv_sec)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtimespec.tv_nsec)
+#elif defined(__GLIBC__) && !defined(__USE_XOPEN2K8)
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtime)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtimensec)
+#else
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtim.tv_sec)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtim.tv_nsec)
+#endif
+#if defined(__linux__) && !defined(AT_FDCWD)
+#define AT_FDCWD -100 /* Linux's, hidden from <fcntl.h> in strict ISO modes */
 #endif
 #if !defined(MML__CLOCK_MONOTONIC) && defined(CLOCK_MONOTONIC)
 #define MML__CLOCK_MONOTONIC CLOCK_MONOTONIC
@@ -1413,12 +1439,6 @@ MML__LAYER void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int
 
 // >>data -------------------------------------------------------------------
 
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/types.h>
-#if defined(__linux__)
-#include <sys/syscall.h>
-#endif
 
 #define MML__PATH_MAX 1024
 #define MML__CACHE_VERSION 2u
@@ -2181,11 +2201,6 @@ typedef struct mml__srcs {
     int failed; /* out of memory: the list is incomplete, so no cache is made from it */
 } mml__srcs;
 
-#if defined(__APPLE__)
-#define MML__MTIME(st) ((st).st_mtimespec)
-#else
-#define MML__MTIME(st) ((st).st_mtim)
-#endif
 
 static void mml__srcs_free(mml__srcs *l) {
     mml__free(l->v);
@@ -2216,8 +2231,8 @@ static void mml__srcs_add(mml__srcs *l, const char *name, const struct stat *st)
     memset(e, 0, sizeof *e);
     strcpy(e->name, name);
     e->size = st ? (int64_t)st->st_size : -1;
-    e->mtime_s = st ? (int64_t)MML__MTIME(*st).tv_sec : 0;
-    e->mtime_ns = st ? (int64_t)MML__MTIME(*st).tv_nsec : 0;
+    e->mtime_s = st ? MML__MTIME_S(*st) : 0;
+    e->mtime_ns = st ? MML__MTIME_NS(*st) : 0;
 }
 
 /* Records dir/name as it is now. */
@@ -2272,7 +2287,7 @@ static int mml__src_same(const char *dir, const mml__src *e) {
     if (n < 0 || n >= (int)sizeof path) return 0;
     if (stat(path, &st) != 0) return e->size < 0 && (errno == ENOENT || errno == ENOTDIR);
     return e->size >= 0 && S_ISREG(st.st_mode) && (int64_t)st.st_size == e->size &&
-           (int64_t)MML__MTIME(st).tv_sec == e->mtime_s && (int64_t)MML__MTIME(st).tv_nsec == e->mtime_ns;
+           MML__MTIME_S(st) == e->mtime_s && MML__MTIME_NS(st) == e->mtime_ns;
 }
 
 /* ---- CSV layout: reader ---- */
@@ -3113,9 +3128,6 @@ static void mml__remove_stale_sets(const char *parent, const char *base) {
     closedir(dh);
 }
 
-#if defined(__linux__) && !defined(__cplusplus)
-long syscall(long number, ...); /* <unistd.h> declares it only with _DEFAULT_SOURCE */
-#endif
 
 /* Exchanges two paths atomically (Linux renameat2 RENAME_EXCHANGE, called by
  * number so that no feature macro is needed); -1 with errno otherwise. */
