@@ -129,7 +129,8 @@ typedef enum mml_status {
     MML_ERR_IO = 3,       /* open/read/write/rename failed */
     MML_ERR_FORMAT = 4,   /* malformed input file (error names file:line) */
     MML_ERR_ISA = 5,      /* forced ISA not supported by this CPU */
-    MML_ERR_STATE = 6     /* call not valid in the current state */
+    MML_ERR_STATE = 6,    /* call not valid in the current state */
+    MML_ERR_FINISHED = 7  /* mml_fit: the model's fit has already run to its end */
 } mml_status;
 
 /* The reason for the last failing call on this thread ("" if none). */
@@ -156,8 +157,11 @@ typedef struct mml_data_t {
     float *user_emb, *item_emb;            /* [n_users, dim], [n_items, dim] or NULL */
 } mml_data_t;
 
-/* Loads a prepared dataset: DIR/data.mmlc (binary cache) if present, else the
- * CSV layout DIR/meta.txt + DIR/domain_<k>/{train,val,test}.csv. */
+/* Loads a prepared dataset: DIR/data.mmlc (binary cache) when it is current,
+ * else the CSV layout DIR/meta.txt + DIR/domain_<k>/{train,val,test}.csv.
+ * The cache records the size and mtime of each file it was built from; if
+ * any differs or is gone, or the cache is of an older version, the CSVs are
+ * loaded (reporting their own errors) and the cache is rewritten from them. */
 MOEMLORA_API mml_status mml_data_load(const char *dir, mml_data_t *out);
 MOEMLORA_API void mml_data_free(mml_data_t *d);
 /* Per-domain stratified (by label) random 60/20/20 split of raw samples. */
@@ -173,20 +177,29 @@ MOEMLORA_API mml_status mml_data_split(int64_t n, const int32_t *uid, const int3
  *   DIR/meta.txt                        key=value lines (see docs/DATA.md)
  *   DIR/domain_<k>/{train,val,test}.csv header "uid,pid,domain,label"
  *   DIR/user_emb.bin, DIR/item_emb.bin  pretrained embeddings, when present
- *   DIR/data.mmlc                       binary cache (mml_data_save_cache)
- * mml_data_load prefers DIR/data.mmlc; mml_data_save_dir deletes a stale one.
+ *   DIR/data.mmlc                       binary cache (mml_data_save_prepared)
+ * mml_data_load prefers a current DIR/data.mmlc and rebuilds a stale one.
  *
  * All functions fill *out only on success (it is zeroed on failure) and report
  * the reason through mml_last_error(), naming file:line for malformed input. */
 
-/* Writes the CSV layout of d into dir (created if missing). Every file is
- * written atomically (temp + fsync + rename); meta.txt is written last. */
+/* Writes the CSV layout of d as the folder dir (created if missing). The set
+ * is built in a sibling folder "<dir>.tmp.<pid>.<n>" and swapped in as a
+ * whole (an atomic exchange on Linux), so dir holds the whole old set or the
+ * whole new one, never a mix, whatever fails or crashes midway. A dir that
+ * holds anything but a prepared set is refused (MML_ERR_IO, nothing
+ * changed); so is a set the free space cannot hold. */
 MOEMLORA_API mml_status mml_data_save_dir(const mml_data_t *d, const char *dir);
+/* The same, with the binary cache DIR/data.mmlc in the set when with_cache. */
+MOEMLORA_API mml_status mml_data_save_prepared(const mml_data_t *d, const char *dir, int with_cache);
 /* Loads only the CSV layout (ignores DIR/data.mmlc). Without meta.txt, reads
  * the paper repo's layout: consecutive domain_0, domain_1, ... folders, vocab
  * sizes inferred as max id + 1. */
 MOEMLORA_API mml_status mml_data_load_csv(const char *dir, mml_data_t *out);
-/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32. */
+/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32.
+ * Written alone it records no source files: mml_data_load then trusts it
+ * only in a folder without a CSV layout (else the CSVs win and the cache is
+ * rebuilt). mml_data_load_cache reads one without looking at its folder. */
 MOEMLORA_API mml_status mml_data_save_cache(const mml_data_t *d, const char *path);
 MOEMLORA_API mml_status mml_data_load_cache(const char *path, mml_data_t *out);
 
@@ -238,6 +251,8 @@ typedef enum mml_gate_kind {
 } mml_gate_kind;
 
 #define MML_MAX_HIDDEN 8
+/* Most domains a config, a data set (synthetic or split) or a metrics record holds. */
+#define MML_MAX_DOMAINS 1024
 
 typedef struct mml_config_t {
     mml_model_kind model;
@@ -344,15 +359,19 @@ MOEMLORA_API double mml_logloss(int64_t n, const float *prob, const float *label
 
 typedef struct mml_metrics_t {
     int32_t n_domains;
-    int64_t n[64 + 1];          /* per domain (first min(n_domains,64)) */
-    double auc[64 + 1], logloss[64 + 1];
+    int64_t n[MML_MAX_DOMAINS];  /* per domain: rows, AUC (NaN: one class), log loss (NaN: no rows) */
+    double auc[MML_MAX_DOMAINS], logloss[MML_MAX_DOMAINS];
     double mean_auc;            /* mean of per-domain AUCs (domains with both classes) */
-    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d */
+    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d over the same domains */
     double logloss_all;
     int64_t n_all;
 } mml_metrics_t;
-#define MML_METRICS_MAX_DOMAINS 64
+#define MML_METRICS_MAX_DOMAINS MML_MAX_DOMAINS /* the former name */
 
+/* Metrics of the model on a split of n_domains (1..MML_MAX_DOMAINS) domains;
+ * MML_ERR_ARG for a split whose dom_start is not 0 = dom_start[0] <= ... <=
+ * dom_start[n_domains] = s->n, MML_ERR_NOMEM when the AUC of a domain cannot
+ * get its sort buffer (never a silently missing domain). */
 MOEMLORA_API mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains,
                                      mml_metrics_t *out);
 
@@ -374,7 +393,13 @@ typedef struct mml_progress_t {
     double samples_per_s;
     double eta_s;            /* this epoch */
     double loss;             /* running mean training loss this epoch */
-    double val_auc;          /* EPOCH_END */
+    /* EPOCH_END: the stage's early-stopping criterion, chosen once per stage:
+     * "auc", the mean validation AUC over the domains (an expert: its own
+     * domain) where it is defined, when one of them has both classes; else
+     * "logloss", the validation log loss of the same rows (lower is better). */
+    const char *val_metric;
+    double val_score;        /* EPOCH_END: the criterion's value */
+    double val_auc;          /* EPOCH_END: the mean validation AUC (NaN if undefined) */
     int32_t improved;        /* EPOCH_END: best so far */
     const mml_metrics_t *test; /* PHASE_END */
 } mml_progress_t;
@@ -396,12 +421,31 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
 
 /* Runs the schedule of the model's adapter: base, MLoRA, or the three MoE
  * phases (backbone, each expert on its own domain, gate), each with early
- * stopping on validation AUC and the best parameters restored. *test receives
- * the final test metrics. A model loaded from a checkpoint written during a
- * fit continues that fit where it stopped (same data and options give the
- * same weights, bit for bit, as an uninterrupted run). */
+ * stopping on its validation criterion (mml_progress_t.val_metric) and the
+ * best parameters restored. *test receives the final test metrics.
+ * A model loaded from a checkpoint written during a fit continues that fit
+ * where it stopped (same data and options give the same weights, bit for bit,
+ * as an uninterrupted run). The checkpoint holds a fingerprint of the data
+ * (sizes and every row of the three splits) and the run options: other data,
+ * or another batch or seed, is MML_ERR_STATE naming the difference;
+ * max_epochs and patience may change (the stage in progress ends by the new
+ * ones). After a fit has run to its end, mml_fit on the model (or on a model
+ * loaded from its final checkpoint) is MML_ERR_FINISHED "already finished".
+ * Older checkpoints, written before the fingerprint, resume unchecked. */
 MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
                                 mml_metrics_t *test);
+
+typedef enum mml_fit_state {
+    MML_FIT_NONE = 0,      /* no fit recorded: a new model, or saved outside mml_fit */
+    MML_FIT_STOPPED = 1,   /* a fit stopped midway (a checkpoint written by mml_fit) */
+    MML_FIT_FINISHED = 2,  /* a fit ran to its end */
+    MML_FIT_EXPORT = 3     /* loaded from an inference-only export: no training state */
+} mml_fit_state;
+
+/* What the model holds of mml_fit. For STOPPED and FINISHED, *opts (if not
+ * NULL) receives the defaults overwritten by the fit's batch, max_epochs,
+ * patience and seed (each 0 for an older checkpoint, which lacks them). */
+MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
 /* // >>checkpoints --------------------------------------------------------- */
 
@@ -465,9 +509,14 @@ MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #include "moemlora_simd.h"
 
@@ -488,9 +537,30 @@ int kill(pid_t pid, int sig);
 int clock_gettime(clockid_t clock_id, struct timespec *tp);
 #define MML__CLOCK_MONOTONIC 1 /* glibc's CLOCK_MONOTONIC on every target */
 #endif
+#if !defined(__USE_XOPEN_EXTENDED) && !defined(__USE_XOPEN2K)
+int lstat(const char *path, struct stat *st);
+ssize_t readlink(const char *path, char *buf, size_t n);
+#endif
+#if !defined(__USE_MISC)
+long syscall(long number, ...);
+#endif
 #ifdef __cplusplus
 }
 #endif
+#endif
+/* A file's modification time (struct stat spells it per system and mode). */
+#if defined(__APPLE__)
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtimespec.tv_sec)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtimespec.tv_nsec)
+#elif defined(__GLIBC__) && !defined(__USE_XOPEN2K8)
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtime)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtimensec)
+#else
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtim.tv_sec)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtim.tv_nsec)
+#endif
+#if defined(__linux__) && !defined(AT_FDCWD)
+#define AT_FDCWD -100 /* Linux's, hidden from <fcntl.h> in strict ISO modes */
 #endif
 #if !defined(MML__CLOCK_MONOTONIC) && defined(CLOCK_MONOTONIC)
 #define MML__CLOCK_MONOTONIC CLOCK_MONOTONIC
@@ -586,6 +656,17 @@ typedef struct mml__afile {
     unsigned char buf[1 << 16];
 } mml__afile;
 
+/* 1 if s is ".tmp.<pid>.<n>" (the suffix of a temporary) and that process
+ * is gone. */
+static int mml__tmp_of_gone(const char *s) {
+    char *end;
+    long pid;
+    if (strncmp(s, ".tmp.", 5) != 0) return 0;
+    pid = strtol(s + 5, &end, 10);
+    if (end == s + 5 || pid <= 0 || (*end && *end != '.')) return 0;
+    return pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 /* Temporary files are "<path>.tmp.<pid>.<n>". A writer killed mid-write
  * leaves one behind; the next writer of the same path removes those whose
  * process is gone. */
@@ -603,11 +684,7 @@ static void mml__remove_stale_tmps(const char *path) {
     struct dirent *e;
     while ((e = readdir(dh)) != NULL) {
         const char *n = e->d_name;
-        if (strncmp(n, base, bn) != 0 || strncmp(n + bn, ".tmp.", 5) != 0) continue;
-        char *end;
-        long pid = strtol(n + bn + 5, &end, 10);
-        if (end == n + bn + 5 || pid <= 0 || (*end && *end != '.')) continue;
-        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        if (strncmp(n, base, bn) != 0 || !mml__tmp_of_gone(n + bn)) continue;
         char full[2300];
         snprintf(full, sizeof full, "%s/%s", dir, n);
         unlink(full);
@@ -1362,11 +1439,9 @@ MML__LAYER void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int
 
 // >>data -------------------------------------------------------------------
 
-#include <sys/stat.h>
-#include <sys/types.h>
 
 #define MML__PATH_MAX 1024
-#define MML__CACHE_VERSION 1u
+#define MML__CACHE_VERSION 2u
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
 
@@ -1386,12 +1461,17 @@ static void mml__buf_free(mml__buf *b) {
 }
 
 /* Whole-file read: reading into one buffer is the fastest way to feed the
- * pointer-loop parsers below (files of a few GB fit in RAM on target boxes). */
-static mml_status mml__read_file(const char *path, mml__buf *b) {
+ * pointer-loop parsers below (files of a few GB fit in RAM on target boxes).
+ * The type is checked before opening (opening a FIFO would wait for a
+ * writer); *st_out (may be NULL) gets the file's status as of the read. */
+static mml_status mml__read_file_st(const char *path, mml__buf *b, struct stat *st_out) {
     struct stat st;
     size_t n, got = 0;
     b->p = NULL;
     b->n = 0;
+    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: is a directory, not a file", path);
+    if (!S_ISREG(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
     int fd = open(path, O_RDONLY); /* not fopen: fileno is hidden in strict ISO modes */
     if (fd < 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -1417,8 +1497,10 @@ static mml_status mml__read_file(const char *path, mml__buf *b) {
     }
     b->p[n] = 0;
     b->n = n;
+    if (st_out) *st_out = st;
     return MML_OK;
 }
+static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, b, NULL); }
 
 static int mml__is_file(const char *path) {
     struct stat st;
@@ -1568,6 +1650,37 @@ static int mml__to_i64(const char *s, const char *e, int64_t *v) {
     *v = neg ? -x : x;
     return 1;
 }
+
+static int mml__all_digits(const char *s, const char *e) {
+    if (s == e) return 0;
+    for (; s < e; s++)
+        if ((unsigned)(*s - '0') > 9) return 0;
+    return 1;
+}
+
+/* A number as it stands in the file, shortened for messages. */
+static const char *mml__num(const char *s, const char *e, char *buf, size_t cap) {
+    int n = (int)(e - s) < 30 ? (int)(e - s) : 30;
+    snprintf(buf, cap, "%.*s%s", n, s, e - s > 30 ? "..." : "");
+    return buf;
+}
+
+/* Field [s, e) of line L as an id in [0, max]; else the reason, naming a
+ * number too large for an id as out of range rather than as no number. */
+static mml_status mml__field_id(const mml__lines *L, const char *what, const char *s, const char *e, int64_t max,
+                                int64_t *v) {
+    char q[64];
+    if (!mml__all_digits(s, e))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", L->file, L->line,
+                         what, mml__q(s, e, q, sizeof q));
+    if (!mml__to_i64(s, e, v) || *v > max)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (at most %lld)", L->file, L->line, what,
+                         mml__num(s, e, q, sizeof q), (long long)max);
+    return MML_OK;
+}
+
+/* Raw ids that are only keys (re-indexed densely): any 18-digit number. */
+#define MML__RAW_ID_MAX 999999999999999999ll
 
 /* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
  * mantissa of up to 19 significant digits times an exact power of ten, then
@@ -2042,21 +2155,12 @@ static mml_status mml__check_names(const mml_data_t *d) {
     return MML_OK;
 }
 
-mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) {
+/* The files of d's prepared set, written into the empty folder dir. */
+static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
     char path[MML__PATH_MAX], sub[64];
     int32_t k;
     int s;
     mml_status st;
-    if (!d || !dir) return mml__fail(MML_ERR_ARG, "mml_data_save_dir: NULL argument");
-    if ((st = mml__data_check(d, "mml_data_save_dir")) != MML_OK) return mml__recode(MML_ERR_ARG);
-    if ((st = mml__check_names(d)) != MML_OK) return st;
-    if (d->pretrained_dim > 0 && !mml__host_le())
-        return mml__fail(MML_ERR_ARG, "binary embedding files need a little-endian host");
-    if ((st = mml__mkdirs(dir)) != MML_OK) return st;
-    /* A cache left from an earlier dataset would shadow the new CSVs. */
-    if ((st = mml__join(path, dir, "data.mmlc")) != MML_OK) return st;
-    if (remove(path) != 0 && errno != ENOENT)
-        return mml__fail(MML_ERR_IO, "%s: cannot remove stale cache: %s", path, strerror(errno));
     for (k = 0; k < d->n_domains; k++) {
         snprintf(sub, sizeof sub, "domain_%d", k);
         if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
@@ -2075,6 +2179,115 @@ mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) {
     }
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     return mml__write_meta(path, d);
+}
+
+/* ---- what a cache was built from ---- */
+
+/* A file the cache was built from, named relative to the folder, with its
+ * size and mtime when it was read. size -1: a name that must not exist (the
+ * paper layout reads "domain_0, 1, ... up to the first missing one" and has
+ * no meta.txt, so those absences are part of what was read). */
+typedef struct mml__src {
+    char name[40];
+    int64_t size, mtime_s, mtime_ns;
+} mml__src;
+
+/* On disk: name[40] (NUL-padded), i64 size, mtime_s, mtime_ns. */
+#define MML__SRC_BYTES 64
+
+typedef struct mml__srcs {
+    mml__src *v;
+    int64_t n, cap;
+    int failed; /* out of memory: the list is incomplete, so no cache is made from it */
+} mml__srcs;
+
+
+static void mml__srcs_free(mml__srcs *l) {
+    mml__free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* Records name as st describes it (st NULL: absent). A NULL list records nothing. */
+static void mml__srcs_add(mml__srcs *l, const char *name, const struct stat *st) {
+    mml__src *e;
+    if (!l || l->failed) return;
+    if (strlen(name) >= sizeof e->name) {
+        l->failed = 1;
+        return;
+    }
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? l->cap * 2 : 16;
+        mml__src *v = (mml__src *)mml__alloc((size_t)cap * sizeof *v);
+        if (!v) {
+            l->failed = 1;
+            return;
+        }
+        if (l->n) memcpy(v, l->v, (size_t)l->n * sizeof *v);
+        mml__free(l->v);
+        l->v = v;
+        l->cap = cap;
+    }
+    e = &l->v[l->n++];
+    memset(e, 0, sizeof *e);
+    strcpy(e->name, name);
+    e->size = st ? (int64_t)st->st_size : -1;
+    e->mtime_s = st ? MML__MTIME_S(*st) : 0;
+    e->mtime_ns = st ? MML__MTIME_NS(*st) : 0;
+}
+
+/* Records dir/name as it is now. */
+static mml_status mml__src_stat(mml__srcs *l, const char *dir, const char *name) {
+    char path[MML__PATH_MAX];
+    struct stat st;
+    mml_status rc = mml__join(path, dir, name);
+    if (rc) return rc;
+    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: %s", path, strerror(errno));
+    mml__srcs_add(l, name, &st);
+    return l->failed ? mml__fail(MML_ERR_NOMEM, "out of memory") : MML_OK;
+}
+
+/* Every file of d's prepared set in dir, as it is now. */
+static mml_status mml__srcs_of_set(const mml_data_t *d, const char *dir, mml__srcs *l) {
+    char sub[64];
+    int32_t k;
+    int s;
+    mml_status st = mml__src_stat(l, dir, "meta.txt");
+    for (k = 0; k < d->n_domains && !st; k++)
+        for (s = 0; s < 3 && !st; s++) {
+            snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
+            st = mml__src_stat(l, dir, sub);
+        }
+    if (!st && d->pretrained_dim > 0) st = mml__src_stat(l, dir, "user_emb.bin");
+    if (!st && d->pretrained_dim > 0) st = mml__src_stat(l, dir, "item_emb.bin");
+    return st;
+}
+
+/* An entry read from a cache: a relative name inside the folder, sane numbers. */
+static int mml__src_valid(const mml__src *e) {
+    const char *nul = (const char *)memchr(e->name, 0, sizeof e->name);
+    size_t n = nul ? (size_t)(nul - e->name) : 0, i;
+    if (n == 0 || e->name[0] == '/' || strstr(e->name, "..")) return 0;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)e->name[i] < 32 || (unsigned char)e->name[i] > 126) return 0;
+    return e->size >= -1 && e->mtime_ns >= 0 && e->mtime_ns < 1000000000;
+}
+
+static void mml__src_get(const unsigned char *p, mml__src *e) {
+    memcpy(e->name, p, 40);
+    memcpy(&e->size, p + 40, 8);
+    memcpy(&e->mtime_s, p + 48, 8);
+    memcpy(&e->mtime_ns, p + 56, 8);
+}
+
+/* 1 if dir/e->name is what e recorded. */
+static int mml__src_same(const char *dir, const mml__src *e) {
+    char path[MML__PATH_MAX];
+    struct stat st;
+    int n = snprintf(path, sizeof path, "%s/%s", dir, e->name);
+    if (n < 0 || n >= (int)sizeof path) return 0;
+    if (stat(path, &st) != 0) return e->size < 0 && (errno == ENOENT || errno == ENOTDIR);
+    return e->size >= 0 && S_ISREG(st.st_mode) && (int64_t)st.st_size == e->size &&
+           MML__MTIME_S(st) == e->mtime_s && MML__MTIME_NS(st) == e->mtime_ns;
 }
 
 /* ---- CSV layout: reader ---- */
@@ -2200,22 +2413,29 @@ static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fn
             if (j == 3 && !(fe[3] - fs[3] == 1 && (fs[3][0] == '0' || fs[3][0] == '1')))
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: label must be 0 or 1, got %s", fname, L.line,
                                  mml__q(fs[3], fe[3], q, sizeof q));
-            if (!mml__to_i64(fs[j], fe[j], &v[j]))
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
-                                 mml__q(fs[j], fe[j], q, sizeof q));
+            if (!mml__to_i64(fs[j], fe[j], &v[j])) {
+                if (!mml__all_digits(fs[j], fe[j]))
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
+                                     mml__q(fs[j], fe[j], q, sizeof q));
+                v[j] = INT64_MAX; /* more digits than any id: out of range below */
+            }
             if (v[j] < 0)
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be >= 0, got %s", fname, L.line, col[j],
                                  mml__q(fs[j], fe[j], q, sizeof q));
         }
-        if (v[0] >= (n_users >= 0 ? n_users : (int64_t)INT32_MAX))
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: uid %lld out of range (n_users=%lld)", fname, L.line,
-                             (long long)v[0], (long long)n_users);
-        if (v[1] >= (n_items >= 0 ? n_items : (int64_t)INT32_MAX))
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: pid %lld out of range (n_items=%lld)", fname, L.line,
-                             (long long)v[1], (long long)n_items);
+        for (j = 0; j < 2; j++) {
+            /* without meta.txt the largest id + 1 becomes a vocab size */
+            int64_t known = j ? n_items : n_users, max = known >= 0 ? known - 1 : (int64_t)INT32_MAX - 1;
+            if (v[j] <= max) continue;
+            if (known >= 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (%s=%lld)", fname, L.line, col[j],
+                                 mml__num(fs[j], fe[j], q, sizeof q), j ? "n_items" : "n_users", (long long)known);
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (at most %lld)", fname, L.line, col[j],
+                             mml__num(fs[j], fe[j], q, sizeof q), (long long)max);
+        }
         if (v[2] != domain)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %lld but the file is in domain_%d/", fname,
-                             L.line, (long long)v[2], domain);
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %s but the file is in domain_%d/", fname,
+                             L.line, mml__num(fs[2], fe[2], q, sizeof q), domain);
         if (v[0] > *max_uid) *max_uid = v[0];
         if (v[1] > *max_pid) *max_pid = v[1];
         sp->uid[r] = (int32_t)v[0];
@@ -2230,17 +2450,19 @@ static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fn
 
 /* Reads domain_<k>/<split>.csv for every k into one split. */
 static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mml_split_t *sp,
-                                  int64_t *max_uid, int64_t *max_pid) {
+                                  int64_t *max_uid, int64_t *max_pid, mml__srcs *rec) {
     int32_t nd = (int32_t)m->n_domains, k;
     mml__buf *bufs = (mml__buf *)mml__alloc((size_t)nd * sizeof(mml__buf));
     char path[MML__PATH_MAX], sub[64];
+    struct stat fst;
     int64_t cap = 0;
     mml_status st = MML_OK;
     if (!bufs) return mml__fail(MML_ERR_NOMEM, "out of memory");
     for (k = 0; k < nd && !st; k++) {
         snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
         if ((st = mml__join(path, dir, sub)) != MML_OK) break;
-        if ((st = mml__read_file(path, &bufs[k])) != MML_OK) break;
+        if ((st = mml__read_file_st(path, &bufs[k], &fst)) != MML_OK) break;
+        mml__srcs_add(rec, sub, &fst);
         cap += mml__count_lines(bufs[k].p, bufs[k].n);
     }
     if (!st) st = mml__split_alloc(sp, cap, nd);
@@ -2261,13 +2483,18 @@ static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mm
 }
 
 /* Reads an embedding file written by mml__write_emb, checking its shape. */
-static mml_status mml__read_emb(const char *path, int64_t rows, int32_t dim, float **out) {
+static mml_status mml__read_emb(const char *dir, const char *name, int64_t rows, int32_t dim, float **out,
+                                mml__srcs *rec) {
+    char path[MML__PATH_MAX];
     mml__buf b;
+    struct stat fst;
     uint32_t bom, d;
     uint64_t r, bytes;
-    mml_status st = mml__read_file(path, &b);
+    mml_status st;
     *out = NULL;
-    if (st) return st;
+    if ((st = mml__join(path, dir, name)) != MML_OK) return st;
+    if ((st = mml__read_file_st(path, &b, &fst)) != MML_OK) return st;
+    mml__srcs_add(rec, name, &fst);
     if (b.n < 24 || memcmp(b.p, "MMLEMB01", 8) != 0) {
         mml__buf_free(&b);
         return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora embedding file", path);
@@ -2291,10 +2518,12 @@ static mml_status mml__read_emb(const char *path, int64_t rows, int32_t dim, flo
     return MML_OK;
 }
 
-mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
+/* The CSV layout; rec (may be NULL) gets every file read, as it was read. */
+static mml_status mml__load_csv(const char *dir, mml_data_t *out, mml__srcs *rec) {
     char path[MML__PATH_MAX], sub[64];
     mml__meta m;
     mml__buf mb;
+    struct stat fst;
     int64_t max_uid = -1, max_pid = -1;
     int s;
     int32_t k;
@@ -2305,7 +2534,8 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
     if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load_csv: dir is NULL");
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     if (mml__is_file(path)) {
-        if ((st = mml__read_file(path, &mb)) != MML_OK) return st;
+        if ((st = mml__read_file_st(path, &mb, &fst)) != MML_OK) return st;
+        mml__srcs_add(rec, "meta.txt", &fst);
         st = mml__parse_meta(mb.p, mb.n, path, &m, out);
         mml__buf_free(&mb);
         if (st) goto fail;
@@ -2320,9 +2550,11 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
         if (m.n_domains == 0)
             return mml__fail(MML_ERR_IO, "%s: neither meta.txt nor domain_0/ found", dir);
         out->n_domains = (int32_t)m.n_domains;
+        mml__srcs_add(rec, "meta.txt", NULL);
+        mml__srcs_add(rec, sub, NULL);
     }
     for (s = 0; s < 3; s++)
-        if ((st = mml__load_split(dir, s, &m, &out->split[s], &max_uid, &max_pid)) != MML_OK) goto fail;
+        if ((st = mml__load_split(dir, s, &m, &out->split[s], &max_uid, &max_pid, rec)) != MML_OK) goto fail;
     out->n_users = (int32_t)(m.n_users >= 0 ? m.n_users : max_uid + 1);
     out->n_items = (int32_t)(m.n_items >= 0 ? m.n_items : max_pid + 1);
     out->pretrained_dim = (int32_t)(m.dim > 0 ? m.dim : 0);
@@ -2337,10 +2569,9 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
         }
     }
     if (out->pretrained_dim > 0) {
-        if ((st = mml__join(path, dir, "user_emb.bin")) != MML_OK) goto fail;
-        if ((st = mml__read_emb(path, out->n_users, out->pretrained_dim, &out->user_emb)) != MML_OK) goto fail;
-        if ((st = mml__join(path, dir, "item_emb.bin")) != MML_OK) goto fail;
-        if ((st = mml__read_emb(path, out->n_items, out->pretrained_dim, &out->item_emb)) != MML_OK) goto fail;
+        st = mml__read_emb(dir, "user_emb.bin", out->n_users, out->pretrained_dim, &out->user_emb, rec);
+        if (!st) st = mml__read_emb(dir, "item_emb.bin", out->n_items, out->pretrained_dim, &out->item_emb, rec);
+        if (st) goto fail;
     }
     mml__free(m.counts);
     return MML_OK;
@@ -2350,12 +2581,16 @@ fail:
     return st;
 }
 
+mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__load_csv(dir, out, NULL); }
+
 /* ---- binary cache ---- */
 
 /* Layout (little-endian, byte-order marker checked):
- *   0  "MMLCACHE"      8  u32 version    12 u32 marker 0x01020304
+ *   0  "MMLCACHE"      8  u32 version 2  12 u32 marker 0x01020304
  *   16 i32 n_users, n_items, n_domains, pretrained_dim
  *   32 i64 n[3]        56 u64 names_bytes                  (64-byte header)
+ *   64 u64 n_sources, then n_sources entries of MML__SRC_BYTES: the files
+ *      the cache was built from (none: written by mml_data_save_cache)
  *   names: per domain u32 length + bytes
  *   per split: i64 dom_start[n_domains+1], i32 uid[n], i32 pid[n], i32 dom[n],
  *              f32 label[n]
@@ -2407,7 +2642,23 @@ static mml_status mml__cw_put(mml__cw *cw, const void *p, size_t n) {
     return mml__afile_write(&cw->w, p, n);
 }
 
-mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
+static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
+    uint64_t n = src ? (uint64_t)src->n : 0, i;
+    mml_status st = mml__cw_put(cw, &n, 8);
+    for (i = 0; i < n && !st; i++) {
+        const mml__src *e = &src->v[i];
+        unsigned char b[MML__SRC_BYTES];
+        memcpy(b, e->name, 40);
+        memcpy(b + 40, &e->size, 8);
+        memcpy(b + 48, &e->mtime_s, 8);
+        memcpy(b + 56, &e->mtime_ns, 8);
+        st = mml__cw_put(cw, b, sizeof b);
+    }
+    return st;
+}
+
+/* The cache of d at path, recording src (NULL: built from nothing known). */
+static mml_status mml__save_cache(const mml_data_t *d, const char *path, const mml__srcs *src) {
     mml__cw cw;
     mml__crc *crc;
     unsigned char hdr[64];
@@ -2446,6 +2697,7 @@ mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
     cw.c = crc;
     cw.crc = 0;
     st = mml__cw_put(&cw, hdr, sizeof hdr);
+    if (!st) st = mml__cw_sources(&cw, src);
     for (k = 0; k < d->n_domains && !st; k++) {
         const char *nm = d->domain_names && d->domain_names[k] ? d->domain_names[k] : "";
         u = (uint32_t)strlen(nm);
@@ -2475,13 +2727,54 @@ mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
     return mml__afile_commit(&cw.w);
 }
 
+mml_status mml_data_save_cache(const mml_data_t *d, const char *path) { return mml__save_cache(d, path, NULL); }
+
+/* The version of a buffer that starts as a cache does, else 0. */
+static uint32_t mml__cache_version(const unsigned char *buf, size_t len) {
+    uint32_t ver;
+    if (len < 12 || memcmp(buf, "MMLCACHE", 8) != 0) return 0;
+    memcpy(&ver, buf + 8, 4);
+    return ver;
+}
+
+/* The source list of a current-version cache: *n entries at *at, bounds
+ * checked against len. 0 if it does not fit. */
+static int mml__cache_sources(const unsigned char *buf, size_t len, uint64_t *n, uint64_t *at) {
+    uint64_t bytes;
+    if (len < 72) return 0;
+    memcpy(n, buf + 64, 8);
+    *at = 72;
+    return mml__mul_ok(*n, MML__SRC_BYTES, len - 72, &bytes);
+}
+
+/* 1 if every file the cache records is, in dir, what it was when the cache
+ * was built. A cache that records none (mml_data_save_cache) cannot vouch
+ * for a CSV layout beside it: it is fresh only in a folder without one. */
+static int mml__cache_fresh(const unsigned char *buf, size_t len, const char *dir) {
+    char path[MML__PATH_MAX];
+    uint64_t n, at, i;
+    mml__src e;
+    if (!mml__cache_sources(buf, len, &n, &at)) return 0;
+    if (n == 0) {
+        int layout = mml__join(path, dir, "meta.txt") == MML_OK && mml__is_file(path);
+        if (!layout && mml__join(path, dir, "domain_0") == MML_OK) layout = mml__is_dir(path);
+        return !layout;
+    }
+    for (i = 0; i < n; i++) {
+        mml__src_get(buf + at + i * MML__SRC_BYTES, &e);
+        if (!mml__src_valid(&e) || !mml__src_same(dir, &e)) return 0;
+    }
+    return 1;
+}
+
 /* Sizes first, each checked against the bytes actually present, then the CRC,
  * then the content invariants; never reads past buf + len. */
 static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const char *fname, mml_data_t *out) {
     uint32_t ver, bom, crc_file, crc_now;
     int32_t i32[4], k;
     int64_t n3[3];
-    uint64_t names_bytes, need, t, pos;
+    uint64_t names_bytes, need, t, pos, n_src, src_at, names_at;
+    mml__src e;
     mml__crc *crc;
     int s;
     mml_status st = MML_OK;
@@ -2494,8 +2787,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         return mml__fail(MML_ERR_FORMAT, "%s: byte-order marker 0x%08x: written on a host of other byte order or corrupt",
                          fname, bom);
     if (ver != MML__CACHE_VERSION)
-        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (delete it to rebuild)", fname,
-                         ver, MML__CACHE_VERSION);
+        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (loading its folder rebuilds it)",
+                         fname, ver, MML__CACHE_VERSION);
     memcpy(i32, buf + 16, 16);
     memcpy(n3, buf + 32, 24);
     memcpy(&names_bytes, buf + 56, 8);
@@ -2503,7 +2796,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         return mml__fail(MML_ERR_FORMAT, "%s: bad sizes in header (n_users=%d n_items=%d n_domains=%d dim=%d)", fname,
                          i32[0], i32[1], i32[2], i32[3]);
     /* need = total file size implied by the header, overflow-checked against len */
-    need = 64 + 4;
+    if (!mml__cache_sources(buf, len, &n_src, &src_at)) goto short_file;
+    need = src_at + n_src * MML__SRC_BYTES + 4;
     if (names_bytes > len || need + names_bytes > len) goto short_file;
     need += names_bytes;
     for (s = 0; s < 3; s++) {
@@ -2528,21 +2822,28 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     memcpy(&crc_file, buf + len - 4, 4);
     if (crc_now != crc_file)
         return mml__fail(MML_ERR_FORMAT, "%s: checksum mismatch (file corrupt)", fname);
+    for (t = 0; t < n_src; t++) {
+        mml__src_get(buf + src_at + t * MML__SRC_BYTES, &e);
+        if (!mml__src_valid(&e))
+            return mml__fail(MML_ERR_FORMAT, "%s: corrupt source list (entry %llu)", fname, (unsigned long long)t);
+    }
     out->n_users = i32[0];
     out->n_items = i32[1];
     out->n_domains = i32[2];
     out->pretrained_dim = i32[3];
-    pos = 64;
+    names_at = src_at + n_src * MML__SRC_BYTES;
+    pos = names_at;
     for (k = 0; k < out->n_domains; k++) {
         uint32_t nl;
-        if (pos + 4 > 64 + names_bytes) goto bad_names;
+        if (pos + 4 > names_at + names_bytes) goto bad_names;
         memcpy(&nl, buf + pos, 4);
         pos += 4;
-        if (nl > 64 + names_bytes - pos || memchr(buf + pos, 0, nl) || memchr(buf + pos, '\n', nl)) goto bad_names;
+        if (nl > names_at + names_bytes - pos || memchr(buf + pos, 0, nl) || memchr(buf + pos, '\n', nl))
+            goto bad_names;
         if ((st = mml__set_name(out, k, (const char *)buf + pos, nl)) != MML_OK) goto fail;
         pos += nl;
     }
-    if (pos != 64 + names_bytes) goto bad_names;
+    if (pos != names_at + names_bytes) goto bad_names;
     for (s = 0; s < 3; s++) {
         mml_split_t *sp = &out->split[s];
         size_t n = (size_t)n3[s];
@@ -2594,16 +2895,373 @@ mml_status mml_data_load_cache(const char *path, mml_data_t *out) {
     return st;
 }
 
+/* The CSV layout of dir, and a new cache at path recording what was read.
+ * The cache is a convenience: when it cannot be written (a read-only
+ * folder) the next load parses the CSVs again, and the load still succeeds. */
+static mml_status mml__load_and_recache(const char *dir, const char *path, mml_data_t *out) {
+    char keep[sizeof mml__errbuf];
+    mml__srcs rec;
+    mml_status st;
+    memset(&rec, 0, sizeof rec);
+    st = mml__load_csv(dir, out, &rec);
+    if (!st && !rec.failed) {
+        memcpy(keep, mml__errbuf, sizeof keep);
+        if (mml__save_cache(out, path, &rec) != MML_OK) memcpy(mml__errbuf, keep, sizeof keep);
+    }
+    mml__srcs_free(&rec);
+    return st;
+}
+
+/* A cache is used only while every file it was built from is unchanged;
+ * a stale one, or one of an older version, is rebuilt from the CSVs (whose
+ * own errors then surface). A corrupt one, or a newer version, is an error. */
 mml_status mml_data_load(const char *dir, mml_data_t *out) {
     char path[MML__PATH_MAX];
+    mml__buf b;
+    uint32_t ver;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load: out is NULL");
     memset(out, 0, sizeof *out);
     if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load: dir is NULL");
     if (!mml__is_dir(dir)) return mml__fail(MML_ERR_IO, "%s: no such directory", dir);
     if ((st = mml__join(path, dir, "data.mmlc")) != MML_OK) return st;
-    if (mml__is_file(path)) return mml_data_load_cache(path, out);
-    return mml_data_load_csv(dir, out);
+    if (!mml__is_file(path)) return mml_data_load_csv(dir, out);
+    if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
+    if ((st = mml__read_file(path, &b)) != MML_OK) return st;
+    ver = mml__cache_version((const unsigned char *)b.p, b.n);
+    if (ver == 0 || ver >= MML__CACHE_VERSION) {
+        if (ver == MML__CACHE_VERSION && !mml__cache_fresh((const unsigned char *)b.p, b.n, dir)) {
+            mml__buf_free(&b);
+            return mml__load_and_recache(dir, path, out);
+        }
+        st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
+        mml__buf_free(&b);
+        return st;
+    }
+    mml__buf_free(&b);
+    return mml__load_and_recache(dir, path, out);
+}
+
+/* ---- free space ---- */
+
+/* Free bytes for an unprivileged writer on the filesystem of path, or of its
+ * nearest existing parent when path does not exist yet (named in where);
+ * -1 if the system cannot tell. */
+static double mml__free_bytes(const char *path, char *where, size_t cap) {
+    struct statvfs vfs;
+    char *slash;
+    snprintf(where, cap, "%s", path);
+    for (;;) {
+        if (statvfs(where, &vfs) == 0) return (double)vfs.f_bavail * (double)vfs.f_frsize;
+        if (errno != ENOENT && errno != ENOTDIR) return -1;
+        slash = strrchr(where, '/');
+        while (slash && slash > where && slash[1] == 0) { /* "a/b/" -> "a/b" first */
+            *slash = 0;
+            slash = strrchr(where, '/');
+        }
+        if (!slash) {
+            snprintf(where, cap, ".");
+            return statvfs(where, &vfs) == 0 ? (double)vfs.f_bavail * (double)vfs.f_frsize : -1;
+        }
+        if (slash == where) slash[1] = 0;
+        else *slash = 0;
+    }
+}
+
+static const char *mml__gb(double bytes, char *buf, size_t cap) {
+    snprintf(buf, cap, bytes < 10e9 ? "%.2f" : "%.0f", bytes / 1e9);
+    return buf;
+}
+
+/* Refuses, before anything is written to target, a write of about need bytes
+ * that the filesystem has no room for. Only a first check: the atomic
+ * writer still reports a disk that fills up meanwhile. */
+static mml_status mml__check_space(const char *target, double need) {
+    char where[MML__PATH_MAX], a[32], b[32];
+    double avail = mml__free_bytes(target, where, sizeof where);
+    if (avail < 0 || need <= avail) return MML_OK;
+    return mml__fail(MML_ERR_IO, "%s: needs about %s GB, %s GB free on %s", target, mml__gb(need, a, sizeof a),
+                     mml__gb(avail, b, sizeof b), where);
+}
+
+static int mml__digits(uint64_t v) {
+    int n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* At most the bytes d's prepared set takes on disk (each file rounded up to
+ * a 4 KB block), the cache included when asked. */
+static double mml__set_bytes(const mml_data_t *d, int with_cache) {
+    double rows = 0, files = 2.0 + 3.0 * d->n_domains, row, emb = 0, bytes;
+    int s;
+    for (s = 0; s < 3; s++) rows += (double)d->split[s].n;
+    row = mml__digits((uint64_t)d->n_users) + mml__digits((uint64_t)d->n_items) + mml__digits((uint64_t)d->n_domains) + 5;
+    if (d->pretrained_dim > 0) emb = 48.0 + 4.0 * d->pretrained_dim * ((double)d->n_users + d->n_items);
+    bytes = rows * row + 21.0 * 3 * d->n_domains + 1500.0 * d->n_domains + emb + 4096.0 * files;
+    if (with_cache) bytes += 80.0 + 1100.0 * d->n_domains + 16.0 * rows + 24.0 * (d->n_domains + 1.0) + emb;
+    return bytes;
+}
+
+/* ---- a prepared folder is replaced as a whole ---- */
+
+/* A prepared folder holds meta.txt, data.mmlc, user_emb.bin, item_emb.bin
+ * and domain_<k>/ folders of train.csv, val.csv and test.csv; with the
+ * atomic writer's "<name>.tmp.<pid>.<n>" of any of them. mml_data_save_dir
+ * builds the new set in a sibling "<dir>.tmp.<pid>.<n>" and swaps the two
+ * folders, so dir always holds one whole set. Anything else found in dir is
+ * a user's and is never moved or deleted: such a folder is refused. */
+static int mml__is_set_file(const char *name, int in_domain) {
+    static const char *const top[] = {"meta.txt", "data.mmlc", "user_emb.bin", "item_emb.bin"};
+    static const char *const dom[] = {"train.csv", "val.csv", "test.csv"};
+    const char *const *v = in_domain ? dom : top;
+    int i, n = in_domain ? 3 : 4;
+    for (i = 0; i < n; i++) {
+        size_t k = strlen(v[i]);
+        if (strncmp(name, v[i], k) == 0 && (name[k] == 0 || strncmp(name + k, ".tmp.", 5) == 0)) return 1;
+    }
+    return 0;
+}
+
+static int mml__is_domain_dir(const char *name) {
+    const char *p = name + 7;
+    if (strncmp(name, "domain_", 7) != 0 || !*p || (*p == '0' && p[1])) return 0;
+    for (; *p; p++)
+        if ((unsigned)(*p - '0') > 9) return 0;
+    return 1;
+}
+
+/* Walks dir (a set's folder, or with in_domain one of its domain folders):
+ * with rm, removes the set's own files and domain folders, then dir if that
+ * emptied it. Returns how many entries are no part of a set (the first is
+ * named in foreign), or -1 if dir cannot be read. */
+static long mml__set_scan(const char *dir, int in_domain, int rm, char *foreign, size_t cap) {
+    char path[MML__PATH_MAX];
+    struct dirent *e;
+    struct stat st;
+    long others = 0, k;
+    DIR *dh = opendir(dir);
+    if (!dh) return -1;
+    while ((e = readdir(dh)) != NULL) {
+        const char *n = e->d_name;
+        int mine;
+        if (!strcmp(n, ".") || !strcmp(n, "..")) continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, n) >= (int)sizeof path || lstat(path, &st) != 0) {
+            others++;
+            continue;
+        }
+        mine = S_ISREG(st.st_mode) && mml__is_set_file(n, in_domain);
+        if (!mine && !in_domain && S_ISDIR(st.st_mode) && mml__is_domain_dir(n)) {
+            char inner[256];
+            k = mml__set_scan(path, 1, rm, inner, sizeof inner);
+            if (k > 0 && others == 0 && foreign && snprintf(foreign, cap, "%s/%s", n, inner) < 0) foreign[0] = 0;
+            others += k < 0 ? 1 : k;
+            continue;
+        }
+        if (mine && rm) unlink(path);
+        if (!mine && others++ == 0 && foreign) snprintf(foreign, cap, "%s", n);
+    }
+    closedir(dh);
+    if (rm) rmdir(dir);
+    return others;
+}
+
+/* dir without trailing slashes (into path), its parent folder and its last
+ * name ("a/b/" -> "a/b", "a", "b"). */
+static mml_status mml__split_path(const char *dir, char *path, char *parent, char *base) {
+    char tmp[MML__PATH_MAX];
+    size_t n = strlen(dir);
+    char *slash;
+    while (n > 1 && dir[n - 1] == '/') n--;
+    if (n == 0 || n >= sizeof tmp) return mml__fail(MML_ERR_ARG, "bad directory name \"%s\"", dir);
+    memcpy(tmp, dir, n);
+    tmp[n] = 0;
+    strcpy(path, tmp);
+    slash = strrchr(tmp, '/');
+    strcpy(base, slash ? slash + 1 : tmp);
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return mml__fail(MML_ERR_ARG, "%s: name the folder itself (a prepared set replaces its folder as a whole)", dir);
+    if (!slash) strcpy(parent, ".");
+    else if (slash == tmp) strcpy(parent, "/");
+    else {
+        *slash = 0;
+        strcpy(parent, tmp);
+    }
+    return MML_OK;
+}
+
+/* The folder to replace: out_dir, or where it leads when it is a symbolic
+ * link (the set is swapped in there and the link stays as it is). */
+static mml_status mml__target_path(const char *out_dir, char *dir, char *parent, char *base) {
+    char link[MML__PATH_MAX], next[2 * MML__PATH_MAX];
+    struct stat st;
+    int hops;
+    mml_status rc = mml__split_path(out_dir, dir, parent, base);
+    for (hops = 0; !rc && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode); hops++) {
+        ssize_t n = readlink(dir, link, sizeof link - 1);
+        if (n < 0 || hops == 16)
+            return mml__fail(MML_ERR_IO, "%s: cannot follow the link: %s", out_dir,
+                             n < 0 ? strerror(errno) : "too many levels");
+        link[n] = 0;
+        snprintf(next, sizeof next, "%s%s%s", link[0] == '/' ? "" : parent, link[0] == '/' ? "" : "/", link);
+        rc = mml__split_path(next, dir, parent, base);
+    }
+    return rc;
+}
+
+/* Removes the "<base>.tmp.<pid>.<n>" set folders in parent whose process
+ * has gone (a preparation killed midway leaves one), as the atomic writer
+ * does with its files; only a set's own files are removed. */
+static void mml__remove_stale_sets(const char *parent, const char *base) {
+    char path[MML__PATH_MAX];
+    size_t bn = strlen(base);
+    struct dirent *e;
+    DIR *dh = opendir(parent);
+    if (!dh) return;
+    while ((e = readdir(dh)) != NULL)
+        if (strncmp(e->d_name, base, bn) == 0 && mml__tmp_of_gone(e->d_name + bn) &&
+            snprintf(path, sizeof path, "%s/%s", parent, e->d_name) < (int)sizeof path)
+            mml__set_scan(path, 0, 1, NULL, 0);
+    closedir(dh);
+}
+
+
+/* Exchanges two paths atomically (Linux renameat2 RENAME_EXCHANGE, called by
+ * number so that no feature macro is needed); -1 with errno otherwise. */
+static int mml__exchange(const char *a, const char *b) {
+#if defined(__linux__) && defined(SYS_renameat2)
+    return (int)syscall(SYS_renameat2, (long)AT_FDCWD, a, (long)AT_FDCWD, b, 2L /* RENAME_EXCHANGE */);
+#else
+    (void)a;
+    (void)b;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Puts the whole set at tmp in dir's place; the old set, if any, ends up at
+ * tmp. Without an atomic exchange (other systems, filesystems without it)
+ * dir is renamed aside first: a crash between the two renames leaves no dir,
+ * with the old set at "<dir>.tmp.<pid>.<n>". */
+static mml_status mml__swap_in(const char *tmp, const char *dir, int dir_exists) {
+    int err;
+    if (!dir_exists) {
+        if (rename(tmp, dir) == 0) return MML_OK;
+        return mml__fail(MML_ERR_IO, "%s: cannot rename the new set into place: %s", dir, strerror(errno));
+    }
+    if (mml__exchange(tmp, dir) == 0) return MML_OK;
+    err = errno;
+#if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
+    if (err == EOPNOTSUPP) err = ENOTSUP;
+#endif
+    if (err != ENOSYS && err != EINVAL && err != ENOTSUP)
+        return mml__fail(MML_ERR_IO, "%s: cannot swap in the new set: %s", dir, strerror(err));
+    {
+        char aside[MML__PATH_MAX + 32];
+        static unsigned mml__aside_counter;
+        unsigned n = __atomic_fetch_add(&mml__aside_counter, 1u, __ATOMIC_RELAXED);
+        snprintf(aside, sizeof aside, "%s.tmp.%ld.old%u", dir, (long)getpid(), n);
+        if (rename(dir, aside) != 0)
+            return mml__fail(MML_ERR_IO, "%s: cannot move the old set aside: %s", dir, strerror(errno));
+        if (rename(tmp, dir) != 0) {
+            err = errno;
+            rename(aside, dir);
+            return mml__fail(MML_ERR_IO, "%s: cannot rename the new set into place: %s", dir, strerror(err));
+        }
+        if (rename(aside, tmp) != 0) mml__set_scan(aside, 0, 1, NULL, 0);
+    }
+    return MML_OK;
+}
+
+/* What dir holds now: 0 nothing, 1 a prepared set (or an empty folder). */
+static mml_status mml__check_target(const char *dir, int *exists, mode_t *mode) {
+    char foreign[MML__PATH_MAX];
+    struct stat st;
+    long others;
+    *exists = 0;
+    if (lstat(dir, &st) != 0) {
+        if (errno == ENOENT) return MML_OK;
+        return mml__fail(MML_ERR_IO, "%s: %s", dir, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: exists and is not a folder", dir);
+    others = mml__set_scan(dir, 0, 0, foreign, sizeof foreign);
+    if (others < 0) return mml__fail(MML_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
+    if (others > 0)
+        return mml__fail(MML_ERR_IO,
+                         "%s: holds %s%s, not part of a prepared set; a new set replaces the whole folder, so move "
+                         "that away or prepare into another folder (nothing was changed)",
+                         dir, foreign, others > 1 ? " and more" : "");
+    *exists = 1;
+    *mode = st.st_mode & 07777;
+    return MML_OK;
+}
+
+/* The new set in tmp, with the cache when asked (recording the files it
+ * was built from, as they are in tmp: the swap keeps them as they are). */
+static mml_status mml__build_set(const mml_data_t *d, const char *tmp, int with_cache) {
+    char path[MML__PATH_MAX];
+    mml__srcs src;
+    mml_status st;
+    if (mkdir(tmp, 0777) != 0) return mml__fail(MML_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    st = mml__write_set(d, tmp);
+    if (st || !with_cache) return st;
+    memset(&src, 0, sizeof src);
+    st = mml__srcs_of_set(d, tmp, &src);
+    if (!st) st = mml__join(path, tmp, "data.mmlc");
+    if (!st) st = mml__save_cache(d, path, &src);
+    mml__srcs_free(&src);
+    return st;
+}
+
+mml_status mml_data_save_prepared(const mml_data_t *d, const char *out_dir, int with_cache) {
+    static unsigned mml__set_counter;
+    char dir[MML__PATH_MAX], parent[MML__PATH_MAX], base[MML__PATH_MAX], tmp[MML__PATH_MAX];
+    int exists = 0;
+    mode_t mode = 0;
+    mml_status st;
+    if (!d || !out_dir) return mml__fail(MML_ERR_ARG, "mml_data_save_dir: NULL argument");
+    if ((st = mml__data_check(d, "mml_data_save_dir")) != MML_OK) return mml__recode(MML_ERR_ARG);
+    if ((st = mml__check_names(d)) != MML_OK) return st;
+    if ((d->pretrained_dim > 0 || with_cache) && !mml__host_le())
+        return mml__fail(MML_ERR_ARG, "binary embedding and cache files need a little-endian host");
+    if ((st = mml__target_path(out_dir, dir, parent, base)) != MML_OK) return st;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", dir, (long)getpid(),
+                 __atomic_fetch_add(&mml__set_counter, 1u, __ATOMIC_RELAXED)) >= (int)sizeof tmp)
+        return mml__fail(MML_ERR_ARG, "%s: path too long", dir);
+    if ((st = mml__check_target(dir, &exists, &mode)) != MML_OK) return st;
+    if (exists) mml__remove_stale_sets(parent, base); /* their space first */
+    if ((st = mml__check_space(dir, mml__set_bytes(d, with_cache))) != MML_OK) return st;
+    if ((st = mml__mkdirs(parent)) != MML_OK) return st;
+    st = mml__build_set(d, tmp, with_cache);
+    if (!st && exists && chmod(tmp, mode) != 0) st = mml__fail(MML_ERR_IO, "%s: chmod: %s", tmp, strerror(errno));
+    if (!st) st = mml__swap_in(tmp, dir, exists);
+    if (!st) mml__fsync_dir_of(tmp);
+    mml__set_scan(tmp, 0, 1, NULL, 0); /* the old set, or the new one after a failure */
+    if (!st) mml__remove_stale_sets(parent, base);
+    return st;
+}
+
+mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_data_save_prepared(d, dir, 0); }
+
+/* ---- raw data sets ---- */
+
+/* A raw data folder that cannot be read says why, before its absent files
+ * could be taken for another data set's. */
+static mml_status mml__raw_dir_ok(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a folder", dir);
+    return MML_OK;
+}
+
+/* 1: a regular file; 0: nothing there; -1: cannot tell (errno says why). */
+static int mml__probe_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0) return S_ISREG(st.st_mode);
+    return errno == ENOENT ? 0 : -1;
 }
 
 /* ---- MovieLens ---- */
@@ -2680,8 +3338,7 @@ static mml_status mml__ml_parse_users(const char *buf, size_t n, const char *fna
         gs = fs[is_1m ? 1 : 2], ge = fe[is_1m ? 1 : 2];
         as = fs[is_1m ? 2 : 1], ae = fe[is_1m ? 2 : 1];
         os = fs[3], oe = fe[3];
-        if (!mml__to_i64(fs[0], fe[0], &id) || id < 0 || id > INT32_MAX)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad user id %s", fname, L.line, mml__q(fs[0], fe[0], q, sizeof q));
+        if ((st = mml__field_id(&L, "user id", fs[0], fe[0], INT32_MAX, &id)) != MML_OK) return st;
         g = (ge - gs == 1 && *gs == 'F') ? 0 : (ge - gs == 1 && *gs == 'M') ? 1 : -1;
         if (g < 0)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: gender must be F or M, got %s", fname, L.line, mml__q(gs, ge, q, sizeof q));
@@ -2764,12 +3421,12 @@ static mml_status mml__ml_parse_ratings(const char *buf, size_t n, const char *f
         if (nf != 3 && nf != 4)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected 3 or 4 fields user%sitem%srating[%stimestamp], got %d",
                              fname, L.line, is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", nf);
-        for (j = 0; j < 3; j++)
-            if (!mml__to_i64(fs[j], fe[j], &v[j]) || v[j] < 0 || v[j] > INT32_MAX)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
-                                 j == 0 ? "user id" : j == 1 ? "item id" : "rating", mml__q(fs[j], fe[j], q, sizeof q));
-        if (v[2] < 1 || v[2] > 5)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: rating must be 1..5, got %lld", fname, L.line, (long long)v[2]);
+        for (j = 0; j < 2; j++)
+            if ((st = mml__field_id(&L, j ? "item id" : "user id", fs[j], fe[j], INT32_MAX, &v[j])) != MML_OK)
+                return st;
+        if (!mml__to_i64(fs[2], fe[2], &v[2]) || v[2] < 1 || v[2] > 5)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: rating must be 1..5, got %s", fname, L.line,
+                             mml__q(fs[2], fe[2], q, sizeof q));
         if (nf == 4) {
             int64_t ts;
             if (!mml__to_i64(fs[3], fe[3], &ts))
@@ -2808,7 +3465,7 @@ mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint
     mml__buf b;
     mml__ml_users *u = NULL;
     mml__raw r;
-    int is_1m, kind;
+    int is_1m, kind, found;
     int32_t k;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_movielens_load: out is NULL");
@@ -2819,8 +3476,9 @@ mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint
     else if (!strcmp(domain_kind, "age")) kind = MML__ML_AGE;
     else if (!strcmp(domain_kind, "occupation")) kind = MML__ML_OCC;
     else return mml__fail(MML_ERR_ARG, "unknown MovieLens domain split \"%s\" (gender, age or occupation)", domain_kind);
+    if ((st = mml__raw_dir_ok(raw_dir)) != MML_OK) return st;
     if ((st = mml__join(upath, raw_dir, "users.dat")) != MML_OK) return st;
-    is_1m = mml__is_file(upath);
+    if ((is_1m = mml__probe_file(upath)) < 0) return mml__fail(MML_ERR_IO, "%s: cannot read: %s", upath, strerror(errno));
     if (is_1m) {
         mml__join(rpath, raw_dir, "ratings.dat");
         if (!mml__is_file(rpath)) mml__join(rpath, raw_dir, "ratings.no-timestamp.dat");
@@ -2828,7 +3486,9 @@ mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint
         mml__join(upath, raw_dir, "u.user");
         mml__join(rpath, raw_dir, "u.data");
         mml__join(opath, raw_dir, "u.occupation");
-        if (!mml__is_file(upath))
+        if ((found = mml__probe_file(upath)) < 0)
+            return mml__fail(MML_ERR_IO, "%s: cannot read: %s", upath, strerror(errno));
+        if (!found)
             return mml__fail(MML_ERR_IO, "%s: neither MovieLens-1M (users.dat) nor MovieLens-100K (u.user) files found",
                              raw_dir);
     }
@@ -2900,9 +3560,7 @@ static mml_status mml__parse_emb_csv(const char *buf, size_t n, const char *fnam
         if (s == e && L.p >= L.end) break;
         c = (const char *)memchr(s, ',', (size_t)(e - s));
         if (!c) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected id,<floats>, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
-        if (!mml__to_i64(s, c, &id) || id < 0)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: id must be a non-negative integer, got %s", fname, L.line,
-                             mml__q(s, c, q, sizeof q));
+        if ((st = mml__field_id(&L, "id", s, c, MML__RAW_ID_MAX, &id)) != MML_OK) return st;
         if (m->dim == 0) {
             int64_t d = 1;
             for (p = c + 1; p < e; p++) d += *p == ',';
@@ -2993,10 +3651,9 @@ static mml_status mml__parse_clicks(const char *buf, size_t n, const char *fname
                              nf, L.last_unterminated && nf < ncol ? " (truncated last line)" : "");
         for (j = 0; j < 3; j++) {
             int col = j == 0 ? cu : j == 1 ? ci : ct;
-            if (!mml__to_i64(fs[col], fe[col], &v[j]) || v[j] < 0)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
-                                 j == 0 ? "user_id" : j == 1 ? "item_id" : "theme_id",
-                                 mml__q(fs[col], fe[col], q, sizeof q));
+            mml_status st = mml__field_id(&L, j == 0 ? "user_id" : j == 1 ? "item_id" : "theme_id", fs[col], fe[col],
+                                          MML__RAW_ID_MAX, &v[j]);
+            if (st) return st;
         }
         ur = mml__imap_get(&ue->map, v[0]);
         ir = mml__imap_get(&ie->map, v[1]);
@@ -3253,6 +3910,7 @@ mml_status mml_taobao_load(const char *raw_dir, int n_themes, uint64_t seed, mml
     memset(&c, 0, sizeof c);
     memset(&r, 0, sizeof r);
     if (!raw_dir || n_themes < 0) return mml__fail(MML_ERR_ARG, "mml_taobao_load: bad argument");
+    if ((st = mml__raw_dir_ok(raw_dir)) != MML_OK) return st;
     if ((st = mml__join(path, raw_dir, "user_embedding.csv")) != MML_OK) goto done;
     if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
     st = mml__parse_emb_csv(b.p, b.n, path, &ue);
@@ -3450,24 +4108,69 @@ static mml_status mml__gen_emb(const char *path, const char *idname, int64_t row
     return mml__bw_close(&b);
 }
 
+/* One size argument within [lo, hi]. */
+static mml_status mml__size_arg(const char *name, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo) return mml__fail(MML_ERR_ARG, "%s %lld is too small (at least %lld)", name, (long long)v, (long long)lo);
+    if (v > hi) return mml__fail(MML_ERR_ARG, "%s %lld is too large (at most %lld)", name, (long long)v, (long long)hi);
+    return MML_OK;
+}
+
+/* Bytes of the synthetic set: each file's rows times a row's largest width
+ * (embedding values print as "-0.123456", 9 characters and a comma). */
+static void mml__synthetic_bytes(int64_t n_users, int64_t n_items, int32_t n_themes, int64_t n_clicks, int32_t dim,
+                                 double bytes[3]) {
+    double val = 10.0 * dim + 2;
+    bytes[0] = 16.0 * dim + (double)n_users * (mml__digits(100000 + 4 * (uint64_t)n_users) + val);
+    bytes[1] = 16.0 * dim + (double)n_items * (mml__digits(5000000 + 8 * (uint64_t)n_items) + val);
+    bytes[2] = 32.0 + (double)n_clicks * (mml__digits(100000 + 4 * (uint64_t)n_users) +
+                                          mml__digits(5000000 + 8 * (uint64_t)n_items) +
+                                          mml__digits(1000 + 17 * (uint64_t)n_themes) + 3);
+}
+
+/* The three files replace any at their paths one at a time, so the space
+ * needed is the largest running total of new bytes less those replaced. */
+static mml_status mml__synthetic_space(const char *dir, const char *const names[3], const double bytes[3]) {
+    char path[MML__PATH_MAX];
+    struct stat st;
+    double net = 0, peak = 0;
+    int i;
+    for (i = 0; i < 3; i++) {
+        if (mml__join(path, dir, names[i]) != MML_OK) return MML_ERR_ARG;
+        net += bytes[i] + 4096;
+        if (net > peak) peak = net;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) net -= (double)st.st_size;
+    }
+    return mml__check_space(dir, peak);
+}
+
 mml_status mml_taobao_write_synthetic(const char *dir, int64_t n_users, int64_t n_items, int32_t n_themes,
                                       int64_t n_clicks, int32_t dim, uint64_t seed) {
+    static const char *const names[3] = {"user_embedding.csv", "item_embedding.csv", "theme_click_log.csv"};
     char path[MML__PATH_MAX];
+    double bytes[3];
     mml__bw b;
     uint64_t rng = seed;
     int64_t i, per;
     mml_status st;
-    if (!dir || n_users < 1 || n_items < 1 || n_themes < 1 || n_clicks < 0 || dim < 1 || dim > 65536 ||
-        n_users > INT32_MAX / 4 || n_items > INT32_MAX / 4 || n_items < n_themes)
-        return mml__fail(MML_ERR_ARG, "mml_taobao_write_synthetic: bad sizes (users %lld items %lld themes %d dim %d)",
-                         (long long)n_users, (long long)n_items, n_themes, dim);
+    if (!dir) return mml__fail(MML_ERR_ARG, "mml_taobao_write_synthetic: dir is NULL");
+    if ((st = mml__size_arg("n_users", n_users, 1, INT32_MAX / 4)) != MML_OK ||
+        (st = mml__size_arg("n_items", n_items, 1, INT32_MAX / 4)) != MML_OK ||
+        (st = mml__size_arg("n_themes", n_themes, 1, 1000000)) != MML_OK ||
+        (st = mml__size_arg("n_clicks", n_clicks, 0, INT32_MAX)) != MML_OK ||
+        (st = mml__size_arg("dim", dim, 1, 65536)) != MML_OK)
+        return st;
+    if (n_items < n_themes)
+        return mml__fail(MML_ERR_ARG, "n_items %lld is fewer than n_themes %d (each theme needs an item)",
+                         (long long)n_items, n_themes);
+    mml__synthetic_bytes(n_users, n_items, n_themes, n_clicks, dim, bytes);
+    if ((st = mml__synthetic_space(dir, names, bytes)) != MML_OK) return st;
     if ((st = mml__mkdirs(dir)) != MML_OK) return st;
     /* sparse raw ids, so that the loader's re-indexing is exercised */
-    if ((st = mml__join(path, dir, "user_embedding.csv")) != MML_OK) return st;
+    if ((st = mml__join(path, dir, names[0])) != MML_OK) return st;
     if ((st = mml__gen_emb(path, "user_id", n_users, 100000, 3, dim, &rng)) != MML_OK) return st;
-    if ((st = mml__join(path, dir, "item_embedding.csv")) != MML_OK) return st;
+    if ((st = mml__join(path, dir, names[1])) != MML_OK) return st;
     if ((st = mml__gen_emb(path, "item_id", n_items, 5000000, 7, dim, &rng)) != MML_OK) return st;
-    if ((st = mml__join(path, dir, "theme_click_log.csv")) != MML_OK) return st;
+    if ((st = mml__join(path, dir, names[2])) != MML_OK) return st;
     if (mml__bw_open(&b, path)) return b.st;
     b.p += snprintf(b.p, 64, "user_id,item_id,theme_id\n");
     per = n_items / n_themes;
@@ -4182,6 +4885,12 @@ MML__CKPT_FN mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
     if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
     *out = NULL;
     if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
+    /* Checked before opening: a directory opens and "seeks" to a size of
+     * 2^63, and opening a FIFO waits for a writer. */
+    struct stat st0;
+    if (stat(path, &st0) == 0 && !S_ISREG(st0.st_mode))
+        return mml__fail(MML_ERR_IO, "%s: %s, not a checkpoint file", path,
+                         S_ISDIR(st0.st_mode) ? "is a directory" : "is not a regular file");
     FILE *f = fopen(path, "rb");
     if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     mml__ckpt *c = mml__ckpt_new(path);
@@ -4423,15 +5132,23 @@ typedef struct mml__phase_state {
     int trainable[MML__G_COUNT];
 } mml__phase_state;
 
-/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+/* Where a running mml_fit is, so a checkpoint can resume it exactly, and
+ * what it runs on, so a checkpoint resumes nothing else. */
 typedef struct mml__fit_state {
     int32_t active;          /* a fit is in progress */
+    int32_t done;            /* a fit ran to its end */
+    int32_t from_export;     /* loaded from an inference-only export */
     int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
     int32_t epoch;           /* epochs completed in this stage */
     int32_t bad;             /* epochs without improvement */
     double best;             /* best validation score of this stage */
     uint64_t rng;            /* epoch shuffle generator */
-    float *snapshot;         /* the parameters of the best epoch */
+    /* the fit's data and run options (older checkpoints lack them) */
+    int32_t has_data, has_opts;
+    int64_t data_size[6];    /* users, items, domains, train, val, test rows */
+    uint64_t data_hash;      /* mml__data_hash */
+    int32_t batch, max_epochs, patience;
+    uint64_t seed;
 } mml__fit_state;
 
 /* The decisions of one forward/backward, taken once for the whole batch and
@@ -4523,6 +5240,7 @@ struct mml_model_t {
     mml__optim opt;
     mml__phase_state ph;
     mml__fit_state fit;
+    float *snapshot;         /* fit: the parameters of the stage's best epoch */
     struct { float *w; int ok; } fold;
     mml__pass pass;
     mml__runtime rt;
@@ -4856,8 +5574,10 @@ static mml_status mml__check_config(const mml_config_t *c) {
     if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0)
         return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
                          c->n_users, c->n_items, c->n_domains);
-    if (c->n_users > (1 << 30) || c->n_items > (1 << 30) || c->n_domains > 4096)
+    if (c->n_users > (1 << 30) || c->n_items > (1 << 30))
         return mml__fail(MML_ERR_ARG, "config: vocab size too large");
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "config: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
     if (c->emb_dim < 1 || c->emb_dim > 1024)
         return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
     if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
@@ -4868,9 +5588,12 @@ static mml_status mml__check_config(const mml_config_t *c) {
     if ((unsigned)c->model >= MML_MODEL_COUNT) return mml__fail(MML_ERR_ARG, "config: unknown model %d", (int)c->model);
     if ((unsigned)c->adapter > MML_ADAPTER_MOE) return mml__fail(MML_ERR_ARG, "config: unknown adapter %d", (int)c->adapter);
     if ((unsigned)c->gate > MML_GATE_INPUT) return mml__fail(MML_ERR_ARG, "config: unknown gate %d", (int)c->gate);
-    if (c->experts_per_domain < 1 || (int64_t)c->experts_per_domain * c->n_domains > 256)
+    /* the adapters' experts (MLoRA: one per domain) at most 256; the base model takes any domain count */
+    int64_t experts = c->adapter == MML_ADAPTER_MOE ? (int64_t)c->experts_per_domain * c->n_domains
+                    : c->adapter == MML_ADAPTER_MLORA ? c->n_domains : 1;
+    if (c->experts_per_domain < 1 || experts > 256)
         return mml__fail(MML_ERR_ARG, "config: experts (%d per domain x %d domains) must be 1..256",
-                         c->experts_per_domain, c->n_domains);
+                         c->adapter == MML_ADAPTER_MOE ? c->experts_per_domain : 1, c->n_domains);
     if (c->lora_r < 0 || c->lora_r > 1024 || c->lora_reduce < 0)
         return mml__fail(MML_ERR_ARG, "config: bad lora_r %d / lora_reduce %d", c->lora_r, c->lora_reduce);
     if (c->gate_dim < 1 || c->gate_dim > 256) return mml__fail(MML_ERR_ARG, "config: gate_dim %d outside 1..256", c->gate_dim);
@@ -5193,7 +5916,7 @@ void mml_model_free(mml_model_t *m) {
     if (!m) return;
     mml__threads_free(m);
     mml__free(m->P);
-    mml__free(m->fit.snapshot);
+    mml__free(m->snapshot);
     mml__free(m->fold.w);
     mml__free(m->rt.dist_buf);
     mml__grads_free(m, &m->grads);
@@ -5223,8 +5946,8 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
         return mml__fail(MML_ERR_ARG, "config: parameter size overflows");
     }
     m->P = (float *)mml__alloc((size_t)bytes);
-    m->fit.snapshot = (float *)mml__alloc((size_t)bytes);
-    if (!m->P || !m->fit.snapshot) {
+    m->snapshot = (float *)mml__alloc((size_t)bytes);
+    if (!m->P || !m->snapshot) {
         mml_model_free(m);
         return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of parameters", (unsigned long long)bytes * 5);
     }
@@ -6763,15 +7486,12 @@ static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
     return n;
 }
 
-/* mml_fit's first collective: every process must hold the same data and
- * options (else the processes would make different calls and wait on each
- * other forever). */
-static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o) {
+/* A fingerprint of a data set: its sizes and every row of the three splits.
+ * Each step is a bijection of h for a given word, so data that differ in
+ * one word always hash differently. */
+static uint64_t mml__data_hash(const mml_data_t *d) {
     uint64_t h = mml__hash_mix(0x6D6D6C66ull, (uint64_t)d->n_users);
     h = mml__hash_mix(mml__hash_mix(h, (uint64_t)d->n_items), (uint64_t)d->n_domains);
-    h = mml__hash_mix(mml__hash_mix(mml__hash_mix(h, (uint64_t)o->batch), (uint64_t)o->max_epochs),
-                      (uint64_t)o->patience);
-    h = mml__hash_mix(h, o->seed);
     for (int k = 0; k < 3; k++) {
         const mml_split_t *s = &d->split[k];
         h = mml__hash_mix(h, (uint64_t)s->n);
@@ -6779,6 +7499,16 @@ static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const
             h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
                               (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
     }
+    return h;
+}
+
+/* mml_fit's first collective: every process must hold the same data (hashed
+ * by mml__data_hash) and options (else the processes would make different
+ * calls and wait on each other forever). */
+static mml_status mml__dist_check_fit(mml_model_t *m, uint64_t data_hash, const mml_fit_opts_t *o) {
+    uint64_t h = mml__hash_mix(mml__hash_mix(mml__hash_mix(data_hash, (uint64_t)o->batch), (uint64_t)o->max_epochs),
+                               (uint64_t)o->patience);
+    h = mml__hash_mix(h, o->seed);
     float w[MML__DIST_WORDS];
     mml__dist_words(h, w);
     mml_status st = mml__dist_sum(m, w, MML__DIST_WORDS, "the data check");
@@ -6998,18 +7728,21 @@ static int mml__cmp_scored(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double mml_auc(int64_t n, const float *score, const float *label) {
-    if (n <= 0) return NAN;
-    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
-    if (!v) return NAN;
+/* The exact AUC into *auc, NaN when a class is absent; MML_ERR_NOMEM (and
+ * *auc NaN) when the sort buffer cannot be had, which callers that summarise
+ * must not mistake for "undefined". */
+static mml_status mml__auc(int64_t n, const float *score, const float *label, double *auc) {
+    *auc = NAN;
     int64_t npos = 0;
+    for (int64_t i = 0; i < n; i++) npos += label[i] > 0.5f;
+    int64_t nneg = n - npos;
+    if (n <= 0 || npos == 0 || nneg == 0) return MML_OK;
+    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
+    if (!v) return MML_ERR_NOMEM;
     for (int64_t i = 0; i < n; i++) {
         v[i].s = score[i] != score[i] ? 0.0f : score[i]; /* NaN scores rank as 0 */
         v[i].y = label[i];
-        npos += label[i] > 0.5f;
     }
-    int64_t nneg = n - npos;
-    if (npos == 0 || nneg == 0) { mml__free(v); return NAN; }
     qsort(v, (size_t)n, sizeof *v, mml__cmp_scored);
     /* Mann-Whitney U: sum of the (1-based, tie-averaged) ranks of positives */
     double rank_sum = 0.0;
@@ -7022,7 +7755,13 @@ double mml_auc(int64_t n, const float *score, const float *label) {
         i = j;
     }
     mml__free(v);
-    return (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    *auc = (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    return MML_OK;
+}
+
+double mml_auc(int64_t n, const float *score, const float *label) {
+    double a;
+    return mml__auc(n, score, label, &a) ? NAN : a;
 }
 
 double mml_logloss(int64_t n, const float *prob, const float *label) {
@@ -7041,8 +7780,7 @@ double mml_logloss(int64_t n, const float *prob, const float *label) {
 static void mml__metrics_summarize(mml_metrics_t *mt) {
     double sum = 0.0, wsum = 0.0, w = 0.0;
     int cnt = 0;
-    int nd = mt->n_domains < MML_METRICS_MAX_DOMAINS ? mt->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < mt->n_domains; d++) {
         if (mt->auc[d] != mt->auc[d]) continue;
         sum += mt->auc[d];
         cnt++;
@@ -7073,28 +7811,50 @@ static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_
     return m->rt.world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
 }
 
+/* A split mml_evaluate can read: every row in exactly one domain. */
+static mml_status mml__check_split(const mml_split_t *s, int32_t n_domains) {
+    if (n_domains < 1 || n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "evaluate: n_domains %d outside 1..%d", n_domains, MML_MAX_DOMAINS);
+    if (!s->dom_start) return mml__fail(MML_ERR_ARG, "evaluate: the split has no dom_start");
+    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
+    if (!s->uid || !s->pid || !s->dom || !s->label)
+        return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid, dom or label array");
+    if (s->dom_start[0] != 0 || s->dom_start[n_domains] != s->n)
+        return mml__fail(MML_ERR_ARG, "evaluate: dom_start[0] = %lld and dom_start[%d] = %lld must be 0 and the "
+                         "split's %lld rows", (long long)s->dom_start[0], n_domains,
+                         (long long)s->dom_start[n_domains], (long long)s->n);
+    for (int d = 0; d < n_domains; d++)
+        if (s->dom_start[d + 1] < s->dom_start[d])
+            return mml__fail(MML_ERR_ARG, "evaluate: dom_start decreases at domain %d (%lld after %lld)", d,
+                             (long long)s->dom_start[d + 1], (long long)s->dom_start[d]);
+    return MML_OK;
+}
+
 mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
     memset(out, 0, sizeof *out);
+    if (!m || !s) return mml__fail(MML_ERR_ARG, "evaluate: no model or no split");
+    mml_status st = mml__check_split(s, n_domains);
+    if (st) return st;
     out->n_domains = n_domains;
-    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
     float *prob = (float *)mml__alloc((size_t)s->n * sizeof(float));
     if (!prob) return mml__fail(MML_ERR_NOMEM, "evaluate: out of memory");
     double ll = 0.0;
-    for (int d = 0; d < n_domains; d++) {
+    int nomem = -1; /* distributed: the predictions are collective, so a failing AUC stops only after them */
+    for (int d = 0; d < n_domains && !st; d++) {
         int64_t a = s->dom_start[d], b = s->dom_start[d + 1];
-        double auc = NAN, l = NAN;
-        if (b > a) {
-            mml_status st = mml__predict_rows(m, s, a, b, prob + a);
-            if (st) { mml__free(prob); return st; }
-            auc = mml_auc(b - a, prob + a, s->label + a);
-            l = mml_logloss(b - a, prob + a, s->label + a);
-            ll += l * (double)(b - a);
-        }
-        if (d < MML_METRICS_MAX_DOMAINS) { out->n[d] = b - a; out->auc[d] = auc; out->logloss[d] = l; }
+        out->n[d] = b - a;
+        out->auc[d] = out->logloss[d] = NAN;
+        if (b == a) continue;
+        st = mml__predict_rows(m, s, a, b, prob + a);
+        if (!st && mml__auc(b - a, prob + a, s->label + a, &out->auc[d]) && nomem < 0) nomem = d;
+        out->logloss[d] = mml_logloss(b - a, prob + a, s->label + a);
+        ll += out->logloss[d] * (double)(b - a);
     }
+    mml__free(prob);
+    if (!st && nomem >= 0) st = mml__fail(MML_ERR_NOMEM, "evaluate: out of memory computing the AUC of domain %d", nomem);
+    if (st) return st;
     out->n_all = s->n;
     out->logloss_all = ll / (double)s->n;
-    mml__free(prob);
     mml__metrics_summarize(out);
     return MML_OK;
 }
@@ -7186,23 +7946,45 @@ static mml_status mml__epoch(mml__fit *f, mml_progress_t *pr, int only_domain) {
     return MML_OK;
 }
 
-static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
-    mml_metrics_t mt;
+/* The stage's early-stopping criterion, chosen once per stage: the AUC when
+ * one of the stage's domains (an expert: its own) has validation rows of both
+ * classes, else the log loss. An undefined AUC never improves, so stopping on
+ * it would hand back the stage's initial parameters. */
+static int mml__stage_uses_auc(const mml__fit *f, int only_domain) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
+    for (int d = 0; d < f->d->n_domains; d++) {
+        if (only_domain >= 0 && d != only_domain) continue;
+        int seen = 0; /* bit 0: a positive, bit 1: a negative */
+        for (int64_t i = s->dom_start[d]; i < s->dom_start[d + 1] && seen != 3; i++) seen |= s->label[i] > 0.5f ? 1 : 2;
+        if (seen == 3) return 1;
+    }
+    return 0;
+}
+
+/* The validation criterion, higher is better (the mean AUC, or minus the log
+ * loss), and the mean AUC (NaN where undefined). */
+static mml_status mml__val_score(mml__fit *f, int only_domain, int use_auc, double *score, double *auc) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
     mml_status st;
+    *score = *auc = NAN;
     if (only_domain >= 0) {
-        const mml_split_t *s = &f->d->split[MML_VAL];
         int64_t a = s->dom_start[only_domain], b = s->dom_start[only_domain + 1];
-        if (b <= a) { *score = NAN; return MML_OK; }
+        if (b <= a) return MML_OK;
         float *prob = (float *)mml__alloc((size_t)(b - a) * sizeof(float));
-        if (!prob) return mml__fail(MML_ERR_NOMEM, "out of memory");
+        if (!prob) return mml__fail(MML_ERR_NOMEM, "fit: out of memory validating domain %d", only_domain);
         st = mml__predict_rows(f->m, s, a, b, prob);
-        *score = st ? NAN : mml_auc(b - a, prob, s->label + a);
+        if (!st && mml__auc(b - a, prob, s->label + a, auc))
+            st = mml__fail(MML_ERR_NOMEM, "fit: out of memory computing the validation AUC of domain %d", only_domain);
+        if (!st) *score = use_auc ? *auc : -mml_logloss(b - a, prob, s->label + a);
         mml__free(prob);
         return st;
     }
-    st = mml_evaluate(f->m, &f->d->split[MML_VAL], f->d->n_domains, &mt);
-    *score = mt.mean_auc;
-    return st;
+    mml_metrics_t mt;
+    st = mml_evaluate(f->m, s, f->d->n_domains, &mt);
+    if (st) return st;
+    *auc = mt.mean_auc;
+    *score = use_auc ? mt.mean_auc : -mt.logloss_all;
+    return MML_OK;
 }
 
 /* The stages of the adapter's schedule: one phase, or MoE's backbone, one
@@ -7239,14 +8021,15 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     int expert;
     mml__stage_info(m, s, &name, &phase, &expert);
     int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
+    int use_auc = mml__stage_uses_auc(f, only_domain);
     size_t bytes = (size_t)m->a.n_floats * sizeof(float);
     mml_status st;
     if (fs->epoch == 0) {
         st = mml_model_set_phase(m, phase, expert);
         if (st) return st;
         mml__catch_up_all(m);
-        memcpy(m->fit.snapshot, m->P, bytes);
-        fs->best = -1.0;
+        memcpy(m->snapshot, m->P, bytes);
+        fs->best = -INFINITY; /* the first epoch always counts */
         fs->bad = 0;
     } else {
         mml__phase_flags(m, phase, expert); /* resumed: keep the optimizer state */
@@ -7255,21 +8038,22 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     memset(&pr, 0, sizeof pr);
     pr.phase_name = name;
     pr.expert = expert;
+    pr.val_metric = use_auc ? "auc" : "logloss";
     while (fs->epoch < f->o->max_epochs && fs->bad < f->o->patience) {
         pr.epoch = fs->epoch + 1;
         st = mml__epoch(f, &pr, only_domain);
         if (st) return st;
         double v;
-        st = mml__val_score(f, only_domain, &v);
+        st = mml__val_score(f, only_domain, use_auc, &v, &pr.val_auc);
         if (st) return st;
         pr.event = MML_EV_EPOCH_END;
-        pr.val_auc = v;
+        pr.val_score = use_auc ? v : -v;
         pr.improved = v == v && v > fs->best;
         if (pr.improved) {
             fs->best = v;
             fs->bad = 0;
             mml__catch_up_all(m);
-            memcpy(m->fit.snapshot, m->P, bytes);
+            memcpy(m->snapshot, m->P, bytes);
         } else {
             fs->bad++;
         }
@@ -7281,7 +8065,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
             if (st) return st;
         }
     }
-    memcpy(m->P, m->fit.snapshot, bytes);
+    memcpy(m->P, m->snapshot, bytes);
     mml__rows_current(m);
     return MML_OK;
 }
@@ -7310,18 +8094,89 @@ static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
     return MML_OK;
 }
 
+static void mml__data_sizes(const mml_data_t *d, int64_t size[6]) {
+    size[0] = d->n_users;
+    size[1] = d->n_items;
+    size[2] = d->n_domains;
+    for (int k = 0; k < 3; k++) size[3 + k] = d->split[k].n;
+}
+
+/* A model holding a fit, stopped or finished, runs only on the data and with
+ * the batch and seed the fit began with: anything else would mix two runs in
+ * one set of weights. max_epochs and patience may change (they only decide
+ * where stages end). */
+static mml_status mml__check_resume(const mml_model_t *m, const mml_data_t *d, uint64_t data_hash,
+                                    const mml_fit_opts_t *o) {
+    const mml__fit_state *fs = &m->fit;
+    if (!fs->active && !fs->done) return MML_OK;
+    int64_t z[6];
+    mml__data_sizes(d, z);
+    const int64_t *w = fs->data_size;
+    if (fs->has_data && memcmp(z, w, sizeof z))
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: sizes differ (checkpoint: "
+                         "%lld users, %lld items, %lld domains, %lld/%lld/%lld train/val/test rows; given: %lld, %lld, "
+                         "%lld, %lld/%lld/%lld)", (long long)w[0], (long long)w[1], (long long)w[2], (long long)w[3],
+                         (long long)w[4], (long long)w[5], (long long)z[0], (long long)z[1], (long long)z[2],
+                         (long long)z[3], (long long)z[4], (long long)z[5]);
+    if (fs->has_data && data_hash != fs->data_hash)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: rows differ (same sizes)");
+    if (fs->done) return mml__fail(MML_ERR_FINISHED, "fit: already finished: the model's fit ran to its end");
+    if (fs->has_opts && o->batch != fs->batch)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has batch %d, given %d: the batch and the seed must "
+                         "stay the same to resume", fs->batch, o->batch);
+    if (fs->has_opts && o->seed != fs->seed)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has seed %llu, given %llu: the batch and the seed "
+                         "must stay the same to resume", (unsigned long long)fs->seed, (unsigned long long)o->seed);
+    return MML_OK;
+}
+
+/* Starts a fit, or takes over a stopped one: from here on its checkpoints
+ * carry the data and the options it runs with. */
+static void mml__fit_begin(mml_model_t *m, const mml_data_t *d, uint64_t data_hash, const mml_fit_opts_t *o) {
+    mml__fit_state *fs = &m->fit;
+    if (!fs->active) {
+        memset(fs, 0, sizeof *fs);
+        fs->active = 1;
+        fs->rng = o->seed ^ 0x5EEDull;
+    }
+    fs->has_data = fs->has_opts = 1;
+    mml__data_sizes(d, fs->data_size);
+    fs->data_hash = data_hash;
+    fs->batch = o->batch;
+    fs->max_epochs = o->max_epochs;
+    fs->patience = o->patience;
+    fs->seed = o->seed;
+}
+
+mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
+    const mml__fit_state *fs = &m->fit;
+    mml_fit_state s = fs->active ? MML_FIT_STOPPED : fs->done ? MML_FIT_FINISHED
+                    : fs->from_export ? MML_FIT_EXPORT : MML_FIT_NONE;
+    if (!opts) return s;
+    mml_fit_opts_default(opts);
+    if (s == MML_FIT_STOPPED || s == MML_FIT_FINISHED) {
+        opts->batch = fs->has_opts ? fs->batch : 0;
+        opts->max_epochs = fs->has_opts ? fs->max_epochs : 0;
+        opts->patience = fs->has_opts ? fs->patience : 0;
+        opts->seed = fs->has_opts ? fs->seed : 0;
+    }
+    return s;
+}
+
 mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
     mml_status st = mml__check_data(m, d);
     if (st) return st;
     if (o->batch < 1 || o->batch > m->cfg.max_batch)
         return mml__fail(MML_ERR_ARG, "fit: batch %d outside 1..max_batch %d", o->batch, m->cfg.max_batch);
     if (o->max_epochs < 1 || o->patience < 1) return mml__fail(MML_ERR_ARG, "fit: max_epochs and patience must be >= 1");
-    if (m->cfg.pretrained) {
-        if (!d->user_emb || !d->item_emb) return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
-        st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
-        if (st) return st;
-    }
-    if (m->rt.world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (!d->user_emb || !d->item_emb))
+        return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
+    uint64_t data_hash = mml__data_hash(d);
+    /* collective first: every process then decides the checks below alike */
+    if (m->rt.world > 1 && (st = mml__dist_check_fit(m, data_hash, o)) != MML_OK) return st;
+    if ((st = mml__check_resume(m, d, data_hash, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim)) != MML_OK)
+        return st;
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
@@ -7339,10 +8194,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
-    if (!m->fit.active) {
-        mml__fit_state fresh = {1, 0, 0, 0, 0.0, o->seed ^ 0x5EEDull, m->fit.snapshot};
-        m->fit = fresh;
-    }
+    mml__fit_begin(m, d, data_hash, o);
     f.rng = m->fit.rng;
     for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
         const char *name;
@@ -7356,7 +8208,10 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         m->fit.epoch = 0;
         if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
     }
-    if (!st) m->fit.active = 0;
+    if (!st) {
+        m->fit.active = 0;
+        m->fit.done = 1;
+    }
 done:
     mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
     return st;
@@ -7382,7 +8237,9 @@ void mml_synth_default(mml_synth_config_t *c) {
 
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
-    if (c->n_domains < 1 || c->n_domains > 4096 || c->n_users < c->n_domains || c->n_items < 2 ||
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "synthetic: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
+    if (c->n_domains < 1 || c->n_users < c->n_domains || c->n_items < 2 ||
         c->n_samples < 10 * (int64_t)c->n_domains || c->n_samples > ((int64_t)1 << 33) ||
         !(c->ctr > 0.0f && c->ctr < 1.0f))
         return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",
@@ -7474,7 +8331,12 @@ done:
  *   PARM  one tensor per parameter, named as in mml__build_arch
  *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
- *   PROG  training progress as "key=value" lines   (training checkpoints)
+ *   PROG  "key=value" lines: the phase and expert; training checkpoints add
+ *         the optimizer's and the fit's progress, and, once a fit has begun
+ *         (not in older files), what it runs on:
+ *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
+ *         data_items, data_domains, data_train, data_val, data_test,
+ *         data_hash (mml__data_hash), each group whole or absent
  * Floats in text sections are C99 hex floats, so they round-trip exactly. */
 
 #define MML__TEXT_MAX 4096
@@ -7602,23 +8464,57 @@ static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
     return MML_OK;
 }
 
-typedef struct mml__progp { mml_model_t *m; } mml__progp;
+typedef struct mml__progp { mml_model_t *m; int n_opts, n_data; } mml__progp;
+
+/* The PROG keys of what a fit runs on: options (4) and data (7). */
+static mml_status mml__prog_fit_kv(mml__progp *pp, const char *k, const char *v, int *known) {
+    static const char *const opt_keys[] = {"fit_batch", "fit_epochs", "fit_patience"};
+    static const char *const data_keys[] = {"data_users", "data_items", "data_domains", "data_train", "data_val",
+                                            "data_test"};
+    mml__fit_state *fs = &pp->m->fit;
+    int32_t *const opts[] = {&fs->batch, &fs->max_epochs, &fs->patience};
+    int64_t i;
+    *known = 1;
+    for (int j = 0; j < 3; j++)
+        if (!strcmp(k, opt_keys[j])) {
+            if (mml__parse_i64(v, 1, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            *opts[j] = (int32_t)i;
+            pp->n_opts++;
+            return MML_OK;
+        }
+    for (int j = 0; j < 6; j++)
+        if (!strcmp(k, data_keys[j])) {
+            if (mml__parse_i64(v, 0, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            fs->data_size[j] = i;
+            pp->n_data++;
+            return MML_OK;
+        }
+    *known = 0;
+    return MML_OK;
+}
 
 static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
-    mml_model_t *m = ((mml__progp *)ctx)->m;
+    mml__progp *pp = (mml__progp *)ctx;
+    mml_model_t *m = pp->m;
     int64_t i;
     double d;
+    int known;
+    mml_status st = mml__prog_fit_kv(pp, k, v, &known);
+    if (st || known) return st;
     if (!strcmp(k, "best")) {
         if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
         m->fit.best = d;
         return MML_OK;
     }
-    if (!strcmp(k, "steps") || !strcmp(k, "rng")) {
+    if (!strcmp(k, "steps") || !strcmp(k, "rng") || !strcmp(k, "fit_seed") || !strcmp(k, "data_hash")) {
         char *e;
         errno = 0;
         unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
-        if (k[0] == 's') m->opt.steps = x; else m->fit.rng = x;
+        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+        if (!strcmp(k, "steps")) m->opt.steps = x;
+        else if (!strcmp(k, "rng")) m->fit.rng = x;
+        else if (!strcmp(k, "fit_seed")) { m->fit.seed = x; pp->n_opts++; }
+        else { m->fit.data_hash = x; pp->n_data++; }
         return MML_OK;
     }
     if (mml__parse_i64(v, -1, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
@@ -7630,12 +8526,26 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
         m->ph.expert = (int)i;
     } else if (!strcmp(k, "adam_t")) m->opt.t = i;
     else if (!strcmp(k, "fit_active")) m->fit.active = i != 0;
+    else if (!strcmp(k, "fit_done")) m->fit.done = i != 0;
     else if (!strcmp(k, "stage")) {
         if (i > m->a.n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
         m->fit.stage = (int32_t)i;
     } else if (!strcmp(k, "epoch")) m->fit.epoch = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else if (!strcmp(k, "bad")) m->fit.bad = (int32_t)(i > INT32_MAX ? INT32_MAX : i);
     else return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    return MML_OK;
+}
+
+/* What PROG says of the fit must hang together. */
+static mml_status mml__prog_check(mml__progp *pp, const char *path) {
+    mml__fit_state *fs = &pp->m->fit;
+    if ((pp->n_opts != 0 && pp->n_opts != 4) || (pp->n_data != 0 && pp->n_data != 7))
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG has only some of the fit_* or data_* keys", path);
+    if (fs->active && fs->done) return mml__fail(MML_ERR_FORMAT, "%s: section PROG says the fit runs and has finished", path);
+    if ((fs->active || fs->done) && fs->from_export)
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG records a fit but the file has no optimizer state", path);
+    fs->has_opts = pp->n_opts == 4;
+    fs->has_data = pp->n_data == 7;
     return MML_OK;
 }
 
@@ -7652,18 +8562,35 @@ static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckp
     }
 }
 
+/* The PROG section; an inference export keeps only the phase (it decides
+ * which adapters predict). */
+static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t cap) {
+    const mml__fit_state *fs = &m->fit;
+    if (!training) return snprintf(buf, cap, "phase=%d\nexpert=%d\n", (int)m->ph.phase, m->ph.expert);
+    int n = snprintf(buf, cap,
+                     "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nfit_done=%d\nstage=%d\nepoch=%d\n"
+                     "bad=%d\nbest=%a\nrng=%llu\n",
+                     (int)m->ph.phase, m->ph.expert, (long long)m->opt.t, (unsigned long long)m->opt.steps, fs->active,
+                     fs->done, fs->stage, fs->epoch, fs->bad, fs->best, (unsigned long long)fs->rng);
+    if (n > 0 && (size_t)n < cap && fs->has_opts)
+        n += snprintf(buf + n, cap - (size_t)n, "fit_batch=%d\nfit_epochs=%d\nfit_patience=%d\nfit_seed=%llu\n",
+                      fs->batch, fs->max_epochs, fs->patience, (unsigned long long)fs->seed);
+    if (n > 0 && (size_t)n < cap && fs->has_data)
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "data_users=%lld\ndata_items=%lld\ndata_domains=%lld\ndata_train=%lld\ndata_val=%lld\n"
+                      "data_test=%lld\ndata_hash=%llu\n",
+                      (long long)fs->data_size[0], (long long)fs->data_size[1], (long long)fs->data_size[2],
+                      (long long)fs->data_size[3], (long long)fs->data_size[4], (long long)fs->data_size[5],
+                      (unsigned long long)fs->data_hash);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
-    char conf[MML__TEXT_MAX], prog[1024];
+    char conf[MML__TEXT_MAX], prog[MML__TEXT_MAX];
     mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
     if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
-    /* an inference export keeps the phase: it decides which adapters predict */
-    int pn = training ? snprintf(prog, sizeof prog,
-                                 "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\n"
-                                 "bad=%d\nbest=%a\nrng=%llu\n",
-                                 (int)m->ph.phase, m->ph.expert, (long long)m->opt.t, (unsigned long long)m->opt.steps,
-                                 m->fit.active, m->fit.stage, m->fit.epoch, m->fit.bad, m->fit.best,
-                                 (unsigned long long)m->fit.rng)
-                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->ph.phase, m->ph.expert);
+    int pn = mml__prog_text(m, training, prog, sizeof prog);
+    if (pn < 0) return mml__fail(MML_ERR_ARG, "%s: progress too long", path);
     int np = m->a.n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
     char (*names)[56] = (char (*)[56])mml__alloc((size_t)np * 4 * 56);
@@ -7675,7 +8602,7 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
     mml__tensor_views(m, m->P, t, names, "");
     mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
     mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
-    mml__tensor_views(m, m->fit.snapshot, t + 3 * np, names + 3 * np, "");
+    mml__tensor_views(m, m->snapshot, t + 3 * np, names + 3 * np, "");
     /* the ADAM section holds m.* and v.* together */
     mml__ckpt_section secs[5];
     memset(secs, 0, sizeof secs);
@@ -7762,16 +8689,19 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
         if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
     }
     if (!st) st = mml__read_arena(ck, path, "PARM", "", m, m->P);
+    if (m) m->fit.from_export = 1;
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
-        mml__progp pp = {m};
+        mml__progp pp = {m, 0, 0};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[64];
         snprintf(first, sizeof first, "m.%s", m->a.t[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
+            m->fit.from_export = 0;
             if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->opt.M);
             if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->opt.V);
-            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->fit.snapshot);
+            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->snapshot);
         }
+        if (!st) st = mml__prog_check(&pp, path);
         if (!st && m->ph.phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
             st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->ph.phase);
         if (!st && m->ph.phase == MML_PHASE_EXPERT && m->ph.expert < 0)

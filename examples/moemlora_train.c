@@ -12,6 +12,7 @@
  * and writes the files.
  *   mpirun -np 2 moemlora-train-mpi --data DIR --adapter moe
  */
+#define _XOPEN_SOURCE 700 /* realpath, mkstemp */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
 #ifdef MOEMLORA_TRAIN_MPI
@@ -19,16 +20,27 @@
 #include <mpi.h>
 #endif
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+/* Flags that describe the model. With --resume the checkpoint decides them:
+ * a flag is accepted beside it only with the checkpoint's value. */
+static const char *const model_flags[] = {"--model", "--adapter", "--gate", "--emb", "--hidden", "--lora-reduce",
+                                          "--lora-r", "--experts-per-domain", "--dropout", "--lr", "--lazy-adam",
+                                          "--seed", "--threads", "--paper"};
+enum { N_MODEL_FLAGS = sizeof model_flags / sizeof model_flags[0] };
+
 typedef struct opts {
     const char *data, *results, *save, *resume, *export_path, *paper;
-    int quiet, tty, set_reduce, set_patience, set_threads;
+    int quiet, tty, set_reduce, set_patience, set_threads, set_batch, set_epochs;
+    unsigned model_given;    /* bit k: model_flags[k] was given */
     int rank, world;         /* MPI: this process, all of them (1 without MPI) */
+    char warned[48];         /* the last stage warned about its validation criterion */
     mml_config_t cfg;
     mml_fit_opts_t fit;
     mml_synth_config_t syn;
@@ -69,11 +81,23 @@ static void usage(FILE *f) {
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
-        "  --resume CKPT           continue the training saved in CKPT (same data; model flags\n"
-        "                          come from the checkpoint)\n"
+        "  --resume CKPT           continue the run saved in CKPT (a --save checkpoint) on the\n"
+        "                          same data (other data is refused). The model flags (the\n"
+        "                          model: section, --lr, --lazy-adam, --seed, --threads) come\n"
+        "                          from the checkpoint: one given beside --resume must have\n"
+        "                          the checkpoint's value (--paper is refused). --batch must\n"
+        "                          match the run's; --epochs and --patience may change (said\n"
+        "                          on stderr); omitted, they are the run's. A finished run\n"
+        "                          trains no more: \"already finished\", its test metrics and\n"
+        "                          the outputs asked for, exit 0\n"
         "  --export FILE           write an inference-only model file at the end\n"
         "  --quiet                 no progress line and no per-phase tables: only the final line\n"
         "  --help                  this text\n"
+        "Output paths are checked before anything is loaded: not a directory, a writable\n"
+        "directory, no two of --results, --save, --export naming one file (nor --resume\n"
+        "and --results or --export; --resume and --save may be the same checkpoint).\n"
+        "Exit status: 0 done, 1 the run failed (data, checkpoint, I/O), 2 bad arguments\n"
+        "(refused before anything trains).\n"
         "Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set.\n");
 }
 
@@ -141,6 +165,8 @@ static int parse_args(int argc, char **argv, opts *o) {
         const char *a = argv[i];
         long iv;
         double fv;
+        for (int k = 0; k < N_MODEL_FLAGS; k++)
+            if (!strcmp(a, model_flags[k])) o->model_given |= 1u << k;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 1; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
         if (!strcmp(a, "--lazy-adam")) { o->cfg.lazy_adam = 1; continue; }
@@ -166,6 +192,8 @@ static int parse_args(int argc, char **argv, opts *o) {
         if (!strcmp(a, "--lora-reduce")) o->set_reduce = 1;
         if (!strcmp(a, "--threads")) o->set_threads = 1;
         if (!strcmp(a, "--patience")) o->set_patience = 1;
+        if (!strcmp(a, "--batch")) o->set_batch = 1;
+        if (!strcmp(a, "--epochs")) o->set_epochs = 1;
         if (!strcmp(a, "--model")) {
             if (mml_model_kind_from_name(v, &o->cfg.model)) { fprintf(stderr, "moemlora-train: unknown model \"%s\"\n", v); return -1; }
             continue;
@@ -181,7 +209,7 @@ static int parse_args(int argc, char **argv, opts *o) {
             continue;
         }
         if (!strcmp(a, "--hidden")) { if (parse_hidden(v, &o->cfg)) return -1; continue; }
-        INT_OPT("--syn-domains", 1, 4096, o->syn.n_domains)
+        INT_OPT("--syn-domains", 1, MML_MAX_DOMAINS, o->syn.n_domains)
         INT_OPT("--syn-users", 1, 100000000, o->syn.n_users)
         INT_OPT("--syn-items", 2, 100000000, o->syn.n_items)
         INT_OPT("--syn-samples", 10, 2000000000, o->syn.n_samples)
@@ -203,6 +231,170 @@ static int parse_args(int argc, char **argv, opts *o) {
     o->fit.seed = o->cfg.seed;
     if (o->fit.batch > o->cfg.max_batch) o->cfg.max_batch = o->fit.batch;
     if (o->paper) apply_paper(o);
+    return 0;
+}
+
+/* ---- outputs and --resume: checked before anything trains ---- */
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+/* The identity of the file at path (which need not exist): its real path, or
+ * the real path of its directory plus its name. With must_write, the
+ * directory must take a new file (a probe is made and removed). 0, or -1
+ * after saying what is wrong. */
+static int path_key(const char *flag, const char *path, int must_write, char *key, size_t key_size) {
+    size_t len = strlen(path);
+    struct stat sb;
+    if (!len || path[len - 1] == '/' || (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        fprintf(stderr, "moemlora-train: %s %s is a directory, not a file\n", flag, path);
+        return -1;
+    }
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX], real[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (slash == path ? 1 : (int)(slash - path)) : 1, slash ? path : ".");
+    if (!realpath(dir, real)) {
+        fprintf(stderr, "moemlora-train: %s %s: directory %s: %s\n", flag, path, dir, strerror(errno));
+        return -1;
+    }
+    if (must_write) {
+        char probe[PATH_MAX + 32];
+        snprintf(probe, sizeof probe, "%s/.moemlora-train-probe-XXXXXX", real);
+        int fd = mkstemp(probe);
+        if (fd < 0) {
+            fprintf(stderr, "moemlora-train: %s %s: cannot write in %s: %s\n", flag, path, real, strerror(errno));
+            return -1;
+        }
+        close(fd);
+        unlink(probe);
+    }
+    char file[PATH_MAX];
+    if (access(path, F_OK) == 0 && realpath(path, file)) { /* links to one file are one file */
+        snprintf(key, key_size, "%s", file);
+        return 0;
+    }
+    snprintf(key, key_size, "%s/%s", strcmp(real, "/") ? real : "", slash ? slash + 1 : path);
+    return 0;
+}
+
+/* A run that cannot write its results fails at its end and loses them, so
+ * every output path is checked first. 0, or -1 after saying why. */
+static int check_outputs(const opts *o) {
+    enum { RESULTS, SAVE, EXPORT, RESUME, N };
+    const char *flag[N] = {"--results", "--save", "--export", "--resume"};
+    const char *path[N] = {o->results, o->save, o->export_path, o->resume};
+    static char key[N][2 * PATH_MAX];
+    for (int i = 0; i < N; i++)
+        if (path[i] && path_key(flag[i], path[i], i != RESUME, key[i], sizeof key[i])) return -1;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < i; j++) {
+            if (!path[i] || !path[j] || strcmp(key[i], key[j]) || (i == RESUME && j == SAVE)) continue;
+            fprintf(stderr, "moemlora-train: %s %s and %s %s name the same file\n", flag[j], path[j], flag[i], path[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* The shortest decimal that reads back as x. */
+static void fmt_float(float x, char *buf, size_t n) {
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+
+/* The value model flag k stands for in c, as text (equal text, equal value). */
+static void model_flag_value(int k, const mml_config_t *c, char *buf, size_t n) {
+    switch (k) {
+    case 0: snprintf(buf, n, "%s", mml_model_kind_name(c->model)); break;
+    case 1: snprintf(buf, n, "%s", mml_adapter_name(c->adapter)); break;
+    case 2: snprintf(buf, n, "%s", c->gate == MML_GATE_DOMAIN ? "domain" : "input"); break;
+    case 3: snprintf(buf, n, "%d", c->emb_dim); break;
+    case 4: {
+        size_t w = 0;
+        buf[0] = 0;
+        for (int i = 0; i < c->n_hidden && w < n; i++) w += (size_t)snprintf(buf + w, n - w, i ? ",%d" : "%d", c->hidden[i]);
+        break;
+    }
+    case 5: snprintf(buf, n, "%d", c->lora_reduce); break;
+    case 6: snprintf(buf, n, "%d", c->lora_r); break;
+    case 7: snprintf(buf, n, "%d", c->experts_per_domain); break;
+    case 8: fmt_float(c->dropout, buf, n); break;
+    case 9: fmt_float(c->lr, buf, n); break;
+    case 10: snprintf(buf, n, "%s", c->lazy_adam ? "on" : "off"); break;
+    case 11: snprintf(buf, n, "%llu", (unsigned long long)c->seed); break;
+    case 12: snprintf(buf, n, "%d", c->threads); break;
+    default: snprintf(buf, n, "(set by the model)"); break; /* --paper */
+    }
+}
+
+/* Model flags beside --resume: the checkpoint's value or nothing. */
+static int check_model_flags(const opts *o, const mml_config_t *ck) {
+    int bad = 0;
+    for (int k = 0; k < N_MODEL_FLAGS; k++) {
+        if (!(o->model_given & (1u << k))) continue;
+        char given[160], saved[160];
+        model_flag_value(k, &o->cfg, given, sizeof given);
+        model_flag_value(k, ck, saved, sizeof saved);
+        if (strcmp(model_flags[k], "--paper") && !strcmp(given, saved)) continue;
+        fprintf(stderr, "moemlora-train: %s comes from the checkpoint %s (%s); drop it\n", model_flags[k], o->resume,
+                saved);
+        bad = 1;
+    }
+    return bad ? -1 : 0;
+}
+
+/* The run options of a resumed run: the checkpoint's unless given; --batch
+ * must stay, --epochs and --patience may change (and are said to). */
+static int take_run_options(opts *o, const mml_fit_opts_t *run) {
+    if (run->batch == 0) return 0; /* an older checkpoint, without them: the command line's */
+    if (o->set_batch && o->fit.batch != run->batch) {
+        fprintf(stderr, "moemlora-train: --batch %d differs from the run in %s (batch %d): the batch cannot change on "
+                "resume; drop --batch\n", o->fit.batch, o->resume, run->batch);
+        return -1;
+    }
+    o->fit.batch = run->batch;
+    o->fit.seed = run->seed;
+    const char *flag[2] = {"--epochs", "--patience"};
+    int32_t *mine[2] = {&o->fit.max_epochs, &o->fit.patience};
+    const int32_t theirs[2] = {run->max_epochs, run->patience}, given[2] = {o->set_epochs, o->set_patience};
+    for (int i = 0; i < 2; i++) {
+        if (!given[i]) *mine[i] = theirs[i];
+        else if (*mine[i] != theirs[i] && o->rank == 0)
+            fprintf(stderr, "moemlora-train: resume: %s %d from the command line (the run in %s had %d)\n", flag[i],
+                    *mine[i], o->resume, theirs[i]);
+    }
+    return 0;
+}
+
+/* Loads the checkpoint of --resume; the model and the run options come from
+ * it. 0, or the exit code after saying why it does not resume. */
+static int open_resume(opts *o, mml_model_t **out) {
+    mml_model_t *m = NULL;
+    if (mml_model_load(o->resume, &m)) {
+        fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+        return 1;
+    }
+    mml_fit_opts_t run;
+    mml_fit_state state = mml_model_fit_state(m, &run);
+    int rc = 0;
+    if (state == MML_FIT_EXPORT) {
+        fprintf(stderr, "moemlora-train: %s is an inference-only export, not a training checkpoint\n", o->resume);
+        rc = 2;
+    } else if (state == MML_FIT_NONE) {
+        fprintf(stderr, "moemlora-train: %s holds no run to resume (saved outside a fit, or a finished run of an "
+                "older version)\n", o->resume);
+        rc = 2;
+    } else if (check_model_flags(o, mml_model_config(m)) | take_run_options(o, &run)) { /* say every refusal */
+        rc = 2;
+    }
+    if (rc) {
+        mml_model_free(m);
+        return rc;
+    }
+    o->cfg = *mml_model_config(m);
+    *out = m;
     return 0;
 }
 
@@ -245,8 +437,7 @@ static double now_s(void) {
 static void print_table(const char *title, const mml_metrics_t *t) {
     printf("\n%s\n", title);
     printf("  %-16s %9s %8s %9s\n", "domain", "n_test", "AUC", "logloss");
-    int nd = t->n_domains < MML_METRICS_MAX_DOMAINS ? t->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < t->n_domains; d++) {
         char name[32];
         if (g_data->domain_names && g_data->domain_names[d]) snprintf(name, sizeof name, "%s", g_data->domain_names[d]);
         else snprintf(name, sizeof name, "%d", d);
@@ -262,9 +453,33 @@ static void fmt_count(double x, char *buf, size_t n) {
     else snprintf(buf, n, "%.0f", x);
 }
 
+/* Once per stage, on stderr: why a stage stops on the validation log loss
+ * instead of the AUC. */
+static void warn_criterion(opts *o, const mml_progress_t *p) {
+    char stage[48];
+    snprintf(stage, sizeof stage, p->expert >= 0 ? "%s %d" : "%s", p->phase_name, p->expert);
+    if (strcmp(p->val_metric, "logloss") || o->rank > 0 || !strcmp(o->warned, stage)) return;
+    snprintf(o->warned, sizeof o->warned, "%s", stage);
+    if (o->tty) fprintf(stderr, "\r\033[K");
+    const mml_split_t *v = &g_data->split[MML_VAL];
+    if (p->expert < 0) {
+        fprintf(stderr, "moemlora-train: warning: stage '%s': the validation labels of every domain are of one class: "
+                "early stopping on validation log loss\n", stage);
+        return;
+    }
+    int d = p->expert % g_data->n_domains;
+    if (v->dom_start[d + 1] == v->dom_start[d])
+        fprintf(stderr, "moemlora-train: warning: stage '%s': domain %d has no validation rows: nothing to stop on\n",
+                stage, d);
+    else
+        fprintf(stderr, "moemlora-train: warning: stage '%s': validation labels of domain %d are all %d: early stopping "
+                "on validation log loss\n", stage, d, v->label[v->dom_start[d]] > 0.5f);
+}
+
 static void on_progress(const mml_progress_t *p, void *user) {
     opts *o = (opts *)user;
     char title[96];
+    if (p->event == MML_EV_EPOCH_END) warn_criterion(o, p);
     if (p->event == MML_EV_PHASE_END) {
         if (o->quiet) return;
         if (o->tty) fprintf(stderr, "\r\033[K");
@@ -283,8 +498,9 @@ static void on_progress(const mml_progress_t *p, void *user) {
         fprintf(stderr, "\r\033[K%s%s | epoch %d | domain %d | %s/%s | %s samples/s | loss %.4f | ETA %.1fs",
                 p->phase_name, who, p->epoch, p->domain, done, tot, rate, p->loss, p->eta_s);
     } else {
-        fprintf(stderr, "\r\033[K%s%s | epoch %d | loss %.4f | val AUC %.4f%s | %.0f samples/s\n", p->phase_name, who,
-                p->epoch, p->loss, p->val_auc, p->improved ? " *" : "", p->samples_per_s);
+        fprintf(stderr, "\r\033[K%s%s | epoch %d | loss %.4f | val %s %.4f%s | %.0f samples/s\n", p->phase_name, who,
+                p->epoch, p->loss, strcmp(p->val_metric, "auc") ? "logloss" : "AUC", p->val_score,
+                p->improved ? " *" : "", p->samples_per_s);
     }
 }
 
@@ -298,7 +514,7 @@ static int write_results(const opts *o, const mml_metrics_t *t, double seconds, 
         mml_model_isa(m), (long long)mml_model_param_count(m, 0));
     OUT("  \"seconds\": %.3f,\n  \"mean_auc\": %.6f,\n  \"weighted_auc\": %.6f,\n  \"logloss\": %.6f,\n  \"domains\": [\n",
         seconds, t->mean_auc, t->weighted_auc, t->logloss_all);
-    int nd = t->n_domains < MML_METRICS_MAX_DOMAINS ? t->n_domains : MML_METRICS_MAX_DOMAINS;
+    int nd = t->n_domains;
     for (int d = 0; d < nd; d++)
         OUT("    {\"domain\": %d, \"n_test\": %lld, \"auc\": %.6f, \"logloss\": %.6f}%s\n", d, (long long)t->n[d],
             t->auc[d] == t->auc[d] ? t->auc[d] : -1.0, t->logloss[d] == t->logloss[d] ? t->logloss[d] : -1.0,
@@ -312,6 +528,36 @@ static int write_results(const opts *o, const mml_metrics_t *t, double seconds, 
     }
     free(buf);
     return rc;
+}
+
+static void print_header(const opts *o, const mml_data_t *data, const mml_model_t *m) {
+    char rank[48] = "";
+    if (o->cfg.adapter != MML_ADAPTER_NONE)
+        snprintf(rank, sizeof rank, o->cfg.lora_r > 0 ? " (rank %d)" : " (lora_reduce %d)",
+                 o->cfg.lora_r > 0 ? o->cfg.lora_r : o->cfg.lora_reduce);
+    char procs[48] = "";
+    if (o->world > 1) snprintf(procs, sizeof procs, " | %d processes", o->world);
+    printf("data: %s | %d users, %d items, %d domains | train %lld, val %lld, test %lld\n"
+           "model: %s + %s%s | %lld parameters | kernels: %s | %d thread%s%s\n",
+           o->data ? o->data : "synthetic", data->n_users, data->n_items, data->n_domains,
+           (long long)data->split[0].n, (long long)data->split[1].n, (long long)data->split[2].n,
+           mml_model_kind_name(o->cfg.model), mml_adapter_name(o->cfg.adapter), rank,
+           (long long)mml_model_param_count(m, 0), mml_model_isa(m), o->cfg.threads, o->cfg.threads > 1 ? "s" : "",
+           procs);
+}
+
+/* The model trained, or the model given: a (new or resumed) run of mml_fit,
+ * or, for a finished run, the test metrics of its model as it stands. */
+static mml_status train(opts *o, mml_model_t *m, const mml_data_t *data, mml_metrics_t *test) {
+    o->fit.progress = on_progress;
+    o->fit.checkpoint_path = o->save;
+    o->fit.user = o;
+    mml_status st = mml_fit(m, data, &o->fit, test);
+    if (st != MML_ERR_FINISHED) return st;
+    printf("already finished: nothing to resume\n");
+    st = mml_evaluate(m, &data->split[MML_TEST], data->n_domains, test);
+    if (!st && !o->quiet) print_table("test metrics of the finished run:", test);
+    return st;
 }
 
 int main(int argc, char **argv) {
@@ -338,27 +584,28 @@ int main(int argc, char **argv) {
         if (!freopen("/dev/null", "w", stdout)) return finish(&o, 1);
     }
     o.tty = isatty(2);
+    if (check_outputs(&o)) return finish(&o, 2);
+    mml_model_t *m = NULL;
+    int rc = o.resume ? open_resume(&o, &m) : 0;
+    if (rc) return finish(&o, rc);
 
     mml_data_t data;
     double t0 = now_s();
     mml_status st = o.data ? mml_data_load(o.data, &data) : mml_data_synthetic(&o.syn, &data);
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+        mml_model_free(m);
         return finish(&o, 1);
     }
     g_data = &data;
-    o.cfg.n_users = data.n_users;
-    o.cfg.n_items = data.n_items;
-    o.cfg.n_domains = data.n_domains;
-    if (data.pretrained_dim > 0) {
-        o.cfg.pretrained = 1;
-        o.cfg.emb_dim = data.pretrained_dim;
-    }
-    mml_model_t *m;
-    if (o.resume) {
-        st = mml_model_load(o.resume, &m);
-        if (!st) o.cfg = *mml_model_config(m);
-    } else {
+    if (!m) {
+        o.cfg.n_users = data.n_users;
+        o.cfg.n_items = data.n_items;
+        o.cfg.n_domains = data.n_domains;
+        if (data.pretrained_dim > 0) {
+            o.cfg.pretrained = 1;
+            o.cfg.emb_dim = data.pretrained_dim;
+        }
         st = mml_model_create(&o.cfg, &m);
     }
 #ifdef MOEMLORA_TRAIN_MPI
@@ -366,30 +613,13 @@ int main(int argc, char **argv) {
 #endif
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+        mml_model_free(m);
         mml_data_free(&data);
         return finish(&o, 1);
     }
-    if (!o.quiet) {
-        char rank[48] = "";
-        if (o.cfg.adapter != MML_ADAPTER_NONE)
-            snprintf(rank, sizeof rank, o.cfg.lora_r > 0 ? " (rank %d)" : " (lora_reduce %d)",
-                     o.cfg.lora_r > 0 ? o.cfg.lora_r : o.cfg.lora_reduce);
-        char procs[48] = "";
-        if (o.world > 1) snprintf(procs, sizeof procs, " | %d processes", o.world);
-        printf("data: %s | %d users, %d items, %d domains | train %lld, val %lld, test %lld\n"
-               "model: %s + %s%s | %lld parameters | kernels: %s | %d thread%s%s\n",
-               o.data ? o.data : "synthetic", data.n_users, data.n_items, data.n_domains,
-               (long long)data.split[0].n, (long long)data.split[1].n, (long long)data.split[2].n,
-               mml_model_kind_name(o.cfg.model), mml_adapter_name(o.cfg.adapter), rank,
-               (long long)mml_model_param_count(m, 0), mml_model_isa(m), o.cfg.threads,
-               o.cfg.threads > 1 ? "s" : "", procs);
-    }
-    o.fit.progress = on_progress;
-    o.fit.checkpoint_path = o.save;
-    o.fit.user = &o;
+    if (!o.quiet) print_header(&o, &data, m);
     mml_metrics_t test;
-    st = mml_fit(m, &data, &o.fit, &test);
-    int rc = 0;
+    st = train(&o, m, &data, &test);
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
         rc = 1;
