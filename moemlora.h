@@ -254,35 +254,74 @@ typedef enum mml_gate_kind {
 /* Most domains a config, a data set (synthetic or split) or a metrics record holds. */
 #define MML_MAX_DOMAINS 1024
 
+/* The config, described once: X(type, name, default, min, max, flag, help).
+ *   type     MODEL, ADAPTER, GATE (enums, written by name), I32, BOOL (0/1),
+ *            F32, U64, HIDDEN (the tower: n_hidden and hidden[], "256,128,64")
+ *   name     the member of mml_config_t, and its key in checkpoints
+ *   default  the value mml_config_default sets (HIDDEN: its text)
+ *   min,max  the valid range (checked by mml_model_create and mml_config_set)
+ *   flag     moemlora-train's flag ("" = none: set from the data)
+ * The struct, the defaults, the checks, the checkpoint keys and the
+ * trainer's flags and help are all made from this list; a new setting is
+ * one line here. */
+#define MML_CONFIG_FIELDS(X)                                                                                       \
+    X(MODEL, model, MML_MODEL_MLP, 0, MML_MODEL_COUNT - 1, "--model",                                               \
+      "mlp|wdl|deepfm|nfm|pnn|dcn|xdeepfm|autoint|fibinet: the base CTR model")                                   \
+    X(ADAPTER, adapter, MML_ADAPTER_MOE, 0, 2, "--adapter", "none|mlora|moe: the multi-domain adapter")              \
+    X(GATE, gate, MML_GATE_DOMAIN, 0, 1, "--gate", "domain|input: what the MoE gate sees (the paper's: domain)")    \
+    X(I32, n_users, 0, 0, 1 << 30, "", "users: ids 0..n_users-1")                                                   \
+    X(I32, n_items, 0, 0, 1 << 30, "", "items: ids 0..n_items-1")                                                   \
+    X(I32, n_domains, 0, 0, MML_MAX_DOMAINS, "", "domains: ids 0..n_domains-1")                                     \
+    X(I32, emb_dim, 8, 1, 1024, "--emb", "embedding dim (pretrained data: their dim)")                             \
+    X(BOOL, pretrained, 0, 0, 1, "", "user and item embeddings are given (mml_model_set_pretrained) and frozen")   \
+    X(I32, lora_reduce, 16, 0, 4096, "--lora-reduce", "adapter rank = max(d_out / lora_reduce, 1)")                 \
+    X(I32, lora_r, 0, 0, 1024, "--lora-r", "> 0: a fixed adapter rank instead")                                    \
+    X(I32, experts_per_domain, 1, 1, 256, "--experts-per-domain", "MoE experts per domain")                        \
+    X(I32, gate_dim, 4, 1, 256, "--gate-dim", "the domain gate's embedding size")                                  \
+    X(F32, dropout, 0.5f, 0.0f, 0.999f, "--dropout", "dropout on the base layers' output (training)")              \
+    X(F32, lr, 1e-3f, 1e-9f, 10.0f, "--lr", "Adam's learning rate")                                                \
+    X(F32, beta1, 0.9f, 0.0f, 0.999999f, "--beta1", "Adam's beta1")                                                \
+    X(F32, beta2, 0.999f, 0.0f, 0.999999f, "--beta2", "Adam's beta2")                                              \
+    X(F32, eps, 1e-7f, 1e-30f, 1.0f, "--eps", "Adam's epsilon")                                                    \
+    X(F32, weight_decay, 0.0f, 0.0f, 1.0f, "--weight-decay", "Adam's L2 weight decay")                             \
+    X(BOOL, lazy_adam, 0, 0, 1, "--lazy-adam", "embedding rows move only in the steps whose batch holds them")     \
+    X(I32, max_batch, 1024, 1, 1 << 20, "", "rows a step or a prediction chunk holds at most")                     \
+    X(I32, threads, 1, 1, 256, "--threads", "worker threads of a step")                                            \
+    X(U64, seed, 123, 0, 0, "--seed", "initialisation, dropout and shuffle seed")                                  \
+    X(HIDDEN, hidden, "256,128,64", 1, 8192, "--hidden", "the tower's units, comma-separated")
+
+#define MML__CFG_MEMBER(type, name, def, lo, hi, flag, help) MML__CFG_MEMBER_##type(name)
+#define MML__CFG_MEMBER_MODEL(name) mml_model_kind name;
+#define MML__CFG_MEMBER_ADAPTER(name) mml_adapter name;
+#define MML__CFG_MEMBER_GATE(name) mml_gate_kind name;
+#define MML__CFG_MEMBER_I32(name) int32_t name;
+#define MML__CFG_MEMBER_BOOL(name) int32_t name;
+#define MML__CFG_MEMBER_F32(name) float name;
+#define MML__CFG_MEMBER_U64(name) uint64_t name;
+#define MML__CFG_MEMBER_HIDDEN(name) int32_t n_##name; int32_t name[MML_MAX_HIDDEN];
+
 typedef struct mml_config_t {
-    mml_model_kind model;
-    mml_adapter adapter;
-    mml_gate_kind gate;
-    int32_t n_users, n_items, n_domains;  /* vocab sizes; ids 0..n-1 */
-    int32_t emb_dim;                      /* k; with pretrained embeddings their dim */
-    int32_t pretrained;                   /* 1: user/item embeddings are given and frozen */
-    int32_t n_hidden;
-    int32_t hidden[MML_MAX_HIDDEN];       /* tower units, default 256,128,64 */
-    int32_t lora_reduce;                  /* rank = max(d_out / lora_reduce, 1) */
-    int32_t lora_r;                       /* > 0: fixed rank instead */
-    int32_t experts_per_domain;           /* MoE: E = n_domains * experts_per_domain */
-    int32_t gate_dim;                     /* domain-gate embedding size (4) */
-    float dropout;                        /* on the base layers' output, training only */
-    float lr, beta1, beta2, eps, weight_decay;
-    int32_t lazy_adam;                    /* 1: embedding rows move only when touched */
-    int32_t max_batch;                    /* activations are sized for this */
-    int32_t threads;                      /* worker threads for train/predict (1 = none) */
-    uint64_t seed;
+    MML_CONFIG_FIELDS(MML__CFG_MEMBER)
 } mml_config_t;
 
-/* Defaults: MLP, MoE-MLoRA, domain gate, emb 8, tower 256-128-64, lora_reduce 16,
- * 1 expert per domain, gate_dim 4, dropout 0.5, Adam 1e-3 (0.9, 0.999, 1e-7),
- * max_batch 1024, 1 thread, seed 123. Vocab sizes must be set by the caller. */
+/* The defaults of MML_CONFIG_FIELDS: MLP, MoE-MLoRA, domain gate, emb 8,
+ * tower 256-128-64, lora_reduce 16, 1 expert per domain, gate_dim 4, dropout
+ * 0.5, Adam 1e-3 (0.9, 0.999, 1e-7), max_batch 1024, 1 thread, seed 123.
+ * Vocab sizes must be set by the caller. */
 MOEMLORA_API void mml_config_default(mml_config_t *c);
+/* Sets the setting named key (a name of MML_CONFIG_FIELDS) from its text,
+ * checked against its type and range; MML_ERR_ARG names the key, the value
+ * and what is valid. */
+MOEMLORA_API mml_status mml_config_set(mml_config_t *c, const char *key, const char *value);
+/* The setting named key as text (as a checkpoint stores it and
+ * mml_config_set reads it); the length, or -1 for an unknown key or a short buf. */
+MOEMLORA_API int mml_config_get(const mml_config_t *c, const char *key, char *buf, size_t n);
 MOEMLORA_API const char *mml_model_kind_name(mml_model_kind k);
 MOEMLORA_API int mml_model_kind_from_name(const char *s, mml_model_kind *out);
 MOEMLORA_API const char *mml_adapter_name(mml_adapter a);
 MOEMLORA_API int mml_adapter_from_name(const char *s, mml_adapter *out);
+MOEMLORA_API const char *mml_gate_name(mml_gate_kind g);
+MOEMLORA_API int mml_gate_from_name(const char *s, mml_gate_kind *out);
 
 typedef struct mml_model_t mml_model_t;
 
@@ -569,11 +608,6 @@ long syscall(long number, ...);
 #error "moemlora.h: <time.h> hides clock_gettime in this mode: define _POSIX_C_SOURCE 200809L before the first #include"
 #endif
 
-#ifdef __cplusplus
-#define MML_THREAD_LOCAL thread_local
-#else
-#define MML_THREAD_LOCAL _Thread_local
-#endif
 
 #if defined(__GNUC__)
 #define MML__UNUSED __attribute__((unused))
@@ -588,7 +622,7 @@ long syscall(long number, ...);
 
 // >>errors -----------------------------------------------------------------
 
-static MML_THREAD_LOCAL char mml__errbuf[512];
+static MML__TLS char mml__errbuf[512];
 
 const char *mml_last_error(void) { return mml__errbuf; }
 
@@ -867,21 +901,16 @@ static void mml__shuffle_i64(int64_t *a, int64_t n, uint64_t *s) {
  * Pair order everywhere: (0,1), (0,2), ..., (0,F-1), (1,2), ..., (F-2,F-1), as
  * itertools.combinations, so P = F(F-1)/2 pairs. */
 
-#if defined(__GNUC__) || defined(__clang__)
-#define MML__LAYER static __attribute__((unused))
-#else
-#define MML__LAYER static
-#endif
 
 #define MML__IX(a, b) ((int64_t)(a) * (int64_t)(b))
 
-MML__LAYER int mml__n_pairs(int F) { return F * (F - 1) / 2; }
+static MML__UNUSED int mml__n_pairs(int F) { return F * (F - 1) / 2; }
 
 /* ---- linear (wide) logit ------------------------------------------------ */
 
 /* ids[f]: [B] int32 (field f's ids, indexing its table w[f]: [vocab_f])
  * bias: [1]  -> out: [B] (the [B,1] logit, overwritten). No act, no ws. */
-MML__LAYER void mml__linear_forward(int B, int F, const int32_t *const *ids, const float *const *w,
+static MML__UNUSED void mml__linear_forward(int B, int F, const int32_t *const *ids, const float *const *w,
                                     const float *bias, float *out) {
     for (int b = 0; b < B; b++) {
         float s = bias ? bias[0] : 0.0f;
@@ -892,7 +921,7 @@ MML__LAYER void mml__linear_forward(int B, int F, const int32_t *const *ids, con
 
 /* dout: [B] -> dw[f][id] += (sparse, samples in order), dbias[0] += sum dout.
  * dbias may be NULL (no bias). */
-MML__LAYER void mml__linear_backward(int B, int F, const int32_t *const *ids, const float *dout,
+static MML__UNUSED void mml__linear_backward(int B, int F, const int32_t *const *ids, const float *dout,
                                      float *const *dw, float *dbias) {
     float db = 0.0f;
     for (int b = 0; b < B; b++) {
@@ -905,7 +934,7 @@ MML__LAYER void mml__linear_backward(int B, int F, const int32_t *const *ids, co
 /* ---- FM second order and bi-interaction pooling -------------------------- */
 
 /* s[b, :] = sum_f emb[b, f, :] */
-MML__LAYER void mml__field_sum(int B, int F, int k, const float *emb, float *s) {
+static MML__UNUSED void mml__field_sum(int B, int F, int k, const float *emb, float *s) {
     for (int b = 0; b < B; b++) {
         float *sb = s + MML__IX(b, k);
         const float *e = emb + MML__IX(b, F) * k;
@@ -915,13 +944,13 @@ MML__LAYER void mml__field_sum(int B, int F, int k, const float *emb, float *s) 
     }
 }
 
-MML__LAYER size_t mml__bi_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
-MML__LAYER size_t mml__fm_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
+static MML__UNUSED size_t mml__bi_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
+static MML__UNUSED size_t mml__fm_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
 
 /* Bi-interaction pooling (NFM).
  * emb: [B, F, k] -> out: [B, k], out[b,d] = 0.5*((sum_f e)^2 - sum_f e^2)
  * act: [B, k] (field sums). */
-MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *out, float *act) {
+static MML__UNUSED void mml__bi_forward(int B, int F, int k, const float *emb, float *out, float *act) {
     mml__field_sum(B, F, k, emb, act);
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
@@ -934,7 +963,7 @@ MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *ou
 }
 
 /* dout: [B, k] -> demb: [B, F, k] +=  (d e_fd = dout_d * (s_d - e_fd)) */
-MML__LAYER void mml__bi_backward(int B, int F, int k, const float *emb, const float *act,
+static MML__UNUSED void mml__bi_backward(int B, int F, int k, const float *emb, const float *act,
                                  const float *dout, float *demb) {
     for (int b = 0; b < B; b++) {
         const float *s = act + MML__IX(b, k), *g = dout + MML__IX(b, k);
@@ -949,7 +978,7 @@ MML__LAYER void mml__bi_backward(int B, int F, int k, const float *emb, const fl
 /* FM second-order term (DeepFM).
  * emb: [B, F, k] -> out: [B] (the [B,1] term) = sum_d of bi-interaction
  * act: [B, k] (field sums). */
-MML__LAYER void mml__fm_forward(int B, int F, int k, const float *emb, float *out, float *act) {
+static MML__UNUSED void mml__fm_forward(int B, int F, int k, const float *emb, float *out, float *act) {
     mml__field_sum(B, F, k, emb, act);
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
@@ -961,7 +990,7 @@ MML__LAYER void mml__fm_forward(int B, int F, int k, const float *emb, float *ou
 }
 
 /* dout: [B] -> demb: [B, F, k] += */
-MML__LAYER void mml__fm_backward(int B, int F, int k, const float *emb, const float *act,
+static MML__UNUSED void mml__fm_backward(int B, int F, int k, const float *emb, const float *act,
                                  const float *dout, float *demb) {
     for (int b = 0; b < B; b++) {
         const float *s = act + MML__IX(b, k);
@@ -978,7 +1007,7 @@ MML__LAYER void mml__fm_backward(int B, int F, int k, const float *emb, const fl
 /* emb: [B, F, k] -> out: [B, P] with row stride ldo >= P (so the products can
  * land right after the flattened embeddings in the tower input).
  * out[b, p] = <e_i, e_j> for the p-th pair (i<j). No act, no ws. */
-MML__LAYER void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
+static MML__UNUSED void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
                                    float *out, int ldo) {
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k;
@@ -990,7 +1019,7 @@ MML__LAYER void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, 
 }
 
 /* dout: [B, P] (row stride ldo) -> demb: [B, F, k] += */
-MML__LAYER void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
+static MML__UNUSED void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
                                     const float *dout, int ldo, float *demb) {
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k;
@@ -1008,14 +1037,14 @@ MML__LAYER void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k,
 /* ---- cross network (DCN, vector parameterization) ------------------------ */
 
 /* act: x_1 .. x_{L-1} [L-1, B, D], then s_l = x_l . w_l [L, B] */
-MML__LAYER size_t mml__cross_act_floats(int B, int D, int L) {
+static MML__UNUSED size_t mml__cross_act_floats(int B, int D, int L) {
     return (size_t)(L - 1) * (size_t)B * (size_t)D + (size_t)L * (size_t)B;
 }
-MML__LAYER size_t mml__cross_ws_floats(int B, int D) { return (size_t)B * (size_t)D; }
+static MML__UNUSED size_t mml__cross_ws_floats(int B, int D) { return (size_t)B * (size_t)D; }
 
 /* x0: [B, D]  w: [L, D]  bias: [L, D]  -> out: [B, D] = x_L, where
  * x_{l+1} = x_0 * (x_l . w_l) + bias_l + x_l. L >= 1. No ws. */
-MML__LAYER void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
+static MML__UNUSED void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
                                    const float *w, const float *bias, float *out, float *act) {
     float *s = act + MML__IX(L - 1, B) * D;
     for (int l = 0; l < L; l++) {
@@ -1034,7 +1063,7 @@ MML__LAYER void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, 
 
 /* dout: [B, D] -> dx0: [B, D] +=, dw: [L, D] +=, dbias: [L, D] +=
  * ws: [B, D] (the running gradient of x_l). */
-MML__LAYER void mml__cross_backward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
+static MML__UNUSED void mml__cross_backward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
                                     const float *w, const float *act, const float *dout,
                                     float *dx0, float *dw, float *dbias, float *ws) {
     const float *s = act + MML__IX(L - 1, B) * D;
@@ -1075,7 +1104,7 @@ typedef struct mml__cin_layer {
 
 /* Layer h's geometry: parameter offsets, its Y offset in act (after X0t) and
  * its first column in the pooled output. */
-MML__LAYER mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *sizes,
+static MML__UNUSED mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *sizes,
                                     int split_half, int h) {
     mml__cin_layer g = {F, 0, 0, 0, 0, 0, MML__IX(B, k) * F, 0};
     for (int i = 0;; i++) {
@@ -1093,25 +1122,25 @@ MML__LAYER mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *s
 }
 
 /* Width of the pooled output (64 + 128 = 192 for (128,128) split half). */
-MML__LAYER int mml__cin_fmap_sum(int L, const int *sizes, int split_half) {
+static MML__UNUSED int mml__cin_fmap_sum(int L, const int *sizes, int split_half) {
     mml__cin_layer g = mml__cin_geom(1, 1, 1, L, sizes, split_half, L - 1);
     return (int)g.pool_off + g.h - g.d0;
 }
 /* Offset of W_h (bias_h follows it at + H_h*H_{h-1}*F) in the packed block;
  * h = L gives the offset of w_out. */
-MML__LAYER size_t mml__cin_param_offset(int F, int L, const int *sizes, int split_half, int h) {
+static MML__UNUSED size_t mml__cin_param_offset(int F, int L, const int *sizes, int split_half, int h) {
     if (h >= L) {
         mml__cin_layer g = mml__cin_geom(1, F, 1, L, sizes, split_half, L - 1);
         return (size_t)(g.b_off + g.h);
     }
     return (size_t)mml__cin_geom(1, F, 1, L, sizes, split_half, h).w_off;
 }
-MML__LAYER size_t mml__cin_param_floats(int F, int L, const int *sizes, int split_half) {
+static MML__UNUSED size_t mml__cin_param_floats(int F, int L, const int *sizes, int split_half) {
     return mml__cin_param_offset(F, L, sizes, split_half, L) +
            (size_t)mml__cin_fmap_sum(L, sizes, split_half);
 }
 /* act: X0t [B*k, F], Y_h [B*k, H_h] for each layer (after ReLU), pooled [B, fmap_sum] */
-MML__LAYER size_t mml__cin_act_floats(int B, int F, int k, int L, const int *sizes,
+static MML__UNUSED size_t mml__cin_act_floats(int B, int F, int k, int L, const int *sizes,
                                       int split_half) {
     mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, L - 1);
     return (size_t)(g.y_off + MML__IX(B, k) * g.h) +
@@ -1119,7 +1148,7 @@ MML__LAYER size_t mml__cin_act_floats(int B, int F, int k, int L, const int *siz
 }
 /* ws: Z/dZ [B*k, max C], dY [B*k, max H], dH [B*k, max H], dX0t [B*k, F],
  * dpooled [B, fmap_sum] (forward uses only Z). */
-MML__LAYER size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *sizes,
+static MML__UNUSED size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *sizes,
                                      int split_half) {
     int64_t cmax = 0, hmax = 0;
     for (int h = 0; h < L; h++) {
@@ -1132,7 +1161,7 @@ MML__LAYER size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *size
 }
 
 /* Z[r, j*hp + i] = X0t[r, j] * Xp[r, i] for every row r of B*k. */
-MML__LAYER void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, const float *xp,
+static MML__UNUSED void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, const float *xp,
                            int ldp, float *z) {
     int64_t C = MML__IX(hp, F);
     for (int64_t r = 0; r < rows; r++) {
@@ -1145,7 +1174,7 @@ MML__LAYER void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, co
 
 /* emb: [B, F, k]  params: packed (above) -> out: [B] (the CIN logit, [B,1])
  * act: see mml__cin_act_floats; ws: see mml__cin_ws_floats. */
-MML__LAYER void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, int L,
+static MML__UNUSED void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, int L,
                                  const int *sizes, int split_half, const float *emb,
                                  const float *params, float *out, float *act, float *ws) {
     int64_t rows = MML__IX(B, k);
@@ -1179,7 +1208,7 @@ MML__LAYER void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, in
 
 /* dY of layer h before the ReLU: dH (from layer h+1) on the passed-on maps plus
  * dpooled broadcast over k on the output maps, then masked by Y > 0. */
-MML__LAYER void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer g, int fs,
+static MML__UNUSED void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer g, int fs,
                         const float *y, const float *dh, const float *dpooled, float *dy) {
     int64_t rows = MML__IX(B, k);
     for (int64_t r = 0; r < rows; r++) {
@@ -1192,7 +1221,7 @@ MML__LAYER void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer
 }
 
 /* dout: [B] -> demb: [B, F, k] +=, dparams (packed like params) += */
-MML__LAYER void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, int L,
+static MML__UNUSED void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, int L,
                                   const int *sizes, int split_half, const float *params,
                                   const float *act, const float *dout, float *demb,
                                   float *dparams, float *ws) {
@@ -1250,18 +1279,18 @@ MML__LAYER void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, i
  * O_h = P V_h; out = relu(concat_h O_h + x Wr). HA = H*A. */
 
 /* act: Q, K, V [B*F, HA] each, then P [B, H, F, F] */
-MML__LAYER size_t mml__autoint_act_floats(int B, int F, int H, int A) {
+static MML__UNUSED size_t mml__autoint_act_floats(int B, int F, int H, int A) {
     return (size_t)(3 * MML__IX(B, F) * H * A + MML__IX(B, H) * F * F);
 }
 /* ws: forward: scores [B, H, F, F]; backward: dpre, dQ, dK, dV [B*F, HA], dP [F, F] */
-MML__LAYER size_t mml__autoint_ws_floats(int B, int F, int H, int A) {
+static MML__UNUSED size_t mml__autoint_ws_floats(int B, int F, int H, int A) {
     int64_t fwd = MML__IX(B, H) * F * F, bwd = 4 * MML__IX(B, F) * H * A + F * F;
     return (size_t)(fwd > bwd ? fwd : bwd);
 }
 
 /* x: [B, F, d_in]  Wq, Wk, Wv, Wr: [d_in, H*A] -> out: [B, F, H*A]
  * (backward needs x and out unchanged). */
-MML__LAYER void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d_in, int H,
+static MML__UNUSED void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d_in, int H,
                                      int A, const float *x, const float *Wq, const float *Wk,
                                      const float *Wv, const float *Wr, float *out, float *act,
                                      float *ws) {
@@ -1287,7 +1316,7 @@ MML__LAYER void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d
 }
 
 /* dS = P ⊙ (dP - rowsum(P ⊙ dP)), in place over dP [F, F] */
-MML__LAYER void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
+static MML__UNUSED void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
     for (int i = 0; i < F; i++) {
         const float *pi = p + MML__IX(i, F);
         float *gi = dp + MML__IX(i, F), s = 0.0f;
@@ -1297,7 +1326,7 @@ MML__LAYER void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
 }
 
 /* dout: [B, F, H*A] -> dx: [B, F, d_in] +=, dWq, dWk, dWv, dWr: [d_in, H*A] += */
-MML__LAYER void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int d_in, int H,
+static MML__UNUSED void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int d_in, int H,
                                       int A, const float *x, const float *Wq, const float *Wk,
                                       const float *Wv, const float *Wr, const float *out,
                                       const float *act, const float *dout, float *dx,
@@ -1329,22 +1358,22 @@ MML__LAYER void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int 
 /* ---- SENET (FiBiNET) ----------------------------------------------------- */
 
 /* R = max(1, F / reduction_ratio) */
-MML__LAYER int mml__senet_r(int F, int ratio) {
+static MML__UNUSED int mml__senet_r(int F, int ratio) {
     int r = ratio > 0 ? F / ratio : F;
     return r > 1 ? r : 1;
 }
 /* act: Z [B, F], A1 [B, R], A2 [B, F] */
-MML__LAYER size_t mml__senet_act_floats(int B, int F, int R) {
+static MML__UNUSED size_t mml__senet_act_floats(int B, int F, int R) {
     return (size_t)B * (size_t)(2 * F + R);
 }
 /* ws (backward): dA2 [B, F], dA1 [B, R], dZ [B, F] */
-MML__LAYER size_t mml__senet_ws_floats(int B, int F, int R) {
+static MML__UNUSED size_t mml__senet_ws_floats(int B, int F, int R) {
     return (size_t)B * (size_t)(2 * F + R);
 }
 
 /* emb: [B, F, k]  W1: [F, R]  W2: [R, F] -> out: [B, F, k]
  * Z = mean_k(emb); A1 = relu(Z W1); A2 = relu(A1 W2); out = emb * A2 per field. */
-MML__LAYER void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, int R,
+static MML__UNUSED void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, int R,
                                    const float *emb, const float *W1, const float *W2,
                                    float *out, float *act) {
     float *z = act, *a1 = z + MML__IX(B, F), *a2 = a1 + MML__IX(B, R);
@@ -1364,7 +1393,7 @@ MML__LAYER void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, 
 }
 
 /* dout: [B, F, k] -> demb: [B, F, k] +=, dW1: [F, R] +=, dW2: [R, F] += */
-MML__LAYER void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k, int R,
+static MML__UNUSED void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k, int R,
                                     const float *emb, const float *W1, const float *W2,
                                     const float *act, const float *dout, float *demb,
                                     float *dW1, float *dW2, float *ws) {
@@ -1387,16 +1416,16 @@ MML__LAYER void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k,
 /* ---- bilinear interaction, type "interaction" (FiBiNET) ------------------ */
 
 /* act: T [B, P, k], T_p = e_i W_p */
-MML__LAYER size_t mml__bilinear_act_floats(int B, int F, int k) {
+static MML__UNUSED size_t mml__bilinear_act_floats(int B, int F, int k) {
     return (size_t)B * (size_t)mml__n_pairs(F) * (size_t)k;
 }
 /* ws (backward): dT [B, k] */
-MML__LAYER size_t mml__bilinear_ws_floats(int B, int k) { return (size_t)B * (size_t)k; }
+static MML__UNUSED size_t mml__bilinear_ws_floats(int B, int k) { return (size_t)B * (size_t)k; }
 
 /* emb: [B, F, k]  W: [P, k, k] (one matrix per pair) -> out: [B, P, k] with row
  * stride ldo >= P*k (FiBiNET's two branches write into one tower input),
  * out[b, p, :] = (e_i W_p) ⊙ e_j. */
-MML__LAYER void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int k,
+static MML__UNUSED void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int k,
                                       const float *emb, const float *W, float *out, int ldo,
                                       float *act) {
     int P = mml__n_pairs(F), Fk = F * k, Pk = P * k, p = 0;
@@ -1411,7 +1440,7 @@ MML__LAYER void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int 
 }
 
 /* dout: [B, P, k] (row stride ldo) -> demb: [B, F, k] +=, dW: [P, k, k] += */
-MML__LAYER void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int k,
+static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int k,
                                        const float *emb, const float *W, const float *act,
                                        const float *dout, int ldo, float *demb, float *dW,
                                        float *ws) {
@@ -1681,6 +1710,36 @@ static mml_status mml__field_id(const mml__lines *L, const char *what, const cha
 
 /* Raw ids that are only keys (re-indexed densely): any 18-digit number. */
 #define MML__RAW_ID_MAX 999999999999999999ll
+
+/* A whole NUL-terminated string as an integer in [lo, hi]; 0 on success. */
+static int mml__parse_i64(const char *v, int64_t lo, int64_t hi, int64_t *out) {
+    int64_t x;
+    if (!mml__to_i64(v, v + strlen(v), &x) || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+/* A whole string as an unsigned 64-bit decimal; 0 on success. */
+static int mml__parse_u64(const char *v, uint64_t *out) {
+    uint64_t x = 0;
+    if (!*v) return -1;
+    for (const char *p = v; *p; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (d > 9 || x > (UINT64_MAX - d) / 10) return -1;
+        x = x * 10 + d;
+    }
+    *out = x;
+    return 0;
+}
+
+/* A whole string as a finite or infinite number (C99 hex floats too); 0 on success. */
+static int mml__parse_dbl(const char *v, double *out) {
+    char *e;
+    double x = strtod(v, &e);
+    if (!*v || *e || x != x) return -1;
+    *out = x;
+    return 0;
+}
 
 /* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
  * mantissa of up to 19 significant digits times an exact power of ten, then
@@ -5545,22 +5604,146 @@ int mml_adapter_from_name(const char *s, mml_adapter *out) {
     return -1;
 }
 
+
+/* ---- the config, made from MML_CONFIG_FIELDS ---- */
+
+static const char *const mml__gate_names[2] = {"domain", "input"};
+const char *mml_gate_name(mml_gate_kind g) { return (unsigned)g < 2 ? mml__gate_names[g] : "?"; }
+int mml_gate_from_name(const char *s, mml_gate_kind *out) {
+    for (int i = 0; i < 2; i++)
+        if (strcmp(s, mml__gate_names[i]) == 0) { *out = (mml_gate_kind)i; return 0; }
+    return -1;
+}
+
+/* Is the tower outside 1..MML_MAX_HIDDEN layers of lo..hi units? */
+static int mml__config_hidden_bad(const mml_config_t *c, int lo, int hi) {
+    if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN) return 1;
+    for (int i = 0; i < c->n_hidden; i++)
+        if (c->hidden[i] < lo || c->hidden[i] > hi) return 1;
+    return 0;
+}
+
+/* "256,128,64" into buf; its length (snprintf's). */
+static int mml__hidden_text(const int32_t *h, int n_h, char *buf, size_t n) {
+    int k = 0;
+    if (n) buf[0] = 0;
+    for (int i = 0; i < n_h && k >= 0 && (size_t)k < n; i++) k += snprintf(buf + k, n - (size_t)k, i ? ",%d" : "%d", h[i]);
+    return k;
+}
+
+/* "256,128,64": 1..MML_MAX_HIDDEN sizes; 0 if it is not one. */
+static int mml__parse_hidden(const char *v, int32_t *n_out, int32_t *h) {
+    int n = 0;
+    const char *p = v;
+    int32_t t[MML_MAX_HIDDEN];
+    while (*p) {
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        int64_t x;
+        if (n >= MML_MAX_HIDDEN || !mml__to_i64(p, e, &x) || x < INT32_MIN || x > INT32_MAX) return 0;
+        t[n++] = (int32_t)x;
+        p = *e ? e + 1 : e;
+        if (*e && !*p) return 0; /* a trailing comma */
+    }
+    if (!n) return 0;
+    *n_out = n;
+    memcpy(h, t, (size_t)n * sizeof(int32_t));
+    return 1;
+}
+
 void mml_config_default(mml_config_t *c) {
     memset(c, 0, sizeof *c);
-    c->model = MML_MODEL_MLP;
-    c->adapter = MML_ADAPTER_MOE;
-    c->gate = MML_GATE_DOMAIN;
-    c->emb_dim = 8;
-    c->n_hidden = 3;
-    c->hidden[0] = 256; c->hidden[1] = 128; c->hidden[2] = 64;
-    c->lora_reduce = 16;
-    c->experts_per_domain = 1;
-    c->gate_dim = 4;
-    c->dropout = 0.5f;
-    c->lr = 1e-3f; c->beta1 = 0.9f; c->beta2 = 0.999f; c->eps = 1e-7f;
-    c->max_batch = 1024;
-    c->threads = 1;
-    c->seed = 123;
+#define MML__CFG_DEF(type, name, def, lo, hi, flag, help) MML__CFG_DEF_##type(name, def)
+#define MML__CFG_DEF_MODEL(name, def) c->name = def;
+#define MML__CFG_DEF_ADAPTER(name, def) c->name = def;
+#define MML__CFG_DEF_GATE(name, def) c->name = def;
+#define MML__CFG_DEF_I32(name, def) c->name = def;
+#define MML__CFG_DEF_BOOL(name, def) c->name = def;
+#define MML__CFG_DEF_F32(name, def) c->name = def;
+#define MML__CFG_DEF_U64(name, def) c->name = def;
+#define MML__CFG_DEF_HIDDEN(name, def) mml__parse_hidden(def, &c->n_##name, c->name);
+    MML_CONFIG_FIELDS(MML__CFG_DEF)
+}
+
+/* One setting from text; with check, also against its range. Unparsable
+ * text is MML_ERR_FORMAT, a value out of range MML_ERR_ARG. */
+static mml_status mml__config_parse(mml_config_t *c, const char *key, const char *v, int check) {
+    int64_t i = 0;
+    double d = 0.0;
+    uint64_t u = 0;
+    (void)d;
+    (void)u;
+#define MML__CFG_PARSE(type, name, def, lo, hi, flag, help)                                                            \
+    if (!strcmp(key, #name)) return MML__CFG_PARSE_##type(name, lo, hi);
+#define MML__CFG_PARSE_MODEL(name, lo, hi)                                                                            \
+    (mml_model_kind_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown model \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_ADAPTER(name, lo, hi)                                                                          \
+    (mml_adapter_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_GATE(name, lo, hi)                                                                             \
+    (mml_gate_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_I32(name, lo, hi)                                                                              \
+    (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i) ? mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", key, v)            \
+     : check && (i < (lo) || i > (hi)) ? mml__fail(MML_ERR_ARG, "config: %s %s outside %d..%d", key, v, lo, hi)     \
+     : (c->name = (int32_t)i, MML_OK))
+#define MML__CFG_PARSE_BOOL(name, lo, hi)                                                                             \
+    (mml__parse_i64(v, 0, 1, &i) ? mml__fail(MML_ERR_FORMAT, "bad flag %s=%s (0 or 1)", key, v) : (c->name = (int32_t)i, MML_OK))
+#define MML__CFG_PARSE_F32(name, lo, hi)                                                                              \
+    (mml__parse_dbl(v, &d) ? mml__fail(MML_ERR_FORMAT, "bad number %s=%s", key, v)                                  \
+     : check && !(d >= (double)(lo) && d <= (double)(hi))                                                             \
+         ? mml__fail(MML_ERR_ARG, "config: %s %s outside %g..%g", key, v, (double)(lo), (double)(hi))                 \
+         : (c->name = (float)d, MML_OK))
+#define MML__CFG_PARSE_U64(name, lo, hi) (mml__parse_u64(v, &u) ? mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", key, v) : (c->name = u, MML_OK))
+#define MML__CFG_PARSE_HIDDEN(name, lo, hi)                                                                           \
+    (!mml__parse_hidden(v, &c->n_##name, c->name) ? mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v)              \
+     : check && mml__config_hidden_bad(c, lo, hi) ? mml__fail(MML_ERR_ARG, "config: hidden %s: sizes outside %d..%d", v, lo, hi) \
+     : MML_OK)
+    MML_CONFIG_FIELDS(MML__CFG_PARSE)
+    return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", key);
+}
+
+mml_status mml_config_set(mml_config_t *c, const char *key, const char *value) {
+    if (!c || !key || !value) return mml__fail(MML_ERR_ARG, "mml_config_set: NULL argument");
+    mml_status st = mml__config_parse(c, key, value, 1);
+    return st == MML_ERR_FORMAT ? mml__recode(MML_ERR_ARG) : st;
+}
+
+int mml_config_get(const mml_config_t *c, const char *key, char *buf, size_t n) {
+    int k = -1;
+#define MML__CFG_GET(type, name, def, lo, hi, flag, help)                                                              \
+    if (k < 0 && !strcmp(key, #name)) k = MML__CFG_GET_##type(name);
+#define MML__CFG_GET_MODEL(name) snprintf(buf, n, "%s", mml_model_kind_name(c->name))
+#define MML__CFG_GET_ADAPTER(name) snprintf(buf, n, "%s", mml_adapter_name(c->name))
+#define MML__CFG_GET_GATE(name) snprintf(buf, n, "%s", mml_gate_name(c->name))
+#define MML__CFG_GET_I32(name) snprintf(buf, n, "%d", c->name)
+#define MML__CFG_GET_BOOL(name) snprintf(buf, n, "%d", c->name)
+#define MML__CFG_GET_F32(name) snprintf(buf, n, "%a", (double)c->name)
+#define MML__CFG_GET_U64(name) snprintf(buf, n, "%llu", (unsigned long long)c->name)
+#define MML__CFG_GET_HIDDEN(name) mml__hidden_text(c->name, c->n_##name, buf, n)
+    MML_CONFIG_FIELDS(MML__CFG_GET)
+    return k >= 0 && (size_t)k < n ? k : -1;
+}
+
+/* Every setting in its range (MML_CONFIG_FIELDS). */
+static mml_status mml__config_ranges(const mml_config_t *c) {
+#define MML__CFG_RANGE(type, name, def, lo, hi, flag, help) MML__CFG_RANGE_##type(name, lo, hi)
+#define MML__CFG_RANGE_ENUM(name, hi)                                                                                 \
+    if ((unsigned)c->name > (unsigned)(hi)) return mml__fail(MML_ERR_ARG, "config: unknown " #name " %d", (int)c->name);
+#define MML__CFG_RANGE_MODEL(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_ADAPTER(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_GATE(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_I32(name, lo, hi)                                                                              \
+    if (c->name < (lo) || c->name > (hi))                                                                            \
+        return mml__fail(MML_ERR_ARG, "config: " #name " %d outside %d..%d", c->name, lo, hi);
+#define MML__CFG_RANGE_BOOL(name, lo, hi) MML__CFG_RANGE_I32(name, lo, hi)
+#define MML__CFG_RANGE_F32(name, lo, hi)                                                                              \
+    if (!(c->name >= (lo) && c->name <= (hi)))                                                                       \
+        return mml__fail(MML_ERR_ARG, "config: " #name " %g outside %g..%g", (double)c->name, (double)(lo), (double)(hi));
+#define MML__CFG_RANGE_U64(name, lo, hi)
+#define MML__CFG_RANGE_HIDDEN(name, lo, hi)                                                                           \
+    if (mml__config_hidden_bad(c, lo, hi))                                                                           \
+        return mml__fail(MML_ERR_ARG, "config: the tower needs 1..%d layers of %d..%d units", MML_MAX_HIDDEN, lo, hi);
+    MML_CONFIG_FIELDS(MML__CFG_RANGE)
+    return MML_OK;
 }
 
 /* Rank of the adapter on a layer with d_out units. */
@@ -5570,38 +5753,21 @@ static int mml__rank(const mml_config_t *c, int d_out) {
     return r < 1 ? 1 : r;
 }
 
+/* The ranges of MML_CONFIG_FIELDS, then what relates settings. */
 static mml_status mml__check_config(const mml_config_t *c) {
     if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0)
         return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
                          c->n_users, c->n_items, c->n_domains);
-    if (c->n_users > (1 << 30) || c->n_items > (1 << 30))
-        return mml__fail(MML_ERR_ARG, "config: vocab size too large");
     if (c->n_domains > MML_MAX_DOMAINS)
         return mml__fail(MML_ERR_ARG, "config: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
-    if (c->emb_dim < 1 || c->emb_dim > 1024)
-        return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
-    if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
-        return mml__fail(MML_ERR_ARG, "config: n_hidden %d outside 1..%d", c->n_hidden, MML_MAX_HIDDEN);
-    for (int i = 0; i < c->n_hidden; i++)
-        if (c->hidden[i] < 1 || c->hidden[i] > 8192)
-            return mml__fail(MML_ERR_ARG, "config: hidden[%d] = %d outside 1..8192", i, c->hidden[i]);
-    if ((unsigned)c->model >= MML_MODEL_COUNT) return mml__fail(MML_ERR_ARG, "config: unknown model %d", (int)c->model);
-    if ((unsigned)c->adapter > MML_ADAPTER_MOE) return mml__fail(MML_ERR_ARG, "config: unknown adapter %d", (int)c->adapter);
-    if ((unsigned)c->gate > MML_GATE_INPUT) return mml__fail(MML_ERR_ARG, "config: unknown gate %d", (int)c->gate);
+    mml_status st = mml__config_ranges(c);
+    if (st) return st;
     /* the adapters' experts (MLoRA: one per domain) at most 256; the base model takes any domain count */
     int64_t experts = c->adapter == MML_ADAPTER_MOE ? (int64_t)c->experts_per_domain * c->n_domains
                     : c->adapter == MML_ADAPTER_MLORA ? c->n_domains : 1;
-    if (c->experts_per_domain < 1 || experts > 256)
+    if (experts > 256)
         return mml__fail(MML_ERR_ARG, "config: experts (%d per domain x %d domains) must be 1..256",
                          c->adapter == MML_ADAPTER_MOE ? c->experts_per_domain : 1, c->n_domains);
-    if (c->lora_r < 0 || c->lora_r > 1024 || c->lora_reduce < 0)
-        return mml__fail(MML_ERR_ARG, "config: bad lora_r %d / lora_reduce %d", c->lora_r, c->lora_reduce);
-    if (c->gate_dim < 1 || c->gate_dim > 256) return mml__fail(MML_ERR_ARG, "config: gate_dim %d outside 1..256", c->gate_dim);
-    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return mml__fail(MML_ERR_ARG, "config: dropout must be in [0,1)");
-    if (!(c->lr > 0.0f) || !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0))
-        return mml__fail(MML_ERR_ARG, "config: bad Adam hyper-parameters");
-    if (c->max_batch < 1 || c->max_batch > (1 << 20)) return mml__fail(MML_ERR_ARG, "config: max_batch %d outside 1..2^20", c->max_batch);
-    if (c->threads < 1 || c->threads > 256) return mml__fail(MML_ERR_ARG, "config: threads %d outside 1..256", c->threads);
     return MML_OK;
 }
 
@@ -8341,22 +8507,23 @@ done:
 
 #define MML__TEXT_MAX 4096
 
+/* One "key=value" line per setting of MML_CONFIG_FIELDS, in its order. */
 static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
-    int n = snprintf(buf, cap,
-                     "model=%s\nadapter=%s\ngate=%s\nn_users=%d\nn_items=%d\nn_domains=%d\nemb_dim=%d\n"
-                     "pretrained=%d\nlora_reduce=%d\nlora_r=%d\nexperts_per_domain=%d\ngate_dim=%d\n"
-                     "dropout=%a\nlr=%a\nbeta1=%a\nbeta2=%a\neps=%a\nweight_decay=%a\nlazy_adam=%d\n"
-                     "max_batch=%d\nthreads=%d\nseed=%llu\nhidden=",
-                     mml_model_kind_name(c->model), mml_adapter_name(c->adapter),
-                     c->gate == MML_GATE_DOMAIN ? "domain" : "input", c->n_users, c->n_items, c->n_domains,
-                     c->emb_dim, c->pretrained, c->lora_reduce, c->lora_r, c->experts_per_domain, c->gate_dim,
-                     (double)c->dropout, (double)c->lr, (double)c->beta1, (double)c->beta2, (double)c->eps,
-                     (double)c->weight_decay, c->lazy_adam, c->max_batch, c->threads,
-                     (unsigned long long)c->seed);
-    for (int i = 0; i < c->n_hidden && n > 0 && (size_t)n < cap; i++)
-        n += snprintf(buf + n, cap - (size_t)n, i ? ",%d" : "%d", c->hidden[i]);
-    if (n > 0 && (size_t)n < cap) n += snprintf(buf + n, cap - (size_t)n, "\n");
-    return n > 0 && (size_t)n < cap ? n : -1;
+    static const char *const keys[] = {
+#define MML__CFG_KEY(type, name, def, lo, hi, flag, help) #name,
+        MML_CONFIG_FIELDS(MML__CFG_KEY)};
+    size_t n = 0;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        int w = snprintf(buf + n, cap - n, "%s=", keys[k]);
+        if (w < 0 || (size_t)w >= cap - n) return -1;
+        n += (size_t)w;
+        w = mml_config_get(c, keys[k], buf + n, cap - n);
+        if (w < 0 || (size_t)w + 1 >= cap - n) return -1;
+        n += (size_t)w;
+        buf[n++] = '\n';
+        buf[n] = 0;
+    }
+    return (int)n;
 }
 
 /* Calls fn(key, value) for each "key=value" line of a text section. */
@@ -8385,83 +8552,23 @@ static mml_status mml__kv_each(const char *path, const char *tag, const void *p,
     return MML_OK;
 }
 
-static int mml__parse_i64(const char *v, int64_t lo, int64_t hi, int64_t *out) {
-    char *e;
-    errno = 0;
-    long long x = strtoll(v, &e, 10);
-    if (!*v || *e || errno || x < lo || x > hi) return -1;
-    *out = x;
-    return 0;
-}
-
-static int mml__parse_dbl(const char *v, double *out) {
-    char *e;
-    double x = strtod(v, &e);
-    if (!*v || *e || x != x) return -1;
-    *out = x;
-    return 0;
-}
-
-/* CONF keys; each must appear exactly once. */
+/* CONF: every key of MML_CONFIG_FIELDS, each exactly once. */
 static const char *const mml__conf_keys[] = {
-    "n_users", "n_items", "n_domains", "emb_dim", "pretrained", "lora_reduce", "lora_r", "experts_per_domain",
-    "gate_dim", "lazy_adam", "max_batch", "threads",                    /* 0..11: integers */
-    "dropout", "lr", "beta1", "beta2", "eps", "weight_decay",           /* 12..17: numbers */
-    "model", "adapter", "gate", "seed", "hidden"};                      /* 18..22 */
-#define MML__CONF_NKEYS 23
+#define MML__CFG_CKEY(type, name, def, lo, hi, flag, help) #name,
+    MML_CONFIG_FIELDS(MML__CFG_CKEY)};
+#define MML__CONF_NKEYS ((int)(sizeof mml__conf_keys / sizeof mml__conf_keys[0]))
 
-typedef struct mml__confp { mml_config_t *c; uint32_t seen; } mml__confp;
+typedef struct mml__confp { mml_config_t *c; uint64_t seen; } mml__confp;
 
 static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
     mml__confp *cp = (mml__confp *)ctx;
-    mml_config_t *c = cp->c;
     int key = -1;
     for (int j = 0; j < MML__CONF_NKEYS; j++)
         if (!strcmp(k, mml__conf_keys[j])) key = j;
     if (key < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
-    if (cp->seen & (1u << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
-    cp->seen |= 1u << key;
-    int64_t i;
-    double d;
-    int32_t *const ints[12] = {&c->n_users, &c->n_items, &c->n_domains, &c->emb_dim, &c->pretrained, &c->lora_reduce,
-                               &c->lora_r, &c->experts_per_domain, &c->gate_dim, &c->lazy_adam, &c->max_batch,
-                               &c->threads};
-    float *const flts[6] = {&c->dropout, &c->lr, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
-    if (key < 12) {
-        if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
-        *ints[key] = (int32_t)i;
-    } else if (key < 18) {
-        if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
-        *flts[key - 12] = (float)d;
-    } else if (key == 18) {
-        if (mml_model_kind_from_name(v, &c->model)) return mml__fail(MML_ERR_FORMAT, "unknown model \"%s\"", v);
-    } else if (key == 19) {
-        if (mml_adapter_from_name(v, &c->adapter)) return mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v);
-    } else if (key == 20) {
-        if (!strcmp(v, "domain")) c->gate = MML_GATE_DOMAIN;
-        else if (!strcmp(v, "input")) c->gate = MML_GATE_INPUT;
-        else return mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v);
-    } else if (key == 21) {
-        char *e;
-        errno = 0;
-        unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad seed \"%s\"", v);
-        c->seed = x;
-    } else {
-        int n = 0;
-        const char *p = v;
-        while (*p) {
-            char *e;
-            long x = strtol(p, &e, 10);
-            if (e == p || n >= MML_MAX_HIDDEN || x < 1 || x > 8192 || (*e && *e != ','))
-                return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
-            c->hidden[n++] = (int32_t)x;
-            p = *e == ',' ? e + 1 : e;
-        }
-        if (!n) return mml__fail(MML_ERR_FORMAT, "empty hidden");
-        c->n_hidden = n;
-    }
-    return MML_OK;
+    if (cp->seen & (1ull << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
+    cp->seen |= 1ull << key;
+    return mml__config_parse(cp->c, k, v, 0); /* ranges: mml__check_config, on the whole config */
 }
 
 typedef struct mml__progp { mml_model_t *m; int n_opts, n_data; } mml__progp;
@@ -8507,10 +8614,8 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
         return MML_OK;
     }
     if (!strcmp(k, "steps") || !strcmp(k, "rng") || !strcmp(k, "fit_seed") || !strcmp(k, "data_hash")) {
-        char *e;
-        errno = 0;
-        unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+        uint64_t x;
+        if (mml__parse_u64(v, &x)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
         if (!strcmp(k, "steps")) m->opt.steps = x;
         else if (!strcmp(k, "rng")) m->fit.rng = x;
         else if (!strcmp(k, "fit_seed")) { m->fit.seed = x; pp->n_opts++; }
@@ -8660,7 +8765,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
     if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
-        if (!(cp.seen & (1u << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
+        if (!(cp.seen & (1ull << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
     if (!st && mml__check_config(&c)) st = mml__fail(MML_ERR_ARG, "%s: %s", path, mml_last_error());
     if (!st) {
         /* the config must describe the tensors the file holds before anything

@@ -28,17 +28,46 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Flags that describe the model. With --resume the checkpoint decides them:
- * a flag is accepted beside it only with the checkpoint's value. */
-static const char *const model_flags[] = {"--model", "--adapter", "--gate", "--emb", "--hidden", "--lora-reduce",
-                                          "--lora-r", "--experts-per-domain", "--dropout", "--lr", "--lazy-adam",
-                                          "--seed", "--threads", "--paper"};
-enum { N_MODEL_FLAGS = sizeof model_flags / sizeof model_flags[0] };
+/* The model's flags, made from the library's description of its config
+ * (MML_CONFIG_FIELDS): flag, setting, takes no value, help. With --resume the
+ * checkpoint decides them: a flag is accepted beside it only with the
+ * checkpoint's value. */
+typedef struct cfg_flag { const char *flag, *key, *metavar, *help; } cfg_flag; /* metavar "": a switch */
+static const cfg_flag cfg_flags[] = {
+#define CFG_FLAG(type, name, def, lo, hi, flag, help) {flag, #name, CFG_METAVAR_##type, help},
+#define CFG_METAVAR_MODEL "NAME"
+#define CFG_METAVAR_ADAPTER "NAME"
+#define CFG_METAVAR_GATE "NAME"
+#define CFG_METAVAR_I32 "N"
+#define CFG_METAVAR_BOOL ""
+#define CFG_METAVAR_F32 "X"
+#define CFG_METAVAR_U64 "N"
+#define CFG_METAVAR_HIDDEN "A,B,C"
+    MML_CONFIG_FIELDS(CFG_FLAG)};
+
+/* A setting as a reader wants it: floats (stored exactly, as C99 hex) in
+ * their shortest decimal form. */
+static void cfg_text(const mml_config_t *c, const char *key, char *buf, size_t n) {
+    mml_config_get(c, key, buf, n);
+    if (strncmp(buf, "0x", 2)) return;
+    float x = strtof(buf, NULL);
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+enum { N_CFG = sizeof cfg_flags / sizeof cfg_flags[0] };
+
+static int cfg_index(const char *key) {
+    for (int k = 0; k < N_CFG; k++)
+        if (!strcmp(cfg_flags[k].key, key)) return k;
+    return -1;
+}
 
 typedef struct opts {
     const char *data, *results, *save, *resume, *export_path, *paper;
-    int quiet, tty, set_reduce, set_patience, set_threads, set_batch, set_epochs;
-    unsigned model_given;    /* bit k: model_flags[k] was given */
+    int quiet, tty, set_patience, set_batch, set_epochs;
+    char cfg_given[N_CFG];   /* cfg_flags[k] was given */
     int rank, world;         /* MPI: this process, all of them (1 without MPI) */
     char warned[48];         /* the last stage warned about its validation criterion */
     mml_config_t cfg;
@@ -57,34 +86,32 @@ static void usage(FILE *f) {
         "  --syn-items N           synthetic: items (4000)\n"
         "  --syn-samples N         synthetic: samples (400000)\n"
         "  --syn-seed N            synthetic: generator seed (2025)\n"
-        "model:\n"
-        "  --model NAME            mlp|wdl|deepfm|nfm|pnn|dcn|xdeepfm|autoint|fibinet (mlp)\n"
-        "  --adapter NAME          none|mlora|moe (moe)\n"
-        "  --gate NAME             domain|input: MoE gate on the domain (paper) or the tower input (domain)\n"
-        "  --emb N                 embedding dim (8; pretrained data: their dim)\n"
-        "  --hidden A,B,C          tower units (256,128,64)\n"
-        "  --lora-reduce N         adapter rank = d_out / N (16)\n"
-        "  --lora-r N              fixed adapter rank (overrides --lora-reduce)\n"
+        "model (the default in brackets):\n");
+    mml_config_t d;
+    mml_config_default(&d);
+    for (int k = 0; k < N_CFG; k++) {
+        char def[64], flag[64];
+        if (!cfg_flags[k].flag[0]) continue;
+        cfg_text(&d, cfg_flags[k].key, def, sizeof def);
+        snprintf(flag, sizeof flag, "%s %s", cfg_flags[k].flag, cfg_flags[k].metavar);
+        fprintf(f, "  %-22s  %s [%s]\n", flag, cfg_flags[k].help, def);
+    }
+    fprintf(f,
         "  --paper NAME            movielens|taobao: the paper's per-model --lora-reduce (and,\n"
         "                          for Taobao PNN, --patience 5); explicit flags win\n"
-        "  --experts-per-domain N  MoE experts per domain (1)\n"
-        "  --dropout P             dropout on the base layers (0.5)\n"
         "training:\n"
-        "  --lr X                  Adam learning rate (0.001)\n"
-        "  --lazy-adam             embedding rows move only when seen in a batch\n"
         "  --batch N               batch size (1024)\n"
         "  --epochs N              max epochs per phase (50)\n"
         "  --patience N            early stopping patience (3)\n"
-        "  --seed N                model and shuffle seed (123)\n"
-        "  --threads N             worker threads (default: the cores, shared among the MPI\n"
-        "                          processes of moemlora-train-mpi, at most 2)\n"
+        "  (--threads: by default the cores, shared among the MPI processes of\n"
+        "  moemlora-train-mpi, at most 2)\n"
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
         "  --resume CKPT           continue the run saved in CKPT (a --save checkpoint) on the\n"
         "                          same data (other data is refused). The model flags (the\n"
-        "                          model: section, --lr, --lazy-adam, --seed, --threads) come\n"
-        "                          from the checkpoint: one given beside --resume must have\n"
+        "                          model: section) come from the checkpoint: one given\n"
+        "                          beside --resume must have\n"
         "                          the checkpoint's value (--paper is refused). --batch must\n"
         "                          match the run's; --epochs and --patience may change (said\n"
         "                          on stderr); omitted, they are the run's. A finished run\n"
@@ -112,38 +139,6 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
-static int parse_float(const char *flag, const char *v, double lo, double hi, double *out) {
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "moemlora-train: %s expects a number in [%g, %g], got \"%s\"\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_hidden(const char *v, mml_config_t *c) {
-    int n = 0;
-    const char *p = v;
-    while (*p) {
-        char *end;
-        long x = strtol(p, &end, 10);
-        if (end == p || x < 1 || x > 8192 || n >= MML_MAX_HIDDEN) {
-            fprintf(stderr, "moemlora-train: --hidden expects up to %d comma-separated sizes, got \"%s\"\n",
-                    MML_MAX_HIDDEN, v);
-            return -1;
-        }
-        c->hidden[n++] = (int32_t)x;
-        p = end;
-        if (*p == ',') p++;
-        else if (*p) { fprintf(stderr, "moemlora-train: bad --hidden \"%s\"\n", v); return -1; }
-    }
-    if (!n) { fprintf(stderr, "moemlora-train: empty --hidden\n"); return -1; }
-    c->n_hidden = n;
-    return 0;
-}
-
 /* The paper's configurations (MoE-MLoRA, arXiv 2506.07563): lora_reduce per
  * model for MovieLens and for Taobao-10; the plain MLP is not in the paper and
  * keeps 16. Patience 3, except 5 for PNN on Taobao. */
@@ -155,27 +150,48 @@ static void apply_paper(opts *o) {
     };
     int taobao = !strcmp(o->paper, "taobao");
     for (size_t i = 0; i < sizeof reduce / sizeof reduce[0]; i++)
-        if (reduce[i].model == o->cfg.model && !o->set_reduce)
+        if (reduce[i].model == o->cfg.model && !o->cfg_given[cfg_index("lora_reduce")])
             o->cfg.lora_reduce = taobao ? reduce[i].taobao : reduce[i].movielens;
     if (taobao && o->cfg.model == MML_MODEL_PNN && !o->set_patience) o->fit.patience = 5;
+}
+
+/* A model flag: its setting from the argument (or "1" for a switch). 1 if a
+ * is none, 0 done, -1 bad. */
+static int parse_cfg_flag(opts *o, int argc, char **argv, int *i) {
+    for (int k = 0; k < N_CFG; k++) {
+        const cfg_flag *c = &cfg_flags[k];
+        if (!c->flag[0] || strcmp(argv[*i], c->flag)) continue;
+        int is_switch = !c->metavar[0];
+        if (!is_switch && *i + 1 >= argc) {
+            fprintf(stderr, "moemlora-train: %s needs a value\n", c->flag);
+            return -1;
+        }
+        const char *v = is_switch ? "1" : argv[++*i];
+        if (mml_config_set(&o->cfg, c->key, v)) {
+            fprintf(stderr, "moemlora-train: %s: %s\n", c->flag, mml_last_error());
+            return -1;
+        }
+        o->cfg_given[k] = 1;
+        return 0;
+    }
+    return 1;
 }
 
 static int parse_args(int argc, char **argv, opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long iv;
-        double fv;
-        for (int k = 0; k < N_MODEL_FLAGS; k++)
-            if (!strcmp(a, model_flags[k])) o->model_given |= 1u << k;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 1; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
-        if (!strcmp(a, "--lazy-adam")) { o->cfg.lazy_adam = 1; continue; }
+        int c = parse_cfg_flag(o, argc, argv, &i);
+        if (c <= 0) {
+            if (c < 0) return -1;
+            continue;
+        }
         if (i + 1 >= argc) { fprintf(stderr, "moemlora-train: unknown option or missing value: %s\n", a); return -1; }
         const char *v = argv[++i];
 #define INT_OPT(name, lo, hi, dst) \
     if (!strcmp(a, name)) { if (parse_int(a, v, lo, hi, &iv)) return -1; dst = iv; continue; }
-#define FLT_OPT(name, lo, hi, dst) \
-    if (!strcmp(a, name)) { if (parse_float(a, v, lo, hi, &fv)) return -1; dst = (float)fv; continue; }
         if (!strcmp(a, "--data")) { o->data = v; continue; }
         if (!strcmp(a, "--results")) { o->results = v; continue; }
         if (!strcmp(a, "--save")) { o->save = v; continue; }
@@ -189,42 +205,17 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->paper = v;
             continue;
         }
-        if (!strcmp(a, "--lora-reduce")) o->set_reduce = 1;
-        if (!strcmp(a, "--threads")) o->set_threads = 1;
         if (!strcmp(a, "--patience")) o->set_patience = 1;
         if (!strcmp(a, "--batch")) o->set_batch = 1;
         if (!strcmp(a, "--epochs")) o->set_epochs = 1;
-        if (!strcmp(a, "--model")) {
-            if (mml_model_kind_from_name(v, &o->cfg.model)) { fprintf(stderr, "moemlora-train: unknown model \"%s\"\n", v); return -1; }
-            continue;
-        }
-        if (!strcmp(a, "--adapter")) {
-            if (mml_adapter_from_name(v, &o->cfg.adapter)) { fprintf(stderr, "moemlora-train: unknown adapter \"%s\" (none|mlora|moe)\n", v); return -1; }
-            continue;
-        }
-        if (!strcmp(a, "--gate")) {
-            if (!strcmp(v, "domain")) o->cfg.gate = MML_GATE_DOMAIN;
-            else if (!strcmp(v, "input")) o->cfg.gate = MML_GATE_INPUT;
-            else { fprintf(stderr, "moemlora-train: unknown gate \"%s\" (domain|input)\n", v); return -1; }
-            continue;
-        }
-        if (!strcmp(a, "--hidden")) { if (parse_hidden(v, &o->cfg)) return -1; continue; }
         INT_OPT("--syn-domains", 1, MML_MAX_DOMAINS, o->syn.n_domains)
         INT_OPT("--syn-users", 1, 100000000, o->syn.n_users)
         INT_OPT("--syn-items", 2, 100000000, o->syn.n_items)
         INT_OPT("--syn-samples", 10, 2000000000, o->syn.n_samples)
         INT_OPT("--syn-seed", 0, 0x7fffffff, o->syn.seed)
-        INT_OPT("--emb", 1, 1024, o->cfg.emb_dim)
-        INT_OPT("--lora-reduce", 1, 4096, o->cfg.lora_reduce)
-        INT_OPT("--lora-r", 1, 1024, o->cfg.lora_r)
-        INT_OPT("--experts-per-domain", 1, 256, o->cfg.experts_per_domain)
-        FLT_OPT("--dropout", 0.0, 0.99, o->cfg.dropout)
-        FLT_OPT("--lr", 1e-9, 10.0, o->cfg.lr)
         INT_OPT("--batch", 1, 1 << 20, o->fit.batch)
         INT_OPT("--epochs", 1, 100000, o->fit.max_epochs)
         INT_OPT("--patience", 1, 100000, o->fit.patience)
-        INT_OPT("--seed", 0, 0x7fffffff, o->cfg.seed)
-        INT_OPT("--threads", 1, 256, o->cfg.threads)
         fprintf(stderr, "moemlora-train: unknown option %s (see --help)\n", a);
         return -1;
     }
@@ -297,49 +288,22 @@ static int check_outputs(const opts *o) {
 }
 
 /* The shortest decimal that reads back as x. */
-static void fmt_float(float x, char *buf, size_t n) {
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, n, "%.*g", digits, (double)x);
-        if (strtof(buf, NULL) == x) return;
-    }
-}
-
-/* The value model flag k stands for in c, as text (equal text, equal value). */
-static void model_flag_value(int k, const mml_config_t *c, char *buf, size_t n) {
-    switch (k) {
-    case 0: snprintf(buf, n, "%s", mml_model_kind_name(c->model)); break;
-    case 1: snprintf(buf, n, "%s", mml_adapter_name(c->adapter)); break;
-    case 2: snprintf(buf, n, "%s", c->gate == MML_GATE_DOMAIN ? "domain" : "input"); break;
-    case 3: snprintf(buf, n, "%d", c->emb_dim); break;
-    case 4: {
-        size_t w = 0;
-        buf[0] = 0;
-        for (int i = 0; i < c->n_hidden && w < n; i++) w += (size_t)snprintf(buf + w, n - w, i ? ",%d" : "%d", c->hidden[i]);
-        break;
-    }
-    case 5: snprintf(buf, n, "%d", c->lora_reduce); break;
-    case 6: snprintf(buf, n, "%d", c->lora_r); break;
-    case 7: snprintf(buf, n, "%d", c->experts_per_domain); break;
-    case 8: fmt_float(c->dropout, buf, n); break;
-    case 9: fmt_float(c->lr, buf, n); break;
-    case 10: snprintf(buf, n, "%s", c->lazy_adam ? "on" : "off"); break;
-    case 11: snprintf(buf, n, "%llu", (unsigned long long)c->seed); break;
-    case 12: snprintf(buf, n, "%d", c->threads); break;
-    default: snprintf(buf, n, "(set by the model)"); break; /* --paper */
-    }
-}
-
-/* Model flags beside --resume: the checkpoint's value or nothing. */
+/* Model flags beside --resume: the checkpoint's value or nothing (--paper:
+ * nothing). */
 static int check_model_flags(const opts *o, const mml_config_t *ck) {
     int bad = 0;
-    for (int k = 0; k < N_MODEL_FLAGS; k++) {
-        if (!(o->model_given & (1u << k))) continue;
+    for (int k = 0; k < N_CFG; k++) {
+        if (!o->cfg_given[k]) continue;
         char given[160], saved[160];
-        model_flag_value(k, &o->cfg, given, sizeof given);
-        model_flag_value(k, ck, saved, sizeof saved);
-        if (strcmp(model_flags[k], "--paper") && !strcmp(given, saved)) continue;
-        fprintf(stderr, "moemlora-train: %s comes from the checkpoint %s (%s); drop it\n", model_flags[k], o->resume,
+        cfg_text(&o->cfg, cfg_flags[k].key, given, sizeof given);
+        cfg_text(ck, cfg_flags[k].key, saved, sizeof saved);
+        if (!strcmp(given, saved)) continue;
+        fprintf(stderr, "moemlora-train: %s comes from the checkpoint %s (%s); drop it\n", cfg_flags[k].flag, o->resume,
                 saved);
+        bad = 1;
+    }
+    if (o->paper) {
+        fprintf(stderr, "moemlora-train: --paper comes from the checkpoint %s (set by the model); drop it\n", o->resume);
         bad = 1;
     }
     return bad ? -1 : 0;
@@ -574,7 +538,7 @@ int main(int argc, char **argv) {
     mml_synth_default(&o.syn);
     int pa = parse_args(argc, argv, &o); /* 1: --help, -1: bad arguments */
     if (pa) return finish(&o, pa > 0 ? 0 : 2);
-    if (!o.set_threads) {
+    if (!o.cfg_given[cfg_index("threads")]) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN) / o.world;
         o.cfg.threads = cores >= 2 ? 2 : 1;
     }
