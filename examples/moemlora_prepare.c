@@ -1,6 +1,7 @@
 /* moemlora-prepare: turns a raw dataset (MovieLens-100K/1M, Tianchi Taobao
  * theme data) into the prepared layout the trainers read (docs/DATA.md), or
- * writes a synthetic Taobao-format raw set.
+ * writes a synthetic Taobao-format raw set. The readers are the recipes of
+ * mml_recipes.h; this program parses the flags and reports.
  *
  *   moemlora-prepare movielens --raw DIR --split gender|age|occupation --out OUT
  *   moemlora-prepare taobao --raw DIR --themes 10 --out OUT
@@ -10,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "moemlora.h"
+#include "mml_recipes.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -45,7 +47,7 @@ static const char *usage =
     "limits: --users, --items <= 536870911; --themes <= 1000000;\n"
     "  --clicks <= 2147483647; --dim <= 65536.\n";
 
-/* The library's limits (mml_taobao_write_synthetic, mml_taobao_load), checked
+/* The recipes' limits (mmlr_taobao_write_synthetic, mmlr_taobao_load), checked
  * here first so that a refusal names the flag. */
 #define MAX_USERS 536870911LL /* INT32_MAX / 4 */
 #define MAX_ITEMS 536870911LL
@@ -184,7 +186,7 @@ static int gen_taobao(const opts *o, long long seed) {
     clicks = num_arg("--clicks", o->clicks, 0, MAX_CLICKS);
     dim = num_arg("--dim", o->dim, 1, MAX_DIM);
     t0 = now_s();
-    if (mml_taobao_write_synthetic(o->out, users, items, (int32_t)themes, clicks, (int32_t)dim, (uint64_t)seed))
+    if (mmlr_taobao_write_synthetic(o->out, users, items, (int32_t)themes, clicks, (int32_t)dim, (uint64_t)seed))
         return die("gen-taobao");
     dt = now_s() - t0;
     mb = file_mb(o->out, "theme_click_log.csv") + file_mb(o->out, "user_embedding.csv") +
@@ -237,7 +239,7 @@ int main(int argc, char **argv) {
                                                         : file_mb(raw, "ratings.no-timestamp.dat"))
                  : file_mb(raw, "u.user") + file_mb(raw, "u.data") + file_mb(raw, "u.occupation");
         t0 = now_s();
-        if (mml_movielens_load(raw, o.split, (uint64_t)seed, &d)) return die(cmd);
+        if (mmlr_movielens_load(raw, o.split, (uint64_t)seed, &d)) return die(cmd);
     } else {
         if (!o.themes) {
             fprintf(stderr, "moemlora-prepare: taobao needs --themes N (0 = all)\n");
@@ -247,7 +249,7 @@ int main(int argc, char **argv) {
         mb = file_mb(o.raw, "theme_click_log.csv") + file_mb(o.raw, "user_embedding.csv") +
              file_mb(o.raw, "item_embedding.csv");
         t0 = now_s();
-        if (mml_taobao_load(o.raw, (int)themes, (uint64_t)seed, &d)) return die(cmd);
+        if (mmlr_taobao_load(o.raw, (int)themes, (uint64_t)seed, &d)) return die(cmd);
     }
     dt = now_s() - t0;
     printf("loaded %s: %.1f MB raw in %.3f s (%.0f MB/s, parse + re-index + split%s)\n", o.raw, mb, dt, mb / dt,

@@ -1,11 +1,13 @@
 /* Tests of the data chapter: split semantics, CSV layout round trip and error
  * reporting, binary cache and when it is used (stale caches rebuilt), a new
  * set replacing an old one whole (a full disk, SIGKILL at many points, user
- * files refused), size limits and messages, MovieLens (synthetic + real when
- * present), Taobao (synthetic raw set through the real loader). */
+ * files refused), size limits and messages; and the recipes of
+ * examples/mml_recipes.h: MovieLens (synthetic + real when present), Taobao
+ * (synthetic raw set through the real loader), the float parser. */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
+#include "../examples/mml_recipes.h"
 #include "mml_test.h"
 
 #include <errno.h>
@@ -452,8 +454,8 @@ static void test_movielens_small(void) {
     put_file(d4, "ratings.dat",
              "1::1193::5::978300760\n1::661::3::978302109\n2::914::5::978301968\n7::3408::4::978300275\r\n"
              "9::2355::5::978824291\n9::1197::1::978302268\n7::1193::2::978301368\n2::661::5::978824268");
-    CHECK_OK(mml_movielens_load(d3, "gender", 123, &a));
-    CHECK_OK(mml_movielens_load(d4, "gender", 123, &b));
+    CHECK_OK(mmlr_movielens_load(d3, "gender", 123, &a));
+    CHECK_OK(mmlr_movielens_load(d4, "gender", 123, &b));
     CHECK(data_equal(&a, &b), "3-field and 4-field ratings give the same data");
     n = a.split[0].n + a.split[1].n + a.split[2].n;
     for (s = 0; s < 3; s++)
@@ -463,44 +465,44 @@ static void test_movielens_small(void) {
     CHECK(!strcmp(a.domain_names[0], "F") && !strcmp(a.domain_names[1], "M"), "gender names");
     mml_data_free(&a);
     mml_data_free(&b);
-    CHECK_OK(mml_movielens_load(d4, "age", 1, &a));
+    CHECK_OK(mmlr_movielens_load(d4, "age", 1, &a));
     CHECK(a.n_domains == 7 && !strcmp(a.domain_names[6], "56+"), "age domains");
     mml_data_free(&a);
-    CHECK_OK(mml_movielens_load(d4, "occupation", 1, &a));
+    CHECK_OK(mmlr_movielens_load(d4, "occupation", 1, &a));
     CHECK(a.n_domains == 21 && !strcmp(a.domain_names[10], "K-12 student"), "occupation domains");
     mml_data_free(&a);
     /* malformed lines name file:line */
     put_file(d3, "ratings.no-timestamp.dat", "1::1193::5\n1::661\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
               has(mml_last_error(), "ratings.no-timestamp.dat:2: expected 3 or 4 fields"),
           "short rating line: %s", mml_last_error());
     put_file(d3, "ratings.no-timestamp.dat", "1::1193::5\n5::661::3\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":2: user 5 is not"),
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":2: user 5 is not"),
           "unknown user: %s", mml_last_error());
     put_file(d3, "ratings.no-timestamp.dat", "1::1193::6\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":1: rating must be"),
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":1: rating must be"),
           "rating 6: %s", mml_last_error());
     put_file(d3, "users.dat", "1::F::1::10::48067\n2::X::56::16::70072\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
               has(mml_last_error(), "users.dat:2: gender must be F or M"),
           "gender X: %s", mml_last_error());
     put_file(d3, "users.dat", "1::F::2::10::48067\n");
-    CHECK(mml_movielens_load(d3, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "users.dat:1: age code"),
+    CHECK(mmlr_movielens_load(d3, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "users.dat:1: age code"),
           "age 2: %s", mml_last_error());
-    CHECK(mml_movielens_load(d3, "zip", 1, &a) == MML_ERR_ARG, "unknown split kind");
-    CHECK(mml_movielens_load(dk, "age", 1, &a) == MML_ERR_IO, "empty dir");
+    CHECK(mmlr_movielens_load(d3, "zip", 1, &a) == MML_ERR_ARG, "unknown split kind");
+    CHECK(mmlr_movielens_load(dk, "age", 1, &a) == MML_ERR_IO, "empty dir");
     /* ML-100K format */
     put_file(dk, "u.occupation", "administrator\nartist\nwriter\n");
     put_file(dk, "u.user", "1|24|M|writer|85711\n2|53|F|artist|94043\n3|17|M|administrator|32067\n");
     put_file(dk, "u.data", "1\t10\t5\t881250949\n2\t20\t3\t891717742\n3\t10\t4\n3\t30\t5\t878887116\n");
-    CHECK_OK(mml_movielens_load(dk, "age", 1, &a));
+    CHECK_OK(mmlr_movielens_load(dk, "age", 1, &a));
     CHECK(a.n_domains == 7 && a.n_users == 3 && a.n_items == 3, "100K age");
     mml_data_free(&a);
-    CHECK_OK(mml_movielens_load(dk, "occupation", 1, &a));
+    CHECK_OK(mmlr_movielens_load(dk, "occupation", 1, &a));
     CHECK(a.n_domains == 3 && !strcmp(a.domain_names[2], "writer"), "100K occupation names from u.occupation");
     mml_data_free(&a);
     put_file(dk, "u.user", "1|24|M|pilot|85711\n");
-    CHECK(mml_movielens_load(dk, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "u.user:1: occupation \"pilot\""),
+    CHECK(mmlr_movielens_load(dk, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "u.user:1: occupation \"pilot\""),
           "unknown occupation: %s", mml_last_error());
     mmlt_rm_tree(d3);
     mmlt_rm_tree(d4);
@@ -521,7 +523,7 @@ static void check_real(const char *sub, const char *probe, int64_t n_ratings, in
         mml_data_t d;
         int64_t n = 0, pos = 0, i;
         clock_t t0 = clock();
-        CHECK_OK(mml_movielens_load(raw, kinds[k], 123, &d));
+        CHECK_OK(mmlr_movielens_load(raw, kinds[k], 123, &d));
         for (s = 0; s < 3; s++) {
             n += d.split[s].n;
             for (i = 0; i < d.split[s].n; i++) pos += d.split[s].label[i] != 0;
@@ -558,8 +560,8 @@ static void test_taobao(void) {
     int s, k;
     int64_t i, npos_all = 0;
     mmlt_ctx = "taobao";
-    CHECK_OK(mml_taobao_write_synthetic(dir, 400, 800, 5, 6000, 8, 42));
-    CHECK_OK(mml_taobao_load(dir, 3, 123, &d));
+    CHECK_OK(mmlr_taobao_write_synthetic(dir, 400, 800, 5, 6000, 8, 42));
+    CHECK_OK(mmlr_taobao_load(dir, 3, 123, &d));
     CHECK(d.n_domains == 3 && d.pretrained_dim == 8 && d.user_emb && d.item_emb, "3 themes, dim 8 embeddings");
     CHECK(d.domain_names && !strcmp(d.domain_names[0], "theme_1000") && !strcmp(d.domain_names[2], "theme_1034"),
           "first themes in ascending id order");
@@ -600,10 +602,10 @@ static void test_taobao(void) {
     }
     {
         mml_data_t e;
-        CHECK_OK(mml_taobao_load(dir, 3, 123, &e));
+        CHECK_OK(mmlr_taobao_load(dir, 3, 123, &e));
         CHECK(data_equal(&d, &e), "deterministic");
         mml_data_free(&e);
-        CHECK_OK(mml_taobao_load(dir, 0, 123, &e));
+        CHECK_OK(mmlr_taobao_load(dir, 0, 123, &e));
         CHECK(e.n_domains == 5, "all themes");
         mml_data_free(&e);
     }
@@ -612,22 +614,22 @@ static void test_taobao(void) {
     put_file(d2, "user_embedding.csv", "user_id,emb\n10,0.5,-1e-2\n20,1.5,2\n");
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3,4\n9,5,6\n");
     put_file(d2, "theme_click_log.csv", "theme_id,item_id,extra,user_id\n3,7,x,10\n3,8,y,20\n3,9,z,99\n3,7,x,10\n");
-    CHECK_OK(mml_taobao_load(d2, 0, 1, &d));
+    CHECK_OK(mmlr_taobao_load(d2, 0, 1, &d));
     CHECK(d.n_users == 2 && d.n_items == 2 && d.pretrained_dim == 2 && d.user_emb[1] == -0.01f && d.item_emb[3] == 4,
           "small taobao: users %d items %d", d.n_users, d.n_items);
     mml_data_free(&d);
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: too few values"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: too few values"),
           "dim mismatch: %s", mml_last_error());
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3,abc\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: value 2 is not"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: value 2 is not"),
           "bad float: %s", mml_last_error());
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3,4\n");
     put_file(d2, "theme_click_log.csv", "theme_id,item_id,user_id\n3,7,10\n3,8\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:3: expected 3 columns"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:3: expected 3 columns"),
           "short click line: %s", mml_last_error());
     put_file(d2, "theme_click_log.csv", "theme,item_id,user_id\n3,7,10\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:1: header"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:1: header"),
           "header: %s", mml_last_error());
     mmlt_rm_tree(dir);
     mmlt_rm_tree(d2);
@@ -1044,16 +1046,16 @@ static void test_sizes(void) {
     mmlt_ctx = "sizes";
     snprintf(out, sizeof out, "%s/gen", root);
     mml_set_write_hook(budget_hook, &left);
-    CHECK(mml_taobao_write_synthetic(out, 100, 100, 2, 99999999999999LL, 4, 1) == MML_ERR_ARG &&
+    CHECK(mmlr_taobao_write_synthetic(out, 100, 100, 2, 99999999999999LL, 4, 1) == MML_ERR_ARG &&
               has(mml_last_error(), "n_clicks 99999999999999 is too large (at most 2147483647)"),
           "clicks: %s", mml_last_error());
-    CHECK(mml_taobao_write_synthetic(out, 100, 100, 2000000, 10, 4, 1) == MML_ERR_ARG &&
+    CHECK(mmlr_taobao_write_synthetic(out, 100, 100, 2000000, 10, 4, 1) == MML_ERR_ARG &&
               has(mml_last_error(), "n_themes 2000000 is too large (at most 1000000)"),
           "themes: %s", mml_last_error());
-    CHECK(mml_taobao_write_synthetic(out, 600000000, 100, 2, 10, 4, 1) == MML_ERR_ARG &&
+    CHECK(mmlr_taobao_write_synthetic(out, 600000000, 100, 2, 10, 4, 1) == MML_ERR_ARG &&
               has(mml_last_error(), "n_users 600000000 is too large (at most 536870911)"),
           "users: %s", mml_last_error());
-    CHECK(mml_taobao_write_synthetic(out, 500000000, 500000000, 10, 2000000000, 65536, 1) == MML_ERR_IO &&
+    CHECK(mmlr_taobao_write_synthetic(out, 500000000, 500000000, 10, 2000000000, 65536, 1) == MML_ERR_IO &&
               has(mml_last_error(), "needs about") && has(mml_last_error(), "GB free on"),
           "free space: %s", mml_last_error());
     mml_set_write_hook(NULL, NULL);
@@ -1086,23 +1088,23 @@ static void test_id_range(void) {
     /* MovieLens */
     put_file(ml, "users.dat", "1::F::1::10::48067\n");
     put_file(ml, "ratings.dat", "1::1193::5::978300760\n1::3000000000::5::978300760\n");
-    CHECK(mml_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
+    CHECK(mmlr_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
               has(mml_last_error(), "ratings.dat:2: item id 3000000000 is out of range (at most 2147483647)"),
           "MovieLens item: %s", mml_last_error());
     put_file(ml, "users.dat", "1::F::1::10::48067\n3000000000::M::1::10::48067\n");
-    CHECK(mml_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
+    CHECK(mmlr_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
               has(mml_last_error(), "users.dat:2: user id 3000000000 is out of range (at most 2147483647)"),
           "MovieLens user: %s", mml_last_error());
     /* Taobao raw ids are only keys: anything up to 18 digits */
     put_file(tb, "user_embedding.csv", "user_id,emb\n10,0.5,1\n1234567890123456789,1,2\n");
     put_file(tb, "item_embedding.csv", "item_id,emb\n7,1,2\n");
     put_file(tb, "theme_click_log.csv", "user_id,item_id,theme_id\n10,7,3\n");
-    CHECK(mml_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
+    CHECK(mmlr_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
               has(mml_last_error(), "user_embedding.csv:3: id 1234567890123456789 is out of range (at most 999999999999999999)"),
           "Taobao embedding id: %s", mml_last_error());
     put_file(tb, "user_embedding.csv", "user_id,emb\n10,0.5,1\n3000000000,1,2\n");
     put_file(tb, "theme_click_log.csv", "user_id,item_id,theme_id\n3000000000,7,3\n10,7,99999999999999999999\n");
-    CHECK(mml_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
+    CHECK(mmlr_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
               has(mml_last_error(), "theme_click_log.csv:3: theme_id 99999999999999999999 is out of range (at most 999999999999999999)"),
           "Taobao theme id: %s", mml_last_error());
     mmlt_rm_tree(dir);
@@ -1120,11 +1122,11 @@ static void test_raw_unreadable(void) {
     mmlt_ctx = "raw-unreadable";
     snprintf(loop, sizeof loop, "%s/loop", root);
     CHECK(symlink("loop", loop) == 0, "symlink");
-    CHECK(mml_movielens_load(loop, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), "cannot read") &&
+    CHECK(mmlr_movielens_load(loop, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), "cannot read") &&
               has(mml_last_error(), strerror(ELOOP)),
           "symlink loop: %s", mml_last_error());
     snprintf(none, sizeof none, "%s/none", root);
-    CHECK(mml_movielens_load(none, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(ENOENT)),
+    CHECK(mmlr_movielens_load(none, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(ENOENT)),
           "missing folder: %s", mml_last_error());
     if (geteuid() != 0) {
         char locked[1024];
@@ -1132,7 +1134,7 @@ static void test_raw_unreadable(void) {
         mkdir(locked, 0777);
         put_file(locked, "users.dat", ML1M_USERS);
         chmod(locked, 0);
-        CHECK(mml_movielens_load(locked, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(EACCES)),
+        CHECK(mmlr_movielens_load(locked, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(EACCES)),
               "folder without permission: %s", mml_last_error());
         chmod(locked, 0700);
     } else {
@@ -1144,7 +1146,7 @@ static void test_raw_unreadable(void) {
 
 static const char *parse_whole(const char *s) {
     float f;
-    return mml__parse_f32(s, s + strlen(s), &f);
+    return mmlr__parse_f32(s, s + strlen(s), &f);
 }
 
 static void test_float_parse(void) {
@@ -1154,7 +1156,7 @@ static void test_float_parse(void) {
     mmlt_ctx = "float";
     for (i = 0; i < sizeof v / sizeof v[0]; i++) {
         float f = 0, ref = strtof(v[i], NULL);
-        const char *e = mml__parse_f32(v[i], v[i] + strlen(v[i]), &f);
+        const char *e = mmlr__parse_f32(v[i], v[i] + strlen(v[i]), &f);
         CHECK(e == v[i] + strlen(v[i]) && mmlt_close(f, ref, 1.2e-7, 0), "%s -> %g (strtof %g)", v[i], f, ref);
     }
     CHECK(parse_whole("abc") == NULL, "not a number");

@@ -7,11 +7,13 @@
  *     with a message when absent, and in quick mode): prepare by gender,
  *     train MoE-MLoRA for 2 epochs per phase; weighted AUC above 0.75 (the
  *     paper's runs reach about 0.80);
- *   - a synthetic raw Taobao set written by the library's generator: prepare
- *     (pretrained embeddings), train MoE-MLoRA; the pretrained user and item
- *     embeddings must come out unchanged (frozen) and the AUC be defined. */
+ *   - a synthetic raw Taobao set written by the recipes' generator
+ *     (examples/mml_recipes.h): prepare (pretrained embeddings), train
+ *     MoE-MLoRA; the pretrained user and item embeddings must come out
+ *     unchanged (frozen) and the AUC be defined. */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
+#include "../examples/mml_recipes.h"
 #include "mml_test.h"
 
 #include <stdlib.h>
@@ -61,7 +63,7 @@ static void test_movielens(void) {
         char dir[] = "/tmp/mml_e2e_XXXXXX";
         CHECK(mkdtemp(dir) != NULL, "mkdtemp");
         mml_data_t raw_d, d;
-        CHECK_OK(mml_movielens_load(raw, kinds[k], 123, &raw_d));
+        CHECK_OK(mmlr_movielens_load(raw, kinds[k], 123, &raw_d));
         CHECK_OK(mml_data_save_dir(&raw_d, dir));
         CHECK_OK(mml_data_load(dir, &d));
         CHECK(d.split[0].n == raw_d.split[0].n && d.n_domains == raw_d.n_domains, "reloaded split differs");
@@ -85,7 +87,7 @@ static void test_movielens_1m(void) {
     }
     mmlt_ctx = "ml-1m gender";
     mml_data_t d;
-    CHECK_OK(mml_movielens_load(raw, "gender", 123, &d));
+    CHECK_OK(mmlr_movielens_load(raw, "gender", 123, &d));
     if (d.n_domains != 2) return;
     double w = fit_wauc(&d, MML_ADAPTER_MOE, 2, 0);
     printf("ml-1m   gender     moe   weighted AUC %.4f\n", w);
@@ -97,9 +99,9 @@ static void test_taobao(void) {
     mmlt_ctx = "taobao";
     char dir[] = "/tmp/mml_e2e_tb_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    CHECK_OK(mml_taobao_write_synthetic(dir, 400, 300, 4, quick ? 4000 : 12000, 16, 7));
+    CHECK_OK(mmlr_taobao_write_synthetic(dir, 400, 300, 4, quick ? 4000 : 12000, 16, 7));
     mml_data_t d;
-    CHECK_OK(mml_taobao_load(dir, 3, 123, &d));
+    CHECK_OK(mmlr_taobao_load(dir, 3, 123, &d));
     CHECK(d.n_domains == 3 && d.pretrained_dim == 16 && d.user_emb && d.item_emb, "taobao: %d domains, dim %d",
           d.n_domains, d.pretrained_dim);
     double w = fit_wauc(&d, MML_ADAPTER_MOE, 2, 1);
