@@ -88,11 +88,11 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  colsum_add out[j] += sum_i A[i,j]
  *  relu_fwd  y = max(x, 0) (y may alias x)
  *  relu_bwd  dx = y > 0 ? dy : 0 (dx may alias dy)
- *  dropout   y[i] = keep(seed, offset+i) ? x[i] * (1/(1-rate)) : 0, same mask on
- *            every ISA (hash in the dropout section); rate <= 0 copies.
- *  dropout_keep  keep[i] = keep(seed, offset+i) (1 or 0), the mask dropout applies
- *  mask_scale    y[i] = keep[i] ? x[i] * scale : 0 (y may alias x); with dropout_keep
- *            and scale = 1/(1-rate) it gives dropout's bits, reusable in backward
+ *  dropout_keep  keep[i] = 1 if element offset+i survives dropout at this rate and
+ *            seed, else 0: the same mask on every ISA (hash in the dropout section)
+ *  mask_scale    y[i] = keep[i] ? x[i] * scale : 0 (y may alias x); with
+ *            dropout_keep and scale = 1/(1-rate) it applies dropout, in forward
+ *            and again (same mask) in backward
  *  softmax_rows  row-wise stable softmax, E in 1..256
  *  sigmoid   y = 1/(1+exp(-x)) (stable form)
  *  bce_logits  returns sum_i max(z,0) - z*y + log1p(exp(-|z|)) (double sum);
@@ -106,8 +106,7 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *            same bits as the matching adam_dense calls on a zero g
  *  block_scale  U[i, e*r+j] = w[i*ldw+e] * T[i, e*r+j]
  *  block_dot    dw[i*ldw+e] (+)= sum_j dU[i,e*r+j] * T[i,e*r+j]
- *  axpy y += a*x;  dot;  scale x *= a;  mul z = x*y (z may alias);
- *  vexp, vlog  elementwise (SLEEF u10 in SIMD versions) */
+ *  axpy y += a*x;  dot;  mul z = x*y (z may alias) */
 #define MML_KERNEL_LIST(X)                                                          \
     X(void, gemm_nn, (int M, int N, int K, const float *MML_RESTRICT A, int lda,    \
                       const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,  \
@@ -128,8 +127,6 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, colsum_add, (int M, int N, const float *A, int lda, float *out))        \
     X(void, relu_fwd, (int64_t n, const float *x, float *y))                        \
     X(void, relu_bwd, (int64_t n, const float *y, const float *dy, float *dx))      \
-    X(void, dropout, (int64_t n, const float *x, float *y, float rate,              \
-                      uint64_t seed, uint64_t offset))                              \
     X(void, dropout_keep, (int64_t n, float rate, uint64_t seed, uint64_t offset,   \
                            uint8_t *keep))                                          \
     X(void, mask_scale, (int64_t n, const uint8_t *keep, const float *x, float *y,  \
@@ -154,10 +151,7 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
                         const float *T, int ldt, float *dw, int ldw, int accumulate)) \
     X(void, axpy, (int64_t n, float a, const float *x, float *y))                   \
     X(float, dot, (int64_t n, const float *x, const float *y))                      \
-    X(void, scale, (int64_t n, float a, float *x))                                  \
-    X(void, mul, (int64_t n, const float *x, const float *y, float *z))             \
-    X(void, vexp, (int64_t n, const float *x, float *y))                            \
-    X(void, vlog, (int64_t n, const float *x, float *y))
+    X(void, mul, (int64_t n, const float *x, const float *y, float *z))
 
 #define MML__KFIELD(ret, name, params) ret (*name) params;
 typedef struct mml_kernels_t {
@@ -354,7 +348,7 @@ static inline uint32_t mml__lowbias32(uint32_t x) {
     return x;
 }
 
-typedef struct mml__drop_keys { uint32_t k1, k2, thr; float scale; } mml__drop_keys;
+typedef struct mml__drop_keys { uint32_t k1, k2, thr; } mml__drop_keys;
 
 static inline mml__drop_keys mml__dropout_keys(uint64_t seed, float rate) {
     mml__drop_keys d;
@@ -362,7 +356,6 @@ static inline mml__drop_keys mml__dropout_keys(uint64_t seed, float rate) {
     d.k2 = mml__lowbias32(d.k1 + 0x632be5abU);
     double t = (double)rate * 16777216.0 + 0.5;
     d.thr = t >= 16777216.0 ? 16777216U : (uint32_t)t;
-    d.scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
     return d;
 }
 
@@ -386,23 +379,6 @@ static inline uint32_t mml__dropout_key1(uint32_t k1, uint32_t hi) {
             done_ += cnt_;                                                            \
         }                                                                             \
     } while (0)
-
-static void mml__dropout_run_scalar(const float *x, float *y, int64_t n, uint32_t lo,
-                                    uint32_t key1, const mml__drop_keys *dk) {
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t h = mml__lowbias32(mml__lowbias32((lo + (uint32_t)i) ^ key1) ^ dk->k2);
-        y[i] = (h >> 8) >= dk->thr ? x[i] * dk->scale : 0.0f;
-    }
-}
-
-static void mml__dropout_scalar(int64_t n, const float *x, float *y, float rate, uint64_t seed,
-                                uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_scalar, n, x, y, rate, seed, offset);
-}
 
 /* dropout_keep: the runs get keep for both pointers (x is unused). */
 static void mml__keep_run_scalar(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
@@ -539,20 +515,8 @@ static float mml__dot_scalar(int64_t n, const float *x, const float *y) {
     return s;
 }
 
-static void mml__scale_scalar(int64_t n, float a, float *x) {
-    for (int64_t i = 0; i < n; i++) x[i] *= a;
-}
-
 static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z) {
     for (int64_t i = 0; i < n; i++) z[i] = x[i] * y[i];
-}
-
-static void mml__vexp_scalar(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
-}
-
-static void mml__vlog_scalar(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
 }
 
 MML__PACKED_PLAIN(scalar, )
@@ -575,7 +539,6 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
 }
 
 MML__T256 __m256 Sleef_expf8_u10avx2(__m256);
-MML__T256 __m256 Sleef_logf8_u10avx2(__m256);
 MML__T256 __m256 Sleef_log1pf8_u10avx2(__m256);
 
 /* The GEMM pack buffers are shared by every ISA (one kernel runs at a time per
@@ -822,33 +785,6 @@ MML__T256 static inline __m256i mml__lowbias32_avx2(__m256i x) {
     return x;
 }
 
-MML__T256 static void mml__dropout_run_avx2(const float *x, float *y, int64_t n, uint32_t lo,
-                                            uint32_t key1, const mml__drop_keys *dk) {
-    const __m256i k1 = _mm256_set1_epi32((int)key1), k2 = _mm256_set1_epi32((int)dk->k2);
-    /* (h >> 8) < 2^24 and thr <= 2^24, so a signed compare with thr - 1 is exact */
-    const __m256i thr1 = _mm256_set1_epi32((int)dk->thr - 1), step = _mm256_set1_epi32(8);
-    const __m256 sc = _mm256_set1_ps(dk->scale);
-    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256i h = mml__lowbias32_avx2(_mm256_xor_si256(idx, k1));
-        h = mml__lowbias32_avx2(_mm256_xor_si256(h, k2));
-        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_srli_epi32(h, 8), thr1));
-        __m256 v = _mm256_mul_ps(mml__ld_avx2(m, x + i), sc);
-        mml__st_avx2(y + i, m, _mm256_and_ps(keep, v));
-        idx = _mm256_add_epi32(idx, step);
-    }
-}
-
-MML__T256 static void mml__dropout_avx2(int64_t n, const float *x, float *y, float rate,
-                                        uint64_t seed, uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_avx2, n, x, y, rate, seed, offset);
-}
-
 MML__T256 static void mml__keep_run_avx2(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
                                          uint32_t key1, const mml__drop_keys *dk) {
     (void)unused;
@@ -1061,37 +997,10 @@ MML__T256 static float mml__dot_avx2(int64_t n, const float *x, const float *y) 
     return mml__hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
-MML__T256 static void mml__scale_avx2(int64_t n, float a, float *x) {
-    const __m256 va = _mm256_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        mml__st_avx2(x + i, m, _mm256_mul_ps(va, mml__ld_avx2(m, x + i)));
-    }
-}
-
 MML__T256 static void mml__mul_avx2(int64_t n, const float *x, const float *y, float *z) {
     for (int64_t i = 0; i < n; i += 8) {
         __m256i m = mml__mask_avx2(n - i);
         mml__st_avx2(z + i, m, _mm256_mul_ps(mml__ld_avx2(m, x + i), mml__ld_avx2(m, y + i)));
-    }
-}
-
-/* Masked-off lanes are fed 1.0 so SLEEF never sees garbage. */
-MML__T256 static void mml__vexp_avx2(int64_t n, const float *x, float *y) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 v = _mm256_blendv_ps(one, mml__ld_avx2(m, x + i), _mm256_castsi256_ps(m));
-        mml__st_avx2(y + i, m, Sleef_expf8_u10avx2(v));
-    }
-}
-
-MML__T256 static void mml__vlog_avx2(int64_t n, const float *x, float *y) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 v = _mm256_blendv_ps(one, mml__ld_avx2(m, x + i), _mm256_castsi256_ps(m));
-        mml__st_avx2(y + i, m, Sleef_logf8_u10avx2(v));
     }
 }
 
@@ -1109,7 +1018,6 @@ MML__ADAM_STEPS_PLAIN(avx2, MML__T256)
 #endif
 
 MML__T512 __m512 Sleef_expf16_u10avx512f(__m512);
-MML__T512 __m512 Sleef_logf16_u10avx512f(__m512);
 MML__T512 __m512 Sleef_log1pf16_u10avx512f(__m512);
 
 /* Lanes [0, rem) of a 16-lane mask (rem <= 0 gives 0). */
@@ -1529,25 +1437,6 @@ MML__T512 static inline __mmask16 mml__keep512_next(mml__keep512 *s) {
     return _mm512_cmpge_epu32_mask(_mm512_srli_epi32(h, 8), s->thr);
 }
 
-MML__T512 static void mml__dropout_run_avx512(const float *x, float *y, int64_t n, uint32_t lo,
-                                              uint32_t key1, const mml__drop_keys *dk) {
-    mml__keep512 st = mml__keep512_init(lo, key1, dk);
-    const __m512 sc = _mm512_set1_ps(dk->scale);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i), keep = mml__keep512_next(&st) & m;
-        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + i), sc));
-    }
-}
-
-MML__T512 static void mml__dropout_avx512(int64_t n, const float *x, float *y, float rate,
-                                          uint64_t seed, uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_avx512, n, x, y, rate, seed, offset);
-}
-
 MML__T512 static void mml__keep_run_avx512(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
                                            uint32_t key1, const mml__drop_keys *dk) {
     (void)unused;
@@ -1649,8 +1538,6 @@ MML__T512 static void mml__gather_rows_avx512(int n, const int32_t *ids, const f
     for (int i = 0; i < n; i++)
         mml__copy_avx512(dim, table + (int64_t)ids[i] * dim, out + (int64_t)i * ldo);
 }
-
-MML__T512 static void mml__axpy_avx512(int64_t n, float a, const float *x, float *y);
 
 MML__T512 static void mml__scatter_add_rows_avx512(int n, const int32_t *ids, const float *g,
                                                    int ldg, int dim, float *table_grad) {
@@ -1852,36 +1739,11 @@ MML__T512 static float mml__dot_avx512(int64_t n, const float *x, const float *y
     return mml__hsum_avx512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-MML__T512 static void mml__scale_avx512(int64_t n, float a, float *x) {
-    const __m512 va = _mm512_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, x + i)));
-    }
-}
-
 MML__T512 static void mml__mul_avx512(int64_t n, const float *x, const float *y, float *z) {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = mml__mask_avx512(n - i);
         _mm512_mask_storeu_ps(z + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i),
                                                       _mm512_maskz_loadu_ps(m, y + i)));
-    }
-}
-
-/* Masked-off lanes are fed 1.0 so SLEEF never sees garbage (log(0) etc.). */
-MML__T512 static void mml__vexp_avx512(int64_t n, const float *x, float *y) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(y + i, m, Sleef_expf16_u10avx512f(_mm512_mask_loadu_ps(one, m, x + i)));
-    }
-}
-
-MML__T512 static void mml__vlog_avx512(int64_t n, const float *x, float *y) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(y + i, m, Sleef_logf16_u10avx512f(_mm512_mask_loadu_ps(one, m, x + i)));
     }
 }
 
@@ -1896,7 +1758,6 @@ MML__T512 static void mml__vlog_avx512(int64_t n, const float *x, float *y) {
  * through a 4-float stack vector (no masked loads on NEON), so no kernel
  * touches memory past its extents. */
 float32x4_t Sleef_expf4_u10advsimd(float32x4_t);
-float32x4_t Sleef_logf4_u10advsimd(float32x4_t);
 float32x4_t Sleef_log1pf4_u10advsimd(float32x4_t);
 
 #define MML__GEMM_KC 384
@@ -2066,31 +1927,6 @@ static inline uint32x4_t mml__lowbias32_neon(uint32x4_t x) {
     return x;
 }
 
-static void mml__dropout_run_neon(const float *x, float *y, int64_t n, uint32_t lo, uint32_t key1,
-                                  const mml__drop_keys *dk) {
-    const uint32x4_t k1 = vdupq_n_u32(key1), k2 = vdupq_n_u32(dk->k2), thr = vdupq_n_u32(dk->thr);
-    const uint32_t init[4] = {0, 1, 2, 3};
-    uint32x4_t idx = vaddq_u32(vdupq_n_u32(lo), vld1q_u32(init));
-    const float32x4_t sc = vdupq_n_f32(dk->scale);
-    for (int64_t i = 0; i < n; i += 4) {
-        uint32x4_t h = mml__lowbias32_neon(veorq_u32(idx, k1));
-        h = mml__lowbias32_neon(veorq_u32(h, k2));
-        uint32x4_t keep = vcgeq_u32(vshrq_n_u32(h, 8), thr);
-        float32x4_t v = vmulq_f32(mml__ld_neon(x + i, n - i, 0.0f), sc);
-        mml__st_neon(y + i, n - i, vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(v))));
-        idx = vaddq_u32(idx, vdupq_n_u32(4));
-    }
-}
-
-static void mml__dropout_neon(int64_t n, const float *x, float *y, float rate, uint64_t seed,
-                              uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_neon, n, x, y, rate, seed, offset);
-}
-
 static void mml__keep_run_neon(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
                                const mml__drop_keys *dk) {
     (void)unused;
@@ -2257,26 +2093,10 @@ static float mml__dot_neon(int64_t n, const float *x, const float *y) {
     return vaddvq_f32(vaddq_f32(s0, s1));
 }
 
-static void mml__scale_neon(int64_t n, float a, float *x) {
-    const float32x4_t va = vdupq_n_f32(a);
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(x + i, n - i, vmulq_f32(va, mml__ld_neon(x + i, n - i, 0.0f)));
-}
-
 static void mml__mul_neon(int64_t n, const float *x, const float *y, float *z) {
     for (int64_t i = 0; i < n; i += 4)
         mml__st_neon(z + i, n - i, vmulq_f32(mml__ld_neon(x + i, n - i, 0.0f),
                                              mml__ld_neon(y + i, n - i, 0.0f)));
-}
-
-static void mml__vexp_neon(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(y + i, n - i, Sleef_expf4_u10advsimd(mml__ld_neon(x + i, n - i, 1.0f)));
-}
-
-static void mml__vlog_neon(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(y + i, n - i, Sleef_logf4_u10advsimd(mml__ld_neon(x + i, n - i, 1.0f)));
 }
 
 /* Kernels left scalar on NEON (pure data movement, memcpy/compiler-vectorized). */
