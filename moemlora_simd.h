@@ -30,7 +30,8 @@
  *   >>kernels-avx2     x86-64 AVX2 + FMA
  *   >>kernels-avx512   x86-64 AVX-512 F/BW/DQ/VL
  *   >>kernels-neon     aarch64 Advanced SIMD
- *   >>dispatch         cpuid/xgetbv detection, tables, MOEMLORA_ISA
+ *   >>crc32c           CRC32C: slice-by-8 tables, SSE4.2, ARMv8 CRC
+ *   >>dispatch         cpuid/xgetbv/getauxval detection, tables, MOEMLORA_ISA
  * Accuracy, the dropout hash and the GEMM blocking: docs/KERNELS.md.
  */
 #ifndef MOEMLORA_SIMD_H
@@ -173,6 +174,12 @@ MOEMLORA_API int mml_simd_resolve(mml_isa *out, char *err, size_t errlen);
 MOEMLORA_API const mml_kernels_t *mml_simd_kernels(mml_isa isa);
 /* Name of the ISA mml_simd_resolve picks ("?" on error). */
 MOEMLORA_API const char *mml_simd_isa_name(void);
+/* CRC32C (Castagnoli) of p[0..n), chainable: mml_crc32c(mml_crc32c(0, a, na), b,
+ * nb) is the CRC of a followed by b; mml_crc32c(0, "123456789", 9) = 0xE3069283.
+ * Runs the SSE4.2 or ARMv8 CRC instructions when the CPU has them (the value
+ * does not depend on the path). Thread-safe. */
+MOEMLORA_API uint32_t mml_crc32c(uint32_t crc, const void *p, size_t n);
+
 
 #ifdef __cplusplus
 }
@@ -191,6 +198,7 @@ MOEMLORA_API const char *mml_simd_isa_name(void);
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#define MML__X86 1
 #include <immintrin.h>
 #if defined(__GNUC__) || defined(__clang__)
 #include <cpuid.h>
@@ -198,6 +206,12 @@ MOEMLORA_API const char *mml_simd_isa_name(void);
 #endif
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#include <arm_acle.h>
+#endif
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
 #endif
 
 #ifdef __cplusplus
@@ -209,8 +223,10 @@ extern "C" {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MML__ALIGN64 __attribute__((aligned(64)))
+#define MML__MAYBE_UNUSED __attribute__((unused))
 #else
 #define MML__ALIGN64
+#define MML__MAYBE_UNUSED
 #endif
 
 /* Rows addressed by id (scatters, Adam over a batch's rows) land
@@ -2106,12 +2122,121 @@ MML__PACKED_PLAIN(neon, )
 MML__ADAM_STEPS_PLAIN(neon, )
 #endif /* aarch64 */
 
+// >>crc32c ------------------------------------------------------------------
+/* CRC32C (Castagnoli: reflected polynomial 0x82F63B78, initial value and final
+ * xor 0xFFFFFFFF), the checksum of the checkpoint format. Every path gives the
+ * same value: slice-by-8 tables (any CPU), the SSE4.2 crc32 instruction
+ * (x86-64), the ARMv8 CRC32C instructions (aarch64 with the CRC extension);
+ * mml_crc32c in >>dispatch picks the one this CPU runs fastest. The functions
+ * work on the inverted register (crc ^ ~0) unless they take a crc. */
+#define MML__CRC32C_POLY 0x82F63B78u
+
+/* Bit by bit, no table: the fallback while another thread builds the tables. */
+static uint32_t mml__crc32c_bits(uint32_t c, const unsigned char *p, size_t n) {
+    while (n--) {
+        c ^= *p++;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (MML__CRC32C_POLY & (0u - (c & 1u)));
+    }
+    return c;
+}
+
+/* [k][b]: the register after byte b followed by k zero bytes. */
+static uint32_t mml__crc32c_tab[8][256];
+static int mml__crc32c_tab_state; /* 0 empty, 1 being built, 2 ready */
+
+/* 1 when the tables can be read. The first caller builds them; a caller that
+ * races it gets 0 (and goes bit by bit) instead of waiting. */
+static int mml__crc32c_tables(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    int s = __atomic_load_n(&mml__crc32c_tab_state, __ATOMIC_ACQUIRE);
+    if (s == 2) return 1;
+    if (s != 0 || !__atomic_compare_exchange_n(&mml__crc32c_tab_state, &s, 1, 0, __ATOMIC_ACQUIRE,
+                                               __ATOMIC_RELAXED))
+        return 0;
+#else
+    if (mml__crc32c_tab_state == 2) return 1;
+#endif
+    for (int b = 0; b < 256; b++) {
+        const unsigned char byte = (unsigned char)b;
+        mml__crc32c_tab[0][b] = mml__crc32c_bits(0, &byte, 1);
+    }
+    for (int k = 1; k < 8; k++)
+        for (int b = 0; b < 256; b++) {
+            const uint32_t c = mml__crc32c_tab[k - 1][b];
+            mml__crc32c_tab[k][b] = (c >> 8) ^ mml__crc32c_tab[0][c & 0xFFu];
+        }
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(&mml__crc32c_tab_state, 2, __ATOMIC_RELEASE);
+#else
+    mml__crc32c_tab_state = 2;
+#endif
+    return 1;
+}
+
+static inline uint32_t mml__le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Slice-by-8, the portable path: eight independent table look-ups per 8 bytes. */
+static uint32_t mml__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t c = ~crc;
+    if (!mml__crc32c_tables()) return ~mml__crc32c_bits(c, p, n);
+    for (; n >= 8; n -= 8, p += 8) {
+        const uint32_t lo = c ^ mml__le32(p), hi = mml__le32(p + 4);
+        c = mml__crc32c_tab[7][lo & 0xFFu] ^ mml__crc32c_tab[6][(lo >> 8) & 0xFFu] ^
+            mml__crc32c_tab[5][(lo >> 16) & 0xFFu] ^ mml__crc32c_tab[4][lo >> 24] ^
+            mml__crc32c_tab[3][hi & 0xFFu] ^ mml__crc32c_tab[2][(hi >> 8) & 0xFFu] ^
+            mml__crc32c_tab[1][(hi >> 16) & 0xFFu] ^ mml__crc32c_tab[0][hi >> 24];
+    }
+    while (n--) c = mml__crc32c_tab[0][(c ^ *p++) & 0xFFu] ^ (c >> 8);
+    return ~c;
+}
+
+/* The CRC32C instructions: a byte step and an 8-byte step per architecture. */
+#if defined(MML__X86) && (defined(__GNUC__) || defined(__clang__))
+#define MML__CRC32C_HW 1
+#define MML__CRC32C_ATTR __attribute__((target("sse4.2")))
+#define MML__CRC32C_U8(c, b) _mm_crc32_u8(c, b)
+#define MML__CRC32C_U64(c, v) (uint32_t)_mm_crc32_u64(c, v)
+#elif defined(__aarch64__) && defined(__clang__)
+#define MML__CRC32C_HW 1
+#define MML__CRC32C_ATTR __attribute__((target("crc")))
+#define MML__CRC32C_U8(c, b) __builtin_arm_crc32cb(c, b)
+#define MML__CRC32C_U64(c, v) __builtin_arm_crc32cd(c, v)
+#elif defined(__aarch64__) && defined(__GNUC__)
+#define MML__CRC32C_HW 1
+#define MML__CRC32C_ATTR __attribute__((target("+crc")))
+#define MML__CRC32C_U8(c, b) __crc32cb(c, b)
+#define MML__CRC32C_U64(c, v) __crc32cd(c, v)
+#endif
+
+#ifdef MML__CRC32C_HW
+/* Bytes up to an 8-byte boundary, then 8 bytes per instruction. Only called
+ * when >>dispatch found the instructions (mml__crc32c_have_hw). */
+MML__CRC32C_ATTR static uint32_t mml__crc32c_hw(uint32_t crc, const void *buf, size_t n) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t c = ~crc;
+    for (; n && ((uintptr_t)p & 7); n--) c = MML__CRC32C_U8(c, *p++);
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = MML__CRC32C_U64(c, v);
+    }
+    while (n--) c = MML__CRC32C_U8(c, *p++);
+    return ~c;
+}
+#endif
+
 // >>dispatch ----------------------------------------------------------------
 
 #define MML__ENTRY_SCALAR(ret, name, params) mml__##name##_scalar,
 static const mml_kernels_t mml__table_scalar = {MML_KERNEL_LIST(MML__ENTRY_SCALAR)};
 
-#if defined(__x86_64__) || defined(_M_X64)
+/* CPU features beside the ISAs (bit 1 << isa each) in mml__cpu()'s answer. */
+#define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
+
+#ifdef MML__X86
 #define MML__ENTRY_AVX2(ret, name, params) mml__##name##_avx2,
 #define MML__ENTRY_AVX512(ret, name, params) mml__##name##_avx512,
 static const mml_kernels_t mml__table_avx2 = {MML_KERNEL_LIST(MML__ENTRY_AVX2)};
@@ -2139,25 +2264,26 @@ static uint64_t mml__xgetbv0(void) {
 #endif
 }
 
-/* Bit 0: AVX2+FMA usable, bit 1: AVX-512 F/BW/DQ/VL usable. */
+/* AVX2+FMA, AVX-512 F/BW/DQ/VL (each with its registers saved by the OS) and
+ * SSE4.2 (crc32), as mml__cpu() bits. */
 static int mml__x86_detect(void) {
     unsigned r[4];
     mml__cpuid(0, 0, r);
-    unsigned max_leaf = r[0];
-    if (max_leaf < 7) return 0;
+    const unsigned max_leaf = r[0];
+    if (max_leaf < 1) return 0;
     mml__cpuid(1, 0, r);
     const unsigned ecx1 = r[2];
+    int flags = (ecx1 >> 20) & 1 ? MML__CPU_CRC32C : 0;
     const int osxsave = (ecx1 >> 27) & 1, avx = (ecx1 >> 28) & 1, fma = (ecx1 >> 12) & 1;
-    if (!osxsave || !avx) return 0;
+    if (max_leaf < 7 || !osxsave || !avx) return flags;
     const uint64_t xcr0 = mml__xgetbv0();
     mml__cpuid(7, 0, r);
     const unsigned ebx7 = r[1];
-    int flags = 0;
     const int ymm_os = (xcr0 & 0x6) == 0x6;               /* XMM | YMM */
     const int zmm_os = (xcr0 & 0xE6) == 0xE6;             /* + opmask, ZMM_Hi256, Hi16_ZMM */
-    if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1;
+    if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1 << MML_ISA_AVX2;
     const unsigned need512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
-    if ((flags & 1) && zmm_os && (ebx7 & need512) == need512) flags |= 2;
+    if ((flags & (1 << MML_ISA_AVX2)) && zmm_os && (ebx7 & need512) == need512) flags |= 1 << MML_ISA_AVX512;
     return flags;
 }
 #endif
@@ -2165,40 +2291,68 @@ static int mml__x86_detect(void) {
 #if defined(__aarch64__)
 #define MML__ENTRY_NEON(ret, name, params) mml__##name##_neon,
 static const mml_kernels_t mml__table_neon = {MML_KERNEL_LIST(MML__ENTRY_NEON)};
+
+/* Advanced SIMD is mandatory on AArch64; the CRC32 extension (with CRC32C) is
+ * not before ARMv8.1, so ask the kernel (HWCAP_CRC32). */
+static int mml__arm_detect(void) {
+    int flags = 1 << MML_ISA_NEON;
+#if defined(__linux__) && defined(MML__CRC32C_HW)
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1 << 7)
+#endif
+    if (getauxval(AT_HWCAP) & HWCAP_CRC32) flags |= MML__CPU_CRC32C;
+#elif defined(__ARM_FEATURE_CRC32) && defined(MML__CRC32C_HW)
+    flags |= MML__CPU_CRC32C;
+#endif
+    return flags;
+}
 #endif
 
-/* -1: not yet detected; otherwise a bit set of supported ISAs. */
-static int mml__isa_mask_cache = -1;
+/* -1: not yet detected; otherwise 1 << isa for each usable ISA, MML__CPU_* bits. */
+static int mml__cpu_cache = -1;
 
-static int mml__isa_mask(void) {
+/* What this CPU and OS support; the only place that asks (once, cached). */
+static int mml__cpu(void) {
 #if defined(__GNUC__) || defined(__clang__)
-    int m = __atomic_load_n(&mml__isa_mask_cache, __ATOMIC_ACQUIRE);
+    int m = __atomic_load_n(&mml__cpu_cache, __ATOMIC_ACQUIRE);
 #else
-    int m = mml__isa_mask_cache;
+    int m = mml__cpu_cache;
 #endif
     if (m >= 0) return m;
     m = 1 << MML_ISA_SCALAR;
-#if defined(__x86_64__) || defined(_M_X64)
-    {
-        int f = mml__x86_detect();
-        if (f & 1) m |= 1 << MML_ISA_AVX2;
-        if (f & 2) m |= 1 << MML_ISA_AVX512;
-    }
+#ifdef MML__X86
+    m |= mml__x86_detect();
 #endif
 #if defined(__aarch64__)
-    m |= 1 << MML_ISA_NEON;   /* Advanced SIMD is mandatory on AArch64 */
+    m |= mml__arm_detect();
 #endif
 #if defined(__GNUC__) || defined(__clang__)
-    __atomic_store_n(&mml__isa_mask_cache, m, __ATOMIC_RELEASE);
+    __atomic_store_n(&mml__cpu_cache, m, __ATOMIC_RELEASE);
 #else
-    mml__isa_mask_cache = m;
+    mml__cpu_cache = m;
 #endif
     return m;
 }
 
+/* 1 if mml__crc32c_hw is compiled in and this CPU runs it. */
+MML__MAYBE_UNUSED static int mml__crc32c_have_hw(void) {
+#ifdef MML__CRC32C_HW
+    return (mml__cpu() & MML__CPU_CRC32C) != 0;
+#else
+    return 0;
+#endif
+}
+
+MOEMLORA_API uint32_t mml_crc32c(uint32_t crc, const void *p, size_t n) {
+#ifdef MML__CRC32C_HW
+    if (mml__crc32c_have_hw()) return mml__crc32c_hw(crc, p, n);
+#endif
+    return mml__crc32c_sw(crc, p, n);
+}
+
 MOEMLORA_API int mml_simd_isa_supported(mml_isa isa) {
     if ((int)isa < 0 || (int)isa >= MML_ISA_COUNT) return 0;
-    return (mml__isa_mask() >> (int)isa) & 1;
+    return (mml__cpu() >> (int)isa) & 1;
 }
 
 MOEMLORA_API mml_isa mml_simd_best(void) {
@@ -2268,7 +2422,7 @@ MOEMLORA_API const mml_kernels_t *mml_simd_kernels(mml_isa isa) {
     if (!mml_simd_isa_supported(isa)) return NULL;
     switch (isa) {
     case MML_ISA_SCALAR: return &mml__table_scalar;
-#if defined(__x86_64__) || defined(_M_X64)
+#ifdef MML__X86
     case MML_ISA_AVX2: return &mml__table_avx2;
     case MML_ISA_AVX512: return &mml__table_avx512;
 #endif

@@ -151,7 +151,19 @@ void BM_ew(benchmark::State &st, mml_isa isa, Ew which) {
                                                  benchmark::Counter::kIs1000);
 }
 
+// ---- CRC32C (checkpoints): the dispatched path and the portable one ---------
+void BM_crc32c(benchmark::State &st, bool portable) {
+    std::vector<unsigned char> buf(1 << 20);
+    for (size_t i = 0; i < buf.size(); i++) buf[i] = (unsigned char)(i * 2654435761u >> 24);
+    for (auto _ : st)
+        benchmark::DoNotOptimize(portable ? mml__crc32c_sw(0, buf.data(), buf.size()) : mml_crc32c(0, buf.data(), buf.size()));
+    st.counters["GB/s"] = benchmark::Counter((double)buf.size(), benchmark::Counter::kIsIterationInvariantRate,
+                                             benchmark::Counter::kIs1000);
+}
+
 void register_all() {
+    benchmark::RegisterBenchmark("crc32c/1MB", BM_crc32c, false);
+    benchmark::RegisterBenchmark("crc32c_slice8/1MB", BM_crc32c, true);
     static const int shapes[][2] = {{24, 256}, {256, 128}, {128, 64}, {384, 256},
                                     {24, 16},  {16, 256},  {256, 16}, {16, 128}};
     static const char *ops[] = {"gemm_nn", "gemm_nt", "gemm_tn"};

@@ -3,7 +3,8 @@
  * larger than the widths, accumulate on/off, and guard zones that must stay
  * untouched. Tolerances come from error bounds (docs/KERNELS.md); data movement
  * and the dropout mask must match bit for bit (against a reference written
- * here from the documented hash). Also tests ISA dispatch. */
+ * here from the documented hash). Also tests ISA dispatch and every CRC32C
+ * path. */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora_simd.h"
@@ -607,9 +608,61 @@ static void test_dispatch(void) {
     if (saved) setenv("MOEMLORA_ISA", keep, 1);
 }
 
+/* ---- CRC32C --------------------------------------------------------------- */
+/* Bit at a time from the definition: reflected 0x82F63B78, ~0 in and out. */
+static uint32_t ref_crc32c(uint32_t crc, const unsigned char *p, size_t n) {
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++) crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    }
+    return ~crc;
+}
+
+typedef uint32_t (*crc_fn)(uint32_t, const void *, size_t);
+static uint32_t crc_bits(uint32_t crc, const void *p, size_t n) {
+    return ~mml__crc32c_bits(~crc, (const unsigned char *)p, n);
+}
+
+/* Every path (the public function, slice-by-8, the table-less fallback, the
+ * CPU's instructions where it has them) against the definition: known
+ * values, every length 0..4096 at every start modulo 16, chaining. */
+static void test_crc(void) {
+    mmlt_ctx = "crc32c";
+    crc_fn fn[4] = {mml_crc32c, mml__crc32c_sw, crc_bits, NULL};
+    const char *names[4] = {"mml_crc32c", "slice-by-8", "bitwise", "instructions"};
+    int nf = 3;
+#ifdef MML__CRC32C_HW
+    if (mml__crc32c_have_hw()) fn[nf++] = mml__crc32c_hw;
+#endif
+    unsigned char z[32], o[32], inc[32], dec[32];
+    for (int i = 0; i < 32; i++) z[i] = 0, o[i] = 0xFF, inc[i] = (unsigned char)i, dec[i] = (unsigned char)(31 - i);
+    static unsigned char buf[4096 + 16];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (unsigned char)(urand() * 256);
+    for (int f = 0; f < nf; f++) {
+        /* RFC 3720 B.4 and the usual check value */
+        CHECK(fn[f](0, "123456789", 9) == 0xE3069283u, "%s: check value", names[f]);
+        CHECK(fn[f](0, "", 0) == 0 && fn[f](0x12345678u, "", 0) == 0x12345678u, "%s: empty", names[f]);
+        CHECK(fn[f](0, z, 32) == 0x8A9136AAu && fn[f](0, o, 32) == 0x62A8AB43u, "%s: zeros, ones", names[f]);
+        CHECK(fn[f](0, inc, 32) == 0x46DD794Eu && fn[f](0, dec, 32) == 0x113FDB5Cu, "%s: ramps", names[f]);
+        int bad = 0, chain_bad = 0;
+        for (size_t len = 0; len <= 4096; len++) {
+            const size_t off = len % 16;
+            const uint32_t seed = (uint32_t)(urand() * 4294967296.0), want = ref_crc32c(seed, buf + off, len);
+            bad += fn[f](seed, buf + off, len) != want;
+            const size_t cut = (size_t)(urand() * (double)(len + 1));
+            chain_bad += fn[f](fn[f](seed, buf + off, cut), buf + off + cut, len - cut) != want;
+        }
+        CHECK(bad == 0, "%s: %d of 4097 lengths differ from the definition", names[f], bad);
+        CHECK(chain_bad == 0, "%s: chaining differs %d times", names[f], chain_bad);
+    }
+    printf("crc32c: %d paths checked (CPU instructions %s)\n", nf, nf == 4 ? "included" : "not available here");
+}
+
 int main(void) {
     REF = mml_simd_kernels(MML_ISA_SCALAR);
     test_dispatch();
+    test_crc();
     printf("best ISA: %s\n", mml_isa_name(mml_simd_best()));
     for (int i = 0; i < MML_ISA_COUNT; i++) {
         const mml_kernels_t *k = mml_simd_kernels((mml_isa)i);
