@@ -597,7 +597,9 @@ typedef struct mml__gemm_isa {
     int mr;                   /* rows per micro-kernel (<= MML__GEMM_MR_MAX) */
     int w;                    /* floats per vector: panels are 2w columns, the last w when it fits */
     int b_bytes, k_step;      /* packed B: bytes per element; a panel's k rounded up to k_step */
-    const mml__uk_fn *uk;     /* [rowmode][nv-1][mr-1]; rowmode 1: A rows in place, 0: A^T */
+    /* [mode][nv-1][mr-1]; mode 0: A^T, 1: A rows in place, 2: rows in place with
+     * the bias/ReLU epilogue (ISAs with a packed layout of their own) */
+    const mml__uk_fn *uk;
     mml__pack_b_fn pack_b[2]; /* [b_trans] */
     /* A^T sliver A[k*lda + i] (i < mr) -> pa[k*mr_isa + i]; NULL: read A^T in place */
     void (*pack_a)(int kc, int mr, const float *a, int64_t lda, float *pa);
@@ -629,7 +631,8 @@ static inline int mml__panel_cols(const mml__gemm_isa *d, int nc) {
 static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const float *A,
                             int64_t lda, int a_trans, const unsigned char *pb, float *C,
                             int64_t ldc, int load_c, const float *bias, int relu) {
-    const mml__uk_fn *uk = d->uk + (a_trans ? 0 : 2 * d->mr);
+    const mml__uk_fn *uk = d->uk + (bias || relu ? 4 : a_trans ? 0 : 2) * d->mr;
+    const int64_t vec_bytes = mml__panel_bytes(d, kc, d->w); /* a panel W columns wide */
     for (int ic = 0; ic < M; ic += d->mr) {
         const int mr = mml__mini(M - ic, d->mr);
         const float *a = a_trans ? A + ic : A + (int64_t)ic * lda;
@@ -644,7 +647,7 @@ static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const
             const int w = mml__mini(nc - j0, 2 * d->w), nv = w > d->w ? 2 : 1;
             uk[(nv - 1) * d->mr + mr - 1](kc, a, la, p, C + (int64_t)ic * ldc + j0, ldc, w, load_c,
                                           bias ? bias + j0 : NULL, relu);
-            p += mml__panel_bytes(d, kc, nv * d->w);
+            p += vec_bytes * nv;
         }
     }
 }
@@ -892,21 +895,22 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
 /* One vector of output: + C, + bias, ReLU, in that order, then the store. */
 #define MML__UK_OUT(S, v, p, m, bv)                                                   \
     if (load_c) v = mml__vadd_##S(v, mml__vld_##S(m, p));                             \
-    if (bias) v = mml__vadd_##S(v, bv);                                               \
-    if (relu) v = mml__vrelu_##S(v);                                                  \
+    if (EPI_ && bias) v = mml__vadd_##S(v, bv);                                       \
+    if (EPI_ && relu) v = mml__vrelu_##S(v);                                          \
     mml__vst_##S(p, m, v);
 #define MML__UK_STORE(r, S)                                                           \
     if (MR_ > r) {                                                                    \
         MML__UK_OUT(S, c##r##0, c + r * ldc, m0, bv0)                                 \
         if (NV_ > 1) { MML__UK_OUT(S, c##r##1, c + r * ldc + W_, m1, bv1) }           \
     }
-/* Micro-kernel MR x (W*NV) of ISA S (mml__uk_fn). RM 1: row r of A at
- * a + r*lda, k stride 1; RM 0: A^T, element (r, k) at a + k*lda + r. */
-#define MML__UK(S, MR, NV, RM)                                                        \
-    MML__ATTR_##S static void mml__uk_##MR##_##NV##_##RM##_##S(                       \
+/* Micro-kernel MR x (W*NV) of ISA S (mml__uk_fn). MODE 0: A^T, element (r, k)
+ * at a + k*lda + r; 1: row r of A at a + r*lda, k stride 1; 2: as 1, then the
+ * bias and ReLU (the other modes leave them out of their stores). */
+#define MML__UK(S, MR, NV, MODE)                                                      \
+    MML__ATTR_##S static void mml__uk_##MR##_##NV##_##MODE##_##S(                     \
         int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
         int w, int load_c, const float *bias, int relu) {                             \
-        enum { MR_ = MR, NV_ = NV, RM_ = RM, W_ = MML__W_##S };                       \
+        enum { MR_ = MR, NV_ = NV, RM_ = MODE != 0, EPI_ = MODE == 2, W_ = MML__W_##S }; \
         const float *b = (const float *)bp, *ap = a;                                  \
         MML__R12(MML__UK_DECL, S)                                                     \
         for (int k = 0; k < kc; k++) {                                                \
@@ -918,11 +922,13 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
             ap += RM_ ? 1 : lda;                                                      \
         }                                                                             \
         const mml__vm_##S m0 = mml__vmask_##S(w), m1 = mml__vmask_##S(w - W_);        \
-        const mml__vf_##S bv0 = bias ? mml__vld_##S(m0, bias) : mml__vzero_##S();     \
-        const mml__vf_##S bv1 = bias && NV_ > 1 ? mml__vld_##S(m1, bias + W_) : bv0;  \
+        const mml__vf_##S bv0 = EPI_ && bias ? mml__vld_##S(m0, bias) : mml__vzero_##S(); \
+        const mml__vf_##S bv1 = EPI_ && bias && NV_ > 1 ? mml__vld_##S(m1, bias + W_) : bv0; \
+        (void)relu;                                                                   \
         MML__R12(MML__UK_STORE, S)                                                    \
     }
-/* X(S, mr, nv, rowmode) for every micro-kernel of S, in table order. */
+/* X(S, mr, nv, mode) for every micro-kernel of S, in table order; S has
+ * MML__UK_MODES_S modes (3 with a packed layout of its own, else 2). */
 #define MML__UPTO6(X, S, NV, RM)                                                      \
     X(S, 1, NV, RM) X(S, 2, NV, RM) X(S, 3, NV, RM) X(S, 4, NV, RM) X(S, 5, NV, RM) X(S, 6, NV, RM)
 #define MML__UPTO8(X, S, NV, RM) MML__UPTO6(X, S, NV, RM) X(S, 7, NV, RM) X(S, 8, NV, RM)
@@ -930,14 +936,18 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
     MML__UPTO8(X, S, NV, RM) X(S, 9, NV, RM) X(S, 10, NV, RM) X(S, 11, NV, RM) X(S, 12, NV, RM)
 #define MML__UPTO(N) MML__UPTO_(N)
 #define MML__UPTO_(N) MML__UPTO##N
-#define MML__UK_EACH(X, S)                                                            \
+#define MML__UK_EACH2(X, S)                                                           \
     MML__UPTO(MML__MR_##S)(X, S, 1, 0) MML__UPTO(MML__MR_##S)(X, S, 2, 0)             \
     MML__UPTO(MML__MR_##S)(X, S, 1, 1) MML__UPTO(MML__MR_##S)(X, S, 2, 1)
-#define MML__UK_PTR(S, MR, NV, RM) mml__uk_##MR##_##NV##_##RM##_##S,
+#define MML__UK_EACH3(X, S)                                                           \
+    MML__UK_EACH2(X, S) MML__UPTO(MML__MR_##S)(X, S, 1, 2) MML__UPTO(MML__MR_##S)(X, S, 2, 2)
+#define MML__UK_EACH(N) MML__UK_EACH_(N)
+#define MML__UK_EACH_(N) MML__UK_EACH##N
+#define MML__UK_PTR(S, MR, NV, MODE) mml__uk_##MR##_##NV##_##MODE##_##S,
 /* S's micro-kernels and their table mml__uk_S. */
 #define MML__GEMM_UKERNELS(S)                                                         \
-    MML__UK_EACH(MML__UK, S)                                                          \
-    static const mml__uk_fn mml__uk_##S[] = {MML__UK_EACH(MML__UK_PTR, S)};
+    MML__UK_EACH(MML__UK_MODES_##S)(MML__UK, S)                                       \
+    static const mml__uk_fn mml__uk_##S[] = {MML__UK_EACH(MML__UK_MODES_##S)(MML__UK_PTR, S)};
 
 /* B[kc, nc] (row-major) -> k-major panels of 2W columns (the last W wide when
  * it fits), zero-padded. */
@@ -1260,6 +1270,7 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
 #define MML__ATTR_avx2 __attribute__((target("avx2,fma")))
 #define MML__W_avx2 8
 #define MML__MR_avx2 6 /* 6 x 16 micro-kernel: 12 ymm accumulators */
+#define MML__UK_MODES_avx2 2
 
 MML__ATTR_avx2 __m256 Sleef_expf8_u10avx2(__m256);
 MML__ATTR_avx2 __m256 Sleef_log1pf8_u10avx2(__m256);
@@ -1317,6 +1328,7 @@ MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM
 #define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 #define MML__W_avx512 16
 #define MML__MR_avx512 12 /* 12 x 32 micro-kernel: 24 zmm accumulators */
+#define MML__UK_MODES_avx512 3
 /* GCC 12 in C++ mode warns inside its own AVX-512 headers (_mm512_undefined_ps,
  * GCC bug 105593); silence that one warning for this chapter. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -1583,6 +1595,7 @@ MML__GEMM_ISA(avx512, mml__pack_a_avx512, mml__gemm_smallm_avx512, 2) MML__GEMM_
 #define MML__ATTR_neon
 #define MML__W_neon 4
 #define MML__MR_neon 8 /* 8 x 8 micro-kernel: 16 q accumulators */
+#define MML__UK_MODES_neon 2
 
 float32x4_t Sleef_expf4_u10advsimd(float32x4_t);
 float32x4_t Sleef_log1pf4_u10advsimd(float32x4_t);
