@@ -114,8 +114,9 @@ typedef struct step_run {
     float *grad[MAXW]; /* each step's summed gradients [STEPS][n_floats] */
 } step_run;
 
-/* The summed gradients of batch b as a step sees them before Adam, into g;
- * the model is left as before (the step proper follows). */
+/* The summed gradients of batch b as a step sees them before Adam, into g,
+ * then cleared: the step proper follows (the only trace is that the batch's
+ * embedding rows are already brought up to date, which the step does first). */
 static mml_status step_grads(mml_model_t *m, const mml_batch_t *b, float *g) {
     double l;
     mml_status st = mml__step_gradients(m, b, &l);
@@ -219,6 +220,7 @@ static void test_steps(void) {
             float *gref = (float *)malloc((size_t)ref->n_floats * sizeof(float));
             for (int r = 0; r < world; r++) {
                 s->grad[r] = (float *)malloc(gbytes);
+                if (!s->grad[r] || !gref) abort();
                 s->m[r] = make_model(&c);
                 s->ep[r] = (endpoint){&s->t, r};
                 CHECK_OK(mml_model_set_phase(s->m[r], tc->phase, tc->expert));
