@@ -66,6 +66,13 @@
  * cfg.max_batch) are allocated once at creation, 64-byte aligned. Training
  * steps and predictions allocate nothing.
  *
+ * DATA. mml_data_load reads a prepared set (docs/DATA.md); mml_data_split
+ * and mml_data_save_prepared make one from samples in memory. The recipes
+ * that read public raw data sets (MovieLens-1M/-100K, Tianchi Taobao theme
+ * data, a Taobao-format generator) are not part of the library: they live in
+ * examples/mml_recipes.h, included after the implementation by
+ * moemlora-prepare, the tests and the fuzzers.
+ *
  * FILES. Every write is atomic (temp file, fsync, rename, directory fsync), so
  * a crash or a full disk never loses an existing file. Checkpoints carry CRC32C
  * per section and are validated before use (docs/FORMAT.md).
@@ -129,7 +136,8 @@ typedef enum mml_status {
     MML_ERR_IO = 3,       /* open/read/write/rename failed */
     MML_ERR_FORMAT = 4,   /* malformed input file (error names file:line) */
     MML_ERR_ISA = 5,      /* forced ISA not supported by this CPU */
-    MML_ERR_STATE = 6     /* call not valid in the current state */
+    MML_ERR_STATE = 6,    /* call not valid in the current state */
+    MML_ERR_FINISHED = 7  /* mml_fit: the model's fit has already run to its end */
 } mml_status;
 
 /* The reason for the last failing call on this thread ("" if none). */
@@ -213,8 +221,11 @@ typedef struct mml_data_t {
     float *user_emb, *item_emb;            /* [n_users, dim], [n_items, dim] or NULL */
 } mml_data_t;
 
-/* Loads a prepared dataset: DIR/data.mmlc (binary cache) if present, else the
- * CSV layout DIR/meta.txt + DIR/domain_<k>/{train,val,test}.csv. */
+/* Loads a prepared dataset: DIR/data.mmlc (binary cache) when it is current,
+ * else the CSV layout DIR/meta.txt + DIR/domain_<k>/{train,val,test}.csv.
+ * The cache records the size and mtime of each file it was built from; if
+ * any differs or is gone, or the cache is of an older version, the CSVs are
+ * loaded (reporting their own errors) and the cache is rewritten from them. */
 MOEMLORA_API mml_status mml_data_load(const char *dir, mml_data_t *out);
 MOEMLORA_API void mml_data_free(mml_data_t *d);
 /* Per-domain stratified (by label) random 60/20/20 split of raw samples. */
@@ -230,50 +241,31 @@ MOEMLORA_API mml_status mml_data_split(int64_t n, const int32_t *uid, const int3
  *   DIR/meta.txt                        key=value lines (see docs/DATA.md)
  *   DIR/domain_<k>/{train,val,test}.csv header "uid,pid,domain,label"
  *   DIR/user_emb.bin, DIR/item_emb.bin  pretrained embeddings, when present
- *   DIR/data.mmlc                       binary cache (mml_data_save_cache)
- * mml_data_load prefers DIR/data.mmlc; mml_data_save_dir deletes a stale one.
+ *   DIR/data.mmlc                       binary cache (mml_data_save_prepared)
+ * mml_data_load prefers a current DIR/data.mmlc and rebuilds a stale one.
  *
  * All functions fill *out only on success (it is zeroed on failure) and report
  * the reason through mml_last_error(), naming file:line for malformed input. */
 
-/* Writes the CSV layout of d into dir (created if missing). Every file is
- * written atomically (temp + fsync + rename); meta.txt is written last. */
+/* Writes the CSV layout of d as the folder dir (created if missing). The set
+ * is built in a sibling folder "<dir>.tmp.<pid>.<n>" and swapped in as a
+ * whole (an atomic exchange on Linux), so dir holds the whole old set or the
+ * whole new one, never a mix, whatever fails or crashes midway. A dir that
+ * holds anything but a prepared set is refused (MML_ERR_IO, nothing
+ * changed); so is a set the free space cannot hold. */
 MOEMLORA_API mml_status mml_data_save_dir(const mml_data_t *d, const char *dir);
+/* The same, with the binary cache DIR/data.mmlc in the set when with_cache. */
+MOEMLORA_API mml_status mml_data_save_prepared(const mml_data_t *d, const char *dir, int with_cache);
 /* Loads only the CSV layout (ignores DIR/data.mmlc). Without meta.txt, reads
  * the paper repo's layout: consecutive domain_0, domain_1, ... folders, vocab
  * sizes inferred as max id + 1. */
 MOEMLORA_API mml_status mml_data_load_csv(const char *dir, mml_data_t *out);
-/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32. */
+/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32.
+ * Written alone it records no source files: mml_data_load then trusts it
+ * only in a folder without a CSV layout (else the CSVs win and the cache is
+ * rebuilt). mml_data_load_cache reads one without looking at its folder. */
 MOEMLORA_API mml_status mml_data_save_cache(const mml_data_t *d, const char *path);
 MOEMLORA_API mml_status mml_data_load_cache(const char *path, mml_data_t *out);
-
-/* MovieLens-1M (users.dat + ratings.dat or ratings.no-timestamp.dat, "::",
- * 3- or 4-field rating lines) or MovieLens-100K (u.user, u.occupation, u.data),
- * detected from the files in raw_dir. domain_kind: "gender" (F=0, M=1),
- * "age" (7 groups) or "occupation" (21). Label = (rating == 5). User and movie
- * ids are re-indexed densely in ascending order of the raw id, over the ids
- * that occur in the ratings. Then mml_data_split(seed) (the paper uses 123). */
-MOEMLORA_API mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind,
-                                           uint64_t seed, mml_data_t *out);
-
-/* Tianchi Taobao theme data: theme_click_log.csv, user_embedding.csv,
- * item_embedding.csv in raw_dir. Domains = the first n_themes (0 = all) theme
- * ids in ascending order among clicks whose user and item have embeddings;
- * positives = distinct clicked (user, item) per theme; per theme a ctr_ratio
- * uniform in [0.2, 0.5] and per user n_neg = round(n_pos / ctr_ratio)
- * negatives from the theme's item pool minus the user's clicks (capped at what
- * is left). Then mml_data_split(seed); pretrained embeddings attached. */
-MOEMLORA_API mml_status mml_taobao_load(const char *raw_dir, int n_themes, uint64_t seed,
-                                        mml_data_t *out);
-
-/* Writes a synthetic raw set in the Taobao theme format into dir (created if
- * missing): n_users / n_items with embeddings of dim floats, n_clicks click
- * lines over n_themes themes (a few users without embeddings, duplicates
- * included, as in the real data). Deterministic for a seed. */
-MOEMLORA_API mml_status mml_taobao_write_synthetic(const char *dir, int64_t n_users,
-                                                   int64_t n_items, int32_t n_themes,
-                                                   int64_t n_clicks, int32_t dim,
-                                                   uint64_t seed);
 
 /* // >>model --------------------------------------------------------------- */
 
@@ -295,38 +287,79 @@ typedef enum mml_gate_kind {
 } mml_gate_kind;
 
 #define MML_MAX_HIDDEN 8
+/* Most domains a config, a data set (synthetic or split) or a metrics record holds. */
+#define MML_MAX_DOMAINS 1024
+
+/* The config, described once: X(type, name, default, min, max, flag, help).
+ *   type     MODEL, ADAPTER, GATE (enums, written by name), I32, BOOL (0/1),
+ *            F32, U64, HIDDEN (the tower: n_hidden and hidden[], "256,128,64")
+ *   name     the member of mml_config_t, and its key in checkpoints
+ *   default  the value mml_config_default sets (HIDDEN: its text)
+ *   min,max  the valid range (checked by mml_model_create and mml_config_set)
+ *   flag     moemlora-train's flag ("" = none: set from the data)
+ * The struct, the defaults, the checks, the checkpoint keys and the
+ * trainer's flags and help are all made from this list; a new setting is
+ * one line here. */
+#define MML_CONFIG_FIELDS(X)                                                                                       \
+    X(MODEL, model, MML_MODEL_MLP, 0, MML_MODEL_COUNT - 1, "--model",                                               \
+      "mlp|wdl|deepfm|nfm|pnn|dcn|xdeepfm|autoint|fibinet: the base CTR model")                                   \
+    X(ADAPTER, adapter, MML_ADAPTER_MOE, 0, 2, "--adapter", "none|mlora|moe: the multi-domain adapter")              \
+    X(GATE, gate, MML_GATE_DOMAIN, 0, 1, "--gate", "domain|input: what the MoE gate sees (the paper's: domain)")    \
+    X(I32, n_users, 0, 0, 1 << 30, "", "users: ids 0..n_users-1")                                                   \
+    X(I32, n_items, 0, 0, 1 << 30, "", "items: ids 0..n_items-1")                                                   \
+    X(I32, n_domains, 0, 0, MML_MAX_DOMAINS, "", "domains: ids 0..n_domains-1")                                     \
+    X(I32, emb_dim, 8, 1, 1024, "--emb", "embedding dim (pretrained data: their dim)")                             \
+    X(BOOL, pretrained, 0, 0, 1, "", "user and item embeddings are given (mml_model_set_pretrained) and frozen")   \
+    X(I32, lora_reduce, 16, 0, 4096, "--lora-reduce", "adapter rank = max(d_out / lora_reduce, 1)")                 \
+    X(I32, lora_r, 0, 0, 1024, "--lora-r", "> 0: a fixed adapter rank instead")                                    \
+    X(I32, experts_per_domain, 1, 1, 256, "--experts-per-domain", "MoE experts per domain")                        \
+    X(I32, gate_dim, 4, 1, 256, "--gate-dim", "the domain gate's embedding size")                                  \
+    X(F32, dropout, 0.5f, 0.0f, 0.999f, "--dropout", "dropout on the base layers' output (training)")              \
+    X(F32, lr, 1e-3f, 1e-9f, 10.0f, "--lr", "Adam's learning rate")                                                \
+    X(F32, beta1, 0.9f, 0.0f, 0.999999f, "--beta1", "Adam's beta1")                                                \
+    X(F32, beta2, 0.999f, 0.0f, 0.999999f, "--beta2", "Adam's beta2")                                              \
+    X(F32, eps, 1e-7f, 1e-30f, 1.0f, "--eps", "Adam's epsilon")                                                    \
+    X(F32, weight_decay, 0.0f, 0.0f, 1.0f, "--weight-decay", "Adam's L2 weight decay")                             \
+    X(BOOL, lazy_adam, 0, 0, 1, "--lazy-adam", "embedding rows move only in the steps whose batch holds them")     \
+    X(I32, max_batch, 1024, 1, 1 << 20, "", "rows a step or a prediction chunk holds at most")                     \
+    X(I32, threads, 1, 1, 256, "--threads", "worker threads of a step")                                            \
+    X(U64, seed, 123, 0, 0, "--seed", "initialisation, dropout and shuffle seed")                                  \
+    X(HIDDEN, hidden, "256,128,64", 1, 8192, "--hidden", "the tower's units, comma-separated")
+
+#define MML__CFG_MEMBER(type, name, def, lo, hi, flag, help) MML__CFG_MEMBER_##type(name)
+#define MML__CFG_MEMBER_MODEL(name) mml_model_kind name;
+#define MML__CFG_MEMBER_ADAPTER(name) mml_adapter name;
+#define MML__CFG_MEMBER_GATE(name) mml_gate_kind name;
+#define MML__CFG_MEMBER_I32(name) int32_t name;
+#define MML__CFG_MEMBER_BOOL(name) int32_t name;
+#define MML__CFG_MEMBER_F32(name) float name;
+#define MML__CFG_MEMBER_U64(name) uint64_t name;
+#define MML__CFG_MEMBER_HIDDEN(name) int32_t n_##name; int32_t name[MML_MAX_HIDDEN];
 
 
 typedef struct mml_config_t {
-    mml_model_kind model;
-    mml_adapter adapter;
-    mml_gate_kind gate;
-    const mml_schema_t *schema;           /* the input fields; NULL: the paper's layout from */
-    int32_t n_users, n_items, n_domains;  /* these vocab sizes (ids 0..n-1) */
-    int32_t emb_dim;                      /* k; with pretrained embeddings their dim */
-    int32_t pretrained;                   /* 1: user/item embeddings are given and frozen */
-    int32_t n_hidden;
-    int32_t hidden[MML_MAX_HIDDEN];       /* tower units, default 256,128,64 */
-    int32_t lora_reduce;                  /* rank = max(d_out / lora_reduce, 1) */
-    int32_t lora_r;                       /* > 0: fixed rank instead */
-    int32_t experts_per_domain;           /* MoE: E = n_domains * experts_per_domain */
-    int32_t gate_dim;                     /* domain-gate embedding size (4) */
-    float dropout;                        /* on the base layers' output, training only */
-    float lr, beta1, beta2, eps, weight_decay;
-    int32_t lazy_adam;                    /* 1: embedding rows move only when touched */
-    int32_t max_batch;                    /* activations are sized for this */
-    int32_t threads;                      /* worker threads for train/predict (1 = none) */
-    uint64_t seed;
+    MML_CONFIG_FIELDS(MML__CFG_MEMBER)
+    const mml_schema_t *schema; /* the input fields; NULL: the paper's layout from n_users, n_items, n_domains */
 } mml_config_t;
 
-/* Defaults: MLP, MoE-MLoRA, domain gate, emb 8, tower 256-128-64, lora_reduce 16,
- * 1 expert per domain, gate_dim 4, dropout 0.5, Adam 1e-3 (0.9, 0.999, 1e-7),
- * max_batch 1024, 1 thread, seed 123. Vocab sizes must be set by the caller. */
+/* The defaults of MML_CONFIG_FIELDS: MLP, MoE-MLoRA, domain gate, emb 8,
+ * tower 256-128-64, lora_reduce 16, 1 expert per domain, gate_dim 4, dropout
+ * 0.5, Adam 1e-3 (0.9, 0.999, 1e-7), max_batch 1024, 1 thread, seed 123.
+ * Vocab sizes must be set by the caller. */
 MOEMLORA_API void mml_config_default(mml_config_t *c);
+/* Sets the setting named key (a name of MML_CONFIG_FIELDS) from its text,
+ * checked against its type and range; MML_ERR_ARG names the key, the value
+ * and what is valid. */
+MOEMLORA_API mml_status mml_config_set(mml_config_t *c, const char *key, const char *value);
+/* The setting named key as text (as a checkpoint stores it and
+ * mml_config_set reads it); the length, or -1 for an unknown key or a short buf. */
+MOEMLORA_API int mml_config_get(const mml_config_t *c, const char *key, char *buf, size_t n);
 MOEMLORA_API const char *mml_model_kind_name(mml_model_kind k);
 MOEMLORA_API int mml_model_kind_from_name(const char *s, mml_model_kind *out);
 MOEMLORA_API const char *mml_adapter_name(mml_adapter a);
 MOEMLORA_API int mml_adapter_from_name(const char *s, mml_adapter *out);
+MOEMLORA_API const char *mml_gate_name(mml_gate_kind g);
+MOEMLORA_API int mml_gate_from_name(const char *s, mml_gate_kind *out);
 
 typedef struct mml_model_t mml_model_t;
 
@@ -414,15 +447,19 @@ MOEMLORA_API double mml_logloss(int64_t n, const float *prob, const float *label
 
 typedef struct mml_metrics_t {
     int32_t n_domains;
-    int64_t n[64 + 1];          /* per domain (first min(n_domains,64)) */
-    double auc[64 + 1], logloss[64 + 1];
+    int64_t n[MML_MAX_DOMAINS];  /* per domain: rows, AUC (NaN: one class), log loss (NaN: no rows) */
+    double auc[MML_MAX_DOMAINS], logloss[MML_MAX_DOMAINS];
     double mean_auc;            /* mean of per-domain AUCs (domains with both classes) */
-    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d */
+    double weighted_auc;        /* sum_d n_d AUC_d / sum_d n_d over the same domains */
     double logloss_all;
     int64_t n_all;
 } mml_metrics_t;
-#define MML_METRICS_MAX_DOMAINS 64
+#define MML_METRICS_MAX_DOMAINS MML_MAX_DOMAINS /* the former name */
 
+/* Metrics of the model on a split of n_domains (1..MML_MAX_DOMAINS) domains;
+ * MML_ERR_ARG for a split whose dom_start is not 0 = dom_start[0] <= ... <=
+ * dom_start[n_domains] = s->n, MML_ERR_NOMEM when the AUC of a domain cannot
+ * get its sort buffer (never a silently missing domain). */
 MOEMLORA_API mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains,
                                      mml_metrics_t *out);
 
@@ -444,7 +481,13 @@ typedef struct mml_progress_t {
     double samples_per_s;
     double eta_s;            /* this epoch */
     double loss;             /* running mean training loss this epoch */
-    double val_auc;          /* EPOCH_END */
+    /* EPOCH_END: the stage's early-stopping criterion, chosen once per stage:
+     * "auc", the mean validation AUC over the domains (an expert: its own
+     * domain) where it is defined, when one of them has both classes; else
+     * "logloss", the validation log loss of the same rows (lower is better). */
+    const char *val_metric;
+    double val_score;        /* EPOCH_END: the criterion's value */
+    double val_auc;          /* EPOCH_END: the mean validation AUC (NaN if undefined) */
     int32_t improved;        /* EPOCH_END: best so far */
     const mml_metrics_t *test; /* PHASE_END */
 } mml_progress_t;
@@ -466,12 +509,31 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
 
 /* Runs the schedule of the model's adapter: base, MLoRA, or the three MoE
  * phases (backbone, each expert on its own domain, gate), each with early
- * stopping on validation AUC and the best parameters restored. *test receives
- * the final test metrics. A model loaded from a checkpoint written during a
- * fit continues that fit where it stopped (same data and options give the
- * same weights, bit for bit, as an uninterrupted run). */
+ * stopping on its validation criterion (mml_progress_t.val_metric) and the
+ * best parameters restored. *test receives the final test metrics.
+ * A model loaded from a checkpoint written during a fit continues that fit
+ * where it stopped (same data and options give the same weights, bit for bit,
+ * as an uninterrupted run). The checkpoint holds a fingerprint of the data
+ * (sizes and every row of the three splits) and the run options: other data,
+ * or another batch or seed, is MML_ERR_STATE naming the difference;
+ * max_epochs and patience may change (the stage in progress ends by the new
+ * ones). After a fit has run to its end, mml_fit on the model (or on a model
+ * loaded from its final checkpoint) is MML_ERR_FINISHED "already finished".
+ * Older checkpoints, written before the fingerprint, resume unchecked. */
 MOEMLORA_API mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
                                 mml_metrics_t *test);
+
+typedef enum mml_fit_state {
+    MML_FIT_NONE = 0,      /* no fit recorded: a new model, or saved outside mml_fit */
+    MML_FIT_STOPPED = 1,   /* a fit stopped midway (a checkpoint written by mml_fit) */
+    MML_FIT_FINISHED = 2,  /* a fit ran to its end */
+    MML_FIT_EXPORT = 3     /* loaded from an inference-only export: no training state */
+} mml_fit_state;
+
+/* What the model holds of mml_fit. For STOPPED and FINISHED, *opts (if not
+ * NULL) receives the defaults overwritten by the fit's batch, max_epochs,
+ * patience and seed (each 0 for an older checkpoint, which lacks them). */
+MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
 /* // >>checkpoints --------------------------------------------------------- */
 
@@ -535,9 +597,14 @@ MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #include "moemlora_simd.h"
 
@@ -558,9 +625,30 @@ int kill(pid_t pid, int sig);
 int clock_gettime(clockid_t clock_id, struct timespec *tp);
 #define MML__CLOCK_MONOTONIC 1 /* glibc's CLOCK_MONOTONIC on every target */
 #endif
+#if !defined(__USE_XOPEN_EXTENDED) && !defined(__USE_XOPEN2K)
+int lstat(const char *path, struct stat *st);
+ssize_t readlink(const char *path, char *buf, size_t n);
+#endif
+#if !defined(__USE_MISC)
+long syscall(long number, ...);
+#endif
 #ifdef __cplusplus
 }
 #endif
+#endif
+/* A file's modification time (struct stat spells it per system and mode). */
+#if defined(__APPLE__)
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtimespec.tv_sec)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtimespec.tv_nsec)
+#elif defined(__GLIBC__) && !defined(__USE_XOPEN2K8)
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtime)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtimensec)
+#else
+#define MML__MTIME_S(st) ((int64_t)(st).st_mtim.tv_sec)
+#define MML__MTIME_NS(st) ((int64_t)(st).st_mtim.tv_nsec)
+#endif
+#if defined(__linux__) && !defined(AT_FDCWD)
+#define AT_FDCWD -100 /* Linux's, hidden from <fcntl.h> in strict ISO modes */
 #endif
 #if !defined(MML__CLOCK_MONOTONIC) && defined(CLOCK_MONOTONIC)
 #define MML__CLOCK_MONOTONIC CLOCK_MONOTONIC
@@ -569,11 +657,6 @@ int clock_gettime(clockid_t clock_id, struct timespec *tp);
 #error "moemlora.h: <time.h> hides clock_gettime in this mode: define _POSIX_C_SOURCE 200809L before the first #include"
 #endif
 
-#ifdef __cplusplus
-#define MML_THREAD_LOCAL thread_local
-#else
-#define MML_THREAD_LOCAL _Thread_local
-#endif
 
 #if defined(__GNUC__)
 #define MML__UNUSED __attribute__((unused))
@@ -588,7 +671,7 @@ int clock_gettime(clockid_t clock_id, struct timespec *tp);
 
 // >>errors -----------------------------------------------------------------
 
-static MML_THREAD_LOCAL char mml__errbuf[512];
+static MML__TLS char mml__errbuf[512];
 
 const char *mml_last_error(void) { return mml__errbuf; }
 
@@ -656,6 +739,17 @@ typedef struct mml__afile {
     unsigned char buf[1 << 16];
 } mml__afile;
 
+/* 1 if s is ".tmp.<pid>.<n>" (the suffix of a temporary) and that process
+ * is gone. */
+static int mml__tmp_of_gone(const char *s) {
+    char *end;
+    long pid;
+    if (strncmp(s, ".tmp.", 5) != 0) return 0;
+    pid = strtol(s + 5, &end, 10);
+    if (end == s + 5 || pid <= 0 || (*end && *end != '.')) return 0;
+    return pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 /* Temporary files are "<path>.tmp.<pid>.<n>". A writer killed mid-write
  * leaves one behind; the next writer of the same path removes those whose
  * process is gone. */
@@ -673,11 +767,7 @@ static void mml__remove_stale_tmps(const char *path) {
     struct dirent *e;
     while ((e = readdir(dh)) != NULL) {
         const char *n = e->d_name;
-        if (strncmp(n, base, bn) != 0 || strncmp(n + bn, ".tmp.", 5) != 0) continue;
-        char *end;
-        long pid = strtol(n + bn + 5, &end, 10);
-        if (end == n + bn + 5 || pid <= 0 || (*end && *end != '.')) continue;
-        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        if (strncmp(n, base, bn) != 0 || !mml__tmp_of_gone(n + bn)) continue;
         char full[2300];
         snprintf(full, sizeof full, "%s/%s", dir, n);
         unlink(full);
@@ -860,15 +950,10 @@ static void mml__shuffle_i64(int64_t *a, int64_t n, uint64_t *s) {
  * Pair order everywhere: (0,1), (0,2), ..., (0,F-1), (1,2), ..., (F-2,F-1), as
  * itertools.combinations, so P = F(F-1)/2 pairs. */
 
-#if defined(__GNUC__) || defined(__clang__)
-#define MML__LAYER static __attribute__((unused))
-#else
-#define MML__LAYER static
-#endif
 
 #define MML__IX(a, b) ((int64_t)(a) * (int64_t)(b))
 
-MML__LAYER int mml__n_pairs(int F) { return F * (F - 1) / 2; }
+static MML__UNUSED int mml__n_pairs(int F) { return F * (F - 1) / 2; }
 
 /* ---- linear (wide) logit ------------------------------------------------ */
 
@@ -885,7 +970,7 @@ typedef struct mml__wide {
 } mml__wide;
 
 /* Sum of the weights of row b's valid ids in a list of n, and their count. */
-MML__LAYER float mml__list_sum(const int32_t *ids, int n, const float *w, int *count) {
+static MML__UNUSED float mml__list_sum(const int32_t *ids, int n, const float *w, int *count) {
     float s = 0.0f;
     int c = 0;
     for (int j = 0; j < n; j++)
@@ -894,7 +979,7 @@ MML__LAYER float mml__list_sum(const int32_t *ids, int n, const float *w, int *c
     return s;
 }
 
-MML__LAYER void mml__linear_forward(int B, const mml__wide *in, const float *const *w, const float *wn,
+static MML__UNUSED void mml__linear_forward(int B, const mml__wide *in, const float *const *w, const float *wn,
                                     const float *bias, float *out) {
     for (int b = 0; b < B; b++) {
         float s = bias ? bias[0] : 0.0f;
@@ -911,7 +996,7 @@ MML__LAYER void mml__linear_forward(int B, const mml__wide *in, const float *con
 
 /* dout: [B] -> dw[f][id] += (sparse, samples in order), dwn +=, dbias[0] +=
  * sum dout. dwn and dbias may be NULL (not trained / no bias). */
-MML__LAYER void mml__linear_backward(int B, const mml__wide *in, const float *dout, float *const *dw, float *dwn,
+static MML__UNUSED void mml__linear_backward(int B, const mml__wide *in, const float *dout, float *const *dw, float *dwn,
                                      float *dbias) {
     float db = 0.0f;
     for (int b = 0; b < B; b++) {
@@ -934,7 +1019,7 @@ MML__LAYER void mml__linear_backward(int B, const mml__wide *in, const float *do
 /* ---- FM second order and bi-interaction pooling -------------------------- */
 
 /* s[b, :] = sum_f emb[b, f, :] */
-MML__LAYER void mml__field_sum(int B, int F, int k, const float *emb, float *s) {
+static MML__UNUSED void mml__field_sum(int B, int F, int k, const float *emb, float *s) {
     for (int b = 0; b < B; b++) {
         float *sb = s + MML__IX(b, k);
         const float *e = emb + MML__IX(b, F) * k;
@@ -944,14 +1029,14 @@ MML__LAYER void mml__field_sum(int B, int F, int k, const float *emb, float *s) 
     }
 }
 
-MML__LAYER size_t mml__bi_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
-MML__LAYER size_t mml__fm_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
+static MML__UNUSED size_t mml__bi_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
+static MML__UNUSED size_t mml__fm_act_floats(int B, int k) { return (size_t)B * (size_t)k; }
 
 /* Bi-interaction pooling (NFM).
  * emb: [B, F, k] -> out: [B, k] with row stride ldo >= k (the tower input may
  * hold more after it), out[b,d] = 0.5*((sum_f e)^2 - sum_f e^2)
  * act: [B, k] (field sums). */
-MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *out, int ldo, float *act) {
+static MML__UNUSED void mml__bi_forward(int B, int F, int k, const float *emb, float *out, int ldo, float *act) {
     mml__field_sum(B, F, k, emb, act);
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
@@ -964,7 +1049,7 @@ MML__LAYER void mml__bi_forward(int B, int F, int k, const float *emb, float *ou
 }
 
 /* dout: [B, k] (row stride ldo) -> demb: [B, F, k] +=  (d e_fd = dout_d * (s_d - e_fd)) */
-MML__LAYER void mml__bi_backward(int B, int F, int k, const float *emb, const float *act,
+static MML__UNUSED void mml__bi_backward(int B, int F, int k, const float *emb, const float *act,
                                  const float *dout, int ldo, float *demb) {
     for (int b = 0; b < B; b++) {
         const float *s = act + MML__IX(b, k), *g = dout + MML__IX(b, ldo);
@@ -979,7 +1064,7 @@ MML__LAYER void mml__bi_backward(int B, int F, int k, const float *emb, const fl
 /* FM second-order term (DeepFM).
  * emb: [B, F, k] -> out: [B] (the [B,1] term) = sum_d of bi-interaction
  * act: [B, k] (field sums). */
-MML__LAYER void mml__fm_forward(int B, int F, int k, const float *emb, float *out, float *act) {
+static MML__UNUSED void mml__fm_forward(int B, int F, int k, const float *emb, float *out, float *act) {
     mml__field_sum(B, F, k, emb, act);
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k, *s = act + MML__IX(b, k);
@@ -991,7 +1076,7 @@ MML__LAYER void mml__fm_forward(int B, int F, int k, const float *emb, float *ou
 }
 
 /* dout: [B] -> demb: [B, F, k] += */
-MML__LAYER void mml__fm_backward(int B, int F, int k, const float *emb, const float *act,
+static MML__UNUSED void mml__fm_backward(int B, int F, int k, const float *emb, const float *act,
                                  const float *dout, float *demb) {
     for (int b = 0; b < B; b++) {
         const float *s = act + MML__IX(b, k);
@@ -1008,7 +1093,7 @@ MML__LAYER void mml__fm_backward(int B, int F, int k, const float *emb, const fl
 /* emb: [B, F, k] -> out: [B, P] with row stride ldo >= P (so the products can
  * land right after the flattened embeddings in the tower input).
  * out[b, p] = <e_i, e_j> for the p-th pair (i<j). No act, no ws. */
-MML__LAYER void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
+static MML__UNUSED void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
                                    float *out, int ldo) {
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k;
@@ -1020,7 +1105,7 @@ MML__LAYER void mml__inner_forward(const mml_kernels_t *K, int B, int F, int k, 
 }
 
 /* dout: [B, P] (row stride ldo) -> demb: [B, F, k] += */
-MML__LAYER void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
+static MML__UNUSED void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k, const float *emb,
                                     const float *dout, int ldo, float *demb) {
     for (int b = 0; b < B; b++) {
         const float *e = emb + MML__IX(b, F) * k;
@@ -1038,14 +1123,14 @@ MML__LAYER void mml__inner_backward(const mml_kernels_t *K, int B, int F, int k,
 /* ---- cross network (DCN, vector parameterization) ------------------------ */
 
 /* act: x_1 .. x_{L-1} [L-1, B, D], then s_l = x_l . w_l [L, B] */
-MML__LAYER size_t mml__cross_act_floats(int B, int D, int L) {
+static MML__UNUSED size_t mml__cross_act_floats(int B, int D, int L) {
     return (size_t)(L - 1) * (size_t)B * (size_t)D + (size_t)L * (size_t)B;
 }
-MML__LAYER size_t mml__cross_ws_floats(int B, int D) { return (size_t)B * (size_t)D; }
+static MML__UNUSED size_t mml__cross_ws_floats(int B, int D) { return (size_t)B * (size_t)D; }
 
 /* x0: [B, D]  w: [L, D]  bias: [L, D]  -> out: [B, D] = x_L, where
  * x_{l+1} = x_0 * (x_l . w_l) + bias_l + x_l. L >= 1. No ws. */
-MML__LAYER void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
+static MML__UNUSED void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
                                    const float *w, const float *bias, float *out, float *act) {
     float *s = act + MML__IX(L - 1, B) * D;
     for (int l = 0; l < L; l++) {
@@ -1064,7 +1149,7 @@ MML__LAYER void mml__cross_forward(const mml_kernels_t *K, int B, int D, int L, 
 
 /* dout: [B, D] -> dx0: [B, D] +=, dw: [L, D] +=, dbias: [L, D] +=
  * ws: [B, D] (the running gradient of x_l). */
-MML__LAYER void mml__cross_backward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
+static MML__UNUSED void mml__cross_backward(const mml_kernels_t *K, int B, int D, int L, const float *x0,
                                     const float *w, const float *act, const float *dout,
                                     float *dx0, float *dw, float *dbias, float *ws) {
     const float *s = act + MML__IX(L - 1, B) * D;
@@ -1105,7 +1190,7 @@ typedef struct mml__cin_layer {
 
 /* Layer h's geometry: parameter offsets, its Y offset in act (after X0t) and
  * its first column in the pooled output. */
-MML__LAYER mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *sizes,
+static MML__UNUSED mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *sizes,
                                     int split_half, int h) {
     mml__cin_layer g = {F, 0, 0, 0, 0, 0, MML__IX(B, k) * F, 0};
     for (int i = 0;; i++) {
@@ -1123,25 +1208,25 @@ MML__LAYER mml__cin_layer mml__cin_geom(int B, int F, int k, int L, const int *s
 }
 
 /* Width of the pooled output (64 + 128 = 192 for (128,128) split half). */
-MML__LAYER int mml__cin_fmap_sum(int L, const int *sizes, int split_half) {
+static MML__UNUSED int mml__cin_fmap_sum(int L, const int *sizes, int split_half) {
     mml__cin_layer g = mml__cin_geom(1, 1, 1, L, sizes, split_half, L - 1);
     return (int)g.pool_off + g.h - g.d0;
 }
 /* Offset of W_h (bias_h follows it at + H_h*H_{h-1}*F) in the packed block;
  * h = L gives the offset of w_out. */
-MML__LAYER size_t mml__cin_param_offset(int F, int L, const int *sizes, int split_half, int h) {
+static MML__UNUSED size_t mml__cin_param_offset(int F, int L, const int *sizes, int split_half, int h) {
     if (h >= L) {
         mml__cin_layer g = mml__cin_geom(1, F, 1, L, sizes, split_half, L - 1);
         return (size_t)(g.b_off + g.h);
     }
     return (size_t)mml__cin_geom(1, F, 1, L, sizes, split_half, h).w_off;
 }
-MML__LAYER size_t mml__cin_param_floats(int F, int L, const int *sizes, int split_half) {
+static MML__UNUSED size_t mml__cin_param_floats(int F, int L, const int *sizes, int split_half) {
     return mml__cin_param_offset(F, L, sizes, split_half, L) +
            (size_t)mml__cin_fmap_sum(L, sizes, split_half);
 }
 /* act: X0t [B*k, F], Y_h [B*k, H_h] for each layer (after ReLU), pooled [B, fmap_sum] */
-MML__LAYER size_t mml__cin_act_floats(int B, int F, int k, int L, const int *sizes,
+static MML__UNUSED size_t mml__cin_act_floats(int B, int F, int k, int L, const int *sizes,
                                       int split_half) {
     mml__cin_layer g = mml__cin_geom(B, F, k, L, sizes, split_half, L - 1);
     return (size_t)(g.y_off + MML__IX(B, k) * g.h) +
@@ -1149,7 +1234,7 @@ MML__LAYER size_t mml__cin_act_floats(int B, int F, int k, int L, const int *siz
 }
 /* ws: Z/dZ [B*k, max C], dY [B*k, max H], dH [B*k, max H], dX0t [B*k, F],
  * dpooled [B, fmap_sum] (forward uses only Z). */
-MML__LAYER size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *sizes,
+static MML__UNUSED size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *sizes,
                                      int split_half) {
     int64_t cmax = 0, hmax = 0;
     for (int h = 0; h < L; h++) {
@@ -1162,7 +1247,7 @@ MML__LAYER size_t mml__cin_ws_floats(int B, int F, int k, int L, const int *size
 }
 
 /* Z[r, j*hp + i] = X0t[r, j] * Xp[r, i] for every row r of B*k. */
-MML__LAYER void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, const float *xp,
+static MML__UNUSED void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, const float *xp,
                            int ldp, float *z) {
     int64_t C = MML__IX(hp, F);
     for (int64_t r = 0; r < rows; r++) {
@@ -1175,7 +1260,7 @@ MML__LAYER void mml__cin_outer(int64_t rows, int F, int hp, const float *x0t, co
 
 /* emb: [B, F, k]  params: packed (above) -> out: [B] (the CIN logit, [B,1])
  * act: see mml__cin_act_floats; ws: see mml__cin_ws_floats. */
-MML__LAYER void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, int L,
+static MML__UNUSED void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, int L,
                                  const int *sizes, int split_half, const float *emb,
                                  const float *params, float *out, float *act, float *ws) {
     int64_t rows = MML__IX(B, k);
@@ -1209,7 +1294,7 @@ MML__LAYER void mml__cin_forward(const mml_kernels_t *K, int B, int F, int k, in
 
 /* dY of layer h before the ReLU: dH (from layer h+1) on the passed-on maps plus
  * dpooled broadcast over k on the output maps, then masked by Y > 0. */
-MML__LAYER void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer g, int fs,
+static MML__UNUSED void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer g, int fs,
                         const float *y, const float *dh, const float *dpooled, float *dy) {
     int64_t rows = MML__IX(B, k);
     for (int64_t r = 0; r < rows; r++) {
@@ -1222,7 +1307,7 @@ MML__LAYER void mml__cin_dy(const mml_kernels_t *K, int B, int k, mml__cin_layer
 }
 
 /* dout: [B] -> demb: [B, F, k] +=, dparams (packed like params) += */
-MML__LAYER void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, int L,
+static MML__UNUSED void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, int L,
                                   const int *sizes, int split_half, const float *params,
                                   const float *act, const float *dout, float *demb,
                                   float *dparams, float *ws) {
@@ -1280,18 +1365,18 @@ MML__LAYER void mml__cin_backward(const mml_kernels_t *K, int B, int F, int k, i
  * O_h = P V_h; out = relu(concat_h O_h + x Wr). HA = H*A. */
 
 /* act: Q, K, V [B*F, HA] each, then P [B, H, F, F] */
-MML__LAYER size_t mml__autoint_act_floats(int B, int F, int H, int A) {
+static MML__UNUSED size_t mml__autoint_act_floats(int B, int F, int H, int A) {
     return (size_t)(3 * MML__IX(B, F) * H * A + MML__IX(B, H) * F * F);
 }
 /* ws: forward: scores [B, H, F, F]; backward: dpre, dQ, dK, dV [B*F, HA], dP [F, F] */
-MML__LAYER size_t mml__autoint_ws_floats(int B, int F, int H, int A) {
+static MML__UNUSED size_t mml__autoint_ws_floats(int B, int F, int H, int A) {
     int64_t fwd = MML__IX(B, H) * F * F, bwd = 4 * MML__IX(B, F) * H * A + F * F;
     return (size_t)(fwd > bwd ? fwd : bwd);
 }
 
 /* x: [B, F, d_in]  Wq, Wk, Wv, Wr: [d_in, H*A] -> out: [B, F, H*A]
  * (backward needs x and out unchanged). */
-MML__LAYER void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d_in, int H,
+static MML__UNUSED void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d_in, int H,
                                      int A, const float *x, const float *Wq, const float *Wk,
                                      const float *Wv, const float *Wr, float *out, float *act,
                                      float *ws) {
@@ -1317,7 +1402,7 @@ MML__LAYER void mml__autoint_forward(const mml_kernels_t *K, int B, int F, int d
 }
 
 /* dS = P ⊙ (dP - rowsum(P ⊙ dP)), in place over dP [F, F] */
-MML__LAYER void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
+static MML__UNUSED void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
     for (int i = 0; i < F; i++) {
         const float *pi = p + MML__IX(i, F);
         float *gi = dp + MML__IX(i, F), s = 0.0f;
@@ -1327,7 +1412,7 @@ MML__LAYER void mml__softmax_rows_bwd(int F, const float *p, float *dp) {
 }
 
 /* dout: [B, F, H*A] -> dx: [B, F, d_in] +=, dWq, dWk, dWv, dWr: [d_in, H*A] += */
-MML__LAYER void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int d_in, int H,
+static MML__UNUSED void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int d_in, int H,
                                       int A, const float *x, const float *Wq, const float *Wk,
                                       const float *Wv, const float *Wr, const float *out,
                                       const float *act, const float *dout, float *dx,
@@ -1359,22 +1444,22 @@ MML__LAYER void mml__autoint_backward(const mml_kernels_t *K, int B, int F, int 
 /* ---- SENET (FiBiNET) ----------------------------------------------------- */
 
 /* R = max(1, F / reduction_ratio) */
-MML__LAYER int mml__senet_r(int F, int ratio) {
+static MML__UNUSED int mml__senet_r(int F, int ratio) {
     int r = ratio > 0 ? F / ratio : F;
     return r > 1 ? r : 1;
 }
 /* act: Z [B, F], A1 [B, R], A2 [B, F] */
-MML__LAYER size_t mml__senet_act_floats(int B, int F, int R) {
+static MML__UNUSED size_t mml__senet_act_floats(int B, int F, int R) {
     return (size_t)B * (size_t)(2 * F + R);
 }
 /* ws (backward): dA2 [B, F], dA1 [B, R], dZ [B, F] */
-MML__LAYER size_t mml__senet_ws_floats(int B, int F, int R) {
+static MML__UNUSED size_t mml__senet_ws_floats(int B, int F, int R) {
     return (size_t)B * (size_t)(2 * F + R);
 }
 
 /* emb: [B, F, k]  W1: [F, R]  W2: [R, F] -> out: [B, F, k]
  * Z = mean_k(emb); A1 = relu(Z W1); A2 = relu(A1 W2); out = emb * A2 per field. */
-MML__LAYER void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, int R,
+static MML__UNUSED void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, int R,
                                    const float *emb, const float *W1, const float *W2,
                                    float *out, float *act) {
     float *z = act, *a1 = z + MML__IX(B, F), *a2 = a1 + MML__IX(B, R);
@@ -1394,7 +1479,7 @@ MML__LAYER void mml__senet_forward(const mml_kernels_t *K, int B, int F, int k, 
 }
 
 /* dout: [B, F, k] -> demb: [B, F, k] +=, dW1: [F, R] +=, dW2: [R, F] += */
-MML__LAYER void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k, int R,
+static MML__UNUSED void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k, int R,
                                     const float *emb, const float *W1, const float *W2,
                                     const float *act, const float *dout, float *demb,
                                     float *dW1, float *dW2, float *ws) {
@@ -1417,16 +1502,16 @@ MML__LAYER void mml__senet_backward(const mml_kernels_t *K, int B, int F, int k,
 /* ---- bilinear interaction, type "interaction" (FiBiNET) ------------------ */
 
 /* act: T [B, P, k], T_p = e_i W_p */
-MML__LAYER size_t mml__bilinear_act_floats(int B, int F, int k) {
+static MML__UNUSED size_t mml__bilinear_act_floats(int B, int F, int k) {
     return (size_t)B * (size_t)mml__n_pairs(F) * (size_t)k;
 }
 /* ws (backward): dT [B, k] */
-MML__LAYER size_t mml__bilinear_ws_floats(int B, int k) { return (size_t)B * (size_t)k; }
+static MML__UNUSED size_t mml__bilinear_ws_floats(int B, int k) { return (size_t)B * (size_t)k; }
 
 /* emb: [B, F, k]  W: [P, k, k] (one matrix per pair) -> out: [B, P, k] with row
  * stride ldo >= P*k (FiBiNET's two branches write into one tower input),
  * out[b, p, :] = (e_i W_p) ⊙ e_j. */
-MML__LAYER void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int k,
+static MML__UNUSED void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int k,
                                       const float *emb, const float *W, float *out, int ldo,
                                       float *act) {
     int P = mml__n_pairs(F), Fk = F * k, Pk = P * k, p = 0;
@@ -1441,7 +1526,7 @@ MML__LAYER void mml__bilinear_forward(const mml_kernels_t *K, int B, int F, int 
 }
 
 /* dout: [B, P, k] (row stride ldo) -> demb: [B, F, k] +=, dW: [P, k, k] += */
-MML__LAYER void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int k,
+static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int k,
                                        const float *emb, const float *W, const float *act,
                                        const float *dout, int ldo, float *demb, float *dW,
                                        float *ws) {
@@ -1463,17 +1548,18 @@ MML__LAYER void mml__bilinear_backward(const mml_kernels_t *K, int B, int F, int
         }
 }
 /* Data chapter, implementation.
- * Contents: file and line helpers, an id hash map, mml_data_t memory, the
- * stratified split, the CSV layout (meta.txt + domain_<k>/{train,val,test}.csv), the binary
- * cache, MovieLens-100K/1M, Taobao theme data and its synthetic generator. */
+ * Contents: file and line helpers, mml_data_t memory, the stratified split,
+ * the CSV layout (meta.txt + domain_<k>/{train,val,test}.csv), the binary
+ * cache, the free-space check and the whole-set swap. The dataset recipes
+ * (examples/mml_recipes.h) are built on the file, line and field helpers,
+ * mml__set_name, mml__check_space and the atomic writer: they are included
+ * after this implementation and call those by name. */
 
 // >>data -------------------------------------------------------------------
 
-#include <sys/stat.h>
-#include <sys/types.h>
 
 #define MML__PATH_MAX 1024
-#define MML__CACHE_VERSION 1u
+#define MML__CACHE_VERSION 2u
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
 
@@ -1493,12 +1579,17 @@ static void mml__buf_free(mml__buf *b) {
 }
 
 /* Whole-file read: reading into one buffer is the fastest way to feed the
- * pointer-loop parsers below (files of a few GB fit in RAM on target boxes). */
-static mml_status mml__read_file(const char *path, mml__buf *b) {
+ * pointer-loop parsers below (files of a few GB fit in RAM on target boxes).
+ * The type is checked before opening (opening a FIFO would wait for a
+ * writer); *st_out (may be NULL) gets the file's status as of the read. */
+static mml_status mml__read_file_st(const char *path, mml__buf *b, struct stat *st_out) {
     struct stat st;
     size_t n, got = 0;
     b->p = NULL;
     b->n = 0;
+    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: is a directory, not a file", path);
+    if (!S_ISREG(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
     int fd = open(path, O_RDONLY); /* not fopen: fileno is hidden in strict ISO modes */
     if (fd < 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -1524,8 +1615,10 @@ static mml_status mml__read_file(const char *path, mml__buf *b) {
     }
     b->p[n] = 0;
     b->n = n;
+    if (st_out) *st_out = st;
     return MML_OK;
 }
+static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, b, NULL); }
 
 static int mml__is_file(const char *path) {
     struct stat st;
@@ -1676,180 +1769,48 @@ static int mml__to_i64(const char *s, const char *e, int64_t *v) {
     return 1;
 }
 
-/* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
- * mantissa of up to 19 significant digits times an exact power of ten, then
- * rounded to float: within 1 ulp of strtof, ~10x faster. */
-static const char *mml__parse_f32(const char *p, const char *e, float *out) {
-    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    int neg = 0, digits = 0, sig = 0;
-    int64_t ex = 0;
-    uint64_t m = 0;
-    double v;
-    if (p < e && (*p == '-' || *p == '+')) neg = *p++ == '-';
-    while (p < e && (unsigned)(*p - '0') <= 9) {
-        if (sig < 19) {
-            m = m * 10 + (uint64_t)(*p - '0');
-            if (m) sig++;
-        } else {
-            ex++;
-        }
-        digits++;
-        p++;
-    }
-    if (p < e && *p == '.') {
-        p++;
-        while (p < e && (unsigned)(*p - '0') <= 9) {
-            if (sig < 19) {
-                m = m * 10 + (uint64_t)(*p - '0');
-                if (m) sig++;
-                ex--;
-            }
-            digits++;
-            p++;
-        }
-    }
-    if (!digits) return NULL;
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        int eneg = 0, ed = 0;
-        int64_t x = 0;
-        p++;
-        if (p < e && (*p == '-' || *p == '+')) eneg = *p++ == '-';
-        while (p < e && (unsigned)(*p - '0') <= 9) {
-            if (x < 100000) x = x * 10 + (*p - '0');
-            ed++;
-            p++;
-        }
-        if (!ed) return NULL;
-        ex += eneg ? -x : x;
-    }
-    v = (double)m;
-    if (m == 0) v = 0;
-    else if (ex >= 0 && ex <= 22) v *= p10[ex];
-    else if (ex < 0 && ex >= -22) v /= p10[-ex];
-    else v *= pow(10.0, (double)ex);
-    if (!(fabs(v) <= 3.4028234663852886e38)) return NULL; /* inf, overflow */
-    *out = (float)(neg ? -v : v);
-    return p;
+static int mml__all_digits(const char *s, const char *e) {
+    if (s == e) return 0;
+    for (; s < e; s++)
+        if ((unsigned)(*s - '0') > 9) return 0;
+    return 1;
 }
 
-/* ---- hash map from raw ids (>= 0) to int64 values ---- */
-
-typedef struct mml__slot {
-    int64_t key; /* -1 = empty */
-    int64_t val;
-} mml__slot;
-
-/* Key and value share a slot so a lookup touches one cache line. */
-typedef struct mml__imap {
-    mml__slot *s;
-    uint64_t cap, n;
-} mml__imap;
-
-static uint64_t mml__mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
+/* A number as it stands in the file, shortened for messages. */
+static const char *mml__num(const char *s, const char *e, char *buf, size_t cap) {
+    int n = (int)(e - s) < 30 ? (int)(e - s) : 30;
+    snprintf(buf, cap, "%.*s%s", n, s, e - s > 30 ? "..." : "");
+    return buf;
 }
 
-static void mml__imap_free(mml__imap *m) {
-    mml__free(m->s);
-    memset(m, 0, sizeof *m);
+/* A whole NUL-terminated string as an integer in [lo, hi]; 0 on success. */
+static int mml__parse_i64(const char *v, int64_t lo, int64_t hi, int64_t *out) {
+    int64_t x;
+    if (!mml__to_i64(v, v + strlen(v), &x) || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
 }
 
-static mml_status mml__imap_init(mml__imap *m, uint64_t expect) {
-    uint64_t cap = 64, i;
-    memset(m, 0, sizeof *m);
-    while (cap < expect * 2) cap *= 2;
-    m->s = (mml__slot *)mml__alloc(cap * sizeof(mml__slot));
-    if (!m->s) return mml__fail(MML_ERR_NOMEM, "id map: cannot allocate %llu slots", (unsigned long long)cap);
-    for (i = 0; i < cap; i++) m->s[i].key = -1;
-    m->cap = cap;
-    return MML_OK;
-}
-
-static int64_t mml__imap_get(const mml__imap *m, int64_t key) {
-    uint64_t i = mml__mix64((uint64_t)key) & (m->cap - 1);
-    for (;;) {
-        if (m->s[i].key == key) return m->s[i].val;
-        if (m->s[i].key < 0) return -1;
-        i = (i + 1) & (m->cap - 1);
+/* A whole string as an unsigned 64-bit decimal; 0 on success. */
+static int mml__parse_u64(const char *v, uint64_t *out) {
+    uint64_t x = 0;
+    if (!*v) return -1;
+    for (const char *p = v; *p; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (d > 9 || x > (UINT64_MAX - d) / 10) return -1;
+        x = x * 10 + d;
     }
+    *out = x;
+    return 0;
 }
 
-/* Inserts key with val unless present; *old = the existing value or -1. */
-static mml_status mml__imap_put(mml__imap *m, int64_t key, int64_t val, int64_t *old) {
-    uint64_t i;
-    if ((m->n + 1) * 2 > m->cap) {
-        mml__imap big;
-        uint64_t j;
-        mml_status st = mml__imap_init(&big, m->cap);
-        if (st) return st;
-        for (j = 0; j < m->cap; j++) {
-            if (m->s[j].key < 0) continue;
-            i = mml__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
-            while (big.s[i].key >= 0) i = (i + 1) & (big.cap - 1);
-            big.s[i] = m->s[j];
-        }
-        big.n = m->n;
-        mml__imap_free(m);
-        *m = big;
-    }
-    i = mml__mix64((uint64_t)key) & (m->cap - 1);
-    while (m->s[i].key >= 0) {
-        if (m->s[i].key == key) {
-            *old = m->s[i].val;
-            return MML_OK;
-        }
-        i = (i + 1) & (m->cap - 1);
-    }
-    m->s[i].key = key;
-    m->s[i].val = val;
-    m->n++;
-    *old = -1;
-    return MML_OK;
-}
-
-static int mml__cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Dense re-indexing in ascending order of the raw id: dense[i] = rank of
- * raw[i] among the distinct values. */
-static mml_status mml__reindex(int64_t n, const int64_t *raw, int32_t *dense, int32_t *n_distinct) {
-    mml__imap m;
-    int64_t *keys = NULL, old, i, k = 0;
-    mml_status st = mml__imap_init(&m, 1024);
-    if (st) return st;
-    for (i = 0; i < n; i++)
-        if ((st = mml__imap_put(&m, raw[i], 0, &old)) != MML_OK) goto done;
-    if (m.n > (uint64_t)INT32_MAX) {
-        st = mml__fail(MML_ERR_ARG, "more than 2^31 distinct ids");
-        goto done;
-    }
-    keys = (int64_t *)mml__alloc((m.n + 1) * sizeof(int64_t));
-    if (!keys) {
-        st = mml__fail(MML_ERR_NOMEM, "reindex: out of memory");
-        goto done;
-    }
-    for (i = 0; i < (int64_t)m.cap; i++)
-        if (m.s[i].key >= 0) keys[k++] = m.s[i].key;
-    qsort(keys, (size_t)k, sizeof(int64_t), mml__cmp_i64);
-    mml__imap_free(&m);
-    if ((st = mml__imap_init(&m, (uint64_t)k)) != MML_OK) goto done;
-    for (i = 0; i < k; i++)
-        if ((st = mml__imap_put(&m, keys[i], i, &old)) != MML_OK) goto done;
-    for (i = 0; i < n; i++) dense[i] = (int32_t)mml__imap_get(&m, raw[i]);
-    *n_distinct = (int32_t)k;
-done:
-    mml__free(keys);
-    mml__imap_free(&m);
-    return st;
+/* A whole string as a finite or infinite number (C99 hex floats too); 0 on success. */
+static int mml__parse_dbl(const char *v, double *out) {
+    char *e;
+    double x = strtod(v, &e);
+    if (!*v || *e || x != x) return -1;
+    *out = x;
+    return 0;
 }
 
 /* ---- mml_data_t memory and checks ---- */
@@ -2149,21 +2110,12 @@ static mml_status mml__check_names(const mml_data_t *d) {
     return MML_OK;
 }
 
-mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) {
+/* The files of d's prepared set, written into the empty folder dir. */
+static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
     char path[MML__PATH_MAX], sub[64];
     int32_t k;
     int s;
     mml_status st;
-    if (!d || !dir) return mml__fail(MML_ERR_ARG, "mml_data_save_dir: NULL argument");
-    if ((st = mml__data_check(d, "mml_data_save_dir")) != MML_OK) return mml__recode(MML_ERR_ARG);
-    if ((st = mml__check_names(d)) != MML_OK) return st;
-    if (d->pretrained_dim > 0 && !mml__host_le())
-        return mml__fail(MML_ERR_ARG, "binary embedding files need a little-endian host");
-    if ((st = mml__mkdirs(dir)) != MML_OK) return st;
-    /* A cache left from an earlier dataset would shadow the new CSVs. */
-    if ((st = mml__join(path, dir, "data.mmlc")) != MML_OK) return st;
-    if (remove(path) != 0 && errno != ENOENT)
-        return mml__fail(MML_ERR_IO, "%s: cannot remove stale cache: %s", path, strerror(errno));
     for (k = 0; k < d->n_domains; k++) {
         snprintf(sub, sizeof sub, "domain_%d", k);
         if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
@@ -2182,6 +2134,115 @@ mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) {
     }
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     return mml__write_meta(path, d);
+}
+
+/* ---- what a cache was built from ---- */
+
+/* A file the cache was built from, named relative to the folder, with its
+ * size and mtime when it was read. size -1: a name that must not exist (the
+ * paper layout reads "domain_0, 1, ... up to the first missing one" and has
+ * no meta.txt, so those absences are part of what was read). */
+typedef struct mml__src {
+    char name[40];
+    int64_t size, mtime_s, mtime_ns;
+} mml__src;
+
+/* On disk: name[40] (NUL-padded), i64 size, mtime_s, mtime_ns. */
+#define MML__SRC_BYTES 64
+
+typedef struct mml__srcs {
+    mml__src *v;
+    int64_t n, cap;
+    int failed; /* out of memory: the list is incomplete, so no cache is made from it */
+} mml__srcs;
+
+
+static void mml__srcs_free(mml__srcs *l) {
+    mml__free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* Records name as st describes it (st NULL: absent). A NULL list records nothing. */
+static void mml__srcs_add(mml__srcs *l, const char *name, const struct stat *st) {
+    mml__src *e;
+    if (!l || l->failed) return;
+    if (strlen(name) >= sizeof e->name) {
+        l->failed = 1;
+        return;
+    }
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? l->cap * 2 : 16;
+        mml__src *v = (mml__src *)mml__alloc((size_t)cap * sizeof *v);
+        if (!v) {
+            l->failed = 1;
+            return;
+        }
+        if (l->n) memcpy(v, l->v, (size_t)l->n * sizeof *v);
+        mml__free(l->v);
+        l->v = v;
+        l->cap = cap;
+    }
+    e = &l->v[l->n++];
+    memset(e, 0, sizeof *e);
+    strcpy(e->name, name);
+    e->size = st ? (int64_t)st->st_size : -1;
+    e->mtime_s = st ? MML__MTIME_S(*st) : 0;
+    e->mtime_ns = st ? MML__MTIME_NS(*st) : 0;
+}
+
+/* Records dir/name as it is now. */
+static mml_status mml__src_stat(mml__srcs *l, const char *dir, const char *name) {
+    char path[MML__PATH_MAX];
+    struct stat st;
+    mml_status rc = mml__join(path, dir, name);
+    if (rc) return rc;
+    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: %s", path, strerror(errno));
+    mml__srcs_add(l, name, &st);
+    return l->failed ? mml__fail(MML_ERR_NOMEM, "out of memory") : MML_OK;
+}
+
+/* Every file of d's prepared set in dir, as it is now. */
+static mml_status mml__srcs_of_set(const mml_data_t *d, const char *dir, mml__srcs *l) {
+    char sub[64];
+    int32_t k;
+    int s;
+    mml_status st = mml__src_stat(l, dir, "meta.txt");
+    for (k = 0; k < d->n_domains && !st; k++)
+        for (s = 0; s < 3 && !st; s++) {
+            snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
+            st = mml__src_stat(l, dir, sub);
+        }
+    if (!st && d->pretrained_dim > 0) st = mml__src_stat(l, dir, "user_emb.bin");
+    if (!st && d->pretrained_dim > 0) st = mml__src_stat(l, dir, "item_emb.bin");
+    return st;
+}
+
+/* An entry read from a cache: a relative name inside the folder, sane numbers. */
+static int mml__src_valid(const mml__src *e) {
+    const char *nul = (const char *)memchr(e->name, 0, sizeof e->name);
+    size_t n = nul ? (size_t)(nul - e->name) : 0, i;
+    if (n == 0 || e->name[0] == '/' || strstr(e->name, "..")) return 0;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)e->name[i] < 32 || (unsigned char)e->name[i] > 126) return 0;
+    return e->size >= -1 && e->mtime_ns >= 0 && e->mtime_ns < 1000000000;
+}
+
+static void mml__src_get(const unsigned char *p, mml__src *e) {
+    memcpy(e->name, p, 40);
+    memcpy(&e->size, p + 40, 8);
+    memcpy(&e->mtime_s, p + 48, 8);
+    memcpy(&e->mtime_ns, p + 56, 8);
+}
+
+/* 1 if dir/e->name is what e recorded. */
+static int mml__src_same(const char *dir, const mml__src *e) {
+    char path[MML__PATH_MAX];
+    struct stat st;
+    int n = snprintf(path, sizeof path, "%s/%s", dir, e->name);
+    if (n < 0 || n >= (int)sizeof path) return 0;
+    if (stat(path, &st) != 0) return e->size < 0 && (errno == ENOENT || errno == ENOTDIR);
+    return e->size >= 0 && S_ISREG(st.st_mode) && (int64_t)st.st_size == e->size &&
+           MML__MTIME_S(st) == e->mtime_s && MML__MTIME_NS(st) == e->mtime_ns;
 }
 
 /* ---- CSV layout: reader ---- */
@@ -2307,22 +2368,29 @@ static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fn
             if (j == 3 && !(fe[3] - fs[3] == 1 && (fs[3][0] == '0' || fs[3][0] == '1')))
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: label must be 0 or 1, got %s", fname, L.line,
                                  mml__q(fs[3], fe[3], q, sizeof q));
-            if (!mml__to_i64(fs[j], fe[j], &v[j]))
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
-                                 mml__q(fs[j], fe[j], q, sizeof q));
+            if (!mml__to_i64(fs[j], fe[j], &v[j])) {
+                if (!mml__all_digits(fs[j], fe[j]))
+                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s is not an integer: %s", fname, L.line, col[j],
+                                     mml__q(fs[j], fe[j], q, sizeof q));
+                v[j] = INT64_MAX; /* more digits than any id: out of range below */
+            }
             if (v[j] < 0)
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be >= 0, got %s", fname, L.line, col[j],
                                  mml__q(fs[j], fe[j], q, sizeof q));
         }
-        if (v[0] >= (n_users >= 0 ? n_users : (int64_t)INT32_MAX))
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: uid %lld out of range (n_users=%lld)", fname, L.line,
-                             (long long)v[0], (long long)n_users);
-        if (v[1] >= (n_items >= 0 ? n_items : (int64_t)INT32_MAX))
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: pid %lld out of range (n_items=%lld)", fname, L.line,
-                             (long long)v[1], (long long)n_items);
+        for (j = 0; j < 2; j++) {
+            /* without meta.txt the largest id + 1 becomes a vocab size */
+            int64_t known = j ? n_items : n_users, max = known >= 0 ? known - 1 : (int64_t)INT32_MAX - 1;
+            if (v[j] <= max) continue;
+            if (known >= 0)
+                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (%s=%lld)", fname, L.line, col[j],
+                                 mml__num(fs[j], fe[j], q, sizeof q), j ? "n_items" : "n_users", (long long)known);
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s %s is out of range (at most %lld)", fname, L.line, col[j],
+                             mml__num(fs[j], fe[j], q, sizeof q), (long long)max);
+        }
         if (v[2] != domain)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %lld but the file is in domain_%d/", fname,
-                             L.line, (long long)v[2], domain);
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %s but the file is in domain_%d/", fname,
+                             L.line, mml__num(fs[2], fe[2], q, sizeof q), domain);
         if (v[0] > *max_uid) *max_uid = v[0];
         if (v[1] > *max_pid) *max_pid = v[1];
         sp->uid[r] = (int32_t)v[0];
@@ -2337,17 +2405,19 @@ static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fn
 
 /* Reads domain_<k>/<split>.csv for every k into one split. */
 static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mml_split_t *sp,
-                                  int64_t *max_uid, int64_t *max_pid) {
+                                  int64_t *max_uid, int64_t *max_pid, mml__srcs *rec) {
     int32_t nd = (int32_t)m->n_domains, k;
     mml__buf *bufs = (mml__buf *)mml__alloc((size_t)nd * sizeof(mml__buf));
     char path[MML__PATH_MAX], sub[64];
+    struct stat fst;
     int64_t cap = 0;
     mml_status st = MML_OK;
     if (!bufs) return mml__fail(MML_ERR_NOMEM, "out of memory");
     for (k = 0; k < nd && !st; k++) {
         snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
         if ((st = mml__join(path, dir, sub)) != MML_OK) break;
-        if ((st = mml__read_file(path, &bufs[k])) != MML_OK) break;
+        if ((st = mml__read_file_st(path, &bufs[k], &fst)) != MML_OK) break;
+        mml__srcs_add(rec, sub, &fst);
         cap += mml__count_lines(bufs[k].p, bufs[k].n);
     }
     if (!st) st = mml__split_alloc(sp, cap, nd);
@@ -2368,13 +2438,18 @@ static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mm
 }
 
 /* Reads an embedding file written by mml__write_emb, checking its shape. */
-static mml_status mml__read_emb(const char *path, int64_t rows, int32_t dim, float **out) {
+static mml_status mml__read_emb(const char *dir, const char *name, int64_t rows, int32_t dim, float **out,
+                                mml__srcs *rec) {
+    char path[MML__PATH_MAX];
     mml__buf b;
+    struct stat fst;
     uint32_t bom, d;
     uint64_t r, bytes;
-    mml_status st = mml__read_file(path, &b);
+    mml_status st;
     *out = NULL;
-    if (st) return st;
+    if ((st = mml__join(path, dir, name)) != MML_OK) return st;
+    if ((st = mml__read_file_st(path, &b, &fst)) != MML_OK) return st;
+    mml__srcs_add(rec, name, &fst);
     if (b.n < 24 || memcmp(b.p, "MMLEMB01", 8) != 0) {
         mml__buf_free(&b);
         return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora embedding file", path);
@@ -2398,10 +2473,12 @@ static mml_status mml__read_emb(const char *path, int64_t rows, int32_t dim, flo
     return MML_OK;
 }
 
-mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
+/* The CSV layout; rec (may be NULL) gets every file read, as it was read. */
+static mml_status mml__load_csv(const char *dir, mml_data_t *out, mml__srcs *rec) {
     char path[MML__PATH_MAX], sub[64];
     mml__meta m;
     mml__buf mb;
+    struct stat fst;
     int64_t max_uid = -1, max_pid = -1;
     int s;
     int32_t k;
@@ -2412,7 +2489,8 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
     if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load_csv: dir is NULL");
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     if (mml__is_file(path)) {
-        if ((st = mml__read_file(path, &mb)) != MML_OK) return st;
+        if ((st = mml__read_file_st(path, &mb, &fst)) != MML_OK) return st;
+        mml__srcs_add(rec, "meta.txt", &fst);
         st = mml__parse_meta(mb.p, mb.n, path, &m, out);
         mml__buf_free(&mb);
         if (st) goto fail;
@@ -2427,9 +2505,11 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
         if (m.n_domains == 0)
             return mml__fail(MML_ERR_IO, "%s: neither meta.txt nor domain_0/ found", dir);
         out->n_domains = (int32_t)m.n_domains;
+        mml__srcs_add(rec, "meta.txt", NULL);
+        mml__srcs_add(rec, sub, NULL);
     }
     for (s = 0; s < 3; s++)
-        if ((st = mml__load_split(dir, s, &m, &out->split[s], &max_uid, &max_pid)) != MML_OK) goto fail;
+        if ((st = mml__load_split(dir, s, &m, &out->split[s], &max_uid, &max_pid, rec)) != MML_OK) goto fail;
     out->n_users = (int32_t)(m.n_users >= 0 ? m.n_users : max_uid + 1);
     out->n_items = (int32_t)(m.n_items >= 0 ? m.n_items : max_pid + 1);
     out->pretrained_dim = (int32_t)(m.dim > 0 ? m.dim : 0);
@@ -2444,10 +2524,9 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) {
         }
     }
     if (out->pretrained_dim > 0) {
-        if ((st = mml__join(path, dir, "user_emb.bin")) != MML_OK) goto fail;
-        if ((st = mml__read_emb(path, out->n_users, out->pretrained_dim, &out->user_emb)) != MML_OK) goto fail;
-        if ((st = mml__join(path, dir, "item_emb.bin")) != MML_OK) goto fail;
-        if ((st = mml__read_emb(path, out->n_items, out->pretrained_dim, &out->item_emb)) != MML_OK) goto fail;
+        st = mml__read_emb(dir, "user_emb.bin", out->n_users, out->pretrained_dim, &out->user_emb, rec);
+        if (!st) st = mml__read_emb(dir, "item_emb.bin", out->n_items, out->pretrained_dim, &out->item_emb, rec);
+        if (st) goto fail;
     }
     mml__free(m.counts);
     return MML_OK;
@@ -2457,12 +2536,16 @@ fail:
     return st;
 }
 
+mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__load_csv(dir, out, NULL); }
+
 /* ---- binary cache ---- */
 
 /* Layout (little-endian, byte-order marker checked):
- *   0  "MMLCACHE"      8  u32 version    12 u32 marker 0x01020304
+ *   0  "MMLCACHE"      8  u32 version 2  12 u32 marker 0x01020304
  *   16 i32 n_users, n_items, n_domains, pretrained_dim
  *   32 i64 n[3]        56 u64 names_bytes                  (64-byte header)
+ *   64 u64 n_sources, then n_sources entries of MML__SRC_BYTES: the files
+ *      the cache was built from (none: written by mml_data_save_cache)
  *   names: per domain u32 length + bytes
  *   per split: i64 dom_start[n_domains+1], i32 uid[n], i32 pid[n], i32 dom[n],
  *              f32 label[n]
@@ -2514,7 +2597,23 @@ static mml_status mml__cw_put(mml__cw *cw, const void *p, size_t n) {
     return mml__afile_write(&cw->w, p, n);
 }
 
-mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
+static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
+    uint64_t n = src ? (uint64_t)src->n : 0, i;
+    mml_status st = mml__cw_put(cw, &n, 8);
+    for (i = 0; i < n && !st; i++) {
+        const mml__src *e = &src->v[i];
+        unsigned char b[MML__SRC_BYTES];
+        memcpy(b, e->name, 40);
+        memcpy(b + 40, &e->size, 8);
+        memcpy(b + 48, &e->mtime_s, 8);
+        memcpy(b + 56, &e->mtime_ns, 8);
+        st = mml__cw_put(cw, b, sizeof b);
+    }
+    return st;
+}
+
+/* The cache of d at path, recording src (NULL: built from nothing known). */
+static mml_status mml__save_cache(const mml_data_t *d, const char *path, const mml__srcs *src) {
     mml__cw cw;
     mml__crc *crc;
     unsigned char hdr[64];
@@ -2553,6 +2652,7 @@ mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
     cw.c = crc;
     cw.crc = 0;
     st = mml__cw_put(&cw, hdr, sizeof hdr);
+    if (!st) st = mml__cw_sources(&cw, src);
     for (k = 0; k < d->n_domains && !st; k++) {
         const char *nm = d->domain_names && d->domain_names[k] ? d->domain_names[k] : "";
         u = (uint32_t)strlen(nm);
@@ -2582,13 +2682,54 @@ mml_status mml_data_save_cache(const mml_data_t *d, const char *path) {
     return mml__afile_commit(&cw.w);
 }
 
+mml_status mml_data_save_cache(const mml_data_t *d, const char *path) { return mml__save_cache(d, path, NULL); }
+
+/* The version of a buffer that starts as a cache does, else 0. */
+static uint32_t mml__cache_version(const unsigned char *buf, size_t len) {
+    uint32_t ver;
+    if (len < 12 || memcmp(buf, "MMLCACHE", 8) != 0) return 0;
+    memcpy(&ver, buf + 8, 4);
+    return ver;
+}
+
+/* The source list of a current-version cache: *n entries at *at, bounds
+ * checked against len. 0 if it does not fit. */
+static int mml__cache_sources(const unsigned char *buf, size_t len, uint64_t *n, uint64_t *at) {
+    uint64_t bytes;
+    if (len < 72) return 0;
+    memcpy(n, buf + 64, 8);
+    *at = 72;
+    return mml__mul_ok(*n, MML__SRC_BYTES, len - 72, &bytes);
+}
+
+/* 1 if every file the cache records is, in dir, what it was when the cache
+ * was built. A cache that records none (mml_data_save_cache) cannot vouch
+ * for a CSV layout beside it: it is fresh only in a folder without one. */
+static int mml__cache_fresh(const unsigned char *buf, size_t len, const char *dir) {
+    char path[MML__PATH_MAX];
+    uint64_t n, at, i;
+    mml__src e;
+    if (!mml__cache_sources(buf, len, &n, &at)) return 0;
+    if (n == 0) {
+        int layout = mml__join(path, dir, "meta.txt") == MML_OK && mml__is_file(path);
+        if (!layout && mml__join(path, dir, "domain_0") == MML_OK) layout = mml__is_dir(path);
+        return !layout;
+    }
+    for (i = 0; i < n; i++) {
+        mml__src_get(buf + at + i * MML__SRC_BYTES, &e);
+        if (!mml__src_valid(&e) || !mml__src_same(dir, &e)) return 0;
+    }
+    return 1;
+}
+
 /* Sizes first, each checked against the bytes actually present, then the CRC,
  * then the content invariants; never reads past buf + len. */
 static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const char *fname, mml_data_t *out) {
     uint32_t ver, bom, crc_file, crc_now;
     int32_t i32[4], k;
     int64_t n3[3];
-    uint64_t names_bytes, need, t, pos;
+    uint64_t names_bytes, need, t, pos, n_src, src_at, names_at;
+    mml__src e;
     mml__crc *crc;
     int s;
     mml_status st = MML_OK;
@@ -2601,8 +2742,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         return mml__fail(MML_ERR_FORMAT, "%s: byte-order marker 0x%08x: written on a host of other byte order or corrupt",
                          fname, bom);
     if (ver != MML__CACHE_VERSION)
-        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (delete it to rebuild)", fname,
-                         ver, MML__CACHE_VERSION);
+        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (loading its folder rebuilds it)",
+                         fname, ver, MML__CACHE_VERSION);
     memcpy(i32, buf + 16, 16);
     memcpy(n3, buf + 32, 24);
     memcpy(&names_bytes, buf + 56, 8);
@@ -2610,7 +2751,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         return mml__fail(MML_ERR_FORMAT, "%s: bad sizes in header (n_users=%d n_items=%d n_domains=%d dim=%d)", fname,
                          i32[0], i32[1], i32[2], i32[3]);
     /* need = total file size implied by the header, overflow-checked against len */
-    need = 64 + 4;
+    if (!mml__cache_sources(buf, len, &n_src, &src_at)) goto short_file;
+    need = src_at + n_src * MML__SRC_BYTES + 4;
     if (names_bytes > len || need + names_bytes > len) goto short_file;
     need += names_bytes;
     for (s = 0; s < 3; s++) {
@@ -2635,21 +2777,28 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     memcpy(&crc_file, buf + len - 4, 4);
     if (crc_now != crc_file)
         return mml__fail(MML_ERR_FORMAT, "%s: checksum mismatch (file corrupt)", fname);
+    for (t = 0; t < n_src; t++) {
+        mml__src_get(buf + src_at + t * MML__SRC_BYTES, &e);
+        if (!mml__src_valid(&e))
+            return mml__fail(MML_ERR_FORMAT, "%s: corrupt source list (entry %llu)", fname, (unsigned long long)t);
+    }
     out->n_users = i32[0];
     out->n_items = i32[1];
     out->n_domains = i32[2];
     out->pretrained_dim = i32[3];
-    pos = 64;
+    names_at = src_at + n_src * MML__SRC_BYTES;
+    pos = names_at;
     for (k = 0; k < out->n_domains; k++) {
         uint32_t nl;
-        if (pos + 4 > 64 + names_bytes) goto bad_names;
+        if (pos + 4 > names_at + names_bytes) goto bad_names;
         memcpy(&nl, buf + pos, 4);
         pos += 4;
-        if (nl > 64 + names_bytes - pos || memchr(buf + pos, 0, nl) || memchr(buf + pos, '\n', nl)) goto bad_names;
+        if (nl > names_at + names_bytes - pos || memchr(buf + pos, 0, nl) || memchr(buf + pos, '\n', nl))
+            goto bad_names;
         if ((st = mml__set_name(out, k, (const char *)buf + pos, nl)) != MML_OK) goto fail;
         pos += nl;
     }
-    if (pos != 64 + names_bytes) goto bad_names;
+    if (pos != names_at + names_bytes) goto bad_names;
     for (s = 0; s < 3; s++) {
         mml_split_t *sp = &out->split[s];
         size_t n = (size_t)n3[s];
@@ -2701,899 +2850,357 @@ mml_status mml_data_load_cache(const char *path, mml_data_t *out) {
     return st;
 }
 
+/* The CSV layout of dir, and a new cache at path recording what was read.
+ * The cache is a convenience: when it cannot be written (a read-only
+ * folder) the next load parses the CSVs again, and the load still succeeds. */
+static mml_status mml__load_and_recache(const char *dir, const char *path, mml_data_t *out) {
+    char keep[sizeof mml__errbuf];
+    mml__srcs rec;
+    mml_status st;
+    memset(&rec, 0, sizeof rec);
+    st = mml__load_csv(dir, out, &rec);
+    if (!st && !rec.failed) {
+        memcpy(keep, mml__errbuf, sizeof keep);
+        if (mml__save_cache(out, path, &rec) != MML_OK) memcpy(mml__errbuf, keep, sizeof keep);
+    }
+    mml__srcs_free(&rec);
+    return st;
+}
+
+/* A cache is used only while every file it was built from is unchanged;
+ * a stale one, or one of an older version, is rebuilt from the CSVs (whose
+ * own errors then surface). A corrupt one, or a newer version, is an error. */
 mml_status mml_data_load(const char *dir, mml_data_t *out) {
     char path[MML__PATH_MAX];
+    mml__buf b;
+    uint32_t ver;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load: out is NULL");
     memset(out, 0, sizeof *out);
     if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load: dir is NULL");
     if (!mml__is_dir(dir)) return mml__fail(MML_ERR_IO, "%s: no such directory", dir);
     if ((st = mml__join(path, dir, "data.mmlc")) != MML_OK) return st;
-    if (mml__is_file(path)) return mml_data_load_cache(path, out);
-    return mml_data_load_csv(dir, out);
-}
-
-/* ---- MovieLens ---- */
-
-enum { MML__ML_GENDER = 0, MML__ML_AGE = 1, MML__ML_OCC = 2 };
-
-static const char *const mml__ml_age_names[7] = {"Under 18", "18-24", "25-34", "35-44",
-                                                 "45-49",    "50-55", "56+"};
-static const char *const mml__ml1m_occ_names[21] = {
-    "other",         "academic/educator",   "artist",         "clerical/admin",
-    "college/grad student", "customer service", "doctor/health care", "executive/managerial",
-    "farmer",        "homemaker",           "K-12 student",   "lawyer",
-    "programmer",    "retired",             "sales/marketing", "scientist",
-    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed",
-    "writer"};
-
-typedef struct mml__ml_users {
-    mml__imap map;       /* raw user id -> index into dom[] */
-    int32_t *dom;        /* domain of each user for the chosen kind */
-    int64_t n;
-    int32_t n_domains;
-    char occ[21][48];    /* ML-100K occupation names, u.occupation order */
-    int n_occ;
-} mml__ml_users;
-
-static int mml__ml100k_age_group(int64_t age) {
-    return age < 18 ? 0 : age < 25 ? 1 : age < 35 ? 2 : age < 45 ? 3 : age < 50 ? 4 : age < 56 ? 5 : 6;
-}
-
-/* u.occupation: one name per line, in the order that numbers the domains. */
-static mml_status mml__ml_parse_occ(const char *buf, size_t n, const char *fname, mml__ml_users *u) {
-    mml__lines L;
-    const char *s, *e;
-    char q[64];
-    mml__lines_init(&L, buf, n, fname);
-    u->n_occ = 0;
-    while (mml__next_line(&L, &s, &e)) {
-        if (s == e) continue;
-        if (u->n_occ >= 21 || e - s >= 48)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: more than 21 occupations or name too long: %s", fname, L.line,
-                             mml__q(s, e, q, sizeof q));
-        memcpy(u->occ[u->n_occ], s, (size_t)(e - s));
-        u->occ[u->n_occ][e - s] = 0;
-        u->n_occ++;
-    }
-    if (u->n_occ == 0) return mml__fail(MML_ERR_FORMAT, "%s: no occupations", fname);
-    return MML_OK;
-}
-
-/* users.dat (UserID::Gender::Age::Occupation::Zip) or u.user
- * (id|age|gender|occupation|zip): the domain of every user for kind. */
-static mml_status mml__ml_parse_users(const char *buf, size_t n, const char *fname, int is_1m, int kind,
-                                      mml__ml_users *u) {
-    mml__lines L;
-    const char *s, *e, *fs[6], *fe[6];
-    char q[64];
-    int64_t cap = mml__count_lines(buf, n), id, age, old, occ;
-    mml_status st;
-    int nf, g, j;
-    u->dom = (int32_t *)mml__alloc((size_t)cap * sizeof(int32_t));
-    if (!u->dom) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
-    if ((st = mml__imap_init(&u->map, (uint64_t)cap)) != MML_OK) return st;
-    u->n = 0;
-    u->n_domains = kind == MML__ML_GENDER ? 2 : kind == MML__ML_AGE ? 7 : (is_1m ? 21 : u->n_occ);
-    mml__lines_init(&L, buf, n, fname);
-    while (mml__next_line(&L, &s, &e)) {
-        const char *gs, *ge, *as, *ae, *os, *oe;
-        int32_t d = 0;
-        if (s == e && L.p >= L.end) break; /* blank last line */
-        nf = mml__fields(s, e, is_1m ? "::" : "|", is_1m ? 2 : 1, fs, fe, 6);
-        if (nf != 5)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected 5 fields %s, got %d", fname, L.line,
-                             is_1m ? "UserID::Gender::Age::Occupation::Zip" : "id|age|gender|occupation|zip", nf);
-        gs = fs[is_1m ? 1 : 2], ge = fe[is_1m ? 1 : 2];
-        as = fs[is_1m ? 2 : 1], ae = fe[is_1m ? 2 : 1];
-        os = fs[3], oe = fe[3];
-        if (!mml__to_i64(fs[0], fe[0], &id) || id < 0 || id > INT32_MAX)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad user id %s", fname, L.line, mml__q(fs[0], fe[0], q, sizeof q));
-        g = (ge - gs == 1 && *gs == 'F') ? 0 : (ge - gs == 1 && *gs == 'M') ? 1 : -1;
-        if (g < 0)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: gender must be F or M, got %s", fname, L.line, mml__q(gs, ge, q, sizeof q));
-        if (!mml__to_i64(as, ae, &age) || age < 0 || age > 200)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad age %s", fname, L.line, mml__q(as, ae, q, sizeof q));
-        if (is_1m) {
-            static const int codes[7] = {1, 18, 25, 35, 45, 50, 56};
-            int a = -1;
-            for (j = 0; j < 7; j++)
-                if (codes[j] == age) a = j;
-            if (a < 0)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: age code must be one of 1,18,25,35,45,50,56, got %s", fname,
-                                 L.line, mml__q(as, ae, q, sizeof q));
-            if (!mml__to_i64(os, oe, &occ) || occ < 0 || occ > 20)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: occupation must be 0..20, got %s", fname, L.line,
-                                 mml__q(os, oe, q, sizeof q));
-            d = kind == MML__ML_GENDER ? g : kind == MML__ML_AGE ? a : (int32_t)occ;
-        } else {
-            occ = -1;
-            for (j = 0; j < u->n_occ; j++)
-                if (mml__key_is(os, oe, u->occ[j])) occ = j;
-            if (occ < 0)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: occupation %s is not listed in u.occupation", fname, L.line,
-                                 mml__q(os, oe, q, sizeof q));
-            d = kind == MML__ML_GENDER ? g : kind == MML__ML_AGE ? mml__ml100k_age_group(age) : (int32_t)occ;
+    if (!mml__is_file(path)) return mml_data_load_csv(dir, out);
+    if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
+    if ((st = mml__read_file(path, &b)) != MML_OK) return st;
+    ver = mml__cache_version((const unsigned char *)b.p, b.n);
+    if (ver == 0 || ver >= MML__CACHE_VERSION) {
+        if (ver == MML__CACHE_VERSION && !mml__cache_fresh((const unsigned char *)b.p, b.n, dir)) {
+            mml__buf_free(&b);
+            return mml__load_and_recache(dir, path, out);
         }
-        if ((st = mml__imap_put(&u->map, id, u->n, &old)) != MML_OK) return st;
-        if (old >= 0) return mml__fail(MML_ERR_FORMAT, "%s:%lld: user %lld listed twice", fname, L.line, (long long)id);
-        u->dom[u->n++] = d;
-    }
-    if (u->n == 0) return mml__fail(MML_ERR_FORMAT, "%s: no users", fname);
-    return MML_OK;
-}
-
-typedef struct mml__raw {
-    int64_t n, cap;
-    int64_t *uraw, *iraw;
-    int32_t *dom;
-    float *label;
-} mml__raw;
-
-static void mml__raw_free(mml__raw *r) {
-    mml__free(r->uraw);
-    mml__free(r->iraw);
-    mml__free(r->dom);
-    mml__free(r->label);
-    memset(r, 0, sizeof *r);
-}
-
-static mml_status mml__raw_alloc(mml__raw *r, int64_t cap) {
-    size_t c = (size_t)(cap > 0 ? cap : 1);
-    memset(r, 0, sizeof *r);
-    r->cap = cap;
-    r->uraw = (int64_t *)mml__alloc(c * 8);
-    r->iraw = (int64_t *)mml__alloc(c * 8);
-    r->dom = (int32_t *)mml__alloc(c * 4);
-    r->label = (float *)mml__alloc(c * 4);
-    if (!r->uraw || !r->iraw || !r->dom || !r->label) {
-        mml__raw_free(r);
-        return mml__fail(MML_ERR_NOMEM, "out of memory for %lld samples", (long long)cap);
-    }
-    return MML_OK;
-}
-
-/* ratings.dat (UserID::MovieID::Rating[::Timestamp]) or u.data (tab-separated
- * user item rating [timestamp]); label = rating == 5. */
-static mml_status mml__ml_parse_ratings(const char *buf, size_t n, const char *fname, int is_1m,
-                                        const mml__ml_users *u, mml__raw *r) {
-    mml__lines L;
-    const char *s, *e, *fs[5], *fe[5];
-    char q[64];
-    int64_t v[3], ui;
-    int nf, j;
-    mml_status st;
-    if ((st = mml__raw_alloc(r, mml__count_lines(buf, n))) != MML_OK) return st;
-    mml__lines_init(&L, buf, n, fname);
-    while (mml__next_line(&L, &s, &e)) {
-        if (s == e && L.p >= L.end) break;
-        nf = mml__fields(s, e, is_1m ? "::" : "\t", is_1m ? 2 : 1, fs, fe, 5);
-        if (nf != 3 && nf != 4)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected 3 or 4 fields user%sitem%srating[%stimestamp], got %d",
-                             fname, L.line, is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", is_1m ? "::" : "<tab>", nf);
-        for (j = 0; j < 3; j++)
-            if (!mml__to_i64(fs[j], fe[j], &v[j]) || v[j] < 0 || v[j] > INT32_MAX)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
-                                 j == 0 ? "user id" : j == 1 ? "item id" : "rating", mml__q(fs[j], fe[j], q, sizeof q));
-        if (v[2] < 1 || v[2] > 5)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: rating must be 1..5, got %lld", fname, L.line, (long long)v[2]);
-        if (nf == 4) {
-            int64_t ts;
-            if (!mml__to_i64(fs[3], fe[3], &ts))
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: timestamp is not an integer: %s", fname, L.line,
-                                 mml__q(fs[3], fe[3], q, sizeof q));
-        }
-        ui = mml__imap_get(&u->map, v[0]);
-        if (ui < 0)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: user %lld is not in the users file", fname, L.line, (long long)v[0]);
-        r->uraw[r->n] = v[0];
-        r->iraw[r->n] = v[1];
-        r->dom[r->n] = u->dom[ui];
-        r->label[r->n] = v[2] == 5 ? 1.0f : 0.0f;
-        r->n++;
-    }
-    if (r->n == 0) return mml__fail(MML_ERR_FORMAT, "%s: no ratings", fname);
-    return MML_OK;
-}
-
-/* Raw samples -> dense ids -> split -> names. */
-static mml_status mml__finish_raw(mml__raw *r, int32_t n_domains, uint64_t seed, mml_data_t *out) {
-    int32_t *u = (int32_t *)mml__alloc((size_t)r->n * 4 + 4), *it = (int32_t *)mml__alloc((size_t)r->n * 4 + 4);
-    int32_t nu = 0, ni = 0;
-    mml_status st;
-    if (!u || !it) st = mml__fail(MML_ERR_NOMEM, "out of memory");
-    else if ((st = mml__reindex(r->n, r->uraw, u, &nu)) == MML_OK &&
-             (st = mml__reindex(r->n, r->iraw, it, &ni)) == MML_OK)
-        st = mml_data_split(r->n, u, it, r->dom, r->label, nu, ni, n_domains, seed, out);
-    mml__free(u);
-    mml__free(it);
-    return st;
-}
-
-mml_status mml_movielens_load(const char *raw_dir, const char *domain_kind, uint64_t seed, mml_data_t *out) {
-    char upath[MML__PATH_MAX], rpath[MML__PATH_MAX], opath[MML__PATH_MAX];
-    mml__buf b;
-    mml__ml_users *u = NULL;
-    mml__raw r;
-    int is_1m, kind;
-    int32_t k;
-    mml_status st;
-    if (!out) return mml__fail(MML_ERR_ARG, "mml_movielens_load: out is NULL");
-    memset(out, 0, sizeof *out);
-    memset(&r, 0, sizeof r);
-    if (!raw_dir || !domain_kind) return mml__fail(MML_ERR_ARG, "mml_movielens_load: NULL argument");
-    if (!strcmp(domain_kind, "gender")) kind = MML__ML_GENDER;
-    else if (!strcmp(domain_kind, "age")) kind = MML__ML_AGE;
-    else if (!strcmp(domain_kind, "occupation")) kind = MML__ML_OCC;
-    else return mml__fail(MML_ERR_ARG, "unknown MovieLens domain split \"%s\" (gender, age or occupation)", domain_kind);
-    if ((st = mml__join(upath, raw_dir, "users.dat")) != MML_OK) return st;
-    is_1m = mml__is_file(upath);
-    if (is_1m) {
-        mml__join(rpath, raw_dir, "ratings.dat");
-        if (!mml__is_file(rpath)) mml__join(rpath, raw_dir, "ratings.no-timestamp.dat");
-    } else {
-        mml__join(upath, raw_dir, "u.user");
-        mml__join(rpath, raw_dir, "u.data");
-        mml__join(opath, raw_dir, "u.occupation");
-        if (!mml__is_file(upath))
-            return mml__fail(MML_ERR_IO, "%s: neither MovieLens-1M (users.dat) nor MovieLens-100K (u.user) files found",
-                             raw_dir);
-    }
-    u = (mml__ml_users *)mml__alloc(sizeof *u);
-    if (!u) return mml__fail(MML_ERR_NOMEM, "out of memory");
-    if (!is_1m) {
-        if ((st = mml__read_file(opath, &b)) != MML_OK) goto done;
-        st = mml__ml_parse_occ(b.p, b.n, opath, u);
+        st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
         mml__buf_free(&b);
-        if (st) goto done;
+        return st;
     }
-    if ((st = mml__read_file(upath, &b)) != MML_OK) goto done;
-    st = mml__ml_parse_users(b.p, b.n, upath, is_1m, kind, u);
     mml__buf_free(&b);
-    if (st) goto done;
-    if ((st = mml__read_file(rpath, &b)) != MML_OK) goto done;
-    st = mml__ml_parse_ratings(b.p, b.n, rpath, is_1m, u, &r);
-    mml__buf_free(&b);
-    if (st) goto done;
-    if ((st = mml__finish_raw(&r, u->n_domains, seed, out)) != MML_OK) goto done;
-    for (k = 0; k < out->n_domains && !st; k++) {
-        const char *nm = kind == MML__ML_GENDER ? (k ? "M" : "F")
-                         : kind == MML__ML_AGE  ? mml__ml_age_names[k]
-                         : is_1m                ? mml__ml1m_occ_names[k]
-                                                : u->occ[k];
-        st = mml__set_name(out, k, nm, strlen(nm));
-    }
-done:
-    if (u) {
-        mml__imap_free(&u->map);
-        mml__free(u->dom);
-        mml__free(u);
-    }
-    mml__raw_free(&r);
-    if (st) mml_data_free(out);
-    return st;
+    return mml__load_and_recache(dir, path, out);
 }
 
-/* ---- Taobao theme data ---- */
+/* ---- free space ---- */
 
-typedef struct mml__emb {
-    mml__imap map;  /* raw id -> row */
-    float *v;       /* rows x dim */
-    int64_t rows;
-    int32_t dim;
-} mml__emb;
-
-static void mml__emb_free(mml__emb *m) {
-    mml__imap_free(&m->map);
-    mml__free(m->v);
-    memset(m, 0, sizeof *m);
-}
-
-/* "<header>\nid,f1,...,fD\n..." with D taken from the first data row. */
-static mml_status mml__parse_emb_csv(const char *buf, size_t n, const char *fname, mml__emb *m) {
-    mml__lines L;
-    const char *s, *e, *p, *c;
-    char q[64];
-    int64_t cap = mml__count_lines(buf, n), id, old;
-    long long dim_line = 0;
-    mml_status st;
-    memset(m, 0, sizeof *m);
-    if ((st = mml__imap_init(&m->map, (uint64_t)cap)) != MML_OK) return st;
-    mml__lines_init(&L, buf, n, fname);
-    while (mml__next_line(&L, &s, &e)) {
-        int32_t j = 0;
-        float *row;
-        if (L.line == 1 && (s == e || (unsigned)(*s - '0') > 9)) continue; /* header */
-        if (s == e && L.p >= L.end) break;
-        c = (const char *)memchr(s, ',', (size_t)(e - s));
-        if (!c) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected id,<floats>, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
-        if (!mml__to_i64(s, c, &id) || id < 0)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: id must be a non-negative integer, got %s", fname, L.line,
-                             mml__q(s, c, q, sizeof q));
-        if (m->dim == 0) {
-            int64_t d = 1;
-            for (p = c + 1; p < e; p++) d += *p == ',';
-            if (d > 65536) return mml__fail(MML_ERR_FORMAT, "%s:%lld: %lld values, more than 65536", fname, L.line, (long long)d);
-            m->dim = (int32_t)d;
-            dim_line = L.line;
-            m->v = (float *)mml__alloc((size_t)cap * (size_t)d * sizeof(float));
-            if (!m->v) return mml__fail(MML_ERR_NOMEM, "%s: out of memory for %lld x %lld floats", fname, (long long)cap, (long long)d);
+/* Free bytes for an unprivileged writer on the filesystem of path, or of its
+ * nearest existing parent when path does not exist yet (named in where);
+ * -1 if the system cannot tell. */
+static double mml__free_bytes(const char *path, char *where, size_t cap) {
+    struct statvfs vfs;
+    char *slash;
+    snprintf(where, cap, "%s", path);
+    for (;;) {
+        if (statvfs(where, &vfs) == 0) return (double)vfs.f_bavail * (double)vfs.f_frsize;
+        if (errno != ENOENT && errno != ENOTDIR) return -1;
+        slash = strrchr(where, '/');
+        while (slash && slash > where && slash[1] == 0) { /* "a/b/" -> "a/b" first */
+            *slash = 0;
+            slash = strrchr(where, '/');
         }
-        row = m->v + (size_t)m->rows * (size_t)m->dim;
-        for (p = c + 1;;) {
-            float x;
-            const char *q2 = mml__parse_f32(p, e, &x);
-            if (!q2 || (q2 < e && *q2 != ',')) {
-                const char *fe2 = (const char *)memchr(p, ',', (size_t)(e - p));
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: value %d is not a finite number: %s", fname, L.line, j + 1,
-                                 mml__q(p, fe2 ? fe2 : e, q, sizeof q));
-            }
-            if (j < m->dim) row[j] = x;
-            j++;
-            if (q2 == e) break;
-            p = q2 + 1;
+        if (!slash) {
+            snprintf(where, cap, ".");
+            return statvfs(where, &vfs) == 0 ? (double)vfs.f_bavail * (double)vfs.f_frsize : -1;
         }
-        if (j != m->dim)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s values: expected %d (the dimension of line %lld)", fname, L.line,
-                             j < m->dim ? "too few" : "too many", m->dim, dim_line);
-        if ((st = mml__imap_put(&m->map, id, m->rows, &old)) != MML_OK) return st;
-        if (old >= 0) return mml__fail(MML_ERR_FORMAT, "%s:%lld: id %lld listed twice", fname, L.line, (long long)id);
-        m->rows++;
+        if (slash == where) slash[1] = 0;
+        else *slash = 0;
     }
-    if (m->rows == 0) return mml__fail(MML_ERR_FORMAT, "%s: no embedding rows", fname);
-    return MML_OK;
 }
 
-/* Clicks whose user and item have embeddings: rows into the embedding tables. */
-typedef struct mml__clicks {
-    int64_t n;
-    int32_t *urow, *irow;
-    int64_t *theme;
-} mml__clicks;
-
-static void mml__clicks_free(mml__clicks *c) {
-    mml__free(c->urow);
-    mml__free(c->irow);
-    mml__free(c->theme);
-    memset(c, 0, sizeof *c);
+static const char *mml__gb(double bytes, char *buf, size_t cap) {
+    snprintf(buf, cap, bytes < 10e9 ? "%.2f" : "%.0f", bytes / 1e9);
+    return buf;
 }
 
-static int mml__name_is(const char *s, const char *e, const char *name) {
-    size_t n = strlen(name), i;
-    while (s < e && (*s == ' ' || *s == '"')) s++;
-    while (e > s && (e[-1] == ' ' || e[-1] == '"')) e--;
-    if ((size_t)(e - s) != n) return 0;
-    for (i = 0; i < n; i++)
-        if ((s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]) != name[i]) return 0;
+/* Refuses, before anything is written to target, a write of about need bytes
+ * that the filesystem has no room for. Only a first check: the atomic
+ * writer still reports a disk that fills up meanwhile. */
+static mml_status mml__check_space(const char *target, double need) {
+    char where[MML__PATH_MAX], a[32], b[32];
+    double avail = mml__free_bytes(target, where, sizeof where);
+    if (avail < 0 || need <= avail) return MML_OK;
+    return mml__fail(MML_ERR_IO, "%s: needs about %s GB, %s GB free on %s", target, mml__gb(need, a, sizeof a),
+                     mml__gb(avail, b, sizeof b), where);
+}
+
+static int mml__digits(uint64_t v) {
+    int n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* At most the bytes d's prepared set takes on disk (each file rounded up to
+ * a 4 KB block), the cache included when asked. */
+static double mml__set_bytes(const mml_data_t *d, int with_cache) {
+    double rows = 0, files = 2.0 + 3.0 * d->n_domains, row, emb = 0, bytes;
+    int s;
+    for (s = 0; s < 3; s++) rows += (double)d->split[s].n;
+    row = mml__digits((uint64_t)d->n_users) + mml__digits((uint64_t)d->n_items) + mml__digits((uint64_t)d->n_domains) + 5;
+    if (d->pretrained_dim > 0) emb = 48.0 + 4.0 * d->pretrained_dim * ((double)d->n_users + d->n_items);
+    bytes = rows * row + 21.0 * 3 * d->n_domains + 1500.0 * d->n_domains + emb + 4096.0 * files;
+    if (with_cache) bytes += 80.0 + 1100.0 * d->n_domains + 16.0 * rows + 24.0 * (d->n_domains + 1.0) + emb;
+    return bytes;
+}
+
+/* ---- a prepared folder is replaced as a whole ---- */
+
+/* A prepared folder holds meta.txt, data.mmlc, user_emb.bin, item_emb.bin
+ * and domain_<k>/ folders of train.csv, val.csv and test.csv; with the
+ * atomic writer's "<name>.tmp.<pid>.<n>" of any of them. mml_data_save_dir
+ * builds the new set in a sibling "<dir>.tmp.<pid>.<n>" and swaps the two
+ * folders, so dir always holds one whole set. Anything else found in dir is
+ * a user's and is never moved or deleted: such a folder is refused. */
+static int mml__is_set_file(const char *name, int in_domain) {
+    static const char *const top[] = {"meta.txt", "data.mmlc", "user_emb.bin", "item_emb.bin"};
+    static const char *const dom[] = {"train.csv", "val.csv", "test.csv"};
+    const char *const *v = in_domain ? dom : top;
+    int i, n = in_domain ? 3 : 4;
+    for (i = 0; i < n; i++) {
+        size_t k = strlen(v[i]);
+        if (strncmp(name, v[i], k) == 0 && (name[k] == 0 || strncmp(name + k, ".tmp.", 5) == 0)) return 1;
+    }
+    return 0;
+}
+
+static int mml__is_domain_dir(const char *name) {
+    const char *p = name + 7;
+    if (strncmp(name, "domain_", 7) != 0 || !*p || (*p == '0' && p[1])) return 0;
+    for (; *p; p++)
+        if ((unsigned)(*p - '0') > 9) return 0;
     return 1;
 }
 
-static mml_status mml__parse_clicks(const char *buf, size_t n, const char *fname, const mml__emb *ue,
-                                    const mml__emb *ie, mml__clicks *c) {
-    enum { MAXC = 64 };
-    mml__lines L;
-    const char *s, *e, *fs[MAXC], *fe[MAXC];
-    char q[64];
-    int nf, ncol, j, cu = -1, ci = -1, ct = -1;
-    int64_t cap = mml__count_lines(buf, n), v[3], ur, ir;
-    memset(c, 0, sizeof *c);
-    mml__lines_init(&L, buf, n, fname);
-    if (!mml__next_line(&L, &s, &e)) return mml__fail(MML_ERR_FORMAT, "%s: empty file", fname);
-    ncol = mml__fields(s, e, ",", 1, fs, fe, MAXC);
-    for (j = 0; j < ncol && j < MAXC; j++) {
-        if (mml__name_is(fs[j], fe[j], "user_id")) cu = j;
-        else if (mml__name_is(fs[j], fe[j], "item_id")) ci = j;
-        else if (mml__name_is(fs[j], fe[j], "theme_id")) ct = j;
-    }
-    if (ncol > MAXC || cu < 0 || ci < 0 || ct < 0)
-        return mml__fail(MML_ERR_FORMAT, "%s:1: header must name user_id, item_id and theme_id columns, got %s", fname,
-                         mml__q(s, e, q, sizeof q));
-    c->urow = (int32_t *)mml__alloc((size_t)cap * 4);
-    c->irow = (int32_t *)mml__alloc((size_t)cap * 4);
-    c->theme = (int64_t *)mml__alloc((size_t)cap * 8);
-    if (!c->urow || !c->irow || !c->theme) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
-    while (mml__next_line(&L, &s, &e)) {
-        if (s == e && L.p >= L.end) break;
-        nf = mml__fields(s, e, ",", 1, fs, fe, MAXC);
-        if (nf != ncol)
-            return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected %d columns as in the header, got %d%s", fname, L.line, ncol,
-                             nf, L.last_unterminated && nf < ncol ? " (truncated last line)" : "");
-        for (j = 0; j < 3; j++) {
-            int col = j == 0 ? cu : j == 1 ? ci : ct;
-            if (!mml__to_i64(fs[col], fe[col], &v[j]) || v[j] < 0)
-                return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s must be a non-negative integer, got %s", fname, L.line,
-                                 j == 0 ? "user_id" : j == 1 ? "item_id" : "theme_id",
-                                 mml__q(fs[col], fe[col], q, sizeof q));
-        }
-        ur = mml__imap_get(&ue->map, v[0]);
-        ir = mml__imap_get(&ie->map, v[1]);
-        if (ur < 0 || ir < 0) continue; /* no pretrained embedding: dropped, as in the paper */
-        c->urow[c->n] = (int32_t)ur;
-        c->irow[c->n] = (int32_t)ir;
-        c->theme[c->n] = v[2];
-        c->n++;
-    }
-    return MML_OK;
-}
-
-/* LSD radix sort of 64-bit keys over their low `bits` bits (11-bit digits). */
-static mml_status mml__radix_u64(uint64_t *a, int64_t n, int bits) {
-    uint64_t *tmp = (uint64_t *)mml__alloc((size_t)(n > 0 ? n : 1) * 8), *src = a, *dst = tmp;
-    int64_t *cnt = (int64_t *)mml__alloc(2048 * sizeof(int64_t)), i;
-    int shift;
-    if (!tmp || !cnt) {
-        mml__free(tmp);
-        mml__free(cnt);
-        return mml__fail(MML_ERR_NOMEM, "sort: out of memory");
-    }
-    for (shift = 0; shift < bits; shift += 11) {
-        int64_t sum = 0;
-        uint64_t *t;
-        memset(cnt, 0, 2048 * sizeof(int64_t));
-        for (i = 0; i < n; i++) cnt[(src[i] >> shift) & 2047]++;
-        for (i = 0; i < 2048; i++) {
-            int64_t x = cnt[i];
-            cnt[i] = sum;
-            sum += x;
-        }
-        for (i = 0; i < n; i++) dst[cnt[(src[i] >> shift) & 2047]++] = src[i];
-        t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != a) memcpy(a, src, (size_t)n * 8);
-    mml__free(tmp);
-    mml__free(cnt);
-    return MML_OK;
-}
-
-/* Dense ids for the embedding rows that are used, ascending by raw id;
- * also copies those rows into a fresh [n_used, dim] table. */
-typedef struct mml__rawrow {
-    int64_t raw, row;
-} mml__rawrow;
-
-static int mml__cmp_rawrow(const void *a, const void *b) {
-    int64_t x = ((const mml__rawrow *)a)->raw, y = ((const mml__rawrow *)b)->raw;
-    return (x > y) - (x < y);
-}
-
-static mml_status mml__dense_rows(const mml__emb *m, const int32_t *row_of, int64_t n, int32_t *dense_out,
-                                  int32_t *n_used, float **table) {
-    int32_t *dense_of_row = (int32_t *)mml__alloc((size_t)m->rows * 4 + 4);
-    mml__rawrow *used = (mml__rawrow *)mml__alloc((size_t)m->rows * sizeof(mml__rawrow) + 16);
-    int64_t i, nu = 0;
-    mml_status st = MML_OK;
-    if (!dense_of_row || !used) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (i = 0; i < n; i++) dense_of_row[row_of[i]] = 1;
-    for (i = 0; i < (int64_t)m->map.cap; i++) {
-        if (m->map.s[i].key < 0 || !dense_of_row[m->map.s[i].val]) continue;
-        used[nu].raw = m->map.s[i].key;
-        used[nu].row = m->map.s[i].val;
-        nu++;
-    }
-    qsort(used, (size_t)nu, sizeof *used, mml__cmp_rawrow);
-    *table = (float *)mml__alloc((size_t)nu * (size_t)m->dim * sizeof(float) + 4);
-    if (!*table) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (i = 0; i < nu; i++) {
-        dense_of_row[used[i].row] = (int32_t)i;
-        memcpy(*table + (size_t)i * (size_t)m->dim, m->v + (size_t)used[i].row * (size_t)m->dim,
-               (size_t)m->dim * sizeof(float));
-    }
-    for (i = 0; i < n; i++) dense_out[i] = dense_of_row[row_of[i]];
-    *n_used = (int32_t)nu;
-done:
-    mml__free(dense_of_row);
-    mml__free(used);
-    return st;
-}
-
-/* Positives (sorted unique keys dom|user|item) -> positives + sampled
- * negatives, appended to r (dom, label, and dense ids in uraw/iraw). */
-static mml_status mml__taobao_sample(const uint64_t *key, int64_t nk, int32_t nd, int32_t nu, int32_t ni,
-                                     uint64_t seed, mml__raw *r, double *ratio_out) {
-    int32_t *pool = (int32_t *)mml__alloc((size_t)nk * 4 + 4), *cand = NULL;
-    int64_t *pool_start = (int64_t *)mml__alloc(((size_t)nd + 1) * 8);
-    int32_t *mark = (int32_t *)mml__alloc((size_t)ni * 4);
-    int64_t *ustamp = (int64_t *)mml__alloc((size_t)ni * 8);
-    int64_t i, j, total = 0, token = 0, a, b;
-    uint64_t rng = seed ^ 0x7A0BA0D47A0BA0DBull;
-    int32_t d;
-    mml_status st = MML_OK;
-    (void)nu;
-    if (!pool || !pool_start || !mark || !ustamp) {
-        st = mml__fail(MML_ERR_NOMEM, "taobao: out of memory");
-        goto done;
-    }
-    for (i = 0; i < ni; i++) {
-        mark[i] = -1;
-        ustamp[i] = -1;
-    }
-    for (d = 0; d < nd; d++) ratio_out[d] = 0.2 + 0.3 * mml__rng_uniform(&rng);
-    /* pass 1: item pool of each theme (order of first appearance), sample count */
-    for (i = 0, d = 0; d < nd; d++) {
-        pool_start[d + 1] = pool_start[d];
-        for (a = i; i < nk && (int32_t)(key[i] / ((uint64_t)nu * (uint64_t)ni)) == d; i++) {
-            int32_t it = (int32_t)(key[i] % (uint64_t)ni);
-            if (mark[it] != d) {
-                mark[it] = d;
-                pool[pool_start[d + 1]++] = it;
-            }
-        }
-        for (j = a; j < i; j = b) {
-            uint64_t ukey = key[j] / (uint64_t)ni;
-            int64_t np, nn, avail;
-            for (b = j; b < i && key[b] / (uint64_t)ni == ukey; b++) {
-            }
-            np = b - j;
-            avail = (pool_start[d + 1] - pool_start[d]) - np;
-            nn = (int64_t)floor((double)np / ratio_out[d] + 0.5);
-            total += np + (nn < avail ? nn : avail);
-        }
-    }
-    if ((st = mml__raw_alloc(r, total)) != MML_OK) goto done;
-    cand = (int32_t *)mml__alloc((size_t)nk * 4 + 4);
-    if (!cand) {
-        st = mml__fail(MML_ERR_NOMEM, "taobao: out of memory");
-        goto done;
-    }
-    /* pass 2: emit positives, then negatives without replacement */
-    for (i = 0; i < nk; i = b) {
-        uint64_t ukey = key[i] / (uint64_t)ni;
-        int32_t u = (int32_t)(ukey % (uint64_t)nu);
-        const int32_t *pl;
-        int64_t np, nn, avail, pn;
-        d = (int32_t)(ukey / (uint64_t)nu);
-        pl = pool + pool_start[d];
-        pn = pool_start[d + 1] - pool_start[d];
-        token++;
-        for (b = i; b < nk && key[b] / (uint64_t)ni == ukey; b++) {
-            int32_t it = (int32_t)(key[b] % (uint64_t)ni);
-            ustamp[it] = token;
-            r->uraw[r->n] = u;
-            r->iraw[r->n] = it;
-            r->dom[r->n] = d;
-            r->label[r->n] = 1.0f;
-            r->n++;
-        }
-        np = b - i;
-        avail = pn - np;
-        nn = (int64_t)floor((double)np / ratio_out[d] + 0.5);
-        if (nn > avail) nn = avail;
-        if (nn * 2 <= avail) {
-            /* sparse: rejection sampling, at least half of the pool is free */
-            for (j = 0; j < nn;) {
-                int32_t it = pl[mml__rng_below(&rng, (uint64_t)pn)];
-                if (ustamp[it] == token) continue;
-                ustamp[it] = token;
-                r->uraw[r->n] = u;
-                r->iraw[r->n] = it;
-                r->dom[r->n] = d;
-                r->label[r->n] = 0.0f;
-                r->n++;
-                j++;
-            }
-        } else {
-            /* dense: partial Fisher-Yates over the free items */
-            int64_t nc = 0;
-            for (j = 0; j < pn; j++)
-                if (ustamp[pl[j]] != token) cand[nc++] = pl[j];
-            for (j = 0; j < nn; j++) {
-                int64_t x = j + (int64_t)mml__rng_below(&rng, (uint64_t)(nc - j));
-                int32_t t = cand[x];
-                cand[x] = cand[j];
-                cand[j] = t;
-                r->uraw[r->n] = u;
-                r->iraw[r->n] = t;
-                r->dom[r->n] = d;
-                r->label[r->n] = 0.0f;
-                r->n++;
-            }
-        }
-    }
-done:
-    mml__free(pool);
-    mml__free(cand);
-    mml__free(pool_start);
-    mml__free(mark);
-    mml__free(ustamp);
-    return st;
-}
-
-/* Themes: distinct ids ascending, first n_themes kept; clicks of other themes
- * get dom -1. Returns the number of domains. */
-static mml_status mml__select_themes(const mml__clicks *c, int n_themes, int32_t *dom, int32_t *nd_out,
-                                     int64_t **theme_ids) {
-    mml__imap m;
-    int64_t *keys = NULL, i, k = 0, old;
-    mml_status st = mml__imap_init(&m, 1024);
-    if (st) return st;
-    for (i = 0; i < c->n; i++)
-        if ((st = mml__imap_put(&m, c->theme[i], 0, &old)) != MML_OK) goto done;
-    keys = (int64_t *)mml__alloc(m.n * 8 + 8);
-    if (!keys) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (i = 0; i < (int64_t)m.cap; i++)
-        if (m.s[i].key >= 0) keys[k++] = m.s[i].key;
-    qsort(keys, (size_t)k, sizeof(int64_t), mml__cmp_i64);
-    if (n_themes > 0 && k > n_themes) k = n_themes;
-    mml__imap_free(&m);
-    if ((st = mml__imap_init(&m, (uint64_t)k)) != MML_OK) goto done;
-    for (i = 0; i < k; i++)
-        if ((st = mml__imap_put(&m, keys[i], i, &old)) != MML_OK) goto done;
-    for (i = 0; i < c->n; i++) dom[i] = (int32_t)mml__imap_get(&m, c->theme[i]);
-    *nd_out = (int32_t)k;
-    *theme_ids = keys;
-    keys = NULL;
-done:
-    mml__free(keys);
-    mml__imap_free(&m);
-    return st;
-}
-
-mml_status mml_taobao_load(const char *raw_dir, int n_themes, uint64_t seed, mml_data_t *out) {
-    char path[MML__PATH_MAX], name[64];
-    mml__buf b;
-    mml__emb ue, ie;
-    mml__clicks c;
-    mml__raw r;
-    int32_t *dom = NULL, *du = NULL, *di = NULL, *u32 = NULL, *i32 = NULL, nd = 0, nu = 0, ni = 0, k;
-    int64_t *theme_ids = NULL, i, nk = 0;
-    uint64_t *key = NULL, t;
-    float *utab = NULL, *itab = NULL;
-    double *ratio = NULL;
-    int bits = 0;
-    int32_t dim = 0;
-    mml_status st;
-    if (!out) return mml__fail(MML_ERR_ARG, "mml_taobao_load: out is NULL");
-    memset(out, 0, sizeof *out);
-    memset(&ue, 0, sizeof ue);
-    memset(&ie, 0, sizeof ie);
-    memset(&c, 0, sizeof c);
-    memset(&r, 0, sizeof r);
-    if (!raw_dir || n_themes < 0) return mml__fail(MML_ERR_ARG, "mml_taobao_load: bad argument");
-    if ((st = mml__join(path, raw_dir, "user_embedding.csv")) != MML_OK) goto done;
-    if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
-    st = mml__parse_emb_csv(b.p, b.n, path, &ue);
-    mml__buf_free(&b);
-    if (st) goto done;
-    if ((st = mml__join(path, raw_dir, "item_embedding.csv")) != MML_OK) goto done;
-    if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
-    st = mml__parse_emb_csv(b.p, b.n, path, &ie);
-    mml__buf_free(&b);
-    if (st) goto done;
-    if (ue.dim != ie.dim) {
-        st = mml__fail(MML_ERR_FORMAT, "%s: item embeddings have dim %d but user embeddings %d", path, ie.dim, ue.dim);
-        goto done;
-    }
-    if ((st = mml__join(path, raw_dir, "theme_click_log.csv")) != MML_OK) goto done;
-    if ((st = mml__read_file(path, &b)) != MML_OK) goto done;
-    st = mml__parse_clicks(b.p, b.n, path, &ue, &ie, &c);
-    mml__buf_free(&b);
-    if (st) goto done;
-    if (c.n == 0) {
-        st = mml__fail(MML_ERR_FORMAT, "%s: no click has both a user and an item embedding", path);
-        goto done;
-    }
-    dom = (int32_t *)mml__alloc((size_t)c.n * 4);
-    if (!dom) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((st = mml__select_themes(&c, n_themes, dom, &nd, &theme_ids)) != MML_OK) goto done;
-    /* keep the selected themes' clicks, compacting in place */
-    for (i = 0; i < c.n; i++) {
-        if (dom[i] < 0) continue;
-        c.urow[nk] = c.urow[i];
-        c.irow[nk] = c.irow[i];
-        dom[nk] = dom[i];
-        nk++;
-    }
-    du = (int32_t *)mml__alloc((size_t)nk * 4);
-    di = (int32_t *)mml__alloc((size_t)nk * 4);
-    key = (uint64_t *)mml__alloc((size_t)nk * 8);
-    if (!du || !di || !key) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    dim = ue.dim;
-    if ((st = mml__dense_rows(&ue, c.urow, nk, du, &nu, &utab)) != MML_OK) goto done;
-    if ((st = mml__dense_rows(&ie, c.irow, nk, di, &ni, &itab)) != MML_OK) goto done;
-    mml__emb_free(&ue);
-    mml__emb_free(&ie);
-    if (!mml__mul_ok((uint64_t)nd, (uint64_t)nu, UINT64_MAX, &t) || !mml__mul_ok(t, (uint64_t)ni, UINT64_MAX, &t)) {
-        st = mml__fail(MML_ERR_ARG, "taobao: themes x users x items exceeds 2^64");
-        goto done;
-    }
-    while (bits < 64 && (t - 1) >> bits) bits++;
-    for (i = 0; i < nk; i++) key[i] = ((uint64_t)dom[i] * (uint64_t)nu + (uint64_t)du[i]) * (uint64_t)ni + (uint64_t)di[i];
-    if ((st = mml__radix_u64(key, nk, bits)) != MML_OK) goto done;
-    {
-        int64_t w = 0;
-        for (i = 0; i < nk; i++)
-            if (w == 0 || key[i] != key[w - 1]) key[w++] = key[i];
-        nk = w;
-    }
-    ratio = (double *)mml__alloc((size_t)nd * sizeof(double));
-    if (!ratio) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((st = mml__taobao_sample(key, nk, nd, nu, ni, seed, &r, ratio)) != MML_OK) goto done;
-    u32 = (int32_t *)mml__alloc((size_t)r.n * 4 + 4);
-    i32 = (int32_t *)mml__alloc((size_t)r.n * 4 + 4);
-    if (!u32 || !i32) {
-        st = mml__fail(MML_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (i = 0; i < r.n; i++) {
-        u32[i] = (int32_t)r.uraw[i];
-        i32[i] = (int32_t)r.iraw[i];
-    }
-    if ((st = mml_data_split(r.n, u32, i32, r.dom, r.label, nu, ni, nd, seed, out)) != MML_OK) goto done;
-    for (k = 0; k < nd && !st; k++) {
-        snprintf(name, sizeof name, "theme_%lld", (long long)theme_ids[k]);
-        st = mml__set_name(out, k, name, strlen(name));
-    }
-    if (st) goto done;
-    out->pretrained_dim = dim;
-    out->user_emb = utab;
-    out->item_emb = itab;
-    utab = itab = NULL;
-done:
-    mml__emb_free(&ue);
-    mml__emb_free(&ie);
-    mml__clicks_free(&c);
-    mml__raw_free(&r);
-    mml__free(dom);
-    mml__free(du);
-    mml__free(di);
-    mml__free(u32);
-    mml__free(i32);
-    mml__free(key);
-    mml__free(theme_ids);
-    mml__free(utab);
-    mml__free(itab);
-    mml__free(ratio);
-    if (st) mml_data_free(out);
-    return st;
-}
-
-/* ---- synthetic Taobao-format raw set ---- */
-
-/* Fixed 6 decimals, |v| < 1e9 (embeddings are small). */
-static char *mml__put_f6(char *p, float v) {
-    uint64_t x;
-    int j;
-    char t[6];
-    if (v < 0) {
-        *p++ = '-';
-        v = -v;
-    }
-    x = (uint64_t)((double)v * 1e6 + 0.5);
-    p = mml__put_u64(p, x / 1000000);
-    *p++ = '.';
-    x %= 1000000;
-    for (j = 5; j >= 0; j--) {
-        t[j] = (char)('0' + x % 10);
-        x /= 10;
-    }
-    memcpy(p, t, 6);
-    return p + 6;
-}
-
-typedef struct mml__bw {
-    mml__afile w;
-    char *buf, *p;
-    mml_status st;
-} mml__bw;
-
-enum { MML__BW_CAP = 1 << 20 };
-
-static void mml__bw_flush(mml__bw *b, int force) {
-    if (b->st) return;
-    if (force || b->p - b->buf > MML__BW_CAP - 4096) {
-        b->st = mml__afile_write(&b->w, b->buf, (size_t)(b->p - b->buf));
-        b->p = b->buf;
-    }
-}
-
-static mml_status mml__bw_open(mml__bw *b, const char *path) {
-    memset(b, 0, sizeof *b);
-    b->buf = (char *)MOEMLORA_MALLOC(MML__BW_CAP);
-    if (!b->buf) return mml__fail(MML_ERR_NOMEM, "out of memory");
-    b->p = b->buf;
-    b->st = mml__afile_open(&b->w, path);
-    if (b->st) {
-        MOEMLORA_FREE(b->buf);
-        b->buf = NULL;
-    }
-    return b->st;
-}
-
-static mml_status mml__bw_close(mml__bw *b) {
-    mml_status st;
-    mml__bw_flush(b, 1);
-    MOEMLORA_FREE(b->buf);
-    b->buf = NULL;
-    if (b->st) {
-        mml__afile_abort(&b->w);
-        return b->st;
-    }
-    st = mml__afile_commit(&b->w);
-    return st;
-}
-
-static mml_status mml__gen_emb(const char *path, const char *idname, int64_t rows, int64_t base, int64_t step,
-                               int32_t dim, uint64_t *rng) {
-    mml__bw b;
-    int64_t i;
-    int32_t j;
-    if (mml__bw_open(&b, path)) return b.st;
-    b.p += snprintf(b.p, 64, "%.32s", idname);
-    for (j = 0; j < dim; j++) {
-        b.p += snprintf(b.p, 64, ",e%d", j);
-        mml__bw_flush(&b, 0);
-    }
-    *b.p++ = '\n';
-    for (i = 0; i < rows && !b.st; i++) {
-        b.p = mml__put_u64(b.p, (uint64_t)(base + step * i));
-        for (j = 0; j < dim; j++) {
-            *b.p++ = ',';
-            b.p = mml__put_f6(b.p, 0.1f * mml__rng_normal(rng));
-            if ((j & 63) == 63) mml__bw_flush(&b, 0);
-        }
-        *b.p++ = '\n';
-        mml__bw_flush(&b, 0);
-    }
-    return mml__bw_close(&b);
-}
-
-mml_status mml_taobao_write_synthetic(const char *dir, int64_t n_users, int64_t n_items, int32_t n_themes,
-                                      int64_t n_clicks, int32_t dim, uint64_t seed) {
+/* Walks dir (a set's folder, or with in_domain one of its domain folders):
+ * with rm, removes the set's own files and domain folders, then dir if that
+ * emptied it. Returns how many entries are no part of a set (the first is
+ * named in foreign), or -1 if dir cannot be read. */
+static long mml__set_scan(const char *dir, int in_domain, int rm, char *foreign, size_t cap) {
     char path[MML__PATH_MAX];
-    mml__bw b;
-    uint64_t rng = seed;
-    int64_t i, per;
-    mml_status st;
-    if (!dir || n_users < 1 || n_items < 1 || n_themes < 1 || n_clicks < 0 || dim < 1 || dim > 65536 ||
-        n_users > INT32_MAX / 4 || n_items > INT32_MAX / 4 || n_items < n_themes)
-        return mml__fail(MML_ERR_ARG, "mml_taobao_write_synthetic: bad sizes (users %lld items %lld themes %d dim %d)",
-                         (long long)n_users, (long long)n_items, n_themes, dim);
-    if ((st = mml__mkdirs(dir)) != MML_OK) return st;
-    /* sparse raw ids, so that the loader's re-indexing is exercised */
-    if ((st = mml__join(path, dir, "user_embedding.csv")) != MML_OK) return st;
-    if ((st = mml__gen_emb(path, "user_id", n_users, 100000, 3, dim, &rng)) != MML_OK) return st;
-    if ((st = mml__join(path, dir, "item_embedding.csv")) != MML_OK) return st;
-    if ((st = mml__gen_emb(path, "item_id", n_items, 5000000, 7, dim, &rng)) != MML_OK) return st;
-    if ((st = mml__join(path, dir, "theme_click_log.csv")) != MML_OK) return st;
-    if (mml__bw_open(&b, path)) return b.st;
-    b.p += snprintf(b.p, 64, "user_id,item_id,theme_id\n");
-    per = n_items / n_themes;
-    for (i = 0; i < n_clicks && !b.st; i++) {
-        /* 2% of users and items lack embeddings; items mostly from the theme's own slice */
-        int64_t t = (int64_t)mml__rng_below(&rng, (uint64_t)n_themes);
-        int64_t u = (int64_t)mml__rng_below(&rng, (uint64_t)(n_users + n_users / 50 + 1));
-        int64_t it = mml__rng_below(&rng, 100) < 90 ? t + n_themes * (int64_t)mml__rng_below(&rng, (uint64_t)per)
-                                                      : (int64_t)mml__rng_below(&rng, (uint64_t)(n_items + n_items / 50 + 1));
-        b.p = mml__put_u64(b.p, (uint64_t)(100000 + 3 * u));
-        *b.p++ = ',';
-        b.p = mml__put_u64(b.p, (uint64_t)(5000000 + 7 * it));
-        *b.p++ = ',';
-        b.p = mml__put_u64(b.p, (uint64_t)(1000 + 17 * t));
-        *b.p++ = '\n';
-        mml__bw_flush(&b, 0);
+    struct dirent *e;
+    struct stat st;
+    long others = 0, k;
+    DIR *dh = opendir(dir);
+    if (!dh) return -1;
+    while ((e = readdir(dh)) != NULL) {
+        const char *n = e->d_name;
+        int mine;
+        if (!strcmp(n, ".") || !strcmp(n, "..")) continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, n) >= (int)sizeof path || lstat(path, &st) != 0) {
+            others++;
+            continue;
+        }
+        mine = S_ISREG(st.st_mode) && mml__is_set_file(n, in_domain);
+        if (!mine && !in_domain && S_ISDIR(st.st_mode) && mml__is_domain_dir(n)) {
+            char inner[256];
+            k = mml__set_scan(path, 1, rm, inner, sizeof inner);
+            if (k > 0 && others == 0 && foreign && snprintf(foreign, cap, "%s/%s", n, inner) < 0) foreign[0] = 0;
+            others += k < 0 ? 1 : k;
+            continue;
+        }
+        if (mine && rm) unlink(path);
+        if (!mine && others++ == 0 && foreign) snprintf(foreign, cap, "%s", n);
     }
-    return mml__bw_close(&b);
+    closedir(dh);
+    if (rm) rmdir(dir);
+    return others;
 }
+
+/* dir without trailing slashes (into path), its parent folder and its last
+ * name ("a/b/" -> "a/b", "a", "b"). */
+static mml_status mml__split_path(const char *dir, char *path, char *parent, char *base) {
+    char tmp[MML__PATH_MAX];
+    size_t n = strlen(dir);
+    char *slash;
+    while (n > 1 && dir[n - 1] == '/') n--;
+    if (n == 0 || n >= sizeof tmp) return mml__fail(MML_ERR_ARG, "bad directory name \"%s\"", dir);
+    memcpy(tmp, dir, n);
+    tmp[n] = 0;
+    strcpy(path, tmp);
+    slash = strrchr(tmp, '/');
+    strcpy(base, slash ? slash + 1 : tmp);
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return mml__fail(MML_ERR_ARG, "%s: name the folder itself (a prepared set replaces its folder as a whole)", dir);
+    if (!slash) strcpy(parent, ".");
+    else if (slash == tmp) strcpy(parent, "/");
+    else {
+        *slash = 0;
+        strcpy(parent, tmp);
+    }
+    return MML_OK;
+}
+
+/* The folder to replace: out_dir, or where it leads when it is a symbolic
+ * link (the set is swapped in there and the link stays as it is). */
+static mml_status mml__target_path(const char *out_dir, char *dir, char *parent, char *base) {
+    char link[MML__PATH_MAX], next[2 * MML__PATH_MAX];
+    struct stat st;
+    int hops;
+    mml_status rc = mml__split_path(out_dir, dir, parent, base);
+    for (hops = 0; !rc && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode); hops++) {
+        ssize_t n = readlink(dir, link, sizeof link - 1);
+        if (n < 0 || hops == 16)
+            return mml__fail(MML_ERR_IO, "%s: cannot follow the link: %s", out_dir,
+                             n < 0 ? strerror(errno) : "too many levels");
+        link[n] = 0;
+        snprintf(next, sizeof next, "%s%s%s", link[0] == '/' ? "" : parent, link[0] == '/' ? "" : "/", link);
+        rc = mml__split_path(next, dir, parent, base);
+    }
+    return rc;
+}
+
+/* Removes the "<base>.tmp.<pid>.<n>" set folders in parent whose process
+ * has gone (a preparation killed midway leaves one), as the atomic writer
+ * does with its files; only a set's own files are removed. */
+static void mml__remove_stale_sets(const char *parent, const char *base) {
+    char path[MML__PATH_MAX];
+    size_t bn = strlen(base);
+    struct dirent *e;
+    DIR *dh = opendir(parent);
+    if (!dh) return;
+    while ((e = readdir(dh)) != NULL)
+        if (strncmp(e->d_name, base, bn) == 0 && mml__tmp_of_gone(e->d_name + bn) &&
+            snprintf(path, sizeof path, "%s/%s", parent, e->d_name) < (int)sizeof path)
+            mml__set_scan(path, 0, 1, NULL, 0);
+    closedir(dh);
+}
+
+
+/* Exchanges two paths atomically (Linux renameat2 RENAME_EXCHANGE, called by
+ * number so that no feature macro is needed); -1 with errno otherwise. */
+static int mml__exchange(const char *a, const char *b) {
+#if defined(__linux__) && defined(SYS_renameat2)
+    return (int)syscall(SYS_renameat2, (long)AT_FDCWD, a, (long)AT_FDCWD, b, 2L /* RENAME_EXCHANGE */);
+#else
+    (void)a;
+    (void)b;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Puts the whole set at tmp in dir's place; the old set, if any, ends up at
+ * tmp. Without an atomic exchange (other systems, filesystems without it)
+ * dir is renamed aside first: a crash between the two renames leaves no dir,
+ * with the old set at "<dir>.tmp.<pid>.<n>". */
+static mml_status mml__swap_in(const char *tmp, const char *dir, int dir_exists) {
+    int err;
+    if (!dir_exists) {
+        if (rename(tmp, dir) == 0) return MML_OK;
+        return mml__fail(MML_ERR_IO, "%s: cannot rename the new set into place: %s", dir, strerror(errno));
+    }
+    if (mml__exchange(tmp, dir) == 0) return MML_OK;
+    err = errno;
+#if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
+    if (err == EOPNOTSUPP) err = ENOTSUP;
+#endif
+    if (err != ENOSYS && err != EINVAL && err != ENOTSUP)
+        return mml__fail(MML_ERR_IO, "%s: cannot swap in the new set: %s", dir, strerror(err));
+    {
+        char aside[MML__PATH_MAX + 32];
+        static unsigned mml__aside_counter;
+        unsigned n = __atomic_fetch_add(&mml__aside_counter, 1u, __ATOMIC_RELAXED);
+        snprintf(aside, sizeof aside, "%s.tmp.%ld.old%u", dir, (long)getpid(), n);
+        if (rename(dir, aside) != 0)
+            return mml__fail(MML_ERR_IO, "%s: cannot move the old set aside: %s", dir, strerror(errno));
+        if (rename(tmp, dir) != 0) {
+            err = errno;
+            rename(aside, dir);
+            return mml__fail(MML_ERR_IO, "%s: cannot rename the new set into place: %s", dir, strerror(err));
+        }
+        if (rename(aside, tmp) != 0) mml__set_scan(aside, 0, 1, NULL, 0);
+    }
+    return MML_OK;
+}
+
+/* What dir holds now: 0 nothing, 1 a prepared set (or an empty folder). */
+static mml_status mml__check_target(const char *dir, int *exists, mode_t *mode) {
+    char foreign[MML__PATH_MAX];
+    struct stat st;
+    long others;
+    *exists = 0;
+    if (lstat(dir, &st) != 0) {
+        if (errno == ENOENT) return MML_OK;
+        return mml__fail(MML_ERR_IO, "%s: %s", dir, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: exists and is not a folder", dir);
+    others = mml__set_scan(dir, 0, 0, foreign, sizeof foreign);
+    if (others < 0) return mml__fail(MML_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
+    if (others > 0)
+        return mml__fail(MML_ERR_IO,
+                         "%s: holds %s%s, not part of a prepared set; a new set replaces the whole folder, so move "
+                         "that away or prepare into another folder (nothing was changed)",
+                         dir, foreign, others > 1 ? " and more" : "");
+    *exists = 1;
+    *mode = st.st_mode & 07777;
+    return MML_OK;
+}
+
+/* The new set in tmp, with the cache when asked (recording the files it
+ * was built from, as they are in tmp: the swap keeps them as they are). */
+static mml_status mml__build_set(const mml_data_t *d, const char *tmp, int with_cache) {
+    char path[MML__PATH_MAX];
+    mml__srcs src;
+    mml_status st;
+    if (mkdir(tmp, 0777) != 0) return mml__fail(MML_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    st = mml__write_set(d, tmp);
+    if (st || !with_cache) return st;
+    memset(&src, 0, sizeof src);
+    st = mml__srcs_of_set(d, tmp, &src);
+    if (!st) st = mml__join(path, tmp, "data.mmlc");
+    if (!st) st = mml__save_cache(d, path, &src);
+    mml__srcs_free(&src);
+    return st;
+}
+
+mml_status mml_data_save_prepared(const mml_data_t *d, const char *out_dir, int with_cache) {
+    static unsigned mml__set_counter;
+    char dir[MML__PATH_MAX], parent[MML__PATH_MAX], base[MML__PATH_MAX], tmp[MML__PATH_MAX];
+    int exists = 0;
+    mode_t mode = 0;
+    mml_status st;
+    if (!d || !out_dir) return mml__fail(MML_ERR_ARG, "mml_data_save_dir: NULL argument");
+    if ((st = mml__data_check(d, "mml_data_save_dir")) != MML_OK) return mml__recode(MML_ERR_ARG);
+    if ((st = mml__check_names(d)) != MML_OK) return st;
+    if ((d->pretrained_dim > 0 || with_cache) && !mml__host_le())
+        return mml__fail(MML_ERR_ARG, "binary embedding and cache files need a little-endian host");
+    if ((st = mml__target_path(out_dir, dir, parent, base)) != MML_OK) return st;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", dir, (long)getpid(),
+                 __atomic_fetch_add(&mml__set_counter, 1u, __ATOMIC_RELAXED)) >= (int)sizeof tmp)
+        return mml__fail(MML_ERR_ARG, "%s: path too long", dir);
+    if ((st = mml__check_target(dir, &exists, &mode)) != MML_OK) return st;
+    if (exists) mml__remove_stale_sets(parent, base); /* their space first */
+    if ((st = mml__check_space(dir, mml__set_bytes(d, with_cache))) != MML_OK) return st;
+    if ((st = mml__mkdirs(parent)) != MML_OK) return st;
+    st = mml__build_set(d, tmp, with_cache);
+    if (!st && exists && chmod(tmp, mode) != 0) st = mml__fail(MML_ERR_IO, "%s: chmod: %s", tmp, strerror(errno));
+    if (!st) st = mml__swap_in(tmp, dir, exists);
+    if (!st) mml__fsync_dir_of(tmp);
+    mml__set_scan(tmp, 0, 1, NULL, 0); /* the old set, or the new one after a failure */
+    if (!st) mml__remove_stale_sets(parent, base);
+    return st;
+}
+
+mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_data_save_prepared(d, dir, 0); }
+
 /* Checkpoint container.
  *
  * A model-agnostic container of tagged sections, each either raw bytes or a
@@ -3689,108 +3296,11 @@ typedef struct mml__ckpt {
 
 // >>checkpoints: CRC32C -------------------------------------------------------
 
-/* Castagnoli polynomial, reflected (0x82F63B78). */
-static const uint32_t mml__crc32c_table[256] = {
-    0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
-    0x26a1e7e8u, 0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu,
-    0x4d43cfd0u, 0xbf284cd3u, 0xac78bf27u, 0x5e133c24u, 0x105ec76fu, 0xe235446cu,
-    0xf165b798u, 0x030e349bu, 0xd7c45070u, 0x25afd373u, 0x36ff2087u, 0xc494a384u,
-    0x9a879fa0u, 0x68ec1ca3u, 0x7bbcef57u, 0x89d76c54u, 0x5d1d08bfu, 0xaf768bbcu,
-    0xbc267848u, 0x4e4dfb4bu, 0x20bd8edeu, 0xd2d60dddu, 0xc186fe29u, 0x33ed7d2au,
-    0xe72719c1u, 0x154c9ac2u, 0x061c6936u, 0xf477ea35u, 0xaa64d611u, 0x580f5512u,
-    0x4b5fa6e6u, 0xb93425e5u, 0x6dfe410eu, 0x9f95c20du, 0x8cc531f9u, 0x7eaeb2fau,
-    0x30e349b1u, 0xc288cab2u, 0xd1d83946u, 0x23b3ba45u, 0xf779deaeu, 0x05125dadu,
-    0x1642ae59u, 0xe4292d5au, 0xba3a117eu, 0x4851927du, 0x5b016189u, 0xa96ae28au,
-    0x7da08661u, 0x8fcb0562u, 0x9c9bf696u, 0x6ef07595u, 0x417b1dbcu, 0xb3109ebfu,
-    0xa0406d4bu, 0x522bee48u, 0x86e18aa3u, 0x748a09a0u, 0x67dafa54u, 0x95b17957u,
-    0xcba24573u, 0x39c9c670u, 0x2a993584u, 0xd8f2b687u, 0x0c38d26cu, 0xfe53516fu,
-    0xed03a29bu, 0x1f682198u, 0x5125dad3u, 0xa34e59d0u, 0xb01eaa24u, 0x42752927u,
-    0x96bf4dccu, 0x64d4cecfu, 0x77843d3bu, 0x85efbe38u, 0xdbfc821cu, 0x2997011fu,
-    0x3ac7f2ebu, 0xc8ac71e8u, 0x1c661503u, 0xee0d9600u, 0xfd5d65f4u, 0x0f36e6f7u,
-    0x61c69362u, 0x93ad1061u, 0x80fde395u, 0x72966096u, 0xa65c047du, 0x5437877eu,
-    0x4767748au, 0xb50cf789u, 0xeb1fcbadu, 0x197448aeu, 0x0a24bb5au, 0xf84f3859u,
-    0x2c855cb2u, 0xdeeedfb1u, 0xcdbe2c45u, 0x3fd5af46u, 0x7198540du, 0x83f3d70eu,
-    0x90a324fau, 0x62c8a7f9u, 0xb602c312u, 0x44694011u, 0x5739b3e5u, 0xa55230e6u,
-    0xfb410cc2u, 0x092a8fc1u, 0x1a7a7c35u, 0xe811ff36u, 0x3cdb9bddu, 0xceb018deu,
-    0xdde0eb2au, 0x2f8b6829u, 0x82f63b78u, 0x709db87bu, 0x63cd4b8fu, 0x91a6c88cu,
-    0x456cac67u, 0xb7072f64u, 0xa457dc90u, 0x563c5f93u, 0x082f63b7u, 0xfa44e0b4u,
-    0xe9141340u, 0x1b7f9043u, 0xcfb5f4a8u, 0x3dde77abu, 0x2e8e845fu, 0xdce5075cu,
-    0x92a8fc17u, 0x60c37f14u, 0x73938ce0u, 0x81f80fe3u, 0x55326b08u, 0xa759e80bu,
-    0xb4091bffu, 0x466298fcu, 0x1871a4d8u, 0xea1a27dbu, 0xf94ad42fu, 0x0b21572cu,
-    0xdfeb33c7u, 0x2d80b0c4u, 0x3ed04330u, 0xccbbc033u, 0xa24bb5a6u, 0x502036a5u,
-    0x4370c551u, 0xb11b4652u, 0x65d122b9u, 0x97baa1bau, 0x84ea524eu, 0x7681d14du,
-    0x2892ed69u, 0xdaf96e6au, 0xc9a99d9eu, 0x3bc21e9du, 0xef087a76u, 0x1d63f975u,
-    0x0e330a81u, 0xfc588982u, 0xb21572c9u, 0x407ef1cau, 0x532e023eu, 0xa145813du,
-    0x758fe5d6u, 0x87e466d5u, 0x94b49521u, 0x66df1622u, 0x38cc2a06u, 0xcaa7a905u,
-    0xd9f75af1u, 0x2b9cd9f2u, 0xff56bd19u, 0x0d3d3e1au, 0x1e6dcdeeu, 0xec064eedu,
-    0xc38d26c4u, 0x31e6a5c7u, 0x22b65633u, 0xd0ddd530u, 0x0417b1dbu, 0xf67c32d8u,
-    0xe52cc12cu, 0x1747422fu, 0x49547e0bu, 0xbb3ffd08u, 0xa86f0efcu, 0x5a048dffu,
-    0x8ecee914u, 0x7ca56a17u, 0x6ff599e3u, 0x9d9e1ae0u, 0xd3d3e1abu, 0x21b862a8u,
-    0x32e8915cu, 0xc083125fu, 0x144976b4u, 0xe622f5b7u, 0xf5720643u, 0x07198540u,
-    0x590ab964u, 0xab613a67u, 0xb831c993u, 0x4a5a4a90u, 0x9e902e7bu, 0x6cfbad78u,
-    0x7fab5e8cu, 0x8dc0dd8fu, 0xe330a81au, 0x115b2b19u, 0x020bd8edu, 0xf0605beeu,
-    0x24aa3f05u, 0xd6c1bc06u, 0xc5914ff2u, 0x37faccf1u, 0x69e9f0d5u, 0x9b8273d6u,
-    0x88d28022u, 0x7ab90321u, 0xae7367cau, 0x5c18e4c9u, 0x4f48173du, 0xbd23943eu,
-    0xf36e6f75u, 0x0105ec76u, 0x12551f82u, 0xe03e9c81u, 0x34f4f86au, 0xc69f7b69u,
-    0xd5cf889du, 0x27a40b9eu, 0x79b737bau, 0x8bdcb4b9u, 0x988c474du, 0x6ae7c44eu,
-    0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
-};
-
-/* Byte at a time: the portable path and the reference for the SSE4.2 one. */
-MML__CKPT_FN uint32_t mml__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
-    const unsigned char *p = (const unsigned char *)buf;
-    crc = ~crc;
-    while (n--) crc = mml__crc32c_table[(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
-    return ~crc;
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MML__CRC32C_HW 1
-#include <cpuid.h>
-#include <nmmintrin.h>
-
-__attribute__((target("sse4.2"))) MML__CKPT_FN uint32_t mml__crc32c_hw(uint32_t crc,
-                                                                       const void *buf,
-                                                                       size_t n) {
-    const unsigned char *p = (const unsigned char *)buf;
-    uint64_t c = (uint32_t)~crc;
-    while (n && ((uintptr_t)p & 7)) {
-        c = _mm_crc32_u8((uint32_t)c, *p++);
-        n--;
-    }
-    for (; n >= 8; n -= 8, p += 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = _mm_crc32_u64(c, v);
-    }
-    while (n--) c = _mm_crc32_u8((uint32_t)c, *p++);
-    return ~(uint32_t)c;
-}
-
-/* 1 if the CPU has the SSE4.2 crc32 instruction; cpuid runs once (it is slow
- * under virtualisation) and the answer is cached. */
-MML__CKPT_FN int mml__crc32c_have_hw(void) {
-    static int state; /* 0 unknown, 1 no, 2 yes */
-    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
-    if (!s) {
-        unsigned a, b, c, d;
-        s = (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2)) ? 2 : 1;
-        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
-    }
-    return s == 2;
-}
-#else
-MML__CKPT_FN int mml__crc32c_have_hw(void) { return 0; }
-#endif
-
-/* CRC32C, chainable: mml__crc32c(mml__crc32c(0, a, n), b, m) is the CRC of a
- * followed by b. crc32c("123456789") = 0xE3069283. */
-MML__CKPT_FN uint32_t mml__crc32c(uint32_t crc, const void *buf, size_t n) {
-#ifdef MML__CRC32C_HW
-    if (mml__crc32c_have_hw()) return mml__crc32c_hw(crc, buf, n);
-#endif
-    return mml__crc32c_sw(crc, buf, n);
-}
+/* The kernel layer's CRC32C (moemlora_simd.h: the SSE4.2 or ARMv8 CRC
+ * instructions when the CPU has them, else slice-by-8 tables; the same value
+ * either way). Chainable: mml__crc32c(mml__crc32c(0, a, n), b, m) is the CRC
+ * of a followed by b. crc32c("123456789") = 0xE3069283. */
+MML__CKPT_FN uint32_t mml__crc32c(uint32_t crc, const void *buf, size_t n) { return mml_crc32c(crc, buf, n); }
 
 // >>checkpoints: small helpers -------------------------------------------------
 
@@ -4289,6 +3799,12 @@ MML__CKPT_FN mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
     if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
     *out = NULL;
     if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
+    /* Checked before opening: a directory opens and "seeks" to a size of
+     * 2^63, and opening a FIFO waits for a writer. */
+    struct stat st0;
+    if (stat(path, &st0) == 0 && !S_ISREG(st0.st_mode))
+        return mml__fail(MML_ERR_IO, "%s: %s, not a checkpoint file", path,
+                         S_ISDIR(st0.st_mode) ? "is a directory" : "is not a regular file");
     FILE *f = fopen(path, "rb");
     if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     mml__ckpt *c = mml__ckpt_new(path);
@@ -4552,15 +4068,23 @@ typedef struct mml__phase_state {
     int trainable[MML__G_COUNT];
 } mml__phase_state;
 
-/* Where a running mml_fit is, so a checkpoint can resume it exactly. */
+/* Where a running mml_fit is, so a checkpoint can resume it exactly, and
+ * what it runs on, so a checkpoint resumes nothing else. */
 typedef struct mml__fit_state {
     int32_t active;          /* a fit is in progress */
+    int32_t done;            /* a fit ran to its end */
+    int32_t from_export;     /* loaded from an inference-only export */
     int32_t stage;           /* 0: first phase; 1..E: expert stage-1; E+1: gate */
     int32_t epoch;           /* epochs completed in this stage */
     int32_t bad;             /* epochs without improvement */
     double best;             /* best validation score of this stage */
     uint64_t rng;            /* epoch shuffle generator */
-    float *snapshot;         /* the parameters of the best epoch */
+    /* the fit's data and run options (older checkpoints lack them) */
+    int32_t has_data, has_opts;
+    int64_t data_size[6];    /* users, items, domains, train, val, test rows */
+    uint64_t data_hash;      /* mml__data_hash */
+    int32_t batch, max_epochs, patience;
+    uint64_t seed;
 } mml__fit_state;
 
 /* The decisions of one forward/backward, taken once for the whole batch and
@@ -4654,6 +4178,7 @@ struct mml_model_t {
     mml__optim opt;
     mml__phase_state ph;
     mml__fit_state fit;
+    float *snapshot;         /* fit: the parameters of the stage's best epoch */
     struct { float *w; int ok; } fold;
     mml__pass pass;
     mml__runtime rt;
@@ -4962,22 +4487,146 @@ int mml_adapter_from_name(const char *s, mml_adapter *out) {
     return -1;
 }
 
+
+/* ---- the config, made from MML_CONFIG_FIELDS ---- */
+
+static const char *const mml__gate_names[2] = {"domain", "input"};
+const char *mml_gate_name(mml_gate_kind g) { return (unsigned)g < 2 ? mml__gate_names[g] : "?"; }
+int mml_gate_from_name(const char *s, mml_gate_kind *out) {
+    for (int i = 0; i < 2; i++)
+        if (strcmp(s, mml__gate_names[i]) == 0) { *out = (mml_gate_kind)i; return 0; }
+    return -1;
+}
+
+/* Is the tower outside 1..MML_MAX_HIDDEN layers of lo..hi units? */
+static int mml__config_hidden_bad(const mml_config_t *c, int lo, int hi) {
+    if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN) return 1;
+    for (int i = 0; i < c->n_hidden; i++)
+        if (c->hidden[i] < lo || c->hidden[i] > hi) return 1;
+    return 0;
+}
+
+/* "256,128,64" into buf; its length (snprintf's). */
+static int mml__hidden_text(const int32_t *h, int n_h, char *buf, size_t n) {
+    int k = 0;
+    if (n) buf[0] = 0;
+    for (int i = 0; i < n_h && k >= 0 && (size_t)k < n; i++) k += snprintf(buf + k, n - (size_t)k, i ? ",%d" : "%d", h[i]);
+    return k;
+}
+
+/* "256,128,64": 1..MML_MAX_HIDDEN sizes; 0 if it is not one. */
+static int mml__parse_hidden(const char *v, int32_t *n_out, int32_t *h) {
+    int n = 0;
+    const char *p = v;
+    int32_t t[MML_MAX_HIDDEN];
+    while (*p) {
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        int64_t x;
+        if (n >= MML_MAX_HIDDEN || !mml__to_i64(p, e, &x) || x < INT32_MIN || x > INT32_MAX) return 0;
+        t[n++] = (int32_t)x;
+        p = *e ? e + 1 : e;
+        if (*e && !*p) return 0; /* a trailing comma */
+    }
+    if (!n) return 0;
+    *n_out = n;
+    memcpy(h, t, (size_t)n * sizeof(int32_t));
+    return 1;
+}
+
 void mml_config_default(mml_config_t *c) {
     memset(c, 0, sizeof *c);
-    c->model = MML_MODEL_MLP;
-    c->adapter = MML_ADAPTER_MOE;
-    c->gate = MML_GATE_DOMAIN;
-    c->emb_dim = 8;
-    c->n_hidden = 3;
-    c->hidden[0] = 256; c->hidden[1] = 128; c->hidden[2] = 64;
-    c->lora_reduce = 16;
-    c->experts_per_domain = 1;
-    c->gate_dim = 4;
-    c->dropout = 0.5f;
-    c->lr = 1e-3f; c->beta1 = 0.9f; c->beta2 = 0.999f; c->eps = 1e-7f;
-    c->max_batch = 1024;
-    c->threads = 1;
-    c->seed = 123;
+#define MML__CFG_DEF(type, name, def, lo, hi, flag, help) MML__CFG_DEF_##type(name, def)
+#define MML__CFG_DEF_MODEL(name, def) c->name = def;
+#define MML__CFG_DEF_ADAPTER(name, def) c->name = def;
+#define MML__CFG_DEF_GATE(name, def) c->name = def;
+#define MML__CFG_DEF_I32(name, def) c->name = def;
+#define MML__CFG_DEF_BOOL(name, def) c->name = def;
+#define MML__CFG_DEF_F32(name, def) c->name = def;
+#define MML__CFG_DEF_U64(name, def) c->name = def;
+#define MML__CFG_DEF_HIDDEN(name, def) mml__parse_hidden(def, &c->n_##name, c->name);
+    MML_CONFIG_FIELDS(MML__CFG_DEF)
+}
+
+/* One setting from text; with check, also against its range. Unparsable
+ * text is MML_ERR_FORMAT, a value out of range MML_ERR_ARG. */
+static mml_status mml__config_parse(mml_config_t *c, const char *key, const char *v, int check) {
+    int64_t i = 0;
+    double d = 0.0;
+    uint64_t u = 0;
+    (void)d;
+    (void)u;
+#define MML__CFG_PARSE(type, name, def, lo, hi, flag, help)                                                            \
+    if (!strcmp(key, #name)) return MML__CFG_PARSE_##type(name, lo, hi);
+#define MML__CFG_PARSE_MODEL(name, lo, hi)                                                                            \
+    (mml_model_kind_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown model \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_ADAPTER(name, lo, hi)                                                                          \
+    (mml_adapter_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_GATE(name, lo, hi)                                                                             \
+    (mml_gate_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_I32(name, lo, hi)                                                                              \
+    (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i) ? mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", key, v)            \
+     : check && (i < (lo) || i > (hi)) ? mml__fail(MML_ERR_ARG, "config: %s %s outside %d..%d", key, v, lo, hi)     \
+     : (c->name = (int32_t)i, MML_OK))
+#define MML__CFG_PARSE_BOOL(name, lo, hi)                                                                             \
+    (mml__parse_i64(v, 0, 1, &i) ? mml__fail(MML_ERR_FORMAT, "bad flag %s=%s (0 or 1)", key, v) : (c->name = (int32_t)i, MML_OK))
+#define MML__CFG_PARSE_F32(name, lo, hi)                                                                              \
+    (mml__parse_dbl(v, &d) ? mml__fail(MML_ERR_FORMAT, "bad number %s=%s", key, v)                                  \
+     : check && !(d >= (double)(lo) && d <= (double)(hi))                                                             \
+         ? mml__fail(MML_ERR_ARG, "config: %s %s outside %g..%g", key, v, (double)(lo), (double)(hi))                 \
+         : (c->name = (float)d, MML_OK))
+#define MML__CFG_PARSE_U64(name, lo, hi) (mml__parse_u64(v, &u) ? mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", key, v) : (c->name = u, MML_OK))
+#define MML__CFG_PARSE_HIDDEN(name, lo, hi)                                                                           \
+    (!mml__parse_hidden(v, &c->n_##name, c->name) ? mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v)              \
+     : check && mml__config_hidden_bad(c, lo, hi) ? mml__fail(MML_ERR_ARG, "config: hidden %s: sizes outside %d..%d", v, lo, hi) \
+     : MML_OK)
+    MML_CONFIG_FIELDS(MML__CFG_PARSE)
+    return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", key);
+}
+
+mml_status mml_config_set(mml_config_t *c, const char *key, const char *value) {
+    if (!c || !key || !value) return mml__fail(MML_ERR_ARG, "mml_config_set: NULL argument");
+    mml_status st = mml__config_parse(c, key, value, 1);
+    return st == MML_ERR_FORMAT ? mml__recode(MML_ERR_ARG) : st;
+}
+
+int mml_config_get(const mml_config_t *c, const char *key, char *buf, size_t n) {
+    int k = -1;
+#define MML__CFG_GET(type, name, def, lo, hi, flag, help)                                                              \
+    if (k < 0 && !strcmp(key, #name)) k = MML__CFG_GET_##type(name);
+#define MML__CFG_GET_MODEL(name) snprintf(buf, n, "%s", mml_model_kind_name(c->name))
+#define MML__CFG_GET_ADAPTER(name) snprintf(buf, n, "%s", mml_adapter_name(c->name))
+#define MML__CFG_GET_GATE(name) snprintf(buf, n, "%s", mml_gate_name(c->name))
+#define MML__CFG_GET_I32(name) snprintf(buf, n, "%d", c->name)
+#define MML__CFG_GET_BOOL(name) snprintf(buf, n, "%d", c->name)
+#define MML__CFG_GET_F32(name) snprintf(buf, n, "%a", (double)c->name)
+#define MML__CFG_GET_U64(name) snprintf(buf, n, "%llu", (unsigned long long)c->name)
+#define MML__CFG_GET_HIDDEN(name) mml__hidden_text(c->name, c->n_##name, buf, n)
+    MML_CONFIG_FIELDS(MML__CFG_GET)
+    return k >= 0 && (size_t)k < n ? k : -1;
+}
+
+/* Every setting in its range (MML_CONFIG_FIELDS). */
+static mml_status mml__config_ranges(const mml_config_t *c) {
+#define MML__CFG_RANGE(type, name, def, lo, hi, flag, help) MML__CFG_RANGE_##type(name, lo, hi)
+#define MML__CFG_RANGE_ENUM(name, hi)                                                                                 \
+    if ((unsigned)c->name > (unsigned)(hi)) return mml__fail(MML_ERR_ARG, "config: unknown " #name " %d", (int)c->name);
+#define MML__CFG_RANGE_MODEL(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_ADAPTER(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_GATE(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_I32(name, lo, hi)                                                                              \
+    if (c->name < (lo) || c->name > (hi))                                                                            \
+        return mml__fail(MML_ERR_ARG, "config: " #name " %d outside %d..%d", c->name, lo, hi);
+#define MML__CFG_RANGE_BOOL(name, lo, hi) MML__CFG_RANGE_I32(name, lo, hi)
+#define MML__CFG_RANGE_F32(name, lo, hi)                                                                              \
+    if (!(c->name >= (lo) && c->name <= (hi)))                                                                       \
+        return mml__fail(MML_ERR_ARG, "config: " #name " %g outside %g..%g", (double)c->name, (double)(lo), (double)(hi));
+#define MML__CFG_RANGE_U64(name, lo, hi)
+#define MML__CFG_RANGE_HIDDEN(name, lo, hi)                                                                           \
+    if (mml__config_hidden_bad(c, lo, hi))                                                                           \
+        return mml__fail(MML_ERR_ARG, "config: the tower needs 1..%d layers of %d..%d units", MML_MAX_HIDDEN, lo, hi);
+    MML_CONFIG_FIELDS(MML__CFG_RANGE)
+    return MML_OK;
 }
 
 /* Rank of the adapter on a layer with d_out units. */
@@ -5009,6 +4658,7 @@ static mml_status mml__check_dims(const mml_config_t *c) {
     return MML_OK;
 }
 
+/* The ranges of MML_CONFIG_FIELDS, then what relates settings. */
 static mml_status mml__check_config(const mml_config_t *c) {
     if (c->schema) {
         mml_status st = mml_schema_check(c->schema);
@@ -5019,32 +4669,18 @@ static mml_status mml__check_config(const mml_config_t *c) {
     } else if (c->n_users <= 0 || c->n_items <= 0 || c->n_domains <= 0) {
         return mml__fail(MML_ERR_ARG, "config: vocab sizes must be positive (users %d, items %d, domains %d)",
                          c->n_users, c->n_items, c->n_domains);
-    } else if (c->n_users > (1 << 30) || c->n_items > (1 << 30)) {
-        return mml__fail(MML_ERR_ARG, "config: vocab size too large");
     }
     int32_t nd = mml__config_domains(c);
-    if (nd > 4096) return mml__fail(MML_ERR_ARG, "config: %d domains (at most 4096)", nd);
-    if (c->emb_dim < 1 || c->emb_dim > 1024)
-        return mml__fail(MML_ERR_ARG, "config: emb_dim %d outside 1..1024", c->emb_dim);
-    if (c->n_hidden < 1 || c->n_hidden > MML_MAX_HIDDEN)
-        return mml__fail(MML_ERR_ARG, "config: n_hidden %d outside 1..%d", c->n_hidden, MML_MAX_HIDDEN);
-    for (int i = 0; i < c->n_hidden; i++)
-        if (c->hidden[i] < 1 || c->hidden[i] > 8192)
-            return mml__fail(MML_ERR_ARG, "config: hidden[%d] = %d outside 1..8192", i, c->hidden[i]);
-    if ((unsigned)c->model >= MML_MODEL_COUNT) return mml__fail(MML_ERR_ARG, "config: unknown model %d", (int)c->model);
-    if ((unsigned)c->adapter > MML_ADAPTER_MOE) return mml__fail(MML_ERR_ARG, "config: unknown adapter %d", (int)c->adapter);
-    if ((unsigned)c->gate > MML_GATE_INPUT) return mml__fail(MML_ERR_ARG, "config: unknown gate %d", (int)c->gate);
-    if (c->experts_per_domain < 1 || (int64_t)c->experts_per_domain * nd > 256)
+    if (nd > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "config: %d domains, at most MML_MAX_DOMAINS = %d", nd, MML_MAX_DOMAINS);
+    mml_status st = mml__config_ranges(c);
+    if (st) return st;
+    /* the adapters' experts (MLoRA: one per domain) at most 256; the base model takes any domain count */
+    int64_t experts = c->adapter == MML_ADAPTER_MOE ? (int64_t)c->experts_per_domain * nd
+                    : c->adapter == MML_ADAPTER_MLORA ? nd : 1;
+    if (experts > 256)
         return mml__fail(MML_ERR_ARG, "config: experts (%d per domain x %d domains) must be 1..256",
-                         c->experts_per_domain, nd);
-    if (c->lora_r < 0 || c->lora_r > 1024 || c->lora_reduce < 0)
-        return mml__fail(MML_ERR_ARG, "config: bad lora_r %d / lora_reduce %d", c->lora_r, c->lora_reduce);
-    if (c->gate_dim < 1 || c->gate_dim > 256) return mml__fail(MML_ERR_ARG, "config: gate_dim %d outside 1..256", c->gate_dim);
-    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return mml__fail(MML_ERR_ARG, "config: dropout must be in [0,1)");
-    if (!(c->lr > 0.0f) || !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0))
-        return mml__fail(MML_ERR_ARG, "config: bad Adam hyper-parameters");
-    if (c->max_batch < 1 || c->max_batch > (1 << 20)) return mml__fail(MML_ERR_ARG, "config: max_batch %d outside 1..2^20", c->max_batch);
-    if (c->threads < 1 || c->threads > 256) return mml__fail(MML_ERR_ARG, "config: threads %d outside 1..256", c->threads);
+                         c->adapter == MML_ADAPTER_MOE ? c->experts_per_domain : 1, nd);
     return MML_OK;
 }
 
@@ -5478,7 +5114,7 @@ void mml_model_free(mml_model_t *m) {
     if (!m) return;
     mml__threads_free(m);
     mml__free(m->P);
-    mml__free(m->fit.snapshot);
+    mml__free(m->snapshot);
     mml__free(m->fold.w);
     mml__free(m->rt.dist_buf);
     mml__grads_free(m, &m->grads);
@@ -5511,8 +5147,8 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
         return mml__fail(MML_ERR_ARG, "config: parameter size overflows");
     }
     m->P = (float *)mml__alloc((size_t)bytes);
-    m->fit.snapshot = (float *)mml__alloc((size_t)bytes);
-    if (!m->P || !m->fit.snapshot) {
+    m->snapshot = (float *)mml__alloc((size_t)bytes);
+    if (!m->P || !m->snapshot) {
         mml_model_free(m);
         return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of parameters", (unsigned long long)bytes * 5);
     }
@@ -7237,15 +6873,12 @@ static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
     return n;
 }
 
-/* mml_fit's first collective: every process must hold the same data and
- * options (else the processes would make different calls and wait on each
- * other forever). */
-static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o) {
+/* A fingerprint of a data set: its sizes and every row of the three splits.
+ * Each step is a bijection of h for a given word, so data that differ in
+ * one word always hash differently. */
+static uint64_t mml__data_hash(const mml_data_t *d) {
     uint64_t h = mml__hash_mix(0x6D6D6C66ull, (uint64_t)d->n_users);
     h = mml__hash_mix(mml__hash_mix(h, (uint64_t)d->n_items), (uint64_t)d->n_domains);
-    h = mml__hash_mix(mml__hash_mix(mml__hash_mix(h, (uint64_t)o->batch), (uint64_t)o->max_epochs),
-                      (uint64_t)o->patience);
-    h = mml__hash_mix(h, o->seed);
     for (int k = 0; k < 3; k++) {
         const mml_split_t *s = &d->split[k];
         h = mml__hash_mix(h, (uint64_t)s->n);
@@ -7253,6 +6886,16 @@ static mml_status mml__dist_check_fit(mml_model_t *m, const mml_data_t *d, const
             h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
                               (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
     }
+    return h;
+}
+
+/* mml_fit's first collective: every process must hold the same data (hashed
+ * by mml__data_hash) and options (else the processes would make different
+ * calls and wait on each other forever). */
+static mml_status mml__dist_check_fit(mml_model_t *m, uint64_t data_hash, const mml_fit_opts_t *o) {
+    uint64_t h = mml__hash_mix(mml__hash_mix(mml__hash_mix(data_hash, (uint64_t)o->batch), (uint64_t)o->max_epochs),
+                               (uint64_t)o->patience);
+    h = mml__hash_mix(h, o->seed);
     float w[MML__DIST_WORDS];
     mml__dist_words(h, w);
     mml_status st = mml__dist_sum(m, w, MML__DIST_WORDS, "the data check");
@@ -7473,18 +7116,21 @@ static int mml__cmp_scored(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double mml_auc(int64_t n, const float *score, const float *label) {
-    if (n <= 0) return NAN;
-    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
-    if (!v) return NAN;
+/* The exact AUC into *auc, NaN when a class is absent; MML_ERR_NOMEM (and
+ * *auc NaN) when the sort buffer cannot be had, which callers that summarise
+ * must not mistake for "undefined". */
+static mml_status mml__auc(int64_t n, const float *score, const float *label, double *auc) {
+    *auc = NAN;
     int64_t npos = 0;
+    for (int64_t i = 0; i < n; i++) npos += label[i] > 0.5f;
+    int64_t nneg = n - npos;
+    if (n <= 0 || npos == 0 || nneg == 0) return MML_OK;
+    mml__scored *v = (mml__scored *)mml__alloc((size_t)n * sizeof *v);
+    if (!v) return MML_ERR_NOMEM;
     for (int64_t i = 0; i < n; i++) {
         v[i].s = score[i] != score[i] ? 0.0f : score[i]; /* NaN scores rank as 0 */
         v[i].y = label[i];
-        npos += label[i] > 0.5f;
     }
-    int64_t nneg = n - npos;
-    if (npos == 0 || nneg == 0) { mml__free(v); return NAN; }
     qsort(v, (size_t)n, sizeof *v, mml__cmp_scored);
     /* Mann-Whitney U: sum of the (1-based, tie-averaged) ranks of positives */
     double rank_sum = 0.0;
@@ -7497,7 +7143,13 @@ double mml_auc(int64_t n, const float *score, const float *label) {
         i = j;
     }
     mml__free(v);
-    return (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    *auc = (rank_sum - 0.5 * (double)npos * (double)(npos + 1)) / ((double)npos * (double)nneg);
+    return MML_OK;
+}
+
+double mml_auc(int64_t n, const float *score, const float *label) {
+    double a;
+    return mml__auc(n, score, label, &a) ? NAN : a;
 }
 
 double mml_logloss(int64_t n, const float *prob, const float *label) {
@@ -7516,8 +7168,7 @@ double mml_logloss(int64_t n, const float *prob, const float *label) {
 static void mml__metrics_summarize(mml_metrics_t *mt) {
     double sum = 0.0, wsum = 0.0, w = 0.0;
     int cnt = 0;
-    int nd = mt->n_domains < MML_METRICS_MAX_DOMAINS ? mt->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < mt->n_domains; d++) {
         if (mt->auc[d] != mt->auc[d]) continue;
         sum += mt->auc[d];
         cnt++;
@@ -7551,28 +7202,50 @@ static mml_status mml__predict_rows(mml_model_t *m, const mml_split_t *s, int64_
     return m->rt.world > 1 ? mml__dist_sum(m, prob, b - a, "the predictions") : MML_OK;
 }
 
+/* A split mml_evaluate can read: every row in exactly one domain. */
+static mml_status mml__check_split(const mml_split_t *s, int32_t n_domains) {
+    if (n_domains < 1 || n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "evaluate: n_domains %d outside 1..%d", n_domains, MML_MAX_DOMAINS);
+    if (!s->dom_start) return mml__fail(MML_ERR_ARG, "evaluate: the split has no dom_start");
+    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
+    if (!s->uid || !s->pid || !s->dom || !s->label)
+        return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid, dom or label array");
+    if (s->dom_start[0] != 0 || s->dom_start[n_domains] != s->n)
+        return mml__fail(MML_ERR_ARG, "evaluate: dom_start[0] = %lld and dom_start[%d] = %lld must be 0 and the "
+                         "split's %lld rows", (long long)s->dom_start[0], n_domains,
+                         (long long)s->dom_start[n_domains], (long long)s->n);
+    for (int d = 0; d < n_domains; d++)
+        if (s->dom_start[d + 1] < s->dom_start[d])
+            return mml__fail(MML_ERR_ARG, "evaluate: dom_start decreases at domain %d (%lld after %lld)", d,
+                             (long long)s->dom_start[d + 1], (long long)s->dom_start[d]);
+    return MML_OK;
+}
+
 mml_status mml_evaluate(mml_model_t *m, const mml_split_t *s, int32_t n_domains, mml_metrics_t *out) {
     memset(out, 0, sizeof *out);
+    if (!m || !s) return mml__fail(MML_ERR_ARG, "evaluate: no model or no split");
+    mml_status st = mml__check_split(s, n_domains);
+    if (st) return st;
     out->n_domains = n_domains;
-    if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
     float *prob = (float *)mml__alloc((size_t)s->n * sizeof(float));
     if (!prob) return mml__fail(MML_ERR_NOMEM, "evaluate: out of memory");
     double ll = 0.0;
-    for (int d = 0; d < n_domains; d++) {
+    int nomem = -1; /* distributed: the predictions are collective, so a failing AUC stops only after them */
+    for (int d = 0; d < n_domains && !st; d++) {
         int64_t a = s->dom_start[d], b = s->dom_start[d + 1];
-        double auc = NAN, l = NAN;
-        if (b > a) {
-            mml_status st = mml__predict_rows(m, s, a, b, prob + a);
-            if (st) { mml__free(prob); return st; }
-            auc = mml_auc(b - a, prob + a, s->label + a);
-            l = mml_logloss(b - a, prob + a, s->label + a);
-            ll += l * (double)(b - a);
-        }
-        if (d < MML_METRICS_MAX_DOMAINS) { out->n[d] = b - a; out->auc[d] = auc; out->logloss[d] = l; }
+        out->n[d] = b - a;
+        out->auc[d] = out->logloss[d] = NAN;
+        if (b == a) continue;
+        st = mml__predict_rows(m, s, a, b, prob + a);
+        if (!st && mml__auc(b - a, prob + a, s->label + a, &out->auc[d]) && nomem < 0) nomem = d;
+        out->logloss[d] = mml_logloss(b - a, prob + a, s->label + a);
+        ll += out->logloss[d] * (double)(b - a);
     }
+    mml__free(prob);
+    if (!st && nomem >= 0) st = mml__fail(MML_ERR_NOMEM, "evaluate: out of memory computing the AUC of domain %d", nomem);
+    if (st) return st;
     out->n_all = s->n;
     out->logloss_all = ll / (double)s->n;
-    mml__free(prob);
     mml__metrics_summarize(out);
     return MML_OK;
 }
@@ -7679,23 +7352,45 @@ static mml_status mml__epoch(mml__fit *f, mml_progress_t *pr, int only_domain) {
     return MML_OK;
 }
 
-static mml_status mml__val_score(mml__fit *f, int only_domain, double *score) {
-    mml_metrics_t mt;
+/* The stage's early-stopping criterion, chosen once per stage: the AUC when
+ * one of the stage's domains (an expert: its own) has validation rows of both
+ * classes, else the log loss. An undefined AUC never improves, so stopping on
+ * it would hand back the stage's initial parameters. */
+static int mml__stage_uses_auc(const mml__fit *f, int only_domain) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
+    for (int d = 0; d < f->d->n_domains; d++) {
+        if (only_domain >= 0 && d != only_domain) continue;
+        int seen = 0; /* bit 0: a positive, bit 1: a negative */
+        for (int64_t i = s->dom_start[d]; i < s->dom_start[d + 1] && seen != 3; i++) seen |= s->label[i] > 0.5f ? 1 : 2;
+        if (seen == 3) return 1;
+    }
+    return 0;
+}
+
+/* The validation criterion, higher is better (the mean AUC, or minus the log
+ * loss), and the mean AUC (NaN where undefined). */
+static mml_status mml__val_score(mml__fit *f, int only_domain, int use_auc, double *score, double *auc) {
+    const mml_split_t *s = &f->d->split[MML_VAL];
     mml_status st;
+    *score = *auc = NAN;
     if (only_domain >= 0) {
-        const mml_split_t *s = &f->d->split[MML_VAL];
         int64_t a = s->dom_start[only_domain], b = s->dom_start[only_domain + 1];
-        if (b <= a) { *score = NAN; return MML_OK; }
+        if (b <= a) return MML_OK;
         float *prob = (float *)mml__alloc((size_t)(b - a) * sizeof(float));
-        if (!prob) return mml__fail(MML_ERR_NOMEM, "out of memory");
+        if (!prob) return mml__fail(MML_ERR_NOMEM, "fit: out of memory validating domain %d", only_domain);
         st = mml__predict_rows(f->m, s, a, b, prob);
-        *score = st ? NAN : mml_auc(b - a, prob, s->label + a);
+        if (!st && mml__auc(b - a, prob, s->label + a, auc))
+            st = mml__fail(MML_ERR_NOMEM, "fit: out of memory computing the validation AUC of domain %d", only_domain);
+        if (!st) *score = use_auc ? *auc : -mml_logloss(b - a, prob, s->label + a);
         mml__free(prob);
         return st;
     }
-    st = mml_evaluate(f->m, &f->d->split[MML_VAL], f->d->n_domains, &mt);
-    *score = mt.mean_auc;
-    return st;
+    mml_metrics_t mt;
+    st = mml_evaluate(f->m, s, f->d->n_domains, &mt);
+    if (st) return st;
+    *auc = mt.mean_auc;
+    *score = use_auc ? mt.mean_auc : -mt.logloss_all;
+    return MML_OK;
 }
 
 /* The stages of the adapter's schedule: one phase, or MoE's backbone, one
@@ -7732,14 +7427,15 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     int expert;
     mml__stage_info(m, s, &name, &phase, &expert);
     int only_domain = expert >= 0 ? expert % f->d->n_domains : -1;
+    int use_auc = mml__stage_uses_auc(f, only_domain);
     size_t bytes = (size_t)m->a.n_floats * sizeof(float);
     mml_status st;
     if (fs->epoch == 0) {
         st = mml_model_set_phase(m, phase, expert);
         if (st) return st;
         mml__catch_up_all(m);
-        memcpy(m->fit.snapshot, m->P, bytes);
-        fs->best = -1.0;
+        memcpy(m->snapshot, m->P, bytes);
+        fs->best = -INFINITY; /* the first epoch always counts */
         fs->bad = 0;
     } else {
         mml__phase_flags(m, phase, expert); /* resumed: keep the optimizer state */
@@ -7748,21 +7444,22 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
     memset(&pr, 0, sizeof pr);
     pr.phase_name = name;
     pr.expert = expert;
+    pr.val_metric = use_auc ? "auc" : "logloss";
     while (fs->epoch < f->o->max_epochs && fs->bad < f->o->patience) {
         pr.epoch = fs->epoch + 1;
         st = mml__epoch(f, &pr, only_domain);
         if (st) return st;
-        double v = NAN;
-        st = mml__val_score(f, only_domain, &v);
+        double v;
+        st = mml__val_score(f, only_domain, use_auc, &v, &pr.val_auc);
         if (st) return st;
         pr.event = MML_EV_EPOCH_END;
-        pr.val_auc = v;
+        pr.val_score = use_auc ? v : -v;
         pr.improved = v == v && v > fs->best;
         if (pr.improved) {
             fs->best = v;
             fs->bad = 0;
             mml__catch_up_all(m);
-            memcpy(m->fit.snapshot, m->P, bytes);
+            memcpy(m->snapshot, m->P, bytes);
         } else {
             fs->bad++;
         }
@@ -7774,7 +7471,7 @@ static mml_status mml__run_stage(mml__fit *f, int s) {
             if (st) return st;
         }
     }
-    memcpy(m->P, m->fit.snapshot, bytes);
+    memcpy(m->P, m->snapshot, bytes);
     mml__rows_current(m);
     return MML_OK;
 }
@@ -7816,18 +7513,89 @@ static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
     return MML_OK;
 }
 
+static void mml__data_sizes(const mml_data_t *d, int64_t size[6]) {
+    size[0] = d->n_users;
+    size[1] = d->n_items;
+    size[2] = d->n_domains;
+    for (int k = 0; k < 3; k++) size[3 + k] = d->split[k].n;
+}
+
+/* A model holding a fit, stopped or finished, runs only on the data and with
+ * the batch and seed the fit began with: anything else would mix two runs in
+ * one set of weights. max_epochs and patience may change (they only decide
+ * where stages end). */
+static mml_status mml__check_resume(const mml_model_t *m, const mml_data_t *d, uint64_t data_hash,
+                                    const mml_fit_opts_t *o) {
+    const mml__fit_state *fs = &m->fit;
+    if (!fs->active && !fs->done) return MML_OK;
+    int64_t z[6];
+    mml__data_sizes(d, z);
+    const int64_t *w = fs->data_size;
+    if (fs->has_data && memcmp(z, w, sizeof z))
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: sizes differ (checkpoint: "
+                         "%lld users, %lld items, %lld domains, %lld/%lld/%lld train/val/test rows; given: %lld, %lld, "
+                         "%lld, %lld/%lld/%lld)", (long long)w[0], (long long)w[1], (long long)w[2], (long long)w[3],
+                         (long long)w[4], (long long)w[5], (long long)z[0], (long long)z[1], (long long)z[2],
+                         (long long)z[3], (long long)z[4], (long long)z[5]);
+    if (fs->has_data && data_hash != fs->data_hash)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint was written for other data: rows differ (same sizes)");
+    if (fs->done) return mml__fail(MML_ERR_FINISHED, "fit: already finished: the model's fit ran to its end");
+    if (fs->has_opts && o->batch != fs->batch)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has batch %d, given %d: the batch and the seed must "
+                         "stay the same to resume", fs->batch, o->batch);
+    if (fs->has_opts && o->seed != fs->seed)
+        return mml__fail(MML_ERR_STATE, "fit: the checkpoint's run has seed %llu, given %llu: the batch and the seed "
+                         "must stay the same to resume", (unsigned long long)fs->seed, (unsigned long long)o->seed);
+    return MML_OK;
+}
+
+/* Starts a fit, or takes over a stopped one: from here on its checkpoints
+ * carry the data and the options it runs with. */
+static void mml__fit_begin(mml_model_t *m, const mml_data_t *d, uint64_t data_hash, const mml_fit_opts_t *o) {
+    mml__fit_state *fs = &m->fit;
+    if (!fs->active) {
+        memset(fs, 0, sizeof *fs);
+        fs->active = 1;
+        fs->rng = o->seed ^ 0x5EEDull;
+    }
+    fs->has_data = fs->has_opts = 1;
+    mml__data_sizes(d, fs->data_size);
+    fs->data_hash = data_hash;
+    fs->batch = o->batch;
+    fs->max_epochs = o->max_epochs;
+    fs->patience = o->patience;
+    fs->seed = o->seed;
+}
+
+mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
+    const mml__fit_state *fs = &m->fit;
+    mml_fit_state s = fs->active ? MML_FIT_STOPPED : fs->done ? MML_FIT_FINISHED
+                    : fs->from_export ? MML_FIT_EXPORT : MML_FIT_NONE;
+    if (!opts) return s;
+    mml_fit_opts_default(opts);
+    if (s == MML_FIT_STOPPED || s == MML_FIT_FINISHED) {
+        opts->batch = fs->has_opts ? fs->batch : 0;
+        opts->max_epochs = fs->has_opts ? fs->max_epochs : 0;
+        opts->patience = fs->has_opts ? fs->patience : 0;
+        opts->seed = fs->has_opts ? fs->seed : 0;
+    }
+    return s;
+}
+
 mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
     mml_status st = mml__check_data(m, d);
     if (st) return st;
     if (o->batch < 1 || o->batch > m->cfg.max_batch)
         return mml__fail(MML_ERR_ARG, "fit: batch %d outside 1..max_batch %d", o->batch, m->cfg.max_batch);
     if (o->max_epochs < 1 || o->patience < 1) return mml__fail(MML_ERR_ARG, "fit: max_epochs and patience must be >= 1");
-    if (m->cfg.pretrained) {
-        if (!d->user_emb || !d->item_emb) return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
-        st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim);
-        if (st) return st;
-    }
-    if (m->rt.world > 1 && (st = mml__dist_check_fit(m, d, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (!d->user_emb || !d->item_emb))
+        return mml__fail(MML_ERR_ARG, "fit: pretrained model but the data has no embeddings");
+    uint64_t data_hash = mml__data_hash(d);
+    /* collective first: every process then decides the checks below alike */
+    if (m->rt.world > 1 && (st = mml__dist_check_fit(m, data_hash, o)) != MML_OK) return st;
+    if ((st = mml__check_resume(m, d, data_hash, o)) != MML_OK) return st;
+    if (m->cfg.pretrained && (st = mml_model_set_pretrained(m, d->user_emb, d->item_emb, d->pretrained_dim)) != MML_OK)
+        return st;
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
@@ -7854,10 +7622,7 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
         goto done;
     }
-    if (!m->fit.active) {
-        mml__fit_state fresh = {1, 0, 0, 0, 0.0, o->seed ^ 0x5EEDull, m->fit.snapshot};
-        m->fit = fresh;
-    }
+    mml__fit_begin(m, d, data_hash, o);
     f.rng = m->fit.rng;
     for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
         const char *name;
@@ -7871,7 +7636,10 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
         m->fit.epoch = 0;
         if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
     }
-    if (!st) m->fit.active = 0;
+    if (!st) {
+        m->fit.active = 0;
+        m->fit.done = 1;
+    }
 done:
     for (int c = 0; c < MML__MAX_FIELDS; c++) { mml__free(f.ids[c]); mml__free(f.values[c]); }
     mml__free(f.perm); mml__free(f.label); mml__free(f.dorder);
@@ -7898,7 +7666,9 @@ void mml_synth_default(mml_synth_config_t *c) {
 
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
-    if (c->n_domains < 1 || c->n_domains > 4096 || c->n_users < c->n_domains || c->n_items < 2 ||
+    if (c->n_domains > MML_MAX_DOMAINS)
+        return mml__fail(MML_ERR_ARG, "synthetic: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
+    if (c->n_domains < 1 || c->n_users < c->n_domains || c->n_items < 2 ||
         c->n_samples < 10 * (int64_t)c->n_domains || c->n_samples > ((int64_t)1 << 33) ||
         !(c->ctr > 0.0f && c->ctr < 1.0f))
         return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",
@@ -7990,27 +7760,33 @@ done:
  *   PARM  one tensor per parameter, named as in mml__build_arch
  *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
- *   PROG  training progress as "key=value" lines   (training checkpoints)
+ *   PROG  "key=value" lines: the phase and expert; training checkpoints add
+ *         the optimizer's and the fit's progress, and, once a fit has begun
+ *         (not in older files), what it runs on:
+ *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
+ *         data_items, data_domains, data_train, data_val, data_test,
+ *         data_hash (mml__data_hash), each group whole or absent
  * Floats in text sections are C99 hex floats, so they round-trip exactly. */
 
 #define MML__TEXT_MAX 4096
 
+/* One "key=value" line per setting of MML_CONFIG_FIELDS, in its order. */
 static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
-    int n = snprintf(buf, cap,
-                     "model=%s\nadapter=%s\ngate=%s\nn_users=%d\nn_items=%d\nn_domains=%d\nemb_dim=%d\n"
-                     "pretrained=%d\nlora_reduce=%d\nlora_r=%d\nexperts_per_domain=%d\ngate_dim=%d\n"
-                     "dropout=%a\nlr=%a\nbeta1=%a\nbeta2=%a\neps=%a\nweight_decay=%a\nlazy_adam=%d\n"
-                     "max_batch=%d\nthreads=%d\nseed=%llu\nhidden=",
-                     mml_model_kind_name(c->model), mml_adapter_name(c->adapter),
-                     c->gate == MML_GATE_DOMAIN ? "domain" : "input", c->n_users, c->n_items, c->n_domains,
-                     c->emb_dim, c->pretrained, c->lora_reduce, c->lora_r, c->experts_per_domain, c->gate_dim,
-                     (double)c->dropout, (double)c->lr, (double)c->beta1, (double)c->beta2, (double)c->eps,
-                     (double)c->weight_decay, c->lazy_adam, c->max_batch, c->threads,
-                     (unsigned long long)c->seed);
-    for (int i = 0; i < c->n_hidden && n > 0 && (size_t)n < cap; i++)
-        n += snprintf(buf + n, cap - (size_t)n, i ? ",%d" : "%d", c->hidden[i]);
-    if (n > 0 && (size_t)n < cap) n += snprintf(buf + n, cap - (size_t)n, "\n");
-    return n > 0 && (size_t)n < cap ? n : -1;
+    static const char *const keys[] = {
+#define MML__CFG_KEY(type, name, def, lo, hi, flag, help) #name,
+        MML_CONFIG_FIELDS(MML__CFG_KEY)};
+    size_t n = 0;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        int w = snprintf(buf + n, cap - n, "%s=", keys[k]);
+        if (w < 0 || (size_t)w >= cap - n) return -1;
+        n += (size_t)w;
+        w = mml_config_get(c, keys[k], buf + n, cap - n);
+        if (w < 0 || (size_t)w + 1 >= cap - n) return -1;
+        n += (size_t)w;
+        buf[n++] = '\n';
+        buf[n] = 0;
+    }
+    return (int)n;
 }
 
 /* Calls fn(key, value) for each "key=value" line of a text section. */
@@ -8039,102 +7815,74 @@ static mml_status mml__kv_each(const char *path, const char *tag, const void *p,
     return MML_OK;
 }
 
-static int mml__parse_i64(const char *v, int64_t lo, int64_t hi, int64_t *out) {
-    char *e;
-    errno = 0;
-    long long x = strtoll(v, &e, 10);
-    if (!*v || *e || errno || x < lo || x > hi) return -1;
-    *out = x;
-    return 0;
-}
-
-static int mml__parse_dbl(const char *v, double *out) {
-    char *e;
-    double x = strtod(v, &e);
-    if (!*v || *e || x != x) return -1;
-    *out = x;
-    return 0;
-}
-
-/* CONF keys; each must appear exactly once. */
+/* CONF: every key of MML_CONFIG_FIELDS, each exactly once. */
 static const char *const mml__conf_keys[] = {
-    "n_users", "n_items", "n_domains", "emb_dim", "pretrained", "lora_reduce", "lora_r", "experts_per_domain",
-    "gate_dim", "lazy_adam", "max_batch", "threads",                    /* 0..11: integers */
-    "dropout", "lr", "beta1", "beta2", "eps", "weight_decay",           /* 12..17: numbers */
-    "model", "adapter", "gate", "seed", "hidden"};                      /* 18..22 */
-#define MML__CONF_NKEYS 23
+#define MML__CFG_CKEY(type, name, def, lo, hi, flag, help) #name,
+    MML_CONFIG_FIELDS(MML__CFG_CKEY)};
+#define MML__CONF_NKEYS ((int)(sizeof mml__conf_keys / sizeof mml__conf_keys[0]))
 
-typedef struct mml__confp { mml_config_t *c; uint32_t seen; } mml__confp;
+typedef struct mml__confp { mml_config_t *c; uint64_t seen; } mml__confp;
 
 static mml_status mml__conf_kv(void *ctx, const char *k, const char *v) {
     mml__confp *cp = (mml__confp *)ctx;
-    mml_config_t *c = cp->c;
     int key = -1;
     for (int j = 0; j < MML__CONF_NKEYS; j++)
         if (!strcmp(k, mml__conf_keys[j])) key = j;
     if (key < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
-    if (cp->seen & (1u << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
-    cp->seen |= 1u << key;
+    if (cp->seen & (1ull << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
+    cp->seen |= 1ull << key;
+    return mml__config_parse(cp->c, k, v, 0); /* ranges: mml__check_config, on the whole config */
+}
+
+typedef struct mml__progp { mml_model_t *m; int n_opts, n_data; } mml__progp;
+
+/* The PROG keys of what a fit runs on: options (4) and data (7). */
+static mml_status mml__prog_fit_kv(mml__progp *pp, const char *k, const char *v, int *known) {
+    static const char *const opt_keys[] = {"fit_batch", "fit_epochs", "fit_patience"};
+    static const char *const data_keys[] = {"data_users", "data_items", "data_domains", "data_train", "data_val",
+                                            "data_test"};
+    mml__fit_state *fs = &pp->m->fit;
+    int32_t *const opts[] = {&fs->batch, &fs->max_epochs, &fs->patience};
     int64_t i;
-    double d;
-    int32_t *const ints[12] = {&c->n_users, &c->n_items, &c->n_domains, &c->emb_dim, &c->pretrained, &c->lora_reduce,
-                               &c->lora_r, &c->experts_per_domain, &c->gate_dim, &c->lazy_adam, &c->max_batch,
-                               &c->threads};
-    float *const flts[6] = {&c->dropout, &c->lr, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
-    if (key < 12) {
-        if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
-        *ints[key] = (int32_t)i;
-    } else if (key < 18) {
-        if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
-        *flts[key - 12] = (float)d;
-    } else if (key == 18) {
-        if (mml_model_kind_from_name(v, &c->model)) return mml__fail(MML_ERR_FORMAT, "unknown model \"%s\"", v);
-    } else if (key == 19) {
-        if (mml_adapter_from_name(v, &c->adapter)) return mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v);
-    } else if (key == 20) {
-        if (!strcmp(v, "domain")) c->gate = MML_GATE_DOMAIN;
-        else if (!strcmp(v, "input")) c->gate = MML_GATE_INPUT;
-        else return mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v);
-    } else if (key == 21) {
-        char *e;
-        errno = 0;
-        unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno || *v == '-') return mml__fail(MML_ERR_FORMAT, "bad seed \"%s\"", v);
-        c->seed = x;
-    } else {
-        int n = 0;
-        const char *p = v;
-        while (*p) {
-            char *e;
-            long x = strtol(p, &e, 10);
-            if (e == p || n >= MML_MAX_HIDDEN || x < 1 || x > 8192 || (*e && *e != ','))
-                return mml__fail(MML_ERR_FORMAT, "bad hidden \"%s\"", v);
-            c->hidden[n++] = (int32_t)x;
-            p = *e == ',' ? e + 1 : e;
+    *known = 1;
+    for (int j = 0; j < 3; j++)
+        if (!strcmp(k, opt_keys[j])) {
+            if (mml__parse_i64(v, 1, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            *opts[j] = (int32_t)i;
+            pp->n_opts++;
+            return MML_OK;
         }
-        if (!n) return mml__fail(MML_ERR_FORMAT, "empty hidden");
-        c->n_hidden = n;
-    }
+    for (int j = 0; j < 6; j++)
+        if (!strcmp(k, data_keys[j])) {
+            if (mml__parse_i64(v, 0, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+            fs->data_size[j] = i;
+            pp->n_data++;
+            return MML_OK;
+        }
+    *known = 0;
     return MML_OK;
 }
 
-typedef struct mml__progp { mml_model_t *m; } mml__progp;
-
 static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
-    mml_model_t *m = ((mml__progp *)ctx)->m;
+    mml__progp *pp = (mml__progp *)ctx;
+    mml_model_t *m = pp->m;
     int64_t i;
     double d;
+    int known;
+    mml_status st = mml__prog_fit_kv(pp, k, v, &known);
+    if (st || known) return st;
     if (!strcmp(k, "best")) {
         if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
         m->fit.best = d;
         return MML_OK;
     }
-    if (!strcmp(k, "steps") || !strcmp(k, "rng")) {
-        char *e;
-        errno = 0;
-        unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || errno) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
-        if (k[0] == 's') m->opt.steps = x; else m->fit.rng = x;
+    if (!strcmp(k, "steps") || !strcmp(k, "rng") || !strcmp(k, "fit_seed") || !strcmp(k, "data_hash")) {
+        uint64_t x;
+        if (mml__parse_u64(v, &x)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\"", k, v);
+        if (!strcmp(k, "steps")) m->opt.steps = x;
+        else if (!strcmp(k, "rng")) m->fit.rng = x;
+        else if (!strcmp(k, "fit_seed")) { m->fit.seed = x; pp->n_opts++; }
+        else { m->fit.data_hash = x; pp->n_data++; }
         return MML_OK;
     }
     if (mml__parse_i64(v, -1, INT64_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
@@ -8146,6 +7894,7 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
         m->ph.expert = (int)i;
     } else if (!strcmp(k, "adam_t")) m->opt.t = i;
     else if (!strcmp(k, "fit_active")) m->fit.active = i != 0;
+    else if (!strcmp(k, "fit_done")) m->fit.done = i != 0;
     else if (!strcmp(k, "stage")) {
         if (i > m->a.n_experts + 2) return mml__fail(MML_ERR_FORMAT, "bad stage %lld", (long long)i);
         m->fit.stage = (int32_t)i;
@@ -8156,6 +7905,19 @@ static mml_status mml__prog_kv(void *ctx, const char *k, const char *v) {
 }
 
 #define MML__NAME_VIEW 72 /* a tensor name with a "m." / "v." prefix */
+
+/* What PROG says of the fit must hang together. */
+static mml_status mml__prog_check(mml__progp *pp, const char *path) {
+    mml__fit_state *fs = &pp->m->fit;
+    if ((pp->n_opts != 0 && pp->n_opts != 4) || (pp->n_data != 0 && pp->n_data != 7))
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG has only some of the fit_* or data_* keys", path);
+    if (fs->active && fs->done) return mml__fail(MML_ERR_FORMAT, "%s: section PROG says the fit runs and has finished", path);
+    if ((fs->active || fs->done) && fs->from_export)
+        return mml__fail(MML_ERR_FORMAT, "%s: section PROG records a fit but the file has no optimizer state", path);
+    fs->has_opts = pp->n_opts == 4;
+    fs->has_data = pp->n_data == 7;
+    return MML_OK;
+}
 
 /* Tensor views of one arena (P, M, V or best) under the parameter names. */
 static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckpt_tensor *t, char (*names)[MML__NAME_VIEW],
@@ -8170,18 +7932,35 @@ static void mml__tensor_views(const mml_model_t *m, const float *arena, mml__ckp
     }
 }
 
+/* The PROG section; an inference export keeps only the phase (it decides
+ * which adapters predict). */
+static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t cap) {
+    const mml__fit_state *fs = &m->fit;
+    if (!training) return snprintf(buf, cap, "phase=%d\nexpert=%d\n", (int)m->ph.phase, m->ph.expert);
+    int n = snprintf(buf, cap,
+                     "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nfit_done=%d\nstage=%d\nepoch=%d\n"
+                     "bad=%d\nbest=%a\nrng=%llu\n",
+                     (int)m->ph.phase, m->ph.expert, (long long)m->opt.t, (unsigned long long)m->opt.steps, fs->active,
+                     fs->done, fs->stage, fs->epoch, fs->bad, fs->best, (unsigned long long)fs->rng);
+    if (n > 0 && (size_t)n < cap && fs->has_opts)
+        n += snprintf(buf + n, cap - (size_t)n, "fit_batch=%d\nfit_epochs=%d\nfit_patience=%d\nfit_seed=%llu\n",
+                      fs->batch, fs->max_epochs, fs->patience, (unsigned long long)fs->seed);
+    if (n > 0 && (size_t)n < cap && fs->has_data)
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "data_users=%lld\ndata_items=%lld\ndata_domains=%lld\ndata_train=%lld\ndata_val=%lld\n"
+                      "data_test=%lld\ndata_hash=%llu\n",
+                      (long long)fs->data_size[0], (long long)fs->data_size[1], (long long)fs->data_size[2],
+                      (long long)fs->data_size[3], (long long)fs->data_size[4], (long long)fs->data_size[5],
+                      (unsigned long long)fs->data_hash);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
-    char conf[MML__TEXT_MAX], prog[1024];
+    char conf[MML__TEXT_MAX], prog[MML__TEXT_MAX];
     mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
     if (mml__conf_text(&m->cfg, conf, sizeof conf) < 0) return mml__fail(MML_ERR_ARG, "%s: config too long", path);
-    /* an inference export keeps the phase: it decides which adapters predict */
-    int pn = training ? snprintf(prog, sizeof prog,
-                                 "phase=%d\nexpert=%d\nadam_t=%lld\nsteps=%llu\nfit_active=%d\nstage=%d\nepoch=%d\n"
-                                 "bad=%d\nbest=%a\nrng=%llu\n",
-                                 (int)m->ph.phase, m->ph.expert, (long long)m->opt.t, (unsigned long long)m->opt.steps,
-                                 m->fit.active, m->fit.stage, m->fit.epoch, m->fit.bad, m->fit.best,
-                                 (unsigned long long)m->fit.rng)
-                      : snprintf(prog, sizeof prog, "phase=%d\nexpert=%d\n", (int)m->ph.phase, m->ph.expert);
+    int pn = mml__prog_text(m, training, prog, sizeof prog);
+    if (pn < 0) return mml__fail(MML_ERR_ARG, "%s: progress too long", path);
     int np = m->a.n_params;
     mml__ckpt_tensor *t = (mml__ckpt_tensor *)mml__alloc(sizeof *t * (size_t)np * 4);
     char (*names)[MML__NAME_VIEW] = (char (*)[MML__NAME_VIEW])mml__alloc((size_t)np * 4 * MML__NAME_VIEW);
@@ -8193,7 +7972,7 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
     mml__tensor_views(m, m->P, t, names, "");
     mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
     mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
-    mml__tensor_views(m, m->fit.snapshot, t + 3 * np, names + 3 * np, "");
+    mml__tensor_views(m, m->snapshot, t + 3 * np, names + 3 * np, "");
     /* the ADAM section holds m.* and v.* together */
     mml__ckpt_section secs[5];
     memset(secs, 0, sizeof secs);
@@ -8251,7 +8030,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
     if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
-        if (!(cp.seen & (1u << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
+        if (!(cp.seen & (1ull << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
     if (!st && mml__check_config(&c)) st = mml__fail(MML_ERR_ARG, "%s: %s", path, mml_last_error());
     if (!st) {
         /* the config must describe the tensors the file holds before anything
@@ -8280,16 +8059,19 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
         if (st) st = mml__fail(st, "%s: %s", path, mml_last_error());
     }
     if (!st) st = mml__read_arena(ck, path, "PARM", "", m, m->P);
+    if (m) m->fit.from_export = 1;
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
-        mml__progp pp = {m};
+        mml__progp pp = {m, 0, 0};
         st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[MML__NAME_VIEW];
         snprintf(first, sizeof first, "m.%s", m->a.t[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */
+            m->fit.from_export = 0;
             if (!st) st = mml__read_arena(ck, path, "ADAM", "m.", m, m->opt.M);
             if (!st) st = mml__read_arena(ck, path, "ADAM", "v.", m, m->opt.V);
-            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->fit.snapshot);
+            if (!st) st = mml__read_arena(ck, path, "BEST", "", m, m->snapshot);
         }
+        if (!st) st = mml__prog_check(&pp, path);
         if (!st && m->ph.phase != MML_PHASE_ALL && c.adapter != MML_ADAPTER_MOE)
             st = mml__fail(MML_ERR_FORMAT, "%s: phase %d needs the MoE adapter", path, (int)m->ph.phase);
         if (!st && m->ph.phase == MML_PHASE_EXPERT && m->ph.expert < 0)

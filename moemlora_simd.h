@@ -4,6 +4,9 @@
  * versions of the same kernels in this header. Per-ISA functions carry
  * __attribute__((target(...))), so users need no -m flags; the dispatcher picks
  * the best ISA from cpuid + xgetbv (OS saves the register state) and caches it.
+ * The vector ISAs share one blocked GEMM driver and most kernel bodies: each
+ * ISA brings a thin width layer over its intrinsics, its micro-kernels come
+ * from one body, and only where the algorithm differs does it keep its own.
  *
  * Usage:
  *     #define MOEMLORA_IMPLEMENTATION      // in exactly one C/C++ file
@@ -27,11 +30,15 @@
  * Chapters (grep the banners):
  *   >>kernels-api      kernel list, table type, public functions
  *   >>kernels-scalar   reference implementations (the semantics)
- *   >>kernels-avx2     x86-64 AVX2 + FMA
- *   >>kernels-avx512   x86-64 AVX-512 F/BW/DQ/VL
- *   >>kernels-neon     aarch64 Advanced SIMD
- *   >>dispatch         cpuid/xgetbv detection, tables, MOEMLORA_ISA
- * Accuracy, the dropout hash and the GEMM blocking: docs/KERNELS.md.
+ *   >>kernels-gemm     the blocked GEMM driver every vector ISA runs
+ *   >>kernels-shared   kernel bodies written once over a per-ISA width layer
+ *   >>kernels-avx2     x86-64 AVX2 + FMA: width layer, kernels of its own
+ *   >>kernels-avx512   x86-64 AVX-512 F/BW/DQ/VL: width layer, kernels of its own
+ *   >>kernels-neon     aarch64 Advanced SIMD: width layer, kernels of its own
+ *   >>crc32c           CRC32C: slice-by-8 tables, SSE4.2, ARMv8 CRC
+ *   >>dispatch         cpuid/xgetbv/getauxval detection, tables, MOEMLORA_ISA
+ * Accuracy, the dropout hash, the GEMM driver and where to add an ISA or a
+ * micro-kernel: docs/KERNELS.md.
  */
 #ifndef MOEMLORA_SIMD_H
 #define MOEMLORA_SIMD_H
@@ -88,11 +95,11 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  colsum_add out[j] += sum_i A[i,j]
  *  relu_fwd  y = max(x, 0) (y may alias x)
  *  relu_bwd  dx = y > 0 ? dy : 0 (dx may alias dy)
- *  dropout   y[i] = keep(seed, offset+i) ? x[i] * (1/(1-rate)) : 0, same mask on
- *            every ISA (hash in the dropout section); rate <= 0 copies.
- *  dropout_keep  keep[i] = keep(seed, offset+i) (1 or 0), the mask dropout applies
- *  mask_scale    y[i] = keep[i] ? x[i] * scale : 0 (y may alias x); with dropout_keep
- *            and scale = 1/(1-rate) it gives dropout's bits, reusable in backward
+ *  dropout_keep  keep[i] = 1 if element offset+i survives dropout at this rate and
+ *            seed, else 0: the same mask on every ISA (hash in the dropout section)
+ *  mask_scale    y[i] = keep[i] ? x[i] * scale : 0 (y may alias x); with
+ *            dropout_keep and scale = 1/(1-rate) it applies dropout, in forward
+ *            and again (same mask) in backward
  *  softmax_rows  row-wise stable softmax, E in 1..256
  *  sigmoid   y = 1/(1+exp(-x)) (stable form)
  *  bce_logits  returns sum_i max(z,0) - z*y + log1p(exp(-|z|)) (double sum);
@@ -106,8 +113,7 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *            same bits as the matching adam_dense calls on a zero g
  *  block_scale  U[i, e*r+j] = w[i*ldw+e] * T[i, e*r+j]
  *  block_dot    dw[i*ldw+e] (+)= sum_j dU[i,e*r+j] * T[i,e*r+j]
- *  axpy y += a*x;  dot;  scale x *= a;  mul z = x*y (z may alias);
- *  vexp, vlog  elementwise (SLEEF u10 in SIMD versions) */
+ *  axpy y += a*x;  dot;  mul z = x*y (z may alias) */
 #define MML_KERNEL_LIST(X)                                                          \
     X(void, gemm_nn, (int M, int N, int K, const float *MML_RESTRICT A, int lda,    \
                       const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,  \
@@ -128,8 +134,6 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, colsum_add, (int M, int N, const float *A, int lda, float *out))        \
     X(void, relu_fwd, (int64_t n, const float *x, float *y))                        \
     X(void, relu_bwd, (int64_t n, const float *y, const float *dy, float *dx))      \
-    X(void, dropout, (int64_t n, const float *x, float *y, float rate,              \
-                      uint64_t seed, uint64_t offset))                              \
     X(void, dropout_keep, (int64_t n, float rate, uint64_t seed, uint64_t offset,   \
                            uint8_t *keep))                                          \
     X(void, mask_scale, (int64_t n, const uint8_t *keep, const float *x, float *y,  \
@@ -154,10 +158,7 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
                         const float *T, int ldt, float *dw, int ldw, int accumulate)) \
     X(void, axpy, (int64_t n, float a, const float *x, float *y))                   \
     X(float, dot, (int64_t n, const float *x, const float *y))                      \
-    X(void, scale, (int64_t n, float a, float *x))                                  \
-    X(void, mul, (int64_t n, const float *x, const float *y, float *z))             \
-    X(void, vexp, (int64_t n, const float *x, float *y))                            \
-    X(void, vlog, (int64_t n, const float *x, float *y))
+    X(void, mul, (int64_t n, const float *x, const float *y, float *z))
 
 #define MML__KFIELD(ret, name, params) ret (*name) params;
 typedef struct mml_kernels_t {
@@ -179,6 +180,11 @@ MOEMLORA_API int mml_simd_resolve(mml_isa *out, char *err, size_t errlen);
 MOEMLORA_API const mml_kernels_t *mml_simd_kernels(mml_isa isa);
 /* Name of the ISA mml_simd_resolve picks ("?" on error). */
 MOEMLORA_API const char *mml_simd_isa_name(void);
+/* CRC32C (Castagnoli) of p[0..n), chainable: mml_crc32c(mml_crc32c(0, a, na), b,
+ * nb) is the CRC of a followed by b; mml_crc32c(0, "123456789", 9) = 0xE3069283.
+ * Runs the SSE4.2 or ARMv8 CRC instructions when the CPU has them (the value
+ * does not depend on the path). Thread-safe. */
+MOEMLORA_API uint32_t mml_crc32c(uint32_t crc, const void *p, size_t n);
 
 #ifdef __cplusplus
 }
@@ -197,6 +203,7 @@ MOEMLORA_API const char *mml_simd_isa_name(void);
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#define MML__X86 1
 #include <immintrin.h>
 #if defined(__GNUC__) || defined(__clang__)
 #include <cpuid.h>
@@ -204,6 +211,15 @@ MOEMLORA_API const char *mml_simd_isa_name(void);
 #endif
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#include <arm_acle.h>
+#endif
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#endif
+#if defined(MML__X86) || defined(__aarch64__)
+#define MML__VEC 1 /* a vector ISA is compiled in: the GEMM driver and shared bodies */
 #endif
 
 #ifdef __cplusplus
@@ -215,9 +231,16 @@ extern "C" {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MML__ALIGN64 __attribute__((aligned(64)))
+#define MML__MAYBE_UNUSED __attribute__((unused))
 #else
 #define MML__ALIGN64
+#define MML__MAYBE_UNUSED
 #endif
+
+/* Every function of ISA S carries MML__ATTR_S (its target attribute; each ISA
+ * chapter defines its own), small inline helpers included. */
+#define MML__ATTR_scalar
+#define MML__INLINE(S) MML__ATTR_##S static inline
 
 /* Rows addressed by id (scatters, Adam over a batch's rows) land
  * anywhere in tables far larger than the caches: loops over such rows ask for
@@ -231,45 +254,62 @@ static inline void mml__prefetch_floats(const float *x, int64_t n) {
 #endif
 }
 
+/* Adam streams four arrays that the rest of a training step has pushed out
+ * of cache; the hardware prefetcher alone leaves it waiting on memory (about
+ * 1 ns per float against 0.25 in cache). Asking for the lines 2 KB ahead
+ * halves that. */
+#define MML__ADAM_PREFETCH 512
+static inline void mml__adam_prefetch(const float *p, const float *g, const float *m, const float *v,
+                                      int64_t i) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p + i, 0, 3);
+    __builtin_prefetch(g + i, 0, 3);
+    __builtin_prefetch(m + i, 0, 3);
+    __builtin_prefetch(v + i, 0, 3);
+#else
+    (void)p, (void)g, (void)m, (void)v, (void)i;
+#endif
+}
+
 // >>kernels-scalar ----------------------------------------------------------
 
 /* adam_steps as adam_dense calls on a block of zeros (bit-identical to them). */
-#define MML__ADAM_STEPS_PLAIN(SFX, ATTR)                                              \
-    ATTR static void mml__adam_steps_##SFX(int64_t n, float *p, float *m, float *v,   \
-                                           const mml_adam_hp *hp, int steps,          \
-                                           const int32_t *first) {                    \
+#define MML__ADAM_STEPS_PLAIN(S)                                                      \
+    MML__ATTR_##S static void mml__adam_steps_##S(int64_t n, float *p, float *m, float *v, \
+                                                  const mml_adam_hp *hp, int steps,   \
+                                                  const int32_t *first) {             \
         static const float zeros[256] = {0.0f};                                       \
         for (int64_t o = 0; o < n;) { /* runs of one first step, <= 256 long */       \
             int64_t c = 1;                                                            \
             int s0 = first ? first[o] : 0;                                            \
             while (o + c < n && c < 256 && (!first || first[o + c] == s0)) c++;       \
             for (int s = s0 < 0 ? 0 : s0; s < steps; s++)                             \
-                mml__adam_dense_##SFX(c, p + o, zeros, m + o, v + o, hp + s);         \
+                mml__adam_dense_##S(c, p + o, zeros, m + o, v + o, hp + s);           \
             o += c;                                                                   \
         }                                                                             \
     }
 
 /* Packed GEMM where an ISA has no layout of its own: Bp is B row-major (ld N)
  * and gemm_packed is that ISA's gemm_nn, add_bias and relu_fwd in turn. */
-#define MML__PACKED_PLAIN(SFX, ATTR)                                                  \
-    ATTR static int64_t mml__gemm_pack_size_##SFX(int K, int N) {                      \
+#define MML__PACKED_PLAIN(S)                                                          \
+    MML__ATTR_##S static int64_t mml__gemm_pack_size_##S(int K, int N) {              \
         return K > 0 && N > 0 ? (int64_t)K * N : 0;                                   \
     }                                                                                 \
-    ATTR static void mml__gemm_pack_b_##SFX(int K, int N, const float *MML_RESTRICT B, \
-                                            int ldb, float *MML_RESTRICT Bp) {         \
+    MML__ATTR_##S static void mml__gemm_pack_b_##S(int K, int N, const float *MML_RESTRICT B, \
+                                                   int ldb, float *MML_RESTRICT Bp) { \
         for (int k = 0; k < K && N > 0; k++)                                          \
             memcpy(Bp + (int64_t)k * N, B + (int64_t)k * ldb, (size_t)N * sizeof(float)); \
     }                                                                                 \
-    ATTR static void mml__gemm_packed_##SFX(int M, int N, int K, const float *MML_RESTRICT A, \
-                                            int lda, const float *MML_RESTRICT Bp,     \
-                                            float *MML_RESTRICT C, int ldc,            \
-                                            const float *bias, int relu) {             \
+    MML__ATTR_##S static void mml__gemm_packed_##S(int M, int N, int K, const float *MML_RESTRICT A, \
+                                                   int lda, const float *MML_RESTRICT Bp, \
+                                                   float *MML_RESTRICT C, int ldc,    \
+                                                   const float *bias, int relu) {     \
         if (M <= 0 || N <= 0) return;                                                 \
-        mml__gemm_nn_##SFX(M, N, K, A, lda, Bp, N, C, ldc, 0);                        \
-        if (bias) mml__add_bias_##SFX(M, N, bias, C, ldc);                            \
+        mml__gemm_nn_##S(M, N, K, A, lda, Bp, N, C, ldc, 0);                          \
+        if (bias) mml__add_bias_##S(M, N, bias, C, ldc);                              \
         if (relu)                                                                     \
             for (int i = 0; i < M; i++)                                               \
-                mml__relu_fwd_##SFX(N, C + (int64_t)i * ldc, C + (int64_t)i * ldc);   \
+                mml__relu_fwd_##S(N, C + (int64_t)i * ldc, C + (int64_t)i * ldc);     \
     }
 
 static void mml__gemm_nn_scalar(int M, int N, int K, const float *MML_RESTRICT A, int lda,
@@ -354,7 +394,7 @@ static inline uint32_t mml__lowbias32(uint32_t x) {
     return x;
 }
 
-typedef struct mml__drop_keys { uint32_t k1, k2, thr; float scale; } mml__drop_keys;
+typedef struct mml__drop_keys { uint32_t k1, k2, thr; } mml__drop_keys;
 
 static inline mml__drop_keys mml__dropout_keys(uint64_t seed, float rate) {
     mml__drop_keys d;
@@ -362,7 +402,6 @@ static inline mml__drop_keys mml__dropout_keys(uint64_t seed, float rate) {
     d.k2 = mml__lowbias32(d.k1 + 0x632be5abU);
     double t = (double)rate * 16777216.0 + 0.5;
     d.thr = t >= 16777216.0 ? 16777216U : (uint32_t)t;
-    d.scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
     return d;
 }
 
@@ -370,58 +409,31 @@ static inline uint32_t mml__dropout_key1(uint32_t k1, uint32_t hi) {
     return mml__lowbias32(k1 ^ (hi * 0x85ebca6bU));
 }
 
-/* Calls run(x, y, count, lo, key1, keys) over runs where index>>32 is constant. */
-#define MML__DROPOUT_RUNS(run, n, x, y, rate, seed, offset)                           \
-    do {                                                                              \
-        mml__drop_keys dk_ = mml__dropout_keys((seed), (rate));                       \
-        int64_t done_ = 0;                                                            \
-        while (done_ < (n)) {                                                         \
-            uint64_t idx_ = (offset) + (uint64_t)done_;                               \
-            uint32_t lo_ = (uint32_t)idx_;                                            \
-            uint64_t room_ = 4294967296ULL - lo_;                                     \
-            int64_t cnt_ = (n) - done_;                                               \
-            if ((uint64_t)cnt_ > room_) cnt_ = (int64_t)room_;                        \
-            run((x) + done_, (y) + done_, cnt_, lo_,                                  \
-                mml__dropout_key1(dk_.k1, (uint32_t)(idx_ >> 32)), &dk_);             \
-            done_ += cnt_;                                                            \
-        }                                                                             \
-    } while (0)
-
-static void mml__dropout_run_scalar(const float *x, float *y, int64_t n, uint32_t lo,
-                                    uint32_t key1, const mml__drop_keys *dk) {
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t h = mml__lowbias32(mml__lowbias32((lo + (uint32_t)i) ^ key1) ^ dk->k2);
-        y[i] = (h >> 8) >= dk->thr ? x[i] * dk->scale : 0.0f;
-    }
-}
-
-static void mml__dropout_scalar(int64_t n, const float *x, float *y, float rate, uint64_t seed,
-                                uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_scalar, n, x, y, rate, seed, offset);
-}
-
-/* dropout_keep: the runs get keep for both pointers (x is unused). */
-static void mml__keep_run_scalar(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
-                                 const mml__drop_keys *dk) {
-    (void)unused;
-    for (int64_t i = 0; i < n; i++)
-        keep[i] = (uint8_t)((mml__lowbias32(mml__lowbias32((lo + (uint32_t)i) ^ key1) ^ dk->k2) >> 8) >= dk->thr);
-}
-
-#define MML__DROPOUT_KEEP(SFX, ATTR)                                                  \
-    ATTR static void mml__dropout_keep_##SFX(int64_t n, float rate, uint64_t seed,      \
-                                             uint64_t offset, uint8_t *keep) {         \
+/* dropout_keep of ISA S: its keep_run over the runs of indices whose high half
+ * (so key1) is constant. */
+#define MML__DROPOUT_KEEP(S)                                                          \
+    MML__ATTR_##S static void mml__dropout_keep_##S(int64_t n, float rate, uint64_t seed, \
+                                                    uint64_t offset, uint8_t *keep) { \
         if (!(rate > 0.0f)) {                                                         \
             if (n > 0) memset(keep, 1, (size_t)n);                                    \
             return;                                                                   \
         }                                                                             \
-        MML__DROPOUT_RUNS(mml__keep_run_##SFX, n, keep, keep, rate, seed, offset);    \
+        const mml__drop_keys dk = mml__dropout_keys(seed, rate);                      \
+        for (int64_t done = 0; done < n;) {                                           \
+            const uint64_t idx = offset + (uint64_t)done, room = 4294967296ULL - (uint32_t)idx; \
+            const int64_t cnt = (uint64_t)(n - done) > room ? (int64_t)room : n - done; \
+            mml__keep_run_##S(keep + done, cnt, (uint32_t)idx,                        \
+                              mml__dropout_key1(dk.k1, (uint32_t)(idx >> 32)), &dk);  \
+            done += cnt;                                                              \
+        }                                                                             \
     }
-MML__DROPOUT_KEEP(scalar, )
+
+static void mml__keep_run_scalar(uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
+                                 const mml__drop_keys *dk) {
+    for (int64_t i = 0; i < n; i++)
+        keep[i] = (uint8_t)((mml__lowbias32(mml__lowbias32((lo + (uint32_t)i) ^ key1) ^ dk->k2) >> 8) >= dk->thr);
+}
+MML__DROPOUT_KEEP(scalar)
 
 static void mml__mask_scale_scalar(int64_t n, const uint8_t *keep, const float *x, float *y, float scale) {
     for (int64_t i = 0; i < n; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
@@ -539,51 +551,63 @@ static float mml__dot_scalar(int64_t n, const float *x, const float *y) {
     return s;
 }
 
-static void mml__scale_scalar(int64_t n, float a, float *x) {
-    for (int64_t i = 0; i < n; i++) x[i] *= a;
-}
-
 static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z) {
     for (int64_t i = 0; i < n; i++) z[i] = x[i] * y[i];
 }
 
-static void mml__vexp_scalar(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
-}
+MML__PACKED_PLAIN(scalar)
+MML__ADAM_STEPS_PLAIN(scalar)
 
-static void mml__vlog_scalar(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
-}
-
-MML__PACKED_PLAIN(scalar, )
-MML__ADAM_STEPS_PLAIN(scalar, )
-
-#if defined(__x86_64__) || defined(_M_X64)
-// >>kernels-avx2 ------------------------------------------------------------
-#define MML__T256 __attribute__((target("avx2,fma")))
-
-/* Adam streams four arrays that the rest of a training step has pushed out
- * of cache; the hardware prefetcher alone leaves it waiting on memory (about
- * 1 ns per float against 0.25 in cache). Asking for the lines 2 KB ahead
- * halves that. */
-#define MML__ADAM_PREFETCH 512
-static inline void mml__adam_prefetch(const float *p, const float *g, const float *m, const float *v, int64_t i) {
-    _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
-    _mm_prefetch((const char *)(g + i), _MM_HINT_T0);
-    _mm_prefetch((const char *)(m + i), _MM_HINT_T0);
-    _mm_prefetch((const char *)(v + i), _MM_HINT_T0);
-}
-
-MML__T256 __m256 Sleef_expf8_u10avx2(__m256);
-MML__T256 __m256 Sleef_logf8_u10avx2(__m256);
-MML__T256 __m256 Sleef_log1pf8_u10avx2(__m256);
-
-/* The GEMM pack buffers are shared by every ISA (one kernel runs at a time per
- * thread). KC: k-block limit, NC: column block. */
+#ifdef MML__VEC
+// >>kernels-gemm ------------------------------------------------------------
+/* One blocked GEMM runs every vector ISA. An ISA describes itself in an
+ * mml__gemm_isa (micro-kernels, packers, widths) and the driver does the rest,
+ * so the loop order below fixes how each element of C is summed:
+ *   for jc (NC=256 columns): for pc (K split evenly into blocks <= KC=384):
+ *     pack B[pc:pc+kc, jc:jc+nc] into k-major panels of 2W columns (the last
+ *     one W wide when that fits), zero-padded, so micro-kernels load whole
+ *     vectors;
+ *     for ic (MR-row blocks, the last one smaller): for each panel:
+ *       micro-kernel: mr x (W*nv) accumulators summed from zero over the
+ *       block's k (one broadcast of A per row and k, nv FMAs); then + C (a k
+ *       block after the first, or accumulate), + bias and ReLU (packed GEMM,
+ *       last k block), stored through column masks.
+ *   nn/nt read A in place (row pointers, k stride 1); for tn, when the ISA
+ *   has pack_a, each MR x kc sliver of A[K,M] is first copied k-major (rows
+ *   lda apart would all map to one L1 set).
+ * The driver only moves panel pointers by mml__panel_bytes, so a micro-kernel
+ * on other panels (bf16 pairs for vdpbf16ps, say) brings its own pack_b and
+ * b_bytes/k_step and runs in the same loops. */
 #define MML__GEMM_KC 384
 #define MML__GEMM_NC 256
+#define MML__GEMM_MR_MAX 12
+/* Pack buffers shared by every ISA (one kernel runs at a time per thread). */
 static MML__TLS float mml__gemm_pack[MML__GEMM_KC * MML__GEMM_NC] MML__ALIGN64;
-static MML__TLS float mml__gemm_apack[MML__GEMM_KC * 12 + 16] MML__ALIGN64;
+static MML__TLS float mml__gemm_apack[MML__GEMM_KC * MML__GEMM_MR_MAX + 16] MML__ALIGN64;
+
+/* C[0:mr, 0:w] (+)= A . one panel b; the kernel's own mr and 2W-wide panel. */
+typedef void (*mml__uk_fn)(int kc, const float *a, int64_t lda, const void *b, float *c,
+                           int64_t ldc, int w, int load_c, const float *bias, int relu);
+/* B[0:kc, 0:nc] (transposed: B[0:nc, 0:kc]) -> the panels of one block. */
+typedef void (*mml__pack_b_fn)(int kc, int nc, const float *B, int64_t ldb, void *pb);
+typedef void (*mml__gemm_fn)(int M, int N, int K, const float *A, int lda, const float *B,
+                             int ldb, float *C, int ldc, int accumulate);
+
+typedef struct mml__gemm_isa {
+    int mr;                   /* rows per micro-kernel (<= MML__GEMM_MR_MAX) */
+    int w;                    /* floats per vector: panels are 2w columns, the last w when it fits */
+    int b_bytes, k_step;      /* packed B: bytes per element; a panel's k rounded up to k_step */
+    /* [mode][nv-1][mr-1]; mode 0: A^T, 1: A rows in place, 2: rows in place with
+     * the bias/ReLU epilogue (ISAs with a packed layout of their own) */
+    const mml__uk_fn *uk;
+    mml__pack_b_fn pack_b[2]; /* [b_trans] */
+    /* A^T sliver A[k*lda + i] (i < mr) -> pa[k*mr_isa + i]; NULL: read A^T in place */
+    void (*pack_a)(int kc, int mr, const float *a, int64_t lda, float *pa);
+    mml__gemm_fn small_m;     /* nn with M <= small_m_max without packing (NULL: none) */
+    int small_m_max;
+} mml__gemm_isa;
+
+static inline int mml__mini(int a, int b) { return a < b ? a : b; }
 
 /* k-block size: split K evenly into blocks of at most MML__GEMM_KC. */
 static inline int mml__gemm_kc(int K) {
@@ -591,515 +615,720 @@ static inline int mml__gemm_kc(int K) {
     return (K + nb - 1) / nb;
 }
 
-static const int32_t mml__mask_tbl_avx2[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                               0,  0,  0,  0,  0,  0,  0,  0};
-/* Lanes [0, rem) of an 8-lane mask (rem clamped to 0..8). */
-MML__T256 static inline __m256i mml__mask_avx2(int64_t rem) {
-    int r = rem <= 0 ? 0 : rem >= 8 ? 8 : (int)rem;
-    return _mm256_loadu_si256((const __m256i *)(mml__mask_tbl_avx2 + 8 - r));
-}
-MML__T256 static inline __m256 mml__ld_avx2(__m256i m, const float *p) {
-    return _mm256_maskload_ps(p, m);
-}
-MML__T256 static inline void mml__st_avx2(float *p, __m256i m, __m256 v) {
-    _mm256_maskstore_ps(p, m, v);
-}
-MML__T256 static inline float mml__hsum_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-MML__T256 static inline float mml__hmax_avx2(__m256 v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+/* Bytes of packed panels: kc rows (rounded up to k_step) of cols columns. */
+static inline int64_t mml__panel_bytes(const mml__gemm_isa *d, int kc, int cols) {
+    return (int64_t)((kc + d->k_step - 1) / d->k_step * d->k_step) * cols * d->b_bytes;
 }
 
-/* GEMM: the AVX-512 scheme (see there) with ymm: micro-kernel 6 rows x 16 (or 8)
- * columns, 12 accumulators; panels of 16 columns. */
-typedef void (*mml__uk256_fn)(int kc, const float *a, int64_t lda, const float *b, float *c,
-                              int64_t ldc, __m256i m0, __m256i m1, int load_c);
-#define MML__R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#define MML__Y_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
-#define MML__Y_FMA(r)                                                                 \
-    if (MR_ > r) {                                                                    \
-        __m256 ar = _mm256_broadcast_ss(RM_ ? ap + r * lda : ap + r);                 \
-        c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);                                   \
-        if (NV_ > 1) c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);                      \
-    }
-#define MML__Y_STORE(r)                                                               \
-    if (MR_ > r) {                                                                    \
-        float *cr = c + r * ldc;                                                      \
-        if (load_c) c##r##0 = _mm256_add_ps(c##r##0, _mm256_maskload_ps(cr, m0));     \
-        _mm256_maskstore_ps(cr, m0, c##r##0);                                         \
-        if (NV_ > 1) {                                                                \
-            if (load_c) c##r##1 = _mm256_add_ps(c##r##1, _mm256_maskload_ps(cr + 8, m1)); \
-            _mm256_maskstore_ps(cr + 8, m1, c##r##1);                                 \
-        }                                                                             \
-    }
-#define MML__UK256(MR, NV, ROWMODE)                                                   \
-    MML__T256 static void mml__uk_##MR##_##NV##_##ROWMODE##_avx2(                         \
-        int kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,   \
-        __m256i m0, __m256i m1, int load_c) {                                         \
-        enum { MR_ = MR, NV_ = NV, RM_ = ROWMODE };                                   \
-        MML__R6(MML__Y_DECL)                                                          \
-        const float *ap = a;                                                          \
-        for (int k = 0; k < kc; k++) {                                                \
-            __m256 b0 = _mm256_load_ps(b);                                            \
-            __m256 b1 = NV > 1 ? _mm256_load_ps(b + 8) : b0;                          \
-            (void)b1;                                                                 \
-            MML__R6(MML__Y_FMA)                                                       \
-            b += 8 * NV;                                                              \
-            ap += ROWMODE ? 1 : lda;                                                  \
-        }                                                                             \
-        MML__R6(MML__Y_STORE)                                                         \
-    }
-#define MML__UK256_ALL(NV, RM)                                                        \
-    MML__UK256(1, NV, RM) MML__UK256(2, NV, RM) MML__UK256(3, NV, RM)                 \
-    MML__UK256(4, NV, RM) MML__UK256(5, NV, RM) MML__UK256(6, NV, RM)
-MML__UK256_ALL(1, 0)
-MML__UK256_ALL(2, 0)
-MML__UK256_ALL(1, 1)
-MML__UK256_ALL(2, 1)
-#define MML__UK256_ROW(NV, RM)                                                        \
-    {mml__uk_1_##NV##_##RM##_avx2, mml__uk_2_##NV##_##RM##_avx2, mml__uk_3_##NV##_##RM##_avx2,    \
-     mml__uk_4_##NV##_##RM##_avx2, mml__uk_5_##NV##_##RM##_avx2, mml__uk_6_##NV##_##RM##_avx2}
-/* [rowmode][nv-1][mr-1] */
-static const mml__uk256_fn mml__uk256_tab[2][2][6] = {
-    {MML__UK256_ROW(1, 0), MML__UK256_ROW(2, 0)},
-    {MML__UK256_ROW(1, 1), MML__UK256_ROW(2, 1)}};
+/* Columns the panels of an nc-wide block span. */
+static inline int mml__panel_cols(const mml__gemm_isa *d, int nc) {
+    const int full = nc / (2 * d->w) * (2 * d->w), rem = nc - full;
+    return full + (rem == 0 ? 0 : rem > d->w ? 2 * d->w : d->w);
+}
 
-/* Packs B into zero-padded k-major panels of 16 columns (the last of 8 if 8 or
- * fewer remain); b_trans=1 reads B[j*ldb+k]. */
-MML__T256 static void mml__pack_b_avx2(int kc, int nc, const float *B, int64_t ldb, int b_trans,
-                                       float *pb) {
-    for (int j0 = 0; j0 < nc; j0 += 16) {
-        const int w = nc - j0 < 16 ? nc - j0 : 16;
-        const int nr = w > 8 ? 16 : 8;
-        if (!b_trans) {
-            const __m256i m0 = mml__mask_avx2(w), m1 = mml__mask_avx2(w - 8);
-            for (int k = 0; k < kc; k++) {
-                const float *src = B + (int64_t)k * ldb + j0;
-                _mm256_store_ps(pb + k * nr, _mm256_maskload_ps(src, m0));
-                if (nr == 16) _mm256_store_ps(pb + k * nr + 8, _mm256_maskload_ps(src + 8, m1));
-            }
-        } else {
-            for (int jj = 0; jj < nr; jj++) {
-                float *dst = pb + jj;
-                if (jj < w) {
-                    const float *src = B + (int64_t)(j0 + jj) * ldb;
-                    for (int k = 0; k < kc; k++) dst[k * nr] = src[k];
-                } else {
-                    for (int k = 0; k < kc; k++) dst[k * nr] = 0.0f;
-                }
-            }
+/* C[0:M, 0:nc] (+)= A[0:M, 0:kc] . the block's panels pb: every MR-row block
+ * against every panel (a_trans: element (i, k) of A at A[k*lda + i]). */
+static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const float *A,
+                            int64_t lda, int a_trans, const unsigned char *pb, float *C,
+                            int64_t ldc, int load_c, const float *bias, int relu) {
+    const mml__uk_fn *uk = d->uk + (bias || relu ? 4 : a_trans ? 0 : 2) * d->mr;
+    const int64_t vec_bytes = mml__panel_bytes(d, kc, d->w); /* a panel W columns wide */
+    for (int ic = 0; ic < M; ic += d->mr) {
+        const int mr = mml__mini(M - ic, d->mr);
+        const float *a = a_trans ? A + ic : A + (int64_t)ic * lda;
+        int64_t la = lda;
+        if (a_trans && d->pack_a) {
+            d->pack_a(kc, mr, a, lda, mml__gemm_apack);
+            a = mml__gemm_apack;
+            la = d->mr;
         }
-        pb += (int64_t)kc * nr;
+        const unsigned char *p = pb;
+        for (int j0 = 0; j0 < nc; j0 += 2 * d->w) {
+            const int w = mml__mini(nc - j0, 2 * d->w), nv = w > d->w ? 2 : 1;
+            uk[(nv - 1) * d->mr + mr - 1](kc, a, la, p, C + (int64_t)ic * ldc + j0, ldc, w, load_c,
+                                          bias ? bias + j0 : NULL, relu);
+            p += vec_bytes * nv;
+        }
     }
 }
 
-MML__T256 static void mml__gemm_avx2(int M, int N, int K, const float *A, int lda, int a_trans,
-                                     const float *B, int ldb, int b_trans, float *C, int ldc,
-                                     int accumulate) {
+/* C[M,N] (+)= op(A) . op(B) on ISA d: gemm_nn, gemm_nt and gemm_tn. */
+static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const float *A, int lda,
+                          int a_trans, const float *B, int ldb, int b_trans, float *C, int ldc,
+                          int accumulate) {
     if (M <= 0 || N <= 0) return;
+    if (d->small_m && M <= d->small_m_max && !a_trans && !b_trans && K > 0) {
+        d->small_m(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        return;
+    }
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
     const int kcb = mml__gemm_kc(K);
-    const int rowmode = !a_trans;
-    float *pack = mml__gemm_pack, *apack = mml__gemm_apack;
     for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
-        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
+        const int nc = mml__mini(N - jc, MML__GEMM_NC);
         for (int pc = 0; pc < K; pc += kcb) {
-            const int kc = K - pc < kcb ? K - pc : kcb;
-            const float *bsrc = b_trans ? B + (int64_t)jc * ldb + pc : B + (int64_t)pc * ldb + jc;
-            mml__pack_b_avx2(kc, nc, bsrc, ldb, b_trans, pack);
-            const int load_c = accumulate || pc > 0;
-            for (int ic = 0; ic < M; ic += 6) {
-                const int mr = M - ic < 6 ? M - ic : 6;
-                const float *a = rowmode ? A + (int64_t)ic * lda + pc : A + (int64_t)pc * lda + ic;
-                int64_t la = lda;
-                if (!rowmode) {
-                    const __m256i am = mml__mask_avx2(mr);
-                    for (int k = 0; k < kc; k++)
-                        _mm256_maskstore_ps(apack + k * 6, am,
-                                            _mm256_maskload_ps(a + (int64_t)k * lda, am));
-                    a = apack;
-                    la = 6;
-                }
-                const float *pb = pack;
-                for (int j0 = 0; j0 < nc; j0 += 16) {
-                    const int w = nc - j0 < 16 ? nc - j0 : 16;
-                    const int nv = w > 8 ? 2 : 1;
-                    mml__uk256_tab[rowmode][nv - 1][mr - 1](
-                        kc, a, la, pb, C + (int64_t)ic * ldc + jc + j0, ldc, mml__mask_avx2(w),
-                        mml__mask_avx2(w - 8), load_c);
-                    pb += (int64_t)kc * 8 * nv;
-                }
+            const int kc = mml__mini(K - pc, kcb);
+            const float *b = b_trans ? B + (int64_t)jc * ldb + pc : B + (int64_t)pc * ldb + jc;
+            d->pack_b[b_trans](kc, nc, b, ldb, mml__gemm_pack);
+            mml__gemm_block(d, M, nc, kc, a_trans ? A + (int64_t)pc * lda : A + pc, lda, a_trans,
+                            (const unsigned char *)mml__gemm_pack, C + jc, ldc, accumulate || pc > 0,
+                            NULL, 0);
+        }
+    }
+}
+
+/* Packed B: the panels mml__gemm_run would pack, every block in loop order,
+ * stored once (gemm_pack_size in floats, gemm_pack_b). */
+MML__MAYBE_UNUSED static int64_t mml__gemm_pack_size_run(const mml__gemm_isa *d, int K, int N) {
+    if (K <= 0 || N <= 0) return 0;
+    const int kcb = mml__gemm_kc(K);
+    int64_t bytes = 0;
+    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
+        const int cols = mml__panel_cols(d, mml__mini(N - jc, MML__GEMM_NC));
+        for (int pc = 0; pc < K; pc += kcb) bytes += mml__panel_bytes(d, mml__mini(K - pc, kcb), cols);
+    }
+    return (bytes + 3) / 4;
+}
+
+MML__MAYBE_UNUSED static void mml__gemm_pack_b_run(const mml__gemm_isa *d, int K, int N, const float *B,
+                                                   int ldb, float *Bp) {
+    if (K <= 0 || N <= 0) return;
+    const int kcb = mml__gemm_kc(K);
+    unsigned char *p = (unsigned char *)Bp;
+    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
+        const int nc = mml__mini(N - jc, MML__GEMM_NC);
+        for (int pc = 0; pc < K; pc += kcb) {
+            const int kc = mml__mini(K - pc, kcb);
+            d->pack_b[0](kc, nc, B + (int64_t)pc * ldb + jc, ldb, p);
+            p += mml__panel_bytes(d, kc, mml__panel_cols(d, nc));
+        }
+    }
+}
+
+/* C = A . Bp (+ bias) (ReLU) on panels packed beforehand: the loops of
+ * mml__gemm_run; bias and ReLU are applied as the last k block is stored. */
+MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M, int N, int K,
+                                                   const float *A, int lda, const float *Bp, float *C,
+                                                   int ldc, const float *bias, int relu) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                const float v = bias ? bias[j] : 0.0f;
+                C[(int64_t)i * ldc + j] = relu && !(v > 0.0f) ? 0.0f : v;
             }
-        }
-    }
-}
-
-MML__T256 static void mml__gemm_nn_avx2(int M, int N, int K, const float *MML_RESTRICT A, int lda,
-                                        const float *MML_RESTRICT B, int ldb,
-                                        float *MML_RESTRICT C, int ldc, int accumulate) {
-    mml__gemm_avx2(M, N, K, A, lda, 0, B, ldb, 0, C, ldc, accumulate);
-}
-MML__T256 static void mml__gemm_nt_avx2(int M, int N, int K, const float *MML_RESTRICT A, int lda,
-                                        const float *MML_RESTRICT B, int ldb,
-                                        float *MML_RESTRICT C, int ldc, int accumulate) {
-    mml__gemm_avx2(M, N, K, A, lda, 0, B, ldb, 1, C, ldc, accumulate);
-}
-MML__T256 static void mml__gemm_tn_avx2(int M, int N, int K, const float *MML_RESTRICT A, int lda,
-                                        const float *MML_RESTRICT B, int ldb,
-                                        float *MML_RESTRICT C, int ldc, int accumulate) {
-    mml__gemm_avx2(M, N, K, A, lda, 1, B, ldb, 0, C, ldc, accumulate);
-}
-
-MML__T256 static void mml__add_bias_avx2(int M, int N, const float *bias, float *C, int ldc) {
-    for (int i = 0; i < M; i++) {
-        float *c = C + (int64_t)i * ldc;
-        for (int j = 0; j < N; j += 8) {
-            __m256i m = mml__mask_avx2(N - j);
-            mml__st_avx2(c + j, m, _mm256_add_ps(mml__ld_avx2(m, c + j), mml__ld_avx2(m, bias + j)));
-        }
-    }
-}
-
-MML__T256 static void mml__colsum_add_avx2(int M, int N, const float *A, int lda, float *out) {
-    int j = 0;
-    for (; j + 32 <= N; j += 32) {
-        __m256 s0 = _mm256_loadu_ps(out + j), s1 = _mm256_loadu_ps(out + j + 8);
-        __m256 s2 = _mm256_loadu_ps(out + j + 16), s3 = _mm256_loadu_ps(out + j + 24);
-        for (int i = 0; i < M; i++) {
-            const float *a = A + (int64_t)i * lda + j;
-            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a));
-            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a + 8));
-            s2 = _mm256_add_ps(s2, _mm256_loadu_ps(a + 16));
-            s3 = _mm256_add_ps(s3, _mm256_loadu_ps(a + 24));
-        }
-        _mm256_storeu_ps(out + j, s0);
-        _mm256_storeu_ps(out + j + 8, s1);
-        _mm256_storeu_ps(out + j + 16, s2);
-        _mm256_storeu_ps(out + j + 24, s3);
-    }
-    for (; j < N; j += 8) {
-        __m256i m = mml__mask_avx2(N - j);
-        __m256 s = mml__ld_avx2(m, out + j);
-        for (int i = 0; i < M; i++) s = _mm256_add_ps(s, mml__ld_avx2(m, A + (int64_t)i * lda + j));
-        mml__st_avx2(out + j, m, s);
-    }
-}
-
-MML__T256 static void mml__relu_fwd_avx2(int64_t n, const float *x, float *y) {
-    const __m256 z = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        mml__st_avx2(y + i, m, _mm256_max_ps(mml__ld_avx2(m, x + i), z));
-    }
-}
-
-MML__T256 static void mml__relu_bwd_avx2(int64_t n, const float *y, const float *dy, float *dx) {
-    const __m256 z = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 pos = _mm256_cmp_ps(mml__ld_avx2(m, y + i), z, _CMP_GT_OQ);
-        mml__st_avx2(dx + i, m, _mm256_and_ps(pos, mml__ld_avx2(m, dy + i)));
-    }
-}
-
-MML__T256 static inline __m256i mml__lowbias32_avx2(__m256i x) {
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bU));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    return x;
-}
-
-MML__T256 static void mml__dropout_run_avx2(const float *x, float *y, int64_t n, uint32_t lo,
-                                            uint32_t key1, const mml__drop_keys *dk) {
-    const __m256i k1 = _mm256_set1_epi32((int)key1), k2 = _mm256_set1_epi32((int)dk->k2);
-    /* (h >> 8) < 2^24 and thr <= 2^24, so a signed compare with thr - 1 is exact */
-    const __m256i thr1 = _mm256_set1_epi32((int)dk->thr - 1), step = _mm256_set1_epi32(8);
-    const __m256 sc = _mm256_set1_ps(dk->scale);
-    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256i h = mml__lowbias32_avx2(_mm256_xor_si256(idx, k1));
-        h = mml__lowbias32_avx2(_mm256_xor_si256(h, k2));
-        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_srli_epi32(h, 8), thr1));
-        __m256 v = _mm256_mul_ps(mml__ld_avx2(m, x + i), sc);
-        mml__st_avx2(y + i, m, _mm256_and_ps(keep, v));
-        idx = _mm256_add_epi32(idx, step);
-    }
-}
-
-MML__T256 static void mml__dropout_avx2(int64_t n, const float *x, float *y, float rate,
-                                        uint64_t seed, uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
         return;
     }
-    MML__DROPOUT_RUNS(mml__dropout_run_avx2, n, x, y, rate, seed, offset);
-}
-
-MML__T256 static void mml__keep_run_avx2(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
-                                         uint32_t key1, const mml__drop_keys *dk) {
-    (void)unused;
-    const __m256i k1 = _mm256_set1_epi32((int)key1), k2 = _mm256_set1_epi32((int)dk->k2);
-    const __m256i thr1 = _mm256_set1_epi32((int)dk->thr - 1), step = _mm256_set1_epi32(8);
-    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i h = mml__lowbias32_avx2(_mm256_xor_si256(idx, k1));
-        h = mml__lowbias32_avx2(_mm256_xor_si256(h, k2));
-        int bits = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_srli_epi32(h, 8), thr1)));
-        int64_t c = n - i < 8 ? n - i : 8;
-        for (int64_t j = 0; j < c; j++) keep[i + j] = (uint8_t)((bits >> j) & 1);
-        idx = _mm256_add_epi32(idx, step);
-    }
-}
-MML__DROPOUT_KEEP(avx2, MML__T256)
-
-MML__T256 static void mml__mask_scale_avx2(int64_t n, const uint8_t *keep, const float *x, float *y,
-                                           float scale) {
-    const __m256 sc = _mm256_set1_ps(scale);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(keep + i)));
-        __m256 on = _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, _mm256_setzero_si256()));
-        _mm256_storeu_ps(y + i, _mm256_and_ps(on, _mm256_mul_ps(_mm256_loadu_ps(x + i), sc)));
-    }
-    for (; i < n; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
-}
-
-MML__T256 static void mml__softmax_rows_avx2(int M, int E, const float *x, int ldx, float *y,
-                                             int ldy) {
-    const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    for (int i = 0; i < M; i++) {
-        const float *xi = x + (int64_t)i * ldx;
-        float *yi = y + (int64_t)i * ldy;
-        __m256 mx = ninf;
-        for (int e = 0; e < E; e += 8) {
-            __m256i m = mml__mask_avx2(E - e);
-            mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, mml__ld_avx2(m, xi + e), _mm256_castsi256_ps(m)));
-        }
-        const __m256 vmax = _mm256_set1_ps(mml__hmax_avx2(mx));
-        __m256 s = _mm256_setzero_ps();
-        for (int e = 0; e < E; e += 8) {
-            __m256i m = mml__mask_avx2(E - e);
-            __m256 t = Sleef_expf8_u10avx2(_mm256_sub_ps(mml__ld_avx2(m, xi + e), vmax));
-            t = _mm256_and_ps(t, _mm256_castsi256_ps(m));
-            s = _mm256_add_ps(s, t);
-            mml__st_avx2(yi + e, m, t);
-        }
-        const __m256 inv = _mm256_set1_ps(1.0f / mml__hsum_avx2(s));
-        for (int e = 0; e < E; e += 8) {
-            __m256i m = mml__mask_avx2(E - e);
-            mml__st_avx2(yi + e, m, _mm256_mul_ps(mml__ld_avx2(m, yi + e), inv));
+    const int kcb = mml__gemm_kc(K);
+    const unsigned char *p = (const unsigned char *)Bp;
+    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
+        const int nc = mml__mini(N - jc, MML__GEMM_NC);
+        for (int pc = 0; pc < K; pc += kcb) {
+            const int kc = mml__mini(K - pc, kcb), last = pc + kc == K;
+            mml__gemm_block(d, M, nc, kc, A + pc, lda, 0, p, C + jc, ldc, pc > 0,
+                            last && bias ? bias + jc : NULL, last && relu);
+            p += mml__panel_bytes(d, kc, mml__panel_cols(d, nc));
         }
     }
 }
 
-MML__T256 static inline __m256 mml__abs_avx2(__m256 v) {
-    return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-}
-MML__T256 static inline __m256 mml__sigmoid_e_avx2(__m256 v, __m256 e) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 ge = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ);
-    return _mm256_div_ps(_mm256_blendv_ps(e, one, ge), _mm256_add_ps(one, e));
-}
-
-MML__T256 static void mml__sigmoid_avx2(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 v = mml__ld_avx2(m, x + i);
-        __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(_mm256_setzero_ps(), mml__abs_avx2(v)));
-        mml__st_avx2(y + i, m, mml__sigmoid_e_avx2(v, e));
+/* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
+ * row of B read once along k (the cost is spread over M). */
+static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ldb, int w, float *pb) {
+    for (int j0 = 0; j0 < nc; j0 += 2 * w) {
+        const int cols = mml__mini(nc - j0, 2 * w), nr = cols > w ? 2 * w : w;
+        for (int jj = 0; jj < nr; jj++) {
+            float *dst = pb + jj;
+            if (jj < cols) {
+                const float *src = B + (int64_t)(j0 + jj) * ldb;
+                for (int k = 0; k < kc; k++) dst[k * nr] = src[k];
+            } else {
+                for (int k = 0; k < kc; k++) dst[k * nr] = 0.0f;
+            }
+        }
+        pb += (int64_t)kc * nr;
     }
 }
 
-MML__T256 static double mml__bce_logits_avx2(int64_t n, const float *z, const float *label,
-                                             float scale, float *dz) {
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-    const __m256 vs = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 v = mml__ld_avx2(m, z + i), yv = mml__ld_avx2(m, label + i);
-        __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(zero, mml__abs_avx2(v)));
-        __m256 l = _mm256_sub_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(v, yv));
-        l = _mm256_and_ps(_mm256_add_ps(l, Sleef_log1pf8_u10avx2(e)), _mm256_castsi256_ps(m));
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(l)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(l, 1)));
-        if (dz) mml__st_avx2(dz + i, m, _mm256_mul_ps(vs, _mm256_sub_ps(mml__sigmoid_e_avx2(v, e), yv)));
+/* gemm_nn/nt/tn of ISA S: the driver with S's description mml__gemm_isa_S. */
+#define MML__GEMM_ENTRY(S, OP, AT, BT)                                                \
+    MML__ATTR_##S static void mml__gemm_##OP##_##S(                                   \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
+        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
+        mml__gemm_run(&mml__gemm_isa_##S, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
     }
-    __m256d s = _mm256_add_pd(s0, s1);
-    __m128d t = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+/* S's description for the driver (fp32 panels from mml__pack_bn_S and
+ * mml__pack_bt_S, micro-kernels mml__uk_S) and its gemm_nn/nt/tn. */
+#define MML__GEMM_ISA(S, PACK_A, SMALL_M, SMALL_M_MAX)                                \
+    static const mml__gemm_isa mml__gemm_isa_##S = {                                  \
+        MML__MR_##S, MML__W_##S, 4, 1, mml__uk_##S, {mml__pack_bn_##S, mml__pack_bt_##S}, \
+        PACK_A, SMALL_M, SMALL_M_MAX};                                                \
+    MML__GEMM_ENTRY(S, nn, 0, 0) MML__GEMM_ENTRY(S, nt, 0, 1) MML__GEMM_ENTRY(S, tn, 1, 0)
+/* gemm_pack_size, gemm_pack_b, gemm_packed on S's own panels. */
+#define MML__GEMM_PACKED(S)                                                           \
+    MML__ATTR_##S static int64_t mml__gemm_pack_size_##S(int K, int N) {              \
+        return mml__gemm_pack_size_run(&mml__gemm_isa_##S, K, N);                     \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__gemm_pack_b_##S(int K, int N, const float *MML_RESTRICT B, \
+                                                   int ldb, float *MML_RESTRICT Bp) { \
+        mml__gemm_pack_b_run(&mml__gemm_isa_##S, K, N, B, ldb, Bp);                   \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__gemm_packed_##S(                                   \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp, \
+        float *MML_RESTRICT C, int ldc, const float *bias, int relu) {                \
+        mml__gemm_packed_run(&mml__gemm_isa_##S, M, N, K, A, lda, Bp, C, ldc, bias, relu); \
+    }
+/* B^T packing for an ISA without a faster one of its own. */
+#define MML__PACK_BT_PLAIN(S)                                                         \
+    MML__ATTR_##S static void mml__pack_bt_##S(int kc, int nc, const float *B, int64_t ldb, void *pb) { \
+        mml__pack_bt_plain(kc, nc, B, ldb, MML__W_##S, (float *)pb);                  \
+    }
+
+// >>kernels-shared ----------------------------------------------------------
+/* Kernel bodies written once for every vector ISA S, over S's width layer:
+ * thin inline functions mml__v<op>_S that S's chapter defines.
+ *   MML__W_S floats per vector; MML__MR_S micro-kernel rows; MML__ATTR_S.
+ *   types: mml__vf_S floats; mml__vm_S the lanes [0, rem) of a tail;
+ *     mml__vp_S a compare's lanes; mml__vi_S uint32; mml__vd_S doubles (W/2)
+ *   vmask(rem) (rem clamped to 0..W); vld(m, p), vldf(m, p, fill), vst(p, m, v)
+ *     touch no lane outside m (vld reads 0 there, vldf fill); vldu(p), vstu(p, v)
+ *     whole vectors; vset1(x), vzero(), vbcast(p) = vset1(*p)
+ *   vadd vsub vmul vdiv vmax vsqrt; vfma(a, b, c) = a*b + c rounded once
+ *   vrelu(v) = v > 0 ? v : 0; vnabs(v) = -|v|; vexp, vlog1p (SLEEF u10)
+ *   vgt, vge -> vp; vsel(p, a, b) = p ? a : b; vand(p, v) = p ? v : +0;
+ *   vtail(m, v) = v in the lanes of m, +0 elsewhere; vhsum, vhmax -> float
+ *   vdzero, vdadd, vdlo(v)/vdhi(v) (low/high half of v widened), vdhsum -> double
+ *   viset1, vixor, vimul, viadd, vsrl8/15/16, viota(lo) = lo + lane,
+ *   vige(a, b) = a >= b (lanes below 2^31) -> vp; vkeepst(keep, rem, p): bytes
+ *   1/0 for the first rem lanes of p; vkeepld(keep, rem) -> keep[i] != 0
+ * A layer maps each op to the instruction that ISA used before the bodies were
+ * shared, and a body's operations and their order are the contract: bits do
+ * not change (GCC fuses a mul feeding an add into an FMA the same way in
+ * every body). */
+
+/* The layer as a table: a row per operation, the code of each ISA in columns
+ * AVX2 | AVX-512 | NEON. MML__WIDTH_LAYER(S, F, M, P, I, D) defines mml__v<op>_S
+ * with S's types (F floats, M tail mask, P compare lanes, I uint32, D
+ * doubles); an op that takes more than an expression (tail masks, reductions,
+ * NEON's tails through the stack) is written in S's chapter. */
+#define MML__COL_avx2(e2, e5, en) e2
+#define MML__COL_avx512(e2, e5, en) e5
+#define MML__COL_neon(e2, e5, en) en
+#define MML__OP(S, R, NAME, PARAMS, E2, E5, EN)                                       \
+    MML__INLINE(S) R mml__##NAME##_##S PARAMS { return MML__COL_##S(E2, E5, EN); }
+#define MML__OPV(S, NAME, PARAMS, E2, E5, EN)                                         \
+    MML__INLINE(S) void mml__##NAME##_##S PARAMS { MML__COL_##S(E2, E5, EN); }
+#define MML__WIDTH_LAYER(S, F, M, P, I, D)                                            \
+    MML__OP(S, F, vld, (M m, const float *p), _mm256_maskload_ps(p, m),               \
+            _mm512_maskz_loadu_ps(m, p), mml__ldtail_neon(m, p, 0.0f))                \
+    MML__OP(S, F, vldf, (M m, const float *p, float fill),                            \
+            _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m)), \
+            _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, p), mml__ldtail_neon(m, p, fill)) \
+    MML__OPV(S, vst, (float *p, M m, F v), _mm256_maskstore_ps(p, m, v),              \
+             _mm512_mask_storeu_ps(p, m, v), mml__sttail_neon(p, m, v))               \
+    MML__OP(S, F, vldu, (const float *p), _mm256_loadu_ps(p), _mm512_loadu_ps(p), vld1q_f32(p)) \
+    MML__OPV(S, vstu, (float *p, F v), _mm256_storeu_ps(p, v), _mm512_storeu_ps(p, v), vst1q_f32(p, v)) \
+    MML__OP(S, F, vset1, (float x), _mm256_set1_ps(x), _mm512_set1_ps(x), vdupq_n_f32(x)) \
+    MML__OP(S, F, vzero, (void), _mm256_setzero_ps(), _mm512_setzero_ps(), vdupq_n_f32(0.0f)) \
+    MML__OP(S, F, vbcast, (const float *p), _mm256_broadcast_ss(p), _mm512_set1_ps(*p), vld1q_dup_f32(p)) \
+    MML__OP(S, F, vadd, (F a, F b), _mm256_add_ps(a, b), _mm512_add_ps(a, b), vaddq_f32(a, b)) \
+    MML__OP(S, F, vsub, (F a, F b), _mm256_sub_ps(a, b), _mm512_sub_ps(a, b), vsubq_f32(a, b)) \
+    MML__OP(S, F, vmul, (F a, F b), _mm256_mul_ps(a, b), _mm512_mul_ps(a, b), vmulq_f32(a, b)) \
+    MML__OP(S, F, vdiv, (F a, F b), _mm256_div_ps(a, b), _mm512_div_ps(a, b), vdivq_f32(a, b)) \
+    MML__OP(S, F, vmax, (F a, F b), _mm256_max_ps(a, b), _mm512_max_ps(a, b), vmaxq_f32(a, b)) \
+    MML__OP(S, F, vsqrt, (F a), _mm256_sqrt_ps(a), _mm512_sqrt_ps(a), vsqrtq_f32(a))  \
+    MML__OP(S, F, vfma, (F a, F b, F c), _mm256_fmadd_ps(a, b, c), _mm512_fmadd_ps(a, b, c), \
+            vfmaq_f32(c, a, b))                                                       \
+    /* NaN -> 0 as in the scalar code: x86 max returns its second operand, vmaxq the NaN */ \
+    MML__OP(S, F, vrelu, (F v), _mm256_max_ps(v, _mm256_setzero_ps()), _mm512_max_ps(v, _mm512_setzero_ps()), \
+            vbslq_f32(vcgtq_f32(v, vdupq_n_f32(0.0f)), v, vdupq_n_f32(0.0f)))         \
+    MML__OP(S, F, vnabs, (F v),                                                       \
+            _mm256_sub_ps(_mm256_setzero_ps(), _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)))), \
+            _mm512_sub_ps(_mm512_setzero_ps(),                                        \
+                          _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)))), \
+            vnegq_f32(vabsq_f32(v)))                                                  \
+    MML__OP(S, F, vexp, (F v), Sleef_expf8_u10avx2(v), Sleef_expf16_u10avx512f(v), Sleef_expf4_u10advsimd(v)) \
+    MML__OP(S, F, vlog1p, (F v), Sleef_log1pf8_u10avx2(v), Sleef_log1pf16_u10avx512f(v), \
+            Sleef_log1pf4_u10advsimd(v))                                              \
+    MML__OP(S, P, vgt, (F a, F b), _mm256_cmp_ps(a, b, _CMP_GT_OQ), _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), \
+            vcgtq_f32(a, b))                                                          \
+    MML__OP(S, P, vge, (F a, F b), _mm256_cmp_ps(a, b, _CMP_GE_OQ), _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ), \
+            vcgeq_f32(a, b))                                                          \
+    MML__OP(S, F, vsel, (P p, F a, F b), _mm256_blendv_ps(b, a, p), _mm512_mask_blend_ps(p, b, a), \
+            vbslq_f32(p, a, b))                                                       \
+    MML__OP(S, F, vand, (P p, F v), _mm256_and_ps(p, v), _mm512_maskz_mov_ps(p, v),   \
+            vbslq_f32(p, v, vdupq_n_f32(0.0f)))                                       \
+    MML__OP(S, F, vtail, (M m, F v), _mm256_and_ps(v, _mm256_castsi256_ps(m)), _mm512_maskz_mov_ps(m, v), \
+            mml__zerotail_neon(m, v))                                                 \
+    MML__OP(S, D, vdzero, (void), _mm256_setzero_pd(), _mm512_setzero_pd(), vdupq_n_f64(0.0)) \
+    MML__OP(S, D, vdadd, (D a, D b), _mm256_add_pd(a, b), _mm512_add_pd(a, b), vaddq_f64(a, b)) \
+    MML__OP(S, D, vdlo, (F v), _mm256_cvtps_pd(_mm256_castps256_ps128(v)),            \
+            _mm512_cvtps_pd(_mm512_castps512_ps256(v)), vcvt_f64_f32(vget_low_f32(v))) \
+    MML__OP(S, D, vdhi, (F v), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),          \
+            _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0x4E))), \
+            vcvt_high_f64_f32(v))                                                     \
+    MML__OP(S, I, viset1, (uint32_t x), _mm256_set1_epi32((int)x), _mm512_set1_epi32((int)x), vdupq_n_u32(x)) \
+    MML__OP(S, I, vixor, (I a, I b), _mm256_xor_si256(a, b), _mm512_xor_si512(a, b), veorq_u32(a, b)) \
+    MML__OP(S, I, vimul, (I a, I b), _mm256_mullo_epi32(a, b), _mm512_mullo_epi32(a, b), vmulq_u32(a, b)) \
+    MML__OP(S, I, viadd, (I a, I b), _mm256_add_epi32(a, b), _mm512_add_epi32(a, b), vaddq_u32(a, b)) \
+    MML__OP(S, I, vsrl8, (I a), _mm256_srli_epi32(a, 8), _mm512_srli_epi32(a, 8), vshrq_n_u32(a, 8)) \
+    MML__OP(S, I, vsrl15, (I a), _mm256_srli_epi32(a, 15), _mm512_srli_epi32(a, 15), vshrq_n_u32(a, 15)) \
+    MML__OP(S, I, vsrl16, (I a), _mm256_srli_epi32(a, 16), _mm512_srli_epi32(a, 16), vshrq_n_u32(a, 16)) \
+    /* a >= b; AVX2 compares signed only, as a > b - 1 (the values are below 2^24) */ \
+    MML__OP(S, P, vige, (I a, I b),                                                   \
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, _mm256_sub_epi32(b, _mm256_set1_epi32(1)))), \
+            _mm512_cmpge_epu32_mask(a, b), vcgeq_u32(a, b))
+
+/* ---- GEMM: micro-kernels and packers ---- */
+#define MML__R12(X, S) X(0, S) X(1, S) X(2, S) X(3, S) X(4, S) X(5, S) X(6, S) X(7, S) \
+    X(8, S) X(9, S) X(10, S) X(11, S)
+#define MML__UK_DECL(r, S) mml__vf_##S c##r##0 = mml__vzero_##S(), c##r##1 = c##r##0;
+#define MML__UK_FMA(r, S)                                                             \
+    if (MR_ > r) {                                                                    \
+        const mml__vf_##S ar = mml__vbcast_##S(RM_ ? ap + r * lda : ap + r);          \
+        c##r##0 = mml__vfma_##S(ar, b0, c##r##0);                                     \
+        if (NV_ > 1) c##r##1 = mml__vfma_##S(ar, b1, c##r##1);                        \
+    }
+/* One vector of output: + C, + bias, ReLU, in that order, then the store. */
+#define MML__UK_OUT(S, v, p, m, bv)                                                   \
+    if (load_c) v = mml__vadd_##S(v, mml__vld_##S(m, p));                             \
+    if (EPI_ && bias) v = mml__vadd_##S(v, bv);                                       \
+    if (EPI_ && relu) v = mml__vrelu_##S(v);                                          \
+    mml__vst_##S(p, m, v);
+#define MML__UK_STORE(r, S)                                                           \
+    if (MR_ > r) {                                                                    \
+        MML__UK_OUT(S, c##r##0, c + r * ldc, m0, bv0)                                 \
+        if (NV_ > 1) { MML__UK_OUT(S, c##r##1, c + r * ldc + W_, m1, bv1) }           \
+    }
+/* Micro-kernel MR x (W*NV) of ISA S (mml__uk_fn). MODE 0: A^T, element (r, k)
+ * at a + k*lda + r; 1: row r of A at a + r*lda, k stride 1; 2: as 1, then the
+ * bias and ReLU (the other modes leave them out of their stores). */
+#define MML__UK(S, MR, NV, MODE)                                                      \
+    MML__ATTR_##S static void mml__uk_##MR##_##NV##_##MODE##_##S(                     \
+        int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
+        int w, int load_c, const float *bias, int relu) {                             \
+        enum { MR_ = MR, NV_ = NV, RM_ = MODE != 0, EPI_ = MODE == 2, W_ = MML__W_##S }; \
+        const float *b = (const float *)bp, *ap = a;                                  \
+        MML__R12(MML__UK_DECL, S)                                                     \
+        for (int k = 0; k < kc; k++) {                                                \
+            const mml__vf_##S b0 = mml__vldu_##S(b);                                  \
+            const mml__vf_##S b1 = NV_ > 1 ? mml__vldu_##S(b + W_) : b0;              \
+            (void)b1;                                                                 \
+            MML__R12(MML__UK_FMA, S)                                                  \
+            b += W_ * NV_;                                                            \
+            ap += RM_ ? 1 : lda;                                                      \
+        }                                                                             \
+        const mml__vm_##S m0 = mml__vmask_##S(w), m1 = mml__vmask_##S(w - W_);        \
+        const mml__vf_##S bv0 = EPI_ && bias ? mml__vld_##S(m0, bias) : mml__vzero_##S(); \
+        const mml__vf_##S bv1 = EPI_ && bias && NV_ > 1 ? mml__vld_##S(m1, bias + W_) : bv0; \
+        (void)relu;                                                                   \
+        MML__R12(MML__UK_STORE, S)                                                    \
+    }
+/* X(S, mr, nv, mode) for every micro-kernel of S, in table order; S has
+ * MML__UK_MODES_S modes (3 with a packed layout of its own, else 2). */
+#define MML__UPTO6(X, S, NV, RM)                                                      \
+    X(S, 1, NV, RM) X(S, 2, NV, RM) X(S, 3, NV, RM) X(S, 4, NV, RM) X(S, 5, NV, RM) X(S, 6, NV, RM)
+#define MML__UPTO8(X, S, NV, RM) MML__UPTO6(X, S, NV, RM) X(S, 7, NV, RM) X(S, 8, NV, RM)
+#define MML__UPTO12(X, S, NV, RM)                                                     \
+    MML__UPTO8(X, S, NV, RM) X(S, 9, NV, RM) X(S, 10, NV, RM) X(S, 11, NV, RM) X(S, 12, NV, RM)
+#define MML__UPTO(N) MML__UPTO_(N)
+#define MML__UPTO_(N) MML__UPTO##N
+#define MML__UK_EACH2(X, S)                                                           \
+    MML__UPTO(MML__MR_##S)(X, S, 1, 0) MML__UPTO(MML__MR_##S)(X, S, 2, 0)             \
+    MML__UPTO(MML__MR_##S)(X, S, 1, 1) MML__UPTO(MML__MR_##S)(X, S, 2, 1)
+#define MML__UK_EACH3(X, S)                                                           \
+    MML__UK_EACH2(X, S) MML__UPTO(MML__MR_##S)(X, S, 1, 2) MML__UPTO(MML__MR_##S)(X, S, 2, 2)
+#define MML__UK_EACH(N) MML__UK_EACH_(N)
+#define MML__UK_EACH_(N) MML__UK_EACH##N
+#define MML__UK_PTR(S, MR, NV, MODE) mml__uk_##MR##_##NV##_##MODE##_##S,
+/* S's micro-kernels and their table mml__uk_S. */
+#define MML__GEMM_UKERNELS(S)                                                         \
+    MML__UK_EACH(MML__UK_MODES_##S)(MML__UK, S)                                       \
+    static const mml__uk_fn mml__uk_##S[] = {MML__UK_EACH(MML__UK_MODES_##S)(MML__UK_PTR, S)};
+
+/* B[kc, nc] (row-major) -> k-major panels of 2W columns (the last W wide when
+ * it fits), zero-padded. */
+#define MML__PACK_BN(S)                                                               \
+    MML__ATTR_##S static void mml__pack_bn_##S(int kc, int nc, const float *B, int64_t ldb, \
+                                               void *pbv) {                           \
+        enum { W_ = MML__W_##S };                                                     \
+        float *pb = (float *)pbv;                                                     \
+        for (int j0 = 0; j0 < nc; j0 += 2 * W_) {                                     \
+            const int w = mml__mini(nc - j0, 2 * W_), nr = w > W_ ? 2 * W_ : W_;      \
+            const mml__vm_##S m0 = mml__vmask_##S(w), m1 = mml__vmask_##S(w - W_);    \
+            for (int k = 0; k < kc; k++) {                                            \
+                const float *src = B + (int64_t)k * ldb + j0;                         \
+                mml__vstu_##S(pb + k * nr, mml__vld_##S(m0, src));                    \
+                if (nr > W_) mml__vstu_##S(pb + k * nr + W_, mml__vld_##S(m1, src + W_)); \
+            }                                                                         \
+            pb += (int64_t)kc * nr;                                                   \
+        }                                                                             \
+    }
+/* The A^T sliver for tn, k-major with stride MR (mml__gemm_isa.pack_a). */
+#define MML__PACK_A(S)                                                                \
+    MML__ATTR_##S static void mml__pack_a_##S(int kc, int mr, const float *a, int64_t lda, \
+                                              float *pa) {                            \
+        const mml__vm_##S m = mml__vmask_##S(mr);                                     \
+        for (int k = 0; k < kc; k++)                                                  \
+            mml__vst_##S(pa + k * MML__MR_##S, m, mml__vld_##S(m, a + (int64_t)k * lda)); \
+    }
+
+/* ---- elementwise and rows ---- */
+#define MML__RELU_FWD(S)                                                              \
+    MML__ATTR_##S static void mml__relu_fwd_##S(int64_t n, const float *x, float *y) { \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            mml__vst_##S(y + i, m, mml__vrelu_##S(mml__vld_##S(m, x + i)));           \
+        }                                                                             \
+    }
+#define MML__RELU_BWD(S)                                                              \
+    MML__ATTR_##S static void mml__relu_bwd_##S(int64_t n, const float *y, const float *dy, \
+                                                float *dx) {                          \
+        const mml__vf_##S z = mml__vzero_##S();                                       \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            const mml__vp_##S pos = mml__vgt_##S(mml__vld_##S(m, y + i), z);          \
+            mml__vst_##S(dx + i, m, mml__vand_##S(pos, mml__vld_##S(m, dy + i)));     \
+        }                                                                             \
+    }
+/* t[0:n] += g[0:n]: add_bias on each row of C, scatter_add_rows on each id's row. */
+#define MML__ADD_ROWS(S)                                                              \
+    MML__INLINE(S) void mml__row_add_##S(float *t, const float *g, int n) {           \
+        for (int j = 0; j < n; j += MML__W_##S) {                                     \
+            const mml__vm_##S m = mml__vmask_##S(n - j);                              \
+            mml__vst_##S(t + j, m, mml__vadd_##S(mml__vld_##S(m, t + j), mml__vld_##S(m, g + j))); \
+        }                                                                             \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__add_bias_##S(int M, int N, const float *bias, float *C, \
+                                                int ldc) {                            \
+        for (int i = 0; i < M; i++) mml__row_add_##S(C + (int64_t)i * ldc, bias, N);  \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__scatter_add_rows_##S(int n, const int32_t *ids, const float *g, \
+                                                        int ldg, int dim, float *table_grad) { \
+        for (int i = 0; i < n; i++) {                                                 \
+            if (i + MML__ROW_AHEAD < n)                                               \
+                mml__prefetch_floats(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim); \
+            mml__row_add_##S(table_grad + (int64_t)ids[i] * dim, g + (int64_t)i * ldg, dim); \
+        }                                                                             \
+    }
+/* Same summation order as the scalar reference (out + row0 + row1 + ...). */
+#define MML__COLSUM_ADD(S)                                                            \
+    MML__ATTR_##S static void mml__colsum_add_##S(int M, int N, const float *A, int lda, \
+                                                  float *out) {                       \
+        enum { W_ = MML__W_##S };                                                     \
+        int j = 0;                                                                    \
+        for (; j + 4 * W_ <= N; j += 4 * W_) {                                        \
+            mml__vf_##S s0 = mml__vldu_##S(out + j), s1 = mml__vldu_##S(out + j + W_); \
+            mml__vf_##S s2 = mml__vldu_##S(out + j + 2 * W_), s3 = mml__vldu_##S(out + j + 3 * W_); \
+            for (int i = 0; i < M; i++) {                                             \
+                const float *a = A + (int64_t)i * lda + j;                            \
+                s0 = mml__vadd_##S(s0, mml__vldu_##S(a));                             \
+                s1 = mml__vadd_##S(s1, mml__vldu_##S(a + W_));                        \
+                s2 = mml__vadd_##S(s2, mml__vldu_##S(a + 2 * W_));                    \
+                s3 = mml__vadd_##S(s3, mml__vldu_##S(a + 3 * W_));                    \
+            }                                                                         \
+            mml__vstu_##S(out + j, s0);                                               \
+            mml__vstu_##S(out + j + W_, s1);                                          \
+            mml__vstu_##S(out + j + 2 * W_, s2);                                      \
+            mml__vstu_##S(out + j + 3 * W_, s3);                                      \
+        }                                                                             \
+        for (; j < N; j += W_) {                                                      \
+            const mml__vm_##S m = mml__vmask_##S(N - j);                              \
+            mml__vf_##S s = mml__vld_##S(m, out + j);                                 \
+            for (int i = 0; i < M; i++) s = mml__vadd_##S(s, mml__vld_##S(m, A + (int64_t)i * lda + j)); \
+            mml__vst_##S(out + j, m, s);                                              \
+        }                                                                             \
+    }
+
+/* The dropout hash on W lanes (see the scalar chapter). */
+#define MML__KEEP_RUN(S)                                                              \
+    MML__INLINE(S) mml__vi_##S mml__vlowbias32_##S(mml__vi_##S x) {                   \
+        x = mml__vixor_##S(x, mml__vsrl16_##S(x));                                    \
+        x = mml__vimul_##S(x, mml__viset1_##S(0x7feb352dU));                          \
+        x = mml__vixor_##S(x, mml__vsrl15_##S(x));                                    \
+        x = mml__vimul_##S(x, mml__viset1_##S(0x846ca68bU));                          \
+        return mml__vixor_##S(x, mml__vsrl16_##S(x));                                 \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__keep_run_##S(uint8_t *keep, int64_t n, uint32_t lo, \
+                                                uint32_t key1, const mml__drop_keys *dk) { \
+        const mml__vi_##S k1 = mml__viset1_##S(key1), k2 = mml__viset1_##S(dk->k2);   \
+        const mml__vi_##S thr = mml__viset1_##S(dk->thr), step = mml__viset1_##S(MML__W_##S); \
+        mml__vi_##S idx = mml__viota_##S(lo);                                         \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            mml__vi_##S h = mml__vlowbias32_##S(mml__vixor_##S(idx, k1));             \
+            h = mml__vlowbias32_##S(mml__vixor_##S(h, k2));                           \
+            mml__vkeepst_##S(keep + i, n - i, mml__vige_##S(mml__vsrl8_##S(h), thr)); \
+            idx = mml__viadd_##S(idx, step);                                          \
+        }                                                                             \
+    }                                                                                 \
+    MML__DROPOUT_KEEP(S)
+#define MML__MASK_SCALE(S)                                                            \
+    MML__ATTR_##S static void mml__mask_scale_##S(int64_t n, const uint8_t *keep, const float *x, \
+                                                  float *y, float scale) {            \
+        const mml__vf_##S sc = mml__vset1_##S(scale);                                 \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            const mml__vp_##S on = mml__vkeepld_##S(keep + i, n - i);                 \
+            mml__vst_##S(y + i, m, mml__vand_##S(on, mml__vmul_##S(mml__vld_##S(m, x + i), sc))); \
+        }                                                                             \
+    }
+
+/* Lanes past E load as -inf for the maximum and are zeroed after exp. */
+#define MML__SOFTMAX_ROWS(S)                                                          \
+    MML__ATTR_##S static void mml__softmax_rows_##S(int M, int E, const float *x, int ldx, \
+                                                    float *y, int ldy) {              \
+        for (int i = 0; i < M; i++) {                                                 \
+            const float *xi = x + (int64_t)i * ldx;                                   \
+            float *yi = y + (int64_t)i * ldy;                                         \
+            mml__vf_##S mx = mml__vset1_##S(-INFINITY);                               \
+            for (int e = 0; e < E; e += MML__W_##S)                                   \
+                mx = mml__vmax_##S(mx, mml__vldf_##S(mml__vmask_##S(E - e), xi + e, -INFINITY)); \
+            const mml__vf_##S vmax = mml__vset1_##S(mml__vhmax_##S(mx));              \
+            mml__vf_##S s = mml__vzero_##S();                                         \
+            for (int e = 0; e < E; e += MML__W_##S) {                                 \
+                const mml__vm_##S m = mml__vmask_##S(E - e);                          \
+                const mml__vf_##S t = mml__vtail_##S(                                 \
+                    m, mml__vexp_##S(mml__vsub_##S(mml__vldf_##S(m, xi + e, -INFINITY), vmax))); \
+                s = mml__vadd_##S(s, t);                                              \
+                mml__vst_##S(yi + e, m, t);                                           \
+            }                                                                         \
+            const mml__vf_##S inv = mml__vset1_##S(1.0f / mml__vhsum_##S(s));         \
+            for (int e = 0; e < E; e += MML__W_##S) {                                 \
+                const mml__vm_##S m = mml__vmask_##S(E - e);                          \
+                mml__vst_##S(yi + e, m, mml__vmul_##S(mml__vld_##S(m, yi + e), inv)); \
+            }                                                                         \
+        }                                                                             \
+    }
+
+/* e = exp(-|x|); sigmoid = (x >= 0 ? 1 : e) / (1 + e), as in the scalar code;
+ * bce_logits sums in doubles, lanes past n zeroed. */
+#define MML__SIGMOID_BCE(S)                                                           \
+    MML__INLINE(S) mml__vf_##S mml__vsigmoid_e_##S(mml__vf_##S v, mml__vf_##S e) {    \
+        const mml__vf_##S one = mml__vset1_##S(1.0f);                                 \
+        const mml__vp_##S ge = mml__vge_##S(v, mml__vzero_##S());                     \
+        return mml__vdiv_##S(mml__vsel_##S(ge, one, e), mml__vadd_##S(one, e));       \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__sigmoid_##S(int64_t n, const float *x, float *y) { \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            const mml__vf_##S v = mml__vld_##S(m, x + i);                             \
+            mml__vst_##S(y + i, m, mml__vsigmoid_e_##S(v, mml__vexp_##S(mml__vnabs_##S(v)))); \
+        }                                                                             \
+    }                                                                                 \
+    MML__ATTR_##S static double mml__bce_logits_##S(int64_t n, const float *z, const float *label, \
+                                                    float scale, float *dz) {         \
+        mml__vd_##S s0 = mml__vdzero_##S(), s1 = s0;                                  \
+        const mml__vf_##S vs = mml__vset1_##S(scale), zero = mml__vzero_##S();        \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            const mml__vf_##S v = mml__vld_##S(m, z + i), yv = mml__vld_##S(m, label + i); \
+            const mml__vf_##S e = mml__vexp_##S(mml__vnabs_##S(v));                   \
+            mml__vf_##S l = mml__vsub_##S(mml__vmax_##S(v, zero), mml__vmul_##S(v, yv)); \
+            l = mml__vtail_##S(m, mml__vadd_##S(l, mml__vlog1p_##S(e)));              \
+            s0 = mml__vdadd_##S(s0, mml__vdlo_##S(l));                                \
+            s1 = mml__vdadd_##S(s1, mml__vdhi_##S(l));                                \
+            if (dz)                                                                   \
+                mml__vst_##S(dz + i, m, mml__vmul_##S(vs, mml__vsub_##S(mml__vsigmoid_e_##S(v, e), yv))); \
+        }                                                                             \
+        return mml__vdhsum_##S(mml__vdadd_##S(s0, s1));                               \
+    }
+
+#define MML__GATHER_ROWS(S)                                                           \
+    MML__INLINE(S) void mml__copy_##S(int64_t n, const float *src, float *dst) {      \
+        int64_t j = 0;                                                                \
+        for (; j + MML__W_##S <= n; j += MML__W_##S) mml__vstu_##S(dst + j, mml__vldu_##S(src + j)); \
+        if (j < n) {                                                                  \
+            const mml__vm_##S m = mml__vmask_##S(n - j);                              \
+            mml__vst_##S(dst + j, m, mml__vld_##S(m, src + j));                       \
+        }                                                                             \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__gather_rows_##S(int n, const int32_t *ids, const float *table, \
+                                                   int dim, float *out, int ldo) {    \
+        for (int i = 0; i < n; i++)                                                   \
+            mml__copy_##S(dim, table + (int64_t)ids[i] * dim, out + (int64_t)i * ldo); \
+    }
+/* ---- Adam ---- */
+/* The plain update (sqrt and divide); AVX-512 has its own. */
+#define MML__ADAM_DENSE(S)                                                            \
+    MML__ATTR_##S static void mml__adam_dense_##S(int64_t n, float *p, const float *g, float *m, \
+                                                  float *v, const mml_adam_hp *hp) {  \
+        const mml__vf_##S b1 = mml__vset1_##S(hp->beta1), b2 = mml__vset1_##S(hp->beta2); \
+        const mml__vf_##S c1 = mml__vset1_##S(1.0f - hp->beta1), c2 = mml__vset1_##S(1.0f - hp->beta2); \
+        const mml__vf_##S wd = mml__vset1_##S(hp->weight_decay), lr = mml__vset1_##S(hp->lr); \
+        const mml__vf_##S eps = mml__vset1_##S(hp->eps);                              \
+        const mml__vf_##S ibc1 = mml__vset1_##S(1.0f / hp->bc1), ibc2 = mml__vset1_##S(1.0f / hp->bc2); \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S k = mml__vmask_##S(n - i);                              \
+            if (!(i & 15) && i + MML__ADAM_PREFETCH < n) mml__adam_prefetch(p, g, m, v, i + MML__ADAM_PREFETCH); \
+            const mml__vf_##S pv = mml__vld_##S(k, p + i);                            \
+            const mml__vf_##S gv = mml__vadd_##S(mml__vld_##S(k, g + i), mml__vmul_##S(wd, pv)); \
+            const mml__vf_##S mv = mml__vadd_##S(mml__vmul_##S(b1, mml__vld_##S(k, m + i)), mml__vmul_##S(c1, gv)); \
+            const mml__vf_##S vv = mml__vadd_##S(mml__vmul_##S(b2, mml__vld_##S(k, v + i)), \
+                                                 mml__vmul_##S(c2, mml__vmul_##S(gv, gv))); \
+            mml__vst_##S(m + i, k, mv);                                               \
+            mml__vst_##S(v + i, k, vv);                                               \
+            const mml__vf_##S den = mml__vadd_##S(mml__vsqrt_##S(mml__vmul_##S(vv, ibc2)), eps); \
+            const mml__vf_##S upd = mml__vdiv_##S(mml__vmul_##S(lr, mml__vmul_##S(mv, ibc1)), den); \
+            mml__vst_##S(p + i, k, mml__vsub_##S(pv, upd));                           \
+        }                                                                             \
+    }
+#define MML__ADAM_ROWS(S)                                                             \
+    MML__ATTR_##S static void mml__adam_rows_##S(int nrows, const int32_t *rows, int dim, float *p, \
+                                                 const float *g, float *m, float *v,  \
+                                                 const mml_adam_hp *hp) {             \
+        for (int r = 0; r < nrows; r++) {                                             \
+            const int64_t o = (int64_t)rows[r] * dim;                                 \
+            if (r + MML__ROW_AHEAD < nrows)                                           \
+                for (int64_t j = 0, q = (int64_t)rows[r + MML__ROW_AHEAD] * dim; j < dim; j += 16) \
+                    mml__adam_prefetch(p, g, m, v, q + j);                            \
+            mml__adam_dense_##S(dim, p + o, g + o, m + o, v + o, hp);                 \
+        }                                                                             \
+    }
+
+/* ---- blocks and vectors ---- */
+#define MML__BLOCK_SCALE(S)                                                           \
+    MML__ATTR_##S static void mml__block_scale_##S(int M, int E, int r, const float *T, int ldt, \
+                                                   const float *w, int ldw, float *U, int ldu) { \
+        for (int i = 0; i < M; i++)                                                   \
+            for (int e = 0; e < E; e++) {                                             \
+                const mml__vf_##S we = mml__vset1_##S(w[(int64_t)i * ldw + e]);       \
+                const float *t = T + (int64_t)i * ldt + (int64_t)e * r;               \
+                float *u = U + (int64_t)i * ldu + (int64_t)e * r;                     \
+                for (int j = 0; j < r; j += MML__W_##S) {                             \
+                    const mml__vm_##S m = mml__vmask_##S(r - j);                      \
+                    mml__vst_##S(u + j, m, mml__vmul_##S(we, mml__vld_##S(m, t + j))); \
+                }                                                                     \
+            }                                                                         \
+    }
+#define MML__BLOCK_DOT(S)                                                             \
+    MML__ATTR_##S static void mml__block_dot_##S(int M, int E, int r, const float *dU, int ldu, \
+                                                 const float *T, int ldt, float *dw, int ldw, \
+                                                 int accumulate) {                    \
+        for (int i = 0; i < M; i++)                                                   \
+            for (int e = 0; e < E; e++) {                                             \
+                const float *a = dU + (int64_t)i * ldu + (int64_t)e * r;              \
+                const float *b = T + (int64_t)i * ldt + (int64_t)e * r;               \
+                mml__vf_##S s = mml__vzero_##S();                                     \
+                for (int j = 0; j < r; j += MML__W_##S) {                             \
+                    const mml__vm_##S m = mml__vmask_##S(r - j);                      \
+                    s = mml__vfma_##S(mml__vld_##S(m, a + j), mml__vld_##S(m, b + j), s); \
+                }                                                                     \
+                const float d = mml__vhsum_##S(s);                                    \
+                float *o = dw + (int64_t)i * ldw + e;                                 \
+                *o = accumulate ? *o + d : d;                                         \
+            }                                                                         \
+    }
+#define MML__AXPY_MUL(S)                                                              \
+    MML__ATTR_##S static void mml__axpy_##S(int64_t n, float a, const float *x, float *y) { \
+        const mml__vf_##S va = mml__vset1_##S(a);                                     \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            mml__vst_##S(y + i, m, mml__vfma_##S(va, mml__vld_##S(m, x + i), mml__vld_##S(m, y + i))); \
+        }                                                                             \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__mul_##S(int64_t n, const float *x, const float *y, float *z) { \
+        for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            mml__vst_##S(z + i, m, mml__vmul_##S(mml__vld_##S(m, x + i), mml__vld_##S(m, y + i))); \
+        }                                                                             \
+    }
+/* Four accumulators over 4W floats, the tail into the first. */
+#define MML__DOT(S)                                                                   \
+    MML__ATTR_##S static float mml__dot_##S(int64_t n, const float *x, const float *y) { \
+        enum { W_ = MML__W_##S };                                                     \
+        mml__vf_##S s0 = mml__vzero_##S(), s1 = s0, s2 = s0, s3 = s0;                 \
+        int64_t i = 0;                                                                \
+        for (; i + 4 * W_ <= n; i += 4 * W_) {                                        \
+            s0 = mml__vfma_##S(mml__vldu_##S(x + i), mml__vldu_##S(y + i), s0);       \
+            s1 = mml__vfma_##S(mml__vldu_##S(x + i + W_), mml__vldu_##S(y + i + W_), s1); \
+            s2 = mml__vfma_##S(mml__vldu_##S(x + i + 2 * W_), mml__vldu_##S(y + i + 2 * W_), s2); \
+            s3 = mml__vfma_##S(mml__vldu_##S(x + i + 3 * W_), mml__vldu_##S(y + i + 3 * W_), s3); \
+        }                                                                             \
+        for (; i < n; i += W_) {                                                      \
+            const mml__vm_##S m = mml__vmask_##S(n - i);                              \
+            s0 = mml__vfma_##S(mml__vld_##S(m, x + i), mml__vld_##S(m, y + i), s0);   \
+        }                                                                             \
+        return mml__vhsum_##S(mml__vadd_##S(mml__vadd_##S(s0, s1), mml__vadd_##S(s2, s3))); \
+    }
+
+/* The bodies every vector ISA instantiates (after its adam_dense). */
+#define MML__VEC_KERNELS(S)                                                           \
+    MML__GEMM_UKERNELS(S) MML__PACK_BN(S) MML__RELU_FWD(S) MML__RELU_BWD(S)           \
+    MML__ADD_ROWS(S) MML__COLSUM_ADD(S) MML__KEEP_RUN(S) MML__SOFTMAX_ROWS(S)         \
+    MML__SIGMOID_BCE(S) MML__ADAM_ROWS(S) MML__BLOCK_DOT(S)                           \
+    MML__AXPY_MUL(S)
+/* ... and those only the x86 ISAs take (NEON keeps scalar ones or its own). */
+#define MML__X86_KERNELS(S)                                                           \
+    MML__PACK_A(S) MML__MASK_SCALE(S) MML__GATHER_ROWS(S) MML__BLOCK_SCALE(S) MML__DOT(S)
+#endif /* MML__VEC */
+
+#ifdef MML__X86
+// >>kernels-avx2 ------------------------------------------------------------
+#define MML__ATTR_avx2 __attribute__((target("avx2,fma")))
+#define MML__W_avx2 8
+#define MML__MR_avx2 6 /* 6 x 16 micro-kernel: 12 ymm accumulators */
+#define MML__UK_MODES_avx2 2
+
+MML__ATTR_avx2 __m256 Sleef_expf8_u10avx2(__m256);
+MML__ATTR_avx2 __m256 Sleef_log1pf8_u10avx2(__m256);
+
+/* Width layer (see >>kernels-shared): tail masks are maskload/maskstore lane
+ * masks, compare results all-ones float lanes. */
+typedef __m256 mml__vf_avx2;
+typedef __m256i mml__vm_avx2;
+typedef __m256 mml__vp_avx2;
+typedef __m256i mml__vi_avx2;
+typedef __m256d mml__vd_avx2;
+MML__WIDTH_LAYER(avx2, __m256, __m256i, __m256, __m256i, __m256d)
+static const int32_t mml__mask_tbl_avx2[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                               0,  0,  0,  0,  0,  0,  0,  0};
+MML__INLINE(avx2) __m256i mml__vmask_avx2(int64_t rem) {
+    const int r = rem <= 0 ? 0 : rem >= 8 ? 8 : (int)rem;
+    return _mm256_loadu_si256((const __m256i *)(const void *)(mml__mask_tbl_avx2 + 8 - r));
+}
+MML__INLINE(avx2) float mml__vhsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+MML__INLINE(avx2) float mml__vhmax_avx2(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+MML__INLINE(avx2) double mml__vdhsum_avx2(__m256d v) {
+    const __m128d t = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
 }
-
-MML__T256 static inline void mml__copy_avx2(int64_t n, const float *src, float *dst) {
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
-    if (j < n) {
-        __m256i m = mml__mask_avx2(n - j);
-        mml__st_avx2(dst + j, m, mml__ld_avx2(m, src + j));
-    }
+MML__INLINE(avx2) __m256i mml__viota_avx2(uint32_t lo) {
+    return _mm256_add_epi32(_mm256_set1_epi32((int)lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+MML__INLINE(avx2) void mml__vkeepst_avx2(uint8_t *keep, int64_t rem, __m256 p) {
+    const int bits = _mm256_movemask_ps(p), c = rem < 8 ? (int)rem : 8;
+    for (int j = 0; j < c; j++) keep[j] = (uint8_t)((bits >> j) & 1);
+}
+/* The tail's bytes go through a zeroed copy: no byte past keep[rem-1] is read. */
+MML__INLINE(avx2) __m256 mml__vkeepld_avx2(const uint8_t *keep, int64_t rem) {
+    uint8_t t[8] = {0};
+    if (rem < 8) memcpy(t, keep, (size_t)rem);
+    const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(rem < 8 ? t : keep));
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(b), _mm256_setzero_si256()));
 }
 
-MML__T256 static void mml__gather_rows_avx2(int n, const int32_t *ids, const float *table, int dim,
-                                            float *out, int ldo) {
-    for (int i = 0; i < n; i++)
-        mml__copy_avx2(dim, table + (int64_t)ids[i] * dim, out + (int64_t)i * ldo);
-}
-
-MML__T256 static void mml__scatter_add_rows_avx2(int n, const int32_t *ids, const float *g, int ldg,
-                                                 int dim, float *table_grad) {
-    for (int i = 0; i < n; i++) {
-        if (i + MML__ROW_AHEAD < n) mml__prefetch_floats(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
-        float *t = table_grad + (int64_t)ids[i] * dim;
-        const float *gi = g + (int64_t)i * ldg;
-        for (int j = 0; j < dim; j += 8) {
-            __m256i m = mml__mask_avx2(dim - j);
-            mml__st_avx2(t + j, m, _mm256_add_ps(mml__ld_avx2(m, t + j), mml__ld_avx2(m, gi + j)));
-        }
-    }
-}
-
-MML__T256 static void mml__adam_dense_avx2(int64_t n, float *p, const float *g, float *m, float *v,
-                                           const mml_adam_hp *hp) {
-    const __m256 b1 = _mm256_set1_ps(hp->beta1), b2 = _mm256_set1_ps(hp->beta2);
-    const __m256 c1 = _mm256_set1_ps(1.0f - hp->beta1), c2 = _mm256_set1_ps(1.0f - hp->beta2);
-    const __m256 wd = _mm256_set1_ps(hp->weight_decay), lr = _mm256_set1_ps(hp->lr);
-    const __m256 eps = _mm256_set1_ps(hp->eps);
-    const __m256 ibc1 = _mm256_set1_ps(1.0f / hp->bc1), ibc2 = _mm256_set1_ps(1.0f / hp->bc2);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i k = mml__mask_avx2(n - i);
-        if (!(i & 15) && i + MML__ADAM_PREFETCH < n) mml__adam_prefetch(p, g, m, v, i + MML__ADAM_PREFETCH);
-        __m256 pv = mml__ld_avx2(k, p + i);
-        __m256 gv = _mm256_add_ps(mml__ld_avx2(k, g + i), _mm256_mul_ps(wd, pv));
-        __m256 mv = _mm256_add_ps(_mm256_mul_ps(b1, mml__ld_avx2(k, m + i)), _mm256_mul_ps(c1, gv));
-        __m256 vv = _mm256_add_ps(_mm256_mul_ps(b2, mml__ld_avx2(k, v + i)),
-                                  _mm256_mul_ps(c2, _mm256_mul_ps(gv, gv)));
-        mml__st_avx2(m + i, k, mv);
-        mml__st_avx2(v + i, k, vv);
-        __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vv, ibc2)), eps);
-        __m256 upd = _mm256_div_ps(_mm256_mul_ps(lr, _mm256_mul_ps(mv, ibc1)), den);
-        mml__st_avx2(p + i, k, _mm256_sub_ps(pv, upd));
-    }
-}
-
-MML__T256 static void mml__adam_rows_avx2(int nrows, const int32_t *rows, int dim, float *p,
-                                          const float *g, float *m, float *v, const mml_adam_hp *hp) {
-    for (int r = 0; r < nrows; r++) {
-        int64_t o = (int64_t)rows[r] * dim;
-        if (r + MML__ROW_AHEAD < nrows)
-            for (int64_t j = 0, q = (int64_t)rows[r + MML__ROW_AHEAD] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
-        mml__adam_dense_avx2(dim, p + o, g + o, m + o, v + o, hp);
-    }
-}
-
-MML__T256 static void mml__block_scale_avx2(int M, int E, int r, const float *T, int ldt,
-                                            const float *w, int ldw, float *U, int ldu) {
-    for (int i = 0; i < M; i++)
-        for (int e = 0; e < E; e++) {
-            const __m256 we = _mm256_set1_ps(w[(int64_t)i * ldw + e]);
-            const float *t = T + (int64_t)i * ldt + (int64_t)e * r;
-            float *u = U + (int64_t)i * ldu + (int64_t)e * r;
-            for (int j = 0; j < r; j += 8) {
-                __m256i m = mml__mask_avx2(r - j);
-                mml__st_avx2(u + j, m, _mm256_mul_ps(we, mml__ld_avx2(m, t + j)));
-            }
-        }
-}
-
-MML__T256 static void mml__block_dot_avx2(int M, int E, int r, const float *dU, int ldu,
-                                          const float *T, int ldt, float *dw, int ldw,
-                                          int accumulate) {
-    for (int i = 0; i < M; i++)
-        for (int e = 0; e < E; e++) {
-            const float *a = dU + (int64_t)i * ldu + (int64_t)e * r;
-            const float *b = T + (int64_t)i * ldt + (int64_t)e * r;
-            __m256 s = _mm256_setzero_ps();
-            for (int j = 0; j < r; j += 8) {
-                __m256i m = mml__mask_avx2(r - j);
-                s = _mm256_fmadd_ps(mml__ld_avx2(m, a + j), mml__ld_avx2(m, b + j), s);
-            }
-            float d = mml__hsum_avx2(s);
-            float *o = dw + (int64_t)i * ldw + e;
-            *o = accumulate ? *o + d : d;
-        }
-}
-
-MML__T256 static void mml__axpy_avx2(int64_t n, float a, const float *x, float *y) {
-    const __m256 va = _mm256_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        mml__st_avx2(y + i, m, _mm256_fmadd_ps(va, mml__ld_avx2(m, x + i), mml__ld_avx2(m, y + i)));
-    }
-}
-
-MML__T256 static float mml__dot_avx2(int64_t n, const float *x, const float *y) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
-    }
-    for (; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        s0 = _mm256_fmadd_ps(mml__ld_avx2(m, x + i), mml__ld_avx2(m, y + i), s0);
-    }
-    return mml__hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-}
-
-MML__T256 static void mml__scale_avx2(int64_t n, float a, float *x) {
-    const __m256 va = _mm256_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        mml__st_avx2(x + i, m, _mm256_mul_ps(va, mml__ld_avx2(m, x + i)));
-    }
-}
-
-MML__T256 static void mml__mul_avx2(int64_t n, const float *x, const float *y, float *z) {
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        mml__st_avx2(z + i, m, _mm256_mul_ps(mml__ld_avx2(m, x + i), mml__ld_avx2(m, y + i)));
-    }
-}
-
-/* Masked-off lanes are fed 1.0 so SLEEF never sees garbage. */
-MML__T256 static void mml__vexp_avx2(int64_t n, const float *x, float *y) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 v = _mm256_blendv_ps(one, mml__ld_avx2(m, x + i), _mm256_castsi256_ps(m));
-        mml__st_avx2(y + i, m, Sleef_expf8_u10avx2(v));
-    }
-}
-
-MML__T256 static void mml__vlog_avx2(int64_t n, const float *x, float *y) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256i m = mml__mask_avx2(n - i);
-        __m256 v = _mm256_blendv_ps(one, mml__ld_avx2(m, x + i), _mm256_castsi256_ps(m));
-        mml__st_avx2(y + i, m, Sleef_logf8_u10avx2(v));
-    }
-}
-
-MML__PACKED_PLAIN(avx2, MML__T256)
-MML__ADAM_STEPS_PLAIN(avx2, MML__T256)
+/* Shared bodies, the plain Adam and packed GEMM, B^T packed by plain copies. */
+MML__PACK_BT_PLAIN(avx2) MML__ADAM_DENSE(avx2) MML__VEC_KERNELS(avx2) MML__X86_KERNELS(avx2)
+MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM_STEPS_PLAIN(avx2)
 
 // >>kernels-avx512 ----------------------------------------------------------
-#define MML__T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#define MML__W_avx512 16
+#define MML__MR_avx512 12 /* 12 x 32 micro-kernel: 24 zmm accumulators */
+#define MML__UK_MODES_avx512 3
 /* GCC 12 in C++ mode warns inside its own AVX-512 headers (_mm512_undefined_ps,
  * GCC bug 105593); silence that one warning for this chapter. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -1108,121 +1337,88 @@ MML__ADAM_STEPS_PLAIN(avx2, MML__T256)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-MML__T512 __m512 Sleef_expf16_u10avx512f(__m512);
-MML__T512 __m512 Sleef_logf16_u10avx512f(__m512);
-MML__T512 __m512 Sleef_log1pf16_u10avx512f(__m512);
+MML__ATTR_avx512 __m512 Sleef_expf16_u10avx512f(__m512);
+MML__ATTR_avx512 __m512 Sleef_log1pf16_u10avx512f(__m512);
 
-/* Lanes [0, rem) of a 16-lane mask (rem <= 0 gives 0). */
-MML__T512 static inline __mmask16 mml__mask_avx512(int64_t rem) {
+/* Width layer (see >>kernels-shared): tails and compares are __mmask16. */
+typedef __m512 mml__vf_avx512;
+typedef __mmask16 mml__vm_avx512;
+typedef __mmask16 mml__vp_avx512;
+typedef __m512i mml__vi_avx512;
+typedef __m512d mml__vd_avx512;
+MML__WIDTH_LAYER(avx512, __m512, __mmask16, __mmask16, __m512i, __m512d)
+MML__INLINE(avx512) __mmask16 mml__vmask_avx512(int64_t rem) {
     return rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1u);
 }
-
-/* Horizontal reductions by shuffles (GCC 12's _mm512_reduce_* warn in C++). */
-MML__T512 static inline float mml__hsum_avx512(__m512 v) {
-    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
-    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
+/* Horizontal reductions by shuffles (GCC 12's _mm512_reduce_* warn in C++):
+ * lane i meets lane i^8, then i^4, i^2, i^1. */
+MML__INLINE(avx512) __m512 mml__vswap_avx512(__m512 v, int step) {
+    switch (step) {
+    case 0: return _mm512_shuffle_f32x4(v, v, 0x4E);
+    case 1: return _mm512_shuffle_f32x4(v, v, 0xB1);
+    case 2: return _mm512_permute_ps(v, 0x4E);
+    default: return _mm512_permute_ps(v, 0xB1);
+    }
+}
+MML__INLINE(avx512) float mml__vhsum_avx512(__m512 v) {
+    for (int step = 0; step < 4; step++) v = _mm512_add_ps(v, mml__vswap_avx512(v, step));
     return _mm512_cvtss_f32(v);
 }
-MML__T512 static inline float mml__hmax_avx512(__m512 v) {
-    v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-    v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-    v = _mm512_max_ps(v, _mm512_permute_ps(v, 0x4E));
-    v = _mm512_max_ps(v, _mm512_permute_ps(v, 0xB1));
+MML__INLINE(avx512) float mml__vhmax_avx512(__m512 v) {
+    for (int step = 0; step < 4; step++) v = _mm512_max_ps(v, mml__vswap_avx512(v, step));
     return _mm512_cvtss_f32(v);
 }
-MML__T512 static inline double mml__hsum_pd_avx512(__m512d v) {
+MML__INLINE(avx512) double mml__vdhsum_avx512(__m512d v) {
     v = _mm512_add_pd(v, _mm512_shuffle_f64x2(v, v, 0x4E));
     v = _mm512_add_pd(v, _mm512_shuffle_f64x2(v, v, 0xB1));
     v = _mm512_add_pd(v, _mm512_permute_pd(v, 0x55));
     return _mm512_cvtsd_f64(v);
 }
+MML__INLINE(avx512) __m512i mml__viota_avx512(uint32_t lo) {
+    return _mm512_add_epi32(_mm512_set1_epi32((int)lo),
+                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+MML__INLINE(avx512) void mml__vkeepst_avx512(uint8_t *keep, int64_t rem, __mmask16 p) {
+    _mm_mask_storeu_epi8(keep, mml__vmask_avx512(rem), _mm_maskz_set1_epi8(p, 1));
+}
+MML__INLINE(avx512) __mmask16 mml__vkeepld_avx512(const uint8_t *keep, int64_t rem) {
+    const __m128i kb = _mm_maskz_loadu_epi8(mml__vmask_avx512(rem), keep);
+    return _mm_test_epi8_mask(kb, kb);
+}
 
-/* GEMM blocking (all three layouts share it):
- *   for jc (NC=256 columns): for pc (K blocks of <= 384, split evenly):
- *     pack B[pc:pc+kc, jc:jc+nc] into k-major panels of 32 (or 16) columns,
- *     zero-padded, so the micro-kernel loads whole vectors;
- *     for ic (12-row blocks, tail = one smaller kernel): for each panel:
- *       micro-kernel: mr x (16*nv) accumulators in zmm; per k one broadcast of
- *       A per row and nv FMAs; C added/stored through column masks.
- *   A is never packed: nn/nt read rows of A in place (row pointers, k stride 1),
- *   tn copies each 12 x kc sliver of A[K,M] to a k-major buffer first (rows
- *   lda apart map to one L1 set). */
-
-
-typedef void (*mml__uk512_fn)(int kc, const float *a, int64_t lda, const float *b, float *c,
-                              int64_t ldc, __mmask16 m0, __mmask16 m1, int load_c,
-                              const float *bias, int relu);
-
-#define MML__R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define MML__Z512_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
-/* ROWMODE 1: row r of A at a + r*lda, k stride 1. ROWMODE 0: a + k*lda + r. */
-#define MML__Z512_FMA(r)                                                              \
-    if (MR_ > r) {                                                                     \
-        __m512 ar = _mm512_set1_ps(RM_ ? ap[r * lda] : ap[r]);                    \
-        c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);                                   \
-        if (NV_ > 1) c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1);                       \
+/* GEMM with few rows (batch-1 inference): stream row-major B once, 64 columns
+ * of four accumulators per pass, no packing (mml__gemm_isa.small_m). */
+MML__ATTR_avx512 static void mml__gemm_smallm_avx512(int M, int N, int K, const float *A, int lda,
+                                                     const float *B, int ldb, float *C, int ldc,
+                                                     int accumulate) {
+    for (int i = 0; i < M; i++) {
+        const float *a = A + (int64_t)i * lda;
+        float *c = C + (int64_t)i * ldc;
+        for (int j = 0; j < N; j += 64) {
+            const __mmask16 m0 = mml__vmask_avx512(N - j), m1 = mml__vmask_avx512(N - j - 16),
+                            m2 = mml__vmask_avx512(N - j - 32), m3 = mml__vmask_avx512(N - j - 48);
+            __m512 c0 = accumulate ? _mm512_maskz_loadu_ps(m0, c + j) : _mm512_setzero_ps();
+            __m512 c1 = accumulate ? _mm512_maskz_loadu_ps(m1, c + j + 16) : _mm512_setzero_ps();
+            __m512 c2 = accumulate ? _mm512_maskz_loadu_ps(m2, c + j + 32) : _mm512_setzero_ps();
+            __m512 c3 = accumulate ? _mm512_maskz_loadu_ps(m3, c + j + 48) : _mm512_setzero_ps();
+            const float *b = B + j;
+            for (int k = 0; k < K; k++, b += ldb) {
+                const __m512 av = _mm512_set1_ps(a[k]);
+                c0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m0, b), c0);
+                c1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m1, b + 16), c1);
+                c2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m2, b + 32), c2);
+                c3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m3, b + 48), c3);
+            }
+            _mm512_mask_storeu_ps(c + j, m0, c0);
+            _mm512_mask_storeu_ps(c + j + 16, m1, c1);
+            _mm512_mask_storeu_ps(c + j + 32, m2, c2);
+            _mm512_mask_storeu_ps(c + j + 48, m3, c3);
+        }
     }
-#define MML__Z512_STORE(r)                                                            \
-    if (MR_ > r) {                                                                     \
-        float *cr = c + r * ldc;                                                      \
-        if (load_c) c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m0, cr));  \
-        if (bias) c##r##0 = _mm512_add_ps(c##r##0, bv0);                              \
-        if (relu) c##r##0 = _mm512_max_ps(c##r##0, zero);                             \
-        _mm512_mask_storeu_ps(cr, m0, c##r##0);                                       \
-        if (NV_ > 1) {                                                                 \
-            if (load_c)                                                               \
-                c##r##1 = _mm512_add_ps(c##r##1, _mm512_maskz_loadu_ps(m1, cr + 16)); \
-            if (bias) c##r##1 = _mm512_add_ps(c##r##1, bv1);                          \
-            if (relu) c##r##1 = _mm512_max_ps(c##r##1, zero);                         \
-            _mm512_mask_storeu_ps(cr + 16, m1, c##r##1);                              \
-        }                                                                             \
-    }
-#define MML__UK512(MR, NV, ROWMODE)                                                   \
-    MML__T512 static void mml__uk_##MR##_##NV##_##ROWMODE##_avx512(                         \
-        int kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,   \
-        __mmask16 m0, __mmask16 m1, int load_c, const float *bias, int relu) {        \
-        enum { MR_ = MR, NV_ = NV, RM_ = ROWMODE };                                   \
-        MML__R12(MML__Z512_DECL)                                                      \
-        const float *ap = a;                                                          \
-        for (int k = 0; k < kc; k++) {                                                \
-            __m512 b0 = _mm512_loadu_ps(b);                                           \
-            __m512 b1 = NV > 1 ? _mm512_loadu_ps(b + 16) : b0;                        \
-            (void)b1;                                                                 \
-            MML__R12(MML__Z512_FMA)                                                   \
-            b += 16 * NV;                                                             \
-            ap += ROWMODE ? 1 : lda;                                                  \
-        }                                                                             \
-        const __m512 zero = _mm512_setzero_ps();                                      \
-        const __m512 bv0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : zero;             \
-        const __m512 bv1 = bias && NV_ > 1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : zero; \
-        (void)bv1;                                                                    \
-        MML__R12(MML__Z512_STORE)                                                     \
-    }
-#define MML__UK512_ALL(NV, RM)                                                        \
-    MML__UK512(1, NV, RM) MML__UK512(2, NV, RM) MML__UK512(3, NV, RM)                 \
-    MML__UK512(4, NV, RM) MML__UK512(5, NV, RM) MML__UK512(6, NV, RM)                 \
-    MML__UK512(7, NV, RM) MML__UK512(8, NV, RM) MML__UK512(9, NV, RM)                 \
-    MML__UK512(10, NV, RM) MML__UK512(11, NV, RM) MML__UK512(12, NV, RM)
-MML__UK512_ALL(1, 0)
-MML__UK512_ALL(2, 0)
-MML__UK512_ALL(1, 1)
-MML__UK512_ALL(2, 1)
-#define MML__UK512_ROW(NV, RM)                                                        \
-    {mml__uk_1_##NV##_##RM##_avx512, mml__uk_2_##NV##_##RM##_avx512, mml__uk_3_##NV##_##RM##_avx512,    \
-     mml__uk_4_##NV##_##RM##_avx512, mml__uk_5_##NV##_##RM##_avx512, mml__uk_6_##NV##_##RM##_avx512,    \
-     mml__uk_7_##NV##_##RM##_avx512, mml__uk_8_##NV##_##RM##_avx512, mml__uk_9_##NV##_##RM##_avx512,    \
-     mml__uk_10_##NV##_##RM##_avx512, mml__uk_11_##NV##_##RM##_avx512, mml__uk_12_##NV##_##RM##_avx512}
-/* [rowmode][nv-1][mr-1] */
-static const mml__uk512_fn mml__uk512_tab[2][2][12] = {
-    {MML__UK512_ROW(1, 0), MML__UK512_ROW(2, 0)},
-    {MML__UK512_ROW(1, 1), MML__UK512_ROW(2, 1)}};
+}
 
-/* Packs B (b_trans=0: B[k*ldb+j]; 1: B[j*ldb+k]) rows [0,kc) cols [0,nc) into
- * panels of 32 columns (the last of 16 if 16 or fewer remain), zero-padded. */
 /* In-register transpose of 16 x 16 floats: r[i][j] -> r[j][i]. */
-MML__T512 static inline void mml__transpose16_avx512(__m512 r[16]) {
+MML__ATTR_avx512 static inline void mml__transpose16_avx512(__m512 r[16]) {
     __m512 t[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -1245,431 +1441,34 @@ MML__T512 static inline void mml__transpose16_avx512(__m512 r[16]) {
     }
 }
 
-/* B[kc, nc] (or, transposed, B[nc, kc]) -> k-major panels of 32 columns (the
- * last one 16 when it fits), zero-padded. Transposed: 16 x 16 tiles of B's
- * rows, turned in registers (rows past nc read as zero, k tails masked). */
-MML__T512 static void mml__pack_b_avx512(int kc, int nc, const float *B, int64_t ldb,
-                                         int b_trans, float *pb) {
+/* B^T [nc, kc] -> the panels, by 16 x 16 tiles of B's rows read along k and
+ * turned in registers (rows past nc read as zero, k tails masked): 5-12%
+ * faster over the whole gemm_nt than a gather per k and 16 columns. */
+MML__ATTR_avx512 static void mml__pack_bt_avx512(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    float *pb = (float *)pbv;
     for (int j0 = 0; j0 < nc; j0 += 32) {
         const int w = nc - j0 < 32 ? nc - j0 : 32;
         const int nr = w > 16 ? 32 : 16;
-        if (!b_trans) {
-            const __mmask16 m0 = mml__mask_avx512(w), m1 = mml__mask_avx512(w - 16);
-            for (int k = 0; k < kc; k++) {
-                const float *src = B + (int64_t)k * ldb + j0;
-                _mm512_storeu_ps(pb + k * nr, _mm512_maskz_loadu_ps(m0, src));
-                if (nr == 32) _mm512_storeu_ps(pb + k * nr + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-            }
-        } else {
-            for (int k0 = 0; k0 < kc; k0 += 16) {
-                const int kk = kc - k0 < 16 ? kc - k0 : 16;
-                const __mmask16 mk = mml__mask_avx512(kk);
-                for (int h = 0; h < nr; h += 16) {
-                    __m512 r[16];
-                    for (int i = 0; i < 16; i++)
-                        r[i] = h + i < w ? _mm512_maskz_loadu_ps(mk, B + (int64_t)(j0 + h + i) * ldb + k0)
-                                         : _mm512_setzero_ps();
-                    mml__transpose16_avx512(r);
-                    for (int c = 0; c < kk; c++) _mm512_storeu_ps(pb + (int64_t)(k0 + c) * nr + h, r[c]);
-                }
+        for (int k0 = 0; k0 < kc; k0 += 16) {
+            const int kk = kc - k0 < 16 ? kc - k0 : 16;
+            const __mmask16 mk = mml__vmask_avx512(kk);
+            for (int h = 0; h < nr; h += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = h + i < w ? _mm512_maskz_loadu_ps(mk, B + (int64_t)(j0 + h + i) * ldb + k0)
+                                     : _mm512_setzero_ps();
+                mml__transpose16_avx512(r);
+                for (int c = 0; c < kk; c++) _mm512_storeu_ps(pb + (int64_t)(k0 + c) * nr + h, r[c]);
             }
         }
         pb += (int64_t)kc * nr;
     }
 }
 
-/* Few rows (batch-1 inference): stream row-major B once, no packing. */
-MML__T512 static void mml__gemm_smallm_avx512(int M, int N, int K, const float *A, int lda,
-                                              const float *B, int ldb, float *C, int ldc,
-                                              int accumulate) {
-    for (int i = 0; i < M; i++) {
-        const float *a = A + (int64_t)i * lda;
-        float *c = C + (int64_t)i * ldc;
-        for (int j = 0; j < N; j += 64) {
-            const __mmask16 m0 = mml__mask_avx512(N - j), m1 = mml__mask_avx512(N - j - 16),
-                            m2 = mml__mask_avx512(N - j - 32), m3 = mml__mask_avx512(N - j - 48);
-            __m512 c0 = accumulate ? _mm512_maskz_loadu_ps(m0, c + j) : _mm512_setzero_ps();
-            __m512 c1 = accumulate ? _mm512_maskz_loadu_ps(m1, c + j + 16) : _mm512_setzero_ps();
-            __m512 c2 = accumulate ? _mm512_maskz_loadu_ps(m2, c + j + 32) : _mm512_setzero_ps();
-            __m512 c3 = accumulate ? _mm512_maskz_loadu_ps(m3, c + j + 48) : _mm512_setzero_ps();
-            const float *b = B + j;
-            for (int k = 0; k < K; k++, b += ldb) {
-                const __m512 av = _mm512_set1_ps(a[k]);
-                c0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m0, b), c0);
-                c1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m1, b + 16), c1);
-                c2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m2, b + 32), c2);
-                c3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m3, b + 48), c3);
-            }
-            _mm512_mask_storeu_ps(c + j, m0, c0);
-            _mm512_mask_storeu_ps(c + j + 16, m1, c1);
-            _mm512_mask_storeu_ps(c + j + 32, m2, c2);
-            _mm512_mask_storeu_ps(c + j + 48, m3, c3);
-        }
-    }
-}
-
-MML__T512 static void mml__gemm_avx512(int M, int N, int K, const float *A, int lda, int a_trans,
-                                       const float *B, int ldb, int b_trans, float *C, int ldc,
-                                       int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (M <= 2 && !a_trans && !b_trans && K > 0) {
-        mml__gemm_smallm_avx512(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-        return;
-    }
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
-        return;
-    }
-    const int kcb = mml__gemm_kc(K);
-    const int rowmode = !a_trans;
-    float *pack = mml__gemm_pack, *apack = mml__gemm_apack;
-    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
-        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
-        for (int pc = 0; pc < K; pc += kcb) {
-            const int kc = K - pc < kcb ? K - pc : kcb;
-            const float *bsrc = b_trans ? B + (int64_t)jc * ldb + pc : B + (int64_t)pc * ldb + jc;
-            mml__pack_b_avx512(kc, nc, bsrc, ldb, b_trans, pack);
-            const int load_c = accumulate || pc > 0;
-            for (int ic = 0; ic < M; ic += 12) {
-                const int mr = M - ic < 12 ? M - ic : 12;
-                const float *a = rowmode ? A + (int64_t)ic * lda + pc : A + (int64_t)pc * lda + ic;
-                int64_t la = lda;
-                if (!rowmode) { /* A^T rows are lda apart: copy the 12 x kc sliver (L1 sets) */
-                    const __mmask16 am = mml__mask_avx512(mr);
-                    for (int k = 0; k < kc; k++)
-                        _mm512_mask_storeu_ps(apack + k * 12, am,
-                                              _mm512_maskz_loadu_ps(am, a + (int64_t)k * lda));
-                    a = apack;
-                    la = 12;
-                }
-                const float *pb = pack;
-                for (int j0 = 0; j0 < nc; j0 += 32) {
-                    const int w = nc - j0 < 32 ? nc - j0 : 32;
-                    const int nv = w > 16 ? 2 : 1;
-                    mml__uk512_tab[rowmode][nv - 1][mr - 1](
-                        kc, a, la, pb, C + (int64_t)ic * ldc + jc + j0, ldc,
-                        mml__mask_avx512(w), mml__mask_avx512(w - 16), load_c, NULL, 0);
-                    pb += (int64_t)kc * 16 * nv;
-                }
-            }
-        }
-    }
-}
-
-MML__T512 static void mml__gemm_nn_avx512(int M, int N, int K, const float *MML_RESTRICT A,
-                                          int lda, const float *MML_RESTRICT B, int ldb,
-                                          float *MML_RESTRICT C, int ldc, int accumulate) {
-    mml__gemm_avx512(M, N, K, A, lda, 0, B, ldb, 0, C, ldc, accumulate);
-}
-MML__T512 static void mml__gemm_nt_avx512(int M, int N, int K, const float *MML_RESTRICT A,
-                                          int lda, const float *MML_RESTRICT B, int ldb,
-                                          float *MML_RESTRICT C, int ldc, int accumulate) {
-    mml__gemm_avx512(M, N, K, A, lda, 0, B, ldb, 1, C, ldc, accumulate);
-}
-MML__T512 static void mml__gemm_tn_avx512(int M, int N, int K, const float *MML_RESTRICT A,
-                                          int lda, const float *MML_RESTRICT B, int ldb,
-                                          float *MML_RESTRICT C, int ldc, int accumulate) {
-    mml__gemm_avx512(M, N, K, A, lda, 1, B, ldb, 0, C, ldc, accumulate);
-}
-
-/* Packed B: the panels mml__gemm_avx512 would pack, for every column block and
- * k block in its loop order, stored once. */
-static inline int64_t mml__panel_width512(int nc) {
-    int full = nc / 32 * 32, rem = nc - full;
-    return full + (rem == 0 ? 0 : rem > 16 ? 32 : 16);
-}
-
-MML__T512 static int64_t mml__gemm_pack_size_avx512(int K, int N) {
-    if (K <= 0 || N <= 0) return 0;
-    int64_t s = 0;
-    for (int jc = 0; jc < N; jc += MML__GEMM_NC)
-        s += (int64_t)K * mml__panel_width512(N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC);
-    return s;
-}
-
-MML__T512 static void mml__gemm_pack_b_avx512(int K, int N, const float *MML_RESTRICT B, int ldb,
-                                              float *MML_RESTRICT Bp) {
-    if (K <= 0 || N <= 0) return;
-    const int kcb = mml__gemm_kc(K);
-    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
-        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
-        for (int pc = 0; pc < K; pc += kcb) {
-            const int kc = K - pc < kcb ? K - pc : kcb;
-            mml__pack_b_avx512(kc, nc, B + (int64_t)pc * ldb + jc, ldb, 0, Bp);
-            Bp += kc * mml__panel_width512(nc);
-        }
-    }
-}
-
-/* C = A Bp (+ bias) (relu): the blocked loop of mml__gemm_avx512 on panels
- * packed beforehand; bias and relu are applied as the last k block is stored. */
-MML__T512 static void mml__gemm_packed_avx512(int M, int N, int K, const float *MML_RESTRICT A,
-                                              int lda, const float *MML_RESTRICT Bp,
-                                              float *MML_RESTRICT C, int ldc, const float *bias,
-                                              int relu) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        const __m512 zero = _mm512_setzero_ps();
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j += 16) {
-                const __mmask16 m = mml__mask_avx512(N - j);
-                __m512 v = bias ? _mm512_maskz_loadu_ps(m, bias + j) : zero;
-                if (relu) v = _mm512_max_ps(v, zero);
-                _mm512_mask_storeu_ps(C + (int64_t)i * ldc + j, m, v);
-            }
-        return;
-    }
-    const int kcb = mml__gemm_kc(K);
-    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
-        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
-        const int64_t pw = mml__panel_width512(nc);
-        for (int pc = 0; pc < K; pc += kcb) {
-            const int kc = K - pc < kcb ? K - pc : kcb, last = pc + kc == K;
-            for (int ic = 0; ic < M; ic += 12) {
-                const int mr = M - ic < 12 ? M - ic : 12;
-                const float *pb = Bp;
-                for (int j0 = 0; j0 < nc; j0 += 32) {
-                    const int w = nc - j0 < 32 ? nc - j0 : 32;
-                    const int nv = w > 16 ? 2 : 1;
-                    mml__uk512_tab[1][nv - 1][mr - 1](
-                        kc, A + (int64_t)ic * lda + pc, lda, pb, C + (int64_t)ic * ldc + jc + j0, ldc,
-                        mml__mask_avx512(w), mml__mask_avx512(w - 16), pc > 0,
-                        last && bias ? bias + jc + j0 : NULL, last && relu);
-                    pb += (int64_t)kc * 16 * nv;
-                }
-            }
-            Bp += kc * pw;
-        }
-    }
-}
-
-MML__T512 static void mml__add_bias_avx512(int M, int N, const float *bias, float *C, int ldc) {
-    for (int i = 0; i < M; i++) {
-        float *c = C + (int64_t)i * ldc;
-        for (int j = 0; j < N; j += 16) {
-            __mmask16 m = mml__mask_avx512(N - j);
-            _mm512_mask_storeu_ps(c + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + j),
-                                                          _mm512_maskz_loadu_ps(m, bias + j)));
-        }
-    }
-}
-
-/* Same summation order as the scalar reference (out + row0 + row1 + ...). */
-MML__T512 static void mml__colsum_add_avx512(int M, int N, const float *A, int lda, float *out) {
-    int j = 0;
-    for (; j + 64 <= N; j += 64) {
-        __m512 s0 = _mm512_loadu_ps(out + j), s1 = _mm512_loadu_ps(out + j + 16);
-        __m512 s2 = _mm512_loadu_ps(out + j + 32), s3 = _mm512_loadu_ps(out + j + 48);
-        for (int i = 0; i < M; i++) {
-            const float *a = A + (int64_t)i * lda + j;
-            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(a));
-            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(a + 16));
-            s2 = _mm512_add_ps(s2, _mm512_loadu_ps(a + 32));
-            s3 = _mm512_add_ps(s3, _mm512_loadu_ps(a + 48));
-        }
-        _mm512_storeu_ps(out + j, s0);
-        _mm512_storeu_ps(out + j + 16, s1);
-        _mm512_storeu_ps(out + j + 32, s2);
-        _mm512_storeu_ps(out + j + 48, s3);
-    }
-    for (; j < N; j += 16) {
-        __mmask16 m = mml__mask_avx512(N - j);
-        __m512 s = _mm512_maskz_loadu_ps(m, out + j);
-        for (int i = 0; i < M; i++)
-            s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, A + (int64_t)i * lda + j));
-        _mm512_mask_storeu_ps(out + j, m, s);
-    }
-}
-
-MML__T512 static void mml__relu_fwd_avx512(int64_t n, const float *x, float *y) {
-    const __m512 z = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, x + i), z));
-    }
-}
-
-MML__T512 static void mml__relu_bwd_avx512(int64_t n, const float *y, const float *dy, float *dx) {
-    const __m512 z = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        __mmask16 pos = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, y + i), z, _CMP_GT_OQ);
-        _mm512_mask_storeu_ps(dx + i, m, _mm512_maskz_loadu_ps(pos, dy + i));
-    }
-}
-
-MML__T512 static inline __m512i mml__lowbias32_avx512(__m512i x) {
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bU));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    return x;
-}
-
-/* The dropout stream of 16 lanes: keys, thresholds and the running index. */
-typedef struct mml__keep512 { __m512i k1, k2, thr, idx; } mml__keep512;
-
-MML__T512 static inline mml__keep512 mml__keep512_init(uint32_t lo, uint32_t key1, const mml__drop_keys *dk) {
-    mml__keep512 s;
-    s.k1 = _mm512_set1_epi32((int)key1);
-    s.k2 = _mm512_set1_epi32((int)dk->k2);
-    s.thr = _mm512_set1_epi32((int)dk->thr);
-    s.idx = _mm512_add_epi32(_mm512_set1_epi32((int)lo),
-                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    return s;
-}
-
-/* Keep mask of the next 16 indices (then advances). */
-MML__T512 static inline __mmask16 mml__keep512_next(mml__keep512 *s) {
-    __m512i h = mml__lowbias32_avx512(_mm512_xor_si512(s->idx, s->k1));
-    h = mml__lowbias32_avx512(_mm512_xor_si512(h, s->k2));
-    s->idx = _mm512_add_epi32(s->idx, _mm512_set1_epi32(16));
-    return _mm512_cmpge_epu32_mask(_mm512_srli_epi32(h, 8), s->thr);
-}
-
-MML__T512 static void mml__dropout_run_avx512(const float *x, float *y, int64_t n, uint32_t lo,
-                                              uint32_t key1, const mml__drop_keys *dk) {
-    mml__keep512 st = mml__keep512_init(lo, key1, dk);
-    const __m512 sc = _mm512_set1_ps(dk->scale);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i), keep = mml__keep512_next(&st) & m;
-        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + i), sc));
-    }
-}
-
-MML__T512 static void mml__dropout_avx512(int64_t n, const float *x, float *y, float rate,
-                                          uint64_t seed, uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_avx512, n, x, y, rate, seed, offset);
-}
-
-MML__T512 static void mml__keep_run_avx512(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo,
-                                           uint32_t key1, const mml__drop_keys *dk) {
-    (void)unused;
-    mml__keep512 st = mml__keep512_init(lo, key1, dk);
-    for (int64_t i = 0; i < n; i += 16)
-        _mm_mask_storeu_epi8(keep + i, mml__mask_avx512(n - i), _mm_maskz_set1_epi8(mml__keep512_next(&st), 1));
-}
-MML__DROPOUT_KEEP(avx512, MML__T512)
-
-MML__T512 static void mml__mask_scale_avx512(int64_t n, const uint8_t *keep, const float *x, float *y,
-                                             float scale) {
-    const __m512 sc = _mm512_set1_ps(scale);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        __m128i kb = _mm_maskz_loadu_epi8(m, keep + i);
-        __mmask16 on = _mm_test_epi8_mask(kb, kb);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_mul_ps(on, _mm512_maskz_loadu_ps(m, x + i), sc));
-    }
-}
-
-MML__T512 static void mml__softmax_rows_avx512(int M, int E, const float *x, int ldx, float *y,
-                                               int ldy) {
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    for (int i = 0; i < M; i++) {
-        const float *xi = x + (int64_t)i * ldx;
-        float *yi = y + (int64_t)i * ldy;
-        __m512 mx = ninf;
-        for (int e = 0; e < E; e += 16)
-            mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, mml__mask_avx512(E - e), xi + e));
-        const __m512 vmax = _mm512_set1_ps(mml__hmax_avx512(mx));
-        __m512 s = _mm512_setzero_ps();
-        for (int e = 0; e < E; e += 16) {
-            __mmask16 m = mml__mask_avx512(E - e);
-            __m512 t = Sleef_expf16_u10avx512f(
-                _mm512_sub_ps(_mm512_mask_loadu_ps(ninf, m, xi + e), vmax));
-            t = _mm512_maskz_mov_ps(m, t);
-            s = _mm512_add_ps(s, t);
-            _mm512_mask_storeu_ps(yi + e, m, t);
-        }
-        const __m512 inv = _mm512_set1_ps(1.0f / mml__hsum_avx512(s));
-        for (int e = 0; e < E; e += 16) {
-            __mmask16 m = mml__mask_avx512(E - e);
-            _mm512_mask_storeu_ps(yi + e, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, yi + e), inv));
-        }
-    }
-}
-
-/* e = exp(-|x|); sigmoid = (x >= 0 ? 1 : e) / (1 + e), as in the scalar code. */
-MML__T512 static inline __m512 mml__sigmoid_e_avx512(__m512 v, __m512 e) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    __mmask16 ge = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
-    return _mm512_div_ps(_mm512_mask_blend_ps(ge, e, one), _mm512_add_ps(one, e));
-}
-
-MML__T512 static inline __m512 mml__abs_avx512(__m512 v) {
-    return _mm512_castsi512_ps(
-        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
-}
-
-MML__T512 static void mml__sigmoid_avx512(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_setzero_ps(), mml__abs_avx512(v)));
-        _mm512_mask_storeu_ps(y + i, m, mml__sigmoid_e_avx512(v, e));
-    }
-}
-
-MML__T512 static double mml__bce_logits_avx512(int64_t n, const float *z, const float *label,
-                                               float scale, float *dz) {
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    const __m512 vs = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, z + i), yv = _mm512_maskz_loadu_ps(m, label + i);
-        __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(zero, mml__abs_avx512(v)));
-        __m512 l = _mm512_sub_ps(_mm512_max_ps(v, zero), _mm512_mul_ps(v, yv));
-        l = _mm512_maskz_add_ps(m, l, Sleef_log1pf16_u10avx512f(e));
-        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(l)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(l, l, 0x4E))));
-        if (dz)
-            _mm512_mask_storeu_ps(dz + i, m,
-                                  _mm512_mul_ps(vs, _mm512_sub_ps(mml__sigmoid_e_avx512(v, e), yv)));
-    }
-    return mml__hsum_pd_avx512(_mm512_add_pd(s0, s1));
-}
-
-MML__T512 static inline void mml__copy_avx512(int64_t n, const float *src, float *dst) {
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
-    if (j < n) {
-        __mmask16 m = mml__mask_avx512(n - j);
-        _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
-    }
-}
-
-MML__T512 static void mml__gather_rows_avx512(int n, const int32_t *ids, const float *table,
-                                              int dim, float *out, int ldo) {
-    for (int i = 0; i < n; i++)
-        mml__copy_avx512(dim, table + (int64_t)ids[i] * dim, out + (int64_t)i * ldo);
-}
-
-MML__T512 static void mml__axpy_avx512(int64_t n, float a, const float *x, float *y);
-
-MML__T512 static void mml__scatter_add_rows_avx512(int n, const int32_t *ids, const float *g,
-                                                   int ldg, int dim, float *table_grad) {
-    for (int i = 0; i < n; i++) {
-        if (i + MML__ROW_AHEAD < n) mml__prefetch_floats(table_grad + (int64_t)ids[i + MML__ROW_AHEAD] * dim, dim);
-        float *t = table_grad + (int64_t)ids[i] * dim;
-        const float *gi = g + (int64_t)i * ldg;
-        for (int j = 0; j < dim; j += 16) {
-            __mmask16 m = mml__mask_avx512(dim - j);
-            _mm512_mask_storeu_ps(t + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, t + j),
-                                                          _mm512_maskz_loadu_ps(m, gi + j)));
-        }
-    }
-}
-
 /* One Adam update of 16 lanes (the body adam_dense and adam_steps share). */
 typedef struct mml__adam512 { __m512 b1, b2, c1, c2, wd, lr, eps, ibc1, ibc2, tiny, half, one; } mml__adam512;
 
-MML__T512 static inline mml__adam512 mml__adam512_consts(const mml_adam_hp *hp) {
+MML__ATTR_avx512 static inline mml__adam512 mml__adam512_consts(const mml_adam_hp *hp) {
     mml__adam512 c;
     c.b1 = _mm512_set1_ps(hp->beta1);
     c.b2 = _mm512_set1_ps(hp->beta2);
@@ -1686,32 +1485,11 @@ MML__T512 static inline mml__adam512 mml__adam512_consts(const mml_adam_hp *hp) 
     return c;
 }
 
-/* p, m, v of 16 lanes and the gradient g -> updated in place. sqrt and divide
- * take ~20 cycles of throughput per vector; 14-bit estimates with one Newton
- * step each are good to about 1 ulp and cost a few FMAs. sqrt(x) for x below
- * FLT_MIN (< 1.1e-19) counts as 0 next to eps. */
-MML__T512 static inline void mml__adam512_apply(const mml__adam512 *c, __m512 *p, __m512 m, __m512 v);
-
-MML__T512 static inline void mml__adam512_step(const mml__adam512 *c, __m512 g, __m512 *p, __m512 *m,
-                                               __m512 *v) {
-    __m512 gv = _mm512_add_ps(g, _mm512_mul_ps(c->wd, *p));
-    *m = _mm512_add_ps(_mm512_mul_ps(c->b1, *m), _mm512_mul_ps(c->c1, gv));
-    *v = _mm512_add_ps(_mm512_mul_ps(c->b2, *v), _mm512_mul_ps(c->c2, _mm512_mul_ps(gv, gv)));
-    mml__adam512_apply(c, p, *m, *v);
-}
-
-/* mml__adam512_step with g = 0 and no weight decay: the gradient terms are
- * +0 (for a finite p), and adding +0 keeps the bits (it also turns -0 into +0,
- * as the full step does). A fifth fewer operations for the replays. */
-MML__T512 static inline void mml__adam512_step_zero(const mml__adam512 *c, __m512 *p, __m512 *m, __m512 *v) {
-    const __m512 zero = _mm512_setzero_ps();
-    *m = _mm512_add_ps(_mm512_mul_ps(c->b1, *m), zero);
-    *v = _mm512_add_ps(_mm512_mul_ps(c->b2, *v), zero);
-    mml__adam512_apply(c, p, *m, *v);
-}
-
-/* p -= lr * (m / bc1) / (sqrt(v / bc2) + eps) */
-MML__T512 static inline void mml__adam512_apply(const mml__adam512 *c, __m512 *p, __m512 m, __m512 v) {
+/* p -= lr * (m / bc1) / (sqrt(v / bc2) + eps). sqrt and divide take ~20
+ * cycles of throughput per vector; 14-bit estimates with one Newton step each
+ * are good to about 1 ulp and cost a few FMAs. sqrt(x) for x below FLT_MIN
+ * (< 1.1e-19) counts as 0 next to eps. */
+MML__ATTR_avx512 static inline void mml__adam512_apply(const mml__adam512 *c, __m512 *p, __m512 m, __m512 v) {
     __m512 x = _mm512_mul_ps(v, c->ibc2), y = _mm512_rsqrt14_ps(x);
     __mmask16 pos = _mm512_cmp_ps_mask(x, c->tiny, _CMP_GE_OQ);
     __m512 sq = _mm512_maskz_mul_ps(pos, x, y);
@@ -1721,11 +1499,30 @@ MML__T512 static inline void mml__adam512_apply(const mml__adam512 *c, __m512 *p
     *p = _mm512_sub_ps(*p, _mm512_mul_ps(_mm512_mul_ps(c->lr, _mm512_mul_ps(m, c->ibc1)), rc));
 }
 
-MML__T512 static void mml__adam_dense_avx512(int64_t n, float *p, const float *g, float *m,
-                                             float *v, const mml_adam_hp *hp) {
+/* p, m, v of 16 lanes and the gradient g -> updated in place. */
+MML__ATTR_avx512 static inline void mml__adam512_step(const mml__adam512 *c, __m512 g, __m512 *p, __m512 *m,
+                                                      __m512 *v) {
+    __m512 gv = _mm512_add_ps(g, _mm512_mul_ps(c->wd, *p));
+    *m = _mm512_add_ps(_mm512_mul_ps(c->b1, *m), _mm512_mul_ps(c->c1, gv));
+    *v = _mm512_add_ps(_mm512_mul_ps(c->b2, *v), _mm512_mul_ps(c->c2, _mm512_mul_ps(gv, gv)));
+    mml__adam512_apply(c, p, *m, *v);
+}
+
+/* mml__adam512_step with g = 0 and no weight decay: the gradient terms are
+ * +0 (for a finite p), and adding +0 keeps the bits (it also turns -0 into +0,
+ * as the full step does). A fifth fewer operations for the replays. */
+MML__ATTR_avx512 static inline void mml__adam512_step_zero(const mml__adam512 *c, __m512 *p, __m512 *m, __m512 *v) {
+    const __m512 zero = _mm512_setzero_ps();
+    *m = _mm512_add_ps(_mm512_mul_ps(c->b1, *m), zero);
+    *v = _mm512_add_ps(_mm512_mul_ps(c->b2, *v), zero);
+    mml__adam512_apply(c, p, *m, *v);
+}
+
+MML__ATTR_avx512 static void mml__adam_dense_avx512(int64_t n, float *p, const float *g, float *m,
+                                                    float *v, const mml_adam_hp *hp) {
     const mml__adam512 c = mml__adam512_consts(hp);
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 k = mml__mask_avx512(n - i);
+        __mmask16 k = mml__vmask_avx512(n - i);
         if (i + MML__ADAM_PREFETCH < n) mml__adam_prefetch(p, g, m, v, i + MML__ADAM_PREFETCH);
         __m512 pv = _mm512_maskz_loadu_ps(k, p + i), mv = _mm512_maskz_loadu_ps(k, m + i);
         __m512 vv = _mm512_maskz_loadu_ps(k, v + i);
@@ -1738,8 +1535,8 @@ MML__T512 static void mml__adam_dense_avx512(int64_t n, float *p, const float *g
 
 /* Blocks of up to 128 floats stay in registers across the steps; with
  * first, a lane keeps its values until its first step. */
-MML__T512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, float *v,
-                                             const mml_adam_hp *hp, int steps, const int32_t *first) {
+MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, float *v,
+                                                    const mml_adam_hp *hp, int steps, const int32_t *first) {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t o = 0; o < n; o += 128) {
         __m512 pv[8], mv[8], vv[8];
@@ -1747,7 +1544,7 @@ MML__T512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, floa
         __mmask16 k[8];
         for (int j = 0; j < 8; j++) {
             int64_t i = o + 16 * j;
-            k[j] = i < n ? mml__mask_avx512(n - i) : 0;
+            k[j] = i < n ? mml__vmask_avx512(n - i) : 0;
             pv[j] = _mm512_maskz_loadu_ps(k[j], p + i);
             mv[j] = _mm512_maskz_loadu_ps(k[j], m + i);
             vv[j] = _mm512_maskz_loadu_ps(k[j], v + i);
@@ -1783,468 +1580,72 @@ MML__T512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, floa
     }
 }
 
-MML__T512 static void mml__adam_rows_avx512(int nrows, const int32_t *rows, int dim, float *p,
-                                            const float *g, float *m, float *v,
-                                            const mml_adam_hp *hp) {
-    for (int r = 0; r < nrows; r++) {
-        int64_t o = (int64_t)rows[r] * dim;
-        if (r + MML__ROW_AHEAD < nrows)
-            for (int64_t j = 0, q = (int64_t)rows[r + MML__ROW_AHEAD] * dim; j < dim; j += 16) mml__adam_prefetch(p, g, m, v, q + j);
-        mml__adam_dense_avx512(dim, p + o, g + o, m + o, v + o, hp);
-    }
-}
-
-MML__T512 static void mml__block_scale_avx512(int M, int E, int r, const float *T, int ldt,
-                                              const float *w, int ldw, float *U, int ldu) {
-    for (int i = 0; i < M; i++)
-        for (int e = 0; e < E; e++) {
-            const __m512 we = _mm512_set1_ps(w[(int64_t)i * ldw + e]);
-            const float *t = T + (int64_t)i * ldt + (int64_t)e * r;
-            float *u = U + (int64_t)i * ldu + (int64_t)e * r;
-            for (int j = 0; j < r; j += 16) {
-                __mmask16 m = mml__mask_avx512(r - j);
-                _mm512_mask_storeu_ps(u + j, m, _mm512_mul_ps(we, _mm512_maskz_loadu_ps(m, t + j)));
-            }
-        }
-}
-
-MML__T512 static void mml__block_dot_avx512(int M, int E, int r, const float *dU, int ldu,
-                                            const float *T, int ldt, float *dw, int ldw,
-                                            int accumulate) {
-    for (int i = 0; i < M; i++)
-        for (int e = 0; e < E; e++) {
-            const float *a = dU + (int64_t)i * ldu + (int64_t)e * r;
-            const float *b = T + (int64_t)i * ldt + (int64_t)e * r;
-            __m512 s = _mm512_setzero_ps();
-            for (int j = 0; j < r; j += 16) {
-                __mmask16 m = mml__mask_avx512(r - j);
-                s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), s);
-            }
-            float d = mml__hsum_avx512(s);
-            float *o = dw + (int64_t)i * ldw + e;
-            *o = accumulate ? *o + d : d;
-        }
-}
-
-MML__T512 static void mml__axpy_avx512(int64_t n, float a, const float *x, float *y) {
-    const __m512 va = _mm512_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
-                                                        _mm512_maskz_loadu_ps(m, y + i)));
-    }
-}
-
-MML__T512 static float mml__dot_avx512(int64_t n, const float *x, const float *y) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), s3);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), s0);
-    }
-    return mml__hsum_avx512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
-MML__T512 static void mml__scale_avx512(int64_t n, float a, float *x) {
-    const __m512 va = _mm512_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, x + i)));
-    }
-}
-
-MML__T512 static void mml__mul_avx512(int64_t n, const float *x, const float *y, float *z) {
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(z + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i),
-                                                      _mm512_maskz_loadu_ps(m, y + i)));
-    }
-}
-
-/* Masked-off lanes are fed 1.0 so SLEEF never sees garbage (log(0) etc.). */
-MML__T512 static void mml__vexp_avx512(int64_t n, const float *x, float *y) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(y + i, m, Sleef_expf16_u10avx512f(_mm512_mask_loadu_ps(one, m, x + i)));
-    }
-}
-
-MML__T512 static void mml__vlog_avx512(int64_t n, const float *x, float *y) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = mml__mask_avx512(n - i);
-        _mm512_mask_storeu_ps(y + i, m, Sleef_logf16_u10avx512f(_mm512_mask_loadu_ps(one, m, x + i)));
-    }
-}
+/* Shared bodies; the GEMM with the few-rows path and its own packed layout. */
+MML__VEC_KERNELS(avx512) MML__X86_KERNELS(avx512)
+MML__GEMM_ISA(avx512, mml__pack_a_avx512, mml__gemm_smallm_avx512, 2) MML__GEMM_PACKED(avx512)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-#endif /* x86-64 */
+#endif /* MML__X86 */
 
 #if defined(__aarch64__)
 // >>kernels-neon ------------------------------------------------------------
-/* Advanced SIMD is baseline on AArch64: no target attributes needed. Tails go
- * through a 4-float stack vector (no masked loads on NEON), so no kernel
- * touches memory past its extents. */
+/* Advanced SIMD is baseline on AArch64: no target attributes needed. */
+#define MML__ATTR_neon
+#define MML__W_neon 4
+#define MML__MR_neon 8 /* 8 x 8 micro-kernel: 16 q accumulators */
+#define MML__UK_MODES_neon 2
+
 float32x4_t Sleef_expf4_u10advsimd(float32x4_t);
-float32x4_t Sleef_logf4_u10advsimd(float32x4_t);
 float32x4_t Sleef_log1pf4_u10advsimd(float32x4_t);
 
-#define MML__GEMM_KC 384
-#define MML__GEMM_NC 256
-static MML__TLS float mml__gemm_pack[MML__GEMM_KC * MML__GEMM_NC] MML__ALIGN64;
-
-static inline int mml__gemm_kc(int K) {
-    int nb = (K + MML__GEMM_KC - 1) / MML__GEMM_KC;
-    return (K + nb - 1) / nb;
-}
-
-/* Loads min(rem, 4) floats (rest = fill); stores min(rem, 4). */
-static inline float32x4_t mml__ld_neon(const float *p, int64_t rem, float fillv) {
+/* Width layer (see >>kernels-shared). NEON has no masked loads: a tail "mask"
+ * is the count of valid lanes and tails go through a 4-float stack vector, so
+ * no kernel touches memory past its extents. */
+typedef float32x4_t mml__vf_neon;
+typedef int64_t mml__vm_neon;
+typedef uint32x4_t mml__vp_neon;
+typedef uint32x4_t mml__vi_neon;
+typedef float64x2_t mml__vd_neon;
+static inline int64_t mml__vmask_neon(int64_t rem) { return rem; }
+static inline float32x4_t mml__ldtail_neon(int64_t rem, const float *p, float fill) {
     if (rem >= 4) return vld1q_f32(p);
-    float t[4] = {fillv, fillv, fillv, fillv};
+    float t[4] = {fill, fill, fill, fill};
     for (int64_t i = 0; i < rem; i++) t[i] = p[i];
     return vld1q_f32(t);
 }
-static inline void mml__st_neon(float *p, int64_t rem, float32x4_t v) {
-    if (rem >= 4) { vst1q_f32(p, v); return; }
+static inline void mml__sttail_neon(float *p, int64_t rem, float32x4_t v) {
+    if (rem >= 4) {
+        vst1q_f32(p, v);
+        return;
+    }
     float t[4];
     vst1q_f32(t, v);
     for (int64_t i = 0; i < rem; i++) p[i] = t[i];
 }
-
-/* GEMM: the AVX-512 scheme with q registers: 8 rows x 8 (or 4) columns,
- * 16 accumulators; B packed into zero-padded panels of 8 columns. */
-typedef void (*mml__ukneon_fn)(int kc, const float *a, int64_t lda, const float *b, float *c,
-                               int64_t ldc, int w, int load_c);
-#define MML__R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define MML__Q_DECL(r) float32x4_t c##r##0 = vdupq_n_f32(0.0f), c##r##1 = vdupq_n_f32(0.0f);
-#define MML__Q_FMA(r)                                                                 \
-    if (MR_ > r) {                                                                    \
-        float32x4_t ar = vld1q_dup_f32(RM_ ? ap + r * lda : ap + r);                  \
-        c##r##0 = vfmaq_f32(c##r##0, ar, b0);                                         \
-        if (NV_ > 1) c##r##1 = vfmaq_f32(c##r##1, ar, b1);                            \
-    }
-#define MML__Q_STORE(r)                                                               \
-    if (MR_ > r) {                                                                    \
-        float *cr = c + r * ldc;                                                      \
-        if (load_c) c##r##0 = vaddq_f32(c##r##0, mml__ld_neon(cr, w, 0.0f));          \
-        mml__st_neon(cr, w, c##r##0);                                                 \
-        if (NV_ > 1) {                                                                \
-            if (load_c) c##r##1 = vaddq_f32(c##r##1, mml__ld_neon(cr + 4, w - 4, 0.0f)); \
-            mml__st_neon(cr + 4, w - 4, c##r##1);                                     \
-        }                                                                             \
-    }
-#define MML__UKNEON(MR, NV, ROWMODE)                                                  \
-    static void mml__uk_##MR##_##NV##_##ROWMODE##_neon(int kc, const float *a, int64_t lda, \
-                                                    const float *b, float *c, int64_t ldc, \
-                                                    int w, int load_c) {              \
-        enum { MR_ = MR, NV_ = NV, RM_ = ROWMODE };                                   \
-        MML__R8(MML__Q_DECL)                                                          \
-        const float *ap = a;                                                          \
-        for (int k = 0; k < kc; k++) {                                                \
-            float32x4_t b0 = vld1q_f32(b);                                            \
-            float32x4_t b1 = NV > 1 ? vld1q_f32(b + 4) : b0;                          \
-            (void)b1;                                                                 \
-            MML__R8(MML__Q_FMA)                                                       \
-            b += 4 * NV;                                                              \
-            ap += ROWMODE ? 1 : lda;                                                  \
-        }                                                                             \
-        MML__R8(MML__Q_STORE)                                                         \
-    }
-#define MML__UKNEON_ALL(NV, RM)                                                       \
-    MML__UKNEON(1, NV, RM) MML__UKNEON(2, NV, RM) MML__UKNEON(3, NV, RM)              \
-    MML__UKNEON(4, NV, RM) MML__UKNEON(5, NV, RM) MML__UKNEON(6, NV, RM)              \
-    MML__UKNEON(7, NV, RM) MML__UKNEON(8, NV, RM)
-MML__UKNEON_ALL(1, 0)
-MML__UKNEON_ALL(2, 0)
-MML__UKNEON_ALL(1, 1)
-MML__UKNEON_ALL(2, 1)
-#define MML__UKNEON_ROW(NV, RM)                                                       \
-    {mml__uk_1_##NV##_##RM##_neon, mml__uk_2_##NV##_##RM##_neon, mml__uk_3_##NV##_##RM##_neon,  \
-     mml__uk_4_##NV##_##RM##_neon, mml__uk_5_##NV##_##RM##_neon, mml__uk_6_##NV##_##RM##_neon,  \
-     mml__uk_7_##NV##_##RM##_neon, mml__uk_8_##NV##_##RM##_neon}
-static const mml__ukneon_fn mml__ukneon_tab[2][2][8] = {
-    {MML__UKNEON_ROW(1, 0), MML__UKNEON_ROW(2, 0)},
-    {MML__UKNEON_ROW(1, 1), MML__UKNEON_ROW(2, 1)}};
-
-static void mml__pack_b_neon(int kc, int nc, const float *B, int64_t ldb, int b_trans, float *pb) {
-    for (int j0 = 0; j0 < nc; j0 += 8) {
-        const int w = nc - j0 < 8 ? nc - j0 : 8;
-        const int nr = w > 4 ? 8 : 4;
-        for (int k = 0; k < kc; k++)
-            for (int jj = 0; jj < nr; jj++)
-                pb[k * nr + jj] = jj >= w ? 0.0f
-                                  : b_trans ? B[(int64_t)(j0 + jj) * ldb + k]
-                                            : B[(int64_t)k * ldb + j0 + jj];
-        pb += (int64_t)kc * nr;
-    }
+static inline float32x4_t mml__zerotail_neon(int64_t rem, float32x4_t v) {
+    if (rem >= 4) return v;
+    float t[4];
+    vst1q_f32(t, v);
+    for (int64_t j = rem < 0 ? 0 : rem; j < 4; j++) t[j] = 0.0f;
+    return vld1q_f32(t);
 }
-
-static void mml__gemm_neon(int M, int N, int K, const float *A, int lda, int a_trans,
-                           const float *B, int ldb, int b_trans, float *C, int ldc, int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
-        return;
-    }
-    const int kcb = mml__gemm_kc(K), rowmode = !a_trans;
-    float *pack = mml__gemm_pack;
-    for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
-        const int nc = N - jc < MML__GEMM_NC ? N - jc : MML__GEMM_NC;
-        for (int pc = 0; pc < K; pc += kcb) {
-            const int kc = K - pc < kcb ? K - pc : kcb;
-            const float *bsrc = b_trans ? B + (int64_t)jc * ldb + pc : B + (int64_t)pc * ldb + jc;
-            mml__pack_b_neon(kc, nc, bsrc, ldb, b_trans, pack);
-            const int load_c = accumulate || pc > 0;
-            for (int ic = 0; ic < M; ic += 8) {
-                const int mr = M - ic < 8 ? M - ic : 8;
-                const float *a = rowmode ? A + (int64_t)ic * lda + pc : A + (int64_t)pc * lda + ic;
-                const float *pb = pack;
-                for (int j0 = 0; j0 < nc; j0 += 8) {
-                    const int w = nc - j0 < 8 ? nc - j0 : 8;
-                    const int nv = w > 4 ? 2 : 1;
-                    mml__ukneon_tab[rowmode][nv - 1][mr - 1](kc, a, lda, pb,
-                                                             C + (int64_t)ic * ldc + jc + j0, ldc,
-                                                             w, load_c);
-                    pb += (int64_t)kc * 4 * nv;
-                }
-            }
-        }
-    }
-}
-
-static void mml__gemm_nn_neon(int M, int N, int K, const float *MML_RESTRICT A, int lda,
-                              const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, int ldc,
-                              int accumulate) {
-    mml__gemm_neon(M, N, K, A, lda, 0, B, ldb, 0, C, ldc, accumulate);
-}
-static void mml__gemm_nt_neon(int M, int N, int K, const float *MML_RESTRICT A, int lda,
-                              const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, int ldc,
-                              int accumulate) {
-    mml__gemm_neon(M, N, K, A, lda, 0, B, ldb, 1, C, ldc, accumulate);
-}
-static void mml__gemm_tn_neon(int M, int N, int K, const float *MML_RESTRICT A, int lda,
-                              const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, int ldc,
-                              int accumulate) {
-    mml__gemm_neon(M, N, K, A, lda, 1, B, ldb, 0, C, ldc, accumulate);
-}
-
-static void mml__relu_fwd_neon(int64_t n, const float *x, float *y) {
-    const float32x4_t z = vdupq_n_f32(0.0f);
-    for (int64_t i = 0; i < n; i += 4) {
-        /* x > 0 ? x : 0 (NaN -> 0, like the scalar code) */
-        float32x4_t v = mml__ld_neon(x + i, n - i, 0.0f);
-        mml__st_neon(y + i, n - i, vbslq_f32(vcgtq_f32(v, z), v, z));
-    }
-}
-
-static void mml__relu_bwd_neon(int64_t n, const float *y, const float *dy, float *dx) {
-    const float32x4_t z = vdupq_n_f32(0.0f);
-    for (int64_t i = 0; i < n; i += 4) {
-        uint32x4_t pos = vcgtq_f32(mml__ld_neon(y + i, n - i, 0.0f), z);
-        mml__st_neon(dx + i, n - i, vbslq_f32(pos, mml__ld_neon(dy + i, n - i, 0.0f), z));
-    }
-}
-
-static inline uint32x4_t mml__lowbias32_neon(uint32x4_t x) {
-    x = veorq_u32(x, vshrq_n_u32(x, 16));
-    x = vmulq_u32(x, vdupq_n_u32(0x7feb352dU));
-    x = veorq_u32(x, vshrq_n_u32(x, 15));
-    x = vmulq_u32(x, vdupq_n_u32(0x846ca68bU));
-    x = veorq_u32(x, vshrq_n_u32(x, 16));
-    return x;
-}
-
-static void mml__dropout_run_neon(const float *x, float *y, int64_t n, uint32_t lo, uint32_t key1,
-                                  const mml__drop_keys *dk) {
-    const uint32x4_t k1 = vdupq_n_u32(key1), k2 = vdupq_n_u32(dk->k2), thr = vdupq_n_u32(dk->thr);
+MML__WIDTH_LAYER(neon, float32x4_t, int64_t, uint32x4_t, uint32x4_t, float64x2_t)
+static inline float mml__vhsum_neon(float32x4_t v) { return vaddvq_f32(v); }
+static inline float mml__vhmax_neon(float32x4_t v) { return vmaxvq_f32(v); }
+static inline double mml__vdhsum_neon(float64x2_t v) { return vaddvq_f64(v); }
+static inline uint32x4_t mml__viota_neon(uint32_t lo) {
     const uint32_t init[4] = {0, 1, 2, 3};
-    uint32x4_t idx = vaddq_u32(vdupq_n_u32(lo), vld1q_u32(init));
-    const float32x4_t sc = vdupq_n_f32(dk->scale);
-    for (int64_t i = 0; i < n; i += 4) {
-        uint32x4_t h = mml__lowbias32_neon(veorq_u32(idx, k1));
-        h = mml__lowbias32_neon(veorq_u32(h, k2));
-        uint32x4_t keep = vcgeq_u32(vshrq_n_u32(h, 8), thr);
-        float32x4_t v = vmulq_f32(mml__ld_neon(x + i, n - i, 0.0f), sc);
-        mml__st_neon(y + i, n - i, vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(v))));
-        idx = vaddq_u32(idx, vdupq_n_u32(4));
-    }
+    return vaddq_u32(vdupq_n_u32(lo), vld1q_u32(init));
+}
+static inline void mml__vkeepst_neon(uint8_t *keep, int64_t rem, uint32x4_t p) {
+    uint32_t kv[4];
+    vst1q_u32(kv, p);
+    for (int64_t j = 0; j < rem && j < 4; j++) keep[j] = (uint8_t)(kv[j] & 1);
 }
 
-static void mml__dropout_neon(int64_t n, const float *x, float *y, float rate, uint64_t seed,
-                              uint64_t offset) {
-    if (!(rate > 0.0f)) {
-        if (x != y) memmove(y, x, (size_t)n * sizeof(float));
-        return;
-    }
-    MML__DROPOUT_RUNS(mml__dropout_run_neon, n, x, y, rate, seed, offset);
-}
-
-static void mml__keep_run_neon(const uint8_t *unused, uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
-                               const mml__drop_keys *dk) {
-    (void)unused;
-    const uint32x4_t k1 = vdupq_n_u32(key1), k2 = vdupq_n_u32(dk->k2), thr = vdupq_n_u32(dk->thr);
-    const uint32_t init[4] = {0, 1, 2, 3};
-    uint32x4_t idx = vaddq_u32(vdupq_n_u32(lo), vld1q_u32(init));
-    for (int64_t i = 0; i < n; i += 4) {
-        uint32x4_t h = mml__lowbias32_neon(veorq_u32(idx, k1));
-        h = mml__lowbias32_neon(veorq_u32(h, k2));
-        uint32_t kv[4];
-        vst1q_u32(kv, vcgeq_u32(vshrq_n_u32(h, 8), thr));
-        int64_t c = n - i < 4 ? n - i : 4;
-        for (int64_t j = 0; j < c; j++) keep[i + j] = (uint8_t)(kv[j] & 1);
-        idx = vaddq_u32(idx, vdupq_n_u32(4));
-    }
-}
-MML__DROPOUT_KEEP(neon, )
-#define mml__mask_scale_neon mml__mask_scale_scalar
-
-static void mml__softmax_rows_neon(int M, int E, const float *x, int ldx, float *y, int ldy) {
-    for (int i = 0; i < M; i++) {
-        const float *xi = x + (int64_t)i * ldx;
-        float *yi = y + (int64_t)i * ldy;
-        float32x4_t mx = vdupq_n_f32(-INFINITY);
-        for (int e = 0; e < E; e += 4) mx = vmaxq_f32(mx, mml__ld_neon(xi + e, E - e, -INFINITY));
-        const float32x4_t vmax = vdupq_n_f32(vmaxvq_f32(mx));
-        float32x4_t s = vdupq_n_f32(0.0f);
-        for (int e = 0; e < E; e += 4) {
-            float32x4_t t = Sleef_expf4_u10advsimd(vsubq_f32(mml__ld_neon(xi + e, E - e, -INFINITY), vmax));
-            s = vaddq_f32(s, t);  /* padded lanes are exp(-inf) = 0 */
-            mml__st_neon(yi + e, E - e, t);
-        }
-        const float32x4_t inv = vdupq_n_f32(1.0f / vaddvq_f32(s));
-        for (int e = 0; e < E; e += 4)
-            mml__st_neon(yi + e, E - e, vmulq_f32(mml__ld_neon(yi + e, E - e, 0.0f), inv));
-    }
-}
-
-static inline float32x4_t mml__sigmoid_e_neon(float32x4_t v, float32x4_t e) {
-    const float32x4_t one = vdupq_n_f32(1.0f);
-    uint32x4_t ge = vcgeq_f32(v, vdupq_n_f32(0.0f));
-    return vdivq_f32(vbslq_f32(ge, one, e), vaddq_f32(one, e));
-}
-
-static void mml__sigmoid_neon(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 4) {
-        float32x4_t v = mml__ld_neon(x + i, n - i, 0.0f);
-        float32x4_t e = Sleef_expf4_u10advsimd(vnegq_f32(vabsq_f32(v)));
-        mml__st_neon(y + i, n - i, mml__sigmoid_e_neon(v, e));
-    }
-}
-
-static double mml__bce_logits_neon(int64_t n, const float *z, const float *label, float scale,
-                                   float *dz) {
-    float64x2_t s0 = vdupq_n_f64(0.0), s1 = vdupq_n_f64(0.0);
-    const float32x4_t vs = vdupq_n_f32(scale), zero = vdupq_n_f32(0.0f);
-    for (int64_t i = 0; i < n; i += 4) {
-        /* padded lanes: z = 0, y = 0 contribute log(2); masked below */
-        float32x4_t v = mml__ld_neon(z + i, n - i, 0.0f), yv = mml__ld_neon(label + i, n - i, 0.0f);
-        float32x4_t e = Sleef_expf4_u10advsimd(vnegq_f32(vabsq_f32(v)));
-        float32x4_t l = vsubq_f32(vmaxq_f32(v, zero), vmulq_f32(v, yv));
-        l = vaddq_f32(l, Sleef_log1pf4_u10advsimd(e));
-        if (n - i < 4) {
-            float t[4];
-            vst1q_f32(t, l);
-            for (int64_t j = n - i; j < 4; j++) t[j] = 0.0f;
-            l = vld1q_f32(t);
-        }
-        s0 = vaddq_f64(s0, vcvt_f64_f32(vget_low_f32(l)));
-        s1 = vaddq_f64(s1, vcvt_high_f64_f32(l));
-        if (dz) mml__st_neon(dz + i, n - i, vmulq_f32(vs, vsubq_f32(mml__sigmoid_e_neon(v, e), yv)));
-    }
-    return vaddvq_f64(vaddq_f64(s0, s1));
-}
-
-static void mml__add_bias_neon(int M, int N, const float *bias, float *C, int ldc) {
-    for (int i = 0; i < M; i++) {
-        float *c = C + (int64_t)i * ldc;
-        for (int j = 0; j < N; j += 4)
-            mml__st_neon(c + j, N - j, vaddq_f32(mml__ld_neon(c + j, N - j, 0.0f),
-                                                 mml__ld_neon(bias + j, N - j, 0.0f)));
-    }
-}
-
-static void mml__colsum_add_neon(int M, int N, const float *A, int lda, float *out) {
-    for (int j = 0; j < N; j += 4) {
-        float32x4_t s = mml__ld_neon(out + j, N - j, 0.0f);
-        for (int i = 0; i < M; i++) s = vaddq_f32(s, mml__ld_neon(A + (int64_t)i * lda + j, N - j, 0.0f));
-        mml__st_neon(out + j, N - j, s);
-    }
-}
-
-static void mml__scatter_add_rows_neon(int n, const int32_t *ids, const float *g, int ldg, int dim,
-                                       float *table_grad) {
-    for (int i = 0; i < n; i++) {
-        float *t = table_grad + (int64_t)ids[i] * dim;
-        const float *gi = g + (int64_t)i * ldg;
-        for (int j = 0; j < dim; j += 4)
-            mml__st_neon(t + j, dim - j, vaddq_f32(mml__ld_neon(t + j, dim - j, 0.0f),
-                                                   mml__ld_neon(gi + j, dim - j, 0.0f)));
-    }
-}
-
-static void mml__adam_dense_neon(int64_t n, float *p, const float *g, float *m, float *v,
-                                 const mml_adam_hp *hp) {
-    const float32x4_t b1 = vdupq_n_f32(hp->beta1), b2 = vdupq_n_f32(hp->beta2);
-    const float32x4_t c1 = vdupq_n_f32(1.0f - hp->beta1), c2 = vdupq_n_f32(1.0f - hp->beta2);
-    const float32x4_t wd = vdupq_n_f32(hp->weight_decay), lr = vdupq_n_f32(hp->lr);
-    const float32x4_t eps = vdupq_n_f32(hp->eps);
-    const float32x4_t ibc1 = vdupq_n_f32(1.0f / hp->bc1), ibc2 = vdupq_n_f32(1.0f / hp->bc2);
-    for (int64_t i = 0; i < n; i += 4) {
-        int64_t r = n - i;
-        float32x4_t pv = mml__ld_neon(p + i, r, 0.0f);
-        float32x4_t gv = vaddq_f32(mml__ld_neon(g + i, r, 0.0f), vmulq_f32(wd, pv));
-        float32x4_t mv = vaddq_f32(vmulq_f32(b1, mml__ld_neon(m + i, r, 0.0f)), vmulq_f32(c1, gv));
-        float32x4_t vv = vaddq_f32(vmulq_f32(b2, mml__ld_neon(v + i, r, 0.0f)),
-                                   vmulq_f32(c2, vmulq_f32(gv, gv)));
-        mml__st_neon(m + i, r, mv);
-        mml__st_neon(v + i, r, vv);
-        float32x4_t den = vaddq_f32(vsqrtq_f32(vmulq_f32(vv, ibc2)), eps);
-        mml__st_neon(p + i, r, vsubq_f32(pv, vdivq_f32(vmulq_f32(lr, vmulq_f32(mv, ibc1)), den)));
-    }
-}
-
-static void mml__adam_rows_neon(int nrows, const int32_t *rows, int dim, float *p, const float *g,
-                                float *m, float *v, const mml_adam_hp *hp) {
-    for (int r = 0; r < nrows; r++) {
-        int64_t o = (int64_t)rows[r] * dim;
-        mml__adam_dense_neon(dim, p + o, g + o, m + o, v + o, hp);
-    }
-}
-
-static void mml__block_dot_neon(int M, int E, int r, const float *dU, int ldu, const float *T,
-                                int ldt, float *dw, int ldw, int accumulate) {
-    for (int i = 0; i < M; i++)
-        for (int e = 0; e < E; e++) {
-            const float *a = dU + (int64_t)i * ldu + (int64_t)e * r;
-            const float *b = T + (int64_t)i * ldt + (int64_t)e * r;
-            float32x4_t s = vdupq_n_f32(0.0f);
-            for (int j = 0; j < r; j += 4)
-                s = vfmaq_f32(s, mml__ld_neon(a + j, r - j, 0.0f), mml__ld_neon(b + j, r - j, 0.0f));
-            float d = vaddvq_f32(s);
-            float *o = dw + (int64_t)i * ldw + e;
-            *o = accumulate ? *o + d : d;
-        }
-}
-
-static void mml__axpy_neon(int64_t n, float a, const float *x, float *y) {
-    const float32x4_t va = vdupq_n_f32(a);
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(y + i, n - i, vfmaq_f32(mml__ld_neon(y + i, n - i, 0.0f), va,
-                                             mml__ld_neon(x + i, n - i, 0.0f)));
-}
-
+/* Two accumulators of 8 floats (a different summation order than x86's). */
 static float mml__dot_neon(int64_t n, const float *x, const float *y) {
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
     int64_t i = 0;
@@ -2252,46 +1653,135 @@ static float mml__dot_neon(int64_t n, const float *x, const float *y) {
         s0 = vfmaq_f32(s0, vld1q_f32(x + i), vld1q_f32(y + i));
         s1 = vfmaq_f32(s1, vld1q_f32(x + i + 4), vld1q_f32(y + i + 4));
     }
-    for (; i < n; i += 4)
-        s0 = vfmaq_f32(s0, mml__ld_neon(x + i, n - i, 0.0f), mml__ld_neon(y + i, n - i, 0.0f));
+    for (; i < n; i += 4) s0 = vfmaq_f32(s0, mml__vld_neon(n - i, x + i), mml__vld_neon(n - i, y + i));
     return vaddvq_f32(vaddq_f32(s0, s1));
 }
 
-static void mml__scale_neon(int64_t n, float a, float *x) {
-    const float32x4_t va = vdupq_n_f32(a);
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(x + i, n - i, vmulq_f32(va, mml__ld_neon(x + i, n - i, 0.0f)));
-}
-
-static void mml__mul_neon(int64_t n, const float *x, const float *y, float *z) {
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(z + i, n - i, vmulq_f32(mml__ld_neon(x + i, n - i, 0.0f),
-                                             mml__ld_neon(y + i, n - i, 0.0f)));
-}
-
-static void mml__vexp_neon(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(y + i, n - i, Sleef_expf4_u10advsimd(mml__ld_neon(x + i, n - i, 1.0f)));
-}
-
-static void mml__vlog_neon(int64_t n, const float *x, float *y) {
-    for (int64_t i = 0; i < n; i += 4)
-        mml__st_neon(y + i, n - i, Sleef_logf4_u10advsimd(mml__ld_neon(x + i, n - i, 1.0f)));
-}
-
-/* Kernels left scalar on NEON (pure data movement, memcpy/compiler-vectorized). */
+/* Shared bodies, the plain Adam and packed GEMM; tn reads A^T in place. */
+MML__PACK_BT_PLAIN(neon) MML__ADAM_DENSE(neon) MML__VEC_KERNELS(neon)
+MML__GEMM_ISA(neon, NULL, NULL, 0) MML__PACKED_PLAIN(neon) MML__ADAM_STEPS_PLAIN(neon)
+/* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
+ * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
 #define mml__block_scale_neon mml__block_scale_scalar
-MML__PACKED_PLAIN(neon, )
-MML__ADAM_STEPS_PLAIN(neon, )
+#define mml__mask_scale_neon mml__mask_scale_scalar
 #endif /* aarch64 */
+
+// >>crc32c ------------------------------------------------------------------
+/* CRC32C (Castagnoli: reflected polynomial 0x82F63B78, initial value and final
+ * xor 0xFFFFFFFF), the checksum of the checkpoint format. Every path gives the
+ * same value: slice-by-8 tables (any CPU), the SSE4.2 crc32 instruction
+ * (x86-64), the ARMv8 CRC32C instructions (aarch64 with the CRC extension);
+ * mml_crc32c in >>dispatch picks the one this CPU runs fastest. The functions
+ * work on the inverted register (crc ^ ~0) unless they take a crc. */
+#define MML__CRC32C_POLY 0x82F63B78u
+
+/* Bit by bit, no table: the fallback while another thread builds the tables. */
+static uint32_t mml__crc32c_bits(uint32_t c, const unsigned char *p, size_t n) {
+    while (n--) {
+        c ^= *p++;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (MML__CRC32C_POLY & (0u - (c & 1u)));
+    }
+    return c;
+}
+
+/* [k][b]: the register after byte b followed by k zero bytes. */
+static uint32_t mml__crc32c_tab[8][256];
+static int mml__crc32c_tab_state; /* 0 empty, 1 being built, 2 ready */
+
+/* 1 when the tables can be read. The first caller builds them; a caller that
+ * races it gets 0 (and goes bit by bit) instead of waiting. */
+static int mml__crc32c_tables(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    int s = __atomic_load_n(&mml__crc32c_tab_state, __ATOMIC_ACQUIRE);
+    if (s == 2) return 1;
+    if (s != 0 || !__atomic_compare_exchange_n(&mml__crc32c_tab_state, &s, 1, 0, __ATOMIC_ACQUIRE,
+                                               __ATOMIC_RELAXED))
+        return 0;
+#else
+    if (mml__crc32c_tab_state == 2) return 1;
+#endif
+    for (int b = 0; b < 256; b++) {
+        const unsigned char byte = (unsigned char)b;
+        mml__crc32c_tab[0][b] = mml__crc32c_bits(0, &byte, 1);
+    }
+    for (int k = 1; k < 8; k++)
+        for (int b = 0; b < 256; b++) {
+            const uint32_t c = mml__crc32c_tab[k - 1][b];
+            mml__crc32c_tab[k][b] = (c >> 8) ^ mml__crc32c_tab[0][c & 0xFFu];
+        }
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(&mml__crc32c_tab_state, 2, __ATOMIC_RELEASE);
+#else
+    mml__crc32c_tab_state = 2;
+#endif
+    return 1;
+}
+
+static inline uint32_t mml__le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Slice-by-8, the portable path: eight independent table look-ups per 8 bytes. */
+static uint32_t mml__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t c = ~crc;
+    if (!mml__crc32c_tables()) return ~mml__crc32c_bits(c, p, n);
+    for (; n >= 8; n -= 8, p += 8) {
+        const uint32_t lo = c ^ mml__le32(p), hi = mml__le32(p + 4);
+        c = mml__crc32c_tab[7][lo & 0xFFu] ^ mml__crc32c_tab[6][(lo >> 8) & 0xFFu] ^
+            mml__crc32c_tab[5][(lo >> 16) & 0xFFu] ^ mml__crc32c_tab[4][lo >> 24] ^
+            mml__crc32c_tab[3][hi & 0xFFu] ^ mml__crc32c_tab[2][(hi >> 8) & 0xFFu] ^
+            mml__crc32c_tab[1][(hi >> 16) & 0xFFu] ^ mml__crc32c_tab[0][hi >> 24];
+    }
+    while (n--) c = mml__crc32c_tab[0][(c ^ *p++) & 0xFFu] ^ (c >> 8);
+    return ~c;
+}
+
+/* The CRC32C instructions: a byte step and an 8-byte step per architecture. */
+#if defined(MML__X86) && (defined(__GNUC__) || defined(__clang__))
+#define MML__CRC32C_HW 1
+#define MML__CRC32C_ATTR __attribute__((target("sse4.2")))
+#define MML__CRC32C_U8(c, b) _mm_crc32_u8(c, b)
+#define MML__CRC32C_U64(c, v) (uint32_t)_mm_crc32_u64(c, v)
+#elif defined(__aarch64__) && defined(__clang__)
+#define MML__CRC32C_HW 1
+#define MML__CRC32C_ATTR __attribute__((target("crc")))
+#define MML__CRC32C_U8(c, b) __builtin_arm_crc32cb(c, b)
+#define MML__CRC32C_U64(c, v) __builtin_arm_crc32cd(c, v)
+#elif defined(__aarch64__) && defined(__GNUC__)
+#define MML__CRC32C_HW 1
+#define MML__CRC32C_ATTR __attribute__((target("+crc")))
+#define MML__CRC32C_U8(c, b) __crc32cb(c, b)
+#define MML__CRC32C_U64(c, v) __crc32cd(c, v)
+#endif
+
+#ifdef MML__CRC32C_HW
+/* Bytes up to an 8-byte boundary, then 8 bytes per instruction. Only called
+ * when >>dispatch found the instructions (mml__crc32c_have_hw). */
+MML__CRC32C_ATTR static uint32_t mml__crc32c_hw(uint32_t crc, const void *buf, size_t n) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t c = ~crc;
+    for (; n && ((uintptr_t)p & 7); n--) c = MML__CRC32C_U8(c, *p++);
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = MML__CRC32C_U64(c, v);
+    }
+    while (n--) c = MML__CRC32C_U8(c, *p++);
+    return ~c;
+}
+#endif
 
 // >>dispatch ----------------------------------------------------------------
 
 #define MML__ENTRY_SCALAR(ret, name, params) mml__##name##_scalar,
 static const mml_kernels_t mml__table_scalar = {MML_KERNEL_LIST(MML__ENTRY_SCALAR)};
 
-#if defined(__x86_64__) || defined(_M_X64)
+/* CPU features beside the ISAs (bit 1 << isa each) in mml__cpu()'s answer. */
+#define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
+
+#ifdef MML__X86
 #define MML__ENTRY_AVX2(ret, name, params) mml__##name##_avx2,
 #define MML__ENTRY_AVX512(ret, name, params) mml__##name##_avx512,
 static const mml_kernels_t mml__table_avx2 = {MML_KERNEL_LIST(MML__ENTRY_AVX2)};
@@ -2319,25 +1809,26 @@ static uint64_t mml__xgetbv0(void) {
 #endif
 }
 
-/* Bit 0: AVX2+FMA usable, bit 1: AVX-512 F/BW/DQ/VL usable. */
+/* AVX2+FMA, AVX-512 F/BW/DQ/VL (each with its registers saved by the OS) and
+ * SSE4.2 (crc32), as mml__cpu() bits. */
 static int mml__x86_detect(void) {
     unsigned r[4];
     mml__cpuid(0, 0, r);
-    unsigned max_leaf = r[0];
-    if (max_leaf < 7) return 0;
+    const unsigned max_leaf = r[0];
+    if (max_leaf < 1) return 0;
     mml__cpuid(1, 0, r);
     const unsigned ecx1 = r[2];
+    int flags = (ecx1 >> 20) & 1 ? MML__CPU_CRC32C : 0;
     const int osxsave = (ecx1 >> 27) & 1, avx = (ecx1 >> 28) & 1, fma = (ecx1 >> 12) & 1;
-    if (!osxsave || !avx) return 0;
+    if (max_leaf < 7 || !osxsave || !avx) return flags;
     const uint64_t xcr0 = mml__xgetbv0();
     mml__cpuid(7, 0, r);
     const unsigned ebx7 = r[1];
-    int flags = 0;
     const int ymm_os = (xcr0 & 0x6) == 0x6;               /* XMM | YMM */
     const int zmm_os = (xcr0 & 0xE6) == 0xE6;             /* + opmask, ZMM_Hi256, Hi16_ZMM */
-    if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1;
+    if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1 << MML_ISA_AVX2;
     const unsigned need512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
-    if ((flags & 1) && zmm_os && (ebx7 & need512) == need512) flags |= 2;
+    if ((flags & (1 << MML_ISA_AVX2)) && zmm_os && (ebx7 & need512) == need512) flags |= 1 << MML_ISA_AVX512;
     return flags;
 }
 #endif
@@ -2345,40 +1836,68 @@ static int mml__x86_detect(void) {
 #if defined(__aarch64__)
 #define MML__ENTRY_NEON(ret, name, params) mml__##name##_neon,
 static const mml_kernels_t mml__table_neon = {MML_KERNEL_LIST(MML__ENTRY_NEON)};
+
+/* Advanced SIMD is mandatory on AArch64; the CRC32 extension (with CRC32C) is
+ * not before ARMv8.1, so ask the kernel (HWCAP_CRC32). */
+static int mml__arm_detect(void) {
+    int flags = 1 << MML_ISA_NEON;
+#if defined(__linux__) && defined(MML__CRC32C_HW)
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1 << 7)
+#endif
+    if (getauxval(AT_HWCAP) & HWCAP_CRC32) flags |= MML__CPU_CRC32C;
+#elif defined(__ARM_FEATURE_CRC32) && defined(MML__CRC32C_HW)
+    flags |= MML__CPU_CRC32C;
+#endif
+    return flags;
+}
 #endif
 
-/* -1: not yet detected; otherwise a bit set of supported ISAs. */
-static int mml__isa_mask_cache = -1;
+/* -1: not yet detected; otherwise 1 << isa for each usable ISA, MML__CPU_* bits. */
+static int mml__cpu_cache = -1;
 
-static int mml__isa_mask(void) {
+/* What this CPU and OS support; the only place that asks (once, cached). */
+static int mml__cpu(void) {
 #if defined(__GNUC__) || defined(__clang__)
-    int m = __atomic_load_n(&mml__isa_mask_cache, __ATOMIC_ACQUIRE);
+    int m = __atomic_load_n(&mml__cpu_cache, __ATOMIC_ACQUIRE);
 #else
-    int m = mml__isa_mask_cache;
+    int m = mml__cpu_cache;
 #endif
     if (m >= 0) return m;
     m = 1 << MML_ISA_SCALAR;
-#if defined(__x86_64__) || defined(_M_X64)
-    {
-        int f = mml__x86_detect();
-        if (f & 1) m |= 1 << MML_ISA_AVX2;
-        if (f & 2) m |= 1 << MML_ISA_AVX512;
-    }
+#ifdef MML__X86
+    m |= mml__x86_detect();
 #endif
 #if defined(__aarch64__)
-    m |= 1 << MML_ISA_NEON;   /* Advanced SIMD is mandatory on AArch64 */
+    m |= mml__arm_detect();
 #endif
 #if defined(__GNUC__) || defined(__clang__)
-    __atomic_store_n(&mml__isa_mask_cache, m, __ATOMIC_RELEASE);
+    __atomic_store_n(&mml__cpu_cache, m, __ATOMIC_RELEASE);
 #else
-    mml__isa_mask_cache = m;
+    mml__cpu_cache = m;
 #endif
     return m;
 }
 
+/* 1 if mml__crc32c_hw is compiled in and this CPU runs it. */
+MML__MAYBE_UNUSED static int mml__crc32c_have_hw(void) {
+#ifdef MML__CRC32C_HW
+    return (mml__cpu() & MML__CPU_CRC32C) != 0;
+#else
+    return 0;
+#endif
+}
+
+MOEMLORA_API uint32_t mml_crc32c(uint32_t crc, const void *p, size_t n) {
+#ifdef MML__CRC32C_HW
+    if (mml__crc32c_have_hw()) return mml__crc32c_hw(crc, p, n);
+#endif
+    return mml__crc32c_sw(crc, p, n);
+}
+
 MOEMLORA_API int mml_simd_isa_supported(mml_isa isa) {
     if ((int)isa < 0 || (int)isa >= MML_ISA_COUNT) return 0;
-    return (mml__isa_mask() >> (int)isa) & 1;
+    return (mml__cpu() >> (int)isa) & 1;
 }
 
 MOEMLORA_API mml_isa mml_simd_best(void) {
@@ -2448,7 +1967,7 @@ MOEMLORA_API const mml_kernels_t *mml_simd_kernels(mml_isa isa) {
     if (!mml_simd_isa_supported(isa)) return NULL;
     switch (isa) {
     case MML_ISA_SCALAR: return &mml__table_scalar;
-#if defined(__x86_64__) || defined(_M_X64)
+#ifdef MML__X86
     case MML_ISA_AVX2: return &mml__table_avx2;
     case MML_ISA_AVX512: return &mml__table_avx512;
 #endif

@@ -12,6 +12,7 @@
  * and writes the files.
  *   mpirun -np 2 moemlora-train-mpi --data DIR --adapter moe
  */
+#define _XOPEN_SOURCE 700 /* realpath, mkstemp */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
 #ifdef MOEMLORA_TRAIN_MPI
@@ -19,16 +20,56 @@
 #include <mpi.h>
 #endif
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+/* The model's flags, made from the library's description of its config
+ * (MML_CONFIG_FIELDS): flag, setting, takes no value, help. With --resume the
+ * checkpoint decides them: a flag is accepted beside it only with the
+ * checkpoint's value. */
+typedef struct cfg_flag { const char *flag, *key, *metavar, *help; } cfg_flag; /* metavar "": a switch */
+static const cfg_flag cfg_flags[] = {
+#define CFG_FLAG(type, name, def, lo, hi, flag, help) {flag, #name, CFG_METAVAR_##type, help},
+#define CFG_METAVAR_MODEL "NAME"
+#define CFG_METAVAR_ADAPTER "NAME"
+#define CFG_METAVAR_GATE "NAME"
+#define CFG_METAVAR_I32 "N"
+#define CFG_METAVAR_BOOL ""
+#define CFG_METAVAR_F32 "X"
+#define CFG_METAVAR_U64 "N"
+#define CFG_METAVAR_HIDDEN "A,B,C"
+    MML_CONFIG_FIELDS(CFG_FLAG)};
+
+/* A setting as a reader wants it: floats (stored exactly, as C99 hex) in
+ * their shortest decimal form. */
+static void cfg_text(const mml_config_t *c, const char *key, char *buf, size_t n) {
+    mml_config_get(c, key, buf, n);
+    if (strncmp(buf, "0x", 2)) return;
+    float x = strtof(buf, NULL);
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+enum { N_CFG = sizeof cfg_flags / sizeof cfg_flags[0] };
+
+static int cfg_index(const char *key) {
+    for (int k = 0; k < N_CFG; k++)
+        if (!strcmp(cfg_flags[k].key, key)) return k;
+    return -1;
+}
+
 typedef struct opts {
     const char *data, *results, *save, *resume, *export_path, *paper;
-    int quiet, tty, set_reduce, set_patience, set_threads;
+    int quiet, tty, set_patience, set_batch, set_epochs;
+    char cfg_given[N_CFG];   /* cfg_flags[k] was given */
     int rank, world;         /* MPI: this process, all of them (1 without MPI) */
+    char warned[48];         /* the last stage warned about its validation criterion */
     mml_config_t cfg;
     mml_fit_opts_t fit;
     mml_synth_config_t syn;
@@ -45,35 +86,45 @@ static void usage(FILE *f) {
         "  --syn-items N           synthetic: items (4000)\n"
         "  --syn-samples N         synthetic: samples (400000)\n"
         "  --syn-seed N            synthetic: generator seed (2025)\n"
-        "model:\n"
-        "  --model NAME            mlp|wdl|deepfm|nfm|pnn|dcn|xdeepfm|autoint|fibinet (mlp)\n"
-        "  --adapter NAME          none|mlora|moe (moe)\n"
-        "  --gate NAME             domain|input: MoE gate on the domain (paper) or the tower input (domain)\n"
-        "  --emb N                 embedding dim (8; pretrained data: their dim)\n"
-        "  --hidden A,B,C          tower units (256,128,64)\n"
-        "  --lora-reduce N         adapter rank = d_out / N (16)\n"
-        "  --lora-r N              fixed adapter rank (overrides --lora-reduce)\n"
+        "model (the default in brackets):\n");
+    mml_config_t d;
+    mml_config_default(&d);
+    for (int k = 0; k < N_CFG; k++) {
+        char def[64], flag[64];
+        if (!cfg_flags[k].flag[0]) continue;
+        cfg_text(&d, cfg_flags[k].key, def, sizeof def);
+        snprintf(flag, sizeof flag, "%s %s", cfg_flags[k].flag, cfg_flags[k].metavar);
+        fprintf(f, "  %-22s  %s [%s]\n", flag, cfg_flags[k].help, def);
+    }
+    fprintf(f,
         "  --paper NAME            movielens|taobao: the paper's per-model --lora-reduce (and,\n"
         "                          for Taobao PNN, --patience 5); explicit flags win\n"
-        "  --experts-per-domain N  MoE experts per domain (1)\n"
-        "  --dropout P             dropout on the base layers (0.5)\n"
         "training:\n"
-        "  --lr X                  Adam learning rate (0.001)\n"
-        "  --lazy-adam             embedding rows move only when seen in a batch\n"
         "  --batch N               batch size (1024)\n"
         "  --epochs N              max epochs per phase (50)\n"
         "  --patience N            early stopping patience (3)\n"
-        "  --seed N                model and shuffle seed (123)\n"
-        "  --threads N             worker threads (default: the cores, shared among the MPI\n"
-        "                          processes of moemlora-train-mpi, at most 2)\n"
+        "  (--threads: by default the cores, shared among the MPI processes of\n"
+        "  moemlora-train-mpi, at most 2)\n"
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
-        "  --resume CKPT           continue the training saved in CKPT (same data; model flags\n"
-        "                          come from the checkpoint)\n"
+        "  --resume CKPT           continue the run saved in CKPT (a --save checkpoint) on the\n"
+        "                          same data (other data is refused). The model flags (the\n"
+        "                          model: section) come from the checkpoint: one given\n"
+        "                          beside --resume must have\n"
+        "                          the checkpoint's value (--paper is refused). --batch must\n"
+        "                          match the run's; --epochs and --patience may change (said\n"
+        "                          on stderr); omitted, they are the run's. A finished run\n"
+        "                          trains no more: \"already finished\", its test metrics and\n"
+        "                          the outputs asked for, exit 0\n"
         "  --export FILE           write an inference-only model file at the end\n"
         "  --quiet                 no progress line and no per-phase tables: only the final line\n"
         "  --help                  this text\n"
+        "Output paths are checked before anything is loaded: not a directory, a writable\n"
+        "directory, no two of --results, --save, --export naming one file (nor --resume\n"
+        "and --results or --export; --resume and --save may be the same checkpoint).\n"
+        "Exit status: 0 done, 1 the run failed (data, checkpoint, I/O), 2 bad arguments\n"
+        "(refused before anything trains).\n"
         "Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set.\n");
 }
 
@@ -88,38 +139,6 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
-static int parse_float(const char *flag, const char *v, double lo, double hi, double *out) {
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "moemlora-train: %s expects a number in [%g, %g], got \"%s\"\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_hidden(const char *v, mml_config_t *c) {
-    int n = 0;
-    const char *p = v;
-    while (*p) {
-        char *end;
-        long x = strtol(p, &end, 10);
-        if (end == p || x < 1 || x > 8192 || n >= MML_MAX_HIDDEN) {
-            fprintf(stderr, "moemlora-train: --hidden expects up to %d comma-separated sizes, got \"%s\"\n",
-                    MML_MAX_HIDDEN, v);
-            return -1;
-        }
-        c->hidden[n++] = (int32_t)x;
-        p = end;
-        if (*p == ',') p++;
-        else if (*p) { fprintf(stderr, "moemlora-train: bad --hidden \"%s\"\n", v); return -1; }
-    }
-    if (!n) { fprintf(stderr, "moemlora-train: empty --hidden\n"); return -1; }
-    c->n_hidden = n;
-    return 0;
-}
-
 /* The paper's configurations (MoE-MLoRA, arXiv 2506.07563): lora_reduce per
  * model for MovieLens and for Taobao-10; the plain MLP is not in the paper and
  * keeps 16. Patience 3, except 5 for PNN on Taobao. */
@@ -131,25 +150,48 @@ static void apply_paper(opts *o) {
     };
     int taobao = !strcmp(o->paper, "taobao");
     for (size_t i = 0; i < sizeof reduce / sizeof reduce[0]; i++)
-        if (reduce[i].model == o->cfg.model && !o->set_reduce)
+        if (reduce[i].model == o->cfg.model && !o->cfg_given[cfg_index("lora_reduce")])
             o->cfg.lora_reduce = taobao ? reduce[i].taobao : reduce[i].movielens;
     if (taobao && o->cfg.model == MML_MODEL_PNN && !o->set_patience) o->fit.patience = 5;
+}
+
+/* A model flag: its setting from the argument (or "1" for a switch). 1 if a
+ * is none, 0 done, -1 bad. */
+static int parse_cfg_flag(opts *o, int argc, char **argv, int *i) {
+    for (int k = 0; k < N_CFG; k++) {
+        const cfg_flag *c = &cfg_flags[k];
+        if (!c->flag[0] || strcmp(argv[*i], c->flag)) continue;
+        int is_switch = !c->metavar[0];
+        if (!is_switch && *i + 1 >= argc) {
+            fprintf(stderr, "moemlora-train: %s needs a value\n", c->flag);
+            return -1;
+        }
+        const char *v = is_switch ? "1" : argv[++*i];
+        if (mml_config_set(&o->cfg, c->key, v)) {
+            fprintf(stderr, "moemlora-train: %s: %s\n", c->flag, mml_last_error());
+            return -1;
+        }
+        o->cfg_given[k] = 1;
+        return 0;
+    }
+    return 1;
 }
 
 static int parse_args(int argc, char **argv, opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long iv;
-        double fv;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 1; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
-        if (!strcmp(a, "--lazy-adam")) { o->cfg.lazy_adam = 1; continue; }
+        int c = parse_cfg_flag(o, argc, argv, &i);
+        if (c <= 0) {
+            if (c < 0) return -1;
+            continue;
+        }
         if (i + 1 >= argc) { fprintf(stderr, "moemlora-train: unknown option or missing value: %s\n", a); return -1; }
         const char *v = argv[++i];
 #define INT_OPT(name, lo, hi, dst) \
     if (!strcmp(a, name)) { if (parse_int(a, v, lo, hi, &iv)) return -1; dst = iv; continue; }
-#define FLT_OPT(name, lo, hi, dst) \
-    if (!strcmp(a, name)) { if (parse_float(a, v, lo, hi, &fv)) return -1; dst = (float)fv; continue; }
         if (!strcmp(a, "--data")) { o->data = v; continue; }
         if (!strcmp(a, "--results")) { o->results = v; continue; }
         if (!strcmp(a, "--save")) { o->save = v; continue; }
@@ -163,46 +205,160 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->paper = v;
             continue;
         }
-        if (!strcmp(a, "--lora-reduce")) o->set_reduce = 1;
-        if (!strcmp(a, "--threads")) o->set_threads = 1;
         if (!strcmp(a, "--patience")) o->set_patience = 1;
-        if (!strcmp(a, "--model")) {
-            if (mml_model_kind_from_name(v, &o->cfg.model)) { fprintf(stderr, "moemlora-train: unknown model \"%s\"\n", v); return -1; }
-            continue;
-        }
-        if (!strcmp(a, "--adapter")) {
-            if (mml_adapter_from_name(v, &o->cfg.adapter)) { fprintf(stderr, "moemlora-train: unknown adapter \"%s\" (none|mlora|moe)\n", v); return -1; }
-            continue;
-        }
-        if (!strcmp(a, "--gate")) {
-            if (!strcmp(v, "domain")) o->cfg.gate = MML_GATE_DOMAIN;
-            else if (!strcmp(v, "input")) o->cfg.gate = MML_GATE_INPUT;
-            else { fprintf(stderr, "moemlora-train: unknown gate \"%s\" (domain|input)\n", v); return -1; }
-            continue;
-        }
-        if (!strcmp(a, "--hidden")) { if (parse_hidden(v, &o->cfg)) return -1; continue; }
-        INT_OPT("--syn-domains", 1, 4096, o->syn.n_domains)
+        if (!strcmp(a, "--batch")) o->set_batch = 1;
+        if (!strcmp(a, "--epochs")) o->set_epochs = 1;
+        INT_OPT("--syn-domains", 1, MML_MAX_DOMAINS, o->syn.n_domains)
         INT_OPT("--syn-users", 1, 100000000, o->syn.n_users)
         INT_OPT("--syn-items", 2, 100000000, o->syn.n_items)
         INT_OPT("--syn-samples", 10, 2000000000, o->syn.n_samples)
         INT_OPT("--syn-seed", 0, 0x7fffffff, o->syn.seed)
-        INT_OPT("--emb", 1, 1024, o->cfg.emb_dim)
-        INT_OPT("--lora-reduce", 1, 4096, o->cfg.lora_reduce)
-        INT_OPT("--lora-r", 1, 1024, o->cfg.lora_r)
-        INT_OPT("--experts-per-domain", 1, 256, o->cfg.experts_per_domain)
-        FLT_OPT("--dropout", 0.0, 0.99, o->cfg.dropout)
-        FLT_OPT("--lr", 1e-9, 10.0, o->cfg.lr)
         INT_OPT("--batch", 1, 1 << 20, o->fit.batch)
         INT_OPT("--epochs", 1, 100000, o->fit.max_epochs)
         INT_OPT("--patience", 1, 100000, o->fit.patience)
-        INT_OPT("--seed", 0, 0x7fffffff, o->cfg.seed)
-        INT_OPT("--threads", 1, 256, o->cfg.threads)
         fprintf(stderr, "moemlora-train: unknown option %s (see --help)\n", a);
         return -1;
     }
     o->fit.seed = o->cfg.seed;
     if (o->fit.batch > o->cfg.max_batch) o->cfg.max_batch = o->fit.batch;
     if (o->paper) apply_paper(o);
+    return 0;
+}
+
+/* ---- outputs and --resume: checked before anything trains ---- */
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+/* The identity of the file at path (which need not exist): its real path, or
+ * the real path of its directory plus its name. With must_write, the
+ * directory must take a new file (a probe is made and removed). 0, or -1
+ * after saying what is wrong. */
+static int path_key(const char *flag, const char *path, int must_write, char *key, size_t key_size) {
+    size_t len = strlen(path);
+    struct stat sb;
+    if (!len || path[len - 1] == '/' || (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        fprintf(stderr, "moemlora-train: %s %s is a directory, not a file\n", flag, path);
+        return -1;
+    }
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX], real[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (slash == path ? 1 : (int)(slash - path)) : 1, slash ? path : ".");
+    if (!realpath(dir, real)) {
+        fprintf(stderr, "moemlora-train: %s %s: directory %s: %s\n", flag, path, dir, strerror(errno));
+        return -1;
+    }
+    if (must_write) {
+        char probe[PATH_MAX + 32];
+        snprintf(probe, sizeof probe, "%s/.moemlora-train-probe-XXXXXX", real);
+        int fd = mkstemp(probe);
+        if (fd < 0) {
+            fprintf(stderr, "moemlora-train: %s %s: cannot write in %s: %s\n", flag, path, real, strerror(errno));
+            return -1;
+        }
+        close(fd);
+        unlink(probe);
+    }
+    char file[PATH_MAX];
+    if (access(path, F_OK) == 0 && realpath(path, file)) { /* links to one file are one file */
+        snprintf(key, key_size, "%s", file);
+        return 0;
+    }
+    snprintf(key, key_size, "%s/%s", strcmp(real, "/") ? real : "", slash ? slash + 1 : path);
+    return 0;
+}
+
+/* A run that cannot write its results fails at its end and loses them, so
+ * every output path is checked first. 0, or -1 after saying why. */
+static int check_outputs(const opts *o) {
+    enum { RESULTS, SAVE, EXPORT, RESUME, N };
+    const char *flag[N] = {"--results", "--save", "--export", "--resume"};
+    const char *path[N] = {o->results, o->save, o->export_path, o->resume};
+    static char key[N][2 * PATH_MAX];
+    for (int i = 0; i < N; i++)
+        if (path[i] && path_key(flag[i], path[i], i != RESUME, key[i], sizeof key[i])) return -1;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < i; j++) {
+            if (!path[i] || !path[j] || strcmp(key[i], key[j]) || (i == RESUME && j == SAVE)) continue;
+            fprintf(stderr, "moemlora-train: %s %s and %s %s name the same file\n", flag[j], path[j], flag[i], path[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* The shortest decimal that reads back as x. */
+/* Model flags beside --resume: the checkpoint's value or nothing (--paper:
+ * nothing). */
+static int check_model_flags(const opts *o, const mml_config_t *ck) {
+    int bad = 0;
+    for (int k = 0; k < N_CFG; k++) {
+        if (!o->cfg_given[k]) continue;
+        char given[160], saved[160];
+        cfg_text(&o->cfg, cfg_flags[k].key, given, sizeof given);
+        cfg_text(ck, cfg_flags[k].key, saved, sizeof saved);
+        if (!strcmp(given, saved)) continue;
+        fprintf(stderr, "moemlora-train: %s comes from the checkpoint %s (%s); drop it\n", cfg_flags[k].flag, o->resume,
+                saved);
+        bad = 1;
+    }
+    if (o->paper) {
+        fprintf(stderr, "moemlora-train: --paper comes from the checkpoint %s (set by the model); drop it\n", o->resume);
+        bad = 1;
+    }
+    return bad ? -1 : 0;
+}
+
+/* The run options of a resumed run: the checkpoint's unless given; --batch
+ * must stay, --epochs and --patience may change (and are said to). */
+static int take_run_options(opts *o, const mml_fit_opts_t *run) {
+    if (run->batch == 0) return 0; /* an older checkpoint, without them: the command line's */
+    if (o->set_batch && o->fit.batch != run->batch) {
+        fprintf(stderr, "moemlora-train: --batch %d differs from the run in %s (batch %d): the batch cannot change on "
+                "resume; drop --batch\n", o->fit.batch, o->resume, run->batch);
+        return -1;
+    }
+    o->fit.batch = run->batch;
+    o->fit.seed = run->seed;
+    const char *flag[2] = {"--epochs", "--patience"};
+    int32_t *mine[2] = {&o->fit.max_epochs, &o->fit.patience};
+    const int32_t theirs[2] = {run->max_epochs, run->patience}, given[2] = {o->set_epochs, o->set_patience};
+    for (int i = 0; i < 2; i++) {
+        if (!given[i]) *mine[i] = theirs[i];
+        else if (*mine[i] != theirs[i] && o->rank == 0)
+            fprintf(stderr, "moemlora-train: resume: %s %d from the command line (the run in %s had %d)\n", flag[i],
+                    *mine[i], o->resume, theirs[i]);
+    }
+    return 0;
+}
+
+/* Loads the checkpoint of --resume; the model and the run options come from
+ * it. 0, or the exit code after saying why it does not resume. */
+static int open_resume(opts *o, mml_model_t **out) {
+    mml_model_t *m = NULL;
+    if (mml_model_load(o->resume, &m)) {
+        fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+        return 1;
+    }
+    mml_fit_opts_t run;
+    mml_fit_state state = mml_model_fit_state(m, &run);
+    int rc = 0;
+    if (state == MML_FIT_EXPORT) {
+        fprintf(stderr, "moemlora-train: %s is an inference-only export, not a training checkpoint\n", o->resume);
+        rc = 2;
+    } else if (state == MML_FIT_NONE) {
+        fprintf(stderr, "moemlora-train: %s holds no run to resume (saved outside a fit, or a finished run of an "
+                "older version)\n", o->resume);
+        rc = 2;
+    } else if (check_model_flags(o, mml_model_config(m)) | take_run_options(o, &run)) { /* say every refusal */
+        rc = 2;
+    }
+    if (rc) {
+        mml_model_free(m);
+        return rc;
+    }
+    o->cfg = *mml_model_config(m);
+    *out = m;
     return 0;
 }
 
@@ -245,8 +401,7 @@ static double now_s(void) {
 static void print_table(const char *title, const mml_metrics_t *t) {
     printf("\n%s\n", title);
     printf("  %-16s %9s %8s %9s\n", "domain", "n_test", "AUC", "logloss");
-    int nd = t->n_domains < MML_METRICS_MAX_DOMAINS ? t->n_domains : MML_METRICS_MAX_DOMAINS;
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < t->n_domains; d++) {
         char name[32];
         if (g_data->domain_names && g_data->domain_names[d]) snprintf(name, sizeof name, "%s", g_data->domain_names[d]);
         else snprintf(name, sizeof name, "%d", d);
@@ -262,9 +417,33 @@ static void fmt_count(double x, char *buf, size_t n) {
     else snprintf(buf, n, "%.0f", x);
 }
 
+/* Once per stage, on stderr: why a stage stops on the validation log loss
+ * instead of the AUC. */
+static void warn_criterion(opts *o, const mml_progress_t *p) {
+    char stage[48];
+    snprintf(stage, sizeof stage, p->expert >= 0 ? "%s %d" : "%s", p->phase_name, p->expert);
+    if (strcmp(p->val_metric, "logloss") || o->rank > 0 || !strcmp(o->warned, stage)) return;
+    snprintf(o->warned, sizeof o->warned, "%s", stage);
+    if (o->tty) fprintf(stderr, "\r\033[K");
+    const mml_split_t *v = &g_data->split[MML_VAL];
+    if (p->expert < 0) {
+        fprintf(stderr, "moemlora-train: warning: stage '%s': the validation labels of every domain are of one class: "
+                "early stopping on validation log loss\n", stage);
+        return;
+    }
+    int d = p->expert % g_data->n_domains;
+    if (v->dom_start[d + 1] == v->dom_start[d])
+        fprintf(stderr, "moemlora-train: warning: stage '%s': domain %d has no validation rows: nothing to stop on\n",
+                stage, d);
+    else
+        fprintf(stderr, "moemlora-train: warning: stage '%s': validation labels of domain %d are all %d: early stopping "
+                "on validation log loss\n", stage, d, v->label[v->dom_start[d]] > 0.5f);
+}
+
 static void on_progress(const mml_progress_t *p, void *user) {
     opts *o = (opts *)user;
     char title[96];
+    if (p->event == MML_EV_EPOCH_END) warn_criterion(o, p);
     if (p->event == MML_EV_PHASE_END) {
         if (o->quiet) return;
         if (o->tty) fprintf(stderr, "\r\033[K");
@@ -283,8 +462,9 @@ static void on_progress(const mml_progress_t *p, void *user) {
         fprintf(stderr, "\r\033[K%s%s | epoch %d | domain %d | %s/%s | %s samples/s | loss %.4f | ETA %.1fs",
                 p->phase_name, who, p->epoch, p->domain, done, tot, rate, p->loss, p->eta_s);
     } else {
-        fprintf(stderr, "\r\033[K%s%s | epoch %d | loss %.4f | val AUC %.4f%s | %.0f samples/s\n", p->phase_name, who,
-                p->epoch, p->loss, p->val_auc, p->improved ? " *" : "", p->samples_per_s);
+        fprintf(stderr, "\r\033[K%s%s | epoch %d | loss %.4f | val %s %.4f%s | %.0f samples/s\n", p->phase_name, who,
+                p->epoch, p->loss, strcmp(p->val_metric, "auc") ? "logloss" : "AUC", p->val_score,
+                p->improved ? " *" : "", p->samples_per_s);
     }
 }
 
@@ -298,7 +478,7 @@ static int write_results(const opts *o, const mml_metrics_t *t, double seconds, 
         mml_model_isa(m), (long long)mml_model_param_count(m, 0));
     OUT("  \"seconds\": %.3f,\n  \"mean_auc\": %.6f,\n  \"weighted_auc\": %.6f,\n  \"logloss\": %.6f,\n  \"domains\": [\n",
         seconds, t->mean_auc, t->weighted_auc, t->logloss_all);
-    int nd = t->n_domains < MML_METRICS_MAX_DOMAINS ? t->n_domains : MML_METRICS_MAX_DOMAINS;
+    int nd = t->n_domains;
     for (int d = 0; d < nd; d++)
         OUT("    {\"domain\": %d, \"n_test\": %lld, \"auc\": %.6f, \"logloss\": %.6f}%s\n", d, (long long)t->n[d],
             t->auc[d] == t->auc[d] ? t->auc[d] : -1.0, t->logloss[d] == t->logloss[d] ? t->logloss[d] : -1.0,
@@ -312,6 +492,36 @@ static int write_results(const opts *o, const mml_metrics_t *t, double seconds, 
     }
     free(buf);
     return rc;
+}
+
+static void print_header(const opts *o, const mml_data_t *data, const mml_model_t *m) {
+    char rank[48] = "";
+    if (o->cfg.adapter != MML_ADAPTER_NONE)
+        snprintf(rank, sizeof rank, o->cfg.lora_r > 0 ? " (rank %d)" : " (lora_reduce %d)",
+                 o->cfg.lora_r > 0 ? o->cfg.lora_r : o->cfg.lora_reduce);
+    char procs[48] = "";
+    if (o->world > 1) snprintf(procs, sizeof procs, " | %d processes", o->world);
+    printf("data: %s | %d users, %d items, %d domains | train %lld, val %lld, test %lld\n"
+           "model: %s + %s%s | %lld parameters | kernels: %s | %d thread%s%s\n",
+           o->data ? o->data : "synthetic", data->n_users, data->n_items, data->n_domains,
+           (long long)data->split[0].n, (long long)data->split[1].n, (long long)data->split[2].n,
+           mml_model_kind_name(o->cfg.model), mml_adapter_name(o->cfg.adapter), rank,
+           (long long)mml_model_param_count(m, 0), mml_model_isa(m), o->cfg.threads, o->cfg.threads > 1 ? "s" : "",
+           procs);
+}
+
+/* The model trained, or the model given: a (new or resumed) run of mml_fit,
+ * or, for a finished run, the test metrics of its model as it stands. */
+static mml_status train(opts *o, mml_model_t *m, const mml_data_t *data, mml_metrics_t *test) {
+    o->fit.progress = on_progress;
+    o->fit.checkpoint_path = o->save;
+    o->fit.user = o;
+    mml_status st = mml_fit(m, data, &o->fit, test);
+    if (st != MML_ERR_FINISHED) return st;
+    printf("already finished: nothing to resume\n");
+    st = mml_evaluate(m, &data->split[MML_TEST], data->n_domains, test);
+    if (!st && !o->quiet) print_table("test metrics of the finished run:", test);
+    return st;
 }
 
 int main(int argc, char **argv) {
@@ -328,7 +538,7 @@ int main(int argc, char **argv) {
     mml_synth_default(&o.syn);
     int pa = parse_args(argc, argv, &o); /* 1: --help, -1: bad arguments */
     if (pa) return finish(&o, pa > 0 ? 0 : 2);
-    if (!o.set_threads) {
+    if (!o.cfg_given[cfg_index("threads")]) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN) / o.world;
         o.cfg.threads = cores >= 2 ? 2 : 1;
     }
@@ -338,27 +548,28 @@ int main(int argc, char **argv) {
         if (!freopen("/dev/null", "w", stdout)) return finish(&o, 1);
     }
     o.tty = isatty(2);
+    if (check_outputs(&o)) return finish(&o, 2);
+    mml_model_t *m = NULL;
+    int rc = o.resume ? open_resume(&o, &m) : 0;
+    if (rc) return finish(&o, rc);
 
     mml_data_t data;
     double t0 = now_s();
     mml_status st = o.data ? mml_data_load(o.data, &data) : mml_data_synthetic(&o.syn, &data);
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+        mml_model_free(m);
         return finish(&o, 1);
     }
     g_data = &data;
-    o.cfg.n_users = data.n_users;
-    o.cfg.n_items = data.n_items;
-    o.cfg.n_domains = data.n_domains;
-    if (data.pretrained_dim > 0) {
-        o.cfg.pretrained = 1;
-        o.cfg.emb_dim = data.pretrained_dim;
-    }
-    mml_model_t *m;
-    if (o.resume) {
-        st = mml_model_load(o.resume, &m);
-        if (!st) o.cfg = *mml_model_config(m);
-    } else {
+    if (!m) {
+        o.cfg.n_users = data.n_users;
+        o.cfg.n_items = data.n_items;
+        o.cfg.n_domains = data.n_domains;
+        if (data.pretrained_dim > 0) {
+            o.cfg.pretrained = 1;
+            o.cfg.emb_dim = data.pretrained_dim;
+        }
         st = mml_model_create(&o.cfg, &m);
     }
 #ifdef MOEMLORA_TRAIN_MPI
@@ -366,30 +577,13 @@ int main(int argc, char **argv) {
 #endif
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
+        mml_model_free(m);
         mml_data_free(&data);
         return finish(&o, 1);
     }
-    if (!o.quiet) {
-        char rank[48] = "";
-        if (o.cfg.adapter != MML_ADAPTER_NONE)
-            snprintf(rank, sizeof rank, o.cfg.lora_r > 0 ? " (rank %d)" : " (lora_reduce %d)",
-                     o.cfg.lora_r > 0 ? o.cfg.lora_r : o.cfg.lora_reduce);
-        char procs[48] = "";
-        if (o.world > 1) snprintf(procs, sizeof procs, " | %d processes", o.world);
-        printf("data: %s | %d users, %d items, %d domains | train %lld, val %lld, test %lld\n"
-               "model: %s + %s%s | %lld parameters | kernels: %s | %d thread%s%s\n",
-               o.data ? o.data : "synthetic", data.n_users, data.n_items, data.n_domains,
-               (long long)data.split[0].n, (long long)data.split[1].n, (long long)data.split[2].n,
-               mml_model_kind_name(o.cfg.model), mml_adapter_name(o.cfg.adapter), rank,
-               (long long)mml_model_param_count(m, 0), mml_model_isa(m), o.cfg.threads,
-               o.cfg.threads > 1 ? "s" : "", procs);
-    }
-    o.fit.progress = on_progress;
-    o.fit.checkpoint_path = o.save;
-    o.fit.user = &o;
+    if (!o.quiet) print_header(&o, &data, m);
     mml_metrics_t test;
-    st = mml_fit(m, &data, &o.fit, &test);
-    int rc = 0;
+    st = train(&o, m, &data, &test);
     if (st) {
         fprintf(stderr, "moemlora-train: %s\n", mml_last_error());
         rc = 1;

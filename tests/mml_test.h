@@ -129,17 +129,21 @@ static mml_model_t *make_model(const mml_config_t *c) {
 #endif
 
 #ifdef MOEMLORA_SOURCE_DIR
-/* The real data set ../shared/data/SUB (next to the project) when it holds
- * PROBE: its path in raw and 1; else a SKIP line saying what is skipped, 0. */
+/* The real data set SUB when it holds PROBE: its path in raw and 1; else a
+ * line saying which path is missing and what is skipped, and 0. The data sets
+ * are in $MOEMLORA_DATA_DIR when that is set, else in ../shared/data next to
+ * the project. */
 #if defined(__GNUC__)
 __attribute__((unused))
 #endif
 static int mmlt_real_data(const char *sub, const char *probe, const char *what, char *raw, size_t n) {
     char path[2048];
-    snprintf(raw, n, "%s/../shared/data/%s", MOEMLORA_SOURCE_DIR, sub);
+    const char *env = getenv("MOEMLORA_DATA_DIR");
+    if (env && *env) snprintf(raw, n, "%s/%s", env, sub);
+    else snprintf(raw, n, "%s/../shared/data/%s", MOEMLORA_SOURCE_DIR, sub);
     snprintf(path, sizeof path, "%s/%s", raw, probe);
     if (access(path, R_OK) == 0) return 1;
-    printf("SKIP: ../shared/data/%s not found: %s is skipped\n", sub, what);
+    printf("skipped: %s: %s is missing\n", what, path);
     return 0;
 }
 #endif

@@ -1,13 +1,20 @@
 /* Tests of the data chapter: split semantics, CSV layout round trip and error
- * reporting, binary cache, MovieLens (synthetic + real when present), Taobao
- * (synthetic raw set through the real loader). */
+ * reporting, binary cache and when it is used (stale caches rebuilt), a new
+ * set replacing an old one whole (a full disk, SIGKILL at many points, user
+ * files refused), size limits and messages; and the recipes of
+ * examples/mml_recipes.h: MovieLens (synthetic + real when present), Taobao
+ * (synthetic raw set through the real loader), the float parser. */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
+#include "../examples/mml_recipes.h"
 #include "mml_test.h"
 
+#include <errno.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -330,8 +337,8 @@ static void test_csv_bad(void) {
         {"domain_1/train.csv", "uid,pid,domain,label\n1,x2,1,0\n", "train.csv:2: pid is not an integer: \"x2\"", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,\n", "train.csv:2: label must be 0 or 1, got \"\"", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n-1,2,1,0\n", "train.csv:2: uid must be >= 0", MML_ERR_FORMAT},
-        {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n10,2,1,0\n", "train.csv:3: uid 10 out of range", MML_ERR_FORMAT},
-        {"domain_1/train.csv", "uid,pid,domain,label\n1,10,1,0\n", "train.csv:2: pid 10 out of range", MML_ERR_FORMAT},
+        {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n10,2,1,0\n", "train.csv:3: uid 10 is out of range (n_users=10)", MML_ERR_FORMAT},
+        {"domain_1/train.csv", "uid,pid,domain,label\n1,10,1,0\n", "train.csv:2: pid 10 is out of range (n_items=10)", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,0,0\n", "train.csv:2: domain column is 0", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\r\n1,2,1,2\r\n", "train.csv:2: label must be 0 or 1, got \"2\"", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,1.0\n", "train.csv:2: label must be 0 or 1", MML_ERR_FORMAT},
@@ -340,7 +347,7 @@ static void test_csv_bad(void) {
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n3,4", "train.csv:3: truncated last line", MML_ERR_FORMAT},
         {"domain_1/train.csv", "uid,pid,domain,label\n1,2,1,0\n\n3,4,1,0\n", "train.csv:3: empty line", MML_ERR_FORMAT},
         {"domain_1/train.csv", "", "train.csv:1: empty file", MML_ERR_FORMAT},
-        {"domain_1/train.csv", "uid,pid,domain,label\n99999999999999999999,2,1,0\n", "train.csv:2: uid is not an integer", MML_ERR_FORMAT},
+        {"domain_1/train.csv", "uid,pid,domain,label\n99999999999999999999,2,1,0\n", "train.csv:2: uid 99999999999999999999 is out of range", MML_ERR_FORMAT},
         {"meta.txt", "format=moemlora-data-1\nn_domains=abc\n", "meta.txt:2: bad value \"abc\" for n_domains", MML_ERR_FORMAT},
         {"meta.txt", "format=moemlora-data-9\nn_domains=2\n", "meta.txt:1: unsupported format", MML_ERR_FORMAT},
         {"meta.txt", "format=moemlora-data-1\nn_domains=2\nhello\n", "meta.txt:3: expected key=value", MML_ERR_FORMAT},
@@ -417,7 +424,7 @@ static void test_cache_bad(void) {
     buf[8] = 9; /* version */
     CHECK(mml__cache_decode(buf, (size_t)len, "x", &b) == MML_ERR_FORMAT && has(mml_last_error(), "version"),
           "version: %s", mml_last_error());
-    buf[8] = 1;
+    buf[8] = MML__CACHE_VERSION;
     buf[12] = 0x01, buf[15] = 0x04; /* byte-swapped marker */
     CHECK(mml__cache_decode(buf, (size_t)len, "x", &b) == MML_ERR_FORMAT && has(mml_last_error(), "byte order"),
           "byte order: %s", mml_last_error());
@@ -447,8 +454,8 @@ static void test_movielens_small(void) {
     put_file(d4, "ratings.dat",
              "1::1193::5::978300760\n1::661::3::978302109\n2::914::5::978301968\n7::3408::4::978300275\r\n"
              "9::2355::5::978824291\n9::1197::1::978302268\n7::1193::2::978301368\n2::661::5::978824268");
-    CHECK_OK(mml_movielens_load(d3, "gender", 123, &a));
-    CHECK_OK(mml_movielens_load(d4, "gender", 123, &b));
+    CHECK_OK(mmlr_movielens_load(d3, "gender", 123, &a));
+    CHECK_OK(mmlr_movielens_load(d4, "gender", 123, &b));
     CHECK(data_equal(&a, &b), "3-field and 4-field ratings give the same data");
     n = a.split[0].n + a.split[1].n + a.split[2].n;
     for (s = 0; s < 3; s++)
@@ -458,44 +465,44 @@ static void test_movielens_small(void) {
     CHECK(!strcmp(a.domain_names[0], "F") && !strcmp(a.domain_names[1], "M"), "gender names");
     mml_data_free(&a);
     mml_data_free(&b);
-    CHECK_OK(mml_movielens_load(d4, "age", 1, &a));
+    CHECK_OK(mmlr_movielens_load(d4, "age", 1, &a));
     CHECK(a.n_domains == 7 && !strcmp(a.domain_names[6], "56+"), "age domains");
     mml_data_free(&a);
-    CHECK_OK(mml_movielens_load(d4, "occupation", 1, &a));
+    CHECK_OK(mmlr_movielens_load(d4, "occupation", 1, &a));
     CHECK(a.n_domains == 21 && !strcmp(a.domain_names[10], "K-12 student"), "occupation domains");
     mml_data_free(&a);
     /* malformed lines name file:line */
     put_file(d3, "ratings.no-timestamp.dat", "1::1193::5\n1::661\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
               has(mml_last_error(), "ratings.no-timestamp.dat:2: expected 3 or 4 fields"),
           "short rating line: %s", mml_last_error());
     put_file(d3, "ratings.no-timestamp.dat", "1::1193::5\n5::661::3\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":2: user 5 is not"),
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":2: user 5 is not"),
           "unknown user: %s", mml_last_error());
     put_file(d3, "ratings.no-timestamp.dat", "1::1193::6\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":1: rating must be"),
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), ":1: rating must be"),
           "rating 6: %s", mml_last_error());
     put_file(d3, "users.dat", "1::F::1::10::48067\n2::X::56::16::70072\n");
-    CHECK(mml_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
+    CHECK(mmlr_movielens_load(d3, "gender", 1, &a) == MML_ERR_FORMAT &&
               has(mml_last_error(), "users.dat:2: gender must be F or M"),
           "gender X: %s", mml_last_error());
     put_file(d3, "users.dat", "1::F::2::10::48067\n");
-    CHECK(mml_movielens_load(d3, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "users.dat:1: age code"),
+    CHECK(mmlr_movielens_load(d3, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "users.dat:1: age code"),
           "age 2: %s", mml_last_error());
-    CHECK(mml_movielens_load(d3, "zip", 1, &a) == MML_ERR_ARG, "unknown split kind");
-    CHECK(mml_movielens_load(dk, "age", 1, &a) == MML_ERR_IO, "empty dir");
+    CHECK(mmlr_movielens_load(d3, "zip", 1, &a) == MML_ERR_ARG, "unknown split kind");
+    CHECK(mmlr_movielens_load(dk, "age", 1, &a) == MML_ERR_IO, "empty dir");
     /* ML-100K format */
     put_file(dk, "u.occupation", "administrator\nartist\nwriter\n");
     put_file(dk, "u.user", "1|24|M|writer|85711\n2|53|F|artist|94043\n3|17|M|administrator|32067\n");
     put_file(dk, "u.data", "1\t10\t5\t881250949\n2\t20\t3\t891717742\n3\t10\t4\n3\t30\t5\t878887116\n");
-    CHECK_OK(mml_movielens_load(dk, "age", 1, &a));
+    CHECK_OK(mmlr_movielens_load(dk, "age", 1, &a));
     CHECK(a.n_domains == 7 && a.n_users == 3 && a.n_items == 3, "100K age");
     mml_data_free(&a);
-    CHECK_OK(mml_movielens_load(dk, "occupation", 1, &a));
+    CHECK_OK(mmlr_movielens_load(dk, "occupation", 1, &a));
     CHECK(a.n_domains == 3 && !strcmp(a.domain_names[2], "writer"), "100K occupation names from u.occupation");
     mml_data_free(&a);
     put_file(dk, "u.user", "1|24|M|pilot|85711\n");
-    CHECK(mml_movielens_load(dk, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "u.user:1: occupation \"pilot\""),
+    CHECK(mmlr_movielens_load(dk, "age", 1, &a) == MML_ERR_FORMAT && has(mml_last_error(), "u.user:1: occupation \"pilot\""),
           "unknown occupation: %s", mml_last_error());
     mmlt_rm_tree(d3);
     mmlt_rm_tree(d4);
@@ -516,7 +523,7 @@ static void check_real(const char *sub, const char *probe, int64_t n_ratings, in
         mml_data_t d;
         int64_t n = 0, pos = 0, i;
         clock_t t0 = clock();
-        CHECK_OK(mml_movielens_load(raw, kinds[k], 123, &d));
+        CHECK_OK(mmlr_movielens_load(raw, kinds[k], 123, &d));
         for (s = 0; s < 3; s++) {
             n += d.split[s].n;
             for (i = 0; i < d.split[s].n; i++) pos += d.split[s].label[i] != 0;
@@ -553,8 +560,8 @@ static void test_taobao(void) {
     int s, k;
     int64_t i, npos_all = 0;
     mmlt_ctx = "taobao";
-    CHECK_OK(mml_taobao_write_synthetic(dir, 400, 800, 5, 6000, 8, 42));
-    CHECK_OK(mml_taobao_load(dir, 3, 123, &d));
+    CHECK_OK(mmlr_taobao_write_synthetic(dir, 400, 800, 5, 6000, 8, 42));
+    CHECK_OK(mmlr_taobao_load(dir, 3, 123, &d));
     CHECK(d.n_domains == 3 && d.pretrained_dim == 8 && d.user_emb && d.item_emb, "3 themes, dim 8 embeddings");
     CHECK(d.domain_names && !strcmp(d.domain_names[0], "theme_1000") && !strcmp(d.domain_names[2], "theme_1034"),
           "first themes in ascending id order");
@@ -595,10 +602,10 @@ static void test_taobao(void) {
     }
     {
         mml_data_t e;
-        CHECK_OK(mml_taobao_load(dir, 3, 123, &e));
+        CHECK_OK(mmlr_taobao_load(dir, 3, 123, &e));
         CHECK(data_equal(&d, &e), "deterministic");
         mml_data_free(&e);
-        CHECK_OK(mml_taobao_load(dir, 0, 123, &e));
+        CHECK_OK(mmlr_taobao_load(dir, 0, 123, &e));
         CHECK(e.n_domains == 5, "all themes");
         mml_data_free(&e);
     }
@@ -607,22 +614,22 @@ static void test_taobao(void) {
     put_file(d2, "user_embedding.csv", "user_id,emb\n10,0.5,-1e-2\n20,1.5,2\n");
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3,4\n9,5,6\n");
     put_file(d2, "theme_click_log.csv", "theme_id,item_id,extra,user_id\n3,7,x,10\n3,8,y,20\n3,9,z,99\n3,7,x,10\n");
-    CHECK_OK(mml_taobao_load(d2, 0, 1, &d));
+    CHECK_OK(mmlr_taobao_load(d2, 0, 1, &d));
     CHECK(d.n_users == 2 && d.n_items == 2 && d.pretrained_dim == 2 && d.user_emb[1] == -0.01f && d.item_emb[3] == 4,
           "small taobao: users %d items %d", d.n_users, d.n_items);
     mml_data_free(&d);
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: too few values"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: too few values"),
           "dim mismatch: %s", mml_last_error());
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3,abc\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: value 2 is not"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "item_embedding.csv:3: value 2 is not"),
           "bad float: %s", mml_last_error());
     put_file(d2, "item_embedding.csv", "item_id,emb\n7,1,2\n8,3,4\n");
     put_file(d2, "theme_click_log.csv", "theme_id,item_id,user_id\n3,7,10\n3,8\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:3: expected 3 columns"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:3: expected 3 columns"),
           "short click line: %s", mml_last_error());
     put_file(d2, "theme_click_log.csv", "theme,item_id,user_id\n3,7,10\n");
-    CHECK(mml_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:1: header"),
+    CHECK(mmlr_taobao_load(d2, 0, 1, &d) == MML_ERR_FORMAT && has(mml_last_error(), "theme_click_log.csv:1: header"),
           "header: %s", mml_last_error());
     mmlt_rm_tree(dir);
     mmlt_rm_tree(d2);
@@ -630,9 +637,516 @@ static void test_taobao(void) {
     free(d2);
 }
 
+
+/* ---- a prepared folder stays one consistent set ---- */
+
+/* A data set of n rows; seed changes the content, dim > 0 adds embeddings. */
+static void make_set(int64_t n, uint64_t seed, int dim, mml_data_t *d) {
+    raw_t r = make_raw(n, seed);
+    CHECK_OK(mml_data_split(r.n, r.uid, r.pid, r.dom, r.label, (int32_t)r.n, 97, 5, seed, d));
+    add_names_and_emb(d, dim);
+    free_raw(&r);
+}
+
+/* The prepared layout plus the binary cache written next to it. */
+static void write_set_and_cache(const mml_data_t *d, const char *dir) {
+    char path[1024];
+    CHECK_OK(mml_data_save_dir(d, dir));
+    snprintf(path, sizeof path, "%s/data.mmlc", dir);
+    CHECK_OK(mml_data_save_cache(d, path));
+}
+
+static int same_mtime(const struct stat *a, const struct stat *b) {
+    return a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Overwrites dir/name with n bytes as an editor would. A rewrite of the same
+ * size within one tick of the filesystem's clock keeps the old mtime, which
+ * no reader could tell from no edit: such a rewrite is repeated until the
+ * clock has moved on (polling the file, no fixed wait). */
+static void edit_file(const char *dir, const char *name, const void *text, size_t n) {
+    char p[1024];
+    struct stat before, after;
+    int tries;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    CHECK(stat(p, &before) == 0, "%s exists", p);
+    for (tries = 0; tries < 10000; tries++) {
+        FILE *f = fopen(p, "wb");
+        CHECK(f && fwrite(text, 1, n, f) == n, "rewrite %s", p);
+        if (f) fclose(f);
+        if (stat(p, &after) != 0 || after.st_size != before.st_size || !same_mtime(&before, &after)) return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    CHECK(0, "%s: mtime never changed", p);
+}
+
+static void copy_file(const char *from, const char *to) {
+    size_t n;
+    unsigned char *b = mmlt_read_file(from, &n);
+    FILE *f = fopen(to, "wb");
+    CHECK(b && f && fwrite(b, 1, n, f) == n, "copy %s -> %s", from, to);
+    if (f) fclose(f);
+    free(b);
+}
+
+/* The four ways a cache went stale in the field: an edited CSV, an edited
+ * meta.txt, a deleted domain folder, another data set's cache copied in. The
+ * load must see the CSVs as they are now. */
+static void stale_cache_cases(void (*write_set)(const mml_data_t *, const char *)) {
+    mml_data_t a, b, x;
+    char *dir = mkdir_tmp(), *other = mkdir_tmp(), p[1024], q[1024];
+    unsigned char *text;
+    size_t n;
+    make_set(600, 21, 2, &a);
+    make_set(400, 22, 0, &b);
+    write_set(&a, dir);
+    /* a label edited to 7: the CSV's own error, with file:line */
+    snprintf(p, sizeof p, "%s/domain_0/train.csv", dir);
+    text = mmlt_read_file(p, &n);
+    if (text) {
+        char *nl = strchr((char *)text, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
+        if (end) end[-1] = '7';
+        edit_file(dir, "domain_0/train.csv", text, n);
+        free(text);
+    }
+    CHECK(mml_data_load(dir, &x) == MML_ERR_FORMAT && has(mml_last_error(), "domain_0/train.csv:2: label must be 0 or 1"),
+          "edited label: %s", mml_last_error());
+    mml_data_free(&x);
+    write_set(&a, dir);
+    /* meta.txt now says one domain */
+    snprintf(p, sizeof p, "%s/meta.txt", dir);
+    text = mmlt_read_file(p, &n);
+    if (text) {
+        char *nd = strstr((char *)text, "n_domains=5");
+        if (nd) nd[10] = '1';
+        edit_file(dir, "meta.txt", text, n);
+        free(text);
+    }
+    CHECK(mml_data_load(dir, &x) != MML_OK && has(mml_last_error(), "meta.txt"), "edited meta.txt: %s",
+          mml_last_error());
+    mml_data_free(&x);
+    write_set(&a, dir);
+    /* domain_1/ deleted */
+    snprintf(p, sizeof p, "%s/domain_1", dir);
+    mmlt_rm_tree(p);
+    CHECK(mml_data_load(dir, &x) == MML_ERR_IO && has(mml_last_error(), "domain_1/train.csv"), "deleted domain: %s",
+          mml_last_error());
+    mml_data_free(&x);
+    write_set(&a, dir);
+    /* another data set's cache copied in: the folder's own data, cache rebuilt */
+    write_set(&b, other);
+    snprintf(p, sizeof p, "%s/data.mmlc", other);
+    snprintf(q, sizeof q, "%s/data.mmlc", dir);
+    copy_file(p, q);
+    CHECK_OK(mml_data_load(dir, &x));
+    CHECK(data_equal(&a, &x), "foreign cache: loaded %d users, %d domains; the folder has %d, %d", x.n_users,
+          x.n_domains, a.n_users, a.n_domains);
+    mml_data_free(&x);
+    CHECK_OK(mml_data_load_cache(q, &x));
+    CHECK(data_equal(&a, &x), "the cache was rebuilt from the folder");
+    mml_data_free(&x);
+    mml_data_free(&a);
+    mml_data_free(&b);
+    mmlt_rm_tree(dir);
+    mmlt_rm_tree(other);
+    free(dir);
+    free(other);
+}
+
+/* The set with its cache as moemlora-prepare writes it. */
+static void write_prepared(const mml_data_t *d, const char *dir) { CHECK_OK(mml_data_save_prepared(d, dir, 1)); }
+
+static int same_file(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_size == b->st_size && same_mtime(a, b);
+}
+
+/* A current cache is used as it is; one of an older version is rebuilt;
+ * a cache alone in its folder (no CSVs to vouch for) is still read. */
+static void cache_kept_or_rebuilt(void) {
+    mml_data_t a, x;
+    char *dir = mkdir_tmp(), *alone = mkdir_tmp(), path[1024];
+    struct stat before, after;
+    unsigned char *b;
+    size_t n;
+    make_set(500, 51, 2, &a);
+    write_prepared(&a, dir);
+    snprintf(path, sizeof path, "%s/data.mmlc", dir);
+    CHECK(stat(path, &before) == 0, "the set has a cache");
+    CHECK_OK(mml_data_load(dir, &x));
+    CHECK(data_equal(&a, &x), "current cache loads");
+    mml_data_free(&x);
+    CHECK(stat(path, &after) == 0 && same_file(&before, &after), "a current cache is not rewritten");
+    /* version 1: rebuilt, not an error */
+    b = mmlt_read_file(path, &n);
+    if (b && n > 8) {
+        b[8] = 1;
+        put_file(dir, "data.mmlc", "");
+        FILE *f = fopen(path, "wb");
+        CHECK(f && fwrite(b, 1, n, f) == n, "write old version");
+        if (f) fclose(f);
+    }
+    free(b);
+    CHECK_OK(mml_data_load(dir, &x));
+    CHECK(data_equal(&a, &x), "old-version cache: the folder's data");
+    mml_data_free(&x);
+    b = mmlt_read_file(path, &n);
+    CHECK(b && n > 8 && b[8] == MML__CACHE_VERSION, "old-version cache rewritten as version %u", MML__CACHE_VERSION);
+    free(b);
+    /* a cache with no folder to check against */
+    snprintf(path, sizeof path, "%s/data.mmlc", alone);
+    CHECK_OK(mml_data_save_cache(&a, path));
+    CHECK_OK(mml_data_load(alone, &x));
+    CHECK(data_equal(&a, &x), "a cache alone in its folder loads");
+    mml_data_free(&x);
+    snprintf(path, sizeof path, "%s/data.mmlc", dir);
+    CHECK_OK(mml_data_load_cache(path, &x));
+    CHECK(data_equal(&a, &x), "mml_data_load_cache reads a cache by itself");
+    mml_data_free(&x);
+    mml_data_free(&a);
+    mmlt_rm_tree(dir);
+    mmlt_rm_tree(alone);
+    free(dir);
+    free(alone);
+}
+
+static void test_stale_cache(void) {
+    mmlt_ctx = "stale-cache";
+    stale_cache_cases(write_set_and_cache);
+    mmlt_ctx = "stale-cache-prepared";
+    stale_cache_cases(write_prepared);
+    mmlt_ctx = "cache-kept";
+    cache_kept_or_rebuilt();
+}
+
+/* Names in dir other than keep, joined by spaces into out. */
+static int other_entries(const char *dir, const char *keep, char *out, size_t cap) {
+    DIR *dh = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    out[0] = 0;
+    while (dh && (e = readdir(dh)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, keep)) continue;
+        if (strlen(out) + strlen(e->d_name) + 2 < cap) {
+            strcat(out, " ");
+            strcat(out, e->d_name);
+        }
+        n++;
+    }
+    if (dh) closedir(dh);
+    return n;
+}
+
+static size_t write_all_fd(int fd, const void *buf, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = write(fd, (const char *)buf + done, n - done);
+        if (k <= 0) break;
+        done += (size_t)k;
+    }
+    return done;
+}
+
+/* A disk with *user bytes left (SIZE_MAX: count what is written). */
+static size_t budget_hook(const void *buf, size_t size, void *file, void *user) {
+    size_t *left = (size_t *)user;
+    if (*left != (size_t)-1) {
+        if (size > *left) {
+            errno = ENOSPC;
+            return 0;
+        }
+        *left -= size;
+    }
+    return write_all_fd(*(int *)file, buf, size);
+}
+
+static size_t count_hook(const void *buf, size_t size, void *file, void *user) {
+    *(size_t *)user += size;
+    return write_all_fd(*(int *)file, buf, size);
+}
+
+/* A full disk at several points while a new set replaces an old one: the old
+ * set stays whole and loads, and nothing is left beside it. */
+static void test_swap_full_disk(void) {
+    mml_data_t a, b, x;
+    char *root = mkdir_tmp(), *scratch = mkdir_tmp(), dir[1024], rest[512];
+    size_t total = 0, left;
+    int i;
+    mmlt_ctx = "swap-full-disk";
+    make_set(3000, 31, 3, &a);
+    make_set(2000, 32, 3, &b);
+    snprintf(dir, sizeof dir, "%s/set", root);
+    mml_set_write_hook(count_hook, &total);
+    CHECK_OK(mml_data_save_dir(&b, scratch)); /* how many bytes B takes */
+    mml_set_write_hook(NULL, NULL);
+    CHECK_OK(mml_data_save_dir(&a, dir));
+    for (i = 0; i <= 8; i++) {
+        left = i == 8 ? total - 1 : total * (size_t)i / 8;
+        mml_set_write_hook(budget_hook, &left);
+        CHECK(mml_data_save_dir(&b, dir) != MML_OK, "disk full at step %d: reported", i);
+        mml_set_write_hook(NULL, NULL);
+        CHECK_OK(mml_data_load(dir, &x));
+        CHECK(data_equal(&a, &x), "disk full at step %d of 8 (%zu bytes): the old set is whole", i, total);
+        mml_data_free(&x);
+        CHECK(other_entries(root, "set", rest, sizeof rest) == 0, "left beside the set:%s", rest);
+    }
+    CHECK_OK(mml_data_save_dir(&b, dir));
+    CHECK_OK(mml_data_load(dir, &x));
+    CHECK(data_equal(&b, &x), "the new set replaces the old one");
+    mml_data_free(&x);
+    CHECK(other_entries(root, "set", rest, sizeof rest) == 0, "left beside the set:%s", rest);
+    mml_data_free(&a);
+    mml_data_free(&b);
+    mmlt_rm_tree(root);
+    mmlt_rm_tree(scratch);
+    free(root);
+    free(scratch);
+}
+
+/* Progress of a preparing child: one byte down a pipe per write; at write
+ * number kill_stop it waits there to be killed. */
+static int progress_fd = -1;
+static long progress_n, progress_stop;
+
+static size_t progress_hook(const void *buf, size_t size, void *file, void *user) {
+    size_t k = write_all_fd(*(int *)file, buf, size);
+    char c = 1;
+    (void)user;
+    if (write(progress_fd, &c, 1) != 1) _exit(3);
+    if (++progress_n == progress_stop)
+        for (;;) pause();
+    return k;
+}
+
+/* Forks a child that prepares B, A, B, ... into dir (with the cache or
+ * without) and kills it once it has made `after` writes (read from the
+ * pipe: no timing), either inside that write or wherever it has got to by
+ * then. Returns 0 if the child ended first. */
+static int kill_midway(const mml_data_t *a, const mml_data_t *b, const char *dir, long after, int inside, int cache) {
+    int pfd[2], status;
+    long seen = 0;
+    char c;
+    pid_t pid;
+    if (pipe(pfd) != 0) return 0;
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid == 0) {
+        long i;
+        close(pfd[0]);
+        progress_fd = pfd[1];
+        progress_stop = inside ? after : 0;
+        mml_set_write_hook(progress_hook, NULL);
+        for (i = 0;; i++)
+            if (mml_data_save_prepared(i % 2 ? a : b, dir, cache) != MML_OK) _exit(2);
+    }
+    close(pfd[1]);
+    while (seen < after && read(pfd[0], &c, 1) == 1) seen++;
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    close(pfd[0]);
+    return seen == after;
+}
+
+/* SIGKILL of a process preparing into an existing folder, at many points:
+ * every time the folder loads as the whole old set or the whole new one. */
+static void test_swap_kill(void) {
+    mml_data_t a, b, x;
+    char *root = mkdir_tmp(), dir[1024], rest[512];
+    int i, landed = 0, n_old = 0, n_new = 0, rounds = mmlt_quick() ? 8 : 24;
+    mmlt_ctx = "swap-kill";
+    make_set(3000, 41, 0, &a);
+    make_set(2000, 42, 0, &b);
+    snprintf(dir, sizeof dir, "%s/set", root);
+    CHECK_OK(mml_data_save_dir(&a, dir));
+    for (i = 0; i < rounds; i++) {
+        /* a set is 16 files of one write each (17 with the cache): points
+         * spread over two sets */
+        long after = 1 + (long)(i * 7) % 40;
+        int st;
+        landed += kill_midway(&a, &b, dir, after, i % 2, i % 4 >= 2);
+        st = mml_data_load(dir, &x);
+        CHECK(st == MML_OK, "kill %d after write %ld: %s", i, after, mml_last_error());
+        if (st == MML_OK) {
+            int old = data_equal(&a, &x), fresh = data_equal(&b, &x);
+            CHECK(old || fresh, "kill %d after write %ld: the folder holds neither set whole", i, after);
+            n_old += old;
+            n_new += fresh;
+        }
+        mml_data_free(&x);
+    }
+    printf("swap-kill: %d kills (%d midway), then %d old sets and %d new\n", rounds, landed, n_old, n_new);
+    CHECK(landed == rounds, "every child was killed midway");
+    CHECK_OK(mml_data_save_dir(&b, dir)); /* cleans what the killed ones left */
+    CHECK(other_entries(root, "set", rest, sizeof rest) == 0, "left beside the set:%s", rest);
+    mml_data_free(&a);
+    mml_data_free(&b);
+    mmlt_rm_tree(root);
+    free(root);
+}
+
+/* A folder holding anything but a prepared set is refused and left as it
+ * was; a name that cannot be swapped is refused; so is a set larger than
+ * the free space (checked through the estimate, as no test disk is full). */
+static void test_swap_refusals(void) {
+    mml_data_t a, x;
+    char *root = mkdir_tmp(), dir[1024], p[1100];
+    mmlt_ctx = "swap-refusals";
+    make_set(500, 61, 0, &a);
+    snprintf(dir, sizeof dir, "%s/set/", root); /* a trailing slash names the same folder */
+    CHECK_OK(mml_data_save_dir(&a, dir));
+    put_file(dir, "notes.txt", "mine\n");
+    CHECK(mml_data_save_dir(&a, dir) == MML_ERR_IO && has(mml_last_error(), "notes.txt") &&
+              has(mml_last_error(), "nothing was changed"),
+          "foreign file: %s", mml_last_error());
+    CHECK(file_exists(dir, "notes.txt") && file_exists(dir, "meta.txt"), "folder untouched");
+    remove(strcat(strcpy(p, dir), "notes.txt"));
+    put_file(dir, "domain_1/notes.txt", "mine\n");
+    CHECK(mml_data_save_dir(&a, dir) == MML_ERR_IO && has(mml_last_error(), "domain_1/notes.txt"),
+          "foreign file in a domain folder: %s", mml_last_error());
+    remove(strcat(strcpy(p, dir), "domain_1/notes.txt"));
+    CHECK_OK(mml_data_save_dir(&a, dir));
+    CHECK_OK(mml_data_load(dir, &x));
+    CHECK(data_equal(&a, &x), "saved again once the folder is clean");
+    mml_data_free(&x);
+    CHECK(mml_data_save_dir(&a, ".") == MML_ERR_ARG && has(mml_last_error(), "name the folder"), "\".\": %s",
+          mml_last_error());
+    /* a link to the set's folder: the set is replaced where it leads */
+    {
+        char link[1100];
+        struct stat st;
+        snprintf(link, sizeof link, "%s/link", root);
+        CHECK(symlink("set", link) == 0, "symlink");
+        CHECK_OK(mml_data_save_dir(&a, link));
+        CHECK_OK(mml_data_save_dir(&a, link));
+        CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the link stays a link");
+        CHECK_OK(mml_data_load(link, &x));
+        CHECK(data_equal(&a, &x), "loads through the link");
+        mml_data_free(&x);
+    }
+    CHECK(mml__check_space(dir, 1e18) == MML_ERR_IO && has(mml_last_error(), "needs about 1000000000 GB") &&
+              has(mml_last_error(), "GB free on"),
+          "space: %s", mml_last_error());
+    CHECK(mml__set_bytes(&a, 1) > mml__set_bytes(&a, 0) && mml__set_bytes(&a, 0) > 500 * 8, "set size estimate");
+    mml_data_free(&a);
+    mmlt_rm_tree(root);
+    free(root);
+}
+
+/* ---- sizes and messages ---- */
+
+/* Absurd sizes are refused before anything is written; so is a set that
+ * cannot fit the free space. A disk of 64 KB guards against a writer that
+ * would start anyway. */
+static void test_sizes(void) {
+    char *root = mkdir_tmp(), out[1024];
+    size_t left = 65536;
+    mmlt_ctx = "sizes";
+    snprintf(out, sizeof out, "%s/gen", root);
+    mml_set_write_hook(budget_hook, &left);
+    CHECK(mmlr_taobao_write_synthetic(out, 100, 100, 2, 99999999999999LL, 4, 1) == MML_ERR_ARG &&
+              has(mml_last_error(), "n_clicks 99999999999999 is too large (at most 2147483647)"),
+          "clicks: %s", mml_last_error());
+    CHECK(mmlr_taobao_write_synthetic(out, 100, 100, 2000000, 10, 4, 1) == MML_ERR_ARG &&
+              has(mml_last_error(), "n_themes 2000000 is too large (at most 1000000)"),
+          "themes: %s", mml_last_error());
+    CHECK(mmlr_taobao_write_synthetic(out, 600000000, 100, 2, 10, 4, 1) == MML_ERR_ARG &&
+              has(mml_last_error(), "n_users 600000000 is too large (at most 536870911)"),
+          "users: %s", mml_last_error());
+    CHECK(mmlr_taobao_write_synthetic(out, 500000000, 500000000, 10, 2000000000, 65536, 1) == MML_ERR_IO &&
+              has(mml_last_error(), "needs about") && has(mml_last_error(), "GB free on"),
+          "free space: %s", mml_last_error());
+    mml_set_write_hook(NULL, NULL);
+    CHECK(!file_exists(root, "gen"), "nothing written");
+    mmlt_rm_tree(root);
+    free(root);
+}
+
+/* Ids beyond what the format can hold say so, with file:line. */
+static void test_id_range(void) {
+    char *dir = mkdir_tmp(), *ml = mkdir_tmp(), *tb = mkdir_tmp();
+    mml_data_t d;
+    mmlt_ctx = "id-range";
+    /* the paper repo's layout (no meta.txt): ids become vocab sizes */
+    {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/domain_0", dir);
+        mkdir(p, 0777);
+    }
+    put_file(dir, "domain_0/train.csv", "uid,pid,domain,label\n1,2,0,1\n3000000000,1,0,1\n");
+    put_file(dir, "domain_0/val.csv", "uid,pid,domain,label\n1,2,0,1\n");
+    put_file(dir, "domain_0/test.csv", "uid,pid,domain,label\n1,2,0,1\n");
+    CHECK(mml_data_load(dir, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "domain_0/train.csv:3: uid 3000000000 is out of range (at most 2147483646)"),
+          "prepared uid: %s", mml_last_error());
+    put_file(dir, "domain_0/train.csv", "uid,pid,domain,label\n1,12345678901234567890,0,1\n");
+    CHECK(mml_data_load(dir, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "domain_0/train.csv:2: pid 12345678901234567890 is out of range (at most 2147483646)"),
+          "prepared pid, 20 digits: %s", mml_last_error());
+    /* MovieLens */
+    put_file(ml, "users.dat", "1::F::1::10::48067\n");
+    put_file(ml, "ratings.dat", "1::1193::5::978300760\n1::3000000000::5::978300760\n");
+    CHECK(mmlr_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "ratings.dat:2: item id 3000000000 is out of range (at most 2147483647)"),
+          "MovieLens item: %s", mml_last_error());
+    put_file(ml, "users.dat", "1::F::1::10::48067\n3000000000::M::1::10::48067\n");
+    CHECK(mmlr_movielens_load(ml, "gender", 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "users.dat:2: user id 3000000000 is out of range (at most 2147483647)"),
+          "MovieLens user: %s", mml_last_error());
+    /* Taobao raw ids are only keys: anything up to 18 digits */
+    put_file(tb, "user_embedding.csv", "user_id,emb\n10,0.5,1\n1234567890123456789,1,2\n");
+    put_file(tb, "item_embedding.csv", "item_id,emb\n7,1,2\n");
+    put_file(tb, "theme_click_log.csv", "user_id,item_id,theme_id\n10,7,3\n");
+    CHECK(mmlr_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "user_embedding.csv:3: id 1234567890123456789 is out of range (at most 999999999999999999)"),
+          "Taobao embedding id: %s", mml_last_error());
+    put_file(tb, "user_embedding.csv", "user_id,emb\n10,0.5,1\n3000000000,1,2\n");
+    put_file(tb, "theme_click_log.csv", "user_id,item_id,theme_id\n3000000000,7,3\n10,7,99999999999999999999\n");
+    CHECK(mmlr_taobao_load(tb, 0, 1, &d) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "theme_click_log.csv:3: theme_id 99999999999999999999 is out of range (at most 999999999999999999)"),
+          "Taobao theme id: %s", mml_last_error());
+    mmlt_rm_tree(dir);
+    mmlt_rm_tree(ml);
+    mmlt_rm_tree(tb);
+    free(dir);
+    free(ml);
+    free(tb);
+}
+
+/* A raw folder that cannot be read says why, not "no data set found". */
+static void test_raw_unreadable(void) {
+    char *root = mkdir_tmp(), loop[1024], none[1024];
+    mml_data_t d;
+    mmlt_ctx = "raw-unreadable";
+    snprintf(loop, sizeof loop, "%s/loop", root);
+    CHECK(symlink("loop", loop) == 0, "symlink");
+    CHECK(mmlr_movielens_load(loop, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), "cannot read") &&
+              has(mml_last_error(), strerror(ELOOP)),
+          "symlink loop: %s", mml_last_error());
+    snprintf(none, sizeof none, "%s/none", root);
+    CHECK(mmlr_movielens_load(none, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(ENOENT)),
+          "missing folder: %s", mml_last_error());
+    if (geteuid() != 0) {
+        char locked[1024];
+        snprintf(locked, sizeof locked, "%s/locked", root);
+        mkdir(locked, 0777);
+        put_file(locked, "users.dat", ML1M_USERS);
+        chmod(locked, 0);
+        CHECK(mmlr_movielens_load(locked, "gender", 1, &d) == MML_ERR_IO && has(mml_last_error(), strerror(EACCES)),
+              "folder without permission: %s", mml_last_error());
+        chmod(locked, 0700);
+    } else {
+        printf("raw-unreadable: running as root, the permission case is covered by the symlink loop only\n");
+    }
+    mmlt_rm_tree(root);
+    free(root);
+}
+
 static const char *parse_whole(const char *s) {
     float f;
-    return mml__parse_f32(s, s + strlen(s), &f);
+    return mmlr__parse_f32(s, s + strlen(s), &f);
 }
 
 static void test_float_parse(void) {
@@ -642,7 +1156,7 @@ static void test_float_parse(void) {
     mmlt_ctx = "float";
     for (i = 0; i < sizeof v / sizeof v[0]; i++) {
         float f = 0, ref = strtof(v[i], NULL);
-        const char *e = mml__parse_f32(v[i], v[i] + strlen(v[i]), &f);
+        const char *e = mmlr__parse_f32(v[i], v[i] + strlen(v[i]), &f);
         CHECK(e == v[i] + strlen(v[i]) && mmlt_close(f, ref, 1.2e-7, 0), "%s -> %g (strtof %g)", v[i], f, ref);
     }
     CHECK(parse_whole("abc") == NULL, "not a number");
@@ -657,6 +1171,13 @@ int main(void) {
     test_csv_ok();
     test_csv_bad();
     test_cache_bad();
+    test_stale_cache();
+    test_swap_full_disk();
+    test_swap_kill();
+    test_swap_refusals();
+    test_sizes();
+    test_id_range();
+    test_raw_unreadable();
     test_float_parse();
     test_movielens_small();
     test_movielens_real();

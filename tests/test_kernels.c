@@ -2,7 +2,9 @@
  * odd sizes, pointers off 64-byte alignment by one float, leading dimensions
  * larger than the widths, accumulate on/off, and guard zones that must stay
  * untouched. Tolerances come from error bounds (docs/KERNELS.md); data movement
- * and the dropout mask must match bit for bit. Also tests ISA dispatch. */
+ * and the dropout mask must match bit for bit (against a reference written
+ * here from the documented hash). Also tests ISA dispatch and every CRC32C
+ * path. */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora_simd.h"
@@ -66,9 +68,9 @@ static double ulp_diff(float a, float b) {
 
 static const mml_kernels_t *REF;
 static double max_ulp[32];  /* per elementwise transcendental kernel, for the docs */
-enum { U_SOFTMAX, U_SIGMOID, U_BCE_DZ, U_VEXP, U_VLOG, U_ADAM, U_BCE_SUM };
-static const char *ulp_names[] = {"softmax_rows", "sigmoid", "bce_logits dz", "vexp", "vlog",
-                                  "adam |dp|/lr", "bce_logits sum (rel)"};
+enum { U_SOFTMAX, U_SIGMOID, U_BCE_DZ, U_ADAM, U_BCE_SUM };
+static const char *ulp_names[] = {"softmax_rows", "sigmoid", "bce_logits dz", "adam |dp|/lr",
+                                  "bce_logits sum (rel)"};
 
 /* ---- gemm -------------------------------------------------------------- */
 typedef void (*gemm_fn)(int, int, int, const float *, int, const float *, int, float *, int, int);
@@ -198,68 +200,105 @@ static void test_relu(const mml_kernels_t *k) {
     }
 }
 
+/* ---- dropout ------------------------------------------------------------- */
+/* The dropout of docs/KERNELS.md, written out: y = keep ? x / (1 - rate) : 0,
+ * keep from a hash of (seed, offset + i). Every ISA's dropout_keep followed by
+ * mask_scale must give these bits. */
+static uint32_t ref_lowbias32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+static int ref_keep(uint64_t seed, uint64_t idx, float rate) {
+    uint32_t k1 = ref_lowbias32((uint32_t)seed ^ ref_lowbias32((uint32_t)(seed >> 32) + 0x9e3779b9U));
+    uint32_t k2 = ref_lowbias32(k1 + 0x632be5abU);
+    uint32_t key1 = ref_lowbias32(k1 ^ ((uint32_t)(idx >> 32) * 0x85ebca6bU));
+    uint32_t h = ref_lowbias32(ref_lowbias32((uint32_t)idx ^ key1) ^ k2);
+    double t = (double)rate * 16777216.0 + 0.5;
+    uint32_t thr = t >= 16777216.0 ? 16777216U : (uint32_t)t;
+    return (h >> 8) >= thr;
+}
+static void ref_dropout(int64_t n, const float *x, float *y, float rate, uint64_t seed, uint64_t offset) {
+    float scale = 1.0f / (1.0f - rate);
+    for (int64_t i = 0; i < n; i++) y[i] = ref_keep(seed, offset + (uint64_t)i, rate) ? x[i] * scale : 0.0f;
+}
+
+/* keep[] from dropout_keep, with a guard byte after it; 0 if the guard or a
+ * value other than 0/1 shows up. */
+static int keep_bytes(const mml_kernels_t *k, int64_t n, float rate, uint64_t seed, uint64_t offset, uint8_t *kp) {
+    memset(kp, 0xAB, (size_t)n + 1);
+    k->dropout_keep(n, rate, seed, offset, kp);
+    int ok = kp[n] == 0xAB;
+    for (int64_t i = 0; i < n; i++) ok &= kp[i] <= 1;
+    return ok;
+}
+
 static void test_dropout(const mml_kernels_t *k) {
-    static const uint64_t offsets[] = {0, 5, 4294967296ULL - 9, 0x123456789ULL};
-    static const float rates[] = {0.0f, 0.1f, 0.5f, 0.9f, 1.0f};
+    /* the last offsets put the index across 2^32 (the key of the high half changes) */
+    static const uint64_t offsets[] = {0, 5, 4294967296ULL - 9, 4294967296ULL - 1, 0x123456789ULL};
+    static const float rates[] = {0.1f, 0.5f, 0.9f};
     for (size_t l = 0; l < NLENS; l++)
-        for (size_t o = 0; o < 4; o++)
-            for (size_t q = 0; q < 5; q++) {
+        for (size_t o = 0; o < sizeof offsets / sizeof offsets[0]; o++)
+            for (size_t q = 0; q < sizeof rates / sizeof rates[0]; q++) {
                 int64_t n = LENS[l];
-                gbuf x = gb_new(n), y = gb_new(n), r = gb_new(n);
-                fill(x.p, n, -1, 1);
                 uint64_t seed = 0xC0FFEEULL + l * 977 + o;
-                k->dropout(n, x.p, y.p, rates[q], seed, offsets[o]);
-                REF->dropout(n, x.p, r.p, rates[q], seed, offsets[o]);
-                CHECK(bits_equal(y.p, r.p, n) && gb_guard_ok(&y), "dropout n=%lld off=%llu rate=%g",
-                      (long long)n, (unsigned long long)offsets[o], rates[q]);
-                /* the same mask as bytes, applied by mask_scale (also in place) */
-                if (rates[q] > 0.0f && rates[q] < 1.0f) {
-                    uint8_t *kp = (uint8_t *)malloc((size_t)n + 64), *kr = (uint8_t *)malloc((size_t)n + 64);
-                    if (!kp || !kr) abort();
-                    memset(kp, 0xAB, (size_t)n + 64);
-                    k->dropout_keep(n, rates[q], seed, offsets[o], kp);
-                    REF->dropout_keep(n, rates[q], seed, offsets[o], kr);
-                    int kok = memcmp(kp, kr, (size_t)n) == 0 && kp[n] == 0xAB;
-                    for (int64_t i = 0; i < n; i++) kok &= kp[i] <= 1;
-                    CHECK(kok, "dropout_keep n=%lld off=%llu rate=%g", (long long)n, (unsigned long long)offsets[o],
-                          rates[q]);
-                    gbuf z = gb_new(n), zi = gb_copy(&x);
-                    float sc = 1.0f / (1.0f - rates[q]);
-                    k->mask_scale(n, kp, x.p, z.p, sc);
-                    k->mask_scale(n, kp, zi.p, zi.p, sc);
-                    CHECK(bits_equal(z.p, r.p, n) && bits_equal(zi.p, r.p, n) && gb_guard_ok(&z) && gb_guard_ok(&zi),
-                          "mask_scale(dropout_keep) differs from dropout n=%lld rate=%g", (long long)n, rates[q]);
-                    free(kp); free(kr);
-                    gb_free(&z); gb_free(&zi);
-                }
-                gb_free(&x); gb_free(&y); gb_free(&r);
+                uint8_t *kp = (uint8_t *)malloc((size_t)n + 1);
+                if (!kp) abort();
+                int kok = keep_bytes(k, n, rates[q], seed, offsets[o], kp);
+                for (int64_t i = 0; i < n; i++) kok &= kp[i] == ref_keep(seed, offsets[o] + (uint64_t)i, rates[q]);
+                CHECK(kok, "dropout_keep n=%lld off=%llu rate=%g", (long long)n, (unsigned long long)offsets[o], rates[q]);
+                /* applied by mask_scale, also in place: the reference's bits */
+                gbuf x = gb_new(n), r = gb_new(n), z = gb_new(n);
+                fill(x.p, n, -1, 1);
+                gbuf zi = gb_copy(&x);
+                ref_dropout(n, x.p, r.p, rates[q], seed, offsets[o]);
+                float sc = 1.0f / (1.0f - rates[q]);
+                k->mask_scale(n, kp, x.p, z.p, sc);
+                k->mask_scale(n, kp, zi.p, zi.p, sc);
+                CHECK(bits_equal(z.p, r.p, n) && bits_equal(zi.p, r.p, n) && gb_guard_ok(&z) && gb_guard_ok(&zi),
+                      "mask_scale(dropout_keep) differs from dropout n=%lld rate=%g", (long long)n, rates[q]);
+                free(kp);
+                gb_free(&x); gb_free(&r); gb_free(&z); gb_free(&zi);
             }
-    /* offset semantics: a call at offset 100 equals the tail of a call at 0 */
+    /* rate <= 0 keeps everything, rate >= 1 nothing */
+    uint8_t kb[300];
+    int all = keep_bytes(k, 299, 0.0f, 1, 0, kb);
+    for (int i = 0; i < 299; i++) all &= kb[i] == 1;
+    int none = keep_bytes(k, 299, 1.0f, 1, 0, kb);
+    for (int i = 0; i < 299; i++) none &= kb[i] == 0;
+    CHECK(all && none, "dropout_keep at rate 0 / 1");
+    /* offset semantics: a call at offset 100 equals the tail of a call at 0, across 2^32 */
     int64_t n = 1000;
-    gbuf x = gb_new(n), a = gb_new(n), b = gb_new(n);
-    fill(x.p, n, 0.5, 1);
-    k->dropout(n, x.p, a.p, 0.5f, 42, 4294967296ULL - 500);
-    k->dropout(n - 100, x.p + 100, b.p, 0.5f, 42, 4294967296ULL - 400);
-    CHECK(bits_equal(a.p + 100, b.p, n - 100), "dropout offset is a pure index shift");
-    /* keep rate and scale */
-    int64_t big = 200000, kept = 0, kept2 = 0, same = 0;
-    gbuf ones = gb_new(big), d1 = gb_new(big), d2 = gb_new(big);
-    for (int64_t i = 0; i < big; i++) ones.p[i] = 1.0f;
-    k->dropout(big, ones.p, d1.p, 0.3f, 7, 0);
-    k->dropout(big, ones.p, d2.p, 0.3f, 8, 0);
-    int scale_ok = 1;
+    uint8_t *a = (uint8_t *)malloc((size_t)n + 1), *b = (uint8_t *)malloc((size_t)n + 1);
+    if (!a || !b) abort();
+    keep_bytes(k, n, 0.5f, 42, 4294967296ULL - 500, a);
+    keep_bytes(k, n - 100, 0.5f, 42, 4294967296ULL - 400, b);
+    CHECK(memcmp(a + 100, b, (size_t)(n - 100)) == 0, "dropout offset is a pure index shift");
+    free(a); free(b);
+    /* keep rate, scale, and two seeds agreeing no more than chance */
+    int64_t big = 200000, kept = 0, same = 0;
+    uint8_t *k1 = (uint8_t *)malloc((size_t)big + 1), *k2 = (uint8_t *)malloc((size_t)big + 1);
+    if (!k1 || !k2) abort();
+    keep_bytes(k, big, 0.3f, 7, 0, k1);
+    keep_bytes(k, big, 0.3f, 8, 0, k2);
     for (int64_t i = 0; i < big; i++) {
-        kept += d1.p[i] != 0.0f;
-        kept2 += d2.p[i] != 0.0f;
-        same += (d1.p[i] != 0.0f) == (d2.p[i] != 0.0f);
-        if (d1.p[i] != 0.0f && d1.p[i] != 1.0f / 0.7f) scale_ok = 0;
+        kept += k1[i];
+        same += k1[i] == k2[i];
     }
     CHECK(fabs((double)kept / big - 0.7) < 0.005, "dropout keep fraction %.4f", (double)kept / big);
     CHECK(fabs((double)same / big - (0.7 * 0.7 + 0.3 * 0.3)) < 0.005,
           "dropout masks of two seeds look correlated (%.4f agree)", (double)same / big);
+    gbuf ones = gb_new(big), d1 = gb_new(big);
+    for (int64_t i = 0; i < big; i++) ones.p[i] = 1.0f;
+    k->mask_scale(big, k1, ones.p, d1.p, 1.0f / 0.7f);
+    int scale_ok = 1;
+    for (int64_t i = 0; i < big; i++) scale_ok &= k1[i] ? d1.p[i] == 1.0f / 0.7f : d1.p[i] == 0.0f;
     CHECK(scale_ok, "dropout kept values must be x/(1-rate)");
-    (void)kept2;
-    gb_free(&x); gb_free(&a); gb_free(&b); gb_free(&ones); gb_free(&d1); gb_free(&d2);
+    free(k1); free(k2);
+    gb_free(&ones); gb_free(&d1);
 }
 
 static void track_ulp(int which, const float *a, const float *b, int64_t n, double *worst_out) {
@@ -322,16 +361,6 @@ static void test_transcendental(const mml_kernels_t *k) {
         CHECK(fabs(k->bce_logits(n, x.p, lab.p, 1.0f, NULL) - s) <= 1e-9 * fabs(s) + 1e-12,
               "bce_logits without dz gives the same loss");
 
-        fill(x.p, n, -80, 80);
-        k->vexp(n, x.p, y.p);
-        REF->vexp(n, x.p, r.p);
-        track_ulp(U_VEXP, y.p, r.p, n, &w);
-        CHECK(w <= 2 && gb_guard_ok(&y), "vexp n=%lld: %.0f ulp", (long long)n, w);
-        for (int64_t i = 0; i < n; i++) x.p[i] = (float)exp(-60 + 120 * urand());
-        k->vlog(n, x.p, y.p);
-        REF->vlog(n, x.p, r.p);
-        track_ulp(U_VLOG, y.p, r.p, n, &w);
-        CHECK(w <= 2 && gb_guard_ok(&y), "vlog n=%lld: %.0f ulp", (long long)n, w);
         gb_free(&x); gb_free(&y); gb_free(&r); gb_free(&lab); gb_free(&dz); gb_free(&dr);
     }
 }
@@ -443,11 +472,6 @@ static void test_vec(const mml_kernels_t *k) {
         CHECK(fabs(d1 - d2) <= 2.0 * n * FLT_EPSILON * mag + 1e-30, "dot n=%lld: %g vs %g",
               (long long)n, d1, d2);
 
-        gbuf s1 = gb_copy(&x), s2 = gb_copy(&x);
-        k->scale(n, -1.7f, s1.p);
-        REF->scale(n, -1.7f, s2.p);
-        CHECK(bits_equal(s1.p, s2.p, n) && gb_guard_ok(&s1), "scale n=%lld", (long long)n);
-
         gbuf z1 = gb_new(n), z2 = gb_new(n);
         k->mul(n, x.p, y.p, z1.p);
         REF->mul(n, x.p, y.p, z2.p);
@@ -538,7 +562,7 @@ static void test_vec(const mml_kernels_t *k) {
             ok &= fabs(o1.p[j] - o2.p[j]) <= 2.0 * (M + 1) * FLT_EPSILON * mg;
         }
         CHECK(ok, "colsum_add N=%d", N);
-        gb_free(&x); gb_free(&y); gb_free(&y1); gb_free(&y2); gb_free(&s1); gb_free(&s2);
+        gb_free(&x); gb_free(&y); gb_free(&y1); gb_free(&y2);
         gb_free(&z1); gb_free(&z2); gb_free(&xa); gb_free(&p1); gb_free(&m1); gb_free(&v1);
         gb_free(&p2); gb_free(&m2); gb_free(&v2); gb_free(&C); gb_free(&bias); gb_free(&C2);
         gb_free(&o1); gb_free(&o2);
@@ -584,9 +608,61 @@ static void test_dispatch(void) {
     if (saved) setenv("MOEMLORA_ISA", keep, 1);
 }
 
+/* ---- CRC32C --------------------------------------------------------------- */
+/* Bit at a time from the definition: reflected 0x82F63B78, ~0 in and out. */
+static uint32_t ref_crc32c(uint32_t crc, const unsigned char *p, size_t n) {
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++) crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    }
+    return ~crc;
+}
+
+typedef uint32_t (*crc_fn)(uint32_t, const void *, size_t);
+static uint32_t crc_bits(uint32_t crc, const void *p, size_t n) {
+    return ~mml__crc32c_bits(~crc, (const unsigned char *)p, n);
+}
+
+/* Every path (the public function, slice-by-8, the table-less fallback, the
+ * CPU's instructions where it has them) against the definition: known
+ * values, every length 0..4096 at every start modulo 16, chaining. */
+static void test_crc(void) {
+    mmlt_ctx = "crc32c";
+    crc_fn fn[4] = {mml_crc32c, mml__crc32c_sw, crc_bits, NULL};
+    const char *names[4] = {"mml_crc32c", "slice-by-8", "bitwise", "instructions"};
+    int nf = 3;
+#ifdef MML__CRC32C_HW
+    if (mml__crc32c_have_hw()) fn[nf++] = mml__crc32c_hw;
+#endif
+    unsigned char z[32], o[32], inc[32], dec[32];
+    for (int i = 0; i < 32; i++) z[i] = 0, o[i] = 0xFF, inc[i] = (unsigned char)i, dec[i] = (unsigned char)(31 - i);
+    static unsigned char buf[4096 + 16];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (unsigned char)(urand() * 256);
+    for (int f = 0; f < nf; f++) {
+        /* RFC 3720 B.4 and the usual check value */
+        CHECK(fn[f](0, "123456789", 9) == 0xE3069283u, "%s: check value", names[f]);
+        CHECK(fn[f](0, "", 0) == 0 && fn[f](0x12345678u, "", 0) == 0x12345678u, "%s: empty", names[f]);
+        CHECK(fn[f](0, z, 32) == 0x8A9136AAu && fn[f](0, o, 32) == 0x62A8AB43u, "%s: zeros, ones", names[f]);
+        CHECK(fn[f](0, inc, 32) == 0x46DD794Eu && fn[f](0, dec, 32) == 0x113FDB5Cu, "%s: ramps", names[f]);
+        int bad = 0, chain_bad = 0;
+        for (size_t len = 0; len <= 4096; len++) {
+            const size_t off = len % 16;
+            const uint32_t seed = (uint32_t)(urand() * 4294967296.0), want = ref_crc32c(seed, buf + off, len);
+            bad += fn[f](seed, buf + off, len) != want;
+            const size_t cut = (size_t)(urand() * (double)(len + 1));
+            chain_bad += fn[f](fn[f](seed, buf + off, cut), buf + off + cut, len - cut) != want;
+        }
+        CHECK(bad == 0, "%s: %d of 4097 lengths differ from the definition", names[f], bad);
+        CHECK(chain_bad == 0, "%s: chaining differs %d times", names[f], chain_bad);
+    }
+    printf("crc32c: %d paths checked (CPU instructions %s)\n", nf, nf == 4 ? "included" : "not available here");
+}
+
 int main(void) {
     REF = mml_simd_kernels(MML_ISA_SCALAR);
     test_dispatch();
+    test_crc();
     printf("best ISA: %s\n", mml_isa_name(mml_simd_best()));
     for (int i = 0; i < MML_ISA_COUNT; i++) {
         const mml_kernels_t *k = mml_simd_kernels((mml_isa)i);

@@ -881,8 +881,10 @@ int main(void) {
     printf("test_model on %s%s\n", mml_isa_name(isa), quick ? " (quick)" : "");
     double t0 = now_s();
     test_gradients();
-    printf("  total: %ld entries differenced, %ld failed; %ld exact zeros, %ld failed (%.2f s)\n", gc_total.fd_checked,
-           gc_total.fd_failed, gc_total.zero_checked, gc_total.zero_failed, now_s() - t0);
+    printf("  total: %ld entries differenced (%ld on kinks, %ld at every point), %ld failed; %ld exact zeros, %ld "
+           "failed (%.2f s)\n",
+           gc_total.fd_checked, gc_total.kinks, gc_total.kinks_kept, gc_total.fd_failed, gc_total.zero_checked,
+           gc_total.zero_failed, now_s() - t0);
     double t1 = now_s();
     test_folded_training();
     test_fold_inference();

@@ -14,7 +14,13 @@
  *       previous checkpoint still loads and predicts the same, no temporary
  *       file is left behind;
  *   (f) mml_train_step (1 and 2 threads), mml_predict (1 and 1024 rows) and
- *       mml_session_predict allocate nothing after their first call.
+ *       mml_session_predict allocate nothing after their first call;
+ *   (g) a checkpoint resumes only its own run: mml_model_fit_state tells a
+ *       stopped fit (with its options), a finished one, an export and a new
+ *       model apart; mml_fit refuses other data (rows differ, sizes differ),
+ *       another batch or seed, and a finished fit ("already finished", also
+ *       in the process that ran it); max_epochs and patience may change; a
+ *       checkpoint without the fingerprint (before 0.4) resumes unchecked.
  * MOEMLORA_TEST_QUICK=1 (valgrind) shrinks data, tower and the k covered. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
@@ -306,7 +312,7 @@ static void check_saved_state(mml_model_t *m, const char *what) {
     if (st) return;
     int64_t nf = m->a.n_floats;
     CHECK(same_arena(m->P, l->P, nf) && same_arena(m->opt.M, l->opt.M, nf) && same_arena(m->opt.V, l->opt.V, nf) &&
-              same_arena(m->fit.snapshot, l->fit.snapshot, nf), "%s: arenas differ after load", what);
+              same_arena(m->snapshot, l->snapshot, nf), "%s: arenas differ after load", what);
     CHECK(l->ph.phase == m->ph.phase && l->ph.expert == m->ph.expert && l->opt.t == m->opt.t && l->opt.steps == m->opt.steps,
           "%s: phase %d/%d expert %d/%d adam_t %lld/%lld steps %llu/%llu", what, (int)l->ph.phase, (int)m->ph.phase,
           l->ph.expert, m->ph.expert, (long long)l->opt.t, (long long)m->opt.t, (unsigned long long)l->opt.steps,
@@ -369,6 +375,170 @@ static void test_checkpoint_and_export(void) {
     }
 }
 
+/* ---- (g) what a checkpoint resumes ---------------------------------------- */
+
+static void expect_load_fails_why(const char *path, mml_status want, const char *what, const char *reason);
+
+/* Copies the checkpoint aside at the second EPOCH_END: the file then holds
+ * the state after the first epoch, a fit stopped midway. */
+typedef struct first_epoch { const char *ckpt, *copy; int seen; } first_epoch;
+
+static void copy_after_first_epoch(const mml_progress_t *p, void *user) {
+    first_epoch *f = (first_epoch *)user;
+    if (p->event == MML_EV_EPOCH_END && ++f->seen == 2) CHECK(copy_file(f->ckpt, f->copy) == 0, "copy %s", f->ckpt);
+}
+
+/* mml_fit on the model in path must fail with want and a message holding
+ * each of words (NULL-terminated). */
+static void expect_fit_refused(const char *path, const mml_data_t *d, const mml_fit_opts_t *o, mml_status want,
+                               const char *what, const char *const *words) {
+    mml_model_t *m = NULL;
+    CHECK_OK(mml_model_load(path, &m));
+    if (!m) return;
+    mml_metrics_t t;
+    mml_status st = mml_fit(m, d, o, &t);
+    int named = st != MML_OK;
+    for (int i = 0; words[i]; i++) named &= strstr(mml_last_error(), words[i]) != NULL;
+    CHECK(st == want && named, "%s: status %d, \"%s\" (wanted %d naming %s...)", what, (int)st,
+          st ? mml_last_error() : "", (int)want, words[0]);
+    mml_model_free(m);
+}
+
+/* The fit's state and recorded options as saved in checkpoints. */
+static void check_states(const char *mid, const char *fin, const char *exp, const mml_fit_opts_t *o) {
+    mml_model_t *l = NULL;
+    mml_fit_opts_t so;
+    CHECK_OK(mml_model_load(mid, &l));
+    if (l) {
+        CHECK(mml_model_fit_state(l, &so) == MML_FIT_STOPPED, "stopped checkpoint: state %d",
+              (int)mml_model_fit_state(l, NULL));
+        CHECK(so.batch == o->batch && so.max_epochs == o->max_epochs && so.patience == o->patience && so.seed == o->seed,
+              "recorded options: batch %d, max_epochs %d, patience %d, seed %llu", so.batch, so.max_epochs,
+              so.patience, (unsigned long long)so.seed);
+        mml_model_free(l);
+    }
+    CHECK_OK(mml_model_load(fin, &l));
+    if (l) {
+        CHECK(mml_model_fit_state(l, NULL) == MML_FIT_FINISHED, "final checkpoint: state %d",
+              (int)mml_model_fit_state(l, NULL));
+        mml_model_free(l);
+    }
+    CHECK_OK(mml_model_load(exp, &l));
+    if (l) {
+        CHECK(mml_model_fit_state(l, NULL) == MML_FIT_EXPORT, "export: state %d", (int)mml_model_fit_state(l, NULL));
+        mml_model_free(l);
+    }
+}
+
+static void test_resume_checks(void) {
+    mmlt_ctx = "resume checks";
+    char ck[1024], mid[1024], fin[1024], exp[1024], old[1024];
+    tpath(ck, sizeof ck, "checks.mml");
+    tpath(mid, sizeof mid, "checks_mid.mml");
+    tpath(fin, sizeof fin, "checks_final.mml");
+    tpath(exp, sizeof exp, "checks_export.mml");
+    tpath(old, sizeof old, "checks_old.mml");
+    mml_config_t c;
+    base_config(&c, MML_ADAPTER_MLORA);
+    mml_fit_opts_t o;
+    base_opts(&o);
+    o.max_epochs = 3;
+    o.patience = 3;
+    mml_metrics_t t;
+    mml_model_t *m = make_model(&c);
+    CHECK(mml_model_fit_state(m, NULL) == MML_FIT_NONE, "a new model holds a fit");
+    first_epoch fe = {ck, mid, 0};
+    mml_fit_opts_t oc = o;
+    oc.checkpoint_path = ck;
+    oc.progress = copy_after_first_epoch;
+    oc.user = &fe;
+    CHECK_OK(mml_fit(m, &data, &oc, &t));
+    CHECK(fe.seen >= 2, "%d epochs: no checkpoint of a stopped fit", fe.seen);
+    CHECK(mml_model_fit_state(m, NULL) == MML_FIT_FINISHED, "after mml_fit: state %d",
+          (int)mml_model_fit_state(m, NULL));
+    mml_status st = mml_fit(m, &data, &o, &t);
+    CHECK(st == MML_ERR_FINISHED && strstr(mml_last_error(), "already finished"),
+          "mml_fit again in the same process: status %d", (int)st);
+    CHECK_OK(mml_model_save(m, fin));
+    CHECK_OK(mml_model_export(m, exp));
+    mml_model_free(m);
+    check_states(mid, fin, exp, &o);
+
+    /* other data: the same sizes with other rows, or fewer users */
+    mml_synth_config_t sc;
+    mml_synth_default(&sc);
+    sc.n_domains = data.n_domains;
+    sc.n_users = data.n_users;
+    sc.n_items = data.n_items;
+    sc.n_samples = data.split[0].n + data.split[1].n + data.split[2].n;
+    sc.seed = 99;
+    mml_data_t other, fewer;
+    CHECK_OK(mml_data_synthetic(&sc, &other));
+    sc.n_users = data.n_users - 50;
+    CHECK_OK(mml_data_synthetic(&sc, &fewer));
+    expect_fit_refused(mid, &other, &o, MML_ERR_STATE, "other rows", (const char *[]){"other data", "differ", NULL});
+    expect_fit_refused(mid, &fewer, &o, MML_ERR_STATE, "fewer users",
+                       (const char *[]){"other data", "sizes differ", NULL});
+    expect_fit_refused(fin, &other, &o, MML_ERR_STATE, "finished, other rows",
+                       (const char *[]){"other data", "differ", NULL});
+    expect_fit_refused(fin, &data, &o, MML_ERR_FINISHED, "finished", (const char *[]){"already finished", NULL});
+    /* the rows alone: the same data with one label flipped */
+    float *y = &data.split[MML_TEST].label[data.split[MML_TEST].n / 2];
+    *y = 1.0f - *y;
+    expect_fit_refused(mid, &data, &o, MML_ERR_STATE, "one label flipped",
+                       (const char *[]){"other data", "rows differ", NULL});
+    *y = 1.0f - *y;
+    /* other run options: batch and seed are refused, naming both values */
+    mml_fit_opts_t ob = o;
+    ob.batch = o.batch / 2;
+    expect_fit_refused(mid, &data, &ob, MML_ERR_STATE, "other batch", (const char *[]){"batch 256", "128", NULL});
+    ob = o;
+    ob.seed = o.seed + 1;
+    expect_fit_refused(mid, &data, &ob, MML_ERR_STATE, "other seed", (const char *[]){"seed 99", "100", NULL});
+    /* max_epochs and patience may change: the stage ends by the new ones */
+    ob = o;
+    ob.max_epochs = 2;
+    mml_model_t *l = NULL;
+    mml_fit_opts_t so;
+    CHECK_OK(mml_model_load(mid, &l));
+    if (l) {
+        CHECK_OK(mml_fit(l, &data, &ob, &t));
+        CHECK(mml_model_fit_state(l, &so) == MML_FIT_FINISHED && so.max_epochs == 2, "state %d, max_epochs %d",
+              (int)mml_model_fit_state(l, NULL), so.max_epochs);
+        mml_model_free(l);
+    }
+    /* a checkpoint without the fingerprint (as before 0.4) resumes unchecked */
+    CHECK_OK(mml_model_load(mid, &l));
+    if (l) {
+        l->fit.has_data = l->fit.has_opts = 0;
+        CHECK_OK(mml_model_save(l, old));
+        mml_model_free(l);
+        l = NULL;
+        size_t len = 0;
+        unsigned char *bytes = mmlt_read_file(old, &len);
+        int found = 0;
+        for (size_t i = 0; bytes && i + 9 <= len; i++) found |= !memcmp(bytes + i, "data_hash", 9);
+        CHECK(bytes && !found, "the fingerprint was written anyway");
+        free(bytes);
+        CHECK_OK(mml_model_load(old, &l));
+        CHECK(l && mml_model_fit_state(l, &so) == MML_FIT_STOPPED && so.batch == 0, "old checkpoint: batch %d",
+              so.batch);
+        if (l) CHECK_OK(mml_fit(l, &other, &o, &t));
+        mml_model_free(l);
+    }
+    /* a file that says the fit runs and has finished is refused */
+    CHECK_OK(mml_model_load(mid, &l));
+    if (l) {
+        l->fit.done = 1;
+        CHECK_OK(mml_model_save(l, old));
+        mml_model_free(l);
+        expect_load_fails_why(old, MML_ERR_FORMAT, "running and finished", "runs and has finished");
+    }
+    mml_data_free(&other);
+    mml_data_free(&fewer);
+    mmlt_ctx = "";
+}
+
 /* ---- (d) corrupt files --------------------------------------------------- */
 
 static int n_corrupt_cases;
@@ -405,7 +575,7 @@ static void save_tweaked(const mml_model_t *m, const char *path, tweak_fn tweak,
     mml__tensor_views(m, m->P, t, names, "");
     mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
     mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
-    mml__tensor_views(m, m->fit.snapshot, t + 3 * np, names + 3 * np, "");
+    mml__tensor_views(m, m->snapshot, t + 3 * np, names + 3 * np, "");
     tweak(t, np, conf, sizeof conf, ctx);
     const char *prog = "phase=3\nexpert=0\nadam_t=0\nsteps=0\nfit_active=0\nstage=0\nepoch=0\nbad=0\nbest=0x0p+0\nrng=0\n";
     mml__ckpt_section secs[5];
@@ -833,6 +1003,7 @@ int main(void) {
     test_checkpoint_and_export();
     test_export_keeps_phase();
     test_corrupt_files();
+    test_resume_checks();
     double t2 = now_s();
     test_full_disk();
     double t3 = now_s();
