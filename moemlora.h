@@ -3231,7 +3231,10 @@ mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_
 #define MML__CKPT_FN static
 #endif
 
-#define MML__CKPT_VERSION 1u
+/* The newest version this library reads. Files are written at the lowest
+ * version their content needs (mml__ckpt_save_v), so a reader of an older
+ * version keeps reading whatever it can understand. */
+#define MML__CKPT_VERSION 2u
 #define MML__CKPT_ENDIAN 0x01020304u
 #define MML__CKPT_ENDIAN_SWAPPED 0x04030201u
 #define MML__CKPT_HDR 24u          /* magic 8, version, endian, nsec, crc */
@@ -3291,6 +3294,7 @@ typedef struct mml__ckpt {
     unsigned char *img;    /* the whole file */
     size_t len;
     uint32_t nsec;
+    uint32_t version;      /* the file's format version */
     mml__ckpt_sec *sec;
 } mml__ckpt;
 
@@ -3474,9 +3478,9 @@ static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mm
     return st;
 }
 
-static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec) {
+static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec, uint32_t version) {
     unsigned char h[MML__CKPT_HDR];
-    uint32_t v[3] = {MML__CKPT_VERSION, MML__CKPT_ENDIAN, (uint32_t)nsec};
+    uint32_t v[3] = {version, MML__CKPT_ENDIAN, (uint32_t)nsec};
     memcpy(h, mml__ckpt_magic, 8);
     memcpy(h + 8, v, 12);
     uint32_t crc = mml__crc32c(0, h, 20);
@@ -3505,8 +3509,13 @@ static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
     return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, mml_last_error());
 }
 
-/* Writes the sections to path atomically. */
-MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
+/* Writes the sections to path atomically, as a file of the given format
+ * version (1..MML__CKPT_VERSION: the container is the same in each; the
+ * version says what a reader must understand of the sections). */
+MML__CKPT_FN mml_status mml__ckpt_save_v(const char *path, const mml__ckpt_section *secs, int nsec, uint32_t version) {
+    if (version < 1 || version > MML__CKPT_VERSION)
+        return mml__fail(MML_ERR_ARG, "%s: checkpoint save: format version %u (1..%u)", path ? path : "(null)",
+                         (unsigned)version, MML__CKPT_VERSION);
     mml_status st = mml__ckpt_check_all(path, secs, nsec);
     if (st) return st;
     /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
@@ -3514,7 +3523,7 @@ MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section
     if (!f) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
     st = mml__afile_open(f, path);
     if (!st) {
-        st = mml__ckpt_write_all(f, secs, nsec);
+        st = mml__ckpt_write_all(f, secs, nsec, version);
         if (st) mml__afile_abort(f);
         else st = mml__afile_commit(f);
     }
@@ -3522,10 +3531,15 @@ MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section
     return st ? mml__ckpt_save_failed(path, st) : MML_OK;
 }
 
+/* A version 1 file: sections every reader understands. */
+MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
+    return mml__ckpt_save_v(path, secs, nsec, 1);
+}
+
 // >>checkpoints: open and validate ----------------------------------------------
 
 /* Checks magic, byte order, version and header CRC; *nsec = section count. */
-static mml_status mml__ckpt_parse_header(const mml__ckpt *c, const unsigned char *b, size_t len,
+static mml_status mml__ckpt_parse_header(mml__ckpt *c, const unsigned char *b, size_t len,
                                          uint32_t *nsec) {
     const char *L = c->label;
     size_t m = len < 8 ? len : 8;
@@ -3548,6 +3562,7 @@ static mml_status mml__ckpt_parse_header(const mml__ckpt *c, const unsigned char
     if (stored != crc)
         return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
                          (unsigned)stored, (unsigned)crc);
+    c->version = version;
     *nsec = mml__ckpt_u32(b + 16);
     if (*nsec > MML__CKPT_MAX_SECTIONS)
         return mml__fail(MML_ERR_FORMAT, "%s: section count %u is absurd (at most %u)", L,
@@ -4020,6 +4035,7 @@ typedef struct mml__kind {
 typedef struct mml__arch {
     const mml__kind *kind;
     mml_schema_t *schema;    /* the model's own copy */
+    int own_schema;          /* made from cfg.schema (else the paper's layout from the vocab sizes) */
     int F, k, D;             /* embedded fields, their common dim (0: dims differ), E's width */
     int dom_field;           /* the embedded field holding the domain (F - 1) */
     int n_num;               /* numeric fields */
@@ -4906,6 +4922,7 @@ static mml_status mml__build_arch(mml_model_t *m, const mml_config_t *cfg) {
     a->schema = (mml_schema_t *)mml__alloc(sizeof *a->schema);
     if (!a->schema) return mml__fail(MML_ERR_NOMEM, "cannot allocate the schema");
     m->cfg = *cfg;
+    a->own_schema = cfg->schema != NULL;
     if (cfg->schema) {
         *a->schema = *cfg->schema;
         m->cfg.n_domains = mml__config_domains(cfg);
@@ -6873,15 +6890,36 @@ static int64_t mml__dist_pack(mml_model_t *m, float *buf, int to_buf) {
     return n;
 }
 
-/* A fingerprint of a data set: its sizes and every row of the three splits.
- * Each step is a bijection of h for a given word, so data that differ in
- * one word always hash differently. */
+/* Every column of a split with a schema, field by field, then the labels. */
+static uint64_t mml__split_hash_schema(uint64_t h, const mml_schema_t *sc, const mml_split_t *s) {
+    for (int f = 0; f < sc->n_fields; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        int64_t n = s->n * (fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1);
+        h = mml__hash_mix(h, (uint64_t)f);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t w;
+            if (fd->kind == MML_FIELD_NUMERIC) memcpy(&w, &s->values[f][i], 4);
+            else w = (uint32_t)s->ids[f][i];
+            h = mml__hash_mix(h, w);
+        }
+    }
+    for (int64_t i = 0; i < s->n; i++) h = mml__hash_mix(h, s->label[i] > 0.5f);
+    return h;
+}
+
+/* A fingerprint of a data set: its sizes and every row of the three splits
+ * (with a schema: every column). Each step is a bijection of h for a given
+ * word, so data that differ in one word always hash differently. */
 static uint64_t mml__data_hash(const mml_data_t *d) {
     uint64_t h = mml__hash_mix(0x6D6D6C66ull, (uint64_t)d->n_users);
     h = mml__hash_mix(mml__hash_mix(h, (uint64_t)d->n_items), (uint64_t)d->n_domains);
     for (int k = 0; k < 3; k++) {
         const mml_split_t *s = &d->split[k];
         h = mml__hash_mix(h, (uint64_t)s->n);
+        if (d->schema && s->ids) {
+            h = mml__split_hash_schema(h, d->schema, s);
+            continue;
+        }
         for (int64_t i = 0; i < s->n; i++)
             h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
                               (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
@@ -7208,7 +7246,7 @@ static mml_status mml__check_split(const mml_split_t *s, int32_t n_domains) {
         return mml__fail(MML_ERR_ARG, "evaluate: n_domains %d outside 1..%d", n_domains, MML_MAX_DOMAINS);
     if (!s->dom_start) return mml__fail(MML_ERR_ARG, "evaluate: the split has no dom_start");
     if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
-    if (!s->uid || !s->pid || !s->dom || !s->label)
+    if ((!s->ids && (!s->uid || !s->pid)) || !s->dom || !s->label)
         return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid, dom or label array");
     if (s->dom_start[0] != 0 || s->dom_start[n_domains] != s->n)
         return mml__fail(MML_ERR_ARG, "evaluate: dom_start[0] = %lld and dom_start[%d] = %lld must be 0 and the "
@@ -7757,6 +7795,9 @@ done:
 
 /* A model checkpoint is the container of docs/FORMAT.md with sections:
  *   CONF  the model config as "key=value" lines
+ *   SCHM  the schema as "key=value" lines (mml__schema_text), only in models
+ *         made with cfg.schema; such files are format version 2, the
+ *         paper's layout stays version 1 (older readers load it)
  *   PARM  one tensor per parameter, named as in mml__build_arch
  *   ADAM  Adam moments "m.<name>", "v.<name>"      (training checkpoints)
  *   BEST  the early-stopping snapshot "<name>"      (training checkpoints)
@@ -7955,6 +7996,127 @@ static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t 
     return n > 0 && (size_t)n < cap ? n : -1;
 }
 
+/* ---- SCHM: the schema as "key=value" lines ----
+ *   n_fields=N  domain=K  then, for each field f in order, every key of
+ *   mml__schm_keys as "field.<f>.<key>=value": kind, pooling and norm by
+ *   name, shift and scale as C99 hex floats (exact). */
+
+static const char *const mml__kind_names[] = {"categorical", "multi_hot", "numeric"};
+static const char *const mml__pool_names[] = {"mean", "sum"};
+static const char *const mml__norm_names[] = {"none", "minmax", "zscore"};
+
+enum { MML__SK_NAME, MML__SK_KIND, MML__SK_VOCAB, MML__SK_DIM, MML__SK_MAX_LEN, MML__SK_POOLING, MML__SK_HASH,
+       MML__SK_FROZEN, MML__SK_NORM, MML__SK_SHIFT, MML__SK_SCALE, MML__SK_COUNT };
+static const char *const mml__schm_keys[MML__SK_COUNT] = {"name", "kind", "vocab", "dim", "max_len", "pooling",
+                                                          "hash_buckets", "frozen", "norm", "shift", "scale"};
+
+/* The lines of s into a new buffer (*out, to free), or -1. */
+static int64_t mml__schema_text(const mml_schema_t *s, char **out) {
+    size_t cap = 64 + (size_t)s->n_fields * MML__SK_COUNT * 96, n = 0;
+    char *b = (char *)mml__alloc(cap);
+    *out = b;
+    if (!b) return -1;
+    n += (size_t)snprintf(b, cap, "n_fields=%d\ndomain=%d\n", s->n_fields, s->domain);
+    for (int f = 0; f < s->n_fields; f++) {
+        const mml_field_t *fd = &s->field[f];
+        n += (size_t)snprintf(b + n, cap - n,
+                              "field.%d.name=%s\nfield.%d.kind=%s\nfield.%d.vocab=%d\nfield.%d.dim=%d\n"
+                              "field.%d.max_len=%d\nfield.%d.pooling=%s\nfield.%d.hash_buckets=%d\nfield.%d.frozen=%d\n"
+                              "field.%d.norm=%s\nfield.%d.shift=%a\nfield.%d.scale=%a\n",
+                              f, fd->name, f, mml__kind_names[fd->kind], f, fd->vocab, f, fd->dim, f, fd->max_len, f,
+                              mml__pool_names[fd->pooling], f, fd->hash_buckets, f, fd->frozen, f,
+                              mml__norm_names[fd->norm], f, (double)fd->shift, f, (double)fd->scale);
+        if (n >= cap) return -1;
+    }
+    return (int64_t)n;
+}
+
+typedef struct mml__schmp {
+    mml_schema_t *s;
+    int seen_n, seen_domain;
+    uint16_t seen[MML_MAX_FIELDS]; /* per field: a bit per key of mml__schm_keys */
+} mml__schmp;
+
+static int mml__name_index(const char *const *names, int n, const char *v) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], v)) return i;
+    return -1;
+}
+
+/* One key of field fd from its text. */
+static mml_status mml__schm_field_kv(mml_field_t *fd, int key, const char *k, const char *v) {
+    int64_t i = 0;
+    double d = 0.0;
+    int e = -1;
+    switch (key) {
+    case MML__SK_NAME:
+        if (strlen(v) >= MML_FIELD_NAME_MAX) return mml__fail(MML_ERR_FORMAT, "%s: name too long", k);
+        snprintf(fd->name, sizeof fd->name, "%s", v);
+        return MML_OK;
+    case MML__SK_KIND: e = mml__name_index(mml__kind_names, 3, v); fd->kind = (mml_field_kind)e; break;
+    case MML__SK_POOLING: e = mml__name_index(mml__pool_names, 2, v); fd->pooling = (mml_pooling)e; break;
+    case MML__SK_NORM: e = mml__name_index(mml__norm_names, 3, v); fd->norm = (mml_norm)e; break;
+    case MML__SK_SHIFT: case MML__SK_SCALE:
+        if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
+        *(key == MML__SK_SHIFT ? &fd->shift : &fd->scale) = (float)d;
+        return MML_OK;
+    default:
+        if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
+        *(key == MML__SK_VOCAB ? &fd->vocab : key == MML__SK_DIM ? &fd->dim : key == MML__SK_MAX_LEN ? &fd->max_len
+          : key == MML__SK_HASH ? &fd->hash_buckets : &fd->frozen) = (int32_t)i;
+        return MML_OK;
+    }
+    return e < 0 ? mml__fail(MML_ERR_FORMAT, "unknown %s \"%s\"", mml__schm_keys[key], v) : MML_OK;
+}
+
+static mml_status mml__schm_kv(void *ctx, const char *k, const char *v) {
+    mml__schmp *sp = (mml__schmp *)ctx;
+    int64_t i;
+    if (!strcmp(k, "n_fields") || !strcmp(k, "domain")) {
+        int *seen = k[0] == 'n' ? &sp->seen_n : &sp->seen_domain;
+        if (*seen) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
+        if (mml__parse_i64(v, 0, MML_MAX_FIELDS, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\" (0..%d)", k, v, MML_MAX_FIELDS);
+        *seen = 1;
+        *(k[0] == 'n' ? &sp->s->n_fields : &sp->s->domain) = (int32_t)i;
+        return MML_OK;
+    }
+    char *end;
+    long f = strncmp(k, "field.", 6) || k[6] < '0' || k[6] > '9' ? -1 : strtol(k + 6, &end, 10);
+    if (f < 0 || f >= MML_MAX_FIELDS || *end != '.')
+        return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    int key = mml__name_index(mml__schm_keys, MML__SK_COUNT, end + 1);
+    if (key < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
+    if (sp->seen[f] & (1u << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
+    sp->seen[f] |= (uint16_t)(1u << key);
+    return mml__schm_field_kv(&sp->s->field[f], key, k, v);
+}
+
+/* Reads section SCHM into *s: every key once, fields 0..n_fields-1 whole,
+ * a schema mml_schema_check accepts. */
+static mml_status mml__schema_from_ckpt(const mml__ckpt *ck, const char *path, mml_schema_t *s) {
+    const void *bytes;
+    uint64_t n;
+    mml__schmp sp;
+    memset(&sp, 0, sizeof sp);
+    memset(s, 0, sizeof *s);
+    sp.s = s;
+    mml_status st = mml__ckpt_bytes(ck, "SCHM", &bytes, &n);
+    if (!st) st = mml__kv_each(path, "SCHM", bytes, n, mml__schm_kv, &sp);
+    if (st) return st;
+    if (!sp.seen_n || !sp.seen_domain)
+        return mml__fail(MML_ERR_FORMAT, "%s: section SCHM lacks the key \"%s\"", path, sp.seen_n ? "domain" : "n_fields");
+    for (int f = 0; f < MML_MAX_FIELDS; f++) {
+        uint16_t want = f < s->n_fields ? (uint16_t)((1u << MML__SK_COUNT) - 1) : 0;
+        if (sp.seen[f] == want) continue;
+        if (!want) return mml__fail(MML_ERR_FORMAT, "%s: section SCHM describes field %d of %d", path, f, s->n_fields);
+        int key = 0;
+        while (sp.seen[f] & (1u << key)) key++;
+        return mml__fail(MML_ERR_FORMAT, "%s: section SCHM lacks the key \"field.%d.%s\"", path, f, mml__schm_keys[key]);
+    }
+    if (mml_schema_check(s)) return mml__fail(MML_ERR_FORMAT, "%s: section SCHM: %s", path, mml_last_error());
+    return MML_OK;
+}
+
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
     char conf[MML__TEXT_MAX], prog[MML__TEXT_MAX];
     mml__catch_up_all((mml_model_t *)m); /* deferred dense-Adam rows: same values either way */
@@ -7973,15 +8135,23 @@ static mml_status mml__model_save(const mml_model_t *m, const char *path, int tr
     mml__tensor_views(m, m->opt.M, t + np, names + np, "m.");
     mml__tensor_views(m, m->opt.V, t + 2 * np, names + 2 * np, "v.");
     mml__tensor_views(m, m->snapshot, t + 3 * np, names + 3 * np, "");
+    /* a schema model is version 2 (a version 1 reader would take it for the
+     * paper's layout); the paper's layout stays version 1 */
+    char *schm = NULL;
+    int64_t sn = m->a.own_schema ? mml__schema_text(m->a.schema, &schm) : 0;
     /* the ADAM section holds m.* and v.* together */
-    mml__ckpt_section secs[5];
+    mml__ckpt_section secs[6];
     memset(secs, 0, sizeof secs);
-    memcpy(secs[0].tag, "CONF", 4); secs[0].bytes = conf; secs[0].nbytes = strlen(conf);
-    memcpy(secs[1].tag, "PARM", 4); secs[1].tensors = t; secs[1].ntensors = np;
-    memcpy(secs[2].tag, "PROG", 4); secs[2].bytes = prog; secs[2].nbytes = (uint64_t)pn;
-    memcpy(secs[3].tag, "ADAM", 4); secs[3].tensors = t + np; secs[3].ntensors = 2 * np;
-    memcpy(secs[4].tag, "BEST", 4); secs[4].tensors = t + 3 * np; secs[4].ntensors = np;
-    mml_status st = mml__ckpt_save(path, secs, training ? 5 : 3);
+    int ns = 0;
+    memcpy(secs[ns].tag, "CONF", 4); secs[ns].bytes = conf; secs[ns++].nbytes = strlen(conf);
+    if (m->a.own_schema) { memcpy(secs[ns].tag, "SCHM", 4); secs[ns].bytes = schm; secs[ns++].nbytes = (uint64_t)sn; }
+    memcpy(secs[ns].tag, "PARM", 4); secs[ns].tensors = t; secs[ns++].ntensors = np;
+    memcpy(secs[ns].tag, "PROG", 4); secs[ns].bytes = prog; secs[ns++].nbytes = (uint64_t)pn;
+    memcpy(secs[ns].tag, "ADAM", 4); secs[ns].tensors = t + np; secs[ns++].ntensors = 2 * np;
+    memcpy(secs[ns].tag, "BEST", 4); secs[ns].tensors = t + 3 * np; secs[ns++].ntensors = np;
+    mml_status st = sn < 0 ? mml__fail(MML_ERR_NOMEM, "%s: out of memory", path)
+                           : mml__ckpt_save_v(path, secs, training ? ns : ns - 2, m->a.own_schema ? 2 : 1);
+    mml__free(schm);
     mml__free(t);
     mml__free(names);
     return st;
@@ -8019,6 +8189,20 @@ static int64_t mml__config_floats(const mml_config_t *c) {
     return n;
 }
 
+/* The schema of a version 2 file (*s allocated, to free), NULL for version
+ * 1 (the paper's layout: it has none). */
+static mml_status mml__schema_section(const mml__ckpt *ck, const char *path, mml_schema_t **s) {
+    *s = NULL;
+    int has = mml__ckpt_find(ck, "SCHM") != NULL;
+    if (ck->version < 2)
+        return has ? mml__fail(MML_ERR_FORMAT, "%s: section SCHM in a format version %u file", path, (unsigned)ck->version)
+                   : MML_OK;
+    if (!has) return mml__fail(MML_ERR_FORMAT, "%s: format version %u file without the schema (section SCHM)", path,
+                               (unsigned)ck->version);
+    if (!(*s = (mml_schema_t *)mml__alloc(sizeof **s))) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    return mml__schema_from_ckpt(ck, path, *s);
+}
+
 /* Builds a model from an opened, validated container; label names it in errors. */
 static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mml_model_t **out) {
     const void *bytes;
@@ -8027,10 +8211,13 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     mml_config_default(&c);
     mml__confp cp = {&c, 0};
     mml_model_t *m = NULL;
+    mml_schema_t *schema = NULL;
     mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
     if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
         if (!(cp.seen & (1ull << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
+    if (!st) st = mml__schema_section(ck, path, &schema);
+    c.schema = schema;
     if (!st && mml__check_config(&c)) st = mml__fail(MML_ERR_ARG, "%s: %s", path, mml_last_error());
     if (!st) {
         /* the config must describe the tensors the file holds before anything
@@ -8079,6 +8266,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
         if (!st) mml__phase_flags(m, m->ph.phase, m->ph.expert);
         if (!st) mml__rows_current(m);
     }
+    mml__free(schema); /* the model holds its own copy */
     if (st) {
         mml_model_free(m);
         return st;

@@ -352,8 +352,8 @@ static void test_crafted(void) {
     memcpy(f.b, "MMLCKPX", 8);
     expect_bad(f.b, f.n, "not a moemlora checkpoint", "magic");
     expect_bad("GIF89a", 6, "not a moemlora checkpoint", "short non-checkpoint");
-    f.n = 0, tb_header(&f, 2, 0x01020304u, 0);
-    expect_bad(f.b, f.n, "format version 2 is newer than this library's 1", "version");
+    f.n = 0, tb_header(&f, 3, 0x01020304u, 0);
+    expect_bad(f.b, f.n, "format version 3 is newer than this library's 2", "version");
     f.n = 0, tb_header(&f, 0, 0x01020304u, 0);
     expect_bad(f.b, f.n, "format version 0", "version 0");
     f.n = 0, tb_header(&f, 1, 0x04030201u, 0);
