@@ -1,17 +1,21 @@
 /* moemlora-serve: batch scoring from stdin. Loads a model file (a training
- * checkpoint or an export), reads "uid,pid,domain" lines and writes one click
+ * checkpoint or an export), reads one CSV line per request, one column per
+ * field of the model's schema ("uid,pid,domain" for the paper's layout;
+ * multi-hot lists as a|b|c; numeric fields raw), and writes one click
  * probability per line, in input order.
  *
  *   moemlora-train --export model.mml
  *   printf '3,17,0\n42,5,2\n' | moemlora-serve model.mml
+ *   printf 'item,user,domain\n17,3,0\n' | moemlora-serve model.mml
  *   moemlora-serve model.mml --threads 4 < requests.csv > scores.txt
  *
- * User and item ids outside the training vocabulary get the model's
- * out-of-vocabulary prediction; a domain the model does not have is a
- * malformed line. Each worker thread owns an mml_session_t, so the rows of a
- * batch are scored concurrently on one shared model. From a pipe or a
- * terminal, whatever has arrived is answered (and flushed) as soon as no more
- * input is waiting, so a client can send a line and wait for its answer.
+ * An optional header line maps the columns to the fields in any order.
+ * Ids outside a field's vocabulary get the model's out-of-vocabulary
+ * prediction; a domain the model does not have is a malformed line. Each
+ * worker thread owns an mml_session_t, so the rows of a batch are scored
+ * concurrently on one shared model. From a pipe or a terminal, whatever has
+ * arrived is answered (and flushed) as soon as no more input is waiting, so
+ * a client can send a line and wait for its answer.
  */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
@@ -30,26 +34,40 @@
 typedef struct opts {
     const char *model;
     long threads, batch;
-    int skip_bad;
+    int skip_bad, header;
 } opts;
 
 static void usage(FILE *f) {
     fprintf(f,
         "usage: moemlora-serve MODEL [options] < requests > probabilities\n"
-        "Scores \"uid,pid,domain\" lines from stdin with a model saved by moemlora-train\n"
-        "(--save or --export) and prints one probability per line (%%.6f), in input order.\n"
-        "User and item ids outside the model's vocabulary (negative ones included) get the\n"
-        "model's out-of-vocabulary prediction; a domain outside 0..D-1 (D: the model's\n"
-        "domains) is a malformed line, and so is a line with a NUL byte.\n"
+        "Scores CSV lines from stdin with a model saved by moemlora-train (--save or\n"
+        "--export) and prints one probability per line (%%.6f), in input order.\n\n"
+        "Input: one line per request, one column per field of the model's schema, in the\n"
+        "schema's order: \"uid,pid,domain\" for the paper's layout (user, item, domain).\n"
+        "  categorical  an integer id; ids outside the field's vocabulary (negative ones\n"
+        "               included) get the model's out-of-vocabulary prediction\n"
+        "  multi-hot    ids separated by '|' (\"3|17|4\"), at most the field's max_len;\n"
+        "               empty: no ids; ids past the vocabulary read the out-of-vocabulary row\n"
+        "  numeric      the raw number (the model normalises it), finite\n"
+        "  the domain   a categorical id in 0..D-1 (D: the model's domains); a domain\n"
+        "               outside it is a malformed line\n"
+        "Blanks around a column and a CR at the end of a line are ignored.\n"
+        "Header: a first line naming the columns (\"item,user,domain\") maps them to the\n"
+        "schema's fields in any order; every field once, no other column. The first line\n"
+        "is taken as a header when one of its columns is not a number or an id list, or\n"
+        "always with --header. A header that names an unknown column, misses a field or\n"
+        "repeats one stops the program (exit 1) before anything is scored.\n"
         "From a pipe or a terminal, the lines that have arrived are answered and flushed\n"
         "as soon as no more input is waiting, so a client may send one line and wait.\n\n"
         "options:\n"
         "  --threads N   worker threads, each with its own session (1)\n"
         "  --batch N     lines scored together (1024)\n"
+        "  --header      the first line is a header (for field names that look like numbers)\n"
         "  --skip-bad    answer a malformed line with \"nan\" and a warning instead of stopping\n"
         "  --help        this text\n"
-        "A malformed line stops the program with exit code 1 and \"stdin:LINE: ...\" on stderr\n"
-        "after the lines before it have been answered.\n");
+        "A malformed line (wrong column count, text in a number, a list over max_len, a\n"
+        "domain outside 0..D-1, a NUL byte) stops the program with exit code 1 and\n"
+        "\"stdin:LINE: problem: \\\"line\\\"\" on stderr after the lines before it have been answered.\n");
 }
 
 static int parse_count(const char *flag, const char *v, long hi, long *out) {
@@ -71,6 +89,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--skip-bad")) { o->skip_bad = 1; continue; }
+        if (!strcmp(a, "--header")) { o->header = 1; continue; }
         if (!strcmp(a, "--threads") || !strcmp(a, "--batch")) {
             if (i + 1 >= argc) { fprintf(stderr, "moemlora-serve: %s needs a value\n", a); return -1; }
             if (parse_count(a, argv[++i], a[2] == 't' ? 256 : 1 << 20, a[2] == 't' ? &o->threads : &o->batch)) return -1;
@@ -163,36 +182,119 @@ static void quote(const char *s, size_t n, char *out, size_t cap) {
     if (i < n && o + 4 <= cap) memcpy(out + o, "...", 4);
 }
 
-/* One int32 field ending at sep (',', or '\0' for the last, where trailing
- * blanks and a CR may come first); blanks around it are fine. */
-static const char *parse_field(const char *s, char sep, int32_t *out, const char **why) {
-    while (*s == ' ' || *s == '\t') s++;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (end == s) { *why = "expected an integer"; return NULL; }
-    if (errno || x < INT32_MIN || x > INT32_MAX) { *why = "integer out of range"; return NULL; }
-    while (*end == ' ' || *end == '\t' || (!sep && *end == '\r')) end++;
-    if (*end != sep) { *why = sep ? "expected \"uid,pid,domain\"" : "unexpected text after the domain"; return NULL; }
-    *out = (int32_t)x;
-    return sep ? end + 1 : end;
+/* ---- the columns ---- */
+
+/* The model's schema and where each input column goes: column j of a line
+ * is field col[j] (the schema's order, or a header's). */
+typedef struct layout {
+    const mml_schema_t *sc;
+    int n_cols;
+    int col[MML_MAX_FIELDS];
+    int32_t n_domains;
+} layout;
+
+static int field_len(const mml_field_t *fd) { return fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1; }
+
+/* The schema's column names "a,b,c" for messages (cut with "..." when long). */
+static void column_names(const mml_schema_t *sc, char *out, size_t cap) {
+    size_t o = 0;
+    out[0] = 0;
+    for (int f = 0; f < sc->n_fields && o + 4 < cap; f++) {
+        int w = snprintf(out + o, cap - o, "%s%s", f ? "," : "", sc->field[f].name);
+        if (w < 0 || (size_t)w >= cap - o) { snprintf(out + (cap > 4 ? cap - 4 : 0), 4, "..."); return; }
+        o += (size_t)w;
+    }
 }
 
-/* Parses "uid,pid,domain" (line[0, len), without its newline); 0, or -1 with
- * the reason in why. */
-static int parse_line(const char *line, size_t len, int32_t n_domains, int32_t *u, int32_t *p, int32_t *d,
-                      char *why, size_t why_n) {
-    const char *r = NULL, *s = line;
-    if (strlen(line) != len) r = "NUL byte in the line";
-    else if (!line[strspn(line, " \t\r")]) r = "empty line";
-    else if ((s = parse_field(s, ',', u, &r)) && (s = parse_field(s, ',', p, &r)) && parse_field(s, '\0', d, &r) &&
-             (*d < 0 || *d >= n_domains)) {
-        snprintf(why, why_n, "domain %d outside 0..%d", *d, n_domains - 1);
-        return -1;
+/* s[0, n) without blanks (and a CR) at either end. */
+static void trim(const char **s, size_t *n) {
+    while (*n && (**s == ' ' || **s == '\t')) (*s)++, (*n)--;
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t' || (*s)[*n - 1] == '\r')) (*n)--;
+}
+
+/* Splits line[0, n) at commas into at most max columns (blanks trimmed):
+ * their count, or max + 1 when there are more. */
+static int split_columns(const char *line, size_t n, const char **col, size_t *len, int max) {
+    int k = 0;
+    for (size_t a = 0;; k++) {
+        const char *c = (const char *)memchr(line + a, ',', n - a);
+        size_t b = c ? (size_t)(c - line) : n;
+        if (k < max) {
+            col[k] = line + a;
+            len[k] = b - a;
+            trim(&col[k], &len[k]);
+        }
+        if (!c) return k + 1 > max ? max + 1 : k + 1;
+        a = b + 1;
     }
-    if (!r) return 0;
-    snprintf(why, why_n, "%s", r);
-    return -1;
+}
+
+/* An int32 filling s[0, n); 0 or -1. */
+static int parse_i32(const char *s, size_t n, int32_t *out) {
+    char buf[32], *end;
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    errno = 0;
+    long long x = strtoll(buf, &end, 10);
+    if (*end || errno || x < INT32_MIN || x > INT32_MAX) return -1;
+    *out = (int32_t)x;
+    return 0;
+}
+
+/* Could s[0, n) be a value (a number, an id list, nothing)? A first line
+ * with a column that cannot is a header. */
+static int value_like(const char *s, size_t n) {
+    char buf[64], *end;
+    if (n == 0) return 1;
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    strtod(buf, &end);
+    if (!*end) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789+-| \t", buf[i])) return 0;
+    return 1;
+}
+
+/* One column of field fd into row r of its batch column. */
+static int parse_value(const mml_field_t *fd, int is_domain, int32_t n_domains, const char *s, size_t n, int32_t *ids,
+                       float *value, char *why, size_t why_n) {
+    if (fd->kind == MML_FIELD_NUMERIC) {
+        char buf[64], *end;
+        if (n == 0 || n >= sizeof buf) return snprintf(why, why_n, "%s: expected a number", fd->name), -1;
+        memcpy(buf, s, n);
+        buf[n] = 0;
+        float x = strtof(buf, &end);
+        if (*end) return snprintf(why, why_n, "%s: expected a number", fd->name), -1;
+        if (!(x - x == 0.0f)) return snprintf(why, why_n, "%s: %s is not a finite number", fd->name, buf), -1;
+        *value = x;
+        return 0;
+    }
+    if (fd->kind == MML_FIELD_CATEGORICAL) {
+        if (parse_i32(s, n, ids)) return snprintf(why, why_n, "%s: expected an integer id", fd->name), -1;
+        if (is_domain && (*ids < 0 || *ids >= n_domains)) {
+            snprintf(why, why_n, "%s%s %d outside 0..%d", fd->name, strcmp(fd->name, "domain") ? " (the domain)" : "",
+                     *ids, n_domains - 1);
+            return -1;
+        }
+        return 0;
+    }
+    int k = 0; /* a list "a|b|c" of up to max_len ids; empty: none */
+    for (size_t a = 0; a < n; k++) {
+        const char *bar = (const char *)memchr(s + a, '|', n - a);
+        size_t b = bar ? (size_t)(bar - s) : n;
+        const char *t = s + a;
+        size_t tn = b - a;
+        trim(&t, &tn);
+        if (k >= fd->max_len) return snprintf(why, why_n, "%s: more than %d ids", fd->name, fd->max_len), -1;
+        if (parse_i32(t, tn, &ids[k])) return snprintf(why, why_n, "%s: expected ids \"a|b|c\"", fd->name), -1;
+        if (ids[k] < 0) return snprintf(why, why_n, "%s: id %d is negative", fd->name, ids[k]), -1;
+        a = bar ? b + 1 : n;
+        if (bar && a == n) return snprintf(why, why_n, "%s: expected ids \"a|b|c\"", fd->name), -1;
+    }
+    for (; k < fd->max_len; k++) ids[k] = -1;
+    return 0;
 }
 
 /* ---- scoring ---- */
@@ -200,6 +302,8 @@ static int parse_line(const char *line, size_t len, int32_t n_domains, int32_t *
 typedef struct worker {
     mml_session_t *s;
     mml_batch_t b;
+    const int32_t *ids[MML_MAX_FIELDS];
+    const float *values[MML_MAX_FIELDS];
     float *prob;
     mml_status st;
     char err[512]; /* mml_last_error() holds up to 511 bytes */
@@ -212,15 +316,30 @@ static void *score_slice(void *arg) {
     return NULL;
 }
 
+/* Lines read and not yet answered: line i of the batch is bad[i] ("nan") or
+ * row slot[i] of the columns; rows [0, rows) are the well-formed ones. */
+typedef struct batch {
+    int32_t *ids[MML_MAX_FIELDS];  /* field-major, as mml_batch_t */
+    float *values[MML_MAX_FIELDS];
+    float *prob;
+    int *slot;
+    unsigned char *bad;
+    int cap, n, rows;
+} batch;
+
 /* Scores rows [0, n) split into contiguous slices, one per worker. */
-static int score(worker *w, int nw, int n, const int32_t *u, const int32_t *p, const int32_t *d, float *prob) {
-    int use = n < 64 * nw ? 1 : nw; /* small batches are not worth a thread */
+static int score(worker *w, int nw, const mml_schema_t *sc, batch *bt) {
+    int n = bt->rows, use = n < 64 * nw ? 1 : nw; /* small batches are not worth a thread */
     pthread_t tid[256];
     int started[256] = {0};
     for (int t = 0; t < use; t++) {
         int a = (int)((int64_t)n * t / use), b = (int)((int64_t)n * (t + 1) / use);
-        w[t].b = mml_batch_paper(b - a, u + a, p + a, d + a, NULL);
-        w[t].prob = prob + a;
+        for (int f = 0; f < sc->n_fields; f++) {
+            w[t].ids[f] = bt->ids[f] ? bt->ids[f] + (int64_t)a * field_len(&sc->field[f]) : NULL;
+            w[t].values[f] = bt->values[f] ? bt->values[f] + a : NULL;
+        }
+        w[t].b = (mml_batch_t){b - a, NULL, NULL, NULL, NULL, w[t].ids, w[t].values};
+        w[t].prob = bt->prob + a;
         if (t > 0) started[t] = pthread_create(&tid[t], NULL, score_slice, &w[t]) == 0;
         if (t > 0 && !started[t]) score_slice(&w[t]); /* no thread: do it here */
     }
@@ -238,38 +357,112 @@ static int score(worker *w, int nw, int n, const int32_t *u, const int32_t *p, c
 
 /* ---- the request loop ---- */
 
-/* Lines read and not yet answered: line i of the batch is bad[i] ("nan") or
- * row slot[i] of u/p/d; rows [0, rows) are the well-formed ones. */
-typedef struct batch {
-    int32_t *u, *p, *d;
-    float *prob;
-    int *slot;
-    unsigned char *bad;
-    int cap, n, rows;
-} batch;
-
-static int batch_alloc(batch *b, int cap) {
+static int batch_alloc(batch *b, const mml_schema_t *sc, int cap) {
+    memset(b, 0, sizeof *b);
     size_t c = (size_t)cap;
+    int ok = 1;
     b->cap = cap;
-    b->u = (int32_t *)malloc(c * 4);
-    b->p = (int32_t *)malloc(c * 4);
-    b->d = (int32_t *)malloc(c * 4);
+    for (int f = 0; f < sc->n_fields; f++) {
+        if (sc->field[f].kind == MML_FIELD_NUMERIC) ok &= (b->values[f] = (float *)malloc(c * sizeof(float))) != NULL;
+        else ok &= (b->ids[f] = (int32_t *)malloc(c * (size_t)field_len(&sc->field[f]) * 4)) != NULL;
+    }
     b->prob = (float *)malloc(c * sizeof(float));
     b->slot = (int *)malloc(c * sizeof(int));
     b->bad = (unsigned char *)malloc(c);
-    return b->u && b->p && b->d && b->prob && b->slot && b->bad ? 0 : -1;
+    return ok && b->prob && b->slot && b->bad ? 0 : -1;
 }
 
 static void batch_free(batch *b) {
-    free(b->u); free(b->p); free(b->d); free(b->prob); free(b->slot); free(b->bad);
+    for (int f = 0; f < MML_MAX_FIELDS; f++) free(b->ids[f]), free(b->values[f]);
+    free(b->prob); free(b->slot); free(b->bad);
+}
+
+/* Parses line[0, len) (without its newline) into row r; 0, or -1 with the
+ * reason in why. */
+static int parse_line(const layout *L, const char *line, size_t len, batch *b, int r, char *why, size_t why_n) {
+    const char *col[MML_MAX_FIELDS];
+    size_t cl[MML_MAX_FIELDS];
+    if (strlen(line) != len) return snprintf(why, why_n, "NUL byte in the line"), -1;
+    if (!line[strspn(line, " \t\r")]) return snprintf(why, why_n, "empty line"), -1;
+    int n = split_columns(line, len, col, cl, L->n_cols);
+    if (n != L->n_cols) {
+        char names[160];
+        column_names(L->sc, names, sizeof names);
+        if (n > L->n_cols) snprintf(why, why_n, "more than %d columns (%s)", L->n_cols, names);
+        else snprintf(why, why_n, "got %d columns, expected %d (%s)", n, L->n_cols, names);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        int f = L->col[j];
+        const mml_field_t *fd = &L->sc->field[f];
+        int32_t *ids = b->ids[f] ? b->ids[f] + (int64_t)r * field_len(fd) : NULL;
+        float *val = b->values[f] ? b->values[f] + r : NULL;
+        if (parse_value(fd, f == L->sc->domain, L->n_domains, col[j], cl[j], ids, val, why, why_n)) return -1;
+    }
+    return 0;
+}
+
+/* A header line: its columns name the schema's fields, each once, in any
+ * order. 0, or -1 after saying what is wrong. */
+static int parse_header(layout *L, const char *line, size_t len) {
+    const char *col[MML_MAX_FIELDS];
+    size_t cl[MML_MAX_FIELDS];
+    char names[160], shown[4 * 48 + 8];
+    int seen[MML_MAX_FIELDS] = {0};
+    column_names(L->sc, names, sizeof names);
+    int n = strlen(line) == len ? split_columns(line, len, col, cl, MML_MAX_FIELDS) : 0;
+    if (n < 1 || n > MML_MAX_FIELDS) {
+        quote(line, len, shown, sizeof shown);
+        fprintf(stderr, "stdin:1: header: not a list of column names: \"%s\"\n", shown);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        char name[MML_FIELD_NAME_MAX + 1];
+        int f = -1;
+        if (cl[j] < sizeof name) {
+            memcpy(name, col[j], cl[j]);
+            name[cl[j]] = 0;
+            f = mml_schema_find(L->sc, name);
+        }
+        quote(col[j], cl[j], shown, sizeof shown);
+        if (f < 0) {
+            fprintf(stderr, "stdin:1: header: unknown column \"%s\" (the model's fields: %s)\n", shown, names);
+            return -1;
+        }
+        if (seen[f]++) {
+            fprintf(stderr, "stdin:1: header: column \"%s\" given twice\n", shown);
+            return -1;
+        }
+        L->col[j] = f;
+    }
+    for (int f = 0; f < L->sc->n_fields; f++)
+        if (!seen[f]) {
+            fprintf(stderr, "stdin:1: header: no column for the field \"%s\" (the model's fields: %s)\n",
+                    L->sc->field[f].name, names);
+            return -1;
+        }
+    L->n_cols = n;
+    return 0;
+}
+
+/* Is line 1 a header? With --header always; else when one of its columns
+ * cannot be a value. */
+static int is_header(const opts *o, const char *line, size_t len) {
+    const char *col[MML_MAX_FIELDS];
+    size_t cl[MML_MAX_FIELDS];
+    if (o->header) return 1;
+    if (strlen(line) != len) return 0;
+    int n = split_columns(line, len, col, cl, MML_MAX_FIELDS);
+    for (int j = 0; j < n && j < MML_MAX_FIELDS; j++)
+        if (!value_like(col[j], cl[j])) return 1;
+    return 0;
 }
 
 /* Adds input line `lineno` to the batch: 0. A malformed line is reported;
  * with --skip-bad it gets "nan" (1), otherwise the run ends (-1). */
-static int take_line(const opts *o, int32_t n_domains, const char *line, size_t len, long long lineno, batch *b) {
-    char why[96];
-    int r = b->rows;
-    if (parse_line(line, len, n_domains, &b->u[r], &b->p[r], &b->d[r], why, sizeof why) == 0) {
+static int take_line(const opts *o, const layout *L, const char *line, size_t len, long long lineno, batch *b) {
+    char why[256];
+    if (parse_line(L, line, len, b, b->rows, why, sizeof why) == 0) {
         b->bad[b->n] = 0;
         b->slot[b->n++] = b->rows++;
         return 0;
@@ -284,8 +477,8 @@ static int take_line(const opts *o, int32_t n_domains, const char *line, size_t 
 
 /* Scores the batch and prints its answers in input order; flush when a
  * client may be waiting for them. */
-static int answer(worker *w, int nw, batch *b, int flush) {
-    if (b->rows && score(w, nw, b->rows, b->u, b->p, b->d, b->prob)) return -1;
+static int answer(worker *w, int nw, const mml_schema_t *sc, batch *b, int flush) {
+    if (b->rows && score(w, nw, sc, b)) return -1;
     for (int i = 0; i < b->n; i++) {
         if (b->bad[i]) fputs("nan\n", stdout);
         else printf("%.6f\n", b->prob[b->slot[i]]);
@@ -301,7 +494,7 @@ static int answer(worker *w, int nw, batch *b, int flush) {
 /* Answers stdin line by line. A regular file is read in full batches; from
  * a pipe or a terminal a partial batch is answered as soon as no more input
  * is waiting. */
-static int serve(const opts *o, int32_t n_domains, worker *w, int nw, batch *b) {
+static int serve(const opts *o, layout *L, worker *w, int nw, batch *b) {
     struct stat st;
     int stream = !(fstat(0, &st) == 0 && S_ISREG(st.st_mode)), rc = 0, got;
     reader rd = {0, (char *)malloc(1 << 16), 1 << 16, 0, 0, 0, 0, 0};
@@ -311,10 +504,14 @@ static int serve(const opts *o, int32_t n_domains, worker *w, int nw, batch *b) 
         char *line;
         size_t len;
         got = next_line(&rd, !stream || b->n == 0, &line, &len);
-        int bad = got == LINE_OK ? take_line(o, n_domains, line, len, ++lineno, b) : 0;
+        if (got == LINE_OK && ++lineno == 1 && is_header(o, line, len)) {
+            if (parse_header(L, line, len)) { rc = 1; break; }
+            continue;
+        }
+        int bad = got == LINE_OK ? take_line(o, L, line, len, lineno, b) : 0;
         n_bad += bad != 0;
         if (bad < 0) { rc = 1; got = LINE_END; } /* after answering the lines before it */
-        if ((b->n == b->cap || (b->n && got != LINE_OK)) && answer(w, nw, b, stream)) { rc = 1; break; }
+        if ((b->n == b->cap || (b->n && got != LINE_OK)) && answer(w, nw, L->sc, b, stream)) { rc = 1; break; }
     } while (got == LINE_OK || got == LINE_WAIT);
     free(rd.buf);
     if (got == LINE_ERROR) { fprintf(stderr, "moemlora-serve: reading stdin: %s\n", strerror(rd.err)); rc = 1; }
@@ -337,7 +534,13 @@ int main(int argc, char **argv) {
     worker *w = (worker *)calloc((size_t)nw, sizeof *w);
     batch b;
     memset(&b, 0, sizeof b);
-    if (!w || batch_alloc(&b, (int)o.batch)) {
+    layout L;
+    memset(&L, 0, sizeof L);
+    L.sc = mml_model_config(m)->schema;
+    L.n_cols = L.sc->n_fields;
+    L.n_domains = mml_model_config(m)->n_domains;
+    for (int f = 0; f < L.n_cols; f++) L.col[f] = f;
+    if (!w || batch_alloc(&b, L.sc, (int)o.batch)) {
         fprintf(stderr, "moemlora-serve: out of memory\n");
         rc = 1;
         goto done;
@@ -350,7 +553,7 @@ int main(int argc, char **argv) {
         }
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    rc = serve(&o, mml_model_config(m)->n_domains, w, nw, &b);
+    rc = serve(&o, &L, w, nw, &b);
 done:
     for (int t = 0; w && t < nw; t++) mml_session_free(w[t].s);
     free(w);

@@ -467,6 +467,259 @@ static void test_serve(void) {
     mml_model_free(m);
 }
 
+/* ---- a model with a schema ---- */
+
+/* A categorical field, a multi-hot list of 3, the domain and a numeric field. */
+enum { SNF = 4, SML = 3, SN = 500 };
+static void serve_schema(mml_schema_t *s) {
+    static const char *const names[SNF] = {"user", "genres", "region", "price"};
+    static const mml_field_kind kinds[SNF] = {MML_FIELD_CATEGORICAL, MML_FIELD_MULTI_HOT, MML_FIELD_CATEGORICAL,
+                                              MML_FIELD_NUMERIC};
+    static const int vocab[SNF] = {20, 8, 3, 0};
+    memset(s, 0, sizeof *s);
+    s->n_fields = SNF;
+    s->domain = 2;
+    for (int f = 0; f < SNF; f++) {
+        snprintf(s->field[f].name, sizeof s->field[f].name, "%s", names[f]);
+        s->field[f].kind = kinds[f];
+        s->field[f].vocab = vocab[f];
+        s->field[f].scale = 0.1f;
+    }
+    s->field[1].max_len = SML;
+}
+
+static int32_t s_user[SN], s_genres[SN * SML], s_region[SN];
+static float s_price[SN];
+
+/* Writes the requests with the columns in the order given (-1: the header
+ * "order" names them; 0: no header). */
+static void write_schema_requests(const char *path, const mml_schema_t *sc, const int *order, int header) {
+    FILE *f = fopen(path, "w");
+    if (header) {
+        for (int j = 0; j < SNF; j++) fprintf(f, "%s%s", j ? "," : "", sc->field[order[j]].name);
+        fputc('\n', f);
+    }
+    for (int i = 0; i < SN; i++) {
+        for (int j = 0; j < SNF; j++) {
+            int fi = order[j];
+            if (j) fputc(',', f);
+            if (fi == 0) fprintf(f, "%d", s_user[i]);
+            else if (fi == 2) fprintf(f, "%d", s_region[i]);
+            else if (fi == 3) fprintf(f, "%.9g", (double)s_price[i]);
+            else
+                for (int q = 0; q < SML && s_genres[i * SML + q] >= 0; q++)
+                    fprintf(f, "%s%d", q ? (i % 7 == 2 ? " | " : "|") : "", s_genres[i * SML + q]);
+        }
+        fputs(i % 9 == 4 ? "\r\n" : "\n", f);
+    }
+    fclose(f);
+}
+
+/* The program's output against want[0, n) within 1e-6 (6 decimals). */
+static void compare_n(const char *out, const float *want, int n_want, const char *what) {
+    char *text = (char *)mmlt_read_file(out, NULL);
+    int n = 0, bad = 0;
+    char *save = NULL;
+    for (char *line = text ? strtok_r(text, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save), n++) {
+        char *end;
+        double x = strtod(line, &end);
+        if (*end || n >= n_want || !(fabs(x - want[n]) <= 1e-6)) bad++;
+    }
+    CHECK(text && n == n_want && bad == 0, "%s: %d lines of %d, %d differ", what, n, n_want, bad);
+    free(text);
+}
+
+/* Runs moemlora-serve on the bytes in[0, n); exit code, stdout and stderr. */
+static int serve_text(const char *model, const char *in, int skip_bad, char **out, char **err) {
+    char req[1024], o[1024], e[1024];
+    dpath(req, sizeof req, "s_req.csv");
+    dpath(o, sizeof o, "s_out.txt");
+    dpath(e, sizeof e, "s_err.txt");
+    FILE *f = fopen(req, "wb");
+    if (f) { fputs(in, f); fclose(f); }
+    const char *a[] = {model, skip_bad ? "--skip-bad" : NULL, NULL};
+    int rc = run("moemlora-serve", a, req, o, e);
+    *out = (char *)mmlt_read_file(o, NULL);
+    *err = (char *)mmlt_read_file(e, NULL);
+    return rc;
+}
+
+/* Header errors stop before anything is scored (also with --skip-bad). */
+static void check_bad_header(const char *model, const char *header, const char *reason) {
+    char in[512];
+    snprintf(in, sizeof in, "%s\n3,1|2,0,5.5\n", header);
+    for (int skip = 0; skip < 2; skip++) {
+        char *out, *err;
+        int rc = serve_text(model, in, skip, &out, &err);
+        CHECK(rc == 1 && out && !*out && err && strstr(err, "stdin:1: header:") && strstr(err, reason),
+              "header \"%s\"%s: exit %d, output \"%s\", message \"%s\", expected \"%s\"", header, skip ? " --skip-bad" : "",
+              rc, out ? out : "", err ? err : "", reason);
+        if (!skip) printf("header \"%s\": exit %d, stderr: %s", header, rc, err ? err : "\n");
+        free(out);
+        free(err);
+    }
+}
+
+/* Line 2 of three is bad: exit 1 and "stdin:2: <reason>" after one answer;
+ * with --skip-bad a nan in its place. The good lines carry a header. */
+static void check_bad_schema_line(const char *model, const char *bad, const char *reason) {
+    char in[512];
+    snprintf(in, sizeof in, "user,genres,region,price\n3,1|2,0,5.5\n%s\n4,,1,-2\n", bad);
+    char *out, *err;
+    int rc = serve_text(model, in, 0, &out, &err);
+    CHECK(rc == 1 && count_lines(out) == 1 && err && strstr(err, "stdin:3:") && strstr(err, reason),
+          "line \"%s\": exit %d, %d answers, message \"%s\", expected \"stdin:3:\" and \"%s\"", bad, rc, count_lines(out),
+          err ? err : "", reason);
+    printf("line \"%s\": exit %d, stderr: %s", bad, rc, err ? err : "\n");
+    free(out);
+    free(err);
+    rc = serve_text(model, in, 1, &out, &err);
+    CHECK(rc == 0 && count_lines(out) == 3 && out && strstr(out, "\nnan\n") && err && strstr(err, "warning: stdin:3:"),
+          "line \"%s\" --skip-bad: exit %d, output \"%s\", message \"%s\"", bad, rc, out ? out : "", err ? err : "");
+    free(out);
+    free(err);
+}
+
+static void test_serve_schema(void) {
+    mmlt_ctx = "serve schema";
+    mml_schema_t sc;
+    serve_schema(&sc);
+    mml_config_t c;
+    mml_config_default(&c);
+    c.schema = &sc;
+    c.adapter = MML_ADAPTER_MLORA;
+    c.emb_dim = 4;
+    c.n_hidden = 2;
+    c.hidden[0] = 16;
+    c.hidden[1] = 8;
+    c.lora_reduce = 4;
+    c.max_batch = 64;
+    mml_model_t *m = make_model(&c);
+    uint64_t r = 5;
+    for (int i = 0; i < SN; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t x = (uint32_t)(r >> 33);
+        s_user[i] = (int32_t)(x % 23); /* a few past the vocabulary: the OOV row */
+        s_region[i] = (int32_t)((x >> 5) % 3);
+        s_price[i] = (float)((x >> 9) % 1000) * 0.37f - 50.0f;
+        int k = (int)((x >> 20) % (SML + 1));
+        for (int q = 0; q < SML; q++) s_genres[i * SML + q] = q < k ? (int32_t)((x >> (q * 3 + 1)) % 10) : -1;
+    }
+    /* a few training steps move the adapters off their zero start */
+    float lab[64];
+    for (int i = 0; i < 64; i++) lab[i] = (float)((s_user[i] + s_region[i]) % 2);
+    const int32_t *ids[SNF] = {s_user, s_genres, s_region, NULL};
+    const float *vals[SNF] = {NULL, NULL, NULL, s_price};
+    for (int k = 0; k < 5; k++) {
+        mml_batch_t tb = {64, NULL, NULL, NULL, lab, ids, vals};
+        for (int i = 0; i < 64; i++) /* ids past the vocabulary are not for training */
+            if (s_user[i] >= 20 || s_genres[i * SML] >= 8 || s_genres[i * SML + 1] >= 8 || s_genres[i * SML + 2] >= 8) {
+                tb.n = i;
+                break;
+            }
+        if (tb.n > 0) CHECK_OK(mml_train_step(m, &tb, NULL));
+    }
+    char model[1024], req[1024], out[1024], err[1024];
+    dpath(model, sizeof model, "schema.mml");
+    dpath(req, sizeof req, "schema_req.csv");
+    dpath(out, sizeof out, "schema_out.txt");
+    dpath(err, sizeof err, "schema_err.txt");
+    CHECK_OK(mml_model_export(m, model));
+    static float want[SN];
+    mml_batch_t b = {SN, NULL, NULL, NULL, NULL, ids, vals};
+    CHECK_OK(mml_predict(m, &b, want));
+    int distinct = 0;
+    for (int i = 1; i < SN; i++) distinct += want[i] != want[0];
+    CHECK(distinct > SN / 2, "the predictions hardly differ (%d of %d)", distinct, SN);
+
+    static const int same[SNF] = {0, 1, 2, 3}, shuffled[SNF] = {3, 2, 0, 1};
+    static const struct { const int *order; int header; const char *what; } runs[] = {
+        {same, 0, "schema order"}, {same, 1, "schema order, header"}, {shuffled, 1, "header price,region,user,genres"}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        write_schema_requests(req, &sc, runs[i].order, runs[i].header);
+        for (int t = 1; t <= 2; t++) {
+            const char *a[] = {model, "--threads", t == 1 ? "1" : "2", "--batch", t == 1 ? "1024" : "77", NULL};
+            int rc = run("moemlora-serve", a, req, out, err);
+            char what[128];
+            snprintf(what, sizeof what, "%s, %d thread%s", runs[i].what, t, t > 1 ? "s" : "");
+            CHECK(rc == 0, "%s: exit %d", what, rc);
+            compare_n(out, want, SN, what);
+        }
+    }
+    /* --header: a first line of numbers is a header too */
+    mml_schema_t num = sc;
+    snprintf(num.field[0].name, sizeof num.field[0].name, "101");
+    mml_config_t cn = c;
+    cn.schema = &num;
+    mml_model_t *mn = make_model(&cn);
+    char nmodel[1024];
+    dpath(nmodel, sizeof nmodel, "numeric_names.mml");
+    CHECK_OK(mml_model_export(mn, nmodel));
+    float w2[2];
+    CHECK_OK(mml_predict(mn, &(mml_batch_t){2, NULL, NULL, NULL, NULL, ids, vals}, w2));
+    FILE *f = fopen(req, "w");
+    fprintf(f, "price,region,101,genres\n");
+    for (int i = 0; i < 2; i++) {
+        fprintf(f, "%.9g,%d,%d,", (double)s_price[i], s_region[i], s_user[i]);
+        for (int q = 0; q < SML && s_genres[i * SML + q] >= 0; q++) fprintf(f, "%s%d", q ? "|" : "", s_genres[i * SML + q]);
+        fputc('\n', f);
+    }
+    fclose(f);
+    const char *ah[] = {nmodel, "--header", NULL};
+    CHECK(run("moemlora-serve", ah, req, out, err) == 0, "--header: exit status");
+    compare_n(out, w2, 2, "--header with a field named 101");
+    mml_model_free(mn);
+
+    check_bad_header(model, "user,genres,region", "no column for the field \"price\"");
+    check_bad_header(model, "user,genres,region,price,label", "unknown column \"label\"");
+    check_bad_header(model, "user,genres,region,user", "column \"user\" given twice");
+    check_bad_schema_line(model, "3,1|2,0", "got 3 columns, expected 4 (user,genres,region,price)");
+    check_bad_schema_line(model, "3,1|2,0,5,9", "more than 4 columns");
+    check_bad_schema_line(model, "3,1|2|3|4,0,5.5", "genres: more than 3 ids");
+    check_bad_schema_line(model, "3,1|x,0,5.5", "genres: expected ids");
+    check_bad_schema_line(model, "3,1||2,0,5.5", "genres: expected ids");
+    check_bad_schema_line(model, "3,1|2|,0,5.5", "genres: expected ids");
+    check_bad_schema_line(model, "3,1|-2,0,5.5", "genres: id -2 is negative");
+    check_bad_schema_line(model, "3,1|2,0,cheap", "price: expected a number");
+    check_bad_schema_line(model, "3,1|2,0,inf", "price: inf is not a finite number");
+    check_bad_schema_line(model, "3,1|2,0,", "price: expected a number");
+    check_bad_schema_line(model, "3.5,1|2,0,5.5", "user: expected an integer id");
+    check_bad_schema_line(model, "3,1|2,3,5.5", "region (the domain) 3 outside 0..2");
+
+    /* --help documents the input */
+    char help[1024];
+    dpath(help, sizeof help, "help_schema.txt");
+    const char *ahelp[] = {"--help", NULL};
+    run("moemlora-serve", ahelp, NULL, help, NULL);
+    char *h = (char *)mmlt_read_file(help, NULL);
+    CHECK(h && strstr(h, "schema's order") && strstr(h, "multi-hot") && strstr(h, "'|'") && strstr(h, "numeric") &&
+              strstr(h, "Header") && strstr(h, "--header"),
+          "--help does not document the schema input: \"%s\"", h ? h : "");
+    free(h);
+    mml_model_free(m);
+    mmlt_ctx = "";
+}
+
+/* A version 1 file (the paper's layout, made by the version 1 writer) serves. */
+static void test_serve_v1(void) {
+    mmlt_ctx = "serve v1 fixture";
+    char model[1024], req[1024], out[1024];
+    snprintf(model, sizeof model, "%s/tests/corpus/fuzz_model/export_moe.mml", MOEMLORA_SOURCE_DIR);
+    dpath(req, sizeof req, "v1_req.csv");
+    dpath(out, sizeof out, "v1_out.txt");
+    mml_model_t *m = NULL;
+    CHECK_OK(mml_model_load(model, &m));
+    if (!m) return;
+    write_requests(req, mml_model_config(m));
+    static float want[N_ROWS];
+    CHECK_OK(mml_predict(m, &(mml_batch_t){N_ROWS, U, P, D, NULL, NULL, NULL}, want));
+    const char *a[] = {model, "--threads", "2", NULL};
+    CHECK(run("moemlora-serve", a, req, out, NULL) == 0, "exit status");
+    compare_output(out, want, "version 1 fixture");
+    mml_model_free(m);
+    mmlt_ctx = "";
+}
+
 /* moemlora-train --paper: the model saved carries the paper's lora_reduce. */
 static void test_paper(void) {
     mmlt_ctx = "train --paper";
@@ -520,6 +773,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     test_serve();
+    test_serve_schema();
+    test_serve_v1();
     test_paper();
     mmlt_rm_tree(dir);
     return mmlt_finish("test_serve");
