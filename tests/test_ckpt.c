@@ -618,6 +618,15 @@ static int write_corpus(const char *dir) {
         }
         printf("wrote %s\n", path);
     }
+    /* version 2: a model with a schema adds a SCHM byte section */
+    static const char schm[] = "n_fields=1\ndomain=0\nfield.0.name=d\nfield.0.kind=categorical\n";
+    mml__ckpt_section s2[3] = {s[0], {{'S', 'C', 'H', 'M'}, schm, sizeof schm - 1, NULL, 0}, s[1]};
+    snprintf(path, sizeof path, "%s/v2.ckpt", dir);
+    if (mml__ckpt_save_v(path, s2, 3, 2)) {
+        fprintf(stderr, "%s\n", mml_last_error());
+        return 1;
+    }
+    printf("wrote %s\n", path);
     return 0;
 }
 

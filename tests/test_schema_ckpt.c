@@ -3,7 +3,10 @@
  * version 1 files of the paper's layout (the fixtures in
  * tests/corpus/fuzz_model, made by the version 1 writer) loading and
  * re-saving byte for byte, malformed schema sections, folded inference and
- * mml_fit resumed from a checkpoint, with a schema. */
+ * mml_fit resumed from a checkpoint, with a schema.
+ *
+ *   test_schema_ckpt                      run the tests
+ *   test_schema_ckpt --write-corpus DIR   write fuzz_model's schema seeds to DIR */
 #define _POSIX_C_SOURCE 200809L
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
@@ -618,7 +621,49 @@ static void test_resume_schema(sdata *s, int threads) {
     mmlt_ctx = "";
 }
 
-int main(void) {
+/* Seed inputs for fuzz_model: a tiny export and training checkpoint of a
+ * model with a schema (version 2), each under the fuzzers' 4096 bytes. */
+static int write_corpus(const char *dir) {
+    mml_schema_t s;
+    memset(&s, 0, sizeof s);
+    static const char *const names[4] = {"u", "g", "d", "x"};
+    static const mml_field_kind kinds[4] = {MML_FIELD_CATEGORICAL, MML_FIELD_MULTI_HOT, MML_FIELD_CATEGORICAL,
+                                            MML_FIELD_NUMERIC};
+    s.n_fields = 4;
+    s.domain = 2;
+    for (int f = 0; f < 4; f++) {
+        snprintf(s.field[f].name, sizeof s.field[f].name, "%s", names[f]);
+        s.field[f].kind = kinds[f];
+        s.field[f].vocab = f == 3 ? 0 : 3;
+        s.field[f].scale = 0.5f;
+    }
+    s.field[1].max_len = 2;
+    s.field[1].pooling = MML_POOL_MEAN;
+    mml_config_t c;
+    mml_config_default(&c);
+    c.schema = &s;
+    c.adapter = MML_ADAPTER_MLORA;
+    c.emb_dim = 2;
+    c.n_hidden = 1;
+    c.hidden[0] = 4;
+    c.lora_r = 1;
+    c.max_batch = 4;
+    mml_model_t *m = NULL;
+    char path[600];
+    mml_status st = mml_model_create(&c, &m);
+    snprintf(path, sizeof path, "%s/export_schema.mml", dir);
+    if (!st) st = mml_model_export(m, path);
+    if (!st) printf("wrote %s\n", path);
+    snprintf(path, sizeof path, "%s/train_schema.mml", dir);
+    if (!st) st = mml_model_save(m, path);
+    if (!st) printf("wrote %s\n", path);
+    if (st) fprintf(stderr, "%s\n", mml_last_error());
+    mml_model_free(m);
+    return st ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0) return write_corpus(argv[2]);
     (void)mmlt_close;
     (void)mmlt_rm_tree;
     const char *td = getenv("TMPDIR");
