@@ -75,7 +75,10 @@
  *
  * FILES. Every write is atomic (temp file, fsync, rename, directory fsync), so
  * a crash or a full disk never loses an existing file. Checkpoints carry CRC32C
- * per section and are validated before use (docs/FORMAT.md).
+ * per section and are validated before use (docs/FORMAT.md). A model made
+ * with a schema is saved as format version 2, which carries the schema (a
+ * loaded model has it back); the paper's layout stays version 1, byte for
+ * byte, and files of both versions load.
  *
  * DIFFERENCES FROM THE PAPER'S PUBLIC CODE (deliberate): the gate's domain
  * embedding is a trained, saved parameter; frozen groups really receive no
@@ -514,7 +517,8 @@ MOEMLORA_API void mml_fit_opts_default(mml_fit_opts_t *o);
  * A model loaded from a checkpoint written during a fit continues that fit
  * where it stopped (same data and options give the same weights, bit for bit,
  * as an uninterrupted run). The checkpoint holds a fingerprint of the data
- * (sizes and every row of the three splits) and the run options: other data,
+ * (sizes and every row of the three splits; with a schema, every column) and
+ * the run options: other data,
  * or another batch or seed, is MML_ERR_STATE naming the difference;
  * max_epochs and patience may change (the stage in progress ends by the new
  * ones). After a fit has run to its end, mml_fit on the model (or on a model
@@ -539,12 +543,17 @@ MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opt
 
 /* Saves everything needed to resume training (parameters, Adam moments, the
  * early-stopping snapshot, progress) atomically: a crash never loses the
- * previous file at path. Format: docs/FORMAT.md. */
+ * previous file at path. Format: docs/FORMAT.md: version 1 for the paper's
+ * layout, version 2 (with a section holding the schema) for a model made
+ * with cfg.schema. */
 MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
 /* Saves an inference-only file (config and parameters). */
 MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
-/* Loads either kind; every field is validated before use (clear errors for
- * foreign, truncated, corrupt or inconsistent files). */
+/* Loads either kind, of either format version; every field is validated
+ * before use (clear errors for foreign, truncated, corrupt or inconsistent
+ * files). A model saved with a schema comes back with it:
+ * mml_model_config(m)->schema (the model's copy; for the paper's layout, its
+ * three fields user, item, domain). */
 MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
 
 /* // >>synthetic ----------------------------------------------------------- */
@@ -7532,8 +7541,14 @@ static mml_status mml__phase_end(mml__fit *f, const char *name, mml_metrics_t *t
 static mml_status mml__check_data(const mml_model_t *m, const mml_data_t *d) {
     const mml_config_t *c = &m->cfg;
     const mml_schema_t *ms = m->a.schema, *ds = d->schema;
-    if (!ds && (ms->n_fields != 3 || ms->field[0].kind || ms->field[1].kind || ms->domain != 2 ||
-                d->n_users > ms->field[0].vocab || d->n_items > ms->field[1].vocab || d->n_domains != c->n_domains))
+    if (!ds && (ms->n_fields != 3 || ms->field[0].kind || ms->field[1].kind || ms->domain != 2)) {
+        char names[160] = "";
+        for (int f = 0, n = 0; f < ms->n_fields && n >= 0 && n < (int)sizeof names; f++)
+            n += snprintf(names + n, sizeof names - (size_t)n, "%s%s", f ? "," : "", ms->field[f].name);
+        return mml__fail(MML_ERR_ARG, "data in the paper's layout (user, item, domain) does not fit the model's "
+                         "schema (%d fields: %s)", ms->n_fields, names);
+    }
+    if (!ds && (d->n_users > ms->field[0].vocab || d->n_items > ms->field[1].vocab || d->n_domains != c->n_domains))
         return mml__fail(MML_ERR_ARG, "data (users %d, items %d, domains %d) does not fit the model (%d, %d, %d)",
                          d->n_users, d->n_items, d->n_domains, c->n_users, c->n_items, c->n_domains);
     if (ds && (ds->n_fields != ms->n_fields || ds->domain != ms->domain || d->n_domains != c->n_domains))

@@ -4,7 +4,8 @@
  *     fewer users), another --batch, a model flag that differs from the
  *     checkpoint and an inference-only export are refused with a message
  *     naming the problem; --epochs may change and is said to; model flags
- *     with the checkpoint's values are accepted;
+ *     with the checkpoint's values are accepted; a checkpoint of a model with
+ *     a schema brings the schema, and data without it is refused naming it;
  *   outputs: --results in a missing directory, --export naming a directory,
  *     --save and --export (or --resume and --export, or two spellings of one
  *     path) naming one file: exit 2, nothing loaded, nothing written;
@@ -187,6 +188,37 @@ static void test_resume(void) {
                  "the resumed run: state %d, batch %d, patience %d, epochs %d", (int)mml_model_fit_state(m, NULL),
                  run_opts.batch, run_opts.patience, run_opts.max_epochs);
     mml_model_free(m);
+
+    /* a stopped run of a model with a schema: the model and its schema come
+     * from the checkpoint (format version 2); data of the paper's layout is
+     * refused naming the schema */
+    mmlt_ctx = "stopped run with a schema";
+    mml_schema_t sc;
+    memset(&sc, 0, sizeof sc);
+    static const char *const names[3] = {"viewer", "tags", "site"};
+    for (int f = 0; f < 3; f++) {
+        snprintf(sc.field[f].name, sizeof sc.field[f].name, "%s", names[f]);
+        sc.field[f].vocab = f == 2 ? 10 : 50;
+    }
+    sc.n_fields = 3;
+    sc.domain = 2;
+    sc.field[1].kind = MML_FIELD_MULTI_HOT;
+    sc.field[1].max_len = 4;
+    mml_config_t c;
+    mml_config_default(&c);
+    c.schema = &sc;
+    c.n_hidden = 1;
+    c.hidden[0] = 8;
+    char sch[1024];
+    dpath(sch, sizeof sch, "schema_stopped.mml");
+    m = make_model(&c);
+    m->fit.active = 1; /* as mml_fit leaves its checkpoint after an epoch */
+    CHECK_OK(mml_model_save(m, sch));
+    mml_model_free(m);
+    expect_run("schema model, paper-layout data", (const char *[]){DATA, "--quiet", "--resume", sch, NULL}, 1,
+               (const char *[]){"does not fit the model's schema (3 fields: viewer,tags,site)", NULL});
+    expect_run("schema model, a model flag", (const char *[]){DATA, "--model", "nfm", "--quiet", "--resume", sch, NULL},
+               2, (const char *[]){"--model comes from the checkpoint", NULL});
     mmlt_ctx = "";
 }
 
