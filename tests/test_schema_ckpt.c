@@ -394,13 +394,18 @@ static void test_v2_malformed(const sdata *s) {
     unsigned char *src = mmlt_read_file(good, &n);
     if (!src) return;
     mml__ckpt *ck = NULL;
-    const void *p;
-    uint64_t pn;
+    const void *p = NULL;
+    uint64_t pn = 0;
     CHECK_OK(mml__ckpt_open(good, &ck));
     CHECK_OK(ck ? mml__ckpt_bytes(ck, "SCHM", &p, &pn) : 1);
     char *orig = (char *)calloc(1, (size_t)pn + 1);
-    memcpy(orig, p, (size_t)pn);
+    if (p) memcpy(orig, p, (size_t)pn);
     mml__ckpt_close(ck);
+    if (!p) {
+        free(orig);
+        free(src);
+        return;
+    }
     CHECK(strstr(orig, "field.2.kind=multi_hot\n") && strstr(orig, "field.1.shift=0x1.18p+5\n"),
           "SCHM text: %s", orig);
     static const struct { uint32_t ver; int drop; const char *from, *to, *want; } cases[] = {
