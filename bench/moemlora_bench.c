@@ -5,6 +5,13 @@
  *
  *   moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]
  *                  [--emb-list 8,128] [--adapters none,mlora,moe] [--json]
+ *                  [--schema aliccp]
+ *
+ * --schema aliccp: an Ali-CCP-like schema instead: 20 categorical fields,
+ * the domain (10 values) and 19 others with vocabularies from 19 to 1M
+ * (log-spaced), ids skewed towards the small ones (id = V u^3), every field
+ * embedded in emb floats (default list 16); bench/torch_schema_peer.py is the
+ * PyTorch peer of this row.
  *
  * Each rate is the best of W windows of S/W seconds (default 3: a shared
  * machine's noise only ever slows a window down); run_peers.sh runs one
@@ -21,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
 
 static double now_s(void) {
@@ -53,6 +61,34 @@ enum { USERS = 100000, ITEMS = 50000, DOMAINS = 10, BATCH = 1024, NB = 64 };
 
 static int32_t g_uid[BATCH * NB], g_pid[BATCH * NB], g_dom[BATCH * NB];
 static float g_lab[BATCH * NB];
+
+/* --schema aliccp: the fields, field-major ids of NB batches */
+enum { SF = 20 };
+static mml_schema_t g_schema;
+static int g_use_schema;
+static int32_t *g_ids[SF];
+
+/* Field 0 is the domain; field f > 0 has round(10^(1 + 5 f / 19)) ids. */
+static void make_schema(void) {
+    memset(&g_schema, 0, sizeof g_schema);
+    g_schema.n_fields = SF;
+    g_schema.domain = 0;
+    for (int f = 0; f < SF; f++) {
+        mml_field_t *fd = &g_schema.field[f];
+        snprintf(fd->name, sizeof fd->name, f ? "c%d" : "domain", f);
+        fd->kind = MML_FIELD_CATEGORICAL;
+        fd->vocab = f ? (int32_t)(pow(10.0, 1.0 + 5.0 * f / (SF - 1)) + 0.5) : DOMAINS;
+    }
+    uint64_t s = 4242;
+    for (int f = 0; f < SF; f++) {
+        g_ids[f] = (int32_t *)malloc(sizeof(int32_t) * BATCH * NB);
+        if (!g_ids[f]) exit(1);
+        for (int i = 0; i < BATCH * NB; i++) {
+            double u = mml__rng_uniform(&s);
+            g_ids[f][i] = f ? (int32_t)(g_schema.field[f].vocab * u * u * u) : (int32_t)(u * DOMAINS);
+        }
+    }
+}
 
 static void make_data(void) {
     uint64_t s = 42;
@@ -145,9 +181,13 @@ static mml_model_t *make_model(const char *adapter, int emb, int threads, int la
     mml_config_default(&c);
     c.model = MML_MODEL_WDL; /* the peer's model: tower + linear logit */
     mml_adapter_from_name(adapter, &c.adapter);
-    c.n_users = USERS;
-    c.n_items = ITEMS;
-    c.n_domains = DOMAINS;
+    if (g_use_schema) {
+        c.schema = &g_schema;
+    } else {
+        c.n_users = USERS;
+        c.n_items = ITEMS;
+        c.n_domains = DOMAINS;
+    }
     c.emb_dim = emb;
     c.threads = threads;
     c.lazy_adam = lazy;
@@ -166,9 +206,26 @@ static int g_windows = 3;
 
 enum { COUNT_BATCHES = 4 }; /* batches of a counting pass */
 
+/* n rows from sample k on, in either layout (ids[] is the caller's, SF long). */
+static mml_batch_t rows_at(int k, int n, int labels, const int32_t **ids) {
+    const float *lab = labels ? g_lab + k : NULL;
+    if (!g_use_schema) return mml_batch_paper(n, g_uid + k, g_pid + k, g_dom + k, lab);
+    for (int f = 0; f < SF; f++) ids[f] = g_ids[f] + k;
+    mml_batch_t b = {n, NULL, NULL, NULL, lab, ids, NULL};
+    return b;
+}
+
 static mml_batch_t batch_at(long n, int labels) {
+    static const int32_t *ids[NB][SF];
     int k = (int)(n % NB);
-    return mml_batch_paper(BATCH, g_uid + k * BATCH, g_pid + k * BATCH, g_dom + k * BATCH, labels ? g_lab + k * BATCH : NULL);
+    return rows_at(k * BATCH, BATCH, labels, ids[k]);
+}
+
+static void predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
+    if (mml_predict(m, b, prob)) {
+        fprintf(stderr, "moemlora-bench: %s\n", mml_last_error());
+        exit(1);
+    }
 }
 
 static void train_batch(mml_model_t *m, long n) {
@@ -192,7 +249,7 @@ static double infer_flops(mml_model_t *m) {
     count_begin(m);
     for (int k = 0; k < COUNT_BATCHES; k++) {
         mml_batch_t b = batch_at(k, 0);
-        mml_predict(m, &b, prob);
+        predict(m, &b, prob);
     }
     return count_end(m, (long)COUNT_BATCHES * BATCH);
 }
@@ -253,7 +310,7 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
         long n0 = n;
         do {
             b = batch_at(n, 0);
-            mml_predict(m, &b, prob);
+            predict(m, &b, prob);
             n++;
             t = now_s() - t0;
         } while (t < seconds / g_windows);
@@ -263,10 +320,10 @@ static void infer_rates(mml_model_t *m, double seconds, run *r) {
     enum { NL = 20000 };
     static double lat[NL];
     for (int i = 0; i < NL; i++) {
-        int k = i % (BATCH * NB);
-        b = mml_batch_paper(1, g_uid + k, g_pid + k, g_dom + k, NULL);
+        const int32_t *ids[SF];
+        b = rows_at(i % (BATCH * NB), 1, 0, ids);
         double a = now_s();
-        mml_predict(m, &b, prob);
+        predict(m, &b, prob);
         lat[i] = (now_s() - a) * 1e6;
     }
     qsort(lat, NL, sizeof *lat, cmp_dbl);
@@ -334,12 +391,12 @@ static void print_run(const run *r, double peak, int json) {
            r->lat_med_us, r->lat_p99_us, r->train_flops, gf, pk > 0 ? 100.0 * gf / pk : 0.0, r->infer_flops, gfi,
            pk > 0 ? 100.0 * gfi / pk : 0.0, r->rss_mb);
     if (json)
-        printf("{\"adapter\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
+        printf("{\"schema\":\"%s\",\"adapter\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
                "\"train_catchup_share\":%.4f,\"train_rows_owed\":%ld,\"train_lazy_samples_per_s\":%.0f,"
                "\"infer_samples_per_s\":%.0f,\"batch1_latency_us\":%.2f,\"batch1_p99_us\":%.2f,"
                "\"train_flops_per_sample\":%.1f,\"infer_flops_per_sample\":%.1f,\"train_gflops\":%.3f,"
                "\"train_lazy_gflops\":%.3f,\"infer_gflops\":%.3f,\"peak_gflops\":%.1f,\"rss_mb\":%.1f}\n",
-               r->adapter, r->emb, r->threads, r->train_sps, r->catch_share, r->rows_owed, r->train_lazy_sps,
+               g_use_schema ? "aliccp" : "paper", r->adapter, r->emb, r->threads, r->train_sps, r->catch_share, r->rows_owed, r->train_lazy_sps,
                r->infer_sps, r->lat_med_us, r->lat_p99_us, r->train_flops, r->infer_flops, gf, gfl, gfi, peak,
                r->rss_mb);
     fflush(stdout);
@@ -347,30 +404,36 @@ static void print_run(const run *r, double peak, int json) {
 
 int main(int argc, char **argv) {
     double seconds = 3.0;
-    int threads[4] = {1, 2}, nt = 2, embs[4] = {8, 128}, ne = 2, json = 0;
+    int threads[4] = {1, 2}, nt = 2, embs[4] = {8, 128}, ne = 2, json = 0, emb_given = 0;
     const char *adapters[3] = {"none", "mlora", "moe"};
     int na = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--windows") && i + 1 < argc && atoi(argv[i + 1]) >= 1) g_windows = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads-list") && i + 1 < argc) nt = parse_list(argv[++i], threads, 4);
-        else if (!strcmp(argv[i], "--emb-list") && i + 1 < argc) ne = parse_list(argv[++i], embs, 4);
+        else if (!strcmp(argv[i], "--emb-list") && i + 1 < argc) ne = parse_list(argv[++i], embs, 4), emb_given = 1;
         else if (!strcmp(argv[i], "--adapters") && i + 1 < argc) {
             static char buf[64];
             snprintf(buf, sizeof buf, "%s", argv[++i]);
             na = 0;
             for (char *t = strtok(buf, ","); t && na < 3; t = strtok(NULL, ",")) adapters[na++] = t;
         } else if (!strcmp(argv[i], "--json")) json = 1;
-        else {
+        else if (!strcmp(argv[i], "--schema") && i + 1 < argc && !strcmp(argv[i + 1], "aliccp")) {
+            g_use_schema = 1;
+            i++;
+            if (!emb_given) embs[0] = 16, ne = 1;
+        } else {
             printf("usage: moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]\n"
-                   "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n");
+                   "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n"
+                   "                      [--schema aliccp]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
     make_data();
+    if (g_use_schema) make_schema();
     double peak = mml_simd_isa_supported(MML_ISA_AVX512) ? peak_avx512() : 0.0;
-    printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement\n", mml_simd_isa_name(), peak,
-           seconds);
+    printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement%s\n", mml_simd_isa_name(), peak,
+           seconds, g_use_schema ? "; schema aliccp (20 categorical fields)" : "");
     printf("%-7s %4s %3s | %12s %6s %12s %12s | %9s %9s | %8s %8s %6s | %8s %8s %6s | %7s\n", "adapter", "emb", "thr",
            "train/s", "catch", "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "train F", "GFLOP/s", "%peak",
            "infer F", "GFLOP/s", "%peak", "RSS MiB");
