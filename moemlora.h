@@ -67,7 +67,11 @@
  * steps and predictions allocate nothing.
  *
  * DATA. mml_data_load reads a prepared set (docs/DATA.md); mml_data_split
- * and mml_data_save_prepared make one from samples in memory. The recipes
+ * and mml_data_save_prepared make one from samples in memory. A set may carry
+ * a feature schema (mml_data_t.schema: its fields in meta.txt, every column in
+ * the CSVs and the cache); mml_data_synthetic makes one of any schema, with
+ * the domain-specific signal in chosen fields (mml_synth_config_t.schema,
+ * .signal_fields). The recipes
  * that read public raw data sets (MovieLens-1M/-100K, Tianchi Taobao theme
  * data, a Taobao-format generator) are not part of the library: they live in
  * examples/mml_recipes.h, included after the implementation by
@@ -246,6 +250,16 @@ MOEMLORA_API mml_status mml_data_split(int64_t n, const int32_t *uid, const int3
  *   DIR/user_emb.bin, DIR/item_emb.bin  pretrained embeddings, when present
  *   DIR/data.mmlc                       binary cache (mml_data_save_prepared)
  * mml_data_load prefers a current DIR/data.mmlc and rebuilds a stale one.
+ *
+ * With d->schema, meta.txt carries the schema (format moemlora-data-2,
+ * "field.<i>.<attribute>=value" lines) and the CSVs every column: a header
+ * of the field names and "label"; dense ids, multi-hot lists "a|b|c", raw
+ * floats. Such data has n_users = n_items = pretrained_dim = 0, and splits of
+ * dom, label, dom_start and ids[f] / values[f] per field (as in mml_batch_t;
+ * no uid, pid); val and test may hold the id vocab (out of vocabulary).
+ * mml_data_free frees every array and the schema (all from the library's
+ * allocator). Ids, list lengths and numbers (finite) are checked on load
+ * (file:line) and before a write.
  *
  * All functions fill *out only on success (it is zeroed on failure) and report
  * the reason through mml_last_error(), naming file:line for malformed input. */
@@ -567,12 +581,23 @@ typedef struct mml_synth_config_t {
     float item_zipf;         /* item popularity exponent (0 = uniform): sparsity */
     float domain_skew;       /* domain sizes ~ (d+1)^-skew */
     uint64_t seed;
+    const mml_schema_t *schema;   /* NULL: the paper's fields user, item, domain */
+    const char *signal_fields;    /* with a schema: the fields whose effect depends on the
+                                     domain, names separated by ','; NULL: every field */
 } mml_synth_config_t;
 
 MOEMLORA_API void mml_synth_default(mml_synth_config_t *c);
 /* Deterministic multi-domain data: each user belongs to one domain; the click
  * logit is a shared user-item affinity plus a domain-specific one, so a shared
- * model learns the common part and per-domain adapters the rest. */
+ * model learns the common part and per-domain adapters the rest.
+ * With c->schema, rows of that schema instead (n_domains, n_users and
+ * n_items unused: the fields' vocabularies say): the domain drawn by
+ * domain_skew, ids Zipf(item_zipf) over each vocabulary, lists of 1..max_len
+ * ids, numbers that the field's shift and scale map to N(0,1). The logit is
+ * a shared part (a bias per id and a factorisation-machine interaction of
+ * all fields) plus domain_signal times a part that only signal_fields carry,
+ * different in every domain (a taste per domain and field, and that field's
+ * interactions reweighted per domain). Split as mml_data_split does. */
 MOEMLORA_API mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out);
 
 /* // >>io ------------------------------------------------------------------ */
@@ -1568,9 +1593,10 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 
 
 #define MML__PATH_MAX 1024
-#define MML__CACHE_VERSION 2u
+#define MML__CACHE_VERSION 3u
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
+#define MML__META_FORMAT_COLS "moemlora-data-2" /* with a schema */
 
 static const char *const mml__split_names[3] = {"train", "val", "test"};
 
@@ -1849,6 +1875,45 @@ static mml_status mml__split_alloc(mml_split_t *s, int64_t n, int32_t n_domains)
     return MML_OK;
 }
 
+/* The value of a schema field's column in a row: 1 id, a list, or 1 float. */
+static int64_t mml__col_width(const mml_field_t *fd) { return fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1; }
+
+/* A split's columns of a schema of nf fields (dom may be ids[domain]: one array). */
+static void mml__split_free_cols(mml_split_t *s, int32_t nf) {
+    for (int32_t f = 0; f < nf; f++) {
+        if (s->ids && s->ids[f] && s->ids[f] != s->dom) mml__free(s->ids[f]);
+        if (s->values) mml__free(s->values[f]);
+    }
+    mml__free(s->ids);
+    mml__free(s->values);
+    s->ids = NULL;
+    s->values = NULL;
+}
+
+/* A split of n rows in a schema's columns: dom, label, dom_start, and per
+ * field ids (categorical [n], multi-hot [n * max_len]) or values ([n]); no
+ * uid or pid. The recipes build schema data sets with it. */
+static mml_status mml__split_alloc_cols(mml_split_t *s, int64_t n, int32_t n_domains, const mml_schema_t *sc) {
+    size_t rows = (size_t)(n > 0 ? n : 1);
+    mml_status st = mml__split_alloc(s, n, n_domains);
+    if (st) return st;
+    mml__free(s->uid);
+    mml__free(s->pid);
+    s->uid = s->pid = NULL;
+    s->ids = (int32_t **)mml__alloc((size_t)sc->n_fields * sizeof(int32_t *));
+    s->values = (float **)mml__alloc((size_t)sc->n_fields * sizeof(float *));
+    int ok = s->ids && s->values;
+    for (int32_t f = 0; f < sc->n_fields && ok; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        if (fd->kind == MML_FIELD_NUMERIC) ok = (s->values[f] = (float *)mml__alloc(rows * 4)) != NULL;
+        else ok = (s->ids[f] = (int32_t *)mml__alloc(rows * (size_t)mml__col_width(fd) * 4)) != NULL;
+    }
+    if (ok) return MML_OK;
+    mml__split_free_cols(s, sc->n_fields);
+    mml__split_free(s);
+    return mml__fail(MML_ERR_NOMEM, "cannot allocate a split of %lld rows", (long long)n);
+}
+
 void mml_data_free(mml_data_t *d) {
     int k;
     if (!d) return;
@@ -1856,7 +1921,9 @@ void mml_data_free(mml_data_t *d) {
         for (k = 0; k < d->n_domains; k++) mml__free(d->domain_names[k]);
         mml__free(d->domain_names);
     }
+    for (k = 0; k < 3; k++) mml__split_free_cols(&d->split[k], d->schema ? d->schema->n_fields : 0);
     for (k = 0; k < 3; k++) mml__split_free(&d->split[k]);
+    mml__free(d->schema);
     mml__free(d->user_emb);
     mml__free(d->item_emb);
     memset(d, 0, sizeof *d);
@@ -1876,11 +1943,51 @@ static mml_status mml__set_name(mml_data_t *d, int32_t k, const char *s, size_t 
     return MML_OK;
 }
 
+/* Row i of split s, field f holds a valid value: an id in 0..vocab-1
+ * (val and test may also hold vocab, the out-of-vocabulary id), a list of
+ * such ids padded with -1, or a finite number. */
+static int mml__cell_ok(const mml_field_t *fd, const mml_split_t *sp, int32_t f, int64_t i, int s) {
+    int32_t hi = s == MML_TRAIN ? fd->vocab - 1 : fd->vocab;
+    if (fd->kind == MML_FIELD_NUMERIC) return sp->values[f][i] - sp->values[f][i] == 0.0f;
+    if (fd->kind == MML_FIELD_CATEGORICAL) return sp->ids[f][i] >= 0 && sp->ids[f][i] <= hi;
+    for (int64_t q = 0, w = fd->max_len; q < w; q++) {
+        int32_t v = sp->ids[f][i * w + q];
+        if (v < -1 || v > hi) return 0;
+    }
+    return 1;
+}
+
+/* mml__data_check for a data set with a schema. */
+static mml_status mml__data_check_cols(const mml_data_t *d, const char *what) {
+    const mml_schema_t *sc = d->schema;
+    if (mml_schema_check(sc) != MML_OK) return mml__fail(MML_ERR_FORMAT, "%s: %s", what, mml_last_error());
+    if (d->n_domains != sc->field[sc->domain].vocab || d->pretrained_dim != 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: n_domains %d must be the domain field's vocab (%d), pretrained_dim 0 (%d)",
+                         what, d->n_domains, sc->field[sc->domain].vocab, d->pretrained_dim);
+    if (mml_schema_find(sc, "label") >= 0) return mml__fail(MML_ERR_FORMAT, "%s: a field is named label (the label's column)", what);
+    for (int s = 0; s < 3; s++) {
+        const mml_split_t *sp = &d->split[s];
+        for (int32_t f = 0; f < sc->n_fields; f++)
+            if (sp->n > 0 && (!sp->ids || !sp->values || !(sc->field[f].kind == MML_FIELD_NUMERIC ? (void *)sp->values[f] : (void *)sp->ids[f])))
+                return mml__fail(MML_ERR_FORMAT, "%s: %s split: no column for field %s", what, mml__split_names[s], sc->field[f].name);
+        for (int64_t i = 0; i < sp->n; i++) {
+            if (sp->ids[sc->domain][i] != sp->dom[i])
+                return mml__fail(MML_ERR_FORMAT, "%s: %s row %lld: domain column %d but dom %d", what, mml__split_names[s],
+                                 (long long)i, sp->ids[sc->domain][i], sp->dom[i]);
+            for (int32_t f = 0; f < sc->n_fields; f++)
+                if (!mml__cell_ok(&sc->field[f], sp, f, i, s))
+                    return mml__fail(MML_ERR_FORMAT, "%s: %s row %lld: field %s: %s", what, mml__split_names[s], (long long)i,
+                                     sc->field[f].name, sc->field[f].kind == MML_FIELD_NUMERIC ? "value not finite" : "id out of range");
+        }
+    }
+    return MML_OK;
+}
+
 /* Every invariant the trainers rely on; what names the data for messages. */
 static mml_status mml__data_check(const mml_data_t *d, const char *what) {
-    int s;
+    int s, cols = d->schema != NULL;
     int32_t k;
-    if (d->n_users < 1 || d->n_items < 1 || d->n_domains < 1 || d->pretrained_dim < 0)
+    if ((!cols && (d->n_users < 1 || d->n_items < 1)) || d->n_domains < 1 || d->pretrained_dim < 0)
         return mml__fail(MML_ERR_FORMAT, "%s: bad sizes (n_users=%d n_items=%d n_domains=%d dim=%d)",
                          what, d->n_users, d->n_items, d->n_domains, d->pretrained_dim);
     if (d->pretrained_dim > 0 && (!d->user_emb || !d->item_emb))
@@ -1888,7 +1995,7 @@ static mml_status mml__data_check(const mml_data_t *d, const char *what) {
                          d->pretrained_dim);
     for (s = 0; s < 3; s++) {
         const mml_split_t *sp = &d->split[s];
-        if (sp->n < 0 || !sp->dom_start || (sp->n > 0 && (!sp->uid || !sp->pid || !sp->dom || !sp->label)))
+        if (sp->n < 0 || !sp->dom_start || (sp->n > 0 && ((!cols && (!sp->uid || !sp->pid)) || !sp->dom || !sp->label)))
             return mml__fail(MML_ERR_FORMAT, "%s: %s split arrays missing", what, mml__split_names[s]);
         if (sp->dom_start[0] != 0 || sp->dom_start[d->n_domains] != sp->n)
             return mml__fail(MML_ERR_FORMAT, "%s: %s split: dom_start does not span 0..%lld", what,
@@ -1899,16 +2006,16 @@ static mml_status mml__data_check(const mml_data_t *d, const char *what) {
                 return mml__fail(MML_ERR_FORMAT, "%s: %s split: dom_start decreases at domain %d", what,
                                  mml__split_names[s], k);
             for (i = a; i < b; i++) {
-                if (sp->dom[i] != k || sp->uid[i] < 0 || sp->uid[i] >= d->n_users || sp->pid[i] < 0 ||
-                    sp->pid[i] >= d->n_items || (sp->label[i] != 0.0f && sp->label[i] != 1.0f))
+                int32_t u = cols ? 0 : sp->uid[i], p = cols ? 0 : sp->pid[i];
+                if (sp->dom[i] != k || u < 0 || (!cols && u >= d->n_users) || p < 0 ||
+                    (!cols && p >= d->n_items) || (sp->label[i] != 0.0f && sp->label[i] != 1.0f))
                     return mml__fail(MML_ERR_FORMAT,
                                      "%s: %s row %lld invalid (uid=%d pid=%d dom=%d in domain %d, label=%g)",
-                                     what, mml__split_names[s], (long long)i, sp->uid[i], sp->pid[i],
-                                     sp->dom[i], k, (double)sp->label[i]);
+                                     what, mml__split_names[s], (long long)i, u, p, sp->dom[i], k, (double)sp->label[i]);
             }
         }
     }
-    return MML_OK;
+    return cols ? mml__data_check_cols(d, what) : MML_OK;
 }
 
 /* Re-reports the last error under another status (the message is copied
@@ -2011,6 +2118,49 @@ done:
     return st;
 }
 
+/* mml_data_split's rule for rows in a schema's columns: the same
+ * assignment (the paper's split of the row indices), then every column
+ * copied. ids and values hold the n rows of every field as in a batch; out
+ * takes a copy of the schema. */
+static mml_status mml__split_cols(int64_t n, const mml_schema_t *sc, int32_t *const *ids, float *const *values,
+                                  const float *label, uint64_t seed, mml_data_t *out) {
+    int32_t nd = sc->field[sc->domain].vocab;
+    int32_t *row = (int32_t *)mml__alloc((size_t)(n + 1) * 4), *zero = (int32_t *)mml__alloc((size_t)(n + 1) * 4);
+    mml_data_t plan; /* rows as (row index, 0, domain): where each one goes */
+    mml_status st = row && zero && n < INT32_MAX ? MML_OK : mml__fail(MML_ERR_NOMEM, "split: %lld rows: out of memory", (long long)n);
+    memset(&plan, 0, sizeof plan);
+    memset(out, 0, sizeof *out);
+    for (int64_t i = 0; !st && i < n; i++) {
+        row[i] = (int32_t)i;
+        zero[i] = 0;
+    }
+    if (!st) st = mml_data_split(n, row, zero, ids[sc->domain], label, (int32_t)(n > 0 ? n : 1), 1, nd, seed, &plan);
+    if (!st && !(out->schema = (mml_schema_t *)mml__alloc(sizeof *sc))) st = mml__fail(MML_ERR_NOMEM, "split: out of memory");
+    if (!st) *out->schema = *sc;
+    out->n_domains = nd;
+    for (int s = 0; s < 3 && !st; s++) {
+        mml_split_t *o = &out->split[s];
+        const mml_split_t *pl = &plan.split[s];
+        if ((st = mml__split_alloc_cols(o, pl->n, nd, sc)) != MML_OK) break;
+        memcpy(o->dom_start, pl->dom_start, ((size_t)nd + 1) * 8);
+        for (int64_t j = 0; j < pl->n; j++) {
+            int64_t i = pl->uid[j];
+            o->dom[j] = pl->dom[j];
+            o->label[j] = pl->label[j];
+            for (int32_t f = 0; f < sc->n_fields; f++) {
+                int64_t w = mml__col_width(&sc->field[f]);
+                if (sc->field[f].kind == MML_FIELD_NUMERIC) o->values[f][j] = values[f][i];
+                else memcpy(o->ids[f] + j * w, ids[f] + i * w, (size_t)w * 4);
+            }
+        }
+    }
+    mml__free(row);
+    mml__free(zero);
+    mml_data_free(&plan);
+    if (st) mml_data_free(out);
+    return st;
+}
+
 /* ---- CSV layout: writer ---- */
 
 static char *mml__put_u64(char *p, uint64_t v) {
@@ -2061,6 +2211,86 @@ static mml_status mml__write_split_csv(const char *path, const mml_split_t *sp, 
     return mml__afile_commit(&w);
 }
 
+/* x in its shortest "%.<n>g" form that reads back as x (at most 9 digits). */
+static char *mml__put_f32(char *p, float x) {
+    int n = 0;
+    for (int digits = 6; digits <= 9; digits++) {
+        n = snprintf(p, 24, "%.*g", digits, (double)x);
+        if (strtof(p, NULL) == x) break;
+    }
+    return p + n;
+}
+
+/* One row of a schema's columns as CSV: ids, lists "a|b|c", numbers, label. */
+static char *mml__put_row(char *p, const mml_schema_t *sc, const mml_split_t *sp, int64_t i) {
+    for (int32_t f = 0; f < sc->n_fields; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            p = mml__put_f32(p, sp->values[f][i]);
+        } else {
+            int64_t w = mml__col_width(fd), first = 1;
+            for (int64_t q = 0; q < w; q++) {
+                int32_t v = sp->ids[f][i * w + q];
+                if (v < 0) continue; /* a list's padding */
+                if (!first) *p++ = '|';
+                p = mml__put_u64(p, (uint64_t)v);
+                first = 0;
+            }
+        }
+        *p++ = ',';
+    }
+    *p++ = sp->label[i] != 0.0f ? '1' : '0';
+    *p++ = '\n';
+    return p;
+}
+
+/* Bytes a row of a schema's CSV takes at most, the header line's. */
+static size_t mml__row_bytes(const mml_schema_t *sc) {
+    size_t n = 8;
+    for (int32_t f = 0; f < sc->n_fields; f++)
+        n += MML_FIELD_NAME_MAX + (sc->field[f].kind == MML_FIELD_NUMERIC ? 26 : (size_t)mml__col_width(&sc->field[f]) * 12);
+    return n;
+}
+
+/* The header line of a schema's CSV files (NUL-terminated, in buf of
+ * mml__row_bytes(sc) bytes). */
+static void mml__cols_header(const mml_schema_t *sc, char *buf) {
+    char *p = buf;
+    for (int32_t f = 0; f < sc->n_fields; f++) p += sprintf(p, "%s,", sc->field[f].name);
+    strcpy(p, "label");
+}
+
+/* domain_<k>/<split>.csv of a data set with a schema: a header naming the
+ * fields in the schema's order, then "label"; one row a line. */
+static mml_status mml__write_split_cols(const char *path, const mml_schema_t *sc, const mml_split_t *sp, int32_t k) {
+    size_t row = mml__row_bytes(sc), cap = row * 4 > (1u << 20) ? row * 4 : (1u << 20);
+    mml__afile w;
+    char *buf = (char *)MOEMLORA_MALLOC(cap), *p;
+    mml_status st;
+    if (!buf) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    if ((st = mml__afile_open(&w, path)) != MML_OK) {
+        MOEMLORA_FREE(buf);
+        return st;
+    }
+    mml__cols_header(sc, buf);
+    p = buf + strlen(buf);
+    *p++ = '\n';
+    for (int64_t i = sp->dom_start[k]; i < sp->dom_start[k + 1] && !st; i++) {
+        p = mml__put_row(p, sc, sp, i);
+        if ((size_t)(p - buf) > cap - row) {
+            st = mml__afile_write(&w, buf, (size_t)(p - buf));
+            p = buf;
+        }
+    }
+    if (!st && p > buf) st = mml__afile_write(&w, buf, (size_t)(p - buf));
+    MOEMLORA_FREE(buf);
+    if (st) {
+        mml__afile_abort(&w);
+        return st;
+    }
+    return mml__afile_commit(&w);
+}
+
 /* Embedding file: "MMLEMB01", u32 byte-order marker, u32 dim, u64 rows, then
  * rows*dim float32 (little-endian; big-endian hosts are refused). */
 static mml_status mml__write_emb(const char *path, const float *emb, int64_t rows, int32_t dim) {
@@ -2083,15 +2313,47 @@ static mml_status mml__write_emb(const char *path, const float *emb, int64_t row
     return mml__afile_commit(&w);
 }
 
+static const char *const mml__kind_names[3] = {"categorical", "multi_hot", "numeric"};
+static const char *const mml__pool_names[2] = {"mean", "sum"};
+static const char *const mml__norm_names[3] = {"none", "minmax", "zscore"};
+
+/* The schema as meta.txt lines: n_fields, domain_field, then per field
+ * "field.<i>.<attribute>=value", the attributes of its kind only. */
+static void mml__write_schema(mml__afile *w, const mml_schema_t *sc) {
+    char a[24], b[24];
+    mml__afile_printf(w, "n_fields=%d\ndomain_field=%s\n", sc->n_fields, sc->field[sc->domain].name);
+    for (int32_t f = 0; f < sc->n_fields; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        mml__afile_printf(w, "field.%d.name=%s\nfield.%d.kind=%s\n", f, fd->name, f, mml__kind_names[fd->kind]);
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            *mml__put_f32(a, fd->shift) = 0;
+            *mml__put_f32(b, fd->scale) = 0;
+            mml__afile_printf(w, "field.%d.norm=%s\nfield.%d.shift=%s\nfield.%d.scale=%s\n", f,
+                              mml__norm_names[fd->norm], f, a, f, b);
+            continue;
+        }
+        mml__afile_printf(w, "field.%d.vocab=%d\nfield.%d.dim=%d\nfield.%d.hash_buckets=%d\n", f, fd->vocab, f, fd->dim,
+                          f, fd->hash_buckets);
+        if (fd->kind == MML_FIELD_CATEGORICAL) mml__afile_printf(w, "field.%d.frozen=%d\n", f, fd->frozen);
+        else mml__afile_printf(w, "field.%d.max_len=%d\nfield.%d.pooling=%s\n", f, fd->max_len, f, mml__pool_names[fd->pooling]);
+    }
+}
+
 static mml_status mml__write_meta(const char *path, const mml_data_t *d) {
     mml__afile w;
     int32_t k;
     int s;
     mml_status st;
     if ((st = mml__afile_open(&w, path)) != MML_OK) return st;
-    mml__afile_printf(&w, "# moemlora prepared dataset; see docs/DATA.md\nformat=%s\n", MML__META_FORMAT);
-    mml__afile_printf(&w, "n_users=%d\nn_items=%d\nn_domains=%d\npretrained_dim=%d\n", d->n_users,
-                      d->n_items, d->n_domains, d->pretrained_dim);
+    mml__afile_printf(&w, "# moemlora prepared dataset; see docs/DATA.md\nformat=%s\n",
+                      d->schema ? MML__META_FORMAT_COLS : MML__META_FORMAT);
+    if (d->schema) {
+        mml__afile_printf(&w, "n_domains=%d\n", d->n_domains);
+        mml__write_schema(&w, d->schema);
+    } else {
+        mml__afile_printf(&w, "n_users=%d\nn_items=%d\nn_domains=%d\npretrained_dim=%d\n", d->n_users,
+                          d->n_items, d->n_domains, d->pretrained_dim);
+    }
     for (k = 0; k < d->n_domains; k++)
         mml__afile_printf(&w, "domain.%d=%s\n", k,
                           d->domain_names && d->domain_names[k] ? d->domain_names[k] : "");
@@ -2132,7 +2394,9 @@ static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
         for (s = 0; s < 3; s++) {
             snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
             if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
-            if ((st = mml__write_split_csv(path, &d->split[s], k)) != MML_OK) return st;
+            st = d->schema ? mml__write_split_cols(path, d->schema, &d->split[s], k)
+                           : mml__write_split_csv(path, &d->split[s], k);
+            if (st) return st;
         }
     }
     if (d->pretrained_dim > 0) {
@@ -2256,15 +2520,116 @@ static int mml__src_same(const char *dir, const mml__src *e) {
 
 /* ---- CSV layout: reader ---- */
 
-/* Parsed meta.txt; -1 = not given. counts: [3][n_domains]. */
+/* Parsed meta.txt; -1 = not given. counts: [3][n_domains]. With a schema
+ * (format moemlora-data-2): the fields, and which attributes each was given. */
 typedef struct mml__meta {
     int64_t n_users, n_items, n_domains, dim;
     int64_t *counts;
+    int cols;
+    int64_t n_fields;
+    char domain_field[MML_FIELD_NAME_MAX];
+    mml_schema_t *schema;
+    uint16_t *seen;
 } mml__meta;
 
 static int mml__key_is(const char *s, const char *e, const char *key) {
     size_t n = strlen(key);
     return (size_t)(e - s) == n && memcmp(s, key, n) == 0;
+}
+
+/* The index of [s, e) in names[0..n), or -1. */
+static int mml__name_index(const char *s, const char *e, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (mml__key_is(s, e, names[i])) return i;
+    return -1;
+}
+
+/* A field name as the schema takes it: 1..47 of [A-Za-z0-9_.-]. */
+static int mml__field_name_ok(const char *s, const char *e) {
+    if (s == e || e - s >= MML_FIELD_NAME_MAX) return 0;
+    for (; s < e; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == '.' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+enum { MML__FA_NAME, MML__FA_KIND, MML__FA_VOCAB, MML__FA_DIM, MML__FA_MAX_LEN, MML__FA_POOLING,
+       MML__FA_HASH, MML__FA_FROZEN, MML__FA_NORM, MML__FA_SHIFT, MML__FA_SCALE, MML__FA_COUNT };
+static const char *const mml__field_attrs[MML__FA_COUNT] = {"name", "kind", "vocab", "dim", "max_len", "pooling",
+                                                              "hash_buckets", "frozen", "norm", "shift", "scale"};
+
+/* One attribute of a field: "field.<i>.<attribute>" = [vs, ve). */
+static mml_status mml__meta_field(mml__meta *m, const char *ks, const char *ke, const char *vs, const char *ve,
+                                  const char *fname, long long line) {
+    const char *fs[4], *fe[4];
+    char q[64], num[48];
+    int64_t i, v = 0;
+    int nf = mml__fields(ks, ke, ".", 1, fs, fe, 4), a;
+    if (nf != 3 || !mml__to_i64(fs[1], fe[1], &i) || i < 0 || i >= m->n_fields)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s: expected field.<0..%lld>.<attribute>", fname, line,
+                         mml__q(ks, ke, q, sizeof q), (long long)m->n_fields - 1);
+    if ((a = mml__name_index(fs[2], fe[2], mml__field_attrs, MML__FA_COUNT)) < 0)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unknown field attribute %s", fname, line, mml__q(fs[2], fe[2], q, sizeof q));
+    if (m->seen[i] & (1u << a))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, line, (int)(ke - ks), ks);
+    m->seen[i] |= (uint16_t)(1u << a);
+    mml_field_t *fd = &m->schema->field[i];
+    int bad = 0;
+    if (a == MML__FA_NAME) {
+        if (!(bad = !mml__field_name_ok(vs, ve))) memcpy(fd->name, vs, (size_t)(ve - vs));
+    } else if (a == MML__FA_KIND || a == MML__FA_POOLING || a == MML__FA_NORM) {
+        int x = a == MML__FA_KIND ? mml__name_index(vs, ve, mml__kind_names, 3)
+              : a == MML__FA_POOLING ? mml__name_index(vs, ve, mml__pool_names, 2) : mml__name_index(vs, ve, mml__norm_names, 3);
+        if (!(bad = x < 0)) {
+            if (a == MML__FA_KIND) fd->kind = (mml_field_kind)x;
+            else if (a == MML__FA_POOLING) fd->pooling = (mml_pooling)x;
+            else fd->norm = (mml_norm)x;
+        }
+    } else if (a == MML__FA_SHIFT || a == MML__FA_SCALE) {
+        char *end;
+        snprintf(num, sizeof num, "%.*s", (int)(ve - vs < 40 ? ve - vs : 40), vs);
+        float x = strtof(num, &end);
+        if (!(bad = ve - vs >= 40 || vs == ve || *end || !(x - x == 0.0f))) *(a == MML__FA_SHIFT ? &fd->shift : &fd->scale) = x;
+    } else {
+        if (!(bad = !mml__to_i64(vs, ve, &v) || v < 0 || v > (1 << 30))) {
+            int32_t *slot = a == MML__FA_VOCAB ? &fd->vocab : a == MML__FA_DIM ? &fd->dim : a == MML__FA_MAX_LEN ? &fd->max_len
+                          : a == MML__FA_HASH ? &fd->hash_buckets : &fd->frozen;
+            *slot = (int32_t)v;
+        }
+    }
+    if (bad)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad value %s for %.*s", fname, line, mml__q(vs, ve, q, sizeof q),
+                         (int)(ke - ks), ks);
+    return MML_OK;
+}
+
+/* After meta.txt's lines: every field named and of a kind, the domain field
+ * found, the schema valid and its domain field n_domains wide. */
+static mml_status mml__meta_schema_end(mml__meta *m, const char *fname) {
+    mml_schema_t *sc = m->schema;
+    if (!sc) return mml__fail(MML_ERR_FORMAT, "%s: format %s needs n_fields", fname, MML__META_FORMAT_COLS);
+    for (int64_t f = 0; f < m->n_fields; f++)
+        if ((m->seen[f] & 3u) != 3u)
+            return mml__fail(MML_ERR_FORMAT, "%s: field.%lld.%s missing", fname, (long long)f, m->seen[f] & 1u ? "kind" : "name");
+    sc->domain = mml_schema_find(sc, m->domain_field);
+    if (!m->domain_field[0] || sc->domain < 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: domain_field=%s names no field", fname, m->domain_field);
+    if (mml_schema_check(sc) != MML_OK) return mml__fail(MML_ERR_FORMAT, "%s: %s", fname, mml_last_error());
+    if (sc->field[sc->domain].vocab != m->n_domains)
+        return mml__fail(MML_ERR_FORMAT, "%s: n_domains=%lld but the domain field %s has vocab %d", fname,
+                         (long long)m->n_domains, m->domain_field, sc->field[sc->domain].vocab);
+    if (mml_schema_find(sc, "label") >= 0) return mml__fail(MML_ERR_FORMAT, "%s: a field is named label (the label's column)", fname);
+    return MML_OK;
+}
+
+static void mml__meta_free(mml__meta *m) {
+    mml__free(m->counts);
+    mml__free(m->schema);
+    mml__free(m->seen);
+    m->counts = NULL;
+    m->schema = NULL;
+    m->seen = NULL;
 }
 
 /* Two passes over meta.txt: scalars first (so domain.<k> may come in any
@@ -2275,8 +2640,8 @@ static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, 
     const char *s, *e, *eq;
     char q[64];
     int pass, have_format = 0;
-    m->n_users = m->n_items = m->n_domains = m->dim = -1;
-    m->counts = NULL;
+    memset(m, 0, sizeof *m);
+    m->n_users = m->n_items = m->n_domains = m->dim = m->n_fields = -1;
     for (pass = 0; pass < 2; pass++) {
         mml__lines_init(&L, buf, n, fname);
         while (mml__next_line(&L, &s, &e)) {
@@ -2292,20 +2657,28 @@ static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, 
             if (pass == 0) {
                 int64_t *slot = NULL;
                 if (mml__key_is(ks, ke, "format")) {
-                    if (!mml__key_is(vs, ve, MML__META_FORMAT))
-                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unsupported format %s (expected %s)", fname,
-                                         L.line, mml__q(vs, ve, q, sizeof q), MML__META_FORMAT);
+                    m->cols = mml__key_is(vs, ve, MML__META_FORMAT_COLS);
+                    if (!mml__key_is(vs, ve, MML__META_FORMAT) && !m->cols)
+                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unsupported format %s (expected %s or %s)", fname,
+                                         L.line, mml__q(vs, ve, q, sizeof q), MML__META_FORMAT, MML__META_FORMAT_COLS);
                     have_format = 1;
+                    continue;
+                }
+                if (mml__key_is(ks, ke, "domain_field")) {
+                    if (m->domain_field[0] || !mml__field_name_ok(vs, ve))
+                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain_field given twice or not a field name", fname, L.line);
+                    memcpy(m->domain_field, vs, (size_t)(ve - vs));
                     continue;
                 }
                 if (mml__key_is(ks, ke, "n_users")) slot = &m->n_users;
                 else if (mml__key_is(ks, ke, "n_items")) slot = &m->n_items;
                 else if (mml__key_is(ks, ke, "n_domains")) slot = &m->n_domains;
                 else if (mml__key_is(ks, ke, "pretrained_dim")) slot = &m->dim;
+                else if (mml__key_is(ks, ke, "n_fields")) slot = &m->n_fields;
                 if (!slot) continue;
                 if (!mml__to_i64(vs, ve, &v) || v < 0 || v > INT32_MAX ||
                     (v == 0 && slot != &m->dim) || (slot == &m->n_domains && v > 1000000) ||
-                    (slot == &m->dim && v > 65536))
+                    (slot == &m->dim && v > 65536) || (slot == &m->n_fields && v > MML_MAX_FIELDS))
                     return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad value %s for %.*s", fname, L.line,
                                      mml__q(vs, ve, q, sizeof q), (int)(ke - ks), ks);
                 if (*slot >= 0)
@@ -2319,6 +2692,9 @@ static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, 
                 if (names_out->domain_names && names_out->domain_names[k])
                     return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
                 if (mml__set_name(names_out, (int32_t)k, vs, (size_t)(ve - vs)) != MML_OK) return MML_ERR_NOMEM;
+            } else if (ke - ks > 6 && memcmp(ks, "field.", 6) == 0 && m->schema) {
+                mml_status st = mml__meta_field(m, ks, ke, vs, ve, fname, L.line);
+                if (st) return st;
             } else if (ke - ks > 6 && memcmp(ks, "count.", 6) == 0) {
                 const char *fs[4], *fe[4];
                 int nf = mml__fields(ks, ke, ".", 1, fs, fe, 4), sp = -1, j;
@@ -2339,9 +2715,15 @@ static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, 
             if (!m->counts) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
             for (i = 0; i < m->n_domains * 3; i++) m->counts[i] = -1;
             names_out->n_domains = (int32_t)m->n_domains;
+            if (m->cols && m->n_fields > 0) {
+                m->schema = (mml_schema_t *)mml__alloc(sizeof *m->schema);
+                m->seen = (uint16_t *)mml__alloc((size_t)m->n_fields * sizeof(uint16_t));
+                if (!m->schema || !m->seen) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+                m->schema->n_fields = (int32_t)m->n_fields;
+            }
         }
     }
-    return MML_OK;
+    return m->cols ? mml__meta_schema_end(m, fname) : MML_OK;
 }
 
 /* Parses one domain_<k>/<split>.csv buffer into rows starting at *n_rows
@@ -2412,12 +2794,99 @@ static mml_status mml__parse_split_csv(const char *buf, size_t n, const char *fn
     return MML_OK;
 }
 
+/* One id of field fd in [s, e): in 0..vocab-1, or vocab in val and test
+ * (the out-of-vocabulary id). 0, or an error naming file:line. */
+static mml_status mml__parse_id(const char *s, const char *e, const mml_field_t *fd, int split, const char *fname,
+                                long long line, int32_t *out) {
+    char q[64];
+    int64_t v = 0, hi = split == MML_TRAIN ? fd->vocab - 1 : fd->vocab;
+    int ok = mml__to_i64(s, e, &v), digits = mml__all_digits(s, e);
+    if (!ok && !digits)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: id is not an integer: %s", fname, line, fd->name,
+                         mml__q(s, e, q, sizeof q));
+    if (!ok || !digits || v > hi)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: id %s out of range (vocab %d%s)", fname, line, fd->name,
+                         mml__num(s, e, q, sizeof q), fd->vocab, split == MML_TRAIN ? "" : "; vocab itself is the OOV id");
+    *out = (int32_t)v;
+    return MML_OK;
+}
+
+/* One cell of field f in [s, e) into row r of sp. */
+static mml_status mml__parse_cell(const char *s, const char *e, const mml_schema_t *sc, int32_t f, int split,
+                                  const char *fname, long long line, mml_split_t *sp, int64_t r) {
+    const mml_field_t *fd = &sc->field[f];
+    char q[64];
+    if (fd->kind == MML_FIELD_CATEGORICAL) return mml__parse_id(s, e, fd, split, fname, line, &sp->ids[f][r]);
+    if (fd->kind == MML_FIELD_NUMERIC) {
+        char num[64], *end;
+        snprintf(num, sizeof num, "%.*s", (int)(e - s < 63 ? e - s : 63), s);
+        float x = strtof(num, &end);
+        if (s == e || e - s > 63 || *end || num[0] == ' ' || !(x - x == 0.0f))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: not a finite number: %s", fname, line, fd->name,
+                             mml__q(s, e, q, sizeof q));
+        sp->values[f][r] = x;
+        return MML_OK;
+    }
+    int32_t *list = sp->ids[f] + r * fd->max_len;
+    int n = 0;
+    for (int q2 = 0; q2 < fd->max_len; q2++) list[q2] = -1;
+    while (s < e) { /* "a|b|c"; "" is the empty list */
+        const char *bar = (const char *)memchr(s, '|', (size_t)(e - s)), *end = bar ? bar : e;
+        if (n == fd->max_len)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: more than max_len=%d ids", fname, line, fd->name, fd->max_len);
+        mml_status st = mml__parse_id(s, end, fd, split, fname, line, &list[n++]);
+        if (st) return st;
+        s = bar ? bar + 1 : e;
+        if (bar && s == e) return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: list ends in '|'", fname, line, fd->name);
+    }
+    return MML_OK;
+}
+
+/* domain_<k>/<split>.csv of a data set with a schema (the header: the
+ * schema's field names in order, then label) into rows starting at sp->n. */
+static mml_status mml__parse_split_cols(const char *buf, size_t n, const char *fname, int32_t domain, int split,
+                                        const mml_schema_t *sc, const char *header, mml_split_t *sp) {
+    mml__lines L;
+    const char *s, *e, *fs[MML_MAX_FIELDS + 2], *fe[MML_MAX_FIELDS + 2];
+    char q[64];
+    int nc = sc->n_fields + 1;
+    int64_t r = sp->n;
+    mml__lines_init(&L, buf, n, fname);
+    s = e = buf;
+    if (!mml__next_line(&L, &s, &e) || !mml__key_is(s, e, header))
+        return mml__fail(MML_ERR_FORMAT, "%s:1: missing header: expected \"%s\", got %s", fname, header,
+                         n ? mml__q(s, e, q, sizeof q) : "an empty file");
+    while (mml__next_line(&L, &s, &e)) {
+        if (s == e) return mml__fail(MML_ERR_FORMAT, "%s:%lld: empty line", fname, L.line);
+        int nf = mml__fields(s, e, ",", 1, fs, fe, nc + 1);
+        if (nf != nc)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s: expected %d columns, got %d", fname, L.line,
+                             nf < nc && L.last_unterminated ? "truncated last line" : nf < nc ? "missing columns" : "extra columns",
+                             nc, nf);
+        for (int32_t f = 0; f < sc->n_fields; f++) {
+            mml_status st = mml__parse_cell(fs[f], fe[f], sc, f, split, fname, L.line, sp, r);
+            if (st) return st;
+        }
+        if (sp->ids[sc->domain][r] != domain)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain column is %s but the file is in domain_%d/", fname, L.line,
+                             mml__num(fs[sc->domain], fe[sc->domain], q, sizeof q), domain);
+        if (!(fe[nc - 1] - fs[nc - 1] == 1 && (fs[nc - 1][0] == '0' || fs[nc - 1][0] == '1')))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: label must be 0 or 1, got %s", fname, L.line,
+                             mml__q(fs[nc - 1], fe[nc - 1], q, sizeof q));
+        sp->dom[r] = domain;
+        sp->label[r] = (float)(fs[nc - 1][0] - '0');
+        r++;
+    }
+    sp->n = r;
+    return MML_OK;
+}
+
 /* Reads domain_<k>/<split>.csv for every k into one split. */
 static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mml_split_t *sp,
                                   int64_t *max_uid, int64_t *max_pid, mml__srcs *rec) {
     int32_t nd = (int32_t)m->n_domains, k;
     mml__buf *bufs = (mml__buf *)mml__alloc((size_t)nd * sizeof(mml__buf));
-    char path[MML__PATH_MAX], sub[64];
+    char path[MML__PATH_MAX], sub[64], *header = NULL;
     struct stat fst;
     int64_t cap = 0;
     mml_status st = MML_OK;
@@ -2429,13 +2898,17 @@ static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mm
         mml__srcs_add(rec, sub, &fst);
         cap += mml__count_lines(bufs[k].p, bufs[k].n);
     }
-    if (!st) st = mml__split_alloc(sp, cap, nd);
+    if (!st) st = m->schema ? mml__split_alloc_cols(sp, cap, nd, m->schema) : mml__split_alloc(sp, cap, nd);
+    if (!st && m->schema && !(header = (char *)mml__alloc(mml__row_bytes(m->schema))))
+        st = mml__fail(MML_ERR_NOMEM, "out of memory");
+    if (header) mml__cols_header(m->schema, header);
     if (!st) sp->n = 0;
     for (k = 0; k < nd && !st; k++) {
         int64_t before = sp->n;
         snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
         mml__join(path, dir, sub);
-        st = mml__parse_split_csv(bufs[k].p, bufs[k].n, path, k, m->n_users, m->n_items, sp, max_uid, max_pid);
+        st = m->schema ? mml__parse_split_cols(bufs[k].p, bufs[k].n, path, k, s, m->schema, header, sp)
+                       : mml__parse_split_csv(bufs[k].p, bufs[k].n, path, k, m->n_users, m->n_items, sp, max_uid, max_pid);
         sp->dom_start[k + 1] = sp->n;
         if (!st && m->counts && m->counts[s * nd + k] >= 0 && m->counts[s * nd + k] != sp->n - before)
             st = mml__fail(MML_ERR_FORMAT, "%s: has %lld rows but meta.txt says count.%s.%d=%lld", path,
@@ -2443,6 +2916,7 @@ static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mm
     }
     for (k = 0; k < nd; k++) mml__buf_free(&bufs[k]);
     mml__free(bufs);
+    mml__free(header);
     return st;
 }
 
@@ -2517,12 +2991,13 @@ static mml_status mml__load_csv(const char *dir, mml_data_t *out, mml__srcs *rec
         mml__srcs_add(rec, "meta.txt", NULL);
         mml__srcs_add(rec, sub, NULL);
     }
+    out->schema = m.schema; /* the data's from here on: freed with it */
     for (s = 0; s < 3; s++)
         if ((st = mml__load_split(dir, s, &m, &out->split[s], &max_uid, &max_pid, rec)) != MML_OK) goto fail;
-    out->n_users = (int32_t)(m.n_users >= 0 ? m.n_users : max_uid + 1);
-    out->n_items = (int32_t)(m.n_items >= 0 ? m.n_items : max_pid + 1);
-    out->pretrained_dim = (int32_t)(m.dim > 0 ? m.dim : 0);
-    if (out->n_users < 1 || out->n_items < 1) {
+    out->n_users = (int32_t)(out->schema ? 0 : m.n_users >= 0 ? m.n_users : max_uid + 1);
+    out->n_items = (int32_t)(out->schema ? 0 : m.n_items >= 0 ? m.n_items : max_pid + 1);
+    out->pretrained_dim = (int32_t)(m.dim > 0 && !out->schema ? m.dim : 0);
+    if (!out->schema && (out->n_users < 1 || out->n_items < 1)) {
         st = mml__fail(MML_ERR_FORMAT, "%s: no rows and no n_users/n_items in meta.txt", dir);
         goto fail;
     }
@@ -2537,10 +3012,12 @@ static mml_status mml__load_csv(const char *dir, mml_data_t *out, mml__srcs *rec
         if (!st) st = mml__read_emb(dir, "item_emb.bin", out->n_items, out->pretrained_dim, &out->item_emb, rec);
         if (st) goto fail;
     }
-    mml__free(m.counts);
+    m.schema = NULL;
+    mml__meta_free(&m);
     return MML_OK;
 fail:
-    mml__free(m.counts);
+    if (out->schema == m.schema) m.schema = NULL;
+    mml__meta_free(&m);
     mml_data_free(out);
     return st;
 }
@@ -2559,7 +3036,13 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__loa
  *   per split: i64 dom_start[n_domains+1], i32 uid[n], i32 pid[n], i32 dom[n],
  *              f32 label[n]
  *   f32 user_emb[n_users*dim], f32 item_emb[n_items*dim]
- *   u32 CRC32 (IEEE) of everything before it */
+ *   u32 CRC32 (IEEE) of everything before it
+ * With a schema (version 3; n_users = n_items = 0 in the header says so):
+ *   after the names, the schema: u32 n_fields, i32 domain, then per field
+ *      MML__FIELD_REC bytes (mml__field_put);
+ *   per split: i64 dom_start[n_domains+1], i32 dom[n], f32 label[n], then
+ *      per field its column: i32 ids[n] or [n*max_len], or f32 values[n];
+ *   no embeddings. */
 
 typedef struct mml__crc {
     uint32_t t[8][256];
@@ -2621,6 +3104,105 @@ static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
     return st;
 }
 
+/* ---- binary cache: the schema's part ---- */
+
+/* A field on disk: name[48] (NUL-padded), i32 kind, vocab, dim, max_len,
+ * pooling, hash_buckets, frozen, norm, f32 shift, scale. */
+#define MML__FIELD_REC 88
+
+static void mml__field_put(unsigned char *b, const mml_field_t *fd) {
+    int32_t v[8] = {(int32_t)fd->kind, fd->vocab, fd->dim, fd->max_len, (int32_t)fd->pooling, fd->hash_buckets,
+                    fd->frozen, (int32_t)fd->norm};
+    const char *nul = (const char *)memchr(fd->name, 0, MML_FIELD_NAME_MAX);
+    memset(b, 0, MML_FIELD_NAME_MAX);
+    memcpy(b, fd->name, nul ? (size_t)(nul - fd->name) : MML_FIELD_NAME_MAX - 1);
+    memcpy(b + 48, v, 32);
+    memcpy(b + 80, &fd->shift, 4);
+    memcpy(b + 84, &fd->scale, 4);
+}
+
+static void mml__field_get(const unsigned char *b, mml_field_t *fd) {
+    int32_t v[8];
+    memcpy(fd->name, b, MML_FIELD_NAME_MAX);
+    fd->name[MML_FIELD_NAME_MAX - 1] = 0;
+    memcpy(v, b + 48, 32);
+    fd->kind = (mml_field_kind)v[0];
+    fd->vocab = v[1];
+    fd->dim = v[2];
+    fd->max_len = v[3];
+    fd->pooling = (mml_pooling)v[4];
+    fd->hash_buckets = v[5];
+    fd->frozen = v[6];
+    fd->norm = (mml_norm)v[7];
+    memcpy(&fd->shift, b + 80, 4);
+    memcpy(&fd->scale, b + 84, 4);
+}
+
+static mml_status mml__cw_schema(mml__cw *cw, const mml_schema_t *sc) {
+    unsigned char b[MML__FIELD_REC];
+    int32_t head[2] = {sc->n_fields, sc->domain};
+    mml_status st = mml__cw_put(cw, head, 8);
+    for (int32_t f = 0; f < sc->n_fields && !st; f++) {
+        mml__field_put(b, &sc->field[f]);
+        st = mml__cw_put(cw, b, sizeof b);
+    }
+    return st;
+}
+
+/* A split's rows in a schema's columns: dom_start, dom, label, the fields. */
+static mml_status mml__cw_split_cols(mml__cw *cw, const mml_schema_t *sc, const mml_split_t *sp, int32_t n_domains) {
+    size_t n = (size_t)sp->n;
+    mml_status st = mml__cw_put(cw, sp->dom_start, ((size_t)n_domains + 1) * 8);
+    if (!st && n) st = mml__cw_put(cw, sp->dom, n * 4);
+    if (!st && n) st = mml__cw_put(cw, sp->label, n * 4);
+    for (int32_t f = 0; f < sc->n_fields && !st && n; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        st = fd->kind == MML_FIELD_NUMERIC ? mml__cw_put(cw, sp->values[f], n * 4)
+                                           : mml__cw_put(cw, sp->ids[f], n * (size_t)mml__col_width(fd) * 4);
+    }
+    return st;
+}
+
+/* The schema block at buf + at into *sc, its size into *bytes and the bytes
+ * of one row of a split into *row; 0 if it does not fit in len (its content
+ * is checked with the data). */
+static int mml__cache_schema(const unsigned char *buf, size_t len, uint64_t at, mml_schema_t *sc, uint64_t *bytes,
+                             uint64_t *row) {
+    int32_t head[2];
+    if (at > len || len - at < 8) return 0;
+    memcpy(head, buf + at, 8);
+    if (head[0] < 1 || head[0] > MML_MAX_FIELDS || (uint64_t)head[0] * MML__FIELD_REC > len - at - 8) return 0;
+    memset(sc, 0, sizeof *sc);
+    sc->n_fields = head[0];
+    sc->domain = head[1];
+    *row = 8;
+    for (int32_t f = 0; f < sc->n_fields; f++) {
+        mml__field_get(buf + at + 8 + (uint64_t)f * MML__FIELD_REC, &sc->field[f]);
+        if (sc->field[f].kind == MML_FIELD_MULTI_HOT && (sc->field[f].max_len < 1 || sc->field[f].max_len > 4096)) return 0;
+        *row += 4 * (uint64_t)mml__col_width(&sc->field[f]);
+    }
+    *bytes = 8 + (uint64_t)sc->n_fields * MML__FIELD_REC;
+    return 1;
+}
+
+/* Rows of a split in a schema's columns from buf at *pos (sizes checked). */
+static void mml__cache_split_cols(const unsigned char *buf, uint64_t *pos, const mml_schema_t *sc, mml_split_t *sp,
+                                  int32_t n_domains) {
+    size_t n = (size_t)sp->n;
+    memcpy(sp->dom_start, buf + *pos, ((size_t)n_domains + 1) * 8);
+    *pos += ((uint64_t)n_domains + 1) * 8;
+    memcpy(sp->dom, buf + *pos, n * 4);
+    *pos += n * 4;
+    memcpy(sp->label, buf + *pos, n * 4);
+    *pos += n * 4;
+    for (int32_t f = 0; f < sc->n_fields; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        size_t b = n * (size_t)mml__col_width(fd) * 4;
+        memcpy(fd->kind == MML_FIELD_NUMERIC ? (void *)sp->values[f] : (void *)sp->ids[f], buf + *pos, b);
+        *pos += b;
+    }
+}
+
 /* The cache of d at path, recording src (NULL: built from nothing known). */
 static mml_status mml__save_cache(const mml_data_t *d, const char *path, const mml__srcs *src) {
     mml__cw cw;
@@ -2646,8 +3228,8 @@ static mml_status mml__save_cache(const mml_data_t *d, const char *path, const m
     memcpy(hdr + 8, &u, 4);
     u = MML__BOM;
     memcpy(hdr + 12, &u, 4);
-    i32[0] = d->n_users;
-    i32[1] = d->n_items;
+    i32[0] = d->schema ? 0 : d->n_users;
+    i32[1] = d->schema ? 0 : d->n_items;
     i32[2] = d->n_domains;
     i32[3] = d->pretrained_dim;
     memcpy(hdr + 16, i32, 16);
@@ -2668,7 +3250,9 @@ static mml_status mml__save_cache(const mml_data_t *d, const char *path, const m
         st = mml__cw_put(&cw, &u, 4);
         if (!st) st = mml__cw_put(&cw, nm, u);
     }
-    for (s = 0; s < 3 && !st; s++) {
+    if (!st && d->schema) st = mml__cw_schema(&cw, d->schema);
+    for (s = 0; s < 3 && !st && d->schema; s++) st = mml__cw_split_cols(&cw, d->schema, &d->split[s], d->n_domains);
+    for (s = 0; s < 3 && !st && !d->schema; s++) {
         const mml_split_t *sp = &d->split[s];
         size_t n = (size_t)sp->n;
         st = mml__cw_put(&cw, sp->dom_start, ((size_t)d->n_domains + 1) * 8);
@@ -2737,10 +3321,11 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     uint32_t ver, bom, crc_file, crc_now;
     int32_t i32[4], k;
     int64_t n3[3];
-    uint64_t names_bytes, need, t, pos, n_src, src_at, names_at;
+    uint64_t names_bytes, need, t, pos, n_src, src_at, names_at, schema_bytes = 0, row = 16;
     mml__src e;
     mml__crc *crc;
-    int s;
+    mml_schema_t sc;
+    int s, cols;
     mml_status st = MML_OK;
     memset(out, 0, sizeof *out);
     if (len < 68 || memcmp(buf, "MMLCACHE", 8) != 0)
@@ -2756,7 +3341,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     memcpy(i32, buf + 16, 16);
     memcpy(n3, buf + 32, 24);
     memcpy(&names_bytes, buf + 56, 8);
-    if (i32[0] < 1 || i32[1] < 1 || i32[2] < 1 || i32[3] < 0 || i32[3] > 65536)
+    cols = i32[0] == 0 && i32[1] == 0;
+    if ((!cols && (i32[0] < 1 || i32[1] < 1)) || i32[2] < 1 || i32[3] < 0 || i32[3] > 65536 || (cols && i32[3]))
         return mml__fail(MML_ERR_FORMAT, "%s: bad sizes in header (n_users=%d n_items=%d n_domains=%d dim=%d)", fname,
                          i32[0], i32[1], i32[2], i32[3]);
     /* need = total file size implied by the header, overflow-checked against len */
@@ -2764,8 +3350,10 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     need = src_at + n_src * MML__SRC_BYTES + 4;
     if (names_bytes > len || need + names_bytes > len) goto short_file;
     need += names_bytes;
+    if (cols && !mml__cache_schema(buf, len, need - 4, &sc, &schema_bytes, &row)) goto short_file;
+    need += schema_bytes;
     for (s = 0; s < 3; s++) {
-        if (n3[s] < 0 || !mml__mul_ok((uint64_t)n3[s], 16, len, &t)) goto short_file;
+        if (n3[s] < 0 || !mml__mul_ok((uint64_t)n3[s], row, len, &t)) goto short_file;
         need += t;
         if (!mml__mul_ok((uint64_t)i32[2] + 1, 8, len, &t)) goto short_file;
         need += t;
@@ -2808,7 +3396,18 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         pos += nl;
     }
     if (pos != names_at + names_bytes) goto bad_names;
-    for (s = 0; s < 3; s++) {
+    if (cols && !(out->schema = (mml_schema_t *)mml__alloc(sizeof sc))) {
+        st = mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+        goto fail;
+    }
+    if (cols) *out->schema = sc;
+    pos += schema_bytes;
+    for (s = 0; s < 3 && cols; s++) {
+        out->split[s].n = n3[s];
+        if ((st = mml__split_alloc_cols(&out->split[s], n3[s], out->n_domains, &sc)) != MML_OK) goto fail;
+        mml__cache_split_cols(buf, &pos, &sc, &out->split[s], out->n_domains);
+    }
+    for (s = 0; s < 3 && !cols; s++) {
         mml_split_t *sp = &out->split[s];
         size_t n = (size_t)n3[s];
         if ((st = mml__split_alloc(sp, n3[s], out->n_domains)) != MML_OK) goto fail;
@@ -2964,9 +3563,16 @@ static double mml__set_bytes(const mml_data_t *d, int with_cache) {
     int s;
     for (s = 0; s < 3; s++) rows += (double)d->split[s].n;
     row = mml__digits((uint64_t)d->n_users) + mml__digits((uint64_t)d->n_items) + mml__digits((uint64_t)d->n_domains) + 5;
+    if (d->schema) { /* the widest value of every cell */
+        row = 2;
+        for (int32_t f = 0; f < d->schema->n_fields; f++)
+            row += d->schema->field[f].kind == MML_FIELD_NUMERIC ? 16.0 : 11.0 * (double)mml__col_width(&d->schema->field[f]) + 1.0;
+    }
     if (d->pretrained_dim > 0) emb = 48.0 + 4.0 * d->pretrained_dim * ((double)d->n_users + d->n_items);
     bytes = rows * row + 21.0 * 3 * d->n_domains + 1500.0 * d->n_domains + emb + 4096.0 * files;
+    if (d->schema) bytes += 200.0 * d->schema->n_fields;
     if (with_cache) bytes += 80.0 + 1100.0 * d->n_domains + 16.0 * rows + 24.0 * (d->n_domains + 1.0) + emb;
+    if (with_cache && d->schema) bytes += (double)MML__FIELD_REC * d->schema->n_fields + row * rows;
     return bytes;
 }
 
@@ -7717,8 +8323,179 @@ void mml_synth_default(mml_synth_config_t *c) {
 
 #define MML__SYN_H 8
 
+/* A unit-variance pseudo-random number fixed by (seed, a, b, c): latent
+ * vectors of any vocabulary without storing them. */
+static float mml__syn_hash(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t z = seed ^ (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ (c * 0x165667B19E3779F9ull);
+    z = mml__rng_next(&z);
+    return (float)(((double)(z >> 11) * 0x1.0p-53 - 0.5) * 3.4641016151377544); /* sqrt(12) */
+}
+
+/* An id of a vocabulary of v by a continuous Zipf(a) draw, scattered so that
+ * popularity is unrelated to the id. */
+static int32_t mml__syn_id(uint64_t *rng, int32_t v, double a) {
+    double u = mml__rng_uniform(rng), x;
+    if (fabs(a - 1.0) < 1e-9) x = pow((double)v, u);
+    else x = pow((pow((double)v, 1.0 - a) - 1.0) * u + 1.0, 1.0 / (1.0 - a));
+    int64_t id = (int64_t)x - 1;
+    if (id < 0) id = 0;
+    if (id >= v) id = v - 1;
+    return (int32_t)(((uint64_t)id * 2654435761ull) % (uint64_t)v);
+}
+
+/* Which fields carry the domain-specific part: the names in list (NULL: all). */
+static mml_status mml__syn_signal(const mml_schema_t *sc, const char *list, unsigned char *sig) {
+    for (int32_t f = 0; f < sc->n_fields; f++) sig[f] = list == NULL && f != sc->domain;
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char name[MML_FIELD_NAME_MAX];
+        int32_t f = -1;
+        if (n < sizeof name) {
+            memcpy(name, p, n);
+            name[n] = 0;
+            f = mml_schema_find(sc, name);
+        }
+        if (f < 0 || f == sc->domain)
+            return mml__fail(MML_ERR_ARG, "synthetic: signal field \"%.*s\" is not a field of the schema (or is the domain)",
+                             (int)n, p);
+        sig[f] = 1;
+        p = e ? e + 1 : p + n;
+    }
+    return MML_OK;
+}
+
+/* Row i's latent vector of field f (H floats; ids: the mean over a list). */
+static void mml__syn_latent(const mml_schema_t *sc, int32_t f, int32_t *const *ids, float *const *values, int64_t i,
+                            uint64_t seed, float *v) {
+    const mml_field_t *fd = &sc->field[f];
+    int64_t w = mml__col_width(fd), cnt = 0;
+    for (int a = 0; a < MML__SYN_H; a++) v[a] = 0.0f;
+    if (fd->kind == MML_FIELD_NUMERIC) {
+        float z = (values[f][i] - fd->shift) * fd->scale;
+        for (int a = 0; a < MML__SYN_H; a++) v[a] = z * mml__syn_hash(seed, (uint64_t)f, ~0ull, (uint64_t)a);
+        return;
+    }
+    for (int64_t q = 0; q < w; q++) {
+        int32_t id = ids[f][i * w + q];
+        if (id < 0) continue;
+        for (int a = 0; a < MML__SYN_H; a++) v[a] += mml__syn_hash(seed, (uint64_t)f, (uint64_t)id, (uint64_t)a);
+        cnt++;
+    }
+    for (int a = 0; cnt > 1 && a < MML__SYN_H; a++) v[a] /= (float)cnt;
+}
+
+/* One row's inputs: the domain, then every other field. */
+static void mml__syn_row(const mml_synth_config_t *c, const double *dcum, int64_t i, uint64_t *rng, int32_t *const *ids,
+                         float *const *values) {
+    const mml_schema_t *sc = c->schema;
+    int32_t nd = sc->field[sc->domain].vocab, d = 0;
+    double x = mml__rng_uniform(rng) * dcum[nd - 1];
+    while (d < nd - 1 && x >= dcum[d]) d++;
+    ids[sc->domain][i] = d;
+    for (int32_t f = 0; f < sc->n_fields; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        if (f == sc->domain) continue;
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            float z = mml__rng_normal(rng);
+            values[f][i] = fd->scale != 0.0f ? fd->shift + z / fd->scale : z;
+            continue;
+        }
+        int64_t w = mml__col_width(fd), len = fd->kind == MML_FIELD_MULTI_HOT ? 1 + (int64_t)mml__rng_below(rng, (uint64_t)w) : 1;
+        for (int64_t q = 0; q < w; q++) ids[f][i * w + q] = q < len ? mml__syn_id(rng, fd->vocab, c->item_zipf) : -1;
+    }
+}
+
+/* Row i's logit before the intercept (see mml_data_synthetic). */
+static double mml__syn_logit(const mml_synth_config_t *c, const unsigned char *sig, int64_t i, uint64_t *rng,
+                             int32_t *const *ids, float *const *values) {
+    const mml_schema_t *sc = c->schema;
+    const int H = MML__SYN_H;
+    float v[MML_MAX_FIELDS][MML__SYN_H];
+    int32_t d = ids[sc->domain][i];
+    double bias = 0, inter = 0, taste = 0, spec = 0;
+    int nf = 0, np = 0, ns = 0, nsp = 0;
+    for (int32_t f = 0; f < sc->n_fields; f++) {
+        if (f == sc->domain) continue;
+        mml__syn_latent(sc, f, ids, values, i, c->seed, v[f]);
+        bias += v[f][0];
+        nf++;
+        for (int32_t g = 0; g < f; g++) {
+            if (g == sc->domain) continue;
+            double dot = 0, wdot = 0;
+            for (int a = 0; a < H; a++) {
+                dot += v[f][a] * v[g][a];
+                if (sig[f] || sig[g])
+                    wdot += mml__syn_hash(c->seed, 0x51Dull + (uint64_t)d, (uint64_t)(sig[f] ? f : g), (uint64_t)a) * v[f][a] * v[g][a];
+            }
+            inter += dot;
+            np++;
+            if (sig[f] || sig[g]) { spec += wdot; nsp++; }
+        }
+        if (!sig[f]) continue;
+        for (int a = 0; a < H; a++) taste += mml__syn_hash(c->seed, 0x7A57Eull + (uint64_t)d, (uint64_t)f, (uint64_t)a) * v[f][a];
+        ns++;
+    }
+    double shared = 0.5 * bias / sqrt(nf > 0 ? nf : 1) + inter / sqrt((double)H * (np > 0 ? np : 1));
+    double dom = taste / sqrt((double)H * (ns > 0 ? ns : 1)) + spec / sqrt((double)H * (nsp > 0 ? nsp : 1));
+    return shared + c->domain_signal * dom + c->noise * mml__rng_normal(rng);
+}
+
+/* mml_data_synthetic with a schema. */
+static mml_status mml__synthetic_cols(const mml_synth_config_t *c, mml_data_t *out) {
+    const mml_schema_t *sc = c->schema;
+    unsigned char sig[MML_MAX_FIELDS];
+    int32_t *ids[MML_MAX_FIELDS] = {0};
+    float *values[MML_MAX_FIELDS] = {0};
+    int64_t n = c->n_samples;
+    mml_status st = mml_schema_check(sc);
+    if (st) return st;
+    int32_t nd = sc->field[sc->domain].vocab;
+    if (nd > MML_MAX_DOMAINS || n < 10 * (int64_t)nd || n >= INT32_MAX || !(c->ctr > 0.0f && c->ctr < 1.0f))
+        return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, at most %d; samples %lld, 10 per domain .. 2^31-1; ctr %g)",
+                         nd, MML_MAX_DOMAINS, (long long)n, (double)c->ctr);
+    if ((st = mml__syn_signal(sc, c->signal_fields, sig)) != MML_OK) return st;
+    double *dcum = (double *)mml__alloc((size_t)nd * 8), *lg = (double *)mml__alloc((size_t)n * 8);
+    float *lab = (float *)mml__alloc((size_t)n * 4);
+    int ok = dcum && lg && lab;
+    for (int32_t f = 0; f < sc->n_fields && ok; f++) {
+        const mml_field_t *fd = &sc->field[f];
+        if (fd->kind == MML_FIELD_NUMERIC) ok = (values[f] = (float *)mml__alloc((size_t)n * 4)) != NULL;
+        else ok = (ids[f] = (int32_t *)mml__alloc((size_t)n * (size_t)mml__col_width(fd) * 4)) != NULL;
+    }
+    if (ok) {
+        uint64_t rng = c->seed;
+        double acc = 0, lo = -20, hi = 20;
+        for (int32_t d = 0; d < nd; d++) dcum[d] = acc += pow(d + 1.0, -c->domain_skew);
+        for (int64_t i = 0; i < n; i++) {
+            mml__syn_row(c, dcum, i, &rng, ids, values);
+            lg[i] = mml__syn_logit(c, sig, i, &rng, ids, values);
+        }
+        for (int itn = 0; itn < 50; itn++) { /* the intercept that gives the target CTR */
+            double mid = 0.5 * (lo + hi), sum = 0.0;
+            for (int64_t i = 0; i < n; i += 7) sum += 1.0 / (1.0 + exp(-(lg[i] + mid)));
+            if (sum / (double)((n + 6) / 7) < c->ctr) lo = mid; else hi = mid;
+        }
+        for (int64_t i = 0; i < n; i++)
+            lab[i] = mml__rng_uniform(&rng) < 1.0 / (1.0 + exp(-(lg[i] + 0.5 * (lo + hi)))) ? 1.0f : 0.0f;
+        st = mml__split_cols(n, sc, ids, values, lab, c->seed + 1, out);
+        for (int32_t d = 0; d < nd && !st; d++) {
+            char name[16];
+            snprintf(name, sizeof name, "syn%d", d);
+            st = mml__set_name(out, d, name, strlen(name));
+        }
+        if (st) mml_data_free(out);
+    } else {
+        st = mml__fail(MML_ERR_NOMEM, "synthetic: out of memory");
+    }
+    for (int32_t f = 0; f < sc->n_fields; f++) { mml__free(ids[f]); mml__free(values[f]); }
+    mml__free(dcum); mml__free(lg); mml__free(lab);
+    return st;
+}
+
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
+    if (c->schema) return mml__synthetic_cols(c, out);
     if (c->n_domains > MML_MAX_DOMAINS)
         return mml__fail(MML_ERR_ARG, "synthetic: %d domains, at most MML_MAX_DOMAINS = %d", c->n_domains, MML_MAX_DOMAINS);
     if (c->n_domains < 1 || c->n_users < c->n_domains || c->n_items < 2 ||
@@ -8016,10 +8793,6 @@ static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t 
  *   mml__schm_keys as "field.<f>.<key>=value": kind, pooling and norm by
  *   name, shift and scale as C99 hex floats (exact). */
 
-static const char *const mml__kind_names[] = {"categorical", "multi_hot", "numeric"};
-static const char *const mml__pool_names[] = {"mean", "sum"};
-static const char *const mml__norm_names[] = {"none", "minmax", "zscore"};
-
 enum { MML__SK_NAME, MML__SK_KIND, MML__SK_VOCAB, MML__SK_DIM, MML__SK_MAX_LEN, MML__SK_POOLING, MML__SK_HASH,
        MML__SK_FROZEN, MML__SK_NORM, MML__SK_SHIFT, MML__SK_SCALE, MML__SK_COUNT };
 static const char *const mml__schm_keys[MML__SK_COUNT] = {"name", "kind", "vocab", "dim", "max_len", "pooling",
@@ -8052,10 +8825,9 @@ typedef struct mml__schmp {
     uint16_t seen[MML_MAX_FIELDS]; /* per field: a bit per key of mml__schm_keys */
 } mml__schmp;
 
-static int mml__name_index(const char *const *names, int n, const char *v) {
-    for (int i = 0; i < n; i++)
-        if (!strcmp(names[i], v)) return i;
-    return -1;
+/* The index of the whole string v in names[0..n), or -1. */
+static int mml__name_index_z(const char *const *names, int n, const char *v) {
+    return mml__name_index(v, v + strlen(v), names, n);
 }
 
 /* One key of field fd from its text. */
@@ -8068,9 +8840,9 @@ static mml_status mml__schm_field_kv(mml_field_t *fd, int key, const char *k, co
         if (strlen(v) >= MML_FIELD_NAME_MAX) return mml__fail(MML_ERR_FORMAT, "%s: name too long", k);
         snprintf(fd->name, sizeof fd->name, "%s", v);
         return MML_OK;
-    case MML__SK_KIND: e = mml__name_index(mml__kind_names, 3, v); fd->kind = (mml_field_kind)e; break;
-    case MML__SK_POOLING: e = mml__name_index(mml__pool_names, 2, v); fd->pooling = (mml_pooling)e; break;
-    case MML__SK_NORM: e = mml__name_index(mml__norm_names, 3, v); fd->norm = (mml_norm)e; break;
+    case MML__SK_KIND: e = mml__name_index_z(mml__kind_names, 3, v); fd->kind = (mml_field_kind)e; break;
+    case MML__SK_POOLING: e = mml__name_index_z(mml__pool_names, 2, v); fd->pooling = (mml_pooling)e; break;
+    case MML__SK_NORM: e = mml__name_index_z(mml__norm_names, 3, v); fd->norm = (mml_norm)e; break;
     case MML__SK_SHIFT: case MML__SK_SCALE:
         if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
         *(key == MML__SK_SHIFT ? &fd->shift : &fd->scale) = (float)d;
@@ -8099,7 +8871,7 @@ static mml_status mml__schm_kv(void *ctx, const char *k, const char *v) {
     long f = strncmp(k, "field.", 6) || k[6] < '0' || k[6] > '9' ? -1 : strtol(k + 6, &end, 10);
     if (f < 0 || f >= MML_MAX_FIELDS || *end != '.')
         return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
-    int key = mml__name_index(mml__schm_keys, MML__SK_COUNT, end + 1);
+    int key = mml__name_index_z(mml__schm_keys, MML__SK_COUNT, end + 1);
     if (key < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
     if (sp->seen[f] & (1u << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
     sp->seen[f] |= (uint16_t)(1u << key);

@@ -501,9 +501,12 @@ static void print_header(const opts *o, const mml_data_t *data, const mml_model_
                  o->cfg.lora_r > 0 ? o->cfg.lora_r : o->cfg.lora_reduce);
     char procs[48] = "";
     if (o->world > 1) snprintf(procs, sizeof procs, " | %d processes", o->world);
-    printf("data: %s | %d users, %d items, %d domains | train %lld, val %lld, test %lld\n"
+    char sizes[64];
+    if (data->schema) snprintf(sizes, sizeof sizes, "%d fields", data->schema->n_fields);
+    else snprintf(sizes, sizeof sizes, "%d users, %d items", data->n_users, data->n_items);
+    printf("data: %s | %s, %d domains | train %lld, val %lld, test %lld\n"
            "model: %s + %s%s | %lld parameters | kernels: %s | %d thread%s%s\n",
-           o->data ? o->data : "synthetic", data->n_users, data->n_items, data->n_domains,
+           o->data ? o->data : "synthetic", sizes, data->n_domains,
            (long long)data->split[0].n, (long long)data->split[1].n, (long long)data->split[2].n,
            mml_model_kind_name(o->cfg.model), mml_adapter_name(o->cfg.adapter), rank,
            (long long)mml_model_param_count(m, 0), mml_model_isa(m), o->cfg.threads, o->cfg.threads > 1 ? "s" : "",
@@ -566,6 +569,7 @@ int main(int argc, char **argv) {
         o.cfg.n_users = data.n_users;
         o.cfg.n_items = data.n_items;
         o.cfg.n_domains = data.n_domains;
+        o.cfg.schema = data.schema; /* NULL: the paper's fields; --emb: the dim of fields without their own */
         if (data.pretrained_dim > 0) {
             o.cfg.pretrained = 1;
             o.cfg.emb_dim = data.pretrained_dim;
