@@ -227,6 +227,7 @@ typedef struct mml_data_t {
  * any differs or is gone, or the cache is of an older version, the CSVs are
  * loaded (reporting their own errors) and the cache is rewritten from them. */
 MOEMLORA_API mml_status mml_data_load(const char *dir, mml_data_t *out);
+/* Frees what d holds (with a schema: the schema and every split's columns). */
 MOEMLORA_API void mml_data_free(mml_data_t *d);
 /* Per-domain stratified (by label) random 60/20/20 split of raw samples. */
 MOEMLORA_API mml_status mml_data_split(int64_t n, const int32_t *uid, const int32_t *pid,
@@ -1847,7 +1848,17 @@ void mml_data_free(mml_data_t *d) {
         for (k = 0; k < d->n_domains; k++) mml__free(d->domain_names[k]);
         mml__free(d->domain_names);
     }
-    for (k = 0; k < 3; k++) mml__split_free(&d->split[k]);
+    for (k = 0; k < 3; k++) {
+        mml_split_t *sp = &d->split[k];
+        for (int f = 0; d->schema && f < d->schema->n_fields; f++) {
+            if (sp->ids) mml__free(sp->ids[f]);
+            if (sp->values) mml__free(sp->values[f]);
+        }
+        mml__free(sp->ids);
+        mml__free(sp->values);
+        mml__split_free(sp);
+    }
+    mml__free(d->schema);
     mml__free(d->user_emb);
     mml__free(d->item_emb);
     memset(d, 0, sizeof *d);
