@@ -6894,8 +6894,19 @@ static uint64_t mml__data_hash(const mml_data_t *d) {
         const mml_split_t *s = &d->split[k];
         h = mml__hash_mix(h, (uint64_t)s->n);
         for (int64_t i = 0; i < s->n; i++)
-            h = mml__hash_mix(mml__hash_mix(h, (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32)),
+            h = mml__hash_mix(mml__hash_mix(h, s->uid ? (uint32_t)s->uid[i] ^ ((uint64_t)(uint32_t)s->pid[i] << 32) : 0),
                               (uint32_t)s->dom[i] ^ (s->label[i] > 0.5f ? 0x80000000u : 0u));
+        /* with a schema, its columns (uid and pid may be absent) */
+        for (int f = 0; d->schema && s->ids && s->values && f < d->schema->n_fields; f++) {
+            const mml_field_t *fd = &d->schema->field[f];
+            int64_t cells = s->n * (fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1);
+            for (int64_t i = 0; i < cells; i++) {
+                uint32_t w;
+                if (fd->kind == MML_FIELD_NUMERIC) memcpy(&w, &s->values[f][i], 4);
+                else w = (uint32_t)s->ids[f][i];
+                h = mml__hash_mix(h, w);
+            }
+        }
     }
     return h;
 }
@@ -7219,8 +7230,8 @@ static mml_status mml__check_split(const mml_split_t *s, int32_t n_domains) {
         return mml__fail(MML_ERR_ARG, "evaluate: n_domains %d outside 1..%d", n_domains, MML_MAX_DOMAINS);
     if (!s->dom_start) return mml__fail(MML_ERR_ARG, "evaluate: the split has no dom_start");
     if (s->n <= 0) return mml__fail(MML_ERR_ARG, "evaluate: empty split");
-    if (!s->uid || !s->pid || !s->dom || !s->label)
-        return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid, dom or label array");
+    if ((!s->ids && (!s->uid || !s->pid)) || !s->dom || !s->label)
+        return mml__fail(MML_ERR_ARG, "evaluate: the split lacks a uid, pid (or ids), dom or label array");
     if (s->dom_start[0] != 0 || s->dom_start[n_domains] != s->n)
         return mml__fail(MML_ERR_ARG, "evaluate: dom_start[0] = %lld and dom_start[%d] = %lld must be 0 and the "
                          "split's %lld rows", (long long)s->dom_start[0], n_domains,
