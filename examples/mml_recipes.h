@@ -2245,8 +2245,10 @@ static mml_status mmlr__csv_header(mmlr__csv *C, char *s, char *e, const char *f
     mml_status st = MML_OK;
     C->delim = sc->delim ? sc->delim : memchr(s, '\t', (size_t)(e - s)) && !memchr(s, ',', (size_t)(e - s)) ? '\t' : ',';
     while (k == 1) {
-        if (!(k = mmlr__cell(&p, e, C->delim, &a, &b)))
-            return mml__fail(MML_ERR_FORMAT, "%s:1: header: a quote is not closed", file);
+        if (!(k = mmlr__cell(&p, e, C->delim, &a, &b))) {
+            st = mml__fail(MML_ERR_FORMAT, "%s:1: header: a quote is not closed", file);
+            goto done;
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
             char **na = (char **)mml__alloc((size_t)cap * sizeof *na), **nb = (char **)mml__alloc((size_t)cap * sizeof *nb);

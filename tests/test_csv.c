@@ -149,6 +149,7 @@ static void test_load_errors(void) {
     load_fails(S1, "click,user,site,ad,tags,price\n1,\"u1,s1,x,a,2\n", "data.csv:2: column 2: a quote is not closed");
     load_fails(S1, "click,user,site,ad,tags,price,user\n1,u1,s1,x,a,2,u\n", "data.csv:1: the header names column \"user\" twice");
     load_fails(S1, "user,site,ad,tags,price\n", "data.csv:1: the header has no label column \"click\"");
+    load_fails(S1, "click,\"user,site\n", "data.csv:1: header: a quote is not closed");
     load_fails(S1, "", "data.csv: empty file");
     load_fails(S1, "click,user,site,ad,tags,price\n", "no data rows");
     load_fails("label click\nfield site categorical domain\nfield n numeric\n", "click,site,n\n1,a,\n",
