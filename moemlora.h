@@ -234,6 +234,7 @@ typedef struct mml_data_t {
  * any differs or is gone, or the cache is of an older version, the CSVs are
  * loaded (reporting their own errors) and the cache is rewritten from them. */
 MOEMLORA_API mml_status mml_data_load(const char *dir, mml_data_t *out);
+/* Frees what d holds (with a schema: the schema and every split's columns). */
 MOEMLORA_API void mml_data_free(mml_data_t *d);
 /* Per-domain stratified (by label) random 60/20/20 split of raw samples. */
 MOEMLORA_API mml_status mml_data_split(int64_t n, const int32_t *uid, const int32_t *pid,
