@@ -170,14 +170,6 @@ static void schema_summary(const mml_schema_t *s) {
 
 static int write_out(const mml_data_t *d, const char *out, int cache) {
     double t0 = now_s();
-#if MML__CACHE_VERSION < 3
-    /* this moemlora.h writes the paper's three columns only */
-    if (d->schema) {
-        fprintf(stderr, "moemlora-prepare: not yet: this build's moemlora.h cannot write a prepared set with a "
-                        "feature schema; %s was not written\n", out);
-        return 1;
-    }
-#endif
     if (mml_data_save_prepared(d, out, cache)) return die("write");
     printf("wrote %s%s in %.2f s\n", out, cache ? " (CSV layout + data.mmlc)" : " (CSV layout)", now_s() - t0);
     return 0;

@@ -76,10 +76,10 @@ static int exists(const char *name) {
 
 static void test_commands(void) {
     mmlt_ctx = "commands";
-    CHECK(run((const char *[]){"bogus", NULL}) == 2 && said("unknown command 'bogus' (movielens|taobao|gen-taobao)"),
+    CHECK(run((const char *[]){"bogus", NULL}) == 2 && said("unknown command 'bogus' (movielens|csv|taobao|gen-taobao)"),
           "bogus: %s", last_err());
     CHECK(run((const char *[]){"bogus", "--out", "x", NULL}) == 2 &&
-              said("unknown command 'bogus' (movielens|taobao|gen-taobao)"),
+              said("unknown command 'bogus' (movielens|csv|taobao|gen-taobao)"),
           "bogus --out: %s", last_err());
 }
 
@@ -152,6 +152,70 @@ static void test_prepare_twice(void) {
     }
 }
 
+/* csv: a small file with every field kind prepared, loaded back with its
+ * schema (kinds, sizes, ids re-indexed, the domain field) and row counts
+ * summing to the file's; a schema naming a column the file lacks is refused
+ * naming the schema file, its line and the column, with nothing written. */
+static void test_prepare_csv(void) {
+    char csv[700], sch[700], bad[700], out[700];
+    const char *doms[3] = {"shop", "feed", "search"};
+    FILE *f;
+    mml_data_t d;
+    int64_t rows = 0;
+    mmlt_ctx = "csv";
+    snprintf(csv, sizeof csv, "%s/clicks.csv", dir);
+    snprintf(sch, sizeof sch, "%s/clicks.schema", dir);
+    snprintf(bad, sizeof bad, "%s/bad.schema", dir);
+    snprintf(out, sizeof out, "%s/csvout", dir);
+    f = fopen(csv, "w");
+    if (!f) {
+        CHECK(0, "cannot write %s", csv);
+        return;
+    }
+    fputs("clicked,page,user,tags,price\n", f);
+    for (int i = 0; i < 600; i++)
+        fprintf(f, "%d,%s,u%d,t%d|t%d,%.2f\n", (i * 7919) % 5 < 2, doms[i % 3], i % 37, i % 11, (i / 3) % 7,
+                1.5 + (i % 13));
+    fclose(f);
+    f = fopen(sch, "w");
+    if (!f) return;
+    fputs("# test schema\nlabel clicked\nfield page categorical domain\nfield user categorical dim=8\n"
+          "field tags multi_hot max_len=3 sep=| pooling=sum\nfield price numeric norm=zscore\n",
+          f);
+    fclose(f);
+    f = fopen(bad, "w");
+    if (!f) return;
+    fputs("label clicked\nfield page categorical domain\nfield shoe_size numeric\n", f);
+    fclose(f);
+    CHECK(run((const char *[]){"csv", "--input", csv, "--schema", sch, "--out", out, "--seed", "5", NULL}) == 0,
+          "prepare csv: %s", last_err());
+    memset(&d, 0, sizeof d);
+    CHECK_OK(mml_data_load(out, &d));
+    {
+        const mml_schema_t *s = d.schema;
+        CHECK(d.n_domains == 3, "%d domains", d.n_domains);
+        CHECK(s && s->n_fields == 4, "schema with 4 fields");
+        if (s && s->n_fields == 4) {
+            CHECK(s->domain == 0 && !strcmp(s->field[0].name, "page") && s->field[0].vocab == 3, "domain field");
+            CHECK(s->field[1].kind == MML_FIELD_CATEGORICAL && s->field[1].dim == 8 && s->field[1].vocab >= 37,
+                  "user: kind %d dim %d vocab %d", (int)s->field[1].kind, s->field[1].dim, s->field[1].vocab);
+            CHECK(s->field[2].kind == MML_FIELD_MULTI_HOT && s->field[2].max_len == 3 &&
+                      s->field[2].pooling == MML_POOL_SUM && s->field[2].vocab >= 11,
+                  "tags: kind %d max_len %d vocab %d", (int)s->field[2].kind, s->field[2].max_len, s->field[2].vocab);
+            CHECK(s->field[3].kind == MML_FIELD_NUMERIC && s->field[3].norm == MML_NORM_ZSCORE && s->field[3].scale > 0,
+                  "price: kind %d norm %d scale %g", (int)s->field[3].kind, (int)s->field[3].norm,
+                  (double)s->field[3].scale);
+        }
+        for (int k = 0; k < 3; k++) rows += d.split[k].n;
+        CHECK(rows == 600, "%lld rows in the splits", (long long)rows);
+        mml_data_free(&d);
+    }
+    CHECK(run((const char *[]){"csv", "--input", csv, "--schema", bad, "--out", out, NULL}) == 1 &&
+              said("bad.schema:3") && said("shoe_size"),
+          "missing column: %s", last_err());
+    CHECK(exists("csvout/meta.txt"), "earlier set left in place");
+}
+
 int main(int argc, char **argv) {
     const char *slash = strrchr(argv[0], '/');
     int dn = slash ? (int)(slash - argv[0]) : 1;
@@ -171,6 +235,7 @@ int main(int argc, char **argv) {
     test_commands();
     test_sizes();
     test_prepare_twice();
+    test_prepare_csv();
     mmlt_rm_tree(dir);
     return mmlt_finish("test_prepare");
 }
