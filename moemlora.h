@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.3.0. License: MIT (see LICENSE).
+ * Version 0.4.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -92,6 +92,15 @@
  *                   >>metrics >>schedules >>synthetic >>checkpoints (models)
  *
  * VERSION HISTORY
+ *     0.4.0  the model as parts with one job each (docs/ARCHITECTURE.md): the
+ *            tensor table, a table of model kinds, passes for workers and
+ *            sessions; the config described once (MML_CONFIG_FIELDS,
+ *            mml_config_set/get); one GEMM driver for every ISA; mml_crc32c;
+ *            the dropout/scale/vexp/vlog kernels removed (no caller); dataset
+ *            recipes moved to examples/mml_recipes.h; the data cache knows its
+ *            sources; prepared sets swap in whole; --resume checks its run and
+ *            data; one-class validation falls back to log loss; metrics over
+ *            every domain; moemlora-serve answers one request at a time.
  *     0.3.0  data-parallel training over processes (mml_model_set_distributed,
  *            moemlora-train-mpi); worker threads: embedding rows scattered by
  *            owner in batch order (the same sums as one thread), replays in
