@@ -1676,6 +1676,41 @@ static const char *mml__num(const char *s, const char *e, char *buf, size_t cap)
     return buf;
 }
 
+/* The one key=value reader, for meta.txt and a checkpoint's text sections:
+ * calls fn(ctx, key, value) for each line "key=value" of buf[0..n), split
+ * at the first '='. Blank lines, '#' comments and leading blanks are
+ * skipped; LF or CRLF; a last line without a newline counts. key and value
+ * come NUL-terminated (a NUL byte in a line is refused), so callbacks
+ * compare with strcmp and use the string parsers. Every error, the
+ * reader's or fn's, is prefixed "<where>:<line>: ". */
+typedef mml_status (*mml__kv_fn)(void *ctx, const char *key, const char *value);
+
+static mml_status mml__kv_each(const char *buf, size_t n, const char *where, mml__kv_fn fn, void *ctx) {
+    mml__lines L;
+    const char *s, *e, *eq;
+    char q[64], *line = (char *)mml__alloc(n + 1); /* the current line, split in place */
+    mml_status st = MML_OK;
+    if (!line) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", where);
+    mml__lines_init(&L, buf, n, where);
+    while (!st && mml__next_line(&L, &s, &e)) {
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        if (s == e || *s == '#') continue;
+        eq = (const char *)memchr(s, '=', (size_t)(e - s));
+        if (!eq || memchr(s, 0, (size_t)(e - s))) {
+            st = mml__fail(MML_ERR_FORMAT, "%s:%lld: expected key=value%s, got %s", where, L.line,
+                           eq ? " text without NUL bytes" : "", mml__q(s, e, q, sizeof q));
+            break;
+        }
+        memcpy(line, s, (size_t)(e - s));
+        line[e - s] = 0;
+        line[eq - s] = 0;
+        if ((st = fn(ctx, line, line + (eq - s) + 1)) != MML_OK)
+            st = mml__fail(st, "%s:%lld: %s", where, L.line, mml_last_error());
+    }
+    mml__free(line);
+    return st;
+}
+
 /* A whole NUL-terminated string as an integer in [lo, hi]; 0 on success. */
 static int mml__parse_i64(const char *v, int64_t lo, int64_t hi, int64_t *out) {
     int64_t x;
@@ -2151,81 +2186,84 @@ static int mml__key_is(const char *s, const char *e, const char *key) {
     return (size_t)(e - s) == n && memcmp(s, key, n) == 0;
 }
 
+typedef struct mml__metap {
+    mml__meta *m;
+    mml_data_t *names;
+    int have_format;
+} mml__metap;
+
+/* meta.txt's first pass: the format and the sizes. */
+static mml_status mml__meta_sizes_kv(void *ctx, const char *k, const char *v) {
+    mml__metap *mp = (mml__metap *)ctx;
+    mml__meta *m = mp->m;
+    int64_t *slot = NULL, x;
+    char q[64];
+    if (!strcmp(k, "format")) {
+        if (strcmp(v, MML__META_FORMAT))
+            return mml__fail(MML_ERR_FORMAT, "unsupported format %s (expected %s)", mml__q(v, v + strlen(v), q, sizeof q),
+                             MML__META_FORMAT);
+        mp->have_format = 1;
+        return MML_OK;
+    }
+    if (!strcmp(k, "n_users")) slot = &m->n_users;
+    else if (!strcmp(k, "n_items")) slot = &m->n_items;
+    else if (!strcmp(k, "n_domains")) slot = &m->n_domains;
+    else if (!strcmp(k, "pretrained_dim")) slot = &m->dim;
+    if (!slot) return MML_OK; /* unknown keys: forward compatibility */
+    if (!mml__to_i64(v, v + strlen(v), &x) || x < 0 || x > INT32_MAX || (x == 0 && slot != &m->dim) ||
+        (slot == &m->n_domains && x > 1000000) || (slot == &m->dim && x > 65536))
+        return mml__fail(MML_ERR_FORMAT, "bad value %s for %s", mml__q(v, v + strlen(v), q, sizeof q), k);
+    if (*slot >= 0) return mml__fail(MML_ERR_FORMAT, "%s given twice", k);
+    *slot = x;
+    return MML_OK;
+}
+
+/* "count.<split>.<k>=<rows>" */
+static mml_status mml__meta_count(mml__meta *m, const char *k, const char *v) {
+    const char *fs[4], *fe[4];
+    char q[64], qv[64];
+    int nf = mml__fields(k, k + strlen(k), ".", 1, fs, fe, 4), sp = -1, j;
+    int64_t dom, rows;
+    for (j = 0; j < 3 && nf == 3; j++)
+        if (mml__key_is(fs[1], fe[1], mml__split_names[j])) sp = j;
+    if (nf != 3 || sp < 0 || !mml__to_i64(fs[2], fe[2], &dom) || dom < 0 || dom >= m->n_domains ||
+        !mml__to_i64(v, v + strlen(v), &rows) || rows < 0)
+        return mml__fail(MML_ERR_FORMAT, "bad count line %s=%s", mml__q(k, k + strlen(k), q, sizeof q),
+                         mml__q(v, v + strlen(v), qv, sizeof qv));
+    m->counts[sp * m->n_domains + dom] = rows;
+    return MML_OK;
+}
+
+/* meta.txt's second pass, once n_domains is known: names and counts. */
+static mml_status mml__meta_domains_kv(void *ctx, const char *k, const char *v) {
+    mml__metap *mp = (mml__metap *)ctx;
+    int64_t dom;
+    if (!strncmp(k, "count.", 6) && k[6]) return mml__meta_count(mp->m, k, v);
+    if (strncmp(k, "domain.", 7) || !k[7]) return MML_OK;
+    if (!mml__to_i64(k + 7, k + strlen(k), &dom) || dom < 0 || dom >= mp->m->n_domains)
+        return mml__fail(MML_ERR_FORMAT, "%s: domain index out of range [0,%lld)", k, (long long)mp->m->n_domains);
+    if (mp->names->domain_names && mp->names->domain_names[dom])
+        return mml__fail(MML_ERR_FORMAT, "%s given twice", k);
+    return mml__set_name(mp->names, (int32_t)dom, v, strlen(v));
+}
+
 /* Two passes over meta.txt: scalars first (so domain.<k> may come in any
  * order), then names and counts. Unknown keys are ignored (forward compat). */
 static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, mml__meta *m,
                                   mml_data_t *names_out) {
-    mml__lines L;
-    const char *s, *e, *eq;
-    char q[64];
-    int pass, have_format = 0;
+    mml__metap mp = {m, names_out, 0};
+    int64_t i;
+    mml_status st;
     m->n_users = m->n_items = m->n_domains = m->dim = -1;
     m->counts = NULL;
-    for (pass = 0; pass < 2; pass++) {
-        mml__lines_init(&L, buf, n, fname);
-        while (mml__next_line(&L, &s, &e)) {
-            const char *ks, *ke, *vs = NULL, *ve = e;
-            int64_t v;
-            while (s < e && (*s == ' ' || *s == '\t')) s++;
-            if (s == e || *s == '#') continue;
-            eq = (const char *)memchr(s, '=', (size_t)(e - s));
-            if (!eq) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected key=value, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
-            ks = s;
-            ke = eq;
-            vs = eq + 1;
-            if (pass == 0) {
-                int64_t *slot = NULL;
-                if (mml__key_is(ks, ke, "format")) {
-                    if (!mml__key_is(vs, ve, MML__META_FORMAT))
-                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unsupported format %s (expected %s)", fname,
-                                         L.line, mml__q(vs, ve, q, sizeof q), MML__META_FORMAT);
-                    have_format = 1;
-                    continue;
-                }
-                if (mml__key_is(ks, ke, "n_users")) slot = &m->n_users;
-                else if (mml__key_is(ks, ke, "n_items")) slot = &m->n_items;
-                else if (mml__key_is(ks, ke, "n_domains")) slot = &m->n_domains;
-                else if (mml__key_is(ks, ke, "pretrained_dim")) slot = &m->dim;
-                if (!slot) continue;
-                if (!mml__to_i64(vs, ve, &v) || v < 0 || v > INT32_MAX ||
-                    (v == 0 && slot != &m->dim) || (slot == &m->n_domains && v > 1000000) ||
-                    (slot == &m->dim && v > 65536))
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad value %s for %.*s", fname, L.line,
-                                     mml__q(vs, ve, q, sizeof q), (int)(ke - ks), ks);
-                if (*slot >= 0)
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
-                *slot = v;
-            } else if (ke - ks > 7 && memcmp(ks, "domain.", 7) == 0) {
-                int64_t k;
-                if (!mml__to_i64(ks + 7, ke, &k) || k < 0 || k >= m->n_domains)
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s: domain index out of range [0,%lld)", fname,
-                                     L.line, (int)(ke - ks), ks, (long long)m->n_domains);
-                if (names_out->domain_names && names_out->domain_names[k])
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
-                if (mml__set_name(names_out, (int32_t)k, vs, (size_t)(ve - vs)) != MML_OK) return MML_ERR_NOMEM;
-            } else if (ke - ks > 6 && memcmp(ks, "count.", 6) == 0) {
-                const char *fs[4], *fe[4];
-                int nf = mml__fields(ks, ke, ".", 1, fs, fe, 4), sp = -1, j;
-                int64_t k;
-                for (j = 0; j < 3 && nf == 3; j++)
-                    if (mml__key_is(fs[1], fe[1], mml__split_names[j])) sp = j;
-                if (nf != 3 || sp < 0 || !mml__to_i64(fs[2], fe[2], &k) || k < 0 || k >= m->n_domains ||
-                    !mml__to_i64(vs, ve, &v) || v < 0)
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad count line %s", fname, L.line, mml__q(ks, ve, q, sizeof q));
-                m->counts[sp * m->n_domains + k] = v;
-            }
-        }
-        if (pass == 0) {
-            int64_t i;
-            if (!have_format) return mml__fail(MML_ERR_FORMAT, "%s: missing format=%s line", fname, MML__META_FORMAT);
-            if (m->n_domains < 1) return mml__fail(MML_ERR_FORMAT, "%s: missing n_domains", fname);
-            m->counts = (int64_t *)mml__alloc((size_t)m->n_domains * 3 * sizeof(int64_t));
-            if (!m->counts) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
-            for (i = 0; i < m->n_domains * 3; i++) m->counts[i] = -1;
-            names_out->n_domains = (int32_t)m->n_domains;
-        }
-    }
-    return MML_OK;
+    if ((st = mml__kv_each(buf, n, fname, mml__meta_sizes_kv, &mp)) != MML_OK) return st;
+    if (!mp.have_format) return mml__fail(MML_ERR_FORMAT, "%s: missing format=%s line", fname, MML__META_FORMAT);
+    if (m->n_domains < 1) return mml__fail(MML_ERR_FORMAT, "%s: missing n_domains", fname);
+    m->counts = (int64_t *)mml__alloc((size_t)m->n_domains * 3 * sizeof(int64_t));
+    if (!m->counts) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+    for (i = 0; i < m->n_domains * 3; i++) m->counts[i] = -1;
+    names_out->n_domains = (int32_t)m->n_domains;
+    return mml__kv_each(buf, n, fname, mml__meta_domains_kv, &mp);
 }
 
 /* Parses one domain_<k>/<split>.csv buffer into rows starting at *n_rows
@@ -7251,7 +7289,8 @@ done:
  *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
  *         data_items, data_domains, data_train, data_val, data_test,
  *         data_hash (mml__data_hash), each group whole or absent
- * Floats in text sections are C99 hex floats, so they round-trip exactly. */
+ * Text sections are read by mml__kv_each (meta.txt's grammar). Floats in
+ * them are C99 hex floats, so they round-trip exactly. */
 
 #define MML__TEXT_MAX 4096
 
@@ -7274,30 +7313,13 @@ static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
     return (int)n;
 }
 
-/* Calls fn(key, value) for each "key=value" line of a text section. */
-static mml_status mml__kv_each(const char *path, const char *tag, const void *p, uint64_t n,
-                               mml_status (*fn)(void *ctx, const char *k, const char *v), void *ctx) {
-    const char *s = (const char *)p, *end = s + n;
-    int line = 0;
-    while (s < end) {
-        const char *nl = (const char *)memchr(s, '\n', (size_t)(end - s));
-        if (!nl) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d has no newline", path, tag, line + 1);
-        line++;
-        char buf[256];
-        size_t len = (size_t)(nl - s);
-        if (len >= sizeof buf) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d too long", path, tag, line);
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        char *eq = strchr(buf, '=');
-        if (!eq) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d is not key=value", path, tag, line);
-        *eq = 0;
-        mml_status st = fn(ctx, buf, eq + 1);
-        if (st) {
-            return mml__fail(st, "%s: section %s: line %d: %s", path, tag, line, mml_last_error());
-        }
-        s = nl + 1;
-    }
-    return MML_OK;
+/* The key=value lines of text section tag, through mml__kv_each; errors
+ * read "<path> (section <tag>):<line>: ...". */
+static mml_status mml__ckpt_kv(const char *path, const char *tag, const void *p, uint64_t n, mml__kv_fn fn,
+                               void *ctx) {
+    char where[MML__PATH_MAX + 32];
+    snprintf(where, sizeof where, "%s (section %s)", path, tag);
+    return mml__kv_each((const char *)p, (size_t)n, where, fn, ctx);
 }
 
 /* CONF: every key of MML_CONFIG_FIELDS, each exactly once. */
@@ -7511,7 +7533,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     mml__confp cp = {&c, 0};
     mml_model_t *m = NULL;
     mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
-    if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
+    if (!st) st = mml__ckpt_kv(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
         if (!(cp.seen & (1ull << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
     if (!st && mml__check_config(&c)) st = mml__fail(MML_ERR_ARG, "%s: %s", path, mml_last_error());
@@ -7545,7 +7567,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     if (m) m->fit.from_export = 1;
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
         mml__progp pp = {m, 0, 0};
-        st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
+        st = mml__ckpt_kv(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[64];
         snprintf(first, sizeof first, "m.%s", m->a.t[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */

@@ -382,6 +382,41 @@ static void test_csv_bad(void) {
     free(dir);
 }
 
+/* ---- the key=value reader (meta.txt and checkpoint text sections) ---- */
+
+typedef struct kv_seen { char text[256]; int n; const char *refuse; } kv_seen;
+
+static mml_status kv_collect(void *ctx, const char *k, const char *v) {
+    kv_seen *s = (kv_seen *)ctx;
+    size_t at = strlen(s->text);
+    if (s->refuse && !strcmp(k, s->refuse)) return mml__fail(MML_ERR_FORMAT, "refused %s", k);
+    snprintf(s->text + at, sizeof s->text - at, "[%s|%s]", k, v);
+    s->n++;
+    return MML_OK;
+}
+
+static void test_kv_reader(void) {
+    static const char text[] = "\xEF\xBB\xBF# comment\r\n\n  a=1\r\nb==2 x\n\t# another\nc=\nd=last";
+    static const char nul[] = "a=1\nb=x\0y\n";
+    kv_seen s;
+    mmlt_ctx = "kv-reader";
+    memset(&s, 0, sizeof s);
+    CHECK_OK(mml__kv_each(text, sizeof text - 1, "t.txt", kv_collect, &s));
+    CHECK(!strcmp(s.text, "[a|1][b|=2 x][c|][d|last]"), "lines read: %s", s.text);
+    memset(&s, 0, sizeof s);
+    s.refuse = "c";
+    CHECK(mml__kv_each(text, sizeof text - 1, "t.txt", kv_collect, &s) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "t.txt:6: refused c"), "callback error located: %s", mml_last_error());
+    CHECK(mml__kv_each("a=1\nno equals\n", 14, "t.txt", kv_collect, &s) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "t.txt:2: expected key=value, got \"no equals\""), "no '=': %s", mml_last_error());
+    CHECK(mml__kv_each(nul, sizeof nul - 1, "t.txt", kv_collect, &s) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "t.txt:2: expected key=value text without NUL bytes"), "NUL byte: %s",
+          mml_last_error());
+    memset(&s, 0, sizeof s);
+    CHECK_OK(mml__kv_each("", 0, "t.txt", kv_collect, &s));
+    CHECK(s.n == 0, "empty text: no lines");
+}
+
 static void test_cache_bad(void) {
     raw_t r = make_raw(500, 5);
     mml_data_t a, b;
@@ -1170,6 +1205,7 @@ int main(void) {
     test_atomic();
     test_csv_ok();
     test_csv_bad();
+    test_kv_reader();
     test_cache_bad();
     test_stale_cache();
     test_swap_full_disk();
