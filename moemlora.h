@@ -652,6 +652,8 @@ static int mml__mul_ok(uint64_t a, uint64_t b, uint64_t limit, uint64_t *out) {
 
 // >>io ---------------------------------------------------------------------
 
+#define MML__PATH_MAX 1024 /* the longest path a file of the library may have */
+
 static mml_write_hook mml__whook;
 static void *mml__whook_user;
 
@@ -664,8 +666,8 @@ typedef struct mml__afile {
     int fd;
     int failed;
     size_t used;
-    char path[1024];
-    char tmp[1100];
+    char path[MML__PATH_MAX];
+    char tmp[MML__PATH_MAX + 76];
     unsigned char buf[1 << 16];
 } mml__afile;
 
@@ -680,18 +682,29 @@ static int mml__tmp_of_gone(const char *s) {
     return pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
+/* The folder of path into dir (MML__PATH_MAX bytes): "a/b" -> "a", "b" ->
+ * ".", "/b" -> "/". Returns the name after the folder ("b"), or NULL when
+ * the folder's name does not fit. */
+static const char *mml__dir_of(const char *path, char *dir) {
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n >= MML__PATH_MAX) return NULL;
+    if (!slash) strcpy(dir, ".");
+    else if (n == 0) strcpy(dir, "/");
+    else {
+        memcpy(dir, path, n);
+        dir[n] = 0;
+    }
+    return slash ? slash + 1 : path;
+}
+
 /* Temporary files are "<path>.tmp.<pid>.<n>". A writer killed mid-write
  * leaves one behind; the next writer of the same path removes those whose
  * process is gone. */
 static void mml__remove_stale_tmps(const char *path) {
-    char dir[1024];
-    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
-    size_t dn = slash ? (size_t)(slash - path) : 0;
-    if (dn >= sizeof dir) return;
-    if (slash) { memcpy(dir, path, dn); dir[dn] = 0; }
-    else strcpy(dir, ".");
-    if (slash && dn == 0) strcpy(dir, "/");
-    DIR *dh = opendir(dir);
+    char dir[MML__PATH_MAX];
+    const char *base = mml__dir_of(path, dir);
+    DIR *dh = base ? opendir(dir) : NULL;
     if (!dh) return;
     size_t bn = strlen(base);
     struct dirent *e;
@@ -790,17 +803,8 @@ static void mml__afile_abort(mml__afile *w) {
 }
 
 static void mml__fsync_dir_of(const char *path) {
-    char dir[1024];
-    const char *slash = strrchr(path, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == path) strcpy(dir, "/");
-    else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return;
-        memcpy(dir, path, n);
-        dir[n] = 0;
-    }
-    int fd = open(dir, O_RDONLY);
+    char dir[MML__PATH_MAX];
+    int fd = mml__dir_of(path, dir) ? open(dir, O_RDONLY) : -1;
     if (fd >= 0) {
         fsync(fd);
         close(fd);
@@ -1451,7 +1455,6 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 // >>data -------------------------------------------------------------------
 
 
-#define MML__PATH_MAX 1024
 #define MML__CACHE_VERSION 2u
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
@@ -2835,23 +2838,15 @@ mml_status mml_data_load(const char *dir, mml_data_t *out) {
  * -1 if the system cannot tell. */
 static double mml__free_bytes(const char *path, char *where, size_t cap) {
     struct statvfs vfs;
-    char *slash;
+    char up[MML__PATH_MAX];
     snprintf(where, cap, "%s", path);
-    for (;;) {
-        if (statvfs(where, &vfs) == 0) return (double)vfs.f_bavail * (double)vfs.f_frsize;
-        if (errno != ENOENT && errno != ENOTDIR) return -1;
-        slash = strrchr(where, '/');
-        while (slash && slash > where && slash[1] == 0) { /* "a/b/" -> "a/b" first */
-            *slash = 0;
-            slash = strrchr(where, '/');
-        }
-        if (!slash) {
-            snprintf(where, cap, ".");
-            return statvfs(where, &vfs) == 0 ? (double)vfs.f_bavail * (double)vfs.f_frsize : -1;
-        }
-        if (slash == where) slash[1] = 0;
-        else *slash = 0;
+    while (statvfs(where, &vfs) != 0) {
+        if ((errno != ENOENT && errno != ENOTDIR) || !strcmp(where, ".") || !strcmp(where, "/") ||
+            !mml__dir_of(where, up))
+            return -1;
+        snprintf(where, cap, "%s", up);
     }
+    return (double)vfs.f_bavail * (double)vfs.f_frsize;
 }
 
 static const char *mml__gb(double bytes, char *buf, size_t cap) {
@@ -2960,22 +2955,14 @@ static long mml__set_scan(const char *dir, int in_domain, int rm, char *foreign,
 static mml_status mml__split_path(const char *dir, char *path, char *parent, char *base) {
     char tmp[MML__PATH_MAX];
     size_t n = strlen(dir);
-    char *slash;
     while (n > 1 && dir[n - 1] == '/') n--;
     if (n == 0 || n >= sizeof tmp) return mml__fail(MML_ERR_ARG, "bad directory name \"%s\"", dir);
     memcpy(tmp, dir, n);
     tmp[n] = 0;
     strcpy(path, tmp);
-    slash = strrchr(tmp, '/');
-    strcpy(base, slash ? slash + 1 : tmp);
+    strcpy(base, mml__dir_of(tmp, parent));
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
         return mml__fail(MML_ERR_ARG, "%s: name the folder itself (a prepared set replaces its folder as a whole)", dir);
-    if (!slash) strcpy(parent, ".");
-    else if (slash == tmp) strcpy(parent, "/");
-    else {
-        *slash = 0;
-        strcpy(parent, tmp);
-    }
     return MML_OK;
 }
 

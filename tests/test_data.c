@@ -417,6 +417,26 @@ static void test_kv_reader(void) {
     CHECK(s.n == 0, "empty text: no lines");
 }
 
+/* The one dirname of the library (atomic writer, stale temporaries, free
+ * space, the prepared folder's parent). */
+static void test_dir_of(void) {
+    static const char *const cases[][3] = {
+        {"a/b", "a", "b"}, {"b", ".", "b"}, {"/b", "/", "b"}, {"/", "/", ""},
+        {"a/b/", "a/b", ""}, {"x/y/z.mml", "x/y", "z.mml"}, {"./f", ".", "f"},
+    };
+    char dir[MML__PATH_MAX], *longp = (char *)malloc(MML__PATH_MAX + 8);
+    mmlt_ctx = "dir-of";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *base = mml__dir_of(cases[i][0], dir);
+        CHECK(base && !strcmp(dir, cases[i][1]) && !strcmp(base, cases[i][2]), "%s -> \"%s\" + \"%s\"", cases[i][0],
+              dir, base ? base : "(null)");
+    }
+    memset(longp, 'd', MML__PATH_MAX + 4);
+    strcpy(longp + MML__PATH_MAX, "/f");
+    CHECK(mml__dir_of(longp, dir) == NULL, "a folder name past MML__PATH_MAX is refused");
+    free(longp);
+}
+
 static void test_cache_bad(void) {
     raw_t r = make_raw(500, 5);
     mml_data_t a, b;
@@ -1206,6 +1226,7 @@ int main(void) {
     test_csv_ok();
     test_csv_bad();
     test_kv_reader();
+    test_dir_of();
     test_cache_bad();
     test_stale_cache();
     test_swap_full_disk();
