@@ -3134,7 +3134,8 @@ mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_
  * All integers and floats are in the writer's byte order, guarded by the
  * marker. The header CRC covers the 20 bytes before it; a section CRC covers
  * its 16-byte section header and its payload, so every byte of a file is
- * under some CRC32C.
+ * under some CRC32C (mml_crc32c of moemlora_simd.h: the CPU's CRC
+ * instructions when it has them, the same value either way).
  *
  * Saving goes through the atomic writer (mml__afile_*): on any failure the
  * previous file at the path is untouched and no temporary is left. Opening
@@ -3142,12 +3143,6 @@ mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_
  * and CRC before anything is handed out: each length field is checked against
  * the bytes that remain before it is used, and every allocation is bounded by
  * the file size. */
-
-#if defined(__GNUC__) || defined(__clang__)
-#define MML__CKPT_FN static __attribute__((unused))
-#else
-#define MML__CKPT_FN static
-#endif
 
 #define MML__CKPT_VERSION 1u
 #define MML__CKPT_ENDIAN 0x01020304u
@@ -3211,14 +3206,6 @@ typedef struct mml__ckpt {
     uint32_t nsec;
     mml__ckpt_sec *sec;
 } mml__ckpt;
-
-// >>checkpoints: CRC32C -------------------------------------------------------
-
-/* The kernel layer's CRC32C (moemlora_simd.h: the SSE4.2 or ARMv8 CRC
- * instructions when the CPU has them, else slice-by-8 tables; the same value
- * either way). Chainable: mml__crc32c(mml__crc32c(0, a, n), b, m) is the CRC
- * of a followed by b. crc32c("123456789") = 0xE3069283. */
-MML__CKPT_FN uint32_t mml__crc32c(uint32_t crc, const void *buf, size_t n) { return mml_crc32c(crc, buf, n); }
 
 // >>checkpoints: small helpers -------------------------------------------------
 
@@ -3360,7 +3347,7 @@ static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
 
 /* Writes n bytes and folds them into *crc. */
 static mml_status mml__ckpt_put(mml__afile *f, uint32_t *crc, const void *p, size_t n) {
-    *crc = mml__crc32c(*crc, p, n);
+    *crc = mml_crc32c(*crc, p, n);
     return mml__afile_write(f, p, n);
 }
 
@@ -3397,7 +3384,7 @@ static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *se
     uint32_t v[3] = {MML__CKPT_VERSION, MML__CKPT_ENDIAN, (uint32_t)nsec};
     memcpy(h, mml__ckpt_magic, 8);
     memcpy(h + 8, v, 12);
-    uint32_t crc = mml__crc32c(0, h, 20);
+    uint32_t crc = mml_crc32c(0, h, 20);
     memcpy(h + 20, &crc, 4);
     mml_status st = mml__afile_write(f, h, sizeof h);
     for (int i = 0; i < nsec && !st; i++) {
@@ -3424,7 +3411,7 @@ static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
 }
 
 /* Writes the sections to path atomically. */
-MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
+static mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
     mml_status st = mml__ckpt_check_all(path, secs, nsec);
     if (st) return st;
     /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
@@ -3462,7 +3449,7 @@ static mml_status mml__ckpt_parse_header(const mml__ckpt *c, const unsigned char
         return mml__fail(MML_ERR_FORMAT, "%s: format version %u is newer than this library's %u", L,
                          (unsigned)version, MML__CKPT_VERSION);
     if (version == 0) return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: format version 0", L);
-    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml__crc32c(0, b, 20);
+    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml_crc32c(0, b, 20);
     if (stored != crc)
         return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
                          (unsigned)stored, (unsigned)crc);
@@ -3607,7 +3594,7 @@ static mml_status mml__ckpt_parse_section(mml__ckpt *c, const unsigned char *b, 
                          "%s: truncated at byte %zu: section %s at byte %zu declares a %llu-byte payload", L,
                          len, tag, *pos, (unsigned long long)plen);
     uint32_t stored = mml__ckpt_u32(h + MML__CKPT_SEC_HDR + plen);
-    uint32_t crc = mml__crc32c(mml__crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
+    uint32_t crc = mml_crc32c(mml_crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
     if (stored != crc)
         return mml__fail(MML_ERR_FORMAT, "%s: section %s: CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
                          tag, (unsigned)stored, (unsigned)crc);
@@ -3651,7 +3638,7 @@ static mml_status mml__ckpt_parse(mml__ckpt *c, const unsigned char *b, size_t l
     return MML_OK;
 }
 
-MML__CKPT_FN void mml__ckpt_close(mml__ckpt *c) {
+static void mml__ckpt_close(mml__ckpt *c) {
     if (!c) return;
     for (uint32_t i = 0; c->sec && i < c->nsec; i++) {
         mml__free(c->sec[i].t);
@@ -3678,7 +3665,7 @@ static mml__ckpt *mml__ckpt_new(const char *label) {
 
 /* Validates len bytes at buf (label names them in errors) and keeps a copy.
  * Parsing the caller's buffer in place keeps sanitizers' bounds exact. */
-MML__CKPT_FN mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
+static MML__UNUSED mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
                                            mml__ckpt **out) {
     if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
     *out = NULL;
@@ -3713,7 +3700,7 @@ static mml_status mml__ckpt_slurp(FILE *f, const char *path, unsigned char **img
 }
 
 /* Reads path into memory and validates it. */
-MML__CKPT_FN mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
+static mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
     if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
     *out = NULL;
     if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
@@ -3753,7 +3740,7 @@ static const mml__ckpt_tinfo *mml__ckpt_find_tensor(const mml__ckpt_sec *s, cons
 }
 
 /* A byte section's payload; MML_ERR_FORMAT if it is missing or holds tensors. */
-MML__CKPT_FN mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
+static mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
                                         uint64_t *n) {
     char t[256];
     if (!c || !tag || !p || !n) return mml__fail(MML_ERR_ARG, "checkpoint bytes: NULL argument");
@@ -3767,14 +3754,14 @@ MML__CKPT_FN mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], c
     return MML_OK;
 }
 
-MML__CKPT_FN int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
+static int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
     const mml__ckpt_sec *s = (c && tag && name) ? mml__ckpt_find(c, tag) : NULL;
     return s && mml__ckpt_find_tensor(s, name) != NULL;
 }
 
 /* Copies tensor name of section tag into dst (prod(shape) floats) after
  * checking that the stored ndim and shape equal the expected ones. */
-MML__CKPT_FN mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
+static mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
                                               int32_t ndim, const int64_t *shape, float *dst) {
     char t[256], nm[256], want[128], got[128];
     if (!c || !tag || !name || !shape || ndim < 1 || ndim > 4)
@@ -3799,11 +3786,11 @@ MML__CKPT_FN mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag
 }
 
 /* Iteration, for tools and the fuzzer. */
-MML__CKPT_FN int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
+static int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
 
 /* Section i's tag (4 bytes, no NUL) and
  * its tensor count (-1 for a byte section); NULL if i is out of range. */
-MML__CKPT_FN const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
+static const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
     if (!c || i < 0 || (uint32_t)i >= c->nsec) return NULL;
     if (ntensors) *ntensors = c->sec[i].ntensors;
     return c->sec[i].tag;
@@ -3811,7 +3798,7 @@ MML__CKPT_FN const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t
 
 /* Tensor i (in name order) of section tag: its name, ndim and shape; NULL if
  * there is no such tensor. */
-MML__CKPT_FN const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
+static const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
                                              int32_t *ndim, int64_t shape[4]) {
     const mml__ckpt_sec *s = (c && tag) ? mml__ckpt_find(c, tag) : NULL;
     if (!s || i < 0 || i >= s->ntensors) return NULL;
