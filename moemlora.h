@@ -168,7 +168,8 @@ typedef struct mml_data_t {
  * else the CSV layout DIR/meta.txt + DIR/domain_<k>/{train,val,test}.csv.
  * The cache records the size and mtime of each file it was built from; if
  * any differs or is gone, or the cache is of an older version, the CSVs are
- * loaded (reporting their own errors) and the cache is rewritten from them. */
+ * loaded (reporting their own errors) and the cache is rewritten from them;
+ * an older cache with no CSV layout beside it is refused (MML_ERR_FORMAT). */
 MOEMLORA_API mml_status mml_data_load(const char *dir, mml_data_t *out);
 MOEMLORA_API void mml_data_free(mml_data_t *d);
 /* Per-domain stratified (by label) random 60/20/20 split of raw samples. */
@@ -203,7 +204,7 @@ MOEMLORA_API mml_status mml_data_save_prepared(const mml_data_t *d, const char *
  * the paper repo's layout: consecutive domain_0, domain_1, ... folders, vocab
  * sizes inferred as max id + 1. */
 MOEMLORA_API mml_status mml_data_load_csv(const char *dir, mml_data_t *out);
-/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32.
+/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32C.
  * Written alone it records no source files: mml_data_load then trusts it
  * only in a folder without a CSV layout (else the CSVs win and the cache is
  * rebuilt). mml_data_load_cache reads one without looking at its folder. */
@@ -775,6 +776,13 @@ static mml_status mml__afile_write(mml__afile *w, const void *buf, size_t n) {
         if (w->used == sizeof w->buf && mml__afile_flush(w)) return MML_ERR_IO;
     }
     return MML_OK;
+}
+
+/* Writes n bytes and folds them into *crc (mml_crc32c, chained): the
+ * binary formats end their parts in the CRC of what came before. */
+static mml_status mml__afile_put(mml__afile *w, uint32_t *crc, const void *p, size_t n) {
+    *crc = mml_crc32c(*crc, p, n);
+    return mml__afile_write(w, p, n);
 }
 
 static mml_status mml__afile_printf(mml__afile *w, const char *fmt, ...)
@@ -1455,7 +1463,7 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 // >>data -------------------------------------------------------------------
 
 
-#define MML__CACHE_VERSION 2u
+#define MML__CACHE_VERSION 3u /* 3: CRC32C (mml_crc32c) instead of CRC32 */
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
 
@@ -2475,7 +2483,7 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__loa
 /* ---- binary cache ---- */
 
 /* Layout (little-endian, byte-order marker checked):
- *   0  "MMLCACHE"      8  u32 version 2  12 u32 marker 0x01020304
+ *   0  "MMLCACHE"      8  u32 version 3  12 u32 marker 0x01020304
  *   16 i32 n_users, n_items, n_domains, pretrained_dim
  *   32 i64 n[3]        56 u64 names_bytes                  (64-byte header)
  *   64 u64 n_sources, then n_sources entries of MML__SRC_BYTES: the files
@@ -2484,56 +2492,11 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__loa
  *   per split: i64 dom_start[n_domains+1], i32 uid[n], i32 pid[n], i32 dom[n],
  *              f32 label[n]
  *   f32 user_emb[n_users*dim], f32 item_emb[n_items*dim]
- *   u32 CRC32 (IEEE) of everything before it */
+ *   u32 CRC32C (mml_crc32c) of everything before it */
 
-typedef struct mml__crc {
-    uint32_t t[8][256];
-} mml__crc;
-
-static void mml__crc_init(mml__crc *c) {
-    uint32_t i, j, k;
-    for (i = 0; i < 256; i++) {
-        uint32_t x = i;
-        for (j = 0; j < 8; j++) x = (x >> 1) ^ (0xEDB88320u & (0u - (x & 1u)));
-        c->t[0][i] = x;
-    }
-    for (i = 0; i < 256; i++)
-        for (k = 1; k < 8; k++) c->t[k][i] = (c->t[k - 1][i] >> 8) ^ c->t[0][c->t[k - 1][i] & 255];
-}
-
-/* Slice-by-8 (little-endian hosts only, as the binary formats are). crc is the
- * running value, starting from 0. */
-static uint32_t mml__crc_update(const mml__crc *c, uint32_t crc, const void *data, size_t n) {
-    const unsigned char *p = (const unsigned char *)data;
-    crc = ~crc;
-    while (n >= 8) {
-        uint32_t a, b;
-        memcpy(&a, p, 4);
-        memcpy(&b, p + 4, 4);
-        a ^= crc;
-        crc = c->t[7][a & 255] ^ c->t[6][(a >> 8) & 255] ^ c->t[5][(a >> 16) & 255] ^ c->t[4][a >> 24] ^
-              c->t[3][b & 255] ^ c->t[2][(b >> 8) & 255] ^ c->t[1][(b >> 16) & 255] ^ c->t[0][b >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = c->t[0][(crc ^ *p++) & 255] ^ (crc >> 8);
-    return ~crc;
-}
-
-typedef struct mml__cw {
-    mml__afile w;
-    const mml__crc *c;
-    uint32_t crc;
-} mml__cw;
-
-static mml_status mml__cw_put(mml__cw *cw, const void *p, size_t n) {
-    cw->crc = mml__crc_update(cw->c, cw->crc, p, n);
-    return mml__afile_write(&cw->w, p, n);
-}
-
-static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
+static mml_status mml__cache_put_sources(mml__afile *w, uint32_t *crc, const mml__srcs *src) {
     uint64_t n = src ? (uint64_t)src->n : 0, i;
-    mml_status st = mml__cw_put(cw, &n, 8);
+    mml_status st = mml__afile_put(w, crc, &n, 8);
     for (i = 0; i < n && !st; i++) {
         const mml__src *e = &src->v[i];
         unsigned char b[MML__SRC_BYTES];
@@ -2541,17 +2504,16 @@ static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
         memcpy(b + 40, &e->size, 8);
         memcpy(b + 48, &e->mtime_s, 8);
         memcpy(b + 56, &e->mtime_ns, 8);
-        st = mml__cw_put(cw, b, sizeof b);
+        st = mml__afile_put(w, crc, b, sizeof b);
     }
     return st;
 }
 
 /* The cache of d at path, recording src (NULL: built from nothing known). */
 static mml_status mml__save_cache(const mml_data_t *d, const char *path, const mml__srcs *src) {
-    mml__cw cw;
-    mml__crc *crc;
+    mml__afile w;
     unsigned char hdr[64];
-    uint32_t u;
+    uint32_t u, crc = 0;
     int32_t i32[4], k;
     int64_t n3[3];
     uint64_t names_bytes = 0;
@@ -2560,9 +2522,6 @@ static mml_status mml__save_cache(const mml_data_t *d, const char *path, const m
     if (!d || !path) return mml__fail(MML_ERR_ARG, "mml_data_save_cache: NULL argument");
     if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
     if ((st = mml__data_check(d, "mml_data_save_cache")) != MML_OK) return mml__recode(MML_ERR_ARG);
-    crc = (mml__crc *)mml__alloc(sizeof *crc);
-    if (!crc) return mml__fail(MML_ERR_NOMEM, "out of memory");
-    mml__crc_init(crc);
     for (k = 0; k < d->n_domains; k++)
         names_bytes += 4 + (d->domain_names && d->domain_names[k] ? strlen(d->domain_names[k]) : 0);
     memset(hdr, 0, sizeof hdr);
@@ -2579,41 +2538,34 @@ static mml_status mml__save_cache(const mml_data_t *d, const char *path, const m
     for (s = 0; s < 3; s++) n3[s] = d->split[s].n;
     memcpy(hdr + 32, n3, 24);
     memcpy(hdr + 56, &names_bytes, 8);
-    if ((st = mml__afile_open(&cw.w, path)) != MML_OK) {
-        mml__free(crc);
-        return st;
-    }
-    cw.c = crc;
-    cw.crc = 0;
-    st = mml__cw_put(&cw, hdr, sizeof hdr);
-    if (!st) st = mml__cw_sources(&cw, src);
+    if ((st = mml__afile_open(&w, path)) != MML_OK) return st;
+    st = mml__afile_put(&w, &crc, hdr, sizeof hdr);
+    if (!st) st = mml__cache_put_sources(&w, &crc, src);
     for (k = 0; k < d->n_domains && !st; k++) {
         const char *nm = d->domain_names && d->domain_names[k] ? d->domain_names[k] : "";
         u = (uint32_t)strlen(nm);
-        st = mml__cw_put(&cw, &u, 4);
-        if (!st) st = mml__cw_put(&cw, nm, u);
+        st = mml__afile_put(&w, &crc, &u, 4);
+        if (!st) st = mml__afile_put(&w, &crc, nm, u);
     }
     for (s = 0; s < 3 && !st; s++) {
         const mml_split_t *sp = &d->split[s];
         size_t n = (size_t)sp->n;
-        st = mml__cw_put(&cw, sp->dom_start, ((size_t)d->n_domains + 1) * 8);
-        if (!st && n) st = mml__cw_put(&cw, sp->uid, n * 4);
-        if (!st && n) st = mml__cw_put(&cw, sp->pid, n * 4);
-        if (!st && n) st = mml__cw_put(&cw, sp->dom, n * 4);
-        if (!st && n) st = mml__cw_put(&cw, sp->label, n * 4);
+        st = mml__afile_put(&w, &crc, sp->dom_start, ((size_t)d->n_domains + 1) * 8);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->uid, n * 4);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->pid, n * 4);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->dom, n * 4);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->label, n * 4);
     }
     if (!st && d->pretrained_dim > 0) {
-        st = mml__cw_put(&cw, d->user_emb, (size_t)d->n_users * (size_t)d->pretrained_dim * 4);
-        if (!st) st = mml__cw_put(&cw, d->item_emb, (size_t)d->n_items * (size_t)d->pretrained_dim * 4);
+        st = mml__afile_put(&w, &crc, d->user_emb, (size_t)d->n_users * (size_t)d->pretrained_dim * 4);
+        if (!st) st = mml__afile_put(&w, &crc, d->item_emb, (size_t)d->n_items * (size_t)d->pretrained_dim * 4);
     }
-    u = cw.crc;
-    if (!st) st = mml__afile_write(&cw.w, &u, 4);
-    mml__free(crc);
+    if (!st) st = mml__afile_write(&w, &crc, 4);
     if (st) {
-        mml__afile_abort(&cw.w);
+        mml__afile_abort(&w);
         return st;
     }
-    return mml__afile_commit(&cw.w);
+    return mml__afile_commit(&w);
 }
 
 mml_status mml_data_save_cache(const mml_data_t *d, const char *path) { return mml__save_cache(d, path, NULL); }
@@ -2636,19 +2588,21 @@ static int mml__cache_sources(const unsigned char *buf, size_t len, uint64_t *n,
     return mml__mul_ok(*n, MML__SRC_BYTES, len - 72, &bytes);
 }
 
+/* 1 if dir holds a CSV layout (meta.txt, or the paper's domain_0/). */
+static int mml__has_layout(const char *dir) {
+    char path[MML__PATH_MAX];
+    if (mml__join(path, dir, "meta.txt") == MML_OK && mml__is_file(path)) return 1;
+    return mml__join(path, dir, "domain_0") == MML_OK && mml__is_dir(path);
+}
+
 /* 1 if every file the cache records is, in dir, what it was when the cache
  * was built. A cache that records none (mml_data_save_cache) cannot vouch
  * for a CSV layout beside it: it is fresh only in a folder without one. */
 static int mml__cache_fresh(const unsigned char *buf, size_t len, const char *dir) {
-    char path[MML__PATH_MAX];
     uint64_t n, at, i;
     mml__src e;
     if (!mml__cache_sources(buf, len, &n, &at)) return 0;
-    if (n == 0) {
-        int layout = mml__join(path, dir, "meta.txt") == MML_OK && mml__is_file(path);
-        if (!layout && mml__join(path, dir, "domain_0") == MML_OK) layout = mml__is_dir(path);
-        return !layout;
-    }
+    if (n == 0) return !mml__has_layout(dir);
     for (i = 0; i < n; i++) {
         mml__src_get(buf + at + i * MML__SRC_BYTES, &e);
         if (!mml__src_valid(&e) || !mml__src_same(dir, &e)) return 0;
@@ -2664,7 +2618,6 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     int64_t n3[3];
     uint64_t names_bytes, need, t, pos, n_src, src_at, names_at;
     mml__src e;
-    mml__crc *crc;
     int s;
     mml_status st = MML_OK;
     memset(out, 0, sizeof *out);
@@ -2676,7 +2629,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         return mml__fail(MML_ERR_FORMAT, "%s: byte-order marker 0x%08x: written on a host of other byte order or corrupt",
                          fname, bom);
     if (ver != MML__CACHE_VERSION)
-        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (loading its folder rebuilds it)",
+        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (mml_data_load rebuilds it when its folder "
+                         "holds the CSV layout)",
                          fname, ver, MML__CACHE_VERSION);
     memcpy(i32, buf + 16, 16);
     memcpy(n3, buf + 32, 24);
@@ -2703,11 +2657,7 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     if (need != len)
         return mml__fail(MML_ERR_FORMAT, "%s: size %zu bytes but the header implies %llu (truncated or corrupt)", fname,
                          len, (unsigned long long)need);
-    crc = (mml__crc *)mml__alloc(sizeof *crc);
-    if (!crc) return mml__fail(MML_ERR_NOMEM, "out of memory");
-    mml__crc_init(crc);
-    crc_now = mml__crc_update(crc, 0, buf, len - 4);
-    mml__free(crc);
+    crc_now = mml_crc32c(0, buf, len - 4);
     memcpy(&crc_file, buf + len - 4, 4);
     if (crc_now != crc_file)
         return mml__fail(MML_ERR_FORMAT, "%s: checksum mismatch (file corrupt)", fname);
@@ -2803,11 +2753,13 @@ static mml_status mml__load_and_recache(const char *dir, const char *path, mml_d
 
 /* A cache is used only while every file it was built from is unchanged;
  * a stale one, or one of an older version, is rebuilt from the CSVs (whose
- * own errors then surface). A corrupt one, or a newer version, is an error. */
+ * own errors then surface). A corrupt one, a newer version, or an older one
+ * with no CSV layout beside it to rebuild it from, is an error. */
 mml_status mml_data_load(const char *dir, mml_data_t *out) {
     char path[MML__PATH_MAX];
     mml__buf b;
     uint32_t ver;
+    int rebuild;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load: out is NULL");
     memset(out, 0, sizeof *out);
@@ -2818,17 +2770,15 @@ mml_status mml_data_load(const char *dir, mml_data_t *out) {
     if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
     if ((st = mml__read_file(path, &b)) != MML_OK) return st;
     ver = mml__cache_version((const unsigned char *)b.p, b.n);
-    if (ver == 0 || ver >= MML__CACHE_VERSION) {
-        if (ver == MML__CACHE_VERSION && !mml__cache_fresh((const unsigned char *)b.p, b.n, dir)) {
-            mml__buf_free(&b);
-            return mml__load_and_recache(dir, path, out);
-        }
-        st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
+    if (ver != 0 && ver < MML__CACHE_VERSION) rebuild = mml__has_layout(dir);
+    else rebuild = ver == MML__CACHE_VERSION && !mml__cache_fresh((const unsigned char *)b.p, b.n, dir);
+    if (rebuild) {
         mml__buf_free(&b);
-        return st;
+        return mml__load_and_recache(dir, path, out);
     }
+    st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
     mml__buf_free(&b);
-    return mml__load_and_recache(dir, path, out);
+    return st;
 }
 
 /* ---- free space ---- */
@@ -3345,16 +3295,10 @@ static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
     return q;
 }
 
-/* Writes n bytes and folds them into *crc. */
-static mml_status mml__ckpt_put(mml__afile *f, uint32_t *crc, const void *p, size_t n) {
-    *crc = mml_crc32c(*crc, p, n);
-    return mml__afile_write(f, p, n);
-}
-
 static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mml__ckpt_section *s) {
     unsigned char h[2 + MML__CKPT_MAX_NAME + 4 + 32 + MML__CKPT_ALIGN];
     uint32_t cnt = (uint32_t)s->ntensors;
-    mml_status st = mml__ckpt_put(f, crc, &cnt, 4);
+    mml_status st = mml__afile_put(f, crc, &cnt, 4);
     uint64_t q = 4;
     for (int32_t i = 0; i < s->ntensors && !st; i++) {
         const mml__ckpt_tensor *t = &s->tensors[i];
@@ -3373,8 +3317,8 @@ static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mm
         uint64_t pad = mml__ckpt_pad(q + k);
         memset(h + k, 0, (size_t)pad), k += (size_t)pad;
         q += k + 4 * n;
-        st = mml__ckpt_put(f, crc, h, k);
-        if (!st && n) st = mml__ckpt_put(f, crc, t->data, (size_t)(4 * n));
+        st = mml__afile_put(f, crc, h, k);
+        if (!st && n) st = mml__afile_put(f, crc, t->data, (size_t)(4 * n));
     }
     return st;
 }
@@ -3396,10 +3340,10 @@ static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *se
         memcpy(sh + 4, &kind, 4);
         memcpy(sh + 8, &plen, 8);
         crc = 0;
-        st = mml__ckpt_put(f, &crc, sh, sizeof sh);
+        st = mml__afile_put(f, &crc, sh, sizeof sh);
         if (st) break;
         if (kind == MML__CKPT_TENSORS) st = mml__ckpt_write_tensors(f, &crc, s);
-        else if (s->nbytes) st = mml__ckpt_put(f, &crc, s->bytes, (size_t)s->nbytes);
+        else if (s->nbytes) st = mml__afile_put(f, &crc, s->bytes, (size_t)s->nbytes);
         if (!st) st = mml__afile_write(f, &crc, 4);
     }
     return st;

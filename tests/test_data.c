@@ -816,8 +816,26 @@ static int same_file(const struct stat *a, const struct stat *b) {
     return a->st_ino == b->st_ino && a->st_size == b->st_size && same_mtime(a, b);
 }
 
+/* Rewrites the version field of the cache at path (nothing else changes). */
+static void set_cache_version(const char *path, unsigned v) {
+    size_t n;
+    unsigned char *b = mmlt_read_file(path, &n);
+    FILE *f;
+    CHECK(b && n > 12, "read %s", path);
+    if (!b || n <= 12) {
+        free(b);
+        return;
+    }
+    memcpy(b + 8, &v, 4);
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(b, 1, n, f) == n, "write version %u", v);
+    if (f) fclose(f);
+    free(b);
+}
+
 /* A current cache is used as it is; one of an older version is rebuilt;
- * a cache alone in its folder (no CSVs to vouch for) is still read. */
+ * a cache alone in its folder (no CSVs to vouch for) is still read, unless
+ * it is of an older version: then it is refused, naming the version. */
 static void cache_kept_or_rebuilt(void) {
     mml_data_t a, x;
     char *dir = mkdir_tmp(), *alone = mkdir_tmp(), path[1024];
@@ -832,28 +850,40 @@ static void cache_kept_or_rebuilt(void) {
     CHECK(data_equal(&a, &x), "current cache loads");
     mml_data_free(&x);
     CHECK(stat(path, &after) == 0 && same_file(&before, &after), "a current cache is not rewritten");
-    /* version 1: rebuilt, not an error */
+    /* the cache's checksum is the library's one CRC (CRC32C) */
     b = mmlt_read_file(path, &n);
-    if (b && n > 8) {
-        b[8] = 1;
-        put_file(dir, "data.mmlc", "");
-        FILE *f = fopen(path, "wb");
-        CHECK(f && fwrite(b, 1, n, f) == n, "write old version");
-        if (f) fclose(f);
+    CHECK(b && n > 68 && b[8] == MML__CACHE_VERSION, "the cache is of version %u", MML__CACHE_VERSION);
+    if (b && n > 68) {
+        uint32_t stored;
+        memcpy(&stored, b + n - 4, 4);
+        CHECK(stored == mml_crc32c(0, b, n - 4), "the cache ends in the CRC32C of the rest");
     }
     free(b);
-    CHECK_OK(mml_data_load(dir, &x));
-    CHECK(data_equal(&a, &x), "old-version cache: the folder's data");
-    mml_data_free(&x);
-    b = mmlt_read_file(path, &n);
-    CHECK(b && n > 8 && b[8] == MML__CACHE_VERSION, "old-version cache rewritten as version %u", MML__CACHE_VERSION);
-    free(b);
+    /* every older version: rebuilt, not an error */
+    for (unsigned v = 1; v < MML__CACHE_VERSION; v++) {
+        set_cache_version(path, v);
+        CHECK_OK(mml_data_load(dir, &x));
+        CHECK(data_equal(&a, &x), "version %u cache: the folder's data", v);
+        mml_data_free(&x);
+        b = mmlt_read_file(path, &n);
+        CHECK(b && n > 8 && b[8] == MML__CACHE_VERSION, "version %u cache rewritten as version %u", v,
+              MML__CACHE_VERSION);
+        free(b);
+    }
     /* a cache with no folder to check against */
     snprintf(path, sizeof path, "%s/data.mmlc", alone);
     CHECK_OK(mml_data_save_cache(&a, path));
     CHECK_OK(mml_data_load(alone, &x));
     CHECK(data_equal(&a, &x), "a cache alone in its folder loads");
     mml_data_free(&x);
+    /* an older cache with nothing to rebuild it from is refused, never read */
+    set_cache_version(path, MML__CACHE_VERSION - 1);
+    CHECK(mml_data_load(alone, &x) == MML_ERR_FORMAT && has(mml_last_error(), "data.mmlc") &&
+              has(mml_last_error(), "cache version"),
+          "an older cache alone in its folder: %s", mml_last_error());
+    CHECK(mml_data_load_cache(path, &x) == MML_ERR_FORMAT && has(mml_last_error(), "cache version"),
+          "mml_data_load_cache of an older cache: %s", mml_last_error());
+    CHECK_OK(mml_data_save_cache(&a, path));
     snprintf(path, sizeof path, "%s/data.mmlc", dir);
     CHECK_OK(mml_data_load_cache(path, &x));
     CHECK(data_equal(&a, &x), "mml_data_load_cache reads a cache by itself");
