@@ -1472,57 +1472,77 @@ static const char *const mml__split_names[3] = {"train", "val", "test"};
 /* ---- files and paths ---- */
 
 typedef struct mml__buf {
-    char *p;   /* n bytes + a NUL */
+    char *p;   /* n bytes + a NUL, 64-byte aligned (mml__alloc) */
     size_t n;
 } mml__buf;
 
 static void mml__buf_free(mml__buf *b) {
-    if (b->p) MOEMLORA_FREE(b->p);
+    mml__free(b->p);
     b->p = NULL;
     b->n = 0;
 }
 
-/* Whole-file read: reading into one buffer is the fastest way to feed the
- * pointer-loop parsers below (files of a few GB fit in RAM on target boxes).
- * The type is checked before opening (opening a FIFO would wait for a
- * writer); *st_out (may be NULL) gets the file's status as of the read. */
-static mml_status mml__read_file_st(const char *path, mml__buf *b, struct stat *st_out) {
+/* path opened for reading once it is known to be a regular file (opening a
+ * FIFO would wait for a writer), its status in *st; -1 with the reason set.
+ * what names the kind of file expected in messages (NULL: any file). */
+static int mml__open_regular(const char *path, const char *what, struct stat *st) {
+    int fd = -1;
+    if (stat(path, st) != 0) mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (S_ISDIR(st->st_mode)) mml__fail(MML_ERR_IO, "%s: is a directory, not a %s", path, what ? what : "file");
+    else if (!S_ISREG(st->st_mode))
+        mml__fail(MML_ERR_IO, "%s: is not a regular file%s%s", path, what ? ", not a " : "", what ? what : "");
+    else if ((fd = open(path, O_RDONLY)) < 0) /* not fopen: fileno is hidden in strict ISO modes */
+        mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) { /* replaced since the stat */
+        close(fd);
+        fd = -1;
+        mml__fail(MML_ERR_IO, "%s: is not a regular file", path);
+    }
+    return fd;
+}
+
+/* The one whole-file reader (data files, checkpoints, raw data sets): one
+ * buffer is the fastest way to feed the pointer-loop parsers (files of a
+ * few GB fit in RAM on target boxes). *st_out (may be NULL) gets the file's
+ * status as of the read; what is as for mml__open_regular. */
+static mml_status mml__read_file_st(const char *path, const char *what, mml__buf *b, struct stat *st_out) {
     struct stat st;
     size_t n, got = 0;
+    int fd, err = 0;
     b->p = NULL;
     b->n = 0;
-    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: is a directory, not a file", path);
-    if (!S_ISREG(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
-    int fd = open(path, O_RDONLY); /* not fopen: fileno is hidden in strict ISO modes */
-    if (fd < 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if ((fd = mml__open_regular(path, what, &st)) < 0) return MML_ERR_IO;
+    if ((uint64_t)st.st_size >= SIZE_MAX / 2) {
         close(fd);
-        return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
+        return mml__fail(MML_ERR_NOMEM, "%s: too large to read into memory (%lld bytes)", path, (long long)st.st_size);
     }
     n = (size_t)st.st_size;
-    b->p = (char *)MOEMLORA_MALLOC(n + 1);
+    b->p = (char *)mml__alloc_from(n + 1, n + 1); /* not zeroed: the read fills it */
     if (!b->p) {
         close(fd);
-        return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
+        return mml__fail(MML_ERR_NOMEM, "%s: out of memory (cannot allocate %zu bytes)", path, n + 1);
     }
     while (got < n) {
         ssize_t k = read(fd, b->p + got, n - got);
         if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
+        if (k <= 0) {
+            err = k < 0 ? errno : 0;
+            break;
+        }
         got += (size_t)k;
     }
     close(fd);
     if (got != n) {
         mml__buf_free(b);
-        return mml__fail(MML_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
+        return mml__fail(MML_ERR_IO, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
+                         err ? strerror(err) : "the file shrank (truncated meanwhile)");
     }
     b->p[n] = 0;
     b->n = n;
     if (st_out) *st_out = st;
     return MML_OK;
 }
-static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, b, NULL); }
+static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, NULL, b, NULL); }
 
 static int mml__is_file(const char *path) {
     struct stat st;
@@ -2358,7 +2378,7 @@ static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mm
     for (k = 0; k < nd && !st; k++) {
         snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
         if ((st = mml__join(path, dir, sub)) != MML_OK) break;
-        if ((st = mml__read_file_st(path, &bufs[k], &fst)) != MML_OK) break;
+        if ((st = mml__read_file_st(path, NULL, &bufs[k], &fst)) != MML_OK) break;
         mml__srcs_add(rec, sub, &fst);
         cap += mml__count_lines(bufs[k].p, bufs[k].n);
     }
@@ -2390,7 +2410,7 @@ static mml_status mml__read_emb(const char *dir, const char *name, int64_t rows,
     mml_status st;
     *out = NULL;
     if ((st = mml__join(path, dir, name)) != MML_OK) return st;
-    if ((st = mml__read_file_st(path, &b, &fst)) != MML_OK) return st;
+    if ((st = mml__read_file_st(path, NULL, &b, &fst)) != MML_OK) return st;
     mml__srcs_add(rec, name, &fst);
     if (b.n < 24 || memcmp(b.p, "MMLEMB01", 8) != 0) {
         mml__buf_free(&b);
@@ -2431,7 +2451,7 @@ static mml_status mml__load_csv(const char *dir, mml_data_t *out, mml__srcs *rec
     if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load_csv: dir is NULL");
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     if (mml__is_file(path)) {
-        if ((st = mml__read_file_st(path, &mb, &fst)) != MML_OK) return st;
+        if ((st = mml__read_file_st(path, NULL, &mb, &fst)) != MML_OK) return st;
         mml__srcs_add(rec, "meta.txt", &fst);
         st = mml__parse_meta(mb.p, mb.n, path, &m, out);
         mml__buf_free(&mb);
@@ -3630,36 +3650,22 @@ static MML__UNUSED mml_status mml__ckpt_open_mem(const void *buf, size_t len, co
     return MML_OK;
 }
 
-/* Reads all of f (size bytes) into an aligned buffer. */
-static mml_status mml__ckpt_slurp(FILE *f, const char *path, unsigned char **img, size_t *len) {
-    long end;
-    if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        return mml__fail(MML_ERR_IO, "%s: cannot determine the file size: %s", path, strerror(errno));
-    *len = (size_t)end;
-    *img = (unsigned char *)mml__alloc(*len);
-    if (!*img) return mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, *len);
-    if (*len && fread(*img, 1, *len, f) != *len)
-        return mml__fail(MML_ERR_IO, "%s: read failed: %s", path, ferror(f) ? strerror(errno) : "file shrank");
-    return MML_OK;
-}
-
 /* Reads path into memory and validates it. */
 static mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
+    mml__buf b;
     if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
     *out = NULL;
     if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
-    /* Checked before opening: a directory opens and "seeks" to a size of
-     * 2^63, and opening a FIFO waits for a writer. */
-    struct stat st0;
-    if (stat(path, &st0) == 0 && !S_ISREG(st0.st_mode))
-        return mml__fail(MML_ERR_IO, "%s: %s, not a checkpoint file", path,
-                         S_ISDIR(st0.st_mode) ? "is a directory" : "is not a regular file");
-    FILE *f = fopen(path, "rb");
-    if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    mml_status st = mml__read_file_st(path, "checkpoint file", &b, NULL);
+    if (st) return st;
     mml__ckpt *c = mml__ckpt_new(path);
-    mml_status st = c ? mml__ckpt_slurp(f, path, &c->img, &c->len) : MML_ERR_NOMEM;
-    fclose(f);
-    if (!st) st = mml__ckpt_parse(c, c->img, c->len);
+    if (!c) {
+        mml__buf_free(&b);
+        return MML_ERR_NOMEM;
+    }
+    c->img = (unsigned char *)b.p; /* mml__ckpt_close frees it */
+    c->len = b.n;
+    st = mml__ckpt_parse(c, c->img, c->len);
     if (st) {
         mml__ckpt_close(c);
         return st;

@@ -1234,6 +1234,30 @@ static const char *parse_whole(const char *s) {
     return mmlr__parse_f32(s, s + strlen(s), &f);
 }
 
+/* The one whole-file reader says what a path is when it cannot read it. */
+static void test_read_file(void) {
+    char *dir = mkdir_tmp(), path[1024];
+    mml_data_t d;
+    mml__buf b;
+    mmlt_ctx = "read-file";
+    CHECK(mml_data_load_cache(dir, &d) == MML_ERR_IO && has(mml_last_error(), "is a directory, not a file"),
+          "directory: %s", mml_last_error());
+    CHECK(mml_data_load_cache("/dev/null", &d) == MML_ERR_IO && has(mml_last_error(), "/dev/null: is not a regular file") &&
+              !has(mml_last_error(), ", not a"),
+          "device: %s", mml_last_error());
+    snprintf(path, sizeof path, "%s/none.mmlc", dir);
+    CHECK(mml_data_load_cache(path, &d) == MML_ERR_IO && has(mml_last_error(), "cannot open") &&
+              has(mml_last_error(), strerror(ENOENT)),
+          "missing: %s", mml_last_error());
+    put_file(dir, "f.txt", "abc");
+    snprintf(path, sizeof path, "%s/f.txt", dir);
+    CHECK_OK(mml__read_file(path, &b));
+    CHECK(b.n == 3 && !strcmp(b.p, "abc") && ((uintptr_t)b.p & 63) == 0, "read back, NUL-terminated, aligned");
+    mml__buf_free(&b);
+    mmlt_rm_tree(dir);
+    free(dir);
+}
+
 static void test_float_parse(void) {
     static const char *v[] = {"0", "-0.5", "1e-3", "3.14159265358979", "-2.5E+2", "123456789012345678901234", "0.000001",
                               ".5", "7."};
@@ -1265,6 +1289,7 @@ int main(void) {
     test_sizes();
     test_id_range();
     test_raw_unreadable();
+    test_read_file();
     test_float_parse();
     test_movielens_small();
     test_movielens_real();
