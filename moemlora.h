@@ -82,14 +82,27 @@
  * update; each phase keeps its own best validation score and checkpoint;
  * domain ids are dense; AUC is exact (rank statistic with tied ranks averaged).
  *
- * CHAPTERS (grep the banners "// >>name")
- *     declarations: >>errors >>data >>model >>metrics >>schedules >>checkpoints
- *                   >>synthetic >>io
- *     implementation: >>errors >>memory >>io >>rng >>layers (CTR model parts)
- *                   >>data >>checkpoints (container) >>model >>forward
- *                   (forward/backward) >>optimizer >>threads >>distributed
- *                   >>sessions >>folding
- *                   >>metrics >>schedules >>synthetic >>checkpoints (models)
+ * CHAPTERS (grep the banners "// >>name"), in this order in both halves;
+ * the declarations have those marked *, the rest is implementation only:
+ *     >>errors*      status codes, mml_last_error, mml__fail
+ *     >>memory       64-byte aligned allocation
+ *     >>io*          atomic writes, the one whole-file reader, dirname
+ *     >>rng          splitmix64 seeds and shuffles
+ *     >>layers       the CTR models' interaction layers, forward/backward
+ *     >>data*        prepared sets: key=value and CSV readers, split, cache
+ *     >>model*       the config, a model's parts, creation
+ *     >>kinds        the model-kind table mml__kinds
+ *     >>forward      a batch's forward and backward passes
+ *     >>optimizer    Adam (dense with deferred rows, lazy), replays
+ *     >>steps        mml_train_step, mml_predict
+ *     >>threads      the worker pool of a step
+ *     >>distributed  data-parallel processes
+ *     >>sessions     concurrent serving
+ *     >>folding      adapters folded into per-domain dense layers
+ *     >>metrics*     AUC, log loss, mml_evaluate
+ *     >>schedules*   mml_fit: phases, early stopping, resuming
+ *     >>synthetic*   mml_data_synthetic
+ *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
  *     0.3.0  data-parallel training over processes (mml_model_set_distributed,
@@ -142,6 +155,18 @@ typedef enum mml_status {
 
 /* The reason for the last failing call on this thread ("" if none). */
 MOEMLORA_API const char *mml_last_error(void);
+
+/* // >>io ------------------------------------------------------------------ */
+
+/* Every file the library writes goes through an atomic writer: a temporary file
+ * in the same directory, fsync, rename over the target, fsync of the directory.
+ * The write hook (tests use it to simulate a full disk) replaces write(2): it
+ * gets the bytes and `file`, a pointer to the int file descriptor, and returns
+ * the number of bytes written; fewer than asked is an error. */
+typedef size_t (*mml_write_hook)(const void *buf, size_t size, void *file, void *user);
+MOEMLORA_API void mml_set_write_hook(mml_write_hook hook, void *user);
+/* Writes a whole buffer to path atomically (temp file, fsync, rename). */
+MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size_t n);
 
 /* // >>data ---------------------------------------------------------------- */
 
@@ -466,18 +491,6 @@ typedef enum mml_fit_state {
  * patience and seed (each 0 for an older checkpoint, which lacks them). */
 MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
-/* // >>checkpoints --------------------------------------------------------- */
-
-/* Saves everything needed to resume training (parameters, Adam moments, the
- * early-stopping snapshot, progress) atomically: a crash never loses the
- * previous file at path. Format: docs/FORMAT.md. */
-MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
-/* Saves an inference-only file (config and parameters). */
-MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
-/* Loads either kind; every field is validated before use (clear errors for
- * foreign, truncated, corrupt or inconsistent files). */
-MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
-
 /* // >>synthetic ----------------------------------------------------------- */
 
 typedef struct mml_synth_config_t {
@@ -497,17 +510,17 @@ MOEMLORA_API void mml_synth_default(mml_synth_config_t *c);
  * model learns the common part and per-domain adapters the rest. */
 MOEMLORA_API mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out);
 
-/* // >>io ------------------------------------------------------------------ */
+/* // >>checkpoints --------------------------------------------------------- */
 
-/* Every file the library writes goes through an atomic writer: a temporary file
- * in the same directory, fsync, rename over the target, fsync of the directory.
- * The write hook (tests use it to simulate a full disk) replaces write(2): it
- * gets the bytes and `file`, a pointer to the int file descriptor, and returns
- * the number of bytes written; fewer than asked is an error. */
-typedef size_t (*mml_write_hook)(const void *buf, size_t size, void *file, void *user);
-MOEMLORA_API void mml_set_write_hook(mml_write_hook hook, void *user);
-/* Writes a whole buffer to path atomically (temp file, fsync, rename). */
-MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size_t n);
+/* Saves everything needed to resume training (parameters, Adam moments, the
+ * early-stopping snapshot, progress) atomically: a crash never loses the
+ * previous file at path. Format: docs/FORMAT.md. */
+MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
+/* Saves an inference-only file (config and parameters). */
+MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
+/* Loads either kind; every field is validated before use (clear errors for
+ * foreign, truncated, corrupt or inconsistent files). */
+MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
 
 #ifdef __cplusplus
 }
@@ -850,6 +863,81 @@ mml_status mml_write_atomic(const char *path, const void *buf, size_t n) {
     if (mml__afile_write(&w, buf, n) != MML_OK) { mml__afile_abort(&w); return MML_ERR_IO; }
     return mml__afile_commit(&w);
 }
+
+/* ---- whole-file reads ---- */
+
+typedef struct mml__buf {
+    char *p;   /* n bytes + a NUL, 64-byte aligned (mml__alloc) */
+    size_t n;
+} mml__buf;
+
+static void mml__buf_free(mml__buf *b) {
+    mml__free(b->p);
+    b->p = NULL;
+    b->n = 0;
+}
+
+/* path opened for reading once it is known to be a regular file (opening a
+ * FIFO would wait for a writer), its status in *st; -1 with the reason set.
+ * what names the kind of file expected in messages (NULL: any file). */
+static int mml__open_regular(const char *path, const char *what, struct stat *st) {
+    int fd = -1;
+    if (stat(path, st) != 0) mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (S_ISDIR(st->st_mode)) mml__fail(MML_ERR_IO, "%s: is a directory, not a %s", path, what ? what : "file");
+    else if (!S_ISREG(st->st_mode))
+        mml__fail(MML_ERR_IO, "%s: is not a regular file%s%s", path, what ? ", not a " : "", what ? what : "");
+    else if ((fd = open(path, O_RDONLY)) < 0) /* not fopen: fileno is hidden in strict ISO modes */
+        mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) { /* replaced since the stat */
+        close(fd);
+        fd = -1;
+        mml__fail(MML_ERR_IO, "%s: is not a regular file", path);
+    }
+    return fd;
+}
+
+/* The one whole-file reader (data files, checkpoints, raw data sets): one
+ * buffer is the fastest way to feed the pointer-loop parsers (files of a
+ * few GB fit in RAM on target boxes). *st_out (may be NULL) gets the file's
+ * status as of the read; what is as for mml__open_regular. */
+static mml_status mml__read_file_st(const char *path, const char *what, mml__buf *b, struct stat *st_out) {
+    struct stat st;
+    size_t n, got = 0;
+    int fd, err = 0;
+    b->p = NULL;
+    b->n = 0;
+    if ((fd = mml__open_regular(path, what, &st)) < 0) return MML_ERR_IO;
+    if ((uint64_t)st.st_size >= SIZE_MAX / 2) {
+        close(fd);
+        return mml__fail(MML_ERR_NOMEM, "%s: too large to read into memory (%lld bytes)", path, (long long)st.st_size);
+    }
+    n = (size_t)st.st_size;
+    b->p = (char *)mml__alloc_from(n + 1, n + 1); /* not zeroed: the read fills it */
+    if (!b->p) {
+        close(fd);
+        return mml__fail(MML_ERR_NOMEM, "%s: out of memory (cannot allocate %zu bytes)", path, n + 1);
+    }
+    while (got < n) {
+        ssize_t k = read(fd, b->p + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            err = k < 0 ? errno : 0;
+            break;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    if (got != n) {
+        mml__buf_free(b);
+        return mml__fail(MML_ERR_IO, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
+                         err ? strerror(err) : "the file shrank (truncated meanwhile)");
+    }
+    b->p[n] = 0;
+    b->n = n;
+    if (st_out) *st_out = st;
+    return MML_OK;
+}
+static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, NULL, b, NULL); }
 
 // >>rng --------------------------------------------------------------------
 
@@ -1470,79 +1558,6 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 static const char *const mml__split_names[3] = {"train", "val", "test"};
 
 /* ---- files and paths ---- */
-
-typedef struct mml__buf {
-    char *p;   /* n bytes + a NUL, 64-byte aligned (mml__alloc) */
-    size_t n;
-} mml__buf;
-
-static void mml__buf_free(mml__buf *b) {
-    mml__free(b->p);
-    b->p = NULL;
-    b->n = 0;
-}
-
-/* path opened for reading once it is known to be a regular file (opening a
- * FIFO would wait for a writer), its status in *st; -1 with the reason set.
- * what names the kind of file expected in messages (NULL: any file). */
-static int mml__open_regular(const char *path, const char *what, struct stat *st) {
-    int fd = -1;
-    if (stat(path, st) != 0) mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    else if (S_ISDIR(st->st_mode)) mml__fail(MML_ERR_IO, "%s: is a directory, not a %s", path, what ? what : "file");
-    else if (!S_ISREG(st->st_mode))
-        mml__fail(MML_ERR_IO, "%s: is not a regular file%s%s", path, what ? ", not a " : "", what ? what : "");
-    else if ((fd = open(path, O_RDONLY)) < 0) /* not fopen: fileno is hidden in strict ISO modes */
-        mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    else if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) { /* replaced since the stat */
-        close(fd);
-        fd = -1;
-        mml__fail(MML_ERR_IO, "%s: is not a regular file", path);
-    }
-    return fd;
-}
-
-/* The one whole-file reader (data files, checkpoints, raw data sets): one
- * buffer is the fastest way to feed the pointer-loop parsers (files of a
- * few GB fit in RAM on target boxes). *st_out (may be NULL) gets the file's
- * status as of the read; what is as for mml__open_regular. */
-static mml_status mml__read_file_st(const char *path, const char *what, mml__buf *b, struct stat *st_out) {
-    struct stat st;
-    size_t n, got = 0;
-    int fd, err = 0;
-    b->p = NULL;
-    b->n = 0;
-    if ((fd = mml__open_regular(path, what, &st)) < 0) return MML_ERR_IO;
-    if ((uint64_t)st.st_size >= SIZE_MAX / 2) {
-        close(fd);
-        return mml__fail(MML_ERR_NOMEM, "%s: too large to read into memory (%lld bytes)", path, (long long)st.st_size);
-    }
-    n = (size_t)st.st_size;
-    b->p = (char *)mml__alloc_from(n + 1, n + 1); /* not zeroed: the read fills it */
-    if (!b->p) {
-        close(fd);
-        return mml__fail(MML_ERR_NOMEM, "%s: out of memory (cannot allocate %zu bytes)", path, n + 1);
-    }
-    while (got < n) {
-        ssize_t k = read(fd, b->p + got, n - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            err = k < 0 ? errno : 0;
-            break;
-        }
-        got += (size_t)k;
-    }
-    close(fd);
-    if (got != n) {
-        mml__buf_free(b);
-        return mml__fail(MML_ERR_IO, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
-                         err ? strerror(err) : "the file shrank (truncated meanwhile)");
-    }
-    b->p[n] = 0;
-    b->n = n;
-    if (st_out) *st_out = st;
-    return MML_OK;
-}
-static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, NULL, b, NULL); }
 
 static int mml__is_file(const char *path) {
     struct stat st;
@@ -3089,673 +3104,6 @@ mml_status mml_data_save_prepared(const mml_data_t *d, const char *out_dir, int 
 
 mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_data_save_prepared(d, dir, 0); }
 
-/* Checkpoint container.
- *
- * A model-agnostic container of tagged sections, each either raw bytes or a
- * list of named float32 tensors. The byte layout is specified in
- * docs/FORMAT.md; the short version:
- *
- *   header   "MMLCKPT\0" | u32 version=1 | u32 0x01020304 | u32 nsec | u32 crc
- *   section  tag[4] | u32 kind (0 bytes, 1 tensors) | u64 len | payload | u32 crc
- *   tensors  u32 count, then per tensor: u16 name_len, name, u32 ndim,
- *            u64 shape[ndim], zero padding to 64 (relative to the payload
- *            start), float32 data
- *
- * All integers and floats are in the writer's byte order, guarded by the
- * marker. The header CRC covers the 20 bytes before it; a section CRC covers
- * its 16-byte section header and its payload, so every byte of a file is
- * under some CRC32C (mml_crc32c of moemlora_simd.h: the CPU's CRC
- * instructions when it has them, the same value either way).
- *
- * Saving goes through the atomic writer (mml__afile_*): on any failure the
- * previous file at the path is untouched and no temporary is left. Opening
- * reads the whole file into memory and validates every length, count, shape
- * and CRC before anything is handed out: each length field is checked against
- * the bytes that remain before it is used, and every allocation is bounded by
- * the file size. */
-
-#define MML__CKPT_VERSION 1u
-#define MML__CKPT_ENDIAN 0x01020304u
-#define MML__CKPT_ENDIAN_SWAPPED 0x04030201u
-#define MML__CKPT_HDR 24u          /* magic 8, version, endian, nsec, crc */
-#define MML__CKPT_SEC_HDR 16u      /* tag 4, kind 4, payload length 8 */
-#define MML__CKPT_SEC_MIN 20u      /* section header + crc, empty payload */
-#define MML__CKPT_MAX_SECTIONS 1024u
-#define MML__CKPT_MAX_NAME 255u
-#define MML__CKPT_MAX_DIM 2147483648ull /* 2^31 */
-#define MML__CKPT_ALIGN 64u
-/* u16 name length + 1 name byte + u32 ndim + one u64 dim */
-#define MML__CKPT_TENSOR_MIN 15u
-
-enum { MML__CKPT_BYTES = 0, MML__CKPT_TENSORS = 1 };
-
-static const char mml__ckpt_magic[8] = {'M', 'M', 'L', 'C', 'K', 'P', 'T', '\0'};
-
-/* One float32 tensor handed to mml__ckpt_save; data holds prod(shape) floats. */
-typedef struct mml__ckpt_tensor {
-    const char *name;   /* 1..255 printable ASCII bytes, unique in its section */
-    int32_t ndim;       /* 1..4 */
-    int64_t shape[4];   /* each 0..2^31 */
-    const float *data;
-} mml__ckpt_tensor;
-
-/* A tensor section has tensors != NULL (ntensors may be 0); otherwise it is a
- * byte section of nbytes bytes. Tags are 4 printable ASCII bytes, unique. */
-typedef struct mml__ckpt_section {
-    char tag[4];
-    const void *bytes;
-    uint64_t nbytes;
-    const mml__ckpt_tensor *tensors;
-    int32_t ntensors;
-} mml__ckpt_section;
-
-/* A validated tensor of an open checkpoint. */
-typedef struct mml__ckpt_tinfo {
-    const char *name;   /* NUL-terminated, in the section's name pool */
-    uint64_t name_off;  /* offset of the name bytes in the image (during parse) */
-    uint32_t name_len;
-    int32_t ndim;
-    int64_t shape[4];
-    uint64_t nelem;
-    uint64_t data_off;  /* offset of the float data in the image */
-} mml__ckpt_tinfo;
-
-typedef struct mml__ckpt_sec {
-    char tag[4];
-    uint32_t kind;
-    uint64_t off, len;     /* payload within the image */
-    int32_t ntensors;      /* -1 for a byte section */
-    mml__ckpt_tinfo *t;    /* sorted by name */
-    char *names;
-} mml__ckpt_sec;
-
-typedef struct mml__ckpt {
-    char *label;           /* file path or caller's label, used in every error */
-    unsigned char *img;    /* the whole file */
-    size_t len;
-    uint32_t nsec;
-    mml__ckpt_sec *sec;
-} mml__ckpt;
-
-// >>checkpoints: small helpers -------------------------------------------------
-
-static uint16_t mml__ckpt_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static uint32_t mml__ckpt_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t mml__ckpt_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
-/* Zero bytes that bring offset q (from the payload start) to a multiple of 64. */
-static uint64_t mml__ckpt_pad(uint64_t q) { return (MML__CKPT_ALIGN - q % MML__CKPT_ALIGN) % MML__CKPT_ALIGN; }
-
-static int mml__ckpt_printable(const unsigned char *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] > 0x7E) return 0;
-    return 1;
-}
-
-/* Copies up to 255 bytes of p into out as printable text ('?' for the rest),
- * so messages about corrupt names and tags stay readable. */
-static const char *mml__ckpt_san(char out[256], const void *p, size_t n) {
-    const unsigned char *s = (const unsigned char *)p;
-    if (n > 255) n = 255;
-    for (size_t i = 0; i < n; i++) out[i] = (s[i] >= 0x20 && s[i] <= 0x7E) ? (char)s[i] : '?';
-    out[n] = 0;
-    return out;
-}
-
-/* "[3, 4]" */
-static const char *mml__ckpt_fmt_shape(char out[128], int32_t ndim, const int64_t *shape) {
-    size_t k = 0;
-    out[k++] = '[';
-    for (int32_t i = 0; i < ndim && i < 4; i++)
-        k += (size_t)snprintf(out + k, 128 - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    snprintf(out + k, 128 - k, "]");
-    return out;
-}
-
-/* A zero dim makes the tensor empty whatever the other dims are. */
-static int mml__ckpt_has_zero(int32_t ndim, const int64_t *shape) {
-    for (int32_t k = 0; k < ndim; k++)
-        if (shape[k] == 0) return 1;
-    return 0;
-}
-
-static int mml__ckpt_tcmp(const void *a, const void *b) {
-    return strcmp(((const mml__ckpt_tinfo *)a)->name, ((const mml__ckpt_tinfo *)b)->name);
-}
-
-// >>checkpoints: save ---------------------------------------------------------
-
-/* Bytes of a tensor's entry (name, shape, padding, data) that starts q bytes
- * into its payload; the caller has validated the tensor. */
-static uint64_t mml__ckpt_tensor_entry(uint64_t q, const mml__ckpt_tensor *t, uint64_t nelem) {
-    uint64_t h = 2 + strlen(t->name) + 4 + 8 * (uint64_t)t->ndim;
-    return h + mml__ckpt_pad(q + h) + 4 * nelem;
-}
-
-/* Checks one tensor before anything is written; *nelem = its element count. */
-static mml_status mml__ckpt_check_tensor(const char *path, const char *tag,
-                                         const mml__ckpt_tensor *t, uint64_t *nelem) {
-    size_t nl = t->name ? strlen(t->name) : 0;
-    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable((const unsigned char *)t->name, nl))
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor name must be 1..255 printable ASCII bytes",
-                         path, tag);
-    if (t->ndim < 1 || t->ndim > 4)
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': ndim %d out of range 1..4", path,
-                         tag, t->name, (int)t->ndim);
-    uint64_t n = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
-    for (int32_t k = 0; k < t->ndim; k++) {
-        if (t->shape[k] < 0 || (uint64_t)t->shape[k] > MML__CKPT_MAX_DIM ||
-            (n && !mml__mul_ok(n, (uint64_t)t->shape[k], SIZE_MAX / 8, &n)))
-            return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': dim %d = %lld out of range",
-                             path, tag, t->name, (int)k, (long long)t->shape[k]);
-    }
-    if (n && !t->data)
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': data is NULL", path, tag, t->name);
-    *nelem = n;
-    return MML_OK;
-}
-
-/* Validates a section and returns its payload length in *plen. */
-static mml_status mml__ckpt_check_section(const char *path, const mml__ckpt_section *s,
-                                          uint64_t *plen) {
-    const char *tag = s->tag;
-    if (!mml__ckpt_printable((const unsigned char *)tag, 4))
-        return mml__fail(MML_ERR_ARG, "%s: section tags must be 4 printable ASCII bytes", path);
-    if (!s->tensors) {
-        if (s->ntensors || (s->nbytes && !s->bytes) || s->nbytes > SIZE_MAX / 4)
-            return mml__fail(MML_ERR_ARG, "%s: section %.4s: bad byte section", path, tag);
-        *plen = s->nbytes;
-        return MML_OK;
-    }
-    if (s->bytes || s->nbytes || s->ntensors < 0)
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: give either bytes or tensors", path, tag);
-    uint64_t q = 4;
-    for (int32_t i = 0; i < s->ntensors; i++) {
-        const mml__ckpt_tensor *t = &s->tensors[i];
-        uint64_t n = 0;
-        mml_status st = mml__ckpt_check_tensor(path, tag, t, &n);
-        if (st) return st;
-        for (int32_t j = 0; j < i; j++)
-            if (strcmp(s->tensors[j].name, t->name) == 0)
-                return mml__fail(MML_ERR_ARG, "%s: section %.4s: duplicate tensor name '%s'", path, tag,
-                                 t->name);
-        q += mml__ckpt_tensor_entry(q, t, n);
-        if (q > SIZE_MAX / 4)
-            return mml__fail(MML_ERR_ARG, "%s: section %.4s: too large", path, tag);
-    }
-    *plen = q;
-    return MML_OK;
-}
-
-static mml_status mml__ckpt_check_all(const char *path, const mml__ckpt_section *secs, int nsec) {
-    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint save: path is NULL");
-    if (nsec < 0 || (uint32_t)nsec > MML__CKPT_MAX_SECTIONS || (nsec && !secs))
-        return mml__fail(MML_ERR_ARG, "%s: section count %d out of range 0..%u", path, nsec,
-                         MML__CKPT_MAX_SECTIONS);
-    for (int i = 0; i < nsec; i++) {
-        uint64_t plen = 0;
-        mml_status st = mml__ckpt_check_section(path, &secs[i], &plen);
-        if (st) return st;
-        for (int j = 0; j < i; j++)
-            if (memcmp(secs[j].tag, secs[i].tag, 4) == 0)
-                return mml__fail(MML_ERR_ARG, "%s: duplicate section %.4s", path, secs[i].tag);
-    }
-    return MML_OK;
-}
-
-/* Payload length of a validated section. */
-static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
-    if (!s->tensors) return s->nbytes;
-    uint64_t q = 4;
-    for (int32_t i = 0; i < s->ntensors; i++) {
-        uint64_t n = 1;
-        for (int32_t k = 0; k < s->tensors[i].ndim; k++) n *= (uint64_t)s->tensors[i].shape[k];
-        q += mml__ckpt_tensor_entry(q, &s->tensors[i], n);
-    }
-    return q;
-}
-
-static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mml__ckpt_section *s) {
-    unsigned char h[2 + MML__CKPT_MAX_NAME + 4 + 32 + MML__CKPT_ALIGN];
-    uint32_t cnt = (uint32_t)s->ntensors;
-    mml_status st = mml__afile_put(f, crc, &cnt, 4);
-    uint64_t q = 4;
-    for (int32_t i = 0; i < s->ntensors && !st; i++) {
-        const mml__ckpt_tensor *t = &s->tensors[i];
-        uint16_t nl = (uint16_t)strlen(t->name);
-        uint32_t nd = (uint32_t)t->ndim;
-        uint64_t n = 1;
-        size_t k = 0;
-        memcpy(h + k, &nl, 2), k += 2;
-        memcpy(h + k, t->name, nl), k += nl;
-        memcpy(h + k, &nd, 4), k += 4;
-        for (uint32_t d = 0; d < nd; d++) {
-            uint64_t v = (uint64_t)t->shape[d];
-            memcpy(h + k, &v, 8), k += 8;
-            n *= v;
-        }
-        uint64_t pad = mml__ckpt_pad(q + k);
-        memset(h + k, 0, (size_t)pad), k += (size_t)pad;
-        q += k + 4 * n;
-        st = mml__afile_put(f, crc, h, k);
-        if (!st && n) st = mml__afile_put(f, crc, t->data, (size_t)(4 * n));
-    }
-    return st;
-}
-
-static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec) {
-    unsigned char h[MML__CKPT_HDR];
-    uint32_t v[3] = {MML__CKPT_VERSION, MML__CKPT_ENDIAN, (uint32_t)nsec};
-    memcpy(h, mml__ckpt_magic, 8);
-    memcpy(h + 8, v, 12);
-    uint32_t crc = mml_crc32c(0, h, 20);
-    memcpy(h + 20, &crc, 4);
-    mml_status st = mml__afile_write(f, h, sizeof h);
-    for (int i = 0; i < nsec && !st; i++) {
-        const mml__ckpt_section *s = &secs[i];
-        unsigned char sh[MML__CKPT_SEC_HDR];
-        uint32_t kind = s->tensors ? MML__CKPT_TENSORS : MML__CKPT_BYTES;
-        uint64_t plen = mml__ckpt_payload_len(s);
-        memcpy(sh, s->tag, 4);
-        memcpy(sh + 4, &kind, 4);
-        memcpy(sh + 8, &plen, 8);
-        crc = 0;
-        st = mml__afile_put(f, &crc, sh, sizeof sh);
-        if (st) break;
-        if (kind == MML__CKPT_TENSORS) st = mml__ckpt_write_tensors(f, &crc, s);
-        else if (s->nbytes) st = mml__afile_put(f, &crc, s->bytes, (size_t)s->nbytes);
-        if (!st) st = mml__afile_write(f, &crc, 4);
-    }
-    return st;
-}
-
-/* Rewords a write failure so the caller learns the old file is still there. */
-static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
-    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, mml_last_error());
-}
-
-/* Writes the sections to path atomically. */
-static mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
-    mml_status st = mml__ckpt_check_all(path, secs, nsec);
-    if (st) return st;
-    /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
-    mml__afile *f = (mml__afile *)mml__alloc(sizeof *f);
-    if (!f) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
-    st = mml__afile_open(f, path);
-    if (!st) {
-        st = mml__ckpt_write_all(f, secs, nsec);
-        if (st) mml__afile_abort(f);
-        else st = mml__afile_commit(f);
-    }
-    mml__free(f);
-    return st ? mml__ckpt_save_failed(path, st) : MML_OK;
-}
-
-// >>checkpoints: open and validate ----------------------------------------------
-
-/* Checks magic, byte order, version and header CRC; *nsec = section count. */
-static mml_status mml__ckpt_parse_header(const mml__ckpt *c, const unsigned char *b, size_t len,
-                                         uint32_t *nsec) {
-    const char *L = c->label;
-    size_t m = len < 8 ? len : 8;
-    if (m && memcmp(b, mml__ckpt_magic, m) != 0)
-        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora checkpoint (bad magic)", L);
-    if (len < MML__CKPT_HDR)
-        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu (the file header is %u bytes)", L,
-                         len, MML__CKPT_HDR);
-    uint32_t version = mml__ckpt_u32(b + 8), endian = mml__ckpt_u32(b + 12);
-    if (endian == MML__CKPT_ENDIAN_SWAPPED)
-        return mml__fail(MML_ERR_FORMAT, "%s: written on a machine of other byte order", L);
-    if (endian != MML__CKPT_ENDIAN)
-        return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: byte-order marker 0x%08x", L,
-                         (unsigned)endian);
-    if (version > MML__CKPT_VERSION)
-        return mml__fail(MML_ERR_FORMAT, "%s: format version %u is newer than this library's %u", L,
-                         (unsigned)version, MML__CKPT_VERSION);
-    if (version == 0) return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: format version 0", L);
-    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml_crc32c(0, b, 20);
-    if (stored != crc)
-        return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
-                         (unsigned)stored, (unsigned)crc);
-    *nsec = mml__ckpt_u32(b + 16);
-    if (*nsec > MML__CKPT_MAX_SECTIONS)
-        return mml__fail(MML_ERR_FORMAT, "%s: section count %u is absurd (at most %u)", L,
-                         (unsigned)*nsec, MML__CKPT_MAX_SECTIONS);
-    if (*nsec > (len - MML__CKPT_HDR) / MML__CKPT_SEC_MIN)
-        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: the header declares %u sections, more than fit", L, len,
-                         (unsigned)*nsec);
-    return MML_OK;
-}
-
-/* Reads the fixed part of tensor i at payload offset *q (name, ndim, shape,
- * padding); every length is checked against the n bytes of payload p. */
-static mml_status mml__ckpt_parse_thead(const mml__ckpt *c, const char *tag, const unsigned char *p,
-                                        uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
-    const char *L = c->label;
-    char nm[256];
-    if (n - *q < 2)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length past the end of the payload",
-                         L, tag, (unsigned)i);
-    uint32_t nl = mml__ckpt_u16(p + *q);
-    *q += 2;
-    if (nl > n - *q)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length %u runs past the end of the payload",
-                         L, tag, (unsigned)i, (unsigned)nl);
-    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable(p + *q, nl))
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: bad name '%s' (%u bytes)", L, tag,
-                         (unsigned)i, mml__ckpt_san(nm, p + *q, nl), (unsigned)nl);
-    mml__ckpt_san(nm, p + *q, nl);
-    t->name_off = *q;
-    t->name_len = nl;
-    *q += nl;
-    if (n - *q < 4)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim past the end of the payload",
-                         L, tag, nm);
-    uint32_t nd = mml__ckpt_u32(p + *q);
-    *q += 4;
-    if (nd < 1 || nd > 4)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim %u out of range 1..4", L, tag,
-                         nm, (unsigned)nd);
-    if (n - *q < 8 * (uint64_t)nd)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': shape past the end of the payload",
-                         L, tag, nm);
-    t->ndim = (int32_t)nd;
-    for (uint32_t k = 0; k < nd; k++, *q += 8) {
-        uint64_t d = mml__ckpt_u64(p + *q);
-        if (d > MML__CKPT_MAX_DIM)
-            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': dim %u = %llu exceeds 2^31", L,
-                             tag, nm, (unsigned)k, (unsigned long long)d);
-        t->shape[k] = (int64_t)d;
-    }
-    uint64_t pad = mml__ckpt_pad(*q);
-    if (n - *q < pad)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': padding past the end of the payload",
-                         L, tag, nm);
-    for (uint64_t k = 0; k < pad; k++)
-        if (p[*q + k])
-            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': nonzero padding", L, tag, nm);
-    *q += pad;
-    return MML_OK;
-}
-
-/* Tensor i: header, then an element count checked against what is left. */
-static mml_status mml__ckpt_parse_tensor(const mml__ckpt *c, const char *tag, const unsigned char *p,
-                                         uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
-    mml_status st = mml__ckpt_parse_thead(c, tag, p, n, q, i, t);
-    if (st) return st;
-    uint64_t limit = (n - *q) / 4, ne = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
-    for (int32_t k = 0; k < t->ndim && ne; k++) {
-        if (!mml__mul_ok(ne, (uint64_t)t->shape[k], limit, &ne)) {
-            char nm[256], sh[128];
-            return mml__fail(MML_ERR_FORMAT,
-                             "%s: section %s: tensor '%s': shape %s does not fit the %llu bytes left in the payload",
-                             c->label, tag, mml__ckpt_san(nm, p + t->name_off, t->name_len),
-                             mml__ckpt_fmt_shape(sh, t->ndim, t->shape), (unsigned long long)(n - *q));
-        }
-    }
-    t->nelem = ne;
-    t->data_off = *q;
-    *q += 4 * ne;
-    return MML_OK;
-}
-
-/* Parses a tensor section whose CRC has been checked: entries, exact fit,
- * then a name pool, sorted by name for lookup, with duplicates rejected. */
-static mml_status mml__ckpt_parse_tensors(const mml__ckpt *c, const unsigned char *b, mml__ckpt_sec *s) {
-    char tag[256], nm[256];
-    const unsigned char *p = b + s->off;
-    uint64_t n = s->len, q = 4, pool = 0;
-    mml__ckpt_san(tag, s->tag, 4);
-    if (n < 4)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count past the end of the payload",
-                         c->label, tag);
-    uint32_t cnt = mml__ckpt_u32(p);
-    if (cnt > (n - 4) / MML__CKPT_TENSOR_MIN)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count %u does not fit the payload (%llu bytes)",
-                         c->label, tag, (unsigned)cnt, (unsigned long long)n);
-    s->t = (mml__ckpt_tinfo *)mml__alloc((size_t)cnt * sizeof *s->t);
-    if (!s->t) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
-    s->ntensors = (int32_t)cnt;
-    for (uint32_t i = 0; i < cnt; i++) {
-        mml_status st = mml__ckpt_parse_tensor(c, tag, p, n, &q, i, &s->t[i]);
-        if (st) return st;
-        pool += s->t[i].name_len + 1;
-        s->t[i].data_off += s->off;
-    }
-    if (q != n)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: %llu trailing bytes after the last tensor",
-                         c->label, tag, (unsigned long long)(n - q));
-    s->names = (char *)mml__alloc((size_t)pool);
-    if (!s->names) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
-    for (uint32_t i = 0, k = 0; i < cnt; k += s->t[i].name_len + 1, i++) {
-        memcpy(s->names + k, p + s->t[i].name_off, s->t[i].name_len);
-        s->t[i].name = s->names + k;
-    }
-    if (cnt > 1) qsort(s->t, cnt, sizeof *s->t, mml__ckpt_tcmp);
-    for (uint32_t i = 1; i < cnt; i++)
-        if (strcmp(s->t[i - 1].name, s->t[i].name) == 0)
-            return mml__fail(MML_ERR_FORMAT, "%s: section %s: duplicate tensor name '%s'", c->label, tag,
-                             mml__ckpt_san(nm, s->t[i].name, s->t[i].name_len));
-    return MML_OK;
-}
-
-/* Section i at byte *pos: lengths against the file end, then CRC, then the
- * contents (tag, kind, uniqueness, tensor entries). */
-static mml_status mml__ckpt_parse_section(mml__ckpt *c, const unsigned char *b, size_t len,
-                                          size_t *pos, uint32_t i) {
-    const char *L = c->label;
-    char tag[256];
-    mml__ckpt_sec *s = &c->sec[i];
-    size_t rem = len - *pos;
-    if (rem < MML__CKPT_SEC_HDR)
-        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: section %u header incomplete", L, len,
-                         (unsigned)i);
-    const unsigned char *h = b + *pos;
-    uint64_t plen = mml__ckpt_u64(h + 8);
-    mml__ckpt_san(tag, h, 4);
-    if (plen > rem - MML__CKPT_SEC_HDR || rem - MML__CKPT_SEC_HDR - plen < 4)
-        return mml__fail(MML_ERR_FORMAT,
-                         "%s: truncated at byte %zu: section %s at byte %zu declares a %llu-byte payload", L,
-                         len, tag, *pos, (unsigned long long)plen);
-    uint32_t stored = mml__ckpt_u32(h + MML__CKPT_SEC_HDR + plen);
-    uint32_t crc = mml_crc32c(mml_crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
-    if (stored != crc)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
-                         tag, (unsigned)stored, (unsigned)crc);
-    memcpy(s->tag, h, 4);
-    s->kind = mml__ckpt_u32(h + 4);
-    s->off = *pos + MML__CKPT_SEC_HDR;
-    s->len = plen;
-    s->ntensors = -1;
-    if (!mml__ckpt_printable(h, 4))
-        return mml__fail(MML_ERR_FORMAT, "%s: section %u: tag '%s' is not printable ASCII", L, (unsigned)i, tag);
-    for (uint32_t j = 0; j < i; j++)
-        if (memcmp(c->sec[j].tag, s->tag, 4) == 0)
-            return mml__fail(MML_ERR_FORMAT, "%s: duplicate section %s", L, tag);
-    if (s->kind != MML__CKPT_BYTES && s->kind != MML__CKPT_TENSORS)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: unknown kind %u", L, tag, (unsigned)s->kind);
-    *pos += MML__CKPT_SEC_HDR + (size_t)plen + 4;
-    return s->kind == MML__CKPT_TENSORS ? mml__ckpt_parse_tensors(c, b, s) : MML_OK;
-}
-
-/* Validates the whole image b[0..len) into c (offsets only, so the caller may
- * move the image afterwards). */
-/* Opaque to interprocedural optimisation: given a constant buffer, GCC 12
- * would otherwise warn (-Warray-bounds) about reads on paths that the length
- * checks have already ruled out. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((noipa))
-#endif
-static mml_status mml__ckpt_parse(mml__ckpt *c, const unsigned char *b, size_t len) {
-    uint32_t nsec = 0;
-    mml_status st = mml__ckpt_parse_header(c, b, len, &nsec);
-    if (st) return st;
-    c->sec = (mml__ckpt_sec *)mml__alloc((size_t)nsec * sizeof *c->sec);
-    if (!c->sec) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", c->label);
-    c->nsec = nsec;
-    size_t pos = MML__CKPT_HDR;
-    for (uint32_t i = 0; i < nsec; i++)
-        if ((st = mml__ckpt_parse_section(c, b, len, &pos, i)) != MML_OK) return st;
-    if (pos != len)
-        return mml__fail(MML_ERR_FORMAT, "%s: %zu bytes of trailing garbage after the last section (at byte %zu)",
-                         c->label, len - pos, pos);
-    return MML_OK;
-}
-
-static void mml__ckpt_close(mml__ckpt *c) {
-    if (!c) return;
-    for (uint32_t i = 0; c->sec && i < c->nsec; i++) {
-        mml__free(c->sec[i].t);
-        mml__free(c->sec[i].names);
-    }
-    mml__free(c->sec);
-    mml__free(c->img);
-    mml__free(c->label);
-    mml__free(c);
-}
-
-static mml__ckpt *mml__ckpt_new(const char *label) {
-    mml__ckpt *c = (mml__ckpt *)mml__alloc(sizeof *c);
-    size_t n = strlen(label);
-    if (c) c->label = (char *)mml__alloc(n + 1);
-    if (!c || !c->label) {
-        mml__ckpt_close(c);
-        mml__fail(MML_ERR_NOMEM, "%s: out of memory", label);
-        return NULL;
-    }
-    memcpy(c->label, label, n);
-    return c;
-}
-
-/* Validates len bytes at buf (label names them in errors) and keeps a copy.
- * Parsing the caller's buffer in place keeps sanitizers' bounds exact. */
-static MML__UNUSED mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
-                                           mml__ckpt **out) {
-    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
-    *out = NULL;
-    if (!label) label = "(memory)";
-    if (!buf && len) return mml__fail(MML_ERR_ARG, "%s: buffer is NULL", label);
-    mml__ckpt *c = mml__ckpt_new(label);
-    if (!c) return MML_ERR_NOMEM;
-    mml_status st = mml__ckpt_parse(c, (const unsigned char *)buf, len);
-    if (!st && !(c->img = (unsigned char *)mml__alloc(len)))
-        st = mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", label, len);
-    if (st) {
-        mml__ckpt_close(c);
-        return st;
-    }
-    if (len) memcpy(c->img, buf, len);
-    c->len = len;
-    *out = c;
-    return MML_OK;
-}
-
-/* Reads path into memory and validates it. */
-static mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
-    mml__buf b;
-    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
-    *out = NULL;
-    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
-    mml_status st = mml__read_file_st(path, "checkpoint file", &b, NULL);
-    if (st) return st;
-    mml__ckpt *c = mml__ckpt_new(path);
-    if (!c) {
-        mml__buf_free(&b);
-        return MML_ERR_NOMEM;
-    }
-    c->img = (unsigned char *)b.p; /* mml__ckpt_close frees it */
-    c->len = b.n;
-    st = mml__ckpt_parse(c, c->img, c->len);
-    if (st) {
-        mml__ckpt_close(c);
-        return st;
-    }
-    *out = c;
-    return MML_OK;
-}
-
-// >>checkpoints: lookup ---------------------------------------------------------
-
-static const mml__ckpt_sec *mml__ckpt_find(const mml__ckpt *c, const char tag[4]) {
-    for (uint32_t i = 0; i < c->nsec; i++)
-        if (memcmp(c->sec[i].tag, tag, 4) == 0) return &c->sec[i];
-    return NULL;
-}
-
-static const mml__ckpt_tinfo *mml__ckpt_find_tensor(const mml__ckpt_sec *s, const char *name) {
-    mml__ckpt_tinfo key;
-    if (s->kind != MML__CKPT_TENSORS || s->ntensors <= 0) return NULL;
-    key.name = name;
-    return (const mml__ckpt_tinfo *)bsearch(&key, s->t, (size_t)s->ntensors, sizeof key, mml__ckpt_tcmp);
-}
-
-/* A byte section's payload; MML_ERR_FORMAT if it is missing or holds tensors. */
-static mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
-                                        uint64_t *n) {
-    char t[256];
-    if (!c || !tag || !p || !n) return mml__fail(MML_ERR_ARG, "checkpoint bytes: NULL argument");
-    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
-    mml__ckpt_san(t, tag, 4);
-    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
-    if (s->kind != MML__CKPT_BYTES)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds tensors, not bytes", c->label, t);
-    *p = c->img + s->off;
-    *n = s->len;
-    return MML_OK;
-}
-
-static int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
-    const mml__ckpt_sec *s = (c && tag && name) ? mml__ckpt_find(c, tag) : NULL;
-    return s && mml__ckpt_find_tensor(s, name) != NULL;
-}
-
-/* Copies tensor name of section tag into dst (prod(shape) floats) after
- * checking that the stored ndim and shape equal the expected ones. */
-static mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
-                                              int32_t ndim, const int64_t *shape, float *dst) {
-    char t[256], nm[256], want[128], got[128];
-    if (!c || !tag || !name || !shape || ndim < 1 || ndim > 4)
-        return mml__fail(MML_ERR_ARG, "checkpoint tensor read: bad argument");
-    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
-    mml__ckpt_san(t, tag, 4);
-    mml__ckpt_san(nm, name, strlen(name));
-    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
-    if (s->kind != MML__CKPT_TENSORS)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds bytes, not tensors", c->label, t);
-    const mml__ckpt_tinfo *ti = mml__ckpt_find_tensor(s, name);
-    if (!ti) return mml__fail(MML_ERR_FORMAT, "%s: section %s: no tensor named '%s'", c->label, t, nm);
-    int same = ti->ndim == ndim;
-    for (int32_t k = 0; same && k < ndim; k++) same = ti->shape[k] == shape[k];
-    if (!same)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s' has shape %s in the file, expected %s",
-                         c->label, t, nm, mml__ckpt_fmt_shape(got, ti->ndim, ti->shape),
-                         mml__ckpt_fmt_shape(want, ndim, shape));
-    if (ti->nelem && !dst) return mml__fail(MML_ERR_ARG, "checkpoint tensor read: dst is NULL");
-    if (ti->nelem) memcpy(dst, c->img + ti->data_off, (size_t)(4 * ti->nelem));
-    return MML_OK;
-}
-
-/* Iteration, for tools and the fuzzer. */
-static int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
-
-/* Section i's tag (4 bytes, no NUL) and
- * its tensor count (-1 for a byte section); NULL if i is out of range. */
-static const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
-    if (!c || i < 0 || (uint32_t)i >= c->nsec) return NULL;
-    if (ntensors) *ntensors = c->sec[i].ntensors;
-    return c->sec[i].tag;
-}
-
-/* Tensor i (in name order) of section tag: its name, ndim and shape; NULL if
- * there is no such tensor. */
-static const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
-                                             int32_t *ndim, int64_t shape[4]) {
-    const mml__ckpt_sec *s = (c && tag) ? mml__ckpt_find(c, tag) : NULL;
-    if (!s || i < 0 || i >= s->ntensors) return NULL;
-    if (ndim) *ndim = s->t[i].ndim;
-    if (shape) memcpy(shape, s->t[i].shape, sizeof s->t[i].shape);
-    return s->t[i].name;
-}
 // >>model ------------------------------------------------------------------
 /* A model is made of parts, each with one job:
  *   arch    what the config implies, fixed at creation: the fields, the tower
@@ -7201,6 +6549,676 @@ done:
     return st;
 }
 // >>checkpoints ------------------------------------------------------------
+
+/* Checkpoint container.
+ *
+ * A model-agnostic container of tagged sections, each either raw bytes or a
+ * list of named float32 tensors. The byte layout is specified in
+ * docs/FORMAT.md; the short version:
+ *
+ *   header   "MMLCKPT\0" | u32 version=1 | u32 0x01020304 | u32 nsec | u32 crc
+ *   section  tag[4] | u32 kind (0 bytes, 1 tensors) | u64 len | payload | u32 crc
+ *   tensors  u32 count, then per tensor: u16 name_len, name, u32 ndim,
+ *            u64 shape[ndim], zero padding to 64 (relative to the payload
+ *            start), float32 data
+ *
+ * All integers and floats are in the writer's byte order, guarded by the
+ * marker. The header CRC covers the 20 bytes before it; a section CRC covers
+ * its 16-byte section header and its payload, so every byte of a file is
+ * under some CRC32C (mml_crc32c of moemlora_simd.h: the CPU's CRC
+ * instructions when it has them, the same value either way).
+ *
+ * Saving goes through the atomic writer (mml__afile_*): on any failure the
+ * previous file at the path is untouched and no temporary is left. Opening
+ * reads the whole file into memory and validates every length, count, shape
+ * and CRC before anything is handed out: each length field is checked against
+ * the bytes that remain before it is used, and every allocation is bounded by
+ * the file size. */
+
+#define MML__CKPT_VERSION 1u
+#define MML__CKPT_ENDIAN 0x01020304u
+#define MML__CKPT_ENDIAN_SWAPPED 0x04030201u
+#define MML__CKPT_HDR 24u          /* magic 8, version, endian, nsec, crc */
+#define MML__CKPT_SEC_HDR 16u      /* tag 4, kind 4, payload length 8 */
+#define MML__CKPT_SEC_MIN 20u      /* section header + crc, empty payload */
+#define MML__CKPT_MAX_SECTIONS 1024u
+#define MML__CKPT_MAX_NAME 255u
+#define MML__CKPT_MAX_DIM 2147483648ull /* 2^31 */
+#define MML__CKPT_ALIGN 64u
+/* u16 name length + 1 name byte + u32 ndim + one u64 dim */
+#define MML__CKPT_TENSOR_MIN 15u
+
+enum { MML__CKPT_BYTES = 0, MML__CKPT_TENSORS = 1 };
+
+static const char mml__ckpt_magic[8] = {'M', 'M', 'L', 'C', 'K', 'P', 'T', '\0'};
+
+/* One float32 tensor handed to mml__ckpt_save; data holds prod(shape) floats. */
+typedef struct mml__ckpt_tensor {
+    const char *name;   /* 1..255 printable ASCII bytes, unique in its section */
+    int32_t ndim;       /* 1..4 */
+    int64_t shape[4];   /* each 0..2^31 */
+    const float *data;
+} mml__ckpt_tensor;
+
+/* A tensor section has tensors != NULL (ntensors may be 0); otherwise it is a
+ * byte section of nbytes bytes. Tags are 4 printable ASCII bytes, unique. */
+typedef struct mml__ckpt_section {
+    char tag[4];
+    const void *bytes;
+    uint64_t nbytes;
+    const mml__ckpt_tensor *tensors;
+    int32_t ntensors;
+} mml__ckpt_section;
+
+/* A validated tensor of an open checkpoint. */
+typedef struct mml__ckpt_tinfo {
+    const char *name;   /* NUL-terminated, in the section's name pool */
+    uint64_t name_off;  /* offset of the name bytes in the image (during parse) */
+    uint32_t name_len;
+    int32_t ndim;
+    int64_t shape[4];
+    uint64_t nelem;
+    uint64_t data_off;  /* offset of the float data in the image */
+} mml__ckpt_tinfo;
+
+typedef struct mml__ckpt_sec {
+    char tag[4];
+    uint32_t kind;
+    uint64_t off, len;     /* payload within the image */
+    int32_t ntensors;      /* -1 for a byte section */
+    mml__ckpt_tinfo *t;    /* sorted by name */
+    char *names;
+} mml__ckpt_sec;
+
+typedef struct mml__ckpt {
+    char *label;           /* file path or caller's label, used in every error */
+    unsigned char *img;    /* the whole file */
+    size_t len;
+    uint32_t nsec;
+    mml__ckpt_sec *sec;
+} mml__ckpt;
+
+/* ---- container: small helpers ---- */
+
+static uint16_t mml__ckpt_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t mml__ckpt_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t mml__ckpt_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Zero bytes that bring offset q (from the payload start) to a multiple of 64. */
+static uint64_t mml__ckpt_pad(uint64_t q) { return (MML__CKPT_ALIGN - q % MML__CKPT_ALIGN) % MML__CKPT_ALIGN; }
+
+static int mml__ckpt_printable(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] > 0x7E) return 0;
+    return 1;
+}
+
+/* Copies up to 255 bytes of p into out as printable text ('?' for the rest),
+ * so messages about corrupt names and tags stay readable. */
+static const char *mml__ckpt_san(char out[256], const void *p, size_t n) {
+    const unsigned char *s = (const unsigned char *)p;
+    if (n > 255) n = 255;
+    for (size_t i = 0; i < n; i++) out[i] = (s[i] >= 0x20 && s[i] <= 0x7E) ? (char)s[i] : '?';
+    out[n] = 0;
+    return out;
+}
+
+/* "[3, 4]" */
+static const char *mml__ckpt_fmt_shape(char out[128], int32_t ndim, const int64_t *shape) {
+    size_t k = 0;
+    out[k++] = '[';
+    for (int32_t i = 0; i < ndim && i < 4; i++)
+        k += (size_t)snprintf(out + k, 128 - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    snprintf(out + k, 128 - k, "]");
+    return out;
+}
+
+/* A zero dim makes the tensor empty whatever the other dims are. */
+static int mml__ckpt_has_zero(int32_t ndim, const int64_t *shape) {
+    for (int32_t k = 0; k < ndim; k++)
+        if (shape[k] == 0) return 1;
+    return 0;
+}
+
+static int mml__ckpt_tcmp(const void *a, const void *b) {
+    return strcmp(((const mml__ckpt_tinfo *)a)->name, ((const mml__ckpt_tinfo *)b)->name);
+}
+
+/* ---- container: save ---- */
+
+/* Bytes of a tensor's entry (name, shape, padding, data) that starts q bytes
+ * into its payload; the caller has validated the tensor. */
+static uint64_t mml__ckpt_tensor_entry(uint64_t q, const mml__ckpt_tensor *t, uint64_t nelem) {
+    uint64_t h = 2 + strlen(t->name) + 4 + 8 * (uint64_t)t->ndim;
+    return h + mml__ckpt_pad(q + h) + 4 * nelem;
+}
+
+/* Checks one tensor before anything is written; *nelem = its element count. */
+static mml_status mml__ckpt_check_tensor(const char *path, const char *tag,
+                                         const mml__ckpt_tensor *t, uint64_t *nelem) {
+    size_t nl = t->name ? strlen(t->name) : 0;
+    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable((const unsigned char *)t->name, nl))
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor name must be 1..255 printable ASCII bytes",
+                         path, tag);
+    if (t->ndim < 1 || t->ndim > 4)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': ndim %d out of range 1..4", path,
+                         tag, t->name, (int)t->ndim);
+    uint64_t n = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
+    for (int32_t k = 0; k < t->ndim; k++) {
+        if (t->shape[k] < 0 || (uint64_t)t->shape[k] > MML__CKPT_MAX_DIM ||
+            (n && !mml__mul_ok(n, (uint64_t)t->shape[k], SIZE_MAX / 8, &n)))
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': dim %d = %lld out of range",
+                             path, tag, t->name, (int)k, (long long)t->shape[k]);
+    }
+    if (n && !t->data)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': data is NULL", path, tag, t->name);
+    *nelem = n;
+    return MML_OK;
+}
+
+/* Validates a section and returns its payload length in *plen. */
+static mml_status mml__ckpt_check_section(const char *path, const mml__ckpt_section *s,
+                                          uint64_t *plen) {
+    const char *tag = s->tag;
+    if (!mml__ckpt_printable((const unsigned char *)tag, 4))
+        return mml__fail(MML_ERR_ARG, "%s: section tags must be 4 printable ASCII bytes", path);
+    if (!s->tensors) {
+        if (s->ntensors || (s->nbytes && !s->bytes) || s->nbytes > SIZE_MAX / 4)
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: bad byte section", path, tag);
+        *plen = s->nbytes;
+        return MML_OK;
+    }
+    if (s->bytes || s->nbytes || s->ntensors < 0)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: give either bytes or tensors", path, tag);
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors; i++) {
+        const mml__ckpt_tensor *t = &s->tensors[i];
+        uint64_t n = 0;
+        mml_status st = mml__ckpt_check_tensor(path, tag, t, &n);
+        if (st) return st;
+        for (int32_t j = 0; j < i; j++)
+            if (strcmp(s->tensors[j].name, t->name) == 0)
+                return mml__fail(MML_ERR_ARG, "%s: section %.4s: duplicate tensor name '%s'", path, tag,
+                                 t->name);
+        q += mml__ckpt_tensor_entry(q, t, n);
+        if (q > SIZE_MAX / 4)
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: too large", path, tag);
+    }
+    *plen = q;
+    return MML_OK;
+}
+
+static mml_status mml__ckpt_check_all(const char *path, const mml__ckpt_section *secs, int nsec) {
+    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint save: path is NULL");
+    if (nsec < 0 || (uint32_t)nsec > MML__CKPT_MAX_SECTIONS || (nsec && !secs))
+        return mml__fail(MML_ERR_ARG, "%s: section count %d out of range 0..%u", path, nsec,
+                         MML__CKPT_MAX_SECTIONS);
+    for (int i = 0; i < nsec; i++) {
+        uint64_t plen = 0;
+        mml_status st = mml__ckpt_check_section(path, &secs[i], &plen);
+        if (st) return st;
+        for (int j = 0; j < i; j++)
+            if (memcmp(secs[j].tag, secs[i].tag, 4) == 0)
+                return mml__fail(MML_ERR_ARG, "%s: duplicate section %.4s", path, secs[i].tag);
+    }
+    return MML_OK;
+}
+
+/* Payload length of a validated section. */
+static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
+    if (!s->tensors) return s->nbytes;
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors; i++) {
+        uint64_t n = 1;
+        for (int32_t k = 0; k < s->tensors[i].ndim; k++) n *= (uint64_t)s->tensors[i].shape[k];
+        q += mml__ckpt_tensor_entry(q, &s->tensors[i], n);
+    }
+    return q;
+}
+
+static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mml__ckpt_section *s) {
+    unsigned char h[2 + MML__CKPT_MAX_NAME + 4 + 32 + MML__CKPT_ALIGN];
+    uint32_t cnt = (uint32_t)s->ntensors;
+    mml_status st = mml__afile_put(f, crc, &cnt, 4);
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors && !st; i++) {
+        const mml__ckpt_tensor *t = &s->tensors[i];
+        uint16_t nl = (uint16_t)strlen(t->name);
+        uint32_t nd = (uint32_t)t->ndim;
+        uint64_t n = 1;
+        size_t k = 0;
+        memcpy(h + k, &nl, 2), k += 2;
+        memcpy(h + k, t->name, nl), k += nl;
+        memcpy(h + k, &nd, 4), k += 4;
+        for (uint32_t d = 0; d < nd; d++) {
+            uint64_t v = (uint64_t)t->shape[d];
+            memcpy(h + k, &v, 8), k += 8;
+            n *= v;
+        }
+        uint64_t pad = mml__ckpt_pad(q + k);
+        memset(h + k, 0, (size_t)pad), k += (size_t)pad;
+        q += k + 4 * n;
+        st = mml__afile_put(f, crc, h, k);
+        if (!st && n) st = mml__afile_put(f, crc, t->data, (size_t)(4 * n));
+    }
+    return st;
+}
+
+static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec) {
+    unsigned char h[MML__CKPT_HDR];
+    uint32_t v[3] = {MML__CKPT_VERSION, MML__CKPT_ENDIAN, (uint32_t)nsec};
+    memcpy(h, mml__ckpt_magic, 8);
+    memcpy(h + 8, v, 12);
+    uint32_t crc = mml_crc32c(0, h, 20);
+    memcpy(h + 20, &crc, 4);
+    mml_status st = mml__afile_write(f, h, sizeof h);
+    for (int i = 0; i < nsec && !st; i++) {
+        const mml__ckpt_section *s = &secs[i];
+        unsigned char sh[MML__CKPT_SEC_HDR];
+        uint32_t kind = s->tensors ? MML__CKPT_TENSORS : MML__CKPT_BYTES;
+        uint64_t plen = mml__ckpt_payload_len(s);
+        memcpy(sh, s->tag, 4);
+        memcpy(sh + 4, &kind, 4);
+        memcpy(sh + 8, &plen, 8);
+        crc = 0;
+        st = mml__afile_put(f, &crc, sh, sizeof sh);
+        if (st) break;
+        if (kind == MML__CKPT_TENSORS) st = mml__ckpt_write_tensors(f, &crc, s);
+        else if (s->nbytes) st = mml__afile_put(f, &crc, s->bytes, (size_t)s->nbytes);
+        if (!st) st = mml__afile_write(f, &crc, 4);
+    }
+    return st;
+}
+
+/* Rewords a write failure so the caller learns the old file is still there. */
+static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
+    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, mml_last_error());
+}
+
+/* Writes the sections to path atomically. */
+static mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
+    mml_status st = mml__ckpt_check_all(path, secs, nsec);
+    if (st) return st;
+    /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
+    mml__afile *f = (mml__afile *)mml__alloc(sizeof *f);
+    if (!f) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    st = mml__afile_open(f, path);
+    if (!st) {
+        st = mml__ckpt_write_all(f, secs, nsec);
+        if (st) mml__afile_abort(f);
+        else st = mml__afile_commit(f);
+    }
+    mml__free(f);
+    return st ? mml__ckpt_save_failed(path, st) : MML_OK;
+}
+
+/* ---- container: open and validate ---- */
+
+/* Checks magic, byte order, version and header CRC; *nsec = section count. */
+static mml_status mml__ckpt_parse_header(const mml__ckpt *c, const unsigned char *b, size_t len,
+                                         uint32_t *nsec) {
+    const char *L = c->label;
+    size_t m = len < 8 ? len : 8;
+    if (m && memcmp(b, mml__ckpt_magic, m) != 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora checkpoint (bad magic)", L);
+    if (len < MML__CKPT_HDR)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu (the file header is %u bytes)", L,
+                         len, MML__CKPT_HDR);
+    uint32_t version = mml__ckpt_u32(b + 8), endian = mml__ckpt_u32(b + 12);
+    if (endian == MML__CKPT_ENDIAN_SWAPPED)
+        return mml__fail(MML_ERR_FORMAT, "%s: written on a machine of other byte order", L);
+    if (endian != MML__CKPT_ENDIAN)
+        return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: byte-order marker 0x%08x", L,
+                         (unsigned)endian);
+    if (version > MML__CKPT_VERSION)
+        return mml__fail(MML_ERR_FORMAT, "%s: format version %u is newer than this library's %u", L,
+                         (unsigned)version, MML__CKPT_VERSION);
+    if (version == 0) return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: format version 0", L);
+    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml_crc32c(0, b, 20);
+    if (stored != crc)
+        return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
+                         (unsigned)stored, (unsigned)crc);
+    *nsec = mml__ckpt_u32(b + 16);
+    if (*nsec > MML__CKPT_MAX_SECTIONS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section count %u is absurd (at most %u)", L,
+                         (unsigned)*nsec, MML__CKPT_MAX_SECTIONS);
+    if (*nsec > (len - MML__CKPT_HDR) / MML__CKPT_SEC_MIN)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: the header declares %u sections, more than fit", L, len,
+                         (unsigned)*nsec);
+    return MML_OK;
+}
+
+/* Reads the fixed part of tensor i at payload offset *q (name, ndim, shape,
+ * padding); every length is checked against the n bytes of payload p. */
+static mml_status mml__ckpt_parse_thead(const mml__ckpt *c, const char *tag, const unsigned char *p,
+                                        uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
+    const char *L = c->label;
+    char nm[256];
+    if (n - *q < 2)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length past the end of the payload",
+                         L, tag, (unsigned)i);
+    uint32_t nl = mml__ckpt_u16(p + *q);
+    *q += 2;
+    if (nl > n - *q)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length %u runs past the end of the payload",
+                         L, tag, (unsigned)i, (unsigned)nl);
+    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable(p + *q, nl))
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: bad name '%s' (%u bytes)", L, tag,
+                         (unsigned)i, mml__ckpt_san(nm, p + *q, nl), (unsigned)nl);
+    mml__ckpt_san(nm, p + *q, nl);
+    t->name_off = *q;
+    t->name_len = nl;
+    *q += nl;
+    if (n - *q < 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim past the end of the payload",
+                         L, tag, nm);
+    uint32_t nd = mml__ckpt_u32(p + *q);
+    *q += 4;
+    if (nd < 1 || nd > 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim %u out of range 1..4", L, tag,
+                         nm, (unsigned)nd);
+    if (n - *q < 8 * (uint64_t)nd)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': shape past the end of the payload",
+                         L, tag, nm);
+    t->ndim = (int32_t)nd;
+    for (uint32_t k = 0; k < nd; k++, *q += 8) {
+        uint64_t d = mml__ckpt_u64(p + *q);
+        if (d > MML__CKPT_MAX_DIM)
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': dim %u = %llu exceeds 2^31", L,
+                             tag, nm, (unsigned)k, (unsigned long long)d);
+        t->shape[k] = (int64_t)d;
+    }
+    uint64_t pad = mml__ckpt_pad(*q);
+    if (n - *q < pad)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': padding past the end of the payload",
+                         L, tag, nm);
+    for (uint64_t k = 0; k < pad; k++)
+        if (p[*q + k])
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': nonzero padding", L, tag, nm);
+    *q += pad;
+    return MML_OK;
+}
+
+/* Tensor i: header, then an element count checked against what is left. */
+static mml_status mml__ckpt_parse_tensor(const mml__ckpt *c, const char *tag, const unsigned char *p,
+                                         uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
+    mml_status st = mml__ckpt_parse_thead(c, tag, p, n, q, i, t);
+    if (st) return st;
+    uint64_t limit = (n - *q) / 4, ne = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
+    for (int32_t k = 0; k < t->ndim && ne; k++) {
+        if (!mml__mul_ok(ne, (uint64_t)t->shape[k], limit, &ne)) {
+            char nm[256], sh[128];
+            return mml__fail(MML_ERR_FORMAT,
+                             "%s: section %s: tensor '%s': shape %s does not fit the %llu bytes left in the payload",
+                             c->label, tag, mml__ckpt_san(nm, p + t->name_off, t->name_len),
+                             mml__ckpt_fmt_shape(sh, t->ndim, t->shape), (unsigned long long)(n - *q));
+        }
+    }
+    t->nelem = ne;
+    t->data_off = *q;
+    *q += 4 * ne;
+    return MML_OK;
+}
+
+/* Parses a tensor section whose CRC has been checked: entries, exact fit,
+ * then a name pool, sorted by name for lookup, with duplicates rejected. */
+static mml_status mml__ckpt_parse_tensors(const mml__ckpt *c, const unsigned char *b, mml__ckpt_sec *s) {
+    char tag[256], nm[256];
+    const unsigned char *p = b + s->off;
+    uint64_t n = s->len, q = 4, pool = 0;
+    mml__ckpt_san(tag, s->tag, 4);
+    if (n < 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count past the end of the payload",
+                         c->label, tag);
+    uint32_t cnt = mml__ckpt_u32(p);
+    if (cnt > (n - 4) / MML__CKPT_TENSOR_MIN)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count %u does not fit the payload (%llu bytes)",
+                         c->label, tag, (unsigned)cnt, (unsigned long long)n);
+    s->t = (mml__ckpt_tinfo *)mml__alloc((size_t)cnt * sizeof *s->t);
+    if (!s->t) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
+    s->ntensors = (int32_t)cnt;
+    for (uint32_t i = 0; i < cnt; i++) {
+        mml_status st = mml__ckpt_parse_tensor(c, tag, p, n, &q, i, &s->t[i]);
+        if (st) return st;
+        pool += s->t[i].name_len + 1;
+        s->t[i].data_off += s->off;
+    }
+    if (q != n)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: %llu trailing bytes after the last tensor",
+                         c->label, tag, (unsigned long long)(n - q));
+    s->names = (char *)mml__alloc((size_t)pool);
+    if (!s->names) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
+    for (uint32_t i = 0, k = 0; i < cnt; k += s->t[i].name_len + 1, i++) {
+        memcpy(s->names + k, p + s->t[i].name_off, s->t[i].name_len);
+        s->t[i].name = s->names + k;
+    }
+    if (cnt > 1) qsort(s->t, cnt, sizeof *s->t, mml__ckpt_tcmp);
+    for (uint32_t i = 1; i < cnt; i++)
+        if (strcmp(s->t[i - 1].name, s->t[i].name) == 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: duplicate tensor name '%s'", c->label, tag,
+                             mml__ckpt_san(nm, s->t[i].name, s->t[i].name_len));
+    return MML_OK;
+}
+
+/* Section i at byte *pos: lengths against the file end, then CRC, then the
+ * contents (tag, kind, uniqueness, tensor entries). */
+static mml_status mml__ckpt_parse_section(mml__ckpt *c, const unsigned char *b, size_t len,
+                                          size_t *pos, uint32_t i) {
+    const char *L = c->label;
+    char tag[256];
+    mml__ckpt_sec *s = &c->sec[i];
+    size_t rem = len - *pos;
+    if (rem < MML__CKPT_SEC_HDR)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: section %u header incomplete", L, len,
+                         (unsigned)i);
+    const unsigned char *h = b + *pos;
+    uint64_t plen = mml__ckpt_u64(h + 8);
+    mml__ckpt_san(tag, h, 4);
+    if (plen > rem - MML__CKPT_SEC_HDR || rem - MML__CKPT_SEC_HDR - plen < 4)
+        return mml__fail(MML_ERR_FORMAT,
+                         "%s: truncated at byte %zu: section %s at byte %zu declares a %llu-byte payload", L,
+                         len, tag, *pos, (unsigned long long)plen);
+    uint32_t stored = mml__ckpt_u32(h + MML__CKPT_SEC_HDR + plen);
+    uint32_t crc = mml_crc32c(mml_crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
+    if (stored != crc)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
+                         tag, (unsigned)stored, (unsigned)crc);
+    memcpy(s->tag, h, 4);
+    s->kind = mml__ckpt_u32(h + 4);
+    s->off = *pos + MML__CKPT_SEC_HDR;
+    s->len = plen;
+    s->ntensors = -1;
+    if (!mml__ckpt_printable(h, 4))
+        return mml__fail(MML_ERR_FORMAT, "%s: section %u: tag '%s' is not printable ASCII", L, (unsigned)i, tag);
+    for (uint32_t j = 0; j < i; j++)
+        if (memcmp(c->sec[j].tag, s->tag, 4) == 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: duplicate section %s", L, tag);
+    if (s->kind != MML__CKPT_BYTES && s->kind != MML__CKPT_TENSORS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: unknown kind %u", L, tag, (unsigned)s->kind);
+    *pos += MML__CKPT_SEC_HDR + (size_t)plen + 4;
+    return s->kind == MML__CKPT_TENSORS ? mml__ckpt_parse_tensors(c, b, s) : MML_OK;
+}
+
+/* Validates the whole image b[0..len) into c (offsets only, so the caller may
+ * move the image afterwards). */
+/* Opaque to interprocedural optimisation: given a constant buffer, GCC 12
+ * would otherwise warn (-Warray-bounds) about reads on paths that the length
+ * checks have already ruled out. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noipa))
+#endif
+static mml_status mml__ckpt_parse(mml__ckpt *c, const unsigned char *b, size_t len) {
+    uint32_t nsec = 0;
+    mml_status st = mml__ckpt_parse_header(c, b, len, &nsec);
+    if (st) return st;
+    c->sec = (mml__ckpt_sec *)mml__alloc((size_t)nsec * sizeof *c->sec);
+    if (!c->sec) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", c->label);
+    c->nsec = nsec;
+    size_t pos = MML__CKPT_HDR;
+    for (uint32_t i = 0; i < nsec; i++)
+        if ((st = mml__ckpt_parse_section(c, b, len, &pos, i)) != MML_OK) return st;
+    if (pos != len)
+        return mml__fail(MML_ERR_FORMAT, "%s: %zu bytes of trailing garbage after the last section (at byte %zu)",
+                         c->label, len - pos, pos);
+    return MML_OK;
+}
+
+static void mml__ckpt_close(mml__ckpt *c) {
+    if (!c) return;
+    for (uint32_t i = 0; c->sec && i < c->nsec; i++) {
+        mml__free(c->sec[i].t);
+        mml__free(c->sec[i].names);
+    }
+    mml__free(c->sec);
+    mml__free(c->img);
+    mml__free(c->label);
+    mml__free(c);
+}
+
+static mml__ckpt *mml__ckpt_new(const char *label) {
+    mml__ckpt *c = (mml__ckpt *)mml__alloc(sizeof *c);
+    size_t n = strlen(label);
+    if (c) c->label = (char *)mml__alloc(n + 1);
+    if (!c || !c->label) {
+        mml__ckpt_close(c);
+        mml__fail(MML_ERR_NOMEM, "%s: out of memory", label);
+        return NULL;
+    }
+    memcpy(c->label, label, n);
+    return c;
+}
+
+/* Validates len bytes at buf (label names them in errors) and keeps a copy.
+ * Parsing the caller's buffer in place keeps sanitizers' bounds exact. */
+static MML__UNUSED mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
+                                           mml__ckpt **out) {
+    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
+    *out = NULL;
+    if (!label) label = "(memory)";
+    if (!buf && len) return mml__fail(MML_ERR_ARG, "%s: buffer is NULL", label);
+    mml__ckpt *c = mml__ckpt_new(label);
+    if (!c) return MML_ERR_NOMEM;
+    mml_status st = mml__ckpt_parse(c, (const unsigned char *)buf, len);
+    if (!st && !(c->img = (unsigned char *)mml__alloc(len)))
+        st = mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", label, len);
+    if (st) {
+        mml__ckpt_close(c);
+        return st;
+    }
+    if (len) memcpy(c->img, buf, len);
+    c->len = len;
+    *out = c;
+    return MML_OK;
+}
+
+/* Reads path into memory and validates it. */
+static mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
+    mml__buf b;
+    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
+    *out = NULL;
+    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
+    mml_status st = mml__read_file_st(path, "checkpoint file", &b, NULL);
+    if (st) return st;
+    mml__ckpt *c = mml__ckpt_new(path);
+    if (!c) {
+        mml__buf_free(&b);
+        return MML_ERR_NOMEM;
+    }
+    c->img = (unsigned char *)b.p; /* mml__ckpt_close frees it */
+    c->len = b.n;
+    st = mml__ckpt_parse(c, c->img, c->len);
+    if (st) {
+        mml__ckpt_close(c);
+        return st;
+    }
+    *out = c;
+    return MML_OK;
+}
+
+/* ---- container: lookup ---- */
+
+static const mml__ckpt_sec *mml__ckpt_find(const mml__ckpt *c, const char tag[4]) {
+    for (uint32_t i = 0; i < c->nsec; i++)
+        if (memcmp(c->sec[i].tag, tag, 4) == 0) return &c->sec[i];
+    return NULL;
+}
+
+static const mml__ckpt_tinfo *mml__ckpt_find_tensor(const mml__ckpt_sec *s, const char *name) {
+    mml__ckpt_tinfo key;
+    if (s->kind != MML__CKPT_TENSORS || s->ntensors <= 0) return NULL;
+    key.name = name;
+    return (const mml__ckpt_tinfo *)bsearch(&key, s->t, (size_t)s->ntensors, sizeof key, mml__ckpt_tcmp);
+}
+
+/* A byte section's payload; MML_ERR_FORMAT if it is missing or holds tensors. */
+static mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
+                                        uint64_t *n) {
+    char t[256];
+    if (!c || !tag || !p || !n) return mml__fail(MML_ERR_ARG, "checkpoint bytes: NULL argument");
+    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
+    mml__ckpt_san(t, tag, 4);
+    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
+    if (s->kind != MML__CKPT_BYTES)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds tensors, not bytes", c->label, t);
+    *p = c->img + s->off;
+    *n = s->len;
+    return MML_OK;
+}
+
+static int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
+    const mml__ckpt_sec *s = (c && tag && name) ? mml__ckpt_find(c, tag) : NULL;
+    return s && mml__ckpt_find_tensor(s, name) != NULL;
+}
+
+/* Copies tensor name of section tag into dst (prod(shape) floats) after
+ * checking that the stored ndim and shape equal the expected ones. */
+static mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
+                                              int32_t ndim, const int64_t *shape, float *dst) {
+    char t[256], nm[256], want[128], got[128];
+    if (!c || !tag || !name || !shape || ndim < 1 || ndim > 4)
+        return mml__fail(MML_ERR_ARG, "checkpoint tensor read: bad argument");
+    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
+    mml__ckpt_san(t, tag, 4);
+    mml__ckpt_san(nm, name, strlen(name));
+    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
+    if (s->kind != MML__CKPT_TENSORS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds bytes, not tensors", c->label, t);
+    const mml__ckpt_tinfo *ti = mml__ckpt_find_tensor(s, name);
+    if (!ti) return mml__fail(MML_ERR_FORMAT, "%s: section %s: no tensor named '%s'", c->label, t, nm);
+    int same = ti->ndim == ndim;
+    for (int32_t k = 0; same && k < ndim; k++) same = ti->shape[k] == shape[k];
+    if (!same)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s' has shape %s in the file, expected %s",
+                         c->label, t, nm, mml__ckpt_fmt_shape(got, ti->ndim, ti->shape),
+                         mml__ckpt_fmt_shape(want, ndim, shape));
+    if (ti->nelem && !dst) return mml__fail(MML_ERR_ARG, "checkpoint tensor read: dst is NULL");
+    if (ti->nelem) memcpy(dst, c->img + ti->data_off, (size_t)(4 * ti->nelem));
+    return MML_OK;
+}
+
+/* Iteration, for tools and the fuzzer. */
+static int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
+
+/* Section i's tag (4 bytes, no NUL) and
+ * its tensor count (-1 for a byte section); NULL if i is out of range. */
+static const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
+    if (!c || i < 0 || (uint32_t)i >= c->nsec) return NULL;
+    if (ntensors) *ntensors = c->sec[i].ntensors;
+    return c->sec[i].tag;
+}
+
+/* Tensor i (in name order) of section tag: its name, ndim and shape; NULL if
+ * there is no such tensor. */
+static const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
+                                             int32_t *ndim, int64_t shape[4]) {
+    const mml__ckpt_sec *s = (c && tag) ? mml__ckpt_find(c, tag) : NULL;
+    if (!s || i < 0 || i >= s->ntensors) return NULL;
+    if (ndim) *ndim = s->t[i].ndim;
+    if (shape) memcpy(shape, s->t[i].shape, sizeof s->t[i].shape);
+    return s->t[i].name;
+}
+
+/* ---- model checkpoints ---- */
 
 /* A model checkpoint is the container of docs/FORMAT.md with sections:
  *   CONF  the model config as "key=value" lines
