@@ -941,13 +941,17 @@ static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__re
 
 // >>rng --------------------------------------------------------------------
 
-/* splitmix64: seeds and shuffles (all host-side, ISA independent). */
-static uint64_t mml__rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+/* splitmix64's finalizer, the library's one 64-bit mixer (a bijection that
+ * spreads every input bit over the output): random streams, the processes'
+ * check words, the recipes' id maps. */
+static uint64_t mml__mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+/* splitmix64: seeds and shuffles (all host-side, ISA independent). */
+static uint64_t mml__rng_next(uint64_t *s) { return mml__mix64(*s += 0x9E3779B97F4A7C15ull); }
 static double mml__rng_uniform(uint64_t *s) { return (double)(mml__rng_next(s) >> 11) * 0x1.0p-53; }
 static uint64_t mml__rng_below(uint64_t *s, uint64_t n) { return n ? mml__rng_next(s) % n : 0; }
 static float mml__rng_normal(uint64_t *s) {
@@ -3403,14 +3407,33 @@ static void mml__init_glorot(float *w, int64_t n, int64_t fan_in, int64_t fan_ou
     for (int64_t i = 0; i < n; i++) w[i] = (float)((2.0 * mml__rng_uniform(rng) - 1.0) * lim);
 }
 
-/* Carves a pass's buffers from one block; a first pass with base == NULL only
- * sizes it. */
+/* Work buffers carved from one block (one allocation, one check, one free):
+ * a first run with base == NULL only sizes it. n floats, 64-byte aligned;
+ * other types take the room of as many floats. */
 struct mml__carve { float *base; int64_t used; };
 
 static float *mml__take(mml__carve *c, int64_t n) {
     float *p = c->base ? c->base + c->used : NULL;
     c->used += (n + 15) & ~(int64_t)15;
     return p;
+}
+
+typedef void (*mml__carve_fn)(void *ctx, mml__carve *c);
+
+/* The buffers fn carves, in one zeroed block *block (free it with
+ * mml__free): fn runs once to size it, once to hand the buffers out. */
+static mml_status mml__carve_block(mml__carve_fn fn, void *ctx, const char *what, float **block) {
+    mml__carve c = {NULL, 0};
+    uint64_t bytes;
+    fn(ctx, &c);
+    if (!mml__mul_ok((uint64_t)c.used, sizeof(float), (uint64_t)1 << 40, &bytes))
+        return mml__fail(MML_ERR_ARG, "%s: size overflows", what);
+    if (!(c.base = (float *)mml__alloc((size_t)bytes)))
+        return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %llu bytes", what, (unsigned long long)bytes);
+    c.used = 0;
+    fn(ctx, &c);
+    *block = c.base;
+    return MML_OK;
 }
 
 // >>kinds ------------------------------------------------------------------
@@ -4061,20 +4084,19 @@ static void mml__pass_free(mml__pass *ps) {
     ps->block = NULL;
 }
 
+typedef struct mml__pass_spec { const mml_model_t *m; mml__pass *ps; int what; } mml__pass_spec;
+static void mml__carve_pass_cb(void *ctx, mml__carve *c) {
+    const mml__pass_spec *sp = (const mml__pass_spec *)ctx;
+    mml__carve_pass(sp->m, sp->ps, c, sp->what);
+}
+
 static mml_status mml__pass_init(const mml_model_t *m, mml__pass *ps, int what) {
+    mml__pass_spec sp = {m, ps, what};
+    float *blk = NULL;
     memset(ps, 0, sizeof *ps);
-    mml__carve c = {NULL, 0};
-    mml__carve_pass(m, ps, &c, what);
-    uint64_t bytes;
-    if (!mml__mul_ok((uint64_t)c.used, sizeof(float), (uint64_t)1 << 40, &bytes))
-        return mml__fail(MML_ERR_ARG, "config: activation size overflows");
-    float *blk = (float *)mml__alloc((size_t)bytes);
-    if (!blk) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of activations", (unsigned long long)bytes);
-    c.base = blk;
-    c.used = 0;
-    mml__carve_pass(m, ps, &c, what);
+    mml_status st = mml__carve_block(mml__carve_pass_cb, &sp, "activations", &blk);
     ps->block = blk;
-    return MML_OK;
+    return st;
 }
 
 static void mml__grads_free(const mml_model_t *m, mml__grads *g) {
@@ -5602,9 +5624,7 @@ static void mml__parallel_predict(mml_model_t *m, mml__pass *ps) {
  * all of them take the same decision (the sums are exact in floats). */
 #define MML__DIST_WORDS 16
 static void mml__dist_words(uint64_t h, float *w) {
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 32;
+    h = mml__mix64(h);
     for (int j = 0; j < 8; j++) {
         w[j] = (float)((h >> (4 * j)) & 15);
         w[8 + j] = w[j] * w[j];
@@ -6105,11 +6125,26 @@ typedef struct mml__fit {
     const mml_data_t *d;
     const mml_fit_opts_t *o;
     uint64_t rng;
-    int64_t *perm;
-    int32_t *bu, *bp, *bd;
+    int64_t *perm;           /* a domain's training rows, shuffled */
+    int32_t *bu, *bp, *bd;   /* the batch */
     float *bl;
-    int32_t *dorder;
+    int32_t *dorder;         /* the domains' order in an epoch */
+    float *block;            /* all of the above */
 } mml__fit;
+
+static void mml__fit_carve(void *ctx, mml__carve *c) {
+    mml__fit *f = (mml__fit *)ctx;
+    const mml_split_t *tr = &f->d->split[MML_TRAIN];
+    int64_t b = f->o->batch, maxdom = 0;
+    for (int k = 0; k < f->d->n_domains; k++)
+        if (tr->dom_start[k + 1] - tr->dom_start[k] > maxdom) maxdom = tr->dom_start[k + 1] - tr->dom_start[k];
+    f->perm = (int64_t *)(void *)mml__take(c, 2 * (maxdom + 1));
+    f->bu = (int32_t *)(void *)mml__take(c, b);
+    f->bp = (int32_t *)(void *)mml__take(c, b);
+    f->bd = (int32_t *)(void *)mml__take(c, b);
+    f->bl = mml__take(c, b);
+    f->dorder = (int32_t *)(void *)mml__take(c, f->d->n_domains);
+}
 
 static void mml__emit(const mml__fit *f, mml_progress_t *p) {
     if (f->o->progress) f->o->progress(p, f->o->user);
@@ -6387,6 +6422,32 @@ mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
     return s;
 }
 
+/* The stages from the one the fit stands in to the end; *test after each
+ * phase (the experts' stages end none). */
+static mml_status mml__run_stages(mml__fit *f, mml_metrics_t *test) {
+    mml_model_t *m = f->m;
+    const mml_split_t *tr = &f->d->split[MML_TRAIN];
+    mml_status st = MML_OK;
+    for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
+        const char *name;
+        mml_phase ph;
+        int expert;
+        mml__stage_info(m, s, &name, &ph, &expert);
+        int dom = expert >= 0 ? expert % f->d->n_domains : 0;
+        int skip = expert >= 0 && tr->dom_start[dom + 1] == tr->dom_start[dom];
+        if (!skip) st = mml__run_stage(f, s); /* an expert without data stays zero */
+        if (st) break;
+        m->fit.stage = s + 1;
+        m->fit.epoch = 0;
+        if (ph != MML_PHASE_EXPERT) st = mml__phase_end(f, name, test);
+    }
+    if (!st) {
+        m->fit.active = 0;
+        m->fit.done = 1;
+    }
+    return st;
+}
+
 mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
     mml_status st = mml__check_data(m, d);
     if (st) return st;
@@ -6404,40 +6465,11 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
-    int64_t maxdom = 0;
-    const mml_split_t *tr = &d->split[MML_TRAIN];
-    for (int k = 0; k < d->n_domains; k++)
-        if (tr->dom_start[k + 1] - tr->dom_start[k] > maxdom) maxdom = tr->dom_start[k + 1] - tr->dom_start[k];
-    f.perm = (int64_t *)mml__alloc((size_t)(maxdom + 1) * sizeof(int64_t));
-    f.bu = (int32_t *)mml__alloc((size_t)o->batch * 4);
-    f.bp = (int32_t *)mml__alloc((size_t)o->batch * 4);
-    f.bd = (int32_t *)mml__alloc((size_t)o->batch * 4);
-    f.bl = (float *)mml__alloc((size_t)o->batch * 4);
-    f.dorder = (int32_t *)mml__alloc((size_t)d->n_domains * 4);
-    if (!f.perm || !f.bu || !f.bp || !f.bd || !f.bl || !f.dorder) {
-        st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
-        goto done;
-    }
+    if ((st = mml__carve_block(mml__fit_carve, &f, "fit", &f.block)) != MML_OK) return st;
     mml__fit_begin(m, d, data_hash, o);
     f.rng = m->fit.rng;
-    for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
-        const char *name;
-        mml_phase ph;
-        int expert;
-        mml__stage_info(m, s, &name, &ph, &expert);
-        int skip = expert >= 0 && tr->dom_start[expert % d->n_domains + 1] == tr->dom_start[expert % d->n_domains];
-        if (!skip) st = mml__run_stage(&f, s); /* an expert without data stays zero */
-        if (st) break;
-        m->fit.stage = s + 1;
-        m->fit.epoch = 0;
-        if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
-    }
-    if (!st) {
-        m->fit.active = 0;
-        m->fit.done = 1;
-    }
-done:
-    mml__free(f.perm); mml__free(f.bu); mml__free(f.bp); mml__free(f.bd); mml__free(f.bl); mml__free(f.dorder);
+    st = mml__run_stages(&f, test);
+    mml__free(f.block);
     return st;
 }
 
@@ -6459,6 +6491,116 @@ void mml_synth_default(mml_synth_config_t *c) {
 
 #define MML__SYN_H 8
 
+/* The generator's work: the hidden world, then the samples before the split. */
+typedef struct mml__syn {
+    const mml_synth_config_t *c;
+    uint64_t rng;
+    float *U, *V;            /* user and item factors [n_users, H], [n_items, H] */
+    float *Q, *dq;           /* per domain: an affinity map [H, H] and an item taste [H] */
+    double *pop;             /* the items' cumulative Zipf popularity */
+    int32_t *udom;           /* each user's domain */
+    int32_t *uid, *pid, *dom;
+    float *lab, *lg;         /* each sample's label and logit */
+} mml__syn;
+
+static void mml__syn_carve(void *ctx, mml__carve *c) {
+    mml__syn *w = (mml__syn *)ctx;
+    int64_t H = MML__SYN_H, nd = w->c->n_domains, nu = w->c->n_users, ni = w->c->n_items, n = w->c->n_samples;
+    w->U = mml__take(c, nu * H);
+    w->V = mml__take(c, ni * H);
+    w->Q = mml__take(c, nd * H * H);
+    w->dq = mml__take(c, nd * H);
+    w->pop = (double *)(void *)mml__take(c, 2 * ni);
+    w->udom = (int32_t *)(void *)mml__take(c, nu);
+    w->uid = (int32_t *)(void *)mml__take(c, n);
+    w->pid = (int32_t *)(void *)mml__take(c, n);
+    w->dom = (int32_t *)(void *)mml__take(c, n);
+    w->lab = mml__take(c, n);
+    w->lg = mml__take(c, n);
+}
+
+/* Factors from N(0, 1) (the maps scaled by 1/sqrt(H)); users to domains with
+ * sizes ~ (d+1)^-skew, user d < n_domains in domain d so that none is
+ * empty; Zipf item popularity, cumulative for sampling. */
+static void mml__syn_world(mml__syn *w) {
+    const mml_synth_config_t *c = w->c;
+    const int H = MML__SYN_H;
+    const float sc = 1.0f / sqrtf((float)H);
+    int nd = c->n_domains, nu = c->n_users, ni = c->n_items;
+    for (int64_t i = 0; i < (int64_t)nu * H; i++) w->U[i] = mml__rng_normal(&w->rng);
+    for (int64_t i = 0; i < (int64_t)ni * H; i++) w->V[i] = mml__rng_normal(&w->rng);
+    for (int64_t i = 0; i < (int64_t)nd * H * H; i++) w->Q[i] = mml__rng_normal(&w->rng) * sc;
+    for (int64_t i = 0; i < (int64_t)nd * H; i++) w->dq[i] = mml__rng_normal(&w->rng);
+    double wsum = 0.0;
+    for (int d = 0; d < nd; d++) wsum += pow(d + 1.0, -c->domain_skew);
+    for (int u = 0; u < nu; u++) {
+        if (u < nd) { w->udom[u] = u; continue; }
+        double x = mml__rng_uniform(&w->rng) * wsum, acc = 0.0;
+        int d = 0;
+        for (; d < nd - 1; d++) { acc += pow(d + 1.0, -c->domain_skew); if (x < acc) break; }
+        w->udom[u] = d;
+    }
+    double ps = 0.0;
+    for (int i = 0; i < ni; i++) { ps += pow(i + 1.0, -c->item_zipf); w->pop[i] = ps; }
+}
+
+/* Each sample: a uniform user, an item drawn by popularity, and the logit:
+ * the shared user-item affinity + the domain's own affinity and item taste
+ * + noise. */
+static void mml__syn_samples(mml__syn *w) {
+    const mml_synth_config_t *c = w->c;
+    const int H = MML__SYN_H;
+    int nu = c->n_users, ni = c->n_items;
+    double ps = w->pop[ni - 1];
+    for (int64_t s = 0; s < c->n_samples; s++) {
+        int u = (int)mml__rng_below(&w->rng, (uint64_t)nu);
+        double x = mml__rng_uniform(&w->rng) * ps;
+        int lo = 0, hi = ni - 1;
+        while (lo < hi) { int mid = (lo + hi) / 2; if (w->pop[mid] < x) lo = mid + 1; else hi = mid; }
+        int it = (int)(((int64_t)lo * 7919) % ni); /* popularity unrelated to item id */
+        int d = w->udom[u];
+        const float *uu = w->U + (int64_t)u * H, *vv = w->V + (int64_t)it * H, *q = w->Q + (int64_t)d * H * H;
+        double shared = 0.0, spec = 0.0, pref = 0.0;
+        for (int a = 0; a < H; a++) {
+            shared += uu[a] * vv[a];
+            double qv = 0.0;
+            for (int b2 = 0; b2 < H; b2++) qv += q[a * H + b2] * vv[b2];
+            spec += uu[a] * qv;
+            pref += w->dq[(int64_t)d * H + a] * vv[a];
+        }
+        double z = shared / sqrt((double)H) + c->domain_signal * (0.5 * spec / sqrt((double)H) + pref / sqrt((double)H)) +
+                   c->noise * mml__rng_normal(&w->rng);
+        w->uid[s] = u; w->pid[s] = it; w->dom[s] = d; w->lg[s] = (float)z;
+    }
+}
+
+/* The intercept that brings the mean click rate to c->ctr (bisection over
+ * every 7th sample), then each label drawn from its probability. */
+static void mml__syn_labels(mml__syn *w) {
+    const mml_synth_config_t *c = w->c;
+    int64_t n = c->n_samples;
+    double lo = -20, hi = 20;
+    for (int itn = 0; itn < 50; itn++) {
+        double mid = 0.5 * (lo + hi), sum = 0.0;
+        for (int64_t s = 0; s < n; s += 7) sum += 1.0 / (1.0 + exp(-(w->lg[s] + mid)));
+        double mean = sum / (double)((n + 6) / 7);
+        if (mean < c->ctr) lo = mid; else hi = mid;
+    }
+    double b0 = 0.5 * (lo + hi);
+    for (int64_t s = 0; s < n; s++)
+        w->lab[s] = mml__rng_uniform(&w->rng) < 1.0 / (1.0 + exp(-(w->lg[s] + b0))) ? 1.0f : 0.0f;
+}
+
+/* "syn<d>"; names are optional, so without memory they stay NULL. */
+static void mml__syn_names(mml_data_t *out) {
+    int nd = out->n_domains;
+    out->domain_names = (char **)mml__alloc((size_t)nd * sizeof(char *));
+    for (int d = 0; out->domain_names && d < nd; d++) {
+        out->domain_names[d] = (char *)mml__alloc(16);
+        if (out->domain_names[d]) snprintf(out->domain_names[d], 16, "syn%d", d);
+    }
+}
+
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
     if (c->n_domains > MML_MAX_DOMAINS)
@@ -6468,84 +6610,19 @@ mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
         !(c->ctr > 0.0f && c->ctr < 1.0f))
         return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",
                          c->n_domains, c->n_users, c->n_items, (long long)c->n_samples, (double)c->ctr);
-    const int H = MML__SYN_H;
-    int nd = c->n_domains, nu = c->n_users, ni = c->n_items;
-    int64_t n = c->n_samples;
-    uint64_t rng = c->seed;
-    float *U = (float *)mml__alloc((size_t)nu * H * 4), *V = (float *)mml__alloc((size_t)ni * H * 4);
-    float *Q = (float *)mml__alloc((size_t)nd * H * H * 4), *dq = (float *)mml__alloc((size_t)nd * H * 4);
-    double *pop = (double *)mml__alloc((size_t)ni * 8);
-    int32_t *udom = (int32_t *)mml__alloc((size_t)nu * 4);
-    int32_t *uid = (int32_t *)mml__alloc((size_t)n * 4), *pid = (int32_t *)mml__alloc((size_t)n * 4);
-    int32_t *dom = (int32_t *)mml__alloc((size_t)n * 4);
-    float *lab = (float *)mml__alloc((size_t)n * 4), *lg = (float *)mml__alloc((size_t)n * 4);
-    mml_status st = MML_OK;
-    if (!U || !V || !Q || !dq || !pop || !udom || !uid || !pid || !dom || !lab || !lg) {
-        st = mml__fail(MML_ERR_NOMEM, "synthetic: out of memory");
-        goto done;
-    }
-    {
-        const float sc = 1.0f / sqrtf((float)H);
-        for (int64_t i = 0; i < (int64_t)nu * H; i++) U[i] = mml__rng_normal(&rng);
-        for (int64_t i = 0; i < (int64_t)ni * H; i++) V[i] = mml__rng_normal(&rng);
-        for (int64_t i = 0; i < (int64_t)nd * H * H; i++) Q[i] = mml__rng_normal(&rng) * sc;
-        for (int64_t i = 0; i < (int64_t)nd * H; i++) dq[i] = mml__rng_normal(&rng);
-        /* users to domains with sizes ~ (d+1)^-skew */
-        double wsum = 0.0;
-        for (int d = 0; d < nd; d++) wsum += pow(d + 1.0, -c->domain_skew);
-        for (int u = 0; u < nu; u++) {
-            if (u < nd) { udom[u] = u; continue; } /* every domain has a user */
-            double x = mml__rng_uniform(&rng) * wsum, acc = 0.0;
-            int d = 0;
-            for (; d < nd - 1; d++) { acc += pow(d + 1.0, -c->domain_skew); if (x < acc) break; }
-            udom[u] = d;
-        }
-        /* Zipf item popularity, cumulative for sampling */
-        double ps = 0.0;
-        for (int i = 0; i < ni; i++) { ps += pow(i + 1.0, -c->item_zipf); pop[i] = ps; }
-        for (int64_t s = 0; s < n; s++) {
-            int u = (int)mml__rng_below(&rng, (uint64_t)nu);
-            double x = mml__rng_uniform(&rng) * ps;
-            int lo = 0, hi = ni - 1;
-            while (lo < hi) { int mid = (lo + hi) / 2; if (pop[mid] < x) lo = mid + 1; else hi = mid; }
-            int it = (int)(((int64_t)lo * 7919) % ni); /* popularity unrelated to item id */
-            int d = udom[u];
-            const float *uu = U + (int64_t)u * H, *vv = V + (int64_t)it * H, *q = Q + (int64_t)d * H * H;
-            double shared = 0.0, spec = 0.0, pref = 0.0;
-            for (int a = 0; a < H; a++) {
-                shared += uu[a] * vv[a];
-                double qv = 0.0;
-                for (int b2 = 0; b2 < H; b2++) qv += q[a * H + b2] * vv[b2];
-                spec += uu[a] * qv;
-                pref += dq[(int64_t)d * H + a] * vv[a];
-            }
-            /* shared affinity + domain-specific affinity and item taste of the domain */
-            double z = shared / sqrt((double)H) + c->domain_signal * (0.5 * spec / sqrt((double)H) + pref / sqrt((double)H)) +
-                       c->noise * mml__rng_normal(&rng);
-            uid[s] = u; pid[s] = it; dom[s] = d; lg[s] = (float)z;
-        }
-        /* calibrate the intercept to the target CTR, then draw labels */
-        double lo = -20, hi = 20;
-        for (int itn = 0; itn < 50; itn++) {
-            double mid = 0.5 * (lo + hi), sum = 0.0;
-            for (int64_t s = 0; s < n; s += 7) sum += 1.0 / (1.0 + exp(-(lg[s] + mid)));
-            double mean = sum / (double)((n + 6) / 7);
-            if (mean < c->ctr) lo = mid; else hi = mid;
-        }
-        double b0 = 0.5 * (lo + hi);
-        for (int64_t s = 0; s < n; s++) lab[s] = mml__rng_uniform(&rng) < 1.0 / (1.0 + exp(-(lg[s] + b0))) ? 1.0f : 0.0f;
-        st = mml_data_split(n, uid, pid, dom, lab, nu, ni, nd, c->seed + 1, out);
-        if (!st && !out->domain_names) {
-            out->domain_names = (char **)mml__alloc((size_t)nd * sizeof(char *));
-            for (int d = 0; out->domain_names && d < nd; d++) {
-                out->domain_names[d] = (char *)mml__alloc(16);
-                if (out->domain_names[d]) snprintf(out->domain_names[d], 16, "syn%d", d);
-            }
-        }
-    }
-done:
-    mml__free(U); mml__free(V); mml__free(Q); mml__free(dq); mml__free(pop); mml__free(udom);
-    mml__free(uid); mml__free(pid); mml__free(dom); mml__free(lab); mml__free(lg);
+    mml__syn w;
+    float *block = NULL;
+    memset(&w, 0, sizeof w);
+    w.c = c;
+    w.rng = c->seed;
+    mml_status st = mml__carve_block(mml__syn_carve, &w, "synthetic", &block);
+    if (st) return st;
+    mml__syn_world(&w);
+    mml__syn_samples(&w);
+    mml__syn_labels(&w);
+    st = mml_data_split(c->n_samples, w.uid, w.pid, w.dom, w.lab, c->n_users, c->n_items, c->n_domains, c->seed + 1, out);
+    if (!st && !out->domain_names) mml__syn_names(out);
+    mml__free(block);
     return st;
 }
 // >>checkpoints ------------------------------------------------------------
