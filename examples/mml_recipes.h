@@ -10,8 +10,8 @@
  *     #include "mml_recipes.h"        // from tests/: "../examples/mml_recipes.h"
  *
  * The recipes use the implementation's internal helpers (mml__fail,
- * mml__read_file, mml__lines, mml__fields, the atomic writer, the free-space
- * check, mml_data_split), so every function here is static: one file per
+ * mml__read_file, mml__lines, mml__fields, mml__mix64, the atomic writer,
+ * the free-space check, mml_data_split), so every function here is static: one file per
  * program includes this header. Errors as in the library: an mml_status and
  * the reason in mml_last_error(), naming file:line for malformed input;
  * nothing is printed, nothing exits.
@@ -161,6 +161,8 @@ static const char *mmlr__parse_f32(const char *p, const char *e, float *out) {
 }
 
 /* ---- hash map from raw ids (>= 0) to int64 values ---- */
+/* Open addressing on mml__mix64 of the key; what a lookup finds does not
+ * depend on the mixer, only how far it probes. */
 
 typedef struct mmlr__slot {
     int64_t key; /* -1 = empty */
@@ -172,15 +174,6 @@ typedef struct mmlr__imap {
     mmlr__slot *s;
     uint64_t cap, n;
 } mmlr__imap;
-
-static uint64_t mmlr__mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 static void mmlr__imap_free(mmlr__imap *m) {
     mml__free(m->s);
@@ -199,7 +192,7 @@ static mml_status mmlr__imap_init(mmlr__imap *m, uint64_t expect) {
 }
 
 static int64_t mmlr__imap_get(const mmlr__imap *m, int64_t key) {
-    uint64_t i = mmlr__mix64((uint64_t)key) & (m->cap - 1);
+    uint64_t i = mml__mix64((uint64_t)key) & (m->cap - 1);
     for (;;) {
         if (m->s[i].key == key) return m->s[i].val;
         if (m->s[i].key < 0) return -1;
@@ -217,7 +210,7 @@ static mml_status mmlr__imap_put(mmlr__imap *m, int64_t key, int64_t val, int64_
         if (st) return st;
         for (j = 0; j < m->cap; j++) {
             if (m->s[j].key < 0) continue;
-            i = mmlr__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
+            i = mml__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
             while (big.s[i].key >= 0) i = (i + 1) & (big.cap - 1);
             big.s[i] = m->s[j];
         }
@@ -225,7 +218,7 @@ static mml_status mmlr__imap_put(mmlr__imap *m, int64_t key, int64_t val, int64_
         mmlr__imap_free(m);
         *m = big;
     }
-    i = mmlr__mix64((uint64_t)key) & (m->cap - 1);
+    i = mml__mix64((uint64_t)key) & (m->cap - 1);
     while (m->s[i].key >= 0) {
         if (m->s[i].key == key) {
             *old = m->s[i].val;
