@@ -109,7 +109,8 @@
  *            tensor table, a table of model kinds, passes for workers and
  *            sessions; the config described once (MML_CONFIG_FIELDS,
  *            mml_config_set/get); one GEMM driver for every ISA; mml_crc32c;
- *            the dropout/scale/vexp/vlog kernels removed (no caller); dataset
+ *            the data cache checked with it too (cache version 3); the
+ *            dropout/scale/vexp/vlog kernels removed (no caller); dataset
  *            recipes moved to examples/mml_recipes.h; the data cache knows its
  *            sources; prepared sets swap in whole; --resume checks its run and
  *            data; one-class validation falls back to log loss; metrics over
