@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.3.0. License: MIT (see LICENSE).
+ * Version 0.4.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -89,16 +89,39 @@
  * update; each phase keeps its own best validation score and checkpoint;
  * domain ids are dense; AUC is exact (rank statistic with tied ranks averaged).
  *
- * CHAPTERS (grep the banners "// >>name")
- *     declarations: >>errors >>data >>model >>metrics >>schedules >>checkpoints
- *                   >>synthetic >>io
- *     implementation: >>errors >>memory >>io >>rng >>layers (CTR model parts)
- *                   >>data >>checkpoints (container) >>model >>forward
- *                   (forward/backward) >>optimizer >>threads >>distributed
- *                   >>sessions >>folding
- *                   >>metrics >>schedules >>synthetic >>checkpoints (models)
+ * CHAPTERS (grep the banners "// >>name"), in this order in both halves;
+ * the declarations have those marked *, the rest is implementation only:
+ *     >>errors*      status codes, mml_last_error, mml__fail
+ *     >>memory       64-byte aligned allocation
+ *     >>io*          atomic writes, the one whole-file reader, dirname
+ *     >>rng          splitmix64 seeds and shuffles
+ *     >>layers       the CTR models' interaction layers, forward/backward
+ *     >>data*        prepared sets: key=value and CSV readers, split, cache
+ *     >>model*       the config, a model's parts, creation
+ *     >>kinds        the model-kind table mml__kinds
+ *     >>forward      a batch's forward and backward passes
+ *     >>optimizer    Adam (dense with deferred rows, lazy), replays
+ *     >>steps        mml_train_step, mml_predict
+ *     >>threads      the worker pool of a step
+ *     >>distributed  data-parallel processes
+ *     >>sessions     concurrent serving
+ *     >>folding      adapters folded into per-domain dense layers
+ *     >>metrics*     AUC, log loss, mml_evaluate
+ *     >>schedules*   mml_fit: phases, early stopping, resuming
+ *     >>synthetic*   mml_data_synthetic
+ *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
+ *     0.4.0  the model as parts with one job each (docs/ARCHITECTURE.md): the
+ *            tensor table, a table of model kinds, passes for workers and
+ *            sessions; the config described once (MML_CONFIG_FIELDS,
+ *            mml_config_set/get); one GEMM driver for every ISA; mml_crc32c;
+ *            the data cache checked with it too (cache version 3); the
+ *            dropout/scale/vexp/vlog kernels removed (no caller); dataset
+ *            recipes moved to examples/mml_recipes.h; the data cache knows its
+ *            sources; prepared sets swap in whole; --resume checks its run and
+ *            data; one-class validation falls back to log loss; metrics over
+ *            every domain; moemlora-serve answers one request at a time.
  *     0.3.0  data-parallel training over processes (mml_model_set_distributed,
  *            moemlora-train-mpi); worker threads: embedding rows scattered by
  *            owner in batch order (the same sums as one thread), replays in
@@ -204,6 +227,18 @@ MOEMLORA_API mml_status mml_schema_check(const mml_schema_t *s);
 /* Index of the field named name, or -1. */
 MOEMLORA_API int32_t mml_schema_find(const mml_schema_t *s, const char *name);
 
+/* // >>io ------------------------------------------------------------------ */
+
+/* Every file the library writes goes through an atomic writer: a temporary file
+ * in the same directory, fsync, rename over the target, fsync of the directory.
+ * The write hook (tests use it to simulate a full disk) replaces write(2): it
+ * gets the bytes and `file`, a pointer to the int file descriptor, and returns
+ * the number of bytes written; fewer than asked is an error. */
+typedef size_t (*mml_write_hook)(const void *buf, size_t size, void *file, void *user);
+MOEMLORA_API void mml_set_write_hook(mml_write_hook hook, void *user);
+/* Writes a whole buffer to path atomically (temp file, fsync, rename). */
+MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size_t n);
+
 /* // >>data ---------------------------------------------------------------- */
 
 enum { MML_TRAIN = 0, MML_VAL = 1, MML_TEST = 2 };
@@ -232,7 +267,8 @@ typedef struct mml_data_t {
  * else the CSV layout DIR/meta.txt + DIR/domain_<k>/{train,val,test}.csv.
  * The cache records the size and mtime of each file it was built from; if
  * any differs or is gone, or the cache is of an older version, the CSVs are
- * loaded (reporting their own errors) and the cache is rewritten from them. */
+ * loaded (reporting their own errors) and the cache is rewritten from them;
+ * an older cache with no CSV layout beside it is refused (MML_ERR_FORMAT). */
 MOEMLORA_API mml_status mml_data_load(const char *dir, mml_data_t *out);
 /* Frees what d holds (with a schema: the schema and every split's columns). */
 MOEMLORA_API void mml_data_free(mml_data_t *d);
@@ -278,7 +314,7 @@ MOEMLORA_API mml_status mml_data_save_prepared(const mml_data_t *d, const char *
  * the paper repo's layout: consecutive domain_0, domain_1, ... folders, vocab
  * sizes inferred as max id + 1. */
 MOEMLORA_API mml_status mml_data_load_csv(const char *dir, mml_data_t *out);
-/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32.
+/* Binary cache: magic, version, byte-order marker, sizes, arrays, CRC32C.
  * Written alone it records no source files: mml_data_load then trusts it
  * only in a folder without a CSV layout (else the CSVs win and the cache is
  * rebuilt). mml_data_load_cache reads one without looking at its folder. */
@@ -554,23 +590,6 @@ typedef enum mml_fit_state {
  * patience and seed (each 0 for an older checkpoint, which lacks them). */
 MOEMLORA_API mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts);
 
-/* // >>checkpoints --------------------------------------------------------- */
-
-/* Saves everything needed to resume training (parameters, Adam moments, the
- * early-stopping snapshot, progress) atomically: a crash never loses the
- * previous file at path. Format: docs/FORMAT.md: version 1 for the paper's
- * layout, version 2 (with a section holding the schema) for a model made
- * with cfg.schema. */
-MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
-/* Saves an inference-only file (config and parameters). */
-MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
-/* Loads either kind, of either format version; every field is validated
- * before use (clear errors for foreign, truncated, corrupt or inconsistent
- * files). A model saved with a schema comes back with it:
- * mml_model_config(m)->schema (the model's copy; for the paper's layout, its
- * three fields user, item, domain). */
-MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
-
 /* // >>synthetic ----------------------------------------------------------- */
 
 typedef struct mml_synth_config_t {
@@ -601,17 +620,22 @@ MOEMLORA_API void mml_synth_default(mml_synth_config_t *c);
  * interactions reweighted per domain). Split as mml_data_split does. */
 MOEMLORA_API mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out);
 
-/* // >>io ------------------------------------------------------------------ */
+/* // >>checkpoints --------------------------------------------------------- */
 
-/* Every file the library writes goes through an atomic writer: a temporary file
- * in the same directory, fsync, rename over the target, fsync of the directory.
- * The write hook (tests use it to simulate a full disk) replaces write(2): it
- * gets the bytes and `file`, a pointer to the int file descriptor, and returns
- * the number of bytes written; fewer than asked is an error. */
-typedef size_t (*mml_write_hook)(const void *buf, size_t size, void *file, void *user);
-MOEMLORA_API void mml_set_write_hook(mml_write_hook hook, void *user);
-/* Writes a whole buffer to path atomically (temp file, fsync, rename). */
-MOEMLORA_API mml_status mml_write_atomic(const char *path, const void *buf, size_t n);
+/* Saves everything needed to resume training (parameters, Adam moments, the
+ * early-stopping snapshot, progress) atomically: a crash never loses the
+ * previous file at path. Format: docs/FORMAT.md: version 1 for the paper's
+ * layout, version 2 (with a section holding the schema) for a model made
+ * with cfg.schema. */
+MOEMLORA_API mml_status mml_model_save(const mml_model_t *m, const char *path);
+/* Saves an inference-only file (config and parameters). */
+MOEMLORA_API mml_status mml_model_export(const mml_model_t *m, const char *path);
+/* Loads either kind, of either format version; every field is validated
+ * before use (clear errors for foreign, truncated, corrupt or inconsistent
+ * files). A model saved with a schema comes back with it:
+ * mml_model_config(m)->schema (the model's copy; for the paper's layout, its
+ * three fields user, item, domain). */
+MOEMLORA_API mml_status mml_model_load(const char *path, mml_model_t **out);
 
 #ifdef __cplusplus
 }
@@ -757,6 +781,8 @@ static int mml__mul_ok(uint64_t a, uint64_t b, uint64_t limit, uint64_t *out) {
 
 // >>io ---------------------------------------------------------------------
 
+#define MML__PATH_MAX 1024 /* the longest path a file of the library may have */
+
 static mml_write_hook mml__whook;
 static void *mml__whook_user;
 
@@ -769,8 +795,8 @@ typedef struct mml__afile {
     int fd;
     int failed;
     size_t used;
-    char path[1024];
-    char tmp[1100];
+    char path[MML__PATH_MAX];
+    char tmp[MML__PATH_MAX + 76];
     unsigned char buf[1 << 16];
 } mml__afile;
 
@@ -785,18 +811,29 @@ static int mml__tmp_of_gone(const char *s) {
     return pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
+/* The folder of path into dir (MML__PATH_MAX bytes): "a/b" -> "a", "b" ->
+ * ".", "/b" -> "/". Returns the name after the folder ("b"), or NULL when
+ * the folder's name does not fit. */
+static const char *mml__dir_of(const char *path, char *dir) {
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n >= MML__PATH_MAX) return NULL;
+    if (!slash) strcpy(dir, ".");
+    else if (n == 0) strcpy(dir, "/");
+    else {
+        memcpy(dir, path, n);
+        dir[n] = 0;
+    }
+    return slash ? slash + 1 : path;
+}
+
 /* Temporary files are "<path>.tmp.<pid>.<n>". A writer killed mid-write
  * leaves one behind; the next writer of the same path removes those whose
  * process is gone. */
 static void mml__remove_stale_tmps(const char *path) {
-    char dir[1024];
-    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
-    size_t dn = slash ? (size_t)(slash - path) : 0;
-    if (dn >= sizeof dir) return;
-    if (slash) { memcpy(dir, path, dn); dir[dn] = 0; }
-    else strcpy(dir, ".");
-    if (slash && dn == 0) strcpy(dir, "/");
-    DIR *dh = opendir(dir);
+    char dir[MML__PATH_MAX];
+    const char *base = mml__dir_of(path, dir);
+    DIR *dh = base ? opendir(dir) : NULL;
     if (!dh) return;
     size_t bn = strlen(base);
     struct dirent *e;
@@ -869,6 +906,13 @@ static mml_status mml__afile_write(mml__afile *w, const void *buf, size_t n) {
     return MML_OK;
 }
 
+/* Writes n bytes and folds them into *crc (mml_crc32c, chained): the
+ * binary formats end their parts in the CRC of what came before. */
+static mml_status mml__afile_put(mml__afile *w, uint32_t *crc, const void *p, size_t n) {
+    *crc = mml_crc32c(*crc, p, n);
+    return mml__afile_write(w, p, n);
+}
+
 static mml_status mml__afile_printf(mml__afile *w, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3), unused))
@@ -895,17 +939,8 @@ static void mml__afile_abort(mml__afile *w) {
 }
 
 static void mml__fsync_dir_of(const char *path) {
-    char dir[1024];
-    const char *slash = strrchr(path, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == path) strcpy(dir, "/");
-    else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return;
-        memcpy(dir, path, n);
-        dir[n] = 0;
-    }
-    int fd = open(dir, O_RDONLY);
+    char dir[MML__PATH_MAX];
+    int fd = mml__dir_of(path, dir) ? open(dir, O_RDONLY) : -1;
     if (fd >= 0) {
         fsync(fd);
         close(fd);
@@ -944,15 +979,94 @@ mml_status mml_write_atomic(const char *path, const void *buf, size_t n) {
     return mml__afile_commit(&w);
 }
 
+/* ---- whole-file reads ---- */
+
+typedef struct mml__buf {
+    char *p;   /* n bytes + a NUL, 64-byte aligned (mml__alloc) */
+    size_t n;
+} mml__buf;
+
+static void mml__buf_free(mml__buf *b) {
+    mml__free(b->p);
+    b->p = NULL;
+    b->n = 0;
+}
+
+/* path opened for reading once it is known to be a regular file (opening a
+ * FIFO would wait for a writer), its status in *st; -1 with the reason set.
+ * what names the kind of file expected in messages (NULL: any file). */
+static int mml__open_regular(const char *path, const char *what, struct stat *st) {
+    int fd = -1;
+    if (stat(path, st) != 0) mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (S_ISDIR(st->st_mode)) mml__fail(MML_ERR_IO, "%s: is a directory, not a %s", path, what ? what : "file");
+    else if (!S_ISREG(st->st_mode))
+        mml__fail(MML_ERR_IO, "%s: is not a regular file%s%s", path, what ? ", not a " : "", what ? what : "");
+    else if ((fd = open(path, O_RDONLY)) < 0) /* not fopen: fileno is hidden in strict ISO modes */
+        mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) { /* replaced since the stat */
+        close(fd);
+        fd = -1;
+        mml__fail(MML_ERR_IO, "%s: is not a regular file", path);
+    }
+    return fd;
+}
+
+/* The one whole-file reader (data files, checkpoints, raw data sets): one
+ * buffer is the fastest way to feed the pointer-loop parsers (files of a
+ * few GB fit in RAM on target boxes). *st_out (may be NULL) gets the file's
+ * status as of the read; what is as for mml__open_regular. */
+static mml_status mml__read_file_st(const char *path, const char *what, mml__buf *b, struct stat *st_out) {
+    struct stat st;
+    size_t n, got = 0;
+    int fd, err = 0;
+    b->p = NULL;
+    b->n = 0;
+    if ((fd = mml__open_regular(path, what, &st)) < 0) return MML_ERR_IO;
+    if ((uint64_t)st.st_size >= SIZE_MAX / 2) {
+        close(fd);
+        return mml__fail(MML_ERR_NOMEM, "%s: too large to read into memory (%lld bytes)", path, (long long)st.st_size);
+    }
+    n = (size_t)st.st_size;
+    b->p = (char *)mml__alloc_from(n + 1, n + 1); /* not zeroed: the read fills it */
+    if (!b->p) {
+        close(fd);
+        return mml__fail(MML_ERR_NOMEM, "%s: out of memory (cannot allocate %zu bytes)", path, n + 1);
+    }
+    while (got < n) {
+        ssize_t k = read(fd, b->p + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            err = k < 0 ? errno : 0;
+            break;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    if (got != n) {
+        mml__buf_free(b);
+        return mml__fail(MML_ERR_IO, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
+                         err ? strerror(err) : "the file shrank (truncated meanwhile)");
+    }
+    b->p[n] = 0;
+    b->n = n;
+    if (st_out) *st_out = st;
+    return MML_OK;
+}
+static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, NULL, b, NULL); }
+
 // >>rng --------------------------------------------------------------------
 
-/* splitmix64: seeds and shuffles (all host-side, ISA independent). */
-static uint64_t mml__rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+/* splitmix64's finalizer, the library's one 64-bit mixer (a bijection that
+ * spreads every input bit over the output): random streams, the processes'
+ * check words, the recipes' id maps. */
+static uint64_t mml__mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+/* splitmix64: seeds and shuffles (all host-side, ISA independent). */
+static uint64_t mml__rng_next(uint64_t *s) { return mml__mix64(*s += 0x9E3779B97F4A7C15ull); }
 static double mml__rng_uniform(uint64_t *s) { return (double)(mml__rng_next(s) >> 11) * 0x1.0p-53; }
 static uint64_t mml__rng_below(uint64_t *s, uint64_t n) { return n ? mml__rng_next(s) % n : 0; }
 static float mml__rng_normal(uint64_t *s) {
@@ -1594,7 +1708,7 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 
 
 #define MML__PATH_MAX 1024
-#define MML__CACHE_VERSION 3u
+#define MML__CACHE_VERSION 4u /* 4: the schema block; 3: CRC32C (mml_crc32c) instead of CRC32 */
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
 #define MML__META_FORMAT_COLS "moemlora-data-2" /* with a schema */
@@ -1602,59 +1716,6 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 static const char *const mml__split_names[3] = {"train", "val", "test"};
 
 /* ---- files and paths ---- */
-
-typedef struct mml__buf {
-    char *p;   /* n bytes + a NUL */
-    size_t n;
-} mml__buf;
-
-static void mml__buf_free(mml__buf *b) {
-    if (b->p) MOEMLORA_FREE(b->p);
-    b->p = NULL;
-    b->n = 0;
-}
-
-/* Whole-file read: reading into one buffer is the fastest way to feed the
- * pointer-loop parsers below (files of a few GB fit in RAM on target boxes).
- * The type is checked before opening (opening a FIFO would wait for a
- * writer); *st_out (may be NULL) gets the file's status as of the read. */
-static mml_status mml__read_file_st(const char *path, mml__buf *b, struct stat *st_out) {
-    struct stat st;
-    size_t n, got = 0;
-    b->p = NULL;
-    b->n = 0;
-    if (stat(path, &st) != 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: is a directory, not a file", path);
-    if (!S_ISREG(st.st_mode)) return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
-    int fd = open(path, O_RDONLY); /* not fopen: fileno is hidden in strict ISO modes */
-    if (fd < 0) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return mml__fail(MML_ERR_IO, "%s: not a regular file", path);
-    }
-    n = (size_t)st.st_size;
-    b->p = (char *)MOEMLORA_MALLOC(n + 1);
-    if (!b->p) {
-        close(fd);
-        return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
-    }
-    while (got < n) {
-        ssize_t k = read(fd, b->p + got, n - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
-        got += (size_t)k;
-    }
-    close(fd);
-    if (got != n) {
-        mml__buf_free(b);
-        return mml__fail(MML_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
-    }
-    b->p[n] = 0;
-    b->n = n;
-    if (st_out) *st_out = st;
-    return MML_OK;
-}
-static mml_status mml__read_file(const char *path, mml__buf *b) { return mml__read_file_st(path, b, NULL); }
 
 static int mml__is_file(const char *path) {
     struct stat st;
@@ -1817,6 +1878,41 @@ static const char *mml__num(const char *s, const char *e, char *buf, size_t cap)
     int n = (int)(e - s) < 30 ? (int)(e - s) : 30;
     snprintf(buf, cap, "%.*s%s", n, s, e - s > 30 ? "..." : "");
     return buf;
+}
+
+/* The one key=value reader, for meta.txt and a checkpoint's text sections:
+ * calls fn(ctx, key, value) for each line "key=value" of buf[0..n), split
+ * at the first '='. Blank lines, '#' comments and leading blanks are
+ * skipped; LF or CRLF; a last line without a newline counts. key and value
+ * come NUL-terminated (a NUL byte in a line is refused), so callbacks
+ * compare with strcmp and use the string parsers. Every error, the
+ * reader's or fn's, is prefixed "<where>:<line>: ". */
+typedef mml_status (*mml__kv_fn)(void *ctx, const char *key, const char *value);
+
+static mml_status mml__kv_each(const char *buf, size_t n, const char *where, mml__kv_fn fn, void *ctx) {
+    mml__lines L;
+    const char *s, *e, *eq;
+    char q[64], *line = (char *)mml__alloc(n + 1); /* the current line, split in place */
+    mml_status st = MML_OK;
+    if (!line) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", where);
+    mml__lines_init(&L, buf, n, where);
+    while (!st && mml__next_line(&L, &s, &e)) {
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        if (s == e || *s == '#') continue;
+        eq = (const char *)memchr(s, '=', (size_t)(e - s));
+        if (!eq || memchr(s, 0, (size_t)(e - s))) {
+            st = mml__fail(MML_ERR_FORMAT, "%s:%lld: expected key=value%s, got %s", where, L.line,
+                           eq ? " text without NUL bytes" : "", mml__q(s, e, q, sizeof q));
+            break;
+        }
+        memcpy(line, s, (size_t)(e - s));
+        line[e - s] = 0;
+        line[eq - s] = 0;
+        if ((st = fn(ctx, line, line + (eq - s) + 1)) != MML_OK)
+            st = mml__fail(st, "%s:%lld: %s", where, L.line, mml_last_error());
+    }
+    mml__free(line);
+    return st;
 }
 
 /* A whole NUL-terminated string as an integer in [lo, hi]; 0 on success. */
@@ -2318,26 +2414,134 @@ static const char *const mml__kind_names[3] = {"categorical", "multi_hot", "nume
 static const char *const mml__pool_names[2] = {"mean", "sum"};
 static const char *const mml__norm_names[3] = {"none", "minmax", "zscore"};
 
-/* The schema as meta.txt lines: n_fields, domain_field, then per field
- * "field.<i>.<attribute>=value", the attributes of its kind only. */
-static void mml__write_schema(mml__afile *w, const mml_schema_t *sc) {
-    char a[24], b[24];
-    mml__afile_printf(w, "n_fields=%d\ndomain_field=%s\n", sc->n_fields, sc->field[sc->domain].name);
-    for (int32_t f = 0; f < sc->n_fields; f++) {
-        const mml_field_t *fd = &sc->field[f];
-        mml__afile_printf(w, "field.%d.name=%s\nfield.%d.kind=%s\n", f, fd->name, f, mml__kind_names[fd->kind]);
-        if (fd->kind == MML_FIELD_NUMERIC) {
-            *mml__put_f32(a, fd->shift) = 0;
-            *mml__put_f32(b, fd->scale) = 0;
-            mml__afile_printf(w, "field.%d.norm=%s\nfield.%d.shift=%s\nfield.%d.scale=%s\n", f,
-                              mml__norm_names[fd->norm], f, a, f, b);
-            continue;
+/* ---- the schema as key=value text ----
+ * One text for meta.txt (format moemlora-data-2) and a checkpoint's section
+ * SCHM: n_fields=N, domain_field=<name>, then for each field f in order
+ * "field.<f>.<attribute>=value" for every attribute of mml__field_attrs
+ * (the whole mml_field_t: a schema reads back as it was written); floats in
+ * the shortest form that reads back exact. The reader (mml__schema_kv, one
+ * key at a time, then mml__schema_end) takes the keys in any order, each
+ * once; name and kind are required, an attribute not given is 0. */
+
+enum { MML__FA_NAME, MML__FA_KIND, MML__FA_VOCAB, MML__FA_DIM, MML__FA_HASH, MML__FA_FROZEN, MML__FA_MAX_LEN,
+       MML__FA_POOLING, MML__FA_NORM, MML__FA_SHIFT, MML__FA_SCALE, MML__FA_COUNT };
+static const char *const mml__field_attrs[MML__FA_COUNT] = {"name", "kind", "vocab", "dim", "hash_buckets", "frozen",
+                                                              "max_len", "pooling", "norm", "shift", "scale"};
+/* The index of the whole string v in names[0..n), or -1. */
+static int mml__name_index(const char *const *names, int n, const char *v) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i])) return i;
+    return -1;
+}
+
+/* The text of s in a new buffer (*out, to free), its length; -1 without memory. */
+static int64_t mml__schema_text(const mml_schema_t *s, char **out) {
+    size_t cap = 128 + (size_t)s->n_fields * MML__FA_COUNT * (32 + MML_FIELD_NAME_MAX), n = 0;
+    char *b = (char *)mml__alloc(cap), num[24];
+    *out = b;
+    if (!b) return -1;
+    n += (size_t)snprintf(b, cap, "n_fields=%d\ndomain_field=%s\n", s->n_fields, s->field[s->domain].name);
+    for (int f = 0; f < s->n_fields; f++) {
+        const mml_field_t *fd = &s->field[f];
+        for (int a = 0; a < MML__FA_COUNT; a++) {
+            const char *v = num;
+            switch (a) {
+            case MML__FA_NAME: v = fd->name; break;
+            case MML__FA_KIND: v = mml__kind_names[fd->kind]; break;
+            case MML__FA_POOLING: v = mml__pool_names[fd->pooling]; break;
+            case MML__FA_NORM: v = mml__norm_names[fd->norm]; break;
+            case MML__FA_SHIFT: case MML__FA_SCALE: *mml__put_f32(num, a == MML__FA_SHIFT ? fd->shift : fd->scale) = 0; break;
+            default:
+                snprintf(num, sizeof num, "%d", a == MML__FA_VOCAB ? fd->vocab : a == MML__FA_DIM ? fd->dim
+                                              : a == MML__FA_HASH ? fd->hash_buckets : a == MML__FA_FROZEN ? fd->frozen
+                                              : fd->max_len);
+            }
+            n += (size_t)snprintf(b + n, cap - n, "field.%d.%s=%s\n", f, mml__field_attrs[a], v);
         }
-        mml__afile_printf(w, "field.%d.vocab=%d\nfield.%d.dim=%d\nfield.%d.hash_buckets=%d\n", f, fd->vocab, f, fd->dim,
-                          f, fd->hash_buckets);
-        if (fd->kind == MML_FIELD_CATEGORICAL) mml__afile_printf(w, "field.%d.frozen=%d\n", f, fd->frozen);
-        else mml__afile_printf(w, "field.%d.max_len=%d\nfield.%d.pooling=%s\n", f, fd->max_len, f, mml__pool_names[fd->pooling]);
     }
+    return (int64_t)n;
+}
+
+/* A schema being read: the fields in place, which keys came. */
+typedef struct mml__schema_rd {
+    mml_schema_t *s;
+    int64_t n_fields;                       /* -1: not given */
+    char domain[MML_FIELD_NAME_MAX];        /* domain_field ("": not given) */
+    uint16_t seen[MML_MAX_FIELDS];          /* per field: a bit per MML__FA_* */
+} mml__schema_rd;
+
+static void mml__schema_rd_init(mml__schema_rd *r, mml_schema_t *s) {
+    memset(r, 0, sizeof *r);
+    memset(s, 0, sizeof *s);
+    r->s = s;
+    r->n_fields = -1;
+}
+
+/* 1 if k is a key of the schema's text. */
+static int mml__schema_key(const char *k) {
+    return !strcmp(k, "n_fields") || !strcmp(k, "domain_field") || !strncmp(k, "field.", 6);
+}
+
+/* One key=value line of the schema's text. */
+static mml_status mml__schema_kv(mml__schema_rd *r, const char *k, const char *v) {
+    int64_t x = 0;
+    double d = 0.0;
+    if (!strcmp(k, "n_fields")) {
+        if (r->n_fields >= 0) return mml__fail(MML_ERR_FORMAT, "n_fields given twice");
+        if (mml__parse_i64(v, 1, MML_MAX_FIELDS, &x)) return mml__fail(MML_ERR_FORMAT, "bad n_fields \"%s\" (1..%d)", v, MML_MAX_FIELDS);
+        r->n_fields = r->s->n_fields = (int32_t)x;
+        return MML_OK;
+    }
+    if (!strcmp(k, "domain_field")) {
+        if (r->domain[0]) return mml__fail(MML_ERR_FORMAT, "domain_field given twice");
+        if (!*v || strlen(v) >= MML_FIELD_NAME_MAX) return mml__fail(MML_ERR_FORMAT, "bad domain_field \"%s\"", v);
+        snprintf(r->domain, sizeof r->domain, "%s", v);
+        return MML_OK;
+    }
+    char *end = NULL;
+    long f = strncmp(k, "field.", 6) || k[6] < '0' || k[6] > '9' ? -1 : strtol(k + 6, &end, 10);
+    int a = f < 0 || f >= MML_MAX_FIELDS || *end != '.' ? -1 : mml__name_index(mml__field_attrs, MML__FA_COUNT, end + 1);
+    if (a < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\" (field.<0..%d>.<attribute>)", k, MML_MAX_FIELDS - 1);
+    if (r->seen[f] & 1u << a) return mml__fail(MML_ERR_FORMAT, "%s given twice", k);
+    r->seen[f] |= (uint16_t)(1u << a);
+    mml_field_t *fd = &r->s->field[f];
+    int e = 0;
+    switch (a) {
+    case MML__FA_NAME:
+        if (!*v || strlen(v) >= MML_FIELD_NAME_MAX) e = -1;
+        else snprintf(fd->name, sizeof fd->name, "%s", v);
+        break;
+    case MML__FA_KIND: fd->kind = (mml_field_kind)(e = mml__name_index(mml__kind_names, 3, v)); break;
+    case MML__FA_POOLING: fd->pooling = (mml_pooling)(e = mml__name_index(mml__pool_names, 2, v)); break;
+    case MML__FA_NORM: fd->norm = (mml_norm)(e = mml__name_index(mml__norm_names, 3, v)); break;
+    case MML__FA_SHIFT: case MML__FA_SCALE:
+        if ((e = mml__parse_dbl(v, &d)) == 0 && !(d - d == 0.0)) e = -1; /* finite only */
+        *(a == MML__FA_SHIFT ? &fd->shift : &fd->scale) = (float)d;
+        break;
+    default:
+        e = mml__parse_i64(v, 0, 1 << 30, &x);
+        *(a == MML__FA_VOCAB ? &fd->vocab : a == MML__FA_DIM ? &fd->dim : a == MML__FA_HASH ? &fd->hash_buckets
+          : a == MML__FA_FROZEN ? &fd->frozen : &fd->max_len) = (int32_t)x;
+    }
+    return e < 0 ? mml__fail(MML_ERR_FORMAT, "bad value \"%s\" for %s", v, k) : MML_OK;
+}
+
+/* After the last key: n_fields and domain_field given, fields 0..n_fields-1
+ * each with a name and a kind and none beyond, a schema mml_schema_check
+ * accepts. */
+static mml_status mml__schema_end(mml__schema_rd *r) {
+    mml_schema_t *s = r->s;
+    if (r->n_fields < 0 || !r->domain[0])
+        return mml__fail(MML_ERR_FORMAT, "the schema lacks %s", r->n_fields < 0 ? "n_fields" : "domain_field");
+    for (int f = 0; f < MML_MAX_FIELDS; f++) {
+        if (f >= s->n_fields && r->seen[f])
+            return mml__fail(MML_ERR_FORMAT, "field.%d.* given, but n_fields=%d", f, s->n_fields);
+        if (f < s->n_fields && (r->seen[f] & 3u) != 3u)
+            return mml__fail(MML_ERR_FORMAT, "field.%d.%s missing", f, r->seen[f] & 1u ? "kind" : "name");
+    }
+    if ((s->domain = mml_schema_find(s, r->domain)) < 0)
+        return mml__fail(MML_ERR_FORMAT, "domain_field=%s names no field", r->domain);
+    return mml_schema_check(s) ? mml__fail(MML_ERR_FORMAT, "%s", mml_last_error()) : MML_OK;
 }
 
 static mml_status mml__write_meta(const char *path, const mml_data_t *d) {
@@ -2349,8 +2553,12 @@ static mml_status mml__write_meta(const char *path, const mml_data_t *d) {
     mml__afile_printf(&w, "# moemlora prepared dataset; see docs/DATA.md\nformat=%s\n",
                       d->schema ? MML__META_FORMAT_COLS : MML__META_FORMAT);
     if (d->schema) {
+        char *text = NULL;
+        int64_t tn = mml__schema_text(d->schema, &text);
         mml__afile_printf(&w, "n_domains=%d\n", d->n_domains);
-        mml__write_schema(&w, d->schema);
+        if (tn < 0) w.failed = mml__fail(MML_ERR_NOMEM, "%s: out of memory", path) != MML_OK;
+        else mml__afile_write(&w, text, (size_t)tn);
+        mml__free(text);
     } else {
         mml__afile_printf(&w, "n_users=%d\nn_items=%d\nn_domains=%d\npretrained_dim=%d\n", d->n_users,
                           d->n_items, d->n_domains, d->pretrained_dim);
@@ -2522,15 +2730,13 @@ static int mml__src_same(const char *dir, const mml__src *e) {
 /* ---- CSV layout: reader ---- */
 
 /* Parsed meta.txt; -1 = not given. counts: [3][n_domains]. With a schema
- * (format moemlora-data-2): the fields, and which attributes each was given. */
+ * (format moemlora-data-2): the fields, read by rd. */
 typedef struct mml__meta {
     int64_t n_users, n_items, n_domains, dim;
     int64_t *counts;
     int cols;
-    int64_t n_fields;
-    char domain_field[MML_FIELD_NAME_MAX];
     mml_schema_t *schema;
-    uint16_t *seen;
+    mml__schema_rd *rd;
 } mml__meta;
 
 static int mml__key_is(const char *s, const char *e, const char *key) {
@@ -2538,193 +2744,116 @@ static int mml__key_is(const char *s, const char *e, const char *key) {
     return (size_t)(e - s) == n && memcmp(s, key, n) == 0;
 }
 
-/* The index of [s, e) in names[0..n), or -1. */
-static int mml__name_index(const char *s, const char *e, const char *const *names, int n) {
-    for (int i = 0; i < n; i++)
-        if (mml__key_is(s, e, names[i])) return i;
-    return -1;
-}
+typedef struct mml__metap {
+    mml__meta *m;
+    mml_data_t *names;
+    int have_format;
+} mml__metap;
 
-/* A field name as the schema takes it: 1..47 of [A-Za-z0-9_.-]. */
-static int mml__field_name_ok(const char *s, const char *e) {
-    if (s == e || e - s >= MML_FIELD_NAME_MAX) return 0;
-    for (; s < e; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
-              *s == '.' || *s == '-'))
-            return 0;
-    return 1;
-}
-
-enum { MML__FA_NAME, MML__FA_KIND, MML__FA_VOCAB, MML__FA_DIM, MML__FA_MAX_LEN, MML__FA_POOLING,
-       MML__FA_HASH, MML__FA_FROZEN, MML__FA_NORM, MML__FA_SHIFT, MML__FA_SCALE, MML__FA_COUNT };
-static const char *const mml__field_attrs[MML__FA_COUNT] = {"name", "kind", "vocab", "dim", "max_len", "pooling",
-                                                              "hash_buckets", "frozen", "norm", "shift", "scale"};
-
-/* One attribute of a field: "field.<i>.<attribute>" = [vs, ve). */
-static mml_status mml__meta_field(mml__meta *m, const char *ks, const char *ke, const char *vs, const char *ve,
-                                  const char *fname, long long line) {
-    const char *fs[4], *fe[4];
-    char q[64], num[48];
-    int64_t i, v = 0;
-    int nf = mml__fields(ks, ke, ".", 1, fs, fe, 4), a;
-    if (nf != 3 || !mml__to_i64(fs[1], fe[1], &i) || i < 0 || i >= m->n_fields)
-        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %s: expected field.<0..%lld>.<attribute>", fname, line,
-                         mml__q(ks, ke, q, sizeof q), (long long)m->n_fields - 1);
-    if ((a = mml__name_index(fs[2], fe[2], mml__field_attrs, MML__FA_COUNT)) < 0)
-        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unknown field attribute %s", fname, line, mml__q(fs[2], fe[2], q, sizeof q));
-    if (m->seen[i] & (1u << a))
-        return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, line, (int)(ke - ks), ks);
-    m->seen[i] |= (uint16_t)(1u << a);
-    mml_field_t *fd = &m->schema->field[i];
-    int bad = 0;
-    if (a == MML__FA_NAME) {
-        if (!(bad = !mml__field_name_ok(vs, ve))) memcpy(fd->name, vs, (size_t)(ve - vs));
-    } else if (a == MML__FA_KIND || a == MML__FA_POOLING || a == MML__FA_NORM) {
-        int x = a == MML__FA_KIND ? mml__name_index(vs, ve, mml__kind_names, 3)
-              : a == MML__FA_POOLING ? mml__name_index(vs, ve, mml__pool_names, 2) : mml__name_index(vs, ve, mml__norm_names, 3);
-        if (!(bad = x < 0)) {
-            if (a == MML__FA_KIND) fd->kind = (mml_field_kind)x;
-            else if (a == MML__FA_POOLING) fd->pooling = (mml_pooling)x;
-            else fd->norm = (mml_norm)x;
-        }
-    } else if (a == MML__FA_SHIFT || a == MML__FA_SCALE) {
-        char *end;
-        snprintf(num, sizeof num, "%.*s", (int)(ve - vs < 40 ? ve - vs : 40), vs);
-        float x = strtof(num, &end);
-        if (!(bad = ve - vs >= 40 || vs == ve || *end || !(x - x == 0.0f))) *(a == MML__FA_SHIFT ? &fd->shift : &fd->scale) = x;
-    } else {
-        if (!(bad = !mml__to_i64(vs, ve, &v) || v < 0 || v > (1 << 30))) {
-            int32_t *slot = a == MML__FA_VOCAB ? &fd->vocab : a == MML__FA_DIM ? &fd->dim : a == MML__FA_MAX_LEN ? &fd->max_len
-                          : a == MML__FA_HASH ? &fd->hash_buckets : &fd->frozen;
-            *slot = (int32_t)v;
-        }
+/* meta.txt's first pass: the format and the sizes. */
+static mml_status mml__meta_sizes_kv(void *ctx, const char *k, const char *v) {
+    mml__metap *mp = (mml__metap *)ctx;
+    mml__meta *m = mp->m;
+    int64_t *slot = NULL, x;
+    char q[64];
+    if (!strcmp(k, "format")) {
+        m->cols = !strcmp(v, MML__META_FORMAT_COLS);
+        if (strcmp(v, MML__META_FORMAT) && !m->cols)
+            return mml__fail(MML_ERR_FORMAT, "unsupported format %s (expected %s or %s)",
+                             mml__q(v, v + strlen(v), q, sizeof q), MML__META_FORMAT, MML__META_FORMAT_COLS);
+        if (mp->have_format) return mml__fail(MML_ERR_FORMAT, "format given twice");
+        mp->have_format = 1;
+        return MML_OK;
     }
-    if (bad)
-        return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad value %s for %.*s", fname, line, mml__q(vs, ve, q, sizeof q),
-                         (int)(ke - ks), ks);
+    if (mml__schema_key(k)) {
+        if (!m->rd) {
+            m->rd = (mml__schema_rd *)mml__alloc(sizeof *m->rd);
+            m->schema = (mml_schema_t *)mml__alloc(sizeof *m->schema);
+            if (!m->rd || !m->schema) return mml__fail(MML_ERR_NOMEM, "out of memory");
+            mml__schema_rd_init(m->rd, m->schema);
+        }
+        return mml__schema_kv(m->rd, k, v);
+    }
+    if (!strcmp(k, "n_users")) slot = &m->n_users;
+    else if (!strcmp(k, "n_items")) slot = &m->n_items;
+    else if (!strcmp(k, "n_domains")) slot = &m->n_domains;
+    else if (!strcmp(k, "pretrained_dim")) slot = &m->dim;
+    if (!slot) return MML_OK; /* unknown keys: forward compatibility */
+    if (!mml__to_i64(v, v + strlen(v), &x) || x < 0 || x > INT32_MAX || (x == 0 && slot != &m->dim) ||
+        (slot == &m->n_domains && x > 1000000) || (slot == &m->dim && x > 65536))
+        return mml__fail(MML_ERR_FORMAT, "bad value %s for %s", mml__q(v, v + strlen(v), q, sizeof q), k);
+    if (*slot >= 0) return mml__fail(MML_ERR_FORMAT, "%s given twice", k);
+    *slot = x;
     return MML_OK;
 }
 
-/* After meta.txt's lines: every field named and of a kind, the domain field
- * found, the schema valid and its domain field n_domains wide. */
-static mml_status mml__meta_schema_end(mml__meta *m, const char *fname) {
-    mml_schema_t *sc = m->schema;
-    if (!sc) return mml__fail(MML_ERR_FORMAT, "%s: format %s needs n_fields", fname, MML__META_FORMAT_COLS);
-    for (int64_t f = 0; f < m->n_fields; f++)
-        if ((m->seen[f] & 3u) != 3u)
-            return mml__fail(MML_ERR_FORMAT, "%s: field.%lld.%s missing", fname, (long long)f, m->seen[f] & 1u ? "kind" : "name");
-    sc->domain = mml_schema_find(sc, m->domain_field);
-    if (!m->domain_field[0] || sc->domain < 0)
-        return mml__fail(MML_ERR_FORMAT, "%s: domain_field=%s names no field", fname, m->domain_field);
-    if (mml_schema_check(sc) != MML_OK) return mml__fail(MML_ERR_FORMAT, "%s: %s", fname, mml_last_error());
-    if (sc->field[sc->domain].vocab != m->n_domains)
-        return mml__fail(MML_ERR_FORMAT, "%s: n_domains=%lld but the domain field %s has vocab %d", fname,
-                         (long long)m->n_domains, m->domain_field, sc->field[sc->domain].vocab);
-    if (mml_schema_find(sc, "label") >= 0) return mml__fail(MML_ERR_FORMAT, "%s: a field is named label (the label's column)", fname);
+/* "count.<split>.<k>=<rows>" */
+static mml_status mml__meta_count(mml__meta *m, const char *k, const char *v) {
+    const char *fs[4], *fe[4];
+    char q[64], qv[64];
+    int nf = mml__fields(k, k + strlen(k), ".", 1, fs, fe, 4), sp = -1, j;
+    int64_t dom, rows;
+    for (j = 0; j < 3 && nf == 3; j++)
+        if (mml__key_is(fs[1], fe[1], mml__split_names[j])) sp = j;
+    if (nf != 3 || sp < 0 || !mml__to_i64(fs[2], fe[2], &dom) || dom < 0 || dom >= m->n_domains ||
+        !mml__to_i64(v, v + strlen(v), &rows) || rows < 0)
+        return mml__fail(MML_ERR_FORMAT, "bad count line %s=%s", mml__q(k, k + strlen(k), q, sizeof q),
+                         mml__q(v, v + strlen(v), qv, sizeof qv));
+    m->counts[sp * m->n_domains + dom] = rows;
     return MML_OK;
+}
+
+/* meta.txt's second pass, once n_domains is known: names and counts. */
+static mml_status mml__meta_domains_kv(void *ctx, const char *k, const char *v) {
+    mml__metap *mp = (mml__metap *)ctx;
+    int64_t dom;
+    if (!strncmp(k, "count.", 6) && k[6]) return mml__meta_count(mp->m, k, v);
+    if (strncmp(k, "domain.", 7) || !k[7]) return MML_OK;
+    if (!mml__to_i64(k + 7, k + strlen(k), &dom) || dom < 0 || dom >= mp->m->n_domains)
+        return mml__fail(MML_ERR_FORMAT, "%s: domain index out of range [0,%lld)", k, (long long)mp->m->n_domains);
+    if (mp->names->domain_names && mp->names->domain_names[dom])
+        return mml__fail(MML_ERR_FORMAT, "%s given twice", k);
+    return mml__set_name(mp->names, (int32_t)dom, v, strlen(v));
 }
 
 static void mml__meta_free(mml__meta *m) {
     mml__free(m->counts);
     mml__free(m->schema);
-    mml__free(m->seen);
+    mml__free(m->rd);
     m->counts = NULL;
     m->schema = NULL;
-    m->seen = NULL;
+    m->rd = NULL;
 }
 
 /* Two passes over meta.txt: scalars first (so domain.<k> may come in any
  * order), then names and counts. Unknown keys are ignored (forward compat). */
 static mml_status mml__parse_meta(const char *buf, size_t n, const char *fname, mml__meta *m,
                                   mml_data_t *names_out) {
-    mml__lines L;
-    const char *s, *e, *eq;
-    char q[64];
-    int pass, have_format = 0;
+    mml__metap mp = {m, names_out, 0};
+    int64_t i;
+    mml_status st;
     memset(m, 0, sizeof *m);
-    m->n_users = m->n_items = m->n_domains = m->dim = m->n_fields = -1;
-    for (pass = 0; pass < 2; pass++) {
-        mml__lines_init(&L, buf, n, fname);
-        while (mml__next_line(&L, &s, &e)) {
-            const char *ks, *ke, *vs = NULL, *ve = e;
-            int64_t v;
-            while (s < e && (*s == ' ' || *s == '\t')) s++;
-            if (s == e || *s == '#') continue;
-            eq = (const char *)memchr(s, '=', (size_t)(e - s));
-            if (!eq) return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected key=value, got %s", fname, L.line, mml__q(s, e, q, sizeof q));
-            ks = s;
-            ke = eq;
-            vs = eq + 1;
-            if (pass == 0) {
-                int64_t *slot = NULL;
-                if (mml__key_is(ks, ke, "format")) {
-                    m->cols = mml__key_is(vs, ve, MML__META_FORMAT_COLS);
-                    if (!mml__key_is(vs, ve, MML__META_FORMAT) && !m->cols)
-                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: unsupported format %s (expected %s or %s)", fname,
-                                         L.line, mml__q(vs, ve, q, sizeof q), MML__META_FORMAT, MML__META_FORMAT_COLS);
-                    have_format = 1;
-                    continue;
-                }
-                if (mml__key_is(ks, ke, "domain_field")) {
-                    if (m->domain_field[0] || !mml__field_name_ok(vs, ve))
-                        return mml__fail(MML_ERR_FORMAT, "%s:%lld: domain_field given twice or not a field name", fname, L.line);
-                    memcpy(m->domain_field, vs, (size_t)(ve - vs));
-                    continue;
-                }
-                if (mml__key_is(ks, ke, "n_users")) slot = &m->n_users;
-                else if (mml__key_is(ks, ke, "n_items")) slot = &m->n_items;
-                else if (mml__key_is(ks, ke, "n_domains")) slot = &m->n_domains;
-                else if (mml__key_is(ks, ke, "pretrained_dim")) slot = &m->dim;
-                else if (mml__key_is(ks, ke, "n_fields")) slot = &m->n_fields;
-                if (!slot) continue;
-                if (!mml__to_i64(vs, ve, &v) || v < 0 || v > INT32_MAX ||
-                    (v == 0 && slot != &m->dim) || (slot == &m->n_domains && v > 1000000) ||
-                    (slot == &m->dim && v > 65536) || (slot == &m->n_fields && v > MML_MAX_FIELDS))
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad value %s for %.*s", fname, L.line,
-                                     mml__q(vs, ve, q, sizeof q), (int)(ke - ks), ks);
-                if (*slot >= 0)
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
-                *slot = v;
-            } else if (ke - ks > 7 && memcmp(ks, "domain.", 7) == 0) {
-                int64_t k;
-                if (!mml__to_i64(ks + 7, ke, &k) || k < 0 || k >= m->n_domains)
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s: domain index out of range [0,%lld)", fname,
-                                     L.line, (int)(ke - ks), ks, (long long)m->n_domains);
-                if (names_out->domain_names && names_out->domain_names[k])
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: %.*s given twice", fname, L.line, (int)(ke - ks), ks);
-                if (mml__set_name(names_out, (int32_t)k, vs, (size_t)(ve - vs)) != MML_OK) return MML_ERR_NOMEM;
-            } else if (ke - ks > 6 && memcmp(ks, "field.", 6) == 0 && m->schema) {
-                mml_status st = mml__meta_field(m, ks, ke, vs, ve, fname, L.line);
-                if (st) return st;
-            } else if (ke - ks > 6 && memcmp(ks, "count.", 6) == 0) {
-                const char *fs[4], *fe[4];
-                int nf = mml__fields(ks, ke, ".", 1, fs, fe, 4), sp = -1, j;
-                int64_t k;
-                for (j = 0; j < 3 && nf == 3; j++)
-                    if (mml__key_is(fs[1], fe[1], mml__split_names[j])) sp = j;
-                if (nf != 3 || sp < 0 || !mml__to_i64(fs[2], fe[2], &k) || k < 0 || k >= m->n_domains ||
-                    !mml__to_i64(vs, ve, &v) || v < 0)
-                    return mml__fail(MML_ERR_FORMAT, "%s:%lld: bad count line %s", fname, L.line, mml__q(ks, ve, q, sizeof q));
-                m->counts[sp * m->n_domains + k] = v;
-            }
-        }
-        if (pass == 0) {
-            int64_t i;
-            if (!have_format) return mml__fail(MML_ERR_FORMAT, "%s: missing format=%s line", fname, MML__META_FORMAT);
-            if (m->n_domains < 1) return mml__fail(MML_ERR_FORMAT, "%s: missing n_domains", fname);
-            m->counts = (int64_t *)mml__alloc((size_t)m->n_domains * 3 * sizeof(int64_t));
-            if (!m->counts) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
-            for (i = 0; i < m->n_domains * 3; i++) m->counts[i] = -1;
-            names_out->n_domains = (int32_t)m->n_domains;
-            if (m->cols && m->n_fields > 0) {
-                m->schema = (mml_schema_t *)mml__alloc(sizeof *m->schema);
-                m->seen = (uint16_t *)mml__alloc((size_t)m->n_fields * sizeof(uint16_t));
-                if (!m->schema || !m->seen) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
-                m->schema->n_fields = (int32_t)m->n_fields;
-            }
-        }
+    m->n_users = m->n_items = m->n_domains = m->dim = -1;
+    if ((st = mml__kv_each(buf, n, fname, mml__meta_sizes_kv, &mp)) != MML_OK) return st;
+    if (!mp.have_format) return mml__fail(MML_ERR_FORMAT, "%s: missing format=%s line", fname, MML__META_FORMAT);
+    if (m->n_domains < 1) return mml__fail(MML_ERR_FORMAT, "%s: missing n_domains", fname);
+    if (m->rd && !m->cols)
+        return mml__fail(MML_ERR_FORMAT, "%s: n_fields, domain_field and field.* need format=%s", fname, MML__META_FORMAT_COLS);
+    if (m->cols) {
+        mml_schema_t *sc = m->schema;
+        if (!m->rd) return mml__fail(MML_ERR_FORMAT, "%s: format %s needs n_fields", fname, MML__META_FORMAT_COLS);
+        if ((st = mml__schema_end(m->rd)) != MML_OK) return mml__fail(st, "%s: %s", fname, mml_last_error());
+        if (sc->field[sc->domain].vocab != m->n_domains)
+            return mml__fail(MML_ERR_FORMAT, "%s: n_domains=%lld but the domain field %s has vocab %d", fname,
+                             (long long)m->n_domains, sc->field[sc->domain].name, sc->field[sc->domain].vocab);
+        if (mml_schema_find(sc, "label") >= 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: a field is named label (the label's column)", fname);
     }
-    return m->cols ? mml__meta_schema_end(m, fname) : MML_OK;
+    m->counts = (int64_t *)mml__alloc((size_t)m->n_domains * 3 * sizeof(int64_t));
+    if (!m->counts) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", fname);
+    for (i = 0; i < m->n_domains * 3; i++) m->counts[i] = -1;
+    names_out->n_domains = (int32_t)m->n_domains;
+    return mml__kv_each(buf, n, fname, mml__meta_domains_kv, &mp);
 }
 
 /* Parses one domain_<k>/<split>.csv buffer into rows starting at *n_rows
@@ -2895,7 +3024,7 @@ static mml_status mml__load_split(const char *dir, int s, const mml__meta *m, mm
     for (k = 0; k < nd && !st; k++) {
         snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
         if ((st = mml__join(path, dir, sub)) != MML_OK) break;
-        if ((st = mml__read_file_st(path, &bufs[k], &fst)) != MML_OK) break;
+        if ((st = mml__read_file_st(path, NULL, &bufs[k], &fst)) != MML_OK) break;
         mml__srcs_add(rec, sub, &fst);
         cap += mml__count_lines(bufs[k].p, bufs[k].n);
     }
@@ -2932,7 +3061,7 @@ static mml_status mml__read_emb(const char *dir, const char *name, int64_t rows,
     mml_status st;
     *out = NULL;
     if ((st = mml__join(path, dir, name)) != MML_OK) return st;
-    if ((st = mml__read_file_st(path, &b, &fst)) != MML_OK) return st;
+    if ((st = mml__read_file_st(path, NULL, &b, &fst)) != MML_OK) return st;
     mml__srcs_add(rec, name, &fst);
     if (b.n < 24 || memcmp(b.p, "MMLEMB01", 8) != 0) {
         mml__buf_free(&b);
@@ -2973,7 +3102,7 @@ static mml_status mml__load_csv(const char *dir, mml_data_t *out, mml__srcs *rec
     if (!dir) return mml__fail(MML_ERR_ARG, "mml_data_load_csv: dir is NULL");
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     if (mml__is_file(path)) {
-        if ((st = mml__read_file_st(path, &mb, &fst)) != MML_OK) return st;
+        if ((st = mml__read_file_st(path, NULL, &mb, &fst)) != MML_OK) return st;
         mml__srcs_add(rec, "meta.txt", &fst);
         st = mml__parse_meta(mb.p, mb.n, path, &m, out);
         mml__buf_free(&mb);
@@ -3028,7 +3157,7 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__loa
 /* ---- binary cache ---- */
 
 /* Layout (little-endian, byte-order marker checked):
- *   0  "MMLCACHE"      8  u32 version 2  12 u32 marker 0x01020304
+ *   0  "MMLCACHE"      8  u32 version 3  12 u32 marker 0x01020304
  *   16 i32 n_users, n_items, n_domains, pretrained_dim
  *   32 i64 n[3]        56 u64 names_bytes                  (64-byte header)
  *   64 u64 n_sources, then n_sources entries of MML__SRC_BYTES: the files
@@ -3037,62 +3166,17 @@ mml_status mml_data_load_csv(const char *dir, mml_data_t *out) { return mml__loa
  *   per split: i64 dom_start[n_domains+1], i32 uid[n], i32 pid[n], i32 dom[n],
  *              f32 label[n]
  *   f32 user_emb[n_users*dim], f32 item_emb[n_items*dim]
- *   u32 CRC32 (IEEE) of everything before it
- * With a schema (version 3; n_users = n_items = 0 in the header says so):
+ *   u32 CRC32C (mml_crc32c) of everything before it
+ * With a schema (n_users = n_items = 0 in the header says so):
  *   after the names, the schema: u32 n_fields, i32 domain, then per field
  *      MML__FIELD_REC bytes (mml__field_put);
  *   per split: i64 dom_start[n_domains+1], i32 dom[n], f32 label[n], then
  *      per field its column: i32 ids[n] or [n*max_len], or f32 values[n];
  *   no embeddings. */
 
-typedef struct mml__crc {
-    uint32_t t[8][256];
-} mml__crc;
-
-static void mml__crc_init(mml__crc *c) {
-    uint32_t i, j, k;
-    for (i = 0; i < 256; i++) {
-        uint32_t x = i;
-        for (j = 0; j < 8; j++) x = (x >> 1) ^ (0xEDB88320u & (0u - (x & 1u)));
-        c->t[0][i] = x;
-    }
-    for (i = 0; i < 256; i++)
-        for (k = 1; k < 8; k++) c->t[k][i] = (c->t[k - 1][i] >> 8) ^ c->t[0][c->t[k - 1][i] & 255];
-}
-
-/* Slice-by-8 (little-endian hosts only, as the binary formats are). crc is the
- * running value, starting from 0. */
-static uint32_t mml__crc_update(const mml__crc *c, uint32_t crc, const void *data, size_t n) {
-    const unsigned char *p = (const unsigned char *)data;
-    crc = ~crc;
-    while (n >= 8) {
-        uint32_t a, b;
-        memcpy(&a, p, 4);
-        memcpy(&b, p + 4, 4);
-        a ^= crc;
-        crc = c->t[7][a & 255] ^ c->t[6][(a >> 8) & 255] ^ c->t[5][(a >> 16) & 255] ^ c->t[4][a >> 24] ^
-              c->t[3][b & 255] ^ c->t[2][(b >> 8) & 255] ^ c->t[1][(b >> 16) & 255] ^ c->t[0][b >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = c->t[0][(crc ^ *p++) & 255] ^ (crc >> 8);
-    return ~crc;
-}
-
-typedef struct mml__cw {
-    mml__afile w;
-    const mml__crc *c;
-    uint32_t crc;
-} mml__cw;
-
-static mml_status mml__cw_put(mml__cw *cw, const void *p, size_t n) {
-    cw->crc = mml__crc_update(cw->c, cw->crc, p, n);
-    return mml__afile_write(&cw->w, p, n);
-}
-
-static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
+static mml_status mml__cache_put_sources(mml__afile *w, uint32_t *crc, const mml__srcs *src) {
     uint64_t n = src ? (uint64_t)src->n : 0, i;
-    mml_status st = mml__cw_put(cw, &n, 8);
+    mml_status st = mml__afile_put(w, crc, &n, 8);
     for (i = 0; i < n && !st; i++) {
         const mml__src *e = &src->v[i];
         unsigned char b[MML__SRC_BYTES];
@@ -3100,7 +3184,7 @@ static mml_status mml__cw_sources(mml__cw *cw, const mml__srcs *src) {
         memcpy(b + 40, &e->size, 8);
         memcpy(b + 48, &e->mtime_s, 8);
         memcpy(b + 56, &e->mtime_ns, 8);
-        st = mml__cw_put(cw, b, sizeof b);
+        st = mml__afile_put(w, crc, b, sizeof b);
     }
     return st;
 }
@@ -3139,27 +3223,28 @@ static void mml__field_get(const unsigned char *b, mml_field_t *fd) {
     memcpy(&fd->scale, b + 84, 4);
 }
 
-static mml_status mml__cw_schema(mml__cw *cw, const mml_schema_t *sc) {
+static mml_status mml__cache_put_schema(mml__afile *w, uint32_t *crc, const mml_schema_t *sc) {
     unsigned char b[MML__FIELD_REC];
     int32_t head[2] = {sc->n_fields, sc->domain};
-    mml_status st = mml__cw_put(cw, head, 8);
+    mml_status st = mml__afile_put(w, crc, head, 8);
     for (int32_t f = 0; f < sc->n_fields && !st; f++) {
         mml__field_put(b, &sc->field[f]);
-        st = mml__cw_put(cw, b, sizeof b);
+        st = mml__afile_put(w, crc, b, sizeof b);
     }
     return st;
 }
 
 /* A split's rows in a schema's columns: dom_start, dom, label, the fields. */
-static mml_status mml__cw_split_cols(mml__cw *cw, const mml_schema_t *sc, const mml_split_t *sp, int32_t n_domains) {
+static mml_status mml__cache_put_cols(mml__afile *w, uint32_t *crc, const mml_schema_t *sc, const mml_split_t *sp,
+                                      int32_t n_domains) {
     size_t n = (size_t)sp->n;
-    mml_status st = mml__cw_put(cw, sp->dom_start, ((size_t)n_domains + 1) * 8);
-    if (!st && n) st = mml__cw_put(cw, sp->dom, n * 4);
-    if (!st && n) st = mml__cw_put(cw, sp->label, n * 4);
+    mml_status st = mml__afile_put(w, crc, sp->dom_start, ((size_t)n_domains + 1) * 8);
+    if (!st && n) st = mml__afile_put(w, crc, sp->dom, n * 4);
+    if (!st && n) st = mml__afile_put(w, crc, sp->label, n * 4);
     for (int32_t f = 0; f < sc->n_fields && !st && n; f++) {
         const mml_field_t *fd = &sc->field[f];
-        st = fd->kind == MML_FIELD_NUMERIC ? mml__cw_put(cw, sp->values[f], n * 4)
-                                           : mml__cw_put(cw, sp->ids[f], n * (size_t)mml__col_width(fd) * 4);
+        st = fd->kind == MML_FIELD_NUMERIC ? mml__afile_put(w, crc, sp->values[f], n * 4)
+                                           : mml__afile_put(w, crc, sp->ids[f], n * (size_t)mml__col_width(fd) * 4);
     }
     return st;
 }
@@ -3206,10 +3291,9 @@ static void mml__cache_split_cols(const unsigned char *buf, uint64_t *pos, const
 
 /* The cache of d at path, recording src (NULL: built from nothing known). */
 static mml_status mml__save_cache(const mml_data_t *d, const char *path, const mml__srcs *src) {
-    mml__cw cw;
-    mml__crc *crc;
+    mml__afile w;
     unsigned char hdr[64];
-    uint32_t u;
+    uint32_t u, crc = 0;
     int32_t i32[4], k;
     int64_t n3[3];
     uint64_t names_bytes = 0;
@@ -3218,9 +3302,6 @@ static mml_status mml__save_cache(const mml_data_t *d, const char *path, const m
     if (!d || !path) return mml__fail(MML_ERR_ARG, "mml_data_save_cache: NULL argument");
     if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
     if ((st = mml__data_check(d, "mml_data_save_cache")) != MML_OK) return mml__recode(MML_ERR_ARG);
-    crc = (mml__crc *)mml__alloc(sizeof *crc);
-    if (!crc) return mml__fail(MML_ERR_NOMEM, "out of memory");
-    mml__crc_init(crc);
     for (k = 0; k < d->n_domains; k++)
         names_bytes += 4 + (d->domain_names && d->domain_names[k] ? strlen(d->domain_names[k]) : 0);
     memset(hdr, 0, sizeof hdr);
@@ -3237,43 +3318,36 @@ static mml_status mml__save_cache(const mml_data_t *d, const char *path, const m
     for (s = 0; s < 3; s++) n3[s] = d->split[s].n;
     memcpy(hdr + 32, n3, 24);
     memcpy(hdr + 56, &names_bytes, 8);
-    if ((st = mml__afile_open(&cw.w, path)) != MML_OK) {
-        mml__free(crc);
-        return st;
-    }
-    cw.c = crc;
-    cw.crc = 0;
-    st = mml__cw_put(&cw, hdr, sizeof hdr);
-    if (!st) st = mml__cw_sources(&cw, src);
+    if ((st = mml__afile_open(&w, path)) != MML_OK) return st;
+    st = mml__afile_put(&w, &crc, hdr, sizeof hdr);
+    if (!st) st = mml__cache_put_sources(&w, &crc, src);
     for (k = 0; k < d->n_domains && !st; k++) {
         const char *nm = d->domain_names && d->domain_names[k] ? d->domain_names[k] : "";
         u = (uint32_t)strlen(nm);
-        st = mml__cw_put(&cw, &u, 4);
-        if (!st) st = mml__cw_put(&cw, nm, u);
+        st = mml__afile_put(&w, &crc, &u, 4);
+        if (!st) st = mml__afile_put(&w, &crc, nm, u);
     }
-    if (!st && d->schema) st = mml__cw_schema(&cw, d->schema);
-    for (s = 0; s < 3 && !st && d->schema; s++) st = mml__cw_split_cols(&cw, d->schema, &d->split[s], d->n_domains);
+    if (!st && d->schema) st = mml__cache_put_schema(&w, &crc, d->schema);
+    for (s = 0; s < 3 && !st && d->schema; s++) st = mml__cache_put_cols(&w, &crc, d->schema, &d->split[s], d->n_domains);
     for (s = 0; s < 3 && !st && !d->schema; s++) {
         const mml_split_t *sp = &d->split[s];
         size_t n = (size_t)sp->n;
-        st = mml__cw_put(&cw, sp->dom_start, ((size_t)d->n_domains + 1) * 8);
-        if (!st && n) st = mml__cw_put(&cw, sp->uid, n * 4);
-        if (!st && n) st = mml__cw_put(&cw, sp->pid, n * 4);
-        if (!st && n) st = mml__cw_put(&cw, sp->dom, n * 4);
-        if (!st && n) st = mml__cw_put(&cw, sp->label, n * 4);
+        st = mml__afile_put(&w, &crc, sp->dom_start, ((size_t)d->n_domains + 1) * 8);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->uid, n * 4);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->pid, n * 4);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->dom, n * 4);
+        if (!st && n) st = mml__afile_put(&w, &crc, sp->label, n * 4);
     }
     if (!st && d->pretrained_dim > 0) {
-        st = mml__cw_put(&cw, d->user_emb, (size_t)d->n_users * (size_t)d->pretrained_dim * 4);
-        if (!st) st = mml__cw_put(&cw, d->item_emb, (size_t)d->n_items * (size_t)d->pretrained_dim * 4);
+        st = mml__afile_put(&w, &crc, d->user_emb, (size_t)d->n_users * (size_t)d->pretrained_dim * 4);
+        if (!st) st = mml__afile_put(&w, &crc, d->item_emb, (size_t)d->n_items * (size_t)d->pretrained_dim * 4);
     }
-    u = cw.crc;
-    if (!st) st = mml__afile_write(&cw.w, &u, 4);
-    mml__free(crc);
+    if (!st) st = mml__afile_write(&w, &crc, 4);
     if (st) {
-        mml__afile_abort(&cw.w);
+        mml__afile_abort(&w);
         return st;
     }
-    return mml__afile_commit(&cw.w);
+    return mml__afile_commit(&w);
 }
 
 mml_status mml_data_save_cache(const mml_data_t *d, const char *path) { return mml__save_cache(d, path, NULL); }
@@ -3296,19 +3370,21 @@ static int mml__cache_sources(const unsigned char *buf, size_t len, uint64_t *n,
     return mml__mul_ok(*n, MML__SRC_BYTES, len - 72, &bytes);
 }
 
+/* 1 if dir holds a CSV layout (meta.txt, or the paper's domain_0/). */
+static int mml__has_layout(const char *dir) {
+    char path[MML__PATH_MAX];
+    if (mml__join(path, dir, "meta.txt") == MML_OK && mml__is_file(path)) return 1;
+    return mml__join(path, dir, "domain_0") == MML_OK && mml__is_dir(path);
+}
+
 /* 1 if every file the cache records is, in dir, what it was when the cache
  * was built. A cache that records none (mml_data_save_cache) cannot vouch
  * for a CSV layout beside it: it is fresh only in a folder without one. */
 static int mml__cache_fresh(const unsigned char *buf, size_t len, const char *dir) {
-    char path[MML__PATH_MAX];
     uint64_t n, at, i;
     mml__src e;
     if (!mml__cache_sources(buf, len, &n, &at)) return 0;
-    if (n == 0) {
-        int layout = mml__join(path, dir, "meta.txt") == MML_OK && mml__is_file(path);
-        if (!layout && mml__join(path, dir, "domain_0") == MML_OK) layout = mml__is_dir(path);
-        return !layout;
-    }
+    if (n == 0) return !mml__has_layout(dir);
     for (i = 0; i < n; i++) {
         mml__src_get(buf + at + i * MML__SRC_BYTES, &e);
         if (!mml__src_valid(&e) || !mml__src_same(dir, &e)) return 0;
@@ -3324,7 +3400,6 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     int64_t n3[3];
     uint64_t names_bytes, need, t, pos, n_src, src_at, names_at, schema_bytes = 0, row = 16;
     mml__src e;
-    mml__crc *crc;
     mml_schema_t sc;
     int s, cols;
     mml_status st = MML_OK;
@@ -3337,7 +3412,8 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
         return mml__fail(MML_ERR_FORMAT, "%s: byte-order marker 0x%08x: written on a host of other byte order or corrupt",
                          fname, bom);
     if (ver != MML__CACHE_VERSION)
-        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (loading its folder rebuilds it)",
+        return mml__fail(MML_ERR_FORMAT, "%s: cache version %u, this library reads %u (mml_data_load rebuilds it when its folder "
+                         "holds the CSV layout)",
                          fname, ver, MML__CACHE_VERSION);
     memcpy(i32, buf + 16, 16);
     memcpy(n3, buf + 32, 24);
@@ -3367,11 +3443,7 @@ static mml_status mml__cache_decode(const unsigned char *buf, size_t len, const 
     if (need != len)
         return mml__fail(MML_ERR_FORMAT, "%s: size %zu bytes but the header implies %llu (truncated or corrupt)", fname,
                          len, (unsigned long long)need);
-    crc = (mml__crc *)mml__alloc(sizeof *crc);
-    if (!crc) return mml__fail(MML_ERR_NOMEM, "out of memory");
-    mml__crc_init(crc);
-    crc_now = mml__crc_update(crc, 0, buf, len - 4);
-    mml__free(crc);
+    crc_now = mml_crc32c(0, buf, len - 4);
     memcpy(&crc_file, buf + len - 4, 4);
     if (crc_now != crc_file)
         return mml__fail(MML_ERR_FORMAT, "%s: checksum mismatch (file corrupt)", fname);
@@ -3478,11 +3550,13 @@ static mml_status mml__load_and_recache(const char *dir, const char *path, mml_d
 
 /* A cache is used only while every file it was built from is unchanged;
  * a stale one, or one of an older version, is rebuilt from the CSVs (whose
- * own errors then surface). A corrupt one, or a newer version, is an error. */
+ * own errors then surface). A corrupt one, a newer version, or an older one
+ * with no CSV layout beside it to rebuild it from, is an error. */
 mml_status mml_data_load(const char *dir, mml_data_t *out) {
     char path[MML__PATH_MAX];
     mml__buf b;
     uint32_t ver;
+    int rebuild;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_data_load: out is NULL");
     memset(out, 0, sizeof *out);
@@ -3493,17 +3567,15 @@ mml_status mml_data_load(const char *dir, mml_data_t *out) {
     if (!mml__host_le()) return mml__fail(MML_ERR_ARG, "%s: the cache format needs a little-endian host", path);
     if ((st = mml__read_file(path, &b)) != MML_OK) return st;
     ver = mml__cache_version((const unsigned char *)b.p, b.n);
-    if (ver == 0 || ver >= MML__CACHE_VERSION) {
-        if (ver == MML__CACHE_VERSION && !mml__cache_fresh((const unsigned char *)b.p, b.n, dir)) {
-            mml__buf_free(&b);
-            return mml__load_and_recache(dir, path, out);
-        }
-        st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
+    if (ver != 0 && ver < MML__CACHE_VERSION) rebuild = mml__has_layout(dir);
+    else rebuild = ver == MML__CACHE_VERSION && !mml__cache_fresh((const unsigned char *)b.p, b.n, dir);
+    if (rebuild) {
         mml__buf_free(&b);
-        return st;
+        return mml__load_and_recache(dir, path, out);
     }
+    st = mml__cache_decode((const unsigned char *)b.p, b.n, path, out);
     mml__buf_free(&b);
-    return mml__load_and_recache(dir, path, out);
+    return st;
 }
 
 /* ---- free space ---- */
@@ -3513,23 +3585,15 @@ mml_status mml_data_load(const char *dir, mml_data_t *out) {
  * -1 if the system cannot tell. */
 static double mml__free_bytes(const char *path, char *where, size_t cap) {
     struct statvfs vfs;
-    char *slash;
+    char up[MML__PATH_MAX];
     snprintf(where, cap, "%s", path);
-    for (;;) {
-        if (statvfs(where, &vfs) == 0) return (double)vfs.f_bavail * (double)vfs.f_frsize;
-        if (errno != ENOENT && errno != ENOTDIR) return -1;
-        slash = strrchr(where, '/');
-        while (slash && slash > where && slash[1] == 0) { /* "a/b/" -> "a/b" first */
-            *slash = 0;
-            slash = strrchr(where, '/');
-        }
-        if (!slash) {
-            snprintf(where, cap, ".");
-            return statvfs(where, &vfs) == 0 ? (double)vfs.f_bavail * (double)vfs.f_frsize : -1;
-        }
-        if (slash == where) slash[1] = 0;
-        else *slash = 0;
+    while (statvfs(where, &vfs) != 0) {
+        if ((errno != ENOENT && errno != ENOTDIR) || !strcmp(where, ".") || !strcmp(where, "/") ||
+            !mml__dir_of(where, up))
+            return -1;
+        snprintf(where, cap, "%s", up);
     }
+    return (double)vfs.f_bavail * (double)vfs.f_frsize;
 }
 
 static const char *mml__gb(double bytes, char *buf, size_t cap) {
@@ -3645,22 +3709,14 @@ static long mml__set_scan(const char *dir, int in_domain, int rm, char *foreign,
 static mml_status mml__split_path(const char *dir, char *path, char *parent, char *base) {
     char tmp[MML__PATH_MAX];
     size_t n = strlen(dir);
-    char *slash;
     while (n > 1 && dir[n - 1] == '/') n--;
     if (n == 0 || n >= sizeof tmp) return mml__fail(MML_ERR_ARG, "bad directory name \"%s\"", dir);
     memcpy(tmp, dir, n);
     tmp[n] = 0;
     strcpy(path, tmp);
-    slash = strrchr(tmp, '/');
-    strcpy(base, slash ? slash + 1 : tmp);
+    strcpy(base, mml__dir_of(tmp, parent));
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
         return mml__fail(MML_ERR_ARG, "%s: name the folder itself (a prepared set replaces its folder as a whole)", dir);
-    if (!slash) strcpy(parent, ".");
-    else if (slash == tmp) strcpy(parent, "/");
-    else {
-        *slash = 0;
-        strcpy(parent, tmp);
-    }
     return MML_OK;
 }
 
@@ -3817,721 +3873,6 @@ mml_status mml_data_save_prepared(const mml_data_t *d, const char *out_dir, int 
 
 mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_data_save_prepared(d, dir, 0); }
 
-/* Checkpoint container.
- *
- * A model-agnostic container of tagged sections, each either raw bytes or a
- * list of named float32 tensors. The byte layout is specified in
- * docs/FORMAT.md; the short version:
- *
- *   header   "MMLCKPT\0" | u32 version=1 | u32 0x01020304 | u32 nsec | u32 crc
- *   section  tag[4] | u32 kind (0 bytes, 1 tensors) | u64 len | payload | u32 crc
- *   tensors  u32 count, then per tensor: u16 name_len, name, u32 ndim,
- *            u64 shape[ndim], zero padding to 64 (relative to the payload
- *            start), float32 data
- *
- * All integers and floats are in the writer's byte order, guarded by the
- * marker. The header CRC covers the 20 bytes before it; a section CRC covers
- * its 16-byte section header and its payload, so every byte of a file is
- * under some CRC32C.
- *
- * Saving goes through the atomic writer (mml__afile_*): on any failure the
- * previous file at the path is untouched and no temporary is left. Opening
- * reads the whole file into memory and validates every length, count, shape
- * and CRC before anything is handed out: each length field is checked against
- * the bytes that remain before it is used, and every allocation is bounded by
- * the file size. */
-
-#if defined(__GNUC__) || defined(__clang__)
-#define MML__CKPT_FN static __attribute__((unused))
-#else
-#define MML__CKPT_FN static
-#endif
-
-/* The newest version this library reads. Files are written at the lowest
- * version their content needs (mml__ckpt_save_v), so a reader of an older
- * version keeps reading whatever it can understand. */
-#define MML__CKPT_VERSION 2u
-#define MML__CKPT_ENDIAN 0x01020304u
-#define MML__CKPT_ENDIAN_SWAPPED 0x04030201u
-#define MML__CKPT_HDR 24u          /* magic 8, version, endian, nsec, crc */
-#define MML__CKPT_SEC_HDR 16u      /* tag 4, kind 4, payload length 8 */
-#define MML__CKPT_SEC_MIN 20u      /* section header + crc, empty payload */
-#define MML__CKPT_MAX_SECTIONS 1024u
-#define MML__CKPT_MAX_NAME 255u
-#define MML__CKPT_MAX_DIM 2147483648ull /* 2^31 */
-#define MML__CKPT_ALIGN 64u
-/* u16 name length + 1 name byte + u32 ndim + one u64 dim */
-#define MML__CKPT_TENSOR_MIN 15u
-
-enum { MML__CKPT_BYTES = 0, MML__CKPT_TENSORS = 1 };
-
-static const char mml__ckpt_magic[8] = {'M', 'M', 'L', 'C', 'K', 'P', 'T', '\0'};
-
-/* One float32 tensor handed to mml__ckpt_save; data holds prod(shape) floats. */
-typedef struct mml__ckpt_tensor {
-    const char *name;   /* 1..255 printable ASCII bytes, unique in its section */
-    int32_t ndim;       /* 1..4 */
-    int64_t shape[4];   /* each 0..2^31 */
-    const float *data;
-} mml__ckpt_tensor;
-
-/* A tensor section has tensors != NULL (ntensors may be 0); otherwise it is a
- * byte section of nbytes bytes. Tags are 4 printable ASCII bytes, unique. */
-typedef struct mml__ckpt_section {
-    char tag[4];
-    const void *bytes;
-    uint64_t nbytes;
-    const mml__ckpt_tensor *tensors;
-    int32_t ntensors;
-} mml__ckpt_section;
-
-/* A validated tensor of an open checkpoint. */
-typedef struct mml__ckpt_tinfo {
-    const char *name;   /* NUL-terminated, in the section's name pool */
-    uint64_t name_off;  /* offset of the name bytes in the image (during parse) */
-    uint32_t name_len;
-    int32_t ndim;
-    int64_t shape[4];
-    uint64_t nelem;
-    uint64_t data_off;  /* offset of the float data in the image */
-} mml__ckpt_tinfo;
-
-typedef struct mml__ckpt_sec {
-    char tag[4];
-    uint32_t kind;
-    uint64_t off, len;     /* payload within the image */
-    int32_t ntensors;      /* -1 for a byte section */
-    mml__ckpt_tinfo *t;    /* sorted by name */
-    char *names;
-} mml__ckpt_sec;
-
-typedef struct mml__ckpt {
-    char *label;           /* file path or caller's label, used in every error */
-    unsigned char *img;    /* the whole file */
-    size_t len;
-    uint32_t nsec;
-    uint32_t version;      /* the file's format version */
-    mml__ckpt_sec *sec;
-} mml__ckpt;
-
-// >>checkpoints: CRC32C -------------------------------------------------------
-
-/* The kernel layer's CRC32C (moemlora_simd.h: the SSE4.2 or ARMv8 CRC
- * instructions when the CPU has them, else slice-by-8 tables; the same value
- * either way). Chainable: mml__crc32c(mml__crc32c(0, a, n), b, m) is the CRC
- * of a followed by b. crc32c("123456789") = 0xE3069283. */
-MML__CKPT_FN uint32_t mml__crc32c(uint32_t crc, const void *buf, size_t n) { return mml_crc32c(crc, buf, n); }
-
-// >>checkpoints: small helpers -------------------------------------------------
-
-static uint16_t mml__ckpt_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static uint32_t mml__ckpt_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t mml__ckpt_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
-/* Zero bytes that bring offset q (from the payload start) to a multiple of 64. */
-static uint64_t mml__ckpt_pad(uint64_t q) { return (MML__CKPT_ALIGN - q % MML__CKPT_ALIGN) % MML__CKPT_ALIGN; }
-
-static int mml__ckpt_printable(const unsigned char *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] > 0x7E) return 0;
-    return 1;
-}
-
-/* Copies up to 255 bytes of p into out as printable text ('?' for the rest),
- * so messages about corrupt names and tags stay readable. */
-static const char *mml__ckpt_san(char out[256], const void *p, size_t n) {
-    const unsigned char *s = (const unsigned char *)p;
-    if (n > 255) n = 255;
-    for (size_t i = 0; i < n; i++) out[i] = (s[i] >= 0x20 && s[i] <= 0x7E) ? (char)s[i] : '?';
-    out[n] = 0;
-    return out;
-}
-
-/* "[3, 4]" */
-static const char *mml__ckpt_fmt_shape(char out[128], int32_t ndim, const int64_t *shape) {
-    size_t k = 0;
-    out[k++] = '[';
-    for (int32_t i = 0; i < ndim && i < 4; i++)
-        k += (size_t)snprintf(out + k, 128 - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    snprintf(out + k, 128 - k, "]");
-    return out;
-}
-
-/* A zero dim makes the tensor empty whatever the other dims are. */
-static int mml__ckpt_has_zero(int32_t ndim, const int64_t *shape) {
-    for (int32_t k = 0; k < ndim; k++)
-        if (shape[k] == 0) return 1;
-    return 0;
-}
-
-static int mml__ckpt_tcmp(const void *a, const void *b) {
-    return strcmp(((const mml__ckpt_tinfo *)a)->name, ((const mml__ckpt_tinfo *)b)->name);
-}
-
-// >>checkpoints: save ---------------------------------------------------------
-
-/* Bytes of a tensor's entry (name, shape, padding, data) that starts q bytes
- * into its payload; the caller has validated the tensor. */
-static uint64_t mml__ckpt_tensor_entry(uint64_t q, const mml__ckpt_tensor *t, uint64_t nelem) {
-    uint64_t h = 2 + strlen(t->name) + 4 + 8 * (uint64_t)t->ndim;
-    return h + mml__ckpt_pad(q + h) + 4 * nelem;
-}
-
-/* Checks one tensor before anything is written; *nelem = its element count. */
-static mml_status mml__ckpt_check_tensor(const char *path, const char *tag,
-                                         const mml__ckpt_tensor *t, uint64_t *nelem) {
-    size_t nl = t->name ? strlen(t->name) : 0;
-    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable((const unsigned char *)t->name, nl))
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor name must be 1..255 printable ASCII bytes",
-                         path, tag);
-    if (t->ndim < 1 || t->ndim > 4)
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': ndim %d out of range 1..4", path,
-                         tag, t->name, (int)t->ndim);
-    uint64_t n = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
-    for (int32_t k = 0; k < t->ndim; k++) {
-        if (t->shape[k] < 0 || (uint64_t)t->shape[k] > MML__CKPT_MAX_DIM ||
-            (n && !mml__mul_ok(n, (uint64_t)t->shape[k], SIZE_MAX / 8, &n)))
-            return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': dim %d = %lld out of range",
-                             path, tag, t->name, (int)k, (long long)t->shape[k]);
-    }
-    if (n && !t->data)
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': data is NULL", path, tag, t->name);
-    *nelem = n;
-    return MML_OK;
-}
-
-/* Validates a section and returns its payload length in *plen. */
-static mml_status mml__ckpt_check_section(const char *path, const mml__ckpt_section *s,
-                                          uint64_t *plen) {
-    const char *tag = s->tag;
-    if (!mml__ckpt_printable((const unsigned char *)tag, 4))
-        return mml__fail(MML_ERR_ARG, "%s: section tags must be 4 printable ASCII bytes", path);
-    if (!s->tensors) {
-        if (s->ntensors || (s->nbytes && !s->bytes) || s->nbytes > SIZE_MAX / 4)
-            return mml__fail(MML_ERR_ARG, "%s: section %.4s: bad byte section", path, tag);
-        *plen = s->nbytes;
-        return MML_OK;
-    }
-    if (s->bytes || s->nbytes || s->ntensors < 0)
-        return mml__fail(MML_ERR_ARG, "%s: section %.4s: give either bytes or tensors", path, tag);
-    uint64_t q = 4;
-    for (int32_t i = 0; i < s->ntensors; i++) {
-        const mml__ckpt_tensor *t = &s->tensors[i];
-        uint64_t n = 0;
-        mml_status st = mml__ckpt_check_tensor(path, tag, t, &n);
-        if (st) return st;
-        for (int32_t j = 0; j < i; j++)
-            if (strcmp(s->tensors[j].name, t->name) == 0)
-                return mml__fail(MML_ERR_ARG, "%s: section %.4s: duplicate tensor name '%s'", path, tag,
-                                 t->name);
-        q += mml__ckpt_tensor_entry(q, t, n);
-        if (q > SIZE_MAX / 4)
-            return mml__fail(MML_ERR_ARG, "%s: section %.4s: too large", path, tag);
-    }
-    *plen = q;
-    return MML_OK;
-}
-
-static mml_status mml__ckpt_check_all(const char *path, const mml__ckpt_section *secs, int nsec) {
-    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint save: path is NULL");
-    if (nsec < 0 || (uint32_t)nsec > MML__CKPT_MAX_SECTIONS || (nsec && !secs))
-        return mml__fail(MML_ERR_ARG, "%s: section count %d out of range 0..%u", path, nsec,
-                         MML__CKPT_MAX_SECTIONS);
-    for (int i = 0; i < nsec; i++) {
-        uint64_t plen = 0;
-        mml_status st = mml__ckpt_check_section(path, &secs[i], &plen);
-        if (st) return st;
-        for (int j = 0; j < i; j++)
-            if (memcmp(secs[j].tag, secs[i].tag, 4) == 0)
-                return mml__fail(MML_ERR_ARG, "%s: duplicate section %.4s", path, secs[i].tag);
-    }
-    return MML_OK;
-}
-
-/* Payload length of a validated section. */
-static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
-    if (!s->tensors) return s->nbytes;
-    uint64_t q = 4;
-    for (int32_t i = 0; i < s->ntensors; i++) {
-        uint64_t n = 1;
-        for (int32_t k = 0; k < s->tensors[i].ndim; k++) n *= (uint64_t)s->tensors[i].shape[k];
-        q += mml__ckpt_tensor_entry(q, &s->tensors[i], n);
-    }
-    return q;
-}
-
-/* Writes n bytes and folds them into *crc. */
-static mml_status mml__ckpt_put(mml__afile *f, uint32_t *crc, const void *p, size_t n) {
-    *crc = mml__crc32c(*crc, p, n);
-    return mml__afile_write(f, p, n);
-}
-
-static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mml__ckpt_section *s) {
-    unsigned char h[2 + MML__CKPT_MAX_NAME + 4 + 32 + MML__CKPT_ALIGN];
-    uint32_t cnt = (uint32_t)s->ntensors;
-    mml_status st = mml__ckpt_put(f, crc, &cnt, 4);
-    uint64_t q = 4;
-    for (int32_t i = 0; i < s->ntensors && !st; i++) {
-        const mml__ckpt_tensor *t = &s->tensors[i];
-        uint16_t nl = (uint16_t)strlen(t->name);
-        uint32_t nd = (uint32_t)t->ndim;
-        uint64_t n = 1;
-        size_t k = 0;
-        memcpy(h + k, &nl, 2), k += 2;
-        memcpy(h + k, t->name, nl), k += nl;
-        memcpy(h + k, &nd, 4), k += 4;
-        for (uint32_t d = 0; d < nd; d++) {
-            uint64_t v = (uint64_t)t->shape[d];
-            memcpy(h + k, &v, 8), k += 8;
-            n *= v;
-        }
-        uint64_t pad = mml__ckpt_pad(q + k);
-        memset(h + k, 0, (size_t)pad), k += (size_t)pad;
-        q += k + 4 * n;
-        st = mml__ckpt_put(f, crc, h, k);
-        if (!st && n) st = mml__ckpt_put(f, crc, t->data, (size_t)(4 * n));
-    }
-    return st;
-}
-
-static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec, uint32_t version) {
-    unsigned char h[MML__CKPT_HDR];
-    uint32_t v[3] = {version, MML__CKPT_ENDIAN, (uint32_t)nsec};
-    memcpy(h, mml__ckpt_magic, 8);
-    memcpy(h + 8, v, 12);
-    uint32_t crc = mml__crc32c(0, h, 20);
-    memcpy(h + 20, &crc, 4);
-    mml_status st = mml__afile_write(f, h, sizeof h);
-    for (int i = 0; i < nsec && !st; i++) {
-        const mml__ckpt_section *s = &secs[i];
-        unsigned char sh[MML__CKPT_SEC_HDR];
-        uint32_t kind = s->tensors ? MML__CKPT_TENSORS : MML__CKPT_BYTES;
-        uint64_t plen = mml__ckpt_payload_len(s);
-        memcpy(sh, s->tag, 4);
-        memcpy(sh + 4, &kind, 4);
-        memcpy(sh + 8, &plen, 8);
-        crc = 0;
-        st = mml__ckpt_put(f, &crc, sh, sizeof sh);
-        if (st) break;
-        if (kind == MML__CKPT_TENSORS) st = mml__ckpt_write_tensors(f, &crc, s);
-        else if (s->nbytes) st = mml__ckpt_put(f, &crc, s->bytes, (size_t)s->nbytes);
-        if (!st) st = mml__afile_write(f, &crc, 4);
-    }
-    return st;
-}
-
-/* Rewords a write failure so the caller learns the old file is still there. */
-static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
-    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, mml_last_error());
-}
-
-/* Writes the sections to path atomically, as a file of the given format
- * version (1..MML__CKPT_VERSION: the container is the same in each; the
- * version says what a reader must understand of the sections). */
-MML__CKPT_FN mml_status mml__ckpt_save_v(const char *path, const mml__ckpt_section *secs, int nsec, uint32_t version) {
-    if (version < 1 || version > MML__CKPT_VERSION)
-        return mml__fail(MML_ERR_ARG, "%s: checkpoint save: format version %u (1..%u)", path ? path : "(null)",
-                         (unsigned)version, MML__CKPT_VERSION);
-    mml_status st = mml__ckpt_check_all(path, secs, nsec);
-    if (st) return st;
-    /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
-    mml__afile *f = (mml__afile *)mml__alloc(sizeof *f);
-    if (!f) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
-    st = mml__afile_open(f, path);
-    if (!st) {
-        st = mml__ckpt_write_all(f, secs, nsec, version);
-        if (st) mml__afile_abort(f);
-        else st = mml__afile_commit(f);
-    }
-    mml__free(f);
-    return st ? mml__ckpt_save_failed(path, st) : MML_OK;
-}
-
-/* A version 1 file: sections every reader understands. */
-MML__CKPT_FN mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
-    return mml__ckpt_save_v(path, secs, nsec, 1);
-}
-
-// >>checkpoints: open and validate ----------------------------------------------
-
-/* Checks magic, byte order, version and header CRC; *nsec = section count. */
-static mml_status mml__ckpt_parse_header(mml__ckpt *c, const unsigned char *b, size_t len,
-                                         uint32_t *nsec) {
-    const char *L = c->label;
-    size_t m = len < 8 ? len : 8;
-    if (m && memcmp(b, mml__ckpt_magic, m) != 0)
-        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora checkpoint (bad magic)", L);
-    if (len < MML__CKPT_HDR)
-        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu (the file header is %u bytes)", L,
-                         len, MML__CKPT_HDR);
-    uint32_t version = mml__ckpt_u32(b + 8), endian = mml__ckpt_u32(b + 12);
-    if (endian == MML__CKPT_ENDIAN_SWAPPED)
-        return mml__fail(MML_ERR_FORMAT, "%s: written on a machine of other byte order", L);
-    if (endian != MML__CKPT_ENDIAN)
-        return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: byte-order marker 0x%08x", L,
-                         (unsigned)endian);
-    if (version > MML__CKPT_VERSION)
-        return mml__fail(MML_ERR_FORMAT, "%s: format version %u is newer than this library's %u", L,
-                         (unsigned)version, MML__CKPT_VERSION);
-    if (version == 0) return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: format version 0", L);
-    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml__crc32c(0, b, 20);
-    if (stored != crc)
-        return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
-                         (unsigned)stored, (unsigned)crc);
-    c->version = version;
-    *nsec = mml__ckpt_u32(b + 16);
-    if (*nsec > MML__CKPT_MAX_SECTIONS)
-        return mml__fail(MML_ERR_FORMAT, "%s: section count %u is absurd (at most %u)", L,
-                         (unsigned)*nsec, MML__CKPT_MAX_SECTIONS);
-    if (*nsec > (len - MML__CKPT_HDR) / MML__CKPT_SEC_MIN)
-        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: the header declares %u sections, more than fit", L, len,
-                         (unsigned)*nsec);
-    return MML_OK;
-}
-
-/* Reads the fixed part of tensor i at payload offset *q (name, ndim, shape,
- * padding); every length is checked against the n bytes of payload p. */
-static mml_status mml__ckpt_parse_thead(const mml__ckpt *c, const char *tag, const unsigned char *p,
-                                        uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
-    const char *L = c->label;
-    char nm[256];
-    if (n - *q < 2)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length past the end of the payload",
-                         L, tag, (unsigned)i);
-    uint32_t nl = mml__ckpt_u16(p + *q);
-    *q += 2;
-    if (nl > n - *q)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length %u runs past the end of the payload",
-                         L, tag, (unsigned)i, (unsigned)nl);
-    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable(p + *q, nl))
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: bad name '%s' (%u bytes)", L, tag,
-                         (unsigned)i, mml__ckpt_san(nm, p + *q, nl), (unsigned)nl);
-    mml__ckpt_san(nm, p + *q, nl);
-    t->name_off = *q;
-    t->name_len = nl;
-    *q += nl;
-    if (n - *q < 4)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim past the end of the payload",
-                         L, tag, nm);
-    uint32_t nd = mml__ckpt_u32(p + *q);
-    *q += 4;
-    if (nd < 1 || nd > 4)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim %u out of range 1..4", L, tag,
-                         nm, (unsigned)nd);
-    if (n - *q < 8 * (uint64_t)nd)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': shape past the end of the payload",
-                         L, tag, nm);
-    t->ndim = (int32_t)nd;
-    for (uint32_t k = 0; k < nd; k++, *q += 8) {
-        uint64_t d = mml__ckpt_u64(p + *q);
-        if (d > MML__CKPT_MAX_DIM)
-            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': dim %u = %llu exceeds 2^31", L,
-                             tag, nm, (unsigned)k, (unsigned long long)d);
-        t->shape[k] = (int64_t)d;
-    }
-    uint64_t pad = mml__ckpt_pad(*q);
-    if (n - *q < pad)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': padding past the end of the payload",
-                         L, tag, nm);
-    for (uint64_t k = 0; k < pad; k++)
-        if (p[*q + k])
-            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': nonzero padding", L, tag, nm);
-    *q += pad;
-    return MML_OK;
-}
-
-/* Tensor i: header, then an element count checked against what is left. */
-static mml_status mml__ckpt_parse_tensor(const mml__ckpt *c, const char *tag, const unsigned char *p,
-                                         uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
-    mml_status st = mml__ckpt_parse_thead(c, tag, p, n, q, i, t);
-    if (st) return st;
-    uint64_t limit = (n - *q) / 4, ne = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
-    for (int32_t k = 0; k < t->ndim && ne; k++) {
-        if (!mml__mul_ok(ne, (uint64_t)t->shape[k], limit, &ne)) {
-            char nm[256], sh[128];
-            return mml__fail(MML_ERR_FORMAT,
-                             "%s: section %s: tensor '%s': shape %s does not fit the %llu bytes left in the payload",
-                             c->label, tag, mml__ckpt_san(nm, p + t->name_off, t->name_len),
-                             mml__ckpt_fmt_shape(sh, t->ndim, t->shape), (unsigned long long)(n - *q));
-        }
-    }
-    t->nelem = ne;
-    t->data_off = *q;
-    *q += 4 * ne;
-    return MML_OK;
-}
-
-/* Parses a tensor section whose CRC has been checked: entries, exact fit,
- * then a name pool, sorted by name for lookup, with duplicates rejected. */
-static mml_status mml__ckpt_parse_tensors(const mml__ckpt *c, const unsigned char *b, mml__ckpt_sec *s) {
-    char tag[256], nm[256];
-    const unsigned char *p = b + s->off;
-    uint64_t n = s->len, q = 4, pool = 0;
-    mml__ckpt_san(tag, s->tag, 4);
-    if (n < 4)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count past the end of the payload",
-                         c->label, tag);
-    uint32_t cnt = mml__ckpt_u32(p);
-    if (cnt > (n - 4) / MML__CKPT_TENSOR_MIN)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count %u does not fit the payload (%llu bytes)",
-                         c->label, tag, (unsigned)cnt, (unsigned long long)n);
-    s->t = (mml__ckpt_tinfo *)mml__alloc((size_t)cnt * sizeof *s->t);
-    if (!s->t) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
-    s->ntensors = (int32_t)cnt;
-    for (uint32_t i = 0; i < cnt; i++) {
-        mml_status st = mml__ckpt_parse_tensor(c, tag, p, n, &q, i, &s->t[i]);
-        if (st) return st;
-        pool += s->t[i].name_len + 1;
-        s->t[i].data_off += s->off;
-    }
-    if (q != n)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: %llu trailing bytes after the last tensor",
-                         c->label, tag, (unsigned long long)(n - q));
-    s->names = (char *)mml__alloc((size_t)pool);
-    if (!s->names) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
-    for (uint32_t i = 0, k = 0; i < cnt; k += s->t[i].name_len + 1, i++) {
-        memcpy(s->names + k, p + s->t[i].name_off, s->t[i].name_len);
-        s->t[i].name = s->names + k;
-    }
-    if (cnt > 1) qsort(s->t, cnt, sizeof *s->t, mml__ckpt_tcmp);
-    for (uint32_t i = 1; i < cnt; i++)
-        if (strcmp(s->t[i - 1].name, s->t[i].name) == 0)
-            return mml__fail(MML_ERR_FORMAT, "%s: section %s: duplicate tensor name '%s'", c->label, tag,
-                             mml__ckpt_san(nm, s->t[i].name, s->t[i].name_len));
-    return MML_OK;
-}
-
-/* Section i at byte *pos: lengths against the file end, then CRC, then the
- * contents (tag, kind, uniqueness, tensor entries). */
-static mml_status mml__ckpt_parse_section(mml__ckpt *c, const unsigned char *b, size_t len,
-                                          size_t *pos, uint32_t i) {
-    const char *L = c->label;
-    char tag[256];
-    mml__ckpt_sec *s = &c->sec[i];
-    size_t rem = len - *pos;
-    if (rem < MML__CKPT_SEC_HDR)
-        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: section %u header incomplete", L, len,
-                         (unsigned)i);
-    const unsigned char *h = b + *pos;
-    uint64_t plen = mml__ckpt_u64(h + 8);
-    mml__ckpt_san(tag, h, 4);
-    if (plen > rem - MML__CKPT_SEC_HDR || rem - MML__CKPT_SEC_HDR - plen < 4)
-        return mml__fail(MML_ERR_FORMAT,
-                         "%s: truncated at byte %zu: section %s at byte %zu declares a %llu-byte payload", L,
-                         len, tag, *pos, (unsigned long long)plen);
-    uint32_t stored = mml__ckpt_u32(h + MML__CKPT_SEC_HDR + plen);
-    uint32_t crc = mml__crc32c(mml__crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
-    if (stored != crc)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
-                         tag, (unsigned)stored, (unsigned)crc);
-    memcpy(s->tag, h, 4);
-    s->kind = mml__ckpt_u32(h + 4);
-    s->off = *pos + MML__CKPT_SEC_HDR;
-    s->len = plen;
-    s->ntensors = -1;
-    if (!mml__ckpt_printable(h, 4))
-        return mml__fail(MML_ERR_FORMAT, "%s: section %u: tag '%s' is not printable ASCII", L, (unsigned)i, tag);
-    for (uint32_t j = 0; j < i; j++)
-        if (memcmp(c->sec[j].tag, s->tag, 4) == 0)
-            return mml__fail(MML_ERR_FORMAT, "%s: duplicate section %s", L, tag);
-    if (s->kind != MML__CKPT_BYTES && s->kind != MML__CKPT_TENSORS)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: unknown kind %u", L, tag, (unsigned)s->kind);
-    *pos += MML__CKPT_SEC_HDR + (size_t)plen + 4;
-    return s->kind == MML__CKPT_TENSORS ? mml__ckpt_parse_tensors(c, b, s) : MML_OK;
-}
-
-/* Validates the whole image b[0..len) into c (offsets only, so the caller may
- * move the image afterwards). */
-/* Opaque to interprocedural optimisation: given a constant buffer, GCC 12
- * would otherwise warn (-Warray-bounds) about reads on paths that the length
- * checks have already ruled out. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((noipa))
-#endif
-static mml_status mml__ckpt_parse(mml__ckpt *c, const unsigned char *b, size_t len) {
-    uint32_t nsec = 0;
-    mml_status st = mml__ckpt_parse_header(c, b, len, &nsec);
-    if (st) return st;
-    c->sec = (mml__ckpt_sec *)mml__alloc((size_t)nsec * sizeof *c->sec);
-    if (!c->sec) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", c->label);
-    c->nsec = nsec;
-    size_t pos = MML__CKPT_HDR;
-    for (uint32_t i = 0; i < nsec; i++)
-        if ((st = mml__ckpt_parse_section(c, b, len, &pos, i)) != MML_OK) return st;
-    if (pos != len)
-        return mml__fail(MML_ERR_FORMAT, "%s: %zu bytes of trailing garbage after the last section (at byte %zu)",
-                         c->label, len - pos, pos);
-    return MML_OK;
-}
-
-MML__CKPT_FN void mml__ckpt_close(mml__ckpt *c) {
-    if (!c) return;
-    for (uint32_t i = 0; c->sec && i < c->nsec; i++) {
-        mml__free(c->sec[i].t);
-        mml__free(c->sec[i].names);
-    }
-    mml__free(c->sec);
-    mml__free(c->img);
-    mml__free(c->label);
-    mml__free(c);
-}
-
-static mml__ckpt *mml__ckpt_new(const char *label) {
-    mml__ckpt *c = (mml__ckpt *)mml__alloc(sizeof *c);
-    size_t n = strlen(label);
-    if (c) c->label = (char *)mml__alloc(n + 1);
-    if (!c || !c->label) {
-        mml__ckpt_close(c);
-        mml__fail(MML_ERR_NOMEM, "%s: out of memory", label);
-        return NULL;
-    }
-    memcpy(c->label, label, n);
-    return c;
-}
-
-/* Validates len bytes at buf (label names them in errors) and keeps a copy.
- * Parsing the caller's buffer in place keeps sanitizers' bounds exact. */
-MML__CKPT_FN mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
-                                           mml__ckpt **out) {
-    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
-    *out = NULL;
-    if (!label) label = "(memory)";
-    if (!buf && len) return mml__fail(MML_ERR_ARG, "%s: buffer is NULL", label);
-    mml__ckpt *c = mml__ckpt_new(label);
-    if (!c) return MML_ERR_NOMEM;
-    mml_status st = mml__ckpt_parse(c, (const unsigned char *)buf, len);
-    if (!st && !(c->img = (unsigned char *)mml__alloc(len)))
-        st = mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", label, len);
-    if (st) {
-        mml__ckpt_close(c);
-        return st;
-    }
-    if (len) memcpy(c->img, buf, len);
-    c->len = len;
-    *out = c;
-    return MML_OK;
-}
-
-/* Reads all of f (size bytes) into an aligned buffer. */
-static mml_status mml__ckpt_slurp(FILE *f, const char *path, unsigned char **img, size_t *len) {
-    long end;
-    if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        return mml__fail(MML_ERR_IO, "%s: cannot determine the file size: %s", path, strerror(errno));
-    *len = (size_t)end;
-    *img = (unsigned char *)mml__alloc(*len);
-    if (!*img) return mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, *len);
-    if (*len && fread(*img, 1, *len, f) != *len)
-        return mml__fail(MML_ERR_IO, "%s: read failed: %s", path, ferror(f) ? strerror(errno) : "file shrank");
-    return MML_OK;
-}
-
-/* Reads path into memory and validates it. */
-MML__CKPT_FN mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
-    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
-    *out = NULL;
-    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
-    /* Checked before opening: a directory opens and "seeks" to a size of
-     * 2^63, and opening a FIFO waits for a writer. */
-    struct stat st0;
-    if (stat(path, &st0) == 0 && !S_ISREG(st0.st_mode))
-        return mml__fail(MML_ERR_IO, "%s: %s, not a checkpoint file", path,
-                         S_ISDIR(st0.st_mode) ? "is a directory" : "is not a regular file");
-    FILE *f = fopen(path, "rb");
-    if (!f) return mml__fail(MML_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    mml__ckpt *c = mml__ckpt_new(path);
-    mml_status st = c ? mml__ckpt_slurp(f, path, &c->img, &c->len) : MML_ERR_NOMEM;
-    fclose(f);
-    if (!st) st = mml__ckpt_parse(c, c->img, c->len);
-    if (st) {
-        mml__ckpt_close(c);
-        return st;
-    }
-    *out = c;
-    return MML_OK;
-}
-
-// >>checkpoints: lookup ---------------------------------------------------------
-
-static const mml__ckpt_sec *mml__ckpt_find(const mml__ckpt *c, const char tag[4]) {
-    for (uint32_t i = 0; i < c->nsec; i++)
-        if (memcmp(c->sec[i].tag, tag, 4) == 0) return &c->sec[i];
-    return NULL;
-}
-
-static const mml__ckpt_tinfo *mml__ckpt_find_tensor(const mml__ckpt_sec *s, const char *name) {
-    mml__ckpt_tinfo key;
-    if (s->kind != MML__CKPT_TENSORS || s->ntensors <= 0) return NULL;
-    key.name = name;
-    return (const mml__ckpt_tinfo *)bsearch(&key, s->t, (size_t)s->ntensors, sizeof key, mml__ckpt_tcmp);
-}
-
-/* A byte section's payload; MML_ERR_FORMAT if it is missing or holds tensors. */
-MML__CKPT_FN mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
-                                        uint64_t *n) {
-    char t[256];
-    if (!c || !tag || !p || !n) return mml__fail(MML_ERR_ARG, "checkpoint bytes: NULL argument");
-    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
-    mml__ckpt_san(t, tag, 4);
-    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
-    if (s->kind != MML__CKPT_BYTES)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds tensors, not bytes", c->label, t);
-    *p = c->img + s->off;
-    *n = s->len;
-    return MML_OK;
-}
-
-MML__CKPT_FN int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
-    const mml__ckpt_sec *s = (c && tag && name) ? mml__ckpt_find(c, tag) : NULL;
-    return s && mml__ckpt_find_tensor(s, name) != NULL;
-}
-
-/* Copies tensor name of section tag into dst (prod(shape) floats) after
- * checking that the stored ndim and shape equal the expected ones. */
-MML__CKPT_FN mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
-                                              int32_t ndim, const int64_t *shape, float *dst) {
-    char t[256], nm[256], want[128], got[128];
-    if (!c || !tag || !name || !shape || ndim < 1 || ndim > 4)
-        return mml__fail(MML_ERR_ARG, "checkpoint tensor read: bad argument");
-    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
-    mml__ckpt_san(t, tag, 4);
-    mml__ckpt_san(nm, name, strlen(name));
-    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
-    if (s->kind != MML__CKPT_TENSORS)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds bytes, not tensors", c->label, t);
-    const mml__ckpt_tinfo *ti = mml__ckpt_find_tensor(s, name);
-    if (!ti) return mml__fail(MML_ERR_FORMAT, "%s: section %s: no tensor named '%s'", c->label, t, nm);
-    int same = ti->ndim == ndim;
-    for (int32_t k = 0; same && k < ndim; k++) same = ti->shape[k] == shape[k];
-    if (!same)
-        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s' has shape %s in the file, expected %s",
-                         c->label, t, nm, mml__ckpt_fmt_shape(got, ti->ndim, ti->shape),
-                         mml__ckpt_fmt_shape(want, ndim, shape));
-    if (ti->nelem && !dst) return mml__fail(MML_ERR_ARG, "checkpoint tensor read: dst is NULL");
-    if (ti->nelem) memcpy(dst, c->img + ti->data_off, (size_t)(4 * ti->nelem));
-    return MML_OK;
-}
-
-/* Iteration, for tools and the fuzzer. */
-MML__CKPT_FN int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
-
-/* Section i's tag (4 bytes, no NUL) and
- * its tensor count (-1 for a byte section); NULL if i is out of range. */
-MML__CKPT_FN const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
-    if (!c || i < 0 || (uint32_t)i >= c->nsec) return NULL;
-    if (ntensors) *ntensors = c->sec[i].ntensors;
-    return c->sec[i].tag;
-}
-
-/* Tensor i (in name order) of section tag: its name, ndim and shape; NULL if
- * there is no such tensor. */
-MML__CKPT_FN const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
-                                             int32_t *ndim, int64_t shape[4]) {
-    const mml__ckpt_sec *s = (c && tag) ? mml__ckpt_find(c, tag) : NULL;
-    if (!s || i < 0 || i >= s->ntensors) return NULL;
-    if (ndim) *ndim = s->t[i].ndim;
-    if (shape) memcpy(shape, s->t[i].shape, sizeof s->t[i].shape);
-    return s->t[i].name;
-}
 // >>model ------------------------------------------------------------------
 /* A model is made of parts, each with one job:
  *   arch    what the config implies, fixed at creation: the fields, the tower
@@ -4856,14 +4197,33 @@ static void mml__init_glorot(float *w, int64_t n, int64_t fan_in, int64_t fan_ou
     for (int64_t i = 0; i < n; i++) w[i] = (float)((2.0 * mml__rng_uniform(rng) - 1.0) * lim);
 }
 
-/* Carves a pass's buffers from one block; a first pass with base == NULL only
- * sizes it. */
+/* Work buffers carved from one block (one allocation, one check, one free):
+ * a first run with base == NULL only sizes it. n floats, 64-byte aligned;
+ * other types take the room of as many floats. */
 struct mml__carve { float *base; int64_t used; };
 
 static float *mml__take(mml__carve *c, int64_t n) {
     float *p = c->base ? c->base + c->used : NULL;
     c->used += (n + 15) & ~(int64_t)15;
     return p;
+}
+
+typedef void (*mml__carve_fn)(void *ctx, mml__carve *c);
+
+/* The buffers fn carves, in one zeroed block *block (free it with
+ * mml__free): fn runs once to size it, once to hand the buffers out. */
+static mml_status mml__carve_block(mml__carve_fn fn, void *ctx, const char *what, float **block) {
+    mml__carve c = {NULL, 0};
+    uint64_t bytes;
+    fn(ctx, &c);
+    if (!mml__mul_ok((uint64_t)c.used, sizeof(float), (uint64_t)1 << 40, &bytes))
+        return mml__fail(MML_ERR_ARG, "%s: size overflows", what);
+    if (!(c.base = (float *)mml__alloc((size_t)bytes)))
+        return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %llu bytes", what, (unsigned long long)bytes);
+    c.used = 0;
+    fn(ctx, &c);
+    *block = c.base;
+    return MML_OK;
 }
 
 // >>kinds ------------------------------------------------------------------
@@ -5667,20 +5027,19 @@ static void mml__pass_free(mml__pass *ps) {
     ps->block = NULL;
 }
 
+typedef struct mml__pass_spec { const mml_model_t *m; mml__pass *ps; int what; } mml__pass_spec;
+static void mml__carve_pass_cb(void *ctx, mml__carve *c) {
+    const mml__pass_spec *sp = (const mml__pass_spec *)ctx;
+    mml__carve_pass(sp->m, sp->ps, c, sp->what);
+}
+
 static mml_status mml__pass_init(const mml_model_t *m, mml__pass *ps, int what) {
+    mml__pass_spec sp = {m, ps, what};
+    float *blk = NULL;
     memset(ps, 0, sizeof *ps);
-    mml__carve c = {NULL, 0};
-    mml__carve_pass(m, ps, &c, what);
-    uint64_t bytes;
-    if (!mml__mul_ok((uint64_t)c.used, sizeof(float), (uint64_t)1 << 40, &bytes))
-        return mml__fail(MML_ERR_ARG, "config: activation size overflows");
-    float *blk = (float *)mml__alloc((size_t)bytes);
-    if (!blk) return mml__fail(MML_ERR_NOMEM, "cannot allocate %llu bytes of activations", (unsigned long long)bytes);
-    c.base = blk;
-    c.used = 0;
-    mml__carve_pass(m, ps, &c, what);
+    mml_status st = mml__carve_block(mml__carve_pass_cb, &sp, "activations", &blk);
     ps->block = blk;
-    return MML_OK;
+    return st;
 }
 
 static void mml__grads_free(const mml_model_t *m, mml__grads *g) {
@@ -7387,9 +6746,7 @@ static void mml__parallel_predict(mml_model_t *m, mml__pass *ps) {
  * all of them take the same decision (the sums are exact in floats). */
 #define MML__DIST_WORDS 16
 static void mml__dist_words(uint64_t h, float *w) {
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 32;
+    h = mml__mix64(h);
     for (int j = 0; j < 8; j++) {
         w[j] = (float)((h >> (4 * j)) & 15);
         w[8 + j] = w[j] * w[j];
@@ -7926,12 +7283,30 @@ typedef struct mml__fit {
     const mml_data_t *d;
     const mml_fit_opts_t *o;
     uint64_t rng;
-    int64_t *perm;
+    int64_t *perm;           /* a domain's training rows, shuffled */
     mml__cols src;           /* the training split's columns, per schema field */
     int32_t *ids[MML__MAX_FIELDS];  /* a batch's columns, gathered */
     float *values[MML__MAX_FIELDS], *label;
-    int32_t *dorder;
+    int32_t *dorder;         /* the domains' order in an epoch */
+    float *block;            /* perm .. dorder */
 } mml__fit;
+
+static void mml__fit_carve(void *ctx, mml__carve *c) {
+    mml__fit *f = (mml__fit *)ctx;
+    const mml_split_t *tr = &f->d->split[MML_TRAIN];
+    const mml_schema_t *sc = f->m->a.schema;
+    int64_t b = f->o->batch, maxdom = 0;
+    for (int k = 0; k < f->d->n_domains; k++)
+        if (tr->dom_start[k + 1] - tr->dom_start[k] > maxdom) maxdom = tr->dom_start[k + 1] - tr->dom_start[k];
+    f->perm = (int64_t *)(void *)mml__take(c, 2 * (maxdom + 1));
+    for (int k = 0; k < sc->n_fields; k++) {
+        const mml_field_t *fd = &sc->field[k];
+        if (fd->kind == MML_FIELD_NUMERIC) f->values[k] = mml__take(c, b);
+        else f->ids[k] = (int32_t *)(void *)mml__take(c, b * (fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1));
+    }
+    f->label = mml__take(c, b);
+    f->dorder = (int32_t *)(void *)mml__take(c, f->d->n_domains);
+}
 
 static void mml__emit(const mml__fit *f, mml_progress_t *p) {
     if (f->o->progress) f->o->progress(p, f->o->user);
@@ -8242,6 +7617,32 @@ mml_fit_state mml_model_fit_state(const mml_model_t *m, mml_fit_opts_t *opts) {
     return s;
 }
 
+/* The stages from the one the fit stands in to the end; *test after each
+ * phase (the experts' stages end none). */
+static mml_status mml__run_stages(mml__fit *f, mml_metrics_t *test) {
+    mml_model_t *m = f->m;
+    const mml_split_t *tr = &f->d->split[MML_TRAIN];
+    mml_status st = MML_OK;
+    for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
+        const char *name;
+        mml_phase ph;
+        int expert;
+        mml__stage_info(m, s, &name, &ph, &expert);
+        int dom = expert >= 0 ? expert % f->d->n_domains : 0;
+        int skip = expert >= 0 && tr->dom_start[dom + 1] == tr->dom_start[dom];
+        if (!skip) st = mml__run_stage(f, s); /* an expert without data stays zero */
+        if (st) break;
+        m->fit.stage = s + 1;
+        m->fit.epoch = 0;
+        if (ph != MML_PHASE_EXPERT) st = mml__phase_end(f, name, test);
+    }
+    if (!st) {
+        m->fit.active = 0;
+        m->fit.done = 1;
+    }
+    return st;
+}
+
 mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o, mml_metrics_t *test) {
     mml_status st = mml__check_data(m, d);
     if (st) return st;
@@ -8259,50 +7660,17 @@ mml_status mml_fit(mml_model_t *m, const mml_data_t *d, const mml_fit_opts_t *o,
     mml__fit f;
     memset(&f, 0, sizeof f);
     f.m = m; f.d = d; f.o = o;
-    int64_t maxdom = 0;
     const mml_split_t *tr = &d->split[MML_TRAIN];
-    for (int k = 0; k < d->n_domains; k++)
-        if (tr->dom_start[k + 1] - tr->dom_start[k] > maxdom) maxdom = tr->dom_start[k + 1] - tr->dom_start[k];
-    f.perm = (int64_t *)mml__alloc((size_t)(maxdom + 1) * sizeof(int64_t));
-    f.label = (float *)mml__alloc((size_t)o->batch * 4);
-    f.dorder = (int32_t *)mml__alloc((size_t)d->n_domains * 4);
-    int ok = f.perm && f.label && f.dorder;
     const mml_schema_t *sc = m->a.schema;
-    for (int c = 0; c < sc->n_fields && ok; c++) {
-        const mml_field_t *fd = &sc->field[c];
-        if (fd->kind == MML_FIELD_NUMERIC) {
-            f.src.values[c] = tr->values[c];
-            ok = (f.values[c] = (float *)mml__alloc((size_t)o->batch * 4)) != NULL;
-        } else {
-            f.src.ids[c] = tr->ids ? tr->ids[c] : c == 0 ? tr->uid : c == 1 ? tr->pid : tr->dom;
-            ok = (f.ids[c] = (int32_t *)mml__alloc((size_t)o->batch * 4 * (fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1))) != NULL;
-        }
+    for (int k = 0; k < sc->n_fields; k++) {
+        if (sc->field[k].kind == MML_FIELD_NUMERIC) f.src.values[k] = tr->values[k];
+        else f.src.ids[k] = tr->ids ? tr->ids[k] : k == 0 ? tr->uid : k == 1 ? tr->pid : tr->dom;
     }
-    if (!ok) {
-        st = mml__fail(MML_ERR_NOMEM, "fit: out of memory");
-        goto done;
-    }
+    if ((st = mml__carve_block(mml__fit_carve, &f, "fit", &f.block)) != MML_OK) return st;
     mml__fit_begin(m, d, data_hash, o);
     f.rng = m->fit.rng;
-    for (int s = m->fit.stage; !st && s < mml__n_stages(m); s++) {
-        const char *name;
-        mml_phase ph;
-        int expert;
-        mml__stage_info(m, s, &name, &ph, &expert);
-        int skip = expert >= 0 && tr->dom_start[expert % d->n_domains + 1] == tr->dom_start[expert % d->n_domains];
-        if (!skip) st = mml__run_stage(&f, s); /* an expert without data stays zero */
-        if (st) break;
-        m->fit.stage = s + 1;
-        m->fit.epoch = 0;
-        if (ph != MML_PHASE_EXPERT) st = mml__phase_end(&f, name, test);
-    }
-    if (!st) {
-        m->fit.active = 0;
-        m->fit.done = 1;
-    }
-done:
-    for (int c = 0; c < MML__MAX_FIELDS; c++) { mml__free(f.ids[c]); mml__free(f.values[c]); }
-    mml__free(f.perm); mml__free(f.label); mml__free(f.dorder);
+    st = mml__run_stages(&f, test);
+    mml__free(f.block);
     return st;
 }
 
@@ -8494,6 +7862,116 @@ static mml_status mml__synthetic_cols(const mml_synth_config_t *c, mml_data_t *o
     return st;
 }
 
+/* The generator's work: the hidden world, then the samples before the split. */
+typedef struct mml__syn {
+    const mml_synth_config_t *c;
+    uint64_t rng;
+    float *U, *V;            /* user and item factors [n_users, H], [n_items, H] */
+    float *Q, *dq;           /* per domain: an affinity map [H, H] and an item taste [H] */
+    double *pop;             /* the items' cumulative Zipf popularity */
+    int32_t *udom;           /* each user's domain */
+    int32_t *uid, *pid, *dom;
+    float *lab, *lg;         /* each sample's label and logit */
+} mml__syn;
+
+static void mml__syn_carve(void *ctx, mml__carve *c) {
+    mml__syn *w = (mml__syn *)ctx;
+    int64_t H = MML__SYN_H, nd = w->c->n_domains, nu = w->c->n_users, ni = w->c->n_items, n = w->c->n_samples;
+    w->U = mml__take(c, nu * H);
+    w->V = mml__take(c, ni * H);
+    w->Q = mml__take(c, nd * H * H);
+    w->dq = mml__take(c, nd * H);
+    w->pop = (double *)(void *)mml__take(c, 2 * ni);
+    w->udom = (int32_t *)(void *)mml__take(c, nu);
+    w->uid = (int32_t *)(void *)mml__take(c, n);
+    w->pid = (int32_t *)(void *)mml__take(c, n);
+    w->dom = (int32_t *)(void *)mml__take(c, n);
+    w->lab = mml__take(c, n);
+    w->lg = mml__take(c, n);
+}
+
+/* Factors from N(0, 1) (the maps scaled by 1/sqrt(H)); users to domains with
+ * sizes ~ (d+1)^-skew, user d < n_domains in domain d so that none is
+ * empty; Zipf item popularity, cumulative for sampling. */
+static void mml__syn_world(mml__syn *w) {
+    const mml_synth_config_t *c = w->c;
+    const int H = MML__SYN_H;
+    const float sc = 1.0f / sqrtf((float)H);
+    int nd = c->n_domains, nu = c->n_users, ni = c->n_items;
+    for (int64_t i = 0; i < (int64_t)nu * H; i++) w->U[i] = mml__rng_normal(&w->rng);
+    for (int64_t i = 0; i < (int64_t)ni * H; i++) w->V[i] = mml__rng_normal(&w->rng);
+    for (int64_t i = 0; i < (int64_t)nd * H * H; i++) w->Q[i] = mml__rng_normal(&w->rng) * sc;
+    for (int64_t i = 0; i < (int64_t)nd * H; i++) w->dq[i] = mml__rng_normal(&w->rng);
+    double wsum = 0.0;
+    for (int d = 0; d < nd; d++) wsum += pow(d + 1.0, -c->domain_skew);
+    for (int u = 0; u < nu; u++) {
+        if (u < nd) { w->udom[u] = u; continue; }
+        double x = mml__rng_uniform(&w->rng) * wsum, acc = 0.0;
+        int d = 0;
+        for (; d < nd - 1; d++) { acc += pow(d + 1.0, -c->domain_skew); if (x < acc) break; }
+        w->udom[u] = d;
+    }
+    double ps = 0.0;
+    for (int i = 0; i < ni; i++) { ps += pow(i + 1.0, -c->item_zipf); w->pop[i] = ps; }
+}
+
+/* Each sample: a uniform user, an item drawn by popularity, and the logit:
+ * the shared user-item affinity + the domain's own affinity and item taste
+ * + noise. */
+static void mml__syn_samples(mml__syn *w) {
+    const mml_synth_config_t *c = w->c;
+    const int H = MML__SYN_H;
+    int nu = c->n_users, ni = c->n_items;
+    double ps = w->pop[ni - 1];
+    for (int64_t s = 0; s < c->n_samples; s++) {
+        int u = (int)mml__rng_below(&w->rng, (uint64_t)nu);
+        double x = mml__rng_uniform(&w->rng) * ps;
+        int lo = 0, hi = ni - 1;
+        while (lo < hi) { int mid = (lo + hi) / 2; if (w->pop[mid] < x) lo = mid + 1; else hi = mid; }
+        int it = (int)(((int64_t)lo * 7919) % ni); /* popularity unrelated to item id */
+        int d = w->udom[u];
+        const float *uu = w->U + (int64_t)u * H, *vv = w->V + (int64_t)it * H, *q = w->Q + (int64_t)d * H * H;
+        double shared = 0.0, spec = 0.0, pref = 0.0;
+        for (int a = 0; a < H; a++) {
+            shared += uu[a] * vv[a];
+            double qv = 0.0;
+            for (int b2 = 0; b2 < H; b2++) qv += q[a * H + b2] * vv[b2];
+            spec += uu[a] * qv;
+            pref += w->dq[(int64_t)d * H + a] * vv[a];
+        }
+        double z = shared / sqrt((double)H) + c->domain_signal * (0.5 * spec / sqrt((double)H) + pref / sqrt((double)H)) +
+                   c->noise * mml__rng_normal(&w->rng);
+        w->uid[s] = u; w->pid[s] = it; w->dom[s] = d; w->lg[s] = (float)z;
+    }
+}
+
+/* The intercept that brings the mean click rate to c->ctr (bisection over
+ * every 7th sample), then each label drawn from its probability. */
+static void mml__syn_labels(mml__syn *w) {
+    const mml_synth_config_t *c = w->c;
+    int64_t n = c->n_samples;
+    double lo = -20, hi = 20;
+    for (int itn = 0; itn < 50; itn++) {
+        double mid = 0.5 * (lo + hi), sum = 0.0;
+        for (int64_t s = 0; s < n; s += 7) sum += 1.0 / (1.0 + exp(-(w->lg[s] + mid)));
+        double mean = sum / (double)((n + 6) / 7);
+        if (mean < c->ctr) lo = mid; else hi = mid;
+    }
+    double b0 = 0.5 * (lo + hi);
+    for (int64_t s = 0; s < n; s++)
+        w->lab[s] = mml__rng_uniform(&w->rng) < 1.0 / (1.0 + exp(-(w->lg[s] + b0))) ? 1.0f : 0.0f;
+}
+
+/* "syn<d>"; names are optional, so without memory they stay NULL. */
+static void mml__syn_names(mml_data_t *out) {
+    int nd = out->n_domains;
+    out->domain_names = (char **)mml__alloc((size_t)nd * sizeof(char *));
+    for (int d = 0; out->domain_names && d < nd; d++) {
+        out->domain_names[d] = (char *)mml__alloc(16);
+        if (out->domain_names[d]) snprintf(out->domain_names[d], 16, "syn%d", d);
+    }
+}
+
 mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
     memset(out, 0, sizeof *out);
     if (c->schema) return mml__synthetic_cols(c, out);
@@ -8504,87 +7982,707 @@ mml_status mml_data_synthetic(const mml_synth_config_t *c, mml_data_t *out) {
         !(c->ctr > 0.0f && c->ctr < 1.0f))
         return mml__fail(MML_ERR_ARG, "synthetic: bad sizes (domains %d, users %d, items %d, samples %lld, ctr %g)",
                          c->n_domains, c->n_users, c->n_items, (long long)c->n_samples, (double)c->ctr);
-    const int H = MML__SYN_H;
-    int nd = c->n_domains, nu = c->n_users, ni = c->n_items;
-    int64_t n = c->n_samples;
-    uint64_t rng = c->seed;
-    float *U = (float *)mml__alloc((size_t)nu * H * 4), *V = (float *)mml__alloc((size_t)ni * H * 4);
-    float *Q = (float *)mml__alloc((size_t)nd * H * H * 4), *dq = (float *)mml__alloc((size_t)nd * H * 4);
-    double *pop = (double *)mml__alloc((size_t)ni * 8);
-    int32_t *udom = (int32_t *)mml__alloc((size_t)nu * 4);
-    int32_t *uid = (int32_t *)mml__alloc((size_t)n * 4), *pid = (int32_t *)mml__alloc((size_t)n * 4);
-    int32_t *dom = (int32_t *)mml__alloc((size_t)n * 4);
-    float *lab = (float *)mml__alloc((size_t)n * 4), *lg = (float *)mml__alloc((size_t)n * 4);
-    mml_status st = MML_OK;
-    if (!U || !V || !Q || !dq || !pop || !udom || !uid || !pid || !dom || !lab || !lg) {
-        st = mml__fail(MML_ERR_NOMEM, "synthetic: out of memory");
-        goto done;
-    }
-    {
-        const float sc = 1.0f / sqrtf((float)H);
-        for (int64_t i = 0; i < (int64_t)nu * H; i++) U[i] = mml__rng_normal(&rng);
-        for (int64_t i = 0; i < (int64_t)ni * H; i++) V[i] = mml__rng_normal(&rng);
-        for (int64_t i = 0; i < (int64_t)nd * H * H; i++) Q[i] = mml__rng_normal(&rng) * sc;
-        for (int64_t i = 0; i < (int64_t)nd * H; i++) dq[i] = mml__rng_normal(&rng);
-        /* users to domains with sizes ~ (d+1)^-skew */
-        double wsum = 0.0;
-        for (int d = 0; d < nd; d++) wsum += pow(d + 1.0, -c->domain_skew);
-        for (int u = 0; u < nu; u++) {
-            if (u < nd) { udom[u] = u; continue; } /* every domain has a user */
-            double x = mml__rng_uniform(&rng) * wsum, acc = 0.0;
-            int d = 0;
-            for (; d < nd - 1; d++) { acc += pow(d + 1.0, -c->domain_skew); if (x < acc) break; }
-            udom[u] = d;
-        }
-        /* Zipf item popularity, cumulative for sampling */
-        double ps = 0.0;
-        for (int i = 0; i < ni; i++) { ps += pow(i + 1.0, -c->item_zipf); pop[i] = ps; }
-        for (int64_t s = 0; s < n; s++) {
-            int u = (int)mml__rng_below(&rng, (uint64_t)nu);
-            double x = mml__rng_uniform(&rng) * ps;
-            int lo = 0, hi = ni - 1;
-            while (lo < hi) { int mid = (lo + hi) / 2; if (pop[mid] < x) lo = mid + 1; else hi = mid; }
-            int it = (int)(((int64_t)lo * 7919) % ni); /* popularity unrelated to item id */
-            int d = udom[u];
-            const float *uu = U + (int64_t)u * H, *vv = V + (int64_t)it * H, *q = Q + (int64_t)d * H * H;
-            double shared = 0.0, spec = 0.0, pref = 0.0;
-            for (int a = 0; a < H; a++) {
-                shared += uu[a] * vv[a];
-                double qv = 0.0;
-                for (int b2 = 0; b2 < H; b2++) qv += q[a * H + b2] * vv[b2];
-                spec += uu[a] * qv;
-                pref += dq[(int64_t)d * H + a] * vv[a];
-            }
-            /* shared affinity + domain-specific affinity and item taste of the domain */
-            double z = shared / sqrt((double)H) + c->domain_signal * (0.5 * spec / sqrt((double)H) + pref / sqrt((double)H)) +
-                       c->noise * mml__rng_normal(&rng);
-            uid[s] = u; pid[s] = it; dom[s] = d; lg[s] = (float)z;
-        }
-        /* calibrate the intercept to the target CTR, then draw labels */
-        double lo = -20, hi = 20;
-        for (int itn = 0; itn < 50; itn++) {
-            double mid = 0.5 * (lo + hi), sum = 0.0;
-            for (int64_t s = 0; s < n; s += 7) sum += 1.0 / (1.0 + exp(-(lg[s] + mid)));
-            double mean = sum / (double)((n + 6) / 7);
-            if (mean < c->ctr) lo = mid; else hi = mid;
-        }
-        double b0 = 0.5 * (lo + hi);
-        for (int64_t s = 0; s < n; s++) lab[s] = mml__rng_uniform(&rng) < 1.0 / (1.0 + exp(-(lg[s] + b0))) ? 1.0f : 0.0f;
-        st = mml_data_split(n, uid, pid, dom, lab, nu, ni, nd, c->seed + 1, out);
-        if (!st && !out->domain_names) {
-            out->domain_names = (char **)mml__alloc((size_t)nd * sizeof(char *));
-            for (int d = 0; out->domain_names && d < nd; d++) {
-                out->domain_names[d] = (char *)mml__alloc(16);
-                if (out->domain_names[d]) snprintf(out->domain_names[d], 16, "syn%d", d);
-            }
-        }
-    }
-done:
-    mml__free(U); mml__free(V); mml__free(Q); mml__free(dq); mml__free(pop); mml__free(udom);
-    mml__free(uid); mml__free(pid); mml__free(dom); mml__free(lab); mml__free(lg);
+    mml__syn w;
+    float *block = NULL;
+    memset(&w, 0, sizeof w);
+    w.c = c;
+    w.rng = c->seed;
+    mml_status st = mml__carve_block(mml__syn_carve, &w, "synthetic", &block);
+    if (st) return st;
+    mml__syn_world(&w);
+    mml__syn_samples(&w);
+    mml__syn_labels(&w);
+    st = mml_data_split(c->n_samples, w.uid, w.pid, w.dom, w.lab, c->n_users, c->n_items, c->n_domains, c->seed + 1, out);
+    if (!st && !out->domain_names) mml__syn_names(out);
+    mml__free(block);
     return st;
 }
 // >>checkpoints ------------------------------------------------------------
+
+/* Checkpoint container.
+ *
+ * A model-agnostic container of tagged sections, each either raw bytes or a
+ * list of named float32 tensors. The byte layout is specified in
+ * docs/FORMAT.md; the short version:
+ *
+ *   header   "MMLCKPT\0" | u32 version=1 | u32 0x01020304 | u32 nsec | u32 crc
+ *   section  tag[4] | u32 kind (0 bytes, 1 tensors) | u64 len | payload | u32 crc
+ *   tensors  u32 count, then per tensor: u16 name_len, name, u32 ndim,
+ *            u64 shape[ndim], zero padding to 64 (relative to the payload
+ *            start), float32 data
+ *
+ * All integers and floats are in the writer's byte order, guarded by the
+ * marker. The header CRC covers the 20 bytes before it; a section CRC covers
+ * its 16-byte section header and its payload, so every byte of a file is
+ * under some CRC32C (mml_crc32c of moemlora_simd.h: the CPU's CRC
+ * instructions when it has them, the same value either way).
+ *
+ * Saving goes through the atomic writer (mml__afile_*): on any failure the
+ * previous file at the path is untouched and no temporary is left. Opening
+ * reads the whole file into memory and validates every length, count, shape
+ * and CRC before anything is handed out: each length field is checked against
+ * the bytes that remain before it is used, and every allocation is bounded by
+ * the file size. */
+
+/* The newest version this library reads. Files are written at the lowest
+ * version their content needs (mml__ckpt_save_v), so a reader of an older
+ * version keeps reading whatever it can understand. */
+#define MML__CKPT_VERSION 2u
+#define MML__CKPT_ENDIAN 0x01020304u
+#define MML__CKPT_ENDIAN_SWAPPED 0x04030201u
+#define MML__CKPT_HDR 24u          /* magic 8, version, endian, nsec, crc */
+#define MML__CKPT_SEC_HDR 16u      /* tag 4, kind 4, payload length 8 */
+#define MML__CKPT_SEC_MIN 20u      /* section header + crc, empty payload */
+#define MML__CKPT_MAX_SECTIONS 1024u
+#define MML__CKPT_MAX_NAME 255u
+#define MML__CKPT_MAX_DIM 2147483648ull /* 2^31 */
+#define MML__CKPT_ALIGN 64u
+/* u16 name length + 1 name byte + u32 ndim + one u64 dim */
+#define MML__CKPT_TENSOR_MIN 15u
+
+enum { MML__CKPT_BYTES = 0, MML__CKPT_TENSORS = 1 };
+
+static const char mml__ckpt_magic[8] = {'M', 'M', 'L', 'C', 'K', 'P', 'T', '\0'};
+
+/* One float32 tensor handed to mml__ckpt_save; data holds prod(shape) floats. */
+typedef struct mml__ckpt_tensor {
+    const char *name;   /* 1..255 printable ASCII bytes, unique in its section */
+    int32_t ndim;       /* 1..4 */
+    int64_t shape[4];   /* each 0..2^31 */
+    const float *data;
+} mml__ckpt_tensor;
+
+/* A tensor section has tensors != NULL (ntensors may be 0); otherwise it is a
+ * byte section of nbytes bytes. Tags are 4 printable ASCII bytes, unique. */
+typedef struct mml__ckpt_section {
+    char tag[4];
+    const void *bytes;
+    uint64_t nbytes;
+    const mml__ckpt_tensor *tensors;
+    int32_t ntensors;
+} mml__ckpt_section;
+
+/* A validated tensor of an open checkpoint. */
+typedef struct mml__ckpt_tinfo {
+    const char *name;   /* NUL-terminated, in the section's name pool */
+    uint64_t name_off;  /* offset of the name bytes in the image (during parse) */
+    uint32_t name_len;
+    int32_t ndim;
+    int64_t shape[4];
+    uint64_t nelem;
+    uint64_t data_off;  /* offset of the float data in the image */
+} mml__ckpt_tinfo;
+
+typedef struct mml__ckpt_sec {
+    char tag[4];
+    uint32_t kind;
+    uint64_t off, len;     /* payload within the image */
+    int32_t ntensors;      /* -1 for a byte section */
+    mml__ckpt_tinfo *t;    /* sorted by name */
+    char *names;
+} mml__ckpt_sec;
+
+typedef struct mml__ckpt {
+    char *label;           /* file path or caller's label, used in every error */
+    unsigned char *img;    /* the whole file */
+    size_t len;
+    uint32_t nsec;
+    uint32_t version;      /* the file's format version */
+    mml__ckpt_sec *sec;
+} mml__ckpt;
+
+/* ---- container: small helpers ---- */
+
+static uint16_t mml__ckpt_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t mml__ckpt_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t mml__ckpt_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Zero bytes that bring offset q (from the payload start) to a multiple of 64. */
+static uint64_t mml__ckpt_pad(uint64_t q) { return (MML__CKPT_ALIGN - q % MML__CKPT_ALIGN) % MML__CKPT_ALIGN; }
+
+static int mml__ckpt_printable(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] > 0x7E) return 0;
+    return 1;
+}
+
+/* Copies up to 255 bytes of p into out as printable text ('?' for the rest),
+ * so messages about corrupt names and tags stay readable. */
+static const char *mml__ckpt_san(char out[256], const void *p, size_t n) {
+    const unsigned char *s = (const unsigned char *)p;
+    if (n > 255) n = 255;
+    for (size_t i = 0; i < n; i++) out[i] = (s[i] >= 0x20 && s[i] <= 0x7E) ? (char)s[i] : '?';
+    out[n] = 0;
+    return out;
+}
+
+/* "[3, 4]" */
+static const char *mml__ckpt_fmt_shape(char out[128], int32_t ndim, const int64_t *shape) {
+    size_t k = 0;
+    out[k++] = '[';
+    for (int32_t i = 0; i < ndim && i < 4; i++)
+        k += (size_t)snprintf(out + k, 128 - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    snprintf(out + k, 128 - k, "]");
+    return out;
+}
+
+/* A zero dim makes the tensor empty whatever the other dims are. */
+static int mml__ckpt_has_zero(int32_t ndim, const int64_t *shape) {
+    for (int32_t k = 0; k < ndim; k++)
+        if (shape[k] == 0) return 1;
+    return 0;
+}
+
+static int mml__ckpt_tcmp(const void *a, const void *b) {
+    return strcmp(((const mml__ckpt_tinfo *)a)->name, ((const mml__ckpt_tinfo *)b)->name);
+}
+
+/* ---- container: save ---- */
+
+/* Bytes of a tensor's entry (name, shape, padding, data) that starts q bytes
+ * into its payload; the caller has validated the tensor. */
+static uint64_t mml__ckpt_tensor_entry(uint64_t q, const mml__ckpt_tensor *t, uint64_t nelem) {
+    uint64_t h = 2 + strlen(t->name) + 4 + 8 * (uint64_t)t->ndim;
+    return h + mml__ckpt_pad(q + h) + 4 * nelem;
+}
+
+/* Checks one tensor before anything is written; *nelem = its element count. */
+static mml_status mml__ckpt_check_tensor(const char *path, const char *tag,
+                                         const mml__ckpt_tensor *t, uint64_t *nelem) {
+    size_t nl = t->name ? strlen(t->name) : 0;
+    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable((const unsigned char *)t->name, nl))
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor name must be 1..255 printable ASCII bytes",
+                         path, tag);
+    if (t->ndim < 1 || t->ndim > 4)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': ndim %d out of range 1..4", path,
+                         tag, t->name, (int)t->ndim);
+    uint64_t n = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
+    for (int32_t k = 0; k < t->ndim; k++) {
+        if (t->shape[k] < 0 || (uint64_t)t->shape[k] > MML__CKPT_MAX_DIM ||
+            (n && !mml__mul_ok(n, (uint64_t)t->shape[k], SIZE_MAX / 8, &n)))
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': dim %d = %lld out of range",
+                             path, tag, t->name, (int)k, (long long)t->shape[k]);
+    }
+    if (n && !t->data)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: tensor '%s': data is NULL", path, tag, t->name);
+    *nelem = n;
+    return MML_OK;
+}
+
+/* Validates a section and returns its payload length in *plen. */
+static mml_status mml__ckpt_check_section(const char *path, const mml__ckpt_section *s,
+                                          uint64_t *plen) {
+    const char *tag = s->tag;
+    if (!mml__ckpt_printable((const unsigned char *)tag, 4))
+        return mml__fail(MML_ERR_ARG, "%s: section tags must be 4 printable ASCII bytes", path);
+    if (!s->tensors) {
+        if (s->ntensors || (s->nbytes && !s->bytes) || s->nbytes > SIZE_MAX / 4)
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: bad byte section", path, tag);
+        *plen = s->nbytes;
+        return MML_OK;
+    }
+    if (s->bytes || s->nbytes || s->ntensors < 0)
+        return mml__fail(MML_ERR_ARG, "%s: section %.4s: give either bytes or tensors", path, tag);
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors; i++) {
+        const mml__ckpt_tensor *t = &s->tensors[i];
+        uint64_t n = 0;
+        mml_status st = mml__ckpt_check_tensor(path, tag, t, &n);
+        if (st) return st;
+        for (int32_t j = 0; j < i; j++)
+            if (strcmp(s->tensors[j].name, t->name) == 0)
+                return mml__fail(MML_ERR_ARG, "%s: section %.4s: duplicate tensor name '%s'", path, tag,
+                                 t->name);
+        q += mml__ckpt_tensor_entry(q, t, n);
+        if (q > SIZE_MAX / 4)
+            return mml__fail(MML_ERR_ARG, "%s: section %.4s: too large", path, tag);
+    }
+    *plen = q;
+    return MML_OK;
+}
+
+static mml_status mml__ckpt_check_all(const char *path, const mml__ckpt_section *secs, int nsec) {
+    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint save: path is NULL");
+    if (nsec < 0 || (uint32_t)nsec > MML__CKPT_MAX_SECTIONS || (nsec && !secs))
+        return mml__fail(MML_ERR_ARG, "%s: section count %d out of range 0..%u", path, nsec,
+                         MML__CKPT_MAX_SECTIONS);
+    for (int i = 0; i < nsec; i++) {
+        uint64_t plen = 0;
+        mml_status st = mml__ckpt_check_section(path, &secs[i], &plen);
+        if (st) return st;
+        for (int j = 0; j < i; j++)
+            if (memcmp(secs[j].tag, secs[i].tag, 4) == 0)
+                return mml__fail(MML_ERR_ARG, "%s: duplicate section %.4s", path, secs[i].tag);
+    }
+    return MML_OK;
+}
+
+/* Payload length of a validated section. */
+static uint64_t mml__ckpt_payload_len(const mml__ckpt_section *s) {
+    if (!s->tensors) return s->nbytes;
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors; i++) {
+        uint64_t n = 1;
+        for (int32_t k = 0; k < s->tensors[i].ndim; k++) n *= (uint64_t)s->tensors[i].shape[k];
+        q += mml__ckpt_tensor_entry(q, &s->tensors[i], n);
+    }
+    return q;
+}
+
+static mml_status mml__ckpt_write_tensors(mml__afile *f, uint32_t *crc, const mml__ckpt_section *s) {
+    unsigned char h[2 + MML__CKPT_MAX_NAME + 4 + 32 + MML__CKPT_ALIGN];
+    uint32_t cnt = (uint32_t)s->ntensors;
+    mml_status st = mml__afile_put(f, crc, &cnt, 4);
+    uint64_t q = 4;
+    for (int32_t i = 0; i < s->ntensors && !st; i++) {
+        const mml__ckpt_tensor *t = &s->tensors[i];
+        uint16_t nl = (uint16_t)strlen(t->name);
+        uint32_t nd = (uint32_t)t->ndim;
+        uint64_t n = 1;
+        size_t k = 0;
+        memcpy(h + k, &nl, 2), k += 2;
+        memcpy(h + k, t->name, nl), k += nl;
+        memcpy(h + k, &nd, 4), k += 4;
+        for (uint32_t d = 0; d < nd; d++) {
+            uint64_t v = (uint64_t)t->shape[d];
+            memcpy(h + k, &v, 8), k += 8;
+            n *= v;
+        }
+        uint64_t pad = mml__ckpt_pad(q + k);
+        memset(h + k, 0, (size_t)pad), k += (size_t)pad;
+        q += k + 4 * n;
+        st = mml__afile_put(f, crc, h, k);
+        if (!st && n) st = mml__afile_put(f, crc, t->data, (size_t)(4 * n));
+    }
+    return st;
+}
+
+static mml_status mml__ckpt_write_all(mml__afile *f, const mml__ckpt_section *secs, int nsec, uint32_t version) {
+    unsigned char h[MML__CKPT_HDR];
+    uint32_t v[3] = {version, MML__CKPT_ENDIAN, (uint32_t)nsec};
+    memcpy(h, mml__ckpt_magic, 8);
+    memcpy(h + 8, v, 12);
+    uint32_t crc = mml_crc32c(0, h, 20);
+    memcpy(h + 20, &crc, 4);
+    mml_status st = mml__afile_write(f, h, sizeof h);
+    for (int i = 0; i < nsec && !st; i++) {
+        const mml__ckpt_section *s = &secs[i];
+        unsigned char sh[MML__CKPT_SEC_HDR];
+        uint32_t kind = s->tensors ? MML__CKPT_TENSORS : MML__CKPT_BYTES;
+        uint64_t plen = mml__ckpt_payload_len(s);
+        memcpy(sh, s->tag, 4);
+        memcpy(sh + 4, &kind, 4);
+        memcpy(sh + 8, &plen, 8);
+        crc = 0;
+        st = mml__afile_put(f, &crc, sh, sizeof sh);
+        if (st) break;
+        if (kind == MML__CKPT_TENSORS) st = mml__ckpt_write_tensors(f, &crc, s);
+        else if (s->nbytes) st = mml__afile_put(f, &crc, s->bytes, (size_t)s->nbytes);
+        if (!st) st = mml__afile_write(f, &crc, 4);
+    }
+    return st;
+}
+
+/* Rewords a write failure so the caller learns the old file is still there. */
+static mml_status mml__ckpt_save_failed(const char *path, mml_status st) {
+    return mml__fail(st, "%s: checkpoint not saved (the previous file is untouched): %s", path, mml_last_error());
+}
+
+/* Writes the sections to path atomically, as a file of the given format
+ * version (1..MML__CKPT_VERSION: the container is the same in each; the
+ * version says what a reader must understand of the sections). */
+static mml_status mml__ckpt_save_v(const char *path, const mml__ckpt_section *secs, int nsec, uint32_t version) {
+    if (version < 1 || version > MML__CKPT_VERSION)
+        return mml__fail(MML_ERR_ARG, "%s: checkpoint save: format version %u (1..%u)", path ? path : "(null)",
+                         (unsigned)version, MML__CKPT_VERSION);
+    mml_status st = mml__ckpt_check_all(path, secs, nsec);
+    if (st) return st;
+    /* The writer holds a 64 KiB buffer: keep it off small thread stacks. */
+    mml__afile *f = (mml__afile *)mml__alloc(sizeof *f);
+    if (!f) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
+    st = mml__afile_open(f, path);
+    if (!st) {
+        st = mml__ckpt_write_all(f, secs, nsec, version);
+        if (st) mml__afile_abort(f);
+        else st = mml__afile_commit(f);
+    }
+    mml__free(f);
+    return st ? mml__ckpt_save_failed(path, st) : MML_OK;
+}
+
+/* A version 1 file: sections every reader understands (the tests write containers with it). */
+static MML__UNUSED mml_status mml__ckpt_save(const char *path, const mml__ckpt_section *secs, int nsec) {
+    return mml__ckpt_save_v(path, secs, nsec, 1);
+}
+
+/* ---- container: open and validate ---- */
+
+/* Checks magic, byte order, version and header CRC; *nsec = section count. */
+static mml_status mml__ckpt_parse_header(mml__ckpt *c, const unsigned char *b, size_t len,
+                                         uint32_t *nsec) {
+    const char *L = c->label;
+    size_t m = len < 8 ? len : 8;
+    if (m && memcmp(b, mml__ckpt_magic, m) != 0)
+        return mml__fail(MML_ERR_FORMAT, "%s: not a moemlora checkpoint (bad magic)", L);
+    if (len < MML__CKPT_HDR)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu (the file header is %u bytes)", L,
+                         len, MML__CKPT_HDR);
+    uint32_t version = mml__ckpt_u32(b + 8), endian = mml__ckpt_u32(b + 12);
+    if (endian == MML__CKPT_ENDIAN_SWAPPED)
+        return mml__fail(MML_ERR_FORMAT, "%s: written on a machine of other byte order", L);
+    if (endian != MML__CKPT_ENDIAN)
+        return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: byte-order marker 0x%08x", L,
+                         (unsigned)endian);
+    if (version > MML__CKPT_VERSION)
+        return mml__fail(MML_ERR_FORMAT, "%s: format version %u is newer than this library's %u", L,
+                         (unsigned)version, MML__CKPT_VERSION);
+    if (version == 0) return mml__fail(MML_ERR_FORMAT, "%s: corrupt header: format version 0", L);
+    uint32_t stored = mml__ckpt_u32(b + 20), crc = mml_crc32c(0, b, 20);
+    if (stored != crc)
+        return mml__fail(MML_ERR_FORMAT, "%s: header CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
+                         (unsigned)stored, (unsigned)crc);
+    c->version = version;
+    *nsec = mml__ckpt_u32(b + 16);
+    if (*nsec > MML__CKPT_MAX_SECTIONS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section count %u is absurd (at most %u)", L,
+                         (unsigned)*nsec, MML__CKPT_MAX_SECTIONS);
+    if (*nsec > (len - MML__CKPT_HDR) / MML__CKPT_SEC_MIN)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: the header declares %u sections, more than fit", L, len,
+                         (unsigned)*nsec);
+    return MML_OK;
+}
+
+/* Reads the fixed part of tensor i at payload offset *q (name, ndim, shape,
+ * padding); every length is checked against the n bytes of payload p. */
+static mml_status mml__ckpt_parse_thead(const mml__ckpt *c, const char *tag, const unsigned char *p,
+                                        uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
+    const char *L = c->label;
+    char nm[256];
+    if (n - *q < 2)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length past the end of the payload",
+                         L, tag, (unsigned)i);
+    uint32_t nl = mml__ckpt_u16(p + *q);
+    *q += 2;
+    if (nl > n - *q)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: name length %u runs past the end of the payload",
+                         L, tag, (unsigned)i, (unsigned)nl);
+    if (nl == 0 || nl > MML__CKPT_MAX_NAME || !mml__ckpt_printable(p + *q, nl))
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor %u: bad name '%s' (%u bytes)", L, tag,
+                         (unsigned)i, mml__ckpt_san(nm, p + *q, nl), (unsigned)nl);
+    mml__ckpt_san(nm, p + *q, nl);
+    t->name_off = *q;
+    t->name_len = nl;
+    *q += nl;
+    if (n - *q < 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim past the end of the payload",
+                         L, tag, nm);
+    uint32_t nd = mml__ckpt_u32(p + *q);
+    *q += 4;
+    if (nd < 1 || nd > 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': ndim %u out of range 1..4", L, tag,
+                         nm, (unsigned)nd);
+    if (n - *q < 8 * (uint64_t)nd)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': shape past the end of the payload",
+                         L, tag, nm);
+    t->ndim = (int32_t)nd;
+    for (uint32_t k = 0; k < nd; k++, *q += 8) {
+        uint64_t d = mml__ckpt_u64(p + *q);
+        if (d > MML__CKPT_MAX_DIM)
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': dim %u = %llu exceeds 2^31", L,
+                             tag, nm, (unsigned)k, (unsigned long long)d);
+        t->shape[k] = (int64_t)d;
+    }
+    uint64_t pad = mml__ckpt_pad(*q);
+    if (n - *q < pad)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': padding past the end of the payload",
+                         L, tag, nm);
+    for (uint64_t k = 0; k < pad; k++)
+        if (p[*q + k])
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s': nonzero padding", L, tag, nm);
+    *q += pad;
+    return MML_OK;
+}
+
+/* Tensor i: header, then an element count checked against what is left. */
+static mml_status mml__ckpt_parse_tensor(const mml__ckpt *c, const char *tag, const unsigned char *p,
+                                         uint64_t n, uint64_t *q, uint32_t i, mml__ckpt_tinfo *t) {
+    mml_status st = mml__ckpt_parse_thead(c, tag, p, n, q, i, t);
+    if (st) return st;
+    uint64_t limit = (n - *q) / 4, ne = mml__ckpt_has_zero(t->ndim, t->shape) ? 0 : 1;
+    for (int32_t k = 0; k < t->ndim && ne; k++) {
+        if (!mml__mul_ok(ne, (uint64_t)t->shape[k], limit, &ne)) {
+            char nm[256], sh[128];
+            return mml__fail(MML_ERR_FORMAT,
+                             "%s: section %s: tensor '%s': shape %s does not fit the %llu bytes left in the payload",
+                             c->label, tag, mml__ckpt_san(nm, p + t->name_off, t->name_len),
+                             mml__ckpt_fmt_shape(sh, t->ndim, t->shape), (unsigned long long)(n - *q));
+        }
+    }
+    t->nelem = ne;
+    t->data_off = *q;
+    *q += 4 * ne;
+    return MML_OK;
+}
+
+/* Parses a tensor section whose CRC has been checked: entries, exact fit,
+ * then a name pool, sorted by name for lookup, with duplicates rejected. */
+static mml_status mml__ckpt_parse_tensors(const mml__ckpt *c, const unsigned char *b, mml__ckpt_sec *s) {
+    char tag[256], nm[256];
+    const unsigned char *p = b + s->off;
+    uint64_t n = s->len, q = 4, pool = 0;
+    mml__ckpt_san(tag, s->tag, 4);
+    if (n < 4)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count past the end of the payload",
+                         c->label, tag);
+    uint32_t cnt = mml__ckpt_u32(p);
+    if (cnt > (n - 4) / MML__CKPT_TENSOR_MIN)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor count %u does not fit the payload (%llu bytes)",
+                         c->label, tag, (unsigned)cnt, (unsigned long long)n);
+    s->t = (mml__ckpt_tinfo *)mml__alloc((size_t)cnt * sizeof *s->t);
+    if (!s->t) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
+    s->ntensors = (int32_t)cnt;
+    for (uint32_t i = 0; i < cnt; i++) {
+        mml_status st = mml__ckpt_parse_tensor(c, tag, p, n, &q, i, &s->t[i]);
+        if (st) return st;
+        pool += s->t[i].name_len + 1;
+        s->t[i].data_off += s->off;
+    }
+    if (q != n)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: %llu trailing bytes after the last tensor",
+                         c->label, tag, (unsigned long long)(n - q));
+    s->names = (char *)mml__alloc((size_t)pool);
+    if (!s->names) return mml__fail(MML_ERR_NOMEM, "%s: section %s: out of memory", c->label, tag);
+    for (uint32_t i = 0, k = 0; i < cnt; k += s->t[i].name_len + 1, i++) {
+        memcpy(s->names + k, p + s->t[i].name_off, s->t[i].name_len);
+        s->t[i].name = s->names + k;
+    }
+    if (cnt > 1) qsort(s->t, cnt, sizeof *s->t, mml__ckpt_tcmp);
+    for (uint32_t i = 1; i < cnt; i++)
+        if (strcmp(s->t[i - 1].name, s->t[i].name) == 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: section %s: duplicate tensor name '%s'", c->label, tag,
+                             mml__ckpt_san(nm, s->t[i].name, s->t[i].name_len));
+    return MML_OK;
+}
+
+/* Section i at byte *pos: lengths against the file end, then CRC, then the
+ * contents (tag, kind, uniqueness, tensor entries). */
+static mml_status mml__ckpt_parse_section(mml__ckpt *c, const unsigned char *b, size_t len,
+                                          size_t *pos, uint32_t i) {
+    const char *L = c->label;
+    char tag[256];
+    mml__ckpt_sec *s = &c->sec[i];
+    size_t rem = len - *pos;
+    if (rem < MML__CKPT_SEC_HDR)
+        return mml__fail(MML_ERR_FORMAT, "%s: truncated at byte %zu: section %u header incomplete", L, len,
+                         (unsigned)i);
+    const unsigned char *h = b + *pos;
+    uint64_t plen = mml__ckpt_u64(h + 8);
+    mml__ckpt_san(tag, h, 4);
+    if (plen > rem - MML__CKPT_SEC_HDR || rem - MML__CKPT_SEC_HDR - plen < 4)
+        return mml__fail(MML_ERR_FORMAT,
+                         "%s: truncated at byte %zu: section %s at byte %zu declares a %llu-byte payload", L,
+                         len, tag, *pos, (unsigned long long)plen);
+    uint32_t stored = mml__ckpt_u32(h + MML__CKPT_SEC_HDR + plen);
+    uint32_t crc = mml_crc32c(mml_crc32c(0, h, MML__CKPT_SEC_HDR), h + MML__CKPT_SEC_HDR, (size_t)plen);
+    if (stored != crc)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: CRC mismatch (stored 0x%08x, computed 0x%08x)", L,
+                         tag, (unsigned)stored, (unsigned)crc);
+    memcpy(s->tag, h, 4);
+    s->kind = mml__ckpt_u32(h + 4);
+    s->off = *pos + MML__CKPT_SEC_HDR;
+    s->len = plen;
+    s->ntensors = -1;
+    if (!mml__ckpt_printable(h, 4))
+        return mml__fail(MML_ERR_FORMAT, "%s: section %u: tag '%s' is not printable ASCII", L, (unsigned)i, tag);
+    for (uint32_t j = 0; j < i; j++)
+        if (memcmp(c->sec[j].tag, s->tag, 4) == 0)
+            return mml__fail(MML_ERR_FORMAT, "%s: duplicate section %s", L, tag);
+    if (s->kind != MML__CKPT_BYTES && s->kind != MML__CKPT_TENSORS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: unknown kind %u", L, tag, (unsigned)s->kind);
+    *pos += MML__CKPT_SEC_HDR + (size_t)plen + 4;
+    return s->kind == MML__CKPT_TENSORS ? mml__ckpt_parse_tensors(c, b, s) : MML_OK;
+}
+
+/* Validates the whole image b[0..len) into c (offsets only, so the caller may
+ * move the image afterwards). */
+/* Opaque to interprocedural optimisation: given a constant buffer, GCC 12
+ * would otherwise warn (-Warray-bounds) about reads on paths that the length
+ * checks have already ruled out. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noipa))
+#endif
+static mml_status mml__ckpt_parse(mml__ckpt *c, const unsigned char *b, size_t len) {
+    uint32_t nsec = 0;
+    mml_status st = mml__ckpt_parse_header(c, b, len, &nsec);
+    if (st) return st;
+    c->sec = (mml__ckpt_sec *)mml__alloc((size_t)nsec * sizeof *c->sec);
+    if (!c->sec) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", c->label);
+    c->nsec = nsec;
+    size_t pos = MML__CKPT_HDR;
+    for (uint32_t i = 0; i < nsec; i++)
+        if ((st = mml__ckpt_parse_section(c, b, len, &pos, i)) != MML_OK) return st;
+    if (pos != len)
+        return mml__fail(MML_ERR_FORMAT, "%s: %zu bytes of trailing garbage after the last section (at byte %zu)",
+                         c->label, len - pos, pos);
+    return MML_OK;
+}
+
+static void mml__ckpt_close(mml__ckpt *c) {
+    if (!c) return;
+    for (uint32_t i = 0; c->sec && i < c->nsec; i++) {
+        mml__free(c->sec[i].t);
+        mml__free(c->sec[i].names);
+    }
+    mml__free(c->sec);
+    mml__free(c->img);
+    mml__free(c->label);
+    mml__free(c);
+}
+
+static mml__ckpt *mml__ckpt_new(const char *label) {
+    mml__ckpt *c = (mml__ckpt *)mml__alloc(sizeof *c);
+    size_t n = strlen(label);
+    if (c) c->label = (char *)mml__alloc(n + 1);
+    if (!c || !c->label) {
+        mml__ckpt_close(c);
+        mml__fail(MML_ERR_NOMEM, "%s: out of memory", label);
+        return NULL;
+    }
+    memcpy(c->label, label, n);
+    return c;
+}
+
+/* Validates len bytes at buf (label names them in errors) and keeps a copy.
+ * Parsing the caller's buffer in place keeps sanitizers' bounds exact. */
+static MML__UNUSED mml_status mml__ckpt_open_mem(const void *buf, size_t len, const char *label,
+                                           mml__ckpt **out) {
+    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
+    *out = NULL;
+    if (!label) label = "(memory)";
+    if (!buf && len) return mml__fail(MML_ERR_ARG, "%s: buffer is NULL", label);
+    mml__ckpt *c = mml__ckpt_new(label);
+    if (!c) return MML_ERR_NOMEM;
+    mml_status st = mml__ckpt_parse(c, (const unsigned char *)buf, len);
+    if (!st && !(c->img = (unsigned char *)mml__alloc(len)))
+        st = mml__fail(MML_ERR_NOMEM, "%s: out of memory (%zu bytes)", label, len);
+    if (st) {
+        mml__ckpt_close(c);
+        return st;
+    }
+    if (len) memcpy(c->img, buf, len);
+    c->len = len;
+    *out = c;
+    return MML_OK;
+}
+
+/* Reads path into memory and validates it. */
+static mml_status mml__ckpt_open(const char *path, mml__ckpt **out) {
+    mml__buf b;
+    if (!out) return mml__fail(MML_ERR_ARG, "checkpoint open: out is NULL");
+    *out = NULL;
+    if (!path) return mml__fail(MML_ERR_ARG, "checkpoint open: path is NULL");
+    mml_status st = mml__read_file_st(path, "checkpoint file", &b, NULL);
+    if (st) return st;
+    mml__ckpt *c = mml__ckpt_new(path);
+    if (!c) {
+        mml__buf_free(&b);
+        return MML_ERR_NOMEM;
+    }
+    c->img = (unsigned char *)b.p; /* mml__ckpt_close frees it */
+    c->len = b.n;
+    st = mml__ckpt_parse(c, c->img, c->len);
+    if (st) {
+        mml__ckpt_close(c);
+        return st;
+    }
+    *out = c;
+    return MML_OK;
+}
+
+/* ---- container: lookup ---- */
+
+static const mml__ckpt_sec *mml__ckpt_find(const mml__ckpt *c, const char tag[4]) {
+    for (uint32_t i = 0; i < c->nsec; i++)
+        if (memcmp(c->sec[i].tag, tag, 4) == 0) return &c->sec[i];
+    return NULL;
+}
+
+static const mml__ckpt_tinfo *mml__ckpt_find_tensor(const mml__ckpt_sec *s, const char *name) {
+    mml__ckpt_tinfo key;
+    if (s->kind != MML__CKPT_TENSORS || s->ntensors <= 0) return NULL;
+    key.name = name;
+    return (const mml__ckpt_tinfo *)bsearch(&key, s->t, (size_t)s->ntensors, sizeof key, mml__ckpt_tcmp);
+}
+
+/* A byte section's payload; MML_ERR_FORMAT if it is missing or holds tensors. */
+static mml_status mml__ckpt_bytes(const mml__ckpt *c, const char tag[4], const void **p,
+                                        uint64_t *n) {
+    char t[256];
+    if (!c || !tag || !p || !n) return mml__fail(MML_ERR_ARG, "checkpoint bytes: NULL argument");
+    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
+    mml__ckpt_san(t, tag, 4);
+    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
+    if (s->kind != MML__CKPT_BYTES)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds tensors, not bytes", c->label, t);
+    *p = c->img + s->off;
+    *n = s->len;
+    return MML_OK;
+}
+
+static int mml__ckpt_has_tensor(const mml__ckpt *c, const char tag[4], const char *name) {
+    const mml__ckpt_sec *s = (c && tag && name) ? mml__ckpt_find(c, tag) : NULL;
+    return s && mml__ckpt_find_tensor(s, name) != NULL;
+}
+
+/* Copies tensor name of section tag into dst (prod(shape) floats) after
+ * checking that the stored ndim and shape equal the expected ones. */
+static mml_status mml__ckpt_tensor_read(const mml__ckpt *c, const char tag[4], const char *name,
+                                              int32_t ndim, const int64_t *shape, float *dst) {
+    char t[256], nm[256], want[128], got[128];
+    if (!c || !tag || !name || !shape || ndim < 1 || ndim > 4)
+        return mml__fail(MML_ERR_ARG, "checkpoint tensor read: bad argument");
+    const mml__ckpt_sec *s = mml__ckpt_find(c, tag);
+    mml__ckpt_san(t, tag, 4);
+    mml__ckpt_san(nm, name, strlen(name));
+    if (!s) return mml__fail(MML_ERR_FORMAT, "%s: missing section %s", c->label, t);
+    if (s->kind != MML__CKPT_TENSORS)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s holds bytes, not tensors", c->label, t);
+    const mml__ckpt_tinfo *ti = mml__ckpt_find_tensor(s, name);
+    if (!ti) return mml__fail(MML_ERR_FORMAT, "%s: section %s: no tensor named '%s'", c->label, t, nm);
+    int same = ti->ndim == ndim;
+    for (int32_t k = 0; same && k < ndim; k++) same = ti->shape[k] == shape[k];
+    if (!same)
+        return mml__fail(MML_ERR_FORMAT, "%s: section %s: tensor '%s' has shape %s in the file, expected %s",
+                         c->label, t, nm, mml__ckpt_fmt_shape(got, ti->ndim, ti->shape),
+                         mml__ckpt_fmt_shape(want, ndim, shape));
+    if (ti->nelem && !dst) return mml__fail(MML_ERR_ARG, "checkpoint tensor read: dst is NULL");
+    if (ti->nelem) memcpy(dst, c->img + ti->data_off, (size_t)(4 * ti->nelem));
+    return MML_OK;
+}
+
+/* Iteration, for tools and the fuzzer. */
+static int mml__ckpt_nsections(const mml__ckpt *c) { return c ? (int)c->nsec : 0; }
+
+/* Section i's tag (4 bytes, no NUL) and
+ * its tensor count (-1 for a byte section); NULL if i is out of range. */
+static const char *mml__ckpt_section_at(const mml__ckpt *c, int i, int32_t *ntensors) {
+    if (!c || i < 0 || (uint32_t)i >= c->nsec) return NULL;
+    if (ntensors) *ntensors = c->sec[i].ntensors;
+    return c->sec[i].tag;
+}
+
+/* Tensor i (in name order) of section tag: its name, ndim and shape; NULL if
+ * there is no such tensor. */
+static const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], int32_t i,
+                                             int32_t *ndim, int64_t shape[4]) {
+    const mml__ckpt_sec *s = (c && tag) ? mml__ckpt_find(c, tag) : NULL;
+    if (!s || i < 0 || i >= s->ntensors) return NULL;
+    if (ndim) *ndim = s->t[i].ndim;
+    if (shape) memcpy(shape, s->t[i].shape, sizeof s->t[i].shape);
+    return s->t[i].name;
+}
+
+/* ---- model checkpoints ---- */
 
 /* A model checkpoint is the container of docs/FORMAT.md with sections:
  *   CONF  the model config as "key=value" lines
@@ -8600,7 +8698,8 @@ done:
  *         fit_batch, fit_epochs, fit_patience, fit_seed and data_users,
  *         data_items, data_domains, data_train, data_val, data_test,
  *         data_hash (mml__data_hash), each group whole or absent
- * Floats in text sections are C99 hex floats, so they round-trip exactly. */
+ * Text sections are read by mml__kv_each (meta.txt's grammar). Floats in
+ * them are C99 hex floats, so they round-trip exactly. */
 
 #define MML__TEXT_MAX 4096
 
@@ -8623,30 +8722,13 @@ static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
     return (int)n;
 }
 
-/* Calls fn(key, value) for each "key=value" line of a text section. */
-static mml_status mml__kv_each(const char *path, const char *tag, const void *p, uint64_t n,
-                               mml_status (*fn)(void *ctx, const char *k, const char *v), void *ctx) {
-    const char *s = (const char *)p, *end = s + n;
-    int line = 0;
-    while (s < end) {
-        const char *nl = (const char *)memchr(s, '\n', (size_t)(end - s));
-        if (!nl) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d has no newline", path, tag, line + 1);
-        line++;
-        char buf[256];
-        size_t len = (size_t)(nl - s);
-        if (len >= sizeof buf) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d too long", path, tag, line);
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        char *eq = strchr(buf, '=');
-        if (!eq) return mml__fail(MML_ERR_FORMAT, "%s: section %s: line %d is not key=value", path, tag, line);
-        *eq = 0;
-        mml_status st = fn(ctx, buf, eq + 1);
-        if (st) {
-            return mml__fail(st, "%s: section %s: line %d: %s", path, tag, line, mml_last_error());
-        }
-        s = nl + 1;
-    }
-    return MML_OK;
+/* The key=value lines of text section tag, through mml__kv_each; errors
+ * read "<path> (section <tag>):<line>: ...". */
+static mml_status mml__ckpt_kv(const char *path, const char *tag, const void *p, uint64_t n, mml__kv_fn fn,
+                               void *ctx) {
+    char where[MML__PATH_MAX + 32];
+    snprintf(where, sizeof where, "%s (section %s)", path, tag);
+    return mml__kv_each((const char *)p, (size_t)n, where, fn, ctx);
 }
 
 /* CONF: every key of MML_CONFIG_FIELDS, each exactly once. */
@@ -8789,120 +8871,23 @@ static int mml__prog_text(const mml_model_t *m, int training, char *buf, size_t 
     return n > 0 && (size_t)n < cap ? n : -1;
 }
 
-/* ---- SCHM: the schema as "key=value" lines ----
- *   n_fields=N  domain=K  then, for each field f in order, every key of
- *   mml__schm_keys as "field.<f>.<key>=value": kind, pooling and norm by
- *   name, shift and scale as C99 hex floats (exact). */
-
-enum { MML__SK_NAME, MML__SK_KIND, MML__SK_VOCAB, MML__SK_DIM, MML__SK_MAX_LEN, MML__SK_POOLING, MML__SK_HASH,
-       MML__SK_FROZEN, MML__SK_NORM, MML__SK_SHIFT, MML__SK_SCALE, MML__SK_COUNT };
-static const char *const mml__schm_keys[MML__SK_COUNT] = {"name", "kind", "vocab", "dim", "max_len", "pooling",
-                                                          "hash_buckets", "frozen", "norm", "shift", "scale"};
-
-/* The lines of s into a new buffer (*out, to free), or -1. */
-static int64_t mml__schema_text(const mml_schema_t *s, char **out) {
-    size_t cap = 64 + (size_t)s->n_fields * MML__SK_COUNT * 96, n = 0;
-    char *b = (char *)mml__alloc(cap);
-    *out = b;
-    if (!b) return -1;
-    n += (size_t)snprintf(b, cap, "n_fields=%d\ndomain=%d\n", s->n_fields, s->domain);
-    for (int f = 0; f < s->n_fields; f++) {
-        const mml_field_t *fd = &s->field[f];
-        n += (size_t)snprintf(b + n, cap - n,
-                              "field.%d.name=%s\nfield.%d.kind=%s\nfield.%d.vocab=%d\nfield.%d.dim=%d\n"
-                              "field.%d.max_len=%d\nfield.%d.pooling=%s\nfield.%d.hash_buckets=%d\nfield.%d.frozen=%d\n"
-                              "field.%d.norm=%s\nfield.%d.shift=%a\nfield.%d.scale=%a\n",
-                              f, fd->name, f, mml__kind_names[fd->kind], f, fd->vocab, f, fd->dim, f, fd->max_len, f,
-                              mml__pool_names[fd->pooling], f, fd->hash_buckets, f, fd->frozen, f,
-                              mml__norm_names[fd->norm], f, (double)fd->shift, f, (double)fd->scale);
-        if (n >= cap) return -1;
-    }
-    return (int64_t)n;
-}
-
-typedef struct mml__schmp {
-    mml_schema_t *s;
-    int seen_n, seen_domain;
-    uint16_t seen[MML_MAX_FIELDS]; /* per field: a bit per key of mml__schm_keys */
-} mml__schmp;
-
-/* The index of the whole string v in names[0..n), or -1. */
-static int mml__name_index_z(const char *const *names, int n, const char *v) {
-    return mml__name_index(v, v + strlen(v), names, n);
-}
-
-/* One key of field fd from its text. */
-static mml_status mml__schm_field_kv(mml_field_t *fd, int key, const char *k, const char *v) {
-    int64_t i = 0;
-    double d = 0.0;
-    int e = -1;
-    switch (key) {
-    case MML__SK_NAME:
-        if (strlen(v) >= MML_FIELD_NAME_MAX) return mml__fail(MML_ERR_FORMAT, "%s: name too long", k);
-        snprintf(fd->name, sizeof fd->name, "%s", v);
-        return MML_OK;
-    case MML__SK_KIND: e = mml__name_index_z(mml__kind_names, 3, v); fd->kind = (mml_field_kind)e; break;
-    case MML__SK_POOLING: e = mml__name_index_z(mml__pool_names, 2, v); fd->pooling = (mml_pooling)e; break;
-    case MML__SK_NORM: e = mml__name_index_z(mml__norm_names, 3, v); fd->norm = (mml_norm)e; break;
-    case MML__SK_SHIFT: case MML__SK_SCALE:
-        if (mml__parse_dbl(v, &d)) return mml__fail(MML_ERR_FORMAT, "bad number %s=%s", k, v);
-        *(key == MML__SK_SHIFT ? &fd->shift : &fd->scale) = (float)d;
-        return MML_OK;
-    default:
-        if (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i)) return mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", k, v);
-        *(key == MML__SK_VOCAB ? &fd->vocab : key == MML__SK_DIM ? &fd->dim : key == MML__SK_MAX_LEN ? &fd->max_len
-          : key == MML__SK_HASH ? &fd->hash_buckets : &fd->frozen) = (int32_t)i;
-        return MML_OK;
-    }
-    return e < 0 ? mml__fail(MML_ERR_FORMAT, "unknown %s \"%s\"", mml__schm_keys[key], v) : MML_OK;
-}
+/* ---- SCHM: the schema's key=value text (mml__schema_text) ---- */
 
 static mml_status mml__schm_kv(void *ctx, const char *k, const char *v) {
-    mml__schmp *sp = (mml__schmp *)ctx;
-    int64_t i;
-    if (!strcmp(k, "n_fields") || !strcmp(k, "domain")) {
-        int *seen = k[0] == 'n' ? &sp->seen_n : &sp->seen_domain;
-        if (*seen) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
-        if (mml__parse_i64(v, 0, MML_MAX_FIELDS, &i)) return mml__fail(MML_ERR_FORMAT, "bad %s \"%s\" (0..%d)", k, v, MML_MAX_FIELDS);
-        *seen = 1;
-        *(k[0] == 'n' ? &sp->s->n_fields : &sp->s->domain) = (int32_t)i;
-        return MML_OK;
-    }
-    char *end;
-    long f = strncmp(k, "field.", 6) || k[6] < '0' || k[6] > '9' ? -1 : strtol(k + 6, &end, 10);
-    if (f < 0 || f >= MML_MAX_FIELDS || *end != '.')
-        return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
-    int key = mml__name_index_z(mml__schm_keys, MML__SK_COUNT, end + 1);
-    if (key < 0) return mml__fail(MML_ERR_FORMAT, "unknown key \"%s\"", k);
-    if (sp->seen[f] & (1u << key)) return mml__fail(MML_ERR_FORMAT, "key \"%s\" given twice", k);
-    sp->seen[f] |= (uint16_t)(1u << key);
-    return mml__schm_field_kv(&sp->s->field[f], key, k, v);
+    return mml__schema_kv((mml__schema_rd *)ctx, k, v);
 }
 
-/* Reads section SCHM into *s: every key once, fields 0..n_fields-1 whole,
- * a schema mml_schema_check accepts. */
+/* Reads section SCHM into *s: every key known and given once, a schema
+ * mml_schema_check accepts. */
 static mml_status mml__schema_from_ckpt(const mml__ckpt *ck, const char *path, mml_schema_t *s) {
     const void *bytes;
     uint64_t n;
-    mml__schmp sp;
-    memset(&sp, 0, sizeof sp);
-    memset(s, 0, sizeof *s);
-    sp.s = s;
+    mml__schema_rd rd;
+    mml__schema_rd_init(&rd, s);
     mml_status st = mml__ckpt_bytes(ck, "SCHM", &bytes, &n);
-    if (!st) st = mml__kv_each(path, "SCHM", bytes, n, mml__schm_kv, &sp);
-    if (st) return st;
-    if (!sp.seen_n || !sp.seen_domain)
-        return mml__fail(MML_ERR_FORMAT, "%s: section SCHM lacks the key \"%s\"", path, sp.seen_n ? "domain" : "n_fields");
-    for (int f = 0; f < MML_MAX_FIELDS; f++) {
-        uint16_t want = f < s->n_fields ? (uint16_t)((1u << MML__SK_COUNT) - 1) : 0;
-        if (sp.seen[f] == want) continue;
-        if (!want) return mml__fail(MML_ERR_FORMAT, "%s: section SCHM describes field %d of %d", path, f, s->n_fields);
-        int key = 0;
-        while (sp.seen[f] & (1u << key)) key++;
-        return mml__fail(MML_ERR_FORMAT, "%s: section SCHM lacks the key \"field.%d.%s\"", path, f, mml__schm_keys[key]);
-    }
-    if (mml_schema_check(s)) return mml__fail(MML_ERR_FORMAT, "%s: section SCHM: %s", path, mml_last_error());
-    return MML_OK;
+    if (!st) st = mml__ckpt_kv(path, "SCHM", bytes, n, mml__schm_kv, &rd);
+    if (!st && (st = mml__schema_end(&rd)) != MML_OK) st = mml__fail(st, "%s: section SCHM: %s", path, mml_last_error());
+    return st;
 }
 
 static mml_status mml__model_save(const mml_model_t *m, const char *path, int training) {
@@ -9001,7 +8986,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     mml_model_t *m = NULL;
     mml_schema_t *schema = NULL;
     mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
-    if (!st) st = mml__kv_each(path, "CONF", bytes, n, mml__conf_kv, &cp);
+    if (!st) st = mml__ckpt_kv(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
         if (!(cp.seen & (1ull << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
     if (!st) st = mml__schema_section(ck, path, &schema);
@@ -9037,7 +9022,7 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     if (m) m->fit.from_export = 1;
     if (!st && mml__ckpt_bytes(ck, "PROG", &bytes, &n) == MML_OK) {
         mml__progp pp = {m, 0, 0};
-        st = mml__kv_each(path, "PROG", bytes, n, mml__prog_kv, &pp);
+        st = mml__ckpt_kv(path, "PROG", bytes, n, mml__prog_kv, &pp);
         char first[MML__NAME_VIEW];
         snprintf(first, sizeof first, "m.%s", m->a.t[0].name);
         if (mml__ckpt_has_tensor(ck, "ADAM", first)) { /* a training checkpoint, not an export */

@@ -10,8 +10,8 @@
  *     #include "mml_recipes.h"        // from tests/: "../examples/mml_recipes.h"
  *
  * The recipes use the implementation's internal helpers (mml__fail,
- * mml__read_file, mml__lines, mml__fields, the atomic writer, the free-space
- * check, mml_data_split), so every function here is static: one file per
+ * mml__read_file, mml__lines, mml__fields, mml__mix64, the atomic writer,
+ * the free-space check, mml_data_split), so every function here is static: one file per
  * program includes this header. Errors as in the library: an mml_status and
  * the reason in mml_last_error(), naming file:line for malformed input;
  * nothing is printed, nothing exits.
@@ -231,6 +231,8 @@ static const char *mmlr__parse_f32(const char *p, const char *e, float *out) {
 }
 
 /* ---- hash map from raw ids (>= 0) to int64 values ---- */
+/* Open addressing on mml__mix64 of the key; what a lookup finds does not
+ * depend on the mixer, only how far it probes. */
 
 typedef struct mmlr__slot {
     int64_t key; /* -1 = empty */
@@ -242,15 +244,6 @@ typedef struct mmlr__imap {
     mmlr__slot *s;
     uint64_t cap, n;
 } mmlr__imap;
-
-static uint64_t mmlr__mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 static void mmlr__imap_free(mmlr__imap *m) {
     mml__free(m->s);
@@ -269,7 +262,7 @@ static mml_status mmlr__imap_init(mmlr__imap *m, uint64_t expect) {
 }
 
 static int64_t mmlr__imap_get(const mmlr__imap *m, int64_t key) {
-    uint64_t i = mmlr__mix64((uint64_t)key) & (m->cap - 1);
+    uint64_t i = mml__mix64((uint64_t)key) & (m->cap - 1);
     for (;;) {
         if (m->s[i].key == key) return m->s[i].val;
         if (m->s[i].key < 0) return -1;
@@ -287,7 +280,7 @@ static mml_status mmlr__imap_put(mmlr__imap *m, int64_t key, int64_t val, int64_
         if (st) return st;
         for (j = 0; j < m->cap; j++) {
             if (m->s[j].key < 0) continue;
-            i = mmlr__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
+            i = mml__mix64((uint64_t)m->s[j].key) & (big.cap - 1);
             while (big.s[i].key >= 0) i = (i + 1) & (big.cap - 1);
             big.s[i] = m->s[j];
         }
@@ -295,7 +288,7 @@ static mml_status mmlr__imap_put(mmlr__imap *m, int64_t key, int64_t val, int64_
         mmlr__imap_free(m);
         *m = big;
     }
-    i = mmlr__mix64((uint64_t)key) & (m->cap - 1);
+    i = mml__mix64((uint64_t)key) & (m->cap - 1);
     while (m->s[i].key >= 0) {
         if (m->s[i].key == key) {
             *old = m->s[i].val;
@@ -1933,7 +1926,7 @@ static mml_status mmlr__dict_grow(mmlr__dict *d) {
     for (i = 0; i < cap; i++) ns[i].code = -1;
     for (i = 0; i < d->cap; i++) {
         if (d->slot[i].code < 0) continue;
-        j = mmlr__mix64(d->slot[i].h) & (cap - 1);
+        j = mml__mix64(d->slot[i].h) & (cap - 1);
         while (ns[j].code >= 0) j = (j + 1) & (cap - 1);
         ns[j] = d->slot[i];
     }
@@ -1976,7 +1969,7 @@ static int32_t mmlr__dict_code(mmlr__dict *d, const char *s, const char *e, uint
     int inl = len <= 16;
     if (inl) memcpy(key, s, (size_t)len);
     if ((uint64_t)(d->n + 1) * 2 > d->cap && mmlr__dict_grow(d)) return -1;
-    i = mmlr__mix64(h) & (d->cap - 1);
+    i = mml__mix64(h) & (d->cap - 1);
     for (;;) {
         mmlr__dslot *sl = &d->slot[i];
         if (sl->code < 0) break;
@@ -1997,7 +1990,7 @@ static int32_t mmlr__dict_code(mmlr__dict *d, const char *s, const char *e, uint
 /* Asks for the cache line of h's first slot ahead of the lookup. */
 static void mmlr__dict_prefetch(const mmlr__dict *d, uint64_t h) {
 #if defined(__GNUC__)
-    if (d->cap) __builtin_prefetch(&d->slot[mmlr__mix64(h) & (d->cap - 1)]);
+    if (d->cap) __builtin_prefetch(&d->slot[mml__mix64(h) & (d->cap - 1)]);
 #else
     (void)d, (void)h;
 #endif
@@ -2116,7 +2109,7 @@ static int mmlr__cell(char **p, char *e, char delim, char **a, char **b) {
 /* The id of a categorical or multi-hot value: its dict code, or its bucket. */
 static int32_t mmlr__csv_id(mmlr__csv *C, int f, const char *a, const char *b) {
     const mml_field_t *fd = &C->sc->s.field[f];
-    if (fd->hash_buckets > 0) return (int32_t)(mmlr__mix64(mmlr__fnv1a(a, b)) % (uint64_t)fd->hash_buckets);
+    if (fd->hash_buckets > 0) return (int32_t)(mml__mix64(mmlr__fnv1a(a, b)) % (uint64_t)fd->hash_buckets);
     return mmlr__dict_code(&C->dict[f], a, b, mmlr__fnv1a(a, b));
 }
 

@@ -39,7 +39,7 @@ static void tb_header(tbuf *t, uint32_t version, uint32_t endian, uint32_t nsec)
     tb_u32(t, version);
     tb_u32(t, endian);
     tb_u32(t, nsec);
-    tb_u32(t, mml__crc32c(0, t->b + at, 20));
+    tb_u32(t, mml_crc32c(0, t->b + at, 20));
 }
 
 /* Section with a correct CRC around an arbitrary payload. */
@@ -49,7 +49,7 @@ static void tb_section(tbuf *t, const char *tag, uint32_t kind, const void *p, u
     tb_u32(t, kind);
     tb_u64(t, n);
     tb_put(t, p, (size_t)n);
-    tb_u32(t, mml__crc32c(0, t->b + at, (size_t)(16 + n)));
+    tb_u32(t, mml_crc32c(0, t->b + at, (size_t)(16 + n)));
 }
 
 /* One tensor entry appended to payload p (offsets relative to p's start). */
@@ -162,7 +162,7 @@ static void test_crc(void) {
     unsigned char z[32], o[32], inc[32], dec[32];
     for (int i = 0; i < 32; i++) z[i] = 0, o[i] = 0xFF, inc[i] = (unsigned char)i, dec[i] = (unsigned char)(31 - i);
     /* RFC 3720 B.4 and the usual check value. */
-    uint32_t (*fn[2])(uint32_t, const void *, size_t) = {mml__crc32c, mml__crc32c_sw};
+    uint32_t (*fn[2])(uint32_t, const void *, size_t) = {mml_crc32c, mml__crc32c_sw};
     for (int f = 0; f < 2; f++) {
         CHECK(fn[f](0, "123456789", 9) == 0xE3069283u, "check value %d", f);
         CHECK(fn[f](0, "", 0) == 0, "empty");
@@ -619,7 +619,7 @@ static int write_corpus(const char *dir) {
         printf("wrote %s\n", path);
     }
     /* version 2: a model with a schema adds a SCHM byte section */
-    static const char schm[] = "n_fields=1\ndomain=0\nfield.0.name=d\nfield.0.kind=categorical\n";
+    static const char schm[] = "n_fields=1\ndomain_field=d\nfield.0.name=d\nfield.0.kind=categorical\nfield.0.vocab=2\n";
     mml__ckpt_section s2[3] = {s[0], {{'S', 'C', 'H', 'M'}, schm, sizeof schm - 1, NULL, 0}, s[1]};
     snprintf(path, sizeof path, "%s/v2.ckpt", dir);
     if (mml__ckpt_save_v(path, s2, 3, 2)) {

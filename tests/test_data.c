@@ -382,6 +382,61 @@ static void test_csv_bad(void) {
     free(dir);
 }
 
+/* ---- the key=value reader (meta.txt and checkpoint text sections) ---- */
+
+typedef struct kv_seen { char text[256]; int n; const char *refuse; } kv_seen;
+
+static mml_status kv_collect(void *ctx, const char *k, const char *v) {
+    kv_seen *s = (kv_seen *)ctx;
+    size_t at = strlen(s->text);
+    if (s->refuse && !strcmp(k, s->refuse)) return mml__fail(MML_ERR_FORMAT, "refused %s", k);
+    snprintf(s->text + at, sizeof s->text - at, "[%s|%s]", k, v);
+    s->n++;
+    return MML_OK;
+}
+
+static void test_kv_reader(void) {
+    static const char text[] = "\xEF\xBB\xBF# comment\r\n\n  a=1\r\nb==2 x\n\t# another\nc=\nd=last";
+    static const char nul[] = "a=1\nb=x\0y\n";
+    kv_seen s;
+    mmlt_ctx = "kv-reader";
+    memset(&s, 0, sizeof s);
+    CHECK_OK(mml__kv_each(text, sizeof text - 1, "t.txt", kv_collect, &s));
+    CHECK(!strcmp(s.text, "[a|1][b|=2 x][c|][d|last]"), "lines read: %s", s.text);
+    memset(&s, 0, sizeof s);
+    s.refuse = "c";
+    CHECK(mml__kv_each(text, sizeof text - 1, "t.txt", kv_collect, &s) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "t.txt:6: refused c"), "callback error located: %s", mml_last_error());
+    CHECK(mml__kv_each("a=1\nno equals\n", 14, "t.txt", kv_collect, &s) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "t.txt:2: expected key=value, got \"no equals\""), "no '=': %s", mml_last_error());
+    CHECK(mml__kv_each(nul, sizeof nul - 1, "t.txt", kv_collect, &s) == MML_ERR_FORMAT &&
+              has(mml_last_error(), "t.txt:2: expected key=value text without NUL bytes"), "NUL byte: %s",
+          mml_last_error());
+    memset(&s, 0, sizeof s);
+    CHECK_OK(mml__kv_each("", 0, "t.txt", kv_collect, &s));
+    CHECK(s.n == 0, "empty text: no lines");
+}
+
+/* The one dirname of the library (atomic writer, stale temporaries, free
+ * space, the prepared folder's parent). */
+static void test_dir_of(void) {
+    static const char *const cases[][3] = {
+        {"a/b", "a", "b"}, {"b", ".", "b"}, {"/b", "/", "b"}, {"/", "/", ""},
+        {"a/b/", "a/b", ""}, {"x/y/z.mml", "x/y", "z.mml"}, {"./f", ".", "f"},
+    };
+    char dir[MML__PATH_MAX], *longp = (char *)malloc(MML__PATH_MAX + 8);
+    mmlt_ctx = "dir-of";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *base = mml__dir_of(cases[i][0], dir);
+        CHECK(base && !strcmp(dir, cases[i][1]) && !strcmp(base, cases[i][2]), "%s -> \"%s\" + \"%s\"", cases[i][0],
+              dir, base ? base : "(null)");
+    }
+    memset(longp, 'd', MML__PATH_MAX + 4);
+    strcpy(longp + MML__PATH_MAX, "/f");
+    CHECK(mml__dir_of(longp, dir) == NULL, "a folder name past MML__PATH_MAX is refused");
+    free(longp);
+}
+
 static void test_cache_bad(void) {
     raw_t r = make_raw(500, 5);
     mml_data_t a, b;
@@ -761,8 +816,26 @@ static int same_file(const struct stat *a, const struct stat *b) {
     return a->st_ino == b->st_ino && a->st_size == b->st_size && same_mtime(a, b);
 }
 
+/* Rewrites the version field of the cache at path (nothing else changes). */
+static void set_cache_version(const char *path, unsigned v) {
+    size_t n;
+    unsigned char *b = mmlt_read_file(path, &n);
+    FILE *f;
+    CHECK(b && n > 12, "read %s", path);
+    if (!b || n <= 12) {
+        free(b);
+        return;
+    }
+    memcpy(b + 8, &v, 4);
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(b, 1, n, f) == n, "write version %u", v);
+    if (f) fclose(f);
+    free(b);
+}
+
 /* A current cache is used as it is; one of an older version is rebuilt;
- * a cache alone in its folder (no CSVs to vouch for) is still read. */
+ * a cache alone in its folder (no CSVs to vouch for) is still read, unless
+ * it is of an older version: then it is refused, naming the version. */
 static void cache_kept_or_rebuilt(void) {
     mml_data_t a, x;
     char *dir = mkdir_tmp(), *alone = mkdir_tmp(), path[1024];
@@ -777,28 +850,40 @@ static void cache_kept_or_rebuilt(void) {
     CHECK(data_equal(&a, &x), "current cache loads");
     mml_data_free(&x);
     CHECK(stat(path, &after) == 0 && same_file(&before, &after), "a current cache is not rewritten");
-    /* version 1: rebuilt, not an error */
+    /* the cache's checksum is the library's one CRC (CRC32C) */
     b = mmlt_read_file(path, &n);
-    if (b && n > 8) {
-        b[8] = 1;
-        put_file(dir, "data.mmlc", "");
-        FILE *f = fopen(path, "wb");
-        CHECK(f && fwrite(b, 1, n, f) == n, "write old version");
-        if (f) fclose(f);
+    CHECK(b && n > 68 && b[8] == MML__CACHE_VERSION, "the cache is of version %u", MML__CACHE_VERSION);
+    if (b && n > 68) {
+        uint32_t stored;
+        memcpy(&stored, b + n - 4, 4);
+        CHECK(stored == mml_crc32c(0, b, n - 4), "the cache ends in the CRC32C of the rest");
     }
     free(b);
-    CHECK_OK(mml_data_load(dir, &x));
-    CHECK(data_equal(&a, &x), "old-version cache: the folder's data");
-    mml_data_free(&x);
-    b = mmlt_read_file(path, &n);
-    CHECK(b && n > 8 && b[8] == MML__CACHE_VERSION, "old-version cache rewritten as version %u", MML__CACHE_VERSION);
-    free(b);
+    /* every older version: rebuilt, not an error */
+    for (unsigned v = 1; v < MML__CACHE_VERSION; v++) {
+        set_cache_version(path, v);
+        CHECK_OK(mml_data_load(dir, &x));
+        CHECK(data_equal(&a, &x), "version %u cache: the folder's data", v);
+        mml_data_free(&x);
+        b = mmlt_read_file(path, &n);
+        CHECK(b && n > 8 && b[8] == MML__CACHE_VERSION, "version %u cache rewritten as version %u", v,
+              MML__CACHE_VERSION);
+        free(b);
+    }
     /* a cache with no folder to check against */
     snprintf(path, sizeof path, "%s/data.mmlc", alone);
     CHECK_OK(mml_data_save_cache(&a, path));
     CHECK_OK(mml_data_load(alone, &x));
     CHECK(data_equal(&a, &x), "a cache alone in its folder loads");
     mml_data_free(&x);
+    /* an older cache with nothing to rebuild it from is refused, never read */
+    set_cache_version(path, MML__CACHE_VERSION - 1);
+    CHECK(mml_data_load(alone, &x) == MML_ERR_FORMAT && has(mml_last_error(), "data.mmlc") &&
+              has(mml_last_error(), "cache version"),
+          "an older cache alone in its folder: %s", mml_last_error());
+    CHECK(mml_data_load_cache(path, &x) == MML_ERR_FORMAT && has(mml_last_error(), "cache version"),
+          "mml_data_load_cache of an older cache: %s", mml_last_error());
+    CHECK_OK(mml_data_save_cache(&a, path));
     snprintf(path, sizeof path, "%s/data.mmlc", dir);
     CHECK_OK(mml_data_load_cache(path, &x));
     CHECK(data_equal(&a, &x), "mml_data_load_cache reads a cache by itself");
@@ -1149,6 +1234,30 @@ static const char *parse_whole(const char *s) {
     return mmlr__parse_f32(s, s + strlen(s), &f);
 }
 
+/* The one whole-file reader says what a path is when it cannot read it. */
+static void test_read_file(void) {
+    char *dir = mkdir_tmp(), path[1024];
+    mml_data_t d;
+    mml__buf b;
+    mmlt_ctx = "read-file";
+    CHECK(mml_data_load_cache(dir, &d) == MML_ERR_IO && has(mml_last_error(), "is a directory, not a file"),
+          "directory: %s", mml_last_error());
+    CHECK(mml_data_load_cache("/dev/null", &d) == MML_ERR_IO && has(mml_last_error(), "/dev/null: is not a regular file") &&
+              !has(mml_last_error(), ", not a"),
+          "device: %s", mml_last_error());
+    snprintf(path, sizeof path, "%s/none.mmlc", dir);
+    CHECK(mml_data_load_cache(path, &d) == MML_ERR_IO && has(mml_last_error(), "cannot open") &&
+              has(mml_last_error(), strerror(ENOENT)),
+          "missing: %s", mml_last_error());
+    put_file(dir, "f.txt", "abc");
+    snprintf(path, sizeof path, "%s/f.txt", dir);
+    CHECK_OK(mml__read_file(path, &b));
+    CHECK(b.n == 3 && !strcmp(b.p, "abc") && ((uintptr_t)b.p & 63) == 0, "read back, NUL-terminated, aligned");
+    mml__buf_free(&b);
+    mmlt_rm_tree(dir);
+    free(dir);
+}
+
 static void test_float_parse(void) {
     static const char *v[] = {"0", "-0.5", "1e-3", "3.14159265358979", "-2.5E+2", "123456789012345678901234", "0.000001",
                               ".5", "7."};
@@ -1170,6 +1279,8 @@ int main(void) {
     test_atomic();
     test_csv_ok();
     test_csv_bad();
+    test_kv_reader();
+    test_dir_of();
     test_cache_bad();
     test_stale_cache();
     test_swap_full_disk();
@@ -1178,6 +1289,7 @@ int main(void) {
     test_sizes();
     test_id_range();
     test_raw_unreadable();
+    test_read_file();
     test_float_parse();
     test_movielens_small();
     test_movielens_real();

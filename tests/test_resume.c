@@ -727,6 +727,7 @@ static void test_corrupt_files(void) {
         {"hidden=", "hidden=64,,32\n", "bad hidden", "64,,32"},
         {"dropout=", "dropout=nan\n", "dropout nan", "dropout"},
         {"model=", "model\n", "line without =", "key=value"},
+        {"seed=", "seed=x\n", "bad line named by section and line", "(section CONF):22: "},
     };
     for (size_t i = 0; i < sizeof conf_cases / sizeof *conf_cases; i++) {
         save_tweaked(m, bad, tw_conf, (void *)conf_cases[i]);

@@ -419,22 +419,22 @@ static void test_bad_cells(void) {
 /* meta.txt with one line replaced: the error names meta.txt:line. */
 static void test_bad_meta(void) {
     static const struct { const char *from, *to, *want; } cases[] = {
-        {"field.2.kind=multi_hot", "field.2.kind=multihot", "meta.txt:19: bad value \"multihot\" for field.2.kind"},
-        {"field.2.max_len=3", "field.2.max_len=x", "meta.txt:23: bad value \"x\" for field.2.max_len"},
+        {"field.2.kind=multi_hot", "field.2.kind=multihot", "meta.txt:29: bad value \"multihot\" for field.2.kind"},
+        {"field.2.max_len=3", "field.2.max_len=x", "meta.txt:34: bad value \"x\" for field.2.max_len"},
         {"field.2.pooling=sum", "field.2.pooling=max", "bad value \"max\" for field.2.pooling"},
         {"field.4.norm=zscore", "field.4.norm=z", "bad value \"z\" for field.4.norm"},
         {"field.4.shift=30.5", "field.4.shift=nan", "bad value \"nan\" for field.4.shift"},
-        {"field.2.max_len=3", "field.2.maxlen=3", "meta.txt:23: unknown field attribute \"maxlen\""},
-        {"field.2.max_len=3", "field.9.max_len=3", "meta.txt:23: \"field.9.max_len\": expected field.<0..5>"},
-        {"field.2.max_len=3", "field.2.vocab=3", "meta.txt:23: field.2.vocab given twice"},
-        {"field.1.name=item.id", "field.1.name=item id", "bad value \"item id\" for field.1.name"},
+        {"field.2.max_len=3", "field.2.maxlen=3", "meta.txt:34: unknown key \"field.2.maxlen\""},
+        {"field.2.max_len=3", "field.9.max_len=3", "meta.txt: field.9.* given, but n_fields=6"},
+        {"field.2.max_len=3", "field.2.vocab=3", "meta.txt:34: field.2.vocab given twice"},
+        {"field.1.name=item.id", "field.1.name=item id", "meta.txt: schema: field 1: bad name"},
         {"field.1.name=item.id", "field.1.name=user", "name \"user\" given twice"},
-        {"field.1.name=item.id", "field.1.nam=item.id", "unknown field attribute"},
+        {"field.1.name=item.id", "field.1.nam=item.id", "meta.txt:17: unknown key \"field.1.nam\""},
         {"field.0.kind=categorical", "# no kind", "field.0.kind missing"},
         {"domain_field=scenario", "domain_field=region", "domain_field=region names no field"},
         {"domain_field=scenario", "domain_field=user", "n_domains=3 but the domain field user has vocab 50"},
         {"field.2.max_len=3", "field.2.max_len=0", "max_len 0 outside 1..4096"},
-        {"n_fields=6", "n_fields=129", "bad value \"129\" for n_fields"},
+        {"n_fields=6", "n_fields=129", "meta.txt:4: bad n_fields \"129\" (1..128)"},
         {"format=moemlora-data-2", "format=moemlora-data-3", "meta.txt:2: unsupported format"},
     };
     mml_data_t a, x;
