@@ -30,6 +30,25 @@
  *     mml_predict(m, &(mml_batch_t){1, &uid, &pid, &dom, NULL}, &p);
  *     mml_model_free(m); mml_data_free(&d);
  *
+ * ANY FEATURE SCHEMA. Besides the paper's (user, item, domain) triples, a
+ * model takes any fields: set cfg.schema to an mml_schema_t (categorical,
+ * multi-hot and numeric fields; one categorical field is the domain; the
+ * model keeps its own copy) and hand batches field-major in the schema's
+ * order; a prepared set with a schema brings its own (d.schema):
+ *
+ *     mml_schema_t s = {0};  s.n_fields = 3;  s.domain = 0;
+ *     s.field[0] = (mml_field_t){.name = "page", .kind = MML_FIELD_CATEGORICAL, .vocab = 3};
+ *     s.field[1] = (mml_field_t){.name = "tags", .kind = MML_FIELD_MULTI_HOT, .vocab = 500, .max_len = 8};
+ *     s.field[2] = (mml_field_t){.name = "price", .kind = MML_FIELD_NUMERIC, .shift = 20, .scale = 0.1f};
+ *     c.schema = &s;                                     // then mml_model_create
+ *     const int32_t *ids[3] = {page, tags, NULL};        // tags: [n*8], lists padded with -1
+ *     const float *values[3] = {NULL, NULL, price};
+ *     mml_batch_t b = {.n = n, .label = y, .ids = ids, .values = values};
+ *
+ * mml_fit, mml_predict, sessions, folding, checkpoints (format version 2)
+ * and the data files all carry the schema; mml_batch_paper builds the
+ * three-field batch.
+ *
  * CONFIGURATION MACROS (define before including)
  *     MOEMLORA_IMPLEMENTATION   emit the implementation in this file
  *     MOEMLORA_STATIC           make every public function static
@@ -93,6 +112,7 @@
  * the declarations have those marked *, the rest is implementation only:
  *     >>errors*      status codes, mml_last_error, mml__fail
  *     >>memory       64-byte aligned allocation
+ *     >>schema*      feature schemas: fields, kinds, mml_schema_check
  *     >>io*          atomic writes, the one whole-file reader, dirname
  *     >>rng          splitmix64 seeds and shuffles
  *     >>layers       the CTR models' interaction layers, forward/backward
@@ -777,6 +797,86 @@ static int mml__mul_ok(uint64_t a, uint64_t b, uint64_t limit, uint64_t *out) {
     if (a != 0 && b > limit / a) return 0;
     *out = a * b;
     return *out <= limit;
+}
+
+// >>schema -----------------------------------------------------------------
+
+/* The names of the field kinds, poolings and normalisations in text. */
+static const char *const mml__kind_names[3] = {"categorical", "multi_hot", "numeric"};
+static const char *const mml__pool_names[2] = {"mean", "sum"};
+static const char *const mml__norm_names[3] = {"none", "minmax", "zscore"};
+
+void mml_schema_paper(mml_schema_t *s, int32_t n_users, int32_t n_items, int32_t n_domains) {
+    static const char *const names[3] = {"user", "item", "domain"};
+    const int32_t vocab[3] = {n_users, n_items, n_domains};
+    memset(s, 0, sizeof *s);
+    s->n_fields = 3;
+    s->domain = 2;
+    for (int f = 0; f < 3; f++) {
+        snprintf(s->field[f].name, sizeof s->field[f].name, "%s", names[f]);
+        s->field[f].kind = MML_FIELD_CATEGORICAL;
+        s->field[f].vocab = vocab[f];
+    }
+}
+
+int32_t mml_schema_find(const mml_schema_t *s, const char *name) {
+    for (int32_t f = 0; f < s->n_fields; f++)
+        if (!strcmp(s->field[f].name, name)) return f;
+    return -1;
+}
+
+static int mml__name_ok(const char *s) {
+    const char *end = (const char *)memchr(s, 0, MML_FIELD_NAME_MAX);
+    size_t n = end ? (size_t)(end - s) : 0;
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+mml_status mml_schema_check(const mml_schema_t *s) {
+    if (!s || s->n_fields < 1 || s->n_fields > MML_MAX_FIELDS)
+        return mml__fail(MML_ERR_ARG, "schema: %d fields (1..%d)", s ? s->n_fields : 0, MML_MAX_FIELDS);
+    int embedded = 0;
+    for (int f = 0; f < s->n_fields; f++) {
+        const mml_field_t *fd = &s->field[f];
+        if (!mml__name_ok(fd->name))
+            return mml__fail(MML_ERR_ARG, "schema: field %d: bad name (1..%d of A-Za-z0-9_.-)", f, MML_FIELD_NAME_MAX - 1);
+        for (int g = 0; g < f; g++)
+            if (!strcmp(s->field[g].name, fd->name))
+                return mml__fail(MML_ERR_ARG, "schema: field name \"%s\" given twice", fd->name);
+        if ((unsigned)fd->kind > MML_FIELD_NUMERIC)
+            return mml__fail(MML_ERR_ARG, "schema: field %s: unknown kind %d", fd->name, (int)fd->kind);
+        if (fd->kind == MML_FIELD_NUMERIC) {
+            if (!(fd->scale == fd->scale) || !(fd->shift == fd->shift) || fabsf(fd->scale) > 3e38f || fabsf(fd->shift) > 3e38f)
+                return mml__fail(MML_ERR_ARG, "schema: field %s: shift and scale must be finite", fd->name);
+            continue;
+        }
+        embedded++;
+        if (fd->vocab < 1 || fd->vocab > (1 << 30))
+            return mml__fail(MML_ERR_ARG, "schema: field %s: vocab %d outside 1..2^30", fd->name, fd->vocab);
+        if (fd->dim < 0 || fd->dim > 1024)
+            return mml__fail(MML_ERR_ARG, "schema: field %s: dim %d outside 0..1024", fd->name, fd->dim);
+        if (fd->hash_buckets < 0 || (fd->hash_buckets > 0 && fd->hash_buckets != fd->vocab))
+            return mml__fail(MML_ERR_ARG, "schema: field %s: hash_buckets %d must be 0 or the vocab (%d)", fd->name,
+                             fd->hash_buckets, fd->vocab);
+        if (fd->kind == MML_FIELD_MULTI_HOT) {
+            if (fd->max_len < 1 || fd->max_len > 4096)
+                return mml__fail(MML_ERR_ARG, "schema: field %s: max_len %d outside 1..4096", fd->name, fd->max_len);
+            if ((unsigned)fd->pooling > MML_POOL_SUM)
+                return mml__fail(MML_ERR_ARG, "schema: field %s: unknown pooling %d", fd->name, (int)fd->pooling);
+            if (fd->frozen) return mml__fail(MML_ERR_ARG, "schema: field %s: only categorical fields can be frozen", fd->name);
+        }
+    }
+    if (s->domain < 0 || s->domain >= s->n_fields || s->field[s->domain].kind != MML_FIELD_CATEGORICAL)
+        return mml__fail(MML_ERR_ARG, "schema: the domain must be a categorical field (domain = %d)", s->domain);
+    if (s->field[s->domain].frozen) return mml__fail(MML_ERR_ARG, "schema: the domain field cannot be frozen");
+    if (embedded < 1) return mml__fail(MML_ERR_ARG, "schema: no embedded field");
+    return MML_OK;
 }
 
 // >>io ---------------------------------------------------------------------
@@ -2409,10 +2509,6 @@ static mml_status mml__write_emb(const char *path, const float *emb, int64_t row
     }
     return mml__afile_commit(&w);
 }
-
-static const char *const mml__kind_names[3] = {"categorical", "multi_hot", "numeric"};
-static const char *const mml__pool_names[2] = {"mean", "sum"};
-static const char *const mml__norm_names[3] = {"none", "minmax", "zscore"};
 
 /* ---- the schema as key=value text ----
  * One text for meta.txt (format moemlora-data-2) and a checkpoint's section
@@ -4716,81 +4812,6 @@ static void mml__tf_layout(mml_model_t *m) {
         L->tf = m->a.n_experts > 0 && mml__tf_config(c) && fl <= 4e6 &&
                 (fl <= 65536 || mml__tf_pays(L, m->a.n_experts, n, nr));
     }
-}
-
-/* ---- schemas ---- */
-
-void mml_schema_paper(mml_schema_t *s, int32_t n_users, int32_t n_items, int32_t n_domains) {
-    static const char *const names[3] = {"user", "item", "domain"};
-    const int32_t vocab[3] = {n_users, n_items, n_domains};
-    memset(s, 0, sizeof *s);
-    s->n_fields = 3;
-    s->domain = 2;
-    for (int f = 0; f < 3; f++) {
-        snprintf(s->field[f].name, sizeof s->field[f].name, "%s", names[f]);
-        s->field[f].kind = MML_FIELD_CATEGORICAL;
-        s->field[f].vocab = vocab[f];
-    }
-}
-
-int32_t mml_schema_find(const mml_schema_t *s, const char *name) {
-    for (int32_t f = 0; f < s->n_fields; f++)
-        if (!strcmp(s->field[f].name, name)) return f;
-    return -1;
-}
-
-static int mml__name_ok(const char *s) {
-    const char *end = (const char *)memchr(s, 0, MML_FIELD_NAME_MAX);
-    size_t n = end ? (size_t)(end - s) : 0;
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
-mml_status mml_schema_check(const mml_schema_t *s) {
-    if (!s || s->n_fields < 1 || s->n_fields > MML_MAX_FIELDS)
-        return mml__fail(MML_ERR_ARG, "schema: %d fields (1..%d)", s ? s->n_fields : 0, MML_MAX_FIELDS);
-    int embedded = 0;
-    for (int f = 0; f < s->n_fields; f++) {
-        const mml_field_t *fd = &s->field[f];
-        if (!mml__name_ok(fd->name))
-            return mml__fail(MML_ERR_ARG, "schema: field %d: bad name (1..%d of A-Za-z0-9_.-)", f, MML_FIELD_NAME_MAX - 1);
-        for (int g = 0; g < f; g++)
-            if (!strcmp(s->field[g].name, fd->name))
-                return mml__fail(MML_ERR_ARG, "schema: field name \"%s\" given twice", fd->name);
-        if ((unsigned)fd->kind > MML_FIELD_NUMERIC)
-            return mml__fail(MML_ERR_ARG, "schema: field %s: unknown kind %d", fd->name, (int)fd->kind);
-        if (fd->kind == MML_FIELD_NUMERIC) {
-            if (!(fd->scale == fd->scale) || !(fd->shift == fd->shift) || fabsf(fd->scale) > 3e38f || fabsf(fd->shift) > 3e38f)
-                return mml__fail(MML_ERR_ARG, "schema: field %s: shift and scale must be finite", fd->name);
-            continue;
-        }
-        embedded++;
-        if (fd->vocab < 1 || fd->vocab > (1 << 30))
-            return mml__fail(MML_ERR_ARG, "schema: field %s: vocab %d outside 1..2^30", fd->name, fd->vocab);
-        if (fd->dim < 0 || fd->dim > 1024)
-            return mml__fail(MML_ERR_ARG, "schema: field %s: dim %d outside 0..1024", fd->name, fd->dim);
-        if (fd->hash_buckets < 0 || (fd->hash_buckets > 0 && fd->hash_buckets != fd->vocab))
-            return mml__fail(MML_ERR_ARG, "schema: field %s: hash_buckets %d must be 0 or the vocab (%d)", fd->name,
-                             fd->hash_buckets, fd->vocab);
-        if (fd->kind == MML_FIELD_MULTI_HOT) {
-            if (fd->max_len < 1 || fd->max_len > 4096)
-                return mml__fail(MML_ERR_ARG, "schema: field %s: max_len %d outside 1..4096", fd->name, fd->max_len);
-            if ((unsigned)fd->pooling > MML_POOL_SUM)
-                return mml__fail(MML_ERR_ARG, "schema: field %s: unknown pooling %d", fd->name, (int)fd->pooling);
-            if (fd->frozen) return mml__fail(MML_ERR_ARG, "schema: field %s: only categorical fields can be frozen", fd->name);
-        }
-    }
-    if (s->domain < 0 || s->domain >= s->n_fields || s->field[s->domain].kind != MML_FIELD_CATEGORICAL)
-        return mml__fail(MML_ERR_ARG, "schema: the domain must be a categorical field (domain = %d)", s->domain);
-    if (s->field[s->domain].frozen) return mml__fail(MML_ERR_ARG, "schema: the domain field cannot be frozen");
-    if (embedded < 1) return mml__fail(MML_ERR_ARG, "schema: no embedded field");
-    return MML_OK;
 }
 
 /* ---- the architecture ---- */
