@@ -61,7 +61,9 @@ MMLR_API mml_status mmlr_movielens_load(const char *raw_dir, const char *domain_
  * (MovieLens-1M only, domain_kind ignored): the Scenario-Wise Rec setting,
  * 3 domains by age {1,18} {25} {35,45,50,56}, label rating > 3, fields user,
  * movie, gender, occupation, zip, first genre (dim 16 each), age (numeric,
- * min-max), a random 80/10/10 split over all rows. */
+ * min-max), a random 80/10/10 split over all rows. protocol "swr-paper": the
+ * same rows, split and domains with the paper's three fields user, movie,
+ * domain (dim 16), to set the fields' worth apart from the rest. */
 MMLR_API mml_status mmlr_movielens_load_all(const char *raw_dir, const char *domain_kind, const char *protocol,
                                             uint64_t seed, mml_data_t *out);
 
@@ -890,7 +892,11 @@ static mml_status mmlr__ml_all_csv(mmlr__ml_all *a, const char *fname, int kind,
 
 /* The schema text of the recipe. */
 static void mmlr__ml_all_schema(char *buf, size_t cap, int swr, int max_genres) {
-    if (swr)
+    if (swr == 2)
+        snprintf(buf, cap,
+                 "label rating > 3\n"
+                 "field user categorical dim=16\nfield movie categorical dim=16\nfield domain categorical domain dim=16\n");
+    else if (swr)
         snprintf(buf, cap,
                  "label rating > 3\n"
                  "field user categorical dim=16\nfield movie categorical dim=16\nfield gender categorical dim=16\n"
@@ -956,12 +962,12 @@ static mml_status mmlr_movielens_load_all(const char *raw_dir, const char *domai
     mmlr__text t;
     mmlr_csv_schema *sc = NULL;
     mmlr_csv_opts o;
-    int kind, swr = protocol != NULL;
+    int kind, swr = !protocol ? 0 : !strcmp(protocol, "swr") ? 1 : !strcmp(protocol, "swr-paper") ? 2 : -1;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mmlr_movielens_load_all: out is NULL");
     memset(out, 0, sizeof *out);
     if (!raw_dir || (!domain_kind && !swr)) return mml__fail(MML_ERR_ARG, "mmlr_movielens_load_all: NULL argument");
-    if (swr && strcmp(protocol, "swr")) return mml__fail(MML_ERR_ARG, "unknown MovieLens protocol \"%s\" (swr)", protocol);
+    if (swr < 0) return mml__fail(MML_ERR_ARG, "unknown MovieLens protocol \"%s\" (swr, swr-paper)", protocol);
     kind = swr ? 3 : !strcmp(domain_kind, "gender") ? MMLR__ML_GENDER : !strcmp(domain_kind, "age") ? MMLR__ML_AGE
              : !strcmp(domain_kind, "occupation") ? MMLR__ML_OCC : -1;
     if (kind < 0) return mml__fail(MML_ERR_ARG, "unknown MovieLens domain split \"%s\" (gender, age or occupation)", domain_kind);

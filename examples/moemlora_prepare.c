@@ -43,7 +43,8 @@ static const char *usage =
     "  paper, keeps the three fields user, item, domain).\n"
     "  --protocol swr (MovieLens-1M): the Scenario-Wise Rec setting: 3 domains by\n"
     "  age {1,18} {25} {35,45,50,56}, label rating > 3, fields user, movie, gender,\n"
-    "  occupation, zip, first genre, age (numeric), dim 16, random 80/10/10 split.\n"
+    "  occupation, zip, first genre, age (numeric), dim 16, random 80/10/10 split;\n"
+    "  with --features paper, the same rows and split with user, movie, domain.\n"
     "csv: F is a CSV (or TSV) file with a header; S a schema file naming the label,\n"
     "  the domain and each field's kind (docs/DATA.md, examples/schemas/). Ids are\n"
     "  re-indexed on the training split (later values read the out-of-vocabulary\n"
@@ -350,7 +351,7 @@ int main(int argc, char **argv) {
                                                         : file_mb(raw, "ratings.no-timestamp.dat"))
                  : file_mb(raw, "u.user") + file_mb(raw, "u.data") + file_mb(raw, "u.occupation");
         t0 = now_s(), c0 = cpu_s();
-        if (o.protocol ? mmlr_movielens_load_all(raw, NULL, "swr", (uint64_t)seed, &d)
+        if (o.protocol ? mmlr_movielens_load_all(raw, NULL, o.features && !all ? "swr-paper" : "swr", (uint64_t)seed, &d)
             : all      ? mmlr_movielens_load_all(raw, o.split, NULL, (uint64_t)seed, &d)
                        : mmlr_movielens_load(raw, o.split, (uint64_t)seed, &d))
             return die(cmd);

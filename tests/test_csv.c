@@ -383,6 +383,19 @@ static int test_movielens(void) {
             CHECK(pos / (double)b.split[0].n > 0.5 && pos / (double)b.split[0].n < 0.65, "share of ratings > 3: %g",
                   pos / (double)b.split[0].n);
         }
+        /* swr-paper: the same rows, split, domains and labels, three fields */
+        CHECK_OK(mmlr_movielens_load_all(raw, NULL, "swr-paper", 123, &a));
+        if (a.schema && b.schema) {
+            int same = a.schema->n_fields == 3 && a.n_domains == b.n_domains;
+            for (int k = 0; k < 3 && same; k++) {
+                same = a.split[k].n == b.split[k].n &&
+                       !memcmp(a.split[k].label, b.split[k].label, (size_t)a.split[k].n * sizeof(float)) &&
+                       !memcmp(a.split[k].dom, b.split[k].dom, (size_t)a.split[k].n * sizeof(int32_t)) &&
+                       !memcmp(a.split[k].ids[0], b.split[k].ids[0], (size_t)a.split[k].n * sizeof(int32_t));
+            }
+            CHECK(same, "swr-paper: %d fields; the rows, labels, domains and users of swr", a.schema->n_fields);
+        }
+        mml_data_free(&a);
         CHECK(mmlr_movielens_load_all(raw, NULL, "xyz", 123, &b) == MML_ERR_ARG, "unknown protocol");
         mml_data_free(&b);
     } else skip = MMLT_SKIP;
