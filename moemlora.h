@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.4.0. License: MIT (see LICENSE).
+ * Version 0.5.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -132,6 +132,14 @@
  *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
+ *     0.5.0  any feature schema (mml_schema_t: categorical, multi-hot and
+ *            numeric fields, cfg.schema, field-major batches) for every model
+ *            and adapter; prepared sets with a schema (meta.txt format
+ *            moemlora-data-2, cache version 4); checkpoint format version 2
+ *            (section SCHM) for schema models; moemlora-prepare csv with a
+ *            schema file; moemlora-serve in the model's schema; the
+ *            generator for any schema; one key=value reader for meta.txt and
+ *            checkpoint text, the data cache on CRC32C.
  *     0.4.0  the model as parts with one job each (docs/ARCHITECTURE.md): the
  *            tensor table, a table of model kinds, passes for workers and
  *            sessions; the config described once (MML_CONFIG_FIELDS,
