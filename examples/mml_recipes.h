@@ -41,6 +41,18 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+/* Strict POSIX modes hide madvise and its Linux-only advice (glibc keeps
+ * them for __USE_MISC); without them the large-page hint would silently
+ * never be given. */
+#if defined(__GLIBC__) && !defined(__USE_MISC)
+#ifdef __cplusplus
+extern "C"
+#endif
+int madvise(void *addr, size_t len, int advice);
+#endif
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14 /* Linux's, on every target */
+#endif
 #endif
 
 // >>api --------------------------------------------------------------------
@@ -1895,11 +1907,22 @@ typedef struct mmlr__dict {
     const char **str;
     int32_t *len;
     int32_t n, ncap;
+    /* The codes of plain integers below nnum (as "0", "17"; not "017", "+1"),
+     * by value, -1 for one not seen: an id column costs no hashing or
+     * probing, and a table an eighth of the slots' size. Such a value is
+     * never looked up among the slots once nnum covers it. */
+    int32_t *num;
+    uint32_t nnum;
+    int32_t n_num; /* codes held in num */
 } mmlr__dict;
 
-/* Large blocks read at random (vocabulary tables, columns) on 2 MB pages
- * where the system offers them: a TLB miss per lookup is most of a large
- * vocabulary's cost. A hint; nothing changes where it is not taken. */
+/* The largest num table: 64 MB. */
+#define MMLR__NUM_MAX (1u << 24)
+
+/* Vocabulary tables on 2 MB pages where the system offers them: a TLB miss
+ * per lookup is most of a large vocabulary's cost. Not for blocks read or
+ * written in order (the file, the columns): there a 2 MB page only costs
+ * more to clear. A hint; nothing changes where it is not taken. */
 static void mmlr__huge(void *p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
@@ -1911,6 +1934,7 @@ static void mmlr__huge(void *p, size_t bytes) {
 
 static void mmlr__dict_free(mmlr__dict *d) {
     mml__free(d->slot);
+    mml__free(d->num);
     mml__free(d->str);
     mml__free(d->len);
     memset(d, 0, sizeof *d);
@@ -1993,12 +2017,85 @@ static int32_t mmlr__dict_code(mmlr__dict *d, const char *s, const char *e, uint
     return d->n - 1;
 }
 
-/* Asks for the cache line of h's first slot ahead of the lookup. */
-static void mmlr__dict_prefetch(const mmlr__dict *d, uint64_t h) {
-#if defined(__GNUC__)
-    if (d->cap) __builtin_prefetch(&d->slot[mml__mix64(h) & (d->cap - 1)]);
+/* [s, e) as a plain integer below MMLR__NUM_MAX: digits only, no leading
+ * zero, so that a value has one spelling. Bytes up to lim may be read: with
+ * eight of them the digits are checked and summed eight at a time
+ * (simdjson's way), without a branch per digit. */
+static int mmlr__plain_int(const char *s, const char *e, const char *lim, uint32_t *v) {
+    uint32_t x = 0;
+    size_t n = (size_t)(e - s);
+    if (n - 1 >= 8 || (*s == '0' && n > 1)) return 0; /* n - 1 >= 8: also n == 0 */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (lim - s >= 8) {
+        const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull;
+        uint64_t w;
+        memcpy(&w, s, 8);
+        if (n < 8) w = w << (64 - 8 * n) | 0x3030303030303030ull >> 8 * n; /* '0's ahead, to 8 digits */
+        if (((w & hi) | (((w + 0x0606060606060606ull) & hi) >> 4)) != 0x3333333333333333ull) return 0;
+        w = (w & 0x0F0F0F0F0F0F0F0Full) * 2561 >> 8;
+        w = (w & 0x00FF00FF00FF00FFull) * 6553601 >> 16;
+        *v = (uint32_t)((w & 0x0000FFFF0000FFFFull) * 42949672960001ull >> 32);
+        return *v < MMLR__NUM_MAX;
+    }
 #else
-    (void)d, (void)h;
+    (void)lim;
+#endif
+    for (; s < e; s++) {
+        uint32_t d = (uint32_t)(unsigned char)*s - '0';
+        if (d > 9) return 0;
+        x = x * 10 + d;
+    }
+    *v = x;
+    return x < MMLR__NUM_MAX;
+}
+
+/* Widens d's num table to cover v while it stays within 8 entries a code
+ * (or 4096 in all); the plain integers seen so far, some of them in the
+ * slots, move in. 0 when not widened: v goes to the slots. */
+static int mmlr__dict_num_grow(mmlr__dict *d, uint32_t v) {
+    uint64_t cap = d->nnum ? d->nnum : 4096;
+    uint32_t x;
+    int32_t *t, held = 0;
+    while (cap <= v) cap *= 2;
+    if (cap > MMLR__NUM_MAX || cap > 8 * (uint64_t)d->n + 4096) return 0;
+    if (!(t = (int32_t *)mml__alloc_from(cap * 4, cap * 4))) return 0; /* the slots serve as well */
+    mmlr__huge(t, cap * 4);
+    memset(t, 0xff, cap * 4);
+    for (int32_t c = 0; c < d->n; c++)
+        if (mmlr__plain_int(d->str[c], d->str[c] + d->len[c], d->str[c] + d->len[c], &x) && x < cap) t[x] = c, held++;
+    mml__free(d->num);
+    d->num = t;
+    d->nnum = (uint32_t)cap;
+    d->n_num = held;
+    return 1;
+}
+
+/* The code of [s, e), the plain integer v; -1 when out of memory. */
+static int32_t mmlr__dict_int(mmlr__dict *d, const char *s, const char *e, uint32_t v) {
+    if (v >= d->nnum && !mmlr__dict_num_grow(d, v)) return mmlr__dict_code(d, s, e, mmlr__fnv1a(s, e));
+    if (d->num[v] < 0) {
+        if (mmlr__dict_push(d, s, (int32_t)(e - s))) return -1;
+        d->num[v] = d->n - 1;
+        d->n_num++;
+    }
+    return d->num[v];
+}
+
+/* The code of [s, e) whichever the table (bytes up to lim readable). */
+static int32_t mmlr__dict_any(mmlr__dict *d, const char *s, const char *e, const char *lim) {
+    uint32_t v;
+    return mmlr__plain_int(s, e, lim, &v) ? mmlr__dict_int(d, s, e, v) : mmlr__dict_code(d, s, e, mmlr__fnv1a(s, e));
+}
+
+/* Asks for the cache line of a key's entry ahead of the lookup: its num
+ * entry when it is a plain integer (key its value), else the first slot of
+ * hash key. */
+static void mmlr__dict_prefetch(const mmlr__dict *d, uint64_t key, int num) {
+#if defined(__GNUC__)
+    if (num && key < d->nnum) __builtin_prefetch(&d->num[key]);
+    else if (!num && d->cap) __builtin_prefetch(&d->slot[mml__mix64(key) & (d->cap - 1)]);
+#else
+    (void)d, (void)key, (void)num;
 #endif
 }
 
@@ -2019,6 +2116,7 @@ typedef struct mmlr__csv {
     int ncol;
     int *colmap;                    /* per header column: a field, or MMLR__COL_* */
     char delim;
+    const char *lim;                /* the end of the line being parsed: bytes up to it may be read */
     int fixed_part;                 /* the split of this file's rows, or -1 */
     /* the vocabulary lookups of a block of rows wait until the block is
      * split, then run with the slots of later ones prefetched: the cache
@@ -2028,13 +2126,14 @@ typedef struct mmlr__csv {
 } mmlr__csv;
 
 #define MMLR__BLOCK_ROWS 64
-#define MMLR__AHEAD 16
+#define MMLR__AHEAD 64
 
 typedef struct mmlr__pending {
-    uint64_t h;
+    uint64_t key; /* a plain integer's value (num), else the FNV-1a hash */
     const char *a;
     int64_t r;
     int32_t len, f;
+    int num;
 } mmlr__pending;
 
 static int mmlr__len(const mml_field_t *fd) { return fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1; }
@@ -2070,10 +2169,28 @@ static mml_status mmlr__csv_alloc(mmlr__csv *C, int64_t cap) {
         size_t bytes = c * 4 * (size_t)mmlr__len(fd);
         if (fd->kind == MML_FIELD_NUMERIC) ok = (C->val[f] = (float *)mml__alloc_from(bytes, bytes)) != NULL;
         else ok = (C->code[f] = (int32_t *)mml__alloc_from(bytes, bytes)) != NULL;
-        if (ok) mmlr__huge(fd->kind == MML_FIELD_NUMERIC ? (void *)C->val[f] : (void *)C->code[f], bytes);
     }
     if (!ok) return mml__fail(MML_ERR_NOMEM, "csv: out of memory for %lld rows", (long long)cap);
     return MML_OK;
+}
+
+/* The first delim in [q, e), or e. Eight bytes a step while they lie in
+ * the line: most cells end in the first step, so their end costs one
+ * branch, not one a byte. */
+static char *mmlr__find(char *q, char *e, char delim) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, d = ones * (unsigned char)delim;
+    while (e - q >= 8) {
+        uint64_t x, hit;
+        memcpy(&x, q, 8);
+        x ^= d;
+        hit = (x - ones) & ~x & (ones << 7); /* exact up to its lowest byte */
+        if (hit) return q + (__builtin_ctzll(hit) >> 3);
+        q += 8;
+    }
+#endif
+    while (q < e && *q != delim) q++;
+    return q;
 }
 
 /* The next cell of [*p, e) as [*a, *b), quotes removed (in place: "" is a
@@ -2101,8 +2218,7 @@ static int mmlr__cell(char **p, char *e, char delim, char **a, char **b) {
         while (q < e && *q != delim) q++; /* text after the closing quote is dropped */
     } else {
         *a = q;
-        while (q < e && *q != delim) q++;
-        *b = q;
+        *b = q = mmlr__find(q, e, delim);
     }
     if (q < e) {
         *p = q + 1;
@@ -2116,7 +2232,7 @@ static int mmlr__cell(char **p, char *e, char delim, char **a, char **b) {
 static int32_t mmlr__csv_id(mmlr__csv *C, int f, const char *a, const char *b) {
     const mml_field_t *fd = &C->sc->s.field[f];
     if (fd->hash_buckets > 0) return (int32_t)(mml__mix64(mmlr__fnv1a(a, b)) % (uint64_t)fd->hash_buckets);
-    return mmlr__dict_code(&C->dict[f], a, b, mmlr__fnv1a(a, b));
+    return mmlr__dict_any(&C->dict[f], a, b, C->lim);
 }
 
 static mml_status mmlr__csv_field(mmlr__csv *C, int f, int64_t r, const char *a, const char *b, const char *file,
@@ -2137,7 +2253,10 @@ static mml_status mmlr__csv_field(mmlr__csv *C, int f, int64_t r, const char *a,
     }
     if (fd->kind == MML_FIELD_CATEGORICAL && fd->hash_buckets == 0) {
         mmlr__pending *q = &C->pend[C->np++];
-        q->h = mmlr__fnv1a(a, b);
+        uint32_t v;
+        q->num = mmlr__plain_int(a, b, C->lim, &v);
+        q->key = q->num ? v : mmlr__fnv1a(a, b);
+        mmlr__dict_prefetch(&C->dict[f], q->key, q->num);
         q->a = a;
         q->len = (int32_t)(b - a);
         q->f = f;
@@ -2207,6 +2326,7 @@ static mml_status mmlr__csv_row(mmlr__csv *C, char *s, char *e, const char *file
     char *p = s, *a, *b;
     int k = 1;
     mml_status st = MML_OK;
+    C->lim = e;
     for (int c = 0; c < C->ncol && !st; c++) {
         if (k != 1)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: %d columns, the header has %d", file, line, c, C->ncol);
@@ -2229,8 +2349,13 @@ static mml_status mmlr__csv_row(mmlr__csv *C, char *s, char *e, const char *file
 static mml_status mmlr__csv_flush(mmlr__csv *C) {
     mmlr__pending *q = C->pend;
     for (int j = 0; j < C->np; j++) {
-        if (j + MMLR__AHEAD < C->np) mmlr__dict_prefetch(&C->dict[q[j + MMLR__AHEAD].f], q[j + MMLR__AHEAD].h);
-        int32_t c = mmlr__dict_code(&C->dict[q[j].f], q[j].a, q[j].a + q[j].len, q[j].h);
+        mmlr__dict *d = &C->dict[q[j].f];
+        if (j + MMLR__AHEAD < C->np) {
+            const mmlr__pending *ahead = &q[j + MMLR__AHEAD];
+            mmlr__dict_prefetch(&C->dict[ahead->f], ahead->key, ahead->num);
+        }
+        int32_t c = q[j].num ? mmlr__dict_int(d, q[j].a, q[j].a + q[j].len, (uint32_t)q[j].key)
+                             : mmlr__dict_code(d, q[j].a, q[j].a + q[j].len, q[j].key);
         if (c < 0) return MML_ERR_NOMEM;
         C->code[q[j].f][q[j].r] = c;
     }
@@ -2340,12 +2465,23 @@ static mml_status mmlr__csv_file(mmlr__csv *C, char *buf, size_t len, const char
 
 typedef struct mmlr__sv {
     int64_t num;
+    uint64_t pre; /* the first 8 bytes big-endian, zero-padded: where most comparisons end */
     const char *s;
     int32_t len, code;
 } mmlr__sv;
 
+static uint64_t mmlr__prefix(const char *s, int32_t len) {
+    uint64_t k = 0;
+    for (int32_t i = 0; i < 8; i++) k = k << 8 | (i < len ? (unsigned char)s[i] : 0u);
+    return k;
+}
+
+/* Bytes, then length; prefixes that differ order as the bytes do (a pad
+ * byte is below any byte of the longer string but a NUL, and then they do
+ * not differ). */
 static int mmlr__cmp_sv_str(const void *x, const void *y) {
     const mmlr__sv *a = (const mmlr__sv *)x, *b = (const mmlr__sv *)y;
+    if (a->pre != b->pre) return a->pre < b->pre ? -1 : 1;
     int c = memcmp(a->s, b->s, (size_t)(a->len < b->len ? a->len : b->len));
     return c ? c : (a->len > b->len) - (a->len < b->len);
 }
@@ -2358,13 +2494,23 @@ static int mmlr__cmp_sv_num(const void *x, const void *y) {
 /* rank[code] = the place of the value among the used ones (use NULL: all) in
  * ascending order, numeric when every used value is an integer; -1 unused. */
 static mml_status mmlr__rank(const mmlr__dict *d, const unsigned char *use, int32_t *rank, int32_t *count) {
-    mmlr__sv *v = (mmlr__sv *)mml__alloc((size_t)d->n * sizeof *v + 1);
+    mmlr__sv *v;
     int32_t n = 0, all_int = 1;
-    if (!v) return mml__fail(MML_ERR_NOMEM, "csv: out of memory ranking %d values", d->n);
+    if (d->n_num == d->n) {
+        /* plain integers only: the num table holds them in order */
+        for (int32_t c = 0; c < d->n; c++) rank[c] = -1;
+        for (uint32_t x = 0; x < d->nnum; x++)
+            if (d->num[x] >= 0 && (!use || use[d->num[x]])) rank[d->num[x]] = n++;
+        *count = n;
+        return MML_OK;
+    }
+    if (!(v = (mmlr__sv *)mml__alloc((size_t)d->n * sizeof *v + 1)))
+        return mml__fail(MML_ERR_NOMEM, "csv: out of memory ranking %d values", d->n);
     for (int32_t c = 0; c < d->n; c++) {
         rank[c] = -1;
         if (use && !use[c]) continue;
         v[n].s = d->str[c], v[n].len = d->len[c], v[n].code = c;
+        v[n].pre = mmlr__prefix(d->str[c], d->len[c]);
         if (!mml__to_i64(d->str[c], d->str[c] + d->len[c], &v[n].num)) all_int = 0;
         n++;
     }
@@ -2440,15 +2586,19 @@ static mml_status mmlr__csv_reindex(mmlr__csv *C, int f, mml_field_t *fd) {
     int32_t *rank = (int32_t *)mml__alloc((size_t)d->n * 4 + 4), *col = C->code[f], nv = 0;
     mml_status st = MML_OK;
     if (!use || !rank) st = mml__fail(MML_ERR_NOMEM, "csv: out of memory");
-    for (i = 0; !st && i < C->n; i++)
-        if (C->part[i] == MML_TRAIN)
-            for (int64_t k = 0; k < len; k++)
-                if (col[i * len + k] >= 0) use[col[i * len + k]] = 1;
+    if (!st && len == 1) /* without a branch on the split: it is random */
+        for (i = 0; i < C->n; i++) use[col[i]] |= C->part[i] == MML_TRAIN;
+    else
+        for (i = 0; !st && i < C->n; i++)
+            if (C->part[i] == MML_TRAIN)
+                for (int64_t k = 0; k < len; k++)
+                    if (col[i * len + k] >= 0) use[col[i * len + k]] = 1;
     if (!st) st = mmlr__rank(d, use, rank, &nv);
     if (!st) {
         fd->vocab = nv > 0 ? nv : 1;
+        for (int32_t c = 0; c < d->n; c++) rank[c] = rank[c] >= 0 ? rank[c] : fd->vocab;
         for (i = 0; i < cells; i++)
-            if (col[i] >= 0) col[i] = rank[col[i]] >= 0 ? rank[col[i]] : fd->vocab;
+            if (col[i] >= 0) col[i] = rank[col[i]];
     }
     mml__free(use);
     mml__free(rank);
@@ -2527,13 +2677,13 @@ static mml_status mmlr__csv_output(mmlr__csv *C, const mml_schema_t *s, int32_t 
                 st = mml__fail(MML_ERR_NOMEM, "csv: out of memory");
                 break;
             }
-            mmlr__huge(col, bytes);
             if (num) out->split[k].values[f] = (float *)col;
             else out->split[k].ids[f] = (int32_t *)col;
         }
         for (int64_t i = 0; i < C->n && !st; i++) {
             mml_split_t *sp = &out->split[C->part[i]];
             if (num) sp->values[f][pos[i]] = C->val[f][i];
+            else if (len == 1) sp->ids[f][pos[i]] = C->code[f][i];
             else memcpy(sp->ids[f] + pos[i] * len, C->code[f] + i * len, (size_t)len * 4);
         }
         mml__free(C->code[f]);
@@ -2634,8 +2784,7 @@ done:
     return st;
 }
 
-/* A whole file into *p (n bytes + a NUL), on large pages where offered: the
- * page faults of a gigabyte buffer cost about as much as parsing it. */
+/* A whole file into *p (n bytes + a NUL). */
 static mml_status mmlr__read_big(const char *path, char **p, size_t *n) {
     struct stat st;
     size_t got = 0;
@@ -2651,7 +2800,6 @@ static mml_status mmlr__read_big(const char *path, char **p, size_t *n) {
         close(fd);
         return mml__fail(MML_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, len + 1);
     }
-    mmlr__huge(b, len + 1);
     while (got < len) {
         ssize_t k = read(fd, b + got, len - got);
         if (k < 0 && errno == EINTR) continue;

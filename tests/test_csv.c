@@ -8,6 +8,9 @@
  *     values seen only in val/test; hash buckets; numeric shift and scale from
  *     the training split; the split (stratified as mml_data_split, from a
  *     column, from files); quoted cells, TSV;
+ *   - fast: the loader's fast paths give the ids of the plain definition
+ *     (plain integers read eight digits at a time and looked up by value,
+ *     odd spellings among hashed slots, strings ranked by an 8-byte prefix);
  *   - samples: the Ali-CCP, Criteo and Avazu samples of the real data sets
  *     with the schemas of examples/schemas/, each trained for two epochs per
  *     phase in memory (the loss and AUC defined, the model learns something);
@@ -265,6 +268,160 @@ static void test_load_split(void) {
           "ratios not adding up: %s", mml_last_error());
 }
 
+/* ---- fast paths: the same ids as the plain definition ---- */
+
+/* A plain integer as the loader's num table takes it: digits only, no
+ * leading zero, at most 8 digits, below 2^24. */
+static int ref_plain(const char *s, size_t n, uint32_t *v) {
+    uint64_t x = 0;
+    if (n == 0 || n > 8 || (s[0] == '0' && n > 1)) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        x = x * 10 + (uint64_t)(s[i] - '0');
+    }
+    *v = (uint32_t)x;
+    return x < (1u << 24);
+}
+
+/* Eight bytes at a time (room to read) and byte by byte (none) agree with
+ * the definition, on edge spellings and on random bytes near the digits. */
+static void test_fast_int(void) {
+    static const char *const edge[] = {"", "0", "00", "01", "007", "7", "-0", "-7", "+7", " 7", "7 ", "9", "10",
+                                       "16777215", "16777216", "99999999", "123456789", "12345678", "1e3", "0x1f",
+                                       "/", ":", "1/2", "12:4", "\xb5", "1\xb9", "\x39\x3a"};
+    static const char alpha[] = "0123456789/:a+- \x30\xb0\xb9\xf9\x3f";
+    char buf[32];
+    uint64_t r = 11;
+    int bad = 0;
+    mmlt_ctx = "fast int";
+    for (int t = 0; t < 200000; t++) {
+        size_t n;
+        if (t < (int)(sizeof edge / sizeof *edge)) {
+            n = strlen(edge[t]);
+            memcpy(buf, edge[t], n);
+        } else {
+            n = (size_t)mml__rng_below(&r, 11);
+            for (size_t i = 0; i < n; i++)
+                buf[i] = mml__rng_below(&r, 4) ? (char)('0' + mml__rng_below(&r, 10))
+                                               : alpha[mml__rng_below(&r, sizeof alpha - 1)];
+        }
+        memset(buf + n, '7', sizeof buf - n); /* what follows must not count */
+        uint32_t want = 0, fast = 0, slow = 0;
+        int w = ref_plain(buf, n, &want);
+        int f = mmlr__plain_int(buf, buf + n, buf + sizeof buf, &fast);
+        int s = mmlr__plain_int(buf, buf + n, buf + n, &slow);
+        if (f != w || s != w || (w && (fast != want || slow != want))) {
+            if (bad++ < 5)
+                CHECK(0, "\"%.*s\": want %d %u, 8 at a time %d %u, byte by byte %d %u", (int)n, buf, w, want, f, fast, s,
+                      slow);
+        }
+    }
+    CHECK(!bad, "%d spellings read otherwise", bad);
+}
+
+/* The value of row i, column c of fast_csv. */
+static void fast_value(uint64_t *r, int i, int c, char *out) {
+    static const char *const odd[] = {"0", "00", "07", "7", "007", "+7", "-0", "-7", "", "16777215", "16777216",
+                                      "99999999", "123456789", "abcdefgh", "abcdefghi", "abcdefg", "abc", "ABC",
+                                      "abcdefgh\x01", "\"12\"", "12", "x y"};
+    uint64_t u = mml__rng_next(r);
+    if (c == 0) { /* a mix: odd spellings, ids from a range that grows, now and then a large one */
+        if (u % 4 == 0) strcpy(out, odd[(u >> 8) % (sizeof odd / sizeof *odd)]);
+        else if (u % 97 == 1) sprintf(out, "%llu", (unsigned long long)((u >> 8) % 1000000000));
+        else sprintf(out, "%llu", (unsigned long long)((u >> 8) % (uint64_t)(50 + 30 * i)));
+    } else if (c == 1) { /* plain ids only: large early ones wait among the slots until the table covers them */
+        sprintf(out, "%llu", (unsigned long long)(i < 8 ? 5000 + (uint64_t)i : (u >> 8) % (uint64_t)(1 + 2 * i)));
+    } else { /* hex, 6 to 10 characters: prefixes shared, lengths differ */
+        sprintf(out, "%.*llx", (int)(6 + (u >> 60) % 5), (unsigned long long)((u >> 8) % 3000) * 0x10001ull);
+        out[6 + (u >> 60) % 5] = 0;
+    }
+}
+
+typedef struct {
+    const char *s;
+    int64_t num;
+} fast_sv;
+
+static int fast_all_int;
+
+/* The loader's order: numeric when every train value is an integer, else bytes then length. */
+static int fast_cmp(const void *x, const void *y) {
+    const fast_sv *a = (const fast_sv *)x, *b = (const fast_sv *)y;
+    if (fast_all_int && a->num != b->num) return a->num < b->num ? -1 : 1;
+    return strcmp(a->s, b->s);
+}
+
+/* The ids of n values (train[i]: the row trains) by the definition: the
+ * place among the distinct train values, vocab for any other. */
+static int32_t ref_ids(int n, char **val, const int *train, int32_t *id) {
+    fast_sv *v = (fast_sv *)calloc((size_t)n + 1, sizeof *v);
+    int m = 0, k = 0;
+    fast_all_int = 1;
+    for (int i = 0; i < n; i++)
+        if (train[i]) v[m++].s = val[i];
+    for (int i = 0; i < m; i++)
+        if (!mml__to_i64(v[i].s, v[i].s + strlen(v[i].s), &v[i].num)) fast_all_int = 0;
+    qsort(v, (size_t)m, sizeof *v, fast_cmp);
+    for (int i = 0; i < m; i++)
+        if (i == 0 || strcmp(v[i].s, v[k - 1].s)) v[k++] = v[i];
+    for (int i = 0; i < n; i++) {
+        fast_sv key = {val[i], 0};
+        mml__to_i64(val[i], val[i] + strlen(val[i]), &key.num);
+        fast_sv *hit = (fast_sv *)bsearch(&key, v, (size_t)k, sizeof *v, fast_cmp);
+        id[i] = hit ? (int32_t)(hit - v) : (k > 0 ? k : 1);
+    }
+    free(v);
+    return k > 0 ? k : 1;
+}
+
+/* Integer ids (num table, grown as values come, with large ones first
+ * among the slots), odd spellings (slots), hex strings (ranked by prefix),
+ * tag lists of them, cells of every length up to the line's end: each id
+ * as the definition gives it. */
+static void test_load_fast(void) {
+    enum { N = 6000, C = 3 };
+    static char cell[N][C + 1][24];
+    static char csv[N * 120];
+    char *val[N];
+    int32_t id[N], part[N], train[N];
+    char *p = csv;
+    uint64_t r = 5;
+    mmlt_ctx = "fast load";
+    p += sprintf(p, "y,d,a,b,c,t,s\n");
+    for (int i = 0; i < N; i++) {
+        part[i] = i % 5 < 3 ? MML_TRAIN : i % 5 == 3 ? MML_VAL : MML_TEST;
+        train[i] = part[i] == MML_TRAIN;
+        for (int c = 0; c < C; c++) fast_value(&r, i, c, cell[i][c]);
+        fast_value(&r, i, 0, cell[i][C]); /* the tag: one more of the mix */
+        if (strchr(cell[i][C], '"') || strchr(cell[i][C], ' ') || !cell[i][C][0]) strcpy(cell[i][C], "5");
+        p += sprintf(p, "%d,x,%s,%s,%s,%s,%s\n", i % 3 == 0, cell[i][0], cell[i][1], cell[i][2], cell[i][C],
+                     mml__split_names[part[i]]);
+        for (int c = 0; c < C; c++) /* the value the loader sees: quotes removed */
+            if (cell[i][c][0] == '"') memmove(cell[i][c], cell[i][c] + 1, strlen(cell[i][c]) - 1), cell[i][c][2] = 0;
+    }
+    mml_data_t d;
+    mmlr_csv_opts o;
+    mmlr_csv_opts_default(&o);
+    o.split_column = "s";
+    CHECK_OK(load_text("label y\nfield d categorical domain\nfield a categorical\nfield b categorical\n"
+                       "field c categorical\nfield t multi_hot max_len=2\n",
+                       csv, &o, &d));
+    if (!d.schema) return;
+    for (int c = 0; c <= C; c++) {
+        for (int i = 0; i < N; i++) val[i] = cell[i][c];
+        int32_t vocab = ref_ids(N, val, train, id), bad = 0;
+        int64_t at[3] = {0, 0, 0};
+        int len = c == C ? 2 : 1;
+        for (int i = 0; i < N; i++) {
+            int32_t got = d.split[part[i]].ids[1 + c][at[part[i]]++ * len];
+            if (got != id[i] && bad++ < 3) CHECK(0, "column %d row %d \"%s\": id %d, want %d", c, i, val[i], got, id[i]);
+        }
+        CHECK(!bad && d.schema->field[1 + c].vocab == vocab, "column %d: %d ids differ; vocab %d, want %d", c, bad,
+              d.schema->field[1 + c].vocab, vocab);
+    }
+    mml_data_free(&d);
+}
+
 /* ---- samples ---- */
 
 /* Two epochs per phase of MoE-MLoRA on the MLP tower; the test metrics defined. */
@@ -414,6 +571,10 @@ int main(int argc, char **argv) {
         test_load_errors();
         test_load_reindex();
         test_load_split();
+    }
+    if (all || !strcmp(c, "fast")) {
+        test_fast_int();
+        test_load_fast();
     }
     if (all || !strcmp(c, "samples")) skip |= test_samples();
     if (all || !strcmp(c, "movielens")) skip |= test_movielens();
