@@ -553,6 +553,7 @@ static int test_movielens(void) {
             CHECK(same, "swr-paper: %d fields; the rows, labels, domains and users of swr", a.schema->n_fields);
         }
         mml_data_free(&a);
+        mml_data_free(&b);
         CHECK(mmlr_movielens_load_all(raw, NULL, "xyz", 123, &b) == MML_ERR_ARG, "unknown protocol");
         mml_data_free(&b);
     } else skip = MMLT_SKIP;
