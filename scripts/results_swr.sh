@@ -10,7 +10,9 @@
 # Environment: SEEDS (training seeds of the SWR runs, "1 2 3"), THREADS (2),
 # WORK (a folder that keeps the prepared sets and each run's JSON: runs whose
 # JSON is there are not run again, so an interrupted run resumes; default: a
-# temporary folder), PARTS ("swr all": which of the two tables to run).
+# temporary folder), PARTS ("swr all": which of the two tables to run),
+# MODELS (the models to run, all nine by default; rows of the others read
+# "n/a"), ALL_SEEDS (training seeds of the every-attribute runs, "1 2 3").
 set -euo pipefail
 build=${1:-build}
 raw=${2:-../shared/data/ml-1m}
@@ -20,7 +22,9 @@ threads=${THREADS:-2}
 parts=${PARTS:-swr all}
 [ -f "$raw/users.dat" ] || { echo "results_swr.sh: $raw/users.dat (MovieLens-1M) not found" >&2; exit 1; }
 if [ -n "${WORK:-}" ]; then work=$WORK; mkdir -p "$work"; else work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; fi
-models="mlp wdl deepfm nfm pnn dcn xdeepfm autoint fibinet"
+all_models="mlp wdl deepfm nfm pnn dcn xdeepfm autoint fibinet"
+models=${MODELS:-$all_models}
+all_seeds=${ALL_SEEDS:-1 2 3}
 prep() { # name, then moemlora-prepare movielens flags
   local name=$1; shift
   [ -f "$work/$name/meta.txt" ] || "$build/examples/moemlora-prepare" movielens --raw "$raw" "$@" --out "$work/$name" >/dev/null
@@ -49,21 +53,22 @@ case " $parts " in *" all "*)
   for split in gender age occupation; do
     prep "all_$split" --split "$split" --features all
     prep "paper_$split" --split "$split"
-    for model in $models; do
-      for adapter in none mlora moe; do
-        for set in all paper; do
-          train "$work/${set}_${split}_${model}_${adapter}.json" "$work/${set}_$split" --model "$model" \
-            --adapter "$adapter" --paper movielens
+    for seed in $all_seeds; do
+      for model in $models; do
+        for adapter in none mlora moe; do
+          for set in all paper; do
+            train "$work/${set}_${split}_${model}_${adapter}_s$seed.json" "$work/${set}_$split" --model "$model" \
+              --adapter "$adapter" --paper movielens --seed "$seed"
+          done
         done
       done
     done
   done;;
 esac
-python3 - "$work" "$out" "$threads" "$seeds" "$parts" <<'PY'
+python3 - "$work" "$out" "$threads" "$seeds" "$parts" "$all_models" "$all_seeds" <<'PY'
 import json, os, sys, statistics, datetime, platform
-work, out, threads, seeds, parts = sys.argv[1:6]
-seeds = seeds.split()
-models = "mlp wdl deepfm nfm pnn dcn xdeepfm autoint fibinet".split()
+work, out, threads, seeds, parts, models, all_seeds = sys.argv[1:8]
+seeds, models, all_seeds = seeds.split(), models.split(), all_seeds.split()
 adapters = [("none", "base"), ("mlora", "MLoRA"), ("moe", "MoE-MLoRA")]
 def load(p):
     p = os.path.join(work, p)
@@ -135,7 +140,8 @@ if "all" in parts.split():
     L.append("`moemlora-prepare movielens --split S --features all`: user, movie, gender, age, occupation, zip "
              "(categorical) and genres (multi-hot), label rating == 5, the paper's stratified 60/20/20 split "
              "(prepare seed 123; the same rows as the three-field set). Training: `moemlora-train --paper movielens` "
-             "(emb 8, the paper's per-model adapter reduction), seed 123, one run each. Test WAUC.\n")
+             f"(emb 8, the paper's per-model adapter reduction) with seeds {', '.join(all_seeds)}. "
+             "Test WAUC, mean ± sd over the seeds.\n")
     for split in ["gender", "age", "occupation"]:
         L.append(f"\n### Domains by {split}\n")
         L.append("| model | base, 3 fields | base, all | MLoRA, 3 fields | MLoRA, all | MoE-MLoRA, 3 fields | MoE-MLoRA, all |")
@@ -144,8 +150,8 @@ if "all" in parts.split():
             row = []
             for a, _ in adapters:
                 for s in ["paper", "all"]:
-                    r = load(f"{s}_{split}_{m}_{a}.json")
-                    row.append(f"{r['weighted_auc']:.4f}" if r else "n/a")
+                    rs = [load(f"{s}_{split}_{m}_{a}_s{seed}.json") for seed in all_seeds]
+                    row.append(fmt(ms([r["weighted_auc"] for r in rs if r])))
             L.append(f"| {m} | " + " | ".join(row) + " |")
 open(out, "w").write("\n".join(L) + "\n")
 print(f"wrote {out}")
