@@ -87,6 +87,11 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  gemm_nt   C[M,N] (+)= A[M,K] . B[N,K]^T          (dX = dY . W^T)
  *  gemm_tn   C[M,N] (+)= A[K,M]^T . B[K,N]          (dW += X^T . dY)
  *            "(+)=" : accumulate ? C + ... : ...; K may be 0.
+ *  gemm_nn_bf16 / gemm_nt_bf16 / gemm_tn_bf16  the same products with every
+ *            element of A and B first rounded to bf16 (mml__bf16_round: to
+ *            nearest even, as vcvtne2ps2bf16 does), products summed in fp32;
+ *            AVX-512 runs vdpbf16ps where the CPU has AVX512_BF16, elsewhere
+ *            the ISA's fp32 GEMM on rounded copies (equal up to summation order)
  *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
  *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
  *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
@@ -124,6 +129,15 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, gemm_tn, (int M, int N, int K, const float *MML_RESTRICT A, int lda,    \
                       const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,  \
                       int ldc, int accumulate))                                     \
+    X(void, gemm_nn_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                           const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
+                           int ldc, int accumulate))                                \
+    X(void, gemm_nt_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                           const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
+                           int ldc, int accumulate))                                \
+    X(void, gemm_tn_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                           const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
+                           int ldc, int accumulate))                                \
     X(int64_t, gemm_pack_size, (int K, int N))                                      \
     X(void, gemm_pack_b, (int K, int N, const float *MML_RESTRICT B, int ldb,       \
                           float *MML_RESTRICT Bp))                                  \
@@ -326,6 +340,44 @@ static void mml__gemm_nn_scalar(int M, int N, int K, const float *MML_RESTRICT A
         }
     }
 }
+
+/* x rounded to bf16 and back, as vcvtne2ps2bf16 rounds: to nearest even, a
+ * denormal input to the zero of its sign (the instruction's DAZ), NaN quiet.
+ * bf16 keeps fp32's exponent, so a product of two is exact in fp32. */
+static inline float mml__bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7F800000u) == 0) u &= 0x80000000u;
+    else if ((u & 0x7FFFFFFFu) > 0x7F800000u) u |= 0x00400000u;
+    else u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The bf16 GEMMs' reference: gemm_nn_scalar's loops on rounded inputs
+ * (a_trans: A[k*lda + i]; b_trans: B[j*ldb + k]). */
+static void mml__gemm_bf16_ref(int M, int N, int K, const float *A, int lda, int a_trans,
+                               const float *B, int ldb, int b_trans, float *C, int ldc,
+                               int accumulate) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (int64_t)i * ldc;
+        if (!accumulate)
+            for (int j = 0; j < N; j++) c[j] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float a = mml__bf16_round(a_trans ? A[(int64_t)k * lda + i] : A[(int64_t)i * lda + k]);
+            for (int j = 0; j < N; j++)
+                c[j] += a * mml__bf16_round(b_trans ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j]);
+        }
+    }
+}
+#define MML__GEMM_BF16_SCALAR(OP, AT, BT)                                             \
+    static void mml__gemm_##OP##_bf16_scalar(int M, int N, int K, const float *MML_RESTRICT A, \
+                                             int lda, const float *MML_RESTRICT B, int ldb, \
+                                             float *MML_RESTRICT C, int ldc, int accumulate) { \
+        mml__gemm_bf16_ref(M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate);      \
+    }
+MML__GEMM_BF16_SCALAR(nn, 0, 0) MML__GEMM_BF16_SCALAR(nt, 0, 1) MML__GEMM_BF16_SCALAR(tn, 1, 0)
 
 static void mml__gemm_nt_scalar(int M, int N, int K, const float *MML_RESTRICT A, int lda,
                                 const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,
@@ -605,6 +657,9 @@ typedef struct mml__gemm_isa {
     void (*pack_a)(int kc, int mr, const float *a, int64_t lda, float *pa);
     mml__gemm_fn small_m;     /* nn with M <= small_m_max without packing (NULL: none) */
     int small_m_max;
+    /* rows of A (k stride 1) -> pa like pack_a, for panels the micro-kernels
+     * cannot read A in place for (bf16 pairs); NULL: A rows read in place */
+    void (*pack_a_rows)(int kc, int mr, const float *a, int64_t lda, float *pa);
 } mml__gemm_isa;
 
 static inline int mml__mini(int a, int b) { return a < b ? a : b; }
@@ -639,6 +694,10 @@ static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const
         int64_t la = lda;
         if (a_trans && d->pack_a) {
             d->pack_a(kc, mr, a, lda, mml__gemm_apack);
+            a = mml__gemm_apack;
+            la = d->mr;
+        } else if (!a_trans && d->pack_a_rows) {
+            d->pack_a_rows(kc, mr, a, lda, mml__gemm_apack);
             a = mml__gemm_apack;
             la = d->mr;
         }
@@ -735,6 +794,53 @@ MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M
     }
 }
 
+/* bf16 GEMM where the CPU lacks bf16 arithmetic: the ISA's fp32 GEMM fn on
+ * blocks of A and B rounded to bf16 (k blocks after the first accumulate). */
+#define MML__BF16_MB 64
+#define MML__BF16_KB 128
+#define MML__BF16_NB 256
+static MML__TLS float mml__bf16_abuf[MML__BF16_MB * MML__BF16_KB];
+static MML__TLS float mml__bf16_bbuf[MML__BF16_KB * MML__BF16_NB];
+
+static void mml__bf16_round_block(int rows, int cols, const float *src, int64_t ld, float *dst) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(int64_t)r * cols + c] = mml__bf16_round(src[r * ld + c]);
+}
+
+MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N, int K, const float *A,
+                                                  int lda, int a_trans, const float *B, int ldb,
+                                                  int b_trans, float *C, int ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        fn(M, N, 0, A, lda, B, ldb, C, ldc, accumulate);
+        return;
+    }
+    for (int jc = 0; jc < N; jc += MML__BF16_NB) {
+        const int nb = mml__mini(N - jc, MML__BF16_NB);
+        for (int pc = 0; pc < K; pc += MML__BF16_KB) {
+            const int kb = mml__mini(K - pc, MML__BF16_KB);
+            if (b_trans) mml__bf16_round_block(nb, kb, B + (int64_t)jc * ldb + pc, ldb, mml__bf16_bbuf);
+            else mml__bf16_round_block(kb, nb, B + (int64_t)pc * ldb + jc, ldb, mml__bf16_bbuf);
+            for (int ic = 0; ic < M; ic += MML__BF16_MB) {
+                const int mb = mml__mini(M - ic, MML__BF16_MB);
+                if (a_trans) mml__bf16_round_block(kb, mb, A + (int64_t)pc * lda + ic, lda, mml__bf16_abuf);
+                else mml__bf16_round_block(mb, kb, A + (int64_t)ic * lda + pc, lda, mml__bf16_abuf);
+                fn(mb, nb, kb, mml__bf16_abuf, a_trans ? mb : kb, mml__bf16_bbuf, b_trans ? kb : nb,
+                   C + (int64_t)ic * ldc + jc, ldc, accumulate || pc > 0);
+            }
+        }
+    }
+}
+/* S's gemm_OP_bf16 through mml__gemm_bf16_emul and S's fp32 gemm_OP. */
+#define MML__GEMM_BF16_EMUL(S, OP, AT, BT)                                            \
+    MML__ATTR_##S static void mml__gemm_##OP##_bf16_##S(                              \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
+        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
+        mml__gemm_bf16_emul(mml__gemm_##OP##_##S, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
+    }
+#define MML__GEMM_BF16_EMUL_ALL(S)                                                    \
+    MML__GEMM_BF16_EMUL(S, nn, 0, 0) MML__GEMM_BF16_EMUL(S, nt, 0, 1) MML__GEMM_BF16_EMUL(S, tn, 1, 0)
+
 /* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
  * row of B read once along k (the cost is spread over M). */
 static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ldb, int w, float *pb) {
@@ -765,7 +871,7 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
 #define MML__GEMM_ISA(S, PACK_A, SMALL_M, SMALL_M_MAX)                                \
     static const mml__gemm_isa mml__gemm_isa_##S = {                                  \
         MML__MR_##S, MML__W_##S, 4, 1, mml__uk_##S, {mml__pack_bn_##S, mml__pack_bt_##S}, \
-        PACK_A, SMALL_M, SMALL_M_MAX};                                                \
+        PACK_A, SMALL_M, SMALL_M_MAX, NULL};                                          \
     MML__GEMM_ENTRY(S, nn, 0, 0) MML__GEMM_ENTRY(S, nt, 0, 1) MML__GEMM_ENTRY(S, tn, 1, 0)
 /* gemm_pack_size, gemm_pack_b, gemm_packed on S's own panels. */
 #define MML__GEMM_PACKED(S)                                                           \
@@ -1323,6 +1429,7 @@ MML__INLINE(avx2) __m256 mml__vkeepld_avx2(const uint8_t *keep, int64_t rem) {
 /* Shared bodies, the plain Adam and packed GEMM, B^T packed by plain copies. */
 MML__PACK_BT_PLAIN(avx2) MML__ADAM_DENSE(avx2) MML__VEC_KERNELS(avx2) MML__X86_KERNELS(avx2)
 MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM_STEPS_PLAIN(avx2)
+MML__GEMM_BF16_EMUL_ALL(avx2)
 
 // >>kernels-avx512 ----------------------------------------------------------
 #define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
@@ -1583,6 +1690,7 @@ MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *
 /* Shared bodies; the GEMM with the few-rows path and its own packed layout. */
 MML__VEC_KERNELS(avx512) MML__X86_KERNELS(avx512)
 MML__GEMM_ISA(avx512, mml__pack_a_avx512, mml__gemm_smallm_avx512, 2) MML__GEMM_PACKED(avx512)
+MML__GEMM_BF16_EMUL_ALL(avx512)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -1660,6 +1768,7 @@ static float mml__dot_neon(int64_t n, const float *x, const float *y) {
 /* Shared bodies, the plain Adam and packed GEMM; tn reads A^T in place. */
 MML__PACK_BT_PLAIN(neon) MML__ADAM_DENSE(neon) MML__VEC_KERNELS(neon)
 MML__GEMM_ISA(neon, NULL, NULL, 0) MML__PACKED_PLAIN(neon) MML__ADAM_STEPS_PLAIN(neon)
+MML__GEMM_BF16_EMUL_ALL(neon)
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
