@@ -610,6 +610,11 @@ static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z)
 MML__PACKED_PLAIN(scalar)
 MML__ADAM_STEPS_PLAIN(scalar)
 
+/* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
+static int mml__cpu(void);
+#define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
+#define MML__CPU_BF16 (1 << 9)   /* AVX512_BF16 beside AVX-512 (vdpbf16ps) */
+
 #ifdef MML__VEC
 // >>kernels-gemm ------------------------------------------------------------
 /* One blocked GEMM runs every vector ISA. An ISA describes itself in an
@@ -1690,7 +1695,138 @@ MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *
 /* Shared bodies; the GEMM with the few-rows path and its own packed layout. */
 MML__VEC_KERNELS(avx512) MML__X86_KERNELS(avx512)
 MML__GEMM_ISA(avx512, mml__pack_a_avx512, mml__gemm_smallm_avx512, 2) MML__GEMM_PACKED(avx512)
+
+/* ---- AVX512_BF16: vdpbf16ps micro-kernels on panels of bf16 k-pairs ----
+ * A 32-bit lane holds (bf16 of k, bf16 of k+1) of one column of B or row of
+ * A; vdpbf16ps adds both products to an fp32 accumulator. Odd k ends with a
+ * zero pair half on both sides. The compiler must know the instructions. */
+#if (defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10)
+#define MML__BF16_HW 1
+#define MML__ATTR_avx512bf16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+typedef uint32_t mml__u32a __attribute__((may_alias));
+
+/* Lanes (lo[i], hi[i]) as bf16 pairs: i-th 32-bit lane = bf16(lo[i]) | bf16(hi[i]) << 16. */
+MML__ATTR_avx512bf16 static inline __m512i mml__bf16_pairs(__m512 lo, __m512 hi) {
+    /* 16-bit indices 0, 16, 1, 17, ...: lane i is i | (16 + i) << 16 */
+    const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(mml__viota_avx512(0), _mm512_set1_epi32(0x10001)),
+                                         _mm512_set1_epi32(0x100000));
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+/* n <= 32 consecutive floats (zero beyond n) -> 16 pairs, in k order. */
+MML__ATTR_avx512bf16 static inline __m512i mml__bf16_run(const float *x, int n) {
+    const __m512 lo = _mm512_maskz_loadu_ps(mml__vmask_avx512(n), x);
+    const __m512 hi = _mm512_maskz_loadu_ps(mml__vmask_avx512(n - 16), x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+/* Rows of k-contiguous floats (row j at src + j*ld, n of them) -> pairs at
+ * dst[kp*stride + j]. */
+MML__ATTR_avx512bf16 static void mml__bf16_rows(int kc, int n, const float *src, int64_t ld, mml__u32a *dst,
+                                                int stride) {
+    uint32_t t[16];
+    for (int j = 0; j < n; j++)
+        for (int k0 = 0; k0 < kc; k0 += 32) {
+            _mm512_storeu_si512(t, mml__bf16_run(src + j * ld + k0, kc - k0));
+            for (int p = 0; p < 16 && k0 + 2 * p < kc; p++) dst[(int64_t)(k0 / 2 + p) * stride + j] = t[p];
+        }
+}
+/* B[kc, nc] -> panels of 32 (or 16) columns, k-pair-major. */
+MML__ATTR_avx512bf16 static void mml__pack_bn_bf16(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    mml__u32a *pb = (mml__u32a *)pbv;
+    const int kp = (kc + 1) / 2;
+    for (int j0 = 0; j0 < nc; j0 += 32) {
+        const int w = mml__mini(nc - j0, 32), nr = w > 16 ? 32 : 16;
+        for (int h = 0; h < nr; h += 16) {
+            const __mmask16 m = mml__vmask_avx512(w - h);
+            for (int p = 0; p < kp; p++) {
+                const float *r0 = B + (int64_t)(2 * p) * ldb + j0 + h;
+                const __m512 lo = _mm512_maskz_loadu_ps(m, r0);
+                const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, r0 + ldb) : _mm512_setzero_ps();
+                _mm512_storeu_si512((void *)(pb + (int64_t)p * nr + h), mml__bf16_pairs(lo, hi));
+            }
+        }
+        pb += (int64_t)kp * nr;
+    }
+}
+/* B^T [nc, kc]: a column's k-pairs are adjacent floats already. */
+MML__ATTR_avx512bf16 static void mml__pack_bt_bf16(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    mml__u32a *pb = (mml__u32a *)pbv;
+    const int kp = (kc + 1) / 2;
+    for (int j0 = 0; j0 < nc; j0 += 32) {
+        const int w = mml__mini(nc - j0, 32), nr = w > 16 ? 32 : 16;
+        mml__bf16_rows(kc, w, B + (int64_t)j0 * ldb, ldb, pb, nr);
+        for (int p = 0; p < kp; p++)
+            for (int j = w; j < nr; j++) pb[(int64_t)p * nr + j] = 0;
+        pb += (int64_t)kp * nr;
+    }
+}
+/* A rows (nn, nt) and A^T slivers (tn) -> pa[kp*12 + i]. */
+MML__ATTR_avx512bf16 static void mml__pack_a_rows_bf16(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    mml__bf16_rows(kc, mr, a, lda, (mml__u32a *)pa, MML__MR_avx512);
+}
+MML__ATTR_avx512bf16 static void mml__pack_at_bf16(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    const __mmask16 m = mml__vmask_avx512(mr);
+    for (int p = 0; 2 * p < kc; p++) {
+        const float *r0 = a + (int64_t)(2 * p) * lda;
+        const __m512 lo = _mm512_maskz_loadu_ps(m, r0);
+        const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, r0 + lda) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(pa + p * MML__MR_avx512, m, mml__bf16_pairs(lo, hi));
+    }
+}
+
+#define MML__UKBF_DECL(r, S) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
+#define MML__UKBF_DP(r, S)                                                            \
+    if (MR_ > r) {                                                                    \
+        const __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r]);                  \
+        c##r##0 = _mm512_dpbf16_ps(c##r##0, ar, b0);                                  \
+        if (NV_ > 1) c##r##1 = _mm512_dpbf16_ps(c##r##1, ar, b1);                     \
+    }
+/* mml__uk_fn on pairs: A always packed (pairs at a + kp*lda), no epilogue. */
+#define MML__UKBF(S, MR, NV, MODE)                                                    \
+    MML__ATTR_avx512bf16 static void mml__ukbf_##MR##_##NV(                           \
+        int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
+        int w, int load_c, const float *bias, int relu) {                             \
+        enum { MR_ = MR, NV_ = NV, EPI_ = 0, W_ = 16 };                               \
+        const mml__u32a *ap = (const mml__u32a *)a, *b = (const mml__u32a *)bp;       \
+        MML__R12(MML__UKBF_DECL, S)                                                   \
+        for (int p = 0; 2 * p < kc; p++) {                                            \
+            const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);       \
+            const __m512bh b1 = NV_ > 1 ? (__m512bh)_mm512_loadu_si512((const void *)(b + 16)) : b0; \
+            (void)b1;                                                                 \
+            MML__R12(MML__UKBF_DP, S)                                                 \
+            b += 16 * NV_;                                                            \
+            ap += lda;                                                                \
+        }                                                                             \
+        const __mmask16 m0 = mml__vmask_avx512(w), m1 = mml__vmask_avx512(w - W_);    \
+        const __m512 bv0 = _mm512_setzero_ps(), bv1 = bv0;                            \
+        (void)bias, (void)relu, (void)bv1;                                            \
+        MML__R12(MML__UK_STORE, avx512)                                               \
+    }
+#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV,
+MML__UPTO12(MML__UKBF, avx512, 1, 0) MML__UPTO12(MML__UKBF, avx512, 2, 0)
+/* Modes 0 and 1 alike: A reaches the kernels packed either way. */
+static const mml__uk_fn mml__uk_bf16[] = {
+    MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)
+    MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)};
+static const mml__gemm_isa mml__gemm_isa_bf16 = {
+    MML__MR_avx512, 16, 2, 2, mml__uk_bf16, {mml__pack_bn_bf16, mml__pack_bt_bf16},
+    mml__pack_at_bf16, NULL, 0, mml__pack_a_rows_bf16};
+
+/* The vdpbf16ps driver where the CPU has AVX512_BF16, else the fp32 kernel on
+ * rounded blocks. */
+#define MML__GEMM_BF16_AVX512(OP, AT, BT)                                             \
+    MML__ATTR_avx512 static void mml__gemm_##OP##_bf16_avx512(                        \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
+        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
+        if (mml__cpu() & MML__CPU_BF16)                                               \
+            mml__gemm_run(&mml__gemm_isa_bf16, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
+        else                                                                          \
+            mml__gemm_bf16_emul(mml__gemm_##OP##_avx512, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, \
+                                accumulate);                                          \
+    }
+MML__GEMM_BF16_AVX512(nn, 0, 0) MML__GEMM_BF16_AVX512(nt, 0, 1) MML__GEMM_BF16_AVX512(tn, 1, 0)
+#else
 MML__GEMM_BF16_EMUL_ALL(avx512)
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -1887,8 +2023,8 @@ MML__CRC32C_ATTR static uint32_t mml__crc32c_hw(uint32_t crc, const void *buf, s
 #define MML__ENTRY_SCALAR(ret, name, params) mml__##name##_scalar,
 static const mml_kernels_t mml__table_scalar = {MML_KERNEL_LIST(MML__ENTRY_SCALAR)};
 
-/* CPU features beside the ISAs (bit 1 << isa each) in mml__cpu()'s answer. */
-#define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
+/* CPU features beside the ISAs (bit 1 << isa each) in mml__cpu()'s answer:
+ * MML__CPU_CRC32C, MML__CPU_BF16 (defined before >>kernels-gemm). */
 
 #ifdef MML__X86
 #define MML__ENTRY_AVX2(ret, name, params) mml__##name##_avx2,
@@ -1932,12 +2068,16 @@ static int mml__x86_detect(void) {
     if (max_leaf < 7 || !osxsave || !avx) return flags;
     const uint64_t xcr0 = mml__xgetbv0();
     mml__cpuid(7, 0, r);
-    const unsigned ebx7 = r[1];
+    const unsigned ebx7 = r[1], max_sub7 = r[0];
     const int ymm_os = (xcr0 & 0x6) == 0x6;               /* XMM | YMM */
     const int zmm_os = (xcr0 & 0xE6) == 0xE6;             /* + opmask, ZMM_Hi256, Hi16_ZMM */
     if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1 << MML_ISA_AVX2;
     const unsigned need512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
     if ((flags & (1 << MML_ISA_AVX2)) && zmm_os && (ebx7 & need512) == need512) flags |= 1 << MML_ISA_AVX512;
+    if ((flags & (1 << MML_ISA_AVX512)) && max_sub7 >= 1) {
+        mml__cpuid(7, 1, r);
+        if ((r[0] >> 5) & 1) flags |= MML__CPU_BF16; /* AVX512_BF16 */
+    }
     return flags;
 }
 #endif
