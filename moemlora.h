@@ -49,6 +49,13 @@
  * and the data files all carry the schema; mml_batch_paper builds the
  * three-field batch.
  *
+ * PRECISION. cfg.precision = MML_PRECISION_BF16 (moemlora-train --precision
+ * bf16) runs training steps' tower GEMMs (each layer's base and adapter
+ * products, forward and backward) on bf16-rounded inputs with fp32 sums:
+ * vdpbf16ps where the CPU has AVX512_BF16, else the fp32 kernels on rounded
+ * copies. Weights, gradients, Adam, embedding tables, the interaction parts
+ * and inference stay fp32; checkpoints keep the setting for a resume.
+ *
  * CONFIGURATION MACROS (define before including)
  *     MOEMLORA_IMPLEMENTATION   emit the implementation in this file
  *     MOEMLORA_STATIC           make every public function static

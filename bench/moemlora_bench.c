@@ -6,6 +6,7 @@
  *   moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]
  *                  [--emb-list 8,128] [--adapters none,mlora,moe] [--json]
  *                  [--schema aliccp] [--precision-list fp32,bf16]
+ *                  [--only dense|lazy|infer]
  *
  * --schema aliccp: an Ali-CCP-like schema instead: 20 categorical fields,
  * the domain (10 values) and 19 others with vocabularies from 19 to 1M
@@ -16,6 +17,9 @@
  * --precision-list: each configuration in these precisions (default fp32;
  * bf16: training steps run the tower's GEMMs on bf16 inputs, cfg.precision).
  * %peak is always against the fp32 FMA peak, so bf16 rows may pass 100%.
+ *
+ * --only: measure just that rate (the others print 0): a profiler run of
+ * one kind of work (perf record -g -- moemlora-bench --only lazy ...).
  *
  * Each rate is the best of W windows of S/W seconds (default 3: a shared
  * machine's noise only ever slows a window down); run_peers.sh runs one
@@ -401,22 +405,35 @@ static int parse_list(const char *s, int *out, int max) {
 
 /* One configuration: dense-Adam training (its FLOPs counted first), then
  * inference on the folded model, then lazy-Adam training on a fresh model. */
+static const char *g_only = ""; /* --only: "dense", "lazy", "infer" or all of them */
+
+static int measured(const char *what) { return !*g_only || !strcmp(g_only, what); }
+
 static void measure(run *r, double seconds) {
-    mml_model_t *m = make_model(r->adapter, r->emb, r->threads, 0);
-    warm_up(m);
-    r->train_flops = train_flops(m);
-    r->train_sps = train_rate(m, seconds, &r->catch_share);
-    r->rows_owed = rows_owed(m);
-    r->rss_mb = rss_mb(); /* one model, trained: the only one alive */
-    if (strcmp(r->adapter, "none")) mml_model_fold(m);
-    r->infer_flops = infer_flops(m);
-    infer_rates(m, seconds, r);
-    mml_model_free(m);
+    mml_model_t *m;
     double unused;
-    m = make_model(r->adapter, r->emb, r->threads, 1);
-    warm_up(m);
-    r->train_lazy_sps = train_rate(m, seconds, &unused);
-    mml_model_free(m);
+    if (measured("dense") || measured("infer")) {
+        m = make_model(r->adapter, r->emb, r->threads, 0);
+        warm_up(m);
+        if (measured("dense")) {
+            r->train_flops = train_flops(m);
+            r->train_sps = train_rate(m, seconds, &r->catch_share);
+            r->rows_owed = rows_owed(m);
+            r->rss_mb = rss_mb(); /* one model, trained: the only one alive */
+        }
+        if (measured("infer")) {
+            if (strcmp(r->adapter, "none")) mml_model_fold(m);
+            r->infer_flops = infer_flops(m);
+            infer_rates(m, seconds, r);
+        }
+        mml_model_free(m);
+    }
+    if (measured("lazy")) {
+        m = make_model(r->adapter, r->emb, r->threads, 1);
+        warm_up(m);
+        r->train_lazy_sps = train_rate(m, seconds, &unused);
+        mml_model_free(m);
+    }
 }
 
 static void print_run(const run *r, double peak, int json) {
@@ -463,7 +480,10 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "moemlora-bench: unknown precision \"%s\" (fp32 or bf16)\n", t);
                     return 2;
                 }
-        } else if (!strcmp(argv[i], "--json")) json = 1;
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
+                   (!strcmp(argv[i + 1], "dense") || !strcmp(argv[i + 1], "lazy") || !strcmp(argv[i + 1], "infer")))
+            g_only = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--schema") && i + 1 < argc && !strcmp(argv[i + 1], "aliccp")) {
             g_use_schema = 1;
             i++;
@@ -471,7 +491,8 @@ int main(int argc, char **argv) {
         } else {
             printf("usage: moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]\n"
                    "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n"
-                   "                      [--schema aliccp] [--precision-list fp32,bf16]\n");
+                   "                      [--schema aliccp] [--precision-list fp32,bf16]\n"
+                   "                      [--only dense|lazy|infer]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
