@@ -49,6 +49,13 @@
  * and the data files all carry the schema; mml_batch_paper builds the
  * three-field batch.
  *
+ * PRECISION. cfg.precision = MML_PRECISION_BF16 (moemlora-train --precision
+ * bf16) runs training steps' tower GEMMs (each layer's base and adapter
+ * products, forward and backward) on bf16-rounded inputs with fp32 sums:
+ * vdpbf16ps where the CPU has AVX512_BF16, else the fp32 kernels on rounded
+ * copies. Weights, gradients, Adam, embedding tables, the interaction parts
+ * and inference stay fp32; checkpoints keep the setting for a resume.
+ *
  * CONFIGURATION MACROS (define before including)
  *     MOEMLORA_IMPLEMENTATION   emit the implementation in this file
  *     MOEMLORA_STATIC           make every public function static
@@ -368,12 +375,17 @@ typedef enum mml_gate_kind {
     MML_GATE_INPUT = 1      /* input-aware gate on the tower input (extension) */
 } mml_gate_kind;
 
+typedef enum mml_precision {
+    MML_PRECISION_FP32 = 0, /* every product in fp32 */
+    MML_PRECISION_BF16 = 1  /* training: the tower layers' GEMMs take bf16-rounded inputs, sum in fp32 */
+} mml_precision;
+
 #define MML_MAX_HIDDEN 8
 /* Most domains a config, a data set (synthetic or split) or a metrics record holds. */
 #define MML_MAX_DOMAINS 1024
 
 /* The config, described once: X(type, name, default, min, max, flag, help).
- *   type     MODEL, ADAPTER, GATE (enums, written by name), I32, BOOL (0/1),
+ *   type     MODEL, ADAPTER, GATE, PREC (enums, written by name), I32, BOOL (0/1),
  *            F32, U64, HIDDEN (the tower: n_hidden and hidden[], "256,128,64")
  *   name     the member of mml_config_t, and its key in checkpoints
  *   default  the value mml_config_default sets (HIDDEN: its text)
@@ -406,12 +418,15 @@ typedef enum mml_gate_kind {
     X(I32, max_batch, 1024, 1, 1 << 20, "", "rows a step or a prediction chunk holds at most")                     \
     X(I32, threads, 1, 1, 256, "--threads", "worker threads of a step")                                            \
     X(U64, seed, 123, 0, 0, "--seed", "initialisation, dropout and shuffle seed")                                  \
-    X(HIDDEN, hidden, "256,128,64", 1, 8192, "--hidden", "the tower's units, comma-separated")
+    X(HIDDEN, hidden, "256,128,64", 1, 8192, "--hidden", "the tower's units, comma-separated")                     \
+    X(PREC, precision, MML_PRECISION_FP32, 0, 1, "--precision",                                                      \
+      "fp32|bf16: training steps' tower GEMMs on bf16 inputs with fp32 sums (weights, gradients, Adam: fp32)")
 
 #define MML__CFG_MEMBER(type, name, def, lo, hi, flag, help) MML__CFG_MEMBER_##type(name)
 #define MML__CFG_MEMBER_MODEL(name) mml_model_kind name;
 #define MML__CFG_MEMBER_ADAPTER(name) mml_adapter name;
 #define MML__CFG_MEMBER_GATE(name) mml_gate_kind name;
+#define MML__CFG_MEMBER_PREC(name) mml_precision name;
 #define MML__CFG_MEMBER_I32(name) int32_t name;
 #define MML__CFG_MEMBER_BOOL(name) int32_t name;
 #define MML__CFG_MEMBER_F32(name) float name;
@@ -442,6 +457,8 @@ MOEMLORA_API const char *mml_adapter_name(mml_adapter a);
 MOEMLORA_API int mml_adapter_from_name(const char *s, mml_adapter *out);
 MOEMLORA_API const char *mml_gate_name(mml_gate_kind g);
 MOEMLORA_API int mml_gate_from_name(const char *s, mml_gate_kind *out);
+MOEMLORA_API const char *mml_precision_name(mml_precision p);
+MOEMLORA_API int mml_precision_from_name(const char *s, mml_precision *out);
 
 typedef struct mml_model_t mml_model_t;
 
@@ -4248,6 +4265,8 @@ typedef struct mml__runtime {
 struct mml_model_t {
     mml_config_t cfg;
     const mml_kernels_t *K;
+    const mml_kernels_t *KT; /* training passes' tower GEMMs: K, or kt_bf16 (cfg.precision) */
+    mml_kernels_t kt_bf16;   /* K with gemm_nn/nt/tn on bf16 inputs */
     mml_isa isa;
     mml__arch a;
     float *P;
@@ -4268,6 +4287,11 @@ static struct {
 } mml__knobs;
 
 static float *mml__p(const mml_model_t *m, int i) { return m->P + m->a.t[i].off; }
+/* The kernels of the tower layers' GEMMs (base and adapter products) in this
+ * pass: cfg.precision's in training, fp32 in inference. */
+static const mml_kernels_t *mml__tk(const mml_model_t *m, const mml__pass *ps) {
+    return ps->plan.train ? m->KT : m->K;
+}
 static float *mml__g(const mml__grads *g, const mml_model_t *m, int i) { return g->G + m->a.t[i].off; }
 
 /* ---- the tensor table ---- */
@@ -4593,6 +4617,13 @@ int mml_gate_from_name(const char *s, mml_gate_kind *out) {
         if (strcmp(s, mml__gate_names[i]) == 0) { *out = (mml_gate_kind)i; return 0; }
     return -1;
 }
+static const char *const mml__precision_names[2] = {"fp32", "bf16"};
+const char *mml_precision_name(mml_precision p) { return (unsigned)p < 2 ? mml__precision_names[p] : "?"; }
+int mml_precision_from_name(const char *s, mml_precision *out) {
+    for (int i = 0; i < 2; i++)
+        if (strcmp(s, mml__precision_names[i]) == 0) { *out = (mml_precision)i; return 0; }
+    return -1;
+}
 
 /* Is the tower outside 1..MML_MAX_HIDDEN layers of lo..hi units? */
 static int mml__config_hidden_bad(const mml_config_t *c, int lo, int hi) {
@@ -4636,6 +4667,7 @@ void mml_config_default(mml_config_t *c) {
 #define MML__CFG_DEF_MODEL(name, def) c->name = def;
 #define MML__CFG_DEF_ADAPTER(name, def) c->name = def;
 #define MML__CFG_DEF_GATE(name, def) c->name = def;
+#define MML__CFG_DEF_PREC(name, def) c->name = def;
 #define MML__CFG_DEF_I32(name, def) c->name = def;
 #define MML__CFG_DEF_BOOL(name, def) c->name = def;
 #define MML__CFG_DEF_F32(name, def) c->name = def;
@@ -4660,6 +4692,8 @@ static mml_status mml__config_parse(mml_config_t *c, const char *key, const char
     (mml_adapter_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown adapter \"%s\"", v) : MML_OK)
 #define MML__CFG_PARSE_GATE(name, lo, hi)                                                                             \
     (mml_gate_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown gate \"%s\"", v) : MML_OK)
+#define MML__CFG_PARSE_PREC(name, lo, hi)                                                                             \
+    (mml_precision_from_name(v, &c->name) ? mml__fail(MML_ERR_FORMAT, "unknown precision \"%s\"", v) : MML_OK)
 #define MML__CFG_PARSE_I32(name, lo, hi)                                                                              \
     (mml__parse_i64(v, INT32_MIN, INT32_MAX, &i) ? mml__fail(MML_ERR_FORMAT, "bad integer %s=%s", key, v)            \
      : check && (i < (lo) || i > (hi)) ? mml__fail(MML_ERR_ARG, "config: %s %s outside %d..%d", key, v, lo, hi)     \
@@ -4693,6 +4727,7 @@ int mml_config_get(const mml_config_t *c, const char *key, char *buf, size_t n) 
 #define MML__CFG_GET_MODEL(name) snprintf(buf, n, "%s", mml_model_kind_name(c->name))
 #define MML__CFG_GET_ADAPTER(name) snprintf(buf, n, "%s", mml_adapter_name(c->name))
 #define MML__CFG_GET_GATE(name) snprintf(buf, n, "%s", mml_gate_name(c->name))
+#define MML__CFG_GET_PREC(name) snprintf(buf, n, "%s", mml_precision_name(c->name))
 #define MML__CFG_GET_I32(name) snprintf(buf, n, "%d", c->name)
 #define MML__CFG_GET_BOOL(name) snprintf(buf, n, "%d", c->name)
 #define MML__CFG_GET_F32(name) snprintf(buf, n, "%a", (double)c->name)
@@ -4710,6 +4745,7 @@ static mml_status mml__config_ranges(const mml_config_t *c) {
 #define MML__CFG_RANGE_MODEL(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
 #define MML__CFG_RANGE_ADAPTER(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
 #define MML__CFG_RANGE_GATE(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
+#define MML__CFG_RANGE_PREC(name, lo, hi) MML__CFG_RANGE_ENUM(name, hi)
 #define MML__CFG_RANGE_I32(name, lo, hi)                                                                              \
     if (c->name < (lo) || c->name > (hi))                                                                            \
         return mml__fail(MML_ERR_ARG, "config: " #name " %d outside %d..%d", c->name, lo, hi);
@@ -5158,6 +5194,11 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     m->isa = isa;
     m->rt.world = 1;
     m->K = mml_simd_kernels(isa);
+    m->kt_bf16 = *m->K;
+    m->kt_bf16.gemm_nn = m->K->gemm_nn_bf16;
+    m->kt_bf16.gemm_nt = m->K->gemm_nt_bf16;
+    m->kt_bf16.gemm_tn = m->K->gemm_tn_bf16;
+    m->KT = c->precision == MML_PRECISION_BF16 ? &m->kt_bf16 : m->K;
     if ((st = mml__build_arch(m, c)) != MML_OK) {
         mml_model_free(m);
         return st;
@@ -5546,7 +5587,7 @@ static void mml__tf_forward(const mml_model_t *m, mml__pass *ps, int l, const fl
     K->gemm_nn(nr, dout, E, ps->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
     for (int g = 0; g < nr; g++) {
         int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
-        K->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout, 1);
+        mml__tk(m, ps)->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout, 1);
         K->add_bias(ng, dout, cd + (int64_t)g * dout, z + (int64_t)a * dout, dout);
     }
 }
@@ -5555,19 +5596,19 @@ static void mml__tf_forward(const mml_model_t *m, mml__pass *ps, int l, const fl
  * adapters' gradients and the runs' dw (added to each run's first row). */
 static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const float *x, const float *dz, float *dx,
                             int need_dx, int gx, int gg) {
-    const mml_kernels_t *K = m->K;
+    const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
     const mml__layer *L = &m->a.layer[l];
     int di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r, nr = ps->tf_nruns;
     int64_t kk = (int64_t)di * dout;
     float *P = ps->tf_P[l], *W = ps->tf_W[l], *db = ps->tf_db;
     for (int g = 0; g < nr && need_dx; g++) {
         int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
-        K->gemm_nt(ng, di, dout, dz + (int64_t)a * dout, dout, W + g * kk, dout, dx + (int64_t)a * di, di, 0);
+        KT->gemm_nt(ng, di, dout, dz + (int64_t)a * dout, dout, W + g * kk, dout, dx + (int64_t)a * di, di, 0);
     }
     if (!gx && !gg) return need_dx;
     for (int g = 0; g < nr; g++) { /* W becomes the runs' gradients G_d */
         int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
-        K->gemm_tn(di, dout, ng, x + (int64_t)a * di, di, dz + (int64_t)a * dout, dout, W + g * kk, dout, 0);
+        KT->gemm_tn(di, dout, ng, x + (int64_t)a * di, di, dz + (int64_t)a * dout, dout, W + g * kk, dout, 0);
         memset(db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
         K->colsum_add(ng, dout, dz + (int64_t)a * dout, dout, db + (int64_t)g * dout);
     }
@@ -5594,12 +5635,12 @@ static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const fl
 /* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
  * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w */
 static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x) {
-    const mml_kernels_t *K = m->K;
+    const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
     const mml__layer *L = &m->a.layer[l];
     int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
     int mode = ps->plan.ad_mode;
     float *z = ps->z[l];
-    K->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
+    KT->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
     K->add_bias(n, dout, mml__p(m, L->b), z, dout);
     if (ps->plan.train && m->cfg.dropout > 0.0f) { /* the mask is kept for the backward pass */
         K->dropout_keep((int64_t)n * dout, m->cfg.dropout, mml__dropout_seed(m, ps, l), (uint64_t)ps->r.row0 * dout,
@@ -5608,15 +5649,15 @@ static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const
     }
     if (mode == MML__AD_SINGLE) {
         int e = ps->plan.ad_expert;
-        K->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, ps->T[l], r, 0);
-        K->gemm_nn(n, dout, r, ps->T[l], r, mml__p(m, L->B) + (int64_t)e * r * dout, dout, z, dout, 1);
+        KT->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, ps->T[l], r, 0);
+        KT->gemm_nn(n, dout, r, ps->T[l], r, mml__p(m, L->B) + (int64_t)e * r * dout, dout, z, dout, 1);
         K->add_bias(n, dout, mml__p(m, L->C) + (int64_t)e * dout, z, dout);
     } else if (mode == MML__AD_MIX && ps->tf_on[l]) {
         mml__tf_forward(m, ps, l, x, z);
     } else if (mode == MML__AD_MIX) {
-        K->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, ps->T[l], Er, 0);
+        KT->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, ps->T[l], Er, 0);
         K->block_scale(n, E, r, ps->T[l], Er, ps->gw, E, ps->U[l], Er);
-        K->gemm_nn(n, dout, Er, ps->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
+        KT->gemm_nn(n, dout, Er, ps->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
         if (ps->tf_nruns) { /* rows in domain runs: one bias mixture per run */
             float *cd = ps->tf_db;
             K->gemm_nn(ps->tf_nruns, dout, E, ps->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
@@ -5683,7 +5724,7 @@ static int mml__need_dx(const mml_model_t *m, const mml__pass *ps, int l) {
  * Returns 1 if it wrote dx. */
 static int mml__adapter_backward(const mml_model_t *m, mml__pass *ps, int l, const float *x, const float *dz,
                                  float *dx, int need_dx) {
-    const mml_kernels_t *K = m->K;
+    const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
     const mml__layer *L = &m->a.layer[l];
     const mml__grads *g = ps->g;
     int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
@@ -5693,20 +5734,20 @@ static int mml__adapter_backward(const mml_model_t *m, mml__pass *ps, int l, con
         int e = ps->plan.ad_expert;
         const float *Ae = mml__p(m, L->A) + (int64_t)e * r;
         const float *Be = mml__p(m, L->B) + (int64_t)e * r * dout;
-        K->gemm_nt(n, r, dout, dz, dout, Be, dout, ps->dT, r, 0);
+        KT->gemm_nt(n, r, dout, dz, dout, Be, dout, ps->dT, r, 0);
         if (gx) {
-            K->gemm_tn(r, dout, n, ps->T[l], r, dz, dout, mml__g(g, m, L->B) + (int64_t)e * r * dout, dout, 1);
+            KT->gemm_tn(r, dout, n, ps->T[l], r, dz, dout, mml__g(g, m, L->B) + (int64_t)e * r * dout, dout, 1);
             K->colsum_add(n, dout, dz, dout, mml__g(g, m, L->C) + (int64_t)e * dout);
-            K->gemm_tn(di, r, n, x, di, ps->dT, r, mml__g(g, m, L->A) + (int64_t)e * r, Er, 1);
+            KT->gemm_tn(di, r, n, x, di, ps->dT, r, mml__g(g, m, L->A) + (int64_t)e * r, Er, 1);
         }
-        if (need_dx) K->gemm_nt(n, di, r, ps->dT, r, Ae, Er, dx, di, 0);
+        if (need_dx) KT->gemm_nt(n, di, r, ps->dT, r, Ae, Er, dx, di, 0);
         return need_dx;
     }
     if (ps->plan.ad_mode != MML__AD_MIX) return 0;
     int gg = m->ph.trainable[MML__G_GATE] && m->cfg.adapter == MML_ADAPTER_MOE;
     if (!gx && !need_dx && !gg) return 0;
     if (ps->tf_on[l]) return mml__tf_backward(m, ps, l, x, dz, dx, need_dx, gx, gg);
-    K->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, ps->dU, Er, 0);
+    KT->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, ps->dU, Er, 0);
     int nr = ps->tf_nruns;
     if (nr && (gg || gx)) { /* rows in domain runs: the bias mixture's gradients per run */
         for (int q = 0; q < nr; q++) {
@@ -5726,14 +5767,14 @@ static int mml__adapter_backward(const mml_model_t *m, mml__pass *ps, int l, con
         K->block_dot(n, E, r, ps->dU, Er, ps->T[l], Er, ps->dw, E, 1);
     }
     if (gx) {
-        K->gemm_tn(Er, dout, n, ps->U[l], Er, dz, dout, mml__g(g, m, L->B), dout, 1);
+        KT->gemm_tn(Er, dout, n, ps->U[l], Er, dz, dout, mml__g(g, m, L->B), dout, 1);
         if (nr) K->gemm_tn(E, dout, nr, ps->tf_wd, E, ps->tf_db, dout, mml__g(g, m, L->C), dout, 1);
         else K->gemm_tn(E, dout, n, ps->gw, E, dz, dout, mml__g(g, m, L->C), dout, 1);
     }
     if (!gx && !need_dx) return 0;
     K->block_scale(n, E, r, ps->dU, Er, ps->gw, E, ps->dT, Er);
-    if (gx) K->gemm_tn(di, Er, n, x, di, ps->dT, Er, mml__g(g, m, L->A), Er, 1);
-    if (need_dx) K->gemm_nt(n, di, Er, ps->dT, Er, mml__p(m, L->A), Er, dx, di, 0);
+    if (gx) KT->gemm_tn(di, Er, n, x, di, ps->dT, Er, mml__g(g, m, L->A), Er, 1);
+    if (need_dx) KT->gemm_nt(n, di, Er, ps->dT, Er, mml__p(m, L->A), Er, dx, di, 0);
     return need_dx;
 }
 
@@ -5793,7 +5834,7 @@ static void mml__embed_backward(const mml_model_t *m, mml__pass *ps) {
 /* Gradients of scale * (summed BCE of the rows) accumulate into the pass's
  * gradients; returns the summed BCE. Needs mml__forward of the same rows. */
 static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
-    const mml_kernels_t *K = m->K;
+    const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
     const mml__arch *a = &m->a;
     const int *tr = m->ph.trainable;
     mml__grads *g = ps->g;
@@ -5825,11 +5866,11 @@ static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
         if (m->cfg.dropout > 0.0f)
             K->mask_scale((int64_t)n * L->d_out, ps->dkeep[l], dz, dz, 1.0f / (1.0f - m->cfg.dropout));
         if (tr[MML__G_TOWER]) {
-            K->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
+            KT->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
             K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(g, m, L->b));
         }
         if (!need) break;
-        K->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);
+        KT->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);
         if (l == 0) have_dx0 = 1;
         float *t = dz; dz = dx; dx = t;
     }
@@ -8733,12 +8774,18 @@ static const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], in
 #define MML__TEXT_MAX 4096
 
 /* One "key=value" line per setting of MML_CONFIG_FIELDS, in its order. */
+/* Keys newer than the checkpoint format: written only when not their
+ * default, so fp32 models write the same bytes as before, and absent on load
+ * (the default). */
+static int mml__conf_key_optional(const char *k) { return !strcmp(k, "precision"); }
+
 static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
     static const char *const keys[] = {
 #define MML__CFG_KEY(type, name, def, lo, hi, flag, help) #name,
         MML_CONFIG_FIELDS(MML__CFG_KEY)};
     size_t n = 0;
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        if (mml__conf_key_optional(keys[k]) && c->precision == MML_PRECISION_FP32) continue;
         int w = snprintf(buf + n, cap - n, "%s=", keys[k]);
         if (w < 0 || (size_t)w >= cap - n) return -1;
         n += (size_t)w;
@@ -9017,7 +9064,8 @@ static mml_status mml__model_from_ckpt(const mml__ckpt *ck, const char *path, mm
     mml_status st = mml__ckpt_bytes(ck, "CONF", &bytes, &n);
     if (!st) st = mml__ckpt_kv(path, "CONF", bytes, n, mml__conf_kv, &cp);
     for (int j = 0; !st && j < MML__CONF_NKEYS; j++)
-        if (!(cp.seen & (1ull << j))) st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
+        if (!(cp.seen & (1ull << j)) && !mml__conf_key_optional(mml__conf_keys[j]))
+            st = mml__fail(MML_ERR_FORMAT, "%s: section CONF lacks the key \"%s\"", path, mml__conf_keys[j]);
     if (!st) st = mml__schema_section(ck, path, &schema);
     c.schema = schema;
     if (!st && mml__check_config(&c)) st = mml__fail(MML_ERR_ARG, "%s: %s", path, mml_last_error());

@@ -87,6 +87,11 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  gemm_nt   C[M,N] (+)= A[M,K] . B[N,K]^T          (dX = dY . W^T)
  *  gemm_tn   C[M,N] (+)= A[K,M]^T . B[K,N]          (dW += X^T . dY)
  *            "(+)=" : accumulate ? C + ... : ...; K may be 0.
+ *  gemm_nn_bf16 / gemm_nt_bf16 / gemm_tn_bf16  the same products with every
+ *            element of A and B first rounded to bf16 (mml__bf16_round: to
+ *            nearest even, as vcvtne2ps2bf16 does), products summed in fp32;
+ *            AVX-512 runs vdpbf16ps where the CPU has AVX512_BF16, elsewhere
+ *            the ISA's fp32 GEMM on rounded copies (equal up to summation order)
  *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
  *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
  *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
@@ -124,6 +129,15 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, gemm_tn, (int M, int N, int K, const float *MML_RESTRICT A, int lda,    \
                       const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,  \
                       int ldc, int accumulate))                                     \
+    X(void, gemm_nn_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                           const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
+                           int ldc, int accumulate))                                \
+    X(void, gemm_nt_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                           const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
+                           int ldc, int accumulate))                                \
+    X(void, gemm_tn_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
+                           const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
+                           int ldc, int accumulate))                                \
     X(int64_t, gemm_pack_size, (int K, int N))                                      \
     X(void, gemm_pack_b, (int K, int N, const float *MML_RESTRICT B, int ldb,       \
                           float *MML_RESTRICT Bp))                                  \
@@ -326,6 +340,44 @@ static void mml__gemm_nn_scalar(int M, int N, int K, const float *MML_RESTRICT A
         }
     }
 }
+
+/* x rounded to bf16 and back, as vcvtne2ps2bf16 rounds: to nearest even, a
+ * denormal input to the zero of its sign (the instruction's DAZ), NaN quiet.
+ * bf16 keeps fp32's exponent, so a product of two is exact in fp32. */
+static inline float mml__bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7F800000u) == 0) u &= 0x80000000u;
+    else if ((u & 0x7FFFFFFFu) > 0x7F800000u) u |= 0x00400000u;
+    else u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The bf16 GEMMs' reference: gemm_nn_scalar's loops on rounded inputs
+ * (a_trans: A[k*lda + i]; b_trans: B[j*ldb + k]). */
+static void mml__gemm_bf16_ref(int M, int N, int K, const float *A, int lda, int a_trans,
+                               const float *B, int ldb, int b_trans, float *C, int ldc,
+                               int accumulate) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (int64_t)i * ldc;
+        if (!accumulate)
+            for (int j = 0; j < N; j++) c[j] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float a = mml__bf16_round(a_trans ? A[(int64_t)k * lda + i] : A[(int64_t)i * lda + k]);
+            for (int j = 0; j < N; j++)
+                c[j] += a * mml__bf16_round(b_trans ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j]);
+        }
+    }
+}
+#define MML__GEMM_BF16_SCALAR(OP, AT, BT)                                             \
+    static void mml__gemm_##OP##_bf16_scalar(int M, int N, int K, const float *MML_RESTRICT A, \
+                                             int lda, const float *MML_RESTRICT B, int ldb, \
+                                             float *MML_RESTRICT C, int ldc, int accumulate) { \
+        mml__gemm_bf16_ref(M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate);      \
+    }
+MML__GEMM_BF16_SCALAR(nn, 0, 0) MML__GEMM_BF16_SCALAR(nt, 0, 1) MML__GEMM_BF16_SCALAR(tn, 1, 0)
 
 static void mml__gemm_nt_scalar(int M, int N, int K, const float *MML_RESTRICT A, int lda,
                                 const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C,
@@ -558,6 +610,11 @@ static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z)
 MML__PACKED_PLAIN(scalar)
 MML__ADAM_STEPS_PLAIN(scalar)
 
+/* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
+static int mml__cpu(void);
+#define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
+#define MML__CPU_BF16 (1 << 9)   /* AVX512_BF16 beside AVX-512 (vdpbf16ps) */
+
 #ifdef MML__VEC
 // >>kernels-gemm ------------------------------------------------------------
 /* One blocked GEMM runs every vector ISA. An ISA describes itself in an
@@ -605,6 +662,9 @@ typedef struct mml__gemm_isa {
     void (*pack_a)(int kc, int mr, const float *a, int64_t lda, float *pa);
     mml__gemm_fn small_m;     /* nn with M <= small_m_max without packing (NULL: none) */
     int small_m_max;
+    /* rows of A (k stride 1) -> pa like pack_a, for panels the micro-kernels
+     * cannot read A in place for (bf16 pairs); NULL: A rows read in place */
+    void (*pack_a_rows)(int kc, int mr, const float *a, int64_t lda, float *pa);
 } mml__gemm_isa;
 
 static inline int mml__mini(int a, int b) { return a < b ? a : b; }
@@ -639,6 +699,10 @@ static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const
         int64_t la = lda;
         if (a_trans && d->pack_a) {
             d->pack_a(kc, mr, a, lda, mml__gemm_apack);
+            a = mml__gemm_apack;
+            la = d->mr;
+        } else if (!a_trans && d->pack_a_rows) {
+            d->pack_a_rows(kc, mr, a, lda, mml__gemm_apack);
             a = mml__gemm_apack;
             la = d->mr;
         }
@@ -735,6 +799,53 @@ MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M
     }
 }
 
+/* bf16 GEMM where the CPU lacks bf16 arithmetic: the ISA's fp32 GEMM fn on
+ * blocks of A and B rounded to bf16 (k blocks after the first accumulate). */
+#define MML__BF16_MB 64
+#define MML__BF16_KB 128
+#define MML__BF16_NB 256
+static MML__TLS float mml__bf16_abuf[MML__BF16_MB * MML__BF16_KB];
+static MML__TLS float mml__bf16_bbuf[MML__BF16_KB * MML__BF16_NB];
+
+static void mml__bf16_round_block(int rows, int cols, const float *src, int64_t ld, float *dst) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(int64_t)r * cols + c] = mml__bf16_round(src[r * ld + c]);
+}
+
+MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N, int K, const float *A,
+                                                  int lda, int a_trans, const float *B, int ldb,
+                                                  int b_trans, float *C, int ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        fn(M, N, 0, A, lda, B, ldb, C, ldc, accumulate);
+        return;
+    }
+    for (int jc = 0; jc < N; jc += MML__BF16_NB) {
+        const int nb = mml__mini(N - jc, MML__BF16_NB);
+        for (int pc = 0; pc < K; pc += MML__BF16_KB) {
+            const int kb = mml__mini(K - pc, MML__BF16_KB);
+            if (b_trans) mml__bf16_round_block(nb, kb, B + (int64_t)jc * ldb + pc, ldb, mml__bf16_bbuf);
+            else mml__bf16_round_block(kb, nb, B + (int64_t)pc * ldb + jc, ldb, mml__bf16_bbuf);
+            for (int ic = 0; ic < M; ic += MML__BF16_MB) {
+                const int mb = mml__mini(M - ic, MML__BF16_MB);
+                if (a_trans) mml__bf16_round_block(kb, mb, A + (int64_t)pc * lda + ic, lda, mml__bf16_abuf);
+                else mml__bf16_round_block(mb, kb, A + (int64_t)ic * lda + pc, lda, mml__bf16_abuf);
+                fn(mb, nb, kb, mml__bf16_abuf, a_trans ? mb : kb, mml__bf16_bbuf, b_trans ? kb : nb,
+                   C + (int64_t)ic * ldc + jc, ldc, accumulate || pc > 0);
+            }
+        }
+    }
+}
+/* S's gemm_OP_bf16 through mml__gemm_bf16_emul and S's fp32 gemm_OP. */
+#define MML__GEMM_BF16_EMUL(S, OP, AT, BT)                                            \
+    MML__ATTR_##S static void mml__gemm_##OP##_bf16_##S(                              \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
+        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
+        mml__gemm_bf16_emul(mml__gemm_##OP##_##S, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
+    }
+#define MML__GEMM_BF16_EMUL_ALL(S)                                                    \
+    MML__GEMM_BF16_EMUL(S, nn, 0, 0) MML__GEMM_BF16_EMUL(S, nt, 0, 1) MML__GEMM_BF16_EMUL(S, tn, 1, 0)
+
 /* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
  * row of B read once along k (the cost is spread over M). */
 static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ldb, int w, float *pb) {
@@ -765,7 +876,7 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
 #define MML__GEMM_ISA(S, PACK_A, SMALL_M, SMALL_M_MAX)                                \
     static const mml__gemm_isa mml__gemm_isa_##S = {                                  \
         MML__MR_##S, MML__W_##S, 4, 1, mml__uk_##S, {mml__pack_bn_##S, mml__pack_bt_##S}, \
-        PACK_A, SMALL_M, SMALL_M_MAX};                                                \
+        PACK_A, SMALL_M, SMALL_M_MAX, NULL};                                          \
     MML__GEMM_ENTRY(S, nn, 0, 0) MML__GEMM_ENTRY(S, nt, 0, 1) MML__GEMM_ENTRY(S, tn, 1, 0)
 /* gemm_pack_size, gemm_pack_b, gemm_packed on S's own panels. */
 #define MML__GEMM_PACKED(S)                                                           \
@@ -1323,6 +1434,7 @@ MML__INLINE(avx2) __m256 mml__vkeepld_avx2(const uint8_t *keep, int64_t rem) {
 /* Shared bodies, the plain Adam and packed GEMM, B^T packed by plain copies. */
 MML__PACK_BT_PLAIN(avx2) MML__ADAM_DENSE(avx2) MML__VEC_KERNELS(avx2) MML__X86_KERNELS(avx2)
 MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM_STEPS_PLAIN(avx2)
+MML__GEMM_BF16_EMUL_ALL(avx2)
 
 // >>kernels-avx512 ----------------------------------------------------------
 #define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
@@ -1584,6 +1696,138 @@ MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *
 MML__VEC_KERNELS(avx512) MML__X86_KERNELS(avx512)
 MML__GEMM_ISA(avx512, mml__pack_a_avx512, mml__gemm_smallm_avx512, 2) MML__GEMM_PACKED(avx512)
 
+/* ---- AVX512_BF16: vdpbf16ps micro-kernels on panels of bf16 k-pairs ----
+ * A 32-bit lane holds (bf16 of k, bf16 of k+1) of one column of B or row of
+ * A; vdpbf16ps adds both products to an fp32 accumulator. Odd k ends with a
+ * zero pair half on both sides. The compiler must know the instructions. */
+#if (defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10)
+#define MML__BF16_HW 1
+#define MML__ATTR_avx512bf16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+typedef uint32_t mml__u32a __attribute__((may_alias));
+
+/* Lanes (lo[i], hi[i]) as bf16 pairs: i-th 32-bit lane = bf16(lo[i]) | bf16(hi[i]) << 16. */
+MML__ATTR_avx512bf16 static inline __m512i mml__bf16_pairs(__m512 lo, __m512 hi) {
+    /* 16-bit indices 0, 16, 1, 17, ...: lane i is i | (16 + i) << 16 */
+    const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(mml__viota_avx512(0), _mm512_set1_epi32(0x10001)),
+                                         _mm512_set1_epi32(0x100000));
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+/* n <= 32 consecutive floats (zero beyond n) -> 16 pairs, in k order. */
+MML__ATTR_avx512bf16 static inline __m512i mml__bf16_run(const float *x, int n) {
+    const __m512 lo = _mm512_maskz_loadu_ps(mml__vmask_avx512(n), x);
+    const __m512 hi = _mm512_maskz_loadu_ps(mml__vmask_avx512(n - 16), x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+/* Rows of k-contiguous floats (row j at src + j*ld, n of them) -> pairs at
+ * dst[kp*stride + j]. */
+MML__ATTR_avx512bf16 static void mml__bf16_rows(int kc, int n, const float *src, int64_t ld, mml__u32a *dst,
+                                                int stride) {
+    uint32_t t[16];
+    for (int j = 0; j < n; j++)
+        for (int k0 = 0; k0 < kc; k0 += 32) {
+            _mm512_storeu_si512(t, mml__bf16_run(src + j * ld + k0, kc - k0));
+            for (int p = 0; p < 16 && k0 + 2 * p < kc; p++) dst[(int64_t)(k0 / 2 + p) * stride + j] = t[p];
+        }
+}
+/* B[kc, nc] -> panels of 32 (or 16) columns, k-pair-major. */
+MML__ATTR_avx512bf16 static void mml__pack_bn_bf16(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    mml__u32a *pb = (mml__u32a *)pbv;
+    const int kp = (kc + 1) / 2;
+    for (int j0 = 0; j0 < nc; j0 += 32) {
+        const int w = mml__mini(nc - j0, 32), nr = w > 16 ? 32 : 16;
+        for (int h = 0; h < nr; h += 16) {
+            const __mmask16 m = mml__vmask_avx512(w - h);
+            for (int p = 0; p < kp; p++) {
+                const float *r0 = B + (int64_t)(2 * p) * ldb + j0 + h;
+                const __m512 lo = _mm512_maskz_loadu_ps(m, r0);
+                const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, r0 + ldb) : _mm512_setzero_ps();
+                _mm512_storeu_si512((void *)(pb + (int64_t)p * nr + h), mml__bf16_pairs(lo, hi));
+            }
+        }
+        pb += (int64_t)kp * nr;
+    }
+}
+/* B^T [nc, kc]: a column's k-pairs are adjacent floats already. */
+MML__ATTR_avx512bf16 static void mml__pack_bt_bf16(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    mml__u32a *pb = (mml__u32a *)pbv;
+    const int kp = (kc + 1) / 2;
+    for (int j0 = 0; j0 < nc; j0 += 32) {
+        const int w = mml__mini(nc - j0, 32), nr = w > 16 ? 32 : 16;
+        mml__bf16_rows(kc, w, B + (int64_t)j0 * ldb, ldb, pb, nr);
+        for (int p = 0; p < kp; p++)
+            for (int j = w; j < nr; j++) pb[(int64_t)p * nr + j] = 0;
+        pb += (int64_t)kp * nr;
+    }
+}
+/* A rows (nn, nt) and A^T slivers (tn) -> pa[kp*12 + i]. */
+MML__ATTR_avx512bf16 static void mml__pack_a_rows_bf16(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    mml__bf16_rows(kc, mr, a, lda, (mml__u32a *)pa, MML__MR_avx512);
+}
+MML__ATTR_avx512bf16 static void mml__pack_at_bf16(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    const __mmask16 m = mml__vmask_avx512(mr);
+    for (int p = 0; 2 * p < kc; p++) {
+        const float *r0 = a + (int64_t)(2 * p) * lda;
+        const __m512 lo = _mm512_maskz_loadu_ps(m, r0);
+        const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, r0 + lda) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(pa + p * MML__MR_avx512, m, mml__bf16_pairs(lo, hi));
+    }
+}
+
+#define MML__UKBF_DECL(r, S) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
+#define MML__UKBF_DP(r, S)                                                            \
+    if (MR_ > r) {                                                                    \
+        const __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r]);                  \
+        c##r##0 = _mm512_dpbf16_ps(c##r##0, ar, b0);                                  \
+        if (NV_ > 1) c##r##1 = _mm512_dpbf16_ps(c##r##1, ar, b1);                     \
+    }
+/* mml__uk_fn on pairs: A always packed (pairs at a + kp*lda), no epilogue. */
+#define MML__UKBF(S, MR, NV, MODE)                                                    \
+    MML__ATTR_avx512bf16 static void mml__ukbf_##MR##_##NV(                           \
+        int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
+        int w, int load_c, const float *bias, int relu) {                             \
+        enum { MR_ = MR, NV_ = NV, EPI_ = 0, W_ = 16 };                               \
+        const mml__u32a *ap = (const mml__u32a *)a, *b = (const mml__u32a *)bp;       \
+        MML__R12(MML__UKBF_DECL, S)                                                   \
+        for (int p = 0; 2 * p < kc; p++) {                                            \
+            const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);       \
+            const __m512bh b1 = NV_ > 1 ? (__m512bh)_mm512_loadu_si512((const void *)(b + 16)) : b0; \
+            (void)b1;                                                                 \
+            MML__R12(MML__UKBF_DP, S)                                                 \
+            b += 16 * NV_;                                                            \
+            ap += lda;                                                                \
+        }                                                                             \
+        const __mmask16 m0 = mml__vmask_avx512(w), m1 = mml__vmask_avx512(w - W_);    \
+        const __m512 bv0 = _mm512_setzero_ps(), bv1 = bv0;                            \
+        (void)bias, (void)relu, (void)bv1;                                            \
+        MML__R12(MML__UK_STORE, avx512)                                               \
+    }
+#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV,
+MML__UPTO12(MML__UKBF, avx512, 1, 0) MML__UPTO12(MML__UKBF, avx512, 2, 0)
+/* Modes 0 and 1 alike: A reaches the kernels packed either way. */
+static const mml__uk_fn mml__uk_bf16[] = {
+    MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)
+    MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)};
+static const mml__gemm_isa mml__gemm_isa_bf16 = {
+    MML__MR_avx512, 16, 2, 2, mml__uk_bf16, {mml__pack_bn_bf16, mml__pack_bt_bf16},
+    mml__pack_at_bf16, NULL, 0, mml__pack_a_rows_bf16};
+
+/* The vdpbf16ps driver where the CPU has AVX512_BF16, else the fp32 kernel on
+ * rounded blocks. */
+#define MML__GEMM_BF16_AVX512(OP, AT, BT)                                             \
+    MML__ATTR_avx512 static void mml__gemm_##OP##_bf16_avx512(                        \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
+        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
+        if (mml__cpu() & MML__CPU_BF16)                                               \
+            mml__gemm_run(&mml__gemm_isa_bf16, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
+        else                                                                          \
+            mml__gemm_bf16_emul(mml__gemm_##OP##_avx512, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, \
+                                accumulate);                                          \
+    }
+MML__GEMM_BF16_AVX512(nn, 0, 0) MML__GEMM_BF16_AVX512(nt, 0, 1) MML__GEMM_BF16_AVX512(tn, 1, 0)
+#else
+MML__GEMM_BF16_EMUL_ALL(avx512)
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -1660,6 +1904,7 @@ static float mml__dot_neon(int64_t n, const float *x, const float *y) {
 /* Shared bodies, the plain Adam and packed GEMM; tn reads A^T in place. */
 MML__PACK_BT_PLAIN(neon) MML__ADAM_DENSE(neon) MML__VEC_KERNELS(neon)
 MML__GEMM_ISA(neon, NULL, NULL, 0) MML__PACKED_PLAIN(neon) MML__ADAM_STEPS_PLAIN(neon)
+MML__GEMM_BF16_EMUL_ALL(neon)
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
@@ -1778,8 +2023,8 @@ MML__CRC32C_ATTR static uint32_t mml__crc32c_hw(uint32_t crc, const void *buf, s
 #define MML__ENTRY_SCALAR(ret, name, params) mml__##name##_scalar,
 static const mml_kernels_t mml__table_scalar = {MML_KERNEL_LIST(MML__ENTRY_SCALAR)};
 
-/* CPU features beside the ISAs (bit 1 << isa each) in mml__cpu()'s answer. */
-#define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
+/* CPU features beside the ISAs (bit 1 << isa each) in mml__cpu()'s answer:
+ * MML__CPU_CRC32C, MML__CPU_BF16 (defined before >>kernels-gemm). */
 
 #ifdef MML__X86
 #define MML__ENTRY_AVX2(ret, name, params) mml__##name##_avx2,
@@ -1823,12 +2068,16 @@ static int mml__x86_detect(void) {
     if (max_leaf < 7 || !osxsave || !avx) return flags;
     const uint64_t xcr0 = mml__xgetbv0();
     mml__cpuid(7, 0, r);
-    const unsigned ebx7 = r[1];
+    const unsigned ebx7 = r[1], max_sub7 = r[0];
     const int ymm_os = (xcr0 & 0x6) == 0x6;               /* XMM | YMM */
     const int zmm_os = (xcr0 & 0xE6) == 0xE6;             /* + opmask, ZMM_Hi256, Hi16_ZMM */
     if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1 << MML_ISA_AVX2;
     const unsigned need512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
     if ((flags & (1 << MML_ISA_AVX2)) && zmm_os && (ebx7 & need512) == need512) flags |= 1 << MML_ISA_AVX512;
+    if ((flags & (1 << MML_ISA_AVX512)) && max_sub7 >= 1) {
+        mml__cpuid(7, 1, r);
+        if ((r[0] >> 5) & 1) flags |= MML__CPU_BF16; /* AVX512_BF16 */
+    }
     return flags;
 }
 #endif

@@ -92,8 +92,10 @@ void BM_gemm(benchmark::State &st, mml_isa isa, int op, int M, int K, int N) {
     const mml_kernels_t *k = mml_simd_kernels(isa);
     auto A = randv((size_t)M * K, -1, 1, 1), B = randv((size_t)K * N, -1, 1, 2);
     std::vector<float> C((size_t)M * N);
-    auto f = op == 0 ? k->gemm_nn : op == 1 ? k->gemm_nt : k->gemm_tn;
-    const int lda = op == 2 ? M : K, ldb = op == 1 ? K : N;
+    // ops 3-5: the bf16 variants of 0-2 (inputs rounded to bf16, fp32 sums)
+    auto f = op == 0 ? k->gemm_nn : op == 1 ? k->gemm_nt : op == 2 ? k->gemm_tn
+           : op == 3 ? k->gemm_nn_bf16 : op == 4 ? k->gemm_nt_bf16 : k->gemm_tn_bf16;
+    const int lda = op % 3 == 2 ? M : K, ldb = op % 3 == 1 ? K : N;
     for (auto _ : st) {
         f(M, N, K, A.data(), lda, B.data(), ldb, C.data(), N, 0);
         benchmark::ClobberMemory();
@@ -166,7 +168,7 @@ void register_all() {
     benchmark::RegisterBenchmark("crc32c_slice8/1MB", BM_crc32c, true);
     static const int shapes[][2] = {{24, 256}, {256, 128}, {128, 64}, {384, 256},
                                     {24, 16},  {16, 256},  {256, 16}, {16, 128}};
-    static const char *ops[] = {"gemm_nn", "gemm_nt", "gemm_tn"};
+    static const char *ops[] = {"gemm_nn", "gemm_nt", "gemm_tn", "gemm_nn_bf16", "gemm_nt_bf16", "gemm_tn_bf16"};
     static const struct { Ew e; const char *name; } ews[] = {
         {RELU, "relu_fwd"}, {SIGMOID, "sigmoid"}, {BCE, "bce_logits"}, {AXPY, "axpy"}, {DOT, "dot"}, {ADAM, "adam_dense"}, {ADAMSTEPS, "adam_steps_128x64"},
         {GATHER, "gather_rows"}, {SCATTER, "scatter_add_rows"}, {SOFTMAX, "softmax_rows_E8"},
@@ -178,7 +180,7 @@ void register_all() {
         g_peak[i] = measure_peak(isa);
         if (isa == MML_ISA_AVX2 || isa == MML_ISA_AVX512)
             benchmark::RegisterBenchmark(("fma_peak/" + in).c_str(), BM_fma_peak, isa);
-        for (int op = 0; op < 3; op++)
+        for (int op = 0; op < 6; op++)
             for (auto &s : shapes) {
                 std::string name = std::string(ops[op]) + "/" + in + "/M1024_K" + std::to_string(s[0]) +
                                    "_N" + std::to_string(s[1]);

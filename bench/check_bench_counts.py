@@ -12,6 +12,8 @@ Runs moemlora-bench briefly and checks, per row of its JSON:
   below the unfolded all-experts count where domain folding runs fewer
   (MoE-MLoRA, emb 8, first layer);
 - one and two threads count the same inference work (every worker counted);
+- bf16 rows (--precision-list fp32,bf16) count the same training work as
+  fp32 (the tower's bf16 GEMMs are counted too);
 - the GFLOP/s figures are those counts times the rates;
 - no dense-Adam row is still owed its catch-up when the training rate ends.
 """
@@ -39,7 +41,7 @@ def main():
     rows = []
     for adapters, emb in (("none,mlora,moe", "8"), ("none,moe", "128")):
         cmd = [sys.argv[1], "--seconds", "0.05", "--windows", "1", "--adapters", adapters, "--emb-list", emb,
-               "--threads-list", "1,2", "--json"]
+               "--threads-list", "1,2", "--precision-list", "fp32,bf16", "--json"]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows += [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     bad = []
@@ -50,7 +52,7 @@ def main():
 
     for r in rows:
         a, e, t = r["adapter"], r["emb"], r["threads"]
-        tag = f"{a} emb {e} threads {t}"
+        tag = f"{a} {r.get('precision', 'fp32')} emb {e} threads {t}"
         want_inf = tower(3 * e if a == "none" else 2 * e)
         # figures derived from the rates where the bench does not report its counts
         inf = r.get("infer_flops_per_sample", r["infer_gflops"] * 1e9 / r["infer_samples_per_s"])
@@ -73,9 +75,16 @@ def main():
         share = r.get("train_catchup_share", -1.0)
         expect(0.0 <= share < 1.0, f"{tag}: catch-up share {share} (not reported, or not a share)")
     for a, e in (("none", 8), ("mlora", 8), ("moe", 8), ("none", 128), ("moe", 128)):
-        inf = {r["threads"]: r.get("infer_flops_per_sample") for r in rows if r["adapter"] == a and r["emb"] == e}
-        expect(inf.get(1) is not None and inf.get(1) == inf.get(2), f"{a} emb {e}: inference FLOPs by threads {inf}")
-    expect(len(rows) == 10, f"{len(rows)} rows, expected 10")
+        for p in ("fp32", "bf16"):
+            inf = {r["threads"]: r.get("infer_flops_per_sample") for r in rows
+                   if r["adapter"] == a and r["emb"] == e and r.get("precision") == p}
+            expect(inf.get(1) is not None and inf.get(1) == inf.get(2), f"{a} {p} emb {e}: inference FLOPs by threads {inf}")
+        for t in (1, 2):
+            tr = {r.get("precision"): r.get("train_flops_per_sample") for r in rows
+                  if r["adapter"] == a and r["emb"] == e and r["threads"] == t}
+            expect(tr.get("fp32") is not None and tr.get("fp32") == tr.get("bf16"),
+                   f"{a} emb {e} threads {t}: training FLOPs by precision {tr}")
+    expect(len(rows) == 20, f"{len(rows)} rows, expected 20")
     for b in bad:
         print("FAIL", b)
     print(f"{len(rows)} rows, {len(bad)} failures")

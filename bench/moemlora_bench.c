@@ -5,13 +5,21 @@
  *
  *   moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]
  *                  [--emb-list 8,128] [--adapters none,mlora,moe] [--json]
- *                  [--schema aliccp]
+ *                  [--schema aliccp] [--precision-list fp32,bf16]
+ *                  [--only dense|lazy|infer]
  *
  * --schema aliccp: an Ali-CCP-like schema instead: 20 categorical fields,
  * the domain (10 values) and 19 others with vocabularies from 19 to 1M
  * (log-spaced), ids skewed towards the small ones (id = V u^3), every field
  * embedded in emb floats (default list 16); bench/torch_schema_peer.py is the
  * PyTorch peer of this row.
+ *
+ * --precision-list: each configuration in these precisions (default fp32;
+ * bf16: training steps run the tower's GEMMs on bf16 inputs, cfg.precision).
+ * %peak is always against the fp32 FMA peak, so bf16 rows may pass 100%.
+ *
+ * --only: measure just that rate (the others print 0): a profiler run of
+ * one kind of work (perf record -g -- moemlora-bench --only lazy ...).
  *
  * Each rate is the best of W windows of S/W seconds (default 3: a shared
  * machine's noise only ever slows a window down); run_peers.sh runs one
@@ -40,6 +48,7 @@ static double now_s(void) {
 typedef struct run {
     const char *adapter;
     int emb, threads;
+    mml_precision precision;
     double train_sps, train_lazy_sps, infer_sps, lat_med_us, lat_p99_us, rss_mb;
     double train_flops, infer_flops; /* executed, per sample */
     double catch_share;              /* of the dense-Adam window: the final catch-up */
@@ -112,8 +121,8 @@ static void make_data(void) {
  * workers' gradients and scatter embedding rows, gathers, and Adam (the
  * batch's rows, the dense parameters, the replays of deferred rows): that
  * work streams memory, and its cost shows in the rates, not in the count. */
-static const mml_kernels_t *g_real;
-static mml_kernels_t g_counting;
+static const mml_kernels_t *g_real, *g_real_tower;
+static mml_kernels_t g_counting, g_counting_tower;
 static atomic_llong g_flops;
 
 static void add_flops(long long f) { atomic_fetch_add_explicit(&g_flops, f, memory_order_relaxed); }
@@ -136,6 +145,25 @@ static void count_gemm_tn(int M, int N, int K, const float *MML_RESTRICT A, int 
     g_real->gemm_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
+/* The tower's GEMMs (m->KT): the fp32 or the bf16 entries of the real table. */
+static void count_tgemm_nn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
+                           int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
+    add_flops(2LL * M * N * K);
+    g_real_tower->gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+static void count_tgemm_nt(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
+                           int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
+    add_flops(2LL * M * N * K);
+    g_real_tower->gemm_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+static void count_tgemm_tn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
+                           int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
+    add_flops(2LL * M * N * K);
+    g_real_tower->gemm_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
 static void count_gemm_packed(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp,
                               float *MML_RESTRICT C, int ldc, const float *bias, int relu) {
     add_flops(2LL * M * N * K);
@@ -154,11 +182,20 @@ static void count_block_dot(int M, int E, int r, const float *dU, int ldu, const
     g_real->block_dot(M, E, r, dU, ldu, T, ldt, dw, ldw, accumulate);
 }
 
-/* Every worker of m runs with kernel table K (workers use the model's). */
-static void use_kernels(mml_model_t *m, const mml_kernels_t *K) { m->K = K; }
+/* Every worker of m runs with kernel tables K and, for the tower's GEMMs in
+ * training, KT (workers use the model's). */
+static void use_kernels(mml_model_t *m, const mml_kernels_t *K, const mml_kernels_t *KT) {
+    m->K = K;
+    m->KT = KT;
+}
 
 static void count_begin(mml_model_t *m) {
     g_real = m->K;
+    g_real_tower = m->KT;
+    g_counting_tower = *g_real_tower;
+    g_counting_tower.gemm_nn = count_tgemm_nn;
+    g_counting_tower.gemm_nt = count_tgemm_nt;
+    g_counting_tower.gemm_tn = count_tgemm_tn;
     g_counting = *g_real;
     g_counting.gemm_nn = count_gemm_nn;
     g_counting.gemm_nt = count_gemm_nt;
@@ -167,14 +204,16 @@ static void count_begin(mml_model_t *m) {
     g_counting.block_scale = count_block_scale;
     g_counting.block_dot = count_block_dot;
     atomic_store(&g_flops, 0);
-    use_kernels(m, &g_counting);
+    use_kernels(m, &g_counting, &g_counting_tower);
 }
 
 /* FLOPs counted since count_begin, per sample of `samples`. */
 static double count_end(mml_model_t *m, long samples) {
-    use_kernels(m, g_real);
+    use_kernels(m, g_real, g_real_tower);
     return (double)atomic_load(&g_flops) / (double)samples;
 }
+
+static mml_precision g_precision; /* of the models make_model creates */
 
 static mml_model_t *make_model(const char *adapter, int emb, int threads, int lazy) {
     mml_config_t c;
@@ -191,6 +230,7 @@ static mml_model_t *make_model(const char *adapter, int emb, int threads, int la
     c.emb_dim = emb;
     c.threads = threads;
     c.lazy_adam = lazy;
+    c.precision = g_precision;
     c.eps = 1e-8f; /* PyTorch's default */
     mml_model_t *m;
     if (mml_model_create(&c, &m)) {
@@ -365,38 +405,51 @@ static int parse_list(const char *s, int *out, int max) {
 
 /* One configuration: dense-Adam training (its FLOPs counted first), then
  * inference on the folded model, then lazy-Adam training on a fresh model. */
+static const char *g_only = ""; /* --only: "dense", "lazy", "infer" or all of them */
+
+static int measured(const char *what) { return !*g_only || !strcmp(g_only, what); }
+
 static void measure(run *r, double seconds) {
-    mml_model_t *m = make_model(r->adapter, r->emb, r->threads, 0);
-    warm_up(m);
-    r->train_flops = train_flops(m);
-    r->train_sps = train_rate(m, seconds, &r->catch_share);
-    r->rows_owed = rows_owed(m);
-    r->rss_mb = rss_mb(); /* one model, trained: the only one alive */
-    if (strcmp(r->adapter, "none")) mml_model_fold(m);
-    r->infer_flops = infer_flops(m);
-    infer_rates(m, seconds, r);
-    mml_model_free(m);
+    mml_model_t *m;
     double unused;
-    m = make_model(r->adapter, r->emb, r->threads, 1);
-    warm_up(m);
-    r->train_lazy_sps = train_rate(m, seconds, &unused);
-    mml_model_free(m);
+    if (measured("dense") || measured("infer")) {
+        m = make_model(r->adapter, r->emb, r->threads, 0);
+        warm_up(m);
+        if (measured("dense")) {
+            r->train_flops = train_flops(m);
+            r->train_sps = train_rate(m, seconds, &r->catch_share);
+            r->rows_owed = rows_owed(m);
+            r->rss_mb = rss_mb(); /* one model, trained: the only one alive */
+        }
+        if (measured("infer")) {
+            if (strcmp(r->adapter, "none")) mml_model_fold(m);
+            r->infer_flops = infer_flops(m);
+            infer_rates(m, seconds, r);
+        }
+        mml_model_free(m);
+    }
+    if (measured("lazy")) {
+        m = make_model(r->adapter, r->emb, r->threads, 1);
+        warm_up(m);
+        r->train_lazy_sps = train_rate(m, seconds, &unused);
+        mml_model_free(m);
+    }
 }
 
 static void print_run(const run *r, double peak, int json) {
     double gf = r->train_flops * r->train_sps / 1e9, gfl = r->train_flops * r->train_lazy_sps / 1e9;
     double gfi = r->infer_flops * r->infer_sps / 1e9, pk = peak * r->threads;
-    printf("%-7s %4d %3d | %12.0f %5.1f%% %12.0f %12.0f | %9.2f %9.2f | %8.0f %8.1f %5.1f%% | %8.0f %8.1f %5.1f%% | %7.0f\n",
-           r->adapter, r->emb, r->threads, r->train_sps, 100.0 * r->catch_share, r->train_lazy_sps, r->infer_sps,
+    printf("%-7s %4s %4d %3d | %12.0f %5.1f%% %12.0f %12.0f | %9.2f %9.2f | %8.0f %8.1f %5.1f%% | %8.0f %8.1f %5.1f%% | %7.0f\n",
+           r->adapter, mml_precision_name(r->precision), r->emb, r->threads, r->train_sps, 100.0 * r->catch_share, r->train_lazy_sps, r->infer_sps,
            r->lat_med_us, r->lat_p99_us, r->train_flops, gf, pk > 0 ? 100.0 * gf / pk : 0.0, r->infer_flops, gfi,
            pk > 0 ? 100.0 * gfi / pk : 0.0, r->rss_mb);
     if (json)
-        printf("{\"schema\":\"%s\",\"adapter\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
+        printf("{\"schema\":\"%s\",\"adapter\":\"%s\",\"precision\":\"%s\",\"emb\":%d,\"threads\":%d,\"train_samples_per_s\":%.0f,"
                "\"train_catchup_share\":%.4f,\"train_rows_owed\":%ld,\"train_lazy_samples_per_s\":%.0f,"
                "\"infer_samples_per_s\":%.0f,\"batch1_latency_us\":%.2f,\"batch1_p99_us\":%.2f,"
                "\"train_flops_per_sample\":%.1f,\"infer_flops_per_sample\":%.1f,\"train_gflops\":%.3f,"
                "\"train_lazy_gflops\":%.3f,\"infer_gflops\":%.3f,\"peak_gflops\":%.1f,\"rss_mb\":%.1f}\n",
-               g_use_schema ? "aliccp" : "paper", r->adapter, r->emb, r->threads, r->train_sps, r->catch_share, r->rows_owed, r->train_lazy_sps,
+               g_use_schema ? "aliccp" : "paper", r->adapter, mml_precision_name(r->precision), r->emb, r->threads, r->train_sps, r->catch_share, r->rows_owed, r->train_lazy_sps,
                r->infer_sps, r->lat_med_us, r->lat_p99_us, r->train_flops, r->infer_flops, gf, gfl, gfi, peak,
                r->rss_mb);
     fflush(stdout);
@@ -406,7 +459,8 @@ int main(int argc, char **argv) {
     double seconds = 3.0;
     int threads[4] = {1, 2}, nt = 2, embs[4] = {8, 128}, ne = 2, json = 0, emb_given = 0;
     const char *adapters[3] = {"none", "mlora", "moe"};
-    int na = 3;
+    int na = 3, np = 1;
+    mml_precision precs[2] = {MML_PRECISION_FP32, MML_PRECISION_BF16};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--windows") && i + 1 < argc && atoi(argv[i + 1]) >= 1) g_windows = atoi(argv[++i]);
@@ -417,7 +471,19 @@ int main(int argc, char **argv) {
             snprintf(buf, sizeof buf, "%s", argv[++i]);
             na = 0;
             for (char *t = strtok(buf, ","); t && na < 3; t = strtok(NULL, ",")) adapters[na++] = t;
-        } else if (!strcmp(argv[i], "--json")) json = 1;
+        } else if (!strcmp(argv[i], "--precision-list") && i + 1 < argc) {
+            static char buf[64];
+            snprintf(buf, sizeof buf, "%s", argv[++i]);
+            np = 0;
+            for (char *t = strtok(buf, ","); t && np < 2; t = strtok(NULL, ","))
+                if (mml_precision_from_name(t, &precs[np++])) {
+                    fprintf(stderr, "moemlora-bench: unknown precision \"%s\" (fp32 or bf16)\n", t);
+                    return 2;
+                }
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
+                   (!strcmp(argv[i + 1], "dense") || !strcmp(argv[i + 1], "lazy") || !strcmp(argv[i + 1], "infer")))
+            g_only = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--schema") && i + 1 < argc && !strcmp(argv[i + 1], "aliccp")) {
             g_use_schema = 1;
             i++;
@@ -425,7 +491,8 @@ int main(int argc, char **argv) {
         } else {
             printf("usage: moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]\n"
                    "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n"
-                   "                      [--schema aliccp]\n");
+                   "                      [--schema aliccp] [--precision-list fp32,bf16]\n"
+                   "                      [--only dense|lazy|infer]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -434,14 +501,16 @@ int main(int argc, char **argv) {
     double peak = mml_simd_isa_supported(MML_ISA_AVX512) ? peak_avx512() : 0.0;
     printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement%s\n", mml_simd_isa_name(), peak,
            seconds, g_use_schema ? "; schema aliccp (20 categorical fields)" : "");
-    printf("%-7s %4s %3s | %12s %6s %12s %12s | %9s %9s | %8s %8s %6s | %8s %8s %6s | %7s\n", "adapter", "emb", "thr",
+    printf("%-7s %4s %4s %3s | %12s %6s %12s %12s | %9s %9s | %8s %8s %6s | %8s %8s %6s | %7s\n", "adapter", "prec", "emb", "thr",
            "train/s", "catch", "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "train F", "GFLOP/s", "%peak",
            "infer F", "GFLOP/s", "%peak", "RSS MiB");
     for (int a = 0; a < na; a++)
         for (int e = 0; e < ne; e++)
-            for (int t = 0; t < nt; t++) {
+            for (int t = 0; t < nt; t++)
+            for (int q = 0; q < np; q++) {
                 run r;
                 memset(&r, 0, sizeof r);
+                g_precision = r.precision = precs[q];
                 r.adapter = adapters[a];
                 r.emb = embs[e];
                 r.threads = threads[t];

@@ -11,9 +11,10 @@
 # lazy Adam with `--impl fused --sparse-emb` (SparseAdam on the embeddings),
 # our inference with the faster of the two. The peer runs at 1 and 2 threads
 # (PyTorch at 2 threads can be far slower than at 1), and the tables name the
-# configuration each ratio used. PEER_BF16=1 adds the peer's bfloat16
-# autocast variants as candidates (PyTorch's own mixed precision; off by
-# default: it doubles the peer's time and was slower than fp32 where tried).
+# configuration each ratio used. The peer's bfloat16 autocast variants
+# (`--bf16`, PyTorch's own mixed precision) are candidates too (PEER_BF16=0
+# leaves them out: they double the peer's time). Our rows run in each of
+# PRECISIONS (default "fp32,bf16": moemlora-bench --precision-list).
 #
 # A shared machine's speed drifts over minutes (both sides move by up to 2x),
 # so the whole comparison is repeated REPS times: each repetition runs every
@@ -39,7 +40,8 @@ rows=("none 8" "mlora 8" "moe 8" "none 128" "moe 128")
 peer_threads=(1 2)
 peer_modes=("" "--sparse-emb")
 peer_prec=("")
-if [ "${PEER_BF16:-0}" = 1 ]; then peer_prec+=("--bf16"); fi
+if [ "${PEER_BF16:-1}" = 1 ]; then peer_prec+=("--bf16"); fi
+precisions=${PRECISIONS:-fp32,bf16}
 
 # The FMA peak is an upper bound that a slow moment can only understate: it
 # is measured in every repetition (and by moemlora-bench), and the highest
@@ -74,7 +76,7 @@ for rep in $(seq "$reps"); do
   for sel in "none,mlora,moe 8" "none,moe 128"; do
     read -r adapters emb <<<"$sel"
     "$build/bench/moemlora-bench" --seconds "$secs" --windows 1 --adapters "$adapters" --emb-list "$emb" --threads-list 1,2 \
-      --json | grep '^{' >> "$out/ours.$rep.json"
+      --precision-list "$precisions" --json | grep '^{' >> "$out/ours.$rep.json"
   done
 done
 if [ -x "$build/bench/bench_kernels" ]; then
@@ -139,46 +141,58 @@ def versus(rs, a, e, t, ours_key, peer_key, sparse):
 
 pct = lambda v, p: f"{v:.0f} ({100 * v / p:.0f}%)" if p > 0 else f"{v:.0f}"
 n0 = lambda v: f"{v:,.0f}"
-keys = [(r["adapter"], r["emb"], r["threads"]) for r in ours[0]]
-table = {k: [[q for q in o if (q["adapter"], q["emb"], q["threads"]) == k][0] for o in ours] for k in keys}
+kof = lambda q: (q["adapter"], q.get("precision", "fp32"), q["emb"], q["threads"])
+keys = [kof(r) for r in ours[0]]
+table = {k: [[q for q in o if kof(q) == k][0] for o in ours] for k in keys}
 
 print(f"CPU: {cpu or 'unknown'}; FMA peak of one core (AVX-512, highest of {len(peaks)} readings in this run): "
       f"{peak:.1f} GFLOP/s\n")
 print(f"Medians over {reps} repetitions of {secs} s windows. Ratios: median (lowest-highest), each taken within one "
       "repetition against the peer's fastest configuration of the same semantics at no more threads than ours "
       "(named; with the share of repetitions where the fastest changed).\n")
-print("| adapter | emb | threads | train samples/s, dense Adam | of it, catch-up | vs peer | peer (dense Adam) "
-      "| train samples/s, lazy Adam | vs peer | peer (lazy Adam) | 2 threads / 1 (dense) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for (a, e, t), rs in table.items():
+def rel(rs, qs, key, key2=None):
+    """Our rate ratio rs/qs, repetition by repetition."""
+    return span([r[key] / q[key2 or key] for r, q in zip(rs, qs)], lambda v: f"{v:.2f}x")
+
+print("| adapter | precision | emb | threads | train samples/s, dense Adam | of it, catch-up | vs peer | peer (dense Adam) "
+      "| train samples/s, lazy Adam | vs peer | peer (lazy Adam) | 2 threads / 1 (dense) | bf16 / fp32 (lazy) "
+      "| this / base model (lazy) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (a, p, e, t), rs in table.items():
     vd, nd = versus(rs, a, e, t, "train_samples_per_s", "train_samples_per_s", False)
     vl, nl = versus(rs, a, e, t, "train_lazy_samples_per_s", "train_samples_per_s", True)
-    scale = "-"
-    if t > 1 and (a, e, 1) in table:
-        scale = span([r["train_samples_per_s"] / q["train_samples_per_s"] for r, q in zip(rs, table[(a, e, 1)])],
-                     lambda v: f"{v:.2f}x")
-    print(f"| {a} | {e} | {t} | {n0(med([r['train_samples_per_s'] for r in rs]))} | "
+    scale = rel(rs, table[(a, p, e, 1)], "train_samples_per_s") if t > 1 and (a, p, e, 1) in table else "-"
+    vs32 = rel(rs, table[(a, "fp32", e, t)], "train_lazy_samples_per_s") if p != "fp32" and (a, "fp32", e, t) in table else "-"
+    # a time ratio: the base model's rate over this one's
+    vsbase = (rel(table[("none", p, e, t)], rs, "train_lazy_samples_per_s")
+              if a != "none" and ("none", p, e, t) in table else "-")
+    print(f"| {a} | {p} | {e} | {t} | {n0(med([r['train_samples_per_s'] for r in rs]))} | "
           f"{100 * med([r['train_catchup_share'] for r in rs]):.0f}% | {vd} | {nd} | "
-          f"{n0(med([r['train_lazy_samples_per_s'] for r in rs]))} | {vl} | {nl} | {scale} |")
+          f"{n0(med([r['train_lazy_samples_per_s'] for r in rs]))} | {vl} | {nl} | {scale} | {vs32} | {vsbase} |")
+print("\n\"this / base model\" is a ratio of training times (the base model's rate over this row's), same precision, "
+      "emb and threads.")
 
 print("\n| adapter | emb | threads | inference samples/s (batch 1024) | vs peer | peer | batch-1 latency median / p99 (us) "
       "| peer batch-1 latency (us) |")
 print("|---|---|---|---|---|---|---|---|")
-for (a, e, t), rs in table.items():
+for (a, p, e, t), rs in table.items():
+    if p != "fp32":
+        continue  # inference is fp32 in every precision
     vi, ni = versus(rs, a, e, t, "infer_samples_per_s", "infer_samples_per_s", None)
     pl = [lowest_latency(a, e, k + 1, t) for k in range(reps)]
     pl = f"{med(pl):.0f}" if None not in pl else "-"
     print(f"| {a} | {e} | {t} | {n0(med([r['infer_samples_per_s'] for r in rs]))} | {vi} | {ni} | "
           f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} |")
 
-print("\nExecuted FLOPs per sample (counted, see moemlora_bench.c) and the rates they give, % of the FMA peak of "
-      "the threads used:\n")
-print("| adapter | emb | threads | train FLOPs/sample | train GFLOP/s, dense Adam | train GFLOP/s, lazy Adam "
+print("\nExecuted FLOPs per sample (counted, see moemlora_bench.c) and the rates they give, % of the fp32 FMA peak "
+      "of the threads used (bf16 rows run vdpbf16ps where the CPU has it, twice the fp32 FMA's rate, and may pass "
+      "100%):\n")
+print("| adapter | precision | emb | threads | train FLOPs/sample | train GFLOP/s, dense Adam | train GFLOP/s, lazy Adam "
       "| inference FLOPs/sample | inference GFLOP/s |")
-print("|---|---|---|---|---|---|---|---|")
-for (a, e, t), rs in table.items():
+print("|---|---|---|---|---|---|---|---|---|")
+for (a, p, e, t), rs in table.items():
     g = lambda k: med([r[k] for r in rs])
-    print(f"| {a} | {e} | {t} | {n0(g('train_flops_per_sample'))} | {pct(g('train_gflops'), peak * t)} | "
+    print(f"| {a} | {p} | {e} | {t} | {n0(g('train_flops_per_sample'))} | {pct(g('train_gflops'), peak * t)} | "
           f"{pct(g('train_lazy_gflops'), peak * t)} | {n0(g('infer_flops_per_sample'))} | "
           f"{pct(g('infer_gflops'), peak * t)} |")
 
@@ -205,7 +219,7 @@ if any(peer_runs.values()):
           "repetitions:\n")
     print("| adapter | emb | configuration | train samples/s | inference samples/s | batch-1 latency (us) |")
     print("|---|---|---|---|---|---|")
-    for a, e in dict.fromkeys((a, e) for a, e, _ in keys):
+    for a, e in dict.fromkeys((a, e) for a, _, e, _ in keys):
         runs = collections.defaultdict(list)
         for k in range(reps):
             for p in peer_runs[(a, e, k + 1)]:

@@ -38,6 +38,7 @@ static const cfg_flag cfg_flags[] = {
 #define CFG_METAVAR_MODEL "NAME"
 #define CFG_METAVAR_ADAPTER "NAME"
 #define CFG_METAVAR_GATE "NAME"
+#define CFG_METAVAR_PREC "NAME"
 #define CFG_METAVAR_I32 "N"
 #define CFG_METAVAR_BOOL ""
 #define CFG_METAVAR_F32 "X"

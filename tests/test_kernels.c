@@ -152,6 +152,108 @@ static void test_packed_one(const mml_kernels_t *k, int M, int N, int K, int use
     gb_free(&A); gb_free(&B); gb_free(&bias); gb_free(&Bp); gb_free(&C); gb_free(&R);
 }
 
+/* gemm_OP_bf16 vs the scalar bf16 reference: both round the same inputs to
+ * the same bf16 values and their products are exact, so only the fp32
+ * summation order differs: the fp32 GEMM's bound. */
+static void test_gemm_bf16_one(const mml_kernels_t *k, int op, int M, int N, int K, int acc) {
+    static const char *names[] = {"gemm_nn_bf16", "gemm_nt_bf16", "gemm_tn_bf16"};
+    gemm_fn f = op == 0 ? k->gemm_nn_bf16 : op == 1 ? k->gemm_nt_bf16 : k->gemm_tn_bf16;
+    gemm_fn g = op == 0 ? REF->gemm_nn_bf16 : op == 1 ? REF->gemm_nt_bf16 : REF->gemm_tn_bf16;
+    int lda = (op == 2 ? M : K) + 3, ldb = (op == 1 ? K : N) + 5, ldc = N + 2;
+    int64_t arows = op == 2 ? K : M, brows = op == 1 ? N : K;
+    gbuf A = gb_new(arows * lda > 0 ? arows * lda : 1), B = gb_new(brows * ldb > 0 ? brows * ldb : 1);
+    fill(A.p, A.n, -1, 1);
+    fill(B.p, B.n, -1, 1);
+    gbuf C = gb_new((int64_t)M * ldc);
+    for (int64_t i = 0; i < C.n; i++) C.p[i] = (i % ldc) < N ? (float)(urand() * 2 - 1) : SENT;
+    gbuf R = gb_copy(&C), C0 = gb_copy(&C);
+    f(M, N, K, A.p, lda, B.p, ldb, C.p, ldc, acc);
+    g(M, N, K, A.p, lda, B.p, ldb, R.p, ldc, acc);
+    int bad = 0, badpad = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < ldc; j++) {
+            int64_t o = (int64_t)i * ldc + j;
+            if (j >= N) { badpad += C.p[o] != SENT; continue; }
+            double mag = acc ? fabs(C0.p[o]) : 0.0;
+            for (int kk = 0; kk < K; kk++) {
+                double a = op == 2 ? A.p[(int64_t)kk * lda + i] : A.p[(int64_t)i * lda + kk];
+                double b = op == 1 ? B.p[(int64_t)j * ldb + kk] : B.p[(int64_t)kk * ldb + j];
+                mag += fabs(a * b);
+            }
+            double tol = 2.0 * (K + 1) * FLT_EPSILON * 1.01 * mag + 1e-30; /* |bf16(x)| <= |x|(1+2^-8) */
+            double d = fabs((double)C.p[o] - (double)R.p[o]);
+            if (d > tol || isnan(C.p[o])) bad++;
+        }
+    CHECK(bad == 0, "%s M=%d N=%d K=%d acc=%d: %d elements off", names[op], M, N, K, acc, bad);
+    CHECK(badpad == 0 && gb_guard_ok(&C), "%s M=%d N=%d K=%d: wrote outside C", names[op], M, N, K);
+    CHECK(gb_guard_ok(&A) && gb_guard_ok(&B), "%s: inputs' guards touched", names[op]);
+    gb_free(&A); gb_free(&B); gb_free(&C); gb_free(&R); gb_free(&C0);
+}
+
+/* One product (K = 1, so no summation order): the result must be the
+ * reference's bits, so the rounding itself is checked: ties to even both
+ * ways, the carry into the exponent, overflow to inf, denormals to zero. */
+static void test_gemm_bf16_rounding(const mml_kernels_t *k) {
+    static const uint32_t a_bits[] = {0x3F808000u, 0x3F818000u, 0x3F807FFFu, 0x3F808001u, 0x3FFFFFFFu,
+                                      0x7F7FFFFFu, 0x00400000u, 0x80000001u, 0xBF80C000u, 0x3F800000u};
+    static const float b_vals[] = {1.0f, -1.0f, 3.0f, 0.5f, 1.0f, 1.0f, 1e30f, 1e30f, 2.0f, 1.00390625f};
+    int bad = 0;
+    for (size_t t = 0; t < sizeof a_bits / sizeof a_bits[0]; t++) {
+        float a, c = SENT, r = SENT;
+        memcpy(&a, &a_bits[t], 4);
+        for (int op = 0; op < 3; op++) {
+            gemm_fn f = op == 0 ? k->gemm_nn_bf16 : op == 1 ? k->gemm_nt_bf16 : k->gemm_tn_bf16;
+            f(1, 1, 1, &a, 1, &b_vals[t], 1, &c, 1, 0);
+            REF->gemm_nn_bf16(1, 1, 1, &a, 1, &b_vals[t], 1, &r, 1, 0);
+            bad += memcmp(&c, &r, 4) != 0;
+        }
+    }
+    float one = 1.0f, r = 0.0f, x;
+    memcpy(&x, &a_bits[0], 4); /* 1 + 2^-8: a tie, to even = 1 */
+    REF->gemm_nn_bf16(1, 1, 1, &x, 1, &one, 1, &r, 1, 0);
+    CHECK(r == 1.0f, "bf16 reference: 1+2^-8 rounds to %.9g, not 1", r);
+    CHECK(bad == 0, "gemm_*_bf16 K=1: %d products differ from the reference's rounding", bad);
+}
+
+/* The rounding really happens: gemm_nn_bf16 differs from gemm_nn, by at most
+ * the bf16 bound (each input off by <= 2^-9 relative, so each product by
+ * <= 2^-8 + 2^-18) plus the two summation errors. */
+static void test_gemm_bf16_vs_fp32(const mml_kernels_t *k) {
+    const int M = 17, N = 33, K = 255;
+    gbuf A = gb_new((int64_t)M * K), B = gb_new((int64_t)K * N), C = gb_new((int64_t)M * N),
+         F = gb_new((int64_t)M * N);
+    fill(A.p, A.n, -1, 1);
+    fill(B.p, B.n, -1, 1);
+    k->gemm_nn_bf16(M, N, K, A.p, K, B.p, N, C.p, N, 0);
+    k->gemm_nn(M, N, K, A.p, K, B.p, N, F.p, N, 0);
+    int bad = 0, differ = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double mag = 0;
+            for (int kk = 0; kk < K; kk++) mag += fabs((double)A.p[i * K + kk] * B.p[kk * N + j]);
+            double d = fabs((double)C.p[i * N + j] - F.p[i * N + j]);
+            bad += d > (ldexp(1, -8) * 1.001 + 4.0 * (K + 1) * FLT_EPSILON) * mag;
+            differ += d > 64.0 * FLT_EPSILON * mag; /* fp32 order alone: ~sqrt(K) eps */
+        }
+    CHECK(bad == 0, "gemm_nn_bf16 vs gemm_nn: %d elements beyond the bf16 bound", bad);
+    CHECK(differ > M * N * 9 / 10, "gemm_nn_bf16 vs gemm_nn: only %d of %d elements differ beyond fp32 rounding",
+          differ, M * N);
+    gb_free(&A); gb_free(&B); gb_free(&C); gb_free(&F);
+}
+
+static void test_gemm_bf16(const mml_kernels_t *k) {
+    static const int shapes[][3] = {
+        {1, 1, 1}, {3, 3, 3}, {3, 7, 17}, {17, 3, 7}, {7, 17, 255}, {255, 17, 3}, {17, 255, 7},
+        {255, 255, 255}, {13, 300, 401}, {17, 17, 1023}, {25, 16, 24}, {1, 1023, 17}, {129, 33, 385},
+        {5, 4, 0}};
+    for (int op = 0; op < 3; op++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int acc = 0; acc < 2; acc++)
+                test_gemm_bf16_one(k, op, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+    test_gemm_bf16_rounding(k);
+    test_gemm_bf16_vs_fp32(k);
+}
+
 static void test_packed(const mml_kernels_t *k) {
     static const int shapes[][3] = {{1, 1, 1},     {3, 7, 17},    {17, 3, 7},     {7, 17, 255}, {255, 17, 3},
                                     {17, 255, 7},  {13, 300, 400}, {102, 128, 256}, {1, 64, 128}, {2, 257, 24},
@@ -671,6 +773,7 @@ int main(void) {
         memset(max_ulp, 0, sizeof max_ulp);
         int before = mmlt_fail;
         test_gemm(k);
+        test_gemm_bf16(k);
         test_packed(k);
         test_relu(k);
         test_dropout(k);

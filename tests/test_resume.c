@@ -3,7 +3,7 @@
  *       (loaded into a fresh model, as after a crash) ends with the same
  *       parameter arena, bit for bit, as an uninterrupted fit; k covers the
  *       backbone, expert and gate stages of MoE-MLoRA, stage boundaries, and
- *       the base and MLoRA schedules;
+ *       the base and MLoRA schedules; fp32 and bf16 precision;
  *   (b) a training checkpoint saved in any phase loads with the same arenas,
  *       phase and counters, predicts the same bits and trains on identically;
  *   (c) an exported model predicts the same bits (mml_predict and sessions);
@@ -205,11 +205,12 @@ static int pick_epochs(const recorder *r, int *ks) {
     return n;
 }
 
-static void test_resume_adapter(mml_adapter a, int threads, const char *tag) {
+static void test_resume_adapter(mml_adapter a, int threads, mml_precision prec, const char *tag) {
     mmlt_ctx = tag;
     mml_config_t c;
     base_config(&c, a);
     c.threads = threads;
+    c.precision = prec;
     mml_fit_opts_t o;
     base_opts(&o);
     mml_metrics_t t_straight, t;
@@ -250,6 +251,7 @@ static void test_resume_adapter(mml_adapter a, int threads, const char *tag) {
         CHECK(st == MML_OK, "load %s: %s", path, mml_last_error());
         if (st) continue;
         CHECK(m->fit.active == 1, "epoch %d: checkpoint is not marked mid-fit", k);
+        CHECK(m->cfg.precision == prec, "epoch %d: the checkpoint lost the precision", k);
         /* resuming with checkpointing on, as the trainer does */
         mml_fit_opts_t orr = o;
         char ck2[1024];
@@ -728,6 +730,7 @@ static void test_corrupt_files(void) {
         {"dropout=", "dropout=nan\n", "dropout nan", "dropout"},
         {"model=", "model\n", "line without =", "key=value"},
         {"seed=", "seed=x\n", "bad line named by section and line", "(section CONF):22: "},
+        {"seed=", "seed=1\nprecision=fp16\n", "unknown precision", "fp16"},
     };
     for (size_t i = 0; i < sizeof conf_cases / sizeof *conf_cases; i++) {
         save_tweaked(m, bad, tw_conf, (void *)conf_cases[i]);
@@ -996,10 +999,11 @@ int main(void) {
     make_eval_rows();
 
     double t0 = now_s();
-    test_resume_adapter(MML_ADAPTER_MOE, 1, "moe");
-    test_resume_adapter(MML_ADAPTER_NONE, 1, "none");
-    test_resume_adapter(MML_ADAPTER_MLORA, 1, "mlora");
-    if (!quick) test_resume_adapter(MML_ADAPTER_MOE, 2, "moe-t2"); /* workers: same bits after a resume */
+    test_resume_adapter(MML_ADAPTER_MOE, 1, MML_PRECISION_FP32, "moe");
+    test_resume_adapter(MML_ADAPTER_NONE, 1, MML_PRECISION_FP32, "none");
+    test_resume_adapter(MML_ADAPTER_MLORA, 1, MML_PRECISION_FP32, "mlora");
+    if (!quick) test_resume_adapter(MML_ADAPTER_MOE, 2, MML_PRECISION_FP32, "moe-t2"); /* workers: same bits after a resume */
+    test_resume_adapter(MML_ADAPTER_MOE, quick ? 1 : 2, MML_PRECISION_BF16, "moe-bf16"); /* resumes in bf16 */
     double t1 = now_s();
     test_checkpoint_and_export();
     test_export_keeps_phase();
