@@ -1706,31 +1706,31 @@ MML__GEMM_ISA(avx512, mml__pack_a_avx512, mml__gemm_smallm_avx512, 2) MML__GEMM_
 typedef uint32_t mml__u32a __attribute__((may_alias));
 
 /* Lanes (lo[i], hi[i]) as bf16 pairs: i-th 32-bit lane = bf16(lo[i]) | bf16(hi[i]) << 16. */
-MML__ATTR_avx512bf16 static inline __m512i mml__bf16_pairs(__m512 lo, __m512 hi) {
+MML__ATTR_avx512bf16 static inline __m512i mml__bf16_pairs_avx512(__m512 lo, __m512 hi) {
     /* 16-bit indices 0, 16, 1, 17, ...: lane i is i | (16 + i) << 16 */
     const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(mml__viota_avx512(0), _mm512_set1_epi32(0x10001)),
                                          _mm512_set1_epi32(0x100000));
     return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 /* n <= 32 consecutive floats (zero beyond n) -> 16 pairs, in k order. */
-MML__ATTR_avx512bf16 static inline __m512i mml__bf16_run(const float *x, int n) {
+MML__ATTR_avx512bf16 static inline __m512i mml__bf16_run_avx512(const float *x, int n) {
     const __m512 lo = _mm512_maskz_loadu_ps(mml__vmask_avx512(n), x);
     const __m512 hi = _mm512_maskz_loadu_ps(mml__vmask_avx512(n - 16), x + 16);
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 /* Rows of k-contiguous floats (row j at src + j*ld, n of them) -> pairs at
  * dst[kp*stride + j]. */
-MML__ATTR_avx512bf16 static void mml__bf16_rows(int kc, int n, const float *src, int64_t ld, mml__u32a *dst,
+MML__ATTR_avx512bf16 static void mml__bf16_rows_avx512(int kc, int n, const float *src, int64_t ld, mml__u32a *dst,
                                                 int stride) {
     uint32_t t[16];
     for (int j = 0; j < n; j++)
         for (int k0 = 0; k0 < kc; k0 += 32) {
-            _mm512_storeu_si512(t, mml__bf16_run(src + j * ld + k0, kc - k0));
+            _mm512_storeu_si512(t, mml__bf16_run_avx512(src + j * ld + k0, kc - k0));
             for (int p = 0; p < 16 && k0 + 2 * p < kc; p++) dst[(int64_t)(k0 / 2 + p) * stride + j] = t[p];
         }
 }
 /* B[kc, nc] -> panels of 32 (or 16) columns, k-pair-major. */
-MML__ATTR_avx512bf16 static void mml__pack_bn_bf16(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+MML__ATTR_avx512bf16 static void mml__pack_bn_bf16_avx512(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
     mml__u32a *pb = (mml__u32a *)pbv;
     const int kp = (kc + 1) / 2;
     for (int j0 = 0; j0 < nc; j0 += 32) {
@@ -1741,35 +1741,35 @@ MML__ATTR_avx512bf16 static void mml__pack_bn_bf16(int kc, int nc, const float *
                 const float *r0 = B + (int64_t)(2 * p) * ldb + j0 + h;
                 const __m512 lo = _mm512_maskz_loadu_ps(m, r0);
                 const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, r0 + ldb) : _mm512_setzero_ps();
-                _mm512_storeu_si512((void *)(pb + (int64_t)p * nr + h), mml__bf16_pairs(lo, hi));
+                _mm512_storeu_si512((void *)(pb + (int64_t)p * nr + h), mml__bf16_pairs_avx512(lo, hi));
             }
         }
         pb += (int64_t)kp * nr;
     }
 }
 /* B^T [nc, kc]: a column's k-pairs are adjacent floats already. */
-MML__ATTR_avx512bf16 static void mml__pack_bt_bf16(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+MML__ATTR_avx512bf16 static void mml__pack_bt_bf16_avx512(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
     mml__u32a *pb = (mml__u32a *)pbv;
     const int kp = (kc + 1) / 2;
     for (int j0 = 0; j0 < nc; j0 += 32) {
         const int w = mml__mini(nc - j0, 32), nr = w > 16 ? 32 : 16;
-        mml__bf16_rows(kc, w, B + (int64_t)j0 * ldb, ldb, pb, nr);
+        mml__bf16_rows_avx512(kc, w, B + (int64_t)j0 * ldb, ldb, pb, nr);
         for (int p = 0; p < kp; p++)
             for (int j = w; j < nr; j++) pb[(int64_t)p * nr + j] = 0;
         pb += (int64_t)kp * nr;
     }
 }
 /* A rows (nn, nt) and A^T slivers (tn) -> pa[kp*12 + i]. */
-MML__ATTR_avx512bf16 static void mml__pack_a_rows_bf16(int kc, int mr, const float *a, int64_t lda, float *pa) {
-    mml__bf16_rows(kc, mr, a, lda, (mml__u32a *)pa, MML__MR_avx512);
+MML__ATTR_avx512bf16 static void mml__pack_a_rows_bf16_avx512(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    mml__bf16_rows_avx512(kc, mr, a, lda, (mml__u32a *)pa, MML__MR_avx512);
 }
-MML__ATTR_avx512bf16 static void mml__pack_at_bf16(int kc, int mr, const float *a, int64_t lda, float *pa) {
+MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const float *a, int64_t lda, float *pa) {
     const __mmask16 m = mml__vmask_avx512(mr);
     for (int p = 0; 2 * p < kc; p++) {
         const float *r0 = a + (int64_t)(2 * p) * lda;
         const __m512 lo = _mm512_maskz_loadu_ps(m, r0);
         const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, r0 + lda) : _mm512_setzero_ps();
-        _mm512_mask_storeu_epi32(pa + p * MML__MR_avx512, m, mml__bf16_pairs(lo, hi));
+        _mm512_mask_storeu_epi32(pa + p * MML__MR_avx512, m, mml__bf16_pairs_avx512(lo, hi));
     }
 }
 
@@ -1782,7 +1782,7 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16(int kc, int mr, const float *
     }
 /* mml__uk_fn on pairs: A always packed (pairs at a + kp*lda), no epilogue. */
 #define MML__UKBF(S, MR, NV, MODE)                                                    \
-    MML__ATTR_avx512bf16 static void mml__ukbf_##MR##_##NV(                           \
+    MML__ATTR_avx512bf16 static void mml__ukbf_##MR##_##NV##_avx512(                  \
         int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
         int w, int load_c, const float *bias, int relu) {                             \
         enum { MR_ = MR, NV_ = NV, EPI_ = 0, W_ = 16 };                               \
@@ -1801,15 +1801,15 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16(int kc, int mr, const float *
         (void)bias, (void)relu, (void)bv1;                                            \
         MML__R12(MML__UK_STORE, avx512)                                               \
     }
-#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV,
+#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_avx512,
 MML__UPTO12(MML__UKBF, avx512, 1, 0) MML__UPTO12(MML__UKBF, avx512, 2, 0)
 /* Modes 0 and 1 alike: A reaches the kernels packed either way. */
 static const mml__uk_fn mml__uk_bf16[] = {
     MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)
     MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)};
 static const mml__gemm_isa mml__gemm_isa_bf16 = {
-    MML__MR_avx512, 16, 2, 2, mml__uk_bf16, {mml__pack_bn_bf16, mml__pack_bt_bf16},
-    mml__pack_at_bf16, NULL, 0, mml__pack_a_rows_bf16};
+    MML__MR_avx512, 16, 2, 2, mml__uk_bf16, {mml__pack_bn_bf16_avx512, mml__pack_bt_bf16_avx512},
+    mml__pack_at_bf16_avx512, NULL, 0, mml__pack_a_rows_bf16_avx512};
 
 /* The vdpbf16ps driver where the CPU has AVX512_BF16, else the fp32 kernel on
  * rounded blocks. */
