@@ -4320,6 +4320,7 @@ static mml_status mml__vocab_check(const mml_vocab_t *v, const mml_schema_t *s, 
         const mml__vfield *vf = &v->f[f];
         const mml_field_t *fd = &s->field[f];
         if (strcmp(vf->name, fd->name) || vf->kind != fd->kind || vf->hash_buckets != fd->hash_buckets ||
+            (vf->kind != MML_FIELD_NUMERIC && vf->vocab != fd->vocab) ||
             vf->is_domain != (f == s->domain) || (vf->listed && !mml__vocab_count_ok(vf, vf->n)))
             return mml__fail(MML_ERR_ARG, "%s: field %d (%s) does not match the schema's (%s)", where, f, vf->name,
                              fd->name);
@@ -4549,25 +4550,34 @@ static mml_status mml__vocab_parse(mml_vocab_t *v, const mml_schema_t *s, mml__l
     return MML_OK;
 }
 
+/* A vocabulary from the text buf[0, n) (changed in place), named file in
+ * messages; the fuzzer's entry. */
+static mml_status mml__vocab_load_mem(char *buf, size_t n, const char *file, const mml_schema_t *s, mml_vocab_t **out) {
+    mml__lines L;
+    mml_vocab_t *v = NULL;
+    mml_status st;
+    *out = NULL;
+    if (mml_schema_check(s)) return mml__recode(MML_ERR_ARG);
+    if ((st = mml__vocab_new(s, &v)) == MML_OK) {
+        mml__lines_init(&L, buf, n, file);
+        st = mml__vocab_parse(v, s, &L);
+    }
+    if (st) mml_vocab_free(v);
+    else *out = v;
+    return st;
+}
+
 mml_status mml_vocab_load(const char *dir, const mml_schema_t *s, mml_vocab_t **out) {
     char path[MML__PATH_MAX];
     mml__buf b;
-    mml__lines L;
-    mml_vocab_t *v = NULL;
     mml_status st;
     if (!out) return mml__fail(MML_ERR_ARG, "mml_vocab_load: out is NULL");
     *out = NULL;
     if (!dir || !s) return mml__fail(MML_ERR_ARG, "mml_vocab_load: NULL argument");
-    if (mml_schema_check(s)) return mml__recode(MML_ERR_ARG);
     if ((st = mml__join(path, dir, MML__VOCAB_FILE)) != MML_OK) return st;
     if ((st = mml__read_file(path, &b)) != MML_OK) return st;
-    if ((st = mml__vocab_new(s, &v)) == MML_OK) {
-        mml__lines_init(&L, b.p, b.n, path);
-        st = mml__vocab_parse(v, s, &L);
-    }
+    st = mml__vocab_load_mem(b.p, b.n, path, s, out);
     mml__buf_free(&b);
-    if (st) mml_vocab_free(v);
-    else *out = v;
     return st;
 }
 
