@@ -90,7 +90,9 @@
  * a feature schema (mml_data_t.schema: its fields in meta.txt, every column in
  * the CSVs and the cache); mml_data_synthetic makes one of any schema, with
  * the domain-specific signal in chosen fields (mml_synth_config_t.schema,
- * .signal_fields). The recipes
+ * .signal_fields). A set made from raw values carries their vocabulary
+ * (vocab.txt; >>vocab), so a server maps raw request values to ids exactly
+ * as the preparation did (mml_vocab_load, mml_vocab_map). The recipes
  * that read public raw data sets (MovieLens-1M/-100K, Tianchi Taobao theme
  * data, a Taobao-format generator) are not part of the library: they live in
  * examples/mml_recipes.h, included after the implementation by
@@ -4222,7 +4224,7 @@ static mml_status mml__vocab_new(const mml_schema_t *s, mml_vocab_t **out) {
         mml__vfield *vf = &v->f[f];
         memcpy(vf->name, fd->name, sizeof vf->name);
         vf->name[sizeof vf->name - 1] = 0;
-        snprintf(vf->column, sizeof vf->column, "%s", vf->name);
+        memcpy(vf->column, vf->name, sizeof vf->name); /* a name fits a column */
         vf->kind = fd->kind;
         vf->vocab = fd->vocab;
         vf->max_len = fd->max_len;
