@@ -75,6 +75,7 @@ static char *make_csv(size_t *len) {
         char *line = buf + n;
         n += (size_t)snprintf(buf + n, cap - n, "%s,%s,%s,%s,%s,%d,%s,%d\n", sites[rng(&s) % 3], user,
                               cities[rng(&s) % 4], tag, kw, r, scores[rng(&s) % 7], (int)(rng(&s) % 3 == 0));
+        free(raw[r]);
         raw[r] = strndup(line, (size_t)(buf + n - 1 - line));
     }
     *len = n;
@@ -391,11 +392,12 @@ static int contains(const char *path, const char *want) {
 /* The id line of an all-unseen raw line "web,nobody,Atlantis,zz|yy,,5,,0". */
 static void put_unseen(FILE *ids, FILE *rawf, const mml_data_t *d) {
     const mml_schema_t *s = d->schema;
+    const char *atl = "Atlantis";
     int32_t web = -1;
     for (int k = 0; k < d->n_domains; k++)
         if (!strcmp(d->domain_names[k], "web")) web = k;
     fprintf(rawf, "web,nobody,Atlantis,zz|yy,,5,,0\n");
-    fprintf(ids, "%d,%d,%d,%d|%d,,5,2.5\n", web, s->field[F_USER].vocab, mml__hash_bucket("Atlantis", "Atlantis" + 8, 11),
+    fprintf(ids, "%d,%d,%d,%d|%d,,5,2.5\n", web, s->field[F_USER].vocab, mml__hash_bucket(atl, atl + 8, 11),
             s->field[F_TAGS].vocab, s->field[F_TAGS].vocab);
 }
 
