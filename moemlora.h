@@ -97,7 +97,9 @@
  * a feature schema (mml_data_t.schema: its fields in meta.txt, every column in
  * the CSVs and the cache); mml_data_synthetic makes one of any schema, with
  * the domain-specific signal in chosen fields (mml_synth_config_t.schema,
- * .signal_fields). The recipes
+ * .signal_fields). A set made from raw values carries their vocabulary
+ * (vocab.txt; >>vocab), so a server maps raw request values to ids exactly
+ * as the preparation did (mml_vocab_load, mml_vocab_map). The recipes
  * that read public raw data sets (MovieLens-1M/-100K, Tianchi Taobao theme
  * data, a Taobao-format generator) are not part of the library: they live in
  * examples/mml_recipes.h, included after the implementation by
@@ -124,6 +126,7 @@
  *     >>rng          splitmix64 seeds and shuffles
  *     >>layers       the CTR models' interaction layers, forward/backward
  *     >>data*        prepared sets: key=value and CSV readers, split, cache
+ *     >>vocab*       raw values: cells, numbers, hashes; vocab.txt
  *     >>model*       the config, a model's parts, creation
  *     >>kinds        the model-kind table mml__kinds
  *     >>forward      a batch's forward and backward passes
@@ -289,6 +292,8 @@ typedef struct mml_split_t {
     float **values;
 } mml_split_t;
 
+typedef struct mml_vocab_t mml_vocab_t;   /* raw values -> ids (>>vocab) */
+
 typedef struct mml_data_t {
     mml_schema_t *schema;                  /* the fields (NULL: the paper's layout) */
     int32_t n_users, n_items, n_domains;   /* vocab sizes (ids are 0..n-1) */
@@ -296,6 +301,7 @@ typedef struct mml_data_t {
     mml_split_t split[3];                  /* MML_TRAIN, MML_VAL, MML_TEST */
     int32_t pretrained_dim;                /* 0 = none */
     float *user_emb, *item_emb;            /* [n_users, dim], [n_items, dim] or NULL */
+    mml_vocab_t *vocab;                    /* the raw values behind the ids, or NULL (written, not loaded) */
 } mml_data_t;
 
 /* Loads a prepared dataset: DIR/data.mmlc (binary cache) when it is current,
@@ -355,6 +361,35 @@ MOEMLORA_API mml_status mml_data_load_csv(const char *dir, mml_data_t *out);
  * rebuilt). mml_data_load_cache reads one without looking at its folder. */
 MOEMLORA_API mml_status mml_data_save_cache(const mml_data_t *d, const char *path);
 MOEMLORA_API mml_status mml_data_load_cache(const char *path, mml_data_t *out);
+
+/* // >>vocab --------------------------------------------------------------- */
+
+/* Serving raw values. moemlora-prepare csv re-indexes raw values (any text)
+ * on the training split; the set it writes holds DIR/vocab.txt, the raw
+ * values of every re-indexed field in id order and how the input was read
+ * (delimiter, quotes, list separators, missing numbers; docs/DATA.md). With
+ * it a raw input line maps to a batch row exactly as preparation mapped the
+ * validation and test rows: a value not seen in training gets the id vocab
+ * (the out-of-vocabulary row), hashed fields the same bucket, numbers the
+ * same float (the model normalises them). A set made by mml_data_save_*
+ * with d->vocab set holds the file; mml_data_load does not read it. */
+
+/* Loads DIR/vocab.txt for schema (a model's: every field, kind, hash size
+ * and vocabulary size must match, else MML_ERR_FORMAT naming file:line). */
+MOEMLORA_API mml_status mml_vocab_load(const char *dir, const mml_schema_t *schema, mml_vocab_t **out);
+MOEMLORA_API void mml_vocab_free(mml_vocab_t *v);
+/* Splits the raw line[0, n) (no newline) into cells as the input was read:
+ * at its delimiter, a cell in double quotes may hold it ("" is a quote);
+ * quotes are removed in place. Stores the first max cells; returns how many
+ * there are, or -1 when a quote is not closed. */
+MOEMLORA_API int mml_vocab_cells(const mml_vocab_t *v, char *line, size_t n, const char **cell, size_t *len, int max);
+/* The input's column name of field f (its header cell). */
+MOEMLORA_API const char *mml_vocab_column(const mml_vocab_t *v, int32_t f);
+/* One raw cell of field f: categorical -> ids[0]; multi-hot -> ids[0..max_len)
+ * padded with -1; numeric -> *value. MML_ERR_FORMAT ("field price: ...")
+ * for a cell preparation would refuse, and for a domain it never saw. */
+MOEMLORA_API mml_status mml_vocab_map(const mml_vocab_t *v, int32_t f, const char *cell, size_t n, int32_t *ids,
+                                      float *value);
 
 /* // >>model --------------------------------------------------------------- */
 
@@ -1837,6 +1872,7 @@ static MML__UNUSED void mml__bilinear_backward(const mml_kernels_t *K, int B, in
 #define MML__BOM 0x01020304u
 #define MML__META_FORMAT "moemlora-data-1"
 #define MML__META_FORMAT_COLS "moemlora-data-2" /* with a schema */
+#define MML__VOCAB_FILE "vocab.txt"     /* raw values -> ids (>>vocab) */
 
 static const char *const mml__split_names[3] = {"train", "val", "test"};
 
@@ -2148,6 +2184,7 @@ void mml_data_free(mml_data_t *d) {
     mml__free(d->schema);
     mml__free(d->user_emb);
     mml__free(d->item_emb);
+    mml_vocab_free(d->vocab);
     memset(d, 0, sizeof *d);
 }
 
@@ -2711,6 +2748,11 @@ static mml_status mml__check_names(const mml_data_t *d) {
     return MML_OK;
 }
 
+/* The >>vocab chapter's part in a prepared set. */
+static mml_status mml__write_vocab(const char *path, const mml_vocab_t *v);
+static mml_status mml__vocab_check(const mml_vocab_t *v, const mml_schema_t *s, const char *where);
+static double mml__vocab_bytes(const mml_vocab_t *v);
+
 /* The files of d's prepared set, written into the empty folder dir. */
 static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
     char path[MML__PATH_MAX], sub[64];
@@ -2734,6 +2776,10 @@ static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
         if ((st = mml__write_emb(path, d->user_emb, d->n_users, d->pretrained_dim)) != MML_OK) return st;
         if ((st = mml__join(path, dir, "item_emb.bin")) != MML_OK) return st;
         if ((st = mml__write_emb(path, d->item_emb, d->n_items, d->pretrained_dim)) != MML_OK) return st;
+    }
+    if (d->vocab) {
+        if ((st = mml__join(path, dir, MML__VOCAB_FILE)) != MML_OK) return st;
+        if ((st = mml__write_vocab(path, d->vocab)) != MML_OK) return st;
     }
     if ((st = mml__join(path, dir, "meta.txt")) != MML_OK) return st;
     return mml__write_meta(path, d);
@@ -3757,6 +3803,7 @@ static double mml__set_bytes(const mml_data_t *d, int with_cache) {
     if (d->pretrained_dim > 0) emb = 48.0 + 4.0 * d->pretrained_dim * ((double)d->n_users + d->n_items);
     bytes = rows * row + 21.0 * 3 * d->n_domains + 1500.0 * d->n_domains + emb + 4096.0 * files;
     if (d->schema) bytes += 200.0 * d->schema->n_fields;
+    if (d->vocab) bytes += mml__vocab_bytes(d->vocab);
     if (with_cache) bytes += 80.0 + 1100.0 * d->n_domains + 16.0 * rows + 24.0 * (d->n_domains + 1.0) + emb;
     if (with_cache && d->schema) bytes += (double)MML__FIELD_REC * d->schema->n_fields + row * rows;
     return bytes;
@@ -3764,17 +3811,17 @@ static double mml__set_bytes(const mml_data_t *d, int with_cache) {
 
 /* ---- a prepared folder is replaced as a whole ---- */
 
-/* A prepared folder holds meta.txt, data.mmlc, user_emb.bin, item_emb.bin
- * and domain_<k>/ folders of train.csv, val.csv and test.csv; with the
+/* A prepared folder holds meta.txt, data.mmlc, user_emb.bin, item_emb.bin,
+ * vocab.txt and domain_<k>/ folders of train.csv, val.csv and test.csv; with the
  * atomic writer's "<name>.tmp.<pid>.<n>" of any of them. mml_data_save_dir
  * builds the new set in a sibling "<dir>.tmp.<pid>.<n>" and swaps the two
  * folders, so dir always holds one whole set. Anything else found in dir is
  * a user's and is never moved or deleted: such a folder is refused. */
 static int mml__is_set_file(const char *name, int in_domain) {
-    static const char *const top[] = {"meta.txt", "data.mmlc", "user_emb.bin", "item_emb.bin"};
+    static const char *const top[] = {"meta.txt", "data.mmlc", "user_emb.bin", "item_emb.bin", "vocab.txt"};
     static const char *const dom[] = {"train.csv", "val.csv", "test.csv"};
     const char *const *v = in_domain ? dom : top;
-    int i, n = in_domain ? 3 : 4;
+    int i, n = in_domain ? 3 : 5;
     for (i = 0; i < n; i++) {
         size_t k = strlen(v[i]);
         if (strncmp(name, v[i], k) == 0 && (name[k] == 0 || strncmp(name + k, ".tmp.", 5) == 0)) return 1;
@@ -3973,6 +4020,8 @@ mml_status mml_data_save_prepared(const mml_data_t *d, const char *out_dir, int 
     if (!d || !out_dir) return mml__fail(MML_ERR_ARG, "mml_data_save_dir: NULL argument");
     if ((st = mml__data_check(d, "mml_data_save_dir")) != MML_OK) return mml__recode(MML_ERR_ARG);
     if ((st = mml__check_names(d)) != MML_OK) return st;
+    if (d->vocab && (!d->schema || mml__vocab_check(d->vocab, d->schema, "mml_data_save_dir: the vocabulary")))
+        return d->schema ? MML_ERR_ARG : mml__fail(MML_ERR_ARG, "mml_data_save_dir: a vocabulary needs a schema");
     if ((d->pretrained_dim > 0 || with_cache) && !mml__host_le())
         return mml__fail(MML_ERR_ARG, "binary embedding and cache files need a little-endian host");
     if ((st = mml__target_path(out_dir, dir, parent, base)) != MML_OK) return st;
@@ -3993,6 +4042,635 @@ mml_status mml_data_save_prepared(const mml_data_t *d, const char *out_dir, int 
 }
 
 mml_status mml_data_save_dir(const mml_data_t *d, const char *dir) { return mml_data_save_prepared(d, dir, 0); }
+
+// >>vocab ------------------------------------------------------------------
+
+/* Raw values as moemlora-prepare csv reads them. The recipes
+ * (examples/mml_recipes.h) read their input with these functions and
+ * serving with a vocabulary reads requests with them too, so the two agree
+ * by construction. */
+
+/* FNV-1a. A hashed cell's bucket is mix64(fnv1a64(bytes)) mod buckets
+ * (docs/DATA.md): prepared sets and the requests served on them depend on
+ * it, so it must never change. */
+static uint64_t mml__fnv1a64(const char *s, const char *e) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; s < e; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+static int32_t mml__hash_bucket(const char *s, const char *e, int32_t buckets) {
+    return (int32_t)(mml__mix64(mml__fnv1a64(s, e)) % (uint64_t)buckets);
+}
+
+/* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
+ * mantissa of up to 19 significant digits times an exact power of ten, then
+ * rounded to float: within 1 ulp of strtof, ~10x faster. */
+static const char *mml__parse_f32(const char *p, const char *e, float *out) {
+    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    int neg = 0, digits = 0, sig = 0;
+    int64_t ex = 0;
+    uint64_t m = 0;
+    double v;
+    if (p < e && (*p == '-' || *p == '+')) neg = *p++ == '-';
+    while (p < e && (unsigned)(*p - '0') <= 9) {
+        if (sig < 19) {
+            m = m * 10 + (uint64_t)(*p - '0');
+            if (m) sig++;
+        } else {
+            ex++;
+        }
+        digits++;
+        p++;
+    }
+    if (p < e && *p == '.') {
+        p++;
+        while (p < e && (unsigned)(*p - '0') <= 9) {
+            if (sig < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
+                if (m) sig++;
+                ex--;
+            }
+            digits++;
+            p++;
+        }
+    }
+    if (!digits) return NULL;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        int eneg = 0, ed = 0;
+        int64_t x = 0;
+        p++;
+        if (p < e && (*p == '-' || *p == '+')) eneg = *p++ == '-';
+        while (p < e && (unsigned)(*p - '0') <= 9) {
+            if (x < 100000) x = x * 10 + (*p - '0');
+            ed++;
+            p++;
+        }
+        if (!ed) return NULL;
+        ex += eneg ? -x : x;
+    }
+    v = (double)m;
+    if (m == 0) v = 0;
+    else if (ex >= 0 && ex <= 22) v *= p10[ex];
+    else if (ex < 0 && ex >= -22) v /= p10[-ex];
+    else v *= pow(10.0, (double)ex);
+    if (!(fabs(v) <= 3.4028234663852886e38)) return NULL; /* inf, overflow */
+    *out = (float)(neg ? -v : v);
+    return p;
+}
+
+/* The first delim in [q, e), or e. Eight bytes a step while they lie in
+ * the line: most cells end in the first step, so their end costs one
+ * branch, not one a byte. */
+static char *mml__find_byte(char *q, char *e, char delim) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, d = ones * (unsigned char)delim;
+    while (e - q >= 8) {
+        uint64_t x, hit;
+        memcpy(&x, q, 8);
+        x ^= d;
+        hit = (x - ones) & ~x & (ones << 7); /* exact up to its lowest byte */
+        if (hit) return q + (__builtin_ctzll(hit) >> 3);
+        q += 8;
+    }
+#endif
+    while (q < e && *q != delim) q++;
+    return q;
+}
+
+/* The next cell of [*p, e) as [*a, *b), quotes removed (in place: "" is a
+ * quote); *p moves past the delimiter. 1: more cells follow, 2: it was the
+ * line's last, 0: a quote is not closed. */
+static int mml__csv_cell(char **p, char *e, char delim, char **a, char **b) {
+    char *q = *p;
+    if (q < e && *q == '"') {
+        char *w = ++q;
+        *a = w;
+        for (;;) {
+            if (q >= e) return 0;
+            if (*q == '"') {
+                if (q + 1 < e && q[1] == '"') {
+                    *w++ = '"';
+                    q += 2;
+                    continue;
+                }
+                q++;
+                break;
+            }
+            *w++ = *q++;
+        }
+        *b = w;
+        while (q < e && *q != delim) q++; /* text after the closing quote is dropped */
+    } else {
+        *a = q;
+        *b = q = mml__find_byte(q, e, delim);
+    }
+    if (q < e) {
+        *p = q + 1;
+        return 1;
+    }
+    *p = e;
+    return 2; /* the line's last cell */
+}
+
+/* ---- vocabularies ---- */
+
+static const char *mml__skip_blanks(const char *p, const char *e) {
+    while (p < e && (*p == ' ' || *p == '\t')) p++;
+    return p;
+}
+static const char *mml__find_blank(const char *p, const char *e) {
+    while (p < e && *p != ' ' && *p != '\t') p++;
+    return p;
+}
+static int mml__tok_eq(const char *s, const char *e, const char *word) {
+    size_t n = strlen(word);
+    return (size_t)(e - s) == n && memcmp(s, word, n) == 0;
+}
+
+#define MML__VOCAB_FORMAT "moemlora-vocab-1"
+
+/* One field's raw side: how its cells read and, for a re-indexed field
+ * (listed), its values in id order, value i the bytes [off[i], off[i+1]),
+ * with an open-addressing table of ids by value. */
+typedef struct mml__vfield {
+    char name[MML_FIELD_NAME_MAX];
+    char column[256];           /* the input's header name */
+    mml_field_kind kind;
+    int32_t vocab, max_len, hash_buckets;
+    int is_domain, listed;
+    char sep;                   /* multi-hot list separator */
+    int has_missing;            /* numeric: an empty cell reads as missing */
+    float missing;
+    int32_t n, ncap;
+    int64_t *off;               /* [ncap + 1] */
+    char *bytes;
+    int64_t bcap;
+    int32_t *slot;              /* [cap] ids, -1 empty */
+    uint64_t cap;
+} mml__vfield;
+
+struct mml_vocab_t {
+    int32_t n_fields;
+    char delim;                 /* the input's cell delimiter */
+    mml__vfield f[MML_MAX_FIELDS];
+};
+
+void mml_vocab_free(mml_vocab_t *v) {
+    if (!v) return;
+    for (int32_t f = 0; f < MML_MAX_FIELDS; f++) {
+        mml__free(v->f[f].off);
+        mml__free(v->f[f].bytes);
+        mml__free(v->f[f].slot);
+    }
+    mml__free(v);
+}
+
+/* An empty vocabulary of schema s: every field read as moemlora-prepare's
+ * defaults (column = name, '|' lists, ',' cells, no missing numbers). */
+static mml_status mml__vocab_new(const mml_schema_t *s, mml_vocab_t **out) {
+    mml_vocab_t *v = (mml_vocab_t *)mml__alloc(sizeof *v);
+    *out = NULL;
+    if (!v) return mml__fail(MML_ERR_NOMEM, "vocabulary: out of memory");
+    v->n_fields = s->n_fields;
+    v->delim = ',';
+    for (int32_t f = 0; f < s->n_fields; f++) {
+        const mml_field_t *fd = &s->field[f];
+        mml__vfield *vf = &v->f[f];
+        memcpy(vf->name, fd->name, sizeof vf->name);
+        vf->name[sizeof vf->name - 1] = 0;
+        memcpy(vf->column, vf->name, sizeof vf->name); /* a name fits a column */
+        vf->kind = fd->kind;
+        vf->vocab = fd->vocab;
+        vf->max_len = fd->max_len;
+        vf->hash_buckets = fd->hash_buckets;
+        vf->is_domain = f == s->domain;
+        vf->listed = fd->kind != MML_FIELD_NUMERIC && fd->hash_buckets == 0;
+        vf->sep = '|';
+    }
+    *out = v;
+    return MML_OK;
+}
+
+/* *p (used bytes kept) moved to a new block of bytes; 0 when out of memory. */
+static int mml__regrow(void **p, size_t used, size_t bytes) {
+    void *n = mml__alloc_from(bytes, used);
+    if (!n) return 0;
+    if (used) memcpy(n, *p, used);
+    mml__free(*p);
+    *p = n;
+    return 1;
+}
+
+/* Appends the value s[0, len) as the next id of vf. */
+static mml_status mml__vocab_add(mml__vfield *vf, const char *s, size_t len) {
+    int64_t used = vf->n ? vf->off[vf->n] : 0;
+    if (vf->n + 1 >= vf->ncap) {
+        int32_t nc = vf->ncap ? vf->ncap * 2 : 1024;
+        if (vf->ncap >= (1 << 30) || !mml__regrow((void **)&vf->off, (size_t)vf->ncap * 8, ((size_t)nc + 1) * 8))
+            return mml__fail(MML_ERR_NOMEM, "field %s: out of memory for a vocabulary of %d values", vf->name, vf->n);
+        vf->ncap = nc;
+    }
+    if ((uint64_t)used + len > (uint64_t)vf->bcap) {
+        uint64_t nb = vf->bcap ? 2 * (uint64_t)vf->bcap : 4096;
+        while (nb < (uint64_t)used + len) nb *= 2;
+        if (!mml__regrow((void **)&vf->bytes, (size_t)used, (size_t)nb))
+            return mml__fail(MML_ERR_NOMEM, "field %s: out of memory for a vocabulary of %d values", vf->name, vf->n);
+        vf->bcap = (int64_t)nb;
+    }
+    if (len) memcpy(vf->bytes + used, s, len);
+    vf->off[vf->n + 1] = used + (int64_t)len;
+    vf->n++;
+    return MML_OK;
+}
+
+static uint64_t mml__vocab_hash(const char *s, size_t len) { return mml__mix64(mml__fnv1a64(s, s + len)); }
+
+/* The id of s[0, len) in vf, or -1. */
+static int32_t mml__vocab_find(const mml__vfield *vf, const char *s, size_t len) {
+    if (!vf->cap) return -1;
+    for (uint64_t i = mml__vocab_hash(s, len) & (vf->cap - 1);; i = (i + 1) & (vf->cap - 1)) {
+        int32_t c = vf->slot[i];
+        if (c < 0) return -1;
+        const char *t = vf->bytes + vf->off[c];
+        if ((size_t)(vf->off[c + 1] - vf->off[c]) == len && memcmp(t, s, len) == 0) return c;
+    }
+}
+
+/* The table of vf's values; the first id whose value came before (a
+ * duplicate) in *dup, else -1. */
+static mml_status mml__vocab_index(mml__vfield *vf, int32_t *dup) {
+    uint64_t cap = 16;
+    *dup = -1;
+    while (cap < 2 * (uint64_t)vf->n) cap *= 2;
+    mml__free(vf->slot);
+    vf->cap = 0;
+    if (!(vf->slot = (int32_t *)mml__alloc_from(cap * 4, cap * 4)))
+        return mml__fail(MML_ERR_NOMEM, "field %s: out of memory for a vocabulary of %d values", vf->name, vf->n);
+    memset(vf->slot, 0xff, cap * 4);
+    vf->cap = cap;
+    for (int32_t c = 0; c < vf->n; c++) {
+        const char *s = vf->bytes + vf->off[c];
+        size_t len = (size_t)(vf->off[c + 1] - vf->off[c]);
+        uint64_t i = mml__vocab_hash(s, len) & (cap - 1);
+        if (mml__vocab_find(vf, s, len) >= 0) {
+            *dup = c;
+            return MML_OK;
+        }
+        while (vf->slot[i] >= 0) i = (i + 1) & (cap - 1);
+        vf->slot[i] = c;
+    }
+    return MML_OK;
+}
+
+/* The count of values a listed field must have: its vocabulary, or none
+ * when training saw no value at all (the one id is never given then). */
+static int mml__vocab_count_ok(const mml__vfield *vf, int32_t n) {
+    return n == vf->vocab || (n == 0 && vf->vocab == 1 && !vf->is_domain);
+}
+
+/* v describes schema s: the same fields, kinds, hashes and vocabularies. */
+static mml_status mml__vocab_check(const mml_vocab_t *v, const mml_schema_t *s, const char *where) {
+    if (v->n_fields != s->n_fields)
+        return mml__fail(MML_ERR_ARG, "%s: %d fields, the schema has %d", where, v->n_fields, s->n_fields);
+    for (int32_t f = 0; f < s->n_fields; f++) {
+        const mml__vfield *vf = &v->f[f];
+        const mml_field_t *fd = &s->field[f];
+        if (strcmp(vf->name, fd->name) || vf->kind != fd->kind || vf->hash_buckets != fd->hash_buckets ||
+            (vf->kind != MML_FIELD_NUMERIC && vf->vocab != fd->vocab) ||
+            vf->is_domain != (f == s->domain) || (vf->listed && !mml__vocab_count_ok(vf, vf->n)))
+            return mml__fail(MML_ERR_ARG, "%s: field %d (%s) does not match the schema's (%s)", where, f, vf->name,
+                             fd->name);
+    }
+    return MML_OK;
+}
+
+/* ---- vocab.txt ---- */
+
+/* s[0, n) with '\\' and control bytes escaped (\\, \t, \r, \n, \xNN) and,
+ * with blanks, spaces too: a value line then holds any bytes, a token no
+ * blank. */
+static mml_status mml__vocab_put(mml__afile *w, const char *s, size_t n, int blanks) {
+    char buf[256];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (o + 4 >= sizeof buf) {
+            if (mml__afile_write(w, buf, o)) return MML_ERR_IO;
+            o = 0;
+        }
+        if (c == '\\') buf[o++] = '\\', buf[o++] = '\\';
+        else if (c == '\t') buf[o++] = '\\', buf[o++] = 't';
+        else if (c == '\r') buf[o++] = '\\', buf[o++] = 'r';
+        else if (c == '\n') buf[o++] = '\\', buf[o++] = 'n';
+        else if (c < 0x20 || c == 0x7f || (blanks && c == ' '))
+            buf[o++] = '\\', buf[o++] = 'x', buf[o++] = "0123456789abcdef"[c >> 4], buf[o++] = "0123456789abcdef"[c & 15];
+        else buf[o++] = (char)c;
+    }
+    return mml__afile_write(w, buf, o);
+}
+
+/* The field line "field NAME KIND [domain] column=C [sep=C] [hash=N]
+ * [missing=X] [n=N]", then its n values, one a line. */
+static void mml__vocab_put_field(mml__afile *w, const mml__vfield *vf) {
+    static const char *const kinds[3] = {"categorical", "multi_hot", "numeric"};
+    char num[32];
+    mml__afile_printf(w, "field %s %s%s column=", vf->name, kinds[vf->kind], vf->is_domain ? " domain" : "");
+    mml__vocab_put(w, vf->column, strlen(vf->column), 1);
+    if (vf->kind == MML_FIELD_MULTI_HOT) {
+        mml__afile_write(w, " sep=", 5);
+        mml__vocab_put(w, &vf->sep, 1, 1);
+    }
+    if (vf->hash_buckets) mml__afile_printf(w, " hash=%d", vf->hash_buckets);
+    if (vf->has_missing) {
+        *mml__put_f32(num, vf->missing) = 0;
+        mml__afile_printf(w, " missing=%s", num);
+    }
+    if (vf->listed) mml__afile_printf(w, " n=%d", vf->n);
+    mml__afile_write(w, "\n", 1);
+    for (int32_t c = 0; vf->listed && c < vf->n; c++) {
+        mml__vocab_put(w, vf->bytes + vf->off[c], (size_t)(vf->off[c + 1] - vf->off[c]), 0);
+        mml__afile_write(w, "\n", 1);
+    }
+}
+
+static mml_status mml__write_vocab(const char *path, const mml_vocab_t *v) {
+    mml__afile w;
+    mml_status st;
+    if ((st = mml__afile_open(&w, path)) != MML_OK) return st;
+    mml__afile_printf(&w, "%s\ndelimiter=", MML__VOCAB_FORMAT);
+    mml__vocab_put(&w, &v->delim, 1, 1);
+    mml__afile_write(&w, "\n", 1);
+    for (int32_t f = 0; f < v->n_fields; f++) mml__vocab_put_field(&w, &v->f[f]);
+    mml__afile_write(&w, "end\n", 4);
+    if (w.failed) {
+        mml__afile_abort(&w);
+        return MML_ERR_IO;
+    }
+    return mml__afile_commit(&w);
+}
+
+static int mml__hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Undoes mml__vocab_put on [s, e) in place; the new end, or NULL at a bad
+ * escape (*bad points at it). */
+static char *mml__vocab_unescape(char *s, char *e, char **bad) {
+    char *w = s;
+    for (char *p = s; p < e; p++) {
+        if (*p != '\\') {
+            *w++ = *p;
+            continue;
+        }
+        *bad = p;
+        if (++p == e) return NULL;
+        if (*p == '\\') *w++ = '\\';
+        else if (*p == 't') *w++ = '\t';
+        else if (*p == 'r') *w++ = '\r';
+        else if (*p == 'n') *w++ = '\n';
+        else if (*p == 'x' && e - p > 2 && mml__hexval(p[1]) >= 0 && mml__hexval(p[2]) >= 0) {
+            *w++ = (char)(mml__hexval(p[1]) << 4 | mml__hexval(p[2]));
+            p += 2;
+        } else return NULL;
+    }
+    return w;
+}
+
+/* One "key=value" token of a field line into vf; n gets n=. */
+static mml_status mml__vocab_opt(mml__vfield *vf, char *s, char *e, int64_t *n, const char *file, long long line) {
+    char *eq = (char *)memchr(s, '=', (size_t)(e - s)), *bad = s, *ve;
+    char q[64], num[64];
+    if (!eq) return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: %s is not key=value", file, line, vf->name, mml__q(s, e, q, sizeof q));
+    size_t kl = (size_t)(eq - s);
+    if (!(ve = mml__vocab_unescape(eq + 1, e, &bad)))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: bad escape %s", file, line, vf->name, mml__q(bad, e, q, sizeof q));
+    size_t vl = (size_t)(ve - eq - 1);
+    snprintf(num, sizeof num, "%.*s", (int)(vl < 63 ? vl : 63), eq + 1);
+    int64_t x = 0;
+    float fx = 0;
+    char *fe = NULL;
+    if (kl == 6 && !memcmp(s, "column", 6) && vl > 0 && vl < sizeof vf->column) {
+        memcpy(vf->column, eq + 1, vl);
+        vf->column[vl] = 0;
+    } else if (kl == 3 && !memcmp(s, "sep", 3) && vl == 1 && vf->kind == MML_FIELD_MULTI_HOT) {
+        vf->sep = eq[1];
+    } else if (kl == 7 && !memcmp(s, "missing", 7) && vf->kind == MML_FIELD_NUMERIC && vl > 0 && vl < 63 &&
+               (fx = strtof(num, &fe), !*fe) && fx - fx == 0.0f) { /* strtof: mml__put_f32 wrote it for strtof */
+        vf->has_missing = 1;
+        vf->missing = fx;
+    } else if (kl == 4 && !memcmp(s, "hash", 4) && mml__parse_i64(num, 1, 1 << 30, &x) == 0 && vl < 63) {
+        if (x != vf->hash_buckets)
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: hash=%lld, the model's field has %d buckets", file, line,
+                             vf->name, (long long)x, vf->hash_buckets);
+    } else if (kl == 1 && *s == 'n' && vf->listed && mml__parse_i64(num, 0, INT32_MAX, n) == 0 && vl < 63) {
+        if (!mml__vocab_count_ok(vf, (int32_t)*n))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: n=%lld values, the model's vocabulary is %d", file, line,
+                             vf->name, (long long)*n, vf->vocab);
+    } else {
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: unexpected %s", file, line, vf->name, mml__q(s, e, q, sizeof q));
+    }
+    return MML_OK;
+}
+
+/* "field NAME KIND [domain] key=value..." for field f of s (names, kinds,
+ * the domain and hash sizes as the model's); *n = how many values follow. */
+static mml_status mml__vocab_field_line(mml_vocab_t *v, const mml_schema_t *s, int32_t f, char *p, char *e, int64_t *n,
+                                        const char *file, long long line) {
+    static const char *const kinds[3] = {"categorical", "multi_hot", "numeric"};
+    mml__vfield *vf = &v->f[f];
+    const mml_field_t *fd = &s->field[f];
+    char *t[3], *te[3], q[64];
+    int dom = 0, k = 0, hashed = 0;
+    mml_status st;
+    *n = -1;
+    for (; k < 3 && (p = (char *)mml__skip_blanks(p, e)) < e; k++) {
+        t[k] = p;
+        p = te[k] = (char *)mml__find_blank(p, e);
+    }
+    if (k < 3 || !mml__tok_eq(t[0], te[0], "field"))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected \"field %s KIND ...\" (the model's field %d)", file, line,
+                         fd->name, f);
+    if (!mml__tok_eq(t[1], te[1], fd->name))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s, but the model's field %d is %s", file, line,
+                         mml__q(t[1], te[1], q, sizeof q), f, fd->name);
+    if (!mml__tok_eq(t[2], te[2], kinds[fd->kind]))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s is %s in the model, not %s", file, line, fd->name,
+                         kinds[fd->kind], mml__q(t[2], te[2], q, sizeof q));
+    while ((p = (char *)mml__skip_blanks(p, e)) < e) {
+        char *a = p;
+        p = (char *)mml__find_blank(p, e);
+        if (mml__tok_eq(a, p, "domain")) dom = 1;
+        else if ((st = mml__vocab_opt(vf, a, p, n, file, line)) != MML_OK) return st;
+        else hashed |= p - a > 5 && !memcmp(a, "hash=", 5);
+    }
+    if (dom != vf->is_domain)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s is %sthe domain in the model", file, line, fd->name,
+                         dom ? "not " : "");
+    if (hashed != (vf->hash_buckets > 0))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: the model's field has %d hash buckets", file, line, fd->name,
+                         vf->hash_buckets);
+    if (vf->listed && *n < 0)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: n=N (its count of values) missing", file, line, fd->name);
+    if (*n < 0) *n = 0;
+    return MML_OK;
+}
+
+/* Field f's line and its values, indexed. */
+static mml_status mml__vocab_read_field(mml_vocab_t *v, const mml_schema_t *s, int32_t f, mml__lines *L) {
+    mml__vfield *vf = &v->f[f];
+    const char *ls, *le;
+    char *w, *bad = NULL, q[64];
+    int64_t n;
+    int32_t dup;
+    mml_status st;
+    if (!mml__next_line(L, &ls, &le))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: truncated: no line for field %s (the model has %d fields)", L->file,
+                         L->line + 1, vf->name, s->n_fields);
+    if ((st = mml__vocab_field_line(v, s, f, (char *)ls, (char *)le, &n, L->file, L->line)) != MML_OK) return st;
+    long long first = L->line + 1;
+    for (int64_t c = 0; c < n; c++) {
+        if (!mml__next_line(L, &ls, &le))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: truncated: field %s has %lld of its n=%lld values", L->file,
+                             L->line + 1, vf->name, (long long)c, (long long)n);
+        if (!(w = mml__vocab_unescape((char *)ls, (char *)le, &bad)))
+            return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: bad escape %s", L->file, L->line, vf->name,
+                             mml__q(bad, le, q, sizeof q));
+        if ((st = mml__vocab_add(vf, ls, (size_t)(w - ls))) != MML_OK) return st;
+    }
+    if ((st = mml__vocab_index(vf, &dup)) != MML_OK) return st;
+    if (dup >= 0)
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: value %s given twice", L->file, first + dup, vf->name,
+                         mml__q(vf->bytes + vf->off[dup], vf->bytes + vf->off[dup + 1], q, sizeof q));
+    return MML_OK;
+}
+
+static mml_status mml__vocab_parse(mml_vocab_t *v, const mml_schema_t *s, mml__lines *L) {
+    const char *ls, *le;
+    char *w, *bad;
+    mml_status st;
+    if (!mml__next_line(L, &ls, &le) || !mml__tok_eq(ls, le, MML__VOCAB_FORMAT))
+        return mml__fail(MML_ERR_FORMAT, "%s:1: not a vocabulary (the first line is not \"%s\")", L->file, MML__VOCAB_FORMAT);
+    if (!mml__next_line(L, &ls, &le) || le - ls < 10 || memcmp(ls, "delimiter=", 10) ||
+        !(w = mml__vocab_unescape((char *)ls + 10, (char *)le, &bad)) || w - ls != 11)
+        return mml__fail(MML_ERR_FORMAT, "%s:2: expected delimiter=C (one character)", L->file);
+    v->delim = ls[10];
+    for (int32_t f = 0; f < s->n_fields; f++)
+        if ((st = mml__vocab_read_field(v, s, f, L)) != MML_OK) return st;
+    if (!mml__next_line(L, &ls, &le))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: truncated: no \"end\" line after the last field", L->file, L->line + 1);
+    if (!mml__tok_eq(ls, le, "end"))
+        return mml__fail(MML_ERR_FORMAT, "%s:%lld: expected \"end\" after the model's %d fields", L->file, L->line,
+                         s->n_fields);
+    while (mml__next_line(L, &ls, &le))
+        if (ls != le) return mml__fail(MML_ERR_FORMAT, "%s:%lld: text after \"end\"", L->file, L->line);
+    return MML_OK;
+}
+
+/* A vocabulary from the text buf[0, n) (changed in place), named file in
+ * messages; the fuzzer's entry. */
+static mml_status mml__vocab_load_mem(char *buf, size_t n, const char *file, const mml_schema_t *s, mml_vocab_t **out) {
+    mml__lines L;
+    mml_vocab_t *v = NULL;
+    mml_status st;
+    *out = NULL;
+    if (mml_schema_check(s)) return mml__recode(MML_ERR_ARG);
+    if ((st = mml__vocab_new(s, &v)) == MML_OK) {
+        mml__lines_init(&L, buf, n, file);
+        st = mml__vocab_parse(v, s, &L);
+    }
+    if (st) mml_vocab_free(v);
+    else *out = v;
+    return st;
+}
+
+mml_status mml_vocab_load(const char *dir, const mml_schema_t *s, mml_vocab_t **out) {
+    char path[MML__PATH_MAX];
+    mml__buf b;
+    mml_status st;
+    if (!out) return mml__fail(MML_ERR_ARG, "mml_vocab_load: out is NULL");
+    *out = NULL;
+    if (!dir || !s) return mml__fail(MML_ERR_ARG, "mml_vocab_load: NULL argument");
+    if ((st = mml__join(path, dir, MML__VOCAB_FILE)) != MML_OK) return st;
+    if ((st = mml__read_file(path, &b)) != MML_OK) return st;
+    st = mml__vocab_load_mem(b.p, b.n, path, s, out);
+    mml__buf_free(&b);
+    return st;
+}
+
+int mml_vocab_cells(const mml_vocab_t *v, char *line, size_t n, const char **cell, size_t *len, int max) {
+    char *p = line, *e = line + n, *a, *b;
+    int k = 0, more = 1;
+    if (!v || (!line && n)) return -1;
+    if (!line) p = e = (char *)"";
+    while (more == 1) {
+        if (!(more = mml__csv_cell(&p, e, v->delim, &a, &b))) return -1;
+        if (k < max) cell[k] = a, len[k] = (size_t)(b - a);
+        k++;
+    }
+    return k;
+}
+
+const char *mml_vocab_column(const mml_vocab_t *v, int32_t f) {
+    return v && f >= 0 && f < v->n_fields ? v->f[f].column : NULL;
+}
+
+/* A categorical or list value's id: its bucket, its place in the
+ * vocabulary, else the out-of-vocabulary id (-1 for an unknown domain). */
+static int32_t mml__vocab_id(const mml__vfield *vf, const char *s, const char *e) {
+    if (vf->hash_buckets > 0) return mml__hash_bucket(s, e, vf->hash_buckets);
+    int32_t c = mml__vocab_find(vf, s, (size_t)(e - s));
+    return c >= 0 ? c : vf->is_domain ? -1 : vf->vocab;
+}
+
+mml_status mml_vocab_map(const mml_vocab_t *v, int32_t f, const char *s, size_t n, int32_t *ids, float *value) {
+    char q[64];
+    if (!v || f < 0 || f >= v->n_fields || (!s && n)) return mml__fail(MML_ERR_ARG, "mml_vocab_map: bad argument");
+    const mml__vfield *vf = &v->f[f];
+    const char *e = s + n;
+    if (vf->kind == MML_FIELD_NUMERIC) {
+        float x = vf->missing;
+        if (!value) return mml__fail(MML_ERR_ARG, "mml_vocab_map: field %s is numeric: value is NULL", vf->name);
+        if (n == 0 && !vf->has_missing)
+            return mml__fail(MML_ERR_FORMAT, "field %s: empty (the schema gave no missing= value)", vf->name);
+        if (n && (mml__parse_f32(s, e, &x) != e || !isfinite(x)))
+            return mml__fail(MML_ERR_FORMAT, "field %s: %s is not a number", vf->name, mml__q(s, e, q, sizeof q));
+        *value = x;
+        return MML_OK;
+    }
+    if (!ids) return mml__fail(MML_ERR_ARG, "mml_vocab_map: field %s: ids is NULL", vf->name);
+    if (vf->kind == MML_FIELD_CATEGORICAL) {
+        if ((ids[0] = mml__vocab_id(vf, s, e)) < 0)
+            return mml__fail(MML_ERR_FORMAT, "field %s (the domain): %s is not one of the model's domains", vf->name,
+                             mml__q(s, e, q, sizeof q));
+        return MML_OK;
+    }
+    int k = 0; /* as the recipe reads a list: split at sep, empty items skipped */
+    for (const char *x = s; x < e;) {
+        const char *y = (const char *)memchr(x, vf->sep, (size_t)(e - x));
+        if (!y) y = e;
+        if (y > x) {
+            if (k == vf->max_len)
+                return mml__fail(MML_ERR_FORMAT, "field %s: more than max_len=%d ids in %s", vf->name, vf->max_len,
+                                 mml__q(s, e, q, sizeof q));
+            ids[k++] = mml__vocab_id(vf, x, y);
+        }
+        x = y + 1;
+    }
+    for (; k < vf->max_len; k++) ids[k] = -1;
+    return MML_OK;
+}
+
+/* An upper estimate of vocab.txt's size (every byte escaped). */
+static double mml__vocab_bytes(const mml_vocab_t *v) {
+    double b = 64;
+    for (int32_t f = 0; f < v->n_fields; f++)
+        b += 400.0 + (v->f[f].n ? 4.0 * (double)v->f[f].off[v->f[f].n] + v->f[f].n : 0.0);
+    return b;
+}
+
 
 // >>model ------------------------------------------------------------------
 /* A model is made of parts, each with one job:

@@ -10,7 +10,9 @@
  *     #include "mml_recipes.h"        // from tests/: "../examples/mml_recipes.h"
  *
  * The recipes use the implementation's internal helpers (mml__fail,
- * mml__read_file, mml__lines, mml__fields, mml__mix64, the atomic writer,
+ * mml__read_file, mml__lines, mml__fields, mml__mix64, the raw-value readers
+ * that serving shares (mml__csv_cell, mml__parse_f32, mml__hash_bucket, the
+ * vocabulary builder mml__vocab_*), the atomic writer,
  * the free-space check, mml_data_split), so every function here is static: one file per
  * program includes this header. Errors as in the library: an mml_status and
  * the reason in mml_last_error(), naming file:line for malformed input;
@@ -185,64 +187,6 @@ static mml_status mmlr__field_id(const mml__lines *L, const char *what, const ch
 
 /* Raw ids that are only keys (re-indexed densely): any 18-digit number. */
 #define MMLR__RAW_ID_MAX 999999999999999999ll
-
-/* Parses a float at p (no leading spaces), returns the end or NULL. Decimal
- * mantissa of up to 19 significant digits times an exact power of ten, then
- * rounded to float: within 1 ulp of strtof, ~10x faster. */
-static const char *mmlr__parse_f32(const char *p, const char *e, float *out) {
-    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    int neg = 0, digits = 0, sig = 0;
-    int64_t ex = 0;
-    uint64_t m = 0;
-    double v;
-    if (p < e && (*p == '-' || *p == '+')) neg = *p++ == '-';
-    while (p < e && (unsigned)(*p - '0') <= 9) {
-        if (sig < 19) {
-            m = m * 10 + (uint64_t)(*p - '0');
-            if (m) sig++;
-        } else {
-            ex++;
-        }
-        digits++;
-        p++;
-    }
-    if (p < e && *p == '.') {
-        p++;
-        while (p < e && (unsigned)(*p - '0') <= 9) {
-            if (sig < 19) {
-                m = m * 10 + (uint64_t)(*p - '0');
-                if (m) sig++;
-                ex--;
-            }
-            digits++;
-            p++;
-        }
-    }
-    if (!digits) return NULL;
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        int eneg = 0, ed = 0;
-        int64_t x = 0;
-        p++;
-        if (p < e && (*p == '-' || *p == '+')) eneg = *p++ == '-';
-        while (p < e && (unsigned)(*p - '0') <= 9) {
-            if (x < 100000) x = x * 10 + (*p - '0');
-            ed++;
-            p++;
-        }
-        if (!ed) return NULL;
-        ex += eneg ? -x : x;
-    }
-    v = (double)m;
-    if (m == 0) v = 0;
-    else if (ex >= 0 && ex <= 22) v *= p10[ex];
-    else if (ex < 0 && ex >= -22) v /= p10[-ex];
-    else v *= pow(10.0, (double)ex);
-    if (!(fabs(v) <= 3.4028234663852886e38)) return NULL; /* inf, overflow */
-    *out = (float)(neg ? -v : v);
-    return p;
-}
 
 /* ---- hash map from raw ids (>= 0) to int64 values ---- */
 /* Open addressing on mml__mix64 of the key; what a lookup finds does not
@@ -1061,7 +1005,7 @@ static mml_status mmlr__parse_emb_csv(const char *buf, size_t n, const char *fna
         row = m->v + (size_t)m->rows * (size_t)m->dim;
         for (p = c + 1;;) {
             float x;
-            const char *q2 = mmlr__parse_f32(p, e, &x);
+            const char *q2 = mml__parse_f32(p, e, &x);
             if (!q2 || (q2 < e && *q2 != ',')) {
                 const char *fe2 = (const char *)memchr(p, ',', (size_t)(e - p));
                 return mml__fail(MML_ERR_FORMAT, "%s:%lld: value %d is not a finite number: %s", fname, L.line, j + 1,
@@ -1737,7 +1681,7 @@ static mml_status mmlr__field_opt(mmlr_csv_schema *o, int f, const mml__lines *L
         else return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: norm must be none, minmax or zscore", L->file, L->line, fd->name);
     } else if (mmlr__tok_is(s, ke, "missing")) {
         if (cat) need = "numeric";
-        else if (mmlr__parse_f32(v, t, &cf->missing) != t || !isfinite(cf->missing))
+        else if (mml__parse_f32(v, t, &cf->missing) != t || !isfinite(cf->missing))
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: field %s: missing=%s is not a number", L->file, L->line,
                              fd->name, mml__num(v, t, q, sizeof q));
         else cf->has_missing = 1;
@@ -1940,14 +1884,6 @@ static void mmlr__dict_free(mmlr__dict *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* FNV-1a: the bucket of a hashed cell is mix64(fnv1a64(bytes)) mod buckets
- * (docs/DATA.md), so it must never change. */
-static uint64_t mmlr__fnv1a(const char *s, const char *e) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; s < e; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
 static mml_status mmlr__dict_grow(mmlr__dict *d) {
     uint64_t cap = d->cap ? d->cap * 2 : 1024, i, j;
     mmlr__dslot *ns = (mmlr__dslot *)mml__alloc_from(cap * sizeof *ns, cap * sizeof *ns);
@@ -2072,7 +2008,7 @@ static int mmlr__dict_num_grow(mmlr__dict *d, uint32_t v) {
 
 /* The code of [s, e), the plain integer v; -1 when out of memory. */
 static int32_t mmlr__dict_int(mmlr__dict *d, const char *s, const char *e, uint32_t v) {
-    if (v >= d->nnum && !mmlr__dict_num_grow(d, v)) return mmlr__dict_code(d, s, e, mmlr__fnv1a(s, e));
+    if (v >= d->nnum && !mmlr__dict_num_grow(d, v)) return mmlr__dict_code(d, s, e, mml__fnv1a64(s, e));
     if (d->num[v] < 0) {
         if (mmlr__dict_push(d, s, (int32_t)(e - s))) return -1;
         d->num[v] = d->n - 1;
@@ -2084,7 +2020,7 @@ static int32_t mmlr__dict_int(mmlr__dict *d, const char *s, const char *e, uint3
 /* The code of [s, e) whichever the table (bytes up to lim readable). */
 static int32_t mmlr__dict_any(mmlr__dict *d, const char *s, const char *e, const char *lim) {
     uint32_t v;
-    return mmlr__plain_int(s, e, lim, &v) ? mmlr__dict_int(d, s, e, v) : mmlr__dict_code(d, s, e, mmlr__fnv1a(s, e));
+    return mmlr__plain_int(s, e, lim, &v) ? mmlr__dict_int(d, s, e, v) : mmlr__dict_code(d, s, e, mml__fnv1a64(s, e));
 }
 
 /* Asks for the cache line of a key's entry ahead of the lookup: its num
@@ -2118,6 +2054,7 @@ typedef struct mmlr__csv {
     char delim;
     const char *lim;                /* the end of the line being parsed: bytes up to it may be read */
     int fixed_part;                 /* the split of this file's rows, or -1 */
+    char train_delim;               /* the training file's delimiter, for the vocabulary */
     /* the vocabulary lookups of a block of rows wait until the block is
      * split, then run with the slots of later ones prefetched: the cache
      * misses of a large vocabulary overlap instead of adding up */
@@ -2174,64 +2111,10 @@ static mml_status mmlr__csv_alloc(mmlr__csv *C, int64_t cap) {
     return MML_OK;
 }
 
-/* The first delim in [q, e), or e. Eight bytes a step while they lie in
- * the line: most cells end in the first step, so their end costs one
- * branch, not one a byte. */
-static char *mmlr__find(char *q, char *e, char delim) {
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const uint64_t ones = 0x0101010101010101ull, d = ones * (unsigned char)delim;
-    while (e - q >= 8) {
-        uint64_t x, hit;
-        memcpy(&x, q, 8);
-        x ^= d;
-        hit = (x - ones) & ~x & (ones << 7); /* exact up to its lowest byte */
-        if (hit) return q + (__builtin_ctzll(hit) >> 3);
-        q += 8;
-    }
-#endif
-    while (q < e && *q != delim) q++;
-    return q;
-}
-
-/* The next cell of [*p, e) as [*a, *b), quotes removed (in place: "" is a
- * quote); *p moves past the delimiter. 1: more cells follow, 2: it was the
- * line's last, 0: a quote is not closed. */
-static int mmlr__cell(char **p, char *e, char delim, char **a, char **b) {
-    char *q = *p;
-    if (q < e && *q == '"') {
-        char *w = ++q;
-        *a = w;
-        for (;;) {
-            if (q >= e) return 0;
-            if (*q == '"') {
-                if (q + 1 < e && q[1] == '"') {
-                    *w++ = '"';
-                    q += 2;
-                    continue;
-                }
-                q++;
-                break;
-            }
-            *w++ = *q++;
-        }
-        *b = w;
-        while (q < e && *q != delim) q++; /* text after the closing quote is dropped */
-    } else {
-        *a = q;
-        *b = q = mmlr__find(q, e, delim);
-    }
-    if (q < e) {
-        *p = q + 1;
-        return 1;
-    }
-    *p = e;
-    return 2; /* the line's last cell */
-}
-
 /* The id of a categorical or multi-hot value: its dict code, or its bucket. */
 static int32_t mmlr__csv_id(mmlr__csv *C, int f, const char *a, const char *b) {
     const mml_field_t *fd = &C->sc->s.field[f];
-    if (fd->hash_buckets > 0) return (int32_t)(mml__mix64(mmlr__fnv1a(a, b)) % (uint64_t)fd->hash_buckets);
+    if (fd->hash_buckets > 0) return mml__hash_bucket(a, b, fd->hash_buckets);
     return mmlr__dict_any(&C->dict[f], a, b, C->lim);
 }
 
@@ -2245,7 +2128,7 @@ static mml_status mmlr__csv_field(mmlr__csv *C, int f, int64_t r, const char *a,
         if (a == b && !cf->has_missing)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: column %s (numeric) is empty (missing=X in the schema reads it as X)",
                              file, line, cf->column);
-        if (a != b && (mmlr__parse_f32(a, b, &v) != b || !isfinite(v)))
+        if (a != b && (mml__parse_f32(a, b, &v) != b || !isfinite(v)))
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: column %s (numeric): %s is not a number", file, line, cf->column,
                              mml__q(a, b, q, sizeof q));
         C->val[f][r] = v;
@@ -2255,7 +2138,7 @@ static mml_status mmlr__csv_field(mmlr__csv *C, int f, int64_t r, const char *a,
         mmlr__pending *q = &C->pend[C->np++];
         uint32_t v;
         q->num = mmlr__plain_int(a, b, C->lim, &v);
-        q->key = q->num ? v : mmlr__fnv1a(a, b);
+        q->key = q->num ? v : mml__fnv1a64(a, b);
         mmlr__dict_prefetch(&C->dict[f], q->key, q->num);
         q->a = a;
         q->len = (int32_t)(b - a);
@@ -2288,7 +2171,7 @@ static mml_status mmlr__csv_label(mmlr__csv *C, int64_t r, const char *a, const 
     const mmlr_csv_schema *sc = C->sc;
     float v;
     char q[64];
-    if (mmlr__parse_f32(a, b, &v) != b || !isfinite(v))
+    if (mml__parse_f32(a, b, &v) != b || !isfinite(v))
         return mml__fail(MML_ERR_FORMAT, "%s:%lld: label column %s: %s is not a number", file, line, sc->label,
                          mml__q(a, b, q, sizeof q));
     double x = v, t = sc->label_thr;
@@ -2330,7 +2213,7 @@ static mml_status mmlr__csv_row(mmlr__csv *C, char *s, char *e, const char *file
     for (int c = 0; c < C->ncol && !st; c++) {
         if (k != 1)
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: %d columns, the header has %d", file, line, c, C->ncol);
-        if (!(k = mmlr__cell(&p, e, C->delim, &a, &b)))
+        if (!(k = mml__csv_cell(&p, e, C->delim, &a, &b)))
             return mml__fail(MML_ERR_FORMAT, "%s:%lld: column %d: a quote is not closed (cells with line breaks are not supported)",
                              file, line, c + 1);
         int m = C->colmap[c];
@@ -2388,7 +2271,7 @@ static mml_status mmlr__csv_header(mmlr__csv *C, char *s, char *e, const char *f
     mml_status st = MML_OK;
     C->delim = sc->delim ? sc->delim : memchr(s, '\t', (size_t)(e - s)) && !memchr(s, ',', (size_t)(e - s)) ? '\t' : ',';
     while (k == 1) {
-        if (!(k = mmlr__cell(&p, e, C->delim, &a, &b))) {
+        if (!(k = mml__csv_cell(&p, e, C->delim, &a, &b))) {
             st = mml__fail(MML_ERR_FORMAT, "%s:1: header: a quote is not closed", file);
             goto done;
         }
@@ -2450,6 +2333,7 @@ static mml_status mmlr__csv_file(mmlr__csv *C, char *buf, size_t len, const char
     mml__lines_init(&L, buf, len, file);
     if (!mml__next_line(&L, &s, &e)) return mml__fail(MML_ERR_FORMAT, "%s: empty file (a header line is needed)", file);
     if ((st = mmlr__csv_header(C, (char *)s, (char *)e, file)) != MML_OK) return st;
+    if (C->fixed_part <= 0) C->train_delim = C->delim;
     int rows = 0;
     while (mml__next_line(&L, &s, &e)) {
         if (s == e) continue;
@@ -2578,8 +2462,21 @@ done:
     return st;
 }
 
+/* The values of d ranked 0..n-1 (rank[code]; -1 unranked), in that order,
+ * as vf's vocabulary: what serving maps raw values with. */
+static mml_status mmlr__csv_vocab(const mmlr__dict *d, const int32_t *rank, int32_t n, mml__vfield *vf) {
+    int32_t *order = (int32_t *)mml__alloc((size_t)n * 4 + 4);
+    mml_status st = MML_OK;
+    if (!order) return mml__fail(MML_ERR_NOMEM, "csv: out of memory");
+    for (int32_t c = 0; c < d->n; c++)
+        if (rank[c] >= 0 && rank[c] < n) order[rank[c]] = c;
+    for (int32_t i = 0; i < n && !st; i++) st = mml__vocab_add(vf, d->str[order[i]], (size_t)d->len[order[i]]);
+    mml__free(order);
+    return st;
+}
+
 /* An auto field's codes to ids over the training rows; other values -> vocab. */
-static mml_status mmlr__csv_reindex(mmlr__csv *C, int f, mml_field_t *fd) {
+static mml_status mmlr__csv_reindex(mmlr__csv *C, int f, mml_field_t *fd, mml__vfield *vf) {
     const mmlr__dict *d = &C->dict[f];
     int64_t len = mmlr__len(fd), i, cells = C->n * len;
     unsigned char *use = (unsigned char *)mml__alloc((size_t)d->n + 1);
@@ -2594,6 +2491,7 @@ static mml_status mmlr__csv_reindex(mmlr__csv *C, int f, mml_field_t *fd) {
                 for (int64_t k = 0; k < len; k++)
                     if (col[i * len + k] >= 0) use[col[i * len + k]] = 1;
     if (!st) st = mmlr__rank(d, use, rank, &nv);
+    if (!st) st = mmlr__csv_vocab(d, rank, nv, vf);
     if (!st) {
         fd->vocab = nv > 0 ? nv : 1;
         for (int32_t c = 0; c < d->n; c++) rank[c] = rank[c] >= 0 ? rank[c] : fd->vocab;
@@ -2724,9 +2622,29 @@ static mml_status mmlr__csv_opts_check(const mmlr_csv_opts *o, int n_bufs) {
     return MML_OK;
 }
 
+/* How the cells of each field were read, and the vocabularies' final
+ * sizes, once the schema is complete; then indexed for lookups. */
+static mml_status mmlr__csv_vocab_finish(const mmlr__csv *C, const mml_schema_t *s, mml_vocab_t *v) {
+    int32_t dup;
+    mml_status st = MML_OK;
+    v->delim = C->train_delim;
+    for (int f = 0; f < s->n_fields && !st; f++) {
+        mml__vfield *vf = &v->f[f];
+        const mmlr_csv_field *cf = &C->sc->col[f];
+        snprintf(vf->column, sizeof vf->column, "%s", cf->column);
+        vf->sep = cf->sep;
+        vf->has_missing = cf->has_missing;
+        vf->missing = cf->missing;
+        vf->vocab = s->field[f].vocab;
+        if (vf->listed) st = mml__vocab_index(vf, &dup);
+    }
+    return st ? st : mml__vocab_check(v, s, "csv: the vocabulary");
+}
+
 /* Rows to a data set, once every file is parsed. */
 static mml_status mmlr__csv_finish(mmlr__csv *C, mml_data_t *out) {
     mml_schema_t *s = (mml_schema_t *)mml__alloc(sizeof *s);
+    mml_vocab_t *v = NULL;
     int32_t *drank = NULL, nd;
     mml_status st;
     if (!s) return mml__fail(MML_ERR_NOMEM, "csv: out of memory");
@@ -2735,17 +2653,22 @@ static mml_status mmlr__csv_finish(mmlr__csv *C, mml_data_t *out) {
         st = mml__fail(MML_ERR_FORMAT, "csv: no data rows");
         goto done;
     }
+    if ((st = mml__vocab_new(s, &v)) != MML_OK) goto done;
     if ((st = mmlr__csv_domains(C, s, &drank)) != MML_OK) goto done;
     nd = s->field[s->domain].vocab;
+    if ((st = mmlr__csv_vocab(&C->dict[s->domain], drank, nd, &v->f[s->domain])) != MML_OK) goto done;
     if (C->fixed_part < 0 && !C->o->split_column && (st = mmlr__csv_split(C, nd)) != MML_OK) goto done;
     for (int f = 0; f < s->n_fields && !st; f++) {
         mml_field_t *fd = &s->field[f];
         if (fd->kind == MML_FIELD_NUMERIC) mmlr__csv_norm(C, f, fd);
-        else if (f != s->domain && fd->hash_buckets == 0) st = mmlr__csv_reindex(C, f, fd);
+        else if (f != s->domain && fd->hash_buckets == 0) st = mmlr__csv_reindex(C, f, fd, &v->f[f]);
     }
     if (!st && (st = mml_schema_check(s)) != MML_OK) st = mml__recode(MML_ERR_FORMAT);
+    if (!st) st = mmlr__csv_vocab_finish(C, s, v);
     if (!st) st = mmlr__csv_output(C, s, nd, drank, out);
+    if (!st) out->vocab = v, v = NULL;
 done:
+    mml_vocab_free(v);
     mml__free(s);
     mml__free(drank);
     return st;

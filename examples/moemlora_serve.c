@@ -9,7 +9,11 @@
  *   printf 'item,user,domain\n17,3,0\n' | moemlora-serve model.mml
  *   moemlora-serve model.mml --threads 4 < requests.csv > scores.txt
  *
+ *   moemlora-serve model.mml --vocab data/mine < raw.csv > scores.txt
+ *
  * An optional header line maps the columns to the fields in any order.
+ * With --vocab (the folder moemlora-prepare csv wrote), lines are raw lines
+ * of the input CSV, values as they were before preparation.
  * Ids outside a field's vocabulary get the model's out-of-vocabulary
  * prediction; a domain the model does not have is a malformed line. Each
  * worker thread owns an mml_session_t, so the rows of a batch are scored
@@ -32,7 +36,7 @@
 #include <unistd.h>
 
 typedef struct opts {
-    const char *model;
+    const char *model, *vocab;
     long threads, batch;
     int skip_bad, header;
 } opts;
@@ -63,6 +67,15 @@ static void usage(FILE *f) {
         "  --threads N   worker threads, each with its own session (1)\n"
         "  --batch N     lines scored together (1024)\n"
         "  --header      the first line is a header (for field names that look like numbers)\n"
+        "  --vocab DIR   raw values: DIR is the folder moemlora-prepare csv wrote the\n"
+        "                model's data to; each line is a line of the raw CSV (its delimiter,\n"
+        "                \"quoted\" cells), values mapped to ids as preparation mapped the\n"
+        "                validation and test rows: a value not seen in training reads the\n"
+        "                out-of-vocabulary row, hashed fields hash, numbers read raw, lists\n"
+        "                split at their separator; a domain never seen is a malformed line.\n"
+        "                A first line holding every field's column name is a header (in\n"
+        "                any order; other columns, such as the label, are ignored); without\n"
+        "                one the columns are the fields in the schema's order\n"
         "  --skip-bad    answer a malformed line with \"nan\" and a warning instead of stopping\n"
         "  --help        this text\n"
         "A malformed line (wrong column count, text in a number, a list over max_len, a\n"
@@ -90,6 +103,11 @@ static int parse_args(int argc, char **argv, opts *o) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--skip-bad")) { o->skip_bad = 1; continue; }
         if (!strcmp(a, "--header")) { o->header = 1; continue; }
+        if (!strcmp(a, "--vocab")) {
+            if (i + 1 >= argc) { fprintf(stderr, "moemlora-serve: --vocab needs a folder\n"); return -1; }
+            o->vocab = argv[++i];
+            continue;
+        }
         if (!strcmp(a, "--threads") || !strcmp(a, "--batch")) {
             if (i + 1 >= argc) { fprintf(stderr, "moemlora-serve: %s needs a value\n", a); return -1; }
             if (parse_count(a, argv[++i], a[2] == 't' ? 256 : 1 << 20, a[2] == 't' ? &o->threads : &o->batch)) return -1;
@@ -184,12 +202,17 @@ static void quote(const char *s, size_t n, char *out, size_t cap) {
 
 /* ---- the columns ---- */
 
+/* Columns a raw line (--vocab) may have: the raw file's, not only the fields. */
+#define MAX_COLS 1024
+
 /* The model's schema and where each input column goes: column j of a line
- * is field col[j] (the schema's order, or a header's). */
+ * is field col[j] (the schema's order, or a header's; -1: a raw file's
+ * column that is no field). */
 typedef struct layout {
     const mml_schema_t *sc;
+    const mml_vocab_t *vocab; /* --vocab: lines hold raw values */
     int n_cols;
-    int col[MML_MAX_FIELDS];
+    int col[MAX_COLS];
     int32_t n_domains;
 } layout;
 
@@ -325,6 +348,8 @@ typedef struct batch {
     int *slot;
     unsigned char *bad;
     int cap, n, rows;
+    char *raw;          /* --vocab: a line's copy, its cells unquoted in place */
+    size_t raw_cap;
 } batch;
 
 /* Scores rows [0, n) split into contiguous slices, one per worker. */
@@ -374,7 +399,42 @@ static int batch_alloc(batch *b, const mml_schema_t *sc, int cap) {
 
 static void batch_free(batch *b) {
     for (int f = 0; f < MML_MAX_FIELDS; f++) free(b->ids[f]), free(b->values[f]);
-    free(b->prob); free(b->slot); free(b->bad);
+    free(b->prob); free(b->slot); free(b->bad); free(b->raw);
+}
+
+/* s[0, n) into b->raw (room for a NUL); 0, or -1 out of memory. */
+static int raw_copy(batch *b, const char *s, size_t n) {
+    if (n + 1 > b->raw_cap) {
+        char *nr = (char *)realloc(b->raw, n + 1);
+        if (!nr) return -1;
+        b->raw = nr;
+        b->raw_cap = n + 1;
+    }
+    memcpy(b->raw, s, n);
+    b->raw[n] = 0;
+    return 0;
+}
+
+/* A raw line (--vocab) into row r: cells split as the input file's, each
+ * field's mapped by the vocabulary; columns that are no field ignored. */
+static int parse_raw_line(const layout *L, const char *line, size_t len, batch *b, int r, char *why, size_t why_n) {
+    static const char *col[MAX_COLS];
+    static size_t cl[MAX_COLS];
+    if (len && line[len - 1] == '\r') len--;
+    if (len == 0) return snprintf(why, why_n, "empty line"), -1;
+    if (raw_copy(b, line, len)) return snprintf(why, why_n, "out of memory"), -1;
+    int n = mml_vocab_cells(L->vocab, b->raw, len, col, cl, MAX_COLS);
+    if (n < 0) return snprintf(why, why_n, "a quote is not closed"), -1;
+    if (n != L->n_cols) return snprintf(why, why_n, "got %d columns, expected %d", n, L->n_cols), -1;
+    for (int j = 0; j < n; j++) {
+        int f = L->col[j];
+        if (f < 0) continue;
+        const mml_field_t *fd = &L->sc->field[f];
+        int32_t *ids = b->ids[f] ? b->ids[f] + (int64_t)r * field_len(fd) : NULL;
+        float *val = b->values[f] ? b->values[f] + r : NULL;
+        if (mml_vocab_map(L->vocab, f, col[j], cl[j], ids, val)) return snprintf(why, why_n, "%.250s", mml_last_error()), -1;
+    }
+    return 0;
 }
 
 /* Parses line[0, len) (without its newline) into row r; 0, or -1 with the
@@ -382,6 +442,7 @@ static void batch_free(batch *b) {
 static int parse_line(const layout *L, const char *line, size_t len, batch *b, int r, char *why, size_t why_n) {
     const char *col[MML_MAX_FIELDS];
     size_t cl[MML_MAX_FIELDS];
+    if (L->vocab) return parse_raw_line(L, line, len, b, r, why, why_n);
     if (strlen(line) != len) return snprintf(why, why_n, "NUL byte in the line"), -1;
     if (!line[strspn(line, " \t\r")]) return snprintf(why, why_n, "empty line"), -1;
     int n = split_columns(line, len, col, cl, L->n_cols);
@@ -445,12 +506,79 @@ static int parse_header(layout *L, const char *line, size_t len) {
     return 0;
 }
 
+/* The cells of a raw header line (--vocab) into col, cl, spaces around
+ * them trimmed as preparation read the header: their count, or -1. */
+static int raw_header_cells(const layout *L, batch *b, const char *line, size_t len, const char **col, size_t *cl) {
+    if (len && line[len - 1] == '\r') len--;
+    if (raw_copy(b, line, len)) return -1;
+    int n = mml_vocab_cells(L->vocab, b->raw, len, col, cl, MAX_COLS);
+    for (int j = 0; j < n && j < MAX_COLS; j++) {
+        while (cl[j] && col[j][0] == ' ') col[j]++, cl[j]--;
+        while (cl[j] && col[j][cl[j] - 1] == ' ') cl[j]--;
+    }
+    return n;
+}
+
+/* The field whose raw column is s[0, n), or -1. */
+static int raw_field(const layout *L, const char *s, size_t n) {
+    for (int f = 0; f < L->sc->n_fields; f++) {
+        const char *c = mml_vocab_column(L->vocab, f);
+        if (strlen(c) == n && !memcmp(c, s, n)) return f;
+    }
+    return -1;
+}
+
+/* A raw header (--vocab): the raw file's column names, each field's once,
+ * other columns ignored. 0, or -1 after saying what is wrong. */
+static int parse_raw_header(layout *L, batch *b, const char *line, size_t len) {
+    static const char *col[MAX_COLS];
+    static size_t cl[MAX_COLS];
+    char shown[4 * 48 + 8];
+    int seen[MML_MAX_FIELDS] = {0};
+    int n = raw_header_cells(L, b, line, len, col, cl);
+    if (n < 1 || n > MAX_COLS) {
+        quote(line, len, shown, sizeof shown);
+        fprintf(stderr, "stdin:1: header: not a list of at most %d column names: \"%s\"\n", MAX_COLS, shown);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        int f = L->col[j] = raw_field(L, col[j], cl[j]);
+        if (f >= 0 && seen[f]++) {
+            quote(col[j], cl[j], shown, sizeof shown);
+            fprintf(stderr, "stdin:1: header: column \"%s\" given twice\n", shown);
+            return -1;
+        }
+    }
+    for (int f = 0; f < L->sc->n_fields; f++)
+        if (!seen[f]) {
+            fprintf(stderr, "stdin:1: header: no column \"%s\" (field %s)\n", mml_vocab_column(L->vocab, f),
+                    L->sc->field[f].name);
+            return -1;
+        }
+    L->n_cols = n;
+    return 0;
+}
+
+/* Does a raw line 1 (--vocab) name every field's column? Then it is the
+ * raw file's header. */
+static int raw_header_like(const layout *L, batch *b, const char *line, size_t len) {
+    static const char *col[MAX_COLS];
+    static size_t cl[MAX_COLS];
+    int seen[MML_MAX_FIELDS] = {0}, n = raw_header_cells(L, b, line, len, col, cl), got = 0;
+    for (int j = 0; j < n && j < MAX_COLS; j++) {
+        int f = raw_field(L, col[j], cl[j]);
+        if (f >= 0 && !seen[f]++) got++;
+    }
+    return got == L->sc->n_fields;
+}
+
 /* Is line 1 a header? With --header always; else when one of its columns
- * cannot be a value. */
-static int is_header(const opts *o, const char *line, size_t len) {
+ * cannot be a value (raw lines: when it names every field's column). */
+static int is_header(const opts *o, const layout *L, batch *b, const char *line, size_t len) {
     const char *col[MML_MAX_FIELDS];
     size_t cl[MML_MAX_FIELDS];
     if (o->header) return 1;
+    if (L->vocab) return raw_header_like(L, b, line, len);
     if (strlen(line) != len) return 0;
     int n = split_columns(line, len, col, cl, MML_MAX_FIELDS);
     for (int j = 0; j < n && j < MML_MAX_FIELDS; j++)
@@ -504,8 +632,8 @@ static int serve(const opts *o, layout *L, worker *w, int nw, batch *b) {
         char *line;
         size_t len;
         got = next_line(&rd, !stream || b->n == 0, &line, &len);
-        if (got == LINE_OK && ++lineno == 1 && is_header(o, line, len)) {
-            if (parse_header(L, line, len)) { rc = 1; break; }
+        if (got == LINE_OK && ++lineno == 1 && is_header(o, L, b, line, len)) {
+            if (L->vocab ? parse_raw_header(L, b, line, len) : parse_header(L, line, len)) { rc = 1; break; }
             continue;
         }
         int bad = got == LINE_OK ? take_line(o, L, line, len, lineno, b) : 0;
@@ -540,6 +668,13 @@ int main(int argc, char **argv) {
     L.n_cols = L.sc->n_fields;
     L.n_domains = mml_model_config(m)->n_domains;
     for (int f = 0; f < L.n_cols; f++) L.col[f] = f;
+    mml_vocab_t *vocab = NULL;
+    if (o.vocab && mml_vocab_load(o.vocab, L.sc, &vocab)) {
+        fprintf(stderr, "moemlora-serve: %s\n", mml_last_error());
+        rc = 1;
+        goto done;
+    }
+    L.vocab = vocab;
     if (!w || batch_alloc(&b, L.sc, (int)o.batch)) {
         fprintf(stderr, "moemlora-serve: out of memory\n");
         rc = 1;
@@ -558,6 +693,7 @@ done:
     for (int t = 0; w && t < nw; t++) mml_session_free(w[t].s);
     free(w);
     batch_free(&b);
+    mml_vocab_free(vocab);
     mml_model_free(m);
     return rc;
 }

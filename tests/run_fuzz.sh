@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mml_fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 status=0
-for f in fuzz_csv fuzz_movielens fuzz_taobao fuzz_schema fuzz_ckpt fuzz_model; do
+for f in fuzz_csv fuzz_movielens fuzz_taobao fuzz_schema fuzz_ckpt fuzz_model fuzz_vocab; do
   bin=$(find "$build" -type f -name "$f" -perm -u+x | head -n 1)
   if [ -z "$bin" ]; then
     echo "run_fuzz: $f not built in $build (configure with -DMOEMLORA_BUILD_FUZZ=ON and clang)" >&2

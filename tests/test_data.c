@@ -1231,7 +1231,7 @@ static void test_raw_unreadable(void) {
 
 static const char *parse_whole(const char *s) {
     float f;
-    return mmlr__parse_f32(s, s + strlen(s), &f);
+    return mml__parse_f32(s, s + strlen(s), &f);
 }
 
 /* The one whole-file reader says what a path is when it cannot read it. */
@@ -1265,7 +1265,7 @@ static void test_float_parse(void) {
     mmlt_ctx = "float";
     for (i = 0; i < sizeof v / sizeof v[0]; i++) {
         float f = 0, ref = strtof(v[i], NULL);
-        const char *e = mmlr__parse_f32(v[i], v[i] + strlen(v[i]), &f);
+        const char *e = mml__parse_f32(v[i], v[i] + strlen(v[i]), &f);
         CHECK(e == v[i] + strlen(v[i]) && mmlt_close(f, ref, 1.2e-7, 0), "%s -> %g (strtof %g)", v[i], f, ref);
     }
     CHECK(parse_whole("abc") == NULL, "not a number");
