@@ -5279,10 +5279,9 @@ static const char *const mml__adapter_names[3] = {"none", "mlora", "moe"};
 
 const char *mml_adapter_name(mml_adapter a) { return (unsigned)a < 3 ? mml__adapter_names[a] : "?"; }
 int mml_adapter_from_name(const char *s, mml_adapter *out) {
-    for (int i = 0; i < 3; i++)
-        if (strcmp(s, mml__adapter_names[i]) == 0) { *out = (mml_adapter)i; return 0; }
-    if (strcmp(s, "base") == 0) { *out = MML_ADAPTER_NONE; return 0; }
-    return -1;
+    int i = strcmp(s, "base") == 0 ? MML_ADAPTER_NONE : mml__name_index(mml__adapter_names, 3, s);
+    if (i >= 0) *out = (mml_adapter)i;
+    return i < 0 ? -1 : 0;
 }
 
 
@@ -5291,16 +5290,16 @@ int mml_adapter_from_name(const char *s, mml_adapter *out) {
 static const char *const mml__gate_names[2] = {"domain", "input"};
 const char *mml_gate_name(mml_gate_kind g) { return (unsigned)g < 2 ? mml__gate_names[g] : "?"; }
 int mml_gate_from_name(const char *s, mml_gate_kind *out) {
-    for (int i = 0; i < 2; i++)
-        if (strcmp(s, mml__gate_names[i]) == 0) { *out = (mml_gate_kind)i; return 0; }
-    return -1;
+    int i = mml__name_index(mml__gate_names, 2, s);
+    if (i >= 0) *out = (mml_gate_kind)i;
+    return i < 0 ? -1 : 0;
 }
 static const char *const mml__precision_names[2] = {"fp32", "bf16"};
 const char *mml_precision_name(mml_precision p) { return (unsigned)p < 2 ? mml__precision_names[p] : "?"; }
 int mml_precision_from_name(const char *s, mml_precision *out) {
-    for (int i = 0; i < 2; i++)
-        if (strcmp(s, mml__precision_names[i]) == 0) { *out = (mml_precision)i; return 0; }
-    return -1;
+    int i = mml__name_index(mml__precision_names, 2, s);
+    if (i >= 0) *out = (mml_precision)i;
+    return i < 0 ? -1 : 0;
 }
 
 /* Is the tower outside 1..MML_MAX_HIDDEN layers of lo..hi units? */

@@ -127,42 +127,20 @@ static atomic_llong g_flops;
 
 static void add_flops(long long f) { atomic_fetch_add_explicit(&g_flops, f, memory_order_relaxed); }
 
-static void count_gemm_nn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
-                          int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
-    add_flops(2LL * M * N * K);
-    g_real->gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
-
-static void count_gemm_nt(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
-                          int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
-    add_flops(2LL * M * N * K);
-    g_real->gemm_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
-
-static void count_gemm_tn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
-                          int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
-    add_flops(2LL * M * N * K);
-    g_real->gemm_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
-
-/* The tower's GEMMs (m->KT): the fp32 or the bf16 entries of the real table. */
-static void count_tgemm_nn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
-                           int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
-    add_flops(2LL * M * N * K);
-    g_real_tower->gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
-
-static void count_tgemm_nt(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
-                           int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
-    add_flops(2LL * M * N * K);
-    g_real_tower->gemm_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
-
-static void count_tgemm_tn(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,
-                           int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {
-    add_flops(2LL * M * N * K);
-    g_real_tower->gemm_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
+/* A counting wrapper NAME of TABLE's gemm entry OP: the fp32 table's, or the
+ * table of the tower's GEMMs in training (m->KT: fp32 or bf16 entries). */
+#define COUNT_GEMM(NAME, TABLE, OP)                                                                            \
+    static void NAME(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,    \
+                     int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                                \
+        add_flops(2LL * M * N * K);                                                                            \
+        TABLE->OP(M, N, K, A, lda, B, ldb, C, ldc, accumulate);                                                \
+    }
+COUNT_GEMM(count_gemm_nn, g_real, gemm_nn)
+COUNT_GEMM(count_gemm_nt, g_real, gemm_nt)
+COUNT_GEMM(count_gemm_tn, g_real, gemm_tn)
+COUNT_GEMM(count_tgemm_nn, g_real_tower, gemm_nn)
+COUNT_GEMM(count_tgemm_nt, g_real_tower, gemm_nt)
+COUNT_GEMM(count_tgemm_tn, g_real_tower, gemm_tn)
 
 static void count_gemm_packed(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp,
                               float *MML_RESTRICT C, int ldc, const float *bias, int relu) {
