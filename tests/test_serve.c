@@ -25,38 +25,11 @@
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
 #include "mml_test.h"
+#include "mml_run.h"
 
 static char bindir[1024], dir[512];
 
 static void dpath(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
-
-/* Runs BINDIR/prog with args, stdin from in, stdout to out, stderr to err
- * (NULL: /dev/null); returns the exit code, or -1 if it did not exit. */
-static int run(const char *prog, const char *const *args, const char *in, const char *out, const char *err) {
-    char exe[1200];
-    snprintf(exe, sizeof exe, "%s/%s", bindir, prog);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = exe;
-    for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fi = open(in ? in : "/dev/null", O_RDONLY);
-        int fo = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fi >= 0) dup2(fi, 0);
-        if (fo >= 0) dup2(fo, 1);
-        if (fe >= 0) dup2(fe, 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    int status;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 enum { N_ROWS = 2000 };
 static int32_t U[N_ROWS], P[N_ROWS], D[N_ROWS];
@@ -284,7 +257,7 @@ static int serve_bytes(const char *model, int skip_bad, const char *in, size_t n
     FILE *f = fopen(req, "wb");
     if (f) { fwrite(in, 1, n, f); fclose(f); }
     const char *a[] = {model, skip_bad ? "--skip-bad" : NULL, NULL};
-    int rc = run("moemlora-serve", a, req, o, e);
+    int rc = mmlt_run(bindir, "moemlora-serve", a, req, o, e);
     *out = (char *)mmlt_read_file(o, NULL);
     *err = (char *)mmlt_read_file(e, NULL);
     return rc;
@@ -358,7 +331,7 @@ static void test_bad_input(const char *model, const mml_config_t *c) {
     char out[1024];
     dpath(out, sizeof out, "help.txt");
     const char *ahelp[] = {"--help", NULL};
-    int rc = run("moemlora-serve", ahelp, NULL, out, NULL);
+    int rc = mmlt_run(bindir, "moemlora-serve", ahelp, NULL, out, NULL);
     char *h = (char *)mmlt_read_file(out, NULL);
     CHECK(rc == 0 && h && strstr(h, "out-of-vocabulary") && strstr(h, "domain outside"),
           "--help does not say what unknown ids and domains get: \"%s\"", h ? h : "");
@@ -376,7 +349,7 @@ static void test_serve(void) {
     const char *targs[] = {"--syn-samples", "6000", "--syn-users", "300", "--syn-items", "100", "--syn-domains", "3",
                            "--adapter", "moe", "--hidden", "32,16", "--epochs", "2", "--patience", "1", "--quiet",
                            "--save", ck, "--export", exp, NULL};
-    int rc = run("moemlora-train", targs, NULL, NULL, err);
+    int rc = mmlt_run(bindir, "moemlora-train", targs, NULL, NULL, err);
     CHECK(rc == 0, "moemlora-train exit %d", rc);
     if (rc) { char *e = (char *)mmlt_read_file(err, NULL); fprintf(stderr, "%s\n", e ? e : ""); free(e); return; }
 
@@ -390,15 +363,15 @@ static void test_serve(void) {
 
     mmlt_ctx = "serve";
     const char *a2[] = {exp, "--threads", "2", NULL};
-    rc = run("moemlora-serve", a2, req, out, err);
+    rc = mmlt_run(bindir, "moemlora-serve", a2, req, out, err);
     CHECK(rc == 0, "moemlora-serve --threads 2: exit %d", rc);
     compare_output(out, want, "serve export --threads 2");
     const char *a3[] = {ck, "--threads", "3", "--batch", "333", NULL};
-    rc = run("moemlora-serve", a3, req, out, err);
+    rc = mmlt_run(bindir, "moemlora-serve", a3, req, out, err);
     CHECK(rc == 0, "moemlora-serve checkpoint: exit %d", rc);
     compare_output(out, want, "serve checkpoint --threads 3 --batch 333");
     const char *a1[] = {exp, "--batch", "1", NULL};
-    rc = run("moemlora-serve", a1, req, out, err);
+    rc = mmlt_run(bindir, "moemlora-serve", a1, req, out, err);
     CHECK(rc == 0, "moemlora-serve --batch 1: exit %d", rc);
     compare_output(out, want, "serve --batch 1");
     test_pipe(exp, want);
@@ -416,7 +389,7 @@ static void test_serve(void) {
     fputs(p, f);
     fclose(f);
     free(text);
-    rc = run("moemlora-serve", a2, req, out, err);
+    rc = mmlt_run(bindir, "moemlora-serve", a2, req, out, err);
     char *msg = (char *)mmlt_read_file(err, NULL), *o = (char *)mmlt_read_file(out, NULL);
     CHECK(rc != 0, "malformed line: exit %d", rc);
     CHECK(msg && strstr(msg, "stdin:1234:"), "malformed line: message \"%s\"", msg ? msg : "");
@@ -427,7 +400,7 @@ static void test_serve(void) {
     free(msg);
     free(o);
     const char *askip[] = {exp, "--skip-bad", "--threads", "2", NULL};
-    rc = run("moemlora-serve", askip, req, out, err);
+    rc = mmlt_run(bindir, "moemlora-serve", askip, req, out, err);
     o = (char *)mmlt_read_file(out, NULL);
     CHECK(rc == 0, "--skip-bad: exit %d", rc);
     lines = 0;
@@ -439,20 +412,20 @@ static void test_serve(void) {
 
     /* usage errors */
     const char *anone[] = {NULL};
-    CHECK(run("moemlora-serve", anone, NULL, NULL, NULL) == 2, "no model: exit 2");
+    CHECK(mmlt_run(bindir, "moemlora-serve", anone, NULL, NULL, NULL) == 2, "no model: exit 2");
     const char *abadopt[] = {exp, "--threads", "0", NULL};
-    CHECK(run("moemlora-serve", abadopt, NULL, NULL, NULL) == 2, "--threads 0: exit 2");
+    CHECK(mmlt_run(bindir, "moemlora-serve", abadopt, NULL, NULL, NULL) == 2, "--threads 0: exit 2");
     const char *amissing[] = {"/nonexistent/model.mml", NULL};
-    CHECK(run("moemlora-serve", amissing, NULL, NULL, err) == 1, "missing model: exit 1");
+    CHECK(mmlt_run(bindir, "moemlora-serve", amissing, NULL, NULL, err) == 1, "missing model: exit 1");
     const char *ahelp[] = {"--help", NULL};
-    CHECK(run("moemlora-serve", ahelp, NULL, NULL, NULL) == 0, "--help: exit 0");
+    CHECK(mmlt_run(bindir, "moemlora-serve", ahelp, NULL, NULL, NULL) == 0, "--help: exit 0");
 
     /* serve-cpp */
     mmlt_ctx = "serve-cpp";
     char row[64];
     snprintf(row, sizeof row, "%d,%d,%d", U[0], P[0], D[0]);
     const char *acpp[] = {exp, row, NULL};
-    rc = run("serve-cpp", acpp, NULL, out, err);
+    rc = mmlt_run(bindir, "serve-cpp", acpp, NULL, out, err);
     o = (char *)mmlt_read_file(out, NULL);
     char expect[64];
     snprintf(expect, sizeof expect, "-> %.6f", want[0]);
@@ -460,7 +433,7 @@ static void test_serve(void) {
           expect);
     free(o);
     const char *acppbad[] = {"/nonexistent/model.mml", NULL};
-    rc = run("serve-cpp", acppbad, NULL, NULL, err);
+    rc = mmlt_run(bindir, "serve-cpp", acppbad, NULL, NULL, err);
     msg = (char *)mmlt_read_file(err, NULL);
     CHECK(rc == 1 && msg && strstr(msg, "cannot open"), "serve-cpp missing model: exit %d, \"%s\"", rc, msg ? msg : "");
     free(msg);
@@ -538,7 +511,7 @@ static int serve_text(const char *model, const char *in, int skip_bad, char **ou
     FILE *f = fopen(req, "wb");
     if (f) { fputs(in, f); fclose(f); }
     const char *a[] = {model, skip_bad ? "--skip-bad" : NULL, NULL};
-    int rc = run("moemlora-serve", a, req, o, e);
+    int rc = mmlt_run(bindir, "moemlora-serve", a, req, o, e);
     *out = (char *)mmlt_read_file(o, NULL);
     *err = (char *)mmlt_read_file(e, NULL);
     return rc;
@@ -639,7 +612,7 @@ static void test_serve_schema(void) {
         write_schema_requests(req, &sc, runs[i].order, runs[i].header);
         for (int t = 1; t <= 2; t++) {
             const char *a[] = {model, "--threads", t == 1 ? "1" : "2", "--batch", t == 1 ? "1024" : "77", NULL};
-            int rc = run("moemlora-serve", a, req, out, err);
+            int rc = mmlt_run(bindir, "moemlora-serve", a, req, out, err);
             char what[128];
             snprintf(what, sizeof what, "%s, %d thread%s", runs[i].what, t, t > 1 ? "s" : "");
             CHECK(rc == 0, "%s: exit %d", what, rc);
@@ -666,7 +639,7 @@ static void test_serve_schema(void) {
     }
     fclose(f);
     const char *ah[] = {nmodel, "--header", NULL};
-    CHECK(run("moemlora-serve", ah, req, out, err) == 0, "--header: exit status");
+    CHECK(mmlt_run(bindir, "moemlora-serve", ah, req, out, err) == 0, "--header: exit status");
     compare_n(out, w2, 2, "--header with a field named 101");
     mml_model_free(mn);
 
@@ -690,7 +663,7 @@ static void test_serve_schema(void) {
     char help[1024];
     dpath(help, sizeof help, "help_schema.txt");
     const char *ahelp[] = {"--help", NULL};
-    run("moemlora-serve", ahelp, NULL, help, NULL);
+    mmlt_run(bindir, "moemlora-serve", ahelp, NULL, help, NULL);
     char *h = (char *)mmlt_read_file(help, NULL);
     CHECK(h && strstr(h, "schema's order") && strstr(h, "multi-hot") && strstr(h, "'|'") && strstr(h, "numeric") &&
               strstr(h, "Header") && strstr(h, "--header"),
@@ -714,7 +687,7 @@ static void test_serve_v1(void) {
     static float want[N_ROWS];
     CHECK_OK(mml_predict(m, &(mml_batch_t){N_ROWS, U, P, D, NULL, NULL, NULL}, want));
     const char *a[] = {model, "--threads", "2", NULL};
-    CHECK(run("moemlora-serve", a, req, out, NULL) == 0, "exit status");
+    CHECK(mmlt_run(bindir, "moemlora-serve", a, req, out, NULL) == 0, "exit status");
     compare_output(out, want, "version 1 fixture");
     mml_model_free(m);
     mmlt_ctx = "";
@@ -737,7 +710,7 @@ static void test_paper(void) {
         int n = 19;
         if (cases[i].reduce) { a[n++] = "--lora-reduce"; a[n++] = cases[i].reduce; }
         a[n] = NULL;
-        int rc = run("moemlora-train", a, NULL, NULL, err);
+        int rc = mmlt_run(bindir, "moemlora-train", a, NULL, NULL, err);
         CHECK(rc == 0, "%s --paper %s: exit %d", cases[i].model, cases[i].paper, rc);
         mml_model_t *m = NULL;
         if (rc == 0) CHECK_OK(mml_model_load(exp, &m));
@@ -748,7 +721,7 @@ static void test_paper(void) {
         mml_model_free(m);
     }
     const char *bad[] = {"--paper", "criteo", NULL};
-    CHECK(run("moemlora-train", bad, NULL, NULL, NULL) == 2, "--paper criteo: exit 2");
+    CHECK(mmlt_run(bindir, "moemlora-train", bad, NULL, NULL, NULL) == 2, "--paper criteo: exit 2");
 }
 
 int main(int argc, char **argv) {

@@ -28,6 +28,7 @@
 #include "../moemlora.h"
 #include "../examples/mml_recipes.h"
 #include "mml_test.h"
+#include "mml_run.h"
 
 static char dir[512], bindir[1024];
 
@@ -333,32 +334,6 @@ static void test_lib(void) {
 
 /* ---- the programs ---- */
 
-static int run(const char *prog, const char *const *args, const char *in, const char *out, const char *err) {
-    char exe[1200];
-    snprintf(exe, sizeof exe, "%s/%s", bindir, prog);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = exe;
-    for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fi = open(in ? in : "/dev/null", O_RDONLY);
-        int fo = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fi >= 0) dup2(fi, 0);
-        if (fo >= 0) dup2(fo, 1);
-        if (fe >= 0) dup2(fe, 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    int status;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* One prepared row as moemlora-serve's id line. */
 static void put_ids(FILE *f, const mml_schema_t *s, const mml_split_t *sp, int64_t i) {
     for (int fi = 0; fi < s->n_fields; fi++) {
@@ -409,10 +384,10 @@ static void test_serve(void) {
     write_text(path_in("in.csv"), csv, len);
     write_text(path_in("s.schema"), schema_text, strlen(schema_text));
     const char *prep[] = {"csv", "--input", path_in("in.csv"), "--schema", path_in("s.schema"), "--out", P, NULL};
-    CHECK(run("moemlora-prepare", prep, NULL, NULL, path_in("err.txt")) == 0, "moemlora-prepare failed");
+    CHECK(mmlt_run(bindir, "moemlora-prepare", prep, NULL, NULL, path_in("err.txt")) == 0, "moemlora-prepare failed");
     const char *train[] = {"--data", P, "--epochs", "1", "--hidden", "8", "--batch", "64", "--quiet", "--export",
                            path_in("m.mml"), NULL};
-    CHECK(run("moemlora-train", train, NULL, NULL, path_in("err.txt")) == 0, "moemlora-train failed");
+    CHECK(mmlt_run(bindir, "moemlora-train", train, NULL, NULL, path_in("err.txt")) == 0, "moemlora-train failed");
     mml_data_t d;
     CHECK_OK(mml_data_load(P, &d));
     if (!d.schema) return;
@@ -430,8 +405,8 @@ static void test_serve(void) {
     char model[700];
     snprintf(model, sizeof model, "%s", path_in("m.mml"));
     const char *plain[] = {model, NULL}, *withv[] = {model, "--vocab", P, NULL};
-    CHECK(run("moemlora-serve", plain, path_in("ids.csv"), path_in("o_ids.txt"), path_in("err.txt")) == 0, "serve ids");
-    CHECK(run("moemlora-serve", withv, path_in("raw.csv"), path_in("o_raw.txt"), path_in("err2.txt")) == 0, "serve raw");
+    CHECK(mmlt_run(bindir, "moemlora-serve", plain, path_in("ids.csv"), path_in("o_ids.txt"), path_in("err.txt")) == 0, "serve ids");
+    CHECK(mmlt_run(bindir, "moemlora-serve", withv, path_in("raw.csv"), path_in("o_raw.txt"), path_in("err2.txt")) == 0, "serve raw");
     size_t n1 = 0, n2 = 0;
     char *o1 = (char *)mmlt_read_file(path_in("o_ids.txt"), &n1), *o2 = (char *)mmlt_read_file(path_in("o_raw.txt"), &n2);
     int lines = 0;
@@ -442,7 +417,7 @@ static void test_serve(void) {
     /* an unknown domain stops it, naming the line and the field */
     const char *bad = "web,alice,Oslo,a,,1,2\nmars,alice,Oslo,a,,1,2\n"; /* no header: the fields in order */
     write_text(path_in("bad.csv"), bad, strlen(bad));
-    CHECK(run("moemlora-serve", withv, path_in("bad.csv"), NULL, path_in("err.txt")) == 1, "unknown domain accepted");
+    CHECK(mmlt_run(bindir, "moemlora-serve", withv, path_in("bad.csv"), NULL, path_in("err.txt")) == 1, "unknown domain accepted");
     CHECK(contains(path_in("err.txt"), "stdin:2: field site (the domain): \"mars\""), "unknown domain message");
     /* a truncated vocab.txt, and one whose count is not the model's */
     char vpath[800];
@@ -455,7 +430,7 @@ static void test_serve(void) {
         for (int line = 1; line < uline + 3; line++) p = strchr(p, '\n') + 1;
         *p = 0;
         write_text(vpath, cut, strlen(cut));
-        CHECK(run("moemlora-serve", withv, path_in("raw.csv"), NULL, path_in("err.txt")) == 1, "truncated vocab.txt accepted");
+        CHECK(mmlt_run(bindir, "moemlora-serve", withv, path_in("raw.csv"), NULL, path_in("err.txt")) == 1, "truncated vocab.txt accepted");
         snprintf(want, sizeof want, "%s:%d: truncated: field user has 2 of its", vpath, uline + 3);
         CHECK(contains(path_in("err.txt"), want), "truncated message");
         free(cut);
@@ -463,7 +438,7 @@ static void test_serve(void) {
         cut = edit_line(text, uline + 1, NULL, 0); /* one value less */
         char *both = edit_line(cut, uline, rep, 0);
         write_text(vpath, both, strlen(both));
-        CHECK(run("moemlora-serve", withv, path_in("raw.csv"), NULL, path_in("err.txt")) == 1, "wrong count accepted");
+        CHECK(mmlt_run(bindir, "moemlora-serve", withv, path_in("raw.csv"), NULL, path_in("err.txt")) == 1, "wrong count accepted");
         snprintf(want, sizeof want, "%s:%d: field user: n=%d values, the model's vocabulary is %d", vpath, uline,
                  d.schema->field[F_USER].vocab - 1, d.schema->field[F_USER].vocab);
         CHECK(contains(path_in("err.txt"), want), "count message");
