@@ -2433,41 +2433,18 @@ static char *mml__put_u64(char *p, uint64_t v) {
     return p;
 }
 
-static mml_status mml__write_split_csv(const char *path, const mml_split_t *sp, int32_t k) {
-    enum { CAP = 1 << 20 };
-    mml__afile w;
-    char *buf = (char *)MOEMLORA_MALLOC(CAP), *p;
-    int64_t i;
-    mml_status st;
-    if (!buf) return mml__fail(MML_ERR_NOMEM, "%s: out of memory", path);
-    if ((st = mml__afile_open(&w, path)) != MML_OK) {
-        MOEMLORA_FREE(buf);
-        return st;
-    }
-    p = buf;
-    memcpy(p, "uid,pid,domain,label\n", 21);
-    p += 21;
-    for (i = sp->dom_start[k]; i < sp->dom_start[k + 1] && !st; i++) {
-        p = mml__put_u64(p, (uint64_t)sp->uid[i]);
-        *p++ = ',';
-        p = mml__put_u64(p, (uint64_t)sp->pid[i]);
-        *p++ = ',';
-        p = mml__put_u64(p, (uint64_t)k);
-        *p++ = ',';
-        *p++ = sp->label[i] != 0.0f ? '1' : '0';
-        *p++ = '\n';
-        if (p - buf > CAP - 80) {
-            st = mml__afile_write(&w, buf, (size_t)(p - buf));
-            p = buf;
-        }
-    }
-    if (!st && p > buf) st = mml__afile_write(&w, buf, (size_t)(p - buf));
-    MOEMLORA_FREE(buf);
-    if (st) {
-        mml__afile_abort(&w);
-        return st;
-    }
-    return mml__afile_commit(&w);
+/* A paper-layout row: uid,pid,domain,label. */
+static char *mml__put_paper_row(char *p, const mml_schema_t *sc, const mml_split_t *sp, int64_t i, int32_t k) {
+    (void)sc;
+    p = mml__put_u64(p, (uint64_t)sp->uid[i]);
+    *p++ = ',';
+    p = mml__put_u64(p, (uint64_t)sp->pid[i]);
+    *p++ = ',';
+    p = mml__put_u64(p, (uint64_t)k);
+    *p++ = ',';
+    *p++ = sp->label[i] != 0.0f ? '1' : '0';
+    *p++ = '\n';
+    return p;
 }
 
 /* x in its shortest "%.<n>g" form that reads back as x (at most 9 digits). */
@@ -2481,7 +2458,8 @@ static char *mml__put_f32(char *p, float x) {
 }
 
 /* One row of a schema's columns as CSV: ids, lists "a|b|c", numbers, label. */
-static char *mml__put_row(char *p, const mml_schema_t *sc, const mml_split_t *sp, int64_t i) {
+static char *mml__put_row(char *p, const mml_schema_t *sc, const mml_split_t *sp, int64_t i, int32_t k) {
+    (void)k;
     for (int32_t f = 0; f < sc->n_fields; f++) {
         const mml_field_t *fd = &sc->field[f];
         if (fd->kind == MML_FIELD_NUMERIC) {
@@ -2519,10 +2497,31 @@ static void mml__cols_header(const mml_schema_t *sc, char *buf) {
     strcpy(p, "label");
 }
 
-/* domain_<k>/<split>.csv of a data set with a schema: a header naming the
- * fields in the schema's order, then "label"; one row a line. */
-static mml_status mml__write_split_cols(const char *path, const mml_schema_t *sc, const mml_split_t *sp, int32_t k) {
-    size_t row = mml__row_bytes(sc), cap = row * 4 > (1u << 20) ? row * 4 : (1u << 20);
+/* How domain_<k>/<split>.csv prints: the header line (NUL-terminated, no
+ * '\n'; at most row_max bytes), one row a line of at most row_max bytes. */
+typedef struct mml__csv_layout {
+    const mml_schema_t *sc; /* NULL: the paper layout */
+    size_t row_max;
+    void (*header)(const mml_schema_t *sc, char *buf);
+    char *(*row)(char *p, const mml_schema_t *sc, const mml_split_t *sp, int64_t i, int32_t k);
+} mml__csv_layout;
+
+static void mml__paper_header(const mml_schema_t *sc, char *buf) {
+    (void)sc;
+    strcpy(buf, "uid,pid,domain,label");
+}
+
+/* The paper layout: "uid,pid,domain,label"; with a schema: a header naming
+ * the fields in the schema's order, then "label". */
+static mml__csv_layout mml__csv_layout_of(const mml_schema_t *sc) {
+    mml__csv_layout l = {sc, 80, mml__paper_header, mml__put_paper_row}; /* 3 numbers of <= 20 digits, label, 4 separators */
+    if (sc) l.row_max = mml__row_bytes(sc), l.header = mml__cols_header, l.row = mml__put_row;
+    return l;
+}
+
+/* domain_<k>/<split>.csv: the header, then domain k's rows of sp, one a line. */
+static mml_status mml__write_split_csv(const char *path, const mml__csv_layout *l, const mml_split_t *sp, int32_t k) {
+    size_t row = l->row_max, cap = row * 4 > (1u << 20) ? row * 4 : (1u << 20);
     mml__afile w;
     char *buf = (char *)MOEMLORA_MALLOC(cap), *p;
     mml_status st;
@@ -2531,11 +2530,11 @@ static mml_status mml__write_split_cols(const char *path, const mml_schema_t *sc
         MOEMLORA_FREE(buf);
         return st;
     }
-    mml__cols_header(sc, buf);
+    l->header(l->sc, buf);
     p = buf + strlen(buf);
     *p++ = '\n';
     for (int64_t i = sp->dom_start[k]; i < sp->dom_start[k + 1] && !st; i++) {
-        p = mml__put_row(p, sc, sp, i);
+        p = l->row(p, l->sc, sp, i, k);
         if ((size_t)(p - buf) > cap - row) {
             st = mml__afile_write(&w, buf, (size_t)(p - buf));
             p = buf;
@@ -2759,6 +2758,7 @@ static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
     int32_t k;
     int s;
     mml_status st;
+    mml__csv_layout lay = mml__csv_layout_of(d->schema);
     for (k = 0; k < d->n_domains; k++) {
         snprintf(sub, sizeof sub, "domain_%d", k);
         if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
@@ -2766,9 +2766,7 @@ static mml_status mml__write_set(const mml_data_t *d, const char *dir) {
         for (s = 0; s < 3; s++) {
             snprintf(sub, sizeof sub, "domain_%d/%s.csv", k, mml__split_names[s]);
             if ((st = mml__join(path, dir, sub)) != MML_OK) return st;
-            st = d->schema ? mml__write_split_cols(path, d->schema, &d->split[s], k)
-                           : mml__write_split_csv(path, &d->split[s], k);
-            if (st) return st;
+            if ((st = mml__write_split_csv(path, &lay, &d->split[s], k)) != MML_OK) return st;
         }
     }
     if (d->pretrained_dim > 0) {

@@ -2139,6 +2139,10 @@ static mml_status mmlr__csv_field(mmlr__csv *C, int f, int64_t r, const char *a,
         uint32_t v;
         q->num = mmlr__plain_int(a, b, C->lim, &v);
         q->key = q->num ? v : mml__fnv1a64(a, b);
+        /* mmlr__csv_flush asks again MMLR__AHEAD lookups ahead; neither is
+         * spare: this one covers a block's first lookups (all of a narrow
+         * schema's), that one the lines a wide block's parse pushed out of
+         * L1 and the slots a growth moved */
         mmlr__dict_prefetch(&C->dict[f], q->key, q->num);
         q->a = a;
         q->len = (int32_t)(b - a);

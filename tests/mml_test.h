@@ -126,6 +126,26 @@ static mml_model_t *make_model(const mml_config_t *c) {
     if (!m) exit(1);
     return m;
 }
+
+/* The schema of n fields named, kinded and sized by the tables, the domain
+ * the field at index domain, every scale the one given and all else zero:
+ * the tests' schemas differ in those and in a few settings made after. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_schema(mml_schema_t *s, int n, int domain, const char *const *names, const mml_field_kind *kinds,
+                        const int *vocab, float scale) {
+    memset(s, 0, sizeof *s);
+    s->n_fields = n;
+    s->domain = domain;
+    for (int f = 0; f < n; f++) {
+        mml_field_t *fd = &s->field[f];
+        snprintf(fd->name, sizeof fd->name, "%s", names[f]);
+        fd->kind = kinds[f];
+        fd->vocab = vocab[f];
+        fd->scale = scale;
+    }
+}
 #endif
 
 #ifdef MOEMLORA_SOURCE_DIR

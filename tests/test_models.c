@@ -100,20 +100,11 @@ static void test_gradients(void) {
  * of them. The flattening models also get a field of another dim. */
 enum { SF = 6 };
 static void mixed_schema(mml_schema_t *s, int other_dim) {
-    memset(s, 0, sizeof *s);
     static const char *const names[SF] = {"c1", "n1", "tags", "dom", "c2", "n2"};
     static const mml_field_kind kinds[SF] = {MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC, MML_FIELD_MULTI_HOT,
                                              MML_FIELD_CATEGORICAL, MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC};
     static const int vocab[SF] = {7, 0, 6, 3, 5, 0};
-    s->n_fields = SF;
-    s->domain = 3;
-    for (int f = 0; f < SF; f++) {
-        mml_field_t *fd = &s->field[f];
-        snprintf(fd->name, sizeof fd->name, "%s", names[f]);
-        fd->kind = kinds[f];
-        fd->vocab = vocab[f];
-        fd->scale = 1.0f;
-    }
+    mmlt_schema(s, SF, 3, names, kinds, vocab, 1.0f);
     s->field[2].max_len = 3;
     s->field[2].pooling = MML_POOL_MEAN;
     s->field[1].shift = 0.5f;

@@ -44,15 +44,7 @@ static void mixed_schema(mml_schema_t *s) {
     static const mml_field_kind kinds[NF] = {MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC, MML_FIELD_MULTI_HOT,
                                              MML_FIELD_CATEGORICAL, MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC};
     static const int vocab[NF] = {40, 0, 9, ND, 30, 0};
-    memset(s, 0, sizeof *s);
-    s->n_fields = NF;
-    s->domain = DOMF;
-    for (int f = 0; f < NF; f++) {
-        snprintf(s->field[f].name, sizeof s->field[f].name, "%s", names[f]);
-        s->field[f].kind = kinds[f];
-        s->field[f].vocab = vocab[f];
-        s->field[f].scale = 1.0f;
-    }
+    mmlt_schema(s, NF, DOMF, names, kinds, vocab, 1.0f);
     s->field[2].max_len = MAXL;
     s->field[2].pooling = MML_POOL_SUM;
     s->field[1].norm = MML_NORM_ZSCORE;
@@ -632,18 +624,11 @@ static void test_resume_schema(sdata *s, int threads) {
  * model with a schema (version 2), each under the fuzzers' 4096 bytes. */
 static int write_corpus(const char *dir) {
     mml_schema_t s;
-    memset(&s, 0, sizeof s);
     static const char *const names[4] = {"u", "g", "d", "x"};
     static const mml_field_kind kinds[4] = {MML_FIELD_CATEGORICAL, MML_FIELD_MULTI_HOT, MML_FIELD_CATEGORICAL,
                                             MML_FIELD_NUMERIC};
-    s.n_fields = 4;
-    s.domain = 2;
-    for (int f = 0; f < 4; f++) {
-        snprintf(s.field[f].name, sizeof s.field[f].name, "%s", names[f]);
-        s.field[f].kind = kinds[f];
-        s.field[f].vocab = f == 3 ? 0 : 3;
-        s.field[f].scale = 0.5f;
-    }
+    static const int vocab[4] = {3, 3, 3, 0};
+    mmlt_schema(&s, 4, 2, names, kinds, vocab, 0.5f);
     s.field[1].max_len = 2;
     s.field[1].pooling = MML_POOL_MEAN;
     mml_config_t c;

@@ -29,30 +29,19 @@
 enum { F_USER, F_ITEM, F_GENRES, F_DOM, F_AGE, F_PRICE };
 
 static void mixed_schema(mml_schema_t *s) {
-    memset(s, 0, sizeof *s);
-    s->n_fields = 6;
-    s->domain = F_DOM;
+    static const char *const names[] = {"user", "item.id", "genres", "scenario", "age", "price"};
+    static const mml_field_kind kinds[] = {MML_FIELD_CATEGORICAL, MML_FIELD_CATEGORICAL, MML_FIELD_MULTI_HOT,
+                                           MML_FIELD_CATEGORICAL, MML_FIELD_NUMERIC, MML_FIELD_NUMERIC};
+    static const int vocab[] = {50, 40, 12, 3, 0, 0};
+    mmlt_schema(s, 6, F_DOM, names, kinds, vocab, 0.0f);
     mml_field_t *f = s->field;
-    snprintf(f[F_USER].name, sizeof f[0].name, "user");
-    f[F_USER].vocab = 50;
-    snprintf(f[F_ITEM].name, sizeof f[0].name, "item.id");
-    f[F_ITEM].vocab = 40;
     f[F_ITEM].dim = 6;
     f[F_ITEM].hash_buckets = 40;
-    snprintf(f[F_GENRES].name, sizeof f[0].name, "genres");
-    f[F_GENRES].kind = MML_FIELD_MULTI_HOT;
-    f[F_GENRES].vocab = 12;
     f[F_GENRES].max_len = 3;
     f[F_GENRES].pooling = MML_POOL_SUM;
-    snprintf(f[F_DOM].name, sizeof f[0].name, "scenario");
-    f[F_DOM].vocab = 3;
-    snprintf(f[F_AGE].name, sizeof f[0].name, "age");
-    f[F_AGE].kind = MML_FIELD_NUMERIC;
     f[F_AGE].norm = MML_NORM_ZSCORE;
     f[F_AGE].shift = 30.5f;
     f[F_AGE].scale = 0.1f;
-    snprintf(f[F_PRICE].name, sizeof f[0].name, "price");
-    f[F_PRICE].kind = MML_FIELD_NUMERIC;
     f[F_PRICE].norm = MML_NORM_MINMAX;
     f[F_PRICE].shift = -1.5f;
     f[F_PRICE].scale = 0.25f;
@@ -164,6 +153,43 @@ static void test_generator(void) {
 
 /* ---- round trips ---- */
 
+/* domain_<k>/<split>.csv of a set with a schema as docs/DATA.md defines it
+ * (ids, lists "a|b", floats in their shortest form that reads back, the
+ * label), printed here one cell at a time; the caller frees it. */
+static char *cols_csv(const mml_schema_t *sc, const mml_split_t *sp, int k, size_t *len) {
+    size_t cap = 4096 + (size_t)(sp->dom_start[k + 1] - sp->dom_start[k]) * 512, n = 0;
+    char *t = (char *)malloc(cap);
+    for (int f = 0; f < sc->n_fields; f++) n += (size_t)snprintf(t + n, cap - n, "%s,", sc->field[f].name);
+    n += (size_t)snprintf(t + n, cap - n, "label\n");
+    for (int64_t i = sp->dom_start[k]; i < sp->dom_start[k + 1]; i++) {
+        for (int f = 0; f < sc->n_fields; f++) {
+            const mml_field_t *fd = &sc->field[f];
+            if (fd->kind == MML_FIELD_NUMERIC) {
+                float v = sp->values[f][i];
+                int digits = 6;
+                char c[32];
+                for (; digits < 9; digits++) {
+                    snprintf(c, sizeof c, "%.*g", digits, (double)v);
+                    if (strtof(c, NULL) == v) break;
+                }
+                n += (size_t)snprintf(t + n, cap - n, "%.*g", digits, (double)v);
+            } else {
+                int w = fd->kind == MML_FIELD_MULTI_HOT ? fd->max_len : 1, first = 1;
+                for (int q = 0; q < w; q++) {
+                    int32_t id = sp->ids[f][i * w + q];
+                    if (id < 0) continue;
+                    n += (size_t)snprintf(t + n, cap - n, first ? "%d" : "|%d", id);
+                    first = 0;
+                }
+            }
+            t[n++] = ',';
+        }
+        n += (size_t)snprintf(t + n, cap - n, "%d\n", sp->label[i] != 0.0f);
+    }
+    *len = n;
+    return t;
+}
+
 static void test_roundtrip(void) {
     mml_data_t a, x;
     char *dir = mkdir_tmp(), *alone = mkdir_tmp(), path[1024];
@@ -173,6 +199,17 @@ static void test_roundtrip(void) {
     CHECK_OK(mml_data_load_csv(dir, &x));
     CHECK(data_equal(&a, &x), "CSV layout round trip");
     CHECK(x.n_users == 0 && x.n_items == 0 && x.pretrained_dim == 0, "no paper-layout sizes with a schema");
+    for (int k = 0; k < a.n_domains; k++)
+        for (int sp = 0; sp < 3; sp++) {
+            static const char *const split[3] = {"train", "val", "test"};
+            size_t n = 0, want_n = 0;
+            snprintf(path, sizeof path, "%s/domain_%d/%s.csv", dir, k, split[sp]);
+            unsigned char *got = mmlt_read_file(path, &n);
+            char *want = cols_csv(a.schema, &a.split[sp], k, &want_n);
+            CHECK(got && n == want_n && !memcmp(got, want, n), "%s: %zu bytes, want %zu", path, n, want_n);
+            free(got);
+            free(want);
+        }
     mml_data_free(&x);
     snprintf(path, sizeof path, "%s/data.mmlc", dir);
     CHECK_OK(mml_data_load_cache(path, &x));

@@ -449,15 +449,7 @@ static void serve_schema(mml_schema_t *s) {
     static const mml_field_kind kinds[SNF] = {MML_FIELD_CATEGORICAL, MML_FIELD_MULTI_HOT, MML_FIELD_CATEGORICAL,
                                               MML_FIELD_NUMERIC};
     static const int vocab[SNF] = {20, 8, 3, 0};
-    memset(s, 0, sizeof *s);
-    s->n_fields = SNF;
-    s->domain = 2;
-    for (int f = 0; f < SNF; f++) {
-        snprintf(s->field[f].name, sizeof s->field[f].name, "%s", names[f]);
-        s->field[f].kind = kinds[f];
-        s->field[f].vocab = vocab[f];
-        s->field[f].scale = 0.1f;
-    }
+    mmlt_schema(s, SNF, 2, names, kinds, vocab, 0.1f);
     s->field[1].max_len = SML;
 }
 

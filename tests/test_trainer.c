@@ -194,15 +194,10 @@ static void test_resume(void) {
      * refused naming the schema */
     mmlt_ctx = "stopped run with a schema";
     mml_schema_t sc;
-    memset(&sc, 0, sizeof sc);
     static const char *const names[3] = {"viewer", "tags", "site"};
-    for (int f = 0; f < 3; f++) {
-        snprintf(sc.field[f].name, sizeof sc.field[f].name, "%s", names[f]);
-        sc.field[f].vocab = f == 2 ? 10 : 50;
-    }
-    sc.n_fields = 3;
-    sc.domain = 2;
-    sc.field[1].kind = MML_FIELD_MULTI_HOT;
+    static const mml_field_kind kinds[3] = {MML_FIELD_CATEGORICAL, MML_FIELD_MULTI_HOT, MML_FIELD_CATEGORICAL};
+    static const int vocab[3] = {50, 50, 10};
+    mmlt_schema(&sc, 3, 2, names, kinds, vocab, 0.0f);
     sc.field[1].max_len = 4;
     mml_config_t c;
     mml_config_default(&c);
