@@ -19,7 +19,9 @@
  * %peak is always against the fp32 FMA peak, so bf16 rows may pass 100%.
  *
  * --dropout: the tower's dropout rate in training (default the config's,
- * 0.5, as the peer).
+ * 0.5, as the peer). At 0 domain-folded training folds the base weight into
+ * each domain run's matrix (MoE-MLoRA at about the base model's FLOPs); the
+ * dropout mask on the base part alone keeps the base products separate.
  *
  * --only: measure just that rate (the others print 0): a profiler run of
  * one kind of work (perf record -g -- moemlora-bench --only lazy ...).
