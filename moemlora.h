@@ -4898,6 +4898,7 @@ struct mml__pass {
     int32_t *dom_count;      /* [D + 2], counting sort */
     /* domain runs of these rows: domain-folded training and bias mixtures */
     int tf_on[MML_MAX_HIDDEN], tf_nruns;
+    int tf_base;             /* the folded layers carry the base weight and bias too (no dropout) */
     int32_t *tf_run;         /* [D + 2] */
     float *tf_wd, *tf_db, *tf_dw;      /* per run: mixture [D+1, E], bias grad [D+1, d], dw [D+1, E] */
     float *tf_P[MML_MAX_HIDDEN];       /* per expert A_e B_e [E, d_in*d_out], then M_e in backward */
@@ -5502,22 +5503,41 @@ static mml_status mml__check_config(const mml_config_t *c) {
  * backward pass gets the run's gradient G_d = X_d^T dz_d and maps it back:
  *   M_e = sum_d w_e(d) G_d,  dA_e = M_e B_e^T,  dB_e = A_e^T M_e,
  *   dw_e(d) = <G_d, P_e> + <colsum dz_d, c_e>.
- * Same function, same gradients (up to rounding); the cost per row drops
- * from E r (d_in + d_out) to d_in d_out multiply-adds, which pays where d_in
- * is small next to E r (the first layer of a narrow-embedding model). The
- * dropout on the base part stays where it is: the base product is separate. */
+ * Same function, same gradients (up to rounding).
+ *
+ * Without dropout the base layer folds in as well: W_d = W + dW_d and
+ * b + c_d, one product per run in each direction (z = X_d W_d,
+ * dX_d = dZ_d W_d^T) and dW = sum_d G_d, so a folded layer costs the base
+ * model's 3 d_in d_out multiply-adds per row plus per-step terms in the
+ * runs and experts. With dropout the base part alone is masked,
+ *   z = m * s (x W + b) + x dW_d + c_d  (m per element),
+ * which no single product gives (nor dX = (m s dZ) W^T + dZ dW_d^T, nor
+ * dW = X^T (m s dZ) beside G_d = X^T dZ): the base products stay separate
+ * and folding only replaces the low-rank path, E r (d_in + d_out)
+ * multiply-adds per row, by d_in d_out, which pays where d_in is small next
+ * to E r (the first layer of a narrow-embedding model). */
 static int mml__tf_config(const mml_config_t *c) {
     return c->adapter == MML_ADAPTER_MLORA || (c->adapter == MML_ADAPTER_MOE && c->gate == MML_GATE_DOMAIN);
 }
 
-/* Does folding layer L pay for n rows in nr domain runs? (multiply-adds of
- * forward + backward, with a margin for the smaller matrix products) */
-static int mml__tf_pays(const mml__layer *L, int E, int64_t n, int64_t nr) {
+/* Does folding layer L pay for n rows in nr domain runs (base: the base
+ * weight folds in too)? Multiply-adds of the all-parameters phase, forward
+ * and backward, beyond the base layer's 3 n K that both ways run (K = d_in
+ * d_out): the low-rank path's x A, U B, dz B^T, U^T dz, x^T dT, dT A^T;
+ * folding's P_e = A_e B_e, dA_e, dB_e (3 E r K), the mixtures W_d, M_e and
+ * dw (3 nr E K) and either the delta's own x dW_d, dz dW_d^T, G_d (3 n K)
+ * or, with the base folded, the runs' W + dW_d and sum of G_d (2 nr K adds).
+ * The margin is for the folded path's small, oddly shaped products. */
+static int mml__tf_pays(const mml__layer *L, int E, int64_t n, int64_t nr, int base) {
     double K = (double)L->d_in * L->d_out, Er = (double)E * L->r;
     double low = 3.0 * (double)n * Er * (L->d_in + L->d_out);
-    double fold = 3.0 * (double)n * K + 3.0 * Er * K + 3.0 * (double)nr * E * K;
+    double fold = 3.0 * Er * K + 3.0 * (double)nr * E * K + (base ? 2.0 * (double)nr * K : 3.0 * (double)n * K);
     return fold < 0.8 * low;
 }
+
+/* The folded layers of a training pass take in the base weight when no
+ * dropout masks the base part alone. */
+static int mml__tf_fold_base(const mml_config_t *c) { return !(c->dropout > 0.0f); }
 
 static void mml__tf_layout(mml_model_t *m) {
     const mml_config_t *c = &m->cfg;
@@ -5529,7 +5549,7 @@ static void mml__tf_layout(mml_model_t *m) {
         double fl = ((double)m->a.n_experts + c->n_domains + 1) * L->d_in * L->d_out;
         /* small layers always carry the buffers (tests force the path) */
         L->tf = m->a.n_experts > 0 && mml__tf_config(c) && fl <= 4e6 &&
-                (fl <= 65536 || mml__tf_pays(L, m->a.n_experts, n, nr));
+                (fl <= 65536 || mml__tf_pays(L, m->a.n_experts, n, nr, mml__tf_fold_base(c)));
     }
 }
 
@@ -6227,7 +6247,7 @@ static int mml__mix_by_domain(const mml_model_t *m) {
  * unless forced, a lower cost than the low-rank path. */
 static void mml__tf_plan(const mml_model_t *m, mml__pass *ps) {
     memset(ps->tf_on, 0, sizeof ps->tf_on);
-    ps->tf_nruns = 0;
+    ps->tf_nruns = ps->tf_base = 0;
     if (!ps->plan.train || mml__knobs.tf_force < 0 || !ps->tf_run || ps->plan.ad_mode != MML__AD_MIX ||
         !mml__mix_by_domain(m))
         return;
@@ -6239,16 +6259,18 @@ static void mml__tf_plan(const mml_model_t *m, mml__pass *ps) {
         ps->tf_run[nr++] = i;
     }
     ps->tf_run[nr] = n;
+    ps->tf_base = mml__tf_fold_base(&m->cfg);
     for (int l = 0; l < m->a.n_layers; l++) {
         const mml__layer *L = &m->a.layer[l];
-        ps->tf_on[l] = L->tf && (mml__knobs.tf_force > 0 || mml__tf_pays(L, E, n, nr));
+        ps->tf_on[l] = L->tf && (mml__knobs.tf_force > 0 || mml__tf_pays(L, E, n, nr, ps->tf_base));
     }
     ps->tf_nruns = nr; /* the low-rank layers use the runs for their bias mixtures */
     for (int g = 0; g < nr; g++)
         memcpy(ps->tf_wd + (int64_t)g * E, ps->gw + (int64_t)ps->tf_run[g] * E, (size_t)E * sizeof(float));
 }
 
-/* z += x dW_d + c_d per domain run (z holds the base part). */
+/* z += x dW_d + c_d per domain run (z holds the base part) or, with
+ * ps->tf_base, z = x (W + dW_d) + b + c_d. */
 static void mml__tf_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z) {
     const mml_kernels_t *K = m->K;
     const mml__layer *L = &m->a.layer[l];
@@ -6260,32 +6282,41 @@ static void mml__tf_forward(const mml_model_t *m, mml__pass *ps, int l, const fl
         K->gemm_nn(di, dout, r, A + (int64_t)e * r, Er, B + (int64_t)e * r * dout, dout, P + e * kk, dout, 0);
     K->gemm_nn(nr, (int)kk, E, ps->tf_wd, E, P, (int)kk, W, (int)kk, 0);
     K->gemm_nn(nr, dout, E, ps->tf_wd, E, mml__p(m, L->C), dout, cd, dout, 0);
+    for (int g = 0; g < nr && ps->tf_base; g++) {
+        K->axpy(kk, 1.0f, mml__p(m, L->W), W + g * kk);
+        K->axpy(dout, 1.0f, mml__p(m, L->b), cd + (int64_t)g * dout);
+    }
     for (int g = 0; g < nr; g++) {
         int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
-        mml__tk(m, ps)->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout, 1);
+        mml__tk(m, ps)->gemm_nn(ng, dout, di, x + (int64_t)a * di, di, W + g * kk, dout, z + (int64_t)a * dout, dout,
+                                !ps->tf_base);
         K->add_bias(ng, dout, cd + (int64_t)g * dout, z + (int64_t)a * dout, dout);
     }
 }
 
-/* Backward of mml__tf_forward: dx = dz dW_d^T per run (if need_dx), the
- * adapters' gradients and the runs' dw (added to each run's first row). */
+/* Backward of mml__tf_forward: dx = dz dW_d^T (with ps->tf_base: dz W_d^T)
+ * per run (if need_dx), the adapters' gradients, the runs' dw (added to each
+ * run's first row) and, with ps->tf_base and a trainable tower, the base
+ * weight's gradient sum_d G_d. */
 static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const float *x, const float *dz, float *dx,
                             int need_dx, int gx, int gg) {
     const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
     const mml__layer *L = &m->a.layer[l];
     int di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r, nr = ps->tf_nruns;
+    int gt = ps->tf_base && m->ph.trainable[MML__G_TOWER];
     int64_t kk = (int64_t)di * dout;
     float *P = ps->tf_P[l], *W = ps->tf_W[l], *db = ps->tf_db;
     for (int g = 0; g < nr && need_dx; g++) {
         int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
         KT->gemm_nt(ng, di, dout, dz + (int64_t)a * dout, dout, W + g * kk, dout, dx + (int64_t)a * di, di, 0);
     }
-    if (!gx && !gg) return need_dx;
+    if (!gx && !gg && !gt) return need_dx;
     for (int g = 0; g < nr; g++) { /* W becomes the runs' gradients G_d */
         int a = ps->tf_run[g], ng = ps->tf_run[g + 1] - a;
         KT->gemm_tn(di, dout, ng, x + (int64_t)a * di, di, dz + (int64_t)a * dout, dout, W + g * kk, dout, 0);
         memset(db + (int64_t)g * dout, 0, (size_t)dout * sizeof(float));
         K->colsum_add(ng, dout, dz + (int64_t)a * dout, dout, db + (int64_t)g * dout);
+        if (gt) K->axpy(kk, 1.0f, W + g * kk, mml__g(ps->g, m, L->W));
     }
     const float *C = mml__p(m, L->C);
     if (gg) {
@@ -6307,21 +6338,30 @@ static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const fl
     return need_dx;
 }
 
-/* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
- * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w */
-static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x) {
-    const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
+/* x: [n, d_in]  W: [d_in, d_out]  -> z = dropout(x W + b): [n, d_out] */
+static void mml__base_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z) {
+    const mml_kernels_t *K = m->K;
     const mml__layer *L = &m->a.layer[l];
-    int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
-    int mode = ps->plan.ad_mode;
-    float *z = ps->z[l];
-    KT->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
+    int n = ps->r.n, di = L->d_in, dout = L->d_out;
+    mml__tk(m, ps)->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
     K->add_bias(n, dout, mml__p(m, L->b), z, dout);
     if (ps->plan.train && m->cfg.dropout > 0.0f) { /* the mask is kept for the backward pass */
         K->dropout_keep((int64_t)n * dout, m->cfg.dropout, mml__dropout_seed(m, ps, l), (uint64_t)ps->r.row0 * dout,
                         ps->dkeep[l]);
         K->mask_scale((int64_t)n * dout, ps->dkeep[l], z, z, 1.0f / (1.0f - m->cfg.dropout));
     }
+}
+
+/* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
+ * -> z = relu(dropout(x W + b) + adapter(x)): [n, d_out]; T = x A_active, U = T * w
+ * (a layer folded with its base weight runs both parts in one product per domain run) */
+static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x) {
+    const mml_kernels_t *K = m->K, *KT = mml__tk(m, ps);
+    const mml__layer *L = &m->a.layer[l];
+    int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
+    int mode = ps->plan.ad_mode;
+    float *z = ps->z[l];
+    if (!(ps->tf_on[l] && ps->tf_base)) mml__base_forward(m, ps, l, x, z);
     if (mode == MML__AD_SINGLE) {
         int e = ps->plan.ad_expert;
         KT->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, ps->T[l], r, 0);
@@ -6420,8 +6460,8 @@ static int mml__adapter_backward(const mml_model_t *m, mml__pass *ps, int l, con
     }
     if (ps->plan.ad_mode != MML__AD_MIX) return 0;
     int gg = m->ph.trainable[MML__G_GATE] && m->cfg.adapter == MML_ADAPTER_MOE;
-    if (!gx && !need_dx && !gg) return 0;
     if (ps->tf_on[l]) return mml__tf_backward(m, ps, l, x, dz, dx, need_dx, gx, gg);
+    if (!gx && !need_dx && !gg) return 0;
     KT->gemm_nt(n, Er, dout, dz, dout, mml__p(m, L->B), dout, ps->dU, Er, 0);
     int nr = ps->tf_nruns;
     if (nr && (gg || gx)) { /* rows in domain runs: the bias mixture's gradients per run */
@@ -6535,17 +6575,18 @@ static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
         const mml__layer *L = &a->layer[l];
         const float *x = l ? ps->z[l - 1] : ps->x0;
         float *dxl = l ? dx : ps->dx0;
-        int need = mml__need_dx(m, ps, l);
+        int need = mml__need_dx(m, ps, l), base_done = ps->tf_on[l] && ps->tf_base; /* W's products: in the runs' */
         K->relu_bwd((int64_t)n * L->d_out, ps->z[l], dz, dz);
         int wrote = mml__adapter_backward(m, ps, l, x, dz, dxl, need);
         if (m->cfg.dropout > 0.0f)
             K->mask_scale((int64_t)n * L->d_out, ps->dkeep[l], dz, dz, 1.0f / (1.0f - m->cfg.dropout));
         if (tr[MML__G_TOWER]) {
-            KT->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
+            if (!base_done) KT->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
             K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(g, m, L->b));
         }
         if (!need) break;
-        KT->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);
+        if (!base_done)
+            KT->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);
         if (l == 0) have_dx0 = 1;
         float *t = dz; dz = dx; dx = t;
     }

@@ -11,6 +11,11 @@ Runs moemlora-bench briefly and checks, per row of its JSON:
   (forward, input and weight gradients), at least that with adapters, and
   below the unfolded all-experts count where domain folding runs fewer
   (MoE-MLoRA, emb 8, first layer);
+- without dropout (--dropout 0) domain-folded training runs the base weight
+  inside each run's folded matrix: MoE-MLoRA's training count is the base
+  model's plus the per-step folding terms (experts' A_e B_e, the mixtures),
+  under 1.3x the base model's at emb 8 and 128, where with dropout the base
+  products run beside the adapters' (about 2x);
 - one and two threads count the same inference work (every worker counted);
 - bf16 rows (--precision-list fp32,bf16) count the same training work as
   fp32 (the tower's bf16 GEMMs are counted too);
@@ -49,6 +54,19 @@ def main():
     def expect(ok, what):
         if not ok:
             bad.append(what)
+
+    cmd = [sys.argv[1], "--seconds", "0.05", "--windows", "1", "--adapters", "none,moe", "--emb-list", "8,128",
+           "--threads-list", "1", "--only", "dense", "--dropout", "0", "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    d0 = {(r["adapter"], r["emb"]): r["train_flops_per_sample"]
+          for r in (json.loads(l) for l in out.splitlines() if l.startswith("{"))}
+    for e in (8, 128):
+        base, moe = d0.get(("none", e)), d0.get(("moe", e))
+        expect(base is not None and abs(base - 3 * tower(3 * e)) <= 1e-3 * base, f"dropout 0, emb {e}: base model training {base} FLOPs/sample, "
+               f"not 3x the forward {tower(3 * e)}")
+        expect(base is not None and moe is not None and base < moe < 1.3 * base,
+               f"dropout 0, emb {e}: MoE-MLoRA training {moe} FLOPs/sample against the base model's {base}: "
+               f"the folded layers should carry the base product")
 
     for r in rows:
         a, e, t = r["adapter"], r["emb"], r["threads"]

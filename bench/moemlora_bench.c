@@ -6,7 +6,7 @@
  *   moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]
  *                  [--emb-list 8,128] [--adapters none,mlora,moe] [--json]
  *                  [--schema aliccp] [--precision-list fp32,bf16]
- *                  [--only dense|lazy|infer]
+ *                  [--only dense|lazy|infer] [--dropout P]
  *
  * --schema aliccp: an Ali-CCP-like schema instead: 20 categorical fields,
  * the domain (10 values) and 19 others with vocabularies from 19 to 1M
@@ -17,6 +17,11 @@
  * --precision-list: each configuration in these precisions (default fp32;
  * bf16: training steps run the tower's GEMMs on bf16 inputs, cfg.precision).
  * %peak is always against the fp32 FMA peak, so bf16 rows may pass 100%.
+ *
+ * --dropout: the tower's dropout rate in training (default the config's,
+ * 0.5, as the peer). At 0 domain-folded training folds the base weight into
+ * each domain run's matrix (MoE-MLoRA at about the base model's FLOPs); the
+ * dropout mask on the base part alone keeps the base products separate.
  *
  * --only: measure just that rate (the others print 0): a profiler run of
  * one kind of work (perf record -g -- moemlora-bench --only lazy ...).
@@ -192,6 +197,7 @@ static double count_end(mml_model_t *m, long samples) {
 }
 
 static mml_precision g_precision; /* of the models make_model creates */
+static float g_dropout = -1.0f;   /* --dropout; < 0: the config's default (the peer's 0.5) */
 
 static mml_model_t *make_model(const char *adapter, int emb, int threads, int lazy) {
     mml_config_t c;
@@ -209,6 +215,7 @@ static mml_model_t *make_model(const char *adapter, int emb, int threads, int la
     c.threads = threads;
     c.lazy_adam = lazy;
     c.precision = g_precision;
+    if (g_dropout >= 0.0f) c.dropout = g_dropout;
     c.eps = 1e-8f; /* PyTorch's default */
     mml_model_t *m;
     if (mml_model_create(&c, &m)) {
@@ -461,6 +468,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
                    (!strcmp(argv[i + 1], "dense") || !strcmp(argv[i + 1], "lazy") || !strcmp(argv[i + 1], "infer")))
             g_only = argv[++i];
+        else if (!strcmp(argv[i], "--dropout") && i + 1 < argc && atof(argv[i + 1]) >= 0.0 && atof(argv[i + 1]) < 1.0)
+            g_dropout = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--schema") && i + 1 < argc && !strcmp(argv[i + 1], "aliccp")) {
             g_use_schema = 1;
@@ -470,15 +479,17 @@ int main(int argc, char **argv) {
             printf("usage: moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]\n"
                    "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n"
                    "                      [--schema aliccp] [--precision-list fp32,bf16]\n"
-                   "                      [--only dense|lazy|infer]\n");
+                   "                      [--only dense|lazy|infer] [--dropout P]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
     make_data();
     if (g_use_schema) make_schema();
     double peak = mml_simd_isa_supported(MML_ISA_AVX512) ? peak_avx512() : 0.0;
-    printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement%s\n", mml_simd_isa_name(), peak,
+    printf("kernels %s, FMA peak (1 core, AVX-512) %.1f GFLOP/s, %.1f s per measurement%s", mml_simd_isa_name(), peak,
            seconds, g_use_schema ? "; schema aliccp (20 categorical fields)" : "");
+    if (g_dropout >= 0.0f) printf("; dropout %g", g_dropout);
+    printf("\n");
     printf("%-7s %4s %4s %3s | %12s %6s %12s %12s | %9s %9s | %8s %8s %6s | %8s %8s %6s | %7s\n", "adapter", "prec", "emb", "thr",
            "train/s", "catch", "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "train F", "GFLOP/s", "%peak",
            "infer F", "GFLOP/s", "%peak", "RSS MiB");

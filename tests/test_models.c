@@ -224,12 +224,18 @@ static void test_thread_gradients(void) {
     /* with the mixed schema (a list, numeric inputs, the domain in the middle) */
     const int32_t *ids[SF] = {uid, NULL, tags, dom, pid, NULL};
     const float *vals[SF] = {NULL, n1, NULL, NULL, NULL, n2};
+    /* fold: no dropout, domain-folded training forced (each worker folds its
+     * rows' runs, the base weight included), WDL's mixing phases */
+    for (int fold = 0; fold < 2; fold++)
     for (int prec = 0; prec < 2; prec++) /* bf16: the tower's products, a few models */
     for (int schema = 0; schema < 2; schema++)
     for (int mk = 0; mk < MML_MODEL_COUNT; mk++)
         for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
             const tcase *tc = &cases[ci];
             if (quick && (mk != MML_MODEL_WDL || tc->phase != MML_PHASE_ALL || prec)) continue;
+            if (fold && (schema || mk != MML_MODEL_WDL || tc->a == MML_ADAPTER_NONE ||
+                         (tc->phase != MML_PHASE_ALL && tc->phase != MML_PHASE_GATE)))
+                continue;
             if (schema && (tc->pretrained || (mk != MML_MODEL_WDL && mk != MML_MODEL_DCN && mk != MML_MODEL_FIBINET)))
                 continue;
             if (prec && (schema || (mk != MML_MODEL_WDL && mk != MML_MODEL_AUTOINT))) continue;
@@ -248,7 +254,7 @@ static void test_thread_gradients(void) {
             c.hidden[1] = 8;
             c.lora_reduce = 4;
             c.experts_per_domain = 2;
-            c.dropout = 0.2f;
+            c.dropout = fold ? 0.0f : 0.2f;
             c.lazy_adam = tc->lazy;
             c.pretrained = tc->pretrained;
             c.max_batch = TB;
@@ -260,7 +266,8 @@ static void test_thread_gradients(void) {
                 CHECK_OK(mml_model_set_phase(m[t], tc->phase, tc->expert));
             }
             char tag[96];
-            snprintf(tag, sizeof tag, "%s%s%s/%s phase %d%s%s", prec ? "bf16 " : "", schema ? "schema " : "",
+            snprintf(tag, sizeof tag, "%s%s%s%s/%s phase %d%s%s", fold ? "folded " : "", prec ? "bf16 " : "",
+                     schema ? "schema " : "",
                      mml_model_kind_name(c.model),
                      mml_adapter_name(c.adapter), (int)tc->phase, tc->lazy ? " lazy" : "",
                      tc->pretrained ? " pretrained" : "");
@@ -281,7 +288,11 @@ static void test_thread_gradients(void) {
                     b.values = vals;
                 }
                 double loss[3];
+                mml__knobs.tf_force = fold;
                 for (int t = 0; t < 3; t++) CHECK_OK(mml__step_gradients(m[t], &b, &loss[t]));
+                mml__knobs.tf_force = 0;
+                CHECK(!fold || (m[0]->pass.tf_on[0] && m[0]->pass.tf_base), "step %d: not folded with the base weight",
+                      step);
                 for (int t = 1; t < 3; t++) {
                     char why[160] = "";
                     CHECK(mmlt_close(loss[t], loss[0], 1e-5, 0.0), "step %d, %d threads: loss %.9g vs %.9g", step,
