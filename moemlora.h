@@ -71,7 +71,7 @@
  * THREADING. A model is used by one thread at a time (its training step may
  * itself use cfg.threads workers; fixed thread count = deterministic results).
  * For concurrent serving, give each thread an mml_session_t on one model.
- * Workers spin 0.5 ms after a job before they sleep.
+ * Workers spin 50 us after a job before they sleep.
  *
  * PROCESSES. mml_model_set_distributed makes training data-parallel over
  * processes (MPI, or any transport that can sum a float buffer): every
@@ -7198,11 +7198,14 @@ typedef struct mml__pool {
 
 /* A step runs several jobs back to back, microseconds apart, while waking a
  * thread that sleeps on a condition variable takes tens of microseconds (more
- * in a virtual machine), and a worker that finished its share early may wait
- * as long as the imbalance. So both sides spin for a while (0.5 ms, by the
- * clock: a pause instruction lasts 20 to 150 cycles depending on the CPU)
- * before they sleep. */
-#define MML__SPIN_NS 500000
+ * in a virtual machine). So both sides spin for a while before they sleep,
+ * by the clock (a pause instruction lasts 20 to 150 cycles depending on the
+ * CPU). Not longer than 50 us: on a core that another program keeps busy, a
+ * spinning thread eats the time slices its late partner needs, and a
+ * sleeping one lets the scheduler move that partner to the freed core
+ * (moemlora-bench --hog: 2 threads beside a busy process ran at 0.73x one
+ * thread with 0.5 ms of spinning, 0.95x with 50 us; unloaded, no change). */
+#define MML__SPIN_NS 50000
 
 static void mml__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -7,6 +7,13 @@
  *                  [--emb-list 8,128] [--adapters none,mlora,moe] [--json]
  *                  [--schema aliccp] [--precision-list fp32,bf16]
  *                  [--only dense|lazy|infer] [--dropout P]
+ *                  [--hog]
+ *
+ * --hog: the busy-machine rows instead: training samples/s at 1 and 2
+ * threads without and with a process spinning on one CPU (the last this
+ * process may use; nothing pins the trainer), and the ratio 2 threads / 1
+ * thread of each. Another program on a core must not make 2 threads slower
+ * than 1 (ratio >= 1 with the hog); without it the ratio is the scaling.
  *
  * --schema aliccp: an Ali-CCP-like schema instead: 20 categorical fields,
  * the domain (10 values) and 19 others with vocabularies from 19 to 1M
@@ -34,8 +41,14 @@
  * reported). GFLOP/s are executed FLOPs: an untimed pass counts the
  * multiply-adds the kernels run (see "Executed FLOPs" below). Prints a table
  * and, with --json, one JSON line per configuration. */
+#define _GNU_SOURCE /* sched_setaffinity: the hog of --hog */
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -440,9 +453,62 @@ static void print_run(const run *r, double peak, int json) {
     fflush(stdout);
 }
 
+/* ---- a busy machine (--hog) ---- */
+
+/* A child process spinning on the last CPU this process may use, until
+ * stop_hog: another busy program on one core. -1 when it cannot start. */
+static pid_t start_hog(int *cpu) {
+    cpu_set_t set, one;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    *cpu = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set)) *cpu = c;
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    CPU_ZERO(&one);
+    CPU_SET(*cpu, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    for (volatile unsigned long x = 0;; x++) {}
+}
+
+static void stop_hog(pid_t pid) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+/* Training rate at 1 and 2 threads, without and with the hog. */
+static void busy_rows(const char *adapter, int emb, double seconds, int json) {
+    double rate[2][2];
+    int cpu = -1;
+    for (int h = 0; h < 2; h++) {
+        pid_t hog = h ? start_hog(&cpu) : 0;
+        if (hog < 0) {
+            printf("busy machine: cannot start the hog\n");
+            return;
+        }
+        for (int t = 0; t < 2; t++) {
+            mml_model_t *m = make_model(adapter, emb, t + 1, 0);
+            double catch_share;
+            warm_up(m);
+            rate[h][t] = train_rate(m, seconds, &catch_share);
+            mml_model_free(m);
+        }
+        if (hog > 0) stop_hog(hog);
+    }
+    if (json)
+        printf("{\"row\":\"busy\",\"adapter\":\"%s\",\"emb\":%d,\"train_1thr\":%.0f,\"train_2thr\":%.0f,"
+               "\"ratio\":%.3f,\"hog_cpu\":%d,\"hog_train_1thr\":%.0f,\"hog_train_2thr\":%.0f,\"hog_ratio\":%.3f}\n",
+               adapter, emb, rate[0][0], rate[0][1], rate[0][1] / rate[0][0], cpu, rate[1][0], rate[1][1],
+               rate[1][1] / rate[1][0]);
+    else
+        printf("%-7s %4d | %10.0f %10.0f %6.2f | %10.0f %10.0f %6.2f\n", adapter, emb, rate[0][0], rate[0][1],
+               rate[0][1] / rate[0][0], rate[1][0], rate[1][1], rate[1][1] / rate[1][0]);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv) {
     double seconds = 3.0;
-    int threads[4] = {1, 2}, nt = 2, embs[4] = {8, 128}, ne = 2, json = 0, emb_given = 0;
+    int threads[4] = {1, 2}, nt = 2, embs[4] = {8, 128}, ne = 2, json = 0, emb_given = 0, hog = 0;
     const char *adapters[3] = {"none", "mlora", "moe"};
     int na = 3, np = 1;
     mml_precision precs[2] = {MML_PRECISION_FP32, MML_PRECISION_BF16};
@@ -471,6 +537,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dropout") && i + 1 < argc && atof(argv[i + 1]) >= 0.0 && atof(argv[i + 1]) < 1.0)
             g_dropout = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--hog")) hog = 1;
         else if (!strcmp(argv[i], "--schema") && i + 1 < argc && !strcmp(argv[i + 1], "aliccp")) {
             g_use_schema = 1;
             i++;
@@ -479,7 +546,7 @@ int main(int argc, char **argv) {
             printf("usage: moemlora-bench [--seconds S] [--windows W] [--threads-list 1,2]\n"
                    "                      [--emb-list 8,128] [--adapters none,mlora,moe] [--json]\n"
                    "                      [--schema aliccp] [--precision-list fp32,bf16]\n"
-                   "                      [--only dense|lazy|infer] [--dropout P]\n");
+                   "                      [--only dense|lazy|infer] [--dropout P] [--hog]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -490,6 +557,14 @@ int main(int argc, char **argv) {
            seconds, g_use_schema ? "; schema aliccp (20 categorical fields)" : "");
     if (g_dropout >= 0.0f) printf("; dropout %g", g_dropout);
     printf("\n");
+    if (hog) {
+        printf("busy machine: train samples/s, a process spinning on one CPU or not\n");
+        printf("%-7s %4s | %10s %10s %6s | %10s %10s %6s\n", "adapter", "emb", "1 thr", "2 thr", "2/1", "hog 1 thr",
+               "hog 2 thr", "2/1");
+        for (int a = 0; a < na; a++)
+            for (int e = 0; e < ne; e++) busy_rows(adapters[a], embs[e], seconds, json);
+        return 0;
+    }
     printf("%-7s %4s %4s %3s | %12s %6s %12s %12s | %9s %9s | %8s %8s %6s | %8s %8s %6s | %7s\n", "adapter", "prec", "emb", "thr",
            "train/s", "catch", "train-lazy/s", "infer/s", "lat50 us", "lat99 us", "train F", "GFLOP/s", "%peak",
            "infer F", "GFLOP/s", "%peak", "RSS MiB");

@@ -105,7 +105,9 @@ static void usage(FILE *f) {
         "  --epochs N              max epochs per phase (50)\n"
         "  --patience N            early stopping patience (3)\n"
         "  (--threads: by default the cores, shared among the MPI processes of\n"
-        "  moemlora-train-mpi, at most 2)\n"
+        "  moemlora-train-mpi, at most 2; not the idle cores, so that a command\n"
+        "  gives the same results on any load: it says when --threads 1 may be\n"
+        "  faster)\n"
         "output:\n"
         "  --results FILE          write the results as JSON (atomically)\n"
         "  --save CKPT             checkpoint after every epoch and at the end (atomic)\n"
@@ -528,6 +530,46 @@ static mml_status train(opts *o, mml_model_t *m, const mml_data_t *data, mml_met
     return st;
 }
 
+/* Per-core busy and total time from /proc/stat (user, nice, system, idle,
+ * iowait, irq, softirq, steal): busy counts the time at normal priority, as
+ * niced work yields to us. The number of cores read, 0 without /proc. */
+enum { MAX_CORES = 1024 };
+static int read_core_times(unsigned long long *busy, unsigned long long *total) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    char line[512];
+    int n = 0;
+    while (n < MAX_CORES && fgets(line, sizeof line, f)) {
+        unsigned long long v[8] = {0};
+        int id;
+        if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9') continue;
+        if (sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &id, &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7]) < 5)
+            continue;
+        busy[n] = v[0] + v[2] + v[5] + v[6] + v[7];
+        total[n] = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Online cores minus those other programs keep busy (more than half of 0.1
+ * s at normal priority): the threads that can run without waiting for
+ * another program's time slices. At least 1. Only for a notice: a default
+ * thread count that followed the load would change a command's results. */
+static long idle_cores(void) {
+    static unsigned long long b0[MAX_CORES], t0[MAX_CORES], b1[MAX_CORES], t1[MAX_CORES];
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = read_core_times(b0, t0);
+    struct timespec nap = {0, 100000000};
+    nanosleep(&nap, NULL);
+    if (n == 0 || read_core_times(b1, t1) != n) return cores > 0 ? cores : 1;
+    long busy = 0;
+    for (int i = 0; i < n; i++) busy += t1[i] > t0[i] && 2 * (b1[i] - b0[i]) > t1[i] - t0[i];
+    return n - busy > 1 ? n - busy : 1;
+}
+
 int main(int argc, char **argv) {
     opts o;
     memset(&o, 0, sizeof o);
@@ -552,6 +594,9 @@ int main(int argc, char **argv) {
         if (!freopen("/dev/null", "w", stdout)) return finish(&o, 1);
     }
     o.tty = isatty(2);
+    if (!o.quiet && o.cfg.threads > 1 && idle_cores() < (long)o.cfg.threads * o.world)
+        fprintf(stderr, "moemlora-train: other programs keep some of the cores busy: each step waits for its slowest "
+                        "thread, so --threads 1 may be faster (results depend on the thread count, not on the load)\n");
     if (check_outputs(&o)) return finish(&o, 2);
     mml_model_t *m = NULL;
     int rc = o.resume ? open_resume(&o, &m) : 0;
