@@ -22,6 +22,8 @@
 # the peer measures), and the tables give the median of each figure and the
 # range of each ratio over the repetitions (a ratio is taken within one
 # repetition, never across; there the peer's fastest candidate counts).
+# Each repetition also runs moemlora-bench --hog: our 2 threads against 1,
+# without and with a process spinning on one CPU.
 #   bench/run_peers.sh BUILD_DIR [SECONDS] [REPS]
 # The peer needs python3-torch and, for its fast BLAS, libopenblas0-pthread
 # (apt-get install -y python3-torch libopenblas0-pthread); without OpenBLAS,
@@ -78,6 +80,9 @@ for rep in $(seq "$reps"); do
     "$build/bench/moemlora-bench" --seconds "$secs" --windows 1 --adapters "$adapters" --emb-list "$emb" --threads-list 1,2 \
       --precision-list "$precisions" --json | grep '^{' >> "$out/ours.$rep.json"
   done
+  # a busy machine: our 2 threads / 1 thread beside a process spinning on one CPU
+  "$build/bench/moemlora-bench" --hog --seconds "$secs" --windows 1 --adapters none,moe --emb-list 8,128 --json |
+    grep '^{' >> "$out/busy.json" || true
 done
 if [ -x "$build/bench/bench_kernels" ]; then
   "$build/bench/bench_kernels" --benchmark_filter='gemm_nn/avx512/M1024_K(24_N256|256_N128|128_N64|384_N256)$' \
@@ -228,4 +233,20 @@ if any(peer_runs.values()):
             print(f"| {a} | {e} | {nm} | {span([p['train_samples_per_s'] for p in ps], n0)} | "
                   f"{span([p['infer_samples_per_s'] for p in ps], n0)} | "
                   f"{med([p['batch1_latency_us'] for p in ps]):.0f} |")
+
+busy = collections.defaultdict(list)
+if os.path.exists(os.path.join(out, "busy.json")):
+    for line in open(os.path.join(out, "busy.json")):
+        r = json.loads(line)
+        busy[(r["adapter"], r["emb"])].append(r)
+if busy:
+    print("\nBusy machine (`moemlora-bench --hog`): training samples/s at 1 and 2 threads, without and with a process "
+          "spinning on one CPU, median (lowest-highest ratio) over the repetitions:\n")
+    print("| adapter | emb | 1 thread | 2 threads | 2/1 | hog: 1 thread | hog: 2 threads | hog: 2/1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (a, e), rs in busy.items():
+        m = lambda k: statistics.median(r[k] for r in rs)
+        rng = lambda k: f"{min(r[k] for r in rs):.2f}-{max(r[k] for r in rs):.2f}"
+        print(f"| {a} | {e} | {m('train_1thr'):.0f} | {m('train_2thr'):.0f} | {m('ratio'):.2f}x ({rng('ratio')}) | "
+              f"{m('hog_train_1thr'):.0f} | {m('hog_train_2thr'):.0f} | {m('hog_ratio'):.2f}x ({rng('hog_ratio')}) |")
 PY
