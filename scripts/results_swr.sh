@@ -12,7 +12,10 @@
 # JSON is there are not run again, so an interrupted run resumes; default: a
 # temporary folder), PARTS ("swr all": which of the two tables to run),
 # MODELS (the models to run, all nine by default; rows of the others read
-# "n/a"), ALL_SEEDS (training seeds of the every-attribute runs, "1 2 3").
+# "n/a"), ALL_SEEDS (training seeds of the every-attribute runs, "1 2 3"),
+# REPORT_ONLY (1: run nothing, report what WORK holds; rows with fewer
+# seeds say how many), COMMIT (the commit the runs were made with, named in
+# the report; default this checkout's).
 set -euo pipefail
 build=${1:-build}
 raw=${2:-../shared/data/ml-1m}
@@ -25,13 +28,16 @@ if [ -n "${WORK:-}" ]; then work=$WORK; mkdir -p "$work"; else work=$(mktemp -d)
 all_models="mlp wdl deepfm nfm pnn dcn xdeepfm autoint fibinet"
 models=${MODELS:-$all_models}
 all_seeds=${ALL_SEEDS:-1 2 3}
+report_only=${REPORT_ONLY:-}
+commit=${COMMIT:-$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 prep() { # name, then moemlora-prepare movielens flags
   local name=$1; shift
+  [ -z "$report_only" ] || return 0
   [ -f "$work/$name/meta.txt" ] || "$build/examples/moemlora-prepare" movielens --raw "$raw" "$@" --out "$work/$name" >/dev/null
 }
 train() { # json, data, flags...
   local json=$1 data=$2; shift 2
-  [ -f "$json" ] && return 0
+  [ -f "$json" ] || [ -n "$report_only" ] && return 0
   "$build/examples/moemlora-train" --data "$data" --threads "$threads" --quiet --results "$json" "$@" >/dev/null
   echo "done $(basename "$json" .json)" >&2
 }
@@ -65,9 +71,9 @@ case " $parts " in *" all "*)
     done
   done;;
 esac
-python3 - "$work" "$out" "$threads" "$seeds" "$parts" "$all_models" "$all_seeds" <<'PY'
+python3 - "$work" "$out" "$threads" "$seeds" "$parts" "$all_models" "$all_seeds" "$commit" <<'PY'
 import json, os, sys, statistics, datetime, platform
-work, out, threads, seeds, parts, models, all_seeds = sys.argv[1:8]
+work, out, threads, seeds, parts, models, all_seeds, commit = sys.argv[1:9]
 seeds, models, all_seeds = seeds.split(), models.split(), all_seeds.split()
 adapters = [("none", "base"), ("mlora", "MLoRA"), ("moe", "MoE-MLoRA")]
 def load(p):
@@ -78,7 +84,8 @@ def ms(xs):
     if not xs: return None
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs))
 def fmt(t, d=4):
-    return "n/a" if t is None else f"{t[0]:.{d}f} ± {t[1]:.{d}f}"
+    if t is None: return "n/a"
+    return f"{t[0]:.{d}f} ± {t[1]:.{d}f}" if t[2] > 1 else f"{t[0]:.{d}f}"
 def cpu():
     try:
         for line in open("/proc/cpuinfo"):
@@ -100,7 +107,8 @@ def names(d):
         pass
     return r
 L = ["# Results: MovieLens-1M with feature fields (Scenario-Wise Rec protocol) and with every attribute\n",
-     f"Made by `scripts/results_swr.sh` on {datetime.date.today().isoformat()}, {cpu()}, {threads} threads. "
+     f"Made by `scripts/results_swr.sh` on {datetime.date.today().isoformat()}, commit {commit}, {cpu()}, "
+     f"{threads} thread(s). "
      "Test-set numbers; AUC per domain, weighted AUC (WAUC, by test rows) and log loss. "
      "Mean ± sd over the training seeds; a difference is called a lead only where it exceeds the larger sd.\n"]
 if "swr" in parts.split():
@@ -112,27 +120,27 @@ if "swr" in parts.split():
              "rows, split and domains with the three fields user, movie, domain (dim 16). Training: "
              f"`moemlora-train --emb 16 --seed S` (S in {', '.join(seeds)}), every other setting the default "
              "(tower 256-128-64, dropout 0.5, Adam 1e-3, batch 1024, patience 3, adapter rank d_out/16).\n")
-    L.append("| model | adapter | fields | " + " | ".join(f"AUC {dn.get(k, k)}" for k in range(3)) +
+    L.append("| model | adapter | fields | seeds | " + " | ".join(f"AUC {dn.get(k, k)}" for k in range(3)) +
              " | WAUC | log loss |")
-    L.append("|---|---|---|" + "---|" * 5)
+    L.append("|---|---|---|---|" + "---|" * 5)
     for m in models:
         for a, an in adapters:
             for s, sn in [("swr", "7 fields"), ("swr3", "3 fields")]:
                 rs = [load(f"{s}_{m}_{a}_s{seed}.json") for seed in seeds]
                 rs = [r for r in rs if r]
                 if not rs:
-                    L.append(f"| {m} | {an} | {sn} | n/a | n/a | n/a | n/a | n/a |"); continue
+                    L.append(f"| {m} | {an} | {sn} | 0 | n/a | n/a | n/a | n/a | n/a |"); continue
                 dom = [fmt(ms([r["domains"][k]["auc"] for r in rs])) for k in range(3)]
-                L.append(f"| {m} | {an} | {sn} | " + " | ".join(dom) +
-                         f" | {fmt(ms([r['weighted_auc'] for r in rs]))} | {fmt(ms([r['logloss'] for r in rs]))} |"
-                         + ("" if len(rs) == len(seeds) else f" ({len(rs)} of {len(seeds)} seeds)"))
-    L.append("\nLeads of the adapters over the base model (WAUC, 7 fields) larger than the spread:\n")
+                L.append(f"| {m} | {an} | {sn} | {len(rs)} | " + " | ".join(dom) +
+                         f" | {fmt(ms([r['weighted_auc'] for r in rs]))} | {fmt(ms([r['logloss'] for r in rs]))} |")
+    L.append("\nLeads of the adapters over the base model (WAUC, 7 fields) larger than the spread, among the "
+             f"rows with all {len(seeds)} seeds:\n")
     lead = []
     for m in models:
         b = ms([(load(f"swr_{m}_none_s{s}.json") or {}).get("weighted_auc") for s in seeds])
         for a, an in adapters[1:]:
             x = ms([(load(f"swr_{m}_{a}_s{s}.json") or {}).get("weighted_auc") for s in seeds])
-            if b and x and x[0] - b[0] > max(x[1], b[1]):
+            if b and x and b[2] == x[2] == len(seeds) and x[0] - b[0] > max(x[1], b[1]):
                 lead.append(f"{m} {an} (+{x[0] - b[0]:.4f})")
     L.append("- " + (", ".join(lead) if lead else "none") + "\n")
 if "all" in parts.split():
