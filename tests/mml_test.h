@@ -91,6 +91,21 @@ static unsigned char *mmlt_read_file(const char *path, size_t *len) {
     return b;
 }
 
+/* A new empty folder /tmp/<prefix>XXXXXX, its name malloc'd (the caller
+ * frees it), or the program ends with exit 1. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static char *mmlt_mkdtemp(const char *prefix) {
+    char *p = (char *)malloc(64);
+    snprintf(p, 64, "/tmp/%sXXXXXX", prefix);
+    if (!mkdtemp(p)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return p;
+}
+
 /* Removes a directory tree made by a test (no links followed). */
 #if defined(__GNUC__)
 __attribute__((unused))

@@ -69,15 +69,7 @@ static void make_mixed(int64_t n, uint64_t seed, mml_data_t *d) {
     va->ids[F_GENRES][3 * 1 + 0] = 12;
 }
 
-static char *mkdir_tmp(void) {
-    char *p = (char *)malloc(64);
-    snprintf(p, 64, "/tmp/mml_test_schema_XXXXXX");
-    if (!mkdtemp(p)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    return p;
-}
+static char *mkdir_tmp(void) { return mmlt_mkdtemp("mml_test_schema_"); }
 
 static int has(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
 
