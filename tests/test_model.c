@@ -55,6 +55,21 @@ typedef struct gcase {
     int mixed; /* 0: one domain, 1: interleaved domains, 2: domain runs, folded */
 } gcase;
 
+/* The small model of case k with random parameters, in k's phase. */
+static mml_model_t *case_model(const gcase *k, uint64_t seed) {
+    mml_config_t c;
+    small_config(&c);
+    c.adapter = k->adapter;
+    c.gate = k->gate;
+    c.experts_per_domain = k->epd;
+    c.dropout = k->dropout;
+    c.seed = seed;
+    mml_model_t *m = make_model(&c);
+    randomize_params(m);
+    CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
+    return m;
+}
+
 static void test_gradients(void) {
     static const gcase cases[] = {
         {"none", MML_ADAPTER_NONE, MML_GATE_DOMAIN, 1, MML_PHASE_ALL, 0, 0.0f, 1},
@@ -82,16 +97,7 @@ static void test_gradients(void) {
     printf("gradient checks (MLP, emb 4, tower 16-8, rank 2, batch %d)\n", GB);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const gcase *k = &cases[ci];
-        mml_config_t c;
-        small_config(&c);
-        c.adapter = k->adapter;
-        c.gate = k->gate;
-        c.experts_per_domain = k->epd;
-        c.dropout = k->dropout;
-        c.seed = 1000 + ci;
-        mml_model_t *m = make_model(&c);
-        randomize_params(m);
-        CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
+        mml_model_t *m = case_model(k, 1000 + ci);
         m->opt.steps = 3 + ci; /* any step: the masks only depend on it */
         const int32_t *dom = k->mixed == 2 ? g_dom_sorted : k->mixed ? g_dom_mixed : g_dom_same;
         mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, dom, g_lab);
@@ -139,15 +145,7 @@ static void test_folded_training(void) {
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const gcase *k = &cases[ci];
         mmlt_ctx = k->name;
-        mml_config_t c;
-        small_config(&c);
-        c.adapter = k->adapter;
-        c.experts_per_domain = k->epd;
-        c.dropout = k->dropout;
-        c.seed = 77 + ci;
-        mml_model_t *m = make_model(&c);
-        randomize_params(m);
-        CHECK_OK(mml_model_set_phase(m, k->phase, 0));
+        mml_model_t *m = case_model(k, 77 + ci); /* every case here: the domain gate, expert 0 */
         mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, g_dom_sorted, g_lab);
         /* v = 0: per-row path; 1: domain runs (bias mixtures per run), no
          * folding (the cost model declines at 9 rows); 2: folded */
