@@ -173,9 +173,7 @@ static void test_hundred_domains(void) {
     c.n_items = 500;
     c.n_domains = ND;
     c.emb_dim = 4;
-    c.n_hidden = 2;
-    c.hidden[0] = 16;
-    c.hidden[1] = 8;
+    mmlt_tower(&c, 16, 8);
     c.dropout = 0.0f;
     c.lr = 1e-2f;
     c.max_batch = 64;

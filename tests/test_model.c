@@ -811,7 +811,7 @@ static void test_deferred_dense_adam(void) {
             c.threads = 2;
             c.n_users = var == 10 ? 50 : 3000;
         }
-        c.hidden[0] = 16; c.hidden[1] = 8; c.n_hidden = 2;
+        mmlt_tower(&c, 16, 8);
         c.max_batch = 256;
         c.lazy_adam = lazy;
         mml_model_t *a, *b;

@@ -96,7 +96,7 @@ static void base_config(mml_config_t *c, mml_adapter a) {
     c->n_items = data.n_items;
     c->n_domains = data.n_domains;
     c->threads = 1;
-    if (quick) { c->n_hidden = 2; c->hidden[0] = 32; c->hidden[1] = 16; }
+    if (quick) mmlt_tower(c, 32, 16);
 }
 
 static void base_opts(mml_fit_opts_t *o) {

@@ -623,9 +623,7 @@ static void test_moe_beats_base(void) {
         c.schema = d.schema;
         c.n_domains = d.n_domains;
         c.adapter = k ? MML_ADAPTER_MOE : MML_ADAPTER_NONE;
-        c.n_hidden = 2;
-        c.hidden[0] = 32;
-        c.hidden[1] = 16;
+        mmlt_tower(&c, 32, 16);
         c.dropout = 0.1f;
         c.lr = 3e-3f;
         mml_model_t *m = NULL;
