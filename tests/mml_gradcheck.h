@@ -369,4 +369,12 @@ static void check_gradients(mml_model_t *m, const mml_batch_t *b, const char *ta
     mmlt_ctx = oldctx;
 }
 
+/* The line that sums every check_gradients call since the start, t0. */
+static void gc_print_total(double t0) {
+    printf("  total: %ld entries differenced (%ld at h/10, %ld on kinks, %ld at every point), %ld failed; "
+           "%ld exact zeros, %ld failed (%.2f s)\n",
+           gc_total.fd_checked, gc_total.retried, gc_total.kinks, gc_total.kinks_kept, gc_total.fd_failed,
+           gc_total.zero_checked, gc_total.zero_failed, now_s() - t0);
+}
+
 #endif

@@ -91,6 +91,21 @@ static unsigned char *mmlt_read_file(const char *path, size_t *len) {
     return b;
 }
 
+/* A new empty folder /tmp/<prefix>XXXXXX, its name malloc'd (the caller
+ * frees it), or the program ends with exit 1. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static char *mmlt_mkdtemp(const char *prefix) {
+    char *p = (char *)malloc(64);
+    snprintf(p, 64, "/tmp/%sXXXXXX", prefix);
+    if (!mkdtemp(p)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return p;
+}
+
 /* Removes a directory tree made by a test (no links followed). */
 #if defined(__GNUC__)
 __attribute__((unused))
@@ -125,6 +140,83 @@ static mml_model_t *make_model(const mml_config_t *c) {
     CHECK(st == MML_OK && m, "mml_model_create: %d %s", (int)st, mml_last_error());
     if (!m) exit(1);
     return m;
+}
+
+/* The ISA the models will run on (mml_simd_resolve: MOEMLORA_ISA may force
+ * one), or the program ends with exit 77 (skipped) when that one cannot run
+ * here. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static mml_isa mmlt_isa(void) {
+    char err[256];
+    mml_isa isa;
+    if (mml_simd_resolve(&isa, err, sizeof err) != 0) {
+        printf("skipped: %s\n", err);
+        exit(MMLT_SKIP);
+    }
+    return isa;
+}
+
+/* The default config over the paper's fields with these vocabularies (the
+ * default leaves them to the caller). */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_config_paper(mml_config_t *c, int32_t n_users, int32_t n_items, int32_t n_domains) {
+    mml_config_default(c);
+    c->n_users = n_users;
+    c->n_items = n_items;
+    c->n_domains = n_domains;
+}
+
+/* A tower of two hidden layers, h0 then h1 units. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_tower(mml_config_t *c, int h0, int h1) {
+    c->n_hidden = 2;
+    c->hidden[0] = h0;
+    c->hidden[1] = h1;
+}
+
+/* The small model the mml_fit tests train on d's vocabularies: emb 8, tower
+ * 32-16, lora_reduce 8, dropout 0.2, Adam 1e-2, batches up to 256. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_fit_config(mml_config_t *c, const mml_data_t *d, uint64_t seed) {
+    mmlt_config_paper(c, d->n_users, d->n_items, d->n_domains);
+    c->emb_dim = 8;
+    mmlt_tower(c, 32, 16);
+    c->lora_reduce = 8;
+    c->dropout = 0.2f;
+    c->lr = 1e-2f;
+    c->max_batch = 256;
+    c->seed = seed;
+}
+
+/* Synthetic data settings over 3 domains with these vocabularies and n rows;
+ * a test may change more before mml_data_synthetic. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_synth3(mml_synth_config_t *sc, int32_t n_users, int32_t n_items, int64_t n) {
+    mml_synth_default(sc);
+    sc->n_domains = 3;
+    sc->n_users = n_users;
+    sc->n_items = n_items;
+    sc->n_samples = n;
+}
+
+/* The data the mml_fit tests train on: 3 domains, 200 users, 100 items, n rows. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static void mmlt_fit_data(mml_data_t *d, int64_t n) {
+    mml_synth_config_t sc;
+    mmlt_synth3(&sc, 200, 100, n);
+    CHECK_OK(mml_data_synthetic(&sc, d));
 }
 
 /* The schema of n fields named, kinded and sized by the tables, the domain

@@ -72,14 +72,9 @@ static void synth_config(float signal, int seed, mml_synth_config_t *sc) {
 }
 
 static void model_config(const mml_data_t *d, mml_adapter a, int seed, mml_config_t *c) {
-    mml_config_default(c);
+    mmlt_config_paper(c, d->n_users, d->n_items, d->n_domains);
     c->adapter = a;
-    c->n_users = d->n_users;
-    c->n_items = d->n_items;
-    c->n_domains = d->n_domains;
-    c->n_hidden = 2;
-    c->hidden[0] = 32;
-    c->hidden[1] = 16;
+    mmlt_tower(c, 32, 16);
     c->lora_reduce = 4;
     c->dropout = 0.0f;
     c->lr = 1e-2f;
@@ -141,12 +136,7 @@ static void mean_leads(float signal, double lead[2]) {
 }
 
 int main(void) {
-    char err[256];
-    mml_isa isa;
-    if (mml_simd_resolve(&isa, err, sizeof err) != 0) {
-        printf("skipped: %s\n", err);
-        return MMLT_SKIP;
-    }
+    mml_isa isa = mmlt_isa();
     if (mmlt_quick()) {
         printf("skipped: the accuracy runs in quick mode (MOEMLORA_TEST_QUICK)\n");
         return MMLT_SKIP;

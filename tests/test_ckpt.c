@@ -135,6 +135,14 @@ static void build_sections(void) {
     memcpy(secs[4].tag, "NONE", 4), secs[4].tensors = adam, secs[4].ntensors = 0;
 }
 
+/* The sample checkpoint (fill(1)) saved as tdir/name; its path in path. */
+static void save_sample(char *path, size_t len, const char *name) {
+    snprintf(path, len, "%s/%s", tdir, name);
+    fill(1);
+    build_sections();
+    CHECK_OK(mml__ckpt_save(path, secs, 5));
+}
+
 /* Checks that c holds exactly the sample checkpoint (fill(seed)). */
 static void check_sample(const mml__ckpt *c, uint64_t seed) {
     float b1[NW1], b2[NW2], b3[NW3], bm[NW1];
@@ -197,10 +205,7 @@ static void test_crc(void) {
 static void test_roundtrip(void) {
     mmlt_ctx = "roundtrip";
     char path[300];
-    snprintf(path, sizeof path, "%s/a.ckpt", tdir);
-    fill(1);
-    build_sections();
-    CHECK_OK(mml__ckpt_save(path, secs, 5));
+    save_sample(path, sizeof path, "a.ckpt");
     CHECK(count_tmp() == 0, "temp left");
     mml__ckpt *c = NULL;
     CHECK_OK(mml__ckpt_open(path, &c));
@@ -502,10 +507,7 @@ static size_t enospc_hook(const void *buf, size_t size, void *file, void *user) 
 static void test_enospc(void) {
     mmlt_ctx = "enospc";
     char path[300];
-    snprintf(path, sizeof path, "%s/full.ckpt", tdir);
-    fill(1);
-    build_sections();
-    CHECK_OK(mml__ckpt_save(path, secs, 5));
+    save_sample(path, sizeof path, "full.ckpt");
     size_t len1, len2;
     unsigned char *v1 = mmlt_read_file(path, &len1);
     /* The new checkpoint (other values) would take len2 bytes. */

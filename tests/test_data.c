@@ -24,15 +24,7 @@
 
 /* ---- helpers ---- */
 
-static char *mkdir_tmp(void) {
-    char *p = (char *)malloc(64);
-    snprintf(p, 64, "/tmp/mml_test_data_XXXXXX");
-    if (!mkdtemp(p)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    return p;
-}
+static char *mkdir_tmp(void) { return mmlt_mkdtemp("mml_test_data_"); }
 
 static void put_file(const char *dir, const char *name, const char *text) {
     char p[1024];

@@ -162,16 +162,11 @@ static double tensor_gap(const mml_model_t *m, const float *a, const float *b, c
 }
 
 static void config_for(const step_case *tc, mml_config_t *c) {
-    mml_config_default(c);
+    mmlt_config_paper(c, 50, 40, 3);
     c->model = tc->model;
     c->adapter = tc->adapter;
-    c->n_users = 50;
-    c->n_items = 40;
-    c->n_domains = 3;
     c->emb_dim = 8;
-    c->n_hidden = 2;
-    c->hidden[0] = 32;
-    c->hidden[1] = 16;
+    mmlt_tower(c, 32, 16);
     c->lora_reduce = 4;
     c->experts_per_domain = 2;
     c->dropout = 0.2f;
@@ -389,22 +384,13 @@ static void test_fit(void) {
     mmlt_ctx = "fit";
     printf("mml_evaluate and mml_fit with 2 processes\n");
     mml_synth_config_t sc;
-    mml_synth_default(&sc);
-    sc.n_domains = 3;
-    sc.n_users = 300;
-    sc.n_items = 120;
-    sc.n_samples = quick ? 6000 : 20000;
+    mmlt_synth3(&sc, 300, 120, quick ? 6000 : 20000);
     mml_data_t d;
     CHECK_OK(mml_data_synthetic(&sc, &d));
     mml_config_t c;
-    mml_config_default(&c);
+    mmlt_config_paper(&c, d.n_users, d.n_items, d.n_domains);
     c.model = MML_MODEL_WDL;
-    c.n_users = d.n_users;
-    c.n_items = d.n_items;
-    c.n_domains = d.n_domains;
-    c.hidden[0] = 32;
-    c.hidden[1] = 16;
-    c.n_hidden = 2;
+    mmlt_tower(&c, 32, 16);
     c.max_batch = 256;
     mml_fit_opts_t o;
     mml_fit_opts_default(&o);
@@ -467,12 +453,7 @@ static void test_fit(void) {
 
 int main(void) {
     quick = mmlt_quick();
-    char err[256];
-    mml_isa isa;
-    if (mml_simd_resolve(&isa, err, sizeof err) != 0) {
-        printf("skipped: %s\n", err);
-        return MMLT_SKIP;
-    }
+    mml_isa isa = mmlt_isa();
     if (mmlt_max_threads() < 2) {
         printf("skipped: the processes are simulated by threads (MOEMLORA_TEST_ONE_THREAD)\n");
         return MMLT_SKIP;

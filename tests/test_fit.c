@@ -32,32 +32,10 @@ static void *test_malloc(size_t sz) {
 
 static int quick;
 
-static void synth(mml_data_t *d, int64_t n) {
-    mml_synth_config_t sc;
-    mml_synth_default(&sc);
-    sc.n_domains = 3;
-    sc.n_users = 200;
-    sc.n_items = 100;
-    sc.n_samples = n;
-    CHECK_OK(mml_data_synthetic(&sc, d));
-}
-
 static void fit_config(mml_config_t *c, const mml_data_t *d, mml_adapter a) {
-    mml_config_default(c);
+    mmlt_fit_config(c, d, 5);
     c->adapter = a;
-    c->n_users = d->n_users;
-    c->n_items = d->n_items;
-    c->n_domains = d->n_domains;
-    c->emb_dim = 8;
-    c->n_hidden = 2;
-    c->hidden[0] = 32;
-    c->hidden[1] = 16;
-    c->lora_reduce = 8;
-    c->dropout = 0.2f;
-    c->lr = 1e-2f;
-    c->max_batch = 256;
     c->threads = 1;
-    c->seed = 5;
 }
 
 static void fit_opts(mml_fit_opts_t *o) {
@@ -95,6 +73,17 @@ static void record_criterion(const mml_progress_t *p, void *user) {
     r->finite[s] += isfinite(p->val_score);
 }
 
+/* mml_fit of m on d with fit_opts, what each epoch reports recorded in r. */
+static void fit_recording(mml_model_t *m, const mml_data_t *d, crit_rec *r, mml_metrics_t *t) {
+    mml_fit_opts_t o;
+    fit_opts(&o);
+    memset(r, 0, sizeof *r);
+    r->n_experts = mml_model_n_experts(m);
+    o.progress = record_criterion;
+    o.user = r;
+    CHECK_OK(mml_fit(m, d, &o, t));
+}
+
 static int same_params(const mml_model_t *a, const mml_model_t *b) {
     return memcmp(a->P, b->P, (size_t)a->a.n_floats * sizeof(float)) == 0;
 }
@@ -116,20 +105,14 @@ static void test_one_class_everywhere(void) {
     printf("validation labels all 0 in every domain: early stopping on the log loss\n");
     mmlt_ctx = "one class everywhere";
     mml_data_t d;
-    synth(&d, quick ? 3000 : 6000);
+    mmlt_fit_data(&d, quick ? 3000 : 6000);
     one_class_val(&d, -1, 0.0f);
     mml_config_t c;
     fit_config(&c, &d, MML_ADAPTER_MOE);
     mml_model_t *m = make_model(&c), *init = make_model(&c);
-    mml_fit_opts_t o;
-    fit_opts(&o);
     crit_rec r;
-    memset(&r, 0, sizeof r);
-    r.n_experts = mml_model_n_experts(m);
-    o.progress = record_criterion;
-    o.user = &r;
     mml_metrics_t t;
-    CHECK_OK(mml_fit(m, &d, &o, &t));
+    fit_recording(m, &d, &r, &t);
     CHECK(!same_params(m, init), "the fit returned the initial parameters");
     CHECK(t.logloss_all < log(2.0) - 0.02, "test log loss %.4f, not below ln 2 - 0.02", t.logloss_all);
     for (int s = 0; s <= r.n_experts + 1; s++) {
@@ -150,20 +133,14 @@ static void test_one_class_expert(void) {
     mmlt_ctx = "one class in one domain";
     const int dom = 1;
     mml_data_t d;
-    synth(&d, quick ? 3000 : 6000);
+    mmlt_fit_data(&d, quick ? 3000 : 6000);
     one_class_val(&d, dom, 1.0f);
     mml_config_t c;
     fit_config(&c, &d, MML_ADAPTER_MOE);
     mml_model_t *m = make_model(&c);
-    mml_fit_opts_t o;
-    fit_opts(&o);
     crit_rec r;
-    memset(&r, 0, sizeof r);
-    r.n_experts = mml_model_n_experts(m);
-    o.progress = record_criterion;
-    o.user = &r;
     mml_metrics_t t;
-    CHECK_OK(mml_fit(m, &d, &o, &t));
+    fit_recording(m, &d, &r, &t);
     for (int s = 0; s <= r.n_experts + 1; s++) {
         int own = s >= 1 && s <= r.n_experts && (s - 1) % d.n_domains == dom;
         CHECK(r.epochs[s] > 0 && (own ? r.logloss[s] : r.auc[s]) == r.epochs[s],
@@ -196,9 +173,7 @@ static void test_hundred_domains(void) {
     c.n_items = 500;
     c.n_domains = ND;
     c.emb_dim = 4;
-    c.n_hidden = 2;
-    c.hidden[0] = 16;
-    c.hidden[1] = 8;
+    mmlt_tower(&c, 16, 8);
     c.dropout = 0.0f;
     c.lr = 1e-2f;
     c.max_batch = 64;
@@ -365,7 +340,7 @@ int main(void) {
     test_one_class_expert();
     test_hundred_domains();
     mml_data_t d;
-    synth(&d, 3000);
+    mmlt_fit_data(&d, 3000);
     mml_config_t c;
     fit_config(&c, &d, MML_ADAPTER_MLORA);
     mml_model_t *m = make_model(&c);

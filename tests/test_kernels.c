@@ -75,10 +75,36 @@ static const char *ulp_names[] = {"softmax_rows", "sigmoid", "bce_logits dz", "a
 /* ---- gemm -------------------------------------------------------------- */
 typedef void (*gemm_fn)(int, int, int, const float *, int, const float *, int, float *, int, int);
 
-static void test_gemm_one(const mml_kernels_t *k, int op, int M, int N, int K, int acc) {
-    static const char *names[] = {"gemm_nn", "gemm_nt", "gemm_tn"};
-    gemm_fn f = op == 0 ? k->gemm_nn : op == 1 ? k->gemm_nt : k->gemm_tn;
-    gemm_fn g = op == 0 ? REF->gemm_nn : op == 1 ? REF->gemm_nt : REF->gemm_tn;
+/* What differs between the fp32 and the bf16 GEMM checks: the kernels, their
+ * names and the slack on the fp32 summation bound. */
+typedef struct {
+    const char *name[3];
+    int bf16;
+    double slack;
+} gemm_prec;
+static const gemm_prec GEMM_FP32 = {{"gemm_nn", "gemm_nt", "gemm_tn"}, 0, 1.0};
+/* Both sides round the same inputs to the same bf16 values and their products
+ * are exact, so only the fp32 summation order differs: the fp32 bound, on
+ * |bf16(x)| <= |x|(1+2^-8). */
+static const gemm_prec GEMM_BF16 = {{"gemm_nn_bf16", "gemm_nt_bf16", "gemm_tn_bf16"}, 1, 1.01};
+
+static gemm_fn gemm_op(const mml_kernels_t *k, int bf16, int op) {
+    if (bf16) return op == 0 ? k->gemm_nn_bf16 : op == 1 ? k->gemm_nt_bf16 : k->gemm_tn_bf16;
+    return op == 0 ? k->gemm_nn : op == 1 ? k->gemm_nt : k->gemm_tn;
+}
+
+/* mag + sum |a_ik b_kj| over k, the scale of C[i,j]'s rounding error. */
+static double gemm_mag(double mag, int op, const gbuf *A, int lda, const gbuf *B, int ldb, int i, int j, int K) {
+    for (int kk = 0; kk < K; kk++) {
+        double a = op == 2 ? A->p[(int64_t)kk * lda + i] : A->p[(int64_t)i * lda + kk];
+        double b = op == 1 ? B->p[(int64_t)j * ldb + kk] : B->p[(int64_t)kk * ldb + j];
+        mag += fabs(a * b);
+    }
+    return mag;
+}
+
+static void test_gemm_one(const mml_kernels_t *k, const gemm_prec *p, int op, int M, int N, int K, int acc) {
+    gemm_fn f = gemm_op(k, p->bf16, op), g = gemm_op(REF, p->bf16, op);
     /* A: nn/nt [M,K] lda>=K; tn [K,M] lda>=M.  B: nn/tn [K,N] ldb>=N; nt [N,K]. */
     int lda = (op == 2 ? M : K) + 3, ldb = (op == 1 ? K : N) + 5, ldc = N + 2;
     int64_t arows = op == 2 ? K : M, brows = op == 1 ? N : K;
@@ -96,22 +122,24 @@ static void test_gemm_one(const mml_kernels_t *k, int op, int M, int N, int K, i
         for (int j = 0; j < ldc; j++) {
             int64_t o = (int64_t)i * ldc + j;
             if (j >= N) { badpad += C.p[o] != SENT; continue; }
-            double mag = acc ? fabs(C0.p[o]) : 0.0;
-            for (int kk = 0; kk < K; kk++) {
-                double a = op == 2 ? A.p[(int64_t)kk * lda + i] : A.p[(int64_t)i * lda + kk];
-                double b = op == 1 ? B.p[(int64_t)j * ldb + kk] : B.p[(int64_t)kk * ldb + j];
-                mag += fabs(a * b);
-            }
-            double tol = 2.0 * (K + 1) * FLT_EPSILON * mag + 1e-30;
+            double mag = gemm_mag(acc ? fabs(C0.p[o]) : 0.0, op, &A, lda, &B, ldb, i, j, K);
+            double tol = 2.0 * (K + 1) * FLT_EPSILON * p->slack * mag + 1e-30;
             double d = fabs((double)C.p[o] - (double)R.p[o]);
             if (d > tol || isnan(C.p[o])) bad++;
             if (mag > 0 && d / (mag * FLT_EPSILON) > worst) worst = d / (mag * FLT_EPSILON);
         }
     CHECK(bad == 0, "%s M=%d N=%d K=%d acc=%d: %d elements off (worst %.2f eps*sum|ab|)",
-          names[op], M, N, K, acc, bad, worst);
-    CHECK(badpad == 0 && gb_guard_ok(&C), "%s M=%d N=%d K=%d: wrote outside C", names[op], M, N, K);
-    CHECK(gb_guard_ok(&A) && gb_guard_ok(&B), "%s: inputs' guards touched", names[op]);
+          p->name[op], M, N, K, acc, bad, worst);
+    CHECK(badpad == 0 && gb_guard_ok(&C), "%s M=%d N=%d K=%d: wrote outside C", p->name[op], M, N, K);
+    CHECK(gb_guard_ok(&A) && gb_guard_ok(&B), "%s: inputs' guards touched", p->name[op]);
     gb_free(&A); gb_free(&B); gb_free(&C); gb_free(&R); gb_free(&C0);
+}
+
+/* Every op, shape {M, N, K} and accumulate flag, against the scalar kernel. */
+static void test_gemm_shapes(const mml_kernels_t *k, const gemm_prec *p, const int (*shapes)[3], size_t n) {
+    for (int op = 0; op < 3; op++)
+        for (size_t s = 0; s < n; s++)
+            for (int acc = 0; acc < 2; acc++) test_gemm_one(k, p, op, shapes[s][0], shapes[s][1], shapes[s][2], acc);
 }
 
 /* Packed GEMM: pack B once, then C = A B (+ bias) (relu), against the scalar
@@ -152,44 +180,6 @@ static void test_packed_one(const mml_kernels_t *k, int M, int N, int K, int use
     gb_free(&A); gb_free(&B); gb_free(&bias); gb_free(&Bp); gb_free(&C); gb_free(&R);
 }
 
-/* gemm_OP_bf16 vs the scalar bf16 reference: both round the same inputs to
- * the same bf16 values and their products are exact, so only the fp32
- * summation order differs: the fp32 GEMM's bound. */
-static void test_gemm_bf16_one(const mml_kernels_t *k, int op, int M, int N, int K, int acc) {
-    static const char *names[] = {"gemm_nn_bf16", "gemm_nt_bf16", "gemm_tn_bf16"};
-    gemm_fn f = op == 0 ? k->gemm_nn_bf16 : op == 1 ? k->gemm_nt_bf16 : k->gemm_tn_bf16;
-    gemm_fn g = op == 0 ? REF->gemm_nn_bf16 : op == 1 ? REF->gemm_nt_bf16 : REF->gemm_tn_bf16;
-    int lda = (op == 2 ? M : K) + 3, ldb = (op == 1 ? K : N) + 5, ldc = N + 2;
-    int64_t arows = op == 2 ? K : M, brows = op == 1 ? N : K;
-    gbuf A = gb_new(arows * lda > 0 ? arows * lda : 1), B = gb_new(brows * ldb > 0 ? brows * ldb : 1);
-    fill(A.p, A.n, -1, 1);
-    fill(B.p, B.n, -1, 1);
-    gbuf C = gb_new((int64_t)M * ldc);
-    for (int64_t i = 0; i < C.n; i++) C.p[i] = (i % ldc) < N ? (float)(urand() * 2 - 1) : SENT;
-    gbuf R = gb_copy(&C), C0 = gb_copy(&C);
-    f(M, N, K, A.p, lda, B.p, ldb, C.p, ldc, acc);
-    g(M, N, K, A.p, lda, B.p, ldb, R.p, ldc, acc);
-    int bad = 0, badpad = 0;
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < ldc; j++) {
-            int64_t o = (int64_t)i * ldc + j;
-            if (j >= N) { badpad += C.p[o] != SENT; continue; }
-            double mag = acc ? fabs(C0.p[o]) : 0.0;
-            for (int kk = 0; kk < K; kk++) {
-                double a = op == 2 ? A.p[(int64_t)kk * lda + i] : A.p[(int64_t)i * lda + kk];
-                double b = op == 1 ? B.p[(int64_t)j * ldb + kk] : B.p[(int64_t)kk * ldb + j];
-                mag += fabs(a * b);
-            }
-            double tol = 2.0 * (K + 1) * FLT_EPSILON * 1.01 * mag + 1e-30; /* |bf16(x)| <= |x|(1+2^-8) */
-            double d = fabs((double)C.p[o] - (double)R.p[o]);
-            if (d > tol || isnan(C.p[o])) bad++;
-        }
-    CHECK(bad == 0, "%s M=%d N=%d K=%d acc=%d: %d elements off", names[op], M, N, K, acc, bad);
-    CHECK(badpad == 0 && gb_guard_ok(&C), "%s M=%d N=%d K=%d: wrote outside C", names[op], M, N, K);
-    CHECK(gb_guard_ok(&A) && gb_guard_ok(&B), "%s: inputs' guards touched", names[op]);
-    gb_free(&A); gb_free(&B); gb_free(&C); gb_free(&R); gb_free(&C0);
-}
-
 /* One product (K = 1, so no summation order): the result must be the
  * reference's bits, so the rounding itself is checked: ties to even both
  * ways, the carry into the exponent, overflow to inf, denormals to zero. */
@@ -202,8 +192,7 @@ static void test_gemm_bf16_rounding(const mml_kernels_t *k) {
         float a, c = SENT, r = SENT;
         memcpy(&a, &a_bits[t], 4);
         for (int op = 0; op < 3; op++) {
-            gemm_fn f = op == 0 ? k->gemm_nn_bf16 : op == 1 ? k->gemm_nt_bf16 : k->gemm_tn_bf16;
-            f(1, 1, 1, &a, 1, &b_vals[t], 1, &c, 1, 0);
+            gemm_op(k, 1, op)(1, 1, 1, &a, 1, &b_vals[t], 1, &c, 1, 0);
             REF->gemm_nn_bf16(1, 1, 1, &a, 1, &b_vals[t], 1, &r, 1, 0);
             bad += memcmp(&c, &r, 4) != 0;
         }
@@ -246,10 +235,7 @@ static void test_gemm_bf16(const mml_kernels_t *k) {
         {1, 1, 1}, {3, 3, 3}, {3, 7, 17}, {17, 3, 7}, {7, 17, 255}, {255, 17, 3}, {17, 255, 7},
         {255, 255, 255}, {13, 300, 401}, {17, 17, 1023}, {25, 16, 24}, {1, 1023, 17}, {129, 33, 385},
         {5, 4, 0}};
-    for (int op = 0; op < 3; op++)
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            for (int acc = 0; acc < 2; acc++)
-                test_gemm_bf16_one(k, op, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+    test_gemm_shapes(k, &GEMM_BF16, shapes, sizeof shapes / sizeof shapes[0]);
     test_gemm_bf16_rounding(k);
     test_gemm_bf16_vs_fp32(k);
 }
@@ -267,10 +253,7 @@ static void test_gemm(const mml_kernels_t *k) {
         {1, 1, 1}, {3, 7, 17}, {17, 3, 7}, {7, 17, 255}, {255, 17, 3}, {17, 255, 7},
         {1023, 33, 17}, {13, 1023, 3}, {1023, 7, 1}, {255, 255, 255}, {17, 17, 1023},
         {3, 300, 400}, {25, 16, 24}, {31, 8, 16}, {7, 1, 1023}, {1, 1023, 17}, {5, 4, 0}};
-    for (int op = 0; op < 3; op++)
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            for (int acc = 0; acc < 2; acc++)
-                test_gemm_one(k, op, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+    test_gemm_shapes(k, &GEMM_FP32, shapes, sizeof shapes / sizeof shapes[0]);
 }
 
 /* ---- elementwise ---------------------------------------------------------- */

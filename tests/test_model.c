@@ -36,14 +36,9 @@ static const int32_t g_dom_sorted[GB] = {0, 0, 0, 1, 1, 2, 2, 2, 2}; /* runs of 
 static const float g_lab[GB] = {1, 0, 1, 0, 0, 1, 1, 0, 1};
 
 static void small_config(mml_config_t *c) {
-    mml_config_default(c);
-    c->n_users = 7;
-    c->n_items = 5;
-    c->n_domains = 3;
+    mmlt_config_paper(c, 7, 5, 3);
     c->emb_dim = 4;
-    c->n_hidden = 2;
-    c->hidden[0] = 16;
-    c->hidden[1] = 8;
+    mmlt_tower(c, 16, 8);
     c->lora_r = 2;
     c->dropout = 0.0f;
     c->max_batch = 16;
@@ -59,6 +54,21 @@ typedef struct gcase {
     float dropout;
     int mixed; /* 0: one domain, 1: interleaved domains, 2: domain runs, folded */
 } gcase;
+
+/* The small model of case k with random parameters, in k's phase. */
+static mml_model_t *case_model(const gcase *k, uint64_t seed) {
+    mml_config_t c;
+    small_config(&c);
+    c.adapter = k->adapter;
+    c.gate = k->gate;
+    c.experts_per_domain = k->epd;
+    c.dropout = k->dropout;
+    c.seed = seed;
+    mml_model_t *m = make_model(&c);
+    randomize_params(m);
+    CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
+    return m;
+}
 
 static void test_gradients(void) {
     static const gcase cases[] = {
@@ -87,16 +97,7 @@ static void test_gradients(void) {
     printf("gradient checks (MLP, emb 4, tower 16-8, rank 2, batch %d)\n", GB);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const gcase *k = &cases[ci];
-        mml_config_t c;
-        small_config(&c);
-        c.adapter = k->adapter;
-        c.gate = k->gate;
-        c.experts_per_domain = k->epd;
-        c.dropout = k->dropout;
-        c.seed = 1000 + ci;
-        mml_model_t *m = make_model(&c);
-        randomize_params(m);
-        CHECK_OK(mml_model_set_phase(m, k->phase, k->expert));
+        mml_model_t *m = case_model(k, 1000 + ci);
         m->opt.steps = 3 + ci; /* any step: the masks only depend on it */
         const int32_t *dom = k->mixed == 2 ? g_dom_sorted : k->mixed ? g_dom_mixed : g_dom_same;
         mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, dom, g_lab);
@@ -144,15 +145,7 @@ static void test_folded_training(void) {
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const gcase *k = &cases[ci];
         mmlt_ctx = k->name;
-        mml_config_t c;
-        small_config(&c);
-        c.adapter = k->adapter;
-        c.experts_per_domain = k->epd;
-        c.dropout = k->dropout;
-        c.seed = 77 + ci;
-        mml_model_t *m = make_model(&c);
-        randomize_params(m);
-        CHECK_OK(mml_model_set_phase(m, k->phase, 0));
+        mml_model_t *m = case_model(k, 77 + ci); /* every case here: the domain gate, expert 0 */
         mml_batch_t b = mml_batch_paper(GB, g_uid, g_pid, g_dom_sorted, g_lab);
         /* v = 0: per-row path; 1: domain runs (bias mixtures per run), no
          * folding (the cost model declines at 9 rows); 2: folded */
@@ -539,37 +532,11 @@ static void on_progress(const mml_progress_t *p, void *user) {
     }
 }
 
-static void synth_small(mml_data_t *d, int64_t n) {
-    mml_synth_config_t sc;
-    mml_synth_default(&sc);
-    sc.n_domains = 3;
-    sc.n_users = 200;
-    sc.n_items = 100;
-    sc.n_samples = n;
-    CHECK_OK(mml_data_synthetic(&sc, d));
-}
-
-static void fit_config(mml_config_t *c, const mml_data_t *d, uint64_t seed) {
-    mml_config_default(c);
-    c->n_users = d->n_users;
-    c->n_items = d->n_items;
-    c->n_domains = d->n_domains;
-    c->emb_dim = 8;
-    c->n_hidden = 2;
-    c->hidden[0] = 32;
-    c->hidden[1] = 16;
-    c->lora_reduce = 8;
-    c->dropout = 0.2f;
-    c->lr = 1e-2f;
-    c->max_batch = 256;
-    c->seed = seed;
-}
-
 static void test_fit(void) {
     printf("mml_fit: determinism, three-phase MoE-MLoRA, best-model restore\n");
     mmlt_ctx = "fit";
     mml_data_t d;
-    synth_small(&d, 6000);
+    mmlt_fit_data(&d, 6000);
     mml_fit_opts_t o;
     mml_fit_opts_default(&o);
     o.batch = 128;
@@ -582,7 +549,7 @@ static void test_fit(void) {
     double t0 = now_s();
     for (int r = 0; r < 3; r++) {
         mml_config_t c;
-        fit_config(&c, &d, r == 2 ? 77 : 5);
+        mmlt_fit_config(&c, &d, r == 2 ? 77 : 5);
         m[r] = make_model(&c);
         memset(&rec[r], 0, sizeof rec[r]);
         rec[r].gate_best = -1.0;
@@ -633,7 +600,7 @@ static void test_fit(void) {
     /* base and MLoRA schedules run too and restore their best epoch */
     for (int a = 0; a < 2; a++) {
         mml_config_t c;
-        fit_config(&c, &d, 9);
+        mmlt_fit_config(&c, &d, 9);
         c.adapter = a ? MML_ADAPTER_MLORA : MML_ADAPTER_NONE;
         mml_model_t *mm = make_model(&c);
         fit_rec r;
@@ -844,7 +811,7 @@ static void test_deferred_dense_adam(void) {
             c.threads = 2;
             c.n_users = var == 10 ? 50 : 3000;
         }
-        c.hidden[0] = 16; c.hidden[1] = 8; c.n_hidden = 2;
+        mmlt_tower(&c, 16, 8);
         c.max_batch = 256;
         c.lazy_adam = lazy;
         mml_model_t *a, *b;
@@ -890,19 +857,11 @@ static void test_deferred_dense_adam(void) {
 
 int main(void) {
     quick = mmlt_quick();
-    char err[256];
-    mml_isa isa;
-    if (mml_simd_resolve(&isa, err, sizeof err) != 0) {
-        printf("skipped: %s\n", err);
-        return MMLT_SKIP;
-    }
+    mml_isa isa = mmlt_isa();
     printf("test_model on %s%s\n", mml_isa_name(isa), quick ? " (quick)" : "");
     double t0 = now_s();
     test_gradients();
-    printf("  total: %ld entries differenced (%ld on kinks, %ld at every point), %ld failed; %ld exact zeros, %ld "
-           "failed (%.2f s)\n",
-           gc_total.fd_checked, gc_total.kinks, gc_total.kinks_kept, gc_total.fd_failed, gc_total.zero_checked,
-           gc_total.zero_failed, now_s() - t0);
+    gc_print_total(t0);
     double t1 = now_s();
     test_folded_training();
     test_fold_inference();

@@ -66,16 +66,11 @@ static void test_gradients(void) {
         for (size_t a = 0; a < sizeof adapters / sizeof adapters[0]; a++) {
             if (quick && a != 2) continue; /* valgrind: the richest case only */
             mml_config_t c;
-            mml_config_default(&c);
+            mmlt_config_paper(&c, 7, 5, 3);
             c.model = (mml_model_kind)mk;
             c.adapter = adapters[a].adapter;
-            c.n_users = 7;
-            c.n_items = 5;
-            c.n_domains = 3;
             c.emb_dim = 4;
-            c.n_hidden = 2;
-            c.hidden[0] = 8;
-            c.hidden[1] = 4;
+            mmlt_tower(&c, 8, 4);
             c.lora_reduce = 4; /* ranks 2, 1 */
             c.dropout = 0.0f;
             c.max_batch = 8;
@@ -134,9 +129,7 @@ static void test_schema_gradients(void) {
                 c.model = (mml_model_kind)mk;
                 c.adapter = adapters[a].adapter;
                 c.emb_dim = 4;
-                c.n_hidden = 2;
-                c.hidden[0] = 8;
-                c.hidden[1] = 4;
+                mmlt_tower(&c, 8, 4);
                 c.lora_reduce = 4;
                 c.dropout = 0.0f;
                 c.max_batch = 8;
@@ -240,18 +233,13 @@ static void test_thread_gradients(void) {
                 continue;
             if (prec && (schema || (mk != MML_MODEL_WDL && mk != MML_MODEL_AUTOINT))) continue;
             mml_config_t c;
-            mml_config_default(&c);
+            mmlt_config_paper(&c, 40, 30, 3);
             c.precision = prec ? MML_PRECISION_BF16 : MML_PRECISION_FP32;
             c.schema = schema ? &sch : NULL;
             c.model = (mml_model_kind)mk;
             c.adapter = tc->a;
-            c.n_users = 40;
-            c.n_items = 30;
-            c.n_domains = 3;
             c.emb_dim = mk == MML_MODEL_DCN ? 16 : 4;
-            c.n_hidden = 2;
-            c.hidden[0] = 16;
-            c.hidden[1] = 8;
+            mmlt_tower(&c, 16, 8);
             c.lora_reduce = 4;
             c.experts_per_domain = 2;
             c.dropout = fold ? 0.0f : 0.2f;
@@ -343,16 +331,11 @@ static void test_bf16_gradients(void) {
         for (size_t a = 0; a < sizeof adapters / sizeof adapters[0]; a++) {
             if (quick && (mk != MML_MODEL_WDL || a != 2)) continue;
             mml_config_t c;
-            mml_config_default(&c);
+            mmlt_config_paper(&c, 40, 30, 3);
             c.model = (mml_model_kind)mk;
             c.adapter = adapters[a].adapter;
-            c.n_users = 40;
-            c.n_items = 30;
-            c.n_domains = 3;
             c.emb_dim = 16;
-            c.n_hidden = 2;
-            c.hidden[0] = 64;
-            c.hidden[1] = 32;
+            mmlt_tower(&c, 64, 32);
             c.lora_reduce = 4;
             c.dropout = 0.2f;
             c.max_batch = TB;
@@ -407,11 +390,7 @@ static void test_bf16_gradients(void) {
 static void test_training(void) {
     printf("short training runs (3 epochs per phase)\n");
     mml_synth_config_t sc;
-    mml_synth_default(&sc);
-    sc.n_domains = 3;
-    sc.n_users = 150;
-    sc.n_items = 60;
-    sc.n_samples = quick ? 3000 : 6000;
+    mmlt_synth3(&sc, 150, 60, quick ? 3000 : 6000);
     sc.noise = 0.1f;
     sc.item_zipf = 0.3f;
     sc.domain_skew = 0.3f;
@@ -428,21 +407,12 @@ static void test_training(void) {
         for (int a = 0; a < 2; a++) {
             if (quick && (mk != MML_MODEL_DEEPFM || a != 1)) continue;
             mml_config_t c;
-            mml_config_default(&c);
+            mmlt_fit_config(&c, &d, 31 + (uint64_t)mk);
             c.model = (mml_model_kind)mk;
             c.adapter = a ? MML_ADAPTER_MOE : MML_ADAPTER_NONE;
-            c.n_users = d.n_users;
-            c.n_items = d.n_items;
-            c.n_domains = d.n_domains;
             c.emb_dim = mk == MML_MODEL_XDEEPFM ? 4 : 8; /* the 128-128 CIN dominates the run time */
-            c.n_hidden = 2;
-            c.hidden[0] = 32;
-            c.hidden[1] = 16;
-            c.lora_reduce = 8;
             c.dropout = 0.1f;
-            c.lr = 1e-2f;
             c.max_batch = 64;
-            c.seed = 31 + (uint64_t)mk;
             mml_model_t *m = make_model(&c);
             mml_metrics_t tm;
             double t0 = now_s();
@@ -464,20 +434,12 @@ static void test_training(void) {
 
 int main(void) {
     quick = mmlt_quick();
-    char err[256];
-    mml_isa isa;
-    if (mml_simd_resolve(&isa, err, sizeof err) != 0) {
-        printf("skipped: %s\n", err);
-        return MMLT_SKIP;
-    }
+    mml_isa isa = mmlt_isa();
     printf("test_models on %s%s\n", mml_isa_name(isa), quick ? " (quick)" : "");
     double t0 = now_s();
     test_gradients();
     test_schema_gradients();
-    printf("  total: %ld entries differenced (%ld at h/10, %ld on kinks, %ld at every point), %ld failed; "
-           "%ld exact zeros, %ld failed (%.2f s)\n",
-           gc_total.fd_checked, gc_total.retried, gc_total.kinks, gc_total.kinks_kept, gc_total.fd_failed,
-           gc_total.zero_checked, gc_total.zero_failed, now_s() - t0);
+    gc_print_total(t0);
     test_thread_gradients();
     test_bf16_gradients();
     double t1 = now_s();

@@ -96,7 +96,7 @@ static void base_config(mml_config_t *c, mml_adapter a) {
     c->n_items = data.n_items;
     c->n_domains = data.n_domains;
     c->threads = 1;
-    if (quick) { c->n_hidden = 2; c->hidden[0] = 32; c->hidden[1] = 16; }
+    if (quick) mmlt_tower(c, 32, 16);
 }
 
 static void base_opts(mml_fit_opts_t *o) {
@@ -987,11 +987,7 @@ int main(void) {
         return 1;
     }
     mml_synth_config_t sc;
-    mml_synth_default(&sc);
-    sc.n_domains = 3;
-    sc.n_users = 300;
-    sc.n_items = 100;
-    sc.n_samples = quick ? 2000 : 8000;
+    mmlt_synth3(&sc, 300, 100, quick ? 2000 : 8000);
     mml_status st = mml_data_synthetic(&sc, &data);
     if (st == MML_ERR_ISA) { printf("skipped: %s\n", mml_last_error()); mmlt_rm_tree(tmpdir); return MMLT_SKIP; }
     CHECK_OK(st);

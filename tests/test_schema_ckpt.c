@@ -161,9 +161,7 @@ static void schema_config(mml_config_t *c, const mml_schema_t *s, mml_model_kind
     c->model = k;
     c->adapter = a;
     c->emb_dim = 4;
-    c->n_hidden = 2;
-    c->hidden[0] = 16;
-    c->hidden[1] = 8;
+    mmlt_tower(c, 16, 8);
     c->lora_reduce = 4;
     c->dropout = 0.1f;
     c->max_batch = 64;

@@ -69,15 +69,7 @@ static void make_mixed(int64_t n, uint64_t seed, mml_data_t *d) {
     va->ids[F_GENRES][3 * 1 + 0] = 12;
 }
 
-static char *mkdir_tmp(void) {
-    char *p = (char *)malloc(64);
-    snprintf(p, 64, "/tmp/mml_test_schema_XXXXXX");
-    if (!mkdtemp(p)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    return p;
-}
+static char *mkdir_tmp(void) { return mmlt_mkdtemp("mml_test_schema_"); }
 
 static int has(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
 
@@ -631,9 +623,7 @@ static void test_moe_beats_base(void) {
         c.schema = d.schema;
         c.n_domains = d.n_domains;
         c.adapter = k ? MML_ADAPTER_MOE : MML_ADAPTER_NONE;
-        c.n_hidden = 2;
-        c.hidden[0] = 32;
-        c.hidden[1] = 16;
+        mmlt_tower(&c, 32, 16);
         c.dropout = 0.1f;
         c.lr = 3e-3f;
         mml_model_t *m = NULL;

@@ -554,9 +554,7 @@ static void test_serve_schema(void) {
     c.schema = &sc;
     c.adapter = MML_ADAPTER_MLORA;
     c.emb_dim = 4;
-    c.n_hidden = 2;
-    c.hidden[0] = 16;
-    c.hidden[1] = 8;
+    mmlt_tower(&c, 16, 8);
     c.lora_reduce = 4;
     c.max_batch = 64;
     mml_model_t *m = make_model(&c);

@@ -257,11 +257,7 @@ static void test_one_class_warning(void) {
     char data_dir[1024];
     dpath(data_dir, sizeof data_dir, "oneclass");
     mml_synth_config_t sc;
-    mml_synth_default(&sc);
-    sc.n_domains = 3;
-    sc.n_users = 300;
-    sc.n_items = 100;
-    sc.n_samples = 6000;
+    mmlt_synth3(&sc, 300, 100, 6000);
     mml_data_t d;
     CHECK_OK(mml_data_synthetic(&sc, &d));
     const mml_split_t *v = &d.split[MML_VAL];
