@@ -52,8 +52,8 @@
  * PRECISION. cfg.precision = MML_PRECISION_BF16 (moemlora-train --precision
  * bf16) runs training steps' tower GEMMs (each layer's base and adapter
  * products, forward and backward) on bf16-rounded inputs with fp32 sums:
- * vdpbf16ps where the CPU has AVX512_BF16, else the fp32 kernels on rounded
- * copies. Weights, gradients, Adam, embedding tables, the interaction parts
+ * vdpbf16ps where the CPU has AVX512_BF16, bfdot on aarch64 with BF16, else
+ * the fp32 kernels on rounded copies. Weights, gradients, Adam, embedding tables, the interaction parts
  * and inference stay fp32; checkpoints keep the setting for a resume.
  *
  * CONFIGURATION MACROS (define before including)
@@ -62,7 +62,9 @@
  *     MOEMLORA_API              linkage of public functions (default extern)
  *     MOEMLORA_MALLOC(sz), MOEMLORA_FREE(p)   the allocator (both or neither)
  * Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set (an
- * ISA the CPU lacks is an error). Each model keeps the kernels it was made with.
+ * ISA the CPU lacks is an error). MOEMLORA_BF16=emulate runs the bf16 GEMMs
+ * on the fp32 kernels even where the CPU has bf16 dot products; =native makes
+ * their absence an error. Each model keeps the kernels it was made with.
  *
  * ERRORS. Functions return mml_status (MML_OK = 0). mml_last_error() gives a
  * thread-local message naming the file, line and problem for data errors. The

@@ -18,7 +18,10 @@
  *     k->gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, 0);
  *
  * Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces an ISA (an ISA the
- * CPU lacks is an error, never a silent fallback).
+ * CPU lacks is an error, never a silent fallback). MOEMLORA_BF16=emulate runs
+ * gemm_*_bf16 as the fp32 GEMM on rounded copies even where the CPU has bf16
+ * dot products (read once, at detection); MOEMLORA_BF16=native makes
+ * mml_simd_resolve fail unless the chosen ISA runs them here.
  * Config macros: MOEMLORA_STATIC (static linkage), MOEMLORA_API.
  * Link: -lsleef -lm.
  *
@@ -90,8 +93,9 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  gemm_nn_bf16 / gemm_nt_bf16 / gemm_tn_bf16  the same products with every
  *            element of A and B first rounded to bf16 (mml__bf16_round: to
  *            nearest even, as vcvtne2ps2bf16 does), products summed in fp32;
- *            AVX-512 runs vdpbf16ps where the CPU has AVX512_BF16, elsewhere
- *            the ISA's fp32 GEMM on rounded copies (equal up to summation order)
+ *            AVX-512 runs vdpbf16ps where the CPU has AVX512_BF16, NEON bfdot
+ *            where it has BF16, elsewhere the ISA's fp32 GEMM on rounded
+ *            copies (equal up to summation order)
  *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
  *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
  *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
@@ -188,7 +192,8 @@ MOEMLORA_API const char *mml_isa_name(mml_isa isa);
 /* 0 and *out set if s names an ISA, -1 otherwise. */
 MOEMLORA_API int mml_isa_from_name(const char *s, mml_isa *out);
 /* MOEMLORA_ISA from the environment if set (unknown or unsupported: returns -1
- * and writes the reason into err), else mml_simd_best(). */
+ * and writes the reason into err), else mml_simd_best(); -1 as well when
+ * MOEMLORA_BF16 is unknown, or native and that ISA has no bf16 dot products here. */
 MOEMLORA_API int mml_simd_resolve(mml_isa *out, char *err, size_t errlen);
 /* The kernel table of an ISA, NULL if not supported here. */
 MOEMLORA_API const mml_kernels_t *mml_simd_kernels(mml_isa isa);
@@ -613,7 +618,9 @@ MML__ADAM_STEPS_PLAIN(scalar)
 /* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
 static int mml__cpu(void);
 #define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
-#define MML__CPU_BF16 (1 << 9)   /* AVX512_BF16 beside AVX-512 (vdpbf16ps) */
+/* bf16 dot products: AVX512_BF16 beside AVX-512 (vdpbf16ps), aarch64 BF16
+ * (bfdot); MOEMLORA_BF16=emulate clears it (>>dispatch) */
+#define MML__CPU_BF16 (1 << 9)
 
 #ifdef MML__VEC
 // >>kernels-gemm ------------------------------------------------------------
@@ -845,6 +852,22 @@ MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N,
     }
 #define MML__GEMM_BF16_EMUL_ALL(S)                                                    \
     MML__GEMM_BF16_EMUL(S, nn, 0, 0) MML__GEMM_BF16_EMUL(S, nt, 0, 1) MML__GEMM_BF16_EMUL(S, tn, 1, 0)
+/* S's gemm_OP_bf16 where S has a bf16 description DESC: the driver on it when
+ * the CPU has bf16 dot products (MML__CPU_BF16, which MOEMLORA_BF16=emulate
+ * clears), else as MML__GEMM_BF16_EMUL. */
+#define MML__GEMM_BF16_NATIVE(S, DESC, OP, AT, BT)                                    \
+    MML__ATTR_##S static void mml__gemm_##OP##_bf16_##S(                              \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
+        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
+        if (mml__cpu() & MML__CPU_BF16)                                               \
+            mml__gemm_run(&DESC, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
+        else                                                                          \
+            mml__gemm_bf16_emul(mml__gemm_##OP##_##S, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, \
+                                accumulate);                                          \
+    }
+#define MML__GEMM_BF16_NATIVE_ALL(S, DESC)                                            \
+    MML__GEMM_BF16_NATIVE(S, DESC, nn, 0, 0) MML__GEMM_BF16_NATIVE(S, DESC, nt, 0, 1) \
+    MML__GEMM_BF16_NATIVE(S, DESC, tn, 1, 0)
 
 /* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
  * row of B read once along k (the cost is spread over M). */
@@ -1811,19 +1834,7 @@ static const mml__gemm_isa mml__gemm_isa_bf16 = {
     MML__MR_avx512, 16, 2, 2, mml__uk_bf16, {mml__pack_bn_bf16_avx512, mml__pack_bt_bf16_avx512},
     mml__pack_at_bf16_avx512, NULL, 0, mml__pack_a_rows_bf16_avx512};
 
-/* The vdpbf16ps driver where the CPU has AVX512_BF16, else the fp32 kernel on
- * rounded blocks. */
-#define MML__GEMM_BF16_AVX512(OP, AT, BT)                                             \
-    MML__ATTR_avx512 static void mml__gemm_##OP##_bf16_avx512(                        \
-        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
-        int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
-        if (mml__cpu() & MML__CPU_BF16)                                               \
-            mml__gemm_run(&mml__gemm_isa_bf16, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
-        else                                                                          \
-            mml__gemm_bf16_emul(mml__gemm_##OP##_avx512, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, \
-                                accumulate);                                          \
-    }
-MML__GEMM_BF16_AVX512(nn, 0, 0) MML__GEMM_BF16_AVX512(nt, 0, 1) MML__GEMM_BF16_AVX512(tn, 1, 0)
+MML__GEMM_BF16_NATIVE_ALL(avx512, mml__gemm_isa_bf16)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
 #endif
@@ -1904,7 +1915,145 @@ static float mml__dot_neon(int64_t n, const float *x, const float *y) {
 /* Shared bodies, the plain Adam and packed GEMM; tn reads A^T in place. */
 MML__PACK_BT_PLAIN(neon) MML__ADAM_DENSE(neon) MML__VEC_KERNELS(neon)
 MML__GEMM_ISA(neon, NULL, NULL, 0) MML__PACKED_PLAIN(neon) MML__ADAM_STEPS_PLAIN(neon)
+
+/* ---- BF16 (FEAT_BF16, ARMv8.6; optional from 8.2): bfdot micro-kernels ----
+ * The layout of the AVX512_BF16 path: a 32-bit lane holds (bf16 of k, bf16
+ * of k+1) of one column of B or row of A, odd k ends with a zero half-pair;
+ * bfdot adds both products of a pair to an fp32 lane. The intrinsics need
+ * GCC 11+ (target attribute) or a compiler already targeting BF16. bfdot
+ * ignores FPCR: subnormal inputs and results are flushed, sums rounded to
+ * odd (within the fp32 GEMM's bound of the reference). */
+#if !defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11
+#define MML__BFDOT 1
+#define MML__ATTR_bfdot __attribute__((target("arch=armv8.2-a+bf16")))
+#elif defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+#define MML__BFDOT 1
+#define MML__ATTR_bfdot
+#endif
+#ifdef MML__BFDOT
+/* mml__bf16_round on four lanes, in integers so no FPCR mode can change it:
+ * the bf16 in each lane's high half (the low half is not cleared). */
+static inline uint32x4_t mml__bf16_hi_neon(float32x4_t x) {
+    const uint32x4_t u = vreinterpretq_u32_f32(x);
+    const uint32x4_t rne = vaddq_u32(u, vaddq_u32(vdupq_n_u32(0x7FFFu), vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1u))));
+    const uint32x4_t nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7FFFFFFFu)), vdupq_n_u32(0x7F800000u));
+    const uint32x4_t r = vbslq_u32(nan, vorrq_u32(u, vdupq_n_u32(0x00400000u)), rne);
+    return vbslq_u32(vceqzq_u32(vandq_u32(u, vdupq_n_u32(0x7F800000u))), vandq_u32(u, vdupq_n_u32(0x80000000u)), r);
+}
+/* Lanes (lo[i], hi[i]) as bf16 pairs: bf16(lo[i]) | bf16(hi[i]) << 16. */
+static inline float32x4_t mml__bf16_pairs_neon(float32x4_t lo, float32x4_t hi) {
+    return vreinterpretq_f32_u32(vsriq_n_u32(mml__bf16_hi_neon(hi), mml__bf16_hi_neon(lo), 16));
+}
+/* Eight consecutive floats -> their four pairs in k order. */
+static inline float32x4_t mml__bf16_run_neon(float32x4_t x0, float32x4_t x1) {
+    const uint16x8_t h = vuzp2q_u16(vreinterpretq_u16_u32(mml__bf16_hi_neon(x0)),
+                                    vreinterpretq_u16_u32(mml__bf16_hi_neon(x1)));
+    return vreinterpretq_f32_u16(h);
+}
+/* Elements (k, j) at src[k*ld + j], j < n -> pairs at dst[kp*stride + j]
+ * for j up to n rounded to 4 (zero beyond n). */
+static void mml__bf16_cols_neon(int kc, int n, const float *src, int64_t ld, float *dst, int stride) {
+    for (int j = 0; j < n; j += 4)
+        for (int p = 0; 2 * p < kc; p++) {
+            const float *r0 = src + (int64_t)(2 * p) * ld + j;
+            const float32x4_t lo = mml__ldtail_neon(n - j, r0, 0.0f);
+            const float32x4_t hi = 2 * p + 1 < kc ? mml__ldtail_neon(n - j, r0 + ld, 0.0f) : vdupq_n_f32(0.0f);
+            vst1q_f32(dst + (int64_t)p * stride + j, mml__bf16_pairs_neon(lo, hi));
+        }
+}
+/* Rows of k-contiguous floats (row j at src + j*ld, j < n) -> pairs at
+ * dst[kp*stride + j], four rows at a time turned by a 4 x 4 transpose (rows
+ * past n are zero). */
+static void mml__bf16_rows_neon(int kc, int n, const float *src, int64_t ld, float *dst, int stride) {
+    for (int j = 0; j < n; j += 4)
+        for (int k0 = 0; k0 < kc; k0 += 8) {
+            uint32x4_t q[4];
+            for (int i = 0; i < 4; i++) {
+                const float *r = src + (int64_t)(j + i) * ld + k0;
+                q[i] = j + i < n ? vreinterpretq_u32_f32(mml__bf16_run_neon(mml__ldtail_neon(kc - k0, r, 0.0f),
+                                                                            mml__ldtail_neon(kc - k0 - 4, r + 4, 0.0f)))
+                                 : vdupq_n_u32(0);
+            }
+            const uint32x4_t t0 = vtrn1q_u32(q[0], q[1]), t1 = vtrn2q_u32(q[0], q[1]);
+            const uint32x4_t t2 = vtrn1q_u32(q[2], q[3]), t3 = vtrn2q_u32(q[2], q[3]);
+            uint64x2_t o[4];
+            o[0] = vtrn1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2));
+            o[1] = vtrn1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3));
+            o[2] = vtrn2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2));
+            o[3] = vtrn2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3));
+            for (int p = 0; p < 4 && k0 + 2 * p < kc; p++)
+                vst1q_f32(dst + (int64_t)(k0 / 2 + p) * stride + j, vreinterpretq_f32_u64(o[p]));
+        }
+}
+/* B[kc, nc] -> panels of 8 (or 4) columns, k-pair-major (mml__pack_b_fn). */
+static void mml__pack_bn_bf16_neon(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    float *pb = (float *)pbv;
+    for (int j0 = 0; j0 < nc; j0 += 8) {
+        const int w = mml__mini(nc - j0, 8), nr = w > 4 ? 8 : 4;
+        mml__bf16_cols_neon(kc, w, B + j0, ldb, pb, nr);
+        pb += (int64_t)(kc + 1) / 2 * nr;
+    }
+}
+/* B^T [nc, kc]: each column's k run is a row of B. */
+static void mml__pack_bt_bf16_neon(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
+    float *pb = (float *)pbv;
+    for (int j0 = 0; j0 < nc; j0 += 8) {
+        const int w = mml__mini(nc - j0, 8), nr = w > 4 ? 8 : 4;
+        mml__bf16_rows_neon(kc, w, B + (int64_t)j0 * ldb, ldb, pb, nr);
+        pb += (int64_t)(kc + 1) / 2 * nr;
+    }
+}
+/* A rows (nn, nt) and A^T slivers (tn) -> pa[kp*8 + i]. */
+static void mml__pack_a_rows_bf16_neon(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    mml__bf16_rows_neon(kc, mr, a, lda, pa, MML__MR_neon);
+}
+static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, float *pa) {
+    mml__bf16_cols_neon(kc, mr, a, lda, pa, MML__MR_neon);
+}
+
+#define MML__UKBD_DECL(r, S) float32x4_t c##r##0 = vdupq_n_f32(0.0f), c##r##1 = c##r##0;
+/* Row r's pair is lane r % 4 of a0 (rows 0-3) or a1 (rows 4-7). */
+#define MML__UKBD_DOT(r, S)                                                           \
+    if (MR_ > r) {                                                                    \
+        c##r##0 = vbfdotq_laneq_f32(c##r##0, b0, r < 4 ? a0 : a1, r & 3);             \
+        if (NV_ > 1) c##r##1 = vbfdotq_laneq_f32(c##r##1, b1, r < 4 ? a0 : a1, r & 3); \
+    }
+/* mml__uk_fn on pairs: A always packed (pairs at a + kp*lda), no epilogue. */
+#define MML__UKBD(S, MR, NV, MODE)                                                    \
+    MML__ATTR_bfdot static void mml__ukbf_##MR##_##NV##_neon(                         \
+        int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
+        int w, int load_c, const float *bias, int relu) {                             \
+        enum { MR_ = MR, NV_ = NV, EPI_ = 0, W_ = 4 };                                \
+        const float *ap = a, *b = (const float *)bp;                                  \
+        MML__R12(MML__UKBD_DECL, S)                                                   \
+        for (int p = 0; 2 * p < kc; p++) {                                            \
+            const bfloat16x8_t b0 = vreinterpretq_bf16_f32(vld1q_f32(b));             \
+            const bfloat16x8_t b1 = NV_ > 1 ? vreinterpretq_bf16_f32(vld1q_f32(b + 4)) : b0; \
+            const bfloat16x8_t a0 = vreinterpretq_bf16_f32(vld1q_f32(ap));            \
+            const bfloat16x8_t a1 = MR_ > 4 ? vreinterpretq_bf16_f32(vld1q_f32(ap + 4)) : a0; \
+            (void)b1, (void)a1;                                                       \
+            MML__R12(MML__UKBD_DOT, S)                                                \
+            b += 4 * NV_;                                                             \
+            ap += lda;                                                                \
+        }                                                                             \
+        const int64_t m0 = w, m1 = w - W_;                                            \
+        const float32x4_t bv0 = vdupq_n_f32(0.0f), bv1 = bv0;                         \
+        (void)bias, (void)relu, (void)bv1;                                            \
+        MML__R12(MML__UK_STORE, neon)                                                 \
+    }
+#define MML__UKBD_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_neon,
+MML__UPTO8(MML__UKBD, neon, 1, 0) MML__UPTO8(MML__UKBD, neon, 2, 0)
+/* Modes 0 and 1 alike: A reaches the kernels packed either way. */
+static const mml__uk_fn mml__uk_bf16_neon[] = {
+    MML__UPTO8(MML__UKBD_PTR, neon, 1, 0) MML__UPTO8(MML__UKBD_PTR, neon, 2, 0)
+    MML__UPTO8(MML__UKBD_PTR, neon, 1, 0) MML__UPTO8(MML__UKBD_PTR, neon, 2, 0)};
+static const mml__gemm_isa mml__gemm_isa_bf16_neon = {
+    MML__MR_neon, 4, 2, 2, mml__uk_bf16_neon, {mml__pack_bn_bf16_neon, mml__pack_bt_bf16_neon},
+    mml__pack_at_bf16_neon, NULL, 0, mml__pack_a_rows_bf16_neon};
+MML__GEMM_BF16_NATIVE_ALL(neon, mml__gemm_isa_bf16_neon)
+#else
 MML__GEMM_BF16_EMUL_ALL(neon)
+#endif
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
@@ -2087,16 +2236,29 @@ static int mml__x86_detect(void) {
 static const mml_kernels_t mml__table_neon = {MML_KERNEL_LIST(MML__ENTRY_NEON)};
 
 /* Advanced SIMD is mandatory on AArch64; the CRC32 extension (with CRC32C) is
- * not before ARMv8.1, so ask the kernel (HWCAP_CRC32). */
+ * not before ARMv8.1 and BF16 optional before ARMv8.6, so ask the kernel
+ * (HWCAP_CRC32, HWCAP2_BF16). */
 static int mml__arm_detect(void) {
     int flags = 1 << MML_ISA_NEON;
-#if defined(__linux__) && defined(MML__CRC32C_HW)
+#if defined(__linux__)
 #ifndef HWCAP_CRC32
 #define HWCAP_CRC32 (1 << 7)
 #endif
+#ifndef AT_HWCAP2
+#define AT_HWCAP2 26
+#endif
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
+#endif
     if (getauxval(AT_HWCAP) & HWCAP_CRC32) flags |= MML__CPU_CRC32C;
-#elif defined(__ARM_FEATURE_CRC32) && defined(MML__CRC32C_HW)
+    if (getauxval(AT_HWCAP2) & HWCAP2_BF16) flags |= MML__CPU_BF16;
+#else
+#if defined(__ARM_FEATURE_CRC32)
     flags |= MML__CPU_CRC32C;
+#endif
+#if defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+    flags |= MML__CPU_BF16;
+#endif
 #endif
     return flags;
 }
@@ -2120,6 +2282,8 @@ static int mml__cpu(void) {
 #if defined(__aarch64__)
     m |= mml__arm_detect();
 #endif
+    const char *bf16 = getenv("MOEMLORA_BF16");
+    if (bf16 && strcmp(bf16, "emulate") == 0) m &= ~MML__CPU_BF16;
 #if defined(__GNUC__) || defined(__clang__)
     __atomic_store_n(&mml__cpu_cache, m, __ATOMIC_RELEASE);
 #else
@@ -2186,11 +2350,53 @@ static const char *mml__isa_requirement(mml_isa isa) {
     }
 }
 
+/* What gemm_*_bf16 of isa's table runs here: "vdpbf16ps" or "bfdot" (the
+ * CPU's bf16 dot products), "emulated" (the fp32 GEMM on rounded copies) or
+ * "reference" (scalar). */
+MML__MAYBE_UNUSED static const char *mml__bf16_path(mml_isa isa) {
+    const int native = (mml__cpu() & MML__CPU_BF16) != 0;
+    (void)native;
+    switch (isa) {
+    case MML_ISA_SCALAR: return "reference";
+#ifdef MML__BF16_HW
+    case MML_ISA_AVX512: return native ? "vdpbf16ps" : "emulated";
+#endif
+#ifdef MML__BFDOT
+    case MML_ISA_NEON: return native ? "bfdot" : "emulated";
+#endif
+    default: return "emulated";
+    }
+}
+
+/* MOEMLORA_BF16 (unset, empty, emulate or native) for the table of isa:
+ * native must get the CPU's bf16 dot products (never a silent emulation). */
+static int mml__bf16_check(mml_isa isa, char *err, size_t errlen) {
+    const char *env = getenv("MOEMLORA_BF16");
+    if (!env || !env[0] || strcmp(env, "emulate") == 0) return 0;
+    if (strcmp(env, "native") != 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "MOEMLORA_BF16=%s is not known (expected emulate or native)", env);
+        return -1;
+    }
+    const char *path = mml__bf16_path(isa);
+    if (strcmp(path, "emulated") == 0 || strcmp(path, "reference") == 0) {
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "MOEMLORA_BF16=native requested but the %s kernels have no bf16 dot products on this "
+                     "CPU/OS/compiler (AVX-512 with AVX512_BF16, or NEON with BF16)",
+                     mml_isa_name(isa));
+        return -1;
+    }
+    return 0;
+}
+
 MOEMLORA_API int mml_simd_resolve(mml_isa *out, char *err, size_t errlen) {
     const char *env = getenv("MOEMLORA_ISA");
     if (err && errlen) err[0] = '\0';
     if (!env || !env[0]) {
-        if (out) *out = mml_simd_best();
+        const mml_isa best = mml_simd_best();
+        if (mml__bf16_check(best, err, errlen) != 0) return -1;
+        if (out) *out = best;
         return 0;
     }
     mml_isa isa;
@@ -2208,6 +2414,7 @@ MOEMLORA_API int mml_simd_resolve(mml_isa *out, char *err, size_t errlen) {
                      mml__isa_requirement(isa));
         return -1;
     }
+    if (mml__bf16_check(isa, err, errlen) != 0) return -1;
     if (out) *out = isa;
     return 0;
 }

@@ -128,7 +128,9 @@ static void usage(FILE *f) {
         "and --results or --export; --resume and --save may be the same checkpoint).\n"
         "Exit status: 0 done, 1 the run failed (data, checkpoint, I/O), 2 bad arguments\n"
         "(refused before anything trains).\n"
-        "Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set.\n");
+        "Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces the kernel set;\n"
+        "MOEMLORA_BF16=emulate|native: --precision bf16 without or only with the CPU's\n"
+        "bf16 dot products.\n");
 }
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {

@@ -182,11 +182,13 @@ static void test_packed_one(const mml_kernels_t *k, int M, int N, int K, int use
 
 /* One product (K = 1, so no summation order): the result must be the
  * reference's bits, so the rounding itself is checked: ties to even both
- * ways, the carry into the exponent, overflow to inf, denormals to zero. */
+ * ways, the carry into the exponent, overflow to inf, denormals to zero
+ * (the largest too, which would round up to a normal bf16). */
 static void test_gemm_bf16_rounding(const mml_kernels_t *k) {
     static const uint32_t a_bits[] = {0x3F808000u, 0x3F818000u, 0x3F807FFFu, 0x3F808001u, 0x3FFFFFFFu,
-                                      0x7F7FFFFFu, 0x00400000u, 0x80000001u, 0xBF80C000u, 0x3F800000u};
-    static const float b_vals[] = {1.0f, -1.0f, 3.0f, 0.5f, 1.0f, 1.0f, 1e30f, 1e30f, 2.0f, 1.00390625f};
+                                      0x7F7FFFFFu, 0x00400000u, 0x80000001u, 0xBF80C000u, 0x3F800000u,
+                                      0x007FFFFFu};
+    static const float b_vals[] = {1.0f, -1.0f, 3.0f, 0.5f, 1.0f, 1.0f, 1e30f, 1e30f, 2.0f, 1.00390625f, 1e30f};
     int bad = 0;
     for (size_t t = 0; t < sizeof a_bits / sizeof a_bits[0]; t++) {
         float a, c = SENT, r = SENT;
@@ -654,6 +656,39 @@ static void test_vec(const mml_kernels_t *k) {
     }
 }
 
+/* MOEMLORA_BF16: unknown values fail, native fails unless the ISA's bf16
+ * GEMMs run the CPU's dot products (never on the scalar reference). */
+static void test_dispatch_bf16(void) {
+    const char *saved_bf16 = getenv("MOEMLORA_BF16"), *saved_isa = getenv("MOEMLORA_ISA");
+    char keep_bf16[64] = "", keep_isa[64] = "", err[256];
+    if (saved_bf16) snprintf(keep_bf16, sizeof keep_bf16, "%s", saved_bf16);
+    if (saved_isa) snprintf(keep_isa, sizeof keep_isa, "%s", saved_isa);
+    mml_isa isa;
+    unsetenv("MOEMLORA_ISA");
+    setenv("MOEMLORA_BF16", "fast", 1);
+    CHECK(mml_simd_resolve(&isa, err, sizeof err) == -1 && strstr(err, "MOEMLORA_BF16=fast") != NULL,
+          "unknown MOEMLORA_BF16 must fail with a message (got '%s')", err);
+    setenv("MOEMLORA_BF16", "emulate", 1);
+    CHECK(mml_simd_resolve(&isa, err, sizeof err) == 0, "MOEMLORA_BF16=emulate: %s", err);
+    setenv("MOEMLORA_BF16", "native", 1);
+    setenv("MOEMLORA_ISA", "scalar", 1);
+    CHECK(mml_simd_resolve(&isa, err, sizeof err) == -1 && strstr(err, "bf16") != NULL,
+          "MOEMLORA_BF16=native on the scalar reference must fail (got '%s')", err);
+    for (int i = 1; i < MML_ISA_COUNT; i++) {
+        if (!mml_simd_isa_supported((mml_isa)i)) continue;
+        setenv("MOEMLORA_ISA", mml_isa_name((mml_isa)i), 1);
+        const char *path = mml__bf16_path((mml_isa)i);
+        const int native = strcmp(path, "emulated") != 0;
+        CHECK((mml_simd_resolve(&isa, err, sizeof err) == 0) == native,
+              "MOEMLORA_BF16=native on %s (bf16 path %s): resolve %s", mml_isa_name((mml_isa)i), path,
+              native ? "failed" : "succeeded");
+    }
+    if (saved_bf16) setenv("MOEMLORA_BF16", keep_bf16, 1);
+    else unsetenv("MOEMLORA_BF16");
+    if (saved_isa) setenv("MOEMLORA_ISA", keep_isa, 1);
+    else unsetenv("MOEMLORA_ISA");
+}
+
 static void test_dispatch(void) {
     mmlt_ctx = "dispatch";
     mml_isa isa;
@@ -669,9 +704,11 @@ static void test_dispatch(void) {
     CHECK(mml_simd_isa_supported(mml_simd_best()), "best is supported");
     CHECK(!mml_simd_isa_supported(MML_ISA_COUNT) && mml_simd_kernels(MML_ISA_COUNT) == NULL, "bad isa");
 
-    const char *saved = getenv("MOEMLORA_ISA");
-    char keep[64] = "";
+    const char *saved = getenv("MOEMLORA_ISA"), *saved_bf16 = getenv("MOEMLORA_BF16");
+    char keep[64] = "", keep_bf16[64] = "";
     if (saved) snprintf(keep, sizeof keep, "%s", saved);
+    if (saved_bf16) snprintf(keep_bf16, sizeof keep_bf16, "%s", saved_bf16);
+    unsetenv("MOEMLORA_BF16"); /* native would fail the tables without bf16 dot products */
     setenv("MOEMLORA_ISA", "bogus", 1);
     CHECK(mml_simd_resolve(&isa, err, sizeof err) == -1 && strstr(err, "bogus") != NULL,
           "unknown name must fail with a message (got '%s')", err);
@@ -691,6 +728,8 @@ static void test_dispatch(void) {
     unsetenv("MOEMLORA_ISA");
     CHECK(mml_simd_resolve(&isa, err, sizeof err) == 0 && isa == mml_simd_best(), "unset -> best");
     if (saved) setenv("MOEMLORA_ISA", keep, 1);
+    if (saved_bf16) setenv("MOEMLORA_BF16", keep_bf16, 1);
+    test_dispatch_bf16();
 }
 
 /* ---- CRC32C --------------------------------------------------------------- */
@@ -753,6 +792,7 @@ int main(void) {
         const mml_kernels_t *k = mml_simd_kernels((mml_isa)i);
         if (!k) continue;
         mmlt_ctx = mml_isa_name((mml_isa)i);
+        printf("bf16 gemm (%s): %s\n", mmlt_ctx, mml__bf16_path((mml_isa)i));
         memset(max_ulp, 0, sizeof max_ulp);
         int before = mmlt_fail;
         test_gemm(k);

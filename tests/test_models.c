@@ -320,8 +320,8 @@ static void test_thread_gradients(void) {
  * gradient must differ (the bf16 kernels ran), and inference is fp32: the
  * same probabilities bit for bit. */
 #define BF16_GRAD_REL 0.5
-static void test_bf16_gradients(void) {
-    printf("bf16 precision: a step's gradients against fp32, inference unchanged\n");
+static void test_bf16_gradients(mml_isa isa) {
+    printf("bf16 precision (%s GEMMs): a step's gradients against fp32, inference unchanged\n", mml__bf16_path(isa));
     enum { TB = 64 };
     int32_t uid[TB], pid[TB], dom[TB];
     float lab[TB], prob[2][TB];
@@ -441,7 +441,7 @@ int main(void) {
     test_schema_gradients();
     gc_print_total(t0);
     test_thread_gradients();
-    test_bf16_gradients();
+    test_bf16_gradients(isa);
     double t1 = now_s();
     test_training();
     printf("  training: %.2f s; total %.2f s\n", now_s() - t1, now_s() - t0);
