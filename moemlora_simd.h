@@ -868,6 +868,20 @@ MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N,
 #define MML__GEMM_BF16_NATIVE_ALL(S, DESC)                                            \
     MML__GEMM_BF16_NATIVE(S, DESC, nn, 0, 0) MML__GEMM_BF16_NATIVE(S, DESC, nt, 0, 1) \
     MML__GEMM_BF16_NATIVE(S, DESC, tn, 1, 0)
+/* S's bf16 GEMM on its micro-kernels mml__ukbf_MR_NV_S (MR up to UPTO's,
+ * panels of 2 x W floats of bf16 pairs) and its pack_*_bf16_S hooks: the
+ * kernel table (modes 0 and 1 alike: A reaches the kernels packed either
+ * way; no epilogue mode), the description mml__gemm_isa_bf16_S and the
+ * gemm_*_bf16 entries. */
+#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_##S,
+#define MML__GEMM_BF16_ISA(S, UPTO, W)                                                \
+    static const mml__uk_fn mml__uk_bf16_##S[] = {                                    \
+        UPTO(MML__UKBF_PTR, S, 1, 0) UPTO(MML__UKBF_PTR, S, 2, 0)                     \
+        UPTO(MML__UKBF_PTR, S, 1, 0) UPTO(MML__UKBF_PTR, S, 2, 0)};                   \
+    static const mml__gemm_isa mml__gemm_isa_bf16_##S = {                             \
+        MML__MR_##S, W, 2, 2, mml__uk_bf16_##S, {mml__pack_bn_bf16_##S, mml__pack_bt_bf16_##S}, \
+        mml__pack_at_bf16_##S, NULL, 0, mml__pack_a_rows_bf16_##S};                   \
+    MML__GEMM_BF16_NATIVE_ALL(S, mml__gemm_isa_bf16_##S)
 
 /* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
  * row of B read once along k (the cost is spread over M). */
@@ -1824,17 +1838,8 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const 
         (void)bias, (void)relu, (void)bv1;                                            \
         MML__R12(MML__UK_STORE, avx512)                                               \
     }
-#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_avx512,
 MML__UPTO12(MML__UKBF, avx512, 1, 0) MML__UPTO12(MML__UKBF, avx512, 2, 0)
-/* Modes 0 and 1 alike: A reaches the kernels packed either way. */
-static const mml__uk_fn mml__uk_bf16[] = {
-    MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)
-    MML__UPTO12(MML__UKBF_PTR, avx512, 1, 0) MML__UPTO12(MML__UKBF_PTR, avx512, 2, 0)};
-static const mml__gemm_isa mml__gemm_isa_bf16 = {
-    MML__MR_avx512, 16, 2, 2, mml__uk_bf16, {mml__pack_bn_bf16_avx512, mml__pack_bt_bf16_avx512},
-    mml__pack_at_bf16_avx512, NULL, 0, mml__pack_a_rows_bf16_avx512};
-
-MML__GEMM_BF16_NATIVE_ALL(avx512, mml__gemm_isa_bf16)
+MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
 #endif
@@ -2041,16 +2046,8 @@ static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, 
         (void)bias, (void)relu, (void)bv1;                                            \
         MML__R12(MML__UK_STORE, neon)                                                 \
     }
-#define MML__UKBD_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_neon,
 MML__UPTO8(MML__UKBD, neon, 1, 0) MML__UPTO8(MML__UKBD, neon, 2, 0)
-/* Modes 0 and 1 alike: A reaches the kernels packed either way. */
-static const mml__uk_fn mml__uk_bf16_neon[] = {
-    MML__UPTO8(MML__UKBD_PTR, neon, 1, 0) MML__UPTO8(MML__UKBD_PTR, neon, 2, 0)
-    MML__UPTO8(MML__UKBD_PTR, neon, 1, 0) MML__UPTO8(MML__UKBD_PTR, neon, 2, 0)};
-static const mml__gemm_isa mml__gemm_isa_bf16_neon = {
-    MML__MR_neon, 4, 2, 2, mml__uk_bf16_neon, {mml__pack_bn_bf16_neon, mml__pack_bt_bf16_neon},
-    mml__pack_at_bf16_neon, NULL, 0, mml__pack_a_rows_bf16_neon};
-MML__GEMM_BF16_NATIVE_ALL(neon, mml__gemm_isa_bf16_neon)
+MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4)
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
 #endif
