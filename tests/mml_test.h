@@ -13,6 +13,13 @@ static const char *mmlt_ctx = "";
 
 #define MMLT_SKIP 77
 
+/* Helpers a test file may leave uncalled. */
+#if defined(__GNUC__)
+#define MMLT_UNUSED __attribute__((unused))
+#else
+#define MMLT_UNUSED
+#endif
+
 #define CHECK(cond, ...)                                                        \
     do {                                                                        \
         if (cond) {                                                             \
@@ -41,9 +48,7 @@ static int mmlt_finish(const char *name) {
 }
 
 /* MOEMLORA_TEST_QUICK=1 (valgrind runs) asks for smaller sizes. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static int mmlt_quick(void) {
     const char *q = getenv("MOEMLORA_TEST_QUICK");
     return q && *q && strcmp(q, "0") != 0;
@@ -51,18 +56,14 @@ static int mmlt_quick(void) {
 
 /* MOEMLORA_TEST_ONE_THREAD=1: skip the parts that start worker threads
  * (qemu-user, used for the NEON runs, can hang in pthread_create). */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static int mmlt_max_threads(void) {
     const char *q = getenv("MOEMLORA_TEST_ONE_THREAD");
     return q && *q && strcmp(q, "0") != 0 ? 1 : 2;
 }
 
 /* Relative closeness with an absolute floor. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static int mmlt_close(double a, double b, double rtol, double atol) {
     double d = fabs(a - b);
     return d <= atol + rtol * fmax(fabs(a), fabs(b));
@@ -74,9 +75,7 @@ static int mmlt_close(double a, double b, double rtol, double atol) {
 
 /* A whole file, NUL-terminated (*len excludes the NUL; len may be NULL);
  * NULL if it cannot be read. The caller frees it. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static unsigned char *mmlt_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -93,9 +92,7 @@ static unsigned char *mmlt_read_file(const char *path, size_t *len) {
 
 /* A new empty folder /tmp/<prefix>XXXXXX, its name malloc'd (the caller
  * frees it), or the program ends with exit 1. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static char *mmlt_mkdtemp(const char *prefix) {
     char *p = (char *)malloc(64);
     snprintf(p, 64, "/tmp/%sXXXXXX", prefix);
@@ -107,9 +104,7 @@ static char *mmlt_mkdtemp(const char *prefix) {
 }
 
 /* Removes a directory tree made by a test (no links followed). */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_rm_tree(const char *dir) {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -127,9 +122,7 @@ static void mmlt_rm_tree(const char *dir) {
 #ifdef MOEMLORA_H
 /* A model for the config, or the program ends: exit 77 (skipped) when the
  * forced ISA is missing here, 1 on any other failure. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static mml_model_t *make_model(const mml_config_t *c) {
     mml_model_t *m = NULL;
     mml_status st = mml_model_create(c, &m);
@@ -145,9 +138,7 @@ static mml_model_t *make_model(const mml_config_t *c) {
 /* The ISA the models will run on (mml_simd_resolve: MOEMLORA_ISA may force
  * one), or the program ends with exit 77 (skipped) when that one cannot run
  * here. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static mml_isa mmlt_isa(void) {
     char err[256];
     mml_isa isa;
@@ -160,9 +151,7 @@ static mml_isa mmlt_isa(void) {
 
 /* The default config over the paper's fields with these vocabularies (the
  * default leaves them to the caller). */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_config_paper(mml_config_t *c, int32_t n_users, int32_t n_items, int32_t n_domains) {
     mml_config_default(c);
     c->n_users = n_users;
@@ -171,9 +160,7 @@ static void mmlt_config_paper(mml_config_t *c, int32_t n_users, int32_t n_items,
 }
 
 /* A tower of two hidden layers, h0 then h1 units. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_tower(mml_config_t *c, int h0, int h1) {
     c->n_hidden = 2;
     c->hidden[0] = h0;
@@ -182,9 +169,7 @@ static void mmlt_tower(mml_config_t *c, int h0, int h1) {
 
 /* The small model the mml_fit tests train on d's vocabularies: emb 8, tower
  * 32-16, lora_reduce 8, dropout 0.2, Adam 1e-2, batches up to 256. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_fit_config(mml_config_t *c, const mml_data_t *d, uint64_t seed) {
     mmlt_config_paper(c, d->n_users, d->n_items, d->n_domains);
     c->emb_dim = 8;
@@ -198,9 +183,7 @@ static void mmlt_fit_config(mml_config_t *c, const mml_data_t *d, uint64_t seed)
 
 /* Synthetic data settings over 3 domains with these vocabularies and n rows;
  * a test may change more before mml_data_synthetic. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_synth3(mml_synth_config_t *sc, int32_t n_users, int32_t n_items, int64_t n) {
     mml_synth_default(sc);
     sc->n_domains = 3;
@@ -210,9 +193,7 @@ static void mmlt_synth3(mml_synth_config_t *sc, int32_t n_users, int32_t n_items
 }
 
 /* The data the mml_fit tests train on: 3 domains, 200 users, 100 items, n rows. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_fit_data(mml_data_t *d, int64_t n) {
     mml_synth_config_t sc;
     mmlt_synth3(&sc, 200, 100, n);
@@ -222,9 +203,7 @@ static void mmlt_fit_data(mml_data_t *d, int64_t n) {
 /* The schema of n fields named, kinded and sized by the tables, the domain
  * the field at index domain, every scale the one given and all else zero:
  * the tests' schemas differ in those and in a few settings made after. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static void mmlt_schema(mml_schema_t *s, int n, int domain, const char *const *names, const mml_field_kind *kinds,
                         const int *vocab, float scale) {
     memset(s, 0, sizeof *s);
@@ -245,9 +224,7 @@ static void mmlt_schema(mml_schema_t *s, int n, int domain, const char *const *n
  * line saying which path is missing and what is skipped, and 0. The data sets
  * are in $MOEMLORA_DATA_DIR when that is set, else in ../shared/data next to
  * the project. */
-#if defined(__GNUC__)
-__attribute__((unused))
-#endif
+MMLT_UNUSED
 static int mmlt_real_data(const char *sub, const char *probe, const char *what, char *raw, size_t n) {
     char path[2048];
     const char *env = getenv("MOEMLORA_DATA_DIR");
