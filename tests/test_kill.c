@@ -32,6 +32,7 @@
 #define MOEMLORA_IMPLEMENTATION
 #include "../moemlora.h"
 #include "mml_test.h"
+#include "mml_run.h"
 
 static char trainer[1024];
 static char dir[512];
@@ -59,23 +60,7 @@ static double kuniform(void) {
 #define SYN "--syn-samples", "20000", "--syn-users", "500", "--syn-items", "200"
 
 /* Starts the trainer with args (NULL-terminated); its output goes to log. */
-static pid_t spawn(const char *const *args, const char *log) {
-    const char *argv[40];
-    int n = 0;
-    argv[n++] = trainer;
-    for (int i = 0; args[i] && n < 39; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
-        execv(trainer, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
+static pid_t spawn(const char *const *args, const char *log) { return mmlt_spawn(trainer, args, NULL, log, log); }
 
 /* Waits up to timeout seconds; returns the wait status, or -1 after killing
  * a child that overran. */
