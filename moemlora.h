@@ -9494,23 +9494,41 @@ static const char *mml__ckpt_tensor_at(const mml__ckpt *c, const char tag[4], in
 
 #define MML__TEXT_MAX 4096
 
-/* One "key=value" line per setting of MML_CONFIG_FIELDS, in its order. */
-/* Keys newer than the checkpoint format: written only when not their
- * default, so fp32 models write the same bytes as before, and absent on load
- * (the default). */
-static int mml__conf_key_optional(const char *k) { return !strcmp(k, "precision"); }
+/* CONF: every key of MML_CONFIG_FIELDS, each exactly once, in its order. */
+static const char *const mml__conf_keys[] = {
+#define MML__CFG_CKEY(type, name, def, lo, hi, flag, help) #name,
+    MML_CONFIG_FIELDS(MML__CFG_CKEY)};
+#define MML__CONF_NKEYS ((int)(sizeof mml__conf_keys / sizeof mml__conf_keys[0]))
 
+/* Keys newer than the checkpoint format: written only when not their
+ * default, so a model that leaves them at it writes the same bytes as
+ * before, and absent on load (the default). */
+static const char *const mml__conf_keys_optional[] = {"precision"};
+
+static int mml__conf_key_optional(const char *k) {
+    for (size_t i = 0; i < sizeof mml__conf_keys_optional / sizeof mml__conf_keys_optional[0]; i++)
+        if (!strcmp(k, mml__conf_keys_optional[i])) return 1;
+    return 0;
+}
+
+/* Whether setting k of c has its default's value. */
+static int mml__conf_at_default(const mml_config_t *c, const char *k) {
+    mml_config_t d;
+    char a[64], b[64];
+    mml_config_default(&d);
+    return mml_config_get(c, k, a, sizeof a) >= 0 && mml_config_get(&d, k, b, sizeof b) >= 0 && !strcmp(a, b);
+}
+
+/* One "key=value" line per setting of MML_CONFIG_FIELDS, in its order. */
 static int mml__conf_text(const mml_config_t *c, char *buf, size_t cap) {
-    static const char *const keys[] = {
-#define MML__CFG_KEY(type, name, def, lo, hi, flag, help) #name,
-        MML_CONFIG_FIELDS(MML__CFG_KEY)};
     size_t n = 0;
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        if (mml__conf_key_optional(keys[k]) && c->precision == MML_PRECISION_FP32) continue;
-        int w = snprintf(buf + n, cap - n, "%s=", keys[k]);
+    for (int k = 0; k < MML__CONF_NKEYS; k++) {
+        const char *key = mml__conf_keys[k];
+        if (mml__conf_key_optional(key) && mml__conf_at_default(c, key)) continue;
+        int w = snprintf(buf + n, cap - n, "%s=", key);
         if (w < 0 || (size_t)w >= cap - n) return -1;
         n += (size_t)w;
-        w = mml_config_get(c, keys[k], buf + n, cap - n);
+        w = mml_config_get(c, key, buf + n, cap - n);
         if (w < 0 || (size_t)w + 1 >= cap - n) return -1;
         n += (size_t)w;
         buf[n++] = '\n';
@@ -9527,12 +9545,6 @@ static mml_status mml__ckpt_kv(const char *path, const char *tag, const void *p,
     snprintf(where, sizeof where, "%s (section %s)", path, tag);
     return mml__kv_each((const char *)p, (size_t)n, where, fn, ctx);
 }
-
-/* CONF: every key of MML_CONFIG_FIELDS, each exactly once. */
-static const char *const mml__conf_keys[] = {
-#define MML__CFG_CKEY(type, name, def, lo, hi, flag, help) #name,
-    MML_CONFIG_FIELDS(MML__CFG_CKEY)};
-#define MML__CONF_NKEYS ((int)(sizeof mml__conf_keys / sizeof mml__conf_keys[0]))
 
 typedef struct mml__confp { mml_config_t *c; uint64_t seen; } mml__confp;
 
