@@ -120,19 +120,34 @@ if "swr" in parts.split():
              "rows, split and domains with the three fields user, movie, domain (dim 16). Training: "
              f"`moemlora-train --emb 16 --seed S` (S in {', '.join(seeds)}), every other setting the default "
              "(tower 256-128-64, dropout 0.5, Adam 1e-3, batch 1024, patience 3, adapter rank d_out/16).\n")
-    L.append("| model | adapter | fields | seeds | " + " | ".join(f"AUC {dn.get(k, k)}" for k in range(3)) +
-             " | WAUC | log loss |")
-    L.append("|---|---|---|---|" + "---|" * 5)
+    for metric, title, total in [("auc", "Test AUC per domain and weighted AUC (WAUC)", "weighted_auc"),
+                                 ("logloss", "Test log loss per domain and over the whole test set", "logloss")]:
+        L.append(f"\n### {title}\n")
+        L.append("| model | adapter | fields | seeds | " + " | ".join(f"{dn.get(k, k)}" for k in range(3)) +
+                 (" | WAUC |" if metric == "auc" else " | all |"))
+        L.append("|---|---|---|---|" + "---|" * 4)
+        for m in models:
+            for a, an in adapters:
+                for s, sn in [("swr", "7 fields"), ("swr3", "3 fields")]:
+                    rs = [load(f"{s}_{m}_{a}_s{seed}.json") for seed in seeds]
+                    rs = [r for r in rs if r]
+                    if not rs:
+                        L.append(f"| {m} | {an} | {sn} | 0 | n/a | n/a | n/a | n/a |"); continue
+                    dom = [fmt(ms([r["domains"][k][metric] for r in rs])) for k in range(3)]
+                    L.append(f"| {m} | {an} | {sn} | {len(rs)} | " + " | ".join(dom) +
+                             f" | {fmt(ms([r[total] for r in rs]))} |")
+    more = []
     for m in models:
         for a, an in adapters:
-            for s, sn in [("swr", "7 fields"), ("swr3", "3 fields")]:
-                rs = [load(f"{s}_{m}_{a}_s{seed}.json") for seed in seeds]
-                rs = [r for r in rs if r]
-                if not rs:
-                    L.append(f"| {m} | {an} | {sn} | 0 | n/a | n/a | n/a | n/a | n/a |"); continue
-                dom = [fmt(ms([r["domains"][k]["auc"] for r in rs])) for k in range(3)]
-                L.append(f"| {m} | {an} | {sn} | {len(rs)} | " + " | ".join(dom) +
-                         f" | {fmt(ms([r['weighted_auc'] for r in rs]))} | {fmt(ms([r['logloss'] for r in rs]))} |")
+            x = ms([(load(f"swr_{m}_{a}_s{s}.json") or {}).get("weighted_auc") for s in seeds])
+            y = ms([(load(f"swr3_{m}_{a}_s{s}.json") or {}).get("weighted_auc") for s in seeds])
+            if x and y and x[2] == y[2] == len(seeds):
+                more.append((x[0] - y[0] > max(x[1], y[1]), x[0] - y[0]))
+    if more:
+        d = [v for _, v in more]
+        L.append(f"\nSeven fields against three (WAUC), rows with all {len(seeds)} seeds on both sides: "
+                 f"the seven lead on {sum(1 for w, _ in more if w)} of {len(more)} by more than the spread "
+                 f"(difference {min(d):+.4f} to {max(d):+.4f}).\n")
     L.append("\nLeads of the adapters over the base model (WAUC, 7 fields) larger than the spread, among the "
              f"rows with all {len(seeds)} seeds:\n")
     lead = []
@@ -150,17 +165,34 @@ if "all" in parts.split():
              "(prepare seed 123; the same rows as the three-field set). Training: `moemlora-train --paper movielens` "
              f"(emb 8, the paper's per-model adapter reduction) with seeds {', '.join(all_seeds)}. "
              "Test WAUC, mean ± sd over the seeds.\n")
+    def cell(rs):
+        t = ms([r["weighted_auc"] for r in rs if r])
+        if t is None: return "n/a"
+        return fmt(t) + (f" ({t[2]} seeds)" if t[2] < len(all_seeds) else "")
     for split in ["gender", "age", "occupation"]:
+        have = [f for f in os.listdir(work) if f.startswith(f"all_{split}_") and f.endswith(".json")]
         L.append(f"\n### Domains by {split}\n")
+        if not have:
+            L.append("Not run yet.\n"); continue
         L.append("| model | base, 3 fields | base, all | MLoRA, 3 fields | MLoRA, all | MoE-MLoRA, 3 fields | MoE-MLoRA, all |")
         L.append("|---|---|---|---|---|---|---|")
+        leads, rows = 0, 0
         for m in models:
             row = []
             for a, _ in adapters:
+                pair = []
                 for s in ["paper", "all"]:
                     rs = [load(f"{s}_{split}_{m}_{a}_s{seed}.json") for seed in all_seeds]
-                    row.append(fmt(ms([r["weighted_auc"] for r in rs if r])))
+                    row.append(cell(rs))
+                    pair.append(ms([r["weighted_auc"] for r in rs if r]))
+                p, q = pair
+                if p and q and p[2] == q[2] == len(all_seeds):
+                    rows += 1
+                    leads += q[0] - p[0] > max(p[1], q[1])
             L.append(f"| {m} | " + " | ".join(row) + " |")
+        if rows:
+            L.append(f"\nEvery attribute leads the three fields on {leads} of the {rows} model-adapter pairs that "
+                     f"have all {len(all_seeds)} seeds, by more than the spread.\n")
 open(out, "w").write("\n".join(L) + "\n")
 print(f"wrote {out}")
 PY
