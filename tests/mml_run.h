@@ -13,7 +13,8 @@
 /* Starts exe with args (NULL-terminated), stdin from in, stdout to out,
  * stderr to err (NULL: /dev/null; err == out: both to one file, in order);
  * returns the child's pid, or -1 if fork failed. */
-MMLT_UNUSED static pid_t mmlt_spawn(const char *exe, const char *const *args, const char *in, const char *out, const char *err) {
+MMLT_UNUSED static pid_t mmlt_spawn(const char *exe, const char *const *args, const char *in, const char *out,
+                                    const char *err) {
     const char *argv[40];
     int n = 0;
     argv[n++] = exe;
@@ -37,8 +38,8 @@ MMLT_UNUSED static pid_t mmlt_spawn(const char *exe, const char *const *args, co
 
 /* Runs bindir/prog as mmlt_spawn does and waits for it; returns the exit
  * code, or -1 if it did not exit. */
-MMLT_UNUSED static int mmlt_run(const char *bindir, const char *prog, const char *const *args, const char *in, const char *out,
-                    const char *err) {
+MMLT_UNUSED static int mmlt_run(const char *bindir, const char *prog, const char *const *args, const char *in,
+                                const char *out, const char *err) {
     char exe[1200];
     snprintf(exe, sizeof exe, "%s/%s", bindir, prog);
     pid_t pid = mmlt_spawn(exe, args, in, out, err);
