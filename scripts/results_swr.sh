@@ -106,7 +106,8 @@ def names(d):
     except OSError:
         pass
     return r
-L = ["# Results: MovieLens-1M with feature fields (Scenario-Wise Rec protocol) and with every attribute\n",
+title = {"swr": "feature fields (Scenario-Wise Rec protocol)", "all": "every attribute"}
+L = ["# Results: MovieLens-1M with " + " and with ".join(title[p] for p in ["swr", "all"] if p in parts.split()) + "\n",
      f"Made by `scripts/results_swr.sh` on {datetime.date.today().isoformat()}, commit {commit}, {cpu()}, "
      f"{threads} thread(s). "
      "Test-set numbers; AUC per domain, weighted AUC (WAUC, by test rows) and log loss. "
@@ -148,6 +149,10 @@ if "swr" in parts.split():
         L.append(f"\nSeven fields against three (WAUC), rows with all {len(seeds)} seeds on both sides: "
                  f"the seven lead on {sum(1 for w, _ in more if w)} of {len(more)} by more than the spread "
                  f"(difference {min(d):+.4f} to {max(d):+.4f}).\n")
+    short = sorted({m for m in models for a, _ in adapters for t in ["swr", "swr3"]
+                    if sum(os.path.exists(os.path.join(work, f"{t}_{m}_{a}_s{seed}.json")) for seed in seeds) < len(seeds)})
+    if short:
+        L.append(f"Rows with fewer than {len(seeds)} seeds (their runs are not all made yet): {', '.join(short)}.\n")
     L.append("\nLeads of the adapters over the base model (WAUC, 7 fields) larger than the spread, among the "
              f"rows with all {len(seeds)} seeds:\n")
     lead = []
