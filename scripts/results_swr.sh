@@ -83,6 +83,9 @@ def ms(xs):
     xs = [x for x in xs if x is not None]
     if not xs: return None
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs))
+def wauc(name, seed_list):
+    """mean, sd, n of the weighted AUC of the runs name_s<seed>.json that exist"""
+    return ms([(load(f"{name}_s{seed}.json") or {}).get("weighted_auc") for seed in seed_list])
 def fmt(t, d=4):
     if t is None: return "n/a"
     return f"{t[0]:.{d}f} ± {t[1]:.{d}f}" if t[2] > 1 else f"{t[0]:.{d}f}"
@@ -121,9 +124,9 @@ if "swr" in parts.split():
              "rows, split and domains with the three fields user, movie, domain (dim 16). Training: "
              f"`moemlora-train --emb 16 --seed S` (S in {', '.join(seeds)}), every other setting the default "
              "(tower 256-128-64, dropout 0.5, Adam 1e-3, batch 1024, patience 3, adapter rank d_out/16).\n")
-    for metric, title, total in [("auc", "Test AUC per domain and weighted AUC (WAUC)", "weighted_auc"),
-                                 ("logloss", "Test log loss per domain and over the whole test set", "logloss")]:
-        L.append(f"\n### {title}\n")
+    for metric, heading, total in [("auc", "Test AUC per domain and weighted AUC (WAUC)", "weighted_auc"),
+                                   ("logloss", "Test log loss per domain and over the whole test set", "logloss")]:
+        L.append(f"\n### {heading}\n")
         L.append("| model | adapter | fields | seeds | " + " | ".join(f"{dn.get(k, k)}" for k in range(3)) +
                  (" | WAUC |" if metric == "auc" else " | all |"))
         L.append("|---|---|---|---|" + "---|" * 4)
@@ -140,8 +143,7 @@ if "swr" in parts.split():
     more = []
     for m in models:
         for a, an in adapters:
-            x = ms([(load(f"swr_{m}_{a}_s{s}.json") or {}).get("weighted_auc") for s in seeds])
-            y = ms([(load(f"swr3_{m}_{a}_s{s}.json") or {}).get("weighted_auc") for s in seeds])
+            x, y = wauc(f"swr_{m}_{a}", seeds), wauc(f"swr3_{m}_{a}", seeds)
             if x and y and x[2] == y[2] == len(seeds):
                 more.append((x[0] - y[0] > max(x[1], y[1]), x[0] - y[0]))
     if more:
@@ -150,16 +152,16 @@ if "swr" in parts.split():
                  f"the seven lead on {sum(1 for w, _ in more if w)} of {len(more)} by more than the spread "
                  f"(difference {min(d):+.4f} to {max(d):+.4f}).\n")
     short = sorted({m for m in models for a, _ in adapters for t in ["swr", "swr3"]
-                    if sum(os.path.exists(os.path.join(work, f"{t}_{m}_{a}_s{seed}.json")) for seed in seeds) < len(seeds)})
+                    if (wauc(f"{t}_{m}_{a}", seeds) or (0, 0, 0))[2] < len(seeds)})
     if short:
         L.append(f"Rows with fewer than {len(seeds)} seeds (their runs are not all made yet): {', '.join(short)}.\n")
     L.append("\nLeads of the adapters over the base model (WAUC, 7 fields) larger than the spread, among the "
              f"rows with all {len(seeds)} seeds:\n")
     lead = []
     for m in models:
-        b = ms([(load(f"swr_{m}_none_s{s}.json") or {}).get("weighted_auc") for s in seeds])
+        b = wauc(f"swr_{m}_none", seeds)
         for a, an in adapters[1:]:
-            x = ms([(load(f"swr_{m}_{a}_s{s}.json") or {}).get("weighted_auc") for s in seeds])
+            x = wauc(f"swr_{m}_{a}", seeds)
             if b and x and b[2] == x[2] == len(seeds) and x[0] - b[0] > max(x[1], b[1]):
                 lead.append(f"{m} {an} (+{x[0] - b[0]:.4f})")
     L.append("- " + (", ".join(lead) if lead else "none") + "\n")
@@ -170,8 +172,7 @@ if "all" in parts.split():
              "(prepare seed 123; the same rows as the three-field set). Training: `moemlora-train --paper movielens` "
              f"(emb 8, the paper's per-model adapter reduction) with seeds {', '.join(all_seeds)}. "
              "Test WAUC, mean ± sd over the seeds.\n")
-    def cell(rs):
-        t = ms([r["weighted_auc"] for r in rs if r])
+    def cell(t):
         if t is None: return "n/a"
         return fmt(t) + (f" ({t[2]} seeds)" if t[2] < len(all_seeds) else "")
     for split in ["gender", "age", "occupation"]:
@@ -185,12 +186,8 @@ if "all" in parts.split():
         for m in models:
             row = []
             for a, _ in adapters:
-                pair = []
-                for s in ["paper", "all"]:
-                    rs = [load(f"{s}_{split}_{m}_{a}_s{seed}.json") for seed in all_seeds]
-                    row.append(cell(rs))
-                    pair.append(ms([r["weighted_auc"] for r in rs if r]))
-                p, q = pair
+                p, q = (wauc(f"{s}_{split}_{m}_{a}", all_seeds) for s in ["paper", "all"])
+                row += [cell(p), cell(q)]
                 if p and q and p[2] == q[2] == len(all_seeds):
                     rows += 1
                     leads += q[0] - p[0] > max(p[1], q[1])
