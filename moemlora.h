@@ -7394,7 +7394,7 @@ static void mml__job_run(void *arg, int i) {
     int lo, hi;
     mml__share(j->all.n, m->cfg.threads, i, &lo, &hi);
     j->loss[i] = 0.0;
-    ps->plan = m->pass.plan;
+    if (ps != &m->pass) ps->plan = m->pass.plan; /* share 0 is the model pass the others read */
     ps->r = mml__rows_slice(m, &j->all, lo, hi);
     if (hi <= lo) return;
     mml__forward(m, ps);
