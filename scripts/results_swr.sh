@@ -174,7 +174,7 @@ if "all" in parts.split():
              "Test WAUC, mean ± sd over the seeds.\n")
     def cell(t):
         if t is None: return "n/a"
-        return fmt(t) + (f" ({t[2]} seeds)" if t[2] < len(all_seeds) else "")
+        return fmt(t) + (f" ({t[2]} seed{'s' if t[2] > 1 else ''})" if t[2] < len(all_seeds) else "")
     for split in ["gender", "age", "occupation"]:
         have = [f for f in os.listdir(work) if f.startswith(f"all_{split}_") and f.endswith(".json")]
         L.append(f"\n### Domains by {split}\n")
