@@ -7394,7 +7394,6 @@ static void mml__job_run(void *arg, int i) {
     int lo, hi;
     mml__share(j->all.n, m->cfg.threads, i, &lo, &hi);
     j->loss[i] = 0.0;
-    if (ps != &m->pass) ps->plan = m->pass.plan; /* share 0 is the model pass the others read */
     ps->r = mml__rows_slice(m, &j->all, lo, hi);
     if (hi <= lo) return;
     mml__forward(m, ps);
@@ -7497,12 +7496,19 @@ static void mml__reduce_share(void *arg, int w) {
 
 /* The model pass's rows on the workers: their summed loss, the gradients of
  * scale * that sum in m->grads. */
+/* Every worker pass takes the model pass's plan here, before the job, so the
+ * shares only read it while they run (share 0 is the model pass itself). */
+static void mml__share_plan(mml_model_t *m) {
+    for (int i = 1; i < m->cfg.threads; i++) mml__worker_pass(m, i)->plan = m->pass.plan;
+}
+
 static double mml__parallel_train(mml_model_t *m, float scale) {
     mml__job j;
     j.m = m;
     j.all = m->pass.r;
     j.scale = scale;
     m->pass.plan.defer_scatter = 1;
+    mml__share_plan(m);
     mml__pool_run(m->rt.pool, mml__job_run, &j);
     m->pass.plan.defer_scatter = 0;
     double loss = 0.0;
@@ -7521,6 +7527,7 @@ static void mml__parallel_predict(mml_model_t *m, mml__pass *ps) {
     j.m = m;
     j.all = ps->r;
     j.scale = 1.0f;
+    mml__share_plan(m);
     mml__pool_run(m->rt.pool, mml__job_run, &j);
     for (int i = 1; i < m->cfg.threads; i++) {
         const mml__pass *w = mml__worker_pass(m, i);
