@@ -15,7 +15,8 @@
 # "n/a"), ALL_SEEDS (training seeds of the every-attribute runs, "1 2 3"),
 # REPORT_ONLY (1: run nothing, report what WORK holds; rows with fewer
 # seeds say how many), COMMIT (the commit the runs were made with, named in
-# the report; default this checkout's).
+# the report; default this checkout's). A part left out of PARTS keeps its
+# section of an existing OUT_MD as it is, so one part can be rerun alone.
 set -euo pipefail
 build=${1:-build}
 raw=${2:-../shared/data/ml-1m}
@@ -86,6 +87,9 @@ def ms(xs):
 def wauc(name, seed_list):
     """mean, sd, n of the weighted AUC of the runs name_s<seed>.json that exist"""
     return ms([(load(f"{name}_s{seed}.json") or {}).get("weighted_auc") for seed in seed_list])
+def leads(x, y):
+    """x leads y: both (mean, sd, n), the difference of the means beyond the larger sd"""
+    return x[0] - y[0] > max(x[1], y[1])
 def fmt(t, d=4):
     if t is None: return "n/a"
     return f"{t[0]:.{d}f} ± {t[1]:.{d}f}" if t[2] > 1 else f"{t[0]:.{d}f}"
@@ -109,15 +113,28 @@ def names(d):
     except OSError:
         pass
     return r
+heads = {"swr": "\n## Scenario-Wise Rec protocol\n", "all": "\n## Every attribute (`--features all`) next to the paper's three fields\n"}
+kept = {}  # the sections of an existing report whose part is not run now
+if os.path.exists(out):
+    text = open(out).read()
+    for p in heads:
+        i = text.find(heads[p])
+        if p not in parts.split() and i >= 0:
+            j = min([k for k in (text.find(h, i + 1) for h in heads.values()) if k > i] + [len(text)])
+            kept[p] = text[i:j].rstrip("\n") + "\n"
+made = (f"Made by `scripts/results_swr.sh` on {datetime.date.today().isoformat()}, commit {commit}, {cpu()}, "
+        f"{threads} thread(s).\n")
 title = {"swr": "feature fields (Scenario-Wise Rec protocol)", "all": "every attribute"}
-L = ["# Results: MovieLens-1M with " + " and with ".join(title[p] for p in ["swr", "all"] if p in parts.split()) + "\n",
-     f"Made by `scripts/results_swr.sh` on {datetime.date.today().isoformat()}, commit {commit}, {cpu()}, "
-     f"{threads} thread(s). "
+L = ["# Results: MovieLens-1M with " + " and with ".join(title[p] for p in heads if p in parts.split() or p in kept) + "\n",
      "Test-set numbers; AUC per domain, weighted AUC (WAUC, by test rows) and log loss. "
-     "Mean ± sd over the training seeds; a difference is called a lead only where it exceeds the larger sd.\n"]
-if "swr" in parts.split():
+     "Mean ± sd over the training seeds; a difference is called a lead only where it exceeds the larger sd. "
+     "Each section names the commit, CPU and thread count its runs were made with.\n"]
+if "swr" in kept:
+    L.append(kept["swr"])
+elif "swr" in parts.split():
     dn = names("swr")
-    L.append("\n## Scenario-Wise Rec protocol\n")
+    L.append(heads["swr"])
+    L.append(made)
     L.append("`moemlora-prepare movielens --protocol swr`: 3 domains by age ({1, 18}, {25}, {35, 45, 50, 56}), "
              "label rating > 3, fields user, movie, gender, occupation, zip, first genre (categorical, dim 16) and "
              "age (numeric, min-max), a random 80/10/10 split (prepare seed 123). `--features paper` keeps the same "
@@ -145,7 +162,7 @@ if "swr" in parts.split():
         for a, an in adapters:
             x, y = wauc(f"swr_{m}_{a}", seeds), wauc(f"swr3_{m}_{a}", seeds)
             if x and y and x[2] == y[2] == len(seeds):
-                more.append((x[0] - y[0] > max(x[1], y[1]), x[0] - y[0]))
+                more.append((leads(x, y), x[0] - y[0]))
     if more:
         d = [v for _, v in more]
         L.append(f"\nSeven fields against three (WAUC), rows with all {len(seeds)} seeds on both sides: "
@@ -162,11 +179,14 @@ if "swr" in parts.split():
         b = wauc(f"swr_{m}_none", seeds)
         for a, an in adapters[1:]:
             x = wauc(f"swr_{m}_{a}", seeds)
-            if b and x and b[2] == x[2] == len(seeds) and x[0] - b[0] > max(x[1], b[1]):
+            if b and x and b[2] == x[2] == len(seeds) and leads(x, b):
                 lead.append(f"{m} {an} (+{x[0] - b[0]:.4f})")
     L.append("- " + (", ".join(lead) if lead else "none") + "\n")
-if "all" in parts.split():
-    L.append("\n## Every attribute (`--features all`) next to the paper's three fields\n")
+if "all" in kept:
+    L.append(kept["all"])
+elif "all" in parts.split():
+    L.append(heads["all"])
+    L.append(made)
     L.append("`moemlora-prepare movielens --split S --features all`: user, movie, gender, age, occupation, zip "
              "(categorical) and genres (multi-hot), label rating == 5, the paper's stratified 60/20/20 split "
              "(prepare seed 123; the same rows as the three-field set). Training: `moemlora-train --paper movielens` "
@@ -182,7 +202,7 @@ if "all" in parts.split():
             L.append("Not run yet.\n"); continue
         L.append("| model | base, 3 fields | base, all | MLoRA, 3 fields | MLoRA, all | MoE-MLoRA, 3 fields | MoE-MLoRA, all |")
         L.append("|---|---|---|---|---|---|---|")
-        leads, rows = 0, 0
+        nlead, rows = 0, 0
         for m in models:
             row = []
             for a, _ in adapters:
@@ -190,10 +210,10 @@ if "all" in parts.split():
                 row += [cell(p), cell(q)]
                 if p and q and p[2] == q[2] == len(all_seeds):
                     rows += 1
-                    leads += q[0] - p[0] > max(p[1], q[1])
+                    nlead += leads(q, p)
             L.append(f"| {m} | " + " | ".join(row) + " |")
         if rows:
-            L.append(f"\nEvery attribute leads the three fields on {leads} of the {rows} model-adapter pairs that "
+            L.append(f"\nEvery attribute leads the three fields on {nlead} of the {rows} model-adapter pairs that "
                      f"have all {len(all_seeds)} seeds, by more than the spread.\n")
 open(out, "w").write("\n".join(L) + "\n")
 print(f"wrote {out}")
