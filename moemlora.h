@@ -7174,26 +7174,30 @@ mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
 
 // >>threads ----------------------------------------------------------------
 
-/* Data parallelism inside one step: the batch is cut into contiguous row
- * ranges, each worker runs forward and backward on its range in a pass of its
- * own (the model's parameters, its own activations and gradients), the gradients are
- * summed in a fixed order and one Adam step follows. Results depend on the
- * thread count only through that summation order, so a fixed thread count is
- * deterministic. */
+/* Data parallelism inside one step: the batch is cut into one contiguous row
+ * range per thread, each range runs forward and backward in a pass of its own
+ * (the model's parameters, its own activations and gradients), the gradients
+ * are summed in a fixed order and one Adam step follows. A range is a part of
+ * a job that any thread may claim: it runs in the pass of its number, not of
+ * the thread, so when the scheduler keeps a worker off its core, the thread
+ * that finished first runs that worker's part and the step does not wait.
+ * Results depend on the thread count only through the ranges and the
+ * summation order, so a fixed thread count is deterministic. */
 
 #include <pthread.h>
 
 typedef struct mml__pool_arg { struct mml__pool *p; int idx; } mml__pool_arg;
 
 typedef struct mml__pool {
-    int n;                   /* worker threads (the caller is worker 0) */
+    int n;                   /* worker threads; a job has n + 1 parts */
     mml__pool_arg args[255];
     pthread_t th[255];
     pthread_mutex_t mu;
     pthread_cond_t start, done;
-    uint64_t gen;
-    int pending, stop;
-    void (*fn)(void *arg, int worker);
+    uint64_t gen;            /* jobs published */
+    uint64_t claim;          /* gen << 16 | the next part of job gen to hand out */
+    int finished, stop;      /* parts of the current job finished */
+    void (*fn)(void *arg, int part);
     void *arg;
 } mml__pool;
 
@@ -7226,7 +7230,7 @@ static int64_t mml__mono_ns(void) {
 struct mml__pool;
 /* A worker's wait: a new job (gen moved past seen) or stop. */
 static int mml__pool_has_job(const struct mml__pool *p, uint64_t seen);
-/* The caller's wait: every worker done. */
+/* The caller's wait: every part of the job finished. */
 static int mml__pool_all_done(const struct mml__pool *p, uint64_t seen);
 
 /* Spins until ready(p, seen) or MML__SPIN_NS passed; returns ready's value. */
@@ -7248,7 +7252,35 @@ static int mml__pool_has_job(const mml__pool *p, uint64_t seen) {
 }
 static int mml__pool_all_done(const mml__pool *p, uint64_t seen) {
     (void)seen;
-    return __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) == 0;
+    return __atomic_load_n(&p->finished, __ATOMIC_ACQUIRE) == p->n + 1;
+}
+
+/* The next unclaimed part of job gen, or -1 when every part is taken (or the
+ * pool moved on to a later job). Parts go to whichever thread asks first: a
+ * part's result depends on its number only, never on the thread that runs
+ * it, so the results stay those of the thread count however the parts fall.
+ * A worker that the scheduler keeps off its core (another program busy
+ * there) finds its part taken by a thread that finished its own. */
+static int mml__pool_claim(mml__pool *p, uint64_t gen) {
+    uint64_t w = __atomic_load_n(&p->claim, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (w >> 16 != (gen & 0xFFFFFFFFFFFFull) || (int)(w & 0xFFFF) > p->n) return -1;
+        if (__atomic_compare_exchange_n(&p->claim, &w, w + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return (int)(w & 0xFFFF);
+    }
+}
+
+/* Runs the parts of job gen that this thread can claim; the thread that
+ * finishes the last part wakes the caller. */
+static void mml__pool_work(mml__pool *p, uint64_t gen) {
+    for (int i; (i = mml__pool_claim(p, gen)) >= 0;) {
+        p->fn(p->arg, i);
+        if (__atomic_add_fetch(&p->finished, 1, __ATOMIC_ACQ_REL) == p->n + 1) {
+            pthread_mutex_lock(&p->mu); /* the caller may be asleep */
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
 }
 
 static void *mml__pool_main(void *a) {
@@ -7262,29 +7294,27 @@ static void *mml__pool_main(void *a) {
         if (p->stop) { pthread_mutex_unlock(&p->mu); return NULL; }
         seen = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
         pthread_mutex_unlock(&p->mu);
-        p->fn(p->arg, pa->idx);
-        if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
-            pthread_mutex_lock(&p->mu); /* the caller may be asleep */
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        mml__pool_work(p, seen);
     }
 }
 
-/* Runs fn(arg, i) for i = 0..n (0 on the calling thread) and waits for all. */
+/* Runs fn(arg, i) for i = 0..n, each part once, on the calling thread and the
+ * workers (whichever claims a part first runs it), and waits for all. */
 static void mml__pool_run(mml__pool *p, void (*fn)(void *, int), void *arg) {
     pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
-    __atomic_store_n(&p->pending, p->n, __ATOMIC_RELEASE);
-    __atomic_add_fetch(&p->gen, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&p->finished, 0, __ATOMIC_RELAXED);
+    uint64_t gen = p->gen + 1;
+    __atomic_store_n(&p->claim, (gen & 0xFFFFFFFFFFFFull) << 16, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->gen, gen, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
-    fn(arg, 0);
+    mml__pool_work(p, gen);
     mml__spin(mml__pool_all_done, p, 0);
-    if (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) {
+    if (!mml__pool_all_done(p, 0)) {
         pthread_mutex_lock(&p->mu);
-        while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&p->done, &p->mu);
+        while (!mml__pool_all_done(p, 0)) pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
 }

@@ -1,0 +1,130 @@
+/* The worker pool when a worker does not run: the scheduler can keep a
+ * thread off its core for whole time slices (another program busy there).
+ * The parts of a job go to whichever thread claims them first, so a step must
+ * finish without the held worker, and give the same bits as a step whose
+ * worker ran: parameters, both Adam moments, predictions. The worker is held
+ * inside a signal handler (SIGUSR1, sent to that thread) until released.
+ * Checked: dense Adam (the deferred rows' replays run on the pool too) and
+ * lazy Adam, MoE-MLoRA and the base model; the worker held from the start,
+ * released halfway, held again. An alarm fails the test if a step waits for
+ * the held worker. Needs two threads (skipped under MOEMLORA_TEST_ONE_THREAD). */
+#define MOEMLORA_IMPLEMENTATION
+#include "../moemlora.h"
+#include "mml_test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_held, g_release;
+
+static void hold_here(int sig) {
+    (void)sig;
+    g_held = 1;
+    struct timespec ms = {0, 1000000};
+    while (!g_release) nanosleep(&ms, NULL);
+    g_held = 0;
+}
+
+/* Holds worker thread 1 of m until release_worker. */
+static int hold_worker(mml_model_t *m) {
+    g_release = 0;
+    if (pthread_kill(m->rt.pool->th[0], SIGUSR1) != 0) return 0;
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 10000 && !g_held; i++) nanosleep(&ms, NULL);
+    return g_held;
+}
+
+static void release_worker(void) {
+    g_release = 1;
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 10000 && g_held; i++) nanosleep(&ms, NULL);
+}
+
+static int same(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof(float)) == 0; }
+
+#define NB 256
+#define STEPS 24
+
+static void run_case(mml_adapter adapter, int lazy) {
+    char ctx[96];
+    snprintf(ctx, sizeof ctx, "adapter %d lazy %d", (int)adapter, lazy);
+    mmlt_ctx = ctx;
+    mml_config_t c;
+    mml_config_default(&c);
+    c.adapter = adapter;
+    c.n_users = 3000;
+    c.n_items = 500;
+    c.n_domains = 3;
+    c.emb_dim = 32;
+    c.threads = 2;
+    c.max_batch = NB;
+    c.lazy_adam = lazy;
+    mmlt_tower(&c, 32, 16);
+    mml_model_t *a, *b; /* a: its worker held for parts of the run; b: never */
+    CHECK_OK(mml_model_create(&c, &a));
+    CHECK_OK(mml_model_create(&c, &b));
+    if (!a || !b || !a->rt.pool) {
+        CHECK(0, "models with two threads not created");
+        mml_model_free(a);
+        mml_model_free(b);
+        return;
+    }
+    uint64_t s = 7;
+    int32_t u[NB], p[NB], d[NB];
+    float y[NB], pa[NB], pb[NB];
+    int held = 0, ok = 1;
+    for (int step = 0; step < STEPS && ok; step++) {
+        if (step == 0 || step == 2 * STEPS / 3) {
+            CHECK(hold_worker(a), "step %d: the worker did not enter the hold", step);
+            held = 1;
+        }
+        if (step == STEPS / 3) { release_worker(); held = 0; }
+        for (int i = 0; i < NB; i++) {
+            u[i] = (int32_t)(mml__rng_next(&s) % (uint64_t)c.n_users);
+            p[i] = (int32_t)(mml__rng_next(&s) % (uint64_t)c.n_items);
+            d[i] = (int32_t)(mml__rng_next(&s) % 3);
+            y[i] = (float)(mml__rng_next(&s) & 1);
+        }
+        mml_batch_t bt = mml_batch_paper(NB, u, p, d, y);
+        float la = 0.0f, lb = 0.0f;
+        alarm(60); /* a step that waits for the held worker never ends */
+        CHECK_OK(mml_train_step(a, &bt, &la));
+        CHECK_OK(mml_train_step(b, &bt, &lb));
+        CHECK_OK(mml_predict(a, &bt, pa));
+        CHECK_OK(mml_predict(b, &bt, pb));
+        alarm(0);
+        CHECK(memcmp(&la, &lb, sizeof la) == 0, "step %d (worker held %d): loss %.9g against %.9g", step, held, la, lb);
+        ok = same(pa, pb, NB);
+        CHECK(ok, "step %d (worker held %d): predictions differ", step, held);
+    }
+    mml__catch_up_all(a);
+    mml__catch_up_all(b);
+    int64_t n = a->a.n_floats;
+    CHECK(same(a->P, b->P, n), "parameters differ");
+    CHECK(same(a->opt.M, b->opt.M, n), "first moments differ");
+    CHECK(same(a->opt.V, b->opt.V, n), "second moments differ");
+    if (held) release_worker();
+    CHECK(!g_held, "the worker did not leave the hold");
+    mml_model_free(a);
+    mml_model_free(b);
+    mmlt_ctx = "";
+}
+
+int main(void) {
+    if (mmlt_max_threads() < 2) {
+        printf("test_pool: skipped (MOEMLORA_TEST_ONE_THREAD: no worker threads)\n");
+        return MMLT_SKIP;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = hold_here;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    run_case(MML_ADAPTER_MOE, 0);
+    run_case(MML_ADAPTER_MOE, 1);
+    run_case(MML_ADAPTER_NONE, 0);
+    return mmlt_finish("test_pool");
+}
