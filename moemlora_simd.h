@@ -18,10 +18,13 @@
  *     k->gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, 0);
  *
  * Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces an ISA (an ISA the
- * CPU lacks is an error, never a silent fallback). MOEMLORA_BF16=emulate runs
- * gemm_*_bf16 as the fp32 GEMM on rounded copies even where the CPU has bf16
- * dot products (read once, at detection); MOEMLORA_BF16=native makes
- * mml_simd_resolve fail unless the chosen ISA runs them here.
+ * CPU lacks is an error, never a silent fallback). gemm_*_bf16 run the CPU's
+ * bf16 dot products where it has them, except on Intel's cores, where they
+ * are slower than the fp32 GEMM on rounded copies (the emulation), which
+ * runs there and everywhere else. MOEMLORA_BF16=emulate runs the emulation
+ * even where the CPU has bf16 dot products; MOEMLORA_BF16=native runs them
+ * even on Intel's cores, and makes mml_simd_resolve fail unless the chosen
+ * ISA runs them here (both read once, at detection).
  * Config macros: MOEMLORA_STATIC (static linkage), MOEMLORA_API.
  * Link: -lsleef -lm.
  *
@@ -618,9 +621,19 @@ MML__ADAM_STEPS_PLAIN(scalar)
 /* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
 static int mml__cpu(void);
 #define MML__CPU_CRC32C (1 << 8) /* the CRC32C instructions of mml__crc32c_hw */
-/* bf16 dot products: AVX512_BF16 beside AVX-512 (vdpbf16ps), aarch64 BF16
- * (bfdot); MOEMLORA_BF16=emulate clears it (>>dispatch) */
+/* bf16 dot products in use: AVX512_BF16 beside AVX-512 (vdpbf16ps), aarch64
+ * BF16 (bfdot), where the CPU has them (MML__CPU_BF16_HW) and they are not
+ * slower than the emulation there (MML__CPU_BF16_SLOW), or where
+ * MOEMLORA_BF16=native asks for them; MOEMLORA_BF16=emulate clears it
+ * (>>dispatch) */
 #define MML__CPU_BF16 (1 << 9)
+#define MML__CPU_BF16_HW (1 << 10)
+/* Intel's cores (without AMX) run vdpbf16ps at about half the rate of their
+ * two fp32 FMA ports, so the fp32 GEMM on rounded copies is faster there
+ * (a Xeon, family 6 model 207: gemm_nn_bf16 at 45% of the fp32 FMA peak with
+ * vdpbf16ps, 70% emulated; AMD's Zen 4 and Zen 5 run it at twice the FMA's
+ * rate). */
+#define MML__CPU_BF16_SLOW (1 << 11)
 
 #ifdef MML__VEC
 // >>kernels-gemm ------------------------------------------------------------
@@ -2222,8 +2235,11 @@ static int mml__x86_detect(void) {
     if ((flags & (1 << MML_ISA_AVX2)) && zmm_os && (ebx7 & need512) == need512) flags |= 1 << MML_ISA_AVX512;
     if ((flags & (1 << MML_ISA_AVX512)) && max_sub7 >= 1) {
         mml__cpuid(7, 1, r);
-        if ((r[0] >> 5) & 1) flags |= MML__CPU_BF16; /* AVX512_BF16 */
+        if ((r[0] >> 5) & 1) flags |= MML__CPU_BF16_HW; /* AVX512_BF16 */
     }
+    mml__cpuid(0, 0, r);
+    const int intel = r[1] == 0x756e6547u && r[3] == 0x49656e69u && r[2] == 0x6c65746eu; /* GenuineIntel */
+    if ((flags & MML__CPU_BF16_HW) && intel) flags |= MML__CPU_BF16_SLOW;
     return flags;
 }
 #endif
@@ -2248,13 +2264,13 @@ static int mml__arm_detect(void) {
 #define HWCAP2_BF16 (1 << 14)
 #endif
     if (getauxval(AT_HWCAP) & HWCAP_CRC32) flags |= MML__CPU_CRC32C;
-    if (getauxval(AT_HWCAP2) & HWCAP2_BF16) flags |= MML__CPU_BF16;
+    if (getauxval(AT_HWCAP2) & HWCAP2_BF16) flags |= MML__CPU_BF16_HW;
 #else
 #if defined(__ARM_FEATURE_CRC32)
     flags |= MML__CPU_CRC32C;
 #endif
 #if defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
-    flags |= MML__CPU_BF16;
+    flags |= MML__CPU_BF16_HW;
 #endif
 #endif
     return flags;
@@ -2280,7 +2296,8 @@ static int mml__cpu(void) {
     m |= mml__arm_detect();
 #endif
     const char *bf16 = getenv("MOEMLORA_BF16");
-    if (bf16 && strcmp(bf16, "emulate") == 0) m &= ~MML__CPU_BF16;
+    const int want = bf16 && strcmp(bf16, "native") == 0, emulate = bf16 && strcmp(bf16, "emulate") == 0;
+    if ((m & MML__CPU_BF16_HW) && !emulate && (want || !(m & MML__CPU_BF16_SLOW))) m |= MML__CPU_BF16;
 #if defined(__GNUC__) || defined(__clang__)
     __atomic_store_n(&mml__cpu_cache, m, __ATOMIC_RELEASE);
 #else

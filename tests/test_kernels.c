@@ -784,7 +784,20 @@ static void test_crc(void) {
 }
 
 int main(void) {
+    const char *bf16 = getenv("MOEMLORA_BF16");
+    if (bf16 && strcmp(bf16, "native") == 0 && !(mml__cpu() & MML__CPU_BF16_HW)) {
+        printf("test_kernels: skipped (MOEMLORA_BF16=native: this CPU has no bf16 dot products)\n");
+        return MMLT_SKIP;
+    }
     REF = mml_simd_kernels(MML_ISA_SCALAR);
+    const int cpu = mml__cpu();
+    if (!bf16 || !bf16[0])
+        CHECK(!(cpu & MML__CPU_BF16) == !((cpu & MML__CPU_BF16_HW) && !(cpu & MML__CPU_BF16_SLOW)),
+              "bf16 dot products in use %d: the CPU has them %d, slower than the emulation %d", !!(cpu & MML__CPU_BF16),
+              !!(cpu & MML__CPU_BF16_HW), !!(cpu & MML__CPU_BF16_SLOW));
+    printf("bf16 dot products: %s\n", !(cpu & MML__CPU_BF16_HW) ? "none on this CPU"
+                                        : cpu & MML__CPU_BF16 ? "in use"
+                                                              : "on this CPU, not in use (slower than the emulation, or MOEMLORA_BF16=emulate)");
     test_dispatch();
     test_crc();
     printf("best ISA: %s\n", mml_isa_name(mml_simd_best()));
