@@ -15,8 +15,11 @@
 # "n/a"), ALL_SEEDS (training seeds of the every-attribute runs, "1 2 3"),
 # REPORT_ONLY (1: run nothing, report what WORK holds; rows with fewer
 # seeds say how many), COMMIT (the commit the runs were made with, named in
-# the report; default this checkout's). A part left out of PARTS keeps its
-# section of an existing OUT_MD as it is, so one part can be rerun alone.
+# the report; default this checkout's), RUNS (where each run's JSON goes and
+# is read from; default WORK: docs/runs/ml1m holds the runs of the published
+# report, so `REPORT_ONLY=1 RUNS=docs/runs/ml1m` rebuilds it from them). A
+# part left out of PARTS keeps its section of an existing OUT_MD as it is, so
+# one part can be rerun alone.
 set -euo pipefail
 build=${1:-build}
 raw=${2:-../shared/data/ml-1m}
@@ -26,6 +29,8 @@ threads=${THREADS:-2}
 parts=${PARTS:-swr all}
 [ -f "$raw/users.dat" ] || { echo "results_swr.sh: $raw/users.dat (MovieLens-1M) not found" >&2; exit 1; }
 if [ -n "${WORK:-}" ]; then work=$WORK; mkdir -p "$work"; else work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; fi
+runs=${RUNS:-$work}
+mkdir -p "$runs"
 all_models="mlp wdl deepfm nfm pnn dcn xdeepfm autoint fibinet"
 models=${MODELS:-$all_models}
 all_seeds=${ALL_SEEDS:-1 2 3}
@@ -39,7 +44,8 @@ prep() { # name, then moemlora-prepare movielens flags
 train() { # json, data, flags...
   local json=$1 data=$2; shift 2
   [ -f "$json" ] || [ -n "$report_only" ] && return 0
-  "$build/examples/moemlora-train" --data "$data" --threads "$threads" --quiet --results "$json" "$@" >/dev/null
+  "$build/examples/moemlora-train" --data "$data" --threads "$threads" --quiet --results "$json.tmp" "$@" >/dev/null
+  mv "$json.tmp" "$json" # an interrupted run leaves no JSON, so it runs again
   echo "done $(basename "$json" .json)" >&2
 }
 case " $parts " in *" swr "*)
@@ -49,7 +55,7 @@ case " $parts " in *" swr "*)
     for model in $models; do
       for adapter in none mlora moe; do
         for set in swr swr3; do
-          train "$work/${set}_${model}_${adapter}_s$seed.json" "$work/$set" --model "$model" --adapter "$adapter" \
+          train "$runs/${set}_${model}_${adapter}_s$seed.json" "$work/$set" --model "$model" --adapter "$adapter" \
             --emb 16 --seed "$seed"
         done
       done
@@ -64,7 +70,7 @@ case " $parts " in *" all "*)
       for model in $models; do
         for adapter in none mlora moe; do
           for set in all paper; do
-            train "$work/${set}_${split}_${model}_${adapter}_s$seed.json" "$work/${set}_$split" --model "$model" \
+            train "$runs/${set}_${split}_${model}_${adapter}_s$seed.json" "$work/${set}_$split" --model "$model" \
               --adapter "$adapter" --paper movielens --seed "$seed"
           done
         done
@@ -72,13 +78,13 @@ case " $parts " in *" all "*)
     done
   done;;
 esac
-python3 - "$work" "$out" "$threads" "$seeds" "$parts" "$all_models" "$all_seeds" "$commit" <<'PY'
+python3 - "$work" "$out" "$threads" "$seeds" "$parts" "$all_models" "$all_seeds" "$commit" "$runs" <<'PY'
 import json, os, sys, statistics, datetime, platform
-work, out, threads, seeds, parts, models, all_seeds, commit = sys.argv[1:9]
+work, out, threads, seeds, parts, models, all_seeds, commit, runs = sys.argv[1:10]
 seeds, models, all_seeds = seeds.split(), models.split(), all_seeds.split()
 adapters = [("none", "base"), ("mlora", "MLoRA"), ("moe", "MoE-MLoRA")]
 def load(p):
-    p = os.path.join(work, p)
+    p = os.path.join(runs, p)
     return json.load(open(p)) if os.path.exists(p) else None
 def ms(xs):
     xs = [x for x in xs if x is not None]
@@ -123,7 +129,7 @@ if os.path.exists(out):
             j = min([k for k in (text.find(h, i + 1) for h in heads.values()) if k > i] + [len(text)])
             kept[p] = text[i:j].rstrip("\n") + "\n"
 made = (f"Made by `scripts/results_swr.sh` on {datetime.date.today().isoformat()}, commit {commit}, {cpu()}, "
-        f"{threads} thread(s).\n")
+        f"{threads} thread(s)." + (f" Each run's JSON is in `{runs}`." if os.environ.get("RUNS") else "") + "\n")
 title = {"swr": "feature fields (Scenario-Wise Rec protocol)", "all": "every attribute"}
 L = ["# Results: MovieLens-1M with " + " and with ".join(title[p] for p in heads if p in parts.split() or p in kept) + "\n",
      "Test-set numbers; AUC per domain, weighted AUC (WAUC, by test rows) and log loss. "
@@ -196,7 +202,7 @@ elif "all" in parts.split():
         if t is None: return "n/a"
         return fmt(t) + (f" ({t[2]} seed{'s' if t[2] > 1 else ''})" if t[2] < len(all_seeds) else "")
     for split in ["gender", "age", "occupation"]:
-        have = [f for f in os.listdir(work) if f.startswith(f"all_{split}_") and f.endswith(".json")]
+        have = [f for f in os.listdir(runs) if f.startswith(f"all_{split}_") and f.endswith(".json")]
         L.append(f"\n### Domains by {split}\n")
         if not have:
             L.append("Not run yet.\n"); continue
