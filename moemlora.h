@@ -7186,11 +7186,8 @@ mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
 
 #include <pthread.h>
 
-typedef struct mml__pool_arg { struct mml__pool *p; int idx; } mml__pool_arg;
-
 typedef struct mml__pool {
     int n;                   /* worker threads; a job has n + 1 parts */
-    mml__pool_arg args[255];
     pthread_t th[255];
     pthread_mutex_t mu;
     pthread_cond_t start, done;
@@ -7284,8 +7281,7 @@ static void mml__pool_work(mml__pool *p, uint64_t gen) {
 }
 
 static void *mml__pool_main(void *a) {
-    mml__pool_arg *pa = (mml__pool_arg *)a;
-    mml__pool *p = pa->p;
+    mml__pool *p = (mml__pool *)a;
     uint64_t seen = 0;
     for (;;) {
         mml__spin(mml__pool_has_job, p, seen);
@@ -7340,9 +7336,7 @@ static mml__pool *mml__pool_new(int workers) {
     pthread_cond_init(&p->start, NULL);
     pthread_cond_init(&p->done, NULL);
     for (int i = 0; i < workers; i++) {
-        p->args[i].p = p;
-        p->args[i].idx = i + 1;
-        if (pthread_create(&p->th[i], NULL, mml__pool_main, &p->args[i]) != 0) break;
+        if (pthread_create(&p->th[i], NULL, mml__pool_main, p) != 0) break;
         p->n++;
     }
     if (p->n != workers) {

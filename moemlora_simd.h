@@ -2219,6 +2219,7 @@ static int mml__x86_detect(void) {
     unsigned r[4];
     mml__cpuid(0, 0, r);
     const unsigned max_leaf = r[0];
+    const int intel = r[1] == 0x756e6547u && r[3] == 0x49656e69u && r[2] == 0x6c65746eu; /* GenuineIntel */
     if (max_leaf < 1) return 0;
     mml__cpuid(1, 0, r);
     const unsigned ecx1 = r[2];
@@ -2237,8 +2238,6 @@ static int mml__x86_detect(void) {
         mml__cpuid(7, 1, r);
         if ((r[0] >> 5) & 1) flags |= MML__CPU_BF16_HW; /* AVX512_BF16 */
     }
-    mml__cpuid(0, 0, r);
-    const int intel = r[1] == 0x756e6547u && r[3] == 0x49656e69u && r[2] == 0x6c65746eu; /* GenuineIntel */
     if ((flags & MML__CPU_BF16_HW) && intel) flags |= MML__CPU_BF16_SLOW;
     return flags;
 }
