@@ -86,8 +86,10 @@
  * and, in layers where it costs less (a narrow input next to E*r), folds each
  * domain's adapters into one dense matrix for the step; the loss and the
  * gradients are the same up to rounding. Dense Adam (PyTorch semantics) moves
- * every embedding row every step; rows are brought up to date when next read,
- * replaying the missed zero-gradient steps bit for bit. mml_model_fold packs
+ * every embedding and linear-logit row every step; rows are brought up to date
+ * when next read, replaying the missed zero-gradient steps bit for bit. Lazy
+ * Adam moves only the rows a batch holds, in both kinds of table (PyTorch's
+ * SparseAdam on sparse embeddings). mml_model_fold packs
  * the folded weights once for the GEMM.
  *
  * MEMORY. Parameters, gradients, Adam state and activations (sized for
@@ -451,7 +453,7 @@ typedef enum mml_precision {
     X(F32, beta2, 0.999f, 0.0f, 0.999999f, "--beta2", "Adam's beta2")                                              \
     X(F32, eps, 1e-7f, 1e-30f, 1.0f, "--eps", "Adam's epsilon")                                                    \
     X(F32, weight_decay, 0.0f, 0.0f, 1.0f, "--weight-decay", "Adam's L2 weight decay")                             \
-    X(BOOL, lazy_adam, 0, 0, 1, "--lazy-adam", "embedding rows move only in the steps whose batch holds them")     \
+    X(BOOL, lazy_adam, 0, 0, 1, "--lazy-adam", "embedding and linear-logit rows move only when a batch holds them")\
     X(I32, max_batch, 1024, 1, 1 << 20, "", "rows a step or a prediction chunk holds at most")                     \
     X(I32, threads, 1, 1, 256, "--threads", "worker threads of a step")                                            \
     X(U64, seed, 123, 0, 0, "--seed", "initialisation, dropout and shuffle seed")                                  \
@@ -4819,7 +4821,8 @@ typedef struct mml__grads {
 } mml__grads;
 
 /* Adam. Dense Adam defers the zero-gradient steps of embedding rows no batch
- * touched: last[f][row] is the step a row is current at (see >>optimizer). */
+ * touched (and of the linear-logit rows of the same ids): last[f][row] is the
+ * step field f's row is current at (see >>optimizer). */
 typedef struct mml__optim {
     float *M, *V;
     int64_t t;               /* steps of this phase's optimizer */
@@ -6636,6 +6639,19 @@ static void mml__adam_hp_at(const mml_model_t *m, int64_t t, mml_adam_hp *hp) {
     hp->weight_decay = c->weight_decay;
 }
 
+/* Linear-logit table f's gradient rows are those of embedding table f when
+ * that table keeps a touched list (it is trainable). */
+static int mml__linear_sparse(const mml_model_t *m, int f) {
+    return m->a.kind->linear && mml__param_trainable(m, m->a.field[f].emb);
+}
+
+/* Linear-logit table f takes its Adam steps with embedding table f's rows:
+ * the touched rows in the step, the others (dense Adam) replayed when read,
+ * none at all (lazy Adam). */
+static int mml__lin_rows(const mml_model_t *m, int f) {
+    return mml__linear_sparse(m, f) && mml__param_trainable(m, m->a.field[f].lin);
+}
+
 /* Dense Adam (PyTorch semantics) moves every embedding row at every step,
  * even rows whose gradient is zero. Doing that for a whole table costs a pass
  * over it per step; instead a row records the last step it was updated at and
@@ -6687,15 +6703,6 @@ static void mml__replay(const mml_model_t *m, int64_t s0, int64_t n, float *p, f
     }
 }
 
-static void mml__catch_up_row(mml_model_t *m, int f, int32_t row) {
-    int64_t from = m->opt.last[f][row];
-    if (from >= m->opt.t) return;
-    const mml__param *p = &m->a.t[m->a.field[f].emb];
-    int64_t d = p->shape[1], o = p->off + (int64_t)row * d;
-    if (mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, m->P + o, m->opt.M + o, m->opt.V + o, NULL);
-    m->opt.last[f][row] = m->opt.t;
-}
-
 /* Asks for the lines of the parameters and moments of the row at offset o:
  * the replays ask two rows ahead (a replay runs long enough to cover the
  * latency). */
@@ -6705,21 +6712,27 @@ static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
     mml__prefetch_floats(m->opt.V + o, d);
 }
 
-/* Rows rows[0..n), sorted by age (steps since their last update). Narrow
- * rows of similar age are replayed together: up to 128 floats gathered into
- * one block whose steps run over several independent vectors; a row joins in
- * at its own first missed step (the kernel's per-element first step). */
-static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n) {
-    const mml__param *p = &m->a.t[m->a.field[f].emb];
+/* Rows rows[0..n) of row table pi (field f's embedding or linear-logit
+ * table), sorted by age (steps since their last update, opt.last[f], which
+ * this leaves alone). Narrow rows of similar age are replayed together: up to
+ * 128 floats gathered into one block whose steps run over several independent
+ * vectors; a row joins in at its own first missed step (the kernel's
+ * per-element first step). */
+static void mml__replay_rows(mml_model_t *m, int f, int pi, const int32_t *rows, int n) {
+    const mml__param *p = &m->a.t[pi];
     float *P = m->P, *M = m->opt.M, *V = m->opt.V;
     int64_t d = p->shape[1], T = m->opt.t;
-    int64_t *last = m->opt.last[f];
+    const int64_t *last = m->opt.last[f];
     float bp[128], bm[128], bv[128];
     int32_t g[128], first[128];
     int64_t gfrom[128];
     for (int i = 0; i < n;) {
         if (i + 2 < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + 2] * d, d);
-        if (d > 64) { mml__catch_up_row(m, f, rows[i++]); continue; }
+        if (d > 64) {
+            int64_t from = last[rows[i]], o = p->off + (int64_t)rows[i++] * d;
+            if (from < T && mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, P + o, M + o, V + o, NULL);
+            continue;
+        }
         int ng = 0;
         int64_t amin = -1, amax = 0;
         for (; i < n && (ng + 1) * d <= 128; i++) {
@@ -6727,7 +6740,6 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
             int64_t from = last[r], age = T - from, o = p->off + (int64_t)r * d;
             if (from >= T) continue;
             if (ng && age > amin + amin / 4 + 16) break; /* too many idle lanes: next block */
-            last[r] = T;
             if (!mml__row_moves(m, o, d)) continue;
             if (amin < 0) amin = age;
             if (age > amax) amax = age;
@@ -6753,6 +6765,15 @@ static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n
             }
         }
     }
+}
+
+/* Rows rows[0..n) of field f, sorted by age: its embedding rows and, when
+ * they follow them, its linear-logit rows replay their missed steps; then
+ * the rows are current. */
+static void mml__catch_up_rows(mml_model_t *m, int f, const int32_t *rows, int n) {
+    mml__replay_rows(m, f, m->a.field[f].emb, rows, n);
+    if (mml__lin_rows(m, f)) mml__replay_rows(m, f, m->a.field[f].lin, rows, n);
+    for (int i = 0; i < n; i++) m->opt.last[f][rows[i]] = m->opt.t;
 }
 
 /* Sorts rows[0..n) by last update step: a counting sort on the age (ages of
@@ -6885,6 +6906,14 @@ static int mml__emb_field(const mml_model_t *m, int i) {
     return -1;
 }
 
+/* The field whose linear-logit table tensor i is, when that table follows
+ * the field's embedding rows (mml__lin_rows), or -1. */
+static int mml__lin_field(const mml_model_t *m, int i) {
+    for (int f = 0; f < m->a.F; f++)
+        if (m->a.kind->linear && i == m->a.field[f].lin) return mml__lin_rows(m, f) ? f : -1;
+    return -1;
+}
+
 /* Worker w's share (of t) of the Adam update of tensor i. */
 static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mml_adam_hp *hp, int w, int t) {
     const mml_kernels_t *K = m->K;
@@ -6907,8 +6936,14 @@ static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mm
         }
         return;
     }
-    int f = mml__emb_field(m, i);
+    int f = mml__emb_field(m, i), lf = mml__lin_field(m, i);
     const mml__grads *g = &m->grads;
+    if (lf >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, lf))) {
+        /* rows of width 1, alongside the embedding rows (which keep opt.last) */
+        mml__slice(g->n_touched[lf], w, t, 1, &lo, &hi);
+        K->adam_rows((int)(hi - lo), g->touched[lf] + lo, 1, P, G, M, V, hp);
+        return;
+    }
     if (f >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, f))) {
         /* touched rows now; with dense semantics the others catch up when read */
         mml__slice(g->n_touched[f], w, t, 1, &lo, &hi);
@@ -6951,15 +6986,19 @@ static void mml__zero_share(void *arg, int w) {
     int64_t lo, hi;
     for (int i = 0; i < m->a.n_params; i++) {
         const mml__param *p = &m->a.t[i];
-        if (p->row_table && p->group == MML__G_EMB) continue;
+        if ((p->row_table && p->group == MML__G_EMB) || mml__lin_field(m, i) >= 0) continue;
         mml__slice(p->size, w, t, 16, &lo, &hi);
         memset(g->G + p->off + lo, 0, (size_t)(hi - lo) * sizeof(float));
     }
     for (int f = 0; f < m->a.F; f++) {
         const mml__param *p = &m->a.t[m->a.field[f].emb];
         int64_t d = p->shape[1];
+        float *lin = mml__lin_rows(m, f) ? mml__g(g, m, m->a.field[f].lin) : NULL;
         mml__slice(g->n_touched[f], w, t, 1, &lo, &hi);
-        for (int64_t j = lo; j < hi; j++) memset(g->G + p->off + (int64_t)g->touched[f][j] * d, 0, (size_t)d * sizeof(float));
+        for (int64_t j = lo; j < hi; j++) {
+            memset(g->G + p->off + (int64_t)g->touched[f][j] * d, 0, (size_t)d * sizeof(float));
+            if (lin) lin[g->touched[f][j]] = 0.0f;
+        }
     }
 }
 
@@ -7424,12 +7463,6 @@ static void mml__job_run(void *arg, int i) {
     if (ps->plan.train) j->loss[i] = mml__backward(m, ps, j->scale);
 }
 
-/* Linear-logit table f's gradient rows are those of embedding table f when
- * that table keeps a touched list (it is trainable). */
-static int mml__linear_sparse(const mml_model_t *m, int f) {
-    return m->a.kind->linear && mml__param_trainable(m, m->a.field[f].emb);
-}
-
 /* Every worker's touched rows join the model's list (worker order). */
 static void mml__merge_touched(mml_model_t *m) {
     mml__grads *g = &m->grads;
@@ -7447,7 +7480,7 @@ static void mml__merge_touched(mml_model_t *m) {
  * worker v touched the row: its marks) join the model's and are cleared
  * there; the workers' marks are cleared. */
 static void mml__reduce_rows(mml_model_t *m, int f, const int32_t *ids, int64_t n) {
-    int lin = mml__linear_sparse(m, f) && mml__param_trainable(m, m->a.field[f].lin);
+    int lin = mml__lin_rows(m, f);
     int64_t off = lin ? m->a.t[m->a.field[f].lin].off : 0;
     for (int64_t j = 0; j < n; j++)
         for (int v = 1; v < m->cfg.threads; v++) {

@@ -299,13 +299,14 @@ static int is_backbone(const mml__param *p) { return !is_expert(p) && !is_gate(p
 
 /* Second pass of the phase test: weight decay (L2 in the gradient) makes Adam
  * move every entry it is applied to, so a frozen block that Adam visits shows
- * up; embeddings use lazy Adam then (only their touched rows are visited). */
+ * up; lazy Adam then visits only the touched rows of the embedding and
+ * linear-logit tables (as SparseAdam on sparse nn.Embedding tables). */
 static int phase_wd;
 
 static int row_in_batch(const mml_model_t *m, int pi, int64_t j, const mml_batch_t *b) {
     const mml__param *p = &m->a.t[pi];
     if (!p->row_table) return 1;
-    if (phase_wd && p->group != MML__G_EMB) return 1;
+    if (phase_wd && p->group != MML__G_EMB && p->group != MML__G_LINEAR) return 1;
     int f = row_field(m, pi);
     for (int i = 0; i < b->n; i++)
         if (batch_row(m, b, f, i) == j / p->shape[1]) return 1;
@@ -371,6 +372,7 @@ static void test_phases(void) {
     small_config(&c);
     c.weight_decay = phase_wd ? 1e-2f : 0.0f;
     c.lazy_adam = phase_wd;
+    c.model = MML_MODEL_WDL; /* the wide part's per-id tables too */
     c.adapter = MML_ADAPTER_MOE;
     c.experts_per_domain = 2;
     mml_model_t *m = make_model(&c);
@@ -416,6 +418,7 @@ static void test_phases(void) {
     small_config(&c);
     c.weight_decay = phase_wd ? 1e-2f : 0.0f;
     c.lazy_adam = phase_wd;
+    c.model = MML_MODEL_WDL;
     c.adapter = MML_ADAPTER_MLORA;
     m = make_model(&c);
     randomize_params(m);
@@ -791,7 +794,7 @@ static void test_bad_configs(void) {
     mmlt_ctx = "";
 }
 
-/* Dense Adam moves every embedding row every step; the library replays a
+/* Dense Adam moves every embedding (and linear-logit) row every step; the library replays a
  * row's missed zero-gradient steps when the row is next read (narrow rows in
  * blocks of rows of similar age). The replay must give exactly the parameters
  * of a full pass per step: narrow, medium and wide rows, with and without
@@ -803,6 +806,7 @@ static void test_deferred_dense_adam(void) {
         mml_config_t c;
         mml_config_default(&c);
         c.adapter = MML_ADAPTER_NONE;
+        c.model = var == 0 ? MML_MODEL_MLP : MML_MODEL_WDL; /* WDL: linear-logit rows replay too */
         c.n_users = var == 6 ? 3000 : var == 11 ? 6000 : 50; c.n_items = 40; c.n_domains = 3;
         c.emb_dim = dims[var % 3];
         c.weight_decay = var >= 3 && var < 6 ? 1e-3f : 0.0f;
