@@ -6652,6 +6652,40 @@ static int mml__lin_rows(const mml_model_t *m, int f) {
     return mml__linear_sparse(m, f) && mml__param_trainable(m, m->a.field[f].lin);
 }
 
+/* Subnormal floats (magnitudes below 1.2e-38) take a slow path in the FPU: on
+ * x86 a microcode assist of about a hundred cycles per operation that meets
+ * one. Training meets them where a quantity decays towards zero, such as the
+ * Adam moments of units whose gradient is zero, or the gradients of rows the
+ * model already predicts well; a GEMM over such values ran at half speed. So
+ * the library computes with subnormals flushed to zero (x86: MXCSR FTZ and
+ * DAZ; Arm: FPCR.FZ), as TensorFlow's CPU kernels do: on its worker threads
+ * for their whole life, and on the caller's thread for the length of a
+ * training step or a prediction (the caller's setting is restored after it).
+ * Values this changes are below 1.2e-38. */
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
+static inline unsigned mml__flush_begin(void) {
+    unsigned old = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(old | 0x8040u); /* FTZ | DAZ */
+    return old;
+}
+static inline void mml__flush_end(unsigned old) { __builtin_ia32_ldmxcsr(old); }
+#elif defined(__aarch64__)
+static inline unsigned mml__flush_begin(void) {
+    uint64_t old, fz;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(old));
+    fz = old | (1ull << 24); /* FZ */
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fz));
+    return (unsigned)old;
+}
+static inline void mml__flush_end(unsigned old) {
+    uint64_t v = old;
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(v));
+}
+#else
+static inline unsigned mml__flush_begin(void) { return 0; }
+static inline void mml__flush_end(unsigned old) { (void)old; }
+#endif
+
 /* Dense Adam (PyTorch semantics) moves every embedding row at every step,
  * even rows whose gradient is zero. Doing that for a whole table costs a pass
  * over it per step; instead a row records the last step it was updated at and
@@ -6877,6 +6911,7 @@ static void mml__catch_up_batch(mml_model_t *m, const mml__rows *r) {
 /* Before anything reads whole tables (predict, evaluate, save, snapshots). */
 static void mml__catch_up_all(mml_model_t *m) {
     if (m->opt.synced_t == m->opt.t) return;
+    unsigned fp = mml__flush_begin(); /* as in the steps whose replays these are */
     m->opt.synced_t = m->opt.t;
     for (int f = 0; f < m->a.F; f++) {
         if (!mml__deferred_rows(m, f)) continue;
@@ -6888,6 +6923,7 @@ static void mml__catch_up_all(mml_model_t *m) {
         int ni = (int)n;
         mml__catch_rows(m, 1, &f, &list, &ni);
     }
+    mml__flush_end(fp);
 }
 
 /* After parameters were replaced wholesale (restore, load): nothing to replay. */
@@ -7168,7 +7204,7 @@ static mml_status mml__step_gradients(mml_model_t *m, const mml_batch_t *b, doub
     return m->rt.world > 1 ? mml__dist_reduce(m, loss) : MML_OK;
 }
 
-mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
+static mml_status mml__train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     mml_status st = mml__check_batch(m, b, 1);
     if (st) return st;
     m->fold.ok = 0;
@@ -7182,6 +7218,13 @@ mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
     m->opt.steps++;
     if (loss) *loss = (float)(l / b->n);
     return MML_OK;
+}
+
+mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, float *loss) {
+    unsigned fp = mml__flush_begin();
+    mml_status st = mml__train_step(m, b, loss);
+    mml__flush_end(fp);
+    return st;
 }
 
 /* Probabilities of a batch of at most max_batch rows through a pass, in the
@@ -7198,7 +7241,7 @@ static void mml__predict_batch(const mml_model_t *m, mml__pass *ps, const mml_ba
     for (int j = 0; j < b->n; j++) prob[ps->perm[j]] = ps->prob[j];
 }
 
-mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
+static mml_status mml__predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
     mml_status st = mml__check_batch(m, b, 0);
     if (st) return st;
     mml__catch_up_all(m);
@@ -7209,6 +7252,13 @@ mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
         mml__predict_batch(m, &m->pass, &c, prob + s, m->rt.pool && n >= 64 * m->cfg.threads);
     }
     return MML_OK;
+}
+
+mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob) {
+    unsigned fp = mml__flush_begin();
+    mml_status st = mml__predict(m, b, prob);
+    mml__flush_end(fp);
+    return st;
 }
 
 // >>threads ----------------------------------------------------------------
@@ -7322,6 +7372,7 @@ static void mml__pool_work(mml__pool *p, uint64_t gen) {
 static void *mml__pool_main(void *a) {
     mml__pool *p = (mml__pool *)a;
     uint64_t seen = 0;
+    (void)mml__flush_begin(); /* a worker computes with subnormals flushed, always */
     for (;;) {
         mml__spin(mml__pool_has_job, p, seen);
         pthread_mutex_lock(&p->mu);
@@ -7829,7 +7880,7 @@ void mml_session_free(mml_session_t *s) {
     MOEMLORA_FREE(s);
 }
 
-mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *prob) {
+static mml_status mml__session_predict(mml_session_t *s, const mml_batch_t *b, float *prob) {
     const mml_model_t *m = s->m;
     mml_status st = mml__check_batch(m, b, 0);
     if (st) return st;
@@ -7840,6 +7891,13 @@ mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *pr
         mml__predict_batch(m, &s->pass, &c, prob + i, 0);
     }
     return MML_OK;
+}
+
+mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *prob) {
+    unsigned fp = mml__flush_begin();
+    mml_status st = mml__session_predict(s, b, prob);
+    mml__flush_end(fp);
+    return st;
 }
 // >>folding ----------------------------------------------------------------
 
@@ -7893,7 +7951,7 @@ static void mml__domain_mixture(const mml_model_t *m, int d, float *w) {
     m->K->softmax_rows(1, E, lg, E, w, E);
 }
 
-mml_status mml_model_fold(mml_model_t *m) {
+static mml_status mml__model_fold(mml_model_t *m) {
     if (!mml__can_fold(m))
         return mml__fail(MML_ERR_STATE, "fold: needs MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
     const mml_kernels_t *K = m->K;
@@ -7944,6 +8002,13 @@ mml_status mml_model_fold(mml_model_t *m) {
     mml__free(Wd);
     m->fold.ok = 1;
     return MML_OK;
+}
+
+mml_status mml_model_fold(mml_model_t *m) {
+    unsigned fp = mml__flush_begin();
+    mml_status st = mml__model_fold(m);
+    mml__flush_end(fp);
+    return st;
 }
 
 /* Inference tower on folded weights for rows [a, a + n) that share domain d. */

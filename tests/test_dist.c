@@ -233,7 +233,7 @@ static void test_steps(void) {
             run_ranks(world, steps_rank, s);
             for (int k = 0; k < STEPS; k++) {
                 mml_batch_t b = mml_batch_paper(tc->rows, s->uid[k], s->pid[k], s->dom[k], s->lab[k]);
-                float lref;
+                float lref = 0.0f;
                 CHECK_OK(step_grads(ref, &b, gref));
                 CHECK_OK(mml_train_step(ref, &b, &lref));
                 for (int r = 0; r < world; r++) {

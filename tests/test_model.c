@@ -18,6 +18,7 @@
 #include "../moemlora.h"
 #include "mml_test.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -859,6 +860,84 @@ static void test_deferred_dense_adam(void) {
     }
 }
 
+
+/* Subnormal floats are flushed to zero while the library computes (worker
+ * threads always, the caller's thread during a call, restored after it). A
+ * moment of an embedding row no batch holds decays by beta1 each dense-Adam
+ * step: from 2 FLT_MIN it passes below FLT_MIN after 7 steps and must then
+ * be 0, whether the steps ran as a pass per step or as replays when the row
+ * was next read, at 1 and 2 threads. */
+static volatile float g_tiny = FLT_MIN / 4.0f; /* volatile: computed at run time */
+
+static int flushes_here(void) { return g_tiny * 1.0f == 0.0f; }
+
+typedef struct flush_job { pthread_t caller; int on_worker, worker_flushed; } flush_job;
+static void flush_part(void *arg, int w) {
+    (void)w;
+    flush_job *j = (flush_job *)arg;
+    if (pthread_equal(pthread_self(), j->caller)) { /* long enough for a worker to claim the other part */
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        return;
+    }
+    __atomic_fetch_add(&j->on_worker, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&j->worker_flushed, flushes_here(), __ATOMIC_RELAXED);
+}
+
+static void test_subnormals(void) {
+    mmlt_ctx = "subnormals";
+    CHECK(!flushes_here(), "the test's own thread flushes subnormals before any call");
+    for (int threads = 1; threads <= (mmlt_max_threads() < 2 ? 1 : 2); threads++)
+        for (int deferred = 0; deferred < 2; deferred++) {
+            mml_config_t c;
+            mml_config_default(&c);
+            c.adapter = MML_ADAPTER_NONE;
+            c.model = MML_MODEL_WDL;
+            c.n_users = 50; c.n_items = 40; c.n_domains = 3;
+            c.emb_dim = 8;
+            c.threads = threads;
+            mmlt_tower(&c, 16, 8);
+            c.max_batch = 64;
+            mml_model_t *m;
+            CHECK_OK(mml_model_create(&c, &m));
+            int32_t u[64], p[64], d[64];
+            float y[64], prob[64];
+            uint64_t s = 5;
+            const mml__param *ue = &m->a.t[m->a.field[0].emb];
+            float *M0 = m->opt.M + ue->off; /* user 0's row */
+            if (!deferred) mml__knobs.defer_min_dim = 1 << 30;
+            for (int step = 0; step < 21; step++) {
+                for (int i = 0; i < 64; i++) { /* user 0 only in the first step */
+                    u[i] = step == 0 && i == 0 ? 0 : 1 + (int32_t)(mml__rng_next(&s) % 49);
+                    p[i] = (int32_t)(mml__rng_next(&s) % 40);
+                    d[i] = (int32_t)(mml__rng_next(&s) % 3);
+                    y[i] = (float)(mml__rng_next(&s) & 1);
+                }
+                mml_batch_t b = mml_batch_paper(64, u, p, d, y);
+                CHECK_OK(mml_train_step(m, &b, NULL));
+                if (step == 0)
+                    for (int j = 0; j < 8; j++) M0[j] = 2.0f * FLT_MIN;
+            }
+            mml_batch_t b = mml_batch_paper(64, u, p, d, NULL);
+            CHECK_OK(mml_predict(m, &b, prob)); /* reads every row: the replays run */
+            mml__knobs.defer_min_dim = 0;
+            int zero = 0;
+            for (int j = 0; j < 8; j++) zero += M0[j] == 0.0f;
+            CHECK(zero == 8, "threads %d, %s: %d of 8 moments of an idle row flushed to 0 after 20 steps (first %g)",
+                  threads, deferred ? "replayed" : "pass per step", zero, (double)M0[0]);
+            CHECK(!flushes_here(), "threads %d: the caller's thread flushes subnormals after the calls", threads);
+            if (threads > 1) {
+                flush_job j = {pthread_self(), 0, 0};
+                for (int k = 0; k < 200 && j.on_worker < 20; k++) mml__pool_run(m->rt.pool, flush_part, &j);
+                CHECK(j.on_worker > 0, "no pool part ran on a worker in 200 jobs");
+                CHECK(j.worker_flushed == j.on_worker, "%d of %d parts on a worker flushed subnormals",
+                      j.worker_flushed, j.on_worker);
+            }
+            mml_model_free(m);
+        }
+    mmlt_ctx = "";
+}
+
 int main(void) {
     quick = mmlt_quick();
     mml_isa isa = mmlt_isa();
@@ -874,6 +953,7 @@ int main(void) {
     test_oov_and_batches();
     test_bad_configs();
     test_deferred_dense_adam();
+    test_subnormals();
     printf("  phases/metrics/oov/configs: %.2f s\n", now_s() - t1);
     test_fit();
     printf("  total time %.2f s\n", now_s() - t0);
