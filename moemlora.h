@@ -90,7 +90,10 @@
  * when next read, replaying the missed zero-gradient steps bit for bit. Lazy
  * Adam moves only the rows a batch holds, in both kinds of table (PyTorch's
  * SparseAdam on sparse embeddings). mml_model_fold packs
- * the folded weights once for the GEMM.
+ * the folded weights once for the GEMM. Subnormal floats are flushed to zero
+ * while the library computes (FTZ/DAZ, Arm FZ: worker threads always, the
+ * caller's thread during a step, prediction or fold, restored after it): a
+ * training run that met them in its GEMMs and Adam ran at half speed.
  *
  * MEMORY. Parameters, gradients, Adam state and activations (sized for
  * cfg.max_batch) are allocated once at creation, 64-byte aligned. Training
@@ -6660,8 +6663,9 @@ static int mml__lin_rows(const mml_model_t *m, int f) {
  * the library computes with subnormals flushed to zero (x86: MXCSR FTZ and
  * DAZ; Arm: FPCR.FZ), as TensorFlow's CPU kernels do: on its worker threads
  * for their whole life, and on the caller's thread for the length of a
- * training step or a prediction (the caller's setting is restored after it).
- * Values this changes are below 1.2e-38. */
+ * training step, a prediction, a fold or a catch-up of deferred rows (the
+ * caller's setting is restored after it). Values this changes are below
+ * 1.2e-38. */
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
 static inline unsigned mml__flush_begin(void) {
     unsigned old = __builtin_ia32_stmxcsr();
