@@ -867,9 +867,13 @@ static void test_deferred_dense_adam(void) {
  * step: from 2 FLT_MIN it passes below FLT_MIN after 7 steps and must then
  * be 0, whether the steps ran as a pass per step or as replays when the row
  * was next read, at 1 and 2 threads. */
-static volatile float g_tiny = FLT_MIN / 4.0f; /* volatile: computed at run time */
+static volatile float g_tiny = FLT_MIN / 4.0f, g_one = 1.0f; /* volatile: computed at run time */
 
-static int flushes_here(void) { return g_tiny * 1.0f == 0.0f; }
+/* Not inlined: a call is not moved across the changes of the flush mode. */
+__attribute__((noinline)) static int flushes_here(void) {
+    volatile float r = g_tiny * g_one;
+    return r == 0.0f;
+}
 
 typedef struct flush_job { pthread_t caller; int on_worker, worker_flushed; } flush_job;
 static void flush_part(void *arg, int w) {
@@ -884,9 +888,20 @@ static void flush_part(void *arg, int w) {
     __atomic_fetch_add(&j->worker_flushed, flushes_here(), __ATOMIC_RELAXED);
 }
 
+static int subnormals_skipped;
+
 static void test_subnormals(void) {
     mmlt_ctx = "subnormals";
     CHECK(!flushes_here(), "the test's own thread flushes subnormals before any call");
+    unsigned fp = mml__flush_begin();
+    int honoured = flushes_here();
+    mml__flush_end(fp);
+    if (!honoured) { /* valgrind runs SSE code with FTZ and DAZ ignored */
+        printf("skipped: subnormals: the flush mode is set but this CPU or emulator ignores it (valgrind)\n");
+        subnormals_skipped = 1;
+        mmlt_ctx = "";
+        return;
+    }
     for (int threads = 1; threads <= (mmlt_max_threads() < 2 ? 1 : 2); threads++)
         for (int deferred = 0; deferred < 2; deferred++) {
             mml_config_t c;
@@ -957,5 +972,6 @@ int main(void) {
     printf("  phases/metrics/oov/configs: %.2f s\n", now_s() - t1);
     test_fit();
     printf("  total time %.2f s\n", now_s() - t0);
-    return mmlt_finish("test_model");
+    int rc = mmlt_finish("test_model");
+    return rc ? rc : subnormals_skipped ? MMLT_SKIP : 0;
 }
