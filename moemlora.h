@@ -7589,9 +7589,7 @@ static void mml__reduce_share(void *arg, int w) {
     for (int i = 0; i < m->a.n_params; i++) {
         const mml__param *p = &m->a.t[i];
         if ((p->row_table && p->group == MML__G_EMB) || !mml__param_trainable(m, i)) continue;
-        int f = -1;
-        for (int k = 0; k < m->a.F; k++) f = m->a.kind->linear && i == m->a.field[k].lin ? k : f;
-        if (f >= 0 && mml__linear_sparse(m, f)) continue;
+        if (mml__lin_field(m, i) >= 0) continue; /* reduced by rows, with its embedding table's */
         mml__slice(p->size, w, t, 16, &lo, &hi);
         for (int v = 1; v < t; v++) {
             float *g = mml__worker_at(m, v)->grads.G + p->off + lo;
@@ -7669,14 +7667,11 @@ static int mml__dist_agree(const mml_model_t *m, const float *sum) {
 }
 static uint64_t mml__hash_mix(uint64_t h, uint64_t x) { return (h ^ x) * 0x100000001B3ull; }
 
-/* Gradient tables reduced by rows: embedding table f (when trainable: its
- * touched list is kept) and, alongside, linear-logit table f. -1 otherwise. */
+/* Gradient tables reduced by rows: embedding table f and, when it follows
+ * that table's rows (mml__lin_field), linear-logit table f. -1 otherwise. */
 static int mml__dist_row_field(const mml_model_t *m, int i) {
-    for (int f = 0; f < m->a.F; f++) {
-        if (i == m->a.field[f].emb) return f;
-        if (m->a.kind->linear && i == m->a.field[f].lin && mml__linear_sparse(m, f)) return f;
-    }
-    return -1;
+    int f = mml__emb_field(m, i);
+    return f >= 0 ? f : mml__lin_field(m, i);
 }
 
 /* Floats of one step's packed gradients, at most: every tensor whole, or for
