@@ -6346,18 +6346,18 @@ static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const fl
     return need_dx;
 }
 
-/* x: [n, d_in]  W: [d_in, d_out]  -> z = dropout(x W + b): [n, d_out] */
+/* x: [n, d_in]  W: [d_in, d_out]  -> z = dropout(x W + b), then relu if the
+ * pass runs no adapter: [n, d_out]. The mask is kept for the backward pass
+ * where an adapter's part joins z before the relu; without one, z > 0 tells
+ * the kept elements (mml__backward). */
 static void mml__base_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z) {
-    const mml_kernels_t *K = m->K;
     const mml__layer *L = &m->a.layer[l];
-    int n = ps->r.n, di = L->d_in, dout = L->d_out;
+    int n = ps->r.n, di = L->d_in, dout = L->d_out, relu = ps->plan.ad_mode == MML__AD_OFF;
+    int drop = ps->plan.train && m->cfg.dropout > 0.0f;
     mml__tk(m, ps)->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
-    K->add_bias(n, dout, mml__p(m, L->b), z, dout);
-    if (ps->plan.train && m->cfg.dropout > 0.0f) { /* the mask is kept for the backward pass */
-        K->dropout_keep((int64_t)n * dout, m->cfg.dropout, mml__dropout_seed(m, ps, l), (uint64_t)ps->r.row0 * dout,
-                        ps->dkeep[l]);
-        K->mask_scale((int64_t)n * dout, ps->dkeep[l], z, z, 1.0f / (1.0f - m->cfg.dropout));
-    }
+    m->K->bias_dropout_relu(n, dout, mml__p(m, L->b), z, drop ? m->cfg.dropout : 0.0f,
+                            drop ? mml__dropout_seed(m, ps, l) : 0, (uint64_t)ps->r.row0 * dout,
+                            drop && !relu ? ps->dkeep[l] : NULL, relu);
 }
 
 /* x: [n, d_in]  W: [d_in, d_out]  A: [d_in, E*r]  B: [E*r, d_out]  C: [E, d_out]
@@ -6391,7 +6391,7 @@ static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const
             K->gemm_nn(n, dout, E, ps->gw, E, mml__p(m, L->C), dout, z, dout, 1);
         }
     }
-    K->relu_fwd((int64_t)n * dout, z, z);
+    if (mode != MML__AD_OFF) K->relu_fwd((int64_t)n * dout, z, z);
 }
 
 /* Full forward of the pass's rows: logits and probabilities. */
@@ -6584,14 +6584,20 @@ static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
         const float *x = l ? ps->z[l - 1] : ps->x0;
         float *dxl = l ? dx : ps->dx0;
         int need = mml__need_dx(m, ps, l), base_done = ps->tf_on[l] && ps->tf_base; /* W's products: in the runs' */
-        K->relu_bwd((int64_t)n * L->d_out, ps->z[l], dz, dz);
-        int wrote = mml__adapter_backward(m, ps, l, x, dz, dxl, need);
-        if (m->cfg.dropout > 0.0f)
-            K->mask_scale((int64_t)n * L->d_out, ps->dkeep[l], dz, dz, 1.0f / (1.0f - m->cfg.dropout));
-        if (tr[MML__G_TOWER]) {
-            if (!base_done) KT->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
-            K->colsum_add(n, L->d_out, dz, L->d_out, mml__g(g, m, L->b));
+        /* dz through the relu, the adapter's part, dropout (z > 0 tells the kept
+         * elements when no adapter joined z: mml__base_forward) and db */
+        int drop = m->cfg.dropout > 0.0f, wrote = 0;
+        float keep_scale = drop ? 1.0f / (1.0f - m->cfg.dropout) : 1.0f;
+        float *db = tr[MML__G_TOWER] ? mml__g(g, m, L->b) : NULL;
+        if (ps->plan.ad_mode == MML__AD_OFF) {
+            K->dropout_relu_bwd(n, L->d_out, ps->z[l], NULL, keep_scale, dz, db);
+        } else {
+            K->relu_bwd((int64_t)n * L->d_out, ps->z[l], dz, dz);
+            wrote = mml__adapter_backward(m, ps, l, x, dz, dxl, need);
+            if (drop || db) K->dropout_relu_bwd(n, L->d_out, NULL, drop ? ps->dkeep[l] : NULL, keep_scale, dz, db);
         }
+        if (tr[MML__G_TOWER] && !base_done)
+            KT->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
         if (!need) break;
         if (!base_done)
             KT->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);

@@ -112,6 +112,15 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  mask_scale    y[i] = keep[i] ? x[i] * scale : 0 (y may alias x); with
  *            dropout_keep and scale = 1/(1-rate) it applies dropout, in forward
  *            and again (same mask) in backward
+ *  bias_dropout_relu  C[M,N] (contiguous) = C + bias, then if rate > 0 dropout
+ *            (element (i,j) has index offset + i*N + j; its keep byte stored in
+ *            keep[i*N+j] unless keep is NULL), then if relu max(., 0): the bits of
+ *            add_bias, dropout_keep, mask_scale and relu_fwd in turn, in one pass
+ *  dropout_relu_bwd  dz[M,N] (contiguous): if y, dz = y > 0 ? dz : 0; then
+ *            dz = keep ? (keep[i] ? dz * scale : 0) : dz * scale; then if colsum,
+ *            colsum[j] += sum_i dz[i,j]: the bits of relu_bwd, mask_scale and
+ *            colsum_add in turn (y > 0 implies kept when y = relu(dropout(.)),
+ *            so that layer passes keep = NULL)
  *  softmax_rows  row-wise stable softmax, E in 1..256
  *  sigmoid   y = 1/(1+exp(-x)) (stable form)
  *  bce_logits  returns sum_i max(z,0) - z*y + log1p(exp(-|z|)) (double sum);
@@ -159,6 +168,10 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
                            uint8_t *keep))                                          \
     X(void, mask_scale, (int64_t n, const uint8_t *keep, const float *x, float *y,  \
                          float scale))                                              \
+    X(void, bias_dropout_relu, (int M, int N, const float *bias, float *C, float rate, \
+                                uint64_t seed, uint64_t offset, uint8_t *keep, int relu)) \
+    X(void, dropout_relu_bwd, (int M, int N, const float *y, const uint8_t *keep,   \
+                               float scale, float *dz, float *colsum))              \
     X(void, softmax_rows, (int M, int E, const float *x, int ldx, float *y, int ldy)) \
     X(void, sigmoid, (int64_t n, const float *x, float *y))                         \
     X(double, bce_logits, (int64_t n, const float *z, const float *label,           \
@@ -497,6 +510,38 @@ MML__DROPOUT_KEEP(scalar)
 
 static void mml__mask_scale_scalar(int64_t n, const uint8_t *keep, const float *x, float *y, float scale) {
     for (int64_t i = 0; i < n; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
+}
+
+static void mml__bias_dropout_relu_scalar(int M, int N, const float *bias, float *C, float rate, uint64_t seed,
+                                          uint64_t offset, uint8_t *keep, int relu) {
+    const int drop = rate > 0.0f;
+    const mml__drop_keys dk = mml__dropout_keys(seed, rate);
+    const float scale = drop ? 1.0f / (1.0f - rate) : 1.0f;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            const int64_t e = i * N + j;
+            float v = C[e] + bias[j];
+            if (drop) {
+                const uint64_t idx = offset + (uint64_t)e;
+                const uint32_t key1 = mml__dropout_key1(dk.k1, (uint32_t)(idx >> 32));
+                const uint8_t k = (uint8_t)((mml__lowbias32(mml__lowbias32((uint32_t)idx ^ key1) ^ dk.k2) >> 8) >= dk.thr);
+                if (keep) keep[e] = k;
+                v = k ? v * scale : 0.0f;
+            }
+            C[e] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+}
+
+static void mml__dropout_relu_bwd_scalar(int M, int N, const float *y, const uint8_t *keep, float scale, float *dz,
+                                         float *colsum) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            const int64_t e = i * N + j;
+            float d = y && !(y[e] > 0.0f) ? 0.0f : dz[e];
+            d = keep && !keep[e] ? 0.0f : d * scale;
+            dz[e] = d;
+            if (colsum) colsum[j] += d;
+        }
 }
 
 static void mml__softmax_rows_scalar(int M, int E, const float *x, int ldx, float *y, int ldy) {
@@ -1237,6 +1282,98 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
         }                                                                             \
     }
 
+/* bias_dropout_relu of ISA S: one row's columns [0, n) whose dropout indices
+ * lo, lo+1, ... share key1 (a row crossing 2^32 is two runs). */
+#define MML__BIAS_DROPOUT_RELU(S)                                                     \
+    MML__INLINE(S) void mml__bdr_run_##S(float *c, const float *bias, uint8_t *keep, int n, \
+                                         uint32_t lo, uint32_t key1, const mml__drop_keys *dk, \
+                                         float scale, int drop, int relu) {           \
+        const mml__vi_##S k1 = mml__viset1_##S(key1), k2 = mml__viset1_##S(dk->k2);   \
+        const mml__vi_##S thr = mml__viset1_##S(dk->thr), step = mml__viset1_##S(MML__W_##S); \
+        const mml__vf_##S sc = mml__vset1_##S(scale);                                 \
+        mml__vi_##S idx = mml__viota_##S(lo);                                         \
+        for (int j = 0; j < n; j += MML__W_##S) {                                     \
+            const mml__vm_##S m = mml__vmask_##S(n - j);                              \
+            mml__vf_##S v = mml__vadd_##S(mml__vld_##S(m, c + j), mml__vld_##S(m, bias + j)); \
+            if (drop) {                                                               \
+                mml__vi_##S h = mml__vlowbias32_##S(mml__vixor_##S(idx, k1));         \
+                h = mml__vlowbias32_##S(mml__vixor_##S(h, k2));                       \
+                const mml__vp_##S on = mml__vige_##S(mml__vsrl8_##S(h), thr);         \
+                if (keep) mml__vkeepst_##S(keep + j, n - j, on);                      \
+                v = mml__vand_##S(on, mml__vmul_##S(v, sc));                          \
+                idx = mml__viadd_##S(idx, step);                                      \
+            }                                                                         \
+            if (relu) v = mml__vrelu_##S(v);                                          \
+            mml__vst_##S(c + j, m, v);                                                \
+        }                                                                             \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__bias_dropout_relu_##S(int M, int N, const float *bias, float *C, \
+                                                         float rate, uint64_t seed, uint64_t offset, \
+                                                         uint8_t *keep, int relu) {   \
+        const int drop = rate > 0.0f;                                                 \
+        const mml__drop_keys dk = mml__dropout_keys(seed, rate);                      \
+        const float scale = drop ? 1.0f / (1.0f - rate) : 1.0f;                       \
+        for (int64_t i = 0; i < M; i++) {                                             \
+            float *c = C + i * N;                                                     \
+            uint8_t *k = keep ? keep + i * N : NULL;                                  \
+            const uint64_t base = offset + (uint64_t)(i * N), room = 4294967296ULL - (uint32_t)base; \
+            const int n0 = (uint64_t)N > room ? (int)room : N;                        \
+            mml__bdr_run_##S(c, bias, k, n0, (uint32_t)base, mml__dropout_key1(dk.k1, (uint32_t)(base >> 32)), \
+                             &dk, scale, drop, relu);                                 \
+            if (n0 < N)                                                               \
+                mml__bdr_run_##S(c + n0, bias + n0, k ? k + n0 : NULL, N - n0, 0,     \
+                                 mml__dropout_key1(dk.k1, (uint32_t)((base + (uint64_t)n0) >> 32)), &dk, \
+                                 scale, drop, relu);                                  \
+        }                                                                             \
+    }
+/* dropout_relu_bwd of ISA S: strips of 4 vectors of columns, the column sums
+ * in registers over the rows in order (colsum_add's order). */
+#define MML__DROPOUT_RELU_BWD(S)                                                      \
+    MML__INLINE(S) mml__vf_##S mml__drb_vec_##S(float *d, const float *y, const uint8_t *keep, \
+                                                mml__vm_##S m, int rem, mml__vf_##S sc) { \
+        mml__vf_##S v = mml__vld_##S(m, d);                                           \
+        if (y) v = mml__vand_##S(mml__vgt_##S(mml__vld_##S(m, y), mml__vzero_##S()), v); \
+        v = mml__vmul_##S(v, sc);                                                     \
+        if (keep) v = mml__vand_##S(mml__vkeepld_##S(keep, rem), v);                  \
+        mml__vst_##S(d, m, v);                                                        \
+        return v;                                                                     \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__dropout_relu_bwd_##S(int M, int N, const float *y, const uint8_t *keep, \
+                                                        float scale, float *dz, float *colsum) { \
+        enum { W_ = MML__W_##S };                                                     \
+        const mml__vf_##S sc = mml__vset1_##S(scale), zero = mml__vzero_##S();        \
+        for (int j = 0; j < N; j += 4 * W_) {                                         \
+            const int w = mml__mini(N - j, 4 * W_);                                   \
+            const mml__vm_##S m0 = mml__vmask_##S(w), m1 = mml__vmask_##S(w - W_);    \
+            const mml__vm_##S m2 = mml__vmask_##S(w - 2 * W_), m3 = mml__vmask_##S(w - 3 * W_); \
+            mml__vf_##S s0 = colsum ? mml__vld_##S(m0, colsum + j) : zero, s1 = zero, s2 = zero, s3 = zero; \
+            if (colsum && w > W_) s1 = mml__vld_##S(m1, colsum + j + W_);             \
+            if (colsum && w > 2 * W_) s2 = mml__vld_##S(m2, colsum + j + 2 * W_);     \
+            if (colsum && w > 3 * W_) s3 = mml__vld_##S(m3, colsum + j + 3 * W_);     \
+            for (int64_t i = 0; i < M; i++) {                                         \
+                const int64_t o = i * N + j;                                          \
+                const float *yy = y ? y + o : NULL;                                   \
+                const uint8_t *kk = keep ? keep + o : NULL;                           \
+                s0 = mml__vadd_##S(s0, mml__drb_vec_##S(dz + o, yy, kk, m0, w, sc));  \
+                if (w > W_)                                                           \
+                    s1 = mml__vadd_##S(s1, mml__drb_vec_##S(dz + o + W_, yy ? yy + W_ : NULL, \
+                                                            kk ? kk + W_ : NULL, m1, w - W_, sc)); \
+                if (w > 2 * W_)                                                       \
+                    s2 = mml__vadd_##S(s2, mml__drb_vec_##S(dz + o + 2 * W_, yy ? yy + 2 * W_ : NULL, \
+                                                            kk ? kk + 2 * W_ : NULL, m2, w - 2 * W_, sc)); \
+                if (w > 3 * W_)                                                       \
+                    s3 = mml__vadd_##S(s3, mml__drb_vec_##S(dz + o + 3 * W_, yy ? yy + 3 * W_ : NULL, \
+                                                            kk ? kk + 3 * W_ : NULL, m3, w - 3 * W_, sc)); \
+            }                                                                         \
+            if (colsum) {                                                             \
+                mml__vst_##S(colsum + j, m0, s0);                                     \
+                if (w > W_) mml__vst_##S(colsum + j + W_, m1, s1);                    \
+                if (w > 2 * W_) mml__vst_##S(colsum + j + 2 * W_, m2, s2);            \
+                if (w > 3 * W_) mml__vst_##S(colsum + j + 3 * W_, m3, s3);            \
+            }                                                                         \
+        }                                                                             \
+    }
+
 /* Lanes past E load as -inf for the maximum and are zeroed after exp. */
 #define MML__SOFTMAX_ROWS(S)                                                          \
     MML__ATTR_##S static void mml__softmax_rows_##S(int M, int E, const float *x, int ldx, \
@@ -1418,12 +1555,14 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
 /* The bodies every vector ISA instantiates (after its adam_dense). */
 #define MML__VEC_KERNELS(S)                                                           \
     MML__GEMM_UKERNELS(S) MML__PACK_BN(S) MML__RELU_FWD(S) MML__RELU_BWD(S)           \
-    MML__ADD_ROWS(S) MML__COLSUM_ADD(S) MML__KEEP_RUN(S) MML__SOFTMAX_ROWS(S)         \
+    MML__ADD_ROWS(S) MML__COLSUM_ADD(S) MML__KEEP_RUN(S) MML__BIAS_DROPOUT_RELU(S)    \
+    MML__SOFTMAX_ROWS(S)                                                              \
     MML__SIGMOID_BCE(S) MML__ADAM_ROWS(S) MML__BLOCK_DOT(S)                           \
     MML__AXPY_MUL(S)
 /* ... and those only the x86 ISAs take (NEON keeps scalar ones or its own). */
 #define MML__X86_KERNELS(S)                                                           \
-    MML__PACK_A(S) MML__MASK_SCALE(S) MML__GATHER_ROWS(S) MML__BLOCK_SCALE(S) MML__DOT(S)
+    MML__PACK_A(S) MML__MASK_SCALE(S) MML__DROPOUT_RELU_BWD(S) MML__GATHER_ROWS(S)    \
+    MML__BLOCK_SCALE(S) MML__DOT(S)
 #endif /* MML__VEC */
 
 #ifdef MML__X86
@@ -2069,6 +2208,7 @@ MML__GEMM_BF16_EMUL_ALL(neon)
 #define mml__gather_rows_neon mml__gather_rows_scalar
 #define mml__block_scale_neon mml__block_scale_scalar
 #define mml__mask_scale_neon mml__mask_scale_scalar
+#define mml__dropout_relu_bwd_neon mml__dropout_relu_bwd_scalar
 #endif /* aarch64 */
 
 // >>crc32c ------------------------------------------------------------------

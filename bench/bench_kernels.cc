@@ -110,7 +110,7 @@ void BM_gemm(benchmark::State &st, mml_isa isa, int op, int M, int K, int N) {
 
 // ---- elementwise / data movement ----------------------------------------------
 enum Ew { RELU, SIGMOID, BCE, AXPY, DOT, ADAM, ADAMSTEPS, GATHER, SCATTER, SOFTMAX,
-          BIAS, COLSUM, BLOCKSCALE, BLOCKDOT };
+          BIAS, COLSUM, BLOCKSCALE, BLOCKDOT, BIASDROP, DROPBWD };
 
 void BM_ew(benchmark::State &st, mml_isa isa, Ew which) {
     const mml_kernels_t *k = mml_simd_kernels(isa);
@@ -142,6 +142,9 @@ void BM_ew(benchmark::State &st, mml_isa isa, Ew which) {
         case COLSUM: k->colsum_add(256, 256, x.data(), 256, out.data()); bytes = 4.0 * n; break;
         case BLOCKSCALE: k->block_scale(1024, 8, 8, x.data(), 64, y.data(), 8, z.data(), 64); bytes = 8.0 * n; break;
         case BLOCKDOT: k->block_dot(1024, 8, 8, x.data(), 64, y.data(), 64, out.data(), 8, 0); bytes = 8.0 * n; break;
+        /* a tower layer's output, 256 x 256, dropout 0.5, no adapter: forward, backward with db */
+        case BIASDROP: k->bias_dropout_relu(256, 256, y.data(), z.data(), 0.5f, 7, 0, nullptr, 1); bytes = 8.0 * n; break;
+        case DROPBWD: k->dropout_relu_bwd(256, 256, x.data(), nullptr, 2.0f, z.data(), out.data()); bytes = 12.0 * n; break;
         }
         benchmark::ClobberMemory();
     }
@@ -172,7 +175,8 @@ void register_all() {
     static const struct { Ew e; const char *name; } ews[] = {
         {RELU, "relu_fwd"}, {SIGMOID, "sigmoid"}, {BCE, "bce_logits"}, {AXPY, "axpy"}, {DOT, "dot"}, {ADAM, "adam_dense"}, {ADAMSTEPS, "adam_steps_128x64"},
         {GATHER, "gather_rows"}, {SCATTER, "scatter_add_rows"}, {SOFTMAX, "softmax_rows_E8"},
-        {BIAS, "add_bias"}, {COLSUM, "colsum_add"}, {BLOCKSCALE, "block_scale"}, {BLOCKDOT, "block_dot"}};
+        {BIAS, "add_bias"}, {COLSUM, "colsum_add"}, {BLOCKSCALE, "block_scale"}, {BLOCKDOT, "block_dot"},
+        {BIASDROP, "bias_dropout_relu"}, {DROPBWD, "dropout_relu_bwd"}};
     for (int i = 0; i < MML_ISA_COUNT; i++) {
         mml_isa isa = (mml_isa)i;
         if (!mml_simd_isa_supported(isa)) continue;

@@ -388,6 +388,80 @@ static void test_dropout(const mml_kernels_t *k) {
     gb_free(&ones); gb_free(&d1);
 }
 
+/* bias_dropout_relu and dropout_relu_bwd: the bits of the kernels they fuse,
+ * called in turn on this ISA, and of the scalar table's fused kernels; rows
+ * that cross 2^32 in the dropout index; keep and colsum left out. */
+static void test_fused_dropout(const mml_kernels_t *k) {
+    static const int MS[] = {1, 3, 17}, NS[] = {1, 3, 7, 16, 17, 33, 64, 255};
+    static const uint64_t offsets[] = {0, 5, 4294967296ULL - 9, 4294967296ULL - 40, 0x123456789ULL};
+    static const float rates[] = {0.0f, 0.5f, 0.9f};
+    for (size_t a = 0; a < sizeof MS / sizeof MS[0]; a++)
+        for (size_t b = 0; b < sizeof NS / sizeof NS[0]; b++) {
+            const int M = MS[a], N = NS[b];
+            const int64_t n = (int64_t)M * N;
+            gbuf C = gb_new(n), bias = gb_new(N);
+            fill(C.p, n, -1, 1);
+            fill(bias.p, N, -0.5, 0.5);
+            uint8_t *kr = (uint8_t *)malloc((size_t)n + 1), *kf = (uint8_t *)malloc((size_t)n + 1),
+                    *ks = (uint8_t *)malloc((size_t)n + 1);
+            if (!kr || !kf || !ks) abort();
+            for (size_t o = 0; o < sizeof offsets / sizeof offsets[0]; o++)
+                for (size_t q = 0; q < sizeof rates / sizeof rates[0]; q++)
+                    for (int relu = 0; relu < 2; relu++)
+                        for (int with_keep = 0; with_keep < 2; with_keep++) {
+                            const float rate = rates[q];
+                            const uint64_t seed = 0xD00DULL + a * 31 + b * 7 + o;
+                            gbuf r = gb_copy(&C), f = gb_copy(&C), sref = gb_copy(&C);
+                            k->add_bias(M, N, bias.p, r.p, N);
+                            if (rate > 0.0f) {
+                                k->dropout_keep(n, rate, seed, offsets[o], kr);
+                                k->mask_scale(n, kr, r.p, r.p, 1.0f / (1.0f - rate));
+                            }
+                            if (relu) k->relu_fwd(n, r.p, r.p);
+                            memset(kf, 0xAB, (size_t)n + 1);
+                            memset(ks, 0xAB, (size_t)n + 1);
+                            k->bias_dropout_relu(M, N, bias.p, f.p, rate, seed, offsets[o], with_keep ? kf : NULL, relu);
+                            REF->bias_dropout_relu(M, N, bias.p, sref.p, rate, seed, offsets[o], with_keep ? ks : NULL, relu);
+                            int ok = bits_equal(f.p, r.p, n) && bits_equal(sref.p, r.p, n) && gb_guard_ok(&f) &&
+                                     kf[n] == 0xAB && ks[n] == 0xAB;
+                            if (with_keep && rate > 0.0f) ok &= !memcmp(kf, kr, (size_t)n) && !memcmp(ks, kr, (size_t)n);
+                            else
+                                for (int64_t i = 0; i < n; i++) ok &= kf[i] == 0xAB && ks[i] == 0xAB;
+                            CHECK(ok, "bias_dropout_relu M=%d N=%d off=%llu rate=%g relu=%d keep=%d", M, N,
+                                  (unsigned long long)offsets[o], rate, relu, with_keep);
+                            gb_free(&r); gb_free(&f); gb_free(&sref);
+                        }
+            /* backward: y (about half positive), a random mask, scale 1 or 1/(1-0.3) */
+            gbuf y = gb_new(n), dz = gb_new(n), cs = gb_new(N);
+            fill(y.p, n, -1, 1);
+            fill(dz.p, n, -2, 2);
+            fill(cs.p, N, -1, 1);
+            for (int64_t i = 0; i < n; i++) kr[i] = urand() < 0.6;
+            for (int use = 0; use < 8; use++)
+                for (int sc_i = 0; sc_i < 2; sc_i++) {
+                    const int use_y = use & 1, use_keep = use & 2, use_cs = use & 4;
+                    const float sc = sc_i ? 1.0f / (1.0f - 0.3f) : 1.0f;
+                    gbuf r = gb_copy(&dz), f = gb_copy(&dz), sref = gb_copy(&dz);
+                    gbuf cr = gb_copy(&cs), cf = gb_copy(&cs), csr = gb_copy(&cs);
+                    if (use_y) k->relu_bwd(n, y.p, r.p, r.p);
+                    if (use_keep) k->mask_scale(n, kr, r.p, r.p, sc);
+                    else
+                        for (int64_t i = 0; i < n; i++) r.p[i] *= sc;
+                    if (use_cs) k->colsum_add(M, N, r.p, N, cr.p);
+                    k->dropout_relu_bwd(M, N, use_y ? y.p : NULL, use_keep ? kr : NULL, sc, f.p, use_cs ? cf.p : NULL);
+                    REF->dropout_relu_bwd(M, N, use_y ? y.p : NULL, use_keep ? kr : NULL, sc, sref.p,
+                                          use_cs ? csr.p : NULL);
+                    int ok = bits_equal(f.p, r.p, n) && bits_equal(sref.p, r.p, n) && bits_equal(cf.p, cr.p, N) &&
+                             bits_equal(csr.p, cr.p, N) && gb_guard_ok(&f) && gb_guard_ok(&cf);
+                    CHECK(ok, "dropout_relu_bwd M=%d N=%d y=%d keep=%d colsum=%d scale=%g", M, N, use_y, !!use_keep,
+                          !!use_cs, sc);
+                    gb_free(&r); gb_free(&f); gb_free(&sref); gb_free(&cr); gb_free(&cf); gb_free(&csr);
+                }
+            free(kr); free(kf); free(ks);
+            gb_free(&C); gb_free(&bias); gb_free(&y); gb_free(&dz); gb_free(&cs);
+        }
+}
+
 static void track_ulp(int which, const float *a, const float *b, int64_t n, double *worst_out) {
     double w = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -813,6 +887,7 @@ int main(void) {
         test_packed(k);
         test_relu(k);
         test_dropout(k);
+        test_fused_dropout(k);
         test_transcendental(k);
         test_rows(k);
         test_blocks(k);
