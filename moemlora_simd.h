@@ -517,13 +517,14 @@ static void mml__bias_dropout_relu_scalar(int M, int N, const float *bias, float
     const int drop = rate > 0.0f;
     const mml__drop_keys dk = mml__dropout_keys(seed, rate);
     const float scale = drop ? 1.0f / (1.0f - rate) : 1.0f;
+    uint32_t hi = (uint32_t)(offset >> 32), key1 = mml__dropout_key1(dk.k1, hi);
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             const int64_t e = i * N + j;
             float v = C[e] + bias[j];
             if (drop) {
                 const uint64_t idx = offset + (uint64_t)e;
-                const uint32_t key1 = mml__dropout_key1(dk.k1, (uint32_t)(idx >> 32));
+                if ((uint32_t)(idx >> 32) != hi) key1 = mml__dropout_key1(dk.k1, hi = (uint32_t)(idx >> 32));
                 const uint8_t k = (uint8_t)((mml__lowbias32(mml__lowbias32((uint32_t)idx ^ key1) ^ dk.k2) >> 8) >= dk.thr);
                 if (keep) keep[e] = k;
                 v = k ? v * scale : 0.0f;
