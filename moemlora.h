@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.5.0. License: MIT (see LICENSE).
+ * Version 0.6.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -149,6 +149,18 @@
  *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
+ *     0.6.0  bf16 mixed-precision training (cfg.precision: the tower's GEMMs on
+ *            bf16 inputs with fp32 sums; vdpbf16ps, bfdot or the fp32 kernels
+ *            on rounded copies, by CPU; MOEMLORA_BF16); vocab.txt and
+ *            moemlora-serve --vocab for raw values; domain-folded training
+ *            folds the base weight too when no dropout masks it; the worker
+ *            pool's parts are claimed by any thread (a busy core does not
+ *            hold a step up); lazy Adam steps only the linear-logit rows a
+ *            batch holds, dense Adam defers the others with the embedding
+ *            rows; subnormals flushed to zero while the library computes;
+ *            one elementwise pass each way per tower layer (kernel entries
+ *            bias_dropout_relu, dropout_relu_bwd); moemlora-bench --hog and
+ *            --only, bench/profile_rows.sh.
  *     0.5.0  any feature schema (mml_schema_t: categorical, multi-hot and
  *            numeric fields, cfg.schema, field-major batches) for every model
  *            and adapter; prepared sets with a schema (meta.txt format
