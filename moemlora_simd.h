@@ -501,10 +501,14 @@ static inline uint32_t mml__dropout_key1(uint32_t k1, uint32_t hi) {
         }                                                                             \
     }
 
+/* Does the element whose index has low half lo (and key1 from its high half) survive? */
+static inline uint8_t mml__keep_bit(uint32_t lo, uint32_t key1, const mml__drop_keys *dk) {
+    return (uint8_t)((mml__lowbias32(mml__lowbias32(lo ^ key1) ^ dk->k2) >> 8) >= dk->thr);
+}
+
 static void mml__keep_run_scalar(uint8_t *keep, int64_t n, uint32_t lo, uint32_t key1,
                                  const mml__drop_keys *dk) {
-    for (int64_t i = 0; i < n; i++)
-        keep[i] = (uint8_t)((mml__lowbias32(mml__lowbias32((lo + (uint32_t)i) ^ key1) ^ dk->k2) >> 8) >= dk->thr);
+    for (int64_t i = 0; i < n; i++) keep[i] = mml__keep_bit(lo + (uint32_t)i, key1, dk);
 }
 MML__DROPOUT_KEEP(scalar)
 
@@ -525,7 +529,7 @@ static void mml__bias_dropout_relu_scalar(int M, int N, const float *bias, float
             if (drop) {
                 const uint64_t idx = offset + (uint64_t)e;
                 if ((uint32_t)(idx >> 32) != hi) key1 = mml__dropout_key1(dk.k1, hi = (uint32_t)(idx >> 32));
-                const uint8_t k = (uint8_t)((mml__lowbias32(mml__lowbias32((uint32_t)idx ^ key1) ^ dk.k2) >> 8) >= dk.thr);
+                const uint8_t k = mml__keep_bit((uint32_t)idx, key1, &dk);
                 if (keep) keep[e] = k;
                 v = k ? v * scale : 0.0f;
             }
@@ -1259,15 +1263,19 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
         x = mml__vimul_##S(x, mml__viset1_##S(0x846ca68bU));                          \
         return mml__vixor_##S(x, mml__vsrl16_##S(x));                                 \
     }                                                                                 \
+    /* the lanes of indices idx that survive (k1 = key1 of their high half) */        \
+    MML__INLINE(S) mml__vp_##S mml__vkeep_##S(mml__vi_##S idx, mml__vi_##S k1, mml__vi_##S k2, \
+                                              mml__vi_##S thr) {                      \
+        const mml__vi_##S h = mml__vlowbias32_##S(mml__vixor_##S(idx, k1));           \
+        return mml__vige_##S(mml__vsrl8_##S(mml__vlowbias32_##S(mml__vixor_##S(h, k2))), thr); \
+    }                                                                                 \
     MML__ATTR_##S static void mml__keep_run_##S(uint8_t *keep, int64_t n, uint32_t lo, \
                                                 uint32_t key1, const mml__drop_keys *dk) { \
         const mml__vi_##S k1 = mml__viset1_##S(key1), k2 = mml__viset1_##S(dk->k2);   \
         const mml__vi_##S thr = mml__viset1_##S(dk->thr), step = mml__viset1_##S(MML__W_##S); \
         mml__vi_##S idx = mml__viota_##S(lo);                                         \
         for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
-            mml__vi_##S h = mml__vlowbias32_##S(mml__vixor_##S(idx, k1));             \
-            h = mml__vlowbias32_##S(mml__vixor_##S(h, k2));                           \
-            mml__vkeepst_##S(keep + i, n - i, mml__vige_##S(mml__vsrl8_##S(h), thr)); \
+            mml__vkeepst_##S(keep + i, n - i, mml__vkeep_##S(idx, k1, k2, thr));      \
             idx = mml__viadd_##S(idx, step);                                          \
         }                                                                             \
     }                                                                                 \
@@ -1297,9 +1305,7 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
             const mml__vm_##S m = mml__vmask_##S(n - j);                              \
             mml__vf_##S v = mml__vadd_##S(mml__vld_##S(m, c + j), mml__vld_##S(m, bias + j)); \
             if (drop) {                                                               \
-                mml__vi_##S h = mml__vlowbias32_##S(mml__vixor_##S(idx, k1));         \
-                h = mml__vlowbias32_##S(mml__vixor_##S(h, k2));                       \
-                const mml__vp_##S on = mml__vige_##S(mml__vsrl8_##S(h), thr);         \
+                const mml__vp_##S on = mml__vkeep_##S(idx, k1, k2, thr);              \
                 if (keep) mml__vkeepst_##S(keep + j, n - j, on);                      \
                 v = mml__vand_##S(on, mml__vmul_##S(v, sc));                          \
                 idx = mml__viadd_##S(idx, step);                                      \
