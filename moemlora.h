@@ -862,7 +862,8 @@ static void mml__huge_pages(void *p, size_t bytes) {
 #if defined(__linux__) && defined(SYS_madvise) && (defined(__x86_64__) || defined(__aarch64__))
     const uintptr_t h = (uintptr_t)2 << 20;
     uintptr_t lo = ((uintptr_t)p + h - 1) & ~(h - 1), hi = ((uintptr_t)p + bytes) & ~(h - 1);
-    if (bytes >= 2 * h && hi > lo) (void)syscall(SYS_madvise, (void *)lo, (size_t)(hi - lo), 14 /* MADV_HUGEPAGE */);
+    if (bytes >= 2 * h && hi > lo) /* 14: MADV_HUGEPAGE, by number as the syscall is */
+        (void)syscall(SYS_madvise, (long)lo, (long)(hi - lo), 14L);
 #else
     (void)p, (void)bytes;
 #endif
