@@ -7586,29 +7586,48 @@ static void mml__reduce_rows(mml_model_t *m, int f, const int32_t *ids, int64_t 
         }
 }
 
+/* The worker (of t) that adds the gradient rows of id to a table of k-float
+ * rows: ids go by groups of 2^sh rows, the fewest that span 16 floats (whole
+ * cache lines when k divides 16, as tables start on 64-byte boundaries), and
+ * the groups are spread over the workers by a multiplicative hash: a multiply
+ * and shifts, no division in the loops over a batch's ids. Which worker adds
+ * a row does not change its bits. */
+static int mml__row_group_shift(int k) {
+    int sh = 0;
+    while ((k << sh) < 16) sh++;
+    return sh;
+}
+static inline int mml__row_owner(int32_t id, int sh, int t) {
+    return (int)(((uint64_t)((uint32_t)(id >> sh) * 0x9E3779B1u) * (uint32_t)t) >> 32);
+}
+
 /* Embedding gradients of the whole batch, left in each worker's dE: worker w
- * adds the rows of the ids it owns, in batch order, so a row sums its
- * contributions in the order one thread would. Rows narrower than a cache line
- * are owned by line (tables start on 64-byte boundaries), so no two workers
- * write one line. */
+ * adds the rows of the ids it owns (mml__row_owner), in batch order, so a row
+ * sums its contributions in the order one thread would, and (for widths
+ * that divide 16 or are multiples of 16) no two workers write one cache line
+ * of a table. A worker owns about 1/t of the ids it
+ * reads, so it asks for rows MML__OWNED_AHEAD ids on (4 ids on, as the
+ * one-thread scatter does, left it waiting on most rows at 2 threads). */
+#define MML__OWNED_AHEAD 16
 static void mml__scatter_owned(mml_model_t *m, int w) {
     const mml__arch *a = &m->a;
     int t = m->cfg.threads;
     for (int f = 0; f < a->F; f++) {
         const mml__field *fd = &a->field[f];
         if (!mml__param_trainable(m, fd->emb)) continue;
-        int k = fd->dim, len = fd->len, per_line = k < 16 ? 16 / k : 1;
+        int k = fd->dim, len = fd->len, sh = mml__row_group_shift(k);
         float *g = mml__g(&m->grads, m, fd->emb);
         for (int u = 0; u < t; u++) {
             const mml__pass *U = mml__worker_pass(m, u);
             const int32_t *ids = U->r.ids[f];
             int64_t n = (int64_t)U->r.n * len;
             for (int64_t i = 0; i < n; i++) {
-                int32_t ahead = i + MML__ROW_AHEAD < n ? ids[i + MML__ROW_AHEAD] : -1;
-                if (ahead >= 0 && ahead / per_line % t == w) mml__prefetch_floats(g + (int64_t)ahead * k, k);
-                if (ids[i] < 0 || ids[i] / per_line % t != w) continue;
-                const float *de = U->dE + (i / len) * a->D + fd->e_off;
-                float wt = len == 1 ? 1.0f : mml__list_weight(fd, ids + i / len * len);
+                int32_t ahead = i + MML__OWNED_AHEAD < n ? ids[i + MML__OWNED_AHEAD] : -1;
+                if (ahead >= 0 && mml__row_owner(ahead, sh, t) == w) mml__prefetch_floats(g + (int64_t)ahead * k, k);
+                if (ids[i] < 0 || mml__row_owner(ids[i], sh, t) != w) continue;
+                int64_t r = len == 1 ? i : i / len;
+                const float *de = U->dE + r * a->D + fd->e_off;
+                float wt = len == 1 ? 1.0f : mml__list_weight(fd, ids + r * len);
                 m->K->axpy(k, wt, de, g + (int64_t)ids[i] * k);
             }
         }
