@@ -1842,7 +1842,8 @@ MML__ATTR_avx512 static void mml__adam_dense_avx512(int64_t n, float *p, const f
 }
 
 /* Blocks of up to 128 floats stay in registers across the steps; with
- * first, a lane keeps its values until its first step. */
+ * first, a lane keeps its values until its first step (the masking stops
+ * once every lane of the block has joined: most steps of a replay). */
 MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *m, float *v,
                                                     const mml_adam_hp *hp, int steps, const int32_t *first) {
     const __m512 zero = _mm512_setzero_ps();
@@ -1858,10 +1859,16 @@ MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *
             vv[j] = _mm512_maskz_loadu_ps(k[j], v + i);
             fv[j] = first ? _mm512_maskz_loadu_epi32(k[j], first + i) : _mm512_setzero_si512();
         }
+        int all_from = 0; /* the first step at which every lane of the block takes part */
+        if (first)
+            for (int j = 0; j < 8; j++) {
+                int f = _mm512_reduce_max_epi32(fv[j]);
+                all_from = f > all_from ? f : all_from;
+            }
         for (int s = 0; s < steps; s++) {
             const mml__adam512 c = mml__adam512_consts(hp + s);
             const int plain = hp[s].weight_decay == 0.0f;
-            if (!first) {
+            if (s >= all_from) {
                 if (plain)
                     for (int j = 0; j < 8; j++) mml__adam512_step_zero(&c, &pv[j], &mv[j], &vv[j]);
                 else
