@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.6.1. License: MIT (see LICENSE).
+ * Version 0.6.2. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -149,6 +149,9 @@
  *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
+ *     0.6.2  AVX-512 replays of narrow rows stop masking lanes once every row
+ *            of the block has joined; the workers' gradient-row owner is a
+ *            multiply and shifts instead of two divisions per id.
  *     0.6.1  blocks of 4 MiB and more (parameters, moments, gradients) ask
  *            Linux for transparent huge pages (MADV_HUGEPAGE).
  *     0.6.0  bf16 mixed-precision training (cfg.precision: the tower's GEMMs on
