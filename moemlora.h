@@ -6994,7 +6994,45 @@ static int mml__lin_field(const mml_model_t *m, int i) {
     return -1;
 }
 
-/* Worker w's share (of t) of the Adam update of tensor i. */
+/* How Adam steps tensor i under plan pl: one expert's part of an expert
+ * tensor (SINGLE), the batch's rows of a linear-logit table that follows its
+ * embedding rows (LIN_ROWS) or of an embedding table (ROWS), a dense pass
+ * over an embedding table (TABLE), or the whole tensor (DENSE). */
+enum { MML__AK_SINGLE, MML__AK_LIN_ROWS, MML__AK_ROWS, MML__AK_TABLE, MML__AK_DENSE };
+static int mml__adam_kind(const mml_model_t *m, const mml__plan *pl, int i) {
+    if (m->a.t[i].group == MML__G_EXPERT && pl->ad_mode == MML__AD_SINGLE) return MML__AK_SINGLE;
+    int f = mml__emb_field(m, i), lf = mml__lin_field(m, i);
+    if (lf >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, lf))) return MML__AK_LIN_ROWS;
+    if (f >= 0) return m->cfg.lazy_adam || mml__deferred_rows(m, f) ? MML__AK_ROWS : MML__AK_TABLE;
+    return MML__AK_DENSE;
+}
+
+static int mml__param_stepped(const mml_model_t *m, const mml__plan *pl, int i);
+
+/* Does Adam clear tensor i's gradient as it reads it (the step's zeroing
+ * while the lines are still in cache)? The batch's rows, and dense tensors
+ * other than a linear-logit table (whose few touched entries are cleared by
+ * row after the step). */
+static int mml__adam_clears(const mml_model_t *m, const mml__plan *pl, int i) {
+    if (!mml__param_stepped(m, pl, i)) return 0;
+    int k = mml__adam_kind(m, pl, i);
+    return k == MML__AK_ROWS || k == MML__AK_LIN_ROWS || (k == MML__AK_DENSE && mml__lin_field(m, i) < 0);
+}
+
+/* Adam over n floats of a dense tensor, the gradient cleared behind it in
+ * pieces that are still in cache. */
+#define MML__CLEAR_PIECE 4096
+static void mml__adam_clear(const mml_kernels_t *K, int64_t n, float *P, float *G, float *M, float *V,
+                            const mml_adam_hp *hp) {
+    for (int64_t o = 0; o < n; o += MML__CLEAR_PIECE) {
+        int64_t c = n - o < MML__CLEAR_PIECE ? n - o : MML__CLEAR_PIECE;
+        K->adam_dense(c, P + o, G + o, M + o, V + o, hp);
+        memset(G + o, 0, (size_t)c * sizeof(float));
+    }
+}
+
+/* Worker w's share (of t) of the Adam update of tensor i; the gradient is
+ * cleared where mml__adam_clears says so. */
 static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mml_adam_hp *hp, int w, int t) {
     const mml_kernels_t *K = m->K;
     const mml__param *p = &m->a.t[i];
@@ -7016,23 +7054,26 @@ static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mm
         }
         return;
     }
-    int f = mml__emb_field(m, i), lf = mml__lin_field(m, i);
+    int f = mml__emb_field(m, i), lf = mml__lin_field(m, i), kind = mml__adam_kind(m, pl, i);
     const mml__grads *g = &m->grads;
-    if (lf >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, lf))) {
+    if (kind == MML__AK_LIN_ROWS) {
         /* rows of width 1, alongside the embedding rows (which keep opt.last) */
         mml__slice(g->n_touched[lf], w, t, 1, &lo, &hi);
         K->adam_rows((int)(hi - lo), g->touched[lf] + lo, 1, P, G, M, V, hp);
+        for (int64_t j = lo; j < hi; j++) G[g->touched[lf][j]] = 0.0f;
         return;
     }
-    if (f >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, f))) {
+    if (kind == MML__AK_ROWS) {
         /* touched rows now; with dense semantics the others catch up when read */
+        int64_t d = p->shape[1];
         mml__slice(g->n_touched[f], w, t, 1, &lo, &hi);
-        K->adam_rows((int)(hi - lo), g->touched[f] + lo, (int)p->shape[1], P, G, M, V, hp);
+        K->adam_rows((int)(hi - lo), g->touched[f] + lo, (int)d, P, G, M, V, hp);
+        for (int64_t j = lo; j < hi; j++) memset(G + (int64_t)g->touched[f][j] * d, 0, (size_t)d * sizeof(float));
         if (!m->cfg.lazy_adam)
             for (int64_t j = lo; j < hi; j++) m->opt.last[f][g->touched[f][j]] = m->opt.t;
         return;
     }
-    if (f >= 0) { /* dense pass over a table: untouched rows read a zero gradient kept in L1 */
+    if (kind == MML__AK_TABLE) { /* dense pass over a table: untouched rows read a zero gradient kept in L1 */
         static const float zeros[2048] = {0.0f};
         int64_t d = p->shape[1];
         const uint8_t *mk = g->mark[f];
@@ -7054,37 +7095,57 @@ static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mm
         return;
     }
     mml__slice(p->size, w, t, 16, &lo, &hi);
-    K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
+    if (mml__adam_clears(m, pl, i)) mml__adam_clear(K, hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
+    else K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
 }
 
 /* Worker w's share (of t) of clearing the gradients: every dense tensor, and
- * the touched rows of the embedding tables. */
-static void mml__zero_share(void *arg, int w) {
-    mml_model_t *m = (mml_model_t *)arg;
+ * the touched rows of the embedding tables; after an Adam step with plan pl
+ * (else NULL), what that step did not clear (mml__adam_clears). With dry set,
+ * writes nothing and says whether there is anything to clear. */
+static int mml__zero_part(mml_model_t *m, const mml__plan *pl, int w, int t, int dry) {
     const mml__grads *g = &m->grads;
-    int t = m->rt.pool ? m->cfg.threads : 1;
     int64_t lo, hi;
     for (int i = 0; i < m->a.n_params; i++) {
         const mml__param *p = &m->a.t[i];
         if ((p->row_table && p->group == MML__G_EMB) || mml__lin_field(m, i) >= 0) continue;
+        if (pl && mml__adam_clears(m, pl, i)) continue;
+        if (dry) return 1;
         mml__slice(p->size, w, t, 16, &lo, &hi);
         memset(g->G + p->off + lo, 0, (size_t)(hi - lo) * sizeof(float));
     }
     for (int f = 0; f < m->a.F; f++) {
         const mml__param *p = &m->a.t[m->a.field[f].emb];
         int64_t d = p->shape[1];
-        float *lin = mml__lin_rows(m, f) ? mml__g(g, m, m->a.field[f].lin) : NULL;
+        int rows = !(pl && mml__adam_clears(m, pl, m->a.field[f].emb));
+        float *lin = mml__lin_rows(m, f) && !(pl && mml__adam_clears(m, pl, m->a.field[f].lin))
+                   ? mml__g(g, m, m->a.field[f].lin) : NULL;
+        if ((!rows && !lin) || !g->n_touched[f]) continue;
+        if (dry) return 1;
         mml__slice(g->n_touched[f], w, t, 1, &lo, &hi);
         for (int64_t j = lo; j < hi; j++) {
-            memset(g->G + p->off + (int64_t)g->touched[f][j] * d, 0, (size_t)d * sizeof(float));
+            if (rows) memset(g->G + p->off + (int64_t)g->touched[f][j] * d, 0, (size_t)d * sizeof(float));
             if (lin) lin[g->touched[f][j]] = 0.0f;
         }
     }
+    return 0;
 }
 
-static void mml__zero_grads(mml_model_t *m) {
-    if (m->rt.pool) mml__pool_run(m->rt.pool, mml__zero_share, m);
-    else mml__zero_share(m, 0);
+typedef struct mml__zero_job { mml_model_t *m; const mml__plan *pl; } mml__zero_job;
+
+static void mml__zero_share(void *arg, int w) {
+    mml__zero_job *j = (mml__zero_job *)arg;
+    mml__zero_part(j->m, j->pl, w, j->m->rt.pool ? j->m->cfg.threads : 1, 0);
+}
+
+/* Clears the gradients (after an Adam step with plan pl: what it left; NULL:
+ * all) and the touched-row lists. */
+static void mml__zero_grads(mml_model_t *m, const mml__plan *pl) {
+    mml__zero_job j = {m, pl};
+    if (mml__zero_part(m, pl, 0, 1, 1)) {
+        if (m->rt.pool) mml__pool_run(m->rt.pool, mml__zero_share, &j);
+        else mml__zero_share(&j, 0);
+    }
     mml__grads *g = &m->grads;
     for (int f = 0; f < m->a.F; f++) {
         for (int j = 0; j < g->n_touched[f]; j++) g->mark[f][g->touched[f][j]] = 0;
@@ -7123,7 +7184,7 @@ static void mml__optimizer_step(mml_model_t *m, const mml__plan *pl) {
     m->opt.hp_tag[m->opt.t & (MML__HP_RING - 1)] = m->opt.t;
     if (m->rt.pool) mml__pool_run(m->rt.pool, mml__adam_run, &j);
     else mml__adam_run(&j, 0);
-    mml__zero_grads(m);
+    mml__zero_grads(m, pl);
 }
 
 // >>steps ------------------------------------------------------------------
@@ -7255,7 +7316,7 @@ static mml_status mml__train_step(mml_model_t *m, const mml_batch_t *b, float *l
     double l;
     st = mml__step_gradients(m, b, &l);
     if (st) {
-        mml__zero_grads(m); /* the model stays as it was before the step */
+        mml__zero_grads(m, NULL); /* the model stays as it was before the step */
         return st;
     }
     mml__optimizer_step(m, &m->pass.plan);

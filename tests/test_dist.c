@@ -121,7 +121,7 @@ static mml_status step_grads(mml_model_t *m, const mml_batch_t *b, float *g) {
     double l;
     mml_status st = mml__step_gradients(m, b, &l);
     memcpy(g, m->grads.G, (size_t)m->a.n_floats * sizeof(float));
-    mml__zero_grads(m);
+    mml__zero_grads(m, NULL);
     return st;
 }
 
