@@ -151,7 +151,8 @@
  * VERSION HISTORY
  *     0.6.2  AVX-512 replays of narrow rows stop masking lanes once every row
  *            of the block has joined; the workers' gradient-row owner is a
- *            multiply and shifts instead of two divisions per id.
+ *            multiply and shifts instead of two divisions per id; Adam clears
+ *            the gradients it steps as it reads them (no separate pass).
  *     0.6.1  blocks of 4 MiB and more (parameters, moments, gradients) ask
  *            Linux for transparent huge pages (MADV_HUGEPAGE).
  *     0.6.0  bf16 mixed-precision training (cfg.precision: the tower's GEMMs on
