@@ -9,7 +9,9 @@
 # Environment: SEEDS ("1 2 3"), THREADS (1), WORK (a folder that keeps the
 # prepared sets and each run's JSON, so an interrupted run resumes; default:
 # a temporary folder), REPORT_ONLY (1: run nothing, report the runs WORK
-# holds; a pair missing a run is left out and the seeds counted).
+# holds; a pair missing a run is left out and the seeds counted), ONLY
+# (run only these rows, as split:model:adapter, e.g. "gender:wdl:moe"; to add
+# seeds to some rows, then report with every seed in SEEDS).
 set -euo pipefail
 build=${1:-build}
 raw=${2:-../shared/data/ml-1m}
@@ -24,6 +26,7 @@ for split in gender occupation; do
   for seed in $seeds; do
     for model in wdl deepfm; do
       for adapter in none mlora moe; do
+        [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $split:$model:$adapter "* ]] || continue
         for prec in fp32 bf16; do
           json="$work/${split}_${model}_${adapter}_${prec}_s$seed.json"
           [ -f "$json" ] && continue
