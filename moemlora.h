@@ -6998,12 +6998,14 @@ static int mml__lin_field(const mml_model_t *m, int i) {
 /* How Adam steps tensor i under plan pl: one expert's part of an expert
  * tensor (SINGLE), the batch's rows of a linear-logit table that follows its
  * embedding rows (LIN_ROWS) or of an embedding table (ROWS), a dense pass
- * over an embedding table (TABLE), or the whole tensor (DENSE). */
-enum { MML__AK_SINGLE, MML__AK_LIN_ROWS, MML__AK_ROWS, MML__AK_TABLE, MML__AK_DENSE };
+ * over an embedding table (TABLE), the whole of such a linear-logit table
+ * (LIN_DENSE: its gradient is cleared by row after the step), or the whole
+ * tensor (DENSE). */
+enum { MML__AK_SINGLE, MML__AK_LIN_ROWS, MML__AK_ROWS, MML__AK_TABLE, MML__AK_LIN_DENSE, MML__AK_DENSE };
 static int mml__adam_kind(const mml_model_t *m, const mml__plan *pl, int i) {
     if (m->a.t[i].group == MML__G_EXPERT && pl->ad_mode == MML__AD_SINGLE) return MML__AK_SINGLE;
     int f = mml__emb_field(m, i), lf = mml__lin_field(m, i);
-    if (lf >= 0 && (m->cfg.lazy_adam || mml__deferred_rows(m, lf))) return MML__AK_LIN_ROWS;
+    if (lf >= 0) return m->cfg.lazy_adam || mml__deferred_rows(m, lf) ? MML__AK_LIN_ROWS : MML__AK_LIN_DENSE;
     if (f >= 0) return m->cfg.lazy_adam || mml__deferred_rows(m, f) ? MML__AK_ROWS : MML__AK_TABLE;
     return MML__AK_DENSE;
 }
@@ -7011,13 +7013,11 @@ static int mml__adam_kind(const mml_model_t *m, const mml__plan *pl, int i) {
 static int mml__param_stepped(const mml_model_t *m, const mml__plan *pl, int i);
 
 /* Does Adam clear tensor i's gradient as it reads it (the step's zeroing
- * while the lines are still in cache)? The batch's rows, and dense tensors
- * other than a linear-logit table (whose few touched entries are cleared by
- * row after the step). */
+ * while the lines are still in cache)? The kinds ROWS, LIN_ROWS and DENSE. */
 static int mml__adam_clears(const mml_model_t *m, const mml__plan *pl, int i) {
     if (!mml__param_stepped(m, pl, i)) return 0;
     int k = mml__adam_kind(m, pl, i);
-    return k == MML__AK_ROWS || k == MML__AK_LIN_ROWS || (k == MML__AK_DENSE && mml__lin_field(m, i) < 0);
+    return k == MML__AK_ROWS || k == MML__AK_LIN_ROWS || k == MML__AK_DENSE;
 }
 
 /* Adam over n floats of a dense tensor, the gradient cleared behind it in
@@ -7039,7 +7039,8 @@ static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mm
     const mml__param *p = &m->a.t[i];
     float *P = m->P + p->off, *G = m->grads.G + p->off, *M = m->opt.M + p->off, *V = m->opt.V + p->off;
     int64_t lo, hi;
-    if (p->group == MML__G_EXPERT && pl->ad_mode == MML__AD_SINGLE) {
+    int kind = mml__adam_kind(m, pl, i);
+    if (kind == MML__AK_SINGLE) {
         int64_t e = pl->ad_expert;
         if (p->xlayout == MML__XL_COLS) {
             int64_t wd = p->shape[1], r = p->xblock;
@@ -7055,7 +7056,7 @@ static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mm
         }
         return;
     }
-    int f = mml__emb_field(m, i), lf = mml__lin_field(m, i), kind = mml__adam_kind(m, pl, i);
+    int f = mml__emb_field(m, i), lf = mml__lin_field(m, i);
     const mml__grads *g = &m->grads;
     if (kind == MML__AK_LIN_ROWS) {
         /* rows of width 1, alongside the embedding rows (which keep opt.last) */
@@ -7096,8 +7097,8 @@ static void mml__adam_param(mml_model_t *m, const mml__plan *pl, int i, const mm
         return;
     }
     mml__slice(p->size, w, t, 16, &lo, &hi);
-    if (mml__adam_clears(m, pl, i)) mml__adam_clear(K, hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
-    else K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
+    if (kind == MML__AK_DENSE) mml__adam_clear(K, hi - lo, P + lo, G + lo, M + lo, V + lo, hp);
+    else K->adam_dense(hi - lo, P + lo, G + lo, M + lo, V + lo, hp); /* LIN_DENSE */
 }
 
 /* Worker w's share (of t) of clearing the gradients: every dense tensor, and
@@ -7670,9 +7671,9 @@ static inline int mml__row_owner(int32_t id, int sh, int t) {
  * adds the rows of the ids it owns (mml__row_owner), in batch order, so a row
  * sums its contributions in the order one thread would, and (for widths
  * that divide 16 or are multiples of 16) no two workers write one cache line
- * of a table. A worker owns about 1/t of the ids it
- * reads, so it asks for rows MML__OWNED_AHEAD ids on (4 ids on, as the
- * one-thread scatter does, left it waiting on most rows at 2 threads). */
+ * of a table. A worker owns about 1/t of the ids it reads, so it asks for
+ * rows MML__OWNED_AHEAD ids on (4 ids on, as the one-thread scatter does,
+ * left it waiting on most rows at 2 threads). */
 #define MML__OWNED_AHEAD 16
 static void mml__scatter_owned(mml_model_t *m, int w) {
     const mml__arch *a = &m->a;
