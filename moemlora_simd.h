@@ -19,12 +19,14 @@
  *
  * Environment: MOEMLORA_ISA=scalar|avx2|avx512|neon forces an ISA (an ISA the
  * CPU lacks is an error, never a silent fallback). gemm_*_bf16 run the CPU's
- * bf16 dot products where it has them, except on Intel's cores, where they
- * are slower than the fp32 GEMM on rounded copies (the emulation), which
- * runs there and everywhere else. MOEMLORA_BF16=emulate runs the emulation
- * even where the CPU has bf16 dot products; MOEMLORA_BF16=native runs them
- * even on Intel's cores, and makes mml_simd_resolve fail unless the chosen
- * ISA runs them here (both read once, at detection).
+ * AMX tiles where it has them (Intel Xeon from Sapphire Rapids on, Linux),
+ * else its bf16 dot products, except on Intel's cores, where those are
+ * slower than the fp32 GEMM on rounded copies (the emulation), which runs
+ * there and everywhere else. MOEMLORA_BF16=emulate runs the emulation even
+ * where the CPU has bf16 dot products or tiles; MOEMLORA_BF16=native runs the
+ * dot products (not the tiles) even on Intel's cores, MOEMLORA_BF16=amx the
+ * tiles; each makes mml_simd_resolve fail unless the chosen ISA runs that
+ * path here (read once, at detection).
  * Config macros: MOEMLORA_STATIC (static linkage), MOEMLORA_API.
  * Link: -lsleef -lm.
  *
@@ -96,7 +98,8 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  gemm_nn_bf16 / gemm_nt_bf16 / gemm_tn_bf16  the same products with every
  *            element of A and B first rounded to bf16 (mml__bf16_round: to
  *            nearest even, as vcvtne2ps2bf16 does), products summed in fp32;
- *            AVX-512 runs vdpbf16ps where the CPU has AVX512_BF16, NEON bfdot
+ *            AVX-512 runs AMX's tdpbf16ps where the CPU has AMX-BF16, else
+ *            vdpbf16ps where it has AVX512_BF16, NEON bfdot
  *            where it has BF16, elsewhere the ISA's fp32 GEMM on rounded
  *            copies (equal up to summation order)
  *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
@@ -684,6 +687,11 @@ static int mml__cpu(void);
  * vdpbf16ps, 70% emulated; AMD's Zen 4 and Zen 5 run it at twice the FMA's
  * rate). */
 #define MML__CPU_BF16_SLOW (1 << 11)
+/* AMX-TILE and AMX-BF16, the tile state enabled by the OS and granted to this
+ * process (MML__CPU_AMX_HW); in use (MML__CPU_AMX) unless MOEMLORA_BF16 is
+ * emulate or native. Where it is, gemm_*_bf16 run on the tiles. */
+#define MML__CPU_AMX_HW (1 << 12)
+#define MML__CPU_AMX (1 << 13)
 
 #ifdef MML__VEC
 // >>kernels-gemm ------------------------------------------------------------
@@ -915,14 +923,19 @@ MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N,
     }
 #define MML__GEMM_BF16_EMUL_ALL(S)                                                    \
     MML__GEMM_BF16_EMUL(S, nn, 0, 0) MML__GEMM_BF16_EMUL(S, nt, 0, 1) MML__GEMM_BF16_EMUL(S, tn, 1, 0)
-/* S's gemm_OP_bf16 where S has a bf16 description DESC: the driver on it when
- * the CPU has bf16 dot products (MML__CPU_BF16, which MOEMLORA_BF16=emulate
- * clears), else as MML__GEMM_BF16_EMUL. */
+/* S's gemm_OP_bf16 where S has a bf16 description DESC: its matrix tiles
+ * mml__gemm_tiles_S where the CPU has them (MML__CPU_AMX), else the driver on
+ * DESC when the CPU has bf16 dot products (MML__CPU_BF16; MOEMLORA_BF16=emulate
+ * clears both), else as MML__GEMM_BF16_EMUL. */
+typedef void (*mml__gemm_tiles_fn)(int M, int N, int K, const float *A, int lda, int a_trans, const float *B,
+                                   int ldb, int b_trans, float *C, int ldc, int accumulate);
 #define MML__GEMM_BF16_NATIVE(S, DESC, OP, AT, BT)                                    \
     MML__ATTR_##S static void mml__gemm_##OP##_bf16_##S(                              \
         int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B, \
         int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                    \
-        if (mml__cpu() & MML__CPU_BF16)                                               \
+        if (mml__gemm_tiles_##S && (mml__cpu() & MML__CPU_AMX))                       \
+            mml__gemm_tiles_##S(M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate);  \
+        else if (mml__cpu() & MML__CPU_BF16)                                          \
             mml__gemm_run(&DESC, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, accumulate); \
         else                                                                          \
             mml__gemm_bf16_emul(mml__gemm_##OP##_##S, M, N, K, A, lda, AT, B, ldb, BT, C, ldc, \
@@ -2005,6 +2018,229 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const 
         MML__R12(MML__UK_STORE, avx512)                                               \
     }
 MML__UPTO12(MML__UKBF, avx512, 1, 0) MML__UPTO12(MML__UKBF, avx512, 2, 0)
+
+/* ---- AMX-BF16: tdpbf16ps on 16 x 16 fp32 tiles (Sapphire Rapids on) ----
+ * Eight tile registers of 16 rows x 64 bytes: C in four (a 32 x 32 block),
+ * two A tiles (16 rows x 32 bf16 of k) and two B tiles (16 k-pairs x 16
+ * columns of bf16 pairs, the vdpbf16ps lane layout). tdpbf16ps adds each
+ * row-column pair sum to its fp32 C element; like vdpbf16ps it flushes
+ * subnormal inputs and results (the inputs are bf16 already, flushed as
+ * vcvtne2ps2bf16 does, so only a subnormal sum can differ) and rounds to
+ * nearest even. Per call: the tiles are configured, the problem walked in
+ * blocks of NB columns x KB of k, B's block packed once, A packed 32 rows
+ * at a time, and the tiles released (their state is large, and the OS
+ * saves it only while they are in use). Linux hands the tile data to a
+ * process only on request (arch_prctl, >>dispatch). The instructions are
+ * written as inline assembly with a memory clobber, so that the compiler
+ * neither needs to know them nor moves loads and stores across them. */
+#if defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define MML__AMX 1
+#define MML__AMX_KB 256 /* k per block: 8 tile steps of 32 */
+#define MML__AMX_NB 256 /* columns per block: 16 B tiles */
+#define MML__TILE_LOAD(t, base, stride)                                                                     \
+    __asm__ volatile("{tileloadd (%0,%1,1), %%tmm" #t "|tileloadd tmm" #t ", [%0+%1*1]}" ::"r"(base),       \
+                     "r"((int64_t)(stride))                                                                 \
+                     : "memory")
+#define MML__TILE_STORE(t, base, stride)                                                                    \
+    __asm__ volatile("{tilestored %%tmm" #t ", (%0,%1,1)|tilestored [%0+%1*1], tmm" #t "}" ::"r"(base),     \
+                     "r"((int64_t)(stride))                                                                 \
+                     : "memory")
+#define MML__TILE_ZERO(t) __asm__ volatile("{tilezero %%tmm" #t "|tilezero tmm" #t "}" ::)
+/* C tile c += A tile a . B tile b */
+#define MML__TILE_DP(c, a, b)                                                                               \
+    __asm__ volatile("{tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c "|tdpbf16ps tmm" #c ", tmm" #a         \
+                     ", tmm" #b "}" ::)
+
+/* Palette 1, every tile 16 rows of 64 bytes. */
+static void mml__amx_config(void) {
+    unsigned char cfg[64] MML__ALIGN64;
+    memset(cfg, 0, sizeof cfg);
+    cfg[0] = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg[16 + 2 * t] = 64;
+        cfg[48 + t] = 16;
+    }
+    __asm__ volatile("{ldtilecfg (%0)|ldtilecfg [%0]}" ::"r"(cfg) : "memory");
+}
+static inline void mml__amx_release(void) { __asm__ volatile("tilerelease" ::: "memory"); }
+
+/* The 16 x 16 dwords v[r] lane c -> dst[c*16 + r]. */
+MML__ATTR_avx512bf16 static void mml__amx_transpose(const __m512i v[16], mml__u32a *dst) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    /* u[4i+q], 128-bit lane L: column 4L+q, rows 4i..4i+3 */
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int q = 0; q < 4; q++) { /* the 4 x 4 lanes of u[q], u[4+q], u[8+q], u[12+q] */
+        const __m512i x0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x44), x1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xEE);
+        const __m512i x2 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x44),
+                      x3 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xEE);
+        _mm512_storeu_si512((void *)(dst + (0 + q) * 16), _mm512_shuffle_i32x4(x0, x2, 0x88));
+        _mm512_storeu_si512((void *)(dst + (4 + q) * 16), _mm512_shuffle_i32x4(x0, x2, 0xDD));
+        _mm512_storeu_si512((void *)(dst + (8 + q) * 16), _mm512_shuffle_i32x4(x1, x3, 0x88));
+        _mm512_storeu_si512((void *)(dst + (12 + q) * 16), _mm512_shuffle_i32x4(x1, x3, 0xDD));
+    }
+}
+
+/* One 16 x 16-dword tile of pairs from X (ld apart): "rows" (k contiguous
+ * along each of n rows, from k0 of kn valid) or k-major (n columns of pairs
+ * of rows k0, k0+1 ...). Row r of the tile: 16 k-pairs of row r (an A tile)
+ * when want_rows, else k-pair r of 16 columns (a B tile). Missing rows,
+ * columns and k are zero. */
+MML__ATTR_avx512bf16 static void mml__amx_tile(const float *X, int64_t ld, int k_contig, int n, int kn,
+                                               int want_rows, mml__u32a *dst) {
+    __m512i v[16];
+    const __mmask16 m = mml__vmask_avx512(n);
+    for (int r = 0; r < 16; r++) {
+        if (k_contig) /* v[r]: the 16 k-pairs of row/column r */
+            v[r] = r < n ? mml__bf16_run_avx512(X + (int64_t)r * ld, kn) : _mm512_setzero_si512();
+        else { /* v[r]: k-pair r of the n rows/columns */
+            const __m512 lo = 2 * r < kn ? _mm512_maskz_loadu_ps(m, X + (int64_t)(2 * r) * ld) : _mm512_setzero_ps();
+            const __m512 hi = 2 * r + 1 < kn ? _mm512_maskz_loadu_ps(m, X + (int64_t)(2 * r + 1) * ld)
+                                             : _mm512_setzero_ps();
+            v[r] = mml__bf16_pairs_avx512(lo, hi);
+        }
+    }
+    /* k_contig gives rows of k: an A tile as is, a B tile transposed; k-major
+     * the other way round */
+    if (k_contig == want_rows)
+        for (int r = 0; r < 16; r++) _mm512_storeu_si512((void *)(dst + r * 16), v[r]);
+    else
+        mml__amx_transpose(v, dst);
+}
+
+/* Accumulator tile T <- C[0:rows, 0:cols] (zero if !load), and back. Whole
+ * tiles go straight to and from C; edge tiles through a padded copy. */
+#define MML__AMX_CIN(T, c, ldc, rows, cols, load)                                                           \
+    do {                                                                                                    \
+        if (!(load)) MML__TILE_ZERO(T);                                                                     \
+        else if ((rows) == 16 && (cols) == 16) MML__TILE_LOAD(T, c, (ldc) * 4);                             \
+        else {                                                                                              \
+            memset(edge, 0, sizeof edge);                                                                   \
+            for (int r_ = 0; r_ < (rows); r_++) memcpy(edge + r_ * 16, (c) + r_ * (ldc), (size_t)(cols) * 4); \
+            MML__TILE_LOAD(T, edge, 64);                                                                    \
+        }                                                                                                   \
+    } while (0)
+#define MML__AMX_COUT(T, c, ldc, rows, cols)                                                                \
+    do {                                                                                                    \
+        if ((rows) == 16 && (cols) == 16) MML__TILE_STORE(T, c, (ldc) * 4);                                 \
+        else {                                                                                              \
+            MML__TILE_STORE(T, edge, 64);                                                                   \
+            for (int r_ = 0; r_ < (rows); r_++) memcpy((c) + r_ * (ldc), edge + r_ * 16, (size_t)(cols) * 4); \
+        }                                                                                                   \
+    } while (0)
+
+/* C[0:mr, 0:nc] (+)= the packed A rows (2 tiles of 16 rows, kt k-tiles each)
+ * times the packed B block (nt column tiles of kt k-tiles). */
+static void mml__amx_block(int mr, int nc, int kt, const mml__u32a *pa, const mml__u32a *pb, float *C,
+                           int64_t ldc, int load) {
+    float edge[256] MML__ALIGN64;
+    const int two_a = mr > 16, r0 = mml__mini(mr, 16), r1 = mr - r0;
+    const mml__u32a *a1 = pa + (int64_t)kt * 256;
+    for (int j0 = 0; j0 < nc; j0 += 32) {
+        const int c0 = mml__mini(nc - j0, 16), c1 = nc - j0 - c0 > 16 ? 16 : nc - j0 - c0, two_b = c1 > 0;
+        const mml__u32a *b0 = pb + (int64_t)(j0 / 16) * kt * 256, *b1 = b0 + (int64_t)kt * 256;
+        float *cp = C + j0, *cq = C + 16 * ldc + j0;
+        MML__AMX_CIN(0, cp, ldc, r0, c0, load);
+        if (two_b) MML__AMX_CIN(1, cp + 16, ldc, r0, c1, load);
+        if (two_a) MML__AMX_CIN(2, cq, ldc, r1, c0, load);
+        if (two_a && two_b) MML__AMX_CIN(3, cq + 16, ldc, r1, c1, load);
+        if (two_a && two_b)
+            for (int t = 0; t < kt; t++) {
+                MML__TILE_LOAD(4, pa + t * 256, 64);
+                MML__TILE_LOAD(6, b0 + t * 256, 64);
+                MML__TILE_LOAD(5, a1 + t * 256, 64);
+                MML__TILE_LOAD(7, b1 + t * 256, 64);
+                MML__TILE_DP(0, 4, 6);
+                MML__TILE_DP(1, 4, 7);
+                MML__TILE_DP(2, 5, 6);
+                MML__TILE_DP(3, 5, 7);
+            }
+        else if (two_b)
+            for (int t = 0; t < kt; t++) {
+                MML__TILE_LOAD(4, pa + t * 256, 64);
+                MML__TILE_LOAD(6, b0 + t * 256, 64);
+                MML__TILE_LOAD(7, b1 + t * 256, 64);
+                MML__TILE_DP(0, 4, 6);
+                MML__TILE_DP(1, 4, 7);
+            }
+        else if (two_a)
+            for (int t = 0; t < kt; t++) {
+                MML__TILE_LOAD(4, pa + t * 256, 64);
+                MML__TILE_LOAD(6, b0 + t * 256, 64);
+                MML__TILE_LOAD(5, a1 + t * 256, 64);
+                MML__TILE_DP(0, 4, 6);
+                MML__TILE_DP(2, 5, 6);
+            }
+        else
+            for (int t = 0; t < kt; t++) {
+                MML__TILE_LOAD(4, pa + t * 256, 64);
+                MML__TILE_LOAD(6, b0 + t * 256, 64);
+                MML__TILE_DP(0, 4, 6);
+            }
+        MML__AMX_COUT(0, cp, ldc, r0, c0);
+        if (two_b) MML__AMX_COUT(1, cp + 16, ldc, r0, c1);
+        if (two_a) MML__AMX_COUT(2, cq, ldc, r1, c0);
+        if (two_a && two_b) MML__AMX_COUT(3, cq + 16, ldc, r1, c1);
+    }
+}
+
+/* C[M,N] (+)= op(A) . op(B) on bf16 inputs through the tiles (the
+ * arguments of mml__gemm_run). B's block packs into mml__gemm_pack (16
+ * column tiles x 8 k-tiles x 1 KB = 128 KB), 32 rows of A into
+ * mml__gemm_apack (2 x 8 x 1 KB). */
+MML__ATTR_avx512bf16 static void mml__gemm_amx(int M, int N, int K, const float *A, int lda, int a_trans,
+                                               const float *B, int ldb, int b_trans, float *C, int ldc,
+                                               int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    mml__u32a *pb = (mml__u32a *)mml__gemm_pack, *pa = (mml__u32a *)mml__gemm_apack;
+    mml__amx_config();
+    for (int jc = 0; jc < N; jc += MML__AMX_NB) {
+        const int nc = mml__mini(N - jc, MML__AMX_NB), nt = (nc + 15) / 16;
+        for (int pc = 0; pc < K; pc += MML__AMX_KB) {
+            const int kc = mml__mini(K - pc, MML__AMX_KB), kt = (kc + 31) / 32;
+            for (int jt = 0; jt < nt; jt++)
+                for (int t = 0; t < kt; t++) {
+                    const int j = jc + 16 * jt, k = pc + 32 * t;
+                    const float *b = b_trans ? B + (int64_t)j * ldb + k : B + (int64_t)k * ldb + j;
+                    mml__amx_tile(b, ldb, b_trans, mml__mini(N - j, 16), kc - 32 * t, 0,
+                                  pb + ((int64_t)jt * kt + t) * 256);
+                }
+            for (int ic = 0; ic < M; ic += 32) {
+                const int mr = mml__mini(M - ic, 32);
+                for (int it = 0; it < (mr > 16 ? 2 : 1); it++)
+                    for (int t = 0; t < kt; t++) {
+                        const int i = ic + 16 * it, k = pc + 32 * t;
+                        const float *a = a_trans ? A + (int64_t)k * lda + i : A + (int64_t)i * lda + k;
+                        mml__amx_tile(a, lda, !a_trans, mml__mini(M - i, 16), kc - 32 * t, 1,
+                                      pa + ((int64_t)it * kt + t) * 256);
+                    }
+                mml__amx_block(mr, nc, kt, pa, pb, C + (int64_t)ic * ldc + jc, ldc, accumulate || pc > 0);
+            }
+        }
+    }
+    mml__amx_release();
+}
+#endif /* MML__AMX */
+
+/* The ISA's matrix tiles for gemm_*_bf16 (NULL: none compiled in). */
+#ifdef MML__AMX
+static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = mml__gemm_amx;
+#else
+static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = NULL;
+#endif
 MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
@@ -2213,6 +2449,7 @@ static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, 
         MML__R12(MML__UK_STORE, neon)                                                 \
     }
 MML__UPTO8(MML__UKBD, neon, 1, 0) MML__UPTO8(MML__UKBD, neon, 2, 0)
+static const mml__gemm_tiles_fn mml__gemm_tiles_neon = NULL; /* no matrix tiles */
 MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4)
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
@@ -2367,6 +2604,17 @@ static uint64_t mml__xgetbv0(void) {
 #endif
 }
 
+#ifdef MML__AMX
+/* arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) as a bare system call
+ * (number 158 on x86-64), so that no libc declaration or feature macro is
+ * needed: 0 when Linux grants this process the tile data, else -errno. */
+static long mml__amx_request(void) {
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "0"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+    return ret;
+}
+#endif
+
 /* AVX2+FMA, AVX-512 F/BW/DQ/VL (each with its registers saved by the OS) and
  * SSE4.2 (crc32), as mml__cpu() bits. */
 static int mml__x86_detect(void) {
@@ -2382,7 +2630,7 @@ static int mml__x86_detect(void) {
     if (max_leaf < 7 || !osxsave || !avx) return flags;
     const uint64_t xcr0 = mml__xgetbv0();
     mml__cpuid(7, 0, r);
-    const unsigned ebx7 = r[1], max_sub7 = r[0];
+    const unsigned ebx7 = r[1], edx7 = r[3], max_sub7 = r[0];
     const int ymm_os = (xcr0 & 0x6) == 0x6;               /* XMM | YMM */
     const int zmm_os = (xcr0 & 0xE6) == 0xE6;             /* + opmask, ZMM_Hi256, Hi16_ZMM */
     if (ymm_os && fma && ((ebx7 >> 5) & 1)) flags |= 1 << MML_ISA_AVX2;
@@ -2393,6 +2641,16 @@ static int mml__x86_detect(void) {
         if ((r[0] >> 5) & 1) flags |= MML__CPU_BF16_HW; /* AVX512_BF16 */
     }
     if ((flags & MML__CPU_BF16_HW) && intel) flags |= MML__CPU_BF16_SLOW;
+#ifdef MML__AMX
+    /* AMX-BF16 (bit 22) and AMX-TILE (24), XTILECFG and XTILEDATA in XCR0,
+     * and Linux's grant of the tile data (ARCH_REQ_XCOMP_PERM, feature 18);
+     * without the grant the first tile instruction would raise SIGILL. */
+    if ((flags & MML__CPU_BF16_HW) && ((edx7 >> 22) & 1) && ((edx7 >> 24) & 1) &&
+        (xcr0 & 0x60000) == 0x60000 && mml__amx_request() == 0)
+        flags |= MML__CPU_AMX_HW;
+#else
+    (void)edx7;
+#endif
     return flags;
 }
 #endif
@@ -2450,6 +2708,7 @@ static int mml__cpu(void) {
 #endif
     const char *bf16 = getenv("MOEMLORA_BF16");
     const int want = bf16 && strcmp(bf16, "native") == 0, emulate = bf16 && strcmp(bf16, "emulate") == 0;
+    if ((m & MML__CPU_AMX_HW) && !emulate && !want) m |= MML__CPU_AMX;
     if ((m & MML__CPU_BF16_HW) && !emulate && (want || !(m & MML__CPU_BF16_SLOW))) m |= MML__CPU_BF16;
 #if defined(__GNUC__) || defined(__clang__)
     __atomic_store_n(&mml__cpu_cache, m, __ATOMIC_RELEASE);
@@ -2526,7 +2785,7 @@ MML__MAYBE_UNUSED static const char *mml__bf16_path(mml_isa isa) {
     switch (isa) {
     case MML_ISA_SCALAR: return "reference";
 #ifdef MML__BF16_HW
-    case MML_ISA_AVX512: return native ? "vdpbf16ps" : "emulated";
+    case MML_ISA_AVX512: return mml__cpu() & MML__CPU_AMX ? "amx" : native ? "vdpbf16ps" : "emulated";
 #endif
 #ifdef MML__BFDOT
     case MML_ISA_NEON: return native ? "bfdot" : "emulated";
@@ -2535,18 +2794,28 @@ MML__MAYBE_UNUSED static const char *mml__bf16_path(mml_isa isa) {
     }
 }
 
-/* MOEMLORA_BF16 (unset, empty, emulate or native) for the table of isa:
- * native must get the CPU's bf16 dot products (never a silent emulation). */
+/* MOEMLORA_BF16 (unset, empty, emulate, native or amx) for the table of isa:
+ * native must get the CPU's bf16 dot products, amx its AMX tiles (never a
+ * silent emulation). */
 static int mml__bf16_check(mml_isa isa, char *err, size_t errlen) {
     const char *env = getenv("MOEMLORA_BF16");
     if (!env || !env[0] || strcmp(env, "emulate") == 0) return 0;
-    if (strcmp(env, "native") != 0) {
+    const int amx = strcmp(env, "amx") == 0;
+    if (!amx && strcmp(env, "native") != 0) {
         if (err && errlen)
-            snprintf(err, errlen, "MOEMLORA_BF16=%s is not known (expected emulate or native)", env);
+            snprintf(err, errlen, "MOEMLORA_BF16=%s is not known (expected emulate, native or amx)", env);
         return -1;
     }
     const char *path = mml__bf16_path(isa);
-    if (strcmp(path, "emulated") == 0 || strcmp(path, "reference") == 0) {
+    if (amx && strcmp(path, "amx") != 0) {
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "MOEMLORA_BF16=amx requested but the %s kernels have no AMX tiles on this CPU/OS/compiler "
+                     "(AVX-512 with AMX-TILE and AMX-BF16, Linux)",
+                     mml_isa_name(isa));
+        return -1;
+    }
+    if (!amx && (strcmp(path, "emulated") == 0 || strcmp(path, "reference") == 0)) {
         if (err && errlen)
             snprintf(err, errlen,
                      "MOEMLORA_BF16=native requested but the %s kernels have no bf16 dot products on this "

@@ -236,7 +236,7 @@ static void test_gemm_bf16(const mml_kernels_t *k) {
     static const int shapes[][3] = {
         {1, 1, 1}, {3, 3, 3}, {3, 7, 17}, {17, 3, 7}, {7, 17, 255}, {255, 17, 3}, {17, 255, 7},
         {255, 255, 255}, {13, 300, 401}, {17, 17, 1023}, {25, 16, 24}, {1, 1023, 17}, {129, 33, 385},
-        {5, 4, 0}};
+        {5, 4, 0}, {32, 32, 32}, {16, 16, 16}, {33, 17, 31}, {48, 272, 513}, {64, 512, 256}};
     test_gemm_shapes(k, &GEMM_BF16, shapes, sizeof shapes / sizeof shapes[0]);
     test_gemm_bf16_rounding(k);
     test_gemm_bf16_vs_fp32(k);
@@ -731,7 +731,8 @@ static void test_vec(const mml_kernels_t *k) {
 }
 
 /* MOEMLORA_BF16: unknown values fail, native fails unless the ISA's bf16
- * GEMMs run the CPU's dot products (never on the scalar reference). */
+ * GEMMs run the CPU's dot products, amx unless they run its AMX tiles (never
+ * on the scalar reference). */
 static void test_dispatch_bf16(void) {
     const char *saved_bf16 = getenv("MOEMLORA_BF16"), *saved_isa = getenv("MOEMLORA_ISA");
     char keep_bf16[64] = "", keep_isa[64] = "", err[256];
@@ -748,14 +749,22 @@ static void test_dispatch_bf16(void) {
     setenv("MOEMLORA_ISA", "scalar", 1);
     CHECK(mml_simd_resolve(&isa, err, sizeof err) == -1 && strstr(err, "bf16") != NULL,
           "MOEMLORA_BF16=native on the scalar reference must fail (got '%s')", err);
+    setenv("MOEMLORA_BF16", "amx", 1);
+    CHECK(mml_simd_resolve(&isa, err, sizeof err) == -1 && strstr(err, "AMX") != NULL,
+          "MOEMLORA_BF16=amx on the scalar reference must fail (got '%s')", err);
     for (int i = 1; i < MML_ISA_COUNT; i++) {
         if (!mml_simd_isa_supported((mml_isa)i)) continue;
         setenv("MOEMLORA_ISA", mml_isa_name((mml_isa)i), 1);
         const char *path = mml__bf16_path((mml_isa)i);
-        const int native = strcmp(path, "emulated") != 0;
+        const int native = strcmp(path, "emulated") != 0, amx = strcmp(path, "amx") == 0;
+        setenv("MOEMLORA_BF16", "native", 1);
         CHECK((mml_simd_resolve(&isa, err, sizeof err) == 0) == native,
               "MOEMLORA_BF16=native on %s (bf16 path %s): resolve %s", mml_isa_name((mml_isa)i), path,
               native ? "failed" : "succeeded");
+        setenv("MOEMLORA_BF16", "amx", 1);
+        CHECK((mml_simd_resolve(&isa, err, sizeof err) == 0) == amx,
+              "MOEMLORA_BF16=amx on %s (bf16 path %s): resolve %s", mml_isa_name((mml_isa)i), path,
+              amx ? "failed" : "succeeded");
     }
     if (saved_bf16) setenv("MOEMLORA_BF16", keep_bf16, 1);
     else unsetenv("MOEMLORA_BF16");
@@ -863,12 +872,24 @@ int main(void) {
         printf("test_kernels: skipped (MOEMLORA_BF16=native: this CPU has no bf16 dot products)\n");
         return MMLT_SKIP;
     }
+    if (bf16 && strcmp(bf16, "amx") == 0 && !(mml__cpu() & MML__CPU_AMX_HW)) {
+        printf("test_kernels: skipped (MOEMLORA_BF16=amx: no AMX-BF16 tiles on this CPU/OS/compiler)\n");
+        return MMLT_SKIP;
+    }
     REF = mml_simd_kernels(MML_ISA_SCALAR);
     const int cpu = mml__cpu();
     if (!bf16 || !bf16[0])
         CHECK(!(cpu & MML__CPU_BF16) == !((cpu & MML__CPU_BF16_HW) && !(cpu & MML__CPU_BF16_SLOW)),
               "bf16 dot products in use %d: the CPU has them %d, slower than the emulation %d", !!(cpu & MML__CPU_BF16),
               !!(cpu & MML__CPU_BF16_HW), !!(cpu & MML__CPU_BF16_SLOW));
+    if (!bf16 || !bf16[0] || strcmp(bf16, "amx") == 0)
+        CHECK(!(cpu & MML__CPU_AMX) == !(cpu & MML__CPU_AMX_HW), "AMX tiles in use %d, on this CPU %d",
+              !!(cpu & MML__CPU_AMX), !!(cpu & MML__CPU_AMX_HW));
+    else
+        CHECK(!(cpu & MML__CPU_AMX), "AMX tiles in use although MOEMLORA_BF16=%s", bf16);
+    printf("AMX tiles: %s\n", !(cpu & MML__CPU_AMX_HW) ? "none on this CPU/OS"
+                               : cpu & MML__CPU_AMX  ? "in use"
+                                                     : "on this CPU, not in use (MOEMLORA_BF16=emulate or native)");
     printf("bf16 dot products: %s\n", !(cpu & MML__CPU_BF16_HW) ? "none on this CPU"
                                         : cpu & MML__CPU_BF16 ? "in use"
                                                               : "on this CPU, not in use (slower than the emulation, or MOEMLORA_BF16=emulate)");
