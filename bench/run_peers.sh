@@ -190,8 +190,8 @@ for (a, p, e, t), rs in table.items():
           f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} |")
 
 print("\nExecuted FLOPs per sample (counted, see moemlora_bench.c) and the rates they give, % of the fp32 FMA peak "
-      "of the threads used (bf16 rows run vdpbf16ps where the CPU has it, twice the fp32 FMA's rate, and may pass "
-      "100%):\n")
+      "of the threads used (bf16 rows run AMX tiles where the CPU has them, 16 times the fp32 FMA's rate, or "
+      "vdpbf16ps, twice it, and may pass 100%):\n")
 print("| adapter | precision | emb | threads | train FLOPs/sample | train GFLOP/s, dense Adam | train GFLOP/s, lazy Adam "
       "| inference FLOPs/sample | inference GFLOP/s |")
 print("|---|---|---|---|---|---|---|---|---|")
