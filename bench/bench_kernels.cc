@@ -66,6 +66,33 @@ void BM_fma_peak(benchmark::State &st, mml_isa isa) {
     st.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+#ifdef MML__AMX
+// The tiles' own rate: tdpbf16ps on four accumulators, state.range(0) = 0
+// with no loads (the instruction alone), 1 with the two A and two B tile
+// loads per four products that mml__gemm_amx's loop does (A from 32 KB, B
+// from 128 KB, as its packed blocks). 2 x 16 x 16 x 32 FLOPs per product.
+void BM_amx_peak(benchmark::State &st) {
+    static uint32_t a[2 * 16 * 256] __attribute__((aligned(64))), b[128 * 256] __attribute__((aligned(64)));
+    const long iters = 100000;
+    const bool loads = st.range(0) != 0;
+    mml__amx_config();
+    MML__TILE_ZERO(0); MML__TILE_ZERO(1); MML__TILE_ZERO(2); MML__TILE_ZERO(3);
+    MML__TILE_LOAD(4, a, 64); MML__TILE_LOAD(5, a, 64); MML__TILE_LOAD(6, b, 64); MML__TILE_LOAD(7, b, 64);
+    for (auto _ : st)
+        for (long i = 0; i < iters; i++) {
+            if (loads) {
+                const uint32_t *pa = a + (i & 15) * 256, *pb = b + ((i * 2) & 127) * 256;
+                MML__TILE_LOAD(4, pa, 64); MML__TILE_LOAD(6, pb, 64);
+                MML__TILE_LOAD(5, pa + 4096, 64); MML__TILE_LOAD(7, pb + 256, 64);
+            }
+            MML__TILE_DP(0, 4, 6); MML__TILE_DP(1, 4, 7); MML__TILE_DP(2, 5, 6); MML__TILE_DP(3, 5, 7);
+        }
+    mml__amx_release();
+    st.counters["GFLOP/s"] = benchmark::Counter(4.0 * 2 * 16 * 16 * 32 * iters / 1e9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+#endif
+
 // Measures the peak directly (outside Google Benchmark) so gemm can report a
 // fraction even when the peak benchmark is filtered out.
 double measure_peak(mml_isa isa) {
@@ -184,6 +211,12 @@ void register_all() {
         g_peak[i] = measure_peak(isa);
         if (isa == MML_ISA_AVX2 || isa == MML_ISA_AVX512)
             benchmark::RegisterBenchmark(("fma_peak/" + in).c_str(), BM_fma_peak, isa);
+#ifdef MML__AMX
+        if (isa == MML_ISA_AVX512 && (mml__cpu() & MML__CPU_AMX_HW)) {
+            benchmark::RegisterBenchmark("amx_peak/no_loads", BM_amx_peak)->Arg(0);
+            benchmark::RegisterBenchmark("amx_peak/with_loads", BM_amx_peak)->Arg(1);
+        }
+#endif
         for (int op = 0; op < 6; op++)
             for (auto &s : shapes) {
                 std::string name = std::string(ops[op]) + "/" + in + "/M1024_K" + std::to_string(s[0]) +
