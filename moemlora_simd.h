@@ -2152,39 +2152,16 @@ static void mml__amx_block(int mr, int nc, int kt, const mml__u32a *pa, const mm
         if (two_b) MML__AMX_CIN(1, cp + 16, ldc, r0, c1, load);
         if (two_a) MML__AMX_CIN(2, cq, ldc, r1, c0, load);
         if (two_a && two_b) MML__AMX_CIN(3, cq + 16, ldc, r1, c1, load);
-        if (two_a && two_b)
-            for (int t = 0; t < kt; t++) {
-                MML__TILE_LOAD(4, pa + t * 256, 64);
-                MML__TILE_LOAD(6, b0 + t * 256, 64);
-                MML__TILE_LOAD(5, a1 + t * 256, 64);
-                MML__TILE_LOAD(7, b1 + t * 256, 64);
-                MML__TILE_DP(0, 4, 6);
-                MML__TILE_DP(1, 4, 7);
-                MML__TILE_DP(2, 5, 6);
-                MML__TILE_DP(3, 5, 7);
-            }
-        else if (two_b)
-            for (int t = 0; t < kt; t++) {
-                MML__TILE_LOAD(4, pa + t * 256, 64);
-                MML__TILE_LOAD(6, b0 + t * 256, 64);
-                MML__TILE_LOAD(7, b1 + t * 256, 64);
-                MML__TILE_DP(0, 4, 6);
-                MML__TILE_DP(1, 4, 7);
-            }
-        else if (two_a)
-            for (int t = 0; t < kt; t++) {
-                MML__TILE_LOAD(4, pa + t * 256, 64);
-                MML__TILE_LOAD(6, b0 + t * 256, 64);
-                MML__TILE_LOAD(5, a1 + t * 256, 64);
-                MML__TILE_DP(0, 4, 6);
-                MML__TILE_DP(2, 5, 6);
-            }
-        else
-            for (int t = 0; t < kt; t++) {
-                MML__TILE_LOAD(4, pa + t * 256, 64);
-                MML__TILE_LOAD(6, b0 + t * 256, 64);
-                MML__TILE_DP(0, 4, 6);
-            }
+        for (int t = 0; t < kt; t++) { /* tile numbers are immediates: the edges by branches */
+            MML__TILE_LOAD(4, pa + t * 256, 64);
+            MML__TILE_LOAD(6, b0 + t * 256, 64);
+            if (two_a) MML__TILE_LOAD(5, a1 + t * 256, 64);
+            if (two_b) MML__TILE_LOAD(7, b1 + t * 256, 64);
+            MML__TILE_DP(0, 4, 6);
+            if (two_b) MML__TILE_DP(1, 4, 7);
+            if (two_a) MML__TILE_DP(2, 5, 6);
+            if (two_a && two_b) MML__TILE_DP(3, 5, 7);
+        }
         MML__AMX_COUT(0, cp, ldc, r0, c0);
         if (two_b) MML__AMX_COUT(1, cp + 16, ldc, r0, c1);
         if (two_a) MML__AMX_COUT(2, cq, ldc, r1, c0);
