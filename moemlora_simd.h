@@ -2784,20 +2784,13 @@ static int mml__bf16_check(mml_isa isa, char *err, size_t errlen) {
         return -1;
     }
     const char *path = mml__bf16_path(isa);
-    if (amx && strcmp(path, "amx") != 0) {
+    const int missing = amx ? strcmp(path, "amx") != 0
+                            : strcmp(path, "emulated") == 0 || strcmp(path, "reference") == 0;
+    if (missing) {
         if (err && errlen)
-            snprintf(err, errlen,
-                     "MOEMLORA_BF16=amx requested but the %s kernels have no AMX tiles on this CPU/OS/compiler "
-                     "(AVX-512 with AMX-TILE and AMX-BF16, Linux)",
-                     mml_isa_name(isa));
-        return -1;
-    }
-    if (!amx && (strcmp(path, "emulated") == 0 || strcmp(path, "reference") == 0)) {
-        if (err && errlen)
-            snprintf(err, errlen,
-                     "MOEMLORA_BF16=native requested but the %s kernels have no bf16 dot products on this "
-                     "CPU/OS/compiler (AVX-512 with AVX512_BF16, or NEON with BF16)",
-                     mml_isa_name(isa));
+            snprintf(err, errlen, "MOEMLORA_BF16=%s requested but the %s kernels have no %s on this CPU/OS/compiler (%s)",
+                     env, mml_isa_name(isa), amx ? "AMX tiles" : "bf16 dot products",
+                     amx ? "AVX-512 with AMX-TILE and AMX-BF16, Linux" : "AVX-512 with AVX512_BF16, or NEON with BF16");
         return -1;
     }
     return 0;
