@@ -2065,7 +2065,7 @@ static void mml__amx_config(void) {
 static inline void mml__amx_release(void) { __asm__ volatile("tilerelease" ::: "memory"); }
 
 /* The 16 x 16 dwords v[r] lane c -> dst[c*16 + r]. */
-MML__ATTR_avx512bf16 static void mml__amx_transpose(const __m512i v[16], mml__u32a *dst) {
+MML__ATTR_avx512bf16 static void mml__amx_transpose_avx512(const __m512i v[16], mml__u32a *dst) {
     __m512i t[16], u[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
@@ -2094,7 +2094,7 @@ MML__ATTR_avx512bf16 static void mml__amx_transpose(const __m512i v[16], mml__u3
  * of rows k0, k0+1 ...). Row r of the tile: 16 k-pairs of row r (an A tile)
  * when want_rows, else k-pair r of 16 columns (a B tile). Missing rows,
  * columns and k are zero. */
-MML__ATTR_avx512bf16 static void mml__amx_tile(const float *X, int64_t ld, int k_contig, int n, int kn,
+MML__ATTR_avx512bf16 static void mml__amx_tile_avx512(const float *X, int64_t ld, int k_contig, int n, int kn,
                                                int want_rows, mml__u32a *dst) {
     __m512i v[16];
     const __mmask16 m = mml__vmask_avx512(n);
@@ -2113,7 +2113,7 @@ MML__ATTR_avx512bf16 static void mml__amx_tile(const float *X, int64_t ld, int k
     if (k_contig == want_rows)
         for (int r = 0; r < 16; r++) _mm512_storeu_si512((void *)(dst + r * 16), v[r]);
     else
-        mml__amx_transpose(v, dst);
+        mml__amx_transpose_avx512(v, dst);
 }
 
 /* Accumulator tile T <- C[0:rows, 0:cols] (zero if !load), and back. Whole
@@ -2173,7 +2173,7 @@ static void mml__amx_block(int mr, int nc, int kt, const mml__u32a *pa, const mm
  * arguments of mml__gemm_run). B's block packs into mml__gemm_pack (16
  * column tiles x 8 k-tiles x 1 KB = 128 KB), 32 rows of A into
  * mml__gemm_apack (2 x 8 x 1 KB). */
-MML__ATTR_avx512bf16 static void mml__gemm_amx(int M, int N, int K, const float *A, int lda, int a_trans,
+MML__ATTR_avx512bf16 static void mml__gemm_amx_avx512(int M, int N, int K, const float *A, int lda, int a_trans,
                                                const float *B, int ldb, int b_trans, float *C, int ldc,
                                                int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -2192,7 +2192,7 @@ MML__ATTR_avx512bf16 static void mml__gemm_amx(int M, int N, int K, const float 
                 for (int t = 0; t < kt; t++) {
                     const int j = jc + 16 * jt, k = pc + 32 * t;
                     const float *b = b_trans ? B + (int64_t)j * ldb + k : B + (int64_t)k * ldb + j;
-                    mml__amx_tile(b, ldb, b_trans, mml__mini(N - j, 16), kc - 32 * t, 0,
+                    mml__amx_tile_avx512(b, ldb, b_trans, mml__mini(N - j, 16), kc - 32 * t, 0,
                                   pb + ((int64_t)jt * kt + t) * 256);
                 }
             for (int ic = 0; ic < M; ic += 32) {
@@ -2201,7 +2201,7 @@ MML__ATTR_avx512bf16 static void mml__gemm_amx(int M, int N, int K, const float 
                     for (int t = 0; t < kt; t++) {
                         const int i = ic + 16 * it, k = pc + 32 * t;
                         const float *a = a_trans ? A + (int64_t)k * lda + i : A + (int64_t)i * lda + k;
-                        mml__amx_tile(a, lda, !a_trans, mml__mini(M - i, 16), kc - 32 * t, 1,
+                        mml__amx_tile_avx512(a, lda, !a_trans, mml__mini(M - i, 16), kc - 32 * t, 1,
                                       pa + ((int64_t)it * kt + t) * 256);
                     }
                 mml__amx_block(mr, nc, kt, pa, pb, C + (int64_t)ic * ldc + jc, ldc, accumulate || pc > 0);
@@ -2214,7 +2214,7 @@ MML__ATTR_avx512bf16 static void mml__gemm_amx(int M, int N, int K, const float 
 
 /* The ISA's matrix tiles for gemm_*_bf16 (NULL: none compiled in). */
 #ifdef MML__AMX
-static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = mml__gemm_amx;
+static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = mml__gemm_amx_avx512;
 #else
 static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = NULL;
 #endif

@@ -69,7 +69,7 @@ void BM_fma_peak(benchmark::State &st, mml_isa isa) {
 #ifdef MML__AMX
 // The tiles' own rate: tdpbf16ps on four accumulators, state.range(0) = 0
 // with no loads (the instruction alone), 1 with the two A and two B tile
-// loads per four products that mml__gemm_amx's loop does (A from 32 KB, B
+// loads per four products that mml__gemm_amx_avx512's loop does (A from 32 KB, B
 // from 128 KB, as its packed blocks). 2 x 16 x 16 x 32 FLOPs per product.
 void BM_amx_peak(benchmark::State &st) {
     static uint32_t a[2 * 16 * 256] __attribute__((aligned(64))), b[128 * 256] __attribute__((aligned(64)));
