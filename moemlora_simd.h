@@ -794,18 +794,23 @@ static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const
     }
 }
 
+/* A GEMM with nothing to multiply: M or N empty (nothing to do), or K empty
+ * (C := 0 unless accumulating). Returns 1 if the call was one of these. */
+static inline int mml__gemm_trivial(int M, int N, int K, float *C, int ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return 1;
+    if (K > 0) return 0;
+    if (!accumulate)
+        for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
+    return 1;
+}
+
 /* C[M,N] (+)= op(A) . op(B) on ISA d: gemm_nn, gemm_nt and gemm_tn. */
 static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const float *A, int lda,
                           int a_trans, const float *B, int ldb, int b_trans, float *C, int ldc,
                           int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (d->small_m && M <= d->small_m_max && !a_trans && !b_trans && K > 0) {
+    if (mml__gemm_trivial(M, N, K, C, ldc, accumulate)) return;
+    if (d->small_m && M <= d->small_m_max && !a_trans && !b_trans) {
         d->small_m(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-        return;
-    }
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
     const int kcb = mml__gemm_kc(K);
@@ -2176,12 +2181,7 @@ static void mml__amx_block(int mr, int nc, int kt, const mml__u32a *pa, const mm
 MML__ATTR_avx512bf16 static void mml__gemm_amx_avx512(int M, int N, int K, const float *A, int lda, int a_trans,
                                                const float *B, int ldb, int b_trans, float *C, int ldc,
                                                int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (int64_t)i * ldc, 0, (size_t)N * sizeof(float));
-        return;
-    }
+    if (mml__gemm_trivial(M, N, K, C, ldc, accumulate)) return;
     mml__u32a *pb = (mml__u32a *)mml__gemm_pack, *pa = (mml__u32a *)mml__gemm_apack;
     mml__amx_config();
     for (int jc = 0; jc < N; jc += MML__AMX_NB) {
@@ -2753,20 +2753,31 @@ static const char *mml__isa_requirement(mml_isa isa) {
     }
 }
 
-/* What gemm_*_bf16 of isa's table runs here: "vdpbf16ps" or "bfdot" (the
- * CPU's bf16 dot products), "emulated" (the fp32 GEMM on rounded copies) or
- * "reference" (scalar). */
-MML__MAYBE_UNUSED static const char *mml__bf16_path(mml_isa isa) {
-    const int native = (mml__cpu() & MML__CPU_BF16) != 0;
-    (void)native;
+/* What gemm_*_bf16 of isa's table runs here: the scalar reference, the fp32
+ * GEMM on rounded copies, the CPU's bf16 dot products (vdpbf16ps, bfdot) or
+ * its AMX tiles. */
+enum { MML__BF16_REFERENCE, MML__BF16_EMULATED, MML__BF16_DOT, MML__BF16_TILES };
+static int mml__bf16_kind(mml_isa isa) {
+    const int cpu = mml__cpu();
     switch (isa) {
-    case MML_ISA_SCALAR: return "reference";
+    case MML_ISA_SCALAR: return MML__BF16_REFERENCE;
 #ifdef MML__BF16_HW
-    case MML_ISA_AVX512: return mml__cpu() & MML__CPU_AMX ? "amx" : native ? "vdpbf16ps" : "emulated";
+    case MML_ISA_AVX512:
+        return cpu & MML__CPU_AMX ? MML__BF16_TILES : cpu & MML__CPU_BF16 ? MML__BF16_DOT : MML__BF16_EMULATED;
 #endif
 #ifdef MML__BFDOT
-    case MML_ISA_NEON: return native ? "bfdot" : "emulated";
+    case MML_ISA_NEON: return cpu & MML__CPU_BF16 ? MML__BF16_DOT : MML__BF16_EMULATED;
 #endif
+    default: (void)cpu; return MML__BF16_EMULATED;
+    }
+}
+
+/* The same as a name: "reference", "emulated", "vdpbf16ps" or "bfdot", "amx". */
+MML__MAYBE_UNUSED static const char *mml__bf16_path(mml_isa isa) {
+    switch (mml__bf16_kind(isa)) {
+    case MML__BF16_REFERENCE: return "reference";
+    case MML__BF16_DOT: return isa == MML_ISA_NEON ? "bfdot" : "vdpbf16ps";
+    case MML__BF16_TILES: return "amx";
     default: return "emulated";
     }
 }
@@ -2783,10 +2794,8 @@ static int mml__bf16_check(mml_isa isa, char *err, size_t errlen) {
             snprintf(err, errlen, "MOEMLORA_BF16=%s is not known (expected emulate, native or amx)", env);
         return -1;
     }
-    const char *path = mml__bf16_path(isa);
-    const int missing = amx ? strcmp(path, "amx") != 0
-                            : strcmp(path, "emulated") == 0 || strcmp(path, "reference") == 0;
-    if (missing) {
+    const int kind = mml__bf16_kind(isa);
+    if (amx ? kind != MML__BF16_TILES : kind < MML__BF16_DOT) {
         if (err && errlen)
             snprintf(err, errlen, "MOEMLORA_BF16=%s requested but the %s kernels have no %s on this CPU/OS/compiler (%s)",
                      env, mml_isa_name(isa), amx ? "AMX tiles" : "bf16 dot products",
