@@ -106,6 +106,10 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
  *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
  *            B packed once by gemm_pack_b (weights reused over many calls)
+ *  gemm_pack_size_bf16 / gemm_pack_b_bf16 / gemm_packed_bf16  the same with
+ *            gemm_nn_bf16's products (A and B rounded to bf16, fp32 sums); the
+ *            layout is AMX's tiles of bf16 pairs where gemm_nn_bf16 runs the
+ *            tiles, else B rounded, row-major, for the ISA's gemm_nn_bf16
  *  add_bias  C[i,j] += bias[j]
  *  colsum_add out[j] += sum_i A[i,j]
  *  relu_fwd  y = max(x, 0) (y may alias x)
@@ -163,6 +167,13 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, gemm_packed, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
                           const float *MML_RESTRICT Bp, float *MML_RESTRICT C,      \
                           int ldc, const float *bias, int relu))                    \
+    X(int64_t, gemm_pack_size_bf16, (int K, int N))                                 \
+    X(void, gemm_pack_b_bf16, (int K, int N, const float *MML_RESTRICT B, int ldb,  \
+                               float *MML_RESTRICT Bp))                             \
+    X(void, gemm_packed_bf16, (int M, int N, int K, const float *MML_RESTRICT A,    \
+                               int lda, const float *MML_RESTRICT Bp,               \
+                               float *MML_RESTRICT C, int ldc, const float *bias,   \
+                               int relu))                                           \
     X(void, add_bias, (int M, int N, const float *bias, float *C, int ldc))         \
     X(void, colsum_add, (int M, int N, const float *A, int lda, float *out))        \
     X(void, relu_fwd, (int64_t n, const float *x, float *y))                        \
@@ -327,6 +338,34 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
         }                                                                             \
     }
 
+/* gemm_packed's epilogue on C[M,N]: + bias (if any), then max(., 0) if relu. */
+#define MML__BIAS_RELU(S, M, N, bias, relu, C, ldc)                                   \
+    do {                                                                              \
+        if (bias) mml__add_bias_##S(M, N, bias, C, ldc);                              \
+        if (relu)                                                                     \
+            for (int i_ = 0; i_ < (M); i_++)                                          \
+                mml__relu_fwd_##S(N, (C) + (int64_t)i_ * (ldc), (C) + (int64_t)i_ * (ldc)); \
+    } while (0)
+
+/* The bf16 packed GEMM on the ISA's gemm_nn_bf16 (FN: the names' suffix, S's
+ * own or a fallback's): Bp is B rounded to bf16, row-major (ld N). */
+#define MML__PACKED_BF16_PLAIN(S, FN)                                                 \
+    MML__ATTR_##S static int64_t mml__gemm_pack_size_bf16_##FN(int K, int N) {        \
+        return K > 0 && N > 0 ? (int64_t)K * N : 0;                                   \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__gemm_pack_b_bf16_##FN(int K, int N, const float *MML_RESTRICT B, \
+                                                         int ldb, float *MML_RESTRICT Bp) { \
+        for (int k = 0; k < K; k++)                                                   \
+            for (int j = 0; j < N; j++) Bp[(int64_t)k * N + j] = mml__bf16_round(B[(int64_t)k * ldb + j]); \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__gemm_packed_bf16_##FN(                             \
+        int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp, \
+        float *MML_RESTRICT C, int ldc, const float *bias, int relu) {                \
+        if (M <= 0 || N <= 0) return;                                                 \
+        mml__gemm_nn_bf16_##S(M, N, K, A, lda, Bp, N, C, ldc, 0);                     \
+        MML__BIAS_RELU(S, M, N, bias, relu, C, ldc);                                  \
+    }
+
 /* Packed GEMM where an ISA has no layout of its own: Bp is B row-major (ld N)
  * and gemm_packed is that ISA's gemm_nn, add_bias and relu_fwd in turn. */
 #define MML__PACKED_PLAIN(S)                                                          \
@@ -344,10 +383,7 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
                                                    const float *bias, int relu) {     \
         if (M <= 0 || N <= 0) return;                                                 \
         mml__gemm_nn_##S(M, N, K, A, lda, Bp, N, C, ldc, 0);                          \
-        if (bias) mml__add_bias_##S(M, N, bias, C, ldc);                              \
-        if (relu)                                                                     \
-            for (int i = 0; i < M; i++)                                               \
-                mml__relu_fwd_##S(N, C + (int64_t)i * ldc, C + (int64_t)i * ldc);     \
+        MML__BIAS_RELU(S, M, N, bias, relu, C, ldc);                                  \
     }
 
 static void mml__gemm_nn_scalar(int M, int N, int K, const float *MML_RESTRICT A, int lda,
@@ -669,6 +705,7 @@ static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z)
 }
 
 MML__PACKED_PLAIN(scalar)
+MML__PACKED_BF16_PLAIN(scalar, scalar)
 MML__ADAM_STEPS_PLAIN(scalar)
 
 /* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
@@ -855,6 +892,15 @@ MML__MAYBE_UNUSED static void mml__gemm_pack_b_run(const mml__gemm_isa *d, int K
     }
 }
 
+/* A packed GEMM with K = 0: C = bias (or 0), then ReLU if relu. */
+MML__MAYBE_UNUSED static void mml__packed_empty(int M, int N, float *C, int ldc, const float *bias, int relu) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            const float v = bias ? bias[j] : 0.0f;
+            C[(int64_t)i * ldc + j] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+}
+
 /* C = A . Bp (+ bias) (ReLU) on panels packed beforehand: the loops of
  * mml__gemm_run; bias and ReLU are applied as the last k block is stored. */
 MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M, int N, int K,
@@ -862,11 +908,7 @@ MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M
                                                    int ldc, const float *bias, int relu) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                const float v = bias ? bias[j] : 0.0f;
-                C[(int64_t)i * ldc + j] = relu && !(v > 0.0f) ? 0.0f : v;
-            }
+        mml__packed_empty(M, N, C, ldc, bias, relu);
         return;
     }
     const int kcb = mml__gemm_kc(K);
@@ -1649,6 +1691,7 @@ MML__INLINE(avx2) __m256 mml__vkeepld_avx2(const uint8_t *keep, int64_t rem) {
 MML__PACK_BT_PLAIN(avx2) MML__ADAM_DENSE(avx2) MML__VEC_KERNELS(avx2) MML__X86_KERNELS(avx2)
 MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM_STEPS_PLAIN(avx2)
 MML__GEMM_BF16_EMUL_ALL(avx2)
+MML__PACKED_BF16_PLAIN(avx2, avx2)
 
 // >>kernels-avx512 ----------------------------------------------------------
 #define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
@@ -2174,6 +2217,32 @@ static void mml__amx_block(int mr, int nc, int kt, const mml__u32a *pa, const mm
     }
 }
 
+/* B's block [pc, pc+kc) x [jc, jc+nc) as column tiles of kt k-tiles each
+ * (b_trans: element (k, j) at B[j*ldb + k]). */
+MML__ATTR_avx512bf16 static void mml__amx_pack_bblock_avx512(const float *B, int ldb, int b_trans, int N, int jc,
+                                                             int nc, int pc, int kc, mml__u32a *pb) {
+    const int kt = (kc + 31) / 32;
+    for (int jt = 0; jt < (nc + 15) / 16; jt++)
+        for (int t = 0; t < kt; t++) {
+            const int j = jc + 16 * jt, k = pc + 32 * t;
+            const float *b = b_trans ? B + (int64_t)j * ldb + k : B + (int64_t)k * ldb + j;
+            mml__amx_tile_avx512(b, ldb, b_trans, mml__mini(N - j, 16), kc - 32 * t, 0, pb + ((int64_t)jt * kt + t) * 256);
+        }
+}
+
+/* Rows [ic, ic+32) of A's k block [pc, pc+kc) as 1 or 2 row tiles of kt
+ * k-tiles each (a_trans: element (i, k) at A[k*lda + i]). */
+MML__ATTR_avx512bf16 static void mml__amx_pack_ablock_avx512(const float *A, int lda, int a_trans, int M, int ic,
+                                                             int pc, int kc, mml__u32a *pa) {
+    const int kt = (kc + 31) / 32;
+    for (int it = 0; it < (M - ic > 16 ? 2 : 1); it++)
+        for (int t = 0; t < kt; t++) {
+            const int i = ic + 16 * it, k = pc + 32 * t;
+            const float *a = a_trans ? A + (int64_t)k * lda + i : A + (int64_t)i * lda + k;
+            mml__amx_tile_avx512(a, lda, !a_trans, mml__mini(M - i, 16), kc - 32 * t, 1, pa + ((int64_t)it * kt + t) * 256);
+        }
+}
+
 /* C[M,N] (+)= op(A) . op(B) on bf16 inputs through the tiles (the
  * arguments of mml__gemm_run). B's block packs into mml__gemm_pack (16
  * column tiles x 8 k-tiles x 1 KB = 128 KB), 32 rows of A into
@@ -2185,27 +2254,61 @@ MML__ATTR_avx512bf16 static void mml__gemm_amx_avx512(int M, int N, int K, const
     mml__u32a *pb = (mml__u32a *)mml__gemm_pack, *pa = (mml__u32a *)mml__gemm_apack;
     mml__amx_config();
     for (int jc = 0; jc < N; jc += MML__AMX_NB) {
-        const int nc = mml__mini(N - jc, MML__AMX_NB), nt = (nc + 15) / 16;
+        const int nc = mml__mini(N - jc, MML__AMX_NB);
+        for (int pc = 0; pc < K; pc += MML__AMX_KB) {
+            const int kc = mml__mini(K - pc, MML__AMX_KB);
+            mml__amx_pack_bblock_avx512(B, ldb, b_trans, N, jc, nc, pc, kc, pb);
+            for (int ic = 0; ic < M; ic += 32) {
+                mml__amx_pack_ablock_avx512(A, lda, a_trans, M, ic, pc, kc, pa);
+                mml__amx_block(mml__mini(M - ic, 32), nc, (kc + 31) / 32, pa, pb, C + (int64_t)ic * ldc + jc, ldc,
+                               accumulate || pc > 0);
+            }
+        }
+    }
+    mml__amx_release();
+}
+
+/* gemm_packed_bf16 on the tiles. Bp holds the B blocks of
+ * mml__gemm_amx_avx512 in its loop order, packed once: ceil(N/16) column
+ * tiles x ceil(K/32) k-tiles of 1 KB. */
+static int64_t mml__gemm_pack_size_bf16_amx(int K, int N) {
+    return K > 0 && N > 0 ? (int64_t)((N + 15) / 16) * ((K + 31) / 32) * 256 : 0;
+}
+MML__ATTR_avx512bf16 static void mml__gemm_pack_b_bf16_amx_avx512(int K, int N, const float *B, int ldb,
+                                                                  float *Bp) {
+    mml__u32a *p = (mml__u32a *)Bp;
+    for (int jc = 0; jc < N; jc += MML__AMX_NB) {
+        const int nc = mml__mini(N - jc, MML__AMX_NB);
+        for (int pc = 0; pc < K; pc += MML__AMX_KB) {
+            const int kc = mml__mini(K - pc, MML__AMX_KB);
+            mml__amx_pack_bblock_avx512(B, ldb, 0, N, jc, nc, pc, kc, p);
+            p += (int64_t)((nc + 15) / 16) * ((kc + 31) / 32) * 256;
+        }
+    }
+}
+MML__ATTR_avx512bf16 static void mml__gemm_packed_bf16_amx_avx512(int M, int N, int K, const float *A, int lda,
+                                                                  const float *Bp, float *C, int ldc,
+                                                                  const float *bias, int relu) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        mml__packed_empty(M, N, C, ldc, bias, relu);
+        return;
+    }
+    const mml__u32a *p = (const mml__u32a *)Bp;
+    mml__u32a *pa = (mml__u32a *)mml__gemm_apack;
+    mml__amx_config();
+    for (int jc = 0; jc < N; jc += MML__AMX_NB) {
+        const int nc = mml__mini(N - jc, MML__AMX_NB);
         for (int pc = 0; pc < K; pc += MML__AMX_KB) {
             const int kc = mml__mini(K - pc, MML__AMX_KB), kt = (kc + 31) / 32;
-            for (int jt = 0; jt < nt; jt++)
-                for (int t = 0; t < kt; t++) {
-                    const int j = jc + 16 * jt, k = pc + 32 * t;
-                    const float *b = b_trans ? B + (int64_t)j * ldb + k : B + (int64_t)k * ldb + j;
-                    mml__amx_tile_avx512(b, ldb, b_trans, mml__mini(N - j, 16), kc - 32 * t, 0,
-                                  pb + ((int64_t)jt * kt + t) * 256);
-                }
             for (int ic = 0; ic < M; ic += 32) {
                 const int mr = mml__mini(M - ic, 32);
-                for (int it = 0; it < (mr > 16 ? 2 : 1); it++)
-                    for (int t = 0; t < kt; t++) {
-                        const int i = ic + 16 * it, k = pc + 32 * t;
-                        const float *a = a_trans ? A + (int64_t)k * lda + i : A + (int64_t)i * lda + k;
-                        mml__amx_tile_avx512(a, lda, !a_trans, mml__mini(M - i, 16), kc - 32 * t, 1,
-                                      pa + ((int64_t)it * kt + t) * 256);
-                    }
-                mml__amx_block(mr, nc, kt, pa, pb, C + (int64_t)ic * ldc + jc, ldc, accumulate || pc > 0);
+                float *c = C + (int64_t)ic * ldc + jc;
+                mml__amx_pack_ablock_avx512(A, lda, 0, M, ic, pc, kc, pa);
+                mml__amx_block(mr, nc, kt, pa, p, c, ldc, pc > 0);
+                if (pc + kc == K) MML__BIAS_RELU(avx512, mr, nc, bias ? bias + jc : NULL, relu, c, ldc);
             }
+            p += (int64_t)((nc + 15) / 16) * kt * 256;
         }
     }
     mml__amx_release();
@@ -2222,6 +2325,31 @@ MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
 #endif
+/* gemm_*_bf16's packed form: the tiles' layout where gemm_nn_bf16 runs them
+ * (MML__CPU_AMX, fixed once detected), else B rounded for gemm_nn_bf16. */
+MML__PACKED_BF16_PLAIN(avx512, plain_avx512)
+#ifdef MML__AMX
+#define MML__AMX_PACKED (mml__cpu() & MML__CPU_AMX)
+#else
+#define MML__AMX_PACKED 0
+#define mml__gemm_pack_size_bf16_amx mml__gemm_pack_size_bf16_plain_avx512
+#define mml__gemm_pack_b_bf16_amx_avx512 mml__gemm_pack_b_bf16_plain_avx512
+#define mml__gemm_packed_bf16_amx_avx512 mml__gemm_packed_bf16_plain_avx512
+#endif
+MML__ATTR_avx512 static int64_t mml__gemm_pack_size_bf16_avx512(int K, int N) {
+    return MML__AMX_PACKED ? mml__gemm_pack_size_bf16_amx(K, N) : mml__gemm_pack_size_bf16_plain_avx512(K, N);
+}
+MML__ATTR_avx512 static void mml__gemm_pack_b_bf16_avx512(int K, int N, const float *MML_RESTRICT B, int ldb,
+                                                          float *MML_RESTRICT Bp) {
+    if (MML__AMX_PACKED) mml__gemm_pack_b_bf16_amx_avx512(K, N, B, ldb, Bp);
+    else mml__gemm_pack_b_bf16_plain_avx512(K, N, B, ldb, Bp);
+}
+MML__ATTR_avx512 static void mml__gemm_packed_bf16_avx512(int M, int N, int K, const float *MML_RESTRICT A, int lda,
+                                                          const float *MML_RESTRICT Bp, float *MML_RESTRICT C,
+                                                          int ldc, const float *bias, int relu) {
+    if (MML__AMX_PACKED) mml__gemm_packed_bf16_amx_avx512(M, N, K, A, lda, Bp, C, ldc, bias, relu);
+    else mml__gemm_packed_bf16_plain_avx512(M, N, K, A, lda, Bp, C, ldc, bias, relu);
+}
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -2431,6 +2559,7 @@ MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4)
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
 #endif
+MML__PACKED_BF16_PLAIN(neon, neon)
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
