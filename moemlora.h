@@ -441,7 +441,7 @@ typedef enum mml_gate_kind {
 
 typedef enum mml_precision {
     MML_PRECISION_FP32 = 0, /* every product in fp32 */
-    MML_PRECISION_BF16 = 1  /* training: the tower layers' GEMMs take bf16-rounded inputs, sum in fp32 */
+    MML_PRECISION_BF16 = 1  /* the tower layers' GEMMs take bf16-rounded inputs, sum in fp32 */
 } mml_precision;
 
 #define MML_MAX_HIDDEN 8
@@ -484,7 +484,9 @@ typedef enum mml_precision {
     X(U64, seed, 123, 0, 0, "--seed", "initialisation, dropout and shuffle seed")                                  \
     X(HIDDEN, hidden, "256,128,64", 1, 8192, "--hidden", "the tower's units, comma-separated")                     \
     X(PREC, precision, MML_PRECISION_FP32, 0, 1, "--precision",                                                      \
-      "fp32|bf16: training steps' tower GEMMs on bf16 inputs with fp32 sums (weights, gradients, Adam: fp32)")
+      "fp32|bf16: training steps' tower GEMMs on bf16 inputs with fp32 sums (weights, gradients, Adam: fp32)")        \
+    X(PREC, infer_precision, MML_PRECISION_FP32, 0, 1, "--infer-precision",                                          \
+      "fp32|bf16: predictions' tower GEMMs (folded or not) on bf16 inputs with fp32 sums")
 
 #define MML__CFG_MEMBER(type, name, def, lo, hi, flag, help) MML__CFG_MEMBER_##type(name)
 #define MML__CFG_MEMBER_MODEL(name) mml_model_kind name;
@@ -576,6 +578,11 @@ MOEMLORA_API mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float 
  * per-domain dense layers, so inference costs what the base model costs.
  * Predictions use the folded weights until the next training step. */
 MOEMLORA_API mml_status mml_model_fold(mml_model_t *m);
+
+/* Sets cfg.precision (training steps) and cfg.infer_precision (predictions)
+ * of a live model, say a checkpoint loaded for serving; a fold is undone
+ * (fold again). Not while other threads use the model. */
+MOEMLORA_API mml_status mml_model_set_precision(mml_model_t *m, mml_precision training, mml_precision inference);
 
 /* Data-parallel training across processes (MPI or any other transport).
  * Every process holds the same model (same config and seed, same data) and
@@ -4990,6 +4997,7 @@ struct mml_model_t {
     mml_config_t cfg;
     const mml_kernels_t *K;
     const mml_kernels_t *KT; /* training passes' tower GEMMs: K, or kt_bf16 (cfg.precision) */
+    const mml_kernels_t *KI; /* inference passes' tower GEMMs: K, or kt_bf16 (cfg.infer_precision) */
     mml_kernels_t kt_bf16;   /* K with gemm_nn/nt/tn on bf16 inputs */
     mml_isa isa;
     mml__arch a;
@@ -4999,7 +5007,7 @@ struct mml_model_t {
     mml__phase_state ph;
     mml__fit_state fit;
     float *snapshot;         /* fit: the parameters of the stage's best epoch */
-    struct { float *w; int ok; } fold;
+    struct { float *w; int ok, bf16; } fold; /* bf16: w packed for gemm_packed_bf16 */
     mml__pass pass;
     mml__runtime rt;
 };
@@ -5014,7 +5022,7 @@ static float *mml__p(const mml_model_t *m, int i) { return m->P + m->a.t[i].off;
 /* The kernels of the tower layers' GEMMs (base and adapter products) in this
  * pass: cfg.precision's in training, fp32 in inference. */
 static const mml_kernels_t *mml__tk(const mml_model_t *m, const mml__pass *ps) {
-    return ps->plan.train ? m->KT : m->K;
+    return ps->plan.train ? m->KT : m->KI;
 }
 static float *mml__g(const mml__grads *g, const mml_model_t *m, int i) { return g->G + m->a.t[i].off; }
 
@@ -5923,6 +5931,14 @@ void mml_model_free(mml_model_t *m) {
     MOEMLORA_FREE(m);
 }
 
+/* The tower GEMMs' kernels of training and inference passes. */
+static void mml__set_precision(mml_model_t *m, mml_precision training, mml_precision inference) {
+    m->cfg.precision = training;
+    m->cfg.infer_precision = inference;
+    m->KT = training == MML_PRECISION_BF16 ? &m->kt_bf16 : m->K;
+    m->KI = inference == MML_PRECISION_BF16 ? &m->kt_bf16 : m->K;
+}
+
 mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     *out = NULL;
     mml_status st = mml__check_config(c);
@@ -5940,7 +5956,7 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     m->kt_bf16.gemm_nn = m->K->gemm_nn_bf16;
     m->kt_bf16.gemm_nt = m->K->gemm_nt_bf16;
     m->kt_bf16.gemm_tn = m->K->gemm_tn_bf16;
-    m->KT = c->precision == MML_PRECISION_BF16 ? &m->kt_bf16 : m->K;
+    mml__set_precision(m, c->precision, c->infer_precision);
     if ((st = mml__build_arch(m, c)) != MML_OK) {
         mml_model_free(m);
         return st;
@@ -8046,9 +8062,14 @@ static int mml__fold_rows(const mml_model_t *m, int l) {
     return l == 0 && !m->a.kind->input_fwd ? mml__x0_dom_at(m) : m->a.layer[l].d_in;
 }
 
+/* Floats of a folded weight [K, N] packed (fp32, or bf16 if the fold is). */
+static int64_t mml__fold_pack_size(const mml_model_t *m, int K, int N) {
+    return m->fold.bf16 ? m->K->gemm_pack_size_bf16(K, N) : m->K->gemm_pack_size(K, N);
+}
+
 /* Floats of layer l's block: the packed weights, then the bias. */
 static int64_t mml__fold_layer_floats(const mml_model_t *m, int l) {
-    int64_t s = m->K->gemm_pack_size(mml__fold_rows(m, l), m->a.layer[l].d_out) + m->a.layer[l].d_out;
+    int64_t s = mml__fold_pack_size(m, mml__fold_rows(m, l), m->a.layer[l].d_out) + m->a.layer[l].d_out;
     return (s + 15) & ~(int64_t)15;
 }
 
@@ -8081,6 +8102,12 @@ static mml_status mml__model_fold(mml_model_t *m) {
         return mml__fail(MML_ERR_STATE, "fold: needs MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
     const mml_kernels_t *K = m->K;
     int D = m->cfg.n_domains, E = m->a.n_experts;
+    const int bf16 = m->cfg.infer_precision == MML_PRECISION_BF16;
+    if (m->fold.w && m->fold.bf16 != bf16) { /* another layout, maybe another size */
+        mml__free(m->fold.w);
+        m->fold.w = NULL;
+    }
+    m->fold.bf16 = bf16;
     int64_t stride = mml__fold_stride(m);
     if (!m->fold.w) {
         uint64_t bytes;
@@ -8108,7 +8135,7 @@ static mml_status mml__model_fold(mml_model_t *m) {
         for (int l = 0; l < m->a.n_layers; l++) {
             const mml__layer *L = &m->a.layer[l];
             int di = L->d_in, dout = L->d_out, Er = E * L->r, rows = mml__fold_rows(m, l);
-            float *bd = blk + K->gemm_pack_size(rows, dout);
+            float *bd = blk + mml__fold_pack_size(m, rows, dout);
             memcpy(Wd, mml__p(m, L->W), (size_t)di * dout * sizeof(float));
             memcpy(bd, mml__p(m, L->b), (size_t)dout * sizeof(float));
             /* U = A with expert block e scaled by w_e; W_d += U B; b_d += w C */
@@ -8119,7 +8146,7 @@ static mml_status mml__model_fold(mml_model_t *m) {
             if (rows < di) /* b_d += e_d W_d[rows:, :], e_d = domain d's embedding */
                 K->gemm_nn(1, dout, di - rows, mml__p(m, m->a.field[m->a.dom_field].emb) + (int64_t)d * m->a.k, di - rows,
                            Wd + (int64_t)rows * dout, dout, bd, dout, 1);
-            K->gemm_pack_b(rows, dout, Wd, dout, blk);
+            (bf16 ? K->gemm_pack_b_bf16 : K->gemm_pack_b)(rows, dout, Wd, dout, blk);
             blk += mml__fold_layer_floats(m, l);
         }
     }
@@ -8136,6 +8163,15 @@ mml_status mml_model_fold(mml_model_t *m) {
     return st;
 }
 
+mml_status mml_model_set_precision(mml_model_t *m, mml_precision training, mml_precision inference) {
+    if ((unsigned)training > MML_PRECISION_BF16 || (unsigned)inference > MML_PRECISION_BF16)
+        return mml__fail(MML_ERR_ARG, "set_precision: precisions %d and %d (expected %d fp32 or %d bf16)",
+                         (int)training, (int)inference, MML_PRECISION_FP32, MML_PRECISION_BF16);
+    mml__set_precision(m, training, inference);
+    m->fold.ok = 0;
+    return MML_OK;
+}
+
 /* Inference tower on folded weights for rows [a, a + n) that share domain d. */
 static void mml__folded_tower(const mml_model_t *m, mml__pass *ps, int a, int n, int d) {
     const mml_kernels_t *K = m->K;
@@ -8145,7 +8181,8 @@ static void mml__folded_tower(const mml_model_t *m, mml__pass *ps, int a, int n,
         const mml__layer *L = &m->a.layer[l];
         float *z = ps->z[l] + (int64_t)a * L->d_out;
         int rows = mml__fold_rows(m, l);
-        K->gemm_packed(n, L->d_out, rows, x, L->d_in, blk, z, L->d_out, blk + K->gemm_pack_size(rows, L->d_out), 1);
+        (m->fold.bf16 ? K->gemm_packed_bf16 : K->gemm_packed)(n, L->d_out, rows, x, L->d_in, blk, z, L->d_out,
+                                                              blk + mml__fold_pack_size(m, rows, L->d_out), 1);
         blk += mml__fold_layer_floats(m, l);
         x = z;
     }
@@ -9757,7 +9794,7 @@ static const char *const mml__conf_keys[] = {
 /* Keys newer than the checkpoint format: written only when not their
  * default, so a model that leaves them at it writes the same bytes as
  * before, and absent on load (the default). */
-static const char *const mml__conf_keys_optional[] = {"precision"};
+static const char *const mml__conf_keys_optional[] = {"precision", "infer_precision"};
 
 static int mml__conf_key_optional(const char *k) {
     for (size_t i = 0; i < sizeof mml__conf_keys_optional / sizeof mml__conf_keys_optional[0]; i++)

@@ -22,7 +22,8 @@
  * PyTorch peer of this row.
  *
  * --precision-list: each configuration in these precisions (default fp32;
- * bf16: training steps run the tower's GEMMs on bf16 inputs, cfg.precision).
+ * bf16: training steps and predictions run the tower's GEMMs on bf16 inputs,
+ * cfg.precision and cfg.infer_precision).
  * %peak is always against the fp32 FMA peak, so bf16 rows may pass 100%.
  *
  * --dropout: the tower's dropout rate in training (default the config's,
@@ -139,14 +140,15 @@ static void make_data(void) {
  * workers' gradients and scatter embedding rows, gathers, and Adam (the
  * batch's rows, the dense parameters, the replays of deferred rows): that
  * work streams memory, and its cost shows in the rates, not in the count. */
-static const mml_kernels_t *g_real, *g_real_tower;
-static mml_kernels_t g_counting, g_counting_tower;
+static const mml_kernels_t *g_real, *g_real_tower, *g_real_infer;
+static mml_kernels_t g_counting, g_counting_tower, g_counting_infer;
 static atomic_llong g_flops;
 
 static void add_flops(long long f) { atomic_fetch_add_explicit(&g_flops, f, memory_order_relaxed); }
 
 /* A counting wrapper NAME of TABLE's gemm entry OP: the fp32 table's, or the
- * table of the tower's GEMMs in training (m->KT: fp32 or bf16 entries). */
+ * table of the tower's GEMMs in training (m->KT) or inference (m->KI: fp32
+ * or bf16 entries). */
 #define COUNT_GEMM(NAME, TABLE, OP)                                                                            \
     static void NAME(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT B,    \
                      int ldb, float *MML_RESTRICT C, int ldc, int accumulate) {                                \
@@ -159,11 +161,21 @@ COUNT_GEMM(count_gemm_tn, g_real, gemm_tn)
 COUNT_GEMM(count_tgemm_nn, g_real_tower, gemm_nn)
 COUNT_GEMM(count_tgemm_nt, g_real_tower, gemm_nt)
 COUNT_GEMM(count_tgemm_tn, g_real_tower, gemm_tn)
+COUNT_GEMM(count_igemm_nn, g_real_infer, gemm_nn)
+COUNT_GEMM(count_igemm_nt, g_real_infer, gemm_nt)
+COUNT_GEMM(count_igemm_tn, g_real_infer, gemm_tn)
 
 static void count_gemm_packed(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp,
                               float *MML_RESTRICT C, int ldc, const float *bias, int relu) {
     add_flops(2LL * M * N * K);
     g_real->gemm_packed(M, N, K, A, lda, Bp, C, ldc, bias, relu);
+}
+
+static void count_gemm_packed_bf16(int M, int N, int K, const float *MML_RESTRICT A, int lda,
+                                   const float *MML_RESTRICT Bp, float *MML_RESTRICT C, int ldc, const float *bias,
+                                   int relu) {
+    add_flops(2LL * M * N * K);
+    g_real->gemm_packed_bf16(M, N, K, A, lda, Bp, C, ldc, bias, relu);
 }
 
 static void count_block_scale(int M, int E, int r, const float *T, int ldt, const float *w, int ldw, float *U,
@@ -178,34 +190,41 @@ static void count_block_dot(int M, int E, int r, const float *dU, int ldu, const
     g_real->block_dot(M, E, r, dU, ldu, T, ldt, dw, ldw, accumulate);
 }
 
-/* Every worker of m runs with kernel tables K and, for the tower's GEMMs in
- * training, KT (workers use the model's). */
-static void use_kernels(mml_model_t *m, const mml_kernels_t *K, const mml_kernels_t *KT) {
+/* Every worker of m runs with kernel tables K and, for the tower's GEMMs,
+ * KT in training and KI in inference (workers use the model's). */
+static void use_kernels(mml_model_t *m, const mml_kernels_t *K, const mml_kernels_t *KT, const mml_kernels_t *KI) {
     m->K = K;
     m->KT = KT;
+    m->KI = KI;
 }
 
 static void count_begin(mml_model_t *m) {
     g_real = m->K;
     g_real_tower = m->KT;
+    g_real_infer = m->KI;
     g_counting_tower = *g_real_tower;
     g_counting_tower.gemm_nn = count_tgemm_nn;
     g_counting_tower.gemm_nt = count_tgemm_nt;
     g_counting_tower.gemm_tn = count_tgemm_tn;
+    g_counting_infer = *g_real_infer;
+    g_counting_infer.gemm_nn = count_igemm_nn;
+    g_counting_infer.gemm_nt = count_igemm_nt;
+    g_counting_infer.gemm_tn = count_igemm_tn;
     g_counting = *g_real;
     g_counting.gemm_nn = count_gemm_nn;
     g_counting.gemm_nt = count_gemm_nt;
     g_counting.gemm_tn = count_gemm_tn;
     g_counting.gemm_packed = count_gemm_packed;
+    g_counting.gemm_packed_bf16 = count_gemm_packed_bf16;
     g_counting.block_scale = count_block_scale;
     g_counting.block_dot = count_block_dot;
     atomic_store(&g_flops, 0);
-    use_kernels(m, &g_counting, &g_counting_tower);
+    use_kernels(m, &g_counting, &g_counting_tower, &g_counting_infer);
 }
 
 /* FLOPs counted since count_begin, per sample of `samples`. */
 static double count_end(mml_model_t *m, long samples) {
-    use_kernels(m, g_real, g_real_tower);
+    use_kernels(m, g_real, g_real_tower, g_real_infer);
     return (double)atomic_load(&g_flops) / (double)samples;
 }
 
@@ -227,7 +246,7 @@ static mml_model_t *make_model(const char *adapter, int emb, int threads, int la
     c.emb_dim = emb;
     c.threads = threads;
     c.lazy_adam = lazy;
-    c.precision = g_precision;
+    c.precision = c.infer_precision = g_precision;
     if (g_dropout >= 0.0f) c.dropout = g_dropout;
     c.eps = 1e-8f; /* PyTorch's default */
     mml_model_t *m;

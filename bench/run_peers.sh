@@ -177,17 +177,17 @@ for (a, p, e, t), rs in table.items():
 print("\n\"this / base model\" is a ratio of training times (the base model's rate over this row's), same precision, "
       "emb and threads.")
 
-print("\n| adapter | emb | threads | inference samples/s (batch 1024) | vs peer | peer | batch-1 latency median / p99 (us) "
-      "| peer batch-1 latency (us) |")
-print("|---|---|---|---|---|---|---|---|")
+print("\n| adapter | precision | emb | threads | inference samples/s (batch 1024) | vs peer | peer "
+      "| batch-1 latency median / p99 (us) | peer batch-1 latency (us) | bf16 / fp32 |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for (a, p, e, t), rs in table.items():
-    if p != "fp32":
-        continue  # inference is fp32 in every precision
     vi, ni = versus(rs, a, e, t, "infer_samples_per_s", "infer_samples_per_s", None)
     pl = [lowest_latency(a, e, k + 1, t) for k in range(reps)]
     pl = f"{med(pl):.0f}" if None not in pl else "-"
-    print(f"| {a} | {e} | {t} | {n0(med([r['infer_samples_per_s'] for r in rs]))} | {vi} | {ni} | "
-          f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} |")
+    vs32 = rel(rs, table[(a, "fp32", e, t)], "infer_samples_per_s") if p != "fp32" and (a, "fp32", e, t) in table else "-"
+    print(f"| {a} | {p} | {e} | {t} | {n0(med([r['infer_samples_per_s'] for r in rs]))} | {vi} | {ni} | "
+          f"{med([r['batch1_latency_us'] for r in rs]):.1f} / {med([r['batch1_p99_us'] for r in rs]):.1f} | {pl} | "
+          f"{vs32} |")
 
 print("\nExecuted FLOPs per sample (counted, see moemlora_bench.c) and the rates they give, % of the fp32 FMA peak "
       "of the threads used (bf16 rows run AMX tiles where the CPU has them, 16 times the fp32 FMA's rate, or "

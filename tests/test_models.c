@@ -385,6 +385,90 @@ static void test_bf16_gradients(mml_isa isa) {
     printf("  %d steps compared; largest relative difference of a tensor's gradient %.3g\n", compared, worst_rel);
 }
 
+/* cfg.infer_precision = bf16 (mml_model_set_precision on a live model)
+ * against fp32 predictions of the same parameters, unfolded and folded: the
+ * tower's inputs move by <= 2^-9 relative, so a probability by far less
+ * than 0.01 on these O(1) weights (seen: 0.001; a wrong product moves it by 0.1 or
+ * more), and some must move (the bf16 kernels ran). Folding in bf16 packs
+ * the folded weights for gemm_packed_bf16, and a change of precision undoes
+ * a fold. */
+#define BF16_PROB_ABS 0.01
+static double bf16_prob_diff(const float *a, const float *b, int n, int *differ) {
+    double worst = 0.0;
+    *differ = 0;
+    for (int i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)a[i] - b[i]));
+        *differ += a[i] != b[i];
+    }
+    return worst;
+}
+static void test_bf16_inference(mml_isa isa) {
+    printf("bf16 inference (%s GEMMs): predictions against fp32, unfolded and folded\n", mml__bf16_path(isa));
+    enum { TB = 96 };
+    int32_t uid[TB], pid[TB], dom[TB];
+    float prob[4][TB];
+    int compared = 0;
+    double worst = 0.0;
+    for (int mk = 0; mk < MML_MODEL_COUNT; mk++)
+        for (size_t a = 0; a < sizeof adapters / sizeof adapters[0]; a++) {
+            if (quick && (mk != MML_MODEL_WDL || a == 0)) continue;
+            mml_config_t c;
+            mmlt_config_paper(&c, 40, 30, 3);
+            c.model = (mml_model_kind)mk;
+            c.adapter = adapters[a].adapter;
+            c.emb_dim = 16;
+            mmlt_tower(&c, 64, 32);
+            c.lora_reduce = 4;
+            c.max_batch = TB;
+            c.seed = 900 + (uint64_t)mk;
+            mml_model_t *m = make_model(&c);
+            CHECK_OK(mml_model_set_phase(m, adapters[a].phase, 0));
+            randomize_params(m);
+            char tag[64];
+            snprintf(tag, sizeof tag, "bf16 inference %s/%s", mml_model_kind_name(c.model), adapters[a].name);
+            mmlt_ctx = tag;
+            for (int i = 0; i < TB; i++) {
+                uid[i] = (int32_t)(tnext() % 40);
+                pid[i] = (int32_t)(tnext() % 30);
+                dom[i] = (int32_t)(tnext() % 3);
+            }
+            mml_batch_t b = mml_batch_paper(TB, uid, pid, dom, NULL);
+            int differ;
+            CHECK_OK(mml_predict(m, &b, prob[0]));
+            CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_BF16));
+            CHECK(mml_model_config(m)->infer_precision == MML_PRECISION_BF16, "set_precision: config not updated");
+            CHECK_OK(mml_predict(m, &b, prob[1]));
+            double d = bf16_prob_diff(prob[0], prob[1], TB, &differ);
+            CHECK(d <= BF16_PROB_ABS, "unfolded: |p_bf16 - p_fp32| up to %.3g", d);
+            CHECK(differ > 0, "unfolded: no prediction differs from fp32's: the bf16 kernels did not run");
+            worst = fmax(worst, d);
+            if (mml_model_fold(m) == MML_OK) { /* foldable: MLoRA, MoE with the domain gate */
+                CHECK(m->fold.ok && m->fold.bf16, "fold after set_precision(bf16): not a bf16 fold");
+                CHECK_OK(mml_predict(m, &b, prob[2]));
+                d = bf16_prob_diff(prob[0], prob[2], TB, &differ);
+                CHECK(d <= BF16_PROB_ABS, "folded: |p_bf16 - p_fp32| up to %.3g", d);
+                worst = fmax(worst, d);
+                CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_FP32));
+                CHECK(!m->fold.ok, "set_precision kept a fold of the other precision");
+                CHECK_OK(mml_model_fold(m));
+                CHECK(m->fold.ok && !m->fold.bf16, "fold after set_precision(fp32): not an fp32 fold");
+                CHECK_OK(mml_predict(m, &b, prob[3]));
+                d = bf16_prob_diff(prob[3], prob[2], TB, &differ);
+                CHECK(d <= BF16_PROB_ABS && differ > 0, "folded fp32 vs bf16: %d differ, up to %.3g", differ, d);
+                d = bf16_prob_diff(prob[3], prob[0], TB, &differ);
+                CHECK(d <= 1e-5, "folded fp32 vs unfolded fp32: up to %.3g", d);
+            } else
+                CHECK(c.adapter == MML_ADAPTER_NONE || adapters[a].phase != MML_PHASE_GATE,
+                      "fold refused: %s", mml_last_error());
+            CHECK(mml_model_set_precision(m, MML_PRECISION_FP32, (mml_precision)7) == MML_ERR_ARG,
+                  "set_precision accepted precision 7");
+            compared++;
+            mml_model_free(m);
+        }
+    mmlt_ctx = "";
+    printf("  %d models compared; largest probability difference %.3g\n", compared, worst);
+}
+
 /* ---- short training runs ------------------------------------------------------ */
 
 static void test_training(void) {
@@ -442,6 +526,7 @@ int main(void) {
     gc_print_total(t0);
     test_thread_gradients();
     test_bf16_gradients(isa);
+    test_bf16_inference(isa);
     double t1 = now_s();
     test_training();
     printf("  training: %.2f s; total %.2f s\n", now_s() - t1, now_s() - t0);

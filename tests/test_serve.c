@@ -374,6 +374,25 @@ static void test_serve(void) {
     rc = mmlt_run(bindir, "moemlora-serve", a1, req, out, err);
     CHECK(rc == 0, "moemlora-serve --batch 1: exit %d", rc);
     compare_output(out, want, "serve --batch 1");
+    /* bf16 inference: serve's answers are this process's bf16 predictions,
+     * which differ from fp32's; a precision it does not know stops it */
+    static float want_bf16[N_ROWS];
+    CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_BF16));
+    CHECK_OK(mml_predict(m, &b, want_bf16));
+    CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_FP32));
+    int moved = 0;
+    for (int i = 0; i < N_ROWS; i++) moved += fabs((double)want_bf16[i] - want[i]) > 1e-6;
+    CHECK(moved > 0, "bf16 predictions equal fp32's to 1e-6: bf16 did not run");
+    const char *ab[] = {exp, "--threads", "2", "--infer-precision", "bf16", NULL};
+    rc = mmlt_run(bindir, "moemlora-serve", ab, req, out, err);
+    CHECK(rc == 0, "moemlora-serve --infer-precision bf16: exit %d", rc);
+    compare_output(out, want_bf16, "serve --infer-precision bf16 --threads 2");
+    const char *abad[] = {exp, "--infer-precision", "fp16", NULL};
+    rc = mmlt_run(bindir, "moemlora-serve", abad, req, out, err);
+    char *perr = (char *)mmlt_read_file(err, NULL);
+    CHECK(rc == 2 && perr && strstr(perr, "--infer-precision expects fp32 or bf16, got fp16"),
+          "--infer-precision fp16: exit %d, message \"%s\"", rc, perr ? perr : "");
+    free(perr);
     test_pipe(exp, want);
     test_pipe_stream(exp, req, want);
     test_bad_input(exp, mml_model_config(m));
