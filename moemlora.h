@@ -575,8 +575,9 @@ MOEMLORA_API mml_status mml_train_step(mml_model_t *m, const mml_batch_t *b, flo
 MOEMLORA_API mml_status mml_predict(mml_model_t *m, const mml_batch_t *b, float *prob);
 
 /* Folds each domain's adapters (MLoRA, or MoE-MLoRA with the domain gate) into
- * per-domain dense layers, so inference costs what the base model costs.
- * Predictions use the folded weights until the next training step. */
+ * per-domain dense layers, so inference costs what the base model costs; the
+ * base model's fold packs its weights once. Predictions use the folded
+ * weights until the next training step. */
 MOEMLORA_API mml_status mml_model_fold(mml_model_t *m);
 
 /* Sets cfg.precision (training steps) and cfg.infer_precision (predictions)
@@ -5024,6 +5025,10 @@ static float *mml__p(const mml_model_t *m, int i) { return m->P + m->a.t[i].off;
 static const mml_kernels_t *mml__tk(const mml_model_t *m, const mml__pass *ps) {
     return ps->plan.train ? m->KT : m->KI;
 }
+
+/* A fold per domain (and the OOV domain), or the base model's one (its
+ * weights packed; one copy stays in cache where D + 1 would not). */
+static int mml__fold_per_domain(const mml_model_t *m) { return m->cfg.adapter != MML_ADAPTER_NONE; }
 static float *mml__g(const mml__grads *g, const mml_model_t *m, int i) { return g->G + m->a.t[i].off; }
 
 /* ---- the tensor table ---- */
@@ -7299,7 +7304,7 @@ static int mml__train_sort(const mml_model_t *m, const mml_batch_t *b) {
 /* Folded inference runs the rows of a domain together: sort rows that are
  * not in long runs. */
 static int mml__predict_sort(const mml_model_t *m, const mml_batch_t *b) {
-    if (!m->fold.ok) return 0;
+    if (!m->fold.ok || !mml__fold_per_domain(m)) return 0;
     int runs = mml__domain_runs(m, b);
     return runs * 8 > b->n && runs > 2;
 }
@@ -8048,6 +8053,7 @@ mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *pr
  * One block per domain plus one for the out-of-vocabulary domain. */
 
 static int mml__can_fold(const mml_model_t *m) {
+    if (m->cfg.adapter == MML_ADAPTER_NONE) return 1; /* the weights packed once */
     if (m->cfg.adapter == MML_ADAPTER_MLORA) return m->ph.phase == MML_PHASE_ALL;
     if (m->cfg.adapter == MML_ADAPTER_MOE)
         return m->cfg.gate == MML_GATE_DOMAIN && (m->ph.phase == MML_PHASE_GATE || m->ph.phase == MML_PHASE_ALL);
@@ -8059,7 +8065,7 @@ static int mml__can_fold(const mml_model_t *m) {
  * domain's part is one constant row per domain: it goes into the bias, and
  * the product reads only the user and item columns. */
 static int mml__fold_rows(const mml_model_t *m, int l) {
-    return l == 0 && !m->a.kind->input_fwd ? mml__x0_dom_at(m) : m->a.layer[l].d_in;
+    return l == 0 && !m->a.kind->input_fwd && mml__fold_per_domain(m) ? mml__x0_dom_at(m) : m->a.layer[l].d_in;
 }
 
 /* Floats of a folded weight [K, N] packed (fp32, or bf16 if the fold is). */
@@ -8099,9 +8105,9 @@ static void mml__domain_mixture(const mml_model_t *m, int d, float *w) {
 
 static mml_status mml__model_fold(mml_model_t *m) {
     if (!mml__can_fold(m))
-        return mml__fail(MML_ERR_STATE, "fold: needs MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
+        return mml__fail(MML_ERR_STATE, "fold: needs the base model, MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
     const mml_kernels_t *K = m->K;
-    int D = m->cfg.n_domains, E = m->a.n_experts;
+    int D = mml__fold_per_domain(m) ? m->cfg.n_domains : 0, E = m->a.n_experts;
     const int bf16 = m->cfg.infer_precision == MML_PRECISION_BF16;
     if (m->fold.w && m->fold.bf16 != bf16) { /* another layout, maybe another size */
         mml__free(m->fold.w);
@@ -8122,7 +8128,7 @@ static mml_status mml__model_fold(mml_model_t *m) {
         if (u > maxu) maxu = u;
         if (wd > maxw) maxw = wd;
     }
-    float *U = (float *)mml__alloc((size_t)maxu * sizeof(float)), w[256];
+    float *U = (float *)mml__alloc((size_t)(maxu > 0 ? maxu : 1) * sizeof(float)), w[256];
     float *Wd = (float *)mml__alloc((size_t)maxw * sizeof(float));
     if (!U || !Wd) {
         mml__free(U);
@@ -8130,7 +8136,7 @@ static mml_status mml__model_fold(mml_model_t *m) {
         return mml__fail(MML_ERR_NOMEM, "fold: out of memory");
     }
     for (int d = 0; d <= D; d++) {
-        mml__domain_mixture(m, d, w);
+        if (E > 0) mml__domain_mixture(m, d, w);
         float *blk = m->fold.w + (int64_t)d * stride;
         for (int l = 0; l < m->a.n_layers; l++) {
             const mml__layer *L = &m->a.layer[l];
@@ -8138,11 +8144,13 @@ static mml_status mml__model_fold(mml_model_t *m) {
             float *bd = blk + mml__fold_pack_size(m, rows, dout);
             memcpy(Wd, mml__p(m, L->W), (size_t)di * dout * sizeof(float));
             memcpy(bd, mml__p(m, L->b), (size_t)dout * sizeof(float));
-            /* U = A with expert block e scaled by w_e; W_d += U B; b_d += w C */
-            const float *A = mml__p(m, L->A);
-            for (int i = 0; i < di; i++) K->block_scale(1, E, L->r, A + (int64_t)i * Er, Er, w, E, U + (int64_t)i * Er, Er);
-            K->gemm_nn(di, dout, Er, U, Er, mml__p(m, L->B), dout, Wd, dout, 1);
-            K->gemm_nn(1, dout, E, w, E, mml__p(m, L->C), dout, bd, dout, 1);
+            if (E > 0) { /* U = A with expert block e scaled by w_e; W_d += U B; b_d += w C */
+                const float *A = mml__p(m, L->A);
+                for (int i = 0; i < di; i++)
+                    K->block_scale(1, E, L->r, A + (int64_t)i * Er, Er, w, E, U + (int64_t)i * Er, Er);
+                K->gemm_nn(di, dout, Er, U, Er, mml__p(m, L->B), dout, Wd, dout, 1);
+                K->gemm_nn(1, dout, E, w, E, mml__p(m, L->C), dout, bd, dout, 1);
+            }
             if (rows < di) /* b_d += e_d W_d[rows:, :], e_d = domain d's embedding */
                 K->gemm_nn(1, dout, di - rows, mml__p(m, m->a.field[m->a.dom_field].emb) + (int64_t)d * m->a.k, di - rows,
                            Wd + (int64_t)rows * dout, dout, bd, dout, 1);
@@ -8189,10 +8197,15 @@ static void mml__folded_tower(const mml_model_t *m, mml__pass *ps, int a, int n,
 }
 
 /* Rows go through their domain's folded weights, one run of a domain at a
- * time (mml__pass_load grouped rows that were not in long runs). */
+ * time (mml__pass_load grouped rows that were not in long runs); the base
+ * model's all at once. */
 static void mml__folded_forward_tower(const mml_model_t *m, mml__pass *ps) {
     const int32_t *dom = ps->r.ids[m->a.dom_field];
     int n = ps->r.n;
+    if (!mml__fold_per_domain(m)) {
+        mml__folded_tower(m, ps, 0, n, 0);
+        return;
+    }
     for (int a = 0; a < n;) {
         int b = a + 1;
         while (b < n && dom[b] == dom[a]) b++;

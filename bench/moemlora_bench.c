@@ -439,7 +439,7 @@ static void measure(run *r, double seconds) {
             r->rss_mb = rss_mb(); /* one model, trained: the only one alive */
         }
         if (measured("infer")) {
-            if (strcmp(r->adapter, "none")) mml_model_fold(m);
+            if (mml_model_fold(m)) fprintf(stderr, "moemlora-bench: %s (unfolded inference)\n", mml_last_error());
             r->infer_flops = infer_flops(m);
             infer_rates(m, seconds, r);
         }

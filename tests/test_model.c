@@ -220,13 +220,14 @@ static void test_folded_training(void) {
 }
 
 /* Folded inference (mml_model_fold) predicts what the unfolded model does:
- * models whose tower reads the embeddings (MLP, DCN: the domain part moves
- * into the bias) and ones that do not (PNN, FiBiNET); interleaved domains
- * (sorted and put back), long runs, one domain, out-of-vocabulary domains,
- * batch 1, two threads and a session. */
+ * the base model and both adapters; models whose tower reads the embeddings
+ * (MLP, DCN: the domain part moves into the bias) and ones that do not (PNN,
+ * FiBiNET); interleaved domains (sorted and put back), long runs, one
+ * domain, out-of-vocabulary domains, batch 1, two threads and a session. */
 static void test_fold_inference(void) {
     static const mml_model_kind kinds[] = {MML_MODEL_MLP, MML_MODEL_DCN, MML_MODEL_PNN, MML_MODEL_FIBINET};
-    static const struct { mml_adapter a; int epd; } ads[] = {{MML_ADAPTER_MLORA, 1}, {MML_ADAPTER_MOE, 1}, {MML_ADAPTER_MOE, 2}};
+    static const struct { mml_adapter a; int epd; } ads[] = {
+        {MML_ADAPTER_NONE, 1}, {MML_ADAPTER_MLORA, 1}, {MML_ADAPTER_MOE, 1}, {MML_ADAPTER_MOE, 2}};
     enum { NB = 300 };
     int32_t uid[NB], pid[NB], dom[5][NB];
     for (int i = 0; i < NB; i++) {

@@ -453,8 +453,8 @@ static void test_v2_malformed(const sdata *s) {
 static void test_fold_schema(const sdata *s) {
     static const mml_model_kind kinds[] = {MML_MODEL_MLP, MML_MODEL_WDL, MML_MODEL_DCN, MML_MODEL_PNN,
                                            MML_MODEL_FIBINET};
-    static const struct { mml_adapter a; int epd; } ads[] = {{MML_ADAPTER_MLORA, 1}, {MML_ADAPTER_MOE, 1},
-                                                             {MML_ADAPTER_MOE, 2}};
+    static const struct { mml_adapter a; int epd; } ads[] = {{MML_ADAPTER_NONE, 1}, {MML_ADAPTER_MLORA, 1},
+                                                             {MML_ADAPTER_MOE, 1}, {MML_ADAPTER_MOE, 2}};
     enum { NB = 150 };
     /* interleave the test split's domains, one row in eleven of domain ND (unknown) */
     const mml_split_t *sp = &s->d.split[MML_TEST];
