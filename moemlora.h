@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.6.3. License: MIT (see LICENSE).
+ * Version 0.7.0. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -54,8 +54,13 @@
  * products, forward and backward) on bf16-rounded inputs with fp32 sums:
  * AMX tiles (tdpbf16ps) where the CPU has AMX-BF16, else vdpbf16ps where it
  * has AVX512_BF16 (not on Intel's cores, where it is the slower choice),
- * bfdot on aarch64 with BF16, else the fp32 kernels on rounded copies. Weights, gradients, Adam, embedding tables, the interaction parts
- * and inference stay fp32; checkpoints keep the setting for a resume.
+ * bfdot on aarch64 with BF16, else the fp32 kernels on rounded copies. Weights, gradients, Adam, embedding tables and the interaction parts
+ * stay fp32; checkpoints keep the setting for a resume.
+ * cfg.infer_precision = MML_PRECISION_BF16 (--infer-precision bf16,
+ * moemlora-serve --infer-precision bf16, or mml_model_set_precision on a
+ * loaded model) does the same for predictions' tower GEMMs; a fold then
+ * packs the folded weights once as bf16 (AMX tiles where the CPU has them).
+ * Probabilities move by about 1e-3 against fp32 inference (the default).
  *
  * CONFIGURATION MACROS (define before including)
  *     MOEMLORA_IMPLEMENTATION   emit the implementation in this file
@@ -91,7 +96,7 @@
  * when next read, replaying the missed zero-gradient steps bit for bit. Lazy
  * Adam moves only the rows a batch holds, in both kinds of table (PyTorch's
  * SparseAdam on sparse embeddings). mml_model_fold packs
- * the folded weights once for the GEMM. Subnormal floats are flushed to zero
+ * the folded weights once for the GEMM (the base model's too: one copy). Subnormal floats are flushed to zero
  * while the library computes (FTZ/DAZ, Arm FZ: worker threads always, the
  * caller's thread during a step, prediction or fold, restored after it): a
  * training run that met them in its GEMMs and Adam ran at half speed.
@@ -150,6 +155,13 @@
  *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
+ *     0.7.0  bf16 inference: cfg.infer_precision (moemlora-train
+ *            --infer-precision, moemlora-serve --infer-precision),
+ *            mml_model_set_precision, kernel entries gemm_pack_size_bf16,
+ *            gemm_pack_b_bf16 and gemm_packed_bf16 (B packed once into AMX
+ *            tiles); mml_model_fold packs the base model's weights once
+ *            (it was an error); about 2-3x the fp32 inference rate on a Xeon
+ *            with AMX.
  *     0.6.3  bf16 GEMMs run on the AMX tiles (tdpbf16ps) where the CPU has
  *            AMX-BF16 and Linux grants them: about 2.5x the fp32 training
  *            rate at emb 128 on such a Xeon; MOEMLORA_BF16=amx forces them.
@@ -5021,7 +5033,7 @@ static struct {
 
 static float *mml__p(const mml_model_t *m, int i) { return m->P + m->a.t[i].off; }
 /* The kernels of the tower layers' GEMMs (base and adapter products) in this
- * pass: cfg.precision's in training, fp32 in inference. */
+ * pass: cfg.precision's in training, cfg.infer_precision's in inference. */
 static const mml_kernels_t *mml__tk(const mml_model_t *m, const mml__pass *ps) {
     return ps->plan.train ? m->KT : m->KI;
 }
