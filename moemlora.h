@@ -8062,7 +8062,8 @@ mml_status mml_session_predict(mml_session_t *s, const mml_batch_t *b, float *pr
 /* The paper's gate sees only the domain, so at inference each domain's mixture
  * is a constant and its adapters fold into one dense layer:
  *   W_d = W + sum_e w_e(d) A_e B_e,   b_d = b + sum_e w_e(d) c_e.
- * One block per domain plus one for the out-of-vocabulary domain. */
+ * One block per domain plus one for the out-of-vocabulary domain; the base
+ * model folds into one block (its weights packed once). */
 
 static int mml__can_fold(const mml_model_t *m) {
     if (m->cfg.adapter == MML_ADAPTER_NONE) return 1; /* the weights packed once */
@@ -8074,8 +8075,8 @@ static int mml__can_fold(const mml_model_t *m) {
 
 /* Rows of layer l's folded weights the tower reads. In the first layer of a
  * model whose tower input is the field embeddings [user | item | domain], the
- * domain's part is one constant row per domain: it goes into the bias, and
- * the product reads only the user and item columns. */
+ * domain's part is one constant row per domain: in a fold per domain it goes
+ * into the bias, and the product reads only the user and item columns. */
 static int mml__fold_rows(const mml_model_t *m, int l) {
     return l == 0 && !m->a.kind->input_fwd && mml__fold_per_domain(m) ? mml__x0_dom_at(m) : m->a.layer[l].d_in;
 }
