@@ -310,6 +310,28 @@ static void test_thread_gradients(void) {
 
 /* ---- bf16 precision ------------------------------------------------------------ */
 
+/* The small model of the bf16 checks: kind mk, adapter case a, 40 users,
+ * 30 items, 3 domains, emb 16, tower 64-32, batches of tb rows. */
+static void bf16_config(mml_config_t *c, int mk, size_t a, int tb, uint64_t seed) {
+    mmlt_config_paper(c, 40, 30, 3);
+    c->model = (mml_model_kind)mk;
+    c->adapter = adapters[a].adapter;
+    c->emb_dim = 16;
+    mmlt_tower(c, 64, 32);
+    c->lora_reduce = 4;
+    c->max_batch = tb;
+    c->seed = seed;
+}
+
+/* n random rows of bf16_config's vocabularies. */
+static void bf16_rows(int n, int32_t *uid, int32_t *pid, int32_t *dom) {
+    for (int i = 0; i < n; i++) {
+        uid[i] = (int32_t)(tnext() % 40);
+        pid[i] = (int32_t)(tnext() % 30);
+        dom[i] = (int32_t)(tnext() % 3);
+    }
+}
+
 /* cfg.precision = bf16 against fp32 from the same parameters and batch. The
  * tower's products take inputs off by <= 2^-9 relative, so the loss moves by
  * about that (1e-3 allowed). A gradient moves more: pre-activations within
@@ -331,15 +353,8 @@ static void test_bf16_gradients(mml_isa isa) {
         for (size_t a = 0; a < sizeof adapters / sizeof adapters[0]; a++) {
             if (quick && (mk != MML_MODEL_WDL || a != 2)) continue;
             mml_config_t c;
-            mmlt_config_paper(&c, 40, 30, 3);
-            c.model = (mml_model_kind)mk;
-            c.adapter = adapters[a].adapter;
-            c.emb_dim = 16;
-            mmlt_tower(&c, 64, 32);
-            c.lora_reduce = 4;
+            bf16_config(&c, mk, a, TB, 700 + (uint64_t)mk);
             c.dropout = 0.2f;
-            c.max_batch = TB;
-            c.seed = 700 + (uint64_t)mk;
             mml_model_t *m[2];
             for (int p = 0; p < 2; p++) {
                 c.precision = p ? MML_PRECISION_BF16 : MML_PRECISION_FP32;
@@ -351,12 +366,8 @@ static void test_bf16_gradients(mml_isa isa) {
             char tag[64];
             snprintf(tag, sizeof tag, "bf16 %s/%s", mml_model_kind_name(c.model), adapters[a].name);
             mmlt_ctx = tag;
-            for (int i = 0; i < TB; i++) {
-                uid[i] = (int32_t)(tnext() % 40);
-                pid[i] = (int32_t)(tnext() % 30);
-                dom[i] = (int32_t)(tnext() % 3);
-                lab[i] = (float)((uid[i] + pid[i] + dom[i]) % 3 == 0);
-            }
+            bf16_rows(TB, uid, pid, dom);
+            for (int i = 0; i < TB; i++) lab[i] = (float)((uid[i] + pid[i] + dom[i]) % 3 == 0);
             mml_batch_t b = mml_batch_paper(TB, uid, pid, dom, lab);
             double loss[2];
             for (int p = 0; p < 2; p++) CHECK_OK(mml__step_gradients(m[p], &b, &loss[p]));
@@ -413,25 +424,14 @@ static void test_bf16_inference(mml_isa isa) {
         for (size_t a = 0; a < sizeof adapters / sizeof adapters[0]; a++) {
             if (quick && (mk != MML_MODEL_WDL || a == 0)) continue;
             mml_config_t c;
-            mmlt_config_paper(&c, 40, 30, 3);
-            c.model = (mml_model_kind)mk;
-            c.adapter = adapters[a].adapter;
-            c.emb_dim = 16;
-            mmlt_tower(&c, 64, 32);
-            c.lora_reduce = 4;
-            c.max_batch = TB;
-            c.seed = 900 + (uint64_t)mk;
+            bf16_config(&c, mk, a, TB, 900 + (uint64_t)mk);
             mml_model_t *m = make_model(&c);
             CHECK_OK(mml_model_set_phase(m, adapters[a].phase, 0));
             randomize_params(m);
             char tag[64];
             snprintf(tag, sizeof tag, "bf16 inference %s/%s", mml_model_kind_name(c.model), adapters[a].name);
             mmlt_ctx = tag;
-            for (int i = 0; i < TB; i++) {
-                uid[i] = (int32_t)(tnext() % 40);
-                pid[i] = (int32_t)(tnext() % 30);
-                dom[i] = (int32_t)(tnext() % 3);
-            }
+            bf16_rows(TB, uid, pid, dom);
             mml_batch_t b = mml_batch_paper(TB, uid, pid, dom, NULL);
             int differ;
             CHECK_OK(mml_predict(m, &b, prob[0]));

@@ -76,6 +76,15 @@ static void compare_output(const char *out, const float *want, const char *what)
     free(text);
 }
 
+/* Runs moemlora-serve with args on the requests req and compares its
+ * answers (out) with want. */
+static void serve_compare(const char *const *args, const char *req, const char *out, const char *err, const float *want,
+                          const char *what) {
+    int rc = mmlt_run(bindir, "moemlora-serve", args, req, out, err);
+    CHECK(rc == 0, "%s: exit %d", what, rc);
+    compare_output(out, want, what);
+}
+
 /* ---- moemlora-serve behind two pipes, as a client talks to it ---- */
 
 /* How long a read waits for the program before the test gives up on it: a
@@ -363,17 +372,11 @@ static void test_serve(void) {
 
     mmlt_ctx = "serve";
     const char *a2[] = {exp, "--threads", "2", NULL};
-    rc = mmlt_run(bindir, "moemlora-serve", a2, req, out, err);
-    CHECK(rc == 0, "moemlora-serve --threads 2: exit %d", rc);
-    compare_output(out, want, "serve export --threads 2");
+    serve_compare(a2, req, out, err, want, "serve export --threads 2");
     const char *a3[] = {ck, "--threads", "3", "--batch", "333", NULL};
-    rc = mmlt_run(bindir, "moemlora-serve", a3, req, out, err);
-    CHECK(rc == 0, "moemlora-serve checkpoint: exit %d", rc);
-    compare_output(out, want, "serve checkpoint --threads 3 --batch 333");
+    serve_compare(a3, req, out, err, want, "serve checkpoint --threads 3 --batch 333");
     const char *a1[] = {exp, "--batch", "1", NULL};
-    rc = mmlt_run(bindir, "moemlora-serve", a1, req, out, err);
-    CHECK(rc == 0, "moemlora-serve --batch 1: exit %d", rc);
-    compare_output(out, want, "serve --batch 1");
+    serve_compare(a1, req, out, err, want, "serve --batch 1");
     /* bf16 inference: serve's answers are this process's bf16 predictions,
      * which differ from fp32's; a precision it does not know stops it */
     static float want_bf16[N_ROWS];
@@ -384,9 +387,7 @@ static void test_serve(void) {
     for (int i = 0; i < N_ROWS; i++) moved += fabs((double)want_bf16[i] - want[i]) > 1e-6;
     CHECK(moved > 0, "bf16 predictions equal fp32's to 1e-6: bf16 did not run");
     const char *ab[] = {exp, "--threads", "2", "--infer-precision", "bf16", NULL};
-    rc = mmlt_run(bindir, "moemlora-serve", ab, req, out, err);
-    CHECK(rc == 0, "moemlora-serve --infer-precision bf16: exit %d", rc);
-    compare_output(out, want_bf16, "serve --infer-precision bf16 --threads 2");
+    serve_compare(ab, req, out, err, want_bf16, "serve --infer-precision bf16 --threads 2");
     const char *abad[] = {exp, "--infer-precision", "fp16", NULL};
     rc = mmlt_run(bindir, "moemlora-serve", abad, req, out, err);
     char *perr = (char *)mmlt_read_file(err, NULL);
