@@ -15,9 +15,10 @@
  * With --vocab (the folder moemlora-prepare csv wrote), lines are raw lines
  * of the input CSV, values as they were before preparation.
  * Ids outside a field's vocabulary get the model's out-of-vocabulary
- * prediction; a domain the model does not have is a malformed line. Each
- * worker thread owns an mml_session_t, so the rows of a batch are scored
- * concurrently on one shared model. From a pipe or a terminal, whatever has
+ * prediction; a domain the model does not have is a malformed line. The
+ * model is folded where it folds (mml_model_fold), and each worker thread
+ * owns an mml_session_t, so the rows of a batch are scored concurrently on
+ * one shared model. From a pipe or a terminal, whatever has
  * arrived is answered (and flushed) as soon as no more input is waiting, so
  * a client can send a line and wait for its answer.
  */
@@ -676,6 +677,10 @@ int main(int argc, char **argv) {
         mml_model_free(m);
         return 1;
     }
+    /* Folded where the model folds (the base model, MLoRA, MoE-MLoRA with the
+     * domain gate): the same probabilities up to rounding, at the base
+     * model's cost; a model that does not fold predicts unfolded. */
+    (void)mml_model_fold(m);
     int nw = (int)o.threads, rc = 0;
     worker *w = (worker *)calloc((size_t)nw, sizeof *w);
     batch b;

@@ -76,6 +76,9 @@ static void compare_output(const char *out, const float *want, const char *what)
     free(text);
 }
 
+/* The model as moemlora-serve predicts with it: folded where it folds. */
+static void as_served(mml_model_t *m) { (void)mml_model_fold(m); }
+
 /* Runs moemlora-serve with args on the requests req and compares its
  * answers (out) with want. */
 static void serve_compare(const char *const *args, const char *req, const char *out, const char *err, const float *want,
@@ -368,6 +371,8 @@ static void test_serve(void) {
     write_requests(req, mml_model_config(m));
     static float want[N_ROWS];
     mml_batch_t b = mml_batch_paper(N_ROWS, U, P, D, NULL);
+    as_served(m);
+    CHECK(m->fold.ok, "the trained MoE-MLoRA model did not fold");
     CHECK_OK(mml_predict(m, &b, want));
 
     mmlt_ctx = "serve";
@@ -381,8 +386,10 @@ static void test_serve(void) {
      * which differ from fp32's; a precision it does not know stops it */
     static float want_bf16[N_ROWS];
     CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_BF16));
+    as_served(m);
     CHECK_OK(mml_predict(m, &b, want_bf16));
     CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_FP32));
+    as_served(m);
     int moved = 0;
     for (int i = 0; i < N_ROWS; i++) moved += fabs((double)want_bf16[i] - want[i]) > 1e-6;
     CHECK(moved > 0, "bf16 predictions equal fp32's to 1e-6: bf16 did not run");
@@ -610,6 +617,7 @@ static void test_serve_schema(void) {
     CHECK_OK(mml_model_export(m, model));
     static float want[SN];
     mml_batch_t b = {SN, NULL, NULL, NULL, NULL, ids, vals};
+    as_served(m);
     CHECK_OK(mml_predict(m, &b, want));
     int distinct = 0;
     for (int i = 1; i < SN; i++) distinct += want[i] != want[0];
@@ -639,6 +647,7 @@ static void test_serve_schema(void) {
     dpath(nmodel, sizeof nmodel, "numeric_names.mml");
     CHECK_OK(mml_model_export(mn, nmodel));
     float w2[2];
+    as_served(mn);
     CHECK_OK(mml_predict(mn, &(mml_batch_t){2, NULL, NULL, NULL, NULL, ids, vals}, w2));
     FILE *f = fopen(req, "w");
     fprintf(f, "price,region,101,genres\n");
@@ -695,6 +704,7 @@ static void test_serve_v1(void) {
     if (!m) return;
     write_requests(req, mml_model_config(m));
     static float want[N_ROWS];
+    as_served(m);
     CHECK_OK(mml_predict(m, &(mml_batch_t){N_ROWS, U, P, D, NULL, NULL, NULL}, want));
     const char *a[] = {model, "--threads", "2", NULL};
     CHECK(mmlt_run(bindir, "moemlora-serve", a, req, out, NULL) == 0, "exit status");
