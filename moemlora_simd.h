@@ -108,8 +108,9 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *            B packed once by gemm_pack_b (weights reused over many calls)
  *  gemm_pack_size_bf16 / gemm_pack_b_bf16 / gemm_packed_bf16  the same with
  *            gemm_nn_bf16's products (A and B rounded to bf16, fp32 sums); the
- *            layout is AMX's tiles of bf16 pairs where gemm_nn_bf16 runs the
- *            tiles, else B rounded, row-major, for the ISA's gemm_nn_bf16
+ *            layout is that of what gemm_nn_bf16 runs: AMX's tiles of bf16
+ *            pairs, vdpbf16ps's pair panels, the fp32 panels rounded (AVX-512
+ *            emulation), else B rounded, row-major, for gemm_nn_bf16
  *  add_bias  C[i,j] += bias[j]
  *  colsum_add out[j] += sum_i A[i,j]
  *  relu_fwd  y = max(x, 0) (y may alias x)
@@ -347,18 +348,19 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
                 mml__relu_fwd_##S(N, (C) + (int64_t)i_ * (ldc), (C) + (int64_t)i_ * (ldc)); \
     } while (0)
 
-/* The bf16 packed GEMM on the ISA's gemm_nn_bf16 (FN: the names' suffix, S's
- * own or a fallback's): Bp is B rounded to bf16, row-major (ld N). */
-#define MML__PACKED_BF16_PLAIN(S, FN)                                                 \
-    MML__ATTR_##S static int64_t mml__gemm_pack_size_bf16_##FN(int K, int N) {        \
+/* The bf16 packed GEMM of an ISA whose fp32 gemm_packed has no layout of its
+ * own (MML__PACKED_PLAIN): Bp is B rounded to bf16, row-major (ld N), and a
+ * call runs S's gemm_nn_bf16. */
+#define MML__PACKED_BF16_PLAIN(S)                                                 \
+    MML__ATTR_##S static int64_t mml__gemm_pack_size_bf16_##S(int K, int N) {        \
         return K > 0 && N > 0 ? (int64_t)K * N : 0;                                   \
     }                                                                                 \
-    MML__ATTR_##S static void mml__gemm_pack_b_bf16_##FN(int K, int N, const float *MML_RESTRICT B, \
+    MML__ATTR_##S static void mml__gemm_pack_b_bf16_##S(int K, int N, const float *MML_RESTRICT B, \
                                                          int ldb, float *MML_RESTRICT Bp) { \
         for (int k = 0; k < K; k++)                                                   \
             for (int j = 0; j < N; j++) Bp[(int64_t)k * N + j] = mml__bf16_round(B[(int64_t)k * ldb + j]); \
     }                                                                                 \
-    MML__ATTR_##S static void mml__gemm_packed_bf16_##FN(                             \
+    MML__ATTR_##S static void mml__gemm_packed_bf16_##S(                             \
         int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp, \
         float *MML_RESTRICT C, int ldc, const float *bias, int relu) {                \
         if (M <= 0 || N <= 0) return;                                                 \
@@ -705,7 +707,7 @@ static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z)
 }
 
 MML__PACKED_PLAIN(scalar)
-MML__PACKED_BF16_PLAIN(scalar, scalar)
+MML__PACKED_BF16_PLAIN(scalar)
 MML__ADAM_STEPS_PLAIN(scalar)
 
 /* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
@@ -864,6 +866,24 @@ static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const flo
     }
 }
 
+/* bf16 GEMM where the CPU lacks bf16 arithmetic: the ISA's fp32 GEMM fn on
+ * blocks of A and B rounded to bf16 (k blocks after the first accumulate;
+ * mml__gemm_bf16_emul). The packed form rounds A in blocks of
+ * MML__BF16_PACKED_MB rows of one k block (<= MML__GEMM_KC) into the same
+ * buffer. */
+#define MML__BF16_MB 64
+#define MML__BF16_KB 128
+#define MML__BF16_NB 256
+#define MML__BF16_PACKED_MB 16
+static MML__TLS float mml__bf16_abuf[MML__BF16_MB * MML__BF16_KB];
+static MML__TLS float mml__bf16_bbuf[MML__BF16_KB * MML__BF16_NB];
+typedef char mml__bf16_abuf_fits[MML__BF16_PACKED_MB * MML__GEMM_KC <= MML__BF16_MB * MML__BF16_KB ? 1 : -1];
+
+MML__MAYBE_UNUSED static void mml__bf16_round_block(int rows, int cols, const float *src, int64_t ld, float *dst) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(int64_t)r * cols + c] = mml__bf16_round(src[r * ld + c]);
+}
+
 /* Packed B: the panels mml__gemm_run would pack, every block in loop order,
  * stored once (gemm_pack_size in floats, gemm_pack_b). */
 MML__MAYBE_UNUSED static int64_t mml__gemm_pack_size_run(const mml__gemm_isa *d, int K, int N) {
@@ -905,7 +925,7 @@ MML__MAYBE_UNUSED static void mml__packed_empty(int M, int N, float *C, int ldc,
  * mml__gemm_run; bias and ReLU are applied as the last k block is stored. */
 MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M, int N, int K,
                                                    const float *A, int lda, const float *Bp, float *C,
-                                                   int ldc, const float *bias, int relu) {
+                                                   int ldc, const float *bias, int relu, int round_a) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         mml__packed_empty(M, N, C, ldc, bias, relu);
@@ -917,25 +937,19 @@ MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M
         const int nc = mml__mini(N - jc, MML__GEMM_NC);
         for (int pc = 0; pc < K; pc += kcb) {
             const int kc = mml__mini(K - pc, kcb), last = pc + kc == K;
-            mml__gemm_block(d, M, nc, kc, A + pc, lda, 0, p, C + jc, ldc, pc > 0,
-                            last && bias ? bias + jc : NULL, last && relu);
+            const float *bj = last && bias ? bias + jc : NULL;
+            if (!round_a) mml__gemm_block(d, M, nc, kc, A + pc, lda, 0, p, C + jc, ldc, pc > 0, bj, last && relu);
+            for (int ic = 0; ic < M && round_a; ic += MML__BF16_PACKED_MB) {
+                const int mb = mml__mini(M - ic, MML__BF16_PACKED_MB);
+                mml__bf16_round_block(mb, kc, A + (int64_t)ic * lda + pc, lda, mml__bf16_abuf);
+                mml__gemm_block(d, mb, nc, kc, mml__bf16_abuf, kc, 0, p, C + (int64_t)ic * ldc + jc, ldc, pc > 0,
+                                bj, last && relu);
+            }
             p += mml__panel_bytes(d, kc, mml__panel_cols(d, nc));
         }
     }
 }
 
-/* bf16 GEMM where the CPU lacks bf16 arithmetic: the ISA's fp32 GEMM fn on
- * blocks of A and B rounded to bf16 (k blocks after the first accumulate). */
-#define MML__BF16_MB 64
-#define MML__BF16_KB 128
-#define MML__BF16_NB 256
-static MML__TLS float mml__bf16_abuf[MML__BF16_MB * MML__BF16_KB];
-static MML__TLS float mml__bf16_bbuf[MML__BF16_KB * MML__BF16_NB];
-
-static void mml__bf16_round_block(int rows, int cols, const float *src, int64_t ld, float *dst) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(int64_t)r * cols + c] = mml__bf16_round(src[r * ld + c]);
-}
 
 MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N, int K, const float *A,
                                                   int lda, int a_trans, const float *B, int ldb,
@@ -1050,7 +1064,7 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
     MML__ATTR_##S static void mml__gemm_packed_##S(                                   \
         int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp, \
         float *MML_RESTRICT C, int ldc, const float *bias, int relu) {                \
-        mml__gemm_packed_run(&mml__gemm_isa_##S, M, N, K, A, lda, Bp, C, ldc, bias, relu); \
+        mml__gemm_packed_run(&mml__gemm_isa_##S, M, N, K, A, lda, Bp, C, ldc, bias, relu, 0); \
     }
 /* B^T packing for an ISA without a faster one of its own. */
 #define MML__PACK_BT_PLAIN(S)                                                         \
@@ -1691,7 +1705,7 @@ MML__INLINE(avx2) __m256 mml__vkeepld_avx2(const uint8_t *keep, int64_t rem) {
 MML__PACK_BT_PLAIN(avx2) MML__ADAM_DENSE(avx2) MML__VEC_KERNELS(avx2) MML__X86_KERNELS(avx2)
 MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM_STEPS_PLAIN(avx2)
 MML__GEMM_BF16_EMUL_ALL(avx2)
-MML__PACKED_BF16_PLAIN(avx2, avx2)
+MML__PACKED_BF16_PLAIN(avx2)
 
 // >>kernels-avx512 ----------------------------------------------------------
 #define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
@@ -2321,34 +2335,61 @@ static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = mml__gemm_amx_avx512;
 #else
 static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = NULL;
 #endif
+#define MML__BF16_DESC_avx512 1
 MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
 #endif
-/* gemm_*_bf16's packed form: the tiles' layout where gemm_nn_bf16 runs them
- * (MML__CPU_AMX, fixed once detected), else B rounded for gemm_nn_bf16. */
-MML__PACKED_BF16_PLAIN(avx512, plain_avx512)
+/* gemm_*_bf16's packed form on AVX-512, in the layout of what gemm_nn_bf16
+ * runs here (the CPU bits are fixed once detected):
+ *  - AMX: the tiles' blocks (mml__gemm_packed_bf16_amx_avx512);
+ *  - vdpbf16ps (MML__CPU_BF16): the bf16 pair panels of
+ *    mml__gemm_isa_bf16_avx512, A rounded into pairs as the driver goes,
+ *    bias and ReLU after;
+ *  - else (emulation): the fp32 panels of B rounded to bf16, A rounded a
+ *    block at a time (mml__gemm_packed_run's round_a).
+ * B is rounded once, when packed, never per call. */
+#ifdef MML__BF16_DESC_avx512
+#define MML__PACKED_DOT (mml__cpu() & MML__CPU_BF16)
+#else
+#define MML__PACKED_DOT 0
+#define mml__gemm_isa_bf16_avx512 mml__gemm_isa_avx512
+#endif
 #ifdef MML__AMX
 #define MML__AMX_PACKED (mml__cpu() & MML__CPU_AMX)
 #else
 #define MML__AMX_PACKED 0
-#define mml__gemm_pack_size_bf16_amx mml__gemm_pack_size_bf16_plain_avx512
-#define mml__gemm_pack_b_bf16_amx_avx512 mml__gemm_pack_b_bf16_plain_avx512
-#define mml__gemm_packed_bf16_amx_avx512 mml__gemm_packed_bf16_plain_avx512
+#define mml__gemm_pack_size_bf16_amx(K, N) 0
+#define mml__gemm_pack_b_bf16_amx_avx512(K, N, B, ldb, Bp) ((void)0)
+#define mml__gemm_packed_bf16_amx_avx512(M, N, K, A, lda, Bp, C, ldc, bias, relu) ((void)0)
 #endif
 MML__ATTR_avx512 static int64_t mml__gemm_pack_size_bf16_avx512(int K, int N) {
-    return MML__AMX_PACKED ? mml__gemm_pack_size_bf16_amx(K, N) : mml__gemm_pack_size_bf16_plain_avx512(K, N);
+    if (MML__AMX_PACKED) return mml__gemm_pack_size_bf16_amx(K, N);
+    return mml__gemm_pack_size_run(MML__PACKED_DOT ? &mml__gemm_isa_bf16_avx512 : &mml__gemm_isa_avx512, K, N);
 }
 MML__ATTR_avx512 static void mml__gemm_pack_b_bf16_avx512(int K, int N, const float *MML_RESTRICT B, int ldb,
                                                           float *MML_RESTRICT Bp) {
-    if (MML__AMX_PACKED) mml__gemm_pack_b_bf16_amx_avx512(K, N, B, ldb, Bp);
-    else mml__gemm_pack_b_bf16_plain_avx512(K, N, B, ldb, Bp);
+    if (MML__AMX_PACKED) {
+        mml__gemm_pack_b_bf16_amx_avx512(K, N, B, ldb, Bp);
+    } else if (MML__PACKED_DOT) {
+        mml__gemm_pack_b_run(&mml__gemm_isa_bf16_avx512, K, N, B, ldb, Bp);
+    } else {
+        mml__gemm_pack_b_run(&mml__gemm_isa_avx512, K, N, B, ldb, Bp);
+        const int64_t n = mml__gemm_pack_size_run(&mml__gemm_isa_avx512, K, N);
+        for (int64_t i = 0; i < n; i++) Bp[i] = mml__bf16_round(Bp[i]);
+    }
 }
 MML__ATTR_avx512 static void mml__gemm_packed_bf16_avx512(int M, int N, int K, const float *MML_RESTRICT A, int lda,
                                                           const float *MML_RESTRICT Bp, float *MML_RESTRICT C,
                                                           int ldc, const float *bias, int relu) {
-    if (MML__AMX_PACKED) mml__gemm_packed_bf16_amx_avx512(M, N, K, A, lda, Bp, C, ldc, bias, relu);
-    else mml__gemm_packed_bf16_plain_avx512(M, N, K, A, lda, Bp, C, ldc, bias, relu);
+    if (MML__AMX_PACKED) {
+        mml__gemm_packed_bf16_amx_avx512(M, N, K, A, lda, Bp, C, ldc, bias, relu);
+    } else if (MML__PACKED_DOT && K > 0) { /* its micro-kernels have no epilogue mode */
+        mml__gemm_packed_run(&mml__gemm_isa_bf16_avx512, M, N, K, A, lda, Bp, C, ldc, NULL, 0, 0);
+        if (M > 0 && N > 0) MML__BIAS_RELU(avx512, M, N, bias, relu, C, ldc);
+    } else {
+        mml__gemm_packed_run(&mml__gemm_isa_avx512, M, N, K, A, lda, Bp, C, ldc, bias, relu, 1);
+    }
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -2559,7 +2600,7 @@ MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4)
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
 #endif
-MML__PACKED_BF16_PLAIN(neon, neon)
+MML__PACKED_BF16_PLAIN(neon)
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
