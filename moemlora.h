@@ -5020,7 +5020,7 @@ struct mml_model_t {
     mml__phase_state ph;
     mml__fit_state fit;
     float *snapshot;         /* fit: the parameters of the stage's best epoch */
-    struct { float *w; int ok, bf16; } fold; /* bf16: w packed for gemm_packed_bf16 */
+    struct { float *w; int ok; } fold; /* w: packed in cfg.infer_precision's layout (mml__fold_bf16) */
     mml__pass pass;
     mml__runtime rt;
 };
@@ -8081,9 +8081,14 @@ static int mml__fold_rows(const mml_model_t *m, int l) {
     return l == 0 && !m->a.kind->input_fwd && mml__fold_per_domain(m) ? mml__x0_dom_at(m) : m->a.layer[l].d_in;
 }
 
+/* Is the fold packed for gemm_packed_bf16? fold.w is freed when the
+ * inference precision changes (mml_model_set_precision), so its layout is
+ * always this one. */
+static int mml__fold_bf16(const mml_model_t *m) { return m->cfg.infer_precision == MML_PRECISION_BF16; }
+
 /* Floats of a folded weight [K, N] packed (fp32, or bf16 if the fold is). */
 static int64_t mml__fold_pack_size(const mml_model_t *m, int K, int N) {
-    return m->fold.bf16 ? m->K->gemm_pack_size_bf16(K, N) : m->K->gemm_pack_size(K, N);
+    return mml__fold_bf16(m) ? m->K->gemm_pack_size_bf16(K, N) : m->K->gemm_pack_size(K, N);
 }
 
 /* Floats of layer l's block: the packed weights, then the bias. */
@@ -8121,12 +8126,6 @@ static mml_status mml__model_fold(mml_model_t *m) {
         return mml__fail(MML_ERR_STATE, "fold: needs the base model, MLoRA, or MoE-MLoRA with the domain gate in the gate phase");
     const mml_kernels_t *K = m->K;
     int D = mml__fold_per_domain(m) ? m->cfg.n_domains : 0, E = m->a.n_experts;
-    const int bf16 = m->cfg.infer_precision == MML_PRECISION_BF16;
-    if (m->fold.w && m->fold.bf16 != bf16) { /* another layout, maybe another size */
-        mml__free(m->fold.w);
-        m->fold.w = NULL;
-    }
-    m->fold.bf16 = bf16;
     int64_t stride = mml__fold_stride(m);
     if (!m->fold.w) {
         uint64_t bytes;
@@ -8167,7 +8166,7 @@ static mml_status mml__model_fold(mml_model_t *m) {
             if (rows < di) /* b_d += e_d W_d[rows:, :], e_d = domain d's embedding */
                 K->gemm_nn(1, dout, di - rows, mml__p(m, m->a.field[m->a.dom_field].emb) + (int64_t)d * m->a.k, di - rows,
                            Wd + (int64_t)rows * dout, dout, bd, dout, 1);
-            (bf16 ? K->gemm_pack_b_bf16 : K->gemm_pack_b)(rows, dout, Wd, dout, blk);
+            (mml__fold_bf16(m) ? K->gemm_pack_b_bf16 : K->gemm_pack_b)(rows, dout, Wd, dout, blk);
             blk += mml__fold_layer_floats(m, l);
         }
     }
@@ -8188,6 +8187,10 @@ mml_status mml_model_set_precision(mml_model_t *m, mml_precision training, mml_p
     if ((unsigned)training > MML_PRECISION_BF16 || (unsigned)inference > MML_PRECISION_BF16)
         return mml__fail(MML_ERR_ARG, "set_precision: precisions %d and %d (expected %d fp32 or %d bf16)",
                          (int)training, (int)inference, MML_PRECISION_FP32, MML_PRECISION_BF16);
+    if (inference != m->cfg.infer_precision) { /* the fold's layout, maybe its size, changes */
+        mml__free(m->fold.w);
+        m->fold.w = NULL;
+    }
     mml__set_precision(m, training, inference);
     m->fold.ok = 0;
     return MML_OK;
@@ -8202,7 +8205,7 @@ static void mml__folded_tower(const mml_model_t *m, mml__pass *ps, int a, int n,
         const mml__layer *L = &m->a.layer[l];
         float *z = ps->z[l] + (int64_t)a * L->d_out;
         int rows = mml__fold_rows(m, l);
-        (m->fold.bf16 ? K->gemm_packed_bf16 : K->gemm_packed)(n, L->d_out, rows, x, L->d_in, blk, z, L->d_out,
+        (mml__fold_bf16(m) ? K->gemm_packed_bf16 : K->gemm_packed)(n, L->d_out, rows, x, L->d_in, blk, z, L->d_out,
                                                               blk + mml__fold_pack_size(m, rows, L->d_out), 1);
         blk += mml__fold_layer_floats(m, l);
         x = z;

@@ -444,7 +444,7 @@ static void test_bf16_inference(mml_isa isa) {
             CHECK(differ > 0, "unfolded: no prediction differs from fp32's: the bf16 kernels did not run");
             worst = fmax(worst, d);
             if (mml_model_fold(m) == MML_OK) { /* foldable: base, MLoRA, MoE in the gate phase */
-                CHECK(m->fold.ok && m->fold.bf16, "fold after set_precision(bf16): not a bf16 fold");
+                CHECK(m->fold.ok && mml__fold_bf16(m), "fold after set_precision(bf16): not a bf16 fold");
                 CHECK_OK(mml_predict(m, &b, prob[2]));
                 d = bf16_prob_diff(prob[0], prob[2], TB, &differ);
                 CHECK(d <= BF16_PROB_ABS, "folded: |p_bf16 - p_fp32| up to %.3g", d);
@@ -452,7 +452,7 @@ static void test_bf16_inference(mml_isa isa) {
                 CHECK_OK(mml_model_set_precision(m, MML_PRECISION_FP32, MML_PRECISION_FP32));
                 CHECK(!m->fold.ok, "set_precision kept a fold of the other precision");
                 CHECK_OK(mml_model_fold(m));
-                CHECK(m->fold.ok && !m->fold.bf16, "fold after set_precision(fp32): not an fp32 fold");
+                CHECK(m->fold.ok && !mml__fold_bf16(m), "fold after set_precision(fp32): not an fp32 fold");
                 CHECK_OK(mml_predict(m, &b, prob[3]));
                 d = bf16_prob_diff(prob[3], prob[2], TB, &differ);
                 CHECK(d <= BF16_PROB_ABS && differ > 0, "folded fp32 vs bf16: %d differ, up to %.3g", differ, d);
