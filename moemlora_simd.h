@@ -351,8 +351,8 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
 /* The bf16 packed GEMM of an ISA whose fp32 gemm_packed has no layout of its
  * own (MML__PACKED_PLAIN): Bp is B rounded to bf16, row-major (ld N), and a
  * call runs S's gemm_nn_bf16. */
-#define MML__PACKED_BF16_PLAIN(S)                                                 \
-    MML__ATTR_##S static int64_t mml__gemm_pack_size_bf16_##S(int K, int N) {        \
+#define MML__PACKED_BF16_PLAIN(S)                                                     \
+    MML__ATTR_##S static int64_t mml__gemm_pack_size_bf16_##S(int K, int N) {         \
         return K > 0 && N > 0 ? (int64_t)K * N : 0;                                   \
     }                                                                                 \
     MML__ATTR_##S static void mml__gemm_pack_b_bf16_##S(int K, int N, const float *MML_RESTRICT B, \
@@ -360,7 +360,7 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
         for (int k = 0; k < K; k++)                                                   \
             for (int j = 0; j < N; j++) Bp[(int64_t)k * N + j] = mml__bf16_round(B[(int64_t)k * ldb + j]); \
     }                                                                                 \
-    MML__ATTR_##S static void mml__gemm_packed_bf16_##S(                             \
+    MML__ATTR_##S static void mml__gemm_packed_bf16_##S(                              \
         int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp, \
         float *MML_RESTRICT C, int ldc, const float *bias, int relu) {                \
         if (M <= 0 || N <= 0) return;                                                 \
@@ -949,7 +949,6 @@ MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M
         }
     }
 }
-
 
 MML__MAYBE_UNUSED static void mml__gemm_bf16_emul(mml__gemm_fn fn, int M, int N, int K, const float *A,
                                                   int lda, int a_trans, const float *B, int ldb,
