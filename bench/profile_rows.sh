@@ -25,8 +25,8 @@ python3 - "$out" $rows <<'PY'
 import json, os, re, sys
 out, rows = sys.argv[1], sys.argv[2:]
 groups = [  # first match wins
-    ("GEMM micro-kernels", r"^mml__ukb?f?_"),
-    ("GEMM packing", r"^mml__(pack|bf16_rows|bf16_pairs|gemm_)"),
+    ("GEMM micro-kernels", r"^mml__ukb?f?_|^mml__amx_block"),  # AMX: the tile loop
+    ("GEMM packing", r"^mml__(pack|bf16_rows|bf16_pairs|gemm_|amx_tile|amx_transpose)"),
     ("embedding gathers", r"gather"),
     ("gradient scatters", r"scatter"),
     ("Adam (batch rows, dense tensors)", r"^mml__adam_(?!steps)"),
