@@ -158,7 +158,10 @@
  *     0.7.1  gemm_packed_bf16 on AVX-512 without AMX packs B once into the
  *            panels of the bf16 GEMM that runs there (vdpbf16ps pairs, or
  *            rounded fp32 panels): batch-1 bf16 predictions about 3x faster
- *            there; the fold's layout follows cfg.infer_precision.
+ *            there; the fold's layout follows cfg.infer_precision. Kernel
+ *            entries gemm_pair and gemm_pair_bf16 (two products on one left
+ *            operand): on the AMX tiles a mixture layer's x is converted
+ *            once for x W and x A_all, and once for x^T dz and x^T dT.
  *     0.7.0  bf16 inference: cfg.infer_precision (moemlora-train
  *            --infer-precision, moemlora-serve --infer-precision),
  *            mml_model_set_precision, kernel entries gemm_pack_size_bf16,
@@ -5015,7 +5018,7 @@ struct mml_model_t {
     const mml_kernels_t *K;
     const mml_kernels_t *KT; /* training passes' tower GEMMs: K, or kt_bf16 (cfg.precision) */
     const mml_kernels_t *KI; /* inference passes' tower GEMMs: K, or kt_bf16 (cfg.infer_precision) */
-    mml_kernels_t kt_bf16;   /* K with gemm_nn/nt/tn on bf16 inputs */
+    mml_kernels_t kt_bf16;   /* K with gemm_nn/nt/tn/pair on bf16 inputs */
     mml_isa isa;
     mml__arch a;
     float *P;
@@ -5977,6 +5980,7 @@ mml_status mml_model_create(const mml_config_t *c, mml_model_t **out) {
     m->kt_bf16.gemm_nn = m->K->gemm_nn_bf16;
     m->kt_bf16.gemm_nt = m->K->gemm_nt_bf16;
     m->kt_bf16.gemm_tn = m->K->gemm_tn_bf16;
+    m->kt_bf16.gemm_pair = m->K->gemm_pair_bf16;
     mml__set_precision(m, c->precision, c->infer_precision);
     if ((st = mml__build_arch(m, c)) != MML_OK) {
         mml_model_free(m);
@@ -6425,12 +6429,18 @@ static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const fl
 /* x: [n, d_in]  W: [d_in, d_out]  -> z = dropout(x W + b), then relu if the
  * pass runs no adapter: [n, d_out]. The mask is kept for the backward pass
  * where an adapter's part joins z before the relu; without one, z > 0 tells
- * the kept elements (mml__backward). */
-static void mml__base_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z) {
+ * the kept elements (mml__backward). With T (the mixture's layers outside
+ * domain-folded training) also T = x A_all: [n, E*r], on the same
+ * conversion of x where the bf16 tiles run (gemm_pair). */
+static void mml__base_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z, float *T) {
     const mml__layer *L = &m->a.layer[l];
     int n = ps->r.n, di = L->d_in, dout = L->d_out, relu = ps->plan.ad_mode == MML__AD_OFF;
-    int drop = ps->plan.train && m->cfg.dropout > 0.0f;
-    mml__tk(m, ps)->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
+    int drop = ps->plan.train && m->cfg.dropout > 0.0f, Er = m->a.n_experts * L->r;
+    if (T)
+        mml__tk(m, ps)->gemm_pair(n, di, x, di, 0, dout, mml__p(m, L->W), dout, z, dout, Er, mml__p(m, L->A), Er, T,
+                                  Er, 0);
+    else
+        mml__tk(m, ps)->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
     m->K->bias_dropout_relu(n, dout, mml__p(m, L->b), z, drop ? m->cfg.dropout : 0.0f,
                             drop ? mml__dropout_seed(m, ps, l) : 0, (uint64_t)ps->r.row0 * dout,
                             drop && !relu ? ps->dkeep[l] : NULL, relu);
@@ -6445,7 +6455,8 @@ static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const
     int n = ps->r.n, di = L->d_in, dout = L->d_out, r = L->r, E = m->a.n_experts, Er = E * r;
     int mode = ps->plan.ad_mode;
     float *z = ps->z[l];
-    if (!(ps->tf_on[l] && ps->tf_base)) mml__base_forward(m, ps, l, x, z);
+    int pair = mode == MML__AD_MIX && !ps->tf_on[l]; /* T = x A_all beside x W */
+    if (!(ps->tf_on[l] && ps->tf_base)) mml__base_forward(m, ps, l, x, z, pair ? ps->T[l] : NULL);
     if (mode == MML__AD_SINGLE) {
         int e = ps->plan.ad_expert;
         KT->gemm_nn(n, r, di, x, di, mml__p(m, L->A) + (int64_t)e * r, Er, ps->T[l], r, 0);
@@ -6454,7 +6465,6 @@ static void mml__layer_forward(const mml_model_t *m, mml__pass *ps, int l, const
     } else if (mode == MML__AD_MIX && ps->tf_on[l]) {
         mml__tf_forward(m, ps, l, x, z);
     } else if (mode == MML__AD_MIX) {
-        KT->gemm_nn(n, Er, di, x, di, mml__p(m, L->A), Er, ps->T[l], Er, 0);
         K->block_scale(n, E, r, ps->T[l], Er, ps->gw, E, ps->U[l], Er);
         KT->gemm_nn(n, dout, Er, ps->U[l], Er, mml__p(m, L->B), dout, z, dout, 1);
         if (ps->tf_nruns) { /* rows in domain runs: one bias mixture per run */
@@ -6504,6 +6514,15 @@ static void mml__forward(const mml_model_t *m, mml__pass *ps) {
         ps->logit[i] = z;
     }
     K->sigmoid(n, ps->logit, ps->prob);
+}
+
+/* Does layer l's backward pass take the base weight's gradient x^T dz and
+ * the experts' x^T dT in one gemm_pair (one conversion of x)? Then
+ * mml__adapter_backward leaves the experts' to mml__backward, which runs both
+ * once dz has been through the dropout mask. */
+static int mml__pair_grads(const mml_model_t *m, const mml__pass *ps, int l) {
+    return ps->plan.ad_mode == MML__AD_MIX && !ps->tf_on[l] && m->ph.trainable[MML__G_EXPERT] &&
+           m->ph.trainable[MML__G_TOWER];
 }
 
 /* Does anything below layer l need the gradient of its input? */
@@ -6572,7 +6591,7 @@ static int mml__adapter_backward(const mml_model_t *m, mml__pass *ps, int l, con
     }
     if (!gx && !need_dx) return 0;
     K->block_scale(n, E, r, ps->dU, Er, ps->gw, E, ps->dT, Er);
-    if (gx) KT->gemm_tn(di, Er, n, x, di, ps->dT, Er, mml__g(g, m, L->A), Er, 1);
+    if (gx && !mml__pair_grads(m, ps, l)) KT->gemm_tn(di, Er, n, x, di, ps->dT, Er, mml__g(g, m, L->A), Er, 1);
     if (need_dx) KT->gemm_nt(n, di, Er, ps->dT, Er, mml__p(m, L->A), Er, dx, di, 0);
     return need_dx;
 }
@@ -6672,8 +6691,13 @@ static double mml__backward(const mml_model_t *m, mml__pass *ps, float scale) {
             wrote = mml__adapter_backward(m, ps, l, x, dz, dxl, need);
             if (drop || db) K->dropout_relu_bwd(n, L->d_out, NULL, drop ? ps->dkeep[l] : NULL, keep_scale, dz, db);
         }
-        if (tr[MML__G_TOWER] && !base_done)
+        if (mml__pair_grads(m, ps, l)) { /* dW += x^T dz beside dA += x^T dT */
+            int Er = a->n_experts * L->r;
+            KT->gemm_pair(L->d_in, n, x, L->d_in, 1, L->d_out, dz, L->d_out, mml__g(g, m, L->W), L->d_out, Er, ps->dT,
+                          Er, mml__g(g, m, L->A), Er, 1);
+        } else if (tr[MML__G_TOWER] && !base_done) {
             KT->gemm_tn(L->d_in, L->d_out, n, x, L->d_in, dz, L->d_out, mml__g(g, m, L->W), L->d_out, 1);
+        }
         if (!need) break;
         if (!base_done)
             KT->gemm_nt(n, L->d_in, L->d_out, dz, L->d_out, mml__p(m, L->W), L->d_out, dxl, L->d_in, wrote);

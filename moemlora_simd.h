@@ -102,6 +102,12 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *            vdpbf16ps where it has AVX512_BF16, NEON bfdot
  *            where it has BF16, elsewhere the ISA's fp32 GEMM on rounded
  *            copies (equal up to summation order)
+ *  gemm_pair  C1[M,N1] (+)= op(A) . B1[K,N1] and C2[M,N2] (+)= op(A) . B2[K,N2],
+ *            op(A) = A[M,K] (a_trans 0, as gemm_nn) or A[K,M]^T (1, as
+ *            gemm_tn): two products on one left operand, each exactly what
+ *            the single call gives (x W beside x A_all, x^T dz beside x^T dT)
+ *  gemm_pair_bf16  the same with gemm_nn_bf16 / gemm_tn_bf16's products; on
+ *            the AMX tiles A is converted once for both (where N1, N2 <= 256)
  *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
  *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
  *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
@@ -162,6 +168,13 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
     X(void, gemm_tn_bf16, (int M, int N, int K, const float *MML_RESTRICT A, int lda, \
                            const float *MML_RESTRICT B, int ldb, float *MML_RESTRICT C, \
                            int ldc, int accumulate))                                \
+    X(void, gemm_pair, (int M, int K, const float *A, int lda, int a_trans, int N1,  \
+                        const float *B1, int ldb1, float *C1, int ldc1, int N2,     \
+                        const float *B2, int ldb2, float *C2, int ldc2, int accumulate)) \
+    X(void, gemm_pair_bf16, (int M, int K, const float *A, int lda, int a_trans, int N1, \
+                             const float *B1, int ldb1, float *C1, int ldc1, int N2, \
+                             const float *B2, int ldb2, float *C2, int ldc2,        \
+                             int accumulate))                                       \
     X(int64_t, gemm_pack_size, (int K, int N))                                      \
     X(void, gemm_pack_b, (int K, int N, const float *MML_RESTRICT B, int ldb,       \
                           float *MML_RESTRICT Bp))                                  \
@@ -367,6 +380,22 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
         mml__gemm_nn_bf16_##S(M, N, K, A, lda, Bp, N, C, ldc, 0);                     \
         MML__BIAS_RELU(S, M, N, bias, relu, C, ldc);                                  \
     }
+
+/* gemm_pair (NAME) of ISA S as two calls of its gemm_nn / gemm_tn (SUF: the
+ * precision's suffix of their names, empty or _bf16). */
+#define MML__GEMM_PAIR_CALLS(S, SUF)                                                  \
+    MML__ATTR_##S static void mml__gemm_pair##SUF##_##S(                              \
+        int M, int K, const float *A, int lda, int a_trans, int N1, const float *B1, int ldb1, float *C1, \
+        int ldc1, int N2, const float *B2, int ldb2, float *C2, int ldc2, int accumulate) { \
+        if (a_trans) {                                                                \
+            mml__gemm_tn##SUF##_##S(M, N1, K, A, lda, B1, ldb1, C1, ldc1, accumulate); \
+            mml__gemm_tn##SUF##_##S(M, N2, K, A, lda, B2, ldb2, C2, ldc2, accumulate); \
+        } else {                                                                      \
+            mml__gemm_nn##SUF##_##S(M, N1, K, A, lda, B1, ldb1, C1, ldc1, accumulate); \
+            mml__gemm_nn##SUF##_##S(M, N2, K, A, lda, B2, ldb2, C2, ldc2, accumulate); \
+        }                                                                             \
+    }
+#define MML__GEMM_PAIRS_CALLS(S) MML__GEMM_PAIR_CALLS(S, ) MML__GEMM_PAIR_CALLS(S, _bf16)
 
 /* Packed GEMM where an ISA has no layout of its own: Bp is B row-major (ld N)
  * and gemm_packed is that ISA's gemm_nn, add_bias and relu_fwd in turn. */
@@ -708,6 +737,7 @@ static void mml__mul_scalar(int64_t n, const float *x, const float *y, float *z)
 
 MML__PACKED_PLAIN(scalar)
 MML__PACKED_BF16_PLAIN(scalar)
+MML__GEMM_PAIRS_CALLS(scalar)
 MML__ADAM_STEPS_PLAIN(scalar)
 
 /* What the CPU runs (>>dispatch): 1 << isa per ISA, MML__CPU_* bits. */
@@ -1705,6 +1735,7 @@ MML__PACK_BT_PLAIN(avx2) MML__ADAM_DENSE(avx2) MML__VEC_KERNELS(avx2) MML__X86_K
 MML__GEMM_ISA(avx2, mml__pack_a_avx2, NULL, 0) MML__PACKED_PLAIN(avx2) MML__ADAM_STEPS_PLAIN(avx2)
 MML__GEMM_BF16_EMUL_ALL(avx2)
 MML__PACKED_BF16_PLAIN(avx2)
+MML__GEMM_PAIRS_CALLS(avx2)
 
 // >>kernels-avx512 ----------------------------------------------------------
 #define MML__ATTR_avx512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
@@ -2281,6 +2312,38 @@ MML__ATTR_avx512bf16 static void mml__gemm_amx_avx512(int M, int N, int K, const
     mml__amx_release();
 }
 
+/* gemm_pair_bf16 on the tiles: for each k block both B blocks are packed
+ * (2 x 128 KB of mml__gemm_pack), then each 32-row block of A is converted
+ * once and multiplied into C1 and C2, in the loop order of
+ * mml__gemm_amx_avx512, so each C is what the single call gives. Wider
+ * products (N > MML__AMX_NB: more than one column block) run as two calls. */
+MML__ATTR_avx512bf16 static void mml__gemm_amx_pair_avx512(int M, int K, const float *A, int lda, int a_trans,
+                                                    int N1, const float *B1, int ldb1, float *C1, int ldc1,
+                                                    int N2, const float *B2, int ldb2, float *C2, int ldc2,
+                                                    int accumulate) {
+    if (N1 > MML__AMX_NB || N2 > MML__AMX_NB || M <= 0 || N1 <= 0 || N2 <= 0 || K <= 0) {
+        mml__gemm_amx_avx512(M, N1, K, A, lda, a_trans, B1, ldb1, 0, C1, ldc1, accumulate);
+        mml__gemm_amx_avx512(M, N2, K, A, lda, a_trans, B2, ldb2, 0, C2, ldc2, accumulate);
+        return;
+    }
+    mml__u32a *pb1 = (mml__u32a *)mml__gemm_pack, *pa = (mml__u32a *)mml__gemm_apack;
+    mml__u32a *pb2 = pb1 + (MML__AMX_NB / 16) * (MML__AMX_KB / 32) * 256;
+    mml__amx_config();
+    for (int pc = 0; pc < K; pc += MML__AMX_KB) {
+        const int kc = mml__mini(K - pc, MML__AMX_KB), kt = (kc + 31) / 32;
+        mml__amx_pack_bblock_avx512(B1, ldb1, 0, N1, 0, N1, pc, kc, pb1);
+        mml__amx_pack_bblock_avx512(B2, ldb2, 0, N2, 0, N2, pc, kc, pb2);
+        for (int ic = 0; ic < M; ic += 32) {
+            const int mr = mml__mini(M - ic, 32);
+            mml__amx_pack_ablock_avx512(A, lda, a_trans, M, ic, pc, kc, pa);
+            mml__amx_block(mr, N1, kt, pa, pb1, C1 + (int64_t)ic * ldc1, ldc1, accumulate || pc > 0);
+            mml__amx_block(mr, N2, kt, pa, pb2, C2 + (int64_t)ic * ldc2, ldc2, accumulate || pc > 0);
+        }
+    }
+    mml__amx_release();
+}
+typedef char mml__amx_pair_fits[2 * (MML__AMX_NB / 16) * (MML__AMX_KB / 32) * 256 <= MML__GEMM_KC * MML__GEMM_NC ? 1 : -1];
+
 /* gemm_packed_bf16 on the tiles. Bp holds the B blocks of
  * mml__gemm_amx_avx512 in its loop order, packed once: ceil(N/16) column
  * tiles x ceil(K/32) k-tiles of 1 KB. */
@@ -2389,6 +2452,24 @@ MML__ATTR_avx512 static void mml__gemm_packed_bf16_avx512(int M, int N, int K, c
     } else {
         mml__gemm_packed_run(&mml__gemm_isa_avx512, M, N, K, A, lda, Bp, C, ldc, bias, relu, 1);
     }
+}
+
+/* gemm_pair on AVX-512: two calls, but for bf16 on the AMX tiles (A
+ * converted once for both products). */
+MML__GEMM_PAIR_CALLS(avx512, )
+MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const float *A, int lda, int a_trans, int N1,
+                                                        const float *B1, int ldb1, float *C1, int ldc1, int N2,
+                                                        const float *B2, int ldb2, float *C2, int ldc2,
+                                                        int accumulate) {
+#ifdef MML__AMX
+    if (MML__AMX_PACKED) {
+        mml__gemm_amx_pair_avx512(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2, accumulate);
+        return;
+    }
+#endif
+    const mml__gemm_fn f = a_trans ? mml__gemm_tn_bf16_avx512 : mml__gemm_nn_bf16_avx512;
+    f(M, N1, K, A, lda, B1, ldb1, C1, ldc1, accumulate);
+    f(M, N2, K, A, lda, B2, ldb2, C2, ldc2, accumulate);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -2600,6 +2681,7 @@ MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4)
 MML__GEMM_BF16_EMUL_ALL(neon)
 #endif
 MML__PACKED_BF16_PLAIN(neon)
+MML__GEMM_PAIRS_CALLS(neon)
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar

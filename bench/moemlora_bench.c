@@ -165,6 +165,17 @@ COUNT_GEMM(count_igemm_nn, g_real_infer, gemm_nn)
 COUNT_GEMM(count_igemm_nt, g_real_infer, gemm_nt)
 COUNT_GEMM(count_igemm_tn, g_real_infer, gemm_tn)
 
+/* The same for gemm_pair (both products on one A). */
+#define COUNT_PAIR(NAME, TABLE)                                                                                \
+    static void NAME(int M, int K, const float *A, int lda, int a_trans, int N1, const float *B1, int ldb1,    \
+                     float *C1, int ldc1, int N2, const float *B2, int ldb2, float *C2, int ldc2, int acc) {   \
+        add_flops(2LL * M * K * ((long long)N1 + N2));                                                         \
+        TABLE->gemm_pair(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2, acc);          \
+    }
+COUNT_PAIR(count_gemm_pair, g_real)
+COUNT_PAIR(count_tgemm_pair, g_real_tower)
+COUNT_PAIR(count_igemm_pair, g_real_infer)
+
 static void count_gemm_packed(int M, int N, int K, const float *MML_RESTRICT A, int lda, const float *MML_RESTRICT Bp,
                               float *MML_RESTRICT C, int ldc, const float *bias, int relu) {
     add_flops(2LL * M * N * K);
@@ -206,14 +217,17 @@ static void count_begin(mml_model_t *m) {
     g_counting_tower.gemm_nn = count_tgemm_nn;
     g_counting_tower.gemm_nt = count_tgemm_nt;
     g_counting_tower.gemm_tn = count_tgemm_tn;
+    g_counting_tower.gemm_pair = count_tgemm_pair;
     g_counting_infer = *g_real_infer;
     g_counting_infer.gemm_nn = count_igemm_nn;
     g_counting_infer.gemm_nt = count_igemm_nt;
     g_counting_infer.gemm_tn = count_igemm_tn;
+    g_counting_infer.gemm_pair = count_igemm_pair;
     g_counting = *g_real;
     g_counting.gemm_nn = count_gemm_nn;
     g_counting.gemm_nt = count_gemm_nt;
     g_counting.gemm_tn = count_gemm_tn;
+    g_counting.gemm_pair = count_gemm_pair;
     g_counting.gemm_packed = count_gemm_packed;
     g_counting.gemm_packed_bf16 = count_gemm_packed_bf16;
     g_counting.block_scale = count_block_scale;

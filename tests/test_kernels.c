@@ -257,6 +257,45 @@ static void test_packed(const mml_kernels_t *k, const gemm_prec *p) {
         for (int e = 0; e < 4; e++) test_packed_one(k, p, shapes[s][0], shapes[s][1], shapes[s][2], e & 1, e >> 1);
 }
 
+/* gemm_pair: C1 (+)= op(A) B1 and C2 (+)= op(A) B2 must be, bit for bit,
+ * what the ISA's two single calls give (which test_gemm_one checks against
+ * the scalar reference), nothing written outside C1 and C2. Shapes cover one
+ * and several k blocks, products wider than one column block (two calls on
+ * the tiles) and K = 0. */
+static void test_pair_one(const mml_kernels_t *k, int bf16, int a_trans, int M, int K, int N1, int N2, int acc) {
+    const char *name = bf16 ? "gemm_pair_bf16" : "gemm_pair";
+    int lda = (a_trans ? M : K) + 3, ldb1 = N1 + 5, ldb2 = N2 + 1, ldc1 = N1 + 2, ldc2 = N2 + 7;
+    int64_t arows = a_trans ? K : M;
+    gbuf A = gb_new(arows * lda > 0 ? arows * lda : 1), B1 = gb_new(K * (int64_t)ldb1 > 0 ? K * (int64_t)ldb1 : 1),
+         B2 = gb_new(K * (int64_t)ldb2 > 0 ? K * (int64_t)ldb2 : 1);
+    fill(A.p, A.n, -1, 1);
+    fill(B1.p, B1.n, -1, 1);
+    fill(B2.p, B2.n, -1, 1);
+    gbuf C1 = gb_new((int64_t)M * ldc1), C2 = gb_new((int64_t)M * ldc2);
+    for (int64_t i = 0; i < C1.n; i++) C1.p[i] = (i % ldc1) < N1 ? (float)(urand() * 2 - 1) : SENT;
+    for (int64_t i = 0; i < C2.n; i++) C2.p[i] = (i % ldc2) < N2 ? (float)(urand() * 2 - 1) : SENT;
+    gbuf R1 = gb_copy(&C1), R2 = gb_copy(&C2);
+    (bf16 ? k->gemm_pair_bf16 : k->gemm_pair)(M, K, A.p, lda, a_trans, N1, B1.p, ldb1, C1.p, ldc1, N2, B2.p, ldb2,
+                                             C2.p, ldc2, acc);
+    gemm_fn f = gemm_op(k, bf16, a_trans ? 2 : 0);
+    f(M, N1, K, A.p, lda, B1.p, ldb1, R1.p, ldc1, acc);
+    f(M, N2, K, A.p, lda, B2.p, ldb2, R2.p, ldc2, acc);
+    CHECK(memcmp(C1.p, R1.p, (size_t)C1.n * sizeof(float)) == 0 && memcmp(C2.p, R2.p, (size_t)C2.n * sizeof(float)) == 0,
+          "%s a_trans=%d M=%d K=%d N1=%d N2=%d acc=%d: not the single calls' bits", name, a_trans, M, K, N1, N2, acc);
+    CHECK(gb_guard_ok(&C1) && gb_guard_ok(&C2) && gb_guard_ok(&A) && gb_guard_ok(&B1) && gb_guard_ok(&B2),
+          "%s M=%d K=%d N1=%d N2=%d: a guard zone was written", name, M, K, N1, N2);
+    gb_free(&A); gb_free(&B1); gb_free(&B2); gb_free(&C1); gb_free(&C2); gb_free(&R1); gb_free(&R2);
+}
+
+static void test_pair(const mml_kernels_t *k) {
+    static const int shapes[][4] = {{1, 1, 1, 1},     {3, 17, 7, 5},      {17, 3, 255, 1},  {33, 255, 256, 160},
+                                    {255, 17, 16, 33}, {64, 513, 128, 80}, {40, 300, 257, 16}, {5, 0, 4, 3},
+                                    {100, 1000, 64, 32}, {31, 64, 256, 256}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int v = 0; v < 8; v++)
+            test_pair_one(k, v & 1, (v >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], v >> 2);
+}
+
 static void test_gemm(const mml_kernels_t *k) {
     static const int shapes[][3] = {
         {1, 1, 1}, {3, 7, 17}, {17, 3, 7}, {7, 17, 255}, {255, 17, 3}, {17, 255, 7},
@@ -914,6 +953,7 @@ int main(void) {
         test_gemm_bf16(k);
         test_packed(k, &GEMM_FP32);
         test_packed(k, &GEMM_BF16);
+        test_pair(k);
         test_relu(k);
         test_dropout(k);
         test_fused_dropout(k);
