@@ -5353,32 +5353,26 @@ int mml_model_kind_from_name(const char *s, mml_model_kind *out) {
 
 /* ---- config ---- */
 
-static const char *const mml__adapter_names[3] = {"none", "mlora", "moe"};
+/* mml_X_name and mml_X_from_name of an enum T whose n values are named in
+ * table; the table's names past the n-th are aliases, each of the name n
+ * places before it. */
+#define MML__ENUM_NAMES(T, name_fn, from_fn, table, n)                                \
+    const char *name_fn(T v) { return (unsigned)v < (unsigned)(n) ? table[v] : "?"; } \
+    int from_fn(const char *s, T *out) {                                              \
+        int i = mml__name_index(table, (int)(sizeof table / sizeof *table), s);       \
+        if (i >= 0) *out = (T)(i % (n));                                              \
+        return i < 0 ? -1 : 0;                                                        \
+    }
 
-const char *mml_adapter_name(mml_adapter a) { return (unsigned)a < 3 ? mml__adapter_names[a] : "?"; }
-int mml_adapter_from_name(const char *s, mml_adapter *out) {
-    int i = strcmp(s, "base") == 0 ? MML_ADAPTER_NONE : mml__name_index(mml__adapter_names, 3, s);
-    if (i >= 0) *out = (mml_adapter)i;
-    return i < 0 ? -1 : 0;
-}
-
+static const char *const mml__adapter_names[] = {"none", "mlora", "moe", "base"};
+MML__ENUM_NAMES(mml_adapter, mml_adapter_name, mml_adapter_from_name, mml__adapter_names, 3)
 
 /* ---- the config, made from MML_CONFIG_FIELDS ---- */
 
-static const char *const mml__gate_names[2] = {"domain", "input"};
-const char *mml_gate_name(mml_gate_kind g) { return (unsigned)g < 2 ? mml__gate_names[g] : "?"; }
-int mml_gate_from_name(const char *s, mml_gate_kind *out) {
-    int i = mml__name_index(mml__gate_names, 2, s);
-    if (i >= 0) *out = (mml_gate_kind)i;
-    return i < 0 ? -1 : 0;
-}
-static const char *const mml__precision_names[2] = {"fp32", "bf16"};
-const char *mml_precision_name(mml_precision p) { return (unsigned)p < 2 ? mml__precision_names[p] : "?"; }
-int mml_precision_from_name(const char *s, mml_precision *out) {
-    int i = mml__name_index(mml__precision_names, 2, s);
-    if (i >= 0) *out = (mml_precision)i;
-    return i < 0 ? -1 : 0;
-}
+static const char *const mml__gate_names[] = {"domain", "input"};
+MML__ENUM_NAMES(mml_gate_kind, mml_gate_name, mml_gate_from_name, mml__gate_names, 2)
+static const char *const mml__precision_names[] = {"fp32", "bf16"};
+MML__ENUM_NAMES(mml_precision, mml_precision_name, mml_precision_from_name, mml__precision_names, 2)
 
 /* Is the tower outside 1..MML_MAX_HIDDEN layers of lo..hi units? */
 static int mml__config_hidden_bad(const mml_config_t *c, int lo, int hi) {
@@ -6435,12 +6429,14 @@ static int mml__tf_backward(const mml_model_t *m, mml__pass *ps, int l, const fl
 static void mml__base_forward(const mml_model_t *m, mml__pass *ps, int l, const float *x, float *z, float *T) {
     const mml__layer *L = &m->a.layer[l];
     int n = ps->r.n, di = L->d_in, dout = L->d_out, relu = ps->plan.ad_mode == MML__AD_OFF;
-    int drop = ps->plan.train && m->cfg.dropout > 0.0f, Er = m->a.n_experts * L->r;
-    if (T)
+    int drop = ps->plan.train && m->cfg.dropout > 0.0f;
+    if (T) {
+        const int Er = m->a.n_experts * L->r;
         mml__tk(m, ps)->gemm_pair(n, di, x, di, 0, dout, mml__p(m, L->W), dout, z, dout, Er, mml__p(m, L->A), Er, T,
                                   Er, 0);
-    else
+    } else {
         mml__tk(m, ps)->gemm_nn(n, dout, di, x, di, mml__p(m, L->W), dout, z, dout, 0);
+    }
     m->K->bias_dropout_relu(n, dout, mml__p(m, L->b), z, drop ? m->cfg.dropout : 0.0f,
                             drop ? mml__dropout_seed(m, ps, l) : 0, (uint64_t)ps->r.row0 * dout,
                             drop && !relu ? ps->dkeep[l] : NULL, relu);

@@ -381,10 +381,10 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
         MML__BIAS_RELU(S, M, N, bias, relu, C, ldc);                                  \
     }
 
-/* gemm_pair (NAME) of ISA S as two calls of its gemm_nn / gemm_tn (SUF: the
- * precision's suffix of their names, empty or _bf16). */
-#define MML__GEMM_PAIR_CALLS(S, SUF)                                                  \
-    MML__ATTR_##S static void mml__gemm_pair##SUF##_##S(                              \
+/* gemm_pair of ISA S as two calls of its gemm_nn / gemm_tn (SUF: the
+ * precision's suffix of their names, empty or _bf16), named NAME. */
+#define MML__GEMM_PAIR_CALLS_AS(NAME, S, SUF)                                         \
+    MML__ATTR_##S static void NAME(                                                   \
         int M, int K, const float *A, int lda, int a_trans, int N1, const float *B1, int ldb1, float *C1, \
         int ldc1, int N2, const float *B2, int ldb2, float *C2, int ldc2, int accumulate) { \
         if (a_trans) {                                                                \
@@ -395,6 +395,7 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
             mml__gemm_nn##SUF##_##S(M, N2, K, A, lda, B2, ldb2, C2, ldc2, accumulate); \
         }                                                                             \
     }
+#define MML__GEMM_PAIR_CALLS(S, SUF) MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair##SUF##_##S, S, SUF)
 #define MML__GEMM_PAIRS_CALLS(S) MML__GEMM_PAIR_CALLS(S, ) MML__GEMM_PAIR_CALLS(S, _bf16)
 
 /* Packed GEMM where an ISA has no layout of its own: Bp is B row-major (ld N)
@@ -927,9 +928,9 @@ MML__MAYBE_UNUSED static int64_t mml__gemm_pack_size_run(const mml__gemm_isa *d,
     return (bytes + 3) / 4;
 }
 
-MML__MAYBE_UNUSED static void mml__gemm_pack_b_run(const mml__gemm_isa *d, int K, int N, const float *B,
-                                                   int ldb, float *Bp) {
-    if (K <= 0 || N <= 0) return;
+MML__MAYBE_UNUSED static int64_t mml__gemm_pack_b_run(const mml__gemm_isa *d, int K, int N, const float *B,
+                                                      int ldb, float *Bp) {
+    if (K <= 0 || N <= 0) return 0;
     const int kcb = mml__gemm_kc(K);
     unsigned char *p = (unsigned char *)Bp;
     for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
@@ -940,6 +941,7 @@ MML__MAYBE_UNUSED static void mml__gemm_pack_b_run(const mml__gemm_isa *d, int K
             p += mml__panel_bytes(d, kc, mml__panel_cols(d, nc));
         }
     }
+    return ((int64_t)(p - (unsigned char *)Bp) + 3) / 4; /* floats written: gemm_pack_size */
 }
 
 /* A packed GEMM with K = 0: C = bias (or 0), then ReLU if relu. */
@@ -2436,8 +2438,7 @@ MML__ATTR_avx512 static void mml__gemm_pack_b_bf16_avx512(int K, int N, const fl
     } else if (MML__PACKED_DOT) {
         mml__gemm_pack_b_run(&mml__gemm_isa_bf16_avx512, K, N, B, ldb, Bp);
     } else {
-        mml__gemm_pack_b_run(&mml__gemm_isa_avx512, K, N, B, ldb, Bp);
-        const int64_t n = mml__gemm_pack_size_run(&mml__gemm_isa_avx512, K, N);
+        const int64_t n = mml__gemm_pack_b_run(&mml__gemm_isa_avx512, K, N, B, ldb, Bp);
         for (int64_t i = 0; i < n; i++) Bp[i] = mml__bf16_round(Bp[i]);
     }
 }
@@ -2457,6 +2458,7 @@ MML__ATTR_avx512 static void mml__gemm_packed_bf16_avx512(int M, int N, int K, c
 /* gemm_pair on AVX-512: two calls, but for bf16 on the AMX tiles (A
  * converted once for both products). */
 MML__GEMM_PAIR_CALLS(avx512, )
+MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair_bf16_calls_avx512, avx512, _bf16)
 MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const float *A, int lda, int a_trans, int N1,
                                                         const float *B1, int ldb1, float *C1, int ldc1, int N2,
                                                         const float *B2, int ldb2, float *C2, int ldc2,
@@ -2467,9 +2469,8 @@ MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const floa
         return;
     }
 #endif
-    const mml__gemm_fn f = a_trans ? mml__gemm_tn_bf16_avx512 : mml__gemm_nn_bf16_avx512;
-    f(M, N1, K, A, lda, B1, ldb1, C1, ldc1, accumulate);
-    f(M, N2, K, A, lda, B2, ldb2, C2, ldc2, accumulate);
+    mml__gemm_pair_bf16_calls_avx512(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2,
+                                     accumulate);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
