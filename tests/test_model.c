@@ -796,6 +796,40 @@ static void test_bad_configs(void) {
     mmlt_ctx = "";
 }
 
+/* The enums' names: each value's name parses back to it, "base" is "none",
+ * an unknown name fails and leaves *out alone, an out-of-range value is "?". */
+static void test_enum_names(void) {
+    mmlt_ctx = "names";
+    for (int a = 0; a < 3; a++) {
+        mml_adapter v = (mml_adapter)-1;
+        CHECK(mml_adapter_from_name(mml_adapter_name((mml_adapter)a), &v) == 0 && v == (mml_adapter)a,
+              "adapter %d (%s) -> %d", a, mml_adapter_name((mml_adapter)a), (int)v);
+    }
+    mml_adapter ad = MML_ADAPTER_MOE;
+    CHECK(mml_adapter_from_name("base", &ad) == 0 && ad == MML_ADAPTER_NONE, "base -> %d", (int)ad);
+    ad = MML_ADAPTER_MOE;
+    CHECK(mml_adapter_from_name("Moe", &ad) == -1 && ad == MML_ADAPTER_MOE, "Moe accepted or *out changed");
+    CHECK(!strcmp(mml_adapter_name((mml_adapter)3), "?"), "adapter 3: %s", mml_adapter_name((mml_adapter)3));
+    CHECK(!strcmp(mml_adapter_name(MML_ADAPTER_MLORA), "mlora"), "mlora: %s", mml_adapter_name(MML_ADAPTER_MLORA));
+    for (int g = 0; g < 2; g++) {
+        mml_gate_kind v = (mml_gate_kind)-1;
+        CHECK(mml_gate_from_name(mml_gate_name((mml_gate_kind)g), &v) == 0 && v == (mml_gate_kind)g, "gate %d", g);
+    }
+    mml_gate_kind gk = MML_GATE_INPUT;
+    CHECK(mml_gate_from_name("base", &gk) == -1 && gk == MML_GATE_INPUT, "gate alias leaked");
+    CHECK(!strcmp(mml_gate_name((mml_gate_kind)2), "?"), "gate 2: %s", mml_gate_name((mml_gate_kind)2));
+    for (int q = 0; q < 2; q++) {
+        mml_precision v = (mml_precision)-1;
+        CHECK(mml_precision_from_name(mml_precision_name((mml_precision)q), &v) == 0 && v == (mml_precision)q,
+              "precision %d", q);
+    }
+    mml_precision pr = MML_PRECISION_BF16;
+    CHECK(mml_precision_from_name("fp16", &pr) == -1 && pr == MML_PRECISION_BF16, "fp16 accepted");
+    CHECK(!strcmp(mml_precision_name(MML_PRECISION_BF16), "bf16"), "bf16: %s", mml_precision_name(MML_PRECISION_BF16));
+    CHECK(!strcmp(mml_precision_name((mml_precision)-1), "?"), "precision -1");
+    mmlt_ctx = "";
+}
+
 /* Dense Adam moves every embedding (and linear-logit) row every step; the library replays a
  * row's missed zero-gradient steps when the row is next read (narrow rows in
  * blocks of rows of similar age). The replay must give exactly the parameters
@@ -968,6 +1002,7 @@ int main(void) {
     test_metrics();
     test_oov_and_batches();
     test_bad_configs();
+    test_enum_names();
     test_deferred_dense_adam();
     test_subnormals();
     printf("  phases/metrics/oov/configs: %.2f s\n", now_s() - t1);
