@@ -34,19 +34,32 @@ static void hold_here(int sig) {
     SET(g_held, 0);
 }
 
-/* Holds worker thread 1 of m until release_worker. */
-static int hold_worker(mml_model_t *m) {
-    SET(g_release, 0);
-    if (pthread_kill(m->rt.pool->th[0], SIGUSR1) != 0) return 0;
-    struct timespec ms = {0, 1000000};
-    for (int i = 0; i < 10000 && !GET(g_held); i++) nanosleep(&ms, NULL);
-    return GET(g_held);
-}
-
 static void release_worker(void) {
     SET(g_release, 1);
     struct timespec ms = {0, 1000000};
     for (int i = 0; i < 10000 && GET(g_held); i++) nanosleep(&ms, NULL);
+}
+
+/* Holds worker thread 1 of m until release_worker. A held worker must not
+ * hold the pool's mutex: the signal can land in the few instructions where
+ * the worker has it locked (under valgrind, which delivers signals when a
+ * thread next runs, it did), and a held mutex stops the caller forever where
+ * the scheduler would stop it for a time slice. So the hold is taken again
+ * until the mutex is free while the worker is held. */
+static int hold_worker(mml_model_t *m) {
+    struct timespec ms = {0, 1000000};
+    for (int attempt = 0; attempt < 100; attempt++) {
+        SET(g_release, 0);
+        if (pthread_kill(m->rt.pool->th[0], SIGUSR1) != 0) return 0;
+        for (int i = 0; i < 10000 && !GET(g_held); i++) nanosleep(&ms, NULL);
+        if (!GET(g_held)) return 0;
+        if (pthread_mutex_trylock(&m->rt.pool->mu) == 0) {
+            pthread_mutex_unlock(&m->rt.pool->mu);
+            return 1;
+        }
+        release_worker();
+    }
+    return 0;
 }
 
 static int same(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof(float)) == 0; }
