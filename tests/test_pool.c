@@ -42,10 +42,11 @@ static void release_worker(void) {
 
 /* Holds worker thread 1 of m until release_worker. A held worker must not
  * hold the pool's mutex: the signal can land in the few instructions where
- * the worker has it locked (under valgrind, which delivers signals when a
- * thread next runs, it did), and a held mutex stops the caller forever where
- * the scheduler would stop it for a time slice. So the hold is taken again
- * until the mutex is free while the worker is held. */
+ * the worker has it locked, and a held mutex stops the caller for ever where
+ * the scheduler would stop it for a time slice (the one way a step can wait
+ * for a held worker; a valgrind run, which delivers signals when a thread
+ * next runs, once hit this test's alarm). So the hold is taken again until
+ * the mutex is free while the worker is held. */
 static int hold_worker(mml_model_t *m) {
     struct timespec ms = {0, 1000000};
     for (int attempt = 0; attempt < 100; attempt++) {
