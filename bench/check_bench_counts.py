@@ -20,7 +20,9 @@ Runs moemlora-bench briefly and checks, per row of its JSON:
 - bf16 rows (--precision-list fp32,bf16) count the same training work as
   fp32 (the tower's bf16 GEMMs are counted too);
 - the GFLOP/s figures are those counts times the rates;
-- no dense-Adam row is still owed its catch-up when the training rate ends.
+- no dense-Adam row is still owed its catch-up when the training rate ends;
+- --hog reports, per row, the four rates and the two ratios (2 threads / 1,
+  without and with the spinning process), all positive.
 """
 import json, subprocess, sys
 
@@ -103,6 +105,12 @@ def main():
             expect(tr.get("fp32") is not None and tr.get("fp32") == tr.get("bf16"),
                    f"{a} emb {e} threads {t}: training FLOPs by precision {tr}")
     expect(len(rows) == 20, f"{len(rows)} rows, expected 20")
+    cmd = [sys.argv[1], "--hog", "--seconds", "0.2", "--windows", "2", "--adapters", "none", "--emb-list", "8", "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    busy = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    keys = ("train_1thr", "train_2thr", "ratio", "hog_train_1thr", "hog_train_2thr", "hog_ratio")
+    expect(len(busy) == 1 and all(busy[0].get(k, 0) > 0 for k in keys) and busy[0].get("hog_cpu", -1) >= 0,
+           f"--hog: expected one row with {', '.join(keys)} positive and the hog's CPU, got {busy}")
     for b in bad:
         print("FAIL", b)
     print(f"{len(rows)} rows, {len(bad)} failures")

@@ -13,7 +13,9 @@
  * threads without and with a process spinning on one CPU (the last this
  * process may use; nothing pins the trainer), and the ratio 2 threads / 1
  * thread of each. Another program on a core must not make 2 threads slower
- * than 1 (ratio >= 1 with the hog); without it the ratio is the scaling.
+ * than 1 (ratio >= 1 with the hog); without it the ratio is the scaling. The
+ * two thread counts take turns window by window, and each ratio is the median
+ * over the windows of the two rates taken side by side (busy_rows).
  *
  * --schema aliccp: an Ali-CCP-like schema instead: 20 categorical fields,
  * the domain (10 values) and 19 others with vocabularies from 19 to 1M
@@ -336,28 +338,33 @@ static long rows_owed(const mml_model_t *m) {
     return n;
 }
 
-/* Samples/s of the best window; *catch_share: that window's share spent
- * bringing deferred rows up to date after its last step. With dense Adam
- * (PyTorch's semantics) every row takes every step's update; the rows a
- * batch does not touch are replayed when next read, so a window that ended
- * with rows owed would leave part of its steps' work to whoever reads next. */
+/* Samples/s of one window of `seconds`, from batch *n on; *catch_share: the
+ * window's share spent bringing deferred rows up to date after its last step.
+ * With dense Adam (PyTorch's semantics) every row takes every step's update;
+ * the rows a batch does not touch are replayed when next read, so a window
+ * that ended with rows owed would leave part of its steps' work to whoever
+ * reads next. */
+static double train_window(mml_model_t *m, double seconds, long *n, double *catch_share) {
+    mml__catch_up_all(m); /* untimed: a window pays for its own steps only */
+    double t0 = now_s();
+    long n0 = *n;
+    do train_batch(m, (*n)++);
+    while (now_s() - t0 < seconds);
+    double t1 = now_s();
+    mml__catch_up_all(m);
+    double t = now_s() - t0;
+    *catch_share = (t - (t1 - t0)) / t;
+    return (double)(*n - n0) * BATCH / t;
+}
+
+/* Samples/s of the best of g_windows windows (and that window's catch-up share). */
 static double train_rate(mml_model_t *m, double seconds, double *catch_share) {
-    double best = 0.0;
+    double best = 0.0, share;
     long n = 0;
     *catch_share = 0.0;
     for (int w = 0; w < g_windows; w++) {
-        mml__catch_up_all(m); /* untimed: a window pays for its own steps only */
-        double t0 = now_s();
-        long n0 = n;
-        do train_batch(m, n++);
-        while (now_s() - t0 < seconds / g_windows);
-        double t1 = now_s();
-        mml__catch_up_all(m);
-        double t = now_s() - t0, rate = (double)(n - n0) * BATCH / t;
-        if (rate > best) {
-            best = rate;
-            *catch_share = (t - (t1 - t0)) / t;
-        }
+        double rate = train_window(m, seconds / g_windows, &n, &share);
+        if (rate > best) best = rate, *catch_share = share;
     }
     return best;
 }
@@ -509,9 +516,15 @@ static void stop_hog(pid_t pid) {
     waitpid(pid, NULL, 0);
 }
 
-/* Training rate at 1 and 2 threads, without and with the hog. */
+/* Training rate at 1 and 2 threads, without and with the hog. A shared
+ * machine's speed drifts by tens of percent within seconds, so the two thread
+ * counts take turns: both models are built first, then each of the W windows
+ * runs both, in the order 1 2, 2 1, 1 2 ... (a drift that is linear over a
+ * pair of windows favours neither). A rate is the best of its windows; the
+ * ratio 2/1 is the median over the windows of the two rates taken side by
+ * side, never the ratio of rates from different moments. */
 static void busy_rows(const char *adapter, int emb, double seconds, int json) {
-    double rate[2][2];
+    double rate[2][2], ratio[2];
     int cpu = -1;
     for (int h = 0; h < 2; h++) {
         pid_t hog = h ? start_hog(&cpu) : 0;
@@ -519,23 +532,37 @@ static void busy_rows(const char *adapter, int emb, double seconds, int json) {
             printf("busy machine: cannot start the hog\n");
             return;
         }
+        mml_model_t *m[2];
+        long n[2] = {0, 0};
+        double pair[64], catch_share;
+        const int nw = g_windows < 64 ? g_windows : 64;
         for (int t = 0; t < 2; t++) {
-            mml_model_t *m = make_model(adapter, emb, t + 1, 0);
-            double catch_share;
-            warm_up(m);
-            rate[h][t] = train_rate(m, seconds, &catch_share);
-            mml_model_free(m);
+            m[t] = make_model(adapter, emb, t + 1, 0);
+            warm_up(m[t]);
         }
+        rate[h][0] = rate[h][1] = 0.0;
+        for (int w = 0; w < nw; w++) {
+            double r[2];
+            for (int k = 0; k < 2; k++) {
+                const int t = (w & 1) ? 1 - k : k;
+                r[t] = train_window(m[t], seconds / nw, &n[t], &catch_share);
+                if (r[t] > rate[h][t]) rate[h][t] = r[t];
+            }
+            pair[w] = r[1] / r[0];
+        }
+        qsort(pair, (size_t)nw, sizeof *pair, cmp_dbl);
+        ratio[h] = nw & 1 ? pair[nw / 2] : 0.5 * (pair[nw / 2 - 1] + pair[nw / 2]);
+        for (int t = 0; t < 2; t++) mml_model_free(m[t]);
         if (hog > 0) stop_hog(hog);
     }
     if (json)
         printf("{\"row\":\"busy\",\"adapter\":\"%s\",\"emb\":%d,\"train_1thr\":%.0f,\"train_2thr\":%.0f,"
                "\"ratio\":%.3f,\"hog_cpu\":%d,\"hog_train_1thr\":%.0f,\"hog_train_2thr\":%.0f,\"hog_ratio\":%.3f}\n",
-               adapter, emb, rate[0][0], rate[0][1], rate[0][1] / rate[0][0], cpu, rate[1][0], rate[1][1],
-               rate[1][1] / rate[1][0]);
+               adapter, emb, rate[0][0], rate[0][1], ratio[0], cpu, rate[1][0], rate[1][1],
+               ratio[1]);
     else
         printf("%-7s %4d | %10.0f %10.0f %6.2f | %10.0f %10.0f %6.2f\n", adapter, emb, rate[0][0], rate[0][1],
-               rate[0][1] / rate[0][0], rate[1][0], rate[1][1], rate[1][1] / rate[1][0]);
+               ratio[0], rate[1][0], rate[1][1], ratio[1]);
     fflush(stdout);
 }
 

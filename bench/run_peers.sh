@@ -23,7 +23,9 @@
 # range of each ratio over the repetitions (a ratio is taken within one
 # repetition, never across; there the peer's fastest candidate counts).
 # Each repetition also runs moemlora-bench --hog: our 2 threads against 1,
-# without and with a process spinning on one CPU.
+# without and with a process spinning on one CPU, in 4 windows of SECONDS/4
+# where the two thread counts take turns (its ratio: the median of the 4
+# side-by-side pairs; its rates: the best window).
 #   bench/run_peers.sh BUILD_DIR [SECONDS] [REPS]
 # The peer needs python3-torch and, for its fast BLAS, libopenblas0-pthread
 # (apt-get install -y python3-torch libopenblas0-pthread); without OpenBLAS,
@@ -81,7 +83,7 @@ for rep in $(seq "$reps"); do
       --precision-list "$precisions" --json | grep '^{' >> "$out/ours.$rep.json"
   done
   # a busy machine: our 2 threads / 1 thread beside a process spinning on one CPU
-  "$build/bench/moemlora-bench" --hog --seconds "$secs" --windows 1 --adapters none,moe --emb-list 8,128 --json |
+  "$build/bench/moemlora-bench" --hog --seconds "$secs" --windows 4 --adapters none,moe --emb-list 8,128 --json |
     grep '^{' >> "$out/busy.json" || true
 done
 if [ -x "$build/bench/bench_kernels" ]; then
@@ -241,7 +243,8 @@ if os.path.exists(os.path.join(out, "busy.json")):
         busy[(r["adapter"], r["emb"])].append(r)
 if busy:
     print("\nBusy machine (`moemlora-bench --hog`): training samples/s at 1 and 2 threads, without and with a process "
-          "spinning on one CPU, median (lowest-highest ratio) over the repetitions:\n")
+          "spinning on one CPU, the thread counts taking turns in 4 windows (a rate: the best window; a ratio: the median "
+          "of the 4 side-by-side pairs), median (lowest-highest ratio) over the repetitions:\n")
     print("| adapter | emb | 1 thread | 2 threads | 2/1 | hog: 1 thread | hog: 2 threads | hog: 2/1 |")
     print("|---|---|---|---|---|---|---|---|")
     for (a, e), rs in busy.items():
