@@ -519,8 +519,8 @@ static void stop_hog(pid_t pid) {
 /* Training rate at 1 and 2 threads, without and with the hog. A shared
  * machine's speed drifts by tens of percent within seconds, so the two thread
  * counts take turns: both models are built first, then each of the W windows
- * runs both, in the order 1 2, 2 1, 1 2 ... (a drift that is linear over a
- * pair of windows favours neither). A rate is the best of its windows; the
+ * runs both, in the order 1 2, 2 1, 1 2 ... (a steady drift favours each
+ * order in turn, never one thread count). A rate is the best of its windows; the
  * ratio 2/1 is the median over the windows of the two rates taken side by
  * side, never the ratio of rates from different moments. */
 static void busy_rows(const char *adapter, int emb, double seconds, int json) {
@@ -558,8 +558,7 @@ static void busy_rows(const char *adapter, int emb, double seconds, int json) {
     if (json)
         printf("{\"row\":\"busy\",\"adapter\":\"%s\",\"emb\":%d,\"train_1thr\":%.0f,\"train_2thr\":%.0f,"
                "\"ratio\":%.3f,\"hog_cpu\":%d,\"hog_train_1thr\":%.0f,\"hog_train_2thr\":%.0f,\"hog_ratio\":%.3f}\n",
-               adapter, emb, rate[0][0], rate[0][1], ratio[0], cpu, rate[1][0], rate[1][1],
-               ratio[1]);
+               adapter, emb, rate[0][0], rate[0][1], ratio[0], cpu, rate[1][0], rate[1][1], ratio[1]);
     else
         printf("%-7s %4d | %10.0f %10.0f %6.2f | %10.0f %10.0f %6.2f\n", adapter, emb, rate[0][0], rate[0][1],
                ratio[0], rate[1][0], rate[1][1], ratio[1]);
