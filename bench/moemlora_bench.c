@@ -524,37 +524,42 @@ static void stop_hog(pid_t pid) {
  * ratio 2/1 is the median over the windows of the two rates taken side by
  * side, never the ratio of rates from different moments. */
 static void busy_rows(const char *adapter, int emb, double seconds, int json) {
-    double rate[2][2], ratio[2];
+    double rate[2][2] = {{0.0}}, ratio[2];
+    double *pair = (double *)malloc(sizeof *pair * (size_t)g_windows), catch_share;
     int cpu = -1;
+    if (!pair) {
+        fprintf(stderr, "moemlora-bench: out of memory\n");
+        exit(1);
+    }
     for (int h = 0; h < 2; h++) {
         pid_t hog = h ? start_hog(&cpu) : 0;
         if (hog < 0) {
             printf("busy machine: cannot start the hog\n");
+            free(pair);
             return;
         }
         mml_model_t *m[2];
         long n[2] = {0, 0};
-        double pair[64], catch_share;
-        const int nw = g_windows < 64 ? g_windows : 64;
         for (int t = 0; t < 2; t++) {
             m[t] = make_model(adapter, emb, t + 1, 0);
             warm_up(m[t]);
         }
-        rate[h][0] = rate[h][1] = 0.0;
-        for (int w = 0; w < nw; w++) {
+        for (int w = 0; w < g_windows; w++) {
             double r[2];
             for (int k = 0; k < 2; k++) {
                 const int t = (w & 1) ? 1 - k : k;
-                r[t] = train_window(m[t], seconds / nw, &n[t], &catch_share);
+                r[t] = train_window(m[t], seconds / g_windows, &n[t], &catch_share);
                 if (r[t] > rate[h][t]) rate[h][t] = r[t];
             }
             pair[w] = r[1] / r[0];
         }
-        qsort(pair, (size_t)nw, sizeof *pair, cmp_dbl);
-        ratio[h] = nw & 1 ? pair[nw / 2] : 0.5 * (pair[nw / 2 - 1] + pair[nw / 2]);
+        qsort(pair, (size_t)g_windows, sizeof *pair, cmp_dbl);
+        const int mid = g_windows / 2;
+        ratio[h] = g_windows & 1 ? pair[mid] : 0.5 * (pair[mid - 1] + pair[mid]);
         for (int t = 0; t < 2; t++) mml_model_free(m[t]);
         if (hog > 0) stop_hog(hog);
     }
+    free(pair);
     if (json)
         printf("{\"row\":\"busy\",\"adapter\":\"%s\",\"emb\":%d,\"train_1thr\":%.0f,\"train_2thr\":%.0f,"
                "\"ratio\":%.3f,\"hog_cpu\":%d,\"hog_train_1thr\":%.0f,\"hog_train_2thr\":%.0f,\"hog_ratio\":%.3f}\n",
