@@ -2028,16 +2028,25 @@ MML__ATTR_avx512bf16 static inline __m512i mml__bf16_run_avx512(const float *x, 
     const __m512 hi = _mm512_maskz_loadu_ps(mml__vmask_avx512(n - 16), x + 16);
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
-/* Rows of k-contiguous floats (row j at src + j*ld, n of them) -> pairs at
- * dst[kp*stride + j]. */
+/* Rows of k-contiguous floats (row j at src + j*ld, j < n) -> pairs at
+ * dst[kp*stride + j]: 16 rows by 16 pairs at a time, turned in registers
+ * (rows past n read as zero and are not stored). */
 MML__ATTR_avx512bf16 static void mml__bf16_rows_avx512(int kc, int n, const float *src, int64_t ld, mml__u32a *dst,
                                                 int stride) {
-    uint32_t t[16];
-    for (int j = 0; j < n; j++)
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        const int nj = mml__mini(n - j0, 16);
+        const __mmask16 mj = mml__vmask_avx512(nj);
         for (int k0 = 0; k0 < kc; k0 += 32) {
-            _mm512_storeu_si512(t, mml__bf16_run_avx512(src + j * ld + k0, kc - k0));
-            for (int p = 0; p < 16 && k0 + 2 * p < kc; p++) dst[(int64_t)(k0 / 2 + p) * stride + j] = t[p];
+            const int np = mml__mini((kc - k0 + 1) / 2, 16);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < nj ? _mm512_castsi512_ps(mml__bf16_run_avx512(src + (int64_t)(j0 + i) * ld + k0, kc - k0))
+                              : _mm512_setzero_ps();
+            mml__transpose16_avx512(r);
+            for (int p = 0; p < np; p++)
+                _mm512_mask_storeu_ps((float *)(dst + (int64_t)(k0 / 2 + p) * stride + j0), mj, r[p]);
         }
+    }
 }
 /* B[kc, nc] -> panels of 32 (or 16) columns, k-pair-major. */
 MML__ATTR_avx512bf16 static void mml__pack_bn_bf16_avx512(int kc, int nc, const float *B, int64_t ldb, void *pbv) {
