@@ -107,7 +107,9 @@ typedef struct mml_adam_hp {   /* PyTorch Adam semantics */
  *            gemm_tn): two products on one left operand, each exactly what
  *            the single call gives (x W beside x A_all, x^T dz beside x^T dT)
  *  gemm_pair_bf16  the same with gemm_nn_bf16 / gemm_tn_bf16's products; on
- *            the AMX tiles A is converted once for both (where N1, N2 <= 256)
+ *            the AMX tiles and with vdpbf16ps A is converted once for both
+ *            (where N1, N2 <= 256 and, vdpbf16ps, both B blocks fit the
+ *            pack buffer)
  *  gemm_pack_size  floats gemm_pack_b writes for B[K,N] (this ISA's layout)
  *  gemm_pack_b  B[K,N] (row-major, ldb) -> Bp, the layout gemm_packed reads
  *  gemm_packed  C[M,N] = A[M,K] . B (+ bias[j] if bias) (then max(., 0) if relu),
@@ -834,33 +836,43 @@ static inline int mml__panel_cols(const mml__gemm_isa *d, int nc) {
     return full + (rem == 0 ? 0 : rem > d->w ? 2 * d->w : d->w);
 }
 
+/* The mr-row sliver of A at row ic as the micro-kernels read it (*la: its
+ * stride): packed into mml__gemm_apack where the ISA packs it (A^T slivers,
+ * bf16 pairs), else in place. */
+static inline const float *mml__gemm_sliver(const mml__gemm_isa *d, int kc, int mr, const float *A, int64_t lda,
+                                            int a_trans, int ic, int64_t *la) {
+    const float *a = a_trans ? A + ic : A + (int64_t)ic * lda;
+    void (*pack)(int, int, const float *, int64_t, float *) = a_trans ? d->pack_a : d->pack_a_rows;
+    *la = lda;
+    if (!pack) return a;
+    pack(kc, mr, a, lda, mml__gemm_apack);
+    *la = d->mr;
+    return mml__gemm_apack;
+}
+
+/* C[0:mr, 0:nc] (+)= one sliver a . every panel of an nc-wide block pb. */
+static inline void mml__gemm_panels(const mml__gemm_isa *d, const mml__uk_fn *uk, int mr, int nc, int kc,
+                                    const float *a, int64_t la, const unsigned char *pb, float *C, int64_t ldc,
+                                    int load_c, const float *bias, int relu) {
+    const int64_t vec_bytes = mml__panel_bytes(d, kc, d->w); /* a panel W columns wide */
+    for (int j0 = 0; j0 < nc; j0 += 2 * d->w) {
+        const int w = mml__mini(nc - j0, 2 * d->w), nv = w > d->w ? 2 : 1;
+        uk[(nv - 1) * d->mr + mr - 1](kc, a, la, pb, C + j0, ldc, w, load_c, bias ? bias + j0 : NULL, relu);
+        pb += vec_bytes * nv;
+    }
+}
+
 /* C[0:M, 0:nc] (+)= A[0:M, 0:kc] . the block's panels pb: every MR-row block
  * against every panel (a_trans: element (i, k) of A at A[k*lda + i]). */
 static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const float *A,
                             int64_t lda, int a_trans, const unsigned char *pb, float *C,
                             int64_t ldc, int load_c, const float *bias, int relu) {
     const mml__uk_fn *uk = d->uk + (bias || relu ? 4 : a_trans ? 0 : 2) * d->mr;
-    const int64_t vec_bytes = mml__panel_bytes(d, kc, d->w); /* a panel W columns wide */
     for (int ic = 0; ic < M; ic += d->mr) {
         const int mr = mml__mini(M - ic, d->mr);
-        const float *a = a_trans ? A + ic : A + (int64_t)ic * lda;
-        int64_t la = lda;
-        if (a_trans && d->pack_a) {
-            d->pack_a(kc, mr, a, lda, mml__gemm_apack);
-            a = mml__gemm_apack;
-            la = d->mr;
-        } else if (!a_trans && d->pack_a_rows) {
-            d->pack_a_rows(kc, mr, a, lda, mml__gemm_apack);
-            a = mml__gemm_apack;
-            la = d->mr;
-        }
-        const unsigned char *p = pb;
-        for (int j0 = 0; j0 < nc; j0 += 2 * d->w) {
-            const int w = mml__mini(nc - j0, 2 * d->w), nv = w > d->w ? 2 : 1;
-            uk[(nv - 1) * d->mr + mr - 1](kc, a, la, p, C + (int64_t)ic * ldc + j0, ldc, w, load_c,
-                                          bias ? bias + j0 : NULL, relu);
-            p += vec_bytes * nv;
-        }
+        int64_t la;
+        const float *a = mml__gemm_sliver(d, kc, mr, A, lda, a_trans, ic, &la);
+        mml__gemm_panels(d, uk, mr, nc, kc, a, la, pb, C + (int64_t)ic * ldc, ldc, load_c, bias, relu);
     }
 }
 
@@ -893,6 +905,41 @@ static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const flo
             mml__gemm_block(d, M, nc, kc, a_trans ? A + (int64_t)pc * lda : A + pc, lda, a_trans,
                             (const unsigned char *)mml__gemm_pack, C + jc, ldc, accumulate || pc > 0,
                             NULL, 0);
+        }
+    }
+}
+
+/* gemm_pair on ISA d: C1 (+)= op(A) . B1 and C2 (+)= op(A) . B2 with each
+ * sliver of A packed once for both, where both products are one column block
+ * and their k blocks fit the pack buffer side by side; else two
+ * mml__gemm_run calls. Every element of C is summed as mml__gemm_run sums it
+ * (same k blocks, same micro-kernels), so the two ways agree bit for bit. */
+MML__MAYBE_UNUSED static void mml__gemm_pair_run(const mml__gemm_isa *d, int M, int K, const float *A, int lda,
+                                                 int a_trans, int N1, const float *B1, int ldb1, float *C1,
+                                                 int ldc1, int N2, const float *B2, int ldb2, float *C2, int ldc2,
+                                                 int accumulate) {
+    const int kcb = K > 0 ? mml__gemm_kc(K) : 1;
+    const int64_t off = (mml__panel_bytes(d, kcb, mml__panel_cols(d, N1 > 0 ? N1 : 1)) + 63) / 64 * 64;
+    if (M <= 0 || K <= 0 || N1 <= 0 || N2 <= 0 || N1 > MML__GEMM_NC || N2 > MML__GEMM_NC ||
+        (d->small_m && M <= d->small_m_max && !a_trans) ||
+        off + mml__panel_bytes(d, kcb, mml__panel_cols(d, N2)) > (int64_t)sizeof mml__gemm_pack) {
+        mml__gemm_run(d, M, N1, K, A, lda, a_trans, B1, ldb1, 0, C1, ldc1, accumulate);
+        mml__gemm_run(d, M, N2, K, A, lda, a_trans, B2, ldb2, 0, C2, ldc2, accumulate);
+        return;
+    }
+    unsigned char *pb = (unsigned char *)mml__gemm_pack;
+    const mml__uk_fn *uk = d->uk + (a_trans ? 0 : 2) * d->mr;
+    for (int pc = 0; pc < K; pc += kcb) {
+        const int kc = mml__mini(K - pc, kcb), load_c = accumulate || pc > 0;
+        const float *Ab = a_trans ? A + (int64_t)pc * lda : A + pc;
+        d->pack_b[0](kc, N1, B1 + (int64_t)pc * ldb1, ldb1, pb);
+        d->pack_b[0](kc, N2, B2 + (int64_t)pc * ldb2, ldb2, pb + off);
+        for (int ic = 0; ic < M; ic += d->mr) {
+            const int mr = mml__mini(M - ic, d->mr);
+            int64_t la;
+            const float *a = mml__gemm_sliver(d, kc, mr, Ab, lda, a_trans, ic, &la);
+            mml__gemm_panels(d, uk, mr, N1, kc, a, la, pb, C1 + (int64_t)ic * ldc1, ldc1, load_c, NULL, 0);
+            mml__gemm_panels(d, uk, mr, N2, kc, a, la, pb + off, C2 + (int64_t)ic * ldc2, ldc2, load_c, NULL, 0);
         }
     }
 }
@@ -2464,8 +2511,9 @@ MML__ATTR_avx512 static void mml__gemm_packed_bf16_avx512(int M, int N, int K, c
     }
 }
 
-/* gemm_pair on AVX-512: two calls, but for bf16 on the AMX tiles (A
- * converted once for both products). */
+/* gemm_pair on AVX-512: two calls (fp32 reads A's rows in place), but for
+ * bf16 A rounded once for both products: on the AMX tiles, and with
+ * vdpbf16ps each sliver of A packed into pairs once (mml__gemm_pair_run). */
 MML__GEMM_PAIR_CALLS(avx512, )
 MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair_bf16_calls_avx512, avx512, _bf16)
 MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const float *A, int lda, int a_trans, int N1,
@@ -2478,8 +2526,12 @@ MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const floa
         return;
     }
 #endif
-    mml__gemm_pair_bf16_calls_avx512(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2,
-                                     accumulate);
+    if (MML__PACKED_DOT)
+        mml__gemm_pair_run(&mml__gemm_isa_bf16_avx512, M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2,
+                           C2, ldc2, accumulate);
+    else
+        mml__gemm_pair_bf16_calls_avx512(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2,
+                                         accumulate);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
