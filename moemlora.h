@@ -1,5 +1,5 @@
 /* moemlora.h - multi-domain CTR prediction with MLoRA / MoE-MLoRA adapters.
- * Version 0.7.1. License: MIT (see LICENSE).
+ * Version 0.7.2. License: MIT (see LICENSE).
  *
  * One click model serves several domains (scenarios, user groups, themes).
  * Each hidden layer of the DNN tower carries low-rank adapters: one per domain
@@ -155,6 +155,10 @@
  *     >>checkpoints* the container (docs/FORMAT.md), model save and load
  *
  * VERSION HISTORY
+ *     0.7.2  bf16 GEMMs on vdpbf16ps (AVX-512 without AMX): rows read along k
+ *            packed into pairs by a 16 x 16 register transpose, and
+ *            gemm_pair_bf16 rounds each sliver of x once for both products.
+ *            Results unchanged, bit for bit.
  *     0.7.1  gemm_packed_bf16 on AVX-512 without AMX packs B once into the
  *            panels of the bf16 GEMM that runs there (vdpbf16ps pairs, or
  *            rounded fp32 panels): batch-1 bf16 predictions about 3x faster
