@@ -8,6 +8,7 @@
  * lazy Adam, MoE-MLoRA and the base model; the worker held from the start,
  * released halfway, held again. An alarm fails the test if a step waits for
  * the held worker. Needs two threads (skipped under MOEMLORA_TEST_ONE_THREAD).
+ * Also checked: a worker's move off the caller's CPU (test_move_off_cpu).
  * Not in the ThreadSanitizer step: it delivers signals at its own interception
  * points, one of them inside pthread_cond_wait with the pool's mutex held, so
  * a held worker would hold the mutex too, which a real stop does not. */
@@ -133,7 +134,45 @@ static void run_case(mml_adapter adapter, int lazy) {
     mmlt_ctx = "";
 }
 
+/* A worker woken on the caller's CPU moves itself off it (mml__move_off_cpu):
+ * it lands on another CPU of its affinity mask and keeps the mask; with a
+ * mask of one CPU it stays where it is. Linux with two CPUs or more. */
+static void test_move_off_cpu(void) {
+    mmlt_ctx = "move off a CPU";
+#if defined(__linux__) && defined(SYS_sched_getaffinity) && defined(SYS_sched_setaffinity)
+    enum { W = 1024 / (8 * sizeof(unsigned long)) };
+    const int bits = 8 * (int)sizeof(unsigned long);
+    unsigned long all[W], one[W], now[W];
+    long n = syscall(SYS_sched_getaffinity, 0L, sizeof all, all);
+    int c0 = -1, count = 0;
+    for (int c = 0; n > 0 && c < 8 * n; c++)
+        if (all[c / bits] >> (c % bits) & 1ul) {
+            if (c0 < 0) c0 = c;
+            count++;
+        }
+    memset(one, 0, sizeof one);
+    if (c0 >= 0) one[c0 / bits] = 1ul << (c0 % bits);
+    if (count < 2 || mml__cpu_now() < 0 || syscall(SYS_sched_setaffinity, 0L, (size_t)n, one) != 0) {
+        printf("test_pool: move off a CPU: skipped (needs two CPUs in the affinity mask and getcpu)\n");
+        mmlt_ctx = "";
+        return;
+    }
+    CHECK(mml__cpu_now() == c0, "pinned to CPU %d, runs on %d", c0, mml__cpu_now());
+    CHECK(!mml__move_off_cpu(c0), "moved off the only CPU of its mask");
+    CHECK(mml__cpu_now() == c0, "left CPU %d, the only one of its mask, for %d", c0, mml__cpu_now());
+    CHECK(syscall(SYS_sched_setaffinity, 0L, (size_t)n, all) == 0, "cannot restore the affinity mask");
+    CHECK(mml__move_off_cpu(c0), "did not move off CPU %d", c0);
+    CHECK(mml__cpu_now() != c0, "still on CPU %d after the move", c0);
+    CHECK(syscall(SYS_sched_getaffinity, 0L, sizeof now, now) == n && memcmp(now, all, (size_t)n) == 0,
+          "the move changed the affinity mask");
+#else
+    printf("test_pool: move off a CPU: skipped (Linux only)\n");
+#endif
+    mmlt_ctx = "";
+}
+
 int main(void) {
+    test_move_off_cpu();
     if (mmlt_max_threads() < 2) {
         printf("test_pool: skipped (MOEMLORA_TEST_ONE_THREAD: no worker threads)\n");
         return MMLT_SKIP;
