@@ -918,11 +918,16 @@ MML__MAYBE_UNUSED static void mml__gemm_pair_run(const mml__gemm_isa *d, int M, 
                                                  int a_trans, int N1, const float *B1, int ldb1, float *C1,
                                                  int ldc1, int N2, const float *B2, int ldb2, float *C2, int ldc2,
                                                  int accumulate) {
-    const int kcb = K > 0 ? mml__gemm_kc(K) : 1;
-    const int64_t off = (mml__panel_bytes(d, kcb, mml__panel_cols(d, N1 > 0 ? N1 : 1)) + 63) / 64 * 64;
-    if (M <= 0 || K <= 0 || N1 <= 0 || N2 <= 0 || N1 > MML__GEMM_NC || N2 > MML__GEMM_NC ||
-        (d->small_m && M <= d->small_m_max && !a_trans) ||
-        off + mml__panel_bytes(d, kcb, mml__panel_cols(d, N2)) > (int64_t)sizeof mml__gemm_pack) {
+    int together = M > 0 && K > 0 && N1 > 0 && N2 > 0 && N1 <= MML__GEMM_NC && N2 <= MML__GEMM_NC &&
+                   !(d->small_m && M <= d->small_m_max && !a_trans);
+    int kcb = 0;
+    int64_t off = 0; /* B2's panels in the pack buffer, after B1's (a cache line boundary) */
+    if (together) {
+        kcb = mml__gemm_kc(K);
+        off = (mml__panel_bytes(d, kcb, mml__panel_cols(d, N1)) + 63) / 64 * 64;
+        together = off + mml__panel_bytes(d, kcb, mml__panel_cols(d, N2)) <= (int64_t)sizeof mml__gemm_pack;
+    }
+    if (!together) {
         mml__gemm_run(d, M, N1, K, A, lda, a_trans, B1, ldb1, 0, C1, ldc1, accumulate);
         mml__gemm_run(d, M, N2, K, A, lda, a_trans, B2, ldb2, 0, C2, ldc2, accumulate);
         return;
