@@ -862,17 +862,28 @@ static inline void mml__gemm_panels(const mml__gemm_isa *d, const mml__uk_fn *uk
     }
 }
 
-/* C[0:M, 0:nc] (+)= A[0:M, 0:kc] . the block's panels pb: every MR-row block
- * against every panel (a_trans: element (i, k) of A at A[k*lda + i]). */
-static void mml__gemm_block(const mml__gemm_isa *d, int M, int nc, int kc, const float *A,
-                            int64_t lda, int a_trans, const unsigned char *pb, float *C,
-                            int64_t ldc, int load_c, const float *bias, int relu) {
-    const mml__uk_fn *uk = d->uk + (bias || relu ? 4 : a_trans ? 0 : 2) * d->mr;
+/* One product of a k block: C[0:M, 0:nc] (+)= A[0:M, 0:kc] . pb, the packed
+ * panels of B's nc-wide column block. */
+typedef struct mml__gemm_out {
+    int nc;
+    const unsigned char *pb;
+    float *C;
+    int64_t ldc;
+} mml__gemm_out;
+
+/* The n products o of one k block of A: every MR-row sliver of A (packed
+ * once where the ISA packs it) against every panel of each (a_trans:
+ * element (i, k) of A at A[k*lda + i]). */
+static void mml__gemm_block(const mml__gemm_isa *d, int M, int kc, const float *A, int64_t lda, int a_trans,
+                            const mml__gemm_out *o, int n, int load_c, const float *bias, int relu) {
+    const mml__uk_fn *uk = d->uk + (bias || relu ? 4 : a_trans ? 0 : 2) * d->mr; /* the mode */
     for (int ic = 0; ic < M; ic += d->mr) {
         const int mr = mml__mini(M - ic, d->mr);
         int64_t la;
         const float *a = mml__gemm_sliver(d, kc, mr, A, lda, a_trans, ic, &la);
-        mml__gemm_panels(d, uk, mr, nc, kc, a, la, pb, C + (int64_t)ic * ldc, ldc, load_c, bias, relu);
+        for (int q = 0; q < n; q++)
+            mml__gemm_panels(d, uk, mr, o[q].nc, kc, a, la, o[q].pb, o[q].C + (int64_t)ic * o[q].ldc, o[q].ldc,
+                             load_c, bias, relu);
     }
 }
 
@@ -886,6 +897,37 @@ static inline int mml__gemm_trivial(int M, int N, int K, float *C, int ldc, int 
     return 1;
 }
 
+/* One column block of a product: C[0:M, 0:N] (+)= op(A) . op(B), N <= the
+ * block width, its k blocks packed at off in mml__gemm_pack. */
+typedef struct mml__gemm_mat {
+    int N;
+    const float *B;
+    int ldb, b_trans;
+    float *C;
+    int ldc;
+    int64_t off;
+} mml__gemm_mat;
+
+/* The n column blocks b, all with the same A, k block by k block: each k
+ * block of every B packed, then each sliver of A packed once for all of
+ * them (mml__gemm_block). */
+static void mml__gemm_cols(const mml__gemm_isa *d, int M, int K, const float *A, int lda, int a_trans,
+                           const mml__gemm_mat *b, int n, int accumulate) {
+    const int kcb = mml__gemm_kc(K);
+    unsigned char *pack = (unsigned char *)mml__gemm_pack;
+    mml__gemm_out o[2];
+    for (int pc = 0; pc < K; pc += kcb) {
+        const int kc = mml__mini(K - pc, kcb);
+        for (int q = 0; q < n; q++) {
+            d->pack_b[b[q].b_trans](kc, b[q].N, b[q].b_trans ? b[q].B + pc : b[q].B + (int64_t)pc * b[q].ldb,
+                                    b[q].ldb, pack + b[q].off);
+            o[q].nc = b[q].N, o[q].pb = pack + b[q].off, o[q].C = b[q].C, o[q].ldc = b[q].ldc;
+        }
+        mml__gemm_block(d, M, kc, a_trans ? A + (int64_t)pc * lda : A + pc, lda, a_trans, o, n, accumulate || pc > 0,
+                        NULL, 0);
+    }
+}
+
 /* C[M,N] (+)= op(A) . op(B) on ISA d: gemm_nn, gemm_nt and gemm_tn. */
 static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const float *A, int lda,
                           int a_trans, const float *B, int ldb, int b_trans, float *C, int ldc,
@@ -895,17 +937,10 @@ static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const flo
         d->small_m(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
         return;
     }
-    const int kcb = mml__gemm_kc(K);
     for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
-        const int nc = mml__mini(N - jc, MML__GEMM_NC);
-        for (int pc = 0; pc < K; pc += kcb) {
-            const int kc = mml__mini(K - pc, kcb);
-            const float *b = b_trans ? B + (int64_t)jc * ldb + pc : B + (int64_t)pc * ldb + jc;
-            d->pack_b[b_trans](kc, nc, b, ldb, mml__gemm_pack);
-            mml__gemm_block(d, M, nc, kc, a_trans ? A + (int64_t)pc * lda : A + pc, lda, a_trans,
-                            (const unsigned char *)mml__gemm_pack, C + jc, ldc, accumulate || pc > 0,
-                            NULL, 0);
-        }
+        const mml__gemm_mat b = {mml__mini(N - jc, MML__GEMM_NC), b_trans ? B + (int64_t)jc * ldb : B + jc, ldb,
+                                 b_trans, C + jc, ldc, 0};
+        mml__gemm_cols(d, M, K, A, lda, a_trans, &b, 1, accumulate);
     }
 }
 
@@ -920,10 +955,9 @@ MML__MAYBE_UNUSED static void mml__gemm_pair_run(const mml__gemm_isa *d, int M, 
                                                  int accumulate) {
     int together = M > 0 && K > 0 && N1 > 0 && N2 > 0 && N1 <= MML__GEMM_NC && N2 <= MML__GEMM_NC &&
                    !(d->small_m && M <= d->small_m_max && !a_trans);
-    int kcb = 0;
     int64_t off = 0; /* B2's panels in the pack buffer, after B1's (a cache line boundary) */
     if (together) {
-        kcb = mml__gemm_kc(K);
+        const int kcb = mml__gemm_kc(K);
         off = (mml__panel_bytes(d, kcb, mml__panel_cols(d, N1)) + 63) / 64 * 64;
         together = off + mml__panel_bytes(d, kcb, mml__panel_cols(d, N2)) <= (int64_t)sizeof mml__gemm_pack;
     }
@@ -932,21 +966,8 @@ MML__MAYBE_UNUSED static void mml__gemm_pair_run(const mml__gemm_isa *d, int M, 
         mml__gemm_run(d, M, N2, K, A, lda, a_trans, B2, ldb2, 0, C2, ldc2, accumulate);
         return;
     }
-    unsigned char *pb = (unsigned char *)mml__gemm_pack;
-    const mml__uk_fn *uk = d->uk + (a_trans ? 0 : 2) * d->mr;
-    for (int pc = 0; pc < K; pc += kcb) {
-        const int kc = mml__mini(K - pc, kcb), load_c = accumulate || pc > 0;
-        const float *Ab = a_trans ? A + (int64_t)pc * lda : A + pc;
-        d->pack_b[0](kc, N1, B1 + (int64_t)pc * ldb1, ldb1, pb);
-        d->pack_b[0](kc, N2, B2 + (int64_t)pc * ldb2, ldb2, pb + off);
-        for (int ic = 0; ic < M; ic += d->mr) {
-            const int mr = mml__mini(M - ic, d->mr);
-            int64_t la;
-            const float *a = mml__gemm_sliver(d, kc, mr, Ab, lda, a_trans, ic, &la);
-            mml__gemm_panels(d, uk, mr, N1, kc, a, la, pb, C1 + (int64_t)ic * ldc1, ldc1, load_c, NULL, 0);
-            mml__gemm_panels(d, uk, mr, N2, kc, a, la, pb + off, C2 + (int64_t)ic * ldc2, ldc2, load_c, NULL, 0);
-        }
-    }
+    const mml__gemm_mat b[2] = {{N1, B1, ldb1, 0, C1, ldc1, 0}, {N2, B2, ldb2, 0, C2, ldc2, off}};
+    mml__gemm_cols(d, M, K, A, lda, a_trans, b, 2, accumulate);
 }
 
 /* bf16 GEMM where the CPU lacks bf16 arithmetic: the ISA's fp32 GEMM fn on
@@ -1022,12 +1043,13 @@ MML__MAYBE_UNUSED static void mml__gemm_packed_run(const mml__gemm_isa *d, int M
         for (int pc = 0; pc < K; pc += kcb) {
             const int kc = mml__mini(K - pc, kcb), last = pc + kc == K;
             const float *bj = last && bias ? bias + jc : NULL;
-            if (!round_a) mml__gemm_block(d, M, nc, kc, A + pc, lda, 0, p, C + jc, ldc, pc > 0, bj, last && relu);
+            mml__gemm_out o = {nc, p, C + jc, ldc};
+            if (!round_a) mml__gemm_block(d, M, kc, A + pc, lda, 0, &o, 1, pc > 0, bj, last && relu);
             for (int ic = 0; ic < M && round_a; ic += MML__BF16_PACKED_MB) {
                 const int mb = mml__mini(M - ic, MML__BF16_PACKED_MB);
                 mml__bf16_round_block(mb, kc, A + (int64_t)ic * lda + pc, lda, mml__bf16_abuf);
-                mml__gemm_block(d, mb, nc, kc, mml__bf16_abuf, kc, 0, p, C + (int64_t)ic * ldc + jc, ldc, pc > 0,
-                                bj, last && relu);
+                o.C = C + (int64_t)ic * ldc + jc;
+                mml__gemm_block(d, mb, kc, mml__bf16_abuf, kc, 0, &o, 1, pc > 0, bj, last && relu);
             }
             p += mml__panel_bytes(d, kc, mml__panel_cols(d, nc));
         }
