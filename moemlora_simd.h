@@ -812,9 +812,12 @@ typedef struct mml__gemm_isa {
     void (*pack_a)(int kc, int mr, const float *a, int64_t lda, float *pa);
     mml__gemm_fn small_m;     /* nn with M <= small_m_max without packing (NULL: none) */
     int small_m_max;
-    /* rows of A (k stride 1) -> pa like pack_a, for panels the micro-kernels
-     * cannot read A in place for (bf16 pairs); NULL: A rows read in place */
+    /* rows of A (k stride 1) -> pa, for panels the micro-kernels cannot read
+     * A in place for (bf16 pairs); NULL: A rows read in place. Its layout:
+     * that of pack_a when a_rows_ld is 0, else row i at pa + i*a_rows_ld
+     * (4-byte units), read by the mode-1 micro-kernels */
     void (*pack_a_rows)(int kc, int mr, const float *a, int64_t lda, float *pa);
+    int a_rows_ld;
 } mml__gemm_isa;
 
 static inline int mml__mini(int a, int b) { return a < b ? a : b; }
@@ -846,7 +849,7 @@ static inline const float *mml__gemm_sliver(const mml__gemm_isa *d, int kc, int 
     *la = lda;
     if (!pack) return a;
     pack(kc, mr, a, lda, mml__gemm_apack);
-    *la = d->mr;
+    *la = a_trans || !d->a_rows_ld ? d->mr : d->a_rows_ld;
     return mml__gemm_apack;
 }
 
@@ -1110,19 +1113,20 @@ typedef void (*mml__gemm_tiles_fn)(int M, int N, int K, const float *A, int lda,
 #define MML__GEMM_BF16_NATIVE_ALL(S, DESC)                                            \
     MML__GEMM_BF16_NATIVE(S, DESC, nn, 0, 0) MML__GEMM_BF16_NATIVE(S, DESC, nt, 0, 1) \
     MML__GEMM_BF16_NATIVE(S, DESC, tn, 1, 0)
-/* S's bf16 GEMM on its micro-kernels mml__ukbf_MR_NV_S (MR up to UPTO's,
- * panels of 2 x W floats of bf16 pairs) and its pack_*_bf16_S hooks: the
- * kernel table (modes 0 and 1 alike: A reaches the kernels packed either
- * way; no epilogue mode), the description mml__gemm_isa_bf16_S and the
- * gemm_*_bf16 entries. */
-#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_##S,
-#define MML__GEMM_BF16_ISA(S, UPTO, W)                                                \
+/* S's bf16 GEMM on its micro-kernels mml__ukbf_MR_NV_MODE_S (MR up to
+ * UPTO's, panels of 2 x W floats of bf16 pairs) and its pack_*_bf16_S hooks:
+ * the kernel table (A always reaches the kernels packed: mode 0 on k-major
+ * pairs, for A's rows mode RM, 1 where pack_a_rows_bf16_S writes rows
+ * ALD apart, else 0 and ALD 0; no epilogue mode), the description
+ * mml__gemm_isa_bf16_S and the gemm_*_bf16 entries. */
+#define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_##MODE##_##S,
+#define MML__GEMM_BF16_ISA(S, UPTO, W, RM, ALD)                                       \
     static const mml__uk_fn mml__uk_bf16_##S[] = {                                    \
         UPTO(MML__UKBF_PTR, S, 1, 0) UPTO(MML__UKBF_PTR, S, 2, 0)                     \
-        UPTO(MML__UKBF_PTR, S, 1, 0) UPTO(MML__UKBF_PTR, S, 2, 0)};                   \
+        UPTO(MML__UKBF_PTR, S, 1, RM) UPTO(MML__UKBF_PTR, S, 2, RM)};                 \
     static const mml__gemm_isa mml__gemm_isa_bf16_##S = {                             \
         MML__MR_##S, W, 2, 2, mml__uk_bf16_##S, {mml__pack_bn_bf16_##S, mml__pack_bt_bf16_##S}, \
-        mml__pack_at_bf16_##S, NULL, 0, mml__pack_a_rows_bf16_##S};                   \
+        mml__pack_at_bf16_##S, NULL, 0, mml__pack_a_rows_bf16_##S, ALD};              \
     MML__GEMM_BF16_NATIVE_ALL(S, mml__gemm_isa_bf16_##S)
 
 /* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
@@ -1155,7 +1159,7 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
 #define MML__GEMM_ISA(S, PACK_A, SMALL_M, SMALL_M_MAX)                                \
     static const mml__gemm_isa mml__gemm_isa_##S = {                                  \
         MML__MR_##S, MML__W_##S, 4, 1, mml__uk_##S, {mml__pack_bn_##S, mml__pack_bt_##S}, \
-        PACK_A, SMALL_M, SMALL_M_MAX, NULL};                                          \
+        PACK_A, SMALL_M, SMALL_M_MAX, NULL, 0};                                       \
     MML__GEMM_ENTRY(S, nn, 0, 0) MML__GEMM_ENTRY(S, nt, 0, 1) MML__GEMM_ENTRY(S, tn, 1, 0)
 /* gemm_pack_size, gemm_pack_b, gemm_packed on S's own panels. */
 #define MML__GEMM_PACKED(S)                                                           \
@@ -2152,9 +2156,17 @@ MML__ATTR_avx512bf16 static void mml__pack_bt_bf16_avx512(int kc, int nc, const 
         pb += (int64_t)kp * nr;
     }
 }
-/* A rows (nn, nt) and A^T slivers (tn) -> pa[kp*12 + i]. */
+/* A rows (nn, nt) -> row i's pairs at pa[i*MML__BF16_ROWS_LD + kp], as they
+ * are (the mode-1 micro-kernels read them there); A^T slivers (tn) ->
+ * pa[kp*12 + i]. */
+#define MML__BF16_ROWS_LD (MML__GEMM_KC / 2)
 MML__ATTR_avx512bf16 static void mml__pack_a_rows_bf16_avx512(int kc, int mr, const float *a, int64_t lda, float *pa) {
-    mml__bf16_rows_avx512(kc, mr, a, lda, (mml__u32a *)pa, MML__MR_avx512);
+    mml__u32a *dst = (mml__u32a *)pa;
+    for (int i = 0; i < mr; i++)
+        for (int k0 = 0; k0 < kc; k0 += 32)
+            _mm512_mask_storeu_epi32(dst + (int64_t)i * MML__BF16_ROWS_LD + k0 / 2,
+                                     mml__vmask_avx512((kc - k0 + 1) / 2),
+                                     mml__bf16_run_avx512(a + (int64_t)i * lda + k0, kc - k0));
 }
 MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const float *a, int64_t lda, float *pa) {
     const __mmask16 m = mml__vmask_avx512(mr);
@@ -2169,16 +2181,19 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const 
 #define MML__UKBF_DECL(r, S) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
 #define MML__UKBF_DP(r, S)                                                            \
     if (MR_ > r) {                                                                    \
-        const __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r]);                  \
+        const __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[RM_ ? r * MML__BF16_ROWS_LD : r]); \
         c##r##0 = _mm512_dpbf16_ps(c##r##0, ar, b0);                                  \
         if (NV_ > 1) c##r##1 = _mm512_dpbf16_ps(c##r##1, ar, b1);                     \
     }
-/* mml__uk_fn on pairs: A always packed (pairs at a + kp*lda), no epilogue. */
+/* mml__uk_fn on pairs: A always packed, MODE 0: pair (r, kp) at
+ * a + kp*lda + r; 1: at a + r*MML__BF16_ROWS_LD + kp (pack_a_rows' layout;
+ * lda is that constant there, and as a constant the 12 rows' addresses are
+ * displacements of one register). No epilogue. */
 #define MML__UKBF(S, MR, NV, MODE)                                                    \
-    MML__ATTR_avx512bf16 static void mml__ukbf_##MR##_##NV##_avx512(                  \
+    MML__ATTR_avx512bf16 static void mml__ukbf_##MR##_##NV##_##MODE##_avx512(         \
         int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
         int w, int load_c, const float *bias, int relu) {                             \
-        enum { MR_ = MR, NV_ = NV, EPI_ = 0, W_ = 16 };                               \
+        enum { MR_ = MR, NV_ = NV, RM_ = MODE, EPI_ = 0, W_ = 16 };                   \
         const mml__u32a *ap = (const mml__u32a *)a, *b = (const mml__u32a *)bp;       \
         MML__R12(MML__UKBF_DECL, S)                                                   \
         for (int p = 0; 2 * p < kc; p++) {                                            \
@@ -2187,7 +2202,7 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const 
             (void)b1;                                                                 \
             MML__R12(MML__UKBF_DP, S)                                                 \
             b += 16 * NV_;                                                            \
-            ap += lda;                                                                \
+            ap += RM_ ? 1 : lda;                                                      \
         }                                                                             \
         const __mmask16 m0 = mml__vmask_avx512(w), m1 = mml__vmask_avx512(w - W_);    \
         const __m512 bv0 = _mm512_setzero_ps(), bv1 = bv0;                            \
@@ -2195,6 +2210,7 @@ MML__ATTR_avx512bf16 static void mml__pack_at_bf16_avx512(int kc, int mr, const 
         MML__R12(MML__UK_STORE, avx512)                                               \
     }
 MML__UPTO12(MML__UKBF, avx512, 1, 0) MML__UPTO12(MML__UKBF, avx512, 2, 0)
+MML__UPTO12(MML__UKBF, avx512, 1, 1) MML__UPTO12(MML__UKBF, avx512, 2, 1)
 
 /* ---- AMX-BF16: tdpbf16ps on 16 x 16 fp32 tiles (Sapphire Rapids on) ----
  * Eight tile registers of 16 rows x 64 bytes: C in four (a 32 x 32 block),
@@ -2483,7 +2499,7 @@ static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = mml__gemm_amx_avx512;
 static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = NULL;
 #endif
 #define MML__BF16_DESC_avx512 1
-MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16)
+MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16, 1, MML__BF16_ROWS_LD)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
 #endif
@@ -2742,7 +2758,7 @@ static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, 
     }
 /* mml__uk_fn on pairs: A always packed (pairs at a + kp*lda), no epilogue. */
 #define MML__UKBD(S, MR, NV, MODE)                                                    \
-    MML__ATTR_bfdot static void mml__ukbf_##MR##_##NV##_neon(                         \
+    MML__ATTR_bfdot static void mml__ukbf_##MR##_##NV##_##MODE##_neon(                \
         int kc, const float *a, int64_t lda, const void *bp, float *c, int64_t ldc,   \
         int w, int load_c, const float *bias, int relu) {                             \
         enum { MR_ = MR, NV_ = NV, EPI_ = 0, W_ = 4 };                                \
@@ -2765,7 +2781,7 @@ static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, 
     }
 MML__UPTO8(MML__UKBD, neon, 1, 0) MML__UPTO8(MML__UKBD, neon, 2, 0)
 static const mml__gemm_tiles_fn mml__gemm_tiles_neon = NULL; /* no matrix tiles */
-MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4)
+MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4, 0, 0)
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
 #endif
