@@ -911,9 +911,9 @@ typedef struct mml__gemm_mat {
     int64_t off;
 } mml__gemm_mat;
 
-/* The n column blocks b, all with the same A, k block by k block: each k
- * block of every B packed, then each sliver of A packed once for all of
- * them (mml__gemm_block). */
+/* The n (1 or 2) column blocks b, all with the same A, k block by k block:
+ * each k block of every B packed, then each sliver of A packed once for all
+ * of them (mml__gemm_block). */
 static void mml__gemm_cols(const mml__gemm_isa *d, int M, int K, const float *A, int lda, int a_trans,
                            const mml__gemm_mat *b, int n, int accumulate) {
     const int kcb = mml__gemm_kc(K);
