@@ -159,7 +159,8 @@
  *            place and read by row-mode micro-kernels instead of turned by
  *            a transpose (bench_kernels, Zen 5: 1.04-1.28x at most of the
  *            model's shapes). gemm_run and gemm_pair_run share one k-block
- *            loop. Results unchanged, bit for bit.
+ *            loop; NEON's gemm_pair_bf16 rounds each sliver of x once for both
+ *            products where the CPU has bfdot. Results unchanged, bit for bit.
  *     0.7.3  Worker threads on Linux: a worker woken on the calling thread's
  *            CPU moves to another CPU of its affinity mask (the mask stays),
  *            so beside a program busy on one core the two threads no longer

@@ -2782,11 +2782,25 @@ static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, 
 MML__UPTO8(MML__UKBD, neon, 1, 0) MML__UPTO8(MML__UKBD, neon, 2, 0)
 static const mml__gemm_tiles_fn mml__gemm_tiles_neon = NULL; /* no matrix tiles */
 MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4, 0, 0)
+/* gemm_pair_bf16 with bfdot: each sliver of A rounded into pairs once for
+ * both products (mml__gemm_pair_run); else two calls. */
+MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair_bf16_calls_neon, neon, _bf16)
+static void mml__gemm_pair_bf16_neon(int M, int K, const float *A, int lda, int a_trans, int N1, const float *B1,
+                                     int ldb1, float *C1, int ldc1, int N2, const float *B2, int ldb2, float *C2,
+                                     int ldc2, int accumulate) {
+    if (mml__cpu() & MML__CPU_BF16)
+        mml__gemm_pair_run(&mml__gemm_isa_bf16_neon, M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2,
+                           ldc2, accumulate);
+    else
+        mml__gemm_pair_bf16_calls_neon(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2,
+                                       accumulate);
+}
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
+MML__GEMM_PAIR_CALLS(neon, _bf16)
 #endif
 MML__PACKED_BF16_PLAIN(neon)
-MML__GEMM_PAIRS_CALLS(neon)
+MML__GEMM_PAIR_CALLS(neon, )
 /* Kernels left scalar on NEON (data movement and a mask, memcpy-like or
  * compiler-vectorized). */
 #define mml__gather_rows_neon mml__gather_rows_scalar
