@@ -398,6 +398,20 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
         }                                                                             \
     }
 #define MML__GEMM_PAIR_CALLS(S, SUF) MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair##SUF##_##S, S, SUF)
+/* gemm_pair_bf16 of ISA S named NAME: where DOT holds (the CPU's bf16 dot
+ * product), each sliver of A rounded into pairs once for both products
+ * (mml__gemm_pair_run on mml__gemm_isa_bf16_S); else two calls. */
+#define MML__GEMM_PAIR_BF16_AS(NAME, S, DOT)                                          \
+    MML__GEMM_PAIR_CALLS_AS(NAME##_calls, S, _bf16)                                   \
+    MML__ATTR_##S static void NAME(                                                   \
+        int M, int K, const float *A, int lda, int a_trans, int N1, const float *B1, int ldb1, float *C1, \
+        int ldc1, int N2, const float *B2, int ldb2, float *C2, int ldc2, int accumulate) { \
+        if (DOT)                                                                      \
+            mml__gemm_pair_run(&mml__gemm_isa_bf16_##S, M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, \
+                               B2, ldb2, C2, ldc2, accumulate);                       \
+        else                                                                          \
+            NAME##_calls(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2, accumulate); \
+    }
 #define MML__GEMM_PAIRS_CALLS(S) MML__GEMM_PAIR_CALLS(S, ) MML__GEMM_PAIR_CALLS(S, _bf16)
 
 /* Packed GEMM where an ISA has no layout of its own: Bp is B row-major (ld N)
@@ -788,9 +802,13 @@ static int mml__cpu(void);
 #define MML__GEMM_KC 384
 #define MML__GEMM_NC 256
 #define MML__GEMM_MR_MAX 12
+/* A's rows packed as bf16 pairs row by row (mml__gemm_isa.a_rows_strided):
+ * row i's pairs at i*MML__BF16_ROWS_LD (4-byte units) of mml__gemm_apack. */
+#define MML__BF16_ROWS_LD (MML__GEMM_KC / 2)
 /* Pack buffers shared by every ISA (one kernel runs at a time per thread). */
 static MML__TLS float mml__gemm_pack[MML__GEMM_KC * MML__GEMM_NC] MML__ALIGN64;
 static MML__TLS float mml__gemm_apack[MML__GEMM_KC * MML__GEMM_MR_MAX + 16] MML__ALIGN64;
+typedef char mml__gemm_rows_fit[MML__GEMM_MR_MAX * MML__BF16_ROWS_LD <= MML__GEMM_KC * MML__GEMM_MR_MAX ? 1 : -1];
 
 /* C[0:mr, 0:w] (+)= A . one panel b; the kernel's own mr and 2W-wide panel. */
 typedef void (*mml__uk_fn)(int kc, const float *a, int64_t lda, const void *b, float *c,
@@ -814,10 +832,11 @@ typedef struct mml__gemm_isa {
     int small_m_max;
     /* rows of A (k stride 1) -> pa, for panels the micro-kernels cannot read
      * A in place for (bf16 pairs); NULL: A rows read in place. Its layout:
-     * that of pack_a when a_rows_ld is 0, else row i at pa + i*a_rows_ld
-     * (4-byte units), read by the mode-1 micro-kernels */
+     * that of pack_a when a_rows_strided is 0, else row i at
+     * pa + i*MML__BF16_ROWS_LD (4-byte units), read by the mode-1
+     * micro-kernels, which have that stride built in */
     void (*pack_a_rows)(int kc, int mr, const float *a, int64_t lda, float *pa);
-    int a_rows_ld;
+    int a_rows_strided;
 } mml__gemm_isa;
 
 static inline int mml__mini(int a, int b) { return a < b ? a : b; }
@@ -849,7 +868,7 @@ static inline const float *mml__gemm_sliver(const mml__gemm_isa *d, int kc, int 
     *la = lda;
     if (!pack) return a;
     pack(kc, mr, a, lda, mml__gemm_apack);
-    *la = a_trans || !d->a_rows_ld ? d->mr : d->a_rows_ld;
+    *la = a_trans || !d->a_rows_strided ? d->mr : MML__BF16_ROWS_LD;
     return mml__gemm_apack;
 }
 
@@ -911,14 +930,13 @@ typedef struct mml__gemm_mat {
     int64_t off;
 } mml__gemm_mat;
 
-/* The n (1 or 2) column blocks b, all with the same A, k block by k block:
- * each k block of every B packed, then each sliver of A packed once for all
- * of them (mml__gemm_block). */
+/* The n column blocks b, all with the same A, k block by k block: each k
+ * block of every B packed, then each sliver of A packed once for all of
+ * them (mml__gemm_block, on the caller's n records o). */
 static void mml__gemm_cols(const mml__gemm_isa *d, int M, int K, const float *A, int lda, int a_trans,
-                           const mml__gemm_mat *b, int n, int accumulate) {
+                           const mml__gemm_mat *b, mml__gemm_out *o, int n, int accumulate) {
     const int kcb = mml__gemm_kc(K);
     unsigned char *pack = (unsigned char *)mml__gemm_pack;
-    mml__gemm_out o[2];
     for (int pc = 0; pc < K; pc += kcb) {
         const int kc = mml__mini(K - pc, kcb);
         for (int q = 0; q < n; q++) {
@@ -943,7 +961,8 @@ static void mml__gemm_run(const mml__gemm_isa *d, int M, int N, int K, const flo
     for (int jc = 0; jc < N; jc += MML__GEMM_NC) {
         const mml__gemm_mat b = {mml__mini(N - jc, MML__GEMM_NC), b_trans ? B + (int64_t)jc * ldb : B + jc, ldb,
                                  b_trans, C + jc, ldc, 0};
-        mml__gemm_cols(d, M, K, A, lda, a_trans, &b, 1, accumulate);
+        mml__gemm_out o;
+        mml__gemm_cols(d, M, K, A, lda, a_trans, &b, &o, 1, accumulate);
     }
 }
 
@@ -970,7 +989,8 @@ MML__MAYBE_UNUSED static void mml__gemm_pair_run(const mml__gemm_isa *d, int M, 
         return;
     }
     const mml__gemm_mat b[2] = {{N1, B1, ldb1, 0, C1, ldc1, 0}, {N2, B2, ldb2, 0, C2, ldc2, off}};
-    mml__gemm_cols(d, M, K, A, lda, a_trans, b, 2, accumulate);
+    mml__gemm_out o[2];
+    mml__gemm_cols(d, M, K, A, lda, a_trans, b, o, 2, accumulate);
 }
 
 /* bf16 GEMM where the CPU lacks bf16 arithmetic: the ISA's fp32 GEMM fn on
@@ -1116,17 +1136,17 @@ typedef void (*mml__gemm_tiles_fn)(int M, int N, int K, const float *A, int lda,
 /* S's bf16 GEMM on its micro-kernels mml__ukbf_MR_NV_MODE_S (MR up to
  * UPTO's, panels of 2 x W floats of bf16 pairs) and its pack_*_bf16_S hooks:
  * the kernel table (A always reaches the kernels packed: mode 0 on k-major
- * pairs, for A's rows mode RM, 1 where pack_a_rows_bf16_S writes rows
- * ALD apart, else 0 and ALD 0; no epilogue mode), the description
+ * pairs, for A's rows mode RM: 1 where pack_a_rows_bf16_S writes rows
+ * MML__BF16_ROWS_LD apart, else 0; no epilogue mode), the description
  * mml__gemm_isa_bf16_S and the gemm_*_bf16 entries. */
 #define MML__UKBF_PTR(S, MR, NV, MODE) mml__ukbf_##MR##_##NV##_##MODE##_##S,
-#define MML__GEMM_BF16_ISA(S, UPTO, W, RM, ALD)                                       \
+#define MML__GEMM_BF16_ISA(S, UPTO, W, RM)                                            \
     static const mml__uk_fn mml__uk_bf16_##S[] = {                                    \
         UPTO(MML__UKBF_PTR, S, 1, 0) UPTO(MML__UKBF_PTR, S, 2, 0)                     \
         UPTO(MML__UKBF_PTR, S, 1, RM) UPTO(MML__UKBF_PTR, S, 2, RM)};                 \
     static const mml__gemm_isa mml__gemm_isa_bf16_##S = {                             \
         MML__MR_##S, W, 2, 2, mml__uk_bf16_##S, {mml__pack_bn_bf16_##S, mml__pack_bt_bf16_##S}, \
-        mml__pack_at_bf16_##S, NULL, 0, mml__pack_a_rows_bf16_##S, ALD};              \
+        mml__pack_at_bf16_##S, NULL, 0, mml__pack_a_rows_bf16_##S, RM};               \
     MML__GEMM_BF16_NATIVE_ALL(S, mml__gemm_isa_bf16_##S)
 
 /* B^T (B[j*ldb + k]) -> panels of 2w columns by plain loads and stores, each
@@ -2159,7 +2179,6 @@ MML__ATTR_avx512bf16 static void mml__pack_bt_bf16_avx512(int kc, int nc, const 
 /* A rows (nn, nt) -> row i's pairs at pa[i*MML__BF16_ROWS_LD + kp], as they
  * are (the mode-1 micro-kernels read them there); A^T slivers (tn) ->
  * pa[kp*12 + i]. */
-#define MML__BF16_ROWS_LD (MML__GEMM_KC / 2)
 MML__ATTR_avx512bf16 static void mml__pack_a_rows_bf16_avx512(int kc, int mr, const float *a, int64_t lda, float *pa) {
     mml__u32a *dst = (mml__u32a *)pa;
     for (int i = 0; i < mr; i++)
@@ -2499,7 +2518,7 @@ static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = mml__gemm_amx_avx512;
 static const mml__gemm_tiles_fn mml__gemm_tiles_avx512 = NULL;
 #endif
 #define MML__BF16_DESC_avx512 1
-MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16, 1, MML__BF16_ROWS_LD)
+MML__GEMM_BF16_ISA(avx512, MML__UPTO12, 16, 1)
 #else
 MML__GEMM_BF16_EMUL_ALL(avx512)
 #endif
@@ -2558,7 +2577,7 @@ MML__ATTR_avx512 static void mml__gemm_packed_bf16_avx512(int M, int N, int K, c
  * bf16 A rounded once for both products: on the AMX tiles, and with
  * vdpbf16ps each sliver of A packed into pairs once (mml__gemm_pair_run). */
 MML__GEMM_PAIR_CALLS(avx512, )
-MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair_bf16_calls_avx512, avx512, _bf16)
+MML__GEMM_PAIR_BF16_AS(mml__gemm_pair_bf16_dot_avx512, avx512, MML__PACKED_DOT)
 MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const float *A, int lda, int a_trans, int N1,
                                                         const float *B1, int ldb1, float *C1, int ldc1, int N2,
                                                         const float *B2, int ldb2, float *C2, int ldc2,
@@ -2569,12 +2588,7 @@ MML__ATTR_avx512 static void mml__gemm_pair_bf16_avx512(int M, int K, const floa
         return;
     }
 #endif
-    if (MML__PACKED_DOT)
-        mml__gemm_pair_run(&mml__gemm_isa_bf16_avx512, M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2,
-                           C2, ldc2, accumulate);
-    else
-        mml__gemm_pair_bf16_calls_avx512(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2,
-                                         accumulate);
+    mml__gemm_pair_bf16_dot_avx512(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2, accumulate);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -2781,20 +2795,8 @@ static void mml__pack_at_bf16_neon(int kc, int mr, const float *a, int64_t lda, 
     }
 MML__UPTO8(MML__UKBD, neon, 1, 0) MML__UPTO8(MML__UKBD, neon, 2, 0)
 static const mml__gemm_tiles_fn mml__gemm_tiles_neon = NULL; /* no matrix tiles */
-MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4, 0, 0)
-/* gemm_pair_bf16 with bfdot: each sliver of A rounded into pairs once for
- * both products (mml__gemm_pair_run); else two calls. */
-MML__GEMM_PAIR_CALLS_AS(mml__gemm_pair_bf16_calls_neon, neon, _bf16)
-static void mml__gemm_pair_bf16_neon(int M, int K, const float *A, int lda, int a_trans, int N1, const float *B1,
-                                     int ldb1, float *C1, int ldc1, int N2, const float *B2, int ldb2, float *C2,
-                                     int ldc2, int accumulate) {
-    if (mml__cpu() & MML__CPU_BF16)
-        mml__gemm_pair_run(&mml__gemm_isa_bf16_neon, M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2,
-                           ldc2, accumulate);
-    else
-        mml__gemm_pair_bf16_calls_neon(M, K, A, lda, a_trans, N1, B1, ldb1, C1, ldc1, N2, B2, ldb2, C2, ldc2,
-                                       accumulate);
-}
+MML__GEMM_BF16_ISA(neon, MML__UPTO8, 4, 0)
+MML__GEMM_PAIR_BF16_AS(mml__gemm_pair_bf16_neon, neon, mml__cpu() & MML__CPU_BF16)
 #else
 MML__GEMM_BF16_EMUL_ALL(neon)
 MML__GEMM_PAIR_CALLS(neon, _bf16)
