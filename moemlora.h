@@ -6859,13 +6859,28 @@ static void mml__replay(const mml_model_t *m, int64_t s0, int64_t n, float *p, f
     }
 }
 
-/* Asks for the lines of the parameters and moments of the row at offset o:
- * the replays ask two rows ahead (a replay runs long enough to cover the
- * latency). */
-static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d) {
-    mml__prefetch_floats(m->P + o, d);
-    mml__prefetch_floats(m->opt.M + o, d);
-    mml__prefetch_floats(m->opt.V + o, d);
+/* Asks for the lines of the parameters and moments of the row at offset o,
+ * line by line across the three arrays, into L1 (near) or only the outer
+ * caches. A replay of a row touched a few steps ago lasts less than a trip
+ * to memory, so the replays ask for the row two rows ahead into L1 and the
+ * row 16 ahead (and the update step of the row 32 ahead) into L2. On
+ * MoE-MLoRA emb 128 with dense Adam (1 thread, Zen 5) this took the step
+ * from 71-77k to 82-84k samples/s, against the near requests alone, array
+ * after array. */
+#define MML__REPLAY_NEAR 2
+#define MML__REPLAY_FAR 16
+static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d, int near) {
+    for (int64_t j = 0; j < d; j += 16) {
+        if (near) {
+            mml__prefetch_floats(m->P + o + j, 1);
+            mml__prefetch_floats(m->opt.M + o + j, 1);
+            mml__prefetch_floats(m->opt.V + o + j, 1);
+        } else {
+            mml__prefetch_far(m->P + o + j, 1);
+            mml__prefetch_far(m->opt.M + o + j, 1);
+            mml__prefetch_far(m->opt.V + o + j, 1);
+        }
+    }
 }
 
 /* Rows rows[0..n) of row table pi (field f's embedding or linear-logit
@@ -6883,7 +6898,9 @@ static void mml__replay_rows(mml_model_t *m, int f, int pi, const int32_t *rows,
     int32_t g[128], first[128];
     int64_t gfrom[128];
     for (int i = 0; i < n;) {
-        if (i + 2 < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + 2] * d, d);
+        if (i + MML__REPLAY_NEAR < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + MML__REPLAY_NEAR] * d, d, 1);
+        if (i + MML__REPLAY_FAR < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + MML__REPLAY_FAR] * d, d, 0);
+        if (i + 2 * MML__REPLAY_FAR < n) mml__prefetch_far(&last[rows[i + 2 * MML__REPLAY_FAR]], 1);
         if (d > 64) {
             int64_t from = last[rows[i]], o = p->off + (int64_t)rows[i++] * d;
             if (from < T && mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, P + o, M + o, V + o, NULL);

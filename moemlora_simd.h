@@ -318,6 +318,16 @@ static inline void mml__prefetch_floats(const float *x, int64_t n) {
     (void)x, (void)n;
 #endif
 }
+/* The lines of `bytes` bytes at x into the outer caches only (L2 on x86):
+ * for lines wanted several rows on, which would crowd the few lines L1 can
+ * have on the way. */
+static inline void mml__prefetch_far(const void *x, int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (int64_t j = 0; j < bytes; j += 64) __builtin_prefetch((const char *)x + j, 1, 2);
+#else
+    (void)x, (void)bytes;
+#endif
+}
 
 /* Adam streams four arrays that the rest of a training step has pushed out
  * of cache; the hardware prefetcher alone leaves it waiting on memory (about
