@@ -158,7 +158,8 @@
  *     0.7.5  Dense Adam's catch-up replays ask for the row 16 on into L2 and
  *            the row two on into L1, line by line across parameters and
  *            moments: MoE-MLoRA emb 128, 1 thread, 71-77k -> 82-84k
- *            samples/s (Zen 5). Results unchanged, bit for bit.
+ *            samples/s (Zen 5). adam_rows sets up Adam's constants once per
+ *            call, not once per row. Results unchanged, bit for bit.
  *     0.7.4  bf16 GEMMs on vdpbf16ps: A's rows (nn, nt) rounded into pairs in
  *            place and read by row-mode micro-kernels instead of turned by
  *            a transpose (bench_kernels, Zen 5: 1.04-1.28x at most of the

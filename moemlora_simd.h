@@ -1669,40 +1669,54 @@ static inline void mml__pack_bt_plain(int kc, int nc, const float *B, int64_t ld
             mml__copy_##S(dim, table + (int64_t)ids[i] * dim, out + (int64_t)i * ldo); \
     }
 /* ---- Adam ---- */
-/* The plain update (sqrt and divide); AVX-512 has its own. */
+/* The plain update (sqrt and divide); AVX-512 has its own. Each ISA has
+ * its constants mml__adamc_S (mml__adam_consts_S, once per call) and
+ * mml__adam_span_S (n floats on them), which adam_dense and adam_rows share. */
 #define MML__ADAM_DENSE(S)                                                            \
-    MML__ATTR_##S static void mml__adam_dense_##S(int64_t n, float *p, const float *g, float *m, \
-                                                  float *v, const mml_adam_hp *hp) {  \
-        const mml__vf_##S b1 = mml__vset1_##S(hp->beta1), b2 = mml__vset1_##S(hp->beta2); \
-        const mml__vf_##S c1 = mml__vset1_##S(1.0f - hp->beta1), c2 = mml__vset1_##S(1.0f - hp->beta2); \
-        const mml__vf_##S wd = mml__vset1_##S(hp->weight_decay), lr = mml__vset1_##S(hp->lr); \
-        const mml__vf_##S eps = mml__vset1_##S(hp->eps);                              \
-        const mml__vf_##S ibc1 = mml__vset1_##S(1.0f / hp->bc1), ibc2 = mml__vset1_##S(1.0f / hp->bc2); \
+    typedef struct { mml__vf_##S b1, b2, c1, c2, wd, lr, eps, ibc1, ibc2; } mml__adamc_##S; \
+    MML__INLINE(S) mml__adamc_##S mml__adam_consts_##S(const mml_adam_hp *hp) {       \
+        mml__adamc_##S c;                                                             \
+        c.b1 = mml__vset1_##S(hp->beta1), c.b2 = mml__vset1_##S(hp->beta2);           \
+        c.c1 = mml__vset1_##S(1.0f - hp->beta1), c.c2 = mml__vset1_##S(1.0f - hp->beta2); \
+        c.wd = mml__vset1_##S(hp->weight_decay), c.lr = mml__vset1_##S(hp->lr);       \
+        c.eps = mml__vset1_##S(hp->eps);                                              \
+        c.ibc1 = mml__vset1_##S(1.0f / hp->bc1), c.ibc2 = mml__vset1_##S(1.0f / hp->bc2); \
+        return c;                                                                     \
+    }                                                                                 \
+    MML__INLINE(S) void mml__adam_span_##S(const mml__adamc_##S *c, int64_t n, float *p, const float *g, \
+                                           float *m, float *v) {                      \
         for (int64_t i = 0; i < n; i += MML__W_##S) {                                 \
             const mml__vm_##S k = mml__vmask_##S(n - i);                              \
             if (!(i & 15) && i + MML__ADAM_PREFETCH < n) mml__adam_prefetch(p, g, m, v, i + MML__ADAM_PREFETCH); \
             const mml__vf_##S pv = mml__vld_##S(k, p + i);                            \
-            const mml__vf_##S gv = mml__vadd_##S(mml__vld_##S(k, g + i), mml__vmul_##S(wd, pv)); \
-            const mml__vf_##S mv = mml__vadd_##S(mml__vmul_##S(b1, mml__vld_##S(k, m + i)), mml__vmul_##S(c1, gv)); \
-            const mml__vf_##S vv = mml__vadd_##S(mml__vmul_##S(b2, mml__vld_##S(k, v + i)), \
-                                                 mml__vmul_##S(c2, mml__vmul_##S(gv, gv))); \
+            const mml__vf_##S gv = mml__vadd_##S(mml__vld_##S(k, g + i), mml__vmul_##S(c->wd, pv)); \
+            const mml__vf_##S mv = mml__vadd_##S(mml__vmul_##S(c->b1, mml__vld_##S(k, m + i)), \
+                                                 mml__vmul_##S(c->c1, gv));           \
+            const mml__vf_##S vv = mml__vadd_##S(mml__vmul_##S(c->b2, mml__vld_##S(k, v + i)), \
+                                                 mml__vmul_##S(c->c2, mml__vmul_##S(gv, gv))); \
             mml__vst_##S(m + i, k, mv);                                               \
             mml__vst_##S(v + i, k, vv);                                               \
-            const mml__vf_##S den = mml__vadd_##S(mml__vsqrt_##S(mml__vmul_##S(vv, ibc2)), eps); \
-            const mml__vf_##S upd = mml__vdiv_##S(mml__vmul_##S(lr, mml__vmul_##S(mv, ibc1)), den); \
+            const mml__vf_##S den = mml__vadd_##S(mml__vsqrt_##S(mml__vmul_##S(vv, c->ibc2)), c->eps); \
+            const mml__vf_##S upd = mml__vdiv_##S(mml__vmul_##S(c->lr, mml__vmul_##S(mv, c->ibc1)), den); \
             mml__vst_##S(p + i, k, mml__vsub_##S(pv, upd));                           \
         }                                                                             \
+    }                                                                                 \
+    MML__ATTR_##S static void mml__adam_dense_##S(int64_t n, float *p, const float *g, float *m, \
+                                                  float *v, const mml_adam_hp *hp) {  \
+        const mml__adamc_##S c = mml__adam_consts_##S(hp);                            \
+        mml__adam_span_##S(&c, n, p, g, m, v);                                        \
     }
 #define MML__ADAM_ROWS(S)                                                             \
     MML__ATTR_##S static void mml__adam_rows_##S(int nrows, const int32_t *rows, int dim, float *p, \
                                                  const float *g, float *m, float *v,  \
                                                  const mml_adam_hp *hp) {             \
+        const mml__adamc_##S c = mml__adam_consts_##S(hp); /* once for all the rows */ \
         for (int r = 0; r < nrows; r++) {                                             \
             const int64_t o = (int64_t)rows[r] * dim;                                 \
             if (r + MML__ROW_AHEAD < nrows)                                           \
                 for (int64_t j = 0, q = (int64_t)rows[r + MML__ROW_AHEAD] * dim; j < dim; j += 16) \
                     mml__adam_prefetch(p, g, m, v, q + j);                            \
-            mml__adam_dense_##S(dim, p + o, g + o, m + o, v + o, hp);                 \
+            mml__adam_span_##S(&c, dim, p + o, g + o, m + o, v + o);                  \
         }                                                                             \
     }
 
@@ -1989,10 +2003,12 @@ MML__ATTR_avx512 static void mml__pack_bt_avx512(int kc, int nc, const float *B,
 }
 
 /* One Adam update of 16 lanes (the body adam_dense and adam_steps share). */
-typedef struct mml__adam512 { __m512 b1, b2, c1, c2, wd, lr, eps, ibc1, ibc2, tiny, half, one; } mml__adam512;
+typedef struct mml__adamc_avx512 {
+    __m512 b1, b2, c1, c2, wd, lr, eps, ibc1, ibc2, tiny, half, one;
+} mml__adamc_avx512;
 
-MML__ATTR_avx512 static inline mml__adam512 mml__adam512_consts(const mml_adam_hp *hp) {
-    mml__adam512 c;
+MML__ATTR_avx512 static inline mml__adamc_avx512 mml__adam_consts_avx512(const mml_adam_hp *hp) {
+    mml__adamc_avx512 c;
     c.b1 = _mm512_set1_ps(hp->beta1);
     c.b2 = _mm512_set1_ps(hp->beta2);
     c.c1 = _mm512_set1_ps(1.0f - hp->beta1);
@@ -2012,7 +2028,7 @@ MML__ATTR_avx512 static inline mml__adam512 mml__adam512_consts(const mml_adam_h
  * cycles of throughput per vector; 14-bit estimates with one Newton step each
  * are good to about 1 ulp and cost a few FMAs. sqrt(x) for x below FLT_MIN
  * (< 1.1e-19) counts as 0 next to eps. */
-MML__ATTR_avx512 static inline void mml__adam512_apply(const mml__adam512 *c, __m512 *p, __m512 m, __m512 v) {
+MML__ATTR_avx512 static inline void mml__adam512_apply(const mml__adamc_avx512 *c, __m512 *p, __m512 m, __m512 v) {
     __m512 x = _mm512_mul_ps(v, c->ibc2), y = _mm512_rsqrt14_ps(x);
     __mmask16 pos = _mm512_cmp_ps_mask(x, c->tiny, _CMP_GE_OQ);
     __m512 sq = _mm512_maskz_mul_ps(pos, x, y);
@@ -2023,7 +2039,7 @@ MML__ATTR_avx512 static inline void mml__adam512_apply(const mml__adam512 *c, __
 }
 
 /* p, m, v of 16 lanes and the gradient g -> updated in place. */
-MML__ATTR_avx512 static inline void mml__adam512_step(const mml__adam512 *c, __m512 g, __m512 *p, __m512 *m,
+MML__ATTR_avx512 static inline void mml__adam512_step(const mml__adamc_avx512 *c, __m512 g, __m512 *p, __m512 *m,
                                                       __m512 *v) {
     __m512 gv = _mm512_add_ps(g, _mm512_mul_ps(c->wd, *p));
     *m = _mm512_add_ps(_mm512_mul_ps(c->b1, *m), _mm512_mul_ps(c->c1, gv));
@@ -2034,26 +2050,31 @@ MML__ATTR_avx512 static inline void mml__adam512_step(const mml__adam512 *c, __m
 /* mml__adam512_step with g = 0 and no weight decay: the gradient terms are
  * +0 (for a finite p), and adding +0 keeps the bits (it also turns -0 into +0,
  * as the full step does). A fifth fewer operations for the replays. */
-MML__ATTR_avx512 static inline void mml__adam512_step_zero(const mml__adam512 *c, __m512 *p, __m512 *m, __m512 *v) {
+MML__ATTR_avx512 static inline void mml__adam512_step_zero(const mml__adamc_avx512 *c, __m512 *p, __m512 *m,
+                                                           __m512 *v) {
     const __m512 zero = _mm512_setzero_ps();
     *m = _mm512_add_ps(_mm512_mul_ps(c->b1, *m), zero);
     *v = _mm512_add_ps(_mm512_mul_ps(c->b2, *v), zero);
     mml__adam512_apply(c, p, *m, *v);
 }
 
-MML__ATTR_avx512 static void mml__adam_dense_avx512(int64_t n, float *p, const float *g, float *m,
-                                                    float *v, const mml_adam_hp *hp) {
-    const mml__adam512 c = mml__adam512_consts(hp);
+MML__ATTR_avx512 static inline void mml__adam_span_avx512(const mml__adamc_avx512 *c, int64_t n, float *p,
+                                                         const float *g, float *m, float *v) {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 k = mml__vmask_avx512(n - i);
         if (i + MML__ADAM_PREFETCH < n) mml__adam_prefetch(p, g, m, v, i + MML__ADAM_PREFETCH);
         __m512 pv = _mm512_maskz_loadu_ps(k, p + i), mv = _mm512_maskz_loadu_ps(k, m + i);
         __m512 vv = _mm512_maskz_loadu_ps(k, v + i);
-        mml__adam512_step(&c, _mm512_maskz_loadu_ps(k, g + i), &pv, &mv, &vv);
+        mml__adam512_step(c, _mm512_maskz_loadu_ps(k, g + i), &pv, &mv, &vv);
         _mm512_mask_storeu_ps(m + i, k, mv);
         _mm512_mask_storeu_ps(v + i, k, vv);
         _mm512_mask_storeu_ps(p + i, k, pv);
     }
+}
+MML__ATTR_avx512 static void mml__adam_dense_avx512(int64_t n, float *p, const float *g, float *m,
+                                                    float *v, const mml_adam_hp *hp) {
+    const mml__adamc_avx512 c = mml__adam_consts_avx512(hp);
+    mml__adam_span_avx512(&c, n, p, g, m, v);
 }
 
 /* Blocks of up to 128 floats stay in registers across the steps; with
@@ -2081,7 +2102,7 @@ MML__ATTR_avx512 static void mml__adam_steps_avx512(int64_t n, float *p, float *
                 all_from = f > all_from ? f : all_from;
             }
         for (int s = 0; s < steps; s++) {
-            const mml__adam512 c = mml__adam512_consts(hp + s);
+            const mml__adamc_avx512 c = mml__adam_consts_avx512(hp + s);
             const int plain = hp[s].weight_decay == 0.0f;
             if (s >= all_from) {
                 if (plain)
