@@ -311,9 +311,16 @@ extern "C" {
  * anywhere in tables far larger than the caches: loops over such rows ask for
  * the lines of the row MML__ROW_AHEAD ids on while they work on this one. */
 #define MML__ROW_AHEAD 4
+/* GCC 12 counts a prefetch as no effect at all: a function that only asks
+ * for lines is taken as side-effect free and its calls are dropped. The
+ * empty volatile asm keeps them (it emits nothing). */
+#if defined(__GNUC__) || defined(__clang__)
+#define MML__KEEP_PREFETCH(x) __asm__ __volatile__("" : : "r"(x))
+#endif
 static inline void mml__prefetch_floats(const float *x, int64_t n) {
 #if defined(__GNUC__) || defined(__clang__)
     for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(x + j, 1);
+    MML__KEEP_PREFETCH(x);
 #else
     (void)x, (void)n;
 #endif
@@ -324,6 +331,7 @@ static inline void mml__prefetch_floats(const float *x, int64_t n) {
 static inline void mml__prefetch_far(const void *x, int64_t bytes) {
 #if defined(__GNUC__) || defined(__clang__)
     for (int64_t j = 0; j < bytes; j += 64) __builtin_prefetch((const char *)x + j, 1, 2);
+    MML__KEEP_PREFETCH(x);
 #else
     (void)x, (void)bytes;
 #endif
