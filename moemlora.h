@@ -156,7 +156,7 @@
  *
  * VERSION HISTORY
  *     0.7.6  Replays of narrow rows (emb 8) ask ahead per row, 16 rows on into
- *            L1 and 64 into L2: dense Adam emb 8, 1 thread, +6-7% (Zen 5).
+ *            L1 and 64 into L2: dense Adam emb 8, 1 thread, +6-9% (Zen 5).
  *            The prefetch helpers keep their requests under GCC 12, which
  *            dropped calls to a function that only prefetched.
  *     0.7.5  Dense Adam's catch-up replays ask for the row 16 on into L2 and
@@ -6877,8 +6877,8 @@ static void mml__replay(const mml_model_t *m, int64_t s0, int64_t n, float *p, f
  * the row twice the far distance on. On MoE-MLoRA emb 128 with dense Adam (1
  * thread, Zen 5) the wide requests took the step from 71-77k to 82-84k
  * samples/s, against near requests alone, array after array; at emb 8 the
- * narrow ones per row (before: per block of 16 rows) took it +6% (fp32) to
- * +9% (bf16, and the base model fp32). */
+ * narrow ones per row (before: per block of 16 rows) took MoE-MLoRA and the
+ * base model, fp32 and bf16, up by 6-9%. */
 #define MML__REPLAY_NEAR 2
 #define MML__REPLAY_FAR 16
 #define MML__REPLAY_NARROW_NEAR 16
