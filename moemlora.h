@@ -6897,11 +6897,10 @@ static void mml__prefetch_row(const mml_model_t *m, int64_t o, int64_t d, int ne
     }
 }
 
-/* The requests ahead of rows[i] of row table p: rows near and far on, and
- * the update step of the row 2 far on. */
-static void mml__replay_ahead(const mml_model_t *m, const mml__param *p, const int64_t *last, const int32_t *rows,
-                              int i, int n, int near, int far) {
-    int64_t d = p->shape[1];
+/* The requests ahead of rows[i] of row table p (rows d floats wide): rows
+ * near and far on, and the update step of the row 2 far on. */
+static void mml__replay_ahead(const mml_model_t *m, const mml__param *p, int64_t d, const int64_t *last,
+                              const int32_t *rows, int i, int n, int near, int far) {
     if (i + near < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + near] * d, d, 1);
     if (i + far < n) mml__prefetch_row(m, p->off + (int64_t)rows[i + far] * d, d, 0);
     if (i + 2 * far < n) mml__prefetch_far(&last[rows[i + 2 * far]], 1);
@@ -6921,9 +6920,10 @@ static void mml__replay_rows(mml_model_t *m, int f, int pi, const int32_t *rows,
     float bp[128], bm[128], bv[128];
     int32_t g[128], first[128];
     int64_t gfrom[128];
+    int asked = -1; /* the last row the narrow requests were made for */
     for (int i = 0; i < n;) {
         if (d > 64) {
-            mml__replay_ahead(m, p, last, rows, i, n, MML__REPLAY_NEAR, MML__REPLAY_FAR);
+            mml__replay_ahead(m, p, d, last, rows, i, n, MML__REPLAY_NEAR, MML__REPLAY_FAR);
             int64_t from = last[rows[i]], o = p->off + (int64_t)rows[i++] * d;
             if (from < T && mml__row_moves(m, o, d)) mml__replay(m, from + 1, d, P + o, M + o, V + o, NULL);
             continue;
@@ -6932,7 +6932,10 @@ static void mml__replay_rows(mml_model_t *m, int f, int pi, const int32_t *rows,
         int64_t amin = -1, amax = 0;
         for (; i < n && (ng + 1) * d <= 128; i++) {
             int32_t r = rows[i];
-            mml__replay_ahead(m, p, last, rows, i, n, MML__REPLAY_NARROW_NEAR, MML__REPLAY_NARROW_FAR);
+            if (i > asked) { /* a row that ended the last block on its age was asked for then */
+                asked = i;
+                mml__replay_ahead(m, p, d, last, rows, i, n, MML__REPLAY_NARROW_NEAR, MML__REPLAY_NARROW_FAR);
+            }
             int64_t from = last[r], age = T - from, o = p->off + (int64_t)r * d;
             if (from >= T) continue;
             if (ng && age > amin + amin / 4 + 16) break; /* too many idle lanes: next block */

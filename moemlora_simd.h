@@ -349,6 +349,7 @@ static inline void mml__adam_prefetch(const float *p, const float *g, const floa
     __builtin_prefetch(g + i, 0, 3);
     __builtin_prefetch(m + i, 0, 3);
     __builtin_prefetch(v + i, 0, 3);
+    MML__KEEP_PREFETCH(p);
 #else
     (void)p, (void)g, (void)m, (void)v, (void)i;
 #endif
