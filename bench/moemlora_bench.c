@@ -474,6 +474,15 @@ static void measure(run *r, double seconds) {
     }
 }
 
+/* What the bf16 GEMMs run on here: "amx", "vdpbf16ps", "bfdot", "emulated"
+ * (fp32 kernels on rounded copies) or "reference" (run_peers.sh takes the
+ * rate of the bf16 rows' arithmetic from it). */
+static const char *bf16_path(void) {
+    mml_isa isa;
+    char err[256];
+    return mml_simd_resolve(&isa, err, sizeof err) ? "?" : mml__bf16_path(isa);
+}
+
 static void print_run(const run *r, double peak, int json) {
     double gf = r->train_flops * r->train_sps / 1e9, gfl = r->train_flops * r->train_lazy_sps / 1e9;
     double gfi = r->infer_flops * r->infer_sps / 1e9, pk = peak * r->threads;
@@ -486,10 +495,11 @@ static void print_run(const run *r, double peak, int json) {
                "\"train_catchup_share\":%.4f,\"train_rows_owed\":%ld,\"train_lazy_samples_per_s\":%.0f,"
                "\"infer_samples_per_s\":%.0f,\"batch1_latency_us\":%.2f,\"batch1_p99_us\":%.2f,"
                "\"train_flops_per_sample\":%.1f,\"infer_flops_per_sample\":%.1f,\"train_gflops\":%.3f,"
-               "\"train_lazy_gflops\":%.3f,\"infer_gflops\":%.3f,\"peak_gflops\":%.1f,\"rss_mb\":%.1f}\n",
+               "\"train_lazy_gflops\":%.3f,\"infer_gflops\":%.3f,\"peak_gflops\":%.1f,\"rss_mb\":%.1f,"
+               "\"bf16_path\":\"%s\"}\n",
                g_use_schema ? "aliccp" : "paper", r->adapter, mml_precision_name(r->precision), r->emb, r->threads, r->train_sps, r->catch_share, r->rows_owed, r->train_lazy_sps,
                r->infer_sps, r->lat_med_us, r->lat_p99_us, r->train_flops, r->infer_flops, gf, gfl, gfi, peak,
-               r->rss_mb);
+               r->rss_mb, bf16_path());
     fflush(stdout);
 }
 

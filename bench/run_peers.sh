@@ -203,6 +203,39 @@ for (a, p, e, t), rs in table.items():
           f"{pct(g('train_lazy_gflops'), peak * t)} | {n0(g('infer_flops_per_sample'))} | "
           f"{pct(g('infer_gflops'), peak * t)} |")
 
+if peak > 0:
+    print("\nWhat the arithmetic allows: each row's training rate if every executed FLOP ran at the peak of the "
+          "threads used (fp32 rows: the FMA peak above; bf16 rows: the rate of the bf16 path named, 2 times it for "
+          "vdpbf16ps and bfdot, 16 times for AMX tiles, 1 for the emulation; an upper bound, since the adapters' "
+          "small products and everything around the GEMMs run in fp32), as a ratio to the peer's median above "
+          "(fastest configuration of the same semantics at no more threads); the share of that peak the row's "
+          "target needs (emb 8: 6x the peer; emb 128: 5x lazy, 10x dense) and the share it ran at. A target that "
+          "needs more than 100% is beyond this CPU at that precision. \"FLOPs / base\" is the arithmetic's own "
+          "floor for \"this / base model\".\n")
+    print("| adapter | precision | emb | threads | bf16 path | at the peak: train samples/s | dense: limit vs peer "
+          "| dense: target needs | dense: ran at | lazy: limit vs peer | lazy: target needs | lazy: ran at "
+          "| FLOPs / base |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    mults = {"amx": 16.0, "vdpbf16ps": 2.0, "bfdot": 2.0}
+    for (a, p, e, t), rs in table.items():
+        flops = med([r["train_flops_per_sample"] for r in rs])
+        path = rs[0].get("bf16_path", "?") if p == "bf16" else "-"
+        rate = peak * t * 1e9 * (mults.get(path, 1.0) if p == "bf16" else 1.0)
+        cells = []
+        for key, sparse in (("train_samples_per_s", False), ("train_lazy_samples_per_s", True)):
+            ps = [fastest(a, e, k + 1, t, "train_samples_per_s", sparse) for k in range(len(rs))]
+            target = 6.0 if e <= 8 else (5.0 if sparse else 10.0) if e >= 128 else None
+            ran = f"{100 * med([r[key] for r in rs]) * flops / rate:.0f}%"
+            if not all(ps):
+                cells += ["-", "-", ran]
+                continue
+            peer = med([q["train_samples_per_s"] for q in ps])
+            cells += [f"{rate / flops / peer:.1f}x",
+                      f"{100 * target * peer * flops / rate:.0f}%" if target else "-", ran]
+        base = table.get(("none", p, e, t))
+        fb = f"{flops / med([r['train_flops_per_sample'] for r in base]):.2f}x" if base and a != "none" else "-"
+        print(f"| {a} | {p} | {e} | {t} | {path} | {n0(rate / flops)} | " + " | ".join(cells) + f" | {fb} |")
+
 gemm, blas = {}, {}
 if os.path.exists(os.path.join(out, "gemm.txt")):
     for line in open(os.path.join(out, "gemm.txt")):
